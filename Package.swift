@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "capstan",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "capstan", targets: ["CapstanCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries: libnftables (ruleset transactions) and libmnl (rtnetlink).
+        .systemLibrary(name: "CNFTables", pkgConfig: "libnftables",
+                       providers: [.apt(["libnftables-dev"])]),
+        .systemLibrary(name: "CMNL", pkgConfig: "libmnl",
+                       providers: [.apt(["libmnl-dev"])]),
+
+        // Kernel plumbing: nftables transactions, rtnetlink policy routing, network namespaces.
+        .target(name: "Netfilter", dependencies: ["CNFTables", "CMNL"]),
+
+        // What to capture and how: CaptureSpec, ruleset rendering, read-back, drift, packet trace.
+        .target(name: "Capture", dependencies: ["Netfilter"]),
+
+        // The `capstan` executable: argument parsing and wiring only.
+        .executableTarget(
+            name: "CapstanCLI",
+            dependencies: [
+                "Capture", "Netfilter",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // Test helpers shared by test targets: throw-away network namespaces and probe sockets.
+        .target(name: "CapstanTestSupport", dependencies: ["Netfilter"], path: "Tests/CapstanTestSupport"),
+
+        .testTarget(name: "CaptureTests", dependencies: ["Capture", "CapstanTestSupport"]),
+        .testTarget(name: "EndToEndTests",
+                    dependencies: ["Capture", "Netfilter", "CapstanTestSupport", "CapstanCLI"]),
+    ]
+)

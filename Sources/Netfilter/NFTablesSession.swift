@@ -1,0 +1,60 @@
+import CNFTables
+
+/// An error reported by libnftables, with the library's own message.
+public struct NFTablesError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public var description: String { message }
+}
+
+/// A libnftables context: runs nftables scripts in-process, each as one kernel transaction.
+///
+/// A context talks to the network namespace of the thread that created it, so create it after entering
+/// the target namespace (see ``NetworkNamespace/run(_:)``) and use it on that thread only.
+public final class NFTablesSession {
+    private let context: OpaquePointer
+
+    public init() throws(NFTablesError) {
+        guard let context = nft_ctx_new(UInt32(NFT_CTX_DEFAULT)) else {
+            throw NFTablesError(message: "libnftables: cannot create a context")
+        }
+        self.context = context
+        nft_ctx_buffer_output(context)
+        nft_ctx_buffer_error(context)
+    }
+
+    deinit {
+        nft_ctx_free(context)
+    }
+
+    /// Runs `script` as one atomic transaction and returns what nftables printed (for `list` commands).
+    @discardableResult
+    public func run(_ script: String) throws(NFTablesError) -> String {
+        try execute(script, dryRun: false)
+    }
+
+    /// Parses and evaluates `script` against the kernel's current state without committing anything.
+    public func check(_ script: String) throws(NFTablesError) {
+        _ = try execute(script, dryRun: true)
+    }
+
+    private func execute(_ script: String, dryRun: Bool) throws(NFTablesError) -> String {
+        nft_ctx_set_dry_run(context, dryRun)
+        defer { nft_ctx_set_dry_run(context, false) }
+        let status = nft_run_cmd_from_buffer(context, script)
+        let output = nft_ctx_get_output_buffer(context).map { String(cString: $0) } ?? ""
+        let errors = nft_ctx_get_error_buffer(context).map { String(cString: $0) } ?? ""
+        guard status == 0 else {
+            let message = errors.isEmpty ? "libnftables: transaction failed (status \(status))" : errors
+            throw NFTablesError(message: message.trimmingTrailingNewlines())
+        }
+        return output
+    }
+}
+
+extension String {
+    func trimmingTrailingNewlines() -> String {
+        var result = self
+        while result.last == "\n" { result.removeLast() }
+        return result
+    }
+}
