@@ -1,3 +1,5 @@
+import Netfilter
+
 /// One of istio-iptables' rule-shaping flags, with its short name and environment variable.
 ///
 /// Every flag can also be set by the environment variable that is its long name in UPPER_SNAKE; a flag

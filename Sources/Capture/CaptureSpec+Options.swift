@@ -1,3 +1,5 @@
+import Netfilter
+
 extension CaptureSpec {
     /// Builds a spec from raw option values (flags or environment); missing options take their defaults.
     ///
@@ -236,11 +238,8 @@ private struct OptionReader {
 
     func switchValue(_ option: CaptureOption) throws(CaptureSpecError) -> Bool? {
         guard let text = single(option) else { return nil }
-        switch text.lowercased() {
-        case "true", "1", "yes", "on": return true
-        case "false", "0", "no", "off", "": return false
-        default: throw fail(option, text, "must be true or false")
-        }
+        guard let value = Bool(switchText: String(text)) else { throw fail(option, text, "must be true or false") }
+        return value
     }
 }
 
@@ -250,5 +249,16 @@ extension StringProtocol {
         let start = scalars.firstIndex { !$0.isWhitespace } ?? scalars.endIndex
         let end = scalars.lastIndex { !$0.isWhitespace }.map { scalars.index(after: $0) } ?? start
         return Substring(scalars[start..<end])
+    }
+}
+
+extension Bool {
+    /// `true/false`, `1/0`, `yes/no`, `on/off` (any case), as flags and environment variables spell switches.
+    public init?(switchText text: String) {
+        switch text.trimmingSpaces().lowercased() {
+        case "true", "1", "yes", "on": self = true
+        case "false", "0", "no", "off", "": self = false
+        default: return nil
+        }
     }
 }

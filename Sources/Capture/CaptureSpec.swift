@@ -1,3 +1,5 @@
+import Netfilter
+
 /// What to capture in a network namespace: the normalized meaning of istio-iptables' flags.
 ///
 /// A spec is always valid: it is built by ``CaptureSpec/init(options:)``, which refuses bad input, and it

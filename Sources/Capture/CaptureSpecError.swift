@@ -1,3 +1,5 @@
+import Netfilter
+
 /// Refused input: names the flag and the value, and says what is wrong with it.
 public struct CaptureSpecError: Error, CustomStringConvertible, Sendable, Equatable {
     public let option: String

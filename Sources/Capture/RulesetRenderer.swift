@@ -335,11 +335,11 @@ public enum RulesetRenderer {
 
 extension AddressFamily {
     var loopback: IPPrefix {
-        IPPrefix(address: self == .ipv4 ? .loopbackV4 : .loopbackV6, length: self == .ipv4 ? 32 : 128)
+        IPPrefix(host: self == .ipv4 ? .loopbackV4 : .loopbackV6)
     }
 
     var inboundPassthrough: IPPrefix {
-        IPPrefix(address: self == .ipv4 ? .inboundPassthroughV4 : .inboundPassthroughV6, length: self == .ipv4 ? 32 : 128)
+        IPPrefix(host: self == .ipv4 ? .inboundPassthroughV4 : .inboundPassthroughV6)
     }
 }
 
@@ -347,7 +347,7 @@ extension CaptureSpec {
     /// The nameservers DNS capture covers, as host prefixes by family (none for `.all` or `.off`).
     var dnsServersByFamily: [AddressFamily: [IPPrefix]] {
         guard case .nameservers(let servers) = dns else { return [:] }
-        return Dictionary(grouping: servers.map { IPPrefix(address: $0, length: $0.bitCount) }, by: \.family)
+        return Dictionary(grouping: servers.map { IPPrefix(host: $0) }, by: \.family)
     }
 
     /// Istio drops the "application to itself over loopback" exemption when `-i` names a loopback range.

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Netfilter
+
 
 /// An IPv4 or IPv6 address, kept as its network-order bytes.
 public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible {
@@ -59,7 +59,7 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
     }
 
     /// The address with all bits after the first `length` cleared.
-    func masked(to length: Int) -> IPAddress {
+    public func masked(to length: Int) -> IPAddress {
         var result = bytes
         for index in result.indices {
             let bitsBefore = index * 8
@@ -98,6 +98,11 @@ public struct IPPrefix: Sendable, Hashable, Comparable, CustomStringConvertible 
         self.init(address: address, length: length)
     }
 
+    /// The single-address prefix (`/32` or `/128`).
+    public init(host: IPAddress) {
+        self.init(address: host, length: host.bitCount)
+    }
+
     public var isHost: Bool { length == address.bitCount }
 
     /// nftables' form: a host prefix prints as the bare address.
@@ -117,5 +122,7 @@ public struct IPPrefix: Sendable, Hashable, Comparable, CustomStringConvertible 
 }
 
 extension Character {
-    var isASCIIDigit: Bool { ("0"..."9").contains(self) }
+    /// 0-9 only (`isNumber` also accepts other scripts).
+
+    public var isASCIIDigit: Bool { ("0"..."9").contains(self) }
 }

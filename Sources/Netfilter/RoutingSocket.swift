@@ -49,10 +49,11 @@ public struct NetlinkError: Error, CustomStringConvertible, Sendable {
     public var description: String { "rtnetlink \(operation): \(String(cString: strerror(errno)))" }
 }
 
-/// Policy routing through rtnetlink (libmnl): the fwmark rules and local routes TPROXY needs.
+/// An rtnetlink socket (libmnl): the fwmark rules and local routes TPROXY needs, route lookups, and
+/// loopback addresses.
 ///
 /// Like ``NFTablesSession``, it talks to the namespace of the thread that created it.
-public final class PolicyRouting {
+public final class RoutingSocket {
     private let socket: OpaquePointer
     private let portID: UInt32
     private var sequence: UInt32
@@ -93,7 +94,8 @@ public final class PolicyRouting {
     }
 
     public func add(_ rule: FirewallMarkRule) throws(NetlinkError) {
-        try request(type: UInt16(RTM_NEWRULE), flags: NLM_F_CREATE | NLM_F_EXCL, operation: "add rule") { nlh in
+        try request(type: UInt16(RTM_NEWRULE), flags: NLM_F_CREATE | NLM_F_EXCL,
+                    operation: "add rule fwmark \(rule.mark) lookup \(rule.table)") { nlh in
             Self.putRule(rule, into: nlh)
         }
     }
@@ -134,14 +136,15 @@ public final class PolicyRouting {
 
     public func add(_ route: LocalDefaultRoute) throws(NetlinkError) {
         let loopback = try loopbackIndex()
-        try request(type: UInt16(RTM_NEWROUTE), flags: NLM_F_CREATE | NLM_F_REPLACE, operation: "add route") { nlh in
+        try request(type: UInt16(RTM_NEWROUTE), flags: NLM_F_CREATE | NLM_F_REPLACE,
+                    operation: "add route local default dev lo table \(route.table)") { nlh in
             Self.putRoute(route, loopback: loopback, into: nlh)
         }
     }
 
     public func delete(_ route: LocalDefaultRoute) throws(NetlinkError) {
         let loopback = try loopbackIndex()
-        try request(type: UInt16(RTM_DELROUTE), flags: 0, operation: "delete route") { nlh in
+        try request(type: UInt16(RTM_DELROUTE), flags: 0, operation: "delete route local default dev lo table \(route.table)") { nlh in
             Self.putRoute(route, loopback: loopback, into: nlh)
         }
     }
@@ -162,6 +165,59 @@ public final class PolicyRouting {
         rtm.pointee.rtm_type = UInt8(RTN_LOCAL)
         mnl_attr_put_u32(nlh, UInt16(RTA_TABLE.rawValue), route.table)
         mnl_attr_put_u32(nlh, UInt16(RTA_OIF.rawValue), loopback)
+    }
+
+    // MARK: Lookups and addresses
+
+    /// The interface the kernel would send a packet to `destination` out of (`ip route get`), or nil when
+    /// there is no route.
+    public func outputInterface(toward destination: IPAddress) throws(NetlinkError) -> String? {
+        let seq = nextSequence()
+        let length: Int = buffer.withUnsafeMutableBytes { raw in
+            let nlh = mnl_nlmsg_put_header(raw.baseAddress)!
+            nlh.pointee.nlmsg_type = UInt16(RTM_GETROUTE)
+            // With an acknowledgement after the answer, the exchange knows when it is over.
+            nlh.pointee.nlmsg_flags = UInt16(NLM_F_REQUEST | NLM_F_ACK)
+            nlh.pointee.nlmsg_seq = seq
+            let rtm = mnl_nlmsg_put_extra_header(nlh, MemoryLayout<rtmsg>.size)!.assumingMemoryBound(to: rtmsg.self)
+            rtm.pointee.rtm_family = destination.family.kernelValue
+            rtm.pointee.rtm_dst_len = UInt8(destination.bitCount)
+            destination.bytes.withUnsafeBytes { mnl_attr_put(nlh, UInt16(RTA_DST.rawValue), $0.count, $0.baseAddress) }
+            return Int(nlh.pointee.nlmsg_len)
+        }
+        var index: UInt32?
+        do {
+            try exchange(length: length, seq: seq, operation: "route lookup") { nlh in
+                guard nlh.pointee.nlmsg_type == UInt16(RTM_NEWROUTE) else { return }
+                index = NetlinkAttributes(message: nlh, headerSize: MemoryLayout<rtmsg>.size).u32(Int(RTA_OIF.rawValue))
+            }
+        } catch where [ENETUNREACH, EHOSTUNREACH, ESRCH].contains(error.errno) {
+            return nil
+        }
+        guard let index else { return nil }
+        var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
+        guard if_indextoname(index, &name) != nil else { return nil }
+        return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Adds a host address to `lo` without duplicate address detection; an existing address is fine.
+    public func addLoopbackAddress(_ address: IPAddress) throws(NetlinkError) {
+        let loopback = try loopbackIndex()
+        do {
+            try request(type: UInt16(RTM_NEWADDR), flags: NLM_F_CREATE | NLM_F_EXCL, operation: "add address") { nlh in
+                let ifa = mnl_nlmsg_put_extra_header(nlh, MemoryLayout<ifaddrmsg>.size)!
+                    .assumingMemoryBound(to: ifaddrmsg.self)
+                ifa.pointee.ifa_family = address.family.kernelValue
+                ifa.pointee.ifa_prefixlen = UInt8(address.bitCount)
+                ifa.pointee.ifa_flags = UInt8(IFA_F_NODAD)
+                ifa.pointee.ifa_scope = UInt8(RT_SCOPE_HOST.rawValue)
+                ifa.pointee.ifa_index = loopback
+                address.bytes.withUnsafeBytes { mnl_attr_put(nlh, UInt16(IFA_LOCAL), $0.count, $0.baseAddress) }
+                address.bytes.withUnsafeBytes { mnl_attr_put(nlh, UInt16(IFA_ADDRESS), $0.count, $0.baseAddress) }
+            }
+        } catch where error.errno == EEXIST {
+            return
+        }
     }
 
     // MARK: Transport

@@ -1,0 +1,86 @@
+import ArgumentParser
+import Capture
+import Netfilter
+
+/// `capstan status`: what the kernel holds, what it means, whether it drifted, and what it does with a
+/// given connection.
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show and explain the capture rules of a network namespace, and find drift.",
+        discussion: """
+            Exit status: 0 when the rules are present and match their recorded spec, 1 when they are missing \
+            or drifted, 2 on a usage error. With --trace: 0 when the trace ran.
+            """
+    )
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case text, json
+    }
+
+    @Option(name: .customLong("network-namespace"), help: "Read this network namespace (e.g. /var/run/netns/NAME).")
+    var networkNamespace: String?
+    @Option(name: [.customShort("o"), .customLong("output")], help: "text or json.")
+    var format: Format = .text
+    @Flag(name: [.customShort("v"), .customLong("verbose")], help: "Show each rule's nftables text.")
+    var verbose = false
+
+    @Option(name: .customLong("trace"), help: "Explain a connection: tcp|udp:ADDR:PORT (IPv6 as [ADDR]:PORT).")
+    var trace: String?
+    @Option(name: .customLong("uid"), help: "Trace: uid of the connecting process (default 0).")
+    var uid: UInt32 = 0
+    @Option(name: .customLong("gid"), help: "Trace: gid of the connecting process (default 0).")
+    var gid: UInt32 = 0
+    @Flag(name: .customLong("inbound"), help: "Trace: the connection arrives from outside the pod.")
+    var inbound = false
+    @Option(name: .customLong("source"), help: "Trace: source address (default: an address outside the pod).")
+    var source: String?
+    @Option(name: .customLong("interface"), help: "Trace, inbound: the interface it arrives on.")
+    var interface: String?
+
+    func run() throws {
+        let path = networkNamespace ?? ProcessEnvironment()["NETWORK_NAMESPACE"]
+        if let path, access(path, F_OK) != 0 {
+            throw usageError("invalid value \"\(path)\" for --network-namespace: no such file")
+        }
+        let namespace = NetworkNamespace(path: path)
+        let place = path ?? "current network namespace"
+        let style = TerminalStyle(enabled: format == .text && TerminalStyle.standardOutputIsColourTerminal)
+
+        if let trace {
+            let query = try traceQuery(trace)
+            let result = try runtime { try CaptureEngine.trace(query, in: namespace) }
+            switch format {
+            case .text: print(StatusView(style: style).render(result), terminator: "")
+            case .json: print(try StatusDocument.Trace(result).json())
+            }
+            return
+        }
+
+        let installed = try runtime { try CaptureEngine.inspect(in: namespace) }
+        switch format {
+        case .text: print(StatusView(style: style, verbose: verbose).render(installed, place: place), terminator: "")
+        case .json: print(try StatusDocument(installed, namespace: place).json())
+        }
+        if !installed.isIntact { throw ExitCode(1) }
+    }
+
+    func traceQuery(_ text: String) throws -> TraceQuery {
+        guard let (transport, address, port) = TraceQuery.parseTarget(text) else {
+            throw usageError("invalid value \"\(text)\" for --trace: expected tcp|udp:ADDR:PORT, e.g. tcp:10.0.0.5:8080")
+        }
+        var sourceAddress: IPAddress?
+        if let source {
+            guard let parsed = IPAddress(source), parsed.family == address.family else {
+                throw usageError("invalid value \"\(source)\" for --source: expected an \(address.family == .ipv4 ? "IPv4" : "IPv6") address")
+            }
+            sourceAddress = parsed
+        }
+        return TraceQuery(transport: transport, destination: address, destinationPort: port, uid: uid, gid: gid,
+                          inbound: inbound, source: sourceAddress, interface: interface)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,196 @@
+import Netfilter
+
+/// What `capstan status` reads from a namespace: the table, the spec it records, the policy routing and
+/// the listeners, plus the drift against a fresh rendering of that spec.
+public struct InstalledCapture: Sendable {
+    public var table: InstalledTable?
+    /// The spec recovered from the table's record; nil when there is no table or no record.
+    public var spec: CaptureSpec?
+    /// Set when the table has a record that does not parse.
+    public var specProblem: String?
+    public var routing: PolicyRoutingPlan
+    public var facts: NamespaceFacts
+    /// What the recovered spec asks for (nil without a spec).
+    public var expected: Ruleset?
+    public var expectedRouting: PolicyRoutingPlan
+    public var drift: CaptureDrift?
+
+    /// Rules present and as their spec asks.
+    public var isIntact: Bool { table != nil && spec != nil && drift?.isClean == true }
+}
+
+/// The outcome of `capstan init`.
+public enum ApplyOutcome: Sendable, Equatable {
+    /// The table and routing were written.
+    case applied
+    /// The kernel already held exactly this capture; nothing was written (counters kept).
+    case unchanged
+}
+
+/// Programs, reads and removes capture in a network namespace. Each call enters the namespace on a
+/// thread of its own and creates its libnftables and rtnetlink handles there.
+public enum CaptureEngine {
+    /// Replaces whatever capture the namespace has with `spec`, as one nftables transaction; policy routing
+    /// is added first and rolled back if the transaction fails, so a failure leaves the kernel as it was.
+    public static func apply(_ spec: CaptureSpec, in namespace: NetworkNamespace) throws -> ApplyOutcome {
+        try namespace.run {
+            let facts = NamespaceFacts.current()
+            let ruleset = RulesetRenderer.render(spec)
+            let plan = PolicyRoutingPlan(spec: spec, families: facts.families)
+            let nft = try session()
+            let routing = try routingSocket()
+            let previous = try listTable(nft)
+            let previousSpec = previous.flatMap { try? RulesetRenderer.recoverSpec(fromComments: $0.specComments) }
+            let stale = previousSpec.map { PolicyRoutingPlan(spec: $0, families: AddressFamily.allCases) }
+                .map { $0.subtracting(plan) } ?? .none
+            let present = try installedRouting(routing, like: plan)
+
+            if let previous, stale.isEmpty,
+               CaptureDrift(expected: ruleset, installed: previous, expectedRouting: plan, installedRouting: present).isClean {
+                return .unchanged
+            }
+
+            var added = PolicyRoutingPlan.none
+            do {
+                for rule in plan.rules where !present.rules.contains(where: rule.sameSelector) {
+                    try routing.add(rule)
+                    added.rules.append(rule)
+                }
+                for route in plan.routes where !present.routes.contains(route) {
+                    try routing.add(route)
+                    added.routes.append(route)
+                }
+                try nft.run(ruleset.replacementScript)
+            } catch {
+                remove(added, with: routing)
+                throw CaptureError("programming capture", error)
+            }
+            remove(try installedRouting(routing, like: stale), with: routing)
+            if facts.hasIPv6 {
+                // The proxy binds ::6 for inbound passthrough over IPv6, as Istio does.
+                try? routing.addLoopbackAddress(IPAddress.inboundPassthroughV6)
+            }
+            return .applied
+        }
+    }
+
+    /// Removes the table and the policy routing of both the recorded spec and `spec` (the flags given).
+    /// Removing what is not there is not an error.
+    public static func remove(_ spec: CaptureSpec, in namespace: NetworkNamespace) throws {
+        try namespace.run {
+            let nft = try session()
+            let routing = try routingSocket()
+            let recorded = try listTable(nft).flatMap { try? RulesetRenderer.recoverSpec(fromComments: $0.specComments) }
+            do {
+                try nft.run(Ruleset.removalScript)
+            } catch {
+                throw CaptureError("removing table \(Ruleset.family) \(Ruleset.tableName)", error)
+            }
+            for candidate in [recorded, spec].compactMap({ $0 }) {
+                remove(try installedRouting(routing, like: PolicyRoutingPlan(routingOf: candidate)), with: routing)
+            }
+        }
+    }
+
+    /// Reads the capture a namespace holds and checks it against its own recorded spec.
+    public static func inspect(in namespace: NetworkNamespace, fallback: CaptureSpec = CaptureSpec()) throws -> InstalledCapture {
+        try namespace.run {
+            let facts = NamespaceFacts.current()
+            let nft = try session()
+            let routing = try routingSocket()
+            let table = try listTable(nft)
+            var spec: CaptureSpec?
+            var specProblem: String?
+            if let table {
+                do {
+                    spec = try RulesetRenderer.recoverSpec(fromComments: table.specComments)
+                    if spec == nil { specProblem = "the table has no capstan spec record" }
+                } catch {
+                    specProblem = "the table's spec record does not parse: \(error)"
+                }
+            }
+            // Routing is looked up for the recorded mark and table, or the defaults when nothing is recorded.
+            let probe = PolicyRoutingPlan(routingOf: spec ?? fallback)
+            let installed = try installedRouting(routing, like: probe)
+            let expected = spec.map(RulesetRenderer.render)
+            let expectedRouting = spec.map { PolicyRoutingPlan(spec: $0, families: facts.families) } ?? .none
+            var drift: CaptureDrift?
+            if let expected, let table {
+                drift = CaptureDrift(expected: expected, installed: table, expectedRouting: expectedRouting,
+                                     installedRouting: installed)
+            }
+            return InstalledCapture(table: table, spec: spec, specProblem: specProblem, routing: installed, facts: facts,
+                                    expected: expected, expectedRouting: expectedRouting, drift: drift)
+        }
+    }
+
+    // MARK: Steps
+
+    static func session() throws -> NFTablesSession {
+        do { return try NFTablesSession() } catch { throw CaptureError("opening libnftables", error) }
+    }
+
+    static func routingSocket() throws -> RoutingSocket {
+        do { return try RoutingSocket() } catch { throw CaptureError("opening rtnetlink", error) }
+    }
+
+    /// The current table, or nil when the namespace has none.
+    static func listTable(_ nft: NFTablesSession) throws -> InstalledTable? {
+        do {
+            return InstalledTable(listing: try nft.run("list table \(Ruleset.family) \(Ruleset.tableName)"))
+        } catch where error.message.contains("No such file or directory") {
+            return nil
+        } catch {
+            throw CaptureError("reading table \(Ruleset.family) \(Ruleset.tableName)", error)
+        }
+    }
+
+    /// The rules and routes present in the kernel with the marks and tables `plan` names.
+    static func installedRouting(_ routing: RoutingSocket, like plan: PolicyRoutingPlan) throws -> PolicyRoutingPlan {
+        var found = PolicyRoutingPlan.none
+        do {
+            for family in Set(plan.rules.map(\.family)).sorted(by: { $0.rawValue < $1.rawValue }) {
+                found.rules += try routing.firewallMarkRules(family: family).filter { rule in
+                    plan.rules.contains(where: rule.sameSelector)
+                }
+            }
+            for route in plan.routes where try !routing.localDefaultRoutes(family: route.family, table: route.table).isEmpty {
+                found.routes.append(route)
+            }
+        } catch {
+            throw CaptureError("reading policy routing", error)
+        }
+        return found
+    }
+
+    /// Best effort: used for rollback and for removing routing the new spec no longer needs.
+    static func remove(_ plan: PolicyRoutingPlan, with routing: RoutingSocket) {
+        for rule in plan.rules { try? routing.delete(rule) }
+        for route in plan.routes { try? routing.delete(route) }
+    }
+}
+
+extension NamespaceFacts {
+    var families: [AddressFamily] { hasIPv6 ? [.ipv4, .ipv6] : [.ipv4] }
+}
+
+extension InstalledTable {
+    var specComments: [String] {
+        chain(named: RulesetRenderer.specChain)?.rules.compactMap(\.comment) ?? []
+    }
+}
+
+extension PolicyRoutingPlan {
+    /// The routing `spec`'s mark and table would use in TPROXY mode, in both families: what cleanup looks for.
+    public init(routingOf spec: CaptureSpec) {
+        var tproxy = spec
+        tproxy.interceptionMode = .tproxy
+        tproxy.inboundPorts = .all
+        self.init(spec: tproxy, families: AddressFamily.allCases)
+    }
+
+    func subtracting(_ other: PolicyRoutingPlan) -> PolicyRoutingPlan {
+        PolicyRoutingPlan(rules: rules.filter { rule in !other.rules.contains(where: rule.sameSelector) },
+                          routes: routes.filter { !other.routes.contains($0) })
+    }
+}
