@@ -33,7 +33,7 @@ let package = Package(
         ),
 
         // Test helpers shared by test targets: throw-away network namespaces and probe sockets.
-        .target(name: "CapstanTestSupport", dependencies: ["Netfilter"], path: "Tests/CapstanTestSupport"),
+        .target(name: "CapstanTestSupport", dependencies: ["Netfilter", "CMNL"], path: "Tests/CapstanTestSupport"),
 
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CapstanTestSupport"]),
         .testTarget(name: "EndToEndTests",

@@ -38,7 +38,7 @@ struct StatusDocument: Encodable {
         mode = capture.spec?.interceptionMode.rawValue
         ipv6 = capture.facts.hasIPv6
         listening = capture.facts.listeningTCPPorts.sorted()
-        rules = (capture.table?.chains ?? []).filter { $0.name != "capture_spec" }.flatMap { chain in
+        rules = (capture.table?.chainsInTraversalOrder ?? []).filter { $0.name != "capture_spec" }.flatMap { chain in
             chain.rules.map { RuleEntry(chain: chain.name, comment: $0.comment, rule: $0.text, packets: $0.packets, bytes: $0.bytes) }
         }
         routing = Routing(expected: capture.expectedRouting.commandLines, installed: capture.routing.commandLines)

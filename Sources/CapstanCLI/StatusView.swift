@@ -118,7 +118,7 @@ struct StatusView {
     }
 
     private func rulesSection(_ table: InstalledTable) -> String {
-        let rows = table.chains.filter { $0.name != "capture_spec" }.flatMap { chain in
+        let rows = table.chainsInTraversalOrder.filter { $0.name != "capture_spec" }.flatMap { chain in
             chain.rules.map { (chain.name, $0) }
         }
         let chainWidth = max(5, rows.map(\.0.count).max() ?? 0)

@@ -25,6 +25,27 @@ public struct InstalledTable: Sendable, Equatable {
         chains.first { $0.name == name }
     }
 
+    /// The chains in the order a packet meets them: each hook's base chain (prerouting path, then output
+    /// path), followed depth-first by the chains it jumps to; unreached chains last.
+    public var chainsInTraversalOrder: [InstalledChain] {
+        let hooks = ["raw_prerouting", "mangle_prerouting", "prerouting", "raw_output", "mangle_output", "output"]
+        var ordered: [InstalledChain] = []
+        var seen = Set<String>()
+        func visit(_ name: String) {
+            guard !seen.contains(name), let chain = chain(named: name) else { return }
+            seen.insert(name)
+            ordered.append(chain)
+            for rule in chain.rules {
+                if let target = rule.text.split(separator: " ").split(separator: "jump").dropFirst().first?.first {
+                    visit(String(target))
+                }
+            }
+        }
+        hooks.forEach(visit)
+        chains.map(\.name).forEach(visit)
+        return ordered
+    }
+
     /// Parses `nft list table inet capstan` output.
     public init(listing: String) {
         chains = []

@@ -39,7 +39,7 @@ public enum RulesetRenderer {
                 chains.append(Chain(name: tproxy, rules: AddressFamily.allCases.map { family in
                     Rule([.transport([.tcp]), .destination([family.loopback], negated: true)],
                          .tproxy(family, port: spec.inboundCapturePort, mark: spec.tproxyMark),
-                         comment: "new inbound connection: to the inbound capture port (-z) unchanged")
+                         comment: "new inbound connection: to the inbound capture port (-z) unchanged\(family.suffix)")
                 }))
             }
         }
@@ -163,7 +163,7 @@ public enum RulesetRenderer {
             rules.append(Rule([.mark(mark)], .return, comment: "already marked by TPROXY: no second capture"))
             for family in AddressFamily.allCases {
                 rules.append(Rule([.source([family.inboundPassthrough]), .inputInterface("lo")], .return,
-                                  comment: "from the proxy's inbound passthrough source: to the application"))
+                                  comment: "from the proxy's inbound passthrough source: to the application\(family.suffix)"))
             }
             rules.append(Rule([.inputInterface("lo"), .mark(CaptureSpec.proxyToSelfMark, negated: true)], .return,
                               comment: "loopback traffic other than the proxy's own pod-IP calls is not inbound"))
@@ -216,12 +216,12 @@ public enum RulesetRenderer {
         for family in AddressFamily.allCases {
             rules.append(Rule([.transport([.tcp]), .outputInterface("lo"), .destination([family.loopback], negated: true),
                                .socketUser(spec.proxyUIDs)], .setMark(CaptureSpec.proxyToSelfMark),
-                              comment: "proxy uid to its own pod address: mark to tell it from the application"))
+                              comment: "proxy uid to its own pod address: mark to tell it from the application\(family.suffix)"))
         }
         for family in AddressFamily.allCases {
             rules.append(Rule([.transport([.tcp]), .outputInterface("lo"), .destination([family.loopback], negated: true),
                                .socketGroup(spec.proxyGIDs)], .setMark(CaptureSpec.proxyToSelfMark),
-                              comment: "proxy gid to its own pod address: mark to tell it from the application"))
+                              comment: "proxy gid to its own pod address: mark to tell it from the application\(family.suffix)"))
         }
         rules.append(Rule([.transport([.tcp]), .connectionMark(spec.tproxyMark)], .restoreMarkFromConnection,
                           comment: "replies on TPROXY connections: route back to the proxy"))
@@ -239,7 +239,7 @@ public enum RulesetRenderer {
         }
         for family in AddressFamily.allCases {
             rules.append(Rule([.outputInterface("lo"), .source([family.inboundPassthrough])], .return,
-                              comment: "proxy's inbound passthrough to the application"))
+                              comment: "proxy's inbound passthrough to the application\(family.suffix)"))
         }
         let selfPorts = dnsOn ? [53, spec.inboundTunnelPort] : [spec.inboundTunnelPort]
         let keepLoopbackReturn = !spec.outboundIncludesLoopback
@@ -248,7 +248,7 @@ public enum RulesetRenderer {
                 rules.append(Rule([.outputInterface("lo"), .destination([family.loopback], negated: true),
                                    .destinationPort(.tcp, selfPorts, negated: true), owner(ids, false)],
                                   .jump(inboundRedirect),
-                                  comment: "proxy \(label) to its own pod address: through the inbound capture"))
+                                  comment: "proxy \(label) to its own pod address: through the inbound capture\(family.suffix)"))
             }
             if keepLoopbackReturn {
                 var matches: [Match] = [.outputInterface("lo")]
@@ -262,7 +262,7 @@ public enum RulesetRenderer {
             rules.append(Rule([], .jump(outboundDNS), comment: "DNS: to the agent's DNS proxy"))
         }
         for family in AddressFamily.allCases {
-            rules.append(Rule([.destination([family.loopback])], .return, comment: "to localhost: not captured"))
+            rules.append(Rule([.destination([family.loopback])], .return, comment: "to localhost: not captured\(family.suffix)"))
         }
         for prefix in spec.outboundExcludeCIDRs {
             rules.append(Rule([.destination([prefix])], .return, comment: "-x \(prefix.cidrText): excluded from capture"))
@@ -294,7 +294,7 @@ public enum RulesetRenderer {
         return AddressFamily.allCases.compactMap { family in
             servers[family].map {
                 Rule([.transport([.tcp, .udp]), .destinationPort(nil, [53]), .destination($0)], .redirect(port),
-                     comment: "--redirect-dns: DNS to the resolv.conf nameservers to the DNS proxy")
+                     comment: "--redirect-dns: DNS to the resolv.conf nameservers to the DNS proxy\(family.suffix)")
             }
         }
     }
@@ -314,7 +314,7 @@ public enum RulesetRenderer {
             for family in AddressFamily.allCases {
                 guard let prefixes = servers[family] else { continue }
                 rules.append(Rule([.destinationPort(.udp, [53]), .destination(prefixes)], .conntrackZone(2),
-                                  comment: "application DNS queries: conntrack zone 2"))
+                                  comment: "application DNS queries: conntrack zone 2\(family.suffix)"))
             }
         }
         return rules
@@ -327,7 +327,7 @@ public enum RulesetRenderer {
         return AddressFamily.allCases.compactMap { family in
             servers[family].map {
                 Rule([.sourcePort(.udp, [53]), .source($0)], .conntrackZone(1),
-                     comment: "DNS answers from upstream: conntrack zone 1")
+                     comment: "DNS answers from upstream: conntrack zone 1\(family.suffix)")
             }
         }
     }
@@ -337,6 +337,9 @@ extension AddressFamily {
     var loopback: IPPrefix {
         IPPrefix(host: self == .ipv4 ? .loopbackV4 : .loopbackV6)
     }
+
+    /// Tells apart the comments of rules that come in IPv4/IPv6 pairs.
+    var suffix: String { self == .ipv4 ? " (IPv4)" : " (IPv6)" }
 
     var inboundPassthrough: IPPrefix {
         IPPrefix(host: self == .ipv4 ? .inboundPassthroughV4 : .inboundPassthroughV6)
