@@ -175,7 +175,8 @@ struct InitCommand: ParsableCommand {
         ]
         var options: [CaptureOption: String] = [:]
         for option in CaptureOption.allCases {
-            if let value = flags[option] ?? nil ?? environment.value(for: option) {
+            let flag: String? = flags[option] ?? nil
+            if let value = flag ?? environment.value(for: option) {
                 options[option] = value
             }
         }

@@ -120,3 +120,34 @@ public final class ProbeSocket {
     /// `SO_ORIGINAL_DST`: where the client meant to connect before REDIRECT.
     public var originalDestination: SocketAddress? { OriginalDestination.of(socket: fd) }
 }
+
+extension ProbeSocket {
+    /// Writes all of `bytes`, blocking.
+    public func sendAll(_ bytes: [UInt8]) throws(SocketError) {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent < 0 && errno == EINTR { continue }
+            guard sent > 0 else { throw SocketError(operation: "send", errno: errno) }
+            offset += sent
+        }
+    }
+
+    /// Reads exactly `count` bytes, or fewer if the peer closes first.
+    public func receive(count: Int, timeoutMilliseconds: Int32 = 5000) throws(SocketError) -> [UInt8] {
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while result.count < count {
+            guard try wait(for: Int16(POLLIN), timeoutMilliseconds: timeoutMilliseconds) else {
+                throw SocketError(operation: "receive", errno: ETIMEDOUT)
+            }
+            let wanted = min(chunk.count, count - result.count)
+            let received = chunk.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, wanted, 0) }
+            if received < 0 && errno == EINTR { continue }
+            guard received >= 0 else { throw SocketError(operation: "receive", errno: errno) }
+            if received == 0 { break }
+            result += chunk[..<received]
+        }
+        return result
+    }
+}
