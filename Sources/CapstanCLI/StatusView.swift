@@ -47,11 +47,11 @@ struct StatusView {
         switch spec.outboundDestinations {
         case .all: outbound = "all TCP → :\(spec.outboundCapturePort)"
         case .only(let prefixes) where prefixes.isEmpty: outbound = "off (-i '')"
-        case .only(let prefixes): outbound = "TCP to \(prefixes.map(\.description).joined(separator: ", ")) → :\(spec.outboundCapturePort)"
+        case .only(let prefixes): outbound = "TCP to \(prefixes.map(\.cidrText).joined(separator: ", ")) → :\(spec.outboundCapturePort)"
         }
         if !spec.outboundPorts.isEmpty { outbound += "; ports \(list(spec.outboundPorts)) always (-q)" }
         var outboundExceptions: [String] = []
-        if !spec.outboundExcludeCIDRs.isEmpty { outboundExceptions.append("\(spec.outboundExcludeCIDRs.map(\.description).joined(separator: ", ")) (-x)") }
+        if !spec.outboundExcludeCIDRs.isEmpty { outboundExceptions.append("\(spec.outboundExcludeCIDRs.map(\.cidrText).joined(separator: ", ")) (-x)") }
         if !spec.outboundExcludePorts.isEmpty { outboundExceptions.append("ports \(list(spec.outboundExcludePorts)) (-o)") }
         if !outboundExceptions.isEmpty { outbound += "; except " + outboundExceptions.joined(separator: ", ") }
         out += row("outbound", outbound)

@@ -103,7 +103,7 @@ extension CaptureSpec {
 
 extension IPPrefix {
     /// Always `ADDR/LEN`, also for hosts: the form flags and records use.
-    var cidrText: String { "\(address)/\(length)" }
+    public var cidrText: String { "\(address)/\(length)" }
 }
 
 /// Reads and checks one option at a time; each reader returns nil when the option is absent.
