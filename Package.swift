@@ -32,6 +32,10 @@ let package = Package(
             ]
         ),
 
+        // Benchmarks of the capture engine in-process (run by hack/bench-init.sh).
+        .executableTarget(name: "CaptureBenchmarks", dependencies: ["Capture", "Netfilter"],
+                          path: "Benchmarks/CaptureBenchmarks"),
+
         // Test helpers shared by test targets: throw-away network namespaces and probe sockets.
         .target(name: "CapstanTestSupport", dependencies: ["Netfilter", "CMNL"], path: "Tests/CapstanTestSupport"),
 

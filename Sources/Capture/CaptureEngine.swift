@@ -33,45 +33,92 @@ public enum CaptureEngine {
     /// Replaces whatever capture the namespace has with `spec`, as one nftables transaction; policy routing
     /// is added first and rolled back if the transaction fails, so a failure leaves the kernel as it was.
     public static func apply(_ spec: CaptureSpec, in namespace: NetworkNamespace) throws -> ApplyOutcome {
-        try namespace.run {
-            let facts = NamespaceFacts.current()
-            let ruleset = RulesetRenderer.render(spec)
-            let plan = PolicyRoutingPlan(spec: spec, families: facts.families)
-            let nft = try session()
-            let routing = try routingSocket()
-            let previous = try listTable(nft)
-            let previousSpec = previous.flatMap { try? RulesetRenderer.recoverSpec(fromComments: $0.specComments) }
-            let stale = previousSpec.map { PolicyRoutingPlan(spec: $0, families: AddressFamily.allCases) }
-                .map { $0.subtracting(plan) } ?? .none
-            let present = try installedRouting(routing, like: plan)
+        try applyKeepingHandles(spec, in: namespace).outcome
+    }
 
-            if let previous, stale.isEmpty,
-               CaptureDrift(expected: ruleset, installed: previous, expectedRouting: plan, installedRouting: present).isClean {
-                return .unchanged
-            }
+    /// ``apply(_:in:)`` that hands back the libnftables and rtnetlink handles instead of closing them.
+    ///
+    /// Closing them waits for the kernel to free the committed transaction (an RCU grace period, about
+    /// 10 ms); the rules are in force before that. A long-running agent releases them off its request path.
+    public static func applyKeepingHandles(_ spec: CaptureSpec, in namespace: NetworkNamespace) throws -> (outcome: ApplyOutcome, handles: KernelHandles) {
+        try namespace.run { try applyHere(spec) }
+    }
 
-            var added = PolicyRoutingPlan.none
-            do {
-                for rule in plan.rules where !present.rules.contains(where: rule.sameSelector) {
-                    try routing.add(rule)
-                    added.rules.append(rule)
-                }
-                for route in plan.routes where !present.routes.contains(route) {
-                    try routing.add(route)
-                    added.routes.append(route)
-                }
-                try nft.run(ruleset.replacementScript)
-            } catch {
-                remove(added, with: routing)
-                throw CaptureError("programming capture", error)
-            }
-            remove(try installedRouting(routing, like: stale), with: routing)
-            if facts.hasIPv6 {
-                // The proxy binds ::6 for inbound passthrough over IPv6, as Istio does.
-                try? routing.addLoopbackAddress(IPAddress.inboundPassthroughV6)
-            }
-            return .applied
+    /// The apply, on a thread already inside the namespace.
+    private static func applyHere(_ spec: CaptureSpec) throws -> (outcome: ApplyOutcome, handles: KernelHandles) {
+        let facts = NamespaceFacts.current()
+        let ruleset = RulesetRenderer.render(spec)
+        let plan = PolicyRoutingPlan(spec: spec, families: facts.families)
+        let nft = try session()
+        let routing = try routingSocket()
+        let handles = KernelHandles(nft, routing)
+        let added = try addMissingRouting(plan, with: routing)
+        let outcome: ApplyOutcome
+        do {
+            // Most namespaces have no table yet: create it in one go, which fails if one exists.
+            outcome = try createTable(ruleset, with: nft) ? .applied
+                : try replaceTable(ruleset, routing: plan, routingAdded: !added.isEmpty, nft: nft, routingSocket: routing)
+        } catch {
+            remove(added, with: routing)
+            throw CaptureError("programming capture", error)
         }
+        if outcome == .applied && facts.hasIPv6 {
+            // The proxy binds ::6 for inbound passthrough over IPv6, as Istio does.
+            try? routing.addLoopbackAddress(IPAddress.inboundPassthroughV6)
+        }
+        return (outcome, handles)
+    }
+
+    /// Adds the rules and routes of `plan` that are missing; returns what it added (for rollback).
+    static func addMissingRouting(_ plan: PolicyRoutingPlan, with routing: RoutingSocket) throws -> PolicyRoutingPlan {
+        let present = try installedRouting(routing, like: plan)
+        var added = PolicyRoutingPlan.none
+        do {
+            for rule in plan.rules where !present.rules.contains(where: rule.sameSelector) {
+                try routing.add(rule)
+                added.rules.append(rule)
+            }
+            for route in plan.routes where !present.routes.contains(route) {
+                try routing.add(route)
+                added.routes.append(route)
+            }
+        } catch {
+            remove(added, with: routing)
+            throw CaptureError("programming policy routing", error)
+        }
+        return added
+    }
+
+    /// Replaces an existing table unless it already is `ruleset`, and removes routing the previous spec
+    /// needed and this one does not.
+    static func replaceTable(_ ruleset: Ruleset, routing plan: PolicyRoutingPlan, routingAdded: Bool,
+                             nft: NFTablesSession, routingSocket: RoutingSocket) throws -> ApplyOutcome {
+        let previous = try listTable(nft)
+        let previousSpec = previous.flatMap { try? RulesetRenderer.recoverSpec(fromComments: $0.specComments) }
+        let stale = previousSpec.map { PolicyRoutingPlan(spec: $0, families: AddressFamily.allCases).subtracting(plan) } ?? .none
+        let sameTable = previous.map {
+            CaptureDrift(expected: ruleset, installed: $0, expectedRouting: .none, installedRouting: .none).isClean
+        } ?? false
+        let staleRouting = try installedRouting(routingSocket, like: stale)
+        if sameTable && staleRouting.isEmpty && !routingAdded {
+            return .unchanged
+        }
+        if !sameTable {
+            try nft.run(ruleset.replacementScript)
+        }
+        remove(staleRouting, with: routingSocket)
+        return .applied
+    }
+
+    /// Creates the table if the namespace has none; false if one exists already.
+    static func createTable(_ ruleset: Ruleset, with nft: NFTablesSession) throws -> Bool {
+        do {
+            try nft.run("create table \(Ruleset.family) \(Ruleset.tableName)\n" + ruleset.tableText)
+        } catch {
+            if error.message.contains("File exists") { return false }
+            throw error
+        }
+        return true
     }
 
     /// Removes the table and the policy routing of both the recorded spec and `spec` (the flags given).
@@ -95,7 +142,7 @@ public enum CaptureEngine {
     /// Reads the capture a namespace holds and checks it against its own recorded spec.
     public static func inspect(in namespace: NetworkNamespace, fallback: CaptureSpec = CaptureSpec()) throws -> InstalledCapture {
         try namespace.run {
-            let facts = NamespaceFacts.current()
+            let facts = NamespaceFacts.current(includingListeners: true)
             let nft = try session()
             let routing = try routingSocket()
             let table = try listTable(nft)
@@ -167,6 +214,23 @@ public enum CaptureEngine {
     static func remove(_ plan: PolicyRoutingPlan, with routing: RoutingSocket) {
         for rule in plan.rules { try? routing.delete(rule) }
         for route in plan.routes { try? routing.delete(route) }
+    }
+}
+
+/// The kernel sockets one capture operation used, still open; see ``CaptureEngine/applyKeepingHandles(_:in:)``.
+public final class KernelHandles: @unchecked Sendable {
+    private var nft: NFTablesSession?
+    private var routing: RoutingSocket?
+
+    init(_ nft: NFTablesSession, _ routing: RoutingSocket) {
+        self.nft = nft
+        self.routing = routing
+    }
+
+    /// Closes the sockets now (also happens when the handles are dropped).
+    public func release() {
+        nft = nil
+        routing = nil
     }
 }
 

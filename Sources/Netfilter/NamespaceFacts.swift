@@ -12,11 +12,15 @@ public struct NamespaceFacts: Sendable, Equatable {
 
     /// Reads the facts of the calling thread's namespace (`/proc/sys/net` and `/proc/thread-self/net`
     /// follow the thread, not the process).
-    public static func current() -> NamespaceFacts {
+    ///
+    /// Listing listeners walks the kernel's whole TCP socket table (milliseconds), so only `status` asks.
+    public static func current(includingListeners: Bool = false) -> NamespaceFacts {
         let ipv6 = SystemFile.read("/proc/sys/net/ipv6/conf/lo/disable_ipv6").map { $0.hasPrefix("0") } ?? false
         var ports = Set<UInt16>()
-        for file in ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"] {
-            ports.formUnion(listeningPorts(inSocketTable: SystemFile.read(file) ?? ""))
+        if includingListeners {
+            for file in ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"] {
+                ports.formUnion(listeningPorts(inSocketTable: SystemFile.read(file) ?? ""))
+            }
         }
         return NamespaceFacts(hasIPv6: ipv6, listeningTCPPorts: ports)
     }
