@@ -119,10 +119,10 @@ private struct OptionReader {
     }
 
     private func number<N: FixedWidthInteger>(_ option: CaptureOption, _ text: Substring, in range: ClosedRange<N>, what: String) throws(CaptureSpecError) -> N {
-        guard !text.isEmpty, text.allSatisfy(\.isASCIIDigit), let value = N(text) else {
-            throw fail(option, text, "not a number")
+        guard !text.isEmpty, text.allSatisfy(\.isASCIIDigit) else { throw fail(option, text, "not a number") }
+        guard let value = N(text), range.contains(value) else {
+            throw fail(option, text, "\(what) must be \(range.lowerBound)-\(range.upperBound)")
         }
-        guard range.contains(value) else { throw fail(option, text, "\(what) must be \(range.lowerBound)-\(range.upperBound)") }
         return value
     }
 
