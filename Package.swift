@@ -40,6 +40,7 @@ let package = Package(
         .target(name: "CapstanTestSupport", dependencies: ["Netfilter", "CMNL"], path: "Tests/CapstanTestSupport"),
 
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CapstanTestSupport"]),
+        .testTarget(name: "CapstanCLITests", dependencies: ["CapstanCLI", "Capture"]),
         .testTarget(name: "EndToEndTests",
                     dependencies: ["Capture", "Netfilter", "CapstanTestSupport", "CapstanCLI"]),
     ]

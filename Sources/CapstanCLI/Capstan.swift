@@ -6,11 +6,16 @@ struct Capstan: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "capstan",
         abstract: "Transparent traffic interception for a service mesh on Linux.",
-        subcommands: [InitCommand.self, StatusCommand.self]
+        subcommands: [InitCommandHelp.self, StatusCommand.self]
     )
 
     /// Usage errors exit 2 (as istio-iptables and most Unix tools do), not ArgumentParser's 64.
     static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        // `init` runs at every pod start: its own fast, istio-iptables compatible parser (see InitFlags).
+        if arguments.first == "init" {
+            Glibc.exit(InitCommand.main(Array(arguments.dropFirst())))
+        }
         do {
             var command = try parseAsRoot()
             try command.run()

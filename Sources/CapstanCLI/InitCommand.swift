@@ -5,73 +5,50 @@ import Netfilter
 import Glibc
 #endif
 
-/// `capstan init`: istio-iptables' flags, programmed as one nftables transaction in-process.
-struct InitCommand: ParsableCommand {
+/// `capstan init` in `capstan --help`; its flags are parsed by ``InitFlags``, not by ArgumentParser.
+struct InitCommandHelp: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init",
         abstract: "Program capture rules (istio-iptables compatible) in a network namespace.",
-        discussion: """
-            Every flag can also be set by the environment variable that is its long name in UPPER_SNAKE \
-            (ENVOY_PORT, ISTIO_SERVICE_CIDR, …); a flag on the command line wins. Defaults are the Istio \
-            injector's sidecar defaults. IPv4 and IPv6 are captured together.
-            """
+        discussion: InitCommand.overview + "\n\n" + InitFlags.helpText
     )
+}
 
-    @Option(name: [.customShort("p"), .customLong("envoy-port")], help: "Outbound capture port (default 15001).")
-    var envoyPort: String?
-    @Option(name: [.customShort("z"), .customLong("inbound-capture-port")], help: "Inbound capture port (default 15006).")
-    var inboundCapturePort: String?
-    @Option(name: [.customShort("e"), .customLong("inbound-tunnel-port")], help: "Tunnel port, never captured (default 15008).")
-    var inboundTunnelPort: String?
-    @Option(name: [.customShort("u"), .customLong("proxy-uid")], help: "Proxy uid(s), comma-separated (default 1337).")
-    var proxyUID: String?
-    @Option(name: [.customShort("g"), .customLong("proxy-gid")], help: "Proxy gid(s), comma-separated (default: the uid).")
-    var proxyGID: String?
-    @Option(name: [.customShort("m"), .customLong("istio-inbound-interception-mode")], help: "REDIRECT or TPROXY (default REDIRECT).")
-    var interceptionMode: String?
-    @Option(name: [.customShort("t"), .customLong("istio-inbound-tproxy-mark")], help: "TPROXY packet mark (default 1337).")
-    var tproxyMark: String?
-    @Option(name: [.customShort("r"), .customLong("istio-inbound-tproxy-route-table")], help: "TPROXY route table (default 133).")
-    var tproxyRouteTable: String?
-    @Option(name: [.customShort("b"), .customLong("istio-inbound-ports")], help: "Inbound ports to capture, or '*' (default); '' for none.")
-    var inboundPorts: String?
-    @Option(name: [.customShort("d"), .customLong("istio-local-exclude-ports")], help: "Inbound ports not captured with -b '*' (default 15090,15021,15020).")
-    var inboundExcludePorts: String?
-    @Option(name: [.customShort("i"), .customLong("istio-service-cidr")], help: "Outbound CIDRs to capture, or '*' (default); '' for none.")
-    var outboundCIDRs: String?
-    @Option(name: [.customShort("x"), .customLong("istio-service-exclude-cidr")], help: "Outbound CIDRs never captured.")
-    var outboundExcludeCIDRs: String?
-    @Option(name: [.customShort("q"), .customLong("istio-outbound-ports")], help: "Outbound ports always captured.")
-    var outboundPorts: String?
-    @Option(name: [.customShort("o"), .customLong("istio-local-outbound-ports-exclude")], help: "Outbound ports never captured (TCP and UDP).")
-    var outboundExcludePorts: String?
-    @Option(name: [.customShort("k"), .customLong("kube-virt-interfaces")], help: "Interfaces whose inbound traffic is captured as outbound.")
-    var kubeVirtInterfaces: String?
-    @Option(name: [.customShort("c"), .customLong("istio-exclude-interfaces")], help: "Interfaces never captured.")
-    var excludeInterfaces: String?
-    @Flag(name: .customLong("redirect-dns"), inversion: .prefixedNo, help: "Capture DNS to the resolv.conf nameservers to :15053.")
-    var redirectDNS: Bool?
-    @Flag(name: .customLong("capture-all-dns"), inversion: .prefixedNo, help: "With --redirect-dns: capture all port 53 traffic.")
-    var captureAllDNS: Bool?
-    @Option(name: .customLong("dns-servers"), help: "Nameservers --redirect-dns captures (default: those in /etc/resolv.conf).")
-    var dnsServers: String?
-    @Flag(name: .customLong("drop-invalid"), inversion: .prefixedNo, help: "Drop conntrack-invalid packets.")
-    var dropInvalid: Bool?
+/// `capstan init`: istio-iptables' flags, programmed as one nftables transaction in-process.
+struct InitCommand {
+    static let overview = """
+        Defaults are the Istio injector's sidecar defaults, so a bare `capstan init` captures like a sidecar. \
+        IPv4 and IPv6 are captured together. Exit status: 0 done, 1 the kernel refused, 2 bad input \
+        (nothing changed), 126 --run-validation failed.
+        """
 
-    @Flag(name: [.customShort("n"), .customLong("dry-run")], help: "Print the nftables script and policy routing; change nothing.")
-    var dryRun = false
-    @Flag(name: .customLong("cleanup-only"), help: "Remove the capture table and its policy routing.")
-    var cleanupOnly = false
-    @Flag(name: .customLong("run-validation"), help: "Check with a real connection that capture works; exit 126 if not.")
-    var runValidation = false
-    @Flag(name: .customLong("skip-rule-apply"), help: "Do not program rules (with --run-validation: only validate).")
-    var skipRuleApply = false
-    @Option(name: .customLong("network-namespace"), help: "Enter this network namespace first (e.g. /var/run/netns/NAME).")
-    var networkNamespace: String?
-    @Option(name: .customLong("iptables-probe-port"), help: "Port --run-validation connects to (default 15002).")
-    var probePort: String?
-    @Option(name: .customLong("probe-timeout"), help: "How long --run-validation tries, e.g. 5s or 500ms (default 5s).")
-    var probeTimeout: String?
+    var flags: InitFlags
+
+    /// Runs `capstan init ARGUMENTS` and returns the exit status.
+    static func main(_ arguments: [String]) -> Int32 {
+        do {
+            let flags: InitFlags
+            do {
+                flags = try InitFlags(arguments: arguments)
+            } catch {
+                throw usageError(error.description)
+            }
+            if flags.help {
+                print("USAGE: capstan init [flags]\n\n\(overview)\n\n\(InitFlags.helpText)")
+                return 0
+            }
+            for name in flags.ignored {
+                printError("capstan init: note: --\(name) has no effect: \(InitFlags.inapplicable[name]!.reason)")
+            }
+            try InitCommand(flags: flags).run()
+            return 0
+        } catch let exit as ExitCode {
+            return exit.rawValue
+        } catch {
+            printError("capstan: error: \(error)")
+            return 1
+        }
+    }
 
     func run() throws {
         let environment = ProcessEnvironment()
@@ -123,31 +100,33 @@ struct InitCommand: ParsableCommand {
     }
 
     func resolveSettings(_ environment: ProcessEnvironment) throws -> Settings {
-        func switchValue(_ flag: Bool, _ name: String, _ variable: String) throws -> Bool {
-            if flag { return true }
-            guard let text = environment[variable] else { return false }
-            guard let value = Bool(switchText: text) else {
-                throw usageError("invalid value \"\(text)\" for \(name) (from \(variable)): must be true or false")
-            }
-            return value
+        func text(_ setting: InitFlags.Setting) -> String? {
+            flags.settings[setting] ?? environment[setting.environmentName]
         }
-        let path = networkNamespace ?? environment["NETWORK_NAMESPACE"]
+        func switchValue(_ setting: InitFlags.Setting) throws -> Bool {
+            guard let value = text(setting) else { return false }
+            guard let parsed = Bool(switchText: value) else {
+                throw usageError("invalid value \"\(value)\" for \(setting.displayName): must be true or false")
+            }
+            return parsed
+        }
+        let path = text(.networkNamespace)
         if let path, !path.isEmpty, access(path, F_OK) != 0 {
             throw usageError("invalid value \"\(path)\" for --network-namespace: no such file")
         }
-        let portText = probePort ?? environment["IPTABLES_PROBE_PORT"] ?? "15002"
+        let portText = text(.probePort) ?? "15002"
         guard let port = UInt16(portText), port > 0 else {
             throw usageError("invalid value \"\(portText)\" for --iptables-probe-port: a port must be 1-65535")
         }
-        let timeoutText = probeTimeout ?? environment["PROBE_TIMEOUT"] ?? "5s"
+        let timeoutText = text(.probeTimeout) ?? "5s"
         guard let timeout = Self.milliseconds(timeoutText), timeout > 0 else {
             throw usageError("invalid value \"\(timeoutText)\" for --probe-timeout: expected a duration such as 5s or 500ms")
         }
         return Settings(
-            dryRun: try switchValue(dryRun, "-n/--dry-run", "DRY_RUN"),
-            cleanupOnly: try switchValue(cleanupOnly, "--cleanup-only", "CLEANUP_ONLY"),
-            runValidation: try switchValue(runValidation, "--run-validation", "RUN_VALIDATION"),
-            skipRuleApply: try switchValue(skipRuleApply, "--skip-rule-apply", "SKIP_RULE_APPLY"),
+            dryRun: try switchValue(.dryRun),
+            cleanupOnly: try switchValue(.cleanupOnly),
+            runValidation: try switchValue(.runValidation),
+            skipRuleApply: try switchValue(.skipRuleApply),
             namespacePath: path?.isEmpty == false ? path : nil,
             probePort: port,
             probeTimeoutMilliseconds: timeout)
@@ -162,21 +141,9 @@ struct InitCommand: ParsableCommand {
     }
 
     func resolveSpec(_ environment: ProcessEnvironment) throws -> CaptureSpec {
-        let flags: [CaptureOption: String?] = [
-            .envoyPort: envoyPort, .inboundCapturePort: inboundCapturePort, .inboundTunnelPort: inboundTunnelPort,
-            .proxyUID: proxyUID, .proxyGID: proxyGID, .interceptionMode: interceptionMode,
-            .tproxyMark: tproxyMark, .tproxyRouteTable: tproxyRouteTable, .inboundPorts: inboundPorts,
-            .inboundExcludePorts: inboundExcludePorts, .outboundCIDRs: outboundCIDRs,
-            .outboundExcludeCIDRs: outboundExcludeCIDRs, .outboundPorts: outboundPorts,
-            .outboundExcludePorts: outboundExcludePorts, .kubeVirtInterfaces: kubeVirtInterfaces,
-            .excludeInterfaces: excludeInterfaces, .redirectDNS: redirectDNS.map(String.init),
-            .captureAllDNS: captureAllDNS.map(String.init), .dnsServers: dnsServers,
-            .dropInvalid: dropInvalid.map(String.init),
-        ]
         var options: [CaptureOption: String] = [:]
         for option in CaptureOption.allCases {
-            let flag: String? = flags[option] ?? nil
-            if let value = flag ?? environment.value(for: option) {
+            if let value = flags.options[option] ?? environment.value(for: option) {
                 options[option] = value
             }
         }

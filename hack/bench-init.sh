@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Benchmarks `capstan init` (needs root). All work happens in throw-away network namespaces.
+#
+# 1. Whole process in a fresh namespace: `capstan init` against istio-init's pair
+#    `iptables-nft-restore --noflush` + `ip6tables-nft-restore --noflush` loading the same sidecar
+#    ruleset (hack/bench/istio-sidecar-v{4,6}.rules), in the same run; medians and their ratio.
+# 2. The in-process apply the node agent uses (enter namespace, new libnftables context, one
+#    transaction), over 100 fresh namespaces: median and p90.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+hack/setup.sh
+runs=${RUNS:-60}
+
+swift build -c release --static-swift-stdlib --product capstan >/dev/null
+swift build -c release --static-swift-stdlib --product CaptureBenchmarks >/dev/null
+bin=$(swift build -c release --static-swift-stdlib --show-bin-path)
+
+prefix="cstbench$$"
+namespaces=()
+cleanup() {
+  for namespace in "${namespaces[@]}"; do ip netns delete "$namespace" 2>/dev/null || true; done
+  rm -f "${results:-}"
+}
+trap cleanup EXIT
+
+fresh="$prefix-fresh"
+namespaces+=("$fresh")
+ip netns add "$fresh"
+renew="ip netns delete $fresh; ip netns add $fresh"
+results=$(mktemp)
+
+hyperfine -N --warmup 5 --runs "$runs" --export-json "$results" \
+  --prepare "sh -c '$renew'" \
+  -n "capstan init" "nsenter --net=/run/netns/$fresh sh -c '$bin/capstan init >/dev/null'" \
+  --prepare "sh -c '$renew'" \
+  -n "iptables-nft-restore + ip6tables-nft-restore" \
+  "nsenter --net=/run/netns/$fresh sh -c 'iptables-nft-restore --noflush hack/bench/istio-sidecar-v4.rules && ip6tables-nft-restore --noflush hack/bench/istio-sidecar-v6.rules'"
+
+python3 - "$results" <<'PY'
+import json, sys
+results = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
+ours, peer = results["capstan init"], results["iptables-nft-restore + ip6tables-nft-restore"]
+print(f"whole process, fresh namespace: capstan init median {ours['median']*1000:.2f} ms, "
+      f"iptables-nft-restore pair median {peer['median']*1000:.2f} ms, ratio {ours['median']/peer['median']:.2f}")
+PY
+
+paths=()
+for i in $(seq 1 100); do
+  namespace="$prefix-$i"
+  namespaces+=("$namespace")
+  ip netns add "$namespace"
+  paths+=("/run/netns/$namespace")
+done
+echo -n "in-process apply, 100 fresh namespaces: "
+"$bin/CaptureBenchmarks" "${paths[@]}" | tr '\n' ' '
+echo

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building, testing and benchmarking Capstan needs from Debian, if it is missing.
+set -euo pipefail
+
+packages=(
+  libnftables-dev   # libnftables: in-process nftables transactions
+  libmnl-dev        # libmnl: rtnetlink (policy routing)
+  pkg-config        # SwiftPM finds both through pkg-config
+  iproute2          # tests and demo build throw-away network namespaces with `ip netns`
+  nftables          # the demo edits a rule by hand with `nft`, as an operator would
+  iptables          # benchmark peer: iptables-nft-restore / ip6tables-nft-restore
+  hyperfine         # benchmark driver
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+
+if ((${#missing[@]})); then
+  echo "hack/setup.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

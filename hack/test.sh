@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The test command: unit tests and end-to-end tests in throw-away network namespaces (needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "hack/test.sh: the end-to-end tests create network namespaces and nftables rules: run as root" >&2
+  exit 1
+fi
+hack/setup.sh
+
+# Namespaces left behind by a test process that died (names carry its pid): ours only, dead owners only.
+for namespace in $(ip netns list | awk '{print $1}' | grep -E '^cst[0-9]+x[0-9]+-' || true); do
+  owner=${namespace#cst}; owner=${owner%%x*}
+  kill -0 "$owner" 2>/dev/null || ip netns delete "$namespace"
+done
+
+swift build --build-tests
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+swift test --skip-build --disable-xctest 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+# A plain summary line from Swift Testing's own report.
+total=$(grep -oE 'Test run with [0-9]+ tests?' "$log" | grep -oE '[0-9]+' | tail -1 || true)
+failed=$(grep -cE '^✘ Test [^r].* failed' "$log" || true)
+if [ -n "$total" ]; then
+  echo "swift-testing: $((total - failed)) passed, $failed failed"
+fi
+exit "$status"
