@@ -32,14 +32,19 @@ struct Capstan: ParsableCommand {
 
 /// Writes a line to standard error.
 func printError(_ message: String) {
-    var stderr = StandardError()
-    print(message, to: &stderr)
+    writeLine(message, to: 2)
 }
 
-struct StandardError: TextOutputStream {
-    mutating func write(_ string: String) {
-        let bytes = Array(string.utf8)
-        _ = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+/// Writes a line straight to a file descriptor: unlike `print`, no dynamic casts (which cost a scan of
+/// every protocol conformance in the binary the first time, on `init`'s pod-start path).
+func writeLine(_ message: String, to fd: Int32 = 1) {
+    var bytes = Array(message.utf8)
+    bytes.append(UInt8(ascii: "\n"))
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        guard written > 0 else { return }
+        offset += written
     }
 }
 

@@ -63,7 +63,7 @@ struct InitCommand {
         }
         if settings.cleanupOnly {
             try runtime { try CaptureEngine.remove(spec, in: namespace) }
-            print("capstan init: removed table \(Ruleset.family) \(Ruleset.tableName) and its policy routing in \(place)")
+            writeLine("capstan init: removed table \(Ruleset.family) \(Ruleset.tableName) and its policy routing in \(place)")
             return
         }
         if !settings.skipRuleApply {
@@ -71,7 +71,7 @@ struct InitCommand {
             let ruleset = RulesetRenderer.render(spec)
             let count = ruleset.chains.dropFirst().reduce(0) { $0 + $1.rules.count }
             let verb = outcome == .applied ? "applied" : "unchanged:"
-            print("capstan init: \(verb) table \(Ruleset.family) \(Ruleset.tableName) (\(count) rules, \(spec.interceptionMode.rawValue)) in \(place)")
+            writeLine("capstan init: \(verb) table \(Ruleset.family) \(Ruleset.tableName) (\(count) rules, \(spec.interceptionMode.rawValue)) in \(place)")
         }
         if settings.runValidation {
             let outcome = try runtime {
@@ -82,7 +82,7 @@ struct InitCommand {
                 printError("capstan init: validation failed: \(outcome.detail)")
                 throw ExitCode(126)
             }
-            print("capstan init: validation passed: \(outcome.detail)")
+            writeLine("capstan init: validation passed: \(outcome.detail)")
         }
     }
 

@@ -196,7 +196,7 @@ public enum CaptureEngine {
     static func installedRouting(_ routing: RoutingSocket, like plan: PolicyRoutingPlan) throws -> PolicyRoutingPlan {
         var found = PolicyRoutingPlan.none
         do {
-            for family in Set(plan.rules.map(\.family)).sorted(by: { $0.rawValue < $1.rawValue }) {
+            for family in AddressFamily.allCases where plan.rules.contains(where: { $0.family == family }) {
                 found.rules += try routing.firewallMarkRules(family: family).filter { rule in
                     plan.rules.contains(where: rule.sameSelector)
                 }

@@ -61,6 +61,15 @@ public enum CaptureOption: String, CaseIterable, Sendable, Hashable {
         shortName.map { "-\($0)/--\(longName)" } ?? "--\(longName)"
     }
 
+    /// Options whose default is an empty list (absent from a recorded spec when empty).
+    var defaultsToEmpty: Bool {
+        switch self {
+        case .outboundExcludeCIDRs, .outboundPorts, .outboundExcludePorts, .kubeVirtInterfaces, .excludeInterfaces,
+             .dnsServers: true
+        default: false
+        }
+    }
+
     /// Whether the option is a switch (`true`/`false`) rather than a value.
     public var isSwitch: Bool {
         switch self {

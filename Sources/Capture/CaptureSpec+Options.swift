@@ -46,6 +46,19 @@ extension CaptureSpec {
 
     /// Every option spelled out as `--name=value`, in a fixed order: parsing these gives back the same spec.
     public var canonicalArguments: [String] {
+        canonicalValues.map { "--\($0.0.longName)=\($0.1)" }
+    }
+
+    /// The compact form the kernel's table records: short names where istio-iptables has them, and
+    /// options whose value is an empty list (their default) left out. Parses back to the same spec.
+    public var recordedArguments: [String] {
+        canonicalValues.compactMap { option, value in
+            if value.isEmpty && option.defaultsToEmpty { return nil }
+            return option.shortName.map { "-\($0)=\(value)" } ?? "--\(option.longName)=\(value)"
+        }
+    }
+
+    private var canonicalValues: [(CaptureOption, String)] {
         func list(_ items: [some CustomStringConvertible]) -> String { items.map(\.description).joined(separator: ",") }
         var arguments: [(CaptureOption, String)] = [
             (.envoyPort, String(outboundCapturePort)),
@@ -79,10 +92,10 @@ extension CaptureSpec {
         case .nameservers(let servers): arguments += [(.redirectDNS, "true"), (.dnsServers, list(servers))]
         }
         if dropInvalid { arguments.append((.dropInvalid, "true")) }
-        return arguments.map { "--\($0.0.longName)=\($0.1)" }
+        return arguments
     }
 
-    /// Parses what ``canonicalArguments`` wrote (also accepts `-p=…` short names).
+    /// Parses what ``canonicalArguments`` or ``recordedArguments`` wrote.
     public init(canonicalArguments arguments: [String]) throws(CaptureSpecError) {
         var options: [CaptureOption: String] = [:]
         for argument in arguments {
@@ -142,7 +155,7 @@ private struct OptionReader {
             if item == "*" { throw fail(option, options[option]!, "\"*\" is not allowed here; list ports") }
             ports.append(try number(option, item, in: 1...65535, what: "a port"))
         }
-        return Array(Set(ports)).sorted()
+        return ports.sortedUnique()
     }
 
     func portSelection(_ option: CaptureOption) throws(CaptureSpecError) -> CaptureSpec.PortSelection? {
@@ -162,7 +175,7 @@ private struct OptionReader {
             // 4294967295 is (uid_t)-1, "no id".
             ids.append(try number(option, item, in: 0...UInt32.max - 1, what: "an id"))
         }
-        return Array(Set(ids)).sorted()
+        return ids.sortedUnique()
     }
 
     func mode(_ option: CaptureOption) throws(CaptureSpecError) -> CaptureSpec.InterceptionMode? {
@@ -194,7 +207,7 @@ private struct OptionReader {
             guard let prefix = IPPrefix(item) else { throw fail(option, item, Self.prefixProblem(item)) }
             prefixes.append(prefix)
         }
-        return Array(Set(prefixes)).sorted()
+        return prefixes.sortedUnique()
     }
 
     private static func prefixProblem(_ text: Substring) -> String {
@@ -220,7 +233,7 @@ private struct OptionReader {
             guard let address = IPAddress(item) else { throw fail(option, item, "not an IPv4 or IPv6 address") }
             addresses.append(address)
         }
-        return Array(Set(addresses)).sorted()
+        return addresses.sortedUnique()
     }
 
     func interfaces(_ option: CaptureOption) throws(CaptureSpecError) -> [String]? {
@@ -233,13 +246,22 @@ private struct OptionReader {
                 throw fail(option, item, "not a valid interface name")
             }
         }
-        return Array(Set(items.map(String.init))).sorted()
+        return items.map(String.init).sortedUnique()
     }
 
     func switchValue(_ option: CaptureOption) throws(CaptureSpecError) -> Bool? {
         guard let text = single(option) else { return nil }
         guard let value = Bool(switchText: String(text)) else { throw fail(option, text, "must be true or false") }
         return value
+    }
+}
+
+extension Array where Element: Comparable {
+    /// Sorted, each value once.
+    func sortedUnique() -> [Element] {
+        var result: [Element] = []
+        for value in sorted() where result.last != value { result.append(value) }
+        return result
     }
 }
 

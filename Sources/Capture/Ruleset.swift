@@ -196,7 +196,8 @@ public struct Rule: Sendable, Equatable {
     public var comment: String
 
     public init(_ matches: [Match], _ action: Action, comment: String) {
-        precondition(comment.utf8.count <= 128 && !comment.contains("\""), "nftables comments: 128 bytes, no quotes")
+        precondition(comment.utf8.count <= 128 && !comment.utf8.contains(UInt8(ascii: "\"")),
+                     "nftables comments: 128 bytes, no quotes")
         self.matches = matches
         self.action = action
         self.comment = comment
@@ -208,7 +209,7 @@ public struct Rule: Sendable, Equatable {
     /// The rule with the counter statement as given (the kernel listing carries live counts).
     func text(counter: String) -> String {
         var parts: [String] = []
-        let implied = Set(matches.compactMap(\.impliedTransport))
+        let implied = matches.compactMap(\.impliedTransport)
         for match in matches {
             // nftables drops `meta l4proto tcp` when a `tcp …` match follows: it is implied.
             if case .transport(let protocols) = match, protocols.count == 1, implied.contains(protocols[0]) { continue }

@@ -88,7 +88,7 @@ public enum RulesetRenderer {
 
     /// An unhooked chain whose rule comments carry the spec, so `status` can recover intent from the kernel.
     private static func specRecord(_ spec: CaptureSpec) -> Chain {
-        let chunks = chunk(spec.canonicalArguments.joined(separator: " "))
+        let chunks = chunk(spec.recordedArguments.joined(separator: " "))
         let rules = chunks.enumerated().map { index, chunk in
             Rule([], .none, comment: "\(specMarker) \(index + 1)/\(chunks.count): \(chunk)")
         }
@@ -96,17 +96,19 @@ public enum RulesetRenderer {
     }
 
     /// Splits `text` into pieces of at most `specChunkBytes`, preferring to break after a space.
+    /// The record is ASCII (validated flags), so bytes and characters coincide.
     private static func chunk(_ text: String) -> [String] {
+        let bytes = Array(text.utf8)
         var chunks: [String] = []
-        var rest = Substring(text)
-        while rest.utf8.count > specChunkBytes {
-            let limit = rest.utf8.index(rest.startIndex, offsetBy: specChunkBytes)
-            let head = rest[..<limit]
-            let cut = head.lastIndex(of: " ").map { rest.index(after: $0) } ?? limit
-            chunks.append(String(rest[..<cut]))
-            rest = rest[cut...]
+        var start = 0
+        while bytes.count - start > specChunkBytes {
+            let limit = start + specChunkBytes
+            var cut = limit
+            if let space = bytes[start..<limit].lastIndex(of: UInt8(ascii: " ")) { cut = space + 1 }
+            chunks.append(String(decoding: bytes[start..<cut], as: UTF8.self))
+            start = cut
         }
-        chunks.append(String(rest))
+        chunks.append(String(decoding: bytes[start...], as: UTF8.self))
         return chunks
     }
 

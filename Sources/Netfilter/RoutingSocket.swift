@@ -71,7 +71,8 @@ public final class RoutingSocket {
         self.socket = socket
         self.portID = mnl_socket_get_portid(socket)
         self.sequence = UInt32(truncatingIfNeeded: time(nil))
-        self.buffer = [UInt8](repeating: 0, count: 32 * 1024)
+        // libmnl's MNL_SOCKET_BUFFER_SIZE: rtnetlink dump messages are at most a page (8 KiB cap).
+        self.buffer = [UInt8](repeating: 0, count: 8192)
     }
 
     deinit {

@@ -105,7 +105,10 @@ import Testing
         ]
         for spec in specs {
             #expect(try CaptureSpec(canonicalArguments: spec.canonicalArguments) == spec)
+            #expect(try CaptureSpec(canonicalArguments: spec.recordedArguments) == spec)
         }
+        #expect(try CaptureSpec(options: [:]).recordedArguments.joined(separator: " ")
+                == "-p=15001 -z=15006 -e=15008 -u=1337 -g=1337 -m=REDIRECT -t=1337 -r=133 -b=* -d=15020,15021,15090 -i=*")
     }
 
     @Test func environmentNamesAreTheLongNamesInUpperSnakeCase() {
