@@ -158,13 +158,17 @@ private struct OptionReader {
         return ports.sortedUnique()
     }
 
-    func portSelection(_ option: CaptureOption) throws(CaptureSpecError) -> CaptureSpec.PortSelection? {
+    /// Whether a list option is `*` (everything); nil when absent. `*` stands alone.
+    private func isWildcard(_ option: CaptureOption, listing what: String) throws(CaptureSpecError) -> Bool? {
         guard let items = items(option) else { return nil }
-        if items.contains("*") {
-            guard items.count == 1 else { throw fail(option, options[option]!, "\"*\" cannot be combined with ports") }
-            return .all
-        }
-        return .only(try ports(option) ?? [])
+        guard items.contains("*") else { return false }
+        guard items.count == 1 else { throw fail(option, options[option]!, "\"*\" cannot be combined with \(what)") }
+        return true
+    }
+
+    func portSelection(_ option: CaptureOption) throws(CaptureSpecError) -> CaptureSpec.PortSelection? {
+        guard let all = try isWildcard(option, listing: "ports") else { return nil }
+        return all ? .all : .only(try ports(option) ?? [])
     }
 
     func ids(_ option: CaptureOption) throws(CaptureSpecError) -> [UInt32]? {
@@ -218,12 +222,8 @@ private struct OptionReader {
     }
 
     func destinations(_ option: CaptureOption) throws(CaptureSpecError) -> CaptureSpec.DestinationSelection? {
-        guard let items = items(option) else { return nil }
-        if items.contains("*") {
-            guard items.count == 1 else { throw fail(option, options[option]!, "\"*\" cannot be combined with CIDRs") }
-            return .all
-        }
-        return .only(try prefixes(option) ?? [])
+        guard let all = try isWildcard(option, listing: "CIDRs") else { return nil }
+        return all ? .all : .only(try prefixes(option) ?? [])
     }
 
     func addresses(_ option: CaptureOption) throws(CaptureSpecError) -> [IPAddress]? {
