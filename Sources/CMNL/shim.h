@@ -5,6 +5,7 @@
 #include <linux/if_addr.h>
 #include <net/if.h>
 #include <sys/fsuid.h>
+#include <sys/vfs.h>
 
 /* setns(2) is behind _GNU_SOURCE in glibc's <sched.h>; declare the one call Netfilter needs. */
 extern int setns(int fd, int nstype);

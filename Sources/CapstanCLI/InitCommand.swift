@@ -111,8 +111,8 @@ struct InitCommand {
             return parsed
         }
         let path = text(.networkNamespace)
-        if let path, !path.isEmpty, access(path, F_OK) != 0 {
-            throw usageError("invalid value \"\(path)\" for --network-namespace: no such file")
+        if let path, !path.isEmpty, let problem = NetworkNamespace.problem(with: path) {
+            throw usageError("invalid value \"\(path)\" for --network-namespace: \(problem)")
         }
         let portText = text(.probePort) ?? "15002"
         guard let port = UInt16(portText), port > 0 else {

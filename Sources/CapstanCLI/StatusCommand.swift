@@ -40,8 +40,8 @@ struct StatusCommand: ParsableCommand {
 
     func run() throws {
         let path = networkNamespace ?? ProcessEnvironment()["NETWORK_NAMESPACE"]
-        if let path, access(path, F_OK) != 0 {
-            throw usageError("invalid value \"\(path)\" for --network-namespace: no such file")
+        if let path, let problem = NetworkNamespace.problem(with: path) {
+            throw usageError("invalid value \"\(path)\" for --network-namespace: \(problem)")
         }
         let namespace = NetworkNamespace(path: path)
         let place = path ?? "current network namespace"

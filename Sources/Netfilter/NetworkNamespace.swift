@@ -32,6 +32,19 @@ public struct NetworkNamespace: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { path ?? "current network namespace" }
 
+    /// Why `path` cannot name a network namespace (missing, or not a namespace file), or nil if it can.
+    public static func problem(with path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return String(cString: strerror(errno)) }
+        defer { close(fd) }
+        var filesystem = statfs()
+        // Namespace files live on nsfs ("nsfs" in ASCII); a bind mount of one keeps that.
+        guard fstatfs(fd, &filesystem) == 0, filesystem.f_type == 0x6e73_6673 else {
+            return "not a network namespace (expected a file such as /var/run/netns/NAME or /proc/PID/ns/net)"
+        }
+        return nil
+    }
+
     /// Runs `body` inside this namespace and returns its result.
     public func run<Result>(_ body: @Sendable () throws -> Result) throws -> Result {
         guard let path else { return try body() }

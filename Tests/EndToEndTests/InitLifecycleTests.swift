@@ -87,10 +87,13 @@ import Testing
         }
     }
 
-    @Test func missingNamespaceIsAUsageError() throws {
+    @Test func missingOrWrongNamespaceIsAUsageError() throws {
         let result = try ChildProcess.run(Sandbox.capstanExecutable, ["init", "--network-namespace", "/run/netns/capstan-no-such-namespace"])
         #expect(result.status == 2)
         #expect(result.standardError.contains("/run/netns/capstan-no-such-namespace"))
+        let notANamespace = try ChildProcess.run(Sandbox.capstanExecutable, ["status", "--network-namespace", "/etc/passwd"])
+        #expect(notANamespace.status == 2)
+        #expect(notANamespace.standardError.contains("\"/etc/passwd\" for --network-namespace: not a network namespace"))
     }
 
     @Test func dryRunPrintsTheScriptAndTouchesNothing() throws {
