@@ -9,6 +9,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.2.0"),
     ],
     targets: [
         // System libraries: libnftables (ruleset transactions) and libmnl (rtnetlink).
@@ -23,11 +25,27 @@ let package = Package(
         // What to capture and how: CaptureSpec, ruleset rendering, read-back, drift, packet trace.
         .target(name: "Capture", dependencies: ["Netfilter"]),
 
+        // Dropping to the proxy's uid/gid with only the capability TPROXY needs.
+        .target(name: "CProcessIdentity"),
+
+        // The packaged proxy: capture listeners, original destination, TCP relay, admin API, stats, drain.
+        .target(
+            name: "DataPlane",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                "CProcessIdentity",
+            ]
+        ),
+
         // The `capstan` executable: argument parsing and wiring only.
         .executableTarget(
             name: "CapstanCLI",
             dependencies: [
-                "Capture", "Netfilter",
+                "Capture", "Netfilter", "DataPlane",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -235,6 +235,12 @@ public enum RulesetRenderer {
     private static func outboundRules(_ spec: CaptureSpec) -> [Rule] {
         var rules: [Rule] = []
         let dnsOn = spec.dns != .off
+        if spec.interceptionMode == .tproxy {
+            // The proxy reaches the application from the client's own address with the TPROXY mark; its
+            // uid would otherwise send that connection straight back to the inbound port.
+            rules.append(Rule([.mark(spec.tproxyMark)], .return,
+                              comment: "TPROXY: the proxy's transparent connection to the application"))
+        }
         if !spec.outboundExcludePorts.isEmpty {
             rules.append(Rule([.transport([.tcp, .udp]), .destinationPort(nil, spec.outboundExcludePorts)], .return,
                               comment: "-o: outbound ports excluded from capture (TCP and UDP)"))

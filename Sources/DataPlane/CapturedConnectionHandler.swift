@@ -1,0 +1,135 @@
+import NIOCore
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The first handler of every accepted connection: finds where it was going, refuses loops, connects
+/// upstream on the same event loop, then hands both channels to a ``RelayHandler`` pair.
+///
+/// The downstream channel does not read until the upstream is connected, so nothing is buffered.
+final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let listener: ListenerSpec
+    private let runtime: ProxyRuntime
+    private var listenerStats: ListenerStats { runtime.stats.listener(listener.statName) }
+
+    init(listener: ListenerSpec, runtime: ProxyRuntime) {
+        self.listener = listener
+        self.runtime = runtime
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        listenerStats.connectionsTotal.increment()
+        listenerStats.connectionsActive.increment()
+        runtime.connections.opened(context.channel, listener: listener.name)
+        let destination: EventLoopFuture<SocketAddress>
+        if listener.transparent, let local = context.channel.localAddress {
+            destination = context.eventLoop.makeSucceededFuture(local.unmapped)
+        } else {
+            destination = OriginalDestination.redirected(context.channel)
+        }
+        destination.whenComplete { [self] result in
+            switch result {
+            case .success(let address): forward(context: context, to: address)
+            case .failure:
+                listenerStats.noOriginalDestination.increment()
+                context.close(promise: nil)
+            }
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        listenerStats.connectionsActive.decrement()
+        runtime.connections.closed(context.channel)
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // autoRead is off until the relay is in place; nothing arrives here.
+        context.fireChannelRead(data)
+    }
+
+    private func forward(context: ChannelHandlerContext, to destination: SocketAddress) {
+        if runtime.isOwnListener(destination) {
+            listenerStats.loopsRefused.increment()
+            context.close(promise: nil)
+            return
+        }
+        let route = runtime.upstream(for: listener, destination: destination, client: context.channel.remoteAddress?.unmapped)
+        let clusterStats = runtime.stats.cluster(route.cluster)
+        let relay = RelayHandler.pair(downstreamBytes: clusterStats.bytesSent, upstreamBytes: clusterStats.bytesReceived)
+        let downstream = context.channel
+        var bootstrap = ClientBootstrap(group: context.eventLoop)
+            .connectTimeout(runtime.options.connectTimeout)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.socketOption(.so_keepalive), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(relay.upstream)
+                }
+            }
+        if let source = route.source {
+            if route.transparent {
+                bootstrap = bootstrap
+                    .channelOption(.ipTransparent(for: source), value: 1)
+                    .channelOption(.packetMark, value: SocketOptionValue(Int32(bitPattern: runtime.options.tproxyMark)))
+            }
+            bootstrap = bootstrap.bind(to: source)
+        }
+        clusterStats.connectionsTotal.increment()
+        bootstrap.connect(to: destination).whenComplete { result in
+            switch result {
+            case .success(let upstream):
+                clusterStats.connectionsActive.increment()
+                upstream.closeFuture.whenComplete { _ in clusterStats.connectionsActive.decrement() }
+                do {
+                    let pipeline = downstream.pipeline.syncOperations
+                    try pipeline.addHandler(IdleStateHandler(allTimeout: self.runtime.options.idleTimeout))
+                    try pipeline.addHandler(IdleConnectionCloser())
+                    try pipeline.addHandler(relay.downstream)
+                    pipeline.removeHandler(self, promise: nil)
+                    downstream.setOption(.autoRead, value: true).whenFailure { _ in downstream.close(promise: nil) }
+                } catch {
+                    upstream.close(promise: nil)
+                    downstream.close(promise: nil)
+                }
+            case .failure(let error):
+                if case ChannelError.connectTimeout = error {
+                    clusterStats.connectTimeouts.increment()
+                }
+                clusterStats.connectFailures.increment()
+                downstream.close(promise: nil)
+            }
+        }
+    }
+}
+
+/// Closes a connection on which nothing moved for the idle timeout.
+final class IdleConnectionCloser: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+}
+
+extension ChannelOption where Self == ChannelOptions.Types.SocketOption {
+    /// `IP_TRANSPARENT` (19) or `IPV6_TRANSPARENT` (75), for the family of `address`: bind or accept
+    /// addresses that are not local (TPROXY).
+    static func ipTransparent(for address: SocketAddress) -> Self {
+        address.protocol == .inet6
+            ? .init(level: NIOBSDSocket.OptionLevel(rawValue: CInt(IPPROTO_IPV6)), name: .init(rawValue: 75))
+            : .init(level: NIOBSDSocket.OptionLevel(rawValue: CInt(IPPROTO_IP)), name: .init(rawValue: 19))
+    }
+
+    /// `SO_MARK`: the mark TPROXY's policy routing uses to send replies back to the proxy.
+    static var packetMark: Self { .socketOption(.init(rawValue: SO_MARK)) }
+}

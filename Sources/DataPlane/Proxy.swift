@@ -1,0 +1,189 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// The packaged proxy: the capture listeners, Envoy's admin API on 127.0.0.1, the Prometheus endpoint,
+/// and drain. Without configuration it is a passthrough, like Istio's `PassthroughCluster`.
+public final class Proxy: Sendable {
+    /// Envoy's server states, as `/ready` reports them.
+    public enum State: String, Sendable {
+        case preInitializing = "PRE_INITIALIZING"
+        case live = "LIVE"
+        case draining = "DRAINING"
+    }
+
+    private struct Mutable {
+        var state = State.preInitializing
+        var serverChannels: [String: Channel] = [:]
+        var drained: Set<String> = []
+        var healthCheckFailing = false
+        var stopping = false
+    }
+
+    let runtime: ProxyRuntime
+    private let group: MultiThreadedEventLoopGroup
+    private let mutable = NIOLockedValueBox(Mutable())
+    private let stopped: EventLoopPromise<Void>
+
+    public init(options: ProxyOptions) {
+        let listeners = [
+            ListenerSpec(name: "virtualOutbound", direction: .outbound, port: options.outboundPort, transparent: false),
+            ListenerSpec(name: "virtualInbound", direction: .inbound, port: options.inboundPort,
+                         transparent: options.inboundInterception == .tproxy),
+        ]
+        runtime = ProxyRuntime(options: options, listeners: listeners)
+        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.concurrency))
+        stopped = group.next().makePromise(of: Void.self)
+    }
+
+    public var state: State { mutable.withLockedValue { $0.state } }
+
+    /// Binds the admin API first (so `/ready` can say PRE_INITIALIZING), then the listeners and the
+    /// Prometheus endpoint; the proxy is LIVE when this returns.
+    public func start() throws {
+        let admin = AdminServer(proxy: self)
+        let adminChannel = try admin.bind(host: "127.0.0.1", port: runtime.options.adminPort, group: group, routes: .admin).wait()
+        let statsChannel = try admin.bind(host: "::", port: runtime.options.statsPort, group: group, routes: .prometheusOnly).wait()
+        var channels = ["admin": adminChannel, "stats": statsChannel]
+        for listener in runtime.listeners {
+            channels[listener.name] = try bind(listener).wait()
+        }
+        mutable.withLockedValue {
+            $0.serverChannels = channels
+            $0.state = .live
+        }
+    }
+
+    private func bind(_ listener: ListenerSpec) -> EventLoopFuture<Channel> {
+        let runtime = self.runtime
+        var bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.autoRead, value: false)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.socketOption(.so_keepalive), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(CapturedConnectionHandler(listener: listener, runtime: runtime))
+                }
+            }
+        // One dual-stack socket takes IPv4 and IPv6 connections alike.
+        let address = try! SocketAddress(ipAddress: "::", port: listener.port)
+        if listener.transparent {
+            bootstrap = bootstrap.serverChannelOption(.ipTransparent(for: address), value: 1)
+        }
+        return bootstrap.bind(to: address)
+    }
+
+    // MARK: Admin actions
+
+    public var healthCheckFailing: Bool {
+        get { mutable.withLockedValue { $0.healthCheckFailing } }
+        set { mutable.withLockedValue { $0.healthCheckFailing = newValue } }
+    }
+
+    /// Stops accepting on the chosen listeners. Graceful: open connections run until they finish or
+    /// the drain time passes. Not graceful: they are closed now. Once every listener is drained and its
+    /// connections are gone, the proxy stops.
+    public func drain(inboundOnly: Bool, graceful: Bool) {
+        let names = Set(runtime.listeners.filter { !inboundOnly || $0.direction == .inbound }.map(\.name))
+        let (channels, allDrained) = mutable.withLockedValue { state -> ([Channel], Bool) in
+            if !inboundOnly { state.state = .draining }
+            let newly = names.subtracting(state.drained)
+            state.drained.formUnion(names)
+            return (newly.compactMap { state.serverChannels[$0] }, state.drained.count == runtime.listeners.count)
+        }
+        for channel in channels { channel.close(promise: nil) }
+        let statNames = Set(runtime.listeners.filter { names.contains($0.name) }.map(\.name))
+        if !graceful { runtime.connections.closeAll(listeners: statNames) }
+        let deadline = NIODeadline.now() + runtime.options.drainTime
+        waitForConnections(of: statNames, until: deadline, thenStop: allDrained)
+    }
+
+    private func waitForConnections(of listeners: Set<String>, until deadline: NIODeadline, thenStop: Bool) {
+        let loop = group.next()
+        loop.scheduleTask(in: .milliseconds(50)) { [self] in
+            if runtime.connections.count(listeners: listeners) > 0 && NIODeadline.now() < deadline {
+                waitForConnections(of: listeners, until: deadline, thenStop: thenStop)
+                return
+            }
+            runtime.connections.closeAll(listeners: listeners)
+            if thenStop { stop() }
+        }
+    }
+
+    /// Closes everything now.
+    public func stop() {
+        let channels = mutable.withLockedValue { state -> [Channel] in
+            guard !state.stopping else { return [] }
+            state.stopping = true
+            return Array(state.serverChannels.values)
+        }
+        guard !channels.isEmpty else { return }
+        let closes = channels.map { $0.close() }
+        runtime.connections.closeAll(listeners: Set(runtime.listeners.map(\.name)))
+        EventLoopFuture.andAllComplete(closes, on: group.next()).whenComplete { _ in
+            self.stopped.succeed(())
+        }
+    }
+
+    /// Stops shortly after the current admin response has gone out.
+    func stopSoon() {
+        group.next().scheduleTask(in: .milliseconds(50)) { self.stop() }
+    }
+
+    /// Blocks until ``stop()`` has closed everything, then shuts the event loops down.
+    public func waitUntilStopped() throws {
+        try stopped.futureResult.wait()
+        try group.syncShutdownGracefully()
+    }
+
+    var statsText: String { runtime.stats.envoyText }
+    var prometheusText: String { runtime.stats.prometheusText }
+
+    /// `/listeners`: `virtualOutbound::[::]:15001`, one per line, as Envoy prints them.
+    var listenersText: String {
+        let open = mutable.withLockedValue { $0.serverChannels }
+        return runtime.listeners.compactMap { listener in
+            open[listener.name]?.localAddress.flatMap { address in
+                address.ipAddress.map { "\(listener.name)::\(address.protocol == .inet6 ? "[\($0)]" : $0):\(listener.port)" }
+            }
+        }.joined(separator: "\n") + "\n"
+    }
+
+    /// `/clusters`: `NAME::STAT::VALUE`, as Envoy prints them.
+    var clustersText: String {
+        runtime.stats.clusters.flatMap { cluster in
+            cluster.entries.map { "\(cluster.name)::\($0.0)::\(Int64($0.1))" }
+        }.joined(separator: "\n") + "\n"
+    }
+
+    /// `/config_dump`: the listeners and clusters in force, in the shape of Envoy's dump.
+    var configDump: String {
+        let listeners = runtime.listeners.map { listener in
+            """
+                {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump.StaticListener", "listener": {"name": "\(listener.name)", \
+            "address": {"socket_address": {"address": "0.0.0.0", "port_value": \(listener.port)}}, "use_original_dst": true, \
+            "transparent": \(listener.transparent)}}
+            """
+        }.joined(separator: ",\n")
+        let clusters = [ProxyRuntime.outboundPassthrough, ProxyRuntime.inboundPassthrough].map { name in
+            """
+                {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump.StaticCluster", "cluster": {"name": "\(name)", \
+            "type": "ORIGINAL_DST", "connect_timeout": "\(runtime.options.connectTimeout.nanoseconds / 1_000_000_000)s"}}
+            """
+        }.joined(separator: ",\n")
+        return """
+            {"configs": [
+              {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "static_listeners": [
+            \(listeners)
+              ]},
+              {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "static_clusters": [
+            \(clusters)
+              ]}
+            ]}
+
+            """
+    }
+}

@@ -1,0 +1,115 @@
+import Atomics
+
+/// A monotonically increasing statistic, shared by all event loops.
+final class Counter: Sendable {
+    private let storage = ManagedAtomic<UInt64>(0)
+
+    func increment(by amount: UInt64 = 1) {
+        storage.wrappingIncrement(by: amount, ordering: .relaxed)
+    }
+
+    var value: UInt64 { storage.load(ordering: .relaxed) }
+}
+
+/// A statistic that goes up and down (open connections).
+final class Gauge: Sendable {
+    private let storage = ManagedAtomic<Int64>(0)
+
+    func increment() { storage.wrappingIncrement(ordering: .relaxed) }
+    func decrement() { storage.wrappingDecrement(ordering: .relaxed) }
+    var value: Int64 { storage.load(ordering: .relaxed) }
+}
+
+/// Envoy's per-listener statistics.
+final class ListenerStats: Sendable {
+    let name: String
+    let connectionsTotal = Counter()
+    let connectionsActive = Gauge()
+    /// Connections closed because their original destination was one of the proxy's own listeners.
+    let loopsRefused = Counter()
+    /// Connections whose original destination could not be read.
+    let noOriginalDestination = Counter()
+    /// Connections refused because the listener was draining.
+    let refusedWhileDraining = Counter()
+
+    init(name: String) { self.name = name }
+
+    var entries: [(String, Double)] {
+        [("downstream_cx_total", Double(connectionsTotal.value)),
+         ("downstream_cx_active", Double(connectionsActive.value)),
+         ("downstream_cx_loop_refused", Double(loopsRefused.value)),
+         ("downstream_cx_no_original_dst", Double(noOriginalDestination.value)),
+         ("downstream_cx_drain_refused", Double(refusedWhileDraining.value))]
+    }
+}
+
+/// Envoy's per-cluster upstream statistics.
+final class ClusterStats: Sendable {
+    let name: String
+    let connectionsTotal = Counter()
+    let connectionsActive = Gauge()
+    let connectFailures = Counter()
+    let connectTimeouts = Counter()
+    /// Bytes from the upstream (toward the downstream client).
+    let bytesReceived = Counter()
+    /// Bytes to the upstream.
+    let bytesSent = Counter()
+
+    init(name: String) { self.name = name }
+
+    var entries: [(String, Double)] {
+        [("upstream_cx_total", Double(connectionsTotal.value)),
+         ("upstream_cx_active", Double(connectionsActive.value)),
+         ("upstream_cx_connect_fail", Double(connectFailures.value)),
+         ("upstream_cx_connect_timeout", Double(connectTimeouts.value)),
+         ("upstream_cx_rx_bytes_total", Double(bytesReceived.value)),
+         ("upstream_cx_tx_bytes_total", Double(bytesSent.value))]
+    }
+}
+
+/// All of the proxy's statistics, rendered as Envoy's `/stats` text and as Prometheus exposition text.
+final class ProxyStats: Sendable {
+    let listeners: [ListenerStats]
+    let clusters: [ClusterStats]
+
+    init(listeners: [String], clusters: [String]) {
+        self.listeners = listeners.map(ListenerStats.init)
+        self.clusters = clusters.map(ClusterStats.init)
+    }
+
+    func listener(_ name: String) -> ListenerStats { listeners.first { $0.name == name }! }
+    func cluster(_ name: String) -> ClusterStats { clusters.first { $0.name == name }! }
+
+    /// `listener.0.0.0.0_15001.downstream_cx_total: 3`, one per line, as Envoy's admin `/stats`.
+    var envoyText: String {
+        var lines: [String] = []
+        for cluster in clusters {
+            for (key, value) in cluster.entries { lines.append("cluster.\(cluster.name).\(key): \(Int64(value))") }
+        }
+        for listener in listeners {
+            for (key, value) in listener.entries { lines.append("listener.\(listener.name).\(key): \(Int64(value))") }
+        }
+        return lines.sorted().joined(separator: "\n") + "\n"
+    }
+
+    /// Envoy's Prometheus names: `envoy_cluster_upstream_cx_total{envoy_cluster_name="…"}`.
+    var prometheusText: String {
+        var families: [(name: String, type: String, samples: [String])] = []
+        func add(_ prefix: String, _ label: String, _ owner: String, _ entries: [(String, Double)]) {
+            for (key, value) in entries {
+                let name = "envoy_\(prefix)_\(key)"
+                let type = key.hasSuffix("_active") ? "gauge" : "counter"
+                let sample = "\(name){\(label)=\"\(owner)\"} \(Int64(value))"
+                if let index = families.firstIndex(where: { $0.name == name }) {
+                    families[index].samples.append(sample)
+                } else {
+                    families.append((name, type, [sample]))
+                }
+            }
+        }
+        for cluster in clusters { add("cluster", "envoy_cluster_name", cluster.name, cluster.entries) }
+        for listener in listeners { add("listener", "envoy_listener_address", listener.name, listener.entries) }
+        return families.map { "# TYPE \($0.name) \($0.type)\n" + $0.samples.joined(separator: "\n") }
+            .joined(separator: "\n") + "\n"
+    }
+}

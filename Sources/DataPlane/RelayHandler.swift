@@ -1,0 +1,115 @@
+import NIOCore
+
+/// Joins two channels byte for byte: what one reads, the other writes.
+///
+/// Backpressure: a side only reads while its partner is writable, so nothing is buffered beyond one
+/// read. Half-close: end of input on one side shuts down the other side's output, and the pair closes
+/// fully once both directions are done. Both channels live on the same event loop, so the partners
+/// call each other directly.
+final class RelayHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var partner: RelayHandler?
+    private var context: ChannelHandlerContext?
+    private var pendingRead = false
+    private var inputClosed = false
+    /// Counts the bytes this side reads (toward the partner).
+    private let bytesRead: Counter
+
+    private init(bytesRead: Counter) {
+        self.bytesRead = bytesRead
+    }
+
+    /// Two handlers that relay to each other: one for the downstream channel, one for the upstream.
+    static func pair(downstreamBytes: Counter, upstreamBytes: Counter) -> (downstream: RelayHandler, upstream: RelayHandler) {
+        let downstream = RelayHandler(bytesRead: downstreamBytes)
+        let upstream = RelayHandler(bytesRead: upstreamBytes)
+        downstream.partner = upstream
+        upstream.partner = downstream
+        return (downstream, upstream)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        self.partner = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        bytesRead.increment(by: UInt64(buffer.readableBytes))
+        partner?.write(buffer)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        partner?.flush()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        partner?.close(mode: .all)
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            inputClosed = true
+            if partner?.inputClosed == true {
+                // Both directions are done: each side closes once what it still has to write is out.
+                close(mode: .all)
+                partner?.close(mode: .all)
+            } else {
+                partner?.close(mode: .output)
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { partner?.partnerBecameWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if partner?.isWritable ?? false {
+            context.read()
+        } else {
+            pendingRead = true
+        }
+    }
+
+    // MARK: Called by the partner
+
+    private var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    private func write(_ buffer: ByteBuffer) {
+        context?.write(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    private func flush() {
+        context?.flush()
+    }
+
+    private func partnerBecameWritable() {
+        if pendingRead {
+            pendingRead = false
+            context?.read()
+        }
+    }
+
+    /// Closes after the writes already queued have gone out (an empty write completes after them).
+    private func close(mode: CloseMode) {
+        guard let context else { return }
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            context.close(mode: mode, promise: nil)
+        }
+    }
+}
