@@ -55,7 +55,11 @@ let package = Package(
                           path: "Benchmarks/CaptureBenchmarks"),
 
         // Test helpers shared by test targets: throw-away network namespaces and probe sockets.
-        .target(name: "CapstanTestSupport", dependencies: ["Netfilter", "CMNL"], path: "Tests/CapstanTestSupport"),
+        .target(
+            name: "CapstanTestSupport",
+            dependencies: ["Netfilter", "CMNL", .product(name: "NIOPosix", package: "swift-nio")],
+            path: "Tests/CapstanTestSupport"
+        ),
 
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CapstanTestSupport"]),
         .testTarget(name: "CapstanCLITests", dependencies: ["CapstanCLI", "Capture"]),

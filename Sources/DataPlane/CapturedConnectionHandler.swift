@@ -21,9 +21,17 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        listenerStats.connectionsTotal.increment()
-        listenerStats.connectionsActive.increment()
-        runtime.connections.opened(context.channel, listener: listener.name)
+        let stats = listenerStats
+        let connections = runtime.connections
+        let channel = context.channel
+        stats.connectionsTotal.increment()
+        stats.connectionsActive.increment()
+        connections.opened(channel, listener: listener.name)
+        // This handler leaves the pipeline once the relay is up; the close future outlives it.
+        channel.closeFuture.whenComplete { _ in
+            stats.connectionsActive.decrement()
+            connections.closed(channel)
+        }
         let destination: EventLoopFuture<SocketAddress>
         if listener.transparent, let local = context.channel.localAddress {
             destination = context.eventLoop.makeSucceededFuture(local.unmapped)
@@ -39,12 +47,6 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             }
         }
         context.fireChannelActive()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        listenerStats.connectionsActive.decrement()
-        runtime.connections.closed(context.channel)
-        context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -128,6 +128,11 @@ extension ProbeSocket {
         }
     }
 
+    /// Ends this side's writing (half-close): the peer reads end of stream, and can still answer.
+    public func shutdownOutput() {
+        shutdown(fd, Int32(SHUT_WR))
+    }
+
     /// Reads exactly `count` bytes, or fewer if the peer closes first.
     public func receive(count: Int, timeoutMilliseconds: Int32 = 5000) throws(SocketError) -> [UInt8] {
         var result: [UInt8] = []

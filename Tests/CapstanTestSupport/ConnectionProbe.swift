@@ -55,14 +55,8 @@ public final class ConnectionProbe: @unchecked Sendable {
                         source: IPAddress? = nil, timeoutMilliseconds: Int32 = 2000) -> Arrival {
         let client: ProbeSocket
         do {
-            client = try namespace.run {
-                // A socket's owner is its creating thread's filesystem ids; this thread ends right after.
-                setfsgid(__gid_t(gid))
-                setfsuid(__uid_t(uid))
-                let socket = try ProbeSocket.tcp(target.address.family)
-                if let source { try socket.bind(SocketAddress(source, 0)) }
-                return socket
-            }
+            client = try ProbeSocket.tcp(target.address.family, in: namespace, uid: uid, gid: gid)
+            if let source { try client.bind(SocketAddress(source, 0)) }
             try client.connect(to: target, timeoutMilliseconds: timeoutMilliseconds)
         } catch {
             return .failed("\(error)")

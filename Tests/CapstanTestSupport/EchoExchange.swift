@@ -1,0 +1,33 @@
+import Netfilter
+
+/// One conversation with an ``EchoServer``: who the server saw, and whether everything came back.
+public struct EchoExchange: Sendable {
+    /// The client address the server saw (`peer=` line).
+    public var peerSeenByServer: String
+    public var sent: [UInt8]
+    public var echoed: [UInt8]
+
+    public var intact: Bool { sent == echoed }
+
+    /// Connects from `namespace` as `uid`/`gid`, sends `payload`, half-closes, and reads until the
+    /// server closes.
+    public static func run(to target: SocketAddress, from namespace: NetworkNamespace, uid: UInt32 = 1000,
+                           gid: UInt32 = 1000, payload: [UInt8]) throws -> EchoExchange {
+        let socket = try ProbeSocket.tcp(target.address.family, in: namespace, uid: uid, gid: gid)
+        try socket.connect(to: target, timeoutMilliseconds: 2000)
+        try socket.sendAll(payload)
+        socket.shutdownOutput()
+        let received = try socket.receive(count: Int.max, timeoutMilliseconds: 5000)
+        guard let newline = received.firstIndex(of: UInt8(ascii: "\n")) else {
+            throw SandboxError("no greeting from the echo server (got \(received.count) bytes)")
+        }
+        let greeting = String(decoding: received[..<newline], as: UTF8.self)
+        return EchoExchange(peerSeenByServer: String(greeting.dropFirst("peer=".count)), sent: payload,
+                            echoed: Array(received[(newline + 1)...]))
+    }
+
+    /// A recognizable payload of `count` bytes.
+    public static func payload(_ count: Int) -> [UInt8] {
+        (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 8) }
+    }
+}
