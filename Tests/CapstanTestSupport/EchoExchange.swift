@@ -1,13 +1,20 @@
 import Netfilter
 
 /// One conversation with an ``EchoServer``: who the server saw, and whether everything came back.
-public struct EchoExchange: Sendable {
+public struct EchoExchange: Sendable, CustomStringConvertible {
     /// The client address the server saw (`peer=` line).
     public var peerSeenByServer: String
     public var sent: [UInt8]
     public var echoed: [UInt8]
 
     public var intact: Bool { sent == echoed }
+
+    /// Sizes and where the echo first differs; never the bytes themselves.
+    public var description: String {
+        let mismatch = zip(sent, echoed).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+        return "echo exchange with \(peerSeenByServer): sent \(sent.count) bytes, got \(echoed.count) back"
+            + (mismatch.map { ", first difference at byte \($0)" } ?? "")
+    }
 
     /// Connects from `namespace` as `uid`/`gid`, sends `payload`, half-closes, and reads until the
     /// server closes.

@@ -65,7 +65,11 @@ private final class EchoHandler: ChannelInboundHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, event == .inputClosed {
-            context.close(mode: .output, promise: nil)
+            // Closing the output of a channel whose input is shut closes it fully, dropping queued
+            // writes; an empty write completes after them, so close then.
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+                context.close(promise: nil)
+            }
         }
     }
 
