@@ -1,5 +1,6 @@
 import ArgumentParser
 import DataPlane
+import Netfilter
 import Dispatch
 #if canImport(Glibc)
 import Glibc
@@ -17,6 +18,8 @@ struct ProxyCommand: ParsableCommand {
             """
     )
 
+    @Option(name: .customLong("config"), help: "Bootstrap file (JSON, an Envoy bootstrap subset): static listeners and clusters.")
+    var config: String?
     @Option(name: .customLong("outbound-port"), help: "Outbound capture port.")
     var outboundPort = 15001
     @Option(name: .customLong("inbound-port"), help: "Inbound capture port.")
@@ -71,6 +74,9 @@ struct ProxyCommand: ParsableCommand {
         options.drainTime = .seconds(Int64(drainTime))
         options.connectTimeout = .milliseconds(Int64(connectTimeout))
         options.idleTimeout = .seconds(Int64(idleTimeout))
+        if let config {
+            options.bootstrap = try loadBootstrap(config)
+        }
 
         // Before any thread exists: the event loops inherit the identity and capabilities.
         do {
@@ -91,6 +97,20 @@ struct ProxyCommand: ParsableCommand {
         printError("capstan proxy: LIVE: outbound :\(outboundPort), inbound :\(inboundPort) (\(options.inboundInterception.rawValue)), admin 127.0.0.1:\(adminPort), metrics :\(statsPort)")
         try proxy.waitUntilStopped()
         withExtendedLifetime(signals) {}
+    }
+}
+
+/// Reads and checks a bootstrap file; a bad one is a usage error naming the field.
+private func loadBootstrap(_ path: String) throws -> BootstrapConfig {
+    guard let text = SystemFile.read(path) else {
+        throw usageError("invalid value \"\(path)\" for --config: cannot read the file")
+    }
+    do {
+        let bootstrap = try BootstrapConfig.parse(json: text)
+        for warning in bootstrap.warnings { printError("capstan proxy: warning: \(path): \(warning)") }
+        return bootstrap
+    } catch {
+        throw usageError("invalid bootstrap \(path): \(error)")
     }
 }
 

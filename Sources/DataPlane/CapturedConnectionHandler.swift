@@ -10,14 +10,16 @@ import Glibc
 /// The downstream channel does not read until the upstream is connected, so nothing is buffered.
 final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
 
-    private let listener: ListenerSpec
+    private let listener: BootstrapConfig.Listener
     private let runtime: ProxyRuntime
-    private var listenerStats: ListenerStats { runtime.stats.listener(listener.statName) }
+    private let listenerStats: ListenerStats
 
-    init(listener: ListenerSpec, runtime: ProxyRuntime) {
+    init(listener: BootstrapConfig.Listener, runtime: ProxyRuntime) {
         self.listener = listener
         self.runtime = runtime
+        self.listenerStats = runtime.stats.listener(listener.statName)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -38,20 +40,48 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         } else {
             destination = OriginalDestination.redirected(context.channel)
         }
-        destination.whenComplete { [self] result in
-            switch result {
-            case .success(let address): forward(context: context, to: address)
-            case .failure:
-                listenerStats.noOriginalDestination.increment()
-                context.close(promise: nil)
+        context.fireChannelActive()
+        // Continue on the next tick: the answers below can complete at once (a local connect often does),
+        // and re-entering the channel while it is still becoming active would lose its first read.
+        context.eventLoop.execute { [self] in
+            destination.whenComplete { result in
+                switch result {
+                case .success(let address): self.forward(context: context, to: address)
+                case .failure:
+                    self.listenerStats.noOriginalDestination.increment()
+                    context.close(promise: nil)
+                }
             }
         }
-        context.fireChannelActive()
     }
 
+    /// Bytes that arrived before the relay was in place. autoRead is off until then, but when the
+    /// client half-closes early, NIO reads everything up to the end of stream at once.
+    private var early: [ByteBuffer] = []
+    private var inputClosedEarly = false
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        // autoRead is off until the relay is in place; nothing arrives here.
-        context.fireChannelRead(data)
+        early.append(unwrapInboundIn(data))
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            inputClosedEarly = true
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    /// Hands what arrived early to the relay behind this handler.
+    private func replayEarlyInput(context: ChannelHandlerContext) {
+        if !early.isEmpty {
+            for buffer in early { context.fireChannelRead(wrapInboundOut(buffer)) }
+            early = []
+            context.fireChannelReadComplete()
+        }
+        if inputClosedEarly {
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
     }
 
     private func forward(context: ChannelHandlerContext, to destination: SocketAddress) {
@@ -60,12 +90,23 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             context.close(promise: nil)
             return
         }
-        let route = runtime.upstream(for: listener, destination: destination, client: context.channel.remoteAddress?.unmapped)
-        let clusterStats = runtime.stats.cluster(route.cluster)
+        let route: UpstreamRoute
+        switch runtime.route(for: listener, destination: destination, client: context.channel.remoteAddress?.unmapped) {
+        case .success(let found):
+            route = found
+        case .failure(.noFilterChain):
+            listenerStats.noFilterChainMatch.increment()
+            context.close(promise: nil)
+            return
+        case .failure(.overflow):
+            context.close(promise: nil)
+            return
+        }
+        let clusterStats = route.cluster.stats
         let relay = RelayHandler.pair(downstreamBytes: clusterStats.bytesSent, upstreamBytes: clusterStats.bytesReceived)
         let downstream = context.channel
         var bootstrap = ClientBootstrap(group: context.eventLoop)
-            .connectTimeout(runtime.options.connectTimeout)
+            .connectTimeout(route.cluster.config.connectTimeout.map { TimeAmount($0) } ?? runtime.options.connectTimeout)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -83,16 +124,17 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             bootstrap = bootstrap.bind(to: source)
         }
         clusterStats.connectionsTotal.increment()
-        bootstrap.connect(to: destination).whenComplete { result in
+        bootstrap.connect(to: route.endpoint).whenComplete { result in
             switch result {
             case .success(let upstream):
                 clusterStats.connectionsActive.increment()
                 upstream.closeFuture.whenComplete { _ in clusterStats.connectionsActive.decrement() }
                 do {
                     let pipeline = downstream.pipeline.syncOperations
-                    try pipeline.addHandler(IdleStateHandler(allTimeout: self.runtime.options.idleTimeout))
+                    try pipeline.addHandler(IdleStateHandler(allTimeout: route.idleTimeout))
                     try pipeline.addHandler(IdleConnectionCloser())
                     try pipeline.addHandler(relay.downstream)
+                    self.replayEarlyInput(context: context)
                     pipeline.removeHandler(self, promise: nil)
                     downstream.setOption(.autoRead, value: true).whenFailure { _ in downstream.close(promise: nil) }
                 } catch {

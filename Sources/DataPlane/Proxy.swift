@@ -26,12 +26,9 @@ public final class Proxy: Sendable {
     private let stopped: EventLoopPromise<Void>
 
     public init(options: ProxyOptions) {
-        let listeners = [
-            ListenerSpec(name: "virtualOutbound", direction: .outbound, port: options.outboundPort, transparent: false),
-            ListenerSpec(name: "virtualInbound", direction: .inbound, port: options.inboundPort,
-                         transparent: options.inboundInterception == .tproxy),
-        ]
-        runtime = ProxyRuntime(options: options, listeners: listeners)
+        let config = options.bootstrap ?? .passthrough(outboundPort: options.outboundPort, inboundPort: options.inboundPort,
+                                                       inboundTransparent: options.inboundInterception == .tproxy)
+        runtime = ProxyRuntime(options: options, config: config)
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.concurrency))
         stopped = group.next().makePromise(of: Void.self)
     }
@@ -42,7 +39,8 @@ public final class Proxy: Sendable {
     /// Prometheus endpoint; the proxy is LIVE when this returns.
     public func start() throws {
         let admin = AdminServer(proxy: self)
-        let adminChannel = try admin.bind(host: "127.0.0.1", port: runtime.options.adminPort, group: group, routes: .admin).wait()
+        let adminPort = runtime.options.bootstrap?.adminPort ?? runtime.options.adminPort
+        let adminChannel = try admin.bind(host: "127.0.0.1", port: adminPort, group: group, routes: .admin).wait()
         let statsChannel = try admin.bind(host: "::", port: runtime.options.statsPort, group: group, routes: .prometheusOnly).wait()
         var channels = ["admin": adminChannel, "stats": statsChannel]
         for listener in runtime.listeners {
@@ -54,7 +52,7 @@ public final class Proxy: Sendable {
         }
     }
 
-    private func bind(_ listener: ListenerSpec) -> EventLoopFuture<Channel> {
+    private func bind(_ listener: BootstrapConfig.Listener) -> EventLoopFuture<Channel> {
         let runtime = self.runtime
         var bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
@@ -95,10 +93,9 @@ public final class Proxy: Sendable {
             return (newly.compactMap { state.serverChannels[$0] }, state.drained.count == runtime.listeners.count)
         }
         for channel in channels { channel.close(promise: nil) }
-        let statNames = Set(runtime.listeners.filter { names.contains($0.name) }.map(\.name))
-        if !graceful { runtime.connections.closeAll(listeners: statNames) }
+        if !graceful { runtime.connections.closeAll(listeners: names) }
         let deadline = NIODeadline.now() + runtime.options.drainTime
-        waitForConnections(of: statNames, until: deadline, thenStop: allDrained)
+        waitForConnections(of: names, until: deadline, thenStop: allDrained)
     }
 
     private func waitForConnections(of listeners: Set<String>, until deadline: NIODeadline, thenStop: Bool) {
@@ -160,30 +157,5 @@ public final class Proxy: Sendable {
     }
 
     /// `/config_dump`: the listeners and clusters in force, in the shape of Envoy's dump.
-    var configDump: String {
-        let listeners = runtime.listeners.map { listener in
-            """
-                {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump.StaticListener", "listener": {"name": "\(listener.name)", \
-            "address": {"socket_address": {"address": "0.0.0.0", "port_value": \(listener.port)}}, "use_original_dst": true, \
-            "transparent": \(listener.transparent)}}
-            """
-        }.joined(separator: ",\n")
-        let clusters = [ProxyRuntime.outboundPassthrough, ProxyRuntime.inboundPassthrough].map { name in
-            """
-                {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump.StaticCluster", "cluster": {"name": "\(name)", \
-            "type": "ORIGINAL_DST", "connect_timeout": "\(runtime.options.connectTimeout.nanoseconds / 1_000_000_000)s"}}
-            """
-        }.joined(separator: ",\n")
-        return """
-            {"configs": [
-              {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "static_listeners": [
-            \(listeners)
-              ]},
-              {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "static_clusters": [
-            \(clusters)
-              ]}
-            ]}
-
-            """
-    }
+    var configDump: String { ConfigDump(runtime: runtime).json }
 }

@@ -26,6 +26,8 @@ public struct ProxyOptions: Sendable {
     public var connectTimeout = TimeAmount.seconds(10)
     /// A connection with no bytes either way for this long is closed (Envoy tcp_proxy's default: 1 h).
     public var idleTimeout = TimeAmount.hours(1)
+    /// Listeners and clusters from a bootstrap file; nil: Istio's passthrough on the two capture ports.
+    public var bootstrap: BootstrapConfig?
 
     public init() {}
 }

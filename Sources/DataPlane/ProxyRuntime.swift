@@ -2,46 +2,72 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// Where one captured connection goes: the cluster it counts under, and the local address to connect
-/// from (none: the kernel picks).
+/// Where one captured connection goes.
 struct UpstreamRoute: Sendable {
-    var cluster: String
+    var cluster: ClusterRuntime
+    var endpoint: SocketAddress
+    /// The local address to connect from; nil: the kernel picks.
     var source: SocketAddress?
     /// Bind `source` with `IP_TRANSPARENT` and the TPROXY mark: the client's own address.
     var transparent = false
+    var idleTimeout: TimeAmount
 }
 
-/// What connection handlers share: options, statistics, the open connections, and routing.
+/// What connection handlers share: options, configuration, statistics, the open connections.
 final class ProxyRuntime: Sendable {
-    static let outboundPassthrough = "PassthroughCluster"
-    static let inboundPassthrough = "InboundPassthroughCluster"
-
     let options: ProxyOptions
+    let listeners: [BootstrapConfig.Listener]
+    let clusters: [String: ClusterRuntime]
     let stats: ProxyStats
     let connections = ConnectionRegistry()
-    let listeners: [ListenerSpec]
 
-    init(options: ProxyOptions, listeners: [ListenerSpec]) {
+    init(options: ProxyOptions, config: BootstrapConfig) {
         self.options = options
-        self.listeners = listeners
-        self.stats = ProxyStats(listeners: listeners.map(\.statName),
-                                clusters: [Self.outboundPassthrough, Self.inboundPassthrough])
+        self.listeners = config.listeners
+        let clusters = config.clusters.map(ClusterRuntime.init)
+        self.clusters = Dictionary(uniqueKeysWithValues: clusters.map { ($0.name, $0) })
+        self.stats = ProxyStats(listeners: config.listeners.map { ListenerStats(name: $0.statName) },
+                                clusters: clusters.map(\.stats))
     }
 
-    /// The passthrough routes of Istio's sidecar: outbound to the original destination; inbound to the
-    /// application from 127.0.0.6 / ::6 (REDIRECT) or from the client's own address (TPROXY).
-    func upstream(for listener: ListenerSpec, destination: SocketAddress, client: SocketAddress?) -> UpstreamRoute {
-        switch listener.direction {
-        case .outbound:
-            return UpstreamRoute(cluster: Self.outboundPassthrough)
-        case .inbound where listener.transparent:
-            return UpstreamRoute(cluster: Self.inboundPassthrough, source: client.map { $0.withPort(0) }, transparent: true)
-        case .inbound:
-            let source = destination.protocol == .inet6
-                ? try? SocketAddress(ipAddress: "::6", port: 0)
-                : try? SocketAddress(ipAddress: "127.0.0.6", port: 0)
-            return UpstreamRoute(cluster: Self.inboundPassthrough, source: source)
+    /// The route for a connection to `destination` accepted on `listener`, or why there is none.
+    func route(for listener: BootstrapConfig.Listener, destination: SocketAddress, client: SocketAddress?) -> Result<UpstreamRoute, RouteFailure> {
+        guard let chain = listener.chain(for: destination) else { return .failure(.noFilterChain) }
+        let name: String
+        switch chain.route {
+        case .cluster(let cluster): name = cluster
+        case .weighted(let clusters): name = Self.pick(clusters)
         }
+        guard let cluster = clusters[name] else { return .failure(.noFilterChain) }
+        guard let endpoint = cluster.endpoint(originalDestination: destination) else { return .failure(.overflow) }
+        var route = UpstreamRoute(cluster: cluster, endpoint: endpoint,
+                                  idleTimeout: chain.idleTimeout.map { TimeAmount($0) } ?? options.idleTimeout)
+        if listener.direction == .inbound {
+            // Istio's inbound passthrough: the application sees 127.0.0.6 / ::6, or with TPROXY the client.
+            if listener.transparent {
+                route.source = client.map { $0.withPort(0) }
+                route.transparent = true
+            } else {
+                route.source = try? SocketAddress(ipAddress: endpoint.protocol == .inet6 ? "::6" : "127.0.0.6", port: 0)
+            }
+        }
+        return .success(route)
+    }
+
+    enum RouteFailure: Error {
+        case noFilterChain
+        case overflow
+    }
+
+    /// A weighted choice, as `tcp_proxy`'s `weighted_clusters`.
+    static func pick(_ clusters: [(name: String, weight: Int)]) -> String {
+        let total = clusters.reduce(0) { $0 + $1.weight }
+        var ticket = Int.random(in: 0..<total)
+        for cluster in clusters {
+            if ticket < cluster.weight { return cluster.name }
+            ticket -= cluster.weight
+        }
+        return clusters.last!.name
     }
 
     /// Whether `destination` is one of this proxy's own listeners: forwarding there would loop.
@@ -52,6 +78,13 @@ final class ProxyRuntime: Sendable {
         // Rare: only a connection to one of our ports gets here, so asking the kernel each time is fine.
         let local = (try? System.enumerateDevices()) ?? []
         return local.contains { $0.address?.ipAddress == address.ipAddress }
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }
 

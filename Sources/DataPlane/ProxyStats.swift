@@ -29,6 +29,8 @@ final class ListenerStats: Sendable {
     let loopsRefused = Counter()
     /// Connections whose original destination could not be read.
     let noOriginalDestination = Counter()
+    /// Connections no filter chain matched (Envoy's `no_filter_chain_match`).
+    let noFilterChainMatch = Counter()
     /// Connections refused because the listener was draining.
     let refusedWhileDraining = Counter()
 
@@ -39,6 +41,7 @@ final class ListenerStats: Sendable {
          ("downstream_cx_active", Double(connectionsActive.value)),
          ("downstream_cx_loop_refused", Double(loopsRefused.value)),
          ("downstream_cx_no_original_dst", Double(noOriginalDestination.value)),
+         ("no_filter_chain_match", Double(noFilterChainMatch.value)),
          ("downstream_cx_drain_refused", Double(refusedWhileDraining.value))]
     }
 }
@@ -50,6 +53,8 @@ final class ClusterStats: Sendable {
     let connectionsActive = Gauge()
     let connectFailures = Counter()
     let connectTimeouts = Counter()
+    /// Connections refused by the `max_connections` circuit breaker.
+    let overflows = Counter()
     /// Bytes from the upstream (toward the downstream client).
     let bytesReceived = Counter()
     /// Bytes to the upstream.
@@ -62,6 +67,7 @@ final class ClusterStats: Sendable {
          ("upstream_cx_active", Double(connectionsActive.value)),
          ("upstream_cx_connect_fail", Double(connectFailures.value)),
          ("upstream_cx_connect_timeout", Double(connectTimeouts.value)),
+         ("upstream_cx_overflow", Double(overflows.value)),
          ("upstream_cx_rx_bytes_total", Double(bytesReceived.value)),
          ("upstream_cx_tx_bytes_total", Double(bytesSent.value))]
     }
@@ -72,13 +78,13 @@ final class ProxyStats: Sendable {
     let listeners: [ListenerStats]
     let clusters: [ClusterStats]
 
-    init(listeners: [String], clusters: [String]) {
-        self.listeners = listeners.map(ListenerStats.init)
-        self.clusters = clusters.map(ClusterStats.init)
+    init(listeners: [ListenerStats], clusters: [ClusterStats]) {
+        self.listeners = listeners
+        self.clusters = clusters
     }
 
     func listener(_ name: String) -> ListenerStats { listeners.first { $0.name == name }! }
-    func cluster(_ name: String) -> ClusterStats { clusters.first { $0.name == name }! }
+
 
     /// `listener.0.0.0.0_15001.downstream_cx_total: 3`, one per line, as Envoy's admin `/stats`.
     var envoyText: String {

@@ -33,6 +33,9 @@ final class RelayHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // The partner may have been asked to read before this side existed, and deferred it: it can
+        // read now that there is somewhere to write.
+        if context.channel.isWritable { partner?.partnerBecameWritable() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

@@ -2,8 +2,10 @@ import Netfilter
 
 /// One conversation with an ``EchoServer``: who the server saw, and whether everything came back.
 public struct EchoExchange: Sendable, CustomStringConvertible {
-    /// The client address the server saw (`peer=` line).
+    /// The client address the server saw.
     public var peerSeenByServer: String
+    /// The address and port the server was reached at (which endpoint answered).
+    public var serverAddress: String
     public var sent: [UInt8]
     public var echoed: [UInt8]
 
@@ -28,8 +30,11 @@ public struct EchoExchange: Sendable, CustomStringConvertible {
         guard let newline = received.firstIndex(of: UInt8(ascii: "\n")) else {
             throw SandboxError("no greeting from the echo server (got \(received.count) bytes)")
         }
-        let greeting = String(decoding: received[..<newline], as: UTF8.self)
-        return EchoExchange(peerSeenByServer: String(greeting.dropFirst("peer=".count)), sent: payload,
+        let fields = String(decoding: received[..<newline], as: UTF8.self).split(separator: " ")
+        func field(_ name: String) -> String {
+            fields.first { $0.hasPrefix(name + "=") }.map { String($0.dropFirst(name.count + 1)) } ?? ""
+        }
+        return EchoExchange(peerSeenByServer: field("peer"), serverAddress: field("local"), sent: payload,
                             echoed: Array(received[(newline + 1)...]))
     }
 

@@ -5,8 +5,9 @@ import Netfilter
 import Glibc
 #endif
 
-/// A TCP server inside a sandbox namespace that first sends `peer=ADDRESS\n` (the client address it
-/// sees) and then echoes everything back; it half-closes when the client does.
+/// A TCP server inside a sandbox namespace that first sends `peer=ADDRESS local=ADDRESS:PORT\n` (the
+/// client address it sees, and the address it was reached at) and then echoes everything back; it
+/// closes when the client has half-closed and everything is echoed.
 ///
 /// Its listening socket is made inside the namespace; SwiftNIO serves it from any thread.
 public final class EchoServer: @unchecked Sendable {
@@ -50,9 +51,13 @@ private final class EchoHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     func channelActive(context: ChannelHandlerContext) {
-        let peer = context.channel.remoteAddress?.ipAddress ?? "?"
-        let unmapped = peer.hasPrefix("::ffff:") ? String(peer.dropFirst(7)) : peer
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: "peer=\(unmapped)\n")), promise: nil)
+        func text(_ address: String?) -> String {
+            let address = address ?? "?"
+            return address.hasPrefix("::ffff:") ? String(address.dropFirst(7)) : address
+        }
+        let peer = text(context.channel.remoteAddress?.ipAddress)
+        let local = "\(text(context.channel.localAddress?.ipAddress)):\(context.channel.localAddress?.port ?? 0)"
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: "peer=\(peer) local=\(local)\n")), promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

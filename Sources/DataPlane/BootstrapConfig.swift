@@ -1,0 +1,329 @@
+import FoundationEssentials
+import NIOCore
+
+/// The subset of an Envoy bootstrap the proxy implements: static listeners whose filter chains match
+/// on destination port and prefix and hand connections to `tcp_proxy`, and clusters of static
+/// endpoints or original destinations.
+public struct BootstrapConfig: Sendable {
+    public struct Listener: Sendable {
+        enum Direction: Sendable {
+            /// Connections the application made, redirected by the outbound rules.
+            case outbound
+            /// Connections to the application, captured by the inbound rules.
+            case inbound
+        }
+
+        /// Istio's names: `virtualOutbound` on 15001, `virtualInbound` on 15006.
+        public var name: String
+        public var port: Int
+        var direction: Direction
+        /// Listens with `IP_TRANSPARENT`: the accepted socket's local address is the original destination.
+        public var transparent: Bool
+        var chains: [FilterChain]
+        var defaultChain: FilterChain?
+
+        /// The stat prefix Envoy uses for a listener on all addresses.
+        var statName: String { "0.0.0.0_\(port)" }
+
+        /// Envoy's choice: chains for the destination port (or, if none, those without a port), then the
+        /// longest matching prefix (no prefix matches anything, least specifically); else the default.
+        func chain(for destination: SocketAddress) -> FilterChain? {
+            let forPort = chains.filter { $0.destinationPort != nil && $0.destinationPort == destination.port }
+            let candidates = forPort.isEmpty ? chains.filter { $0.destinationPort == nil } : forPort
+            var best: (chain: FilterChain, length: Int)?
+            for chain in candidates {
+                let length: Int
+                if chain.prefixes.isEmpty {
+                    length = -1
+                } else if let matched = chain.prefixes.filter({ $0.contains(destination) }).map(\.length).max() {
+                    length = matched
+                } else {
+                    continue
+                }
+                if best == nil || length > best!.length { best = (chain, length) }
+            }
+            return best?.chain ?? defaultChain
+        }
+    }
+
+    struct FilterChain: Sendable {
+        var name: String
+        var destinationPort: Int?
+        var prefixes: [DestinationPrefix]
+        var route: TCPRoute
+        var idleTimeout: Duration?
+    }
+
+    /// `tcp_proxy`'s destination: one cluster, or several with weights.
+    enum TCPRoute: Sendable, Equatable {
+        case cluster(String)
+        case weighted([(name: String, weight: Int)])
+
+        static func == (lhs: TCPRoute, rhs: TCPRoute) -> Bool {
+            switch (lhs, rhs) {
+            case (.cluster(let a), .cluster(let b)): a == b
+            case (.weighted(let a), .weighted(let b)): a.map(\.name) == b.map(\.name) && a.map(\.weight) == b.map(\.weight)
+            default: false
+            }
+        }
+
+        var clusterNames: [String] {
+            switch self {
+            case .cluster(let name): [name]
+            case .weighted(let clusters): clusters.map(\.name)
+            }
+        }
+    }
+
+    public struct Cluster: Sendable {
+        public enum Discovery: Sendable {
+            /// `STATIC`: the endpoints listed.
+            case endpoints([SocketAddress])
+            /// `ORIGINAL_DST`: wherever the connection was going.
+            case originalDestination
+        }
+
+        public var name: String
+        public var discovery: Discovery
+        var connectTimeout: Duration?
+        /// `circuit_breakers.thresholds[].max_connections`.
+        var maxConnections: Int?
+    }
+
+    public var listeners: [Listener]
+    public var clusters: [Cluster]
+    /// The admin port from `admin.address`, if given.
+    public var adminPort: Int?
+    /// Fields that were ignored, with their paths.
+    public var warnings: [String]
+
+    /// Istio's sidecar without configuration: every connection to its original destination.
+    public static func passthrough(outboundPort: Int, inboundPort: Int, inboundTransparent: Bool) -> BootstrapConfig {
+        BootstrapConfig(
+            listeners: [
+                Listener(name: "virtualOutbound", port: outboundPort, direction: .outbound, transparent: false, chains: [],
+                         defaultChain: FilterChain(name: "PassthroughFilterChain", destinationPort: nil, prefixes: [],
+                                                   route: .cluster(passthroughCluster), idleTimeout: nil)),
+                Listener(name: "virtualInbound", port: inboundPort, direction: .inbound, transparent: inboundTransparent, chains: [],
+                         defaultChain: FilterChain(name: "InboundPassthroughFilterChain", destinationPort: nil, prefixes: [],
+                                                   route: .cluster(inboundPassthroughCluster), idleTimeout: nil)),
+            ],
+            clusters: [
+                Cluster(name: passthroughCluster, discovery: .originalDestination),
+                Cluster(name: inboundPassthroughCluster, discovery: .originalDestination),
+            ],
+            adminPort: nil, warnings: [])
+    }
+
+    public static let passthroughCluster = "PassthroughCluster"
+    public static let inboundPassthroughCluster = "InboundPassthroughCluster"
+
+    // MARK: Reading
+
+    /// Parses a bootstrap in JSON. Unknown fields are ignored with a warning; anything invalid is refused
+    /// with the path of the field.
+    public static func parse(json text: String) throws(ConfigError) -> BootstrapConfig {
+        let document: ConfigValue
+        do {
+            document = try ConfigValue.parse(json: text)
+        } catch {
+            throw ConfigError(path: "", message: "not valid JSON: \(error)")
+        }
+        var warnings: [String] = []
+        let root = ConfigReader(document)
+        try root.ignoringUnknown(["node", "admin", "static_resources", "dynamic_resources", "layered_runtime",
+                                  "stats_config", "tracing"], warnings: &warnings)
+        var adminPort: Int?
+        if let admin = try root.optional("admin"), let address = try admin.optional("address") {
+            adminPort = try socketAddress(address, warnings: &warnings).port
+        }
+        guard let resources = try root.optional("static_resources") else {
+            return BootstrapConfig(listeners: [], clusters: [], adminPort: adminPort, warnings: warnings)
+        }
+        try resources.ignoringUnknown(["listeners", "clusters"], warnings: &warnings)
+        let clusters = try (resources.optional("clusters")?.list() ?? []).map { reader throws(ConfigError) in
+            try cluster(reader, warnings: &warnings)
+        }
+        let listeners = try (resources.optional("listeners")?.list() ?? []).map { reader throws(ConfigError) in
+            try listener(reader, warnings: &warnings)
+        }
+        // Every route must name a cluster that exists, and names are unique.
+        for (index, cluster) in clusters.enumerated() where clusters[..<index].contains(where: { $0.name == cluster.name }) {
+            throw ConfigError(path: "static_resources.clusters[\(index)].name", message: "duplicate cluster \"\(cluster.name)\"")
+        }
+        for (index, listener) in listeners.enumerated() {
+            if listeners[..<index].contains(where: { $0.port == listener.port }) {
+                throw ConfigError(path: "static_resources.listeners[\(index)].address", message: "port \(listener.port) is used twice")
+            }
+            for chain in listener.chains + [listener.defaultChain].compactMap({ $0 }) {
+                for name in chain.route.clusterNames where !clusters.contains(where: { $0.name == name }) {
+                    throw ConfigError(path: "static_resources.listeners[\(index)]",
+                                      message: "filter chain \"\(chain.name)\" routes to unknown cluster \"\(name)\"")
+                }
+            }
+        }
+        return BootstrapConfig(listeners: listeners, clusters: clusters, adminPort: adminPort, warnings: warnings)
+    }
+
+    private static func socketAddress(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> SocketAddress {
+        try reader.ignoringUnknown(["socket_address"], warnings: &warnings)
+        let socket = try reader.required("socket_address")
+        try socket.ignoringUnknown(["address", "port_value", "protocol"], warnings: &warnings)
+        let host = try socket.required("address").string()
+        let port = try socket.required("port_value").integer(in: 0...65535)
+        do {
+            return try SocketAddress(ipAddress: host, port: port)
+        } catch {
+            throw ConfigError(path: "\(socket.path).address", message: "\"\(host)\" is not an IP address")
+        }
+    }
+
+    private static func listener(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> Listener {
+        try reader.ignoringUnknown(["name", "address", "filter_chains", "default_filter_chain", "traffic_direction",
+                                    "transparent", "use_original_dst", "listener_filters", "bind_to_port"], warnings: &warnings)
+        let name = try reader.required("name").string()
+        let address = try socketAddress(try reader.required("address"), warnings: &warnings)
+        var direction = Listener.Direction.outbound
+        if let traffic = try reader.optional("traffic_direction") {
+            switch try traffic.string() {
+            case "INBOUND": direction = .inbound
+            case "OUTBOUND", "UNSPECIFIED": direction = .outbound
+            case let other: throw traffic.fail("\"\(other)\" is not INBOUND, OUTBOUND or UNSPECIFIED")
+            }
+        }
+        let transparent = try reader.optional("transparent")?.bool() ?? false
+        let chains = try (reader.optional("filter_chains")?.list() ?? []).map { chain throws(ConfigError) in
+            try filterChain(chain, warnings: &warnings)
+        }
+        let defaultChain = try reader.optional("default_filter_chain").map { chain throws(ConfigError) in
+            try filterChain(chain, warnings: &warnings)
+        }
+        return Listener(name: name, port: address.port ?? 0, direction: direction, transparent: transparent,
+                        chains: chains, defaultChain: defaultChain)
+    }
+
+    private static func filterChain(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> FilterChain {
+        try reader.ignoringUnknown(["name", "filter_chain_match", "filters", "transport_socket"], warnings: &warnings)
+        var port: Int?
+        var prefixes: [DestinationPrefix] = []
+        if let match = try reader.optional("filter_chain_match") {
+            try match.ignoringUnknown(["destination_port", "prefix_ranges", "transport_protocol", "application_protocols"],
+                                      warnings: &warnings)
+            port = try match.optional("destination_port")?.integer(in: 1...65535)
+            prefixes = try (match.optional("prefix_ranges")?.list() ?? []).map { range throws(ConfigError) in
+                try range.ignoringUnknown(["address_prefix", "prefix_len"], warnings: &warnings)
+                let address = try range.required("address_prefix").string()
+                let length = try range.optional("prefix_len")?.integer(in: 0...128)
+                guard let prefix = DestinationPrefix(address: address, length: length) else {
+                    throw range.fail("\"\(address)/\(length.map(String.init) ?? "")\" is not an IP prefix")
+                }
+                return prefix
+            }
+        }
+        let filters = try reader.required("filters").list()
+        guard let tcpProxy = filters.first(where: { (try? $0.required("name").string()) == "envoy.filters.network.tcp_proxy" }) else {
+            throw reader.fail("needs an envoy.filters.network.tcp_proxy filter (the only network filter Capstan has)")
+        }
+        let config = try tcpProxy.required("typed_config")
+        try config.ignoringUnknown(["@type", "stat_prefix", "cluster", "weighted_clusters", "idle_timeout"], warnings: &warnings)
+        let route: TCPRoute
+        if let cluster = try config.optional("cluster") {
+            route = .cluster(try cluster.string())
+        } else if let weighted = try config.optional("weighted_clusters") {
+            let clusters = try weighted.required("clusters").list().map { entry throws(ConfigError) -> (name: String, weight: Int) in
+                try entry.ignoringUnknown(["name", "weight"], warnings: &warnings)
+                return (try entry.required("name").string(), try entry.required("weight").integer(in: 0...1_000_000))
+            }
+            guard clusters.contains(where: { $0.weight > 0 }) else {
+                throw weighted.fail("needs at least one cluster with a weight above 0")
+            }
+            route = .weighted(clusters)
+        } else {
+            throw config.fail("needs cluster or weighted_clusters")
+        }
+        return FilterChain(name: try reader.optional("name")?.string() ?? "", destinationPort: port, prefixes: prefixes,
+                           route: route, idleTimeout: try config.optional("idle_timeout")?.duration())
+    }
+
+    private static func cluster(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> Cluster {
+        try reader.ignoringUnknown(["name", "type", "connect_timeout", "lb_policy", "load_assignment", "circuit_breakers",
+                                    "alt_stat_name"], warnings: &warnings)
+        let name = try reader.required("name").string()
+        let type = try reader.optional("type")?.string() ?? "STATIC"
+        if let policy = try reader.optional("lb_policy") {
+            let value = try policy.string()
+            guard ["ROUND_ROBIN", "RANDOM", "LEAST_REQUEST", "CLUSTER_PROVIDED"].contains(value) else {
+                throw policy.fail("\"\(value)\" is not a load-balancing policy Capstan has (ROUND_ROBIN)")
+            }
+        }
+        let discovery: Cluster.Discovery
+        switch type {
+        case "STATIC":
+            let assignment = try reader.required("load_assignment")
+            try assignment.ignoringUnknown(["cluster_name", "endpoints"], warnings: &warnings)
+            var endpoints: [SocketAddress] = []
+            for locality in try assignment.required("endpoints").list() {
+                try locality.ignoringUnknown(["lb_endpoints", "locality"], warnings: &warnings)
+                for endpoint in try locality.required("lb_endpoints").list() {
+                    try endpoint.ignoringUnknown(["endpoint", "load_balancing_weight", "metadata"], warnings: &warnings)
+                    let inner = try endpoint.required("endpoint")
+                    try inner.ignoringUnknown(["address"], warnings: &warnings)
+                    endpoints.append(try socketAddress(try inner.required("address"), warnings: &warnings))
+                }
+            }
+            guard !endpoints.isEmpty else { throw assignment.fail("a STATIC cluster needs at least one endpoint") }
+            discovery = .endpoints(endpoints)
+        case "ORIGINAL_DST":
+            discovery = .originalDestination
+        default:
+            throw ConfigError(path: "\(reader.path).type", message: "\"\(type)\" is not STATIC or ORIGINAL_DST")
+        }
+        var maxConnections: Int?
+        if let breakers = try reader.optional("circuit_breakers") {
+            for threshold in try breakers.optional("thresholds")?.list() ?? [] {
+                try threshold.ignoringUnknown(["priority", "max_connections", "max_pending_requests", "max_requests",
+                                               "max_retries"], warnings: &warnings)
+                maxConnections = try threshold.optional("max_connections")?.integer(in: 1...Int(Int32.max)) ?? maxConnections
+            }
+        }
+        return Cluster(name: name, discovery: discovery, connectTimeout: try reader.optional("connect_timeout")?.duration(),
+                       maxConnections: maxConnections)
+    }
+}
+
+/// A destination CIDR of a filter chain match, compared with a connection's original destination.
+struct DestinationPrefix: Sendable, Equatable {
+    let bytes: [UInt8]
+    let length: Int
+
+    init?(address: String, length: Int?) {
+        guard let parsed = try? SocketAddress(ipAddress: address, port: 0), let bytes = parsed.addressBytes else { return nil }
+        let length = length ?? bytes.count * 8
+        guard length <= bytes.count * 8 else { return nil }
+        self.bytes = bytes
+        self.length = length
+    }
+
+    func contains(_ address: SocketAddress) -> Bool {
+        guard let candidate = address.unmapped.addressBytes, candidate.count == bytes.count else { return false }
+        var remaining = length
+        for index in bytes.indices where remaining > 0 {
+            let bits = min(8, remaining)
+            let mask = UInt8(truncatingIfNeeded: 0xFF << (8 - bits))
+            if candidate[index] & mask != bytes[index] & mask { return false }
+            remaining -= bits
+        }
+        return true
+    }
+}
+
+extension SocketAddress {
+    /// The address bytes in network order (4 or 16), nil for non-IP addresses.
+    var addressBytes: [UInt8]? {
+        switch self {
+        case .v4(let address): withUnsafeBytes(of: address.address.sin_addr) { Array($0) }
+        case .v6(let address): withUnsafeBytes(of: address.address.sin6_addr) { Array($0) }
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import FoundationEssentials
+
+/// A parsed JSON configuration document: the tree the bootstrap reader walks, field path in hand.
+indirect enum ConfigValue: Decodable, Sendable, Equatable {
+    case object([String: ConfigValue])
+    case array([ConfigValue])
+    case string(String)
+    case number(Double)
+    case bool(Bool)
+    case null
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? container.decode(Double.self) { self = .number(value) }
+        else if let value = try? container.decode(String.self) { self = .string(value) }
+        else if let value = try? container.decode([ConfigValue].self) { self = .array(value) }
+        else { self = .object(try container.decode([String: ConfigValue].self)) }
+    }
+
+    static func parse(json text: String) throws -> ConfigValue {
+        try JSONDecoder().decode(ConfigValue.self, from: Data(text.utf8))
+    }
+
+    var kind: String {
+        switch self {
+        case .object: "an object"
+        case .array: "a list"
+        case .string: "a string"
+        case .number: "a number"
+        case .bool: "true or false"
+        case .null: "null"
+        }
+    }
+}
+
+/// A configuration error: where (`static_resources.clusters[1].connect_timeout`) and what.
+public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
+    public let path: String
+    public let message: String
+
+    public var description: String { "\(path.isEmpty ? "(document)" : path): \(message)" }
+}
+
+/// Reads one value of the document and knows its path, so every refusal names the field.
+struct ConfigReader {
+    let value: ConfigValue
+    let path: String
+
+    init(_ value: ConfigValue, path: String = "") {
+        self.value = value
+        self.path = path
+    }
+
+    func fail(_ message: String) -> ConfigError { ConfigError(path: path, message: message) }
+
+    private func childPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    func fields() throws(ConfigError) -> [String: ConfigValue] {
+        guard case .object(let fields) = value else { throw fail("expected an object, found \(value.kind)") }
+        return fields
+    }
+
+    /// The field, or nil if absent (or null).
+    func optional(_ key: String) throws(ConfigError) -> ConfigReader? {
+        guard let child = try fields()[key], child != .null else { return nil }
+        return ConfigReader(child, path: childPath(key))
+    }
+
+    func required(_ key: String) throws(ConfigError) -> ConfigReader {
+        guard let child = try optional(key) else { throw ConfigError(path: childPath(key), message: "is required") }
+        return child
+    }
+
+    /// Warns about fields Capstan does not implement (they are ignored, as the issue of each asks).
+    func ignoringUnknown(_ known: Set<String>, warnings: inout [String]) throws(ConfigError) {
+        for key in try fields().keys.sorted() where !known.contains(key) {
+            warnings.append("\(childPath(key)): not supported by Capstan, ignored")
+        }
+    }
+
+    func list() throws(ConfigError) -> [ConfigReader] {
+        guard case .array(let items) = value else { throw fail("expected a list, found \(value.kind)") }
+        return items.enumerated().map { ConfigReader($1, path: "\(path)[\($0)]") }
+    }
+
+    func string() throws(ConfigError) -> String {
+        guard case .string(let text) = value else { throw fail("expected a string, found \(value.kind)") }
+        return text
+    }
+
+    func bool() throws(ConfigError) -> Bool {
+        guard case .bool(let flag) = value else { throw fail("expected true or false, found \(value.kind)") }
+        return flag
+    }
+
+    /// Integers may come as JSON numbers or, as protobuf's JSON mapping allows, as strings.
+    func integer(in range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        let number: Double?
+        switch value {
+        case .number(let value): number = value
+        case .string(let text): number = Double(text)
+        default: number = nil
+        }
+        guard let number, number.rounded() == number, let integer = Int(exactly: number) else {
+            throw fail("expected a whole number, found \(value.kind)")
+        }
+        guard range.contains(integer) else { throw fail("\(integer) is out of range \(range.lowerBound)-\(range.upperBound)") }
+        return integer
+    }
+
+    /// A protobuf Duration in JSON: `"1.5s"`.
+    func duration() throws(ConfigError) -> Duration {
+        guard case .string(let text) = value, text.hasSuffix("s"), let seconds = Double(text.dropLast()), seconds >= 0 else {
+            throw fail("expected a duration such as \"1s\" or \"0.25s\"")
+        }
+        return .milliseconds(Int64((seconds * 1000).rounded()))
+    }
+}
