@@ -34,23 +34,24 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             stats.connectionsActive.decrement()
             connections.closed(channel)
         }
-        let destination: EventLoopFuture<SocketAddress>
-        if listener.transparent, let local = context.channel.localAddress {
-            destination = context.eventLoop.makeSucceededFuture(local.unmapped)
+        let local = channel.localAddress?.unmapped
+        let destination: EventLoopFuture<SocketAddress?>
+        if listener.transparent {
+            destination = context.eventLoop.makeSucceededFuture(local)
         } else {
-            destination = OriginalDestination.redirected(context.channel)
+            // Not redirected (a connection made to the listener itself): it was going where it arrived.
+            destination = OriginalDestination.redirected(channel).map { Optional($0) }.recover { _ in local }
         }
         context.fireChannelActive()
         // Continue on the next tick: the answers below can complete at once (a local connect often does),
         // and re-entering the channel while it is still becoming active would lose its first read.
         context.eventLoop.execute { [self] in
-            destination.whenComplete { result in
-                switch result {
-                case .success(let address): self.forward(context: context, to: address)
-                case .failure:
-                    self.listenerStats.noOriginalDestination.increment()
+            destination.whenSuccess { address in
+                guard let address else {
                     context.close(promise: nil)
+                    return
                 }
+                self.forward(context: context, to: address)
             }
         }
     }
@@ -85,11 +86,6 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     private func forward(context: ChannelHandlerContext, to destination: SocketAddress) {
-        if runtime.isOwnListener(destination) {
-            listenerStats.loopsRefused.increment()
-            context.close(promise: nil)
-            return
-        }
         let route: UpstreamRoute
         switch runtime.route(for: listener, destination: destination, client: context.channel.remoteAddress?.unmapped) {
         case .success(let found):
@@ -99,6 +95,10 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             context.close(promise: nil)
             return
         case .failure(.overflow):
+            context.close(promise: nil)
+            return
+        case .failure(.loop):
+            listenerStats.loopsRefused.increment()
             context.close(promise: nil)
             return
         }

@@ -40,6 +40,8 @@ final class ProxyRuntime: Sendable {
         }
         guard let cluster = clusters[name] else { return .failure(.noFilterChain) }
         guard let endpoint = cluster.endpoint(originalDestination: destination) else { return .failure(.overflow) }
+        // Forwarding to one of our own listeners would come straight back.
+        if case .originalDestination = cluster.config.discovery, isOwnListener(endpoint) { return .failure(.loop) }
         var route = UpstreamRoute(cluster: cluster, endpoint: endpoint,
                                   idleTimeout: chain.idleTimeout.map { TimeAmount($0) } ?? options.idleTimeout)
         if listener.direction == .inbound {
@@ -57,6 +59,7 @@ final class ProxyRuntime: Sendable {
     enum RouteFailure: Error {
         case noFilterChain
         case overflow
+        case loop
     }
 
     /// A weighted choice, as `tcp_proxy`'s `weighted_clusters`.

@@ -27,8 +27,6 @@ final class ListenerStats: Sendable {
     let connectionsActive = Gauge()
     /// Connections closed because their original destination was one of the proxy's own listeners.
     let loopsRefused = Counter()
-    /// Connections whose original destination could not be read.
-    let noOriginalDestination = Counter()
     /// Connections no filter chain matched (Envoy's `no_filter_chain_match`).
     let noFilterChainMatch = Counter()
     /// Connections refused because the listener was draining.
@@ -40,7 +38,6 @@ final class ListenerStats: Sendable {
         [("downstream_cx_total", Double(connectionsTotal.value)),
          ("downstream_cx_active", Double(connectionsActive.value)),
          ("downstream_cx_loop_refused", Double(loopsRefused.value)),
-         ("downstream_cx_no_original_dst", Double(noOriginalDestination.value)),
          ("no_filter_chain_match", Double(noFilterChainMatch.value)),
          ("downstream_cx_drain_refused", Double(refusedWhileDraining.value))]
     }
