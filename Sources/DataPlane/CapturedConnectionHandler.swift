@@ -131,9 +131,8 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                 upstream.closeFuture.whenComplete { _ in clusterStats.connectionsActive.decrement() }
                 do {
                     let pipeline = downstream.pipeline.syncOperations
-                    try pipeline.addHandler(IdleStateHandler(allTimeout: route.idleTimeout))
-                    try pipeline.addHandler(IdleConnectionCloser())
                     try pipeline.addHandler(relay.downstream)
+                    relay.downstream.closeWhenIdle(for: route.idleTimeout)
                     self.replayEarlyInput(context: context)
                     pipeline.removeHandler(self, promise: nil)
                     downstream.setOption(.autoRead, value: true).whenFailure { _ in downstream.close(promise: nil) }
@@ -148,19 +147,6 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                 clusterStats.connectFailures.increment()
                 downstream.close(promise: nil)
             }
-        }
-    }
-}
-
-/// Closes a connection on which nothing moved for the idle timeout.
-final class IdleConnectionCloser: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            context.close(promise: nil)
-        } else {
-            context.fireUserInboundEventTriggered(event)
         }
     }
 }

@@ -15,6 +15,9 @@ final class RelayHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var pendingRead = false
     private var inputClosed = false
+    /// Reads since the idle check last looked (shared by both sides through the downstream handler).
+    private var reads = 0
+    private var idleCheck: Scheduled<Void>?
     /// Counts the bytes this side reads (toward the partner).
     private let bytesRead: Counter
 
@@ -39,12 +42,30 @@ final class RelayHandler: ChannelDuplexHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        idleCheck?.cancel()
         self.context = nil
         self.partner = nil
     }
 
+    /// Closes the pair when neither side read anything for `timeout` (tcp_proxy's idle timeout). A
+    /// timer per connection instead of a handler on every read keeps the byte path short.
+    func closeWhenIdle(for timeout: TimeAmount) {
+        guard let context else { return }
+        idleCheck = context.eventLoop.scheduleTask(in: timeout) { [self] in
+            let activity = reads + (partner?.reads ?? 0)
+            reads = 0
+            partner?.reads = 0
+            if activity == 0 {
+                context.close(promise: nil)
+            } else {
+                closeWhenIdle(for: timeout)
+            }
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
+        reads &+= 1
         bytesRead.increment(by: UInt64(buffer.readableBytes))
         partner?.write(buffer)
     }

@@ -171,6 +171,35 @@ import Glibc
         }
     }
 
+    @Test func idleConnectionsAreClosedAndBusyOnesAreNot() throws {
+        try withProxy(proxyFlags: ["--idle-timeout-s", "1"]) { setup in
+            let busy = try ProbeSocket.tcp(.ipv4, in: setup.sandbox.pod, uid: 1000, gid: 1000)
+            try busy.connect(to: SocketAddress(Sandbox.remoteV4, 80), timeoutMilliseconds: 1000)
+            let idle = try ProbeSocket.tcp(.ipv4, in: setup.sandbox.pod, uid: 1000, gid: 1000)
+            try idle.connect(to: SocketAddress(Sandbox.remoteV4, 80), timeoutMilliseconds: 1000)
+            let greeting = "peer=\(Sandbox.podV4) local=\(Sandbox.remoteV4):80\n".utf8.count
+            _ = try busy.receive(count: greeting)
+            _ = try idle.receive(count: greeting)
+            for round in 0..<6 {
+                usleep(400_000)
+                try busy.sendAll([UInt8(round)])
+                #expect(try busy.receive(count: 1) == [UInt8(round)])
+            }
+            // 2.4 s later the busy one still echoes; the idle one was closed after about a second.
+            #expect(try idle.receive(count: 1, timeoutMilliseconds: 100).isEmpty)
+        }
+    }
+
+    @Test func sigintExitsAtOnceEvenWithOpenConnections() throws {
+        try withProxy(proxyFlags: ["--drain-time-s", "60"]) { setup in
+            let open = try ProbeSocket.tcp(.ipv4, in: setup.sandbox.pod, uid: 1000, gid: 1000)
+            try open.connect(to: SocketAddress(Sandbox.remoteV4, 80), timeoutMilliseconds: 1000)
+            _ = try open.receive(count: 5)
+            setup.proxy.signal(SIGINT)
+            #expect(setup.proxy.waitForExit(seconds: 2) != nil)
+        }
+    }
+
     @Test func badFlagsAreRefused() throws {
         for arguments in [["--concurrency", "0"], ["--inbound-interception-mode", "BRIDGE"], ["--outbound-port", "70000"]] {
             let result = try ChildProcess.run(Sandbox.capstanExecutable, ["proxy"] + arguments)
