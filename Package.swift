@@ -62,6 +62,7 @@ let package = Package(
         ),
 
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CapstanTestSupport"]),
+        .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "CapstanCLITests", dependencies: ["CapstanCLI", "Capture"]),
         .testTarget(name: "EndToEndTests",
                     dependencies: ["Capture", "Netfilter", "CapstanTestSupport", "CapstanCLI"]),

@@ -110,6 +110,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: ProxyOptions.readBuffers)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(relay.upstream)

@@ -30,4 +30,8 @@ public struct ProxyOptions: Sendable {
     public var bootstrap: BootstrapConfig?
 
     public init() {}
+
+    /// Read buffers grow with the traffic up to 256 KiB (fewer reads and writes for bulk transfers)
+    /// and stay small for chatty or idle connections.
+    static let readBuffers = AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 * 1024, maximum: 256 * 1024)
 }
