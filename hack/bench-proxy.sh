@@ -11,6 +11,7 @@
 #   memory      Capstan's resident set idle, and with 1,000 open idle connections
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib/sandbox.sh
 hack/setup.sh
 for tool in iperf3 haproxy sockperf; do
   command -v "$tool" >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null; }
@@ -33,17 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ip netns add "$pod"
-ip netns add "$peer"
-ip -n "$pod" link set lo up
-ip -n "$peer" link set lo up
-ip -n "$pod" link add eth0 type veth peer name eth0 netns "$peer"
-ip -n "$pod" addr add 192.0.2.1/24 dev eth0
-ip -n "$peer" addr add 192.0.2.2/24 dev eth0
-ip -n "$peer" addr add 198.51.100.10/32 dev lo
-ip -n "$pod" link set eth0 up
-ip -n "$peer" link set eth0 up
-ip -n "$pod" route add 198.51.100.0/24 via 192.0.2.2
+make_sandbox "$pod" "$peer"
 "$bin/capstan" init --network-namespace "/run/netns/$pod" >/dev/null
 
 # Clients run as an application uid (captured) or as the proxy uid (not captured: the direct path).

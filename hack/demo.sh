@@ -3,10 +3,12 @@
 #
 # Builds two throw-away network namespaces joined by a veth pair (documentation addresses only, no
 # route out), programs Istio's sidecar capture in the "pod" one, proves it with a real connection,
-# explains packet paths, breaks a rule by hand and shows the drift, repairs it, switches to TPROXY,
-# and cleans up. Everything it creates is removed on exit, also on failure.
+# explains packet paths, breaks a rule by hand and shows the drift, repairs it, sends a request through
+# the packaged proxy, switches to TPROXY, and cleans up. Everything it creates (namespaces, processes)
+# is removed on exit, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib/sandbox.sh
 
 if [ "$(id -u)" != 0 ]; then
   echo "hack/demo.sh: network namespaces and nftables need root" >&2
@@ -18,7 +20,10 @@ capstan="$(swift build --show-bin-path)/capstan"
 
 pod="capstan-demo-$$-pod"
 peer="capstan-demo-$$-peer"
+pids=()
 cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   ip netns delete "$pod" 2>/dev/null || true
   ip netns delete "$peer" 2>/dev/null || true
 }
@@ -29,19 +34,7 @@ step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
 step "Sandbox: pod 192.0.2.1 / 2001:db8::1  <-veth->  peer 192.0.2.2 / 2001:db8::2 (a 'remote' 198.51.100.10 behind it)"
-ip netns add "$pod"
-ip netns add "$peer"
-ip -n "$pod" link set lo up
-ip -n "$peer" link set lo up
-ip -n "$pod" link add eth0 type veth peer name eth0 netns "$peer"
-ip -n "$pod" addr add 192.0.2.1/24 dev eth0
-ip -n "$pod" addr add 2001:db8::1/64 dev eth0 nodad
-ip -n "$peer" addr add 192.0.2.2/24 dev eth0
-ip -n "$peer" addr add 2001:db8::2/64 dev eth0 nodad
-ip -n "$peer" addr add 198.51.100.10/32 dev lo
-ip -n "$pod" link set eth0 up
-ip -n "$peer" link set eth0 up
-ip -n "$pod" route add 198.51.100.0/24 via 192.0.2.2
+make_sandbox "$pod" "$peer"
 ns="/run/netns/$pod"
 
 step "What istio-init would program, as one nftables transaction (dry run: nothing changes)"
@@ -75,6 +68,25 @@ run "$capstan" status --network-namespace "$ns" || echo "(exit $?)"
 step "Re-running init with the same flags repairs it"
 run "$capstan" init --network-namespace "$ns" -x 198.51.100.99/32
 run "$capstan" status --network-namespace "$ns" | head -3
+
+step "The packaged proxy behind those rules: an application's request goes through it, and its stats say so"
+ip netns exec "$peer" python3 -m http.server 80 --bind 198.51.100.10 >/dev/null 2>&1 & pids+=($!)
+ip netns exec "$pod" "$capstan" proxy 2>/dev/null & pids+=($!)
+for _ in $(seq 1 100); do
+  ip netns exec "$pod" bash -c 'exec 3<>/dev/tcp/127.0.0.1/15000' 2>/dev/null && ip netns exec "$peer" bash -c 'exec 3<>/dev/tcp/198.51.100.10/80' 2>/dev/null && break
+  sleep 0.1
+done
+run ip netns exec "$pod" setpriv --reuid=1000 --regid=1000 --clear-groups /usr/bin/python3 -c \
+  'import urllib.request; print("GET http://198.51.100.10/ ->", urllib.request.urlopen("http://198.51.100.10/").status)'
+ip netns exec "$pod" /usr/bin/python3 -c '
+import urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:15000/ready").read().decode().strip())
+stats = urllib.request.urlopen("http://127.0.0.1:15000/stats").read().decode()
+print("\n".join(l for l in stats.splitlines() if "15001.downstream_cx_total" in l or "PassthroughCluster.upstream_cx_total" in l))'
+run "$capstan" status --network-namespace "$ns" --trace tcp:198.51.100.10:80 --uid 1337
+kill "${pids[@]}" 2>/dev/null || true
+wait 2>/dev/null || true
+pids=()
 
 step "Bad input is refused before anything is touched (exit 2)"
 run "$capstan" init --network-namespace "$ns" -i 10.0.0.0/33 || echo "(exit $?)"

@@ -10,6 +10,7 @@ packages=(
   nftables          # the demo edits a rule by hand with `nft`, as an operator would
   iptables          # benchmark peer: iptables-nft-restore / ip6tables-nft-restore
   hyperfine         # benchmark driver
+  python3           # the demo's HTTP server and client, benchmark summaries
 )
 
 missing=()
