@@ -137,8 +137,26 @@ public final class Proxy: Sendable {
         try group.syncShutdownGracefully()
     }
 
-    var statsText: String { runtime.stats.envoyText }
-    var prometheusText: String { runtime.stats.prometheusText }
+    /// Envoy's `/stats`, with the server-wide lines first: `server.state` (0 live, 1 draining,
+    /// 2 pre-initializing, as Envoy numbers them) and whether `/healthcheck/fail` is in force.
+    var statsText: String {
+        serverStats.map { "server.\($0.0): \($0.1)" }.joined(separator: "\n") + "\n" + runtime.stats.envoyText
+    }
+
+    var prometheusText: String {
+        serverStats.map { "# TYPE envoy_server_\($0.0) gauge\nenvoy_server_\($0.0) \($0.1)" }.joined(separator: "\n")
+            + "\n" + runtime.stats.prometheusText
+    }
+
+    private var serverStats: [(String, Int)] {
+        let (state, failing) = mutable.withLockedValue { ($0.state, $0.healthCheckFailing) }
+        let number = switch state {
+        case .live: 0
+        case .draining: 1
+        case .preInitializing: 2
+        }
+        return [("state", number), ("healthcheck_failed", failing ? 1 : 0)]
+    }
 
     /// `/listeners`: `virtualOutbound::[::]:15001`, one per line, as Envoy prints them.
     var listenersText: String {

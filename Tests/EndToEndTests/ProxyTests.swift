@@ -120,6 +120,9 @@ import Glibc
             #expect(try proxy.admin("GET", "/config_dump").body.contains("\"virtualInbound\""))
             #expect(try proxy.admin("GET", "/nothing-here").status == 404)
             #expect(try proxy.admin("POST", "/healthcheck/fail").status == 200)
+            #expect(try proxy.admin("GET", "/stats").body.hasPrefix("server.state: 0\nserver.healthcheck_failed: 1\n"))
+            #expect(try proxy.admin("POST", "/healthcheck/ok").status == 200)
+            #expect(try proxy.admin("GET", "/stats").body.contains("server.healthcheck_failed: 0\n"))
             // Prometheus on :15090 from outside the pod; the admin port is not reachable from there.
             let metrics = try HTTPProbe.request("GET", "/stats/prometheus", to: SocketAddress(Sandbox.podV4, 15090), in: setup.sandbox.peer)
             #expect(metrics.status == 200)
