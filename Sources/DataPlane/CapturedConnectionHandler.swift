@@ -4,10 +4,11 @@ import NIOPosix
 import Glibc
 #endif
 
-/// The first handler of every accepted connection: finds where it was going, refuses loops, connects
-/// upstream on the same event loop, then hands both channels to a ``RelayHandler`` pair.
+/// The first handler of every accepted connection: finds where it was going, picks the route (refusing
+/// loops), connects upstream on the same event loop, then hands both channels to a ``RelayHandler`` pair.
 ///
-/// The downstream channel does not read until the upstream is connected, so nothing is buffered.
+/// The downstream channel does not read until the upstream is connected; only what NIO reads at once
+/// when the client half-closes early is kept, and handed to the relay.
 final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -43,8 +44,8 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             destination = OriginalDestination.redirected(channel).map { Optional($0) }.recover { _ in local }
         }
         context.fireChannelActive()
-        // Continue on the next tick: the answers below can complete at once (a local connect often does),
-        // and re-entering the channel while it is still becoming active would lose its first read.
+        // Continue once channelActive has returned: the answers below can complete at once (a local
+        // connect often does), and the pipeline is rebuilt then.
         context.eventLoop.execute { [self] in
             destination.whenSuccess { address in
                 guard let address else {
@@ -130,6 +131,11 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             case .success(let upstream):
                 clusterStats.connectionsActive.increment()
                 upstream.closeFuture.whenComplete { _ in clusterStats.connectionsActive.decrement() }
+                guard downstream.isActive else {
+                    // The client left while the upstream was connecting.
+                    upstream.close(promise: nil)
+                    return
+                }
                 do {
                     let pipeline = downstream.pipeline.syncOperations
                     try pipeline.addHandler(relay.downstream)

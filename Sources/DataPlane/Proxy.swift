@@ -14,7 +14,10 @@ public final class Proxy: Sendable {
 
     private struct Mutable {
         var state = State.preInitializing
+        /// Capture listeners by name.
         var serverChannels: [String: Channel] = [:]
+        /// The admin API and the Prometheus endpoint.
+        var adminChannels: [Channel] = []
         var drained: Set<String> = []
         var healthCheckFailing = false
         var stopping = false
@@ -37,19 +40,25 @@ public final class Proxy: Sendable {
 
     /// Binds the admin API first (so `/ready` can say PRE_INITIALIZING), then the listeners and the
     /// Prometheus endpoint; the proxy is LIVE when this returns.
+    /// If a port cannot be bound, what was bound is closed again (``stop()``) and the error is thrown.
     public func start() throws {
         let admin = AdminServer(proxy: self)
         let adminPort = runtime.options.bootstrap?.adminPort ?? runtime.options.adminPort
-        let adminChannel = try admin.bind(host: "127.0.0.1", port: adminPort, group: group, routes: .admin).wait()
-        let statsChannel = try admin.bind(host: "::", port: runtime.options.statsPort, group: group, routes: .prometheusOnly).wait()
-        var channels = ["admin": adminChannel, "stats": statsChannel]
-        for listener in runtime.listeners {
-            channels[listener.name] = try bind(listener).wait()
+        do {
+            for (host, port, routes) in [("127.0.0.1", adminPort, AdminServer.Routes.admin),
+                                         ("::", runtime.options.statsPort, .prometheusOnly)] {
+                let channel = try admin.bind(host: host, port: port, group: group, routes: routes).wait()
+                mutable.withLockedValue { $0.adminChannels.append(channel) }
+            }
+            for listener in runtime.listeners {
+                let channel = try bind(listener).wait()
+                mutable.withLockedValue { $0.serverChannels[listener.name] = channel }
+            }
+        } catch {
+            stop()
+            throw error
         }
-        mutable.withLockedValue {
-            $0.serverChannels = channels
-            $0.state = .live
-        }
+        mutable.withLockedValue { $0.state = .live }
     }
 
     private func bind(_ listener: BootstrapConfig.Listener) -> EventLoopFuture<Channel> {
@@ -111,14 +120,14 @@ public final class Proxy: Sendable {
         }
     }
 
-    /// Closes everything now.
+    /// Closes everything now; calling it again does nothing.
     public func stop() {
-        let channels = mutable.withLockedValue { state -> [Channel] in
-            guard !state.stopping else { return [] }
+        let channels = mutable.withLockedValue { state -> [Channel]? in
+            guard !state.stopping else { return nil }
             state.stopping = true
-            return Array(state.serverChannels.values)
+            return Array(state.serverChannels.values) + state.adminChannels
         }
-        guard !channels.isEmpty else { return }
+        guard let channels else { return }
         let closes = channels.map { $0.close() }
         runtime.connections.closeAll(listeners: Set(runtime.listeners.map(\.name)))
         EventLoopFuture.andAllComplete(closes, on: group.next()).whenComplete { _ in
