@@ -1,4 +1,5 @@
 import CapstanTestSupport
+import Foundation
 import Netfilter
 import Testing
 #if canImport(Glibc)
@@ -200,6 +201,17 @@ import Glibc
             _ = try open.receive(count: 5)
             setup.proxy.signal(SIGINT)
             #expect(setup.proxy.waitForExit(seconds: 2) != nil)
+        }
+    }
+
+    @Test func aSecondProxyCannotTakeTheSamePorts() throws {
+        try withProxy { setup in
+            let name = URL(fileURLWithPath: setup.sandbox.pod.path!).lastPathComponent
+            let second = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", name, Sandbox.capstanExecutable, "proxy",
+                                                               "--admin-port", "15100", "--stats-port", "15190"])
+            #expect(second.status == 1, "\(second)")
+            #expect(second.standardError.contains("cannot start"))
+            #expect(try setup.proxy.admin("GET", "/ready").body == "LIVE\n")
         }
     }
 
