@@ -26,10 +26,7 @@ pod="cstproxybench$$-pod"
 peer="cstproxybench$$-peer"
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  ip netns delete "$pod" 2>/dev/null || true
-  ip netns delete "$peer" 2>/dev/null || true
+  remove_sandbox "$pod" "$peer"
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -22,10 +22,7 @@ pod="capstan-demo-$$-pod"
 peer="capstan-demo-$$-peer"
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  ip netns delete "$pod" 2>/dev/null || true
-  ip netns delete "$peer" 2>/dev/null || true
+  remove_sandbox "$pod" "$peer"
 }
 trap cleanup EXIT
 

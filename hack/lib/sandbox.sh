@@ -22,3 +22,12 @@ make_sandbox() {
   ip -n "$peer" link set eth0 up
   ip -n "$pod" route add 198.51.100.0/24 via 192.0.2.2
 }
+
+# Ends the processes the caller started and listed in its `pids` array, then deletes both namespaces.
+remove_sandbox() {
+  local pod=$1 peer=$2 pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  ip netns delete "$pod" 2>/dev/null || true
+  ip netns delete "$peer" 2>/dev/null || true
+}
