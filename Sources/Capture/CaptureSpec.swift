@@ -60,5 +60,4 @@ public struct CaptureSpec: Sendable, Hashable {
     public init() {}
 
     public var capturesInbound: Bool { inboundPorts != .only([]) }
-    public var capturesOutbound: Bool { outboundDestinations != .only([]) || !outboundPorts.isEmpty }
 }

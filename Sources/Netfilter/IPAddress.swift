@@ -112,10 +112,6 @@ public struct IPPrefix: Sendable, Hashable, Comparable, CustomStringConvertible 
         other.family == family && other.masked(to: length) == address
     }
 
-    public func contains(_ other: IPPrefix) -> Bool {
-        other.length >= length && contains(other.address)
-    }
-
     public static func < (lhs: IPPrefix, rhs: IPPrefix) -> Bool {
         lhs.address == rhs.address ? lhs.length < rhs.length : lhs.address < rhs.address
     }

@@ -29,17 +29,6 @@ public final class NFTablesSession {
     /// Runs `script` as one atomic transaction and returns what nftables printed (for `list` commands).
     @discardableResult
     public func run(_ script: String) throws(NFTablesError) -> String {
-        try execute(script, dryRun: false)
-    }
-
-    /// Parses and evaluates `script` against the kernel's current state without committing anything.
-    public func check(_ script: String) throws(NFTablesError) {
-        _ = try execute(script, dryRun: true)
-    }
-
-    private func execute(_ script: String, dryRun: Bool) throws(NFTablesError) -> String {
-        nft_ctx_set_dry_run(context, dryRun)
-        defer { nft_ctx_set_dry_run(context, false) }
         let status = nft_run_cmd_from_buffer(context, script)
         let output = nft_ctx_get_output_buffer(context).map { String(cString: $0) } ?? ""
         let errors = nft_ctx_get_error_buffer(context).map { String(cString: $0) } ?? ""

@@ -29,7 +29,6 @@ import Testing
         #expect(spec.inboundPorts == .only([]))
         #expect(spec.outboundDestinations == .only([]))
         #expect(!spec.capturesInbound)
-        #expect(!spec.capturesOutbound)
     }
 
     @Test func listsAreTrimmedSortedAndDeduplicated() throws {

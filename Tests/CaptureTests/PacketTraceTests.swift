@@ -22,7 +22,8 @@ import Testing
         #expect(!prefix.contains(IPAddress("11.0.0.1")!))
         #expect(!prefix.contains(IPAddress("::ffff:10.0.0.1")!))
         #expect(IPPrefix("2001:db8::1")?.description == "2001:db8::1")
-        #expect(IPPrefix("2001:db8::/33")!.contains(IPPrefix("2001:db8:7fff::/48")!))
+        #expect(IPPrefix("2001:db8::/33")!.contains(IPAddress("2001:db8:7fff::1")!))
+        #expect(!IPPrefix("2001:db8::/33")!.contains(IPAddress("2001:db8:8000::1")!))
         #expect(IPPrefix("10.0.0.0/") == nil)
         #expect(IPPrefix("10.0.0.0/8/8") == nil)
     }
