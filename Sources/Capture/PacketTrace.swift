@@ -192,9 +192,10 @@ struct TraceEvaluator {
         case .destinationPort(let proto, let ports, let negated):
             guard proto == nil || proto == query.transport else { return false }
             return ports.contains(query.destinationPort) != negated
-        case .sourcePort(let proto, let ports):
-            // The trace models a fresh connection from an ephemeral port.
-            return proto == query.transport && ports.contains(where: { $0 >= 32768 })
+        case .sourcePort:
+            // A traced connection comes from an ephemeral port; Capstan's source-port rules name only
+            // the DNS ports (53, 15053), which an ephemeral port never is.
+            return false
         case .socketUser(let ids, let negated):
             // Packets from outside have no local socket: `meta skuid` never matches them.
             return !query.inbound && ids.contains(query.uid) != negated
