@@ -17,10 +17,10 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private let runtime: ProxyRuntime
     private let listenerStats: ListenerStats
 
-    init(listener: BootstrapConfig.Listener, runtime: ProxyRuntime) {
+    init(listener: BootstrapConfig.Listener, stats: ListenerStats, runtime: ProxyRuntime) {
         self.listener = listener
         self.runtime = runtime
-        self.listenerStats = runtime.stats.listener(listener.statName)
+        self.listenerStats = stats
     }
 
     func channelActive(context: ChannelHandlerContext) {

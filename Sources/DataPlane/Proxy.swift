@@ -63,6 +63,7 @@ public final class Proxy: Sendable {
 
     private func bind(_ listener: BootstrapConfig.Listener) -> EventLoopFuture<Channel> {
         let runtime = self.runtime
+        let stats = runtime.stats.listener(listener.statName)
         var bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -73,7 +74,8 @@ public final class Proxy: Sendable {
             .childChannelOption(.recvAllocator, value: ProxyOptions.readBuffers)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(CapturedConnectionHandler(listener: listener, runtime: runtime))
+                    try channel.pipeline.syncOperations.addHandler(
+                        CapturedConnectionHandler(listener: listener, stats: stats, runtime: runtime))
                 }
             }
         // One dual-stack socket takes IPv4 and IPv6 connections alike.
@@ -111,7 +113,9 @@ public final class Proxy: Sendable {
     private func waitForConnections(of listeners: Set<String>, until deadline: NIODeadline, thenStop: Bool) {
         let loop = group.next()
         loop.scheduleTask(in: .milliseconds(50)) { [self] in
-            if runtime.connections.count(listeners: listeners) > 0 && NIODeadline.now() < deadline {
+            let open = runtime.listeners.filter { listeners.contains($0.name) }
+                .reduce(Int64(0)) { $0 + runtime.stats.listener($1.statName).connectionsActive.value }
+            if open > 0 && NIODeadline.now() < deadline {
                 waitForConnections(of: listeners, until: deadline, thenStop: thenStop)
                 return
             }

@@ -104,7 +104,8 @@ extension SocketAddress {
     }
 }
 
-/// The downstream connections that are open, by listener: what a drain waits for and closes at its deadline.
+/// The downstream connections that are open, by listener: what a drain closes at its deadline (the
+/// listeners' `connectionsActive` gauges are what it waits on).
 final class ConnectionRegistry: Sendable {
     private let open = NIOLockedValueBox<[ObjectIdentifier: (listener: String, channel: Channel)]>([:])
 
@@ -114,10 +115,6 @@ final class ConnectionRegistry: Sendable {
 
     func closed(_ channel: Channel) {
         _ = open.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
-    }
-
-    func count(listeners: Set<String>) -> Int {
-        open.withLockedValue { $0.values.filter { listeners.contains($0.listener) }.count }
     }
 
     func closeAll(listeners: Set<String>) {
