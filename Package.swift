@@ -11,6 +11,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.2.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.30.0"),
     ],
     targets: [
         // System libraries: libnftables (ruleset transactions) and libmnl (rtnetlink).
@@ -25,6 +27,33 @@ let package = Package(
         // What to capture and how: CaptureSpec, ruleset rendering, read-back, drift, packet trace.
         .target(name: "Capture", dependencies: ["Netfilter"]),
 
+        // Configuration documents (JSON, and later YAML) read with the field path in every error.
+        .target(name: "Configuration"),
+
+        // Small HTTP/1.1 servers for admin, health and metrics endpoints.
+        .target(
+            name: "HTTPEndpoints",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+
+        // Node mode: the CNI plugin protocol, the node agent daemon and its repair loop.
+        .target(
+            name: "NodeAgent",
+            dependencies: [
+                "Capture", "Netfilter", "Configuration", "HTTPEndpoints",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // Dropping to the proxy's uid/gid with only the capability TPROXY needs.
         .target(name: "CProcessIdentity"),
 
@@ -37,7 +66,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Atomics", package: "swift-atomics"),
-                "CProcessIdentity",
+                "CProcessIdentity", "Configuration", "HTTPEndpoints",
             ]
         ),
 
@@ -45,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "CapstanCLI",
             dependencies: [
-                "Capture", "Netfilter", "DataPlane",
+                "Capture", "Netfilter", "DataPlane", "NodeAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -57,14 +86,15 @@ let package = Package(
         // Test helpers shared by test targets: throw-away network namespaces and probe sockets.
         .target(
             name: "CapstanTestSupport",
-            dependencies: ["Netfilter", "CMNL", .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["Netfilter", "CMNL", "Configuration", "NodeAgent", .product(name: "NIOPosix", package: "swift-nio")],
             path: "Tests/CapstanTestSupport"
         ),
 
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CapstanTestSupport"]),
-        .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "Configuration", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "Configuration", "Capture", "CapstanTestSupport"]),
         .testTarget(name: "CapstanCLITests", dependencies: ["CapstanCLI", "Capture"]),
         .testTarget(name: "EndToEndTests",
-                    dependencies: ["Capture", "Netfilter", "CapstanTestSupport", "CapstanCLI"]),
+                    dependencies: ["Capture", "Netfilter", "NodeAgent", "Configuration", "CapstanTestSupport", "CapstanCLI"]),
     ]
 )

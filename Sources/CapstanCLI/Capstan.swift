@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 
 /// The `capstan` executable: one binary, one subcommand per role.
 @main
@@ -6,7 +7,7 @@ struct Capstan: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "capstan",
         abstract: "Transparent traffic interception for a service mesh on Linux.",
-        subcommands: [InitCommandHelp.self, StatusCommand.self, ProxyCommand.self]
+        subcommands: [InitCommandHelp.self, StatusCommand.self, ProxyCommand.self, NodeAgentCommand.self, CNICommandHelp.self]
     )
 
     /// Usage errors exit 2 (as istio-iptables and most Unix tools do), not ArgumentParser's 64.
@@ -16,18 +17,59 @@ struct Capstan: ParsableCommand {
         if arguments.first == "init" {
             Glibc.exit(InitCommand.main(Array(arguments.dropFirst())))
         }
+        // The CNI plugin: run by the container runtime for every pod, by the name its configuration uses.
+        if CommandLine.arguments.first?.split(separator: "/").last == "capstan-cni" 
+            || (arguments.first == "cni" && !arguments.contains("--help") && !arguments.contains("-h")) {
+            Glibc.exit(CNICommand.main())
+        }
         do {
-            var command = try parseAsRoot()
-            try command.run()
-        } catch {
-            let code = exitCode(for: error)
-            if code == .validationFailure {
-                printError(fullMessage(for: error))
-                Self.exit(withError: ExitCode(2))
+            let command = try parseAsRoot()
+            if let command = command as? any AsyncParsableCommand {
+                runAsync(command)
             }
-            Self.exit(withError: error)
+            var synchronous = command
+            try synchronous.run()
+        } catch {
+            exitReportingUsage(error)
         }
     }
+
+    /// Runs an async subcommand (the node agent) on the concurrency runtime; never returns.
+    private static func runAsync(_ command: any AsyncParsableCommand) -> Never {
+        nonisolated(unsafe) var command = command
+        Task {
+            do {
+                try await command.run()
+                Glibc.exit(0)
+            } catch {
+                exitReportingUsage(error)
+            }
+        }
+        dispatchMain()
+    }
+
+    private static func exitReportingUsage(_ error: any Error) -> Never {
+        if exitCode(for: error) == .validationFailure {
+            printError(fullMessage(for: error))
+            Self.exit(withError: ExitCode(2))
+        }
+        Self.exit(withError: error)
+    }
+}
+
+/// `capstan cni --help`: the plugin takes no arguments (see ``CNICommand``), but deserves a help page.
+struct CNICommandHelp: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cni",
+        abstract: "The CNI plugin (installed as capstan-cni): asks the node agent to capture each new pod.",
+        discussion: """
+            Run by the container runtime with CNI_COMMAND (ADD, DEL, CHECK, VERSION, STATUS, GC), the other \
+            CNI_* variables, and the network configuration on standard input. It is chained after the \
+            plugins that set up the pod's interface and returns their result unchanged. Configuration fields: \
+            agent_socket (default /var/run/capstan/cni.sock), agent_timeout (default "5s") and \
+            exclude_namespaces. `capstan node-agent --install-cni` installs and chains it.
+            """
+    )
 }
 
 /// Writes a line to standard error.

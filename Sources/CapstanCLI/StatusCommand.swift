@@ -1,6 +1,7 @@
 import ArgumentParser
 import Capture
 import Netfilter
+import NodeAgent
 
 /// `capstan status`: what the kernel holds, what it means, whether it drifted, and what it does with a
 /// given connection.
@@ -38,7 +39,16 @@ struct StatusCommand: ParsableCommand {
     @Option(name: .customLong("interface"), help: "Trace, inbound: the interface it arrives on.")
     var interface: String?
 
+    @Flag(name: .customLong("node"), help: "List the pods the node agent manages, and their health.")
+    var node = false
+    @Option(name: .customLong("agent-socket"), help: "With --node: the node agent's socket.")
+    var agentSocket = CNIPluginConfig.defaultAgentSocket
+
     func run() throws {
+        if node {
+            try NodeStatus(socket: agentSocket, format: format).show()
+            return
+        }
         let path = networkNamespace ?? ProcessEnvironment()["NETWORK_NAMESPACE"]
         if let path, let problem = NetworkNamespace.problem(with: path) {
             throw usageError("invalid value \"\(path)\" for --network-namespace: \(problem)")

@@ -20,3 +20,109 @@ public enum SystemFile {
         return String(decoding: bytes, as: UTF8.self)
     }
 }
+
+extension SystemFile {
+    /// Replaces `path` with `contents` atomically: a reader sees the old file or the new one, never a part.
+    /// The new file has `mode` (0600 for anything secret or private) and is synced before the rename.
+    public static func replace(_ path: String, with contents: some Collection<UInt8>, mode: mode_t) throws(SystemFileError) {
+        let temporary = "\(path).tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw SystemFileError(path: temporary, operation: "create", errno: errno) }
+        var failure: SystemFileError?
+        // open() honours the umask; set the mode we were asked for.
+        if fchmod(fd, mode) != 0 { failure = SystemFileError(path: temporary, operation: "chmod", errno: errno) }
+        let bytes = Array(contents)
+        var offset = 0
+        while failure == nil && offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if written < 0 && errno == EINTR { continue }
+            if written <= 0 { failure = SystemFileError(path: temporary, operation: "write", errno: errno) } else { offset += written }
+        }
+        if failure == nil && fsync(fd) != 0 { failure = SystemFileError(path: temporary, operation: "sync", errno: errno) }
+        close(fd)
+        if failure == nil && rename(temporary, path) != 0 { failure = SystemFileError(path: path, operation: "rename", errno: errno) }
+        if let failure {
+            unlink(temporary)
+            throw failure
+        }
+    }
+
+    /// Creates a directory and its parents that are missing, with `mode` for the ones it creates.
+    public static func makeDirectory(_ path: String, mode: mode_t = 0o755) throws(SystemFileError) {
+        var prefix = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            prefix += "/" + component
+            if mkdir(prefix, mode) != 0 && errno != EEXIST {
+                throw SystemFileError(path: prefix, operation: "mkdir", errno: errno)
+            }
+        }
+    }
+}
+
+/// A file operation that failed: which file, what was tried and the system's reason.
+public struct SystemFileError: Error, CustomStringConvertible, Sendable {
+    public let path: String
+    public let operation: String
+    public let errno: Int32
+
+    public init(path: String, operation: String, errno: Int32) {
+        self.path = path
+        self.operation = operation
+        self.errno = errno
+    }
+
+    public var description: String { "\(operation) \(path): \(String(cString: strerror(errno)))" }
+}
+
+extension SystemFile {
+    /// The names in a directory (without `.` and `..`), sorted; nil if it cannot be read.
+    public static func names(in directory: String) -> [String]? {
+        guard let handle = opendir(directory) else { return nil }
+        defer { closedir(handle) }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// Copies a file to `destination` atomically, with `mode`, streaming (binaries are large).
+    public static func copy(_ source: String, to destination: String, mode: mode_t) throws(SystemFileError) {
+        let input = open(source, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw SystemFileError(path: source, operation: "open", errno: errno) }
+        defer { close(input) }
+        let temporary = "\(destination).tmp-\(getpid())"
+        let output = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard output >= 0 else { throw SystemFileError(path: temporary, operation: "create", errno: errno) }
+        var failure: SystemFileError?
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        copying: while failure == nil {
+            let count = chunk.withUnsafeMutableBytes { Glibc.read(input, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count < 0 { failure = SystemFileError(path: source, operation: "read", errno: errno) }
+            if count <= 0 { break copying }
+            var offset = 0
+            while offset < count {
+                let written = chunk[offset..<count].withUnsafeBytes { Glibc.write(output, $0.baseAddress, $0.count) }
+                if written < 0 && errno == EINTR { continue }
+                guard written > 0 else { failure = SystemFileError(path: temporary, operation: "write", errno: errno); break copying }
+                offset += written
+            }
+        }
+        if failure == nil && fchmod(output, mode) != 0 { failure = SystemFileError(path: temporary, operation: "chmod", errno: errno) }
+        if failure == nil && fsync(output) != 0 { failure = SystemFileError(path: temporary, operation: "sync", errno: errno) }
+        close(output)
+        if failure == nil && rename(temporary, destination) != 0 { failure = SystemFileError(path: destination, operation: "rename", errno: errno) }
+        if let failure {
+            unlink(temporary)
+            throw failure
+        }
+    }
+
+    /// The file's size, or nil if it does not exist.
+    public static func size(of path: String) -> Int? {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int(info.st_size) : nil
+    }
+}

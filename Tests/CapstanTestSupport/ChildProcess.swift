@@ -12,9 +12,11 @@ public struct ChildProcess: Sendable {
         }
     }
 
-    /// Runs `executable` with `arguments`; `environment` entries are added to this process's environment.
+    /// Runs `executable` with `arguments`; `environment` entries are added to this process's environment,
+    /// `input` is written to its standard input.
     @discardableResult
-    public static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+    public static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                           input: String? = nil) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -26,7 +28,14 @@ public struct ChildProcess: Sendable {
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
+        let stdin = Pipe()
+        process.standardInput = stdin
         try process.run()
+        if let input {
+            // Small documents (CNI configurations): they fit in the pipe.
+            stdin.fileHandleForWriting.write(Data(input.utf8))
+        }
+        try stdin.fileHandleForWriting.close()
         // Read before waiting so a chatty child cannot block on a full pipe.
         let output = out.fileHandleForReading.readDataToEndOfFile()
         let error = err.fileHandleForReading.readDataToEndOfFile()

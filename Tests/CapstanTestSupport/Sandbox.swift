@@ -146,7 +146,8 @@ public func withSandbox<T>(ipv6: Bool = true, kubeVirt: Bool = false, _ body: (S
     return try body(sandbox)
 }
 
-private final class Counter: @unchecked Sendable {
+/// Numbers sandboxes within one test process, for unique names.
+final class Counter: @unchecked Sendable {
     private var value = 0
     private let lock = NSLock()
 

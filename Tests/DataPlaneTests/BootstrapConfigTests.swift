@@ -1,3 +1,4 @@
+import Configuration
 @testable import DataPlane
 import NIOCore
 import Testing

@@ -1,0 +1,167 @@
+import CapstanTestSupport
+import Capture
+import Configuration
+import Foundation
+import Netfilter
+import NodeAgent
+import Testing
+
+/// Node mode end to end: the reference `bridge` and `host-local` plugins with `capstan-cni` chained after
+/// them, called through the CNI protocol as a runtime does, and `capstan node-agent` programming the pods.
+@Suite(.serialized) struct NodeAgentTests {
+    /// Where a connection from the pod to a service on the node ends up: "outbound" (captured) or "node".
+    func outboundArrival(from pod: CNIRuntime.Pod, in sandbox: NodeSandbox, port: UInt16 = 8080) throws -> String? {
+        let probe = ConnectionProbe()
+        let namespace = NetworkNamespace(path: pod.netns)
+        try probe.listenLikeTheProxy(in: namespace)
+        try probe.listen("node", in: sandbox.node, on: SocketAddress(NodeSandbox.gateway, port))
+        return probe.connect(to: SocketAddress(NodeSandbox.gateway, port), from: namespace, uid: 1000, gid: 1000).listener
+    }
+
+    /// Where a connection from the node to the pod's `port` ends up: "inbound" (captured) or "app".
+    func inboundArrival(to pod: CNIRuntime.Pod, address: IPAddress, in sandbox: NodeSandbox, port: UInt16) throws -> String? {
+        let probe = ConnectionProbe()
+        let namespace = NetworkNamespace(path: pod.netns)
+        try probe.listenLikeTheProxy(in: namespace)
+        try probe.listen("app", in: namespace, on: SocketAddress(IPAddress("0.0.0.0")!, port))
+        return probe.connect(to: SocketAddress(address, port), from: sandbox.node).listener
+    }
+
+    func address(of result: ConfigValue) throws -> IPAddress {
+        guard case .array(let ips)? = result["ips"], let text = ips.first?["address"]?.stringValue,
+              let address = IPAddress(String(text.split(separator: "/")[0])) else {
+            throw SandboxError("no address in \(result.jsonText())")
+        }
+        return address
+    }
+
+    func installedSpec(in pod: CNIRuntime.Pod) throws -> CaptureSpec? {
+        try CaptureEngine.inspect(in: NetworkNamespace(path: pod.netns)).spec
+    }
+
+    @Test func podsAreCapturedPerTheirAnnotations() throws {
+        try withNodeSandbox { sandbox in
+            try sandbox.startAgent()
+            let runtime = sandbox.runtime
+
+            let plain = try sandbox.makePod("plain")
+            let excluded = try sandbox.makePod("excluded")
+            try sandbox.describePod("excluded", annotations: [
+                "traffic.sidecar.istio.io/excludeOutboundIPRanges": "198.18.0.1/32",
+                "traffic.sidecar.istio.io/excludeInboundPorts": "9080",
+            ])
+            let tproxy = try sandbox.makePod("tproxy")
+            try sandbox.describePod("tproxy", annotations: ["sidecar.istio.io/interceptionMode": "TPROXY"])
+            let optedOut = try sandbox.makePod("opted-out")
+            try sandbox.describePod("opted-out", labels: ["sidecar.istio.io/inject": "false"])
+            let system = try sandbox.makePod("dns", namespace: "kube-system")
+
+            let plainResult = try runtime.add(plain)
+            let excludedResult = try runtime.add(excluded)
+            try runtime.add(tproxy)
+            let optedOutResult = try runtime.add(optedOut)
+            try runtime.add(system)
+
+            // The chain's result is the bridge plugin's, unchanged: the pod got its address.
+            let plainAddress = try address(of: plainResult)
+            #expect(plainResult["interfaces"] != nil)
+
+            #expect(try outboundArrival(from: plain, in: sandbox) == "outbound")
+            #expect(try inboundArrival(to: plain, address: plainAddress, in: sandbox, port: 9080) == "inbound")
+
+            #expect(try outboundArrival(from: excluded, in: sandbox) == "node")
+            #expect(try inboundArrival(to: excluded, address: address(of: excludedResult), in: sandbox, port: 9080) == "app")
+            #expect(try inboundArrival(to: excluded, address: address(of: excludedResult), in: sandbox, port: 9081) == "inbound")
+
+            #expect(try installedSpec(in: tproxy)?.interceptionMode == .tproxy)
+
+            #expect(try installedSpec(in: optedOut) == nil)
+            #expect(try outboundArrival(from: optedOut, in: sandbox) == "node")
+            #expect(try inboundArrival(to: optedOut, address: address(of: optedOutResult), in: sandbox, port: 9080) == "app")
+            #expect(try installedSpec(in: system) == nil)
+
+            let managed = try sandbox.managedPods().map(\.pod.podKey).sorted()
+            #expect(managed == ["default/excluded", "default/plain", "default/tproxy"])
+        }
+    }
+
+    @Test func restartedAgentKeepsManagingAndRepairsWithinTwoSeconds() throws {
+        try withNodeSandbox { sandbox in
+            try sandbox.startAgent()
+            let pod = try sandbox.makePod("web")
+            try sandbox.runtime.add(pod)
+            #expect(sandbox.stopAgent() == 0)
+            // Stopped, it took itself out of the CNI configuration; started again, it puts itself back.
+            #expect(try !String(contentsOfFile: sandbox.primaryConfPath, encoding: .utf8).contains("capstan-cni"))
+            try sandbox.startAgent()
+            #expect(try sandbox.managedPods().map(\.pod.podKey) == ["default/web"])
+
+            // A rule deleted by hand comes back, announced by netlink, well within 2 s.
+            let namespace = NetworkNamespace(path: pod.netns)
+            try namespace.run { _ = try NFTablesSession().run("flush chain inet capstan output") }
+            let deadline = Date().addingTimeInterval(2)
+            var intact = false
+            while Date() < deadline && !intact {
+                usleep(20_000)
+                intact = try CaptureEngine.inspect(in: namespace).isIntact
+            }
+            #expect(intact, "not repaired within 2 s: \(sandbox.agentLog)")
+            #expect(try sandbox.managedPods().first?.repairs == 1)
+            #expect(try sandbox.agentEndpoint("/metrics", port: 18014).body.contains("capstan_node_repairs_total 1"))
+            #expect(try outboundArrival(from: pod, in: sandbox) == "outbound")
+        }
+    }
+
+    @Test func checkAndDeleteBehave() throws {
+        try withNodeSandbox { sandbox in
+            try sandbox.startAgent()
+            let runtime = sandbox.runtime
+            let pod = try sandbox.makePod("api")
+            try runtime.add(pod)
+            try runtime.check(pod)
+
+            try runtime.delete(pod)
+            #expect(try sandbox.managedPods().isEmpty)
+            // A second DEL, as runtimes may send, succeeds too.
+            try runtime.delete(pod)
+            // CHECK of a pod the agent no longer manages fails with the plugin's own code.
+            do {
+                try runtime.check(pod)
+                Issue.record("CHECK of an unmanaged pod succeeded")
+            } catch let failure as CNIRuntime.PluginFailure {
+                #expect(failure.plugin == "bridge" || failure.code == CNIError.Code.captureRefused.rawValue, "\(failure)")
+            }
+        }
+    }
+
+    @Test func addFailsClosedWhenTheAgentIsDown() throws {
+        try withNodeSandbox { sandbox in
+            try sandbox.startAgent(["--keep-cni-on-exit"])
+            #expect(sandbox.stopAgent() == 0)
+            let pod = try sandbox.makePod("orphan")
+            do {
+                try sandbox.runtime.add(pod)
+                Issue.record("ADD succeeded without a node agent")
+            } catch let failure as CNIRuntime.PluginFailure {
+                #expect(failure.plugin == "capstan-cni")
+                #expect(failure.code == CNIError.Code.agentUnavailable.rawValue, "\(failure)")
+            }
+        }
+    }
+
+    @Test func badAnnotationFailsTheAddAndNamesIt() throws {
+        try withNodeSandbox { sandbox in
+            try sandbox.startAgent()
+            let pod = try sandbox.makePod("typo")
+            try sandbox.describePod("typo", annotations: ["traffic.sidecar.istio.io/excludeInboundPorts": "80,http"])
+            do {
+                try sandbox.runtime.add(pod)
+                Issue.record("ADD succeeded with a bad annotation")
+            } catch let failure as CNIRuntime.PluginFailure {
+                #expect(failure.code == CNIError.Code.captureRefused.rawValue)
+                #expect(failure.result.standardOutput.contains("traffic.sidecar.istio.io/excludeInboundPorts"), "\(failure)")
+            }
+            #expect(try installedSpec(in: pod) == nil)
+        }
+    }
+}
