@@ -92,7 +92,7 @@ let package = Package(
 
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CapstanTestSupport"]),
         .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "Configuration", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "Configuration", "Capture", "CapstanTestSupport"]),
+        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "Configuration", "Capture", "Netfilter", "CapstanTestSupport"]),
         .testTarget(name: "CapstanCLITests", dependencies: ["CapstanCLI", "Capture"]),
         .testTarget(name: "EndToEndTests",
                     dependencies: ["Capture", "Netfilter", "NodeAgent", "Configuration", "CapstanTestSupport", "CapstanCLI"]),
