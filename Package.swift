@@ -92,7 +92,10 @@ let package = Package(
 
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CapstanTestSupport"]),
         .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "Configuration", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "Configuration", "Capture", "Netfilter", "CapstanTestSupport"]),
+        .testTarget(name: "NodeAgentTests",
+                    dependencies: ["NodeAgent", "Configuration", "Capture", "Netfilter", "CapstanTestSupport",
+                                   .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                                   .product(name: "NIOHTTP1", package: "swift-nio")]),
         .testTarget(name: "CapstanCLITests", dependencies: ["CapstanCLI", "Capture"]),
         .testTarget(name: "EndToEndTests",
                     dependencies: ["Capture", "Netfilter", "NodeAgent", "Configuration", "CapstanTestSupport", "CapstanCLI"]),
