@@ -83,10 +83,15 @@ let package = Package(
         .executableTarget(name: "CaptureBenchmarks", dependencies: ["Capture", "Netfilter"],
                           path: "Benchmarks/CaptureBenchmarks"),
 
+        // Benchmarks of node mode: the CNI plugin chain and repair (run by hack/bench-node.sh).
+        .executableTarget(name: "NodeBenchmarks", dependencies: ["CapstanTestSupport", "Capture", "Netfilter"],
+                          path: "Benchmarks/NodeBenchmarks"),
+
         // Test helpers shared by test targets: throw-away network namespaces and probe sockets.
         .target(
             name: "CapstanTestSupport",
-            dependencies: ["Netfilter", "CMNL", "Configuration", "NodeAgent", .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["Netfilter", "CMNL", "Configuration", "NodeAgent", .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             path: "Tests/CapstanTestSupport"
         ),
 

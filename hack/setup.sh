@@ -11,6 +11,9 @@ packages=(
   iptables          # benchmark peer: iptables-nft-restore / ip6tables-nft-restore
   hyperfine         # benchmark driver
   python3           # the demo's HTTP server and client, benchmark summaries
+  python3-pip       # installs kubernetes-validate (manifest checks) from PyPI
+  openssl           # tests make throw-away CAs and certificates
+  containernetworking-plugins  # the reference CNI plugins (bridge, host-local) node-mode tests chain after
 )
 
 missing=()
@@ -23,4 +26,11 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Kubernetes schema check of deploy/ (hack/validate-manifests.sh).
+if ! command -v kubernetes-validate >/dev/null && ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  echo "hack/setup.sh: installing kubernetes-validate from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages kubernetes-validate
 fi

@@ -10,10 +10,12 @@ fi
 hack/setup.sh
 
 # Namespaces left behind by a test process that died (names carry its pid): ours only, dead owners only.
-for namespace in $(ip netns list | awk '{print $1}' | grep -E '^cst[0-9]+x[0-9]+-' || true); do
-  owner=${namespace#cst}; owner=${owner%%x*}
+for namespace in $(ip netns list | awk '{print $1}' | grep -E '^cst[0-9]+[xn][0-9]+-' || true); do
+  owner=${namespace#cst}; owner=${owner%%[xn]*}
   kill -0 "$owner" 2>/dev/null || ip netns delete "$namespace"
 done
+
+hack/validate-manifests.sh
 
 swift build --build-tests
 log=$(mktemp)

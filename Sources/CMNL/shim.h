@@ -3,7 +3,6 @@
 #include <linux/rtnetlink.h>
 #include <linux/fib_rules.h>
 #include <linux/if_addr.h>
-#include <linux/netfilter/nfnetlink.h>
 #include <net/if.h>
 #include <sys/fsuid.h>
 #include <sys/vfs.h>

@@ -14,12 +14,13 @@ public final class KernelChangeSubscription: @unchecked Sendable {
     public let descriptors: [Int32]
 
     public init() throws(NetlinkError) {
-        let nftables = UInt32(1) << (UInt32(NFNLGRP_NFTABLES.rawValue) - 1)
+        let nftables = UInt32(1) << (Self.nftablesGroup - 1)
         let routing = [RTNLGRP_IPV4_RULE, RTNLGRP_IPV6_RULE, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE]
             .reduce(UInt32(0)) { $0 | UInt32(1) << ($1.rawValue - 1) }
         var opened: [OpaquePointer] = []
+        // SOCK_NONBLOCK and SOCK_CLOEXEC are O_NONBLOCK and O_CLOEXEC on Linux.
         for (bus, groups) in [(NETLINK_NETFILTER, nftables), (NETLINK_ROUTE, routing)] {
-            guard let socket = mnl_socket_open2(bus, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)) else {
+            guard let socket = mnl_socket_open2(bus, O_NONBLOCK | O_CLOEXEC) else {
                 let error = errno
                 opened.forEach { mnl_socket_close($0) }
                 throw NetlinkError(operation: "open subscription", errno: error)
@@ -34,6 +35,10 @@ public final class KernelChangeSubscription: @unchecked Sendable {
         sockets = opened
         descriptors = opened.map { mnl_socket_get_fd($0) }
     }
+
+    /// `NFNLGRP_NFTABLES` from <linux/netfilter/nfnetlink.h> (whose other definitions clash with glibc's
+    /// socket types in a module build).
+    private static let nftablesGroup: UInt32 = 7
 
     deinit {
         sockets.forEach { mnl_socket_close($0) }

@@ -1,3 +1,6 @@
+// Glibc's socket types are also reached through CMNL's headers; which module a whole-module build
+// credits them to varies, so import both.
+import CMNL
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -23,8 +23,10 @@ public enum SystemFile {
 
 extension SystemFile {
     /// Replaces `path` with `contents` atomically: a reader sees the old file or the new one, never a part.
-    /// The new file has `mode` (0600 for anything secret or private) and is synced before the rename.
-    public static func replace(_ path: String, with contents: some Collection<UInt8>, mode: mode_t) throws(SystemFileError) {
+    /// The new file has `mode` (0600 for anything secret or private). `durable` syncs it to disk before
+    /// the rename, for files that must survive a power loss rather than only a process crash.
+    public static func replace(_ path: String, with contents: some Collection<UInt8>, mode: mode_t,
+                               durable: Bool = true) throws(SystemFileError) {
         let temporary = "\(path).tmp-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SystemFileError(path: temporary, operation: "create", errno: errno) }
@@ -38,7 +40,7 @@ extension SystemFile {
             if written < 0 && errno == EINTR { continue }
             if written <= 0 { failure = SystemFileError(path: temporary, operation: "write", errno: errno) } else { offset += written }
         }
-        if failure == nil && fsync(fd) != 0 { failure = SystemFileError(path: temporary, operation: "sync", errno: errno) }
+        if durable && failure == nil && fsync(fd) != 0 { failure = SystemFileError(path: temporary, operation: "sync", errno: errno) }
         close(fd)
         if failure == nil && rename(temporary, path) != 0 { failure = SystemFileError(path: path, operation: "rename", errno: errno) }
         if let failure {

@@ -19,7 +19,8 @@ public struct ManagedPodRecord: Codable, Sendable, Equatable {
 }
 
 /// The node agent's state file: the pods it manages, so a restarted agent takes them up again.
-/// Written atomically with mode 0600 after every change.
+/// Written atomically with mode 0600 after every change; not synced to disk, since what it records (pod
+/// network namespaces) does not outlive a reboot either.
 public struct ManagedPodStore: Sendable {
     public let path: String
 
@@ -46,7 +47,7 @@ public struct ManagedPodStore: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         let data = try encoder.encode(Document(pods: pods.sorted { $0.pod.containerID < $1.pod.containerID }))
-        try SystemFile.replace(path, with: data, mode: 0o600)
+        try SystemFile.replace(path, with: data, mode: 0o600, durable: false)
     }
 }
 

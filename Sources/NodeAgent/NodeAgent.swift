@@ -72,6 +72,7 @@ public actor NodeAgent {
     }
 
     private func add(_ pod: PodAttachment) async -> AgentReply {
+        let started = ContinuousClock.now
         if let problem = NetworkNamespace.problem(with: pod.netns) {
             return .failure("network namespace \(pod.netns): \(problem)")
         }
@@ -100,7 +101,8 @@ public actor NodeAgent {
             monitor.watch(pod.containerID, subscription)
             try persist()
             logger.info("captured pod", metadata: ["pod": "\(pod.podKey)", "netns": "\(pod.netns)",
-                                                   "mode": "\(spec.interceptionMode.rawValue)"])
+                                                   "mode": "\(spec.interceptionMode.rawValue)",
+                                                   "elapsed_ms": "\(Int((ContinuousClock.now - started).seconds * 1000))"])
             return .success(outcome == .unchanged ? .unchanged : .captured, spec.interceptionMode.rawValue)
         } catch {
             logger.error("capturing pod failed", metadata: ["pod": "\(pod.podKey)", "error": "\(error)"])

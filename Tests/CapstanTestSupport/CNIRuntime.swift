@@ -1,5 +1,7 @@
 import Foundation
 import Configuration
+import NIOConcurrencyHelpers
+import Netfilter
 
 /// A container runtime's side of CNI, as libcni does it: runs each plugin of a configuration list in
 /// order (in reverse for DEL), with the `CNI_*` environment, the plugin's configuration plus `name`,
@@ -75,12 +77,41 @@ public final class CNIRuntime: @unchecked Sendable {
         }
     }
 
+    /// Every plugin run, in order: its type, command and wall time (for benchmarks).
+    public var timings: [(plugin: String, command: String, seconds: Double)] { lock.withLock { recorded } }
+    private var recorded: [(plugin: String, command: String, seconds: Double)] = []
+
     /// Runs one plugin binary with a raw stdin and environment (for malformed-input tests).
+    ///
+    /// The child is spawned from a thread inside the node namespace, so it starts there as a runtime's
+    /// plugin starts in the node's; `spawnsIntoNodeNamespace` has checked that this holds.
     public func runPlugin(_ type: String, environment: [String: String], input: String) throws -> ChildProcess.Result {
-        try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", nodeNamespace, try binary(type)],
-                             environment: environment.merging(["CNI_PATH": binDirectories.joined(separator: ":")]) { $1 },
-                             input: input)
+        let binary = try binary(type)
+        let environment = environment.merging(["CNI_PATH": binDirectories.joined(separator: ":")]) { $1 }
+        let start = Date()
+        let result = try NetworkNamespace(path: "/run/netns/\(nodeNamespace)").run {
+            try Self.spawnsIntoNodeNamespace(nodeNamespace)
+            return try ChildProcess.run(binary, [], environment: environment, input: input)
+        }
+        let seconds = Date().timeIntervalSince(start)
+        lock.withLock { recorded.append((type, environment["CNI_COMMAND"] ?? "", seconds)) }
+        return result
     }
+
+    /// A child spawned on a thread that entered a namespace starts in that namespace (clone copies the
+    /// calling thread's namespaces). Checked once per node, before any plugin runs: a plugin that
+    /// started elsewhere would build its bridge in the wrong namespace.
+    private static func spawnsIntoNodeNamespace(_ node: String) throws {
+        if verifiedNodes.withLockedValue({ $0.contains(node) }) { return }
+        let child = try ChildProcess.run("/usr/bin/stat", ["-L", "-c", "%i", "/proc/self/ns/net"])
+        let expected = try ChildProcess.run("/usr/bin/stat", ["-L", "-c", "%i", "/run/netns/\(node)"])
+        guard child.status == 0, child.standardOutput == expected.standardOutput else {
+            throw SandboxError("a child spawned in node namespace \(node) did not start there: \(child) vs \(expected)")
+        }
+        verifiedNodes.withLockedValue { _ = $0.insert(node) }
+    }
+
+    private static let verifiedNodes = NIOLockedValueBox<Set<String>>([])
 
     private func load() throws -> (ConfigValue, [ConfigValue]) {
         guard let text = try? String(contentsOfFile: conflistPath, encoding: .utf8) else {

@@ -130,6 +130,11 @@ public final class NodeSandbox: @unchecked Sendable {
         return process.terminationStatus
     }
 
+    /// The agent's pid (`ip netns exec` execs it), while it runs.
+    public var agentPID: Int32? {
+        lock.withLock { agent.flatMap { $0.isRunning ? $0.processIdentifier : nil } }
+    }
+
     public var agentLog: String {
         (try? String(contentsOfFile: agentLogPath, encoding: .utf8)) ?? ""
     }

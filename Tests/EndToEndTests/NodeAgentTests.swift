@@ -82,6 +82,12 @@ import Testing
 
             let managed = try sandbox.managedPods().map(\.pod.podKey).sorted()
             #expect(managed == ["default/excluded", "default/plain", "default/tproxy"])
+
+            let status = try ChildProcess.run(Sandbox.capstanExecutable, ["status", "--node", "--agent-socket", sandbox.socketPath])
+            #expect(status.status == 0, "\(status)")
+            let tproxyLine = status.standardOutput.split(separator: "\n").first { $0.hasPrefix("default/tproxy ") } ?? ""
+            #expect(tproxyLine.contains("TPROXY") && tproxyLine.contains("intact"), "\(status.standardOutput)")
+            #expect(status.standardOutput.contains("3 managed pods"))
         }
     }
 
