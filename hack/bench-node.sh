@@ -13,7 +13,9 @@ cleanup() {
   if [ -n "$bench" ]; then
     kill "$bench" 2>/dev/null || true
     wait "$bench" 2>/dev/null || true
-    # The sandbox removes itself; if the benchmark died, remove what carries its pid.
+    # The sandbox removes itself; if the benchmark died, stop the agent it started (its paths carry the
+    # benchmark's pid) and remove the namespaces and files that carry it.
+    for agent in $(pgrep -f "node-agent --socket /tmp/cst${bench}n" || true); do kill "$agent" 2>/dev/null || true; done
     for namespace in $(ip netns list | awk '{print $1}' | grep -E "^cst${bench}n[0-9]+-" || true); do
       ip netns delete "$namespace"
     done

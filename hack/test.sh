@@ -12,7 +12,12 @@ hack/setup.sh
 # Namespaces left behind by a test process that died (names carry its pid): ours only, dead owners only.
 for namespace in $(ip netns list | awk '{print $1}' | grep -E '^cst[0-9]+[xn][0-9]+-' || true); do
   owner=${namespace#cst}; owner=${owner%%[xn]*}
-  kill -0 "$owner" 2>/dev/null || ip netns delete "$namespace"
+  if ! kill -0 "$owner" 2>/dev/null; then
+    # A node agent that test process started (its paths carry the owner's pid) goes with it.
+    for agent in $(pgrep -f "node-agent --socket /tmp/cst${owner}n" || true); do kill "$agent" 2>/dev/null || true; done
+    ip netns delete "$namespace"
+    rm -rf "/tmp/cst${owner}n"*
+  fi
 done
 
 hack/validate-manifests.sh

@@ -20,6 +20,7 @@ let sequentialCount = Int(environment["SEQUENTIAL"] ?? "") ?? 40
 let repairCount = Int(environment["REPAIRS"] ?? "") ?? 50
 
 func percentile(_ values: [Double], _ fraction: Double) -> Double {
+    guard !values.isEmpty else { return .nan }
     let sorted = values.sorted()
     return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * fraction).rounded()))]
 }
