@@ -13,6 +13,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.2.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.30.0"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.28.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.0.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.0.0"),
     ],
     targets: [
         // System libraries: libnftables (ruleset transactions) and libmnl (rtnetlink).
@@ -29,6 +32,16 @@ let package = Package(
 
         // Configuration documents (JSON, and later YAML) read with the field path in every error.
         .target(name: "Configuration"),
+
+        // Envoy's xDS v3 subset (generated from proto/ by hack/generate-protos.sh, committed) and ADS.
+        .target(
+            name: "XDS",
+            dependencies: [
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            ]
+        ),
 
         // Small HTTP/1.1 servers for admin, health and metrics endpoints.
         .target(
@@ -101,6 +114,8 @@ let package = Package(
                     dependencies: ["NodeAgent", "Configuration", "Capture", "Netfilter", "CapstanTestSupport",
                                    .product(name: "NIOSSL", package: "swift-nio-ssl"),
                                    .product(name: "NIOHTTP1", package: "swift-nio")]),
+        .testTarget(name: "XDSTests", dependencies: ["XDS", "CapstanTestSupport",
+                                                     .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "CapstanCLITests", dependencies: ["CapstanCLI", "Capture"]),
         .testTarget(name: "EndToEndTests",
                     dependencies: ["Capture", "Netfilter", "NodeAgent", "Configuration", "CapstanTestSupport", "CapstanCLI"]),

@@ -14,6 +14,7 @@ packages=(
   python3-pip       # installs kubernetes-validate (manifest checks) from PyPI
   openssl           # tests make throw-away CAs and certificates
   containernetworking-plugins  # the reference CNI plugins (bridge, host-local) node-mode tests chain after
+  protobuf-compiler # protoc: hack/check-proto-subset.py compiles proto/ to compare it with Envoy's
 )
 
 missing=()
@@ -28,9 +29,17 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The Kubernetes schema check of deploy/ (hack/validate-manifests.sh).
+# From PyPI: the Kubernetes schema check of deploy/ (hack/validate-manifests.sh), and Envoy's own
+# generated protos (xds-protos), which the wire-compatibility tests and hack/check-proto-subset.py use.
+pip_install() {
+  python3 -m pip install --quiet --disable-pip-version-check "$@" 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$@"
+}
 if ! command -v kubernetes-validate >/dev/null && ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
   echo "hack/setup.sh: installing kubernetes-validate from PyPI"
-  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate 2>/dev/null \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages kubernetes-validate
+  pip_install kubernetes-validate
+fi
+if ! python3 -c 'import envoy.service.discovery.v3.ads_pb2' 2>/dev/null; then
+  echo "hack/setup.sh: installing xds-protos from PyPI"
+  pip_install xds-protos
 fi

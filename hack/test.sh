@@ -21,6 +21,7 @@ for namespace in $(ip netns list | awk '{print $1}' | grep -E '^cst[0-9]+[xn][0-
 done
 
 hack/validate-manifests.sh
+python3 hack/check-proto-subset.py
 
 swift build --build-tests
 log=$(mktemp)
