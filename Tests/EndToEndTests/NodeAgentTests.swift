@@ -9,22 +9,34 @@ import Testing
 /// Node mode end to end: the reference `bridge` and `host-local` plugins with `capstan-cni` chained after
 /// them, called through the CNI protocol as a runtime does, and `capstan node-agent` programming the pods.
 @Suite(.serialized) struct NodeAgentTests {
-    /// Where a connection from the pod to a service on the node ends up: "outbound" (captured) or "node".
-    func outboundArrival(from pod: CNIRuntime.Pod, in sandbox: NodeSandbox, port: UInt16 = 8080) throws -> String? {
+    /// Listeners in one pod (the proxy's capture ports and the application's 9080 and 9081) and one on
+    /// the node, made once per pod so no port is bound twice; and where connections end up.
+    final class PodTraffic {
         let probe = ConnectionProbe()
-        let namespace = NetworkNamespace(path: pod.netns)
-        try probe.listenLikeTheProxy(in: namespace)
-        try probe.listen("node", in: sandbox.node, on: SocketAddress(NodeSandbox.gateway, port))
-        return probe.connect(to: SocketAddress(NodeSandbox.gateway, port), from: namespace, uid: 1000, gid: 1000).listener
-    }
+        let namespace: NetworkNamespace
+        let node: NetworkNamespace
+        let nodeService: SocketAddress
 
-    /// Where a connection from the node to the pod's `port` ends up: "inbound" (captured) or "app".
-    func inboundArrival(to pod: CNIRuntime.Pod, address: IPAddress, in sandbox: NodeSandbox, port: UInt16) throws -> String? {
-        let probe = ConnectionProbe()
-        let namespace = NetworkNamespace(path: pod.netns)
-        try probe.listenLikeTheProxy(in: namespace)
-        try probe.listen("app", in: namespace, on: SocketAddress(IPAddress("0.0.0.0")!, port))
-        return probe.connect(to: SocketAddress(address, port), from: sandbox.node).listener
+        init(_ pod: CNIRuntime.Pod, in sandbox: NodeSandbox, nodePort: UInt16) throws {
+            namespace = NetworkNamespace(path: pod.netns)
+            node = sandbox.node
+            nodeService = SocketAddress(NodeSandbox.gateway, nodePort)
+            try probe.listenLikeTheProxy(in: namespace)
+            for port: UInt16 in [9080, 9081] {
+                try probe.listen("app", in: namespace, on: SocketAddress(IPAddress("0.0.0.0")!, port))
+            }
+            try probe.listen("node", in: node, on: nodeService)
+        }
+
+        /// From the pod's application to a service on the node: "outbound" (captured) or "node".
+        func outbound() -> String? {
+            probe.connect(to: nodeService, from: namespace, uid: 1000, gid: 1000).listener
+        }
+
+        /// From the node to the pod's `port`: "inbound" (captured) or "app".
+        func inbound(to address: IPAddress, port: UInt16) -> String? {
+            probe.connect(to: SocketAddress(address, port), from: node).listener
+        }
     }
 
     func address(of result: ConfigValue) throws -> IPAddress {
@@ -66,18 +78,21 @@ import Testing
             let plainAddress = try address(of: plainResult)
             #expect(plainResult["interfaces"] != nil)
 
-            #expect(try outboundArrival(from: plain, in: sandbox) == "outbound")
-            #expect(try inboundArrival(to: plain, address: plainAddress, in: sandbox, port: 9080) == "inbound")
+            let plainTraffic = try PodTraffic(plain, in: sandbox, nodePort: 8080)
+            #expect(plainTraffic.outbound() == "outbound")
+            #expect(plainTraffic.inbound(to: plainAddress, port: 9080) == "inbound")
 
-            #expect(try outboundArrival(from: excluded, in: sandbox) == "node")
-            #expect(try inboundArrival(to: excluded, address: address(of: excludedResult), in: sandbox, port: 9080) == "app")
-            #expect(try inboundArrival(to: excluded, address: address(of: excludedResult), in: sandbox, port: 9081) == "inbound")
+            let excludedTraffic = try PodTraffic(excluded, in: sandbox, nodePort: 8081)
+            #expect(excludedTraffic.outbound() == "node")
+            #expect(excludedTraffic.inbound(to: try address(of: excludedResult), port: 9080) == "app")
+            #expect(excludedTraffic.inbound(to: try address(of: excludedResult), port: 9081) == "inbound")
 
             #expect(try installedSpec(in: tproxy)?.interceptionMode == .tproxy)
 
             #expect(try installedSpec(in: optedOut) == nil)
-            #expect(try outboundArrival(from: optedOut, in: sandbox) == "node")
-            #expect(try inboundArrival(to: optedOut, address: address(of: optedOutResult), in: sandbox, port: 9080) == "app")
+            let optedOutTraffic = try PodTraffic(optedOut, in: sandbox, nodePort: 8082)
+            #expect(optedOutTraffic.outbound() == "node")
+            #expect(optedOutTraffic.inbound(to: try address(of: optedOutResult), port: 9080) == "app")
             #expect(try installedSpec(in: system) == nil)
 
             let managed = try sandbox.managedPods().map(\.pod.podKey).sorted()
@@ -114,7 +129,7 @@ import Testing
             #expect(intact, "not repaired within 2 s: \(sandbox.agentLog)")
             #expect(try sandbox.managedPods().first?.repairs == 1)
             #expect(try sandbox.agentEndpoint("/metrics", port: 18014).body.contains("capstan_node_repairs_total 1"))
-            #expect(try outboundArrival(from: pod, in: sandbox) == "outbound")
+            #expect(try PodTraffic(pod, in: sandbox, nodePort: 8080).outbound() == "outbound")
         }
     }
 
