@@ -27,25 +27,43 @@ extension SystemFile {
     /// the rename, for files that must survive a power loss rather than only a process crash.
     public static func replace(_ path: String, with contents: some Collection<UInt8>, mode: mode_t,
                                durable: Bool = true) throws(SystemFileError) {
+        let bytes = Array(contents)
+        try replaceAtomically(path, mode: mode, durable: durable) { fd, temporary throws(SystemFileError) in
+            try writeAll(bytes[...], to: fd, path: temporary)
+        }
+    }
+
+    /// Writes a temporary file next to `path` with `write`, gives it `mode`, optionally syncs it, and
+    /// renames it over `path`; on any failure the temporary file is removed and `path` is untouched.
+    private static func replaceAtomically(_ path: String, mode: mode_t, durable: Bool,
+                                          write: (Int32, String) throws(SystemFileError) -> Void) throws(SystemFileError) {
         let temporary = "\(path).tmp-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SystemFileError(path: temporary, operation: "create", errno: errno) }
         var failure: SystemFileError?
-        // open() honours the umask; set the mode we were asked for.
-        if fchmod(fd, mode) != 0 { failure = SystemFileError(path: temporary, operation: "chmod", errno: errno) }
-        let bytes = Array(contents)
-        var offset = 0
-        while failure == nil && offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if written < 0 && errno == EINTR { continue }
-            if written <= 0 { failure = SystemFileError(path: temporary, operation: "write", errno: errno) } else { offset += written }
+        do throws(SystemFileError) {
+            try write(fd, temporary)
+            // open() honours the umask; set the mode we were asked for.
+            if fchmod(fd, mode) != 0 { throw SystemFileError(path: temporary, operation: "chmod", errno: errno) }
+            if durable && fsync(fd) != 0 { throw SystemFileError(path: temporary, operation: "sync", errno: errno) }
+        } catch {
+            failure = error
         }
-        if durable && failure == nil && fsync(fd) != 0 { failure = SystemFileError(path: temporary, operation: "sync", errno: errno) }
         close(fd)
         if failure == nil && rename(temporary, path) != 0 { failure = SystemFileError(path: path, operation: "rename", errno: errno) }
         if let failure {
             unlink(temporary)
             throw failure
+        }
+    }
+
+    private static func writeAll(_ bytes: ArraySlice<UInt8>, to fd: Int32, path: String) throws(SystemFileError) {
+        var offset = bytes.startIndex
+        while offset < bytes.endIndex {
+            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if written < 0 && errno == EINTR { continue }
+            guard written > 0 else { throw SystemFileError(path: path, operation: "write", errno: errno) }
+            offset += written
         }
     }
 
@@ -94,31 +112,15 @@ extension SystemFile {
         let input = open(source, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw SystemFileError(path: source, operation: "open", errno: errno) }
         defer { close(input) }
-        let temporary = "\(destination).tmp-\(getpid())"
-        let output = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard output >= 0 else { throw SystemFileError(path: temporary, operation: "create", errno: errno) }
-        var failure: SystemFileError?
-        var chunk = [UInt8](repeating: 0, count: 1 << 20)
-        copying: while failure == nil {
-            let count = chunk.withUnsafeMutableBytes { Glibc.read(input, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            if count < 0 { failure = SystemFileError(path: source, operation: "read", errno: errno) }
-            if count <= 0 { break copying }
-            var offset = 0
-            while offset < count {
-                let written = chunk[offset..<count].withUnsafeBytes { Glibc.write(output, $0.baseAddress, $0.count) }
-                if written < 0 && errno == EINTR { continue }
-                guard written > 0 else { failure = SystemFileError(path: temporary, operation: "write", errno: errno); break copying }
-                offset += written
+        try replaceAtomically(destination, mode: mode, durable: true) { output, temporary throws(SystemFileError) in
+            var chunk = [UInt8](repeating: 0, count: 1 << 20)
+            while true {
+                let count = chunk.withUnsafeMutableBytes { Glibc.read(input, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { continue }
+                if count < 0 { throw SystemFileError(path: source, operation: "read", errno: errno) }
+                if count == 0 { return }
+                try writeAll(chunk[..<count], to: output, path: temporary)
             }
-        }
-        if failure == nil && fchmod(output, mode) != 0 { failure = SystemFileError(path: temporary, operation: "chmod", errno: errno) }
-        if failure == nil && fsync(output) != 0 { failure = SystemFileError(path: temporary, operation: "sync", errno: errno) }
-        close(output)
-        if failure == nil && rename(temporary, destination) != 0 { failure = SystemFileError(path: destination, operation: "rename", errno: errno) }
-        if let failure {
-            unlink(temporary)
-            throw failure
         }
     }
 
