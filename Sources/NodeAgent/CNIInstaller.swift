@@ -62,7 +62,7 @@ public struct CNIInstaller: Sendable {
                 "cniVersion": .string("1.0.0"), "name": .string(Self.pluginType), "plugins": .array([pluginEntry]),
             ])
             if (try? ConfigValue.parse(json: SystemFile.read(path) ?? "")) != list {
-                try SystemFile.replace(path, with: Array(list.jsonText(pretty: true).utf8) + [10], mode: 0o644)
+                try Self.write(list, to: path)
                 changes.append("wrote \(path)")
             }
         }
@@ -76,7 +76,7 @@ public struct CNIInstaller: Sendable {
            case .object(var list)? = try? ConfigValue.parse(json: SystemFile.read(primary) ?? ""),
            case .array(let plugins)? = list["plugins"], plugins.contains(where: Self.isOurs) {
             list["plugins"] = .array(plugins.filter { !Self.isOurs($0) })
-            try SystemFile.replace(primary, with: Array(ConfigValue.object(list).jsonText(pretty: true).utf8) + [10], mode: 0o644)
+            try Self.write(.object(list), to: primary)
             changes.append("removed \(Self.pluginType) from \(primary)")
         }
         for path in ["\(confDirectory)/\(standaloneConfName)", installedBinary] where unlink(path) == 0 {
@@ -117,9 +117,14 @@ public struct CNIInstaller: Sendable {
                       "plugins": .array([single, pluginEntry])]
             target = String(path[..<path.lastIndex(of: ".")!]) + ".conflist"
         }
-        try SystemFile.replace(target, with: Array(ConfigValue.object(fields).jsonText(pretty: true).utf8) + [10], mode: 0o644)
+        try Self.write(.object(fields), to: target)
         if target != path { unlink(path) }
         return "chained \(Self.pluginType) into \(target)"
+    }
+
+    /// Network configurations are world-readable JSON, replaced atomically so a runtime never reads half.
+    private static func write(_ document: ConfigValue, to path: String) throws {
+        try SystemFile.replace(path, with: Array((document.jsonText(pretty: true) + "\n").utf8), mode: 0o644)
     }
 
     private static func isOurs(_ plugin: ConfigValue) -> Bool {

@@ -112,12 +112,11 @@ public struct CNIPluginConfig: Sendable {
     public var excludeNamespaces: Set<String>
 
     init(parsing text: String, allowEmpty: Bool) throws(CNIError) {
-        let trimmed = String(text.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
         let document: ConfigValue
-        if trimmed.isEmpty && allowEmpty {
+        if allowEmpty && text.allSatisfy(\.isWhitespace) {
             document = .object([:])
         } else {
-            do { document = try ConfigValue.parse(json: trimmed) } catch {
+            do { document = try ConfigValue.parse(json: text) } catch {
                 throw CNIError(.decodeFailure, "network configuration on stdin is not valid JSON", details: "\(error)")
             }
         }

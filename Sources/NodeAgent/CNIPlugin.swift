@@ -38,7 +38,7 @@ public struct CNIPlugin: Sendable {
                 "supportedVersions": .array(CNIInvocation.supportedVersions.map(ConfigValue.string)),
             ]).jsonText()
         case .add:
-            guard var result = config.previousResult, case .object(var fields) = result else {
+            guard case .object(var result)? = config.previousResult else {
                 throw CNIError(.invalidNetworkConfig, "capstan-cni must be chained after the plugin that sets up the pod's interface",
                                details: "the configuration has no prevResult")
             }
@@ -49,9 +49,8 @@ public struct CNIPlugin: Sendable {
                                    "node agent did not capture pod \(attachment.podKey)", details: reply.message ?? "")
                 }
             }
-            fields["cniVersion"] = .string(config.cniVersion)
-            result = .object(fields)
-            return result.jsonText()
+            result["cniVersion"] = .string(config.cniVersion)
+            return ConfigValue.object(result).jsonText()
         case .delete:
             // DEL must succeed when things are already gone; an agent that misses it forgets the pod when
             // its namespace disappears.

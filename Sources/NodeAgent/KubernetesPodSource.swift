@@ -61,14 +61,15 @@ public struct KubernetesPodSource: PodMetadataSource {
         }
     }
 
-    /// Names are DNS labels; anything else is escaped rather than trusted into the path.
+    /// Names are DNS labels; anything else is percent-escaped rather than trusted into the path.
     private static func pathSegment(_ text: String) -> String {
+        let hex = Array("0123456789ABCDEF")
         var escaped = ""
         for byte in text.utf8 {
             if (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x30 && byte <= 0x39) || byte == 0x2d || byte == 0x2e {
                 escaped.unicodeScalars.append(UnicodeScalar(byte))
             } else {
-                escaped += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+                escaped += "%\(hex[Int(byte >> 4)])\(hex[Int(byte & 0x0f)])"
             }
         }
         return escaped
@@ -81,7 +82,7 @@ public struct KubernetesPodSource: PodMetadataSource {
         let serverName = IPAddress(host) == nil ? host : nil
         let promise = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: (HTTPResponseStatus, String).self)
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000))
+            .connectTimeout(TimeAmount(timeout))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let tlsHandler = try NIOSSLClientHandler(context: context, serverHostname: serverName)
@@ -101,7 +102,7 @@ public struct KubernetesPodSource: PodMetadataSource {
                       promise: nil)
         channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         // Closing the connection fails the request, if it has no answer yet.
-        let timeoutTask = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000)) {
+        let timeoutTask = channel.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
             channel.close(promise: nil)
         }
         defer {
@@ -148,28 +149,6 @@ private final class ResponseCollector: ChannelInboundHandler {
         guard !finished else { return }
         finished = true
         promise.completeWith(result)
-    }
-}
-
-extension String {
-    func leftPadded(to width: Int) -> String {
-        String(repeating: "0", count: max(0, width - count)) + self
-    }
-}
-
-/// The whole process environment, for sources that read several variables.
-public enum ProcessEnvironmentReader {
-    public static var all: [String: String] {
-        var environment: [String: String] = [:]
-        var entry = environ
-        while let pointer = entry.pointee {
-            let item = String(cString: pointer)
-            if let equals = item.firstIndex(of: "=") {
-                environment[String(item[..<equals])] = String(item[item.index(after: equals)...])
-            }
-            entry += 1
-        }
-        return environment
     }
 }
 

@@ -30,8 +30,6 @@ public final class NodeAgentMetrics: Sendable {
         values.withLockedValue { $0.cniInstalled = installed }
     }
 
-    public var repairCount: Int { values.withLockedValue { $0.repairs } }
-
     public var prometheusText: String {
         let values = values.withLockedValue { $0 }
         var text = """

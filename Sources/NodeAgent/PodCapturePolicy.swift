@@ -12,7 +12,10 @@ public struct NodeDefaults: Sendable {
     public var options: [CaptureOption: String]
     public var excludeNamespaces: Set<String>
 
-    public init(options: [CaptureOption: String] = [:], excludeNamespaces: Set<String> = ["kube-system"]) {
+    /// Namespaces excluded when the node's settings do not say: Kubernetes' own.
+    public static let defaultExcludedNamespaces: Set<String> = ["kube-system"]
+
+    public init(options: [CaptureOption: String] = [:], excludeNamespaces: Set<String> = NodeDefaults.defaultExcludedNamespaces) {
         self.options = options
         self.excludeNamespaces = excludeNamespaces
     }
@@ -27,9 +30,10 @@ public struct NodeDefaults: Sendable {
         var warnings: [String] = []
         try reader.ignoringUnknown(["exclude_namespaces", "capture"], warnings: &warnings)
         if let unknown = warnings.first { throw ConfigError(path: "", message: unknown) }
-        self.init(options: [:], excludeNamespaces: [])
-        for item in try reader.optional("exclude_namespaces")?.list() ?? [] {
-            excludeNamespaces.insert(try item.string())
+        self.init()
+        if let excluded = try reader.optional("exclude_namespaces") {
+            excludeNamespaces = []
+            for item in try excluded.list() { excludeNamespaces.insert(try item.string()) }
         }
         if let capture = try reader.optional("capture") {
             for key in try capture.fields().keys.sorted() {
