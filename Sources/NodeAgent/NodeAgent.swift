@@ -85,13 +85,23 @@ public actor NodeAgent {
         } catch {
             return .failure("reading pod metadata from \(configuration.metadata.description): \(error)")
         }
-        guard case .capture(let spec) = decision else {
-            if case .skip(let reason) = decision {
-                _ = forget(pod.containerID, reason: "no longer captured")
-                logger.info("not capturing pod", metadata: ["pod": "\(pod.podKey)", "reason": "\(reason)"])
-                return .success(.skipped, reason)
+        let spec: CaptureSpec
+        switch decision {
+        case .capture(let decided):
+            spec = decided
+        case .skip(let reason):
+            if let previous = pods[pod.containerID] {
+                // A repeated ADD for a pod that is no longer to be captured: forget it first (so the
+                // removal is not "repaired"), then take its rules out.
+                _ = forget(pod.containerID, reason: "no longer captured: \(reason)")
+                do {
+                    try await workers.runIfActive { try CaptureEngine.remove(previous.spec, in: NetworkNamespace(path: pod.netns)) }
+                } catch {
+                    return .failure("removing capture from pod \(pod.podKey): \(error)")
+                }
             }
-            return .failure("no decision")
+            logger.info("not capturing pod", metadata: ["pod": "\(pod.podKey)", "reason": "\(reason)"])
+            return .success(.skipped, reason)
         }
         do {
             let outcome = try await program(spec, in: pod.netns)
@@ -185,6 +195,8 @@ public actor NodeAgent {
             pods[containerID]?.health = "check failed: \(error)"
             return
         }
+        // The pod may have been forgotten while the kernel was read: then its rules are not ours to repair.
+        guard pods[containerID] != nil else { return }
         pods[containerID]?.lastChecked = .now
         guard !drift.isEmpty else {
             if pods[containerID]?.health != "intact" { pods[containerID]?.health = "intact" }

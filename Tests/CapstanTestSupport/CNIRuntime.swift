@@ -81,6 +81,17 @@ public final class CNIRuntime: @unchecked Sendable {
     public var timings: [(plugin: String, command: String, seconds: Double)] { lock.withLock { recorded } }
     private var recorded: [(plugin: String, command: String, seconds: Double)] = []
 
+    /// One plugin of the list called alone, exactly as the chain would call it, with the pod's cached
+    /// ADD result as `prevResult` (for tests that single the plugin out); its result whatever its exit.
+    public func call(_ type: String, _ command: String, pod: Pod) throws -> ChildProcess.Result {
+        let (list, plugins) = try load()
+        guard let plugin = plugins.first(where: { $0["type"]?.stringValue == type }) else {
+            throw SandboxError("no plugin \(type) in \(conflistPath)")
+        }
+        return try execute(plugin, command: command, pod: pod, list: list,
+                           previous: lock.withLock { cachedResults[pod.containerID] })
+    }
+
     /// Runs one plugin binary with a raw stdin and environment (for malformed-input tests).
     ///
     /// The child is spawned from a thread inside the node namespace, so it starts there as a runtime's
@@ -125,6 +136,13 @@ public final class CNIRuntime: @unchecked Sendable {
     @discardableResult
     private func invoke(_ plugin: ConfigValue, command: String, pod: Pod, list: ConfigValue,
                         previous: ConfigValue?) throws -> ChildProcess.Result {
+        let result = try execute(plugin, command: command, pod: pod, list: list, previous: previous)
+        guard result.status == 0 else { throw PluginFailure(plugin: plugin["type"]?.stringValue ?? "?", result: result) }
+        return result
+    }
+
+    private func execute(_ plugin: ConfigValue, command: String, pod: Pod, list: ConfigValue,
+                         previous: ConfigValue?) throws -> ChildProcess.Result {
         guard case .object(var fields) = plugin, let type = plugin["type"]?.stringValue else {
             throw SandboxError("plugin without a type in \(conflistPath)")
         }
@@ -136,9 +154,7 @@ public final class CNIRuntime: @unchecked Sendable {
             "CNI_IFNAME": pod.interfaceName,
             "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=\(pod.namespace);K8S_POD_NAME=\(pod.name);K8S_POD_INFRA_CONTAINER_ID=\(pod.containerID)",
         ]
-        let result = try runPlugin(type, environment: environment, input: ConfigValue.object(fields).jsonText())
-        guard result.status == 0 else { throw PluginFailure(plugin: type, result: result) }
-        return result
+        return try runPlugin(type, environment: environment, input: ConfigValue.object(fields).jsonText())
     }
 
     private func binary(_ type: String) throws -> String {

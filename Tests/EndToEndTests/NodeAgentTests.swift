@@ -133,6 +133,12 @@ import Testing
         }
     }
 
+    /// The CNI error document a plugin printed: its code.
+    func errorCode(_ result: ChildProcess.Result) -> Int? {
+        if case .number(let code)? = (try? ConfigValue.parse(json: result.standardOutput))?["code"] { return Int(code) }
+        return nil
+    }
+
     @Test func checkAndDeleteBehave() throws {
         try withNodeSandbox { sandbox in
             try sandbox.startAgent()
@@ -141,17 +147,55 @@ import Testing
             try runtime.add(pod)
             try runtime.check(pod)
 
-            try runtime.delete(pod)
+            // DEL through capstan-cni alone first: the agent forgets the pod, and CHECK then fails with
+            // the plugin's own code (the whole chain's CHECK would stop earlier, at the bridge).
+            #expect(try runtime.call("capstan-cni", "DEL", pod: pod).status == 0)
             #expect(try sandbox.managedPods().isEmpty)
-            // A second DEL, as runtimes may send, succeeds too.
+            let check = try runtime.call("capstan-cni", "CHECK", pod: pod)
+            #expect(check.status == 1)
+            #expect(errorCode(check) == CNIError.Code.captureRefused.rawValue, "\(check)")
+            #expect(check.standardOutput.contains("not managed"), "\(check)")
+
+            // The whole chain's DEL, and a second one, as runtimes may send, succeed.
             try runtime.delete(pod)
-            // CHECK of a pod the agent no longer manages fails with the plugin's own code.
-            do {
-                try runtime.check(pod)
-                Issue.record("CHECK of an unmanaged pod succeeded")
-            } catch let failure as CNIRuntime.PluginFailure {
-                #expect(failure.plugin == "bridge" || failure.code == CNIError.Code.captureRefused.rawValue, "\(failure)")
-            }
+            try runtime.delete(pod)
+        }
+    }
+
+    @Test func aPodThatOptsOutOnARepeatedAddLosesItsCapture() throws {
+        try withNodeSandbox { sandbox in
+            try sandbox.startAgent()
+            let runtime = sandbox.runtime
+            let pod = try sandbox.makePod("batch")
+            try runtime.add(pod)
+            #expect(try installedSpec(in: pod) != nil)
+
+            try sandbox.describePod("batch", labels: ["sidecar.istio.io/inject": "false"])
+            let again = try runtime.call("capstan-cni", "ADD", pod: pod)
+            #expect(again.status == 0, "\(again)")
+            #expect(try installedSpec(in: pod) == nil)
+            #expect(try sandbox.managedPods().isEmpty)
+        }
+    }
+
+    @Test func malformedCallsGetSpecErrorsFromTheBinary() throws {
+        try withNodeSandbox { sandbox in
+            let runtime = sandbox.runtime
+            try sandbox.startAgent()
+            let environment = ["CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/none",
+                               "CNI_IFNAME": "eth0", "CNI_ARGS": "K8S_POD_NAMESPACE=a;K8S_POD_NAME=b"]
+            let notJSON = try runtime.runPlugin("capstan-cni", environment: environment, input: "{cniVersion: 1.0.0")
+            #expect(notJSON.status == 1 && errorCode(notJSON) == CNIError.Code.decodeFailure.rawValue, "\(notJSON)")
+
+            var noContainer = environment
+            noContainer["CNI_CONTAINERID"] = nil
+            let missing = try runtime.runPlugin("capstan-cni", environment: noContainer,
+                                                input: #"{"cniVersion":"1.0.0","name":"podnet","type":"capstan-cni","prevResult":{}}"#)
+            #expect(missing.status == 1 && errorCode(missing) == CNIError.Code.invalidEnvironment.rawValue, "\(missing)")
+
+            let version = try runtime.runPlugin("capstan-cni", environment: ["CNI_COMMAND": "VERSION"], input: #"{"cniVersion":"0.4.0"}"#)
+            #expect(version.status == 0)
+            #expect(version.standardOutput.contains(#""supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]"#), "\(version)")
         }
     }
 
