@@ -17,6 +17,10 @@ with tempfile.NamedTemporaryFile(suffix=".pb") as out:
 pool = descriptor_pool.Default()
 problems, checked = [], 0
 
+def repeated(field):
+    """Newer protobuf runtimes have is_repeated; older ones only label."""
+    return field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+
 def check_message(message, prefix):
     global checked
     name = f"{prefix}.{message.name}"
@@ -29,8 +33,9 @@ def check_message(message, prefix):
         checked += 1
         if real is None:
             problems.append(f"{name}.{field.name}: no such field")
-        elif (real.number, real.type) != (field.number, field.type):
-            problems.append(f"{name}.{field.name}: ours #{field.number} type {field.type}, Envoy's #{real.number} type {real.type}")
+        elif (real.number, real.type, repeated(real)) != (field.number, field.type, field.label == field.LABEL_REPEATED):
+            problems.append(f"{name}.{field.name}: ours #{field.number} type {field.type} repeated {field.label == field.LABEL_REPEATED}, "
+                            f"Envoy's #{real.number} type {real.type} repeated {repeated(real)}")
     for nested in message.nested_type:
         if not nested.options.map_entry:
             check_message(nested, name)
