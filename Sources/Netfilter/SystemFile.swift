@@ -25,11 +25,13 @@ extension SystemFile {
     /// Replaces `path` with `contents` atomically: a reader sees the old file or the new one, never a part.
     /// The new file has `mode` (0600 for anything secret or private). `durable` syncs it to disk before
     /// the rename, for files that must survive a power loss rather than only a process crash.
-    public static func replace(_ path: String, with contents: some Collection<UInt8>, mode: mode_t,
+    ///
+    /// Bytes, not any collection: copying a generic collection element by element across the module
+    /// boundary cost the node agent 7 ms for a 20 KB state file.
+    public static func replace(_ path: String, with contents: [UInt8], mode: mode_t,
                                durable: Bool = true) throws(SystemFileError) {
-        let bytes = Array(contents)
         try replaceAtomically(path, mode: mode, durable: durable) { fd, temporary throws(SystemFileError) in
-            try writeAll(bytes[...], to: fd, path: temporary)
+            try writeAll(contents[...], to: fd, path: temporary)
         }
     }
 

@@ -19,8 +19,11 @@ public struct ManagedPodRecord: Codable, Sendable, Equatable {
 }
 
 /// The node agent's state file: the pods it manages, so a restarted agent takes them up again.
-/// Written atomically with mode 0600 after every change; not synced to disk, since what it records (pod
-/// network namespaces) does not outlive a reboot either.
+///
+/// One JSON object per line, one line per pod: the agent encodes a pod's line once, when it records the
+/// pod, so rewriting the file after each change costs a copy, not re-encoding every pod. Written
+/// atomically with mode 0600; not synced to disk, since what it records (pod network namespaces) does
+/// not outlive a reboot either.
 public struct ManagedPodStore: Sendable {
     public let path: String
 
@@ -28,26 +31,31 @@ public struct ManagedPodStore: Sendable {
         self.path = path
     }
 
-    private struct Document: Codable {
-        var version = 1
-        var pods: [ManagedPodRecord]
+    /// A record as its line in the file.
+    public static func line(for record: ManagedPodRecord) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try encoder.encode(record)) + [UInt8(ascii: "\n")]
     }
 
     /// The recorded pods; none if the file does not exist yet.
     public func load() throws -> [ManagedPodRecord] {
         guard let text = SystemFile.read(path) else { return [] }
-        do {
-            return try JSONDecoder().decode(Document.self, from: Data(text.utf8)).pods
-        } catch {
-            throw ManagedPodStoreError(path: path, reason: "unreadable state file: \(error)")
+        return try text.split(separator: "\n").enumerated().map { number, line in
+            do {
+                return try JSONDecoder().decode(ManagedPodRecord.self, from: Data(line.utf8))
+            } catch {
+                throw ManagedPodStoreError(path: path, reason: "line \(number + 1) is not a pod record: \(error)")
+            }
         }
     }
 
-    public func save(_ pods: [ManagedPodRecord]) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        let data = try encoder.encode(Document(pods: pods.sorted { $0.pod.containerID < $1.pod.containerID }))
-        try SystemFile.replace(path, with: data, mode: 0o600, durable: false)
+    /// Replaces the file with these lines (from ``line(for:)``).
+    public func save(lines: [[UInt8]]) throws {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(lines.reduce(0) { $0 + $1.count })
+        for line in lines { bytes += line }
+        try SystemFile.replace(path, with: bytes, mode: 0o600, durable: false)
     }
 }
 

@@ -23,6 +23,8 @@ public actor NodeAgent {
 
     private struct ManagedPod {
         var record: ManagedPodRecord
+        /// The record's line in the state file, encoded once.
+        var line: [UInt8]
         var spec: CaptureSpec
         var health = "intact"
         var repairs = 0
@@ -106,13 +108,14 @@ public actor NodeAgent {
         do {
             let outcome = try await program(spec, in: pod.netns)
             let subscription = try await subscribe(pod.netns)
-            pods[pod.containerID] = ManagedPod(record: ManagedPodRecord(pod: pod, spec: spec), spec: spec,
+            let record = ManagedPodRecord(pod: pod, spec: spec)
+            pods[pod.containerID] = ManagedPod(record: record, line: try ManagedPodStore.line(for: record), spec: spec,
                                                lastChecked: .now)
             monitor.watch(pod.containerID, subscription)
             try persist()
             logger.info("captured pod", metadata: ["pod": "\(pod.podKey)", "netns": "\(pod.netns)",
                                                    "mode": "\(spec.interceptionMode.rawValue)",
-                                                   "elapsed_ms": "\(Int((ContinuousClock.now - started).seconds * 1000))"])
+                                                   "elapsed_us": "\(Int((ContinuousClock.now - started).seconds * 1_000_000))"])
             return .success(outcome == .unchanged ? .unchanged : .captured, spec.interceptionMode.rawValue)
         } catch {
             logger.error("capturing pod failed", metadata: ["pod": "\(pod.podKey)", "error": "\(error)"])
@@ -235,7 +238,7 @@ public actor NodeAgent {
             do {
                 let spec = try record.captureSpec()
                 let subscription = try await subscribe(record.pod.netns)
-                pods[record.pod.containerID] = ManagedPod(record: record, spec: spec)
+                pods[record.pod.containerID] = ManagedPod(record: record, line: try ManagedPodStore.line(for: record), spec: spec)
                 monitor.watch(record.pod.containerID, subscription)
             } catch {
                 logger.error("cannot take up recorded pod", metadata: ["pod": "\(record.pod.podKey)", "error": "\(error)"])
@@ -266,7 +269,7 @@ public actor NodeAgent {
 
     private func persist() throws {
         metrics.setManagedPods(pods.count)
-        try configuration.store.save(pods.values.map(\.record))
+        try configuration.store.save(lines: pods.keys.sorted().map { pods[$0]!.line })
     }
 }
 

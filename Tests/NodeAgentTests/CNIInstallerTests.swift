@@ -1,3 +1,4 @@
+import Capture
 import Configuration
 import Foundation
 @testable import NodeAgent
@@ -103,10 +104,14 @@ import Testing
         let pod = PodAttachment(containerID: "c1", netns: "/run/netns/x", interfaceName: "eth0", podName: "cart",
                                 podNamespace: "shop", addresses: ["10.1.0.7"])
         let record = ManagedPodRecord(pod: pod, spec: try .init(options: [.interceptionMode: "TPROXY"]))
-        try store.save([record])
-        #expect(try store.load() == [record])
+        let other = ManagedPodRecord(pod: PodAttachment(containerID: "c2", netns: "/proc/42/ns/net", interfaceName: "eth0",
+                                                        podName: "web", podNamespace: "shop", addresses: []), spec: CaptureSpec())
+        try store.save(lines: [try ManagedPodStore.line(for: record), try ManagedPodStore.line(for: other)])
+        #expect(try store.load() == [record, other])
         #expect(try store.load().first?.captureSpec().interceptionMode == .tproxy)
         let mode = try FileManager.default.attributesOfItem(atPath: store.path)[.posixPermissions] as? Int
         #expect(mode == 0o600)
+        try "{not a record}\n".write(toFile: store.path, atomically: true, encoding: .utf8)
+        #expect { try store.load() } throws: { "\($0)".contains("line 1") }
     }
 }
