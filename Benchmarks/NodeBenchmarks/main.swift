@@ -87,8 +87,26 @@ for pod in pods.dropFirst(podCount) {
 let sequentialCNI = durations(runtime, "capstan-cni", from: mark)
 let sequentialBridge = durations(runtime, "bridge", from: mark)
 let cniMedian = percentile(sequentialCNI, 0.5), bridgeMedian = percentile(sequentialBridge, 0.5)
+// Where a sequential ADD's time goes: the agent's own handling (its log's elapsed_us for these pods),
+// and the plugin process on its own (VERSION: start, read stdin, answer; no agent).
+let sequentialNames = Set(pods.dropFirst(podCount).map { "pod=default/\($0.name) " })
+let agentTimes = sandbox.agentLog.split(separator: "\n").filter { line in
+    line.contains("captured pod") && sequentialNames.contains { line.contains($0) }
+}.compactMap { line -> Double? in
+    guard let field = line.split(separator: " ").first(where: { $0.hasPrefix("elapsed_us=") }) else { return nil }
+    return Double(field.dropFirst("elapsed_us=".count)).map { $0 / 1_000_000 }
+}
+var versionTimes: [Double] = []
+for _ in 0..<sequentialCount {
+    let start = Date()
+    let result = try runtime.runPlugin("capstan-cni", environment: ["CNI_COMMAND": "VERSION"], input: #"{"cniVersion":"1.0.0"}"#)
+    guard result.status == 0 else { fatalError("capstan-cni VERSION failed: \(result)") }
+    versionTimes.append(Date().timeIntervalSince(start))
+}
 print("capstan-cni ADD, whole process, \(sequentialCount) pods one at a time: p50 \(milliseconds(cniMedian)) p90 \(milliseconds(percentile(sequentialCNI, 0.9))) (target p50 ≤ 10 ms)")
 print("  peer in the same calls: reference bridge plugin ADD (with host-local) p50 \(milliseconds(bridgeMedian)); ratio capstan-cni/bridge \(String(format: "%.2f", cniMedian / bridgeMedian))")
+print("  of which: the agent's handling p50 \(milliseconds(percentile(agentTimes, 0.5))) (\(agentTimes.count) log lines); "
+      + "the plugin process alone (VERSION) p50 \(milliseconds(percentile(versionTimes, 0.5)))")
 
 // 3. Repairs.
 var repairs: [Double] = []
