@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
   libnftables-dev   # libnftables: in-process nftables transactions
   libmnl-dev        # libmnl: rtnetlink (policy routing)
+  libyaml-dev       # libyaml: the control plane's Istio-style YAML
   pkg-config        # SwiftPM finds both through pkg-config
   iproute2          # tests and demo build throw-away network namespaces with `ip netns`
   nftables          # the demo edits a rule by hand with `nft`, as an operator would
@@ -39,7 +40,7 @@ if ! command -v kubernetes-validate >/dev/null && ! python3 -c 'import kubernete
   echo "hack/setup.sh: installing kubernetes-validate from PyPI"
   pip_install kubernetes-validate
 fi
-if ! python3 -c 'import envoy.service.discovery.v3.ads_pb2' 2>/dev/null; then
-  echo "hack/setup.sh: installing xds-protos from PyPI"
-  pip_install xds-protos
+if ! python3 -c 'import envoy.service.discovery.v3.ads_pb2, grpc' 2>/dev/null; then
+  echo "hack/setup.sh: installing xds-protos and grpcio from PyPI"
+  pip_install xds-protos grpcio
 fi

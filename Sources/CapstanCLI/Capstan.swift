@@ -7,7 +7,8 @@ struct Capstan: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "capstan",
         abstract: "Transparent traffic interception for a service mesh on Linux.",
-        subcommands: [InitCommandHelp.self, StatusCommand.self, ProxyCommand.self, NodeAgentCommand.self, CNICommandHelp.self]
+        subcommands: [InitCommandHelp.self, StatusCommand.self, ProxyCommand.self, ControlPlaneCommand.self, NodeAgentCommand.self,
+                      CNICommandHelp.self]
     )
 
     /// Usage errors exit 2 (as istio-iptables and most Unix tools do), not ArgumentParser's 64.

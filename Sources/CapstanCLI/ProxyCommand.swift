@@ -2,6 +2,7 @@ import ArgumentParser
 import DataPlane
 import Netfilter
 import Dispatch
+import XDS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,8 +19,10 @@ struct ProxyCommand: ParsableCommand {
             """
     )
 
-    @Option(name: .customLong("config"), help: "Bootstrap file (JSON, an Envoy bootstrap subset): static listeners and clusters.")
+    @Option(name: .customLong("config"), help: "Bootstrap file (JSON, an Envoy bootstrap subset): static listeners and clusters, and dynamic_resources over ADS.")
     var config: String?
+    @Option(name: .customLong("service-node"), help: "The node id the control plane knows this proxy by (overrides the bootstrap's node.id), e.g. sidecar~10.0.0.7~pod.ns~ns.svc.cluster.local.")
+    var serviceNode: String?
     @Option(name: .customLong("outbound-port"), help: "Outbound capture port.")
     var outboundPort = 15001
     @Option(name: .customLong("inbound-port"), help: "Inbound capture port.")
@@ -53,6 +56,9 @@ struct ProxyCommand: ParsableCommand {
         guard ProxyOptions.InboundInterception(rawValue: interception.uppercased()) != nil else {
             throw ValidationError("invalid value \"\(interception)\" for --inbound-interception-mode: must be REDIRECT or TPROXY")
         }
+        if let serviceNode, ProxyNodeID(serviceNode) == nil {
+            throw ValidationError("invalid value \"\(serviceNode)\" for --service-node: expected TYPE~IP~POD.NAMESPACE~DOMAIN")
+        }
         guard (1...256).contains(concurrency) else {
             throw ValidationError("invalid value \"\(concurrency)\" for --concurrency: must be 1-256")
         }
@@ -76,6 +82,9 @@ struct ProxyCommand: ParsableCommand {
         options.idleTimeout = .seconds(Int64(idleTimeout))
         if let config {
             options.bootstrap = try loadBootstrap(config)
+            if let serviceNode {
+                options.bootstrap?.dynamicResources?.node.id = serviceNode
+            }
         }
 
         // Before any thread exists: the event loops inherit the identity and capabilities.
@@ -94,7 +103,8 @@ struct ProxyCommand: ParsableCommand {
             proxy.stop()
             throw ExitCode(1)
         }
-        printError("capstan proxy: LIVE: outbound :\(outboundPort), inbound :\(inboundPort) (\(options.inboundInterception.rawValue)), admin 127.0.0.1:\(adminPort), metrics :\(statsPort)")
+        let waiting = options.bootstrap?.dynamicResources.map { " (LIVE once the first listeners from \($0.server) are in force)" } ?? ""
+        printError("capstan proxy: started\(waiting): outbound :\(outboundPort), inbound :\(inboundPort) (\(options.inboundInterception.rawValue)), admin 127.0.0.1:\(adminPort), metrics :\(statsPort)")
         try proxy.waitUntilStopped()
         withExtendedLifetime(signals) {}
     }

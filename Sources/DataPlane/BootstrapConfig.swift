@@ -1,12 +1,21 @@
 import Configuration
 import FoundationEssentials
 import NIOCore
+import SwiftProtobuf
+import XDS
 
 /// The subset of an Envoy bootstrap the proxy implements: static listeners whose filter chains match
-/// on destination port and prefix and hand connections to `tcp_proxy`, and clusters of static
-/// endpoints or original destinations.
+/// on destination port and prefix and hand connections to `tcp_proxy`, clusters of static endpoints
+/// or original destinations, and `dynamic_resources` over ADS (listeners and clusters from a control
+/// plane, in the same shapes).
 public struct BootstrapConfig: Sendable {
-    public struct Listener: Sendable {
+    /// `dynamic_resources` with `ads_config`: where the control plane is, and who this proxy is.
+    public struct DynamicResources: Sendable {
+        public var server: XDSServerAddress
+        public var node: Envoy_Config_Core_V3_Node
+    }
+
+    public struct Listener: Sendable, Equatable {
         enum Direction: Sendable {
             /// Connections the application made, redirected by the outbound rules.
             case outbound
@@ -47,7 +56,7 @@ public struct BootstrapConfig: Sendable {
         }
     }
 
-    struct FilterChain: Sendable {
+    struct FilterChain: Sendable, Equatable {
         var name: String
         var destinationPort: Int?
         var prefixes: [DestinationPrefix]
@@ -76,8 +85,8 @@ public struct BootstrapConfig: Sendable {
         }
     }
 
-    public struct Cluster: Sendable {
-        public enum Discovery: Sendable {
+    public struct Cluster: Sendable, Equatable {
+        public enum Discovery: Sendable, Equatable {
             /// `STATIC`: the endpoints listed.
             case endpoints([SocketAddress])
             /// `ORIGINAL_DST`: wherever the connection was going.
@@ -95,6 +104,8 @@ public struct BootstrapConfig: Sendable {
     public var clusters: [Cluster]
     /// The admin port from `admin.address`, if given.
     public var adminPort: Int?
+    /// Listeners and clusters from a control plane, if configured.
+    public var dynamicResources: DynamicResources?
     /// Fields that were ignored, with their paths.
     public var warnings: [String]
 
@@ -113,7 +124,7 @@ public struct BootstrapConfig: Sendable {
                 Cluster(name: passthroughCluster, discovery: .originalDestination),
                 Cluster(name: inboundPassthroughCluster, discovery: .originalDestination),
             ],
-            adminPort: nil, warnings: [])
+            adminPort: nil, dynamicResources: nil, warnings: [])
     }
 
     public static let passthroughCluster = "PassthroughCluster"
@@ -138,15 +149,16 @@ public struct BootstrapConfig: Sendable {
         if let admin = try root.optional("admin"), let address = try admin.optional("address") {
             adminPort = try socketAddress(address, warnings: &warnings).port
         }
-        guard let resources = try root.optional("static_resources") else {
-            return BootstrapConfig(listeners: [], clusters: [], adminPort: adminPort, warnings: warnings)
-        }
-        try resources.ignoringUnknown(["listeners", "clusters"], warnings: &warnings)
-        let clusters = try (resources.optional("clusters")?.list() ?? []).map { reader throws(ConfigError) in
+        let resources = try root.optional("static_resources")
+        try resources?.ignoringUnknown(["listeners", "clusters"], warnings: &warnings)
+        let clusters = try (resources?.optional("clusters")?.list() ?? []).map { reader throws(ConfigError) in
             try cluster(reader, warnings: &warnings)
         }
-        let listeners = try (resources.optional("listeners")?.list() ?? []).map { reader throws(ConfigError) in
+        let listeners = try (resources?.optional("listeners")?.list() ?? []).map { reader throws(ConfigError) in
             try listener(reader, warnings: &warnings)
+        }
+        let dynamic = try root.optional("dynamic_resources").map { reader throws(ConfigError) in
+            try dynamicResources(reader, node: try root.optional("node"), clusters: clusters, warnings: &warnings)
         }
         // Every route must name a cluster that exists, and names are unique.
         for (index, cluster) in clusters.enumerated() where clusters[..<index].contains(where: { $0.name == cluster.name }) {
@@ -163,11 +175,79 @@ public struct BootstrapConfig: Sendable {
                 }
             }
         }
-        return BootstrapConfig(listeners: listeners, clusters: clusters, adminPort: adminPort, warnings: warnings)
+        return BootstrapConfig(listeners: listeners, clusters: clusters, adminPort: adminPort, dynamicResources: dynamic,
+                               warnings: warnings)
+    }
+
+    /// ADS only (`lds_config` and `cds_config` say `ads`), state of the world over gRPC; the server is a
+    /// static cluster named by `envoy_grpc` (as Istio's `xds-grpc`, often a `pipe`), or a `google_grpc`
+    /// target URI.
+    private static func dynamicResources(_ reader: ConfigReader, node: ConfigReader?, clusters: [Cluster],
+                                         warnings: inout [String]) throws(ConfigError) -> DynamicResources {
+        try reader.ignoringUnknown(["lds_config", "cds_config", "ads_config"], warnings: &warnings)
+        for key in ["lds_config", "cds_config"] {
+            guard let source = try reader.optional(key) else { continue }
+            try source.ignoringUnknown(["ads", "resource_api_version", "initial_fetch_timeout"], warnings: &warnings)
+            guard try source.optional("ads") != nil else {
+                throw source.fail("only ADS is supported (\"ads\": {})")
+            }
+        }
+        let ads = try reader.required("ads_config")
+        try ads.ignoringUnknown(["api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only"],
+                                warnings: &warnings)
+        if let api = try ads.optional("api_type"), try api.string() != "GRPC" {
+            throw api.fail("\"\(try api.string())\" is not supported: Capstan speaks state-of-the-world GRPC")
+        }
+        guard let service = try ads.required("grpc_services").list().first else {
+            throw ConfigError(path: "\(ads.path).grpc_services", message: "needs one gRPC service")
+        }
+        try service.ignoringUnknown(["envoy_grpc", "google_grpc", "timeout"], warnings: &warnings)
+        let server: XDSServerAddress
+        if let envoyGRPC = try service.optional("envoy_grpc") {
+            let name = try envoyGRPC.required("cluster_name").string()
+            guard let cluster = clusters.first(where: { $0.name == name }), case .endpoints(let endpoints) = cluster.discovery,
+                  let endpoint = endpoints.first else {
+                throw envoyGRPC.fail("cluster \"\(name)\" must be a static cluster with an endpoint")
+            }
+            if let path = endpoint.pathname {
+                server = .unixSocket(path: path)
+            } else {
+                server = .tcp(host: endpoint.ipAddress ?? "", port: endpoint.port ?? 0)
+            }
+        } else if let googleGRPC = try service.optional("google_grpc") {
+            let target = try googleGRPC.required("target_uri")
+            let text = try target.string()
+            do throws(XDSAddressError) {
+                server = try XDSServerAddress(parsing: text)
+            } catch {
+                throw target.fail(error.reason)
+            }
+        } else {
+            throw service.fail("needs envoy_grpc or google_grpc")
+        }
+        guard let node else { throw ConfigError(path: "node", message: "is required with dynamic_resources (the control plane identifies the proxy by node.id)") }
+        let parsed: Envoy_Config_Core_V3_Node
+        do {
+            var options = JSONDecodingOptions()
+            options.ignoreUnknownFields = true
+            parsed = try Envoy_Config_Core_V3_Node(jsonString: node.value.jsonText(), options: options)
+        } catch {
+            throw node.fail("not a valid node: \(error)")
+        }
+        guard !parsed.id.isEmpty else { throw ConfigError(path: "node.id", message: "is required with dynamic_resources") }
+        return DynamicResources(server: server, node: parsed)
     }
 
     private static func socketAddress(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> SocketAddress {
-        try reader.ignoringUnknown(["socket_address"], warnings: &warnings)
+        try reader.ignoringUnknown(["socket_address", "pipe"], warnings: &warnings)
+        if let pipe = try reader.optional("pipe") {
+            let path = try pipe.required("path").string()
+            do {
+                return try SocketAddress(unixDomainSocketPath: path)
+            } catch {
+                throw pipe.fail("\"\(path)\" is not a usable unix socket path")
+            }
+        }
         let socket = try reader.required("socket_address")
         try socket.ignoringUnknown(["address", "port_value", "protocol"], warnings: &warnings)
         let host = try socket.required("address").string()

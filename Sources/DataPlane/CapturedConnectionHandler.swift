@@ -13,12 +13,17 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
-    private let listener: BootstrapConfig.Listener
+    /// The listener's name: its filter chains are looked up when the connection arrives, so an update
+    /// applies to new connections without rebinding.
+    private let listener: String
+    /// Whether the socket was bound with `IP_TRANSPARENT` (TPROXY): the local address is the destination.
+    private let transparent: Bool
     private let runtime: ProxyRuntime
     private let listenerStats: ListenerStats
 
-    init(listener: BootstrapConfig.Listener, stats: ListenerStats, runtime: ProxyRuntime) {
+    init(listener: String, transparent: Bool, stats: ListenerStats, runtime: ProxyRuntime) {
         self.listener = listener
+        self.transparent = transparent
         self.runtime = runtime
         self.listenerStats = stats
     }
@@ -29,7 +34,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         let channel = context.channel
         stats.connectionsTotal.increment()
         stats.connectionsActive.increment()
-        connections.opened(channel, listener: listener.name)
+        connections.opened(channel, listener: listener)
         // This handler leaves the pipeline once the relay is up; the close future outlives it.
         channel.closeFuture.whenComplete { _ in
             stats.connectionsActive.decrement()
@@ -37,7 +42,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         }
         let local = channel.localAddress?.unmapped
         let destination: EventLoopFuture<SocketAddress?>
-        if listener.transparent {
+        if transparent {
             destination = context.eventLoop.makeSucceededFuture(local)
         } else {
             // Not redirected (a connection made to the listener itself): it was going where it arrived.
@@ -88,18 +93,16 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
 
     private func forward(context: ChannelHandlerContext, to destination: SocketAddress) {
         let route: UpstreamRoute
-        switch runtime.route(for: listener, destination: destination, client: context.channel.remoteAddress?.unmapped) {
+        switch runtime.route(listener: listener, destination: destination, client: context.channel.remoteAddress?.unmapped) {
         case .success(let found):
             route = found
-        case .failure(.noFilterChain):
-            listenerStats.noFilterChainMatch.increment()
-            context.close(promise: nil)
-            return
-        case .failure(.overflow):
-            context.close(promise: nil)
-            return
-        case .failure(.loop):
-            listenerStats.loopsRefused.increment()
+        case .failure(let failure):
+            switch failure {
+            case .noFilterChain: listenerStats.noFilterChainMatch.increment()
+            case .unknownCluster: listenerStats.noCluster.increment()
+            case .loop: listenerStats.loopsRefused.increment()
+            case .overflow, .noHealthyUpstream: break  // counted by the cluster
+            }
             context.close(promise: nil)
             return
         }

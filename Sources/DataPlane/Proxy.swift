@@ -1,6 +1,8 @@
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import XDS
 
 /// The packaged proxy: the capture listeners, Envoy's admin API on 127.0.0.1, the Prometheus endpoint,
 /// and drain. Without configuration it is a passthrough, like Istio's `PassthroughCluster`.
@@ -12,19 +14,29 @@ public final class Proxy: Sendable {
         case draining = "DRAINING"
     }
 
+    /// A listening socket and what it was bound for: a listener whose port or transparency changes is
+    /// bound anew.
+    private struct BoundListener {
+        var port: Int
+        var transparent: Bool
+        var channel: Channel
+    }
+
     private struct Mutable {
         var state = State.preInitializing
         /// Capture listeners by name.
-        var serverChannels: [String: Channel] = [:]
+        var serverChannels: [String: BoundListener] = [:]
         /// The admin API and the Prometheus endpoint.
         var adminChannels: [Channel] = []
         var drained: Set<String> = []
         var healthCheckFailing = false
         var stopping = false
+        /// The ADS subscription, while it runs.
+        var controlPlane: Task<Void, Never>?
     }
 
     let runtime: ProxyRuntime
-    private let group: MultiThreadedEventLoopGroup
+    let group: MultiThreadedEventLoopGroup
     private let mutable = NIOLockedValueBox(Mutable())
     private let stopped: EventLoopPromise<Void>
 
@@ -39,7 +51,8 @@ public final class Proxy: Sendable {
     public var state: State { mutable.withLockedValue { $0.state } }
 
     /// Binds the admin API first (so `/ready` can say PRE_INITIALIZING), then the listeners and the
-    /// Prometheus endpoint; the proxy is LIVE when this returns.
+    /// Prometheus endpoint. With static configuration the proxy is LIVE when this returns; with ADS it
+    /// becomes LIVE once the first clusters and listeners from the control plane are in force.
     /// If a port cannot be bound, what was bound is closed again (``stop()``) and the error is thrown.
     public func start() throws {
         let admin = AdminServer(proxy: self)
@@ -50,20 +63,97 @@ public final class Proxy: Sendable {
                 let channel = try admin.bind(host: host, port: port, group: group, routes: routes).wait()
                 mutable.withLockedValue { $0.adminChannels.append(channel) }
             }
-            for listener in runtime.listeners {
-                let channel = try bind(listener).wait()
-                mutable.withLockedValue { $0.serverChannels[listener.name] = channel }
-            }
+            try applyListeners(Array(runtime.configuration.listeners.values)).wait()
         } catch {
             stop()
             throw error
         }
-        mutable.withLockedValue { $0.state = .live }
+        if let bootstrap = runtime.options.bootstrap, let dynamic = bootstrap.dynamicResources {
+            subscribe(to: dynamic, bootstrap: bootstrap)
+        } else {
+            becomeLive()
+        }
+    }
+
+    /// Opens the ADS stream: clusters first, listeners once they are warm.
+    private func subscribe(to dynamic: BootstrapConfig.DynamicResources, bootstrap: BootstrapConfig) {
+        let logger = Logger(label: "capstan.proxy.xds")
+        let client = ADSClient(server: dynamic.server, node: dynamic.node, backoff: runtime.options.controlPlaneBackoff, logger: logger)
+        let handler = DynamicResources(proxy: self, bootstrap: bootstrap, warmingTimeout: runtime.options.warmingTimeout, logger: logger)
+        client.subscribe(.cluster, to: [])
+        let task = Task { await client.run(handler: handler) }
+        mutable.withLockedValue { $0.controlPlane = task }
+    }
+
+    /// From PRE_INITIALIZING to LIVE (not back from DRAINING).
+    func becomeLive() {
+        mutable.withLockedValue { if $0.state == .preInitializing { $0.state = .live } }
+    }
+
+    /// Puts `listeners` in force: binds those that are new (or moved to another port), then swaps the
+    /// configuration, then closes the sockets of listeners that are gone. Connections already accepted
+    /// finish on what they were routed by. If a new socket cannot be bound, nothing changes and the
+    /// error says which listener failed.
+    func applyListeners(_ listeners: [BootstrapConfig.Listener]) -> EventLoopFuture<Void> {
+        let (toBind, refused) = mutable.withLockedValue { state -> ([BootstrapConfig.Listener], Bool) in
+            let fresh = listeners.filter { listener in
+                guard !state.drained.contains(listener.name) else { return false }
+                guard let bound = state.serverChannels[listener.name] else { return true }
+                return bound.port != listener.port || bound.transparent != listener.transparent
+            }
+            return (fresh, state.stopping)
+        }
+        let loop = group.next()
+        if refused { return loop.makeSucceededVoidFuture() }
+        // A listener that moves to a port another listener gives up in the same update is bound after
+        // the old one closes; within one update ports are unique (checked when decoding).
+        let movingPorts = Set(toBind.map(\.port))
+        let released = mutable.withLockedValue { state -> [Channel] in
+            let leaving = state.serverChannels.filter { name, bound in
+                movingPorts.contains(bound.port) && !listeners.contains { $0.name == name && $0.port == bound.port && $0.transparent == bound.transparent }
+            }
+            for name in leaving.keys { state.serverChannels.removeValue(forKey: name) }
+            return leaving.values.map(\.channel)
+        }
+        let closes = EventLoopFuture.andAllComplete(released.map { $0.close() }, on: loop)
+        return closes.flatMap { [self] in
+            let binds = toBind.map { listener in bind(listener).map { (listener, $0) } }
+            return EventLoopFuture.whenAllComplete(binds, on: loop)
+        }.flatMapThrowing { [self] results in
+            var bound: [(BootstrapConfig.Listener, Channel)] = []
+            var failure: (String, any Error)?
+            for (listener, result) in zip(toBind, results) {
+                switch result {
+                case .success(let pair): bound.append(pair)
+                case .failure(let error): failure = failure ?? (listener.name, error)
+                }
+            }
+            if let (name, error) = failure {
+                for (_, channel) in bound { channel.close(promise: nil) }
+                throw ListenerBindError(listener: name, underlying: error)
+            }
+            runtime.replaceListeners(listeners)
+            let wanted = Set(listeners.map(\.name))
+            let removed = mutable.withLockedValue { state -> [Channel] in
+                var replaced: [Channel] = []
+                for (listener, channel) in bound {
+                    if let old = state.serverChannels[listener.name] { replaced.append(old.channel) }
+                    state.serverChannels[listener.name] = BoundListener(port: listener.port, transparent: listener.transparent, channel: channel)
+                }
+                for name in state.serverChannels.keys where !wanted.contains(name) {
+                    replaced.append(state.serverChannels.removeValue(forKey: name)!.channel)
+                }
+                return replaced
+            }
+            for channel in removed { channel.close(promise: nil) }
+        }
     }
 
     private func bind(_ listener: BootstrapConfig.Listener) -> EventLoopFuture<Channel> {
         let runtime = self.runtime
         let stats = runtime.stats.listener(listener.statName)
+        let name = listener.name
+        let transparent = listener.transparent
         var bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -75,7 +165,7 @@ public final class Proxy: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        CapturedConnectionHandler(listener: listener, stats: stats, runtime: runtime))
+                        CapturedConnectionHandler(listener: name, transparent: transparent, stats: stats, runtime: runtime))
                 }
             }
         // One dual-stack socket takes IPv4 and IPv6 connections alike.
@@ -97,12 +187,13 @@ public final class Proxy: Sendable {
     /// the drain time passes. Not graceful: they are closed now. Once every listener is drained and its
     /// connections are gone, the proxy stops.
     public func drain(inboundOnly: Bool, graceful: Bool) {
-        let names = Set(runtime.listeners.filter { !inboundOnly || $0.direction == .inbound }.map(\.name))
+        let listeners = runtime.configuration.listeners.values
+        let names = Set(listeners.filter { !inboundOnly || $0.direction == .inbound }.map(\.name))
         let (channels, allDrained) = mutable.withLockedValue { state -> ([Channel], Bool) in
             if !inboundOnly { state.state = .draining }
             let newly = names.subtracting(state.drained)
             state.drained.formUnion(names)
-            return (newly.compactMap { state.serverChannels[$0] }, state.drained.count == runtime.listeners.count)
+            return (newly.compactMap { state.serverChannels[$0]?.channel }, state.drained.isSuperset(of: listeners.map(\.name)))
         }
         for channel in channels { channel.close(promise: nil) }
         if !graceful { runtime.connections.closeAll(listeners: names) }
@@ -113,7 +204,7 @@ public final class Proxy: Sendable {
     private func waitForConnections(of listeners: Set<String>, until deadline: NIODeadline, thenStop: Bool) {
         let loop = group.next()
         loop.scheduleTask(in: .milliseconds(50)) { [self] in
-            let open = runtime.listeners.filter { listeners.contains($0.name) }
+            let open = runtime.configuration.listeners.values.filter { listeners.contains($0.name) }
                 .reduce(Int64(0)) { $0 + runtime.stats.listener($1.statName).connectionsActive.value }
             if open > 0 && NIODeadline.now() < deadline {
                 waitForConnections(of: listeners, until: deadline, thenStop: thenStop)
@@ -129,11 +220,12 @@ public final class Proxy: Sendable {
         let channels = mutable.withLockedValue { state -> [Channel]? in
             guard !state.stopping else { return nil }
             state.stopping = true
-            return Array(state.serverChannels.values) + state.adminChannels
+            state.controlPlane?.cancel()
+            return state.serverChannels.values.map(\.channel) + state.adminChannels
         }
         guard let channels else { return }
         let closes = channels.map { $0.close() }
-        runtime.connections.closeAll(listeners: Set(runtime.listeners.map(\.name)))
+        runtime.connections.closeAll()
         EventLoopFuture.andAllComplete(closes, on: group.next()).whenComplete { _ in
             self.stopped.succeed(())
         }
@@ -174,9 +266,9 @@ public final class Proxy: Sendable {
     /// `/listeners`: `virtualOutbound::[::]:15001`, one per line, as Envoy prints them.
     var listenersText: String {
         let open = mutable.withLockedValue { $0.serverChannels }
-        return runtime.listeners.compactMap { listener in
-            open[listener.name]?.localAddress.flatMap { address in
-                address.ipAddress.map { "\(listener.name)::\(address.protocol == .inet6 ? "[\($0)]" : $0):\(listener.port)" }
+        return open.sorted { $0.key < $1.key }.compactMap { name, bound in
+            bound.channel.localAddress.flatMap { address in
+                address.ipAddress.map { "\(name)::\(address.protocol == .inet6 ? "[\($0)]" : $0):\(bound.port)" }
             }
         }.joined(separator: "\n") + "\n"
     }
@@ -190,4 +282,11 @@ public final class Proxy: Sendable {
 
     /// `/config_dump`: the listeners and clusters in force, in the shape of Envoy's dump.
     var configDump: String { ConfigDump(runtime: runtime).json }
+}
+
+/// A listener's socket could not be bound: the update that asked for it is refused.
+struct ListenerBindError: Error, CustomStringConvertible {
+    var listener: String
+    var underlying: any Error
+    var description: String { "listener \"\(listener)\": cannot bind: \(underlying)" }
 }

@@ -1,4 +1,5 @@
 import NIOCore
+import XDS
 
 /// How the packaged proxy listens and forwards: Istio's ports and Envoy's defaults.
 public struct ProxyOptions: Sendable {
@@ -28,6 +29,10 @@ public struct ProxyOptions: Sendable {
     public var idleTimeout = TimeAmount.hours(1)
     /// Listeners and clusters from a bootstrap file; nil: Istio's passthrough on the two capture ports.
     public var bootstrap: BootstrapConfig?
+    /// Delays between attempts to reach the control plane.
+    public var controlPlaneBackoff = ADSClient.Backoff()
+    /// How long a new EDS cluster waits for its endpoints before serving without them.
+    public var warmingTimeout = Duration.seconds(15)
 
     public init() {}
 

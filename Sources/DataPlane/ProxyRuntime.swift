@@ -13,35 +13,89 @@ struct UpstreamRoute: Sendable {
     var idleTimeout: TimeAmount
 }
 
-/// What connection handlers share: options, configuration, statistics, the open connections.
+/// The listeners and clusters in force. An update replaces it whole, so each connection is routed by
+/// one consistent version while connections already open keep the upstream they have.
+struct ActiveConfiguration: Sendable {
+    var listeners: [String: BootstrapConfig.Listener] = [:]
+    var clusters: [String: ClusterRuntime] = [:]
+}
+
+/// The xDS versions behind the configuration in force, for `/config_dump`.
+struct ResourceVersions: Sendable {
+    struct Entry: Sendable {
+        var version: String
+        var lastUpdated: String
+    }
+    /// By resource type's service (`LDS`, `CDS`, `EDS`): the last accepted version.
+    var accepted: [String: String] = [:]
+    var listeners: [String: Entry] = [:]
+    var clusters: [String: Entry] = [:]
+    /// Clusters waiting for their endpoints before they serve.
+    var warmingClusters: [String] = []
+    /// Clusters whose endpoints come from EDS.
+    var endpointDiscovered: Set<String> = []
+}
+
+/// What connection handlers share: options, the configuration in force, statistics, the open connections.
 final class ProxyRuntime: Sendable {
     let options: ProxyOptions
-    let listeners: [BootstrapConfig.Listener]
-    let clusters: [String: ClusterRuntime]
-    let stats: ProxyStats
+    let stats = ProxyStats()
     let connections = ConnectionRegistry()
+    /// Versions of the resources in force, as the control plane named them (empty when static).
+    let versions = NIOLockedValueBox(ResourceVersions())
+    private let active = NIOLockedValueBox(ActiveConfiguration())
 
     init(options: ProxyOptions, config: BootstrapConfig) {
         self.options = options
-        self.listeners = config.listeners
-        let clusters = config.clusters.map(ClusterRuntime.init)
-        self.clusters = Dictionary(uniqueKeysWithValues: clusters.map { ($0.name, $0) })
-        self.stats = ProxyStats(listeners: config.listeners.map { ListenerStats(name: $0.statName) },
-                                clusters: clusters.map(\.stats))
+        replaceClusters(config.clusters)
+        replaceListeners(config.listeners)
     }
 
-    /// The route for a connection to `destination` accepted on `listener`, or why there is none.
-    func route(for listener: BootstrapConfig.Listener, destination: SocketAddress, client: SocketAddress?) -> Result<UpstreamRoute, RouteFailure> {
-        guard let chain = listener.chain(for: destination) else { return .failure(.noFilterChain) }
+    var configuration: ActiveConfiguration { active.withLockedValue { $0 } }
+
+    /// Puts `clusters` in force in place of all others. A cluster whose configuration did not change
+    /// keeps its runtime (round-robin position); statistics and the circuit breaker's count of open
+    /// connections carry over by name either way.
+    func replaceClusters(_ clusters: [BootstrapConfig.Cluster]) {
+        active.withLockedValue { active in
+            var next: [String: ClusterRuntime] = [:]
+            for cluster in clusters {
+                if let current = active.clusters[cluster.name], current.config == cluster {
+                    next[cluster.name] = current
+                } else {
+                    next[cluster.name] = ClusterRuntime(cluster, stats: stats.cluster(cluster.name))
+                }
+            }
+            active.clusters = next
+        }
+    }
+
+    /// Puts `listeners` in force in place of all others (their sockets are the proxy's business).
+    func replaceListeners(_ listeners: [BootstrapConfig.Listener]) {
+        for listener in listeners { _ = stats.listener(listener.statName) }
+        active.withLockedValue { $0.listeners = Dictionary(listeners.map { ($0.name, $0) }, uniquingKeysWith: { $1 }) }
+    }
+
+    /// The route for a connection to `destination` accepted on the listener named `listenerName`, or
+    /// why there is none.
+    func route(listener listenerName: String, destination: SocketAddress, client: SocketAddress?) -> Result<UpstreamRoute, RouteFailure> {
+        let configuration = self.configuration
+        guard let listener = configuration.listeners[listenerName], let chain = listener.chain(for: destination) else {
+            return .failure(.noFilterChain)
+        }
         let name: String
         switch chain.route {
         case .cluster(let cluster): name = cluster
         case .weighted(let clusters): name = Self.pick(clusters)
         }
-        guard let cluster = clusters[name] else { return .failure(.noFilterChain) }
-        guard let endpoint = cluster.endpoint(originalDestination: destination) else { return .failure(.overflow) }
+        guard let cluster = configuration.clusters[name] else { return .failure(.unknownCluster) }
+        let endpoint: SocketAddress
+        switch cluster.endpoint(originalDestination: destination) {
+        case .success(let chosen): endpoint = chosen
+        case .failure(let failure): return .failure(failure)
+        }
         // Forwarding to one of our own listeners would come straight back.
-        if case .originalDestination = cluster.config.discovery, isOwnListener(endpoint) { return .failure(.loop) }
+        if case .originalDestination = cluster.config.discovery, isOwnListener(endpoint, in: configuration) { return .failure(.loop) }
         var route = UpstreamRoute(cluster: cluster, endpoint: endpoint,
                                   idleTimeout: chain.idleTimeout.map { TimeAmount($0) } ?? options.idleTimeout)
         if listener.direction == .inbound {
@@ -58,7 +112,12 @@ final class ProxyRuntime: Sendable {
 
     enum RouteFailure: Error {
         case noFilterChain
+        /// The chain names a cluster the proxy does not have (yet): Envoy's tcp_proxy closes too.
+        case unknownCluster
+        /// The circuit breaker is open.
         case overflow
+        /// The cluster has no endpoint to send to.
+        case noHealthyUpstream
         case loop
     }
 
@@ -74,20 +133,13 @@ final class ProxyRuntime: Sendable {
     }
 
     /// Whether `destination` is one of this proxy's own listeners: forwarding there would loop.
-    func isOwnListener(_ destination: SocketAddress) -> Bool {
-        guard let port = destination.port, listeners.contains(where: { $0.port == port }) else { return false }
+    private func isOwnListener(_ destination: SocketAddress, in configuration: ActiveConfiguration) -> Bool {
+        guard let port = destination.port, configuration.listeners.values.contains(where: { $0.port == port }) else { return false }
         let address = destination.unmapped
         if address.isLoopback { return true }
         // Rare: only a connection to one of our ports gets here, so asking the kernel each time is fine.
         let local = (try? System.enumerateDevices()) ?? []
         return local.contains { $0.address?.ipAddress == address.ipAddress }
-    }
-}
-
-extension TimeAmount {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }
 
@@ -115,6 +167,11 @@ final class ConnectionRegistry: Sendable {
 
     func closed(_ channel: Channel) {
         _ = open.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    func closeAll() {
+        let channels = open.withLockedValue { $0.values.map(\.channel) }
+        for channel in channels { channel.close(promise: nil) }
     }
 
     func closeAll(listeners: Set<String>) {

@@ -1,4 +1,5 @@
 import Atomics
+import NIOConcurrencyHelpers
 
 /// A monotonically increasing statistic, shared by all event loops.
 final class Counter: Sendable {
@@ -31,6 +32,8 @@ final class ListenerStats: Sendable {
     let noFilterChainMatch = Counter()
     /// Connections refused because the listener was draining.
     let refusedWhileDraining = Counter()
+    /// Connections whose filter chain names a cluster the proxy does not have.
+    let noCluster = Counter()
 
     init(name: String) { self.name = name }
 
@@ -39,7 +42,8 @@ final class ListenerStats: Sendable {
          ("downstream_cx_active", Double(connectionsActive.value)),
          ("downstream_cx_loop_refused", Double(loopsRefused.value)),
          ("no_filter_chain_match", Double(noFilterChainMatch.value)),
-         ("downstream_cx_drain_refused", Double(refusedWhileDraining.value))]
+         ("downstream_cx_drain_refused", Double(refusedWhileDraining.value)),
+         ("downstream_cx_no_cluster", Double(noCluster.value))]
     }
 }
 
@@ -52,6 +56,11 @@ final class ClusterStats: Sendable {
     let connectTimeouts = Counter()
     /// Connections refused by the `max_connections` circuit breaker.
     let overflows = Counter()
+    /// Connections refused because the cluster had no endpoint.
+    let noHealthyUpstream = Counter()
+    /// EDS responses for this cluster applied and refused.
+    let membershipUpdates = Counter()
+    let membershipRejections = Counter()
     /// Bytes from the upstream (toward the downstream client).
     let bytesReceived = Counter()
     /// Bytes to the upstream.
@@ -65,27 +74,72 @@ final class ClusterStats: Sendable {
          ("upstream_cx_connect_fail", Double(connectFailures.value)),
          ("upstream_cx_connect_timeout", Double(connectTimeouts.value)),
          ("upstream_cx_overflow", Double(overflows.value)),
+         ("upstream_cx_none_healthy", Double(noHealthyUpstream.value)),
+         ("update_success", Double(membershipUpdates.value)),
+         ("update_rejected", Double(membershipRejections.value)),
          ("upstream_cx_rx_bytes_total", Double(bytesReceived.value)),
          ("upstream_cx_tx_bytes_total", Double(bytesSent.value))]
     }
 }
 
-/// All of the proxy's statistics, rendered as Envoy's `/stats` text and as Prometheus exposition text.
-final class ProxyStats: Sendable {
-    let listeners: [ListenerStats]
-    let clusters: [ClusterStats]
+/// Envoy's counters for one xDS subscription: `listener_manager.lds.*`, `cluster_manager.cds.*`.
+final class SubscriptionStats: Sendable {
+    let prefix: String
+    let attempts = Counter()
+    let successes = Counter()
+    let rejections = Counter()
 
-    init(listeners: [ListenerStats], clusters: [ClusterStats]) {
-        self.listeners = listeners
-        self.clusters = clusters
+    init(prefix: String) { self.prefix = prefix }
+
+    var entries: [(String, Double)] {
+        [("\(prefix).update_attempt", Double(attempts.value)),
+         ("\(prefix).update_success", Double(successes.value)),
+         ("\(prefix).update_rejected", Double(rejections.value))]
+    }
+}
+
+/// All of the proxy's statistics, rendered as Envoy's `/stats` text and as Prometheus exposition text.
+/// Listener and cluster statistics are made on first use and kept by name, so they survive updates.
+final class ProxyStats: Sendable {
+    private let listenersByName = NIOLockedValueBox<[String: ListenerStats]>([:])
+    private let clustersByName = NIOLockedValueBox<[String: ClusterStats]>([:])
+    let listenerUpdates = SubscriptionStats(prefix: "listener_manager.lds")
+    let clusterUpdates = SubscriptionStats(prefix: "cluster_manager.cds")
+    /// Envoy's `control_plane.connected_state`: 1 while the ADS stream is up.
+    let controlPlaneConnected = Gauge()
+
+    init() {}
+
+    func listener(_ name: String) -> ListenerStats {
+        listenersByName.withLockedValue { stats in
+            if let existing = stats[name] { return existing }
+            let made = ListenerStats(name: name)
+            stats[name] = made
+            return made
+        }
     }
 
-    func listener(_ name: String) -> ListenerStats { listeners.first { $0.name == name }! }
+    func cluster(_ name: String) -> ClusterStats {
+        clustersByName.withLockedValue { stats in
+            if let existing = stats[name] { return existing }
+            let made = ClusterStats(name: name)
+            stats[name] = made
+            return made
+        }
+    }
 
+    var listeners: [ListenerStats] { listenersByName.withLockedValue { $0.values.sorted { $0.name < $1.name } } }
+    var clusters: [ClusterStats] { clustersByName.withLockedValue { $0.values.sorted { $0.name < $1.name } } }
+
+    /// Server-wide entries, without a listener or cluster: xDS updates and the control plane's state.
+    private var serverEntries: [(String, Double)] {
+        listenerUpdates.entries + clusterUpdates.entries
+            + [("control_plane.connected_state", Double(controlPlaneConnected.value))]
+    }
 
     /// `listener.0.0.0.0_15001.downstream_cx_total: 3`, one per line, as Envoy's admin `/stats`.
     var envoyText: String {
-        var lines: [String] = []
+        var lines = serverEntries.map { "\($0.0): \(Int64($0.1))" }
         for cluster in clusters {
             for (key, value) in cluster.entries { lines.append("cluster.\(cluster.name).\(key): \(Int64(value))") }
         }
@@ -109,6 +163,10 @@ final class ProxyStats: Sendable {
                     families.append((name, type, [sample]))
                 }
             }
+        }
+        for (key, value) in serverEntries {
+            let name = "envoy_" + key.replacing(".", with: "_")
+            families.append((name, key.hasSuffix("_state") ? "gauge" : "counter", ["\(name) \(Int64(value))"]))
         }
         for cluster in clusters { add("cluster", "envoy_cluster_name", cluster.name, cluster.entries) }
         for listener in listeners { add("listener", "envoy_listener_address", listener.name, listener.entries) }

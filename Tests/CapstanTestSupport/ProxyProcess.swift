@@ -4,59 +4,45 @@ import Netfilter
 /// `capstan proxy` running inside a sandbox namespace, stopped (by its pid) when the test is done.
 public final class ProxyProcess: @unchecked Sendable {
     public let namespace: NetworkNamespace
-    private let process: Process
-    private let errors = Pipe()
+    private let process: NamespacedProcess
 
-    /// Starts the proxy in `sandbox`'s pod namespace and waits until its admin API says LIVE.
-    public init(in sandbox: Sandbox, arguments: [String] = []) throws {
-        namespace = sandbox.pod
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        let name = URL(fileURLWithPath: sandbox.pod.path!).lastPathComponent
-        process.arguments = ["netns", "exec", name, Sandbox.capstanExecutable, "proxy"] + arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = errors
-        try process.run()
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if let ready = try? admin("GET", "/ready"), ready.body == "LIVE\n" { return }
-            guard process.isRunning else { break }
-            usleep(50_000)
-        }
-        stop()
-        throw SandboxError("capstan proxy did not become LIVE: \(errorOutput)")
+    /// Starts the proxy in `namespace` and waits until its admin API says LIVE.
+    public init(in namespace: NetworkNamespace, arguments: [String] = [], logPath: String? = nil, liveWithin seconds: Double = 10) throws {
+        self.namespace = namespace
+        let log = logPath ?? FileManager.default.temporaryDirectory.appendingPathComponent("capstan-proxy-\(getpid())-\(UUID().uuidString).log").path
+        process = try NamespacedProcess(capstan: ["proxy"] + arguments, in: namespace, logPath: log)
+        let admin = self.admin
+        if process.waitUntil(seconds: seconds, { (try? admin("GET", "/ready", 15000, .loopbackV4))?.body == "LIVE\n" }) { return }
+        process.stop()
+        throw SandboxError("capstan proxy did not become LIVE: \(process.log)")
+    }
+
+    /// Starts the proxy in `sandbox`'s pod namespace.
+    public convenience init(in sandbox: Sandbox, arguments: [String] = []) throws {
+        try self.init(in: sandbox.pod, arguments: arguments)
     }
 
     deinit {
         stop()
+        try? FileManager.default.removeItem(atPath: process.logPath)
     }
 
     public var isRunning: Bool { process.isRunning }
-    public var pid: Int32 { process.processIdentifier }
+    public var pid: Int32 { process.pid }
 
-    /// What the proxy wrote to standard error so far (only once it has exited).
-    public var errorOutput: String {
-        guard !process.isRunning else { return "(still running)" }
-        return String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    }
+    /// What the proxy wrote to standard error so far.
+    public var errorOutput: String { process.log }
 
-    /// Sends a signal to the proxy (the `ip netns exec` process execs it, so the pid is the proxy's).
-    public func signal(_ number: Int32) {
-        if process.isRunning { kill(process.processIdentifier, number) }
-    }
+    /// Sends a signal to the proxy.
+    public func signal(_ number: Int32) { process.signal(number) }
 
     /// Waits up to `seconds` for the proxy to exit; its exit status, or nil if it is still running.
-    public func waitForExit(seconds: Double) -> Int32? {
-        let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        return process.isRunning ? nil : process.terminationStatus
-    }
+    public func waitForExit(seconds: Double) -> Int32? { process.waitForExit(seconds: seconds) }
 
-    public func stop() {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
+    /// Polls `condition` for up to `seconds` while the proxy runs.
+    public func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool { process.waitUntil(seconds: seconds, condition) }
+
+    public func stop() { process.stop() }
 
     /// An HTTP request to the admin API at 127.0.0.1:`port` inside the pod; status and body.
     public func admin(_ method: String, _ path: String, port: UInt16 = 15000, host: IPAddress = .loopbackV4) throws -> (status: Int, body: String) {

@@ -1,0 +1,383 @@
+import Configuration
+import FoundationEssentials
+
+/// Something wrong with the configuration, said with where: file, document, line, resource and field.
+public struct MeshConfigProblem: Error, Sendable, Equatable, CustomStringConvertible {
+    public var origin: String
+    public var resource: String?
+    public var field: String
+    public var message: String
+
+    public var description: String {
+        [origin, resource, field.isEmpty ? nil : field].compactMap { $0 }.joined(separator: ": ") + ": " + message
+    }
+}
+
+/// The result of reading a directory: the configuration if it is valid, else every problem found.
+public struct MeshConfigReading: Sendable {
+    public var config: MeshConfig?
+    public var problems: [MeshConfigProblem]
+    /// Fields and kinds that were ignored.
+    public var warnings: [String]
+    public var files: Int
+}
+
+/// Reads Istio-style YAML (multi-document files, as `kubectl apply -f` takes them) into a
+/// ``MeshConfig``, checking each resource and then the references between them.
+public enum MeshConfigReader {
+    /// Istio kinds Capstan does not act on yet: read, reported, not refused.
+    static let ignoredKinds: Set<String> = ["AuthorizationPolicy", "PeerAuthentication", "Sidecar", "Gateway",
+                                            "RequestAuthentication", "Telemetry", "EnvoyFilter", "ProxyConfig", "WorkloadGroup"]
+
+    /// Every `*.yaml`, `*.yml` and `*.json` file directly in `directory` (hidden ones, such as a
+    /// ConfigMap volume's `..data`, skipped), in name order.
+    public static func read(directory: String) -> MeshConfigReading {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        } catch {
+            return MeshConfigReading(config: nil, problems: [MeshConfigProblem(origin: directory, resource: nil, field: "",
+                                                                               message: "cannot read the directory: \(error)")],
+                                     warnings: [], files: 0)
+        }
+        var sources: [(file: String, text: String)] = []
+        var problems: [MeshConfigProblem] = []
+        for name in names.sorted() where !name.hasPrefix(".") && [".yaml", ".yml", ".json"].contains(where: name.hasSuffix) {
+            let path = directory.hasSuffix("/") ? directory + name : "\(directory)/\(name)"
+            guard let data = FileManager.default.contents(atPath: path) else {
+                problems.append(MeshConfigProblem(origin: path, resource: nil, field: "", message: "cannot read the file"))
+                continue
+            }
+            sources.append((path, String(decoding: data, as: UTF8.self)))
+        }
+        var reading = read(sources)
+        reading.problems = problems + reading.problems
+        if !problems.isEmpty { reading.config = nil }
+        return reading
+    }
+
+    /// Reads documents from named texts (a file name each).
+    public static func read(_ sources: [(file: String, text: String)]) -> MeshConfigReading {
+        var builder = Builder()
+        for (file, text) in sources {
+            let documents: [YAMLDocument]
+            do throws(YAMLError) {
+                documents = try YAMLDocument.parseAll(text)
+            } catch {
+                builder.problems.append(MeshConfigProblem(origin: "\(file): line \(error.line)", resource: nil, field: "",
+                                                          message: "not valid YAML: column \(error.column): \(error.message)"))
+                continue
+            }
+            for document in documents { builder.add(document, file: file) }
+        }
+        builder.checkReferences()
+        return MeshConfigReading(config: builder.problems.isEmpty ? builder.config : nil, problems: builder.problems,
+                                 warnings: builder.warnings, files: sources.count)
+    }
+}
+
+/// Collects resources and problems document by document.
+private struct Builder {
+    var config = MeshConfig()
+    var problems: [MeshConfigProblem] = []
+    var warnings: [String] = []
+    private var seen: Set<String> = []
+
+    mutating func add(_ document: YAMLDocument, file: String) {
+        let root = ConfigReader(document.value)
+        var origin = ResourceOrigin(file: file, document: document.index, line: document.line, kind: "", name: "")
+        do throws(ConfigError) {
+            let apiVersion = try root.required("apiVersion").string()
+            let kind = try root.required("kind").string()
+            let metadata = try root.required("metadata")
+            let name = try metadata.required("name").string()
+            guard Self.isDNSLabel(name) else { throw ConfigError(path: "metadata.name", message: "\"\(name)\" is not a DNS-1123 name") }
+            let namespace = try metadata.optional("namespace")?.string() ?? "default"
+            guard Self.isDNSLabel(namespace) else {
+                throw ConfigError(path: "metadata.namespace", message: "\"\(namespace)\" is not a DNS-1123 label")
+            }
+            origin.kind = kind
+            origin.name = "\(namespace)/\(name)"
+            guard apiVersion.hasPrefix("networking.istio.io/") || apiVersion.hasPrefix("security.istio.io/") else {
+                throw ConfigError(path: "apiVersion", message: "\"\(apiVersion)\" is not an Istio networking or security API")
+            }
+            guard seen.insert("\(kind)/\(namespace)/\(name)").inserted else {
+                throw ConfigError(path: "metadata.name", message: "\(kind) \(namespace)/\(name) is defined twice")
+            }
+            var resourceWarnings: [String] = []
+            try root.ignoringUnknown(["apiVersion", "kind", "metadata", "spec", "status"], warnings: &resourceWarnings)
+            let spec = try root.required("spec")
+            switch kind {
+            case "ServiceEntry":
+                config.serviceEntries.append(try Self.serviceEntry(spec, origin: origin, namespace: namespace, warnings: &resourceWarnings))
+            case "WorkloadEntry":
+                config.workloadEntries.append(WorkloadEntry(origin: origin, namespace: namespace,
+                                                            endpoint: try Self.endpoint(spec, warnings: &resourceWarnings)))
+            case "VirtualService":
+                config.virtualServices.append(try Self.virtualService(spec, origin: origin, namespace: namespace, warnings: &resourceWarnings))
+            case "DestinationRule":
+                config.destinationRules.append(try Self.destinationRule(spec, origin: origin, namespace: namespace, warnings: &resourceWarnings))
+            case let other where MeshConfigReader.ignoredKinds.contains(other):
+                resourceWarnings.append("kind \(other) is not acted on by Capstan yet, ignored")
+            default:
+                throw ConfigError(path: "kind", message: "\"\(kind)\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule)")
+            }
+            warnings += resourceWarnings.map { "\(origin): \(kind) \(origin.name): \($0)" }
+        } catch {
+            problems.append(MeshConfigProblem(origin: origin.description, resource: origin.kind.isEmpty ? nil : "\(origin.kind) \(origin.name)",
+                                              field: error.path, message: error.message))
+        }
+    }
+
+    // MARK: Kinds
+
+    static func serviceEntry(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
+                             warnings: inout [String]) throws(ConfigError) -> ServiceEntry {
+        try spec.ignoringUnknown(["hosts", "addresses", "ports", "location", "resolution", "endpoints", "workloadSelector",
+                                  "exportTo", "subjectAltNames"], warnings: &warnings)
+        let hosts = try strings(spec.required("hosts"), nonEmpty: true).map { MeshConfig.qualified($0, namespace: namespace) }
+        let addressesReader = try spec.optional("addresses")
+        let addresses = try addressesReader.map { reader throws(ConfigError) in try strings(reader, nonEmpty: false) } ?? []
+        for (index, address) in addresses.enumerated() where IPNetwork(address) == nil {
+            throw ConfigError(path: "spec.addresses[\(index)]", message: "\"\(address)\" is not an IP address or CIDR")
+        }
+        var ports: [ServiceEntry.Port] = []
+        for port in try spec.required("ports").list() {
+            try port.ignoringUnknown(["number", "name", "protocol", "targetPort"], warnings: &warnings)
+            let number = try port.required("number").integer(in: 1...65535)
+            let name = try port.optional("name")?.string() ?? "port-\(number)"
+            let proto = try port.optional("protocol")?.string().uppercased() ?? "TCP"
+            if proto != "TCP" { warnings.append("\(port.path).protocol: \(proto) is proxied as TCP") }
+            guard !ports.contains(where: { $0.number == number || $0.name == name }) else {
+                throw port.fail("port \(number) (\(name)) is listed twice")
+            }
+            ports.append(.init(number: number, name: name, protocol: proto, targetPort: try port.optional("targetPort")?.integer(in: 1...65535)))
+        }
+        guard !ports.isEmpty else { throw ConfigError(path: "spec.ports", message: "needs at least one port") }
+        let resolution: ServiceEntry.Resolution
+        if let reader = try spec.optional("resolution") {
+            let text = try reader.string()
+            guard let parsed = ServiceEntry.Resolution(rawValue: text) else {
+                throw reader.fail("\"\(text)\" is not supported (STATIC, NONE)")
+            }
+            resolution = parsed
+        } else {
+            resolution = .none
+        }
+        var endpoints: [WorkloadEndpoint] = []
+        for reader in try spec.optional("endpoints")?.list() ?? [] {
+            let endpoint = try endpoint(reader, warnings: &warnings)
+            for (name, _) in endpoint.ports where !ports.contains(where: { $0.name == name }) {
+                throw ConfigError(path: "\(reader.path).ports.\(name)", message: "names no port of the service")
+            }
+            endpoints.append(endpoint)
+        }
+        let selector = try spec.optional("workloadSelector").map { reader throws(ConfigError) in
+            try reader.ignoringUnknown(["labels"], warnings: &warnings)
+            return try labels(reader.required("labels"))
+        }
+        if resolution == .static && endpoints.isEmpty && selector == nil {
+            warnings.append("spec: resolution STATIC with no endpoints and no workloadSelector: the service has no endpoints")
+        }
+        return ServiceEntry(origin: origin, namespace: namespace, hosts: hosts, addresses: addresses, ports: ports,
+                            resolution: resolution, endpoints: endpoints, workloadSelector: selector)
+    }
+
+    /// A ServiceEntry endpoint or a WorkloadEntry spec: the same fields.
+    static func endpoint(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> WorkloadEndpoint {
+        try reader.ignoringUnknown(["address", "labels", "ports", "serviceAccount", "network", "locality", "weight"], warnings: &warnings)
+        let addressReader = try reader.required("address")
+        let address = try addressReader.string()
+        guard let network = IPNetwork(address), network.isSingleAddress else {
+            throw addressReader.fail("\"\(address)\" is not an IP address (Capstan does not resolve names)")
+        }
+        var ports: [String: Int] = [:]
+        if let reader = try reader.optional("ports") {
+            for (name, _) in try reader.fields() { ports[name] = try reader.required(name).integer(in: 1...65535) }
+        }
+        return WorkloadEndpoint(address: network.address, labels: try reader.optional("labels").map(labels) ?? [:], ports: ports,
+                                serviceAccount: try reader.optional("serviceAccount")?.string())
+    }
+
+    static func virtualService(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
+                               warnings: inout [String]) throws(ConfigError) -> VirtualService {
+        try spec.ignoringUnknown(["hosts", "gateways", "tcp", "exportTo"], warnings: &warnings)
+        if let gateways = try spec.optional("gateways"), try strings(gateways, nonEmpty: false) != ["mesh"] {
+            warnings.append("spec.gateways: only the mesh gateway (sidecars) is configured by Capstan")
+        }
+        let hosts = try strings(spec.required("hosts"), nonEmpty: true).map { MeshConfig.qualified($0, namespace: namespace) }
+        var routes: [VirtualService.TCPRoute] = []
+        for route in try spec.optional("tcp")?.list() ?? [] {
+            try route.ignoringUnknown(["match", "route"], warnings: &warnings)
+            var ports: [Int] = []
+            for match in try route.optional("match")?.list() ?? [] {
+                try match.ignoringUnknown(["port"], warnings: &warnings)
+                if let port = try match.optional("port") { ports.append(try port.integer(in: 1...65535)) }
+            }
+            let destinations = try route.required("route").list()
+            guard !destinations.isEmpty else { throw route.fail("needs at least one route destination") }
+            var parsed: [VirtualService.Destination] = []
+            for entry in destinations {
+                try entry.ignoringUnknown(["destination", "weight"], warnings: &warnings)
+                let destination = try entry.required("destination")
+                try destination.ignoringUnknown(["host", "subset", "port"], warnings: &warnings)
+                let port = try destination.optional("port").map { reader throws(ConfigError) in
+                    try reader.ignoringUnknown(["number"], warnings: &warnings)
+                    return try reader.required("number").integer(in: 1...65535)
+                }
+                let weightReader = try entry.optional("weight")
+                if destinations.count > 1 && weightReader == nil {
+                    throw entry.fail("needs a weight: a route with several destinations splits traffic by weight")
+                }
+                parsed.append(.init(host: MeshConfig.qualified(try destination.required("host").string(), namespace: namespace),
+                                    subset: try destination.optional("subset")?.string(), port: port,
+                                    weight: try weightReader?.integer(in: 0...100) ?? 100))
+            }
+            let total = parsed.reduce(0) { $0 + $1.weight }
+            if parsed.count > 1 && total != 100 {
+                throw ConfigError(path: "\(route.path).route", message: "weights add up to \(total), not 100")
+            }
+            routes.append(.init(ports: ports, destinations: parsed))
+        }
+        return VirtualService(origin: origin, namespace: namespace, hosts: hosts, tcp: routes)
+    }
+
+    static func destinationRule(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
+                                warnings: inout [String]) throws(ConfigError) -> DestinationRule {
+        try spec.ignoringUnknown(["host", "trafficPolicy", "subsets", "exportTo", "workloadSelector"], warnings: &warnings)
+        let host = MeshConfig.qualified(try spec.required("host").string(), namespace: namespace)
+        let policy = try spec.optional("trafficPolicy").map { reader throws(ConfigError) in try trafficPolicy(reader, warnings: &warnings) }
+        var subsets: [DestinationRule.Subset] = []
+        for subset in try spec.optional("subsets")?.list() ?? [] {
+            try subset.ignoringUnknown(["name", "labels", "trafficPolicy"], warnings: &warnings)
+            let name = try subset.required("name").string()
+            guard !name.isEmpty, !name.contains("|") else { throw subset.fail("\"\(name)\" is not a subset name") }
+            guard !subsets.contains(where: { $0.name == name }) else { throw subset.fail("subset \"\(name)\" is defined twice") }
+            subsets.append(.init(name: name, labels: try subset.optional("labels").map(labels) ?? [:],
+                                 trafficPolicy: try subset.optional("trafficPolicy").map { reader throws(ConfigError) in
+                                     try trafficPolicy(reader, warnings: &warnings)
+                                 }))
+        }
+        return DestinationRule(origin: origin, namespace: namespace, host: host,
+                               trafficPolicy: policy ?? DestinationRule.TrafficPolicy(), subsets: subsets)
+    }
+
+    static func trafficPolicy(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> DestinationRule.TrafficPolicy {
+        try reader.ignoringUnknown(["loadBalancer", "connectionPool", "tls", "outlierDetection", "portLevelSettings"], warnings: &warnings)
+        var policy = DestinationRule.TrafficPolicy()
+        if let balancer = try reader.optional("loadBalancer") {
+            try balancer.ignoringUnknown(["simple"], warnings: &warnings)
+            if let simple = try balancer.optional("simple") {
+                switch try simple.string() {
+                case "ROUND_ROBIN", "UNSPECIFIED": policy.loadBalancer = "ROUND_ROBIN"
+                case "LEAST_REQUEST", "LEAST_CONN": policy.loadBalancer = "LEAST_REQUEST"
+                case "RANDOM": policy.loadBalancer = "RANDOM"
+                case let other: throw simple.fail("\"\(other)\" is not supported (ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM)")
+                }
+            }
+        }
+        if let pool = try reader.optional("connectionPool") {
+            try pool.ignoringUnknown(["tcp"], warnings: &warnings)
+            if let tcp = try pool.optional("tcp") {
+                try tcp.ignoringUnknown(["maxConnections", "connectTimeout"], warnings: &warnings)
+                policy.maxConnections = try tcp.optional("maxConnections")?.integer(in: 1...Int(Int32.max))
+                policy.connectTimeout = try tcp.optional("connectTimeout")?.goDuration()
+            }
+        }
+        return policy
+    }
+
+    // MARK: References between resources
+
+    mutating func checkReferences() {
+        var owners: [String: ResourceOrigin] = [:]
+        for entry in config.serviceEntries {
+            for host in entry.hosts {
+                if let other = owners[host] {
+                    problems.append(entry.origin.problem("spec.hosts", "host \(host) is also defined by ServiceEntry \(other.name) (\(other))"))
+                }
+                owners[host] = entry.origin
+            }
+        }
+        for service in config.virtualServices {
+            for (routeIndex, route) in service.tcp.enumerated() {
+                for (index, destination) in route.destinations.enumerated() {
+                    let field = "spec.tcp[\(routeIndex)].route[\(index)].destination"
+                    guard let entry = config.serviceEntries.first(where: { $0.hosts.contains(destination.host) }) else {
+                        problems.append(service.origin.problem("\(field).host", "\(destination.host) is not defined by any ServiceEntry"))
+                        continue
+                    }
+                    if let port = destination.port, !entry.ports.contains(where: { $0.number == port }) {
+                        problems.append(service.origin.problem("\(field).port.number", "\(destination.host) has no port \(port)"))
+                    }
+                    if destination.port == nil && entry.ports.count > 1 {
+                        problems.append(service.origin.problem("\(field).port", "\(destination.host) has several ports: say which"))
+                    }
+                    if let subset = destination.subset,
+                       !config.destinationRules.contains(where: { $0.host == destination.host && $0.subsets.contains { $0.name == subset } }) {
+                        problems.append(service.origin.problem("\(field).subset", "no DestinationRule for \(destination.host) defines subset \"\(subset)\""))
+                    }
+                }
+            }
+        }
+        var ruled: [String: ResourceOrigin] = [:]
+        for rule in config.destinationRules {
+            if let other = ruled[rule.host] {
+                problems.append(rule.origin.problem("spec.host", "\(rule.host) already has DestinationRule \(other.name) (\(other))"))
+            }
+            ruled[rule.host] = rule.origin
+        }
+    }
+
+    // MARK: Field helpers
+
+    static func strings(_ reader: ConfigReader, nonEmpty: Bool) throws(ConfigError) -> [String] {
+        let items = try reader.list().map { item throws(ConfigError) in try item.string() }
+        if nonEmpty && items.isEmpty { throw reader.fail("needs at least one entry") }
+        return items
+    }
+
+    static func labels(_ reader: ConfigReader) throws(ConfigError) -> [String: String] {
+        var labels: [String: String] = [:]
+        for (key, value) in try reader.fields() {
+            switch value {
+            case .string(let text): labels[key] = text
+            case .number, .bool: labels[key] = value.jsonText()
+            default: throw ConfigError(path: "\(reader.path).\(key)", message: "a label value must be a string")
+            }
+        }
+        return labels
+    }
+
+    static func isDNSLabel(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.count <= 253 && text.first != "-" && text.last != "-"
+            && text.allSatisfy { ($0.isLetter && $0.isLowercase && $0.isASCII) || $0.isNumber || $0 == "-" || $0 == "." }
+    }
+}
+
+extension ResourceOrigin {
+    func problem(_ field: String, _ message: String) -> MeshConfigProblem {
+        MeshConfigProblem(origin: description, resource: "\(kind) \(name)", field: field, message: message)
+    }
+}
+
+extension ConfigReader {
+    /// Istio's durations, as Go writes them: `10s`, `500ms`, `1m30s`, `1.5s`.
+    func goDuration() throws(ConfigError) -> Duration {
+        guard case .string(let text) = value, !text.isEmpty else { throw fail("expected a duration such as \"10s\" or \"500ms\"") }
+        var total = Duration.zero
+        var rest = Substring(text)
+        let units: [(String, Duration)] = [("ms", .milliseconds(1)), ("us", .microseconds(1)), ("ns", .nanoseconds(1)),
+                                           ("h", .seconds(3600)), ("m", .seconds(60)), ("s", .seconds(1))]
+        while !rest.isEmpty {
+            let number = rest.prefix { $0.isNumber || $0 == "." }
+            rest = rest.dropFirst(number.count)
+            guard let value = Double(number), let unit = units.first(where: { rest.hasPrefix($0.0) }) else {
+                throw fail("\"\(text)\" is not a duration such as \"10s\" or \"500ms\"")
+            }
+            rest = rest.dropFirst(unit.0.count)
+            total += unit.1 * value
+        }
+        return total
+    }
+}

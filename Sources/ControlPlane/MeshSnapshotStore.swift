@@ -1,0 +1,67 @@
+import FoundationEssentials
+import Synchronization
+import XDS
+
+/// The control plane's current xDS resources and their versions, as the ADS server asks for them per
+/// proxy. A type's version changes only when its content does, so an edit to one service does not
+/// resend listeners that stayed the same.
+final class MeshSnapshotStore: ADSSnapshotSource {
+    private struct Generation {
+        var number = 0
+        var resources: MeshResources?
+        var versions: [XDSResourceType: String] = [:]
+        /// Each type's content as last built, to tell whether an update changed it.
+        var content: [XDSResourceType: [Data]] = [:]
+        /// Inbound listeners made for proxies so far, by IP and interception, for this generation.
+        var inbound: [String: MeshResources.Resource] = [:]
+    }
+
+    private let generation = Mutex(Generation())
+
+    /// Puts new resources in force; returns the types whose content changed.
+    @discardableResult
+    func update(_ resources: MeshResources) -> [XDSResourceType] {
+        generation.withLock { generation in
+            generation.number += 1
+            let content: [XDSResourceType: [Data]] = [
+                .cluster: resources.clusters.map(\.resource.value),
+                .endpoint: resources.endpoints.map(\.resource.value),
+                // Inbound listeners follow from the workloads' ports.
+                .listener: [resources.outboundListener.resource.value]
+                    + resources.inboundPorts.sorted { $0.key < $1.key }.map { Data("\($0.key)=\($0.value)".utf8) },
+            ]
+            let changed = XDSResourceType.allCases.filter { generation.content[$0] != content[$0] }
+            for type in changed { generation.versions[type] = String(generation.number) }
+            generation.content = content
+            generation.resources = resources
+            if changed.contains(.listener) { generation.inbound = [:] }
+            return changed
+        }
+    }
+
+    var version: Int { generation.withLock { $0.number } }
+
+    func snapshot(for node: Envoy_Config_Core_V3_Node) -> XDSSnapshot {
+        let ip = ProxyNodeID(node.id)?.ipAddresses.first ?? ""
+        let transparent = node.metadata.fields["INTERCEPTION_MODE"]?.stringValue == "TPROXY"
+        return generation.withLock { generation in
+            guard let resources = generation.resources else { return XDSSnapshot(types: [:]) }
+            let key = "\(ip)|\(transparent)"
+            let inbound: MeshResources.Resource
+            if let made = generation.inbound[key] {
+                inbound = made
+            } else {
+                // Packing cannot fail for a listener built here; an empty one would be refused by the proxy.
+                inbound = (try? ProxyConfigGenerator.inboundListener(ports: resources.inboundPorts[ip] ?? [], transparent: transparent))
+                    ?? (ProxyConfigGenerator.inboundListenerName, .init())
+                generation.inbound[key] = inbound
+            }
+            return XDSSnapshot(types: [
+                .cluster: VersionedResources(version: generation.versions[.cluster] ?? "", resources: resources.clusters),
+                .endpoint: VersionedResources(version: generation.versions[.endpoint] ?? "", resources: resources.endpoints),
+                .listener: VersionedResources(version: generation.versions[.listener] ?? "",
+                                              resources: [resources.outboundListener, inbound]),
+            ])
+        }
+    }
+}

@@ -1,0 +1,218 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+import SwiftProtobuf
+import Synchronization
+
+public typealias DiscoveryRequest = Envoy_Service_Discovery_V3_DiscoveryRequest
+public typealias DiscoveryResponse = Envoy_Service_Discovery_V3_DiscoveryResponse
+
+/// What a consumer of xDS says about one response: applied, or refused with a reason (a NACK).
+public enum ADSVerdict: Sendable, Equatable {
+    case accept
+    case reject(String)
+}
+
+/// The side of an ADS client that applies configuration: the proxy.
+public protocol ADSResponseHandler: AnyObject, Sendable {
+    /// Applies or refuses one response. Calls come one at a time, in the order responses arrive.
+    func apply(_ response: DiscoveryResponse, type: XDSResourceType, client: ADSClient) async -> ADSVerdict
+    /// The stream to the server came up or went down.
+    func connectionChanged(connected: Bool)
+}
+
+/// A state-of-the-world ADS client: one gRPC stream carrying CDS, EDS and LDS, ACKing what the
+/// handler accepts and NACKing what it refuses (with the last accepted version, so the server knows
+/// what is still in force). A broken stream is reopened with exponential backoff and jitter, and the
+/// subscriptions are sent again with their accepted versions; the handler keeps its last good config
+/// in the meantime.
+public final class ADSClient: Sendable {
+    /// Reconnect delays: `initial` doubling up to `maximum`, each drawn from its upper half.
+    public struct Backoff: Sendable {
+        public var initial: Duration
+        public var maximum: Duration
+
+        public init(initial: Duration = .milliseconds(500), maximum: Duration = .seconds(30)) {
+            self.initial = initial
+            self.maximum = maximum
+        }
+
+        /// The delay before attempt `attempt` (0 for the first retry).
+        public func delay(attempt: Int) -> Duration {
+            let ceiling = min(initial * Double(1 << min(attempt, 20)), maximum)
+            return ceiling * Double.random(in: 0.5...1.0)
+        }
+    }
+
+    private struct Subscription {
+        var names: [String]
+        var acceptedVersion = ""
+        var lastNonce = ""
+    }
+
+    private struct State {
+        var subscriptions: [XDSResourceType: Subscription] = [:]
+        /// Requests to the stream that is open now; nil between streams.
+        var outbox: AsyncStream<DiscoveryRequest>.Continuation?
+        var nodeSent = false
+    }
+
+    public let server: XDSServerAddress
+    public let node: Envoy_Config_Core_V3_Node
+    private let backoff: Backoff
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    public init(server: XDSServerAddress, node: Envoy_Config_Core_V3_Node, backoff: Backoff = Backoff(), logger: Logger) {
+        self.server = server
+        self.node = node
+        self.backoff = backoff
+        self.logger = logger
+    }
+
+    /// Asks for `names` of `type` (empty: all of them, for LDS and CDS). Sent now if a stream is
+    /// open, and again on every new stream.
+    public func subscribe(_ type: XDSResourceType, to names: [String]) {
+        state.withLock { state in
+            var subscription = state.subscriptions[type] ?? Subscription(names: names)
+            let changed = state.subscriptions[type] == nil || subscription.names != names
+            subscription.names = names
+            state.subscriptions[type] = subscription
+            if changed, let outbox = state.outbox {
+                outbox.yield(Self.request(type, subscription, state: &state, node: node, errorDetail: nil))
+            }
+        }
+    }
+
+    /// The last version accepted for `type`, empty before any.
+    public func acceptedVersion(of type: XDSResourceType) -> String {
+        state.withLock { $0.subscriptions[type]?.acceptedVersion ?? "" }
+    }
+
+    /// Runs streams until the task is cancelled.
+    public func run(handler: some ADSResponseHandler) async {
+        let transport: HTTP2ClientTransport.Posix
+        do {
+            transport = try .http2NIOPosix(
+                target: server.target, transportSecurity: .plaintext,
+                config: .defaults { $0.backoff = .init(initial: backoff.initial, max: backoff.maximum, multiplier: 2, jitter: 0.2) })
+        } catch {
+            logger.error("cannot reach the xDS server", metadata: ["server": "\(server)", "error": "\(error)"])
+            return
+        }
+        do {
+            try await withGRPCClient(transport: transport) { grpc in
+                let ads = Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Client(wrapping: grpc)
+                var attempt = 0
+                while !Task.isCancelled {
+                    let receivedAny = await stream(ads, handler: handler)
+                    handler.connectionChanged(connected: false)
+                    if receivedAny { attempt = 0 }
+                    let delay = backoff.delay(attempt: attempt)
+                    attempt += 1
+                    logger.info("xDS stream closed, reconnecting", metadata: ["server": "\(server)", "in": "\(delay)"])
+                    try? await Task.sleep(for: delay)
+                }
+                grpc.beginGracefulShutdown()
+            }
+        } catch {
+            logger.error("xDS client stopped", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// One stream, until it breaks. Whether any response arrived (the backoff starts over if so).
+    private func stream(_ ads: Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Client<HTTP2ClientTransport.Posix>,
+                        handler: some ADSResponseHandler) async -> Bool {
+        let (requests, outbox) = AsyncStream.makeStream(of: DiscoveryRequest.self)
+        state.withLock { state in
+            state.outbox = outbox
+            state.nodeSent = false
+            // Initialization order: clusters, endpoints, listeners.
+            for type in state.subscriptions.keys.sorted() {
+                var subscription = state.subscriptions[type]!
+                subscription.lastNonce = ""
+                state.subscriptions[type] = subscription
+                outbox.yield(Self.request(type, subscription, state: &state, node: node, errorDetail: nil))
+            }
+        }
+        var options = CallOptions.defaults
+        options.waitForReady = false
+        let received = Atomic(false)
+        do {
+            try await ads.streamAggregatedResources(options: options) { writer in
+                for await request in requests { try await writer.write(request) }
+            } onResponse: { response in
+                defer { outbox.finish() }
+                for try await message in response.messages {
+                    if !received.exchange(true, ordering: .relaxed) { handler.connectionChanged(connected: true) }
+                    await self.handle(message, handler: handler)
+                }
+            }
+        } catch {
+            logger.debug("xDS stream failed", metadata: ["error": "\(error)"])
+        }
+        outbox.finish()
+        state.withLock { $0.outbox = nil }
+        return received.load(ordering: .relaxed)
+    }
+
+    private func handle(_ response: DiscoveryResponse, handler: some ADSResponseHandler) async {
+        guard let type = XDSResourceType(rawValue: response.typeURL) else {
+            logger.warning("xDS response of a type Capstan does not subscribe to", metadata: ["type_url": "\(response.typeURL)"])
+            return
+        }
+        let verdict = await handler.apply(response, type: type, client: self)
+        state.withLock { state in
+            guard var subscription = state.subscriptions[type] else { return }
+            subscription.lastNonce = response.nonce
+            var detail: Google_Rpc_Status?
+            switch verdict {
+            case .accept:
+                subscription.acceptedVersion = response.versionInfo
+            case .reject(let message):
+                var status = Google_Rpc_Status()
+                status.code = 3  // INVALID_ARGUMENT, as Envoy sends
+                status.message = message
+                detail = status
+            }
+            state.subscriptions[type] = subscription
+            state.outbox?.yield(Self.request(type, subscription, state: &state, node: node, errorDetail: detail))
+        }
+        switch verdict {
+        case .accept:
+            logger.debug("xDS ACK", metadata: ["type": "\(type.service)", "version": "\(response.versionInfo)"])
+        case .reject(let message):
+            logger.warning("xDS NACK", metadata: ["type": "\(type.service)", "version": "\(response.versionInfo)", "error": "\(message)"])
+        }
+    }
+
+    private static func request(_ type: XDSResourceType, _ subscription: Subscription, state: inout State,
+                                node: Envoy_Config_Core_V3_Node, errorDetail: Google_Rpc_Status?) -> DiscoveryRequest {
+        var request = DiscoveryRequest()
+        request.typeURL = type.typeURL
+        request.resourceNames = subscription.names
+        request.versionInfo = subscription.acceptedVersion
+        request.responseNonce = subscription.lastNonce
+        if let errorDetail { request.errorDetail = errorDetail }
+        // Istio reads the node from a stream's first request only, as Envoy sends it.
+        if !state.nodeSent {
+            request.node = node
+            state.nodeSent = true
+        }
+        return request
+    }
+}
+
+extension XDSServerAddress {
+    var target: any ResolvableTarget {
+        switch self {
+        case .unixSocket(let path): ResolvableTargets.UnixDomainSocket.unixDomainSocket(path: path)
+        case .tcp(let host, let port) where host.contains(":"):
+            ResolvableTargets.IPv6.ipv6(address: host, port: port)
+        case .tcp(let host, let port) where host.allSatisfy({ $0.isNumber || $0 == "." }):
+            ResolvableTargets.IPv4.ipv4(address: host, port: port)
+        case .tcp(let host, let port):
+            ResolvableTargets.DNS.dns(host: host, port: port)
+        }
+    }
+}
