@@ -119,6 +119,11 @@ let package = Package(
         .executableTarget(name: "NodeBenchmarks", dependencies: ["CapstanTestSupport", "Capture", "Netfilter"],
                           path: "Benchmarks/NodeBenchmarks"),
 
+        // Benchmarks of the control plane: change propagation, and 500 ADS streams (hack/bench-control-plane.sh).
+        .executableTarget(name: "ControlPlaneBenchmarks",
+                          dependencies: ["CapstanTestSupport", "Netfilter", "XDS", .product(name: "Logging", package: "swift-log")],
+                          path: "Benchmarks/ControlPlaneBenchmarks"),
+
         // Test helpers shared by test targets: throw-away network namespaces and probe sockets.
         .target(
             name: "CapstanTestSupport",
@@ -135,7 +140,8 @@ let package = Package(
                                    .product(name: "NIOSSL", package: "swift-nio-ssl"),
                                    .product(name: "NIOHTTP1", package: "swift-nio")]),
         .testTarget(name: "XDSTests", dependencies: ["XDS", "CapstanTestSupport",
-                                                     .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+                                                     .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                                                     .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "XDS", "Configuration", "DataPlane"]),
         .testTarget(name: "CapstanCLITests", dependencies: ["CapstanCLI", "Capture"]),
         .testTarget(name: "EndToEndTests",

@@ -1,0 +1,185 @@
+import Foundation
+import Netfilter
+
+/// Istio-style documents for a `payments` service in namespace `shop`, with workloads v1 and v2 on
+/// the sandbox peer's addresses, and a bootstrap that points a proxy at a control plane over ADS.
+public enum MeshDocuments {
+    public static let workloads = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata:
+          name: payments
+          namespace: shop
+        spec:
+          hosts:
+          - payments.shop.svc.cluster.local
+          addresses:
+          - 198.51.100.200
+          ports:
+          - number: 9080
+            name: tcp-payments
+            protocol: TCP
+          resolution: STATIC
+          workloadSelector:
+            labels:
+              app: payments
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata:
+          name: payments-v1
+          namespace: shop
+        spec:
+          address: 198.51.100.10
+          labels:
+            app: payments
+            version: v1
+          ports:
+            tcp-payments: 80
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata:
+          name: payments-v2
+          namespace: shop
+        spec:
+          address: 198.51.100.99
+          labels:
+            app: payments
+            version: v2
+          ports:
+            tcp-payments: 80
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata:
+          name: payments
+          namespace: shop
+        spec:
+          host: payments
+          subsets:
+          - name: v1
+            labels:
+              version: v1
+          - name: v2
+            labels:
+              version: v2
+        """
+
+    /// Istio's canary example, for TCP: weights between subsets v1 and v2.
+    public static func canary(v1: Int, v2: Int) -> String {
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata:
+          name: payments
+          namespace: shop
+        spec:
+          hosts:
+          - payments
+          tcp:
+          - match:
+            - port: 9080
+            route:
+            - destination:
+                host: payments
+                subset: v1
+              weight: \(v1)
+            - destination:
+                host: payments
+                subset: v2
+              weight: \(v2)
+        """
+    }
+
+    /// The proxy's bootstrap: ADS through the static `xds-grpc` cluster, as Istio's bootstrap has it.
+    public static func bootstrap(server: String) -> String {
+        let parts = server.split(separator: ":")
+        return """
+            {"node": {"id": "sidecar~192.0.2.1~client-7d9f.shop~shop.svc.cluster.local", "cluster": "client.shop",
+                      "metadata": {"NAMESPACE": "shop", "INTERCEPTION_MODE": "REDIRECT"}},
+             "dynamic_resources": {"lds_config": {"ads": {}, "resource_api_version": "V3"},
+                                   "cds_config": {"ads": {}, "resource_api_version": "V3"},
+                                   "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
+                                                  "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]}},
+             "static_resources": {"clusters": [{"name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
+               "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+                 {"socket_address": {"address": "\(parts[0])", "port_value": \(parts[1])}}}}]}]}}]}}
+            """
+    }
+}
+
+/// A captured pod, its proxy, a control plane serving `directory` from the peer namespace on
+/// 192.0.2.2:15010 (which the proxy, as uid 1337, reaches uncaptured), and the two workloads: the
+/// peer's echo servers, v1 at 198.51.100.10 and v2 at 198.51.100.99.
+public final class MeshSandbox: @unchecked Sendable {
+    public static let serviceVIP = IPAddress("198.51.100.200")!
+    public static let servicePort: UInt16 = 9080
+    public static let xdsAddress = "192.0.2.2:15010"
+    public static let v1 = "198.51.100.10:80"
+    public static let v2 = "198.51.100.99:80"
+
+    public let sandbox: Sandbox
+    public let directory: URL
+    public var controlPlane: NamespacedProcess?
+    public var proxy: ProxyProcess?
+    public let workloads: EchoServer
+
+    public init(_ sandbox: Sandbox, files: [String: String]) throws {
+        self.sandbox = sandbox
+        directory = URL(fileURLWithPath: "/tmp/\(sandbox.name)-mesh")
+        workloads = try EchoServer(in: sandbox.peer, port: 80)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        for (name, text) in files { try write(name, text) }
+        try sandbox.initialize()
+    }
+
+    deinit {
+        proxy?.stop()
+        controlPlane?.stop()
+        try? FileManager.default.removeItem(at: directory)
+        try? FileManager.default.removeItem(atPath: "\(directory.path).log")
+    }
+
+    public func write(_ name: String, _ text: String) throws {
+        // Written whole and renamed into place, as an editor or a ConfigMap update does.
+        let temporary = directory.appendingPathComponent(".\(name).tmp")
+        try text.write(to: temporary, atomically: false, encoding: .utf8)
+        guard rename(temporary.path, directory.appendingPathComponent(name).path) == 0 else {
+            throw SandboxError("cannot rename \(temporary.path): errno \(errno)")
+        }
+    }
+
+    public func startControlPlane() throws {
+        let process = try NamespacedProcess(capstan: ["control-plane", "--config-dir", directory.path, "--xds-address", MeshSandbox.xdsAddress],
+                                            in: sandbox.peer, logPath: "\(directory.path).log")
+        guard process.waitUntil(seconds: 10, { process.log.contains("serving ADS") }) else {
+            process.stop()
+            throw SandboxError("control plane did not start: \(process.log)")
+        }
+        controlPlane = process
+    }
+
+    public func startProxy(server: String = MeshSandbox.xdsAddress) throws {
+        let file = directory.deletingLastPathComponent().appendingPathComponent("\(sandbox.name)-bootstrap.json")
+        try MeshDocuments.bootstrap(server: server).write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        proxy = try ProxyProcess(in: sandbox.pod, arguments: ["--config", file.path])
+    }
+
+    /// Which workload answered a connection to the service.
+    public func connect() throws -> String {
+        try EchoExchange.run(to: SocketAddress(MeshSandbox.serviceVIP, MeshSandbox.servicePort),
+                             from: sandbox.pod, payload: [1, 2, 3]).serverAddress
+    }
+
+    public func stat(_ name: String) throws -> String? {
+        try proxy?.admin("GET", "/stats").body.split(separator: "\n").first { $0.hasPrefix("\(name): ") }
+            .map { String($0.dropFirst(name.count + 2)) }
+    }
+
+    /// Waits until the proxy has accepted LDS `updates` times.
+    public func waitForListenerUpdates(_ updates: Int, seconds: Double = 5) -> Bool {
+        proxy?.waitUntil(seconds: seconds) { (try? stat("listener_manager.lds.update_success")) == String(updates) } ?? false
+    }
+}

@@ -1,0 +1,74 @@
+@testable import ControlPlane
+import SwiftProtobuf
+import Testing
+import XDS
+
+@Suite struct ProxyConfigGeneratorTests {
+    func resources() throws -> MeshResources {
+        let config = try #require(MeshConfigReader.read([("mesh.yaml", Documents.canary)]).config)
+        return try ProxyConfigGenerator.resources(for: config)
+    }
+
+    @Test func clustersAreNamedAsIstioNamesThem() throws {
+        let clusters = try resources().clusters
+        #expect(clusters.map(\.name) == [
+            "PassthroughCluster", "InboundPassthroughCluster",
+            "outbound|9080||payments.shop.svc.cluster.local", "outbound|9080|v1|payments.shop.svc.cluster.local",
+            "outbound|9080|v2|payments.shop.svc.cluster.local", "inbound|8080||",
+        ])
+        let v2 = try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](clusters[4].resource.value))
+        #expect(v2.type == .eds)
+        #expect(v2.edsClusterConfig.serviceName == clusters[4].name)
+        #expect(v2.lbPolicy == .leastRequest)
+        #expect(v2.connectTimeout == Google_Protobuf_Duration(seconds: 0, nanos: 250_000_000))
+        #expect(v2.circuitBreakers.thresholds.first?.maxConnections.value == 10)
+    }
+
+    @Test func subsetsSelectEndpointsByLabelOnTheWorkloadsPort() throws {
+        let assignments = try resources().endpoints.map {
+            try Envoy_Config_Endpoint_V3_ClusterLoadAssignment(serializedBytes: [UInt8]($0.resource.value))
+        }
+        func endpoints(_ subset: String) -> [String] {
+            assignments.first { $0.clusterName == "outbound|9080|\(subset)|payments.shop.svc.cluster.local" }!
+                .endpoints.flatMap(\.lbEndpoints).map { "\($0.endpoint.address.socketAddress.address):\($0.endpoint.address.socketAddress.portValue)" }
+        }
+        #expect(endpoints("") == ["198.51.100.10:8080", "198.51.100.99:8080"])
+        #expect(endpoints("v1") == ["198.51.100.10:8080"])
+        #expect(endpoints("v2") == ["198.51.100.99:8080"])
+    }
+
+    @Test func theOutboundListenerMatchesServiceAddressesAndSplitsByWeight() throws {
+        let listener = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](try resources().outboundListener.resource.value))
+        #expect(listener.name == "virtualOutbound")
+        #expect(listener.address.socketAddress.portValue == 15001)
+        let chain = try #require(listener.filterChains.first)
+        #expect(chain.filterChainMatch.destinationPort.value == 9080)
+        #expect(chain.filterChainMatch.prefixRanges.map { "\($0.addressPrefix)/\($0.prefixLen.value)" } == ["198.51.100.200/32", "2001:db8:200::/64"])
+        let proxy = try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(serializedBytes: [UInt8](chain.filters[0].typedConfig.value))
+        #expect(proxy.weightedClusters.clusters.map { "\($0.name)=\($0.weight)" } == [
+            "outbound|9080|v1|payments.shop.svc.cluster.local=90", "outbound|9080|v2|payments.shop.svc.cluster.local=10",
+        ])
+        let fallback = try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(serializedBytes: [UInt8](listener.defaultFilterChain.filters[0].typedConfig.value))
+        #expect(fallback.cluster == "PassthroughCluster")
+    }
+
+    @Test func eachWorkloadGetsAnInboundListenerForItsPortsAndTheStoreVersionsOnlyWhatChanged() throws {
+        let store = MeshSnapshotStore()
+        #expect(store.update(try resources()) == [.cluster, .endpoint, .listener])
+        var node = Envoy_Config_Core_V3_Node()
+        node.id = "sidecar~198.51.100.10~payments-v1.shop~shop.svc.cluster.local"
+        node.metadata.fields["INTERCEPTION_MODE"] = Google_Protobuf_Value(stringValue: "TPROXY")
+        let snapshot = store.snapshot(for: node)
+        let inbound = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](try #require(snapshot.types[.listener]?.resources.last).resource.value))
+        #expect(inbound.name == "virtualInbound")
+        #expect(inbound.transparent.value)
+        #expect(inbound.filterChains.map(\.filterChainMatch.destinationPort.value) == [8080])
+        // The same configuration again changes nothing; new weights change the listeners only.
+        #expect(store.update(try resources()).isEmpty)
+        let config = try #require(MeshConfigReader.read([("mesh.yaml", Documents.canary.replacingOccurrences(of: "weight: 90", with: "weight: 50")
+            .replacingOccurrences(of: "weight: 10", with: "weight: 50"))]).config)
+        #expect(store.update(try ProxyConfigGenerator.resources(for: config)) == [.listener])
+        #expect(store.snapshot(for: node).types[.cluster]?.version == "1")
+        #expect(store.snapshot(for: node).types[.listener]?.version == "3")
+    }
+}
