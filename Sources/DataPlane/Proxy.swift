@@ -263,10 +263,10 @@ public final class Proxy: Sendable {
         return [("state", number), ("healthcheck_failed", failing ? 1 : 0)]
     }
 
-    /// `/listeners`: `virtualOutbound::[::]:15001`, one per line, as Envoy prints them.
+    /// `/listeners`: `virtualOutbound::[::]:15001`, one per line, as Envoy prints them (by port).
     var listenersText: String {
         let open = mutable.withLockedValue { $0.serverChannels }
-        return open.sorted { $0.key < $1.key }.compactMap { name, bound in
+        return open.sorted { $0.value.port < $1.value.port }.compactMap { name, bound in
             bound.channel.localAddress.flatMap { address in
                 address.ipAddress.map { "\(name)::\(address.protocol == .inet6 ? "[\($0)]" : $0):\(bound.port)" }
             }
