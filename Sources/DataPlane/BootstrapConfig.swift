@@ -93,11 +93,20 @@ public struct BootstrapConfig: Sendable {
             case originalDestination
         }
 
+        /// `lb_policy`: how an endpoint is chosen for each connection.
+        public enum LoadBalancing: String, Sendable, Equatable {
+            case roundRobin = "ROUND_ROBIN"
+            case random = "RANDOM"
+            /// Envoy's: the less busy of two endpoints picked at random (for TCP, open connections).
+            case leastRequest = "LEAST_REQUEST"
+        }
+
         public var name: String
         public var discovery: Discovery
         var connectTimeout: Duration?
         /// `circuit_breakers.thresholds[].max_connections`.
         var maxConnections: Int?
+        var loadBalancing = LoadBalancing.roundRobin
     }
 
     public var listeners: [Listener]
@@ -331,10 +340,13 @@ public struct BootstrapConfig: Sendable {
                                     "alt_stat_name"], warnings: &warnings)
         let name = try reader.required("name").string()
         let type = try reader.optional("type")?.string() ?? "STATIC"
+        var loadBalancing = Cluster.LoadBalancing.roundRobin
         if let policy = try reader.optional("lb_policy") {
             let value = try policy.string()
-            guard ["ROUND_ROBIN", "RANDOM", "LEAST_REQUEST", "CLUSTER_PROVIDED"].contains(value) else {
-                throw policy.fail("\"\(value)\" is not a load-balancing policy Capstan has (ROUND_ROBIN)")
+            if let known = Cluster.LoadBalancing(rawValue: value) {
+                loadBalancing = known
+            } else if value != "CLUSTER_PROVIDED" || type != "ORIGINAL_DST" {
+                throw policy.fail("\"\(value)\" is not a load-balancing policy Capstan has (ROUND_ROBIN, RANDOM, LEAST_REQUEST; CLUSTER_PROVIDED for ORIGINAL_DST)")
             }
         }
         let discovery: Cluster.Discovery
@@ -368,7 +380,7 @@ public struct BootstrapConfig: Sendable {
             }
         }
         return Cluster(name: name, discovery: discovery, connectTimeout: try reader.optional("connect_timeout")?.duration(),
-                       maxConnections: maxConnections)
+                       maxConnections: maxConnections, loadBalancing: loadBalancing)
     }
 }
 

@@ -129,6 +129,8 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             bootstrap = bootstrap.bind(to: source)
         }
         clusterStats.connectionsTotal.increment()
+        let cluster = route.cluster, endpointIndex = route.endpointIndex
+        downstream.closeFuture.whenComplete { _ in cluster.released(endpointIndex) }
         bootstrap.connect(to: route.endpoint).whenComplete { result in
             switch result {
             case .success(let upstream):

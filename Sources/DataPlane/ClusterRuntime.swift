@@ -1,36 +1,67 @@
 import Atomics
 import NIOCore
 
-/// A cluster while the proxy runs: picks endpoints round robin and enforces `max_connections`.
+/// A cluster while the proxy runs: picks endpoints by its `lb_policy` and enforces `max_connections`.
 final class ClusterRuntime: Sendable {
+    /// The endpoint chosen for a connection; `index` is its place in the cluster's endpoints (nil for
+    /// an original destination), handed back to ``released(_:)`` when the connection ends.
+    struct Choice {
+        var address: SocketAddress
+        var index: Int?
+    }
+
     let config: BootstrapConfig.Cluster
     let stats: ClusterStats
     private let next = ManagedAtomic<Int>(0)
+    /// Connections open to each endpoint, for LEAST_REQUEST.
+    private let openByEndpoint: [ManagedAtomic<Int>]
 
     init(_ config: BootstrapConfig.Cluster, stats: ClusterStats? = nil) {
         self.config = config
         self.stats = stats ?? ClusterStats(name: config.name)
+        if case .endpoints(let endpoints) = config.discovery, config.loadBalancing == .leastRequest {
+            openByEndpoint = endpoints.map { _ in ManagedAtomic(0) }
+        } else {
+            openByEndpoint = []
+        }
     }
 
     var name: String { config.name }
 
     /// Where the next connection goes, or why nowhere: the circuit breaker is open, or there are no
     /// endpoints (an EDS cluster before or without its assignment).
-    func endpoint(originalDestination: SocketAddress) -> Result<SocketAddress, ProxyRuntime.RouteFailure> {
+    func endpoint(originalDestination: SocketAddress) -> Result<Choice, ProxyRuntime.RouteFailure> {
         if let limit = config.maxConnections, stats.connectionsActive.value >= Int64(limit) {
             stats.overflows.increment()
             return .failure(.overflow)
         }
         switch config.discovery {
         case .originalDestination:
-            return .success(originalDestination)
+            return .success(Choice(address: originalDestination, index: nil))
         case .endpoints(let endpoints):
             guard !endpoints.isEmpty else {
                 stats.noHealthyUpstream.increment()
                 return .failure(.noHealthyUpstream)
             }
-            let index = next.loadThenWrappingIncrement(ordering: .relaxed)
-            return .success(endpoints[Int(UInt(bitPattern: index) % UInt(endpoints.count))])
+            let index: Int
+            switch config.loadBalancing {
+            case .roundRobin:
+                index = Int(UInt(bitPattern: next.loadThenWrappingIncrement(ordering: .relaxed)) % UInt(endpoints.count))
+            case .random:
+                index = Int.random(in: endpoints.indices)
+            case .leastRequest:
+                let first = Int.random(in: endpoints.indices)
+                let second = endpoints.count > 1 ? (first + Int.random(in: 1..<endpoints.count)) % endpoints.count : first
+                index = openByEndpoint[second].load(ordering: .relaxed) < openByEndpoint[first].load(ordering: .relaxed) ? second : first
+                openByEndpoint[index].wrappingIncrement(ordering: .relaxed)
+            }
+            return .success(Choice(address: endpoints[index], index: index))
         }
+    }
+
+    /// The connection given `index` by ``endpoint(originalDestination:)`` has ended.
+    func released(_ index: Int?) {
+        guard let index, openByEndpoint.indices.contains(index) else { return }
+        openByEndpoint[index].wrappingDecrement(ordering: .relaxed)
     }
 }

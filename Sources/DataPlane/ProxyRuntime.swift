@@ -6,6 +6,8 @@ import NIOPosix
 struct UpstreamRoute: Sendable {
     var cluster: ClusterRuntime
     var endpoint: SocketAddress
+    /// The endpoint's place in the cluster, released when the connection ends.
+    var endpointIndex: Int?
     /// The local address to connect from; nil: the kernel picks.
     var source: SocketAddress?
     /// Bind `source` with `IP_TRANSPARENT` and the TPROXY mark: the client's own address.
@@ -89,14 +91,15 @@ final class ProxyRuntime: Sendable {
         case .weighted(let clusters): name = Self.pick(clusters)
         }
         guard let cluster = configuration.clusters[name] else { return .failure(.unknownCluster) }
-        let endpoint: SocketAddress
+        let choice: ClusterRuntime.Choice
         switch cluster.endpoint(originalDestination: destination) {
-        case .success(let chosen): endpoint = chosen
+        case .success(let chosen): choice = chosen
         case .failure(let failure): return .failure(failure)
         }
+        let endpoint = choice.address
         // Forwarding to one of our own listeners would come straight back.
         if case .originalDestination = cluster.config.discovery, isOwnListener(endpoint, in: configuration) { return .failure(.loop) }
-        var route = UpstreamRoute(cluster: cluster, endpoint: endpoint,
+        var route = UpstreamRoute(cluster: cluster, endpoint: endpoint, endpointIndex: choice.index,
                                   idleTimeout: chain.idleTimeout.map { TimeAmount($0) } ?? options.idleTimeout)
         if listener.direction == .inbound {
             // Istio's inbound passthrough: the application sees 127.0.0.6 / ::6, or with TPROXY the client.

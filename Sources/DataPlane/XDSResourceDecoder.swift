@@ -122,10 +122,13 @@ enum XDSResourceDecoder {
     static func cluster(_ proto: Envoy_Config_Cluster_V3_Cluster) throws(ConfigError) -> DiscoveredCluster {
         guard !proto.name.isEmpty else { throw ConfigError(path: "cluster", message: "needs a name") }
         let path = "cluster \"\(proto.name)\""
+        let loadBalancing: BootstrapConfig.Cluster.LoadBalancing
         switch proto.lbPolicy {
-        case .roundRobin, .leastRequest, .random: break
+        case .roundRobin: loadBalancing = .roundRobin
+        case .leastRequest: loadBalancing = .leastRequest
+        case .random: loadBalancing = .random
         // Envoy requires it for ORIGINAL_DST: the connection picks the host.
-        case .clusterProvided where proto.type == .originalDst: break
+        case .clusterProvided where proto.type == .originalDst: loadBalancing = .roundRobin
         default: throw ConfigError(path: "\(path).lb_policy", message: "\(proto.lbPolicy) is not supported (ROUND_ROBIN, LEAST_REQUEST, RANDOM)")
         }
         var maxConnections: Int?
@@ -157,7 +160,8 @@ enum XDSResourceDecoder {
         }
         let cluster = BootstrapConfig.Cluster(
             name: proto.name, discovery: discovery,
-            connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, maxConnections: maxConnections)
+            connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, maxConnections: maxConnections,
+            loadBalancing: loadBalancing)
         return DiscoveredCluster(cluster: cluster, endpointService: service)
     }
 

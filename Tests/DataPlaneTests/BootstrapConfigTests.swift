@@ -49,7 +49,7 @@ import Testing
         let config = try BootstrapConfig.parse(json: Self.document)
         let wide = ClusterRuntime(try #require(config.clusters.first { $0.name == "wide" }))
         let original = try address("10.0.0.1", 80)
-        let picks = (0..<4).compactMap { _ in try? wide.endpoint(originalDestination: original).get().ipAddress }
+        let picks = (0..<4).compactMap { _ in try? wide.endpoint(originalDestination: original).get().address.ipAddress }
         #expect(picks == ["192.0.2.10", "192.0.2.11", "192.0.2.10", "192.0.2.11"])
         let narrow = ClusterRuntime(try #require(config.clusters.first { $0.name == "narrow" }))
         #expect(narrow.config.connectTimeout == .milliseconds(250))
@@ -57,7 +57,23 @@ import Testing
         #expect(throws: ProxyRuntime.RouteFailure.overflow) { try narrow.endpoint(originalDestination: original).get() }
         #expect(narrow.stats.overflows.value == 1)
         let pass = ClusterRuntime(try #require(config.clusters.first { $0.name == "pass" }))
-        #expect(try pass.endpoint(originalDestination: original).get() == original)
+        #expect(try pass.endpoint(originalDestination: original).get().address == original)
+    }
+
+    @Test func leastRequestPrefersTheLessBusyEndpointAndRandomUsesAll() throws {
+        let endpoints = [try address("192.0.2.10", 80), try address("192.0.2.11", 80)]
+        let least = ClusterRuntime(.init(name: "least", discovery: .endpoints(endpoints), loadBalancing: .leastRequest))
+        let original = try address("10.0.0.1", 80)
+        // Two picks can never both go to one endpoint while the other is idle: each pick compares both.
+        let first = try least.endpoint(originalDestination: original).get()
+        let second = try least.endpoint(originalDestination: original).get()
+        #expect(first.index != second.index)
+        least.released(first.index)
+        let third = try least.endpoint(originalDestination: original).get()
+        #expect(third.index == first.index)
+        let random = ClusterRuntime(.init(name: "random", discovery: .endpoints(endpoints), loadBalancing: .random))
+        let picked = Set(try (0..<200).map { _ in try random.endpoint(originalDestination: original).get().index })
+        #expect(picked == [0, 1])
     }
 
     @Test func weightedPicksFollowTheWeights() {
