@@ -8,21 +8,5 @@ cd "$(dirname "$0")/.."
 hack/setup.sh
 bin=$(hack/build-release.sh 2>/dev/null)
 
-bench=""
-cleanup() {
-  if [ -n "$bench" ]; then
-    kill "$bench" 2>/dev/null || true
-    wait "$bench" 2>/dev/null || true
-    # The sandbox removes itself; if the benchmark died, stop the agent it started (its paths carry the
-    # benchmark's pid) and remove the namespaces and files that carry it.
-    for agent in $(pgrep -f "node-agent --socket /tmp/cst${bench}n" || true); do kill "$agent" 2>/dev/null || true; done
-    for namespace in $(ip netns list | awk '{print $1}' | grep -E "^cst${bench}n[0-9]+-" || true); do
-      ip netns delete "$namespace"
-    done
-    rm -rf /tmp/cst"${bench}"n*
-  fi
-}
-trap cleanup EXIT
-"$bin/NodeBenchmarks" &
-bench=$!
-wait "$bench"
+source hack/lib/benchmark.sh
+run_benchmark "$bin/NodeBenchmarks" n "node-agent --socket /tmp/@"

@@ -23,22 +23,9 @@ let rounds = Int(environment["ROUNDS"] ?? "") ?? 30  // 0 skips part 1
 let streamCount = Int(environment["STREAMS"] ?? "") ?? 500
 let serviceCount = Int(environment["SERVICES"] ?? "") ?? 1000
 
-func percentile(_ values: [Double], _ fraction: Double) -> Double {
-    guard !values.isEmpty else { return .nan }
-    let sorted = values.sorted()
-    return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * fraction).rounded()))]
-}
-
-func milliseconds(_ seconds: Double) -> String { String(format: "%.1f ms", seconds * 1000) }
-
-func memory(_ pid: Int32) -> (resident: Double, peak: Double) {
-    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-    func field(_ name: String) -> Double {
-        let line = status.split(separator: "\n").first { $0.hasPrefix(name) } ?? ""
-        return (Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1024
-    }
-    return (field("VmRSS:"), field("VmHWM:"))
-}
+let percentile = BenchmarkFigures.percentile
+func milliseconds(_ seconds: Double) -> String { BenchmarkFigures.milliseconds(seconds, digits: 1) }
+let memory = BenchmarkFigures.memory
 
 // MARK: 1. File change to serving
 

@@ -19,23 +19,14 @@ let podCount = Int(environment["PODS"] ?? "") ?? 110
 let sequentialCount = Int(environment["SEQUENTIAL"] ?? "") ?? 40
 let repairCount = Int(environment["REPAIRS"] ?? "") ?? 50
 
-func percentile(_ values: [Double], _ fraction: Double) -> Double {
-    guard !values.isEmpty else { return .nan }
-    let sorted = values.sorted()
-    return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * fraction).rounded()))]
-}
-
-func milliseconds(_ seconds: Double) -> String { String(format: "%.2f ms", seconds * 1000) }
+let percentile = BenchmarkFigures.percentile
+func milliseconds(_ seconds: Double) -> String { BenchmarkFigures.milliseconds(seconds) }
 
 func durations(_ runtime: CNIRuntime, _ plugin: String, from start: Int) -> [Double] {
     runtime.timings.dropFirst(start).filter { $0.plugin == plugin && $0.command == "ADD" }.map(\.seconds)
 }
 
-func residentMegabytes(_ pid: Int32) -> Double {
-    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-    let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
-    return (Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1024
-}
+func residentMegabytes(_ pid: Int32) -> Double { BenchmarkFigures.memory(of: pid).resident }
 
 let sandbox = try NodeSandbox()
 defer { sandbox.destroy() }
