@@ -129,8 +129,11 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             bootstrap = bootstrap.bind(to: source)
         }
         clusterStats.connectionsTotal.increment()
-        let cluster = route.cluster, endpointIndex = route.endpointIndex
-        downstream.closeFuture.whenComplete { _ in cluster.released(endpointIndex) }
+        if let endpointIndex = route.endpointIndex {
+            // Only LEAST_REQUEST counts open connections per endpoint; others add nothing per connection.
+            let cluster = route.cluster
+            downstream.closeFuture.whenComplete { _ in cluster.released(endpointIndex) }
+        }
         bootstrap.connect(to: route.endpoint).whenComplete { result in
             switch result {
             case .success(let upstream):

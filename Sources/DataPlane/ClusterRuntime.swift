@@ -3,8 +3,8 @@ import NIOCore
 
 /// A cluster while the proxy runs: picks endpoints by its `lb_policy` and enforces `max_connections`.
 final class ClusterRuntime: Sendable {
-    /// The endpoint chosen for a connection; `index` is its place in the cluster's endpoints (nil for
-    /// an original destination), handed back to ``released(_:)`` when the connection ends.
+    /// The endpoint chosen for a connection. `index`, set only where open connections are counted
+    /// (LEAST_REQUEST), goes back to ``released(_:)`` when the connection ends.
     struct Choice {
         var address: SocketAddress
         var index: Int?
@@ -43,19 +43,19 @@ final class ClusterRuntime: Sendable {
                 stats.noHealthyUpstream.increment()
                 return .failure(.noHealthyUpstream)
             }
-            let index: Int
             switch config.loadBalancing {
             case .roundRobin:
-                index = Int(UInt(bitPattern: next.loadThenWrappingIncrement(ordering: .relaxed)) % UInt(endpoints.count))
+                let index = Int(UInt(bitPattern: next.loadThenWrappingIncrement(ordering: .relaxed)) % UInt(endpoints.count))
+                return .success(Choice(address: endpoints[index], index: nil))
             case .random:
-                index = Int.random(in: endpoints.indices)
+                return .success(Choice(address: endpoints.randomElement()!, index: nil))
             case .leastRequest:
                 let first = Int.random(in: endpoints.indices)
                 let second = endpoints.count > 1 ? (first + Int.random(in: 1..<endpoints.count)) % endpoints.count : first
-                index = openByEndpoint[second].load(ordering: .relaxed) < openByEndpoint[first].load(ordering: .relaxed) ? second : first
+                let index = openByEndpoint[second].load(ordering: .relaxed) < openByEndpoint[first].load(ordering: .relaxed) ? second : first
                 openByEndpoint[index].wrappingIncrement(ordering: .relaxed)
+                return .success(Choice(address: endpoints[index], index: index))
             }
-            return .success(Choice(address: endpoints[index], index: index))
         }
     }
 

@@ -6,7 +6,7 @@ import NIOPosix
 struct UpstreamRoute: Sendable {
     var cluster: ClusterRuntime
     var endpoint: SocketAddress
-    /// The endpoint's place in the cluster, released when the connection ends.
+    /// The endpoint's place in a LEAST_REQUEST cluster, released when the connection ends.
     var endpointIndex: Int?
     /// The local address to connect from; nil: the kernel picks.
     var source: SocketAddress?
