@@ -76,9 +76,12 @@ final class DynamicResources: ADSResponseHandler {
         }
         stats.successes.increment()
         let services = Array(Set(clusters.compactMap(\.endpointService))).sorted()
-        state.withLock { state in
-            state.clusters = clusters
-            state.assignments = state.assignments.filter { services.contains($0.key) }
+        let previous = state.withLock { state in
+            defer {
+                state.clusters = clusters
+                state.assignments = state.assignments.filter { services.contains($0.key) }
+            }
+            return state.clusters
         }
         client.subscribe(.endpoint, to: services)
         let version = response.versionInfo
@@ -87,9 +90,11 @@ final class DynamicResources: ADSResponseHandler {
             var entries: [String: ResourceVersions.Entry] = [:]
             for cluster in clusters {
                 // A cluster keeps the version it last changed in, as Envoy reports it.
-                let unchanged = versions.clusters[cluster.cluster.name] != nil
-                    && runtime.configuration.clusters[cluster.cluster.name]?.config.connectTimeout == cluster.cluster.connectTimeout
-                entries[cluster.cluster.name] = unchanged ? versions.clusters[cluster.cluster.name]! : .init(version: version, lastUpdated: now)
+                if previous.contains(cluster), let kept = versions.clusters[cluster.cluster.name] {
+                    entries[cluster.cluster.name] = kept
+                } else {
+                    entries[cluster.cluster.name] = .init(version: version, lastUpdated: now)
+                }
             }
             versions.clusters = entries
             versions.endpointDiscovered = Set(clusters.filter { $0.endpointService != nil }.map(\.cluster.name))
