@@ -92,8 +92,9 @@ public final class Proxy: Sendable {
 
     /// Puts `listeners` in force: binds those that are new (or moved to another port), then swaps the
     /// configuration, then closes the sockets of listeners that are gone. Connections already accepted
-    /// finish on what they were routed by. If a new socket cannot be bound, nothing changes and the
-    /// error says which listener failed.
+    /// finish on what they were routed by. If a new socket cannot be bound, the configuration does not
+    /// change and the error says which listener failed; the one exception is a port handed from one
+    /// listener to another in the same update, whose old socket has to close before the new bind.
     func applyListeners(_ listeners: [BootstrapConfig.Listener]) -> EventLoopFuture<Void> {
         let (toBind, refused) = mutable.withLockedValue { state -> ([BootstrapConfig.Listener], Bool) in
             let fresh = listeners.filter { listener in

@@ -78,11 +78,8 @@ enum XDSResourceDecoder {
         guard filter.name == tcpProxyFilter || filter.typedConfig.typeURL == tcpProxyType else {
             throw ConfigError(path: "\(path).filters[0]", message: "\"\(filter.name)\" is not supported: Capstan has \(tcpProxyFilter) only")
         }
-        let tcpProxy: Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy
-        do {
-            guard filter.typedConfig.typeURL == tcpProxyType else { throw ConfigError(path: "", message: "") }
-            tcpProxy = try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(serializedBytes: [UInt8](filter.typedConfig.value))
-        } catch {
+        guard filter.typedConfig.typeURL == tcpProxyType,
+              let tcpProxy = try? Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(serializedBytes: [UInt8](filter.typedConfig.value)) else {
             throw ConfigError(path: "\(path).filters[0].typed_config", message: "needs a \(tcpProxyType)")
         }
         let route: BootstrapConfig.TCPRoute

@@ -189,13 +189,14 @@ extension ADSServer {
         let transport = HTTP2ServerTransport.Posix(address: bindAddress, transportSecurity: .plaintext)
         let server = GRPCServer(transport: transport, services: [self])
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { try await server.serve() }
-            listening("\(try await transport.listeningAddress)")
-            try await withTaskCancellationHandler {
-                try await Task.sleep(for: .seconds(Int64.max / 2))
-            } onCancel: {
-                server.beginGracefulShutdown()
+            group.addTask {
+                try await withTaskCancellationHandler {
+                    try await server.serve()
+                } onCancel: {
+                    server.beginGracefulShutdown()
+                }
             }
+            listening("\(try await transport.listeningAddress)")
         }
     }
 }
