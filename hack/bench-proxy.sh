@@ -104,6 +104,8 @@ for _ in $(seq 1 "$rounds"); do
 done
 
 idle_kb=$(awk '/VmRSS/ {print $2}' "/proc/$proxy/status")
+# Of the idle resident set: the pages of the capstan binary's own mappings, and how many were written.
+binary_kb=$(awk -v exe="$(readlink "/proc/$proxy/exe")" '/^[0-9a-f]+-/ {mine = ($6 == exe)} mine && /^Rss:/ {rss += $2} mine && /^Private_Dirty:/ {dirty += $2} END {print rss " " dirty}' "/proc/$proxy/smaps")
 # 1,000 idle connections through the proxy, held open by a client in the pod.
 cat > "$work/hold.py" <<'PY'
 import socket, sys, time
@@ -129,7 +131,7 @@ print(next(l.split()[-1] for l in stats.splitlines() if l.startswith("listener.0
 wait "$holder" || true
 
 python3 - "${direct_bps[*]}" "${capstan_bps[*]}" "${haproxy_bps[*]}" "${direct_lat[*]}" "${capstan_lat[*]}" \
-  "${haproxy_lat[*]}" "$idle_kb" "$held_kb" "$rounds" "$seconds" "$held_connections" <<'PY'
+  "${haproxy_lat[*]}" "$idle_kb" "$held_kb" "$rounds" "$seconds" "$held_connections" "$binary_kb" <<'PY'
 import statistics, sys
 def gbits(arg): return statistics.median(float(x) for x in arg.split()) / 1e9
 def lat(arg):
@@ -145,4 +147,6 @@ print(f"latency (sockperf ping-pong, round trip us): direct p50 {dp50:.1f} p99 {
       f"capstan p50 {cp50:.1f} p99 {cp99:.1f} (added {cp50-dp50:.1f} / {cp99-dp99:.1f}); "
       f"haproxy p50 {hp50:.1f} p99 {hp99:.1f} (added {hp50-dp50:.1f} / {hp99-dp99:.1f})")
 print(f"memory (capstan proxy RSS): idle {idle:.1f} MB, with {sys.argv[11]} open idle connections {held:.1f} MB")
+binary, dirty = (int(x) / 1024 for x in sys.argv[12].split())
+print(f"  of the idle figure, pages of the capstan binary itself: {binary:.1f} MB, of which written: {dirty:.1f} MB")
 PY
