@@ -17,6 +17,9 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.0.0"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.0.0"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.10.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.0.0"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.3.0"),
     ],
     targets: [
         // System libraries: libnftables (ruleset transactions) and libmnl (rtnetlink).
@@ -49,11 +52,27 @@ let package = Package(
             ]
         ),
 
+        // Workload identity: keys, CSRs with SPIFFE URI SANs, the CA (both sides), certificates, SDS.
+        .target(
+            name: "Identity",
+            dependencies: [
+                "XDS",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // `capstan control-plane`: Istio-style YAML in a directory → per-proxy xDS snapshots over ADS.
         .target(
             name: "ControlPlane",
             dependencies: [
-                "XDS", "Configuration",
+                "XDS", "Configuration", "Identity",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -97,7 +116,25 @@ let package = Package(
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
-                "CProcessIdentity", "Configuration", "HTTPEndpoints", "XDS",
+                "CProcessIdentity", "Configuration", "HTTPEndpoints", "XDS", "Identity",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+            ]
+        ),
+
+        // `capstan agent`: the proxy child's lifecycle, readiness, drain, status server, xDS relay, SDS.
+        .target(
+            name: "Supervisor",
+            dependencies: [
+                "Identity", "XDS", "HTTPEndpoints", "Configuration",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
 
@@ -105,7 +142,7 @@ let package = Package(
         .executableTarget(
             name: "CapstanCLI",
             dependencies: [
-                "Capture", "Netfilter", "DataPlane", "NodeAgent", "ControlPlane", "XDS",
+                "Capture", "Netfilter", "DataPlane", "NodeAgent", "ControlPlane", "XDS", "Identity", "Supervisor",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -133,8 +170,11 @@ let package = Package(
         ),
 
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CapstanTestSupport"]),
-        .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "Configuration", "XDS",
-                                                           .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "Configuration", "XDS", "Identity",
+                                                           .product(name: "NIOCore", package: "swift-nio"),
+                                                           .product(name: "NIOPosix", package: "swift-nio"),
+                                                           .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                                                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "NodeAgentTests",
                     dependencies: ["NodeAgent", "Configuration", "Capture", "Netfilter", "CapstanTestSupport",
                                    .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -143,6 +183,12 @@ let package = Package(
                                                      .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                                                      .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "XDS", "Configuration", "DataPlane"]),
+        .testTarget(name: "IdentityTests", dependencies: ["Identity", "XDS",
+                                                          .product(name: "X509", package: "swift-certificates"),
+                                                          .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "Identity", "XDS", "CapstanTestSupport",
+                                                            .product(name: "NIOCore", package: "swift-nio"),
+                                                            .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "CapstanCLITests", dependencies: ["CapstanCLI", "Capture"]),
         .testTarget(name: "EndToEndTests",
                     dependencies: ["Capture", "Netfilter", "NodeAgent", "Configuration", "CapstanTestSupport", "CapstanCLI"],

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The main job: a sandbox demo of `capstan init` and `capstan status` (needs root).
+# The main job: a small service mesh in a sandbox of network namespaces (needs root).
 #
-# Builds two throw-away network namespaces joined by a veth pair (documentation addresses only, no
-# route out), programs Istio's sidecar capture in the "pod" one, proves it with a real connection,
-# explains packet paths, breaks a rule by hand and shows the drift, repairs it, sends a request through
-# the packaged proxy, switches to TPROXY, and cleans up. Everything it creates (namespaces, processes)
-# is removed on exit, also on failure.
+# A control plane (`capstan control-plane`, also the mesh CA), a client pod and `payments` v1 and v2
+# pods, each captured by `capstan init` and running `capstan agent`, which gets the pod's certificate
+# from the CA and runs the proxy. The 90/10 VirtualService and STRICT mutual TLS are applied; the demo
+# sends traffic and prints the split, the peer identities each side verified, a plaintext client being
+# refused, and `capstan status` for a pod. Documentation addresses only, no route out; everything it
+# creates (namespaces, processes, files) is removed on exit, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/lib/sandbox.sh
@@ -18,81 +19,167 @@ hack/setup.sh
 swift build --product capstan >/dev/null
 capstan="$(swift build --show-bin-path)/capstan"
 
-pod="capstan-demo-$$-pod"
-peer="capstan-demo-$$-peer"
-pids=()
+run_id="capstan-demo-$$"
+dir="/tmp/$run_id"
+hub="$run_id-hub"
+namespaces=("$hub")
 cleanup() {
-  remove_sandbox "$pod" "$peer"
+  remove_namespaces "${namespaces[@]}"
+  rm -rf "$dir"
 }
 trap cleanup EXIT
 
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
+in_pod() { local pod=$1; shift; ip netns exec "$run_id-$pod" "$@"; }
+http() { in_pod "$1" python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$2"; }
 
-step "Sandbox: pod 192.0.2.1 / 2001:db8::1  <-veth->  peer 192.0.2.2 / 2001:db8::2 (a 'remote' 198.51.100.10 behind it)"
-make_sandbox "$pod" "$peer"
-ns="/run/netns/$pod"
-
-step "What istio-init would program, as one nftables transaction (dry run: nothing changes)"
-run "$capstan" init --dry-run -x 198.51.100.99/32 | sed -n '1,12p'
-echo "  …"
-
-step "Program it, with istio-iptables' flags (the injector's sidecar defaults, one exclusion)"
-run "$capstan" init --network-namespace "$ns" -x 198.51.100.99/32
-
-step "Prove it with a real connection (istio-validation): the proxy uid's probe reaches the capture port"
-run "$capstan" init --network-namespace "$ns" -x 198.51.100.99/32 --skip-rule-apply --run-validation
-
-step "Some application traffic, so the counters move (nothing listens on :15001, so it is refused)"
-ip netns exec "$pod" bash -c 'exec 3<>/dev/tcp/198.51.100.10/80' 2>/dev/null || true
-ip netns exec "$pod" bash -c 'exec 3<>/dev/tcp/198.51.100.10/80' 2>/dev/null || true
-
-step "Status: intent recovered from the kernel alone, rules with their counters"
-run "$capstan" status --network-namespace "$ns"
-
-step "Explain packet paths"
-run "$capstan" status --network-namespace "$ns" --trace tcp:198.51.100.10:80 --uid 1000
-run "$capstan" status --network-namespace "$ns" --trace tcp:198.51.100.99:80 --uid 1000
-run "$capstan" status --network-namespace "$ns" --trace tcp:198.51.100.10:80 --uid 1337
-run "$capstan" status --network-namespace "$ns" --trace tcp:192.0.2.1:8080 --inbound --source 192.0.2.2
-
-step "An operator deletes a rule by hand: status finds the drift (exit 1)"
-handle=$(ip netns exec "$pod" nft -a list chain inet capstan outbound | awk '/198.51.100.99/ {print $NF}')
-run ip netns exec "$pod" nft delete rule inet capstan outbound handle "$handle"
-run "$capstan" status --network-namespace "$ns" || echo "(exit $?)"
-
-step "Re-running init with the same flags repairs it"
-run "$capstan" init --network-namespace "$ns" -x 198.51.100.99/32
-run "$capstan" status --network-namespace "$ns" | head -3
-
-step "The packaged proxy behind those rules: an application's request goes through it, and its stats say so"
-ip netns exec "$peer" python3 -m http.server 80 --bind 198.51.100.10 >/dev/null 2>&1 & pids+=($!)
-ip netns exec "$pod" "$capstan" proxy 2>/dev/null & pids+=($!)
-for _ in $(seq 1 100); do
-  ip netns exec "$pod" bash -c 'exec 3<>/dev/tcp/127.0.0.1/15000' 2>/dev/null && ip netns exec "$peer" bash -c 'exec 3<>/dev/tcp/198.51.100.10/80' 2>/dev/null && break
-  sleep 0.1
+step "Sandbox: one bridge, a pod per workload (192.0.2.0/24); the service VIP 198.51.100.200:9080 is only captured"
+make_hub "$hub"
+index=0
+for pod in istiod:192.0.2.2 client:192.0.2.1 payments-v1:192.0.2.10 payments-v2:192.0.2.11; do
+  add_pod "$hub" "$run_id-${pod%%:*}" "${pod##*:}" "p$index"
+  namespaces+=("$run_id-${pod%%:*}")
+  index=$((index + 1))
+  echo "  ${pod%%:*} ${pod##*:}"
 done
-run ip netns exec "$pod" setpriv --reuid=1000 --regid=1000 --clear-groups /usr/bin/python3 -c \
-  'import urllib.request; print("GET http://198.51.100.10/ ->", urllib.request.urlopen("http://198.51.100.10/").status)'
-ip netns exec "$pod" /usr/bin/python3 -c '
-import urllib.request
-print(urllib.request.urlopen("http://127.0.0.1:15000/ready").read().decode().strip())
-stats = urllib.request.urlopen("http://127.0.0.1:15000/stats").read().decode()
-print("\n".join(l for l in stats.splitlines() if "15001.downstream_cx_total" in l or "PassthroughCluster.upstream_cx_total" in l))'
-run "$capstan" status --network-namespace "$ns" --trace tcp:198.51.100.10:80 --uid 1337
-kill "${pids[@]}" 2>/dev/null || true
-wait 2>/dev/null || true
-pids=()
 
-step "Bad input is refused before anything is touched (exit 2)"
-run "$capstan" init --network-namespace "$ns" -i 10.0.0.0/33 || echo "(exit $?)"
+step "The mesh, as Istio YAML: payments v1/v2 under service account payments, 90/10 canary, STRICT mTLS"
+mkdir -p "$dir/mesh" "$dir/ca"
+cat > "$dir/mesh/payments.yaml" <<'YAML'
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: payments, namespace: shop}
+spec:
+  hosts: [payments.shop.svc.cluster.local]
+  addresses: [198.51.100.200]
+  ports: [{number: 9080, name: tcp-payments, protocol: TCP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: payments}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: payments-v1, namespace: shop}
+spec:
+  address: 192.0.2.10
+  labels: {app: payments, version: v1, security.istio.io/tlsMode: istio}
+  serviceAccount: payments
+  ports: {tcp-payments: 8080}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: payments-v2, namespace: shop}
+spec:
+  address: 192.0.2.11
+  labels: {app: payments, version: v2, security.istio.io/tlsMode: istio}
+  serviceAccount: payments
+  ports: {tcp-payments: 8080}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: payments, namespace: shop}
+spec:
+  host: payments
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: payments, namespace: shop}
+spec:
+  hosts: [payments]
+  tcp:
+  - match: [{port: 9080}]
+    route:
+    - {destination: {host: payments, subset: v1}, weight: 90}
+    - {destination: {host: payments, subset: v2}, weight: 10}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+YAML
+run "$capstan" control-plane --validate "$dir/mesh"
 
-step "Switch to TPROXY: table replaced atomically, policy routing for IPv4 and IPv6"
-run "$capstan" init --network-namespace "$ns" -m TPROXY
-run "$capstan" status --network-namespace "$ns" | sed -n '1,14p'
-run "$capstan" status --network-namespace "$ns" --trace tcp:[2001:db8::1]:8080 --inbound --source 2001:db8::2
+step "Control plane and CA (a root generated on first start; callers known by token)"
+printf '%s shop/client\n%s shop/payments\n' "demo-token-client-0123456789" "demo-token-payments-0123456789" > "$dir/ca-tokens"
+chmod 600 "$dir/ca-tokens"
+in_pod istiod "$capstan" control-plane --config-dir "$dir/mesh" --xds-address 192.0.2.2:15010 \
+  --ca-dir "$dir/ca" --ca-tokens "$dir/ca-tokens" --secure-xds-address 192.0.2.2:15012 > "$dir/control-plane.log" 2>&1 &
+for _ in $(seq 1 100); do grep -q "the CA over TLS" "$dir/control-plane.log" && break; sleep 0.1; done
+grep "capstan control-plane:" "$dir/control-plane.log" | sed 's/^/  /'
+# The root goes to the pods as istiod's istio-ca-root-cert ConfigMap would.
+cp "$dir/ca/root-cert.pem" "$dir/root-cert.pem"
 
-step "Clean up the capture (the namespaces go when the demo exits)"
-run "$capstan" init --network-namespace "$ns" --cleanup-only
-run "$capstan" status --network-namespace "$ns" || echo "(exit $?)"
+# A payments application: says which version it is, then echoes.
+app='import socket, sys, threading
+server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", 8080)); server.listen(128)
+def serve(connection):
+    with connection:
+        connection.sendall(("payments " + sys.argv[1] + "\n").encode())
+        while data := connection.recv(65536): connection.sendall(data)
+while True: threading.Thread(target=serve, args=(server.accept()[0],), daemon=True).start()'
+
+step "Each pod: capture with istio-iptables' flags, then the agent (certificate, xDS relay, proxy)"
+declare -A agents
+for pod in client:client:192.0.2.1 payments-v1:payments:192.0.2.10 payments-v2:payments:192.0.2.11; do
+  IFS=: read -r name account address <<< "$pod"
+  "$capstan" init -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020 \
+    --network-namespace "/run/netns/$run_id-$name" | sed 's/^/  /'
+  mkdir -p "$dir/$name/sockets" "$dir/$name/certs"
+  echo "demo-token-$account-0123456789" > "$dir/$name/token"
+  chown -R 1337:1337 "$dir/$name"
+  chmod 600 "$dir/$name/token"
+  [ "$name" = client ] || in_pod "$name" python3 -c "$app" "${name#payments-}" &
+  in_pod "$name" env POD_NAME="$name-7d9f" POD_NAMESPACE=shop INSTANCE_IP="$address" SERVICE_ACCOUNT="$account" \
+    PROXY_CONFIG='{"discoveryAddress": "192.0.2.2:15012"}' OUTPUT_CERTS="$dir/$name/certs" MINIMUM_DRAIN_DURATION=1s \
+    "$capstan" agent --socket-dir "$dir/$name/sockets" --token-path "$dir/$name/token" --root-cert "$dir/root-cert.pem" \
+    > "$dir/$name/agent.log" 2>&1 &
+  agents[$name]=$!
+done
+for name in client payments-v1 payments-v2; do
+  started=$(date +%s%N)
+  in_pod "$name" "$capstan" wait --timeoutSeconds 20 --periodMillis 20 >/dev/null
+  printf '  %-12s ready in %4d ms: %s\n' "$name" $((($(date +%s%N) - started) / 1000000)) \
+    "$(openssl x509 -in "$dir/$name/certs/cert-chain.pem" -noout -ext subjectAltName | grep -o 'URI:.*')"
+done
+
+step "1,000 connections from the client application (uid 1000) to payments 198.51.100.200:9080"
+in_pod client setpriv --reuid=1000 --regid=1000 --clear-groups python3 -c '
+import collections, socket
+seen = collections.Counter()
+for _ in range(1000):
+    with socket.create_connection(("198.51.100.200", 9080), timeout=5) as connection:
+        seen[connection.makefile().readline().strip()] += 1
+for version, count in sorted(seen.items()):
+    print(f"  {version}: {count:4d} ({count / 10:.1f} %)")'
+
+step "Identities each side's proxy verified (Istio's standard metrics, from the agents' merged :15020)"
+http client http://127.0.0.1:15020/stats/prometheus | grep '^istio_tcp_connections_opened_total' | sed 's/^/  client     /'
+for name in payments-v1 payments-v2; do
+  http "$name" http://127.0.0.1:15020/stats/prometheus | grep '^istio_tcp_connections_opened_total' | sed "s/^/  $name /"
+done
+
+step "STRICT: a plaintext client without a sidecar (the hub) is refused by payments-v1's proxy"
+ip netns exec "$hub" python3 -c '
+import socket
+try:
+    with socket.create_connection(("192.0.2.10", 8080), timeout=3) as connection:
+        print("  answered:", connection.recv(100) or b"(closed without a byte)")
+except OSError as error:
+    print("  refused:", error)'
+
+step "capstan status for the client pod: the rules from the kernel, and the sidecar from its agent"
+run "$capstan" status --network-namespace "/run/netns/$run_id-client" | sed -n '1,12p'
+echo "  …"
+http client http://127.0.0.1:15021/healthz/ready | sed 's/^/  readiness: /'
+
+step "Shutdown: SIGTERM to payments-v1's agent drains inbound, then exits 0"
+agent=${agents[payments-v1]}
+kill -TERM "$agent"
+for _ in $(seq 1 100); do kill -0 "$agent" 2>/dev/null || break; sleep 0.1; done
+grep -E "draining|drained|stopped" "$dir/payments-v1/agent.log" | sed 's/^/  /'

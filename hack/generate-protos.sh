@@ -34,5 +34,5 @@ protos=$(cd proto && find . -name '*.proto' | sed 's|^\./||' | sort)
    --swift_opt=Visibility=Public --swift_opt=FileNaming=PathToUnderscores $protos)
 (cd proto && protoc --plugin="$bin/protoc-gen-grpc-swift-2" --grpc-swift-2_out="../$out" \
    --grpc-swift-2_opt=Visibility=Public,Client=true,Server=true,FileNaming=PathToUnderscores \
-   envoy/service/discovery/v3/ads.proto)
+   envoy/service/discovery/v3/ads.proto envoy/service/secret/v3/sds.proto istio/security/v1alpha1/ca.proto)
 echo "hack/generate-protos.sh: $(ls "$out" | wc -l) files in $out"

@@ -44,3 +44,9 @@ if ! python3 -c 'import envoy.service.discovery.v3.ads_pb2, grpc' 2>/dev/null; t
   echo "hack/setup.sh: installing xds-protos and grpcio from PyPI"
   pip_install xds-protos grpcio
 fi
+# A CA we did not write, for the agent's interoperability test: Istio's ca.proto compiled by grpcio-tools,
+# certificates signed by pyca/cryptography.
+if ! python3 -c 'import grpc_tools.protoc, cryptography.x509' 2>/dev/null; then
+  echo "hack/setup.sh: installing grpcio-tools and cryptography from PyPI"
+  pip_install grpcio-tools cryptography
+fi

@@ -7,7 +7,8 @@ struct Capstan: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "capstan",
         abstract: "Transparent traffic interception for a service mesh on Linux.",
-        subcommands: [InitCommandHelp.self, StatusCommand.self, ProxyCommand.self, ControlPlaneCommand.self, NodeAgentCommand.self,
+        subcommands: [InitCommandHelp.self, StatusCommand.self, AgentCommand.self, ProxyCommand.self, WaitCommand.self,
+                      ControlPlaneCommand.self, NodeAgentCommand.self,
                       CNICommandHelp.self]
     )
 

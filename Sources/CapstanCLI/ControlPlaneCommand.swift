@@ -1,5 +1,6 @@
 import ArgumentParser
 import ControlPlane
+import Identity
 import Logging
 import XDS
 
@@ -16,6 +17,13 @@ struct ControlPlaneCommand: AsyncParsableCommand {
             and the last good configuration keeps being served. At start, an invalid directory is an error, \
             so a restarted control plane never hands proxies less than they have. --validate DIR checks a \
             directory and exits.
+
+            With --ca-dir it is also the mesh's CA (Istio's IstioCertificateService): the directory holds \
+            Istio's cacerts files (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem), generated as a \
+            self-signed root on first start if empty. Callers are authenticated by the bearer tokens of \
+            --ca-tokens (lines "TOKEN NAMESPACE/SERVICE_ACCOUNT"); a certificate names the token's identity, \
+            never what the CSR asks for. The CA and ADS are served over TLS on --secure-xds-address (default \
+            0.0.0.0:15012), with a certificate from the same CA for istiod.istio-system.svc.
             """
     )
 
@@ -25,6 +33,14 @@ struct ControlPlaneCommand: AsyncParsableCommand {
     var validateDir: String?
     @Option(name: .customLong("xds-address"), help: "Where to serve ADS: HOST:PORT or unix:///PATH (repeatable; default 0.0.0.0:15010, Istio's plaintext xDS port).")
     var xdsAddresses: [String] = []
+    @Option(name: .customLong("ca-dir"), help: "Be the mesh CA, with Istio's cacerts files in this directory (generated if empty).")
+    var caDirectory: String?
+    @Option(name: .customLong("ca-tokens"), help: "File of \"TOKEN NAMESPACE/SERVICE_ACCOUNT\" lines: who may ask the CA for which identity.")
+    var caTokens: String?
+    @Option(name: .customLong("trust-domain"), help: "The mesh's trust domain (SPIFFE IDs spiffe://TRUST_DOMAIN/ns/NS/sa/SA).")
+    var trustDomain = "cluster.local"
+    @Option(name: .customLong("secure-xds-address"), help: "Where to serve ADS and the CA over TLS (repeatable; default 0.0.0.0:15012 with --ca-dir).")
+    var secureAddresses: [String] = []
     @Option(name: .customLong("log-level"), help: "debug, info, warning or error.")
     var logLevel = "info"
 
@@ -35,12 +51,25 @@ struct ControlPlaneCommand: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("invalid value \"\(logLevel)\" for --log-level: must be debug, info, warning or error")
         }
-        for address in xdsAddresses {
-            do throws(XDSAddressError) {
-                _ = try XDSServerAddress(parsing: address)
-            } catch {
-                throw ValidationError("invalid value \"\(address)\" for --xds-address: \(error.reason)")
+        for (flag, addresses) in [("--xds-address", xdsAddresses), ("--secure-xds-address", secureAddresses)] {
+            for address in addresses {
+                do throws(XDSAddressError) {
+                    _ = try XDSServerAddress(parsing: address)
+                } catch {
+                    throw ValidationError("invalid value \"\(address)\" for \(flag): \(error.reason)")
+                }
             }
+        }
+        guard (caDirectory == nil) == (caTokens == nil) else {
+            throw ValidationError("--ca-dir and --ca-tokens go together: the CA needs to know its callers")
+        }
+        guard caDirectory != nil || secureAddresses.isEmpty else {
+            throw ValidationError("--secure-xds-address needs --ca-dir: its certificate comes from the CA")
+        }
+        do {
+            try WorkloadIdentity.checkTrustDomain(trustDomain)
+        } catch {
+            throw ValidationError("invalid value \"\(trustDomain)\" for --trust-domain: \(error)")
         }
     }
 
@@ -57,17 +86,33 @@ struct ControlPlaneCommand: AsyncParsableCommand {
         logger.logLevel = Logger.Level(rawValue: logLevel)!
         let server: ControlPlaneServer
         do {
-            server = try ControlPlaneServer(directory: configDir!, logger: logger)
+            server = try ControlPlaneServer(directory: configDir!, trustDomain: trustDomain, logger: logger)
         } catch {
             for problem in error.problems { printError("capstan control-plane: error: \(problem)") }
             throw ExitCode(1)
         }
-        let addresses = try (xdsAddresses.isEmpty ? ["0.0.0.0:15010"] : xdsAddresses).map { try XDSServerAddress(parsing: $0) }
+        var endpoints = ControlPlaneServer.Endpoints(
+            plaintext: try (xdsAddresses.isEmpty ? ["0.0.0.0:15010"] : xdsAddresses).map { try XDSServerAddress(parsing: $0) })
+        if let caDirectory, let caTokens {
+            do {
+                let authority = try CertificateAuthority.loadOrGenerate(directory: caDirectory, trustDomain: trustDomain)
+                let tokens = try CallerTokens(contentsOf: caTokens)
+                endpoints.certificates = CertificateService(authority: authority, tokens: tokens, trustDomain: trustDomain, logger: logger)
+                endpoints.secure = try (secureAddresses.isEmpty ? ["0.0.0.0:15012"] : secureAddresses).map { try XDSServerAddress(parsing: $0) }
+                printError("capstan control-plane: CA for \(trustDomain) from \(caDirectory), \(tokens.count) caller token(s)")
+            } catch {
+                printError("capstan control-plane: error: CA: \(error)")
+                throw ExitCode(1)
+            }
+        }
         let termination = TerminationSignal()
+        let secure = Set(endpoints.secure)
+        let serving = endpoints
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                try await server.run(at: addresses) { address, bound in
-                    printError("capstan control-plane: serving ADS on \(address) (\(bound)), version \(server.version)")
+                try await server.run(at: serving) { address, bound in
+                    let what = secure.contains(address) ? "ADS and the CA over TLS" : "ADS"
+                    printError("capstan control-plane: serving \(what) on \(address) (\(bound)), version \(server.version)")
                 }
             }
             group.addTask { await termination.wait() }

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Identity
 import Logging
 import Synchronization
 import XDS
@@ -10,19 +11,26 @@ public final class ControlPlaneServer: Sendable {
     public let directory: String
     public let ads: ADSServer
     private let store = MeshSnapshotStore()
+    private let generator: ProxyConfigGenerator
     private let logger: Logger
 
     /// Reads `directory` once; fails with every problem found if it is not valid, so that a control
-    /// plane never starts by serving less than the proxies already have.
-    public init(directory: String, logger: Logger) throws(MeshConfigProblems) {
+    /// plane never starts by serving less than the proxies already have. `trustDomain` is the one the
+    /// SPIFFE IDs of the mesh's workloads are in.
+    public init(directory: String, trustDomain: String = "cluster.local", logger: Logger) throws(MeshConfigProblems) {
         self.directory = directory
+        do {
+            self.generator = try ProxyConfigGenerator(trustDomain: trustDomain)
+        } catch {
+            throw MeshConfigProblems(problems: [MeshConfigProblem(origin: "--trust-domain", resource: nil, field: "", message: error.description)])
+        }
         self.logger = logger
         self.ads = ADSServer(source: store, logger: logger)
         let reading = MeshConfigReader.read(directory: directory)
         for warning in reading.warnings { logger.warning("\(warning)") }
         guard let config = reading.config else { throw MeshConfigProblems(problems: reading.problems) }
         do {
-            store.update(try ProxyConfigGenerator.resources(for: config))
+            store.update(try generator.resources(for: config))
         } catch {
             throw MeshConfigProblems(problems: [MeshConfigProblem(origin: directory, resource: nil, field: "", message: "\(error)")])
         }
@@ -35,13 +43,45 @@ public final class ControlPlaneServer: Sendable {
     /// The configuration version, counted from 1 at start.
     public var version: Int { store.version }
 
+    /// Where the control plane serves: plaintext ADS (Istio's 15010), and, with a CA, ADS and the CA over
+    /// TLS (Istio's 15012) with a serving certificate from that CA.
+    public struct Endpoints: Sendable {
+        public var plaintext: [XDSServerAddress]
+        public var secure: [XDSServerAddress]
+        public var certificates: CertificateService?
+
+        public init(plaintext: [XDSServerAddress], secure: [XDSServerAddress] = [], certificates: CertificateService? = nil) {
+            self.plaintext = plaintext
+            self.secure = secure
+            self.certificates = certificates
+        }
+    }
+
     /// Serves ADS at `addresses` and watches the directory until the task is cancelled.
     public func run(at addresses: [XDSServerAddress], listening: @escaping @Sendable (XDSServerAddress, String) -> Void = { _, _ in }) async throws {
+        try await run(at: Endpoints(plaintext: addresses), listening: listening)
+    }
+
+    /// Serves `endpoints` and watches the directory until the task is cancelled.
+    public func run(at endpoints: Endpoints, listening: @escaping @Sendable (XDSServerAddress, String) -> Void = { _, _ in }) async throws {
         let watcher = try ConfigDirectoryWatcher(directory: directory) { [self] in reload() }
         defer { watcher.stop() }
+        var secure: GRPCEndpoint.ServerCredentials?
+        if let certificates = endpoints.certificates, !endpoints.secure.isEmpty {
+            let issued = try certificates.authority.issueServingCertificate(for: Self.servingNames(endpoints.secure),
+                                                                            lifetime: CertificateAuthority.defaultMaximumLifetime)
+            secure = .init(certificateChainPEM: issued.chainPEM, privateKeyPEM: issued.key.pkcs8PEM)
+        }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for address in addresses {
-                group.addTask { try await self.ads.serve(at: address) { listening(address, $0) } }
+            for address in endpoints.plaintext {
+                group.addTask { try await GRPCEndpoint(address: address).serve([self.ads]) { listening(address, $0) } }
+            }
+            if let secure, let certificates = endpoints.certificates {
+                for address in endpoints.secure {
+                    group.addTask {
+                        try await GRPCEndpoint(address: address, tls: secure).serve([self.ads, certificates]) { listening(address, $0) }
+                    }
+                }
             }
             try await group.next()
             group.cancelAll()
@@ -58,7 +98,7 @@ public final class ControlPlaneServer: Sendable {
         }
         let changed: [XDSResourceType]
         do {
-            changed = store.update(try ProxyConfigGenerator.resources(for: config))
+            changed = store.update(try generator.resources(for: config))
         } catch {
             logger.error("cannot build resources, still serving version \(store.version): \(error)")
             return
@@ -69,6 +109,18 @@ public final class ControlPlaneServer: Sendable {
             "version": "\(store.version)", "changed": "\(changed.map(\.service).joined(separator: ","))",
             "streams": "\(ads.stats.streamsActive.load(ordering: .relaxed))", "build": "\(ContinuousClock.now - started)",
         ])
+    }
+}
+
+extension ControlPlaneServer {
+    /// istiod's names, plus the address the secure port is bound to when it is a specific one (agents
+    /// in VMs and tests dial an IP address and verify it).
+    static func servingNames(_ addresses: [XDSServerAddress]) -> [String] {
+        var names = ["istiod.istio-system.svc", "istiod"]
+        for case .tcp(let host, _) in addresses where !["0.0.0.0", "::", ""].contains(host) && !names.contains(host) {
+            names.append(host)
+        }
+        return names
     }
 }
 

@@ -5,8 +5,14 @@ public struct MeshConfig: Sendable, Equatable {
     public var workloadEntries: [WorkloadEntry] = []
     public var virtualServices: [VirtualService] = []
     public var destinationRules: [DestinationRule] = []
+    public var peerAuthentications: [PeerAuthentication] = []
 
     public init() {}
+
+    /// Istio's root namespace: a PeerAuthentication here without a selector is the mesh-wide one.
+    public static let rootNamespace = "istio-system"
+    /// The endpoint label Istio puts on workloads that run a sidecar (`istio`); auto mTLS keys on it.
+    public static let tlsModeLabel = "security.istio.io/tlsMode"
 
     /// Istio's rule for short names: a host without a dot lives in the resource's namespace.
     static func qualified(_ host: String, namespace: String) -> String {
@@ -88,20 +94,34 @@ public struct VirtualService: Sendable, Equatable {
     public var tcp: [TCPRoute]
 }
 
-/// `networking.istio.io` DestinationRule: subsets by labels, load balancing, connection limits.
+/// `networking.istio.io` DestinationRule: subsets by labels, load balancing, connection limits, and
+/// whether the sidecar speaks Istio mutual TLS to the service.
 public struct DestinationRule: Sendable, Equatable {
+    /// `trafficPolicy.tls.mode`, in the subset Capstan implements: `SIMPLE` and `MUTUAL` (certificates
+    /// the user supplies) are refused when read.
+    public enum TLSMode: String, Sendable, Equatable {
+        /// Plaintext to the service, even to endpoints that have a sidecar (auto mTLS off).
+        case disable = "DISABLE"
+        /// The workload certificate (SDS `default`), the mesh roots (SDS `ROOTCA`), and the endpoints'
+        /// SPIFFE identities as the accepted server names.
+        case istioMutual = "ISTIO_MUTUAL"
+    }
+
     public struct TrafficPolicy: Sendable, Equatable {
         /// `ROUND_ROBIN`, `LEAST_REQUEST` (Istio's `LEAST_CONN`), `RANDOM`.
         public var loadBalancer: String?
         public var maxConnections: Int?
         public var connectTimeout: Duration?
+        /// nil: no `tls` setting, so Istio's auto mTLS decides (see ``ProxyConfigGenerator``).
+        public var tlsMode: TLSMode?
 
         /// This policy with the fields `other` leaves unset taken from here (a subset's over the rule's).
         func overridden(by other: TrafficPolicy?) -> TrafficPolicy {
             guard let other else { return self }
             return TrafficPolicy(loadBalancer: other.loadBalancer ?? loadBalancer,
                                  maxConnections: other.maxConnections ?? maxConnections,
-                                 connectTimeout: other.connectTimeout ?? connectTimeout)
+                                 connectTimeout: other.connectTimeout ?? connectTimeout,
+                                 tlsMode: other.tlsMode ?? tlsMode)
         }
     }
 
@@ -116,4 +136,33 @@ public struct DestinationRule: Sendable, Equatable {
     public var host: String
     public var trafficPolicy: TrafficPolicy
     public var subsets: [Subset]
+}
+
+/// `security.istio.io` PeerAuthentication: which connections a workload's sidecar accepts inbound,
+/// mutual TLS only, both, or plaintext only. Its scope follows from where it is and what it selects:
+/// the whole mesh (root namespace, no selector), a namespace (no selector) or the workloads whose
+/// labels match `spec.selector.matchLabels`. ``MutualTLSPolicy`` resolves which one is in force.
+public struct PeerAuthentication: Sendable, Equatable {
+    /// `spec.mtls.mode`; Istio's `UNSET` is read as nil: inherit from the enclosing scope.
+    public enum Mode: String, Sendable, Equatable, CustomStringConvertible {
+        /// Mutual TLS only: plaintext connections are refused.
+        case strict = "STRICT"
+        /// Mutual TLS and plaintext, told apart by the first bytes (tls_inspector).
+        case permissive = "PERMISSIVE"
+        /// Plaintext only.
+        case disable = "DISABLE"
+
+        public var description: String { rawValue }
+    }
+
+    public var origin: ResourceOrigin
+    public var namespace: String
+    /// `spec.selector.matchLabels`; nil (or empty in the YAML) for a namespace- or mesh-wide policy.
+    public var selector: [String: String]?
+    public var mode: Mode?
+    /// `spec.portLevelMtls`: modes for single workload ports (UNSET entries dropped: they inherit).
+    public var portLevelModes: [Int: Mode]
+
+    /// Istio's mesh-wide policy: in the root namespace, selecting nothing.
+    public var isMeshWide: Bool { selector == nil && namespace == MeshConfig.rootNamespace }
 }

@@ -26,7 +26,7 @@ public struct MeshConfigReading: Sendable {
 /// ``MeshConfig``, checking each resource and then the references between them.
 public enum MeshConfigReader {
     /// Istio kinds Capstan does not act on yet: read, reported, not refused.
-    static let ignoredKinds: Set<String> = ["AuthorizationPolicy", "PeerAuthentication", "Sidecar", "Gateway",
+    static let ignoredKinds: Set<String> = ["AuthorizationPolicy", "Sidecar", "Gateway",
                                             "RequestAuthentication", "Telemetry", "EnvoyFilter", "ProxyConfig", "WorkloadGroup"]
 
     /// Every `*.yaml`, `*.yml` and `*.json` file directly in `directory` (hidden ones, such as a
@@ -117,10 +117,16 @@ private struct Builder {
                 config.virtualServices.append(try Self.virtualService(spec, origin: origin, namespace: namespace, warnings: &resourceWarnings))
             case "DestinationRule":
                 config.destinationRules.append(try Self.destinationRule(spec, origin: origin, namespace: namespace, warnings: &resourceWarnings))
+            case "PeerAuthentication":
+                guard ["security.istio.io/v1", "security.istio.io/v1beta1"].contains(apiVersion) else {
+                    throw ConfigError(path: "apiVersion", message: "\"\(apiVersion)\" does not serve PeerAuthentication (security.istio.io/v1, security.istio.io/v1beta1)")
+                }
+                config.peerAuthentications.append(try Self.peerAuthentication(spec, origin: origin, namespace: namespace,
+                                                                              warnings: &resourceWarnings))
             case let other where MeshConfigReader.ignoredKinds.contains(other):
                 resourceWarnings.append("kind \(other) is not acted on by Capstan yet, ignored")
             default:
-                throw ConfigError(path: "kind", message: "\"\(kind)\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule)")
+                throw ConfigError(path: "kind", message: "\"\(kind)\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, PeerAuthentication)")
             }
             warnings += resourceWarnings.map { "\(origin): \(kind) \(origin.name): \($0)" }
         } catch {
@@ -134,7 +140,7 @@ private struct Builder {
     static func serviceEntry(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
                              warnings: inout [String]) throws(ConfigError) -> ServiceEntry {
         try spec.ignoringUnknown(["hosts", "addresses", "ports", "location", "resolution", "endpoints", "workloadSelector",
-                                  "exportTo", "subjectAltNames"], warnings: &warnings)
+                                  "exportTo"], warnings: &warnings)
         let hosts = try strings(spec.required("hosts"), nonEmpty: true).map { MeshConfig.qualified($0, namespace: namespace) }
         let addressesReader = try spec.optional("addresses")
         let addresses = try addressesReader.map { reader throws(ConfigError) in try strings(reader, nonEmpty: false) } ?? []
@@ -195,8 +201,14 @@ private struct Builder {
         if let reader = try reader.optional("ports") {
             for (name, _) in try reader.fields() { ports[name] = try reader.required(name).integer(in: 1...65535) }
         }
+        // It becomes a SPIFFE ID path segment (spiffe://TD/ns/NS/sa/ACCOUNT) that peers are checked against.
+        let serviceAccount = try reader.optional("serviceAccount").map { account throws(ConfigError) in
+            let name = try account.string()
+            guard isDNSLabel(name) else { throw account.fail("\"\(name)\" is not a Kubernetes service account name (DNS-1123)") }
+            return name
+        }
         return WorkloadEndpoint(address: network.address, labels: try reader.optional("labels").map(labels) ?? [:], ports: ports,
-                                serviceAccount: try reader.optional("serviceAccount")?.string())
+                                serviceAccount: serviceAccount)
     }
 
     static func virtualService(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
@@ -284,7 +296,59 @@ private struct Builder {
                 policy.connectTimeout = try tcp.optional("connectTimeout")?.goDuration()
             }
         }
+        if let tls = try reader.optional("tls") {
+            try tls.ignoringUnknown(["mode"], warnings: &warnings)
+            if let mode = try tls.optional("mode") {
+                switch try mode.string() {
+                case "DISABLE": policy.tlsMode = .disable
+                case "ISTIO_MUTUAL": policy.tlsMode = .istioMutual
+                case let other where ["SIMPLE", "MUTUAL"].contains(other):
+                    throw mode.fail("\(other) is not supported by Capstan: it needs certificates the user supplies (DISABLE, ISTIO_MUTUAL)")
+                case let other: throw mode.fail("\"\(other)\" is not a TLS mode (DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL)")
+                }
+            } else {
+                // The proto's zero value: a `tls` without a mode turns auto mTLS off.
+                policy.tlsMode = .disable
+                warnings.append("\(tls.path): no mode: read as DISABLE (plaintext), as Istio reads it")
+            }
+        }
         return policy
+    }
+
+    static func peerAuthentication(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
+                                   warnings: inout [String]) throws(ConfigError) -> PeerAuthentication {
+        try spec.ignoringUnknown(["selector", "mtls", "portLevelMtls"], warnings: &warnings)
+        var selector: [String: String]?
+        if let reader = try spec.optional("selector") {
+            try reader.ignoringUnknown(["matchLabels"], warnings: &warnings)
+            // Istio reads an empty selector as none: the policy covers the namespace (or the mesh).
+            if let matchLabels = try reader.optional("matchLabels").map(labels), !matchLabels.isEmpty { selector = matchLabels }
+        }
+        let mode = try spec.optional("mtls").map { reader throws(ConfigError) in try mutualTLSMode(reader, warnings: &warnings) } ?? nil
+        var portLevelModes: [Int: PeerAuthentication.Mode] = [:]
+        if let reader = try spec.optional("portLevelMtls") {
+            guard selector != nil else {
+                throw reader.fail("needs spec.selector.matchLabels: Istio applies port-level mTLS to selected workloads only, not to a namespace or the mesh")
+            }
+            for (key, _) in try reader.fields().sorted(by: { $0.key < $1.key }) {
+                let entry = try reader.required(key)
+                guard let port = Int(key), (1...65535).contains(port) else { throw entry.fail("\"\(key)\" is not a port number 1-65535") }
+                portLevelModes[port] = try mutualTLSMode(entry, warnings: &warnings)
+            }
+        }
+        return PeerAuthentication(origin: origin, namespace: namespace, selector: selector, mode: mode, portLevelModes: portLevelModes)
+    }
+
+    /// `{mode: STRICT}`; nil for `UNSET` or no mode, which inherit.
+    static func mutualTLSMode(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> PeerAuthentication.Mode? {
+        try reader.ignoringUnknown(["mode"], warnings: &warnings)
+        guard let field = try reader.optional("mode") else { return nil }
+        let text = try field.string()
+        if text == "UNSET" { return nil }
+        guard let mode = PeerAuthentication.Mode(rawValue: text) else {
+            throw field.fail("\"\(text)\" is not a mutual TLS mode (UNSET, DISABLE, PERMISSIVE, STRICT)")
+        }
+        return mode
     }
 
     // MARK: References between resources
@@ -327,6 +391,39 @@ private struct Builder {
             }
             ruled[rule.host] = rule.origin
         }
+        checkPeerAuthentications()
+    }
+
+    /// Istio keeps the oldest of competing policies; files carry no age, so two policies for the same
+    /// scope are refused instead of one being picked silently.
+    mutating func checkPeerAuthentications() {
+        var scopes: [String: ResourceOrigin] = [:]
+        for policy in config.peerAuthentications where policy.selector == nil {
+            let scope = policy.isMeshWide ? "the mesh" : "namespace \(policy.namespace)"
+            if let other = scopes[scope] {
+                problems.append(policy.origin.problem("spec.selector", "\(scope) already has PeerAuthentication \(other.name) (\(other)); give this one a selector or remove one"))
+            }
+            scopes[scope] = scopes[scope] ?? policy.origin
+        }
+        for policy in config.peerAuthentications {
+            guard let selector = policy.selector else { continue }
+            let selectsSome = config.workloadEntries.contains { workload in
+                workload.namespace == policy.namespace && selector.allSatisfy { workload.endpoint.labels[$0.key] == $0.value }
+            }
+            if !selectsSome {
+                warnings.append("\(policy.origin): PeerAuthentication \(policy.origin.name): spec.selector.matchLabels: selects no WorkloadEntry in namespace \(policy.namespace)")
+            }
+        }
+        for workload in config.workloadEntries {
+            let selecting = config.peerAuthentications.filter { policy in
+                policy.namespace == workload.namespace
+                    && (policy.selector?.allSatisfy { workload.endpoint.labels[$0.key] == $0.value } ?? false)
+            }
+            guard let first = selecting.first else { continue }
+            for policy in selecting.dropFirst() {
+                problems.append(policy.origin.problem("spec.selector.matchLabels", "selects WorkloadEntry \(workload.origin.name), which PeerAuthentication \(first.origin.name) (\(first.origin)) also selects"))
+            }
+        }
     }
 
     // MARK: Field helpers
@@ -358,26 +455,5 @@ private struct Builder {
 extension ResourceOrigin {
     func problem(_ field: String, _ message: String) -> MeshConfigProblem {
         MeshConfigProblem(origin: description, resource: "\(kind) \(name)", field: field, message: message)
-    }
-}
-
-extension ConfigReader {
-    /// Istio's durations, as Go writes them: `10s`, `500ms`, `1m30s`, `1.5s`.
-    func goDuration() throws(ConfigError) -> Duration {
-        guard case .string(let text) = value, !text.isEmpty else { throw fail("expected a duration such as \"10s\" or \"500ms\"") }
-        var total = Duration.zero
-        var rest = Substring(text)
-        let units: [(String, Duration)] = [("ms", .milliseconds(1)), ("us", .microseconds(1)), ("ns", .nanoseconds(1)),
-                                           ("h", .seconds(3600)), ("m", .seconds(60)), ("s", .seconds(1))]
-        while !rest.isEmpty {
-            let number = rest.prefix { $0.isNumber || $0 == "." }
-            rest = rest.dropFirst(number.count)
-            guard let value = Double(number), let unit = units.first(where: { rest.hasPrefix($0.0) }) else {
-                throw fail("\"\(text)\" is not a duration such as \"10s\" or \"500ms\"")
-            }
-            rest = rest.dropFirst(unit.0.count)
-            total += unit.1 * value
-        }
-        return total
     }
 }

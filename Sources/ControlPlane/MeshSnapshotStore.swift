@@ -12,7 +12,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         var versions: [XDSResourceType: String] = [:]
         /// Each type's content as last built, to tell whether an update changed it.
         var content: [XDSResourceType: [Data]] = [:]
-        /// Inbound listeners made for proxies so far, by IP and interception, for this generation.
+        /// Inbound listeners made for proxies so far, by IP, namespace and interception, for this generation.
         var inbound: [String: MeshResources.Resource] = [:]
     }
 
@@ -26,9 +26,8 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             let content: [XDSResourceType: [Data]] = [
                 .cluster: resources.clusters.map(\.resource.value),
                 .endpoint: resources.endpoints.map(\.resource.value),
-                // Inbound listeners follow from the workloads' ports.
-                .listener: [resources.outboundListener.resource.value]
-                    + resources.inboundPorts.sorted { $0.key < $1.key }.map { Data("\($0.key)=\($0.value)".utf8) },
+                // Inbound listeners follow from the workloads' ports and PeerAuthentications.
+                .listener: [resources.outboundListener.resource.value] + resources.inboundSummary.map { Data($0.utf8) },
             ]
             let changed = XDSResourceType.allCases.filter { generation.content[$0] != content[$0] }
             for type in changed { generation.versions[type] = String(generation.number) }
@@ -42,17 +41,19 @@ final class MeshSnapshotStore: ADSSnapshotSource {
     var version: Int { generation.withLock { $0.number } }
 
     func snapshot(for node: Envoy_Config_Core_V3_Node) -> XDSSnapshot {
-        let ip = ProxyNodeID(node.id)?.ipAddresses.first ?? ""
+        let id = ProxyNodeID(node.id)
+        let ip = id?.ipAddresses.first ?? ""
+        let namespace = id?.namespace ?? ""
         let transparent = node.metadata.fields["INTERCEPTION_MODE"]?.stringValue == "TPROXY"
         return generation.withLock { generation in
             guard let resources = generation.resources else { return XDSSnapshot(types: [:]) }
-            let key = "\(ip)|\(transparent)"
+            let key = "\(ip)|\(namespace)|\(transparent)"
             let inbound: MeshResources.Resource
             if let made = generation.inbound[key] {
                 inbound = made
             } else {
                 // Packing cannot fail for a listener built here; an empty one would be refused by the proxy.
-                inbound = (try? ProxyConfigGenerator.inboundListener(ports: resources.inboundPorts[ip] ?? [], transparent: transparent))
+                inbound = (try? ProxyConfigGenerator.inboundListener(resources.inbound(ip: ip, namespace: namespace), transparent: transparent))
                     ?? (ProxyConfigGenerator.inboundListenerName, .init())
                 generation.inbound[key] = inbound
             }

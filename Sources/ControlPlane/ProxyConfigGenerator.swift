@@ -1,42 +1,81 @@
+import Identity
 import SwiftProtobuf
 import XDS
 
-/// The xDS resources for a mesh, built once per configuration change: what every sidecar shares
-/// (clusters, endpoints, the outbound listener), and each workload's inbound listener by its IP.
-struct MeshResources: Sendable {
-    typealias Resource = (name: String, resource: Google_Protobuf_Any)
-
-    var clusters: [Resource]
-    var endpoints: [Resource]
-    var outboundListener: Resource
-    /// The inbound ports (Istio's `inbound|PORT||` clusters) of the workload at each IP.
-    var inboundPorts: [String: [Int]]
-}
-
 /// Turns a ``MeshConfig`` into Envoy resources named as Istio names them: clusters
 /// `outbound|PORT|SUBSET|HOST` fed by EDS, `virtualOutbound` on 15001 with one filter chain per service
-/// address and port plus a passthrough, `virtualInbound` on 15006 with one chain per workload port.
-enum ProxyConfigGenerator {
+/// address and port plus a passthrough, `virtualInbound` on 15006 with chains per workload port.
+///
+/// Mutual TLS is Istio's, with certificates the agent serves over SDS (`default`: the workload's
+/// certificate and key, `ROOTCA`: the mesh roots) through its `sds-grpc` cluster:
+/// - Outbound, per cluster: a DestinationRule `tls.mode` (a subset's over the rule's) of `ISTIO_MUTUAL`
+///   sends mutual TLS, `DISABLE` plaintext. Without one, Istio's auto mTLS decides: mutual TLS to
+///   endpoints that run a sidecar (label `security.istio.io/tlsMode: istio`) unless their
+///   PeerAuthentication DISABLEs it on the endpoint's port. Istio decides that per endpoint with
+///   `transport_socket_matches`; Capstan's proto subset has one transport socket per cluster, so a
+///   cluster gets mutual TLS only when every one of its endpoints qualifies (an endpoint without a
+///   sidecar keeps the whole cluster plaintext, which PERMISSIVE, the default, accepts). The server
+///   identities accepted are the endpoints' SPIFFE IDs, `spiffe://TRUST_DOMAIN/ns/NS/sa/ACCOUNT`
+///   (account `default` when the WorkloadEntry names none); SNI is `outbound_.PORT_.SUBSET_.HOST`.
+/// - Inbound, per workload port (its ``MutualTLSPolicy``): STRICT has one chain for
+///   `transport_protocol: tls` that terminates mutual TLS, DISABLE one for `raw_buffer`, PERMISSIVE
+///   both; `tls_inspector` tells them apart. Ports no service declares pass through under the
+///   workload's mode, or a port-level mode of their own, in the same way.
+struct ProxyConfigGenerator: Sendable {
     static let outboundListenerName = "virtualOutbound"
     static let inboundListenerName = "virtualInbound"
     static let passthroughCluster = "PassthroughCluster"
     static let inboundPassthroughCluster = "InboundPassthroughCluster"
+    static let inboundPassthroughChain = "InboundPassthroughFilterChain"
     static let defaultConnectTimeout = Duration.seconds(10)
+    static let defaultTrustDomain = "cluster.local"
+    /// Istio's names: the agent's SDS cluster in the bootstrap, and the two secrets it serves.
+    static let sdsCluster = "sds-grpc"
+    static let certificateSecret = "default"
+    static let rootCASecret = "ROOTCA"
+    static let tlsTransportSocket = "envoy.transport_sockets.tls"
+    static let tlsInspectorFilter = "envoy.filters.listener.tls_inspector"
+    /// What a sidecar offers a sidecar (TCP), and what one accepts, as Istio's do.
+    static let upstreamALPN = ["istio-peer-exchange", "istio"]
+    static let downstreamALPN = ["istio-peer-exchange", "h2", "http/1.1"]
 
-    static func resources(for config: MeshConfig, outboundPort: Int = 15001) throws -> MeshResources {
+    /// The trust domain of the SPIFFE IDs the outbound clusters expect of their endpoints.
+    let trustDomain: String
+    let outboundPort: Int
+
+    /// Refuses a trust domain that could not stand in a SPIFFE ID, naming it.
+    init(trustDomain: String = Self.defaultTrustDomain, outboundPort: Int = 15001) throws(WorkloadIdentityError) {
+        // Checked (and lowercased) as the CA checks the identities it signs.
+        self.trustDomain = try WorkloadIdentity(trustDomain: trustDomain, namespace: "default", serviceAccount: "default").trustDomain
+        self.outboundPort = outboundPort
+    }
+
+    /// The resources with the default trust domain, `cluster.local`.
+    static func resources(for config: MeshConfig) throws -> MeshResources {
+        try ProxyConfigGenerator().resources(for: config)
+    }
+
+    func resources(for config: MeshConfig) throws -> MeshResources {
+        let mutualTLS = MutualTLSPolicy(config.peerAuthentications)
         var clusters: [MeshResources.Resource] = []
         var endpoints: [MeshResources.Resource] = []
-        for cluster in [passthroughCluster, inboundPassthroughCluster] {
-            clusters.append((cluster, try .packed(originalDestinationCluster(cluster), as: .cluster)))
+        for cluster in [Self.passthroughCluster, Self.inboundPassthroughCluster] {
+            clusters.append((cluster, try .packed(Self.originalDestinationCluster(cluster), as: .cluster)))
         }
-        var inboundPorts: [String: Set<Int>] = [:]
+        // The workload at each IP, for its PeerAuthentication: a WorkloadEntry's, else an inline endpoint's.
+        var workloads: [String: Member] = [:]
+        for workload in config.workloadEntries where workloads[workload.endpoint.address] == nil {
+            workloads[workload.endpoint.address] = Member(endpoint: workload.endpoint, namespace: workload.namespace)
+        }
+        var inboundPorts: [String: Set<Int>] = workloads.mapValues { _ in [] }
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         for entry in config.serviceEntries {
-            let members = self.members(of: entry, in: config)
+            let members = Self.members(of: entry, in: config)
+            for member in members where workloads[member.endpoint.address] == nil { workloads[member.endpoint.address] = member }
             let rule = config.destinationRules.first { rule in entry.hosts.contains(rule.host) }
             for port in entry.ports {
                 for member in members {
-                    inboundPorts[member.address, default: []].insert(targetPort(of: member, port: port))
+                    inboundPorts[member.endpoint.address, default: []].insert(Self.targetPort(of: member.endpoint, port: port))
                 }
                 for host in entry.hosts {
                     var subsets: [(name: String, labels: [String: String], policy: DestinationRule.TrafficPolicy)] =
@@ -45,50 +84,71 @@ enum ProxyConfigGenerator {
                         subsets.append((subset.name, subset.labels, (rule?.trafficPolicy ?? .init()).overridden(by: subset.trafficPolicy)))
                     }
                     for subset in subsets {
-                        let name = clusterName(port: port.number, subset: subset.name, host: host)
-                        let selected = members.filter { member in subset.labels.allSatisfy { member.labels[$0.key] == $0.value } }
-                        clusters.append((name, try .packed(edsCluster(name, policy: subset.policy), as: .cluster)))
-                        endpoints.append((name, try .packed(assignment(name, selected.map { ($0.address, targetPort(of: $0, port: port)) }),
-                                                            as: .endpoint)))
+                        let name = Self.clusterName(port: port.number, subset: subset.name, host: host)
+                        let selected = members.filter { member in subset.labels.allSatisfy { member.endpoint.labels[$0.key] == $0.value } }
+                        var cluster = Self.edsCluster(name, policy: subset.policy)
+                        if Self.usesMutualTLS(subset.policy.tlsMode, members: selected, port: port, policy: mutualTLS) {
+                            cluster.transportSocket = try upstreamTLS(to: selected, sni: Self.sni(port: port.number, subset: subset.name, host: host))
+                        }
+                        clusters.append((name, try .packed(cluster, as: .cluster)))
+                        endpoints.append((name, try .packed(Self.assignment(name, selected.map {
+                            ($0.endpoint.address, Self.targetPort(of: $0.endpoint, port: port))
+                        }), as: .endpoint)))
                     }
                     if !entry.addresses.isEmpty {
-                        chains.append(outboundChain(host: host, port: port.number, addresses: entry.addresses,
-                                                    route: route(host: host, port: port.number, config: config)))
+                        chains.append(Self.outboundChain(host: host, port: port.number, addresses: entry.addresses,
+                                                         route: Self.route(host: host, port: port.number, config: config)))
                     }
                 }
             }
         }
         var listener = Envoy_Config_Listener_V3_Listener()
-        listener.name = outboundListenerName
-        listener.address = socketAddress("0.0.0.0", port: outboundPort)
+        listener.name = Self.outboundListenerName
+        listener.address = Self.socketAddress("0.0.0.0", port: outboundPort)
         listener.useOriginalDst = Google_Protobuf_BoolValue(true)
         listener.trafficDirection = .outbound
         listener.filterChains = chains
-        listener.defaultFilterChain = tcpProxyChain(name: "PassthroughFilterChain", route: .cluster(passthroughCluster))
+        listener.defaultFilterChain = Self.tcpProxyChain(name: "PassthroughFilterChain", route: .cluster(Self.passthroughCluster))
         let inboundClusterPorts = Set(inboundPorts.values.flatMap { $0 }).sorted()
         for port in inboundClusterPorts {
             let name = "inbound|\(port)||"
-            clusters.append((name, try .packed(originalDestinationCluster(name), as: .cluster)))
+            clusters.append((name, try .packed(Self.originalDestinationCluster(name), as: .cluster)))
+        }
+        var inboundWorkloads: [String: MeshResources.InboundWorkload] = [:]
+        for (address, member) in workloads {
+            inboundWorkloads[address] = .init(ports: inboundPorts[address, default: []].sorted(),
+                                              tls: mutualTLS.inbound(namespace: member.namespace, labels: member.endpoint.labels))
         }
         return MeshResources(clusters: clusters, endpoints: endpoints,
-                             outboundListener: (outboundListenerName, try .packed(listener, as: .listener)),
-                             inboundPorts: inboundPorts.mapValues { $0.sorted() })
+                             outboundListener: (Self.outboundListenerName, try .packed(listener, as: .listener)),
+                             inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS)
     }
 
-    /// `virtualInbound` for the workload at `ip`: its ports go to `inbound|PORT||`, anything else
-    /// passes through. `transparent` for TPROXY interception.
-    static func inboundListener(ports: [Int], transparent: Bool, inboundPort: Int = 15006) throws -> MeshResources.Resource {
+    /// `virtualInbound` for one workload: `tls_inspector` first, then, for each of its ports, chains to
+    /// `inbound|PORT||` as its mTLS mode allows (see the type's comment), and passthrough chains for
+    /// the other ports. `transparent` for TPROXY interception.
+    static func inboundListener(_ workload: MeshResources.InboundWorkload, transparent: Bool,
+                                inboundPort: Int = 15006) throws -> MeshResources.Resource {
         var listener = Envoy_Config_Listener_V3_Listener()
         listener.name = inboundListenerName
         listener.address = socketAddress("0.0.0.0", port: inboundPort)
         listener.trafficDirection = .inbound
         if transparent { listener.transparent = Google_Protobuf_BoolValue(true) }
-        listener.filterChains = ports.map { port in
-            var chain = tcpProxyChain(name: "inbound|\(port)||", route: .cluster("inbound|\(port)||"))
-            chain.filterChainMatch.destinationPort = Google_Protobuf_UInt32Value(UInt32(port))
-            return chain
+        var inspector = Envoy_Config_Listener_V3_ListenerFilter()
+        inspector.name = tlsInspectorFilter
+        inspector.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Listener_TlsInspector_V3_TlsInspector())
+        listener.listenerFilters = [inspector]
+        var chains: [Envoy_Config_Listener_V3_FilterChain] = []
+        for port in workload.ports {
+            let cluster = "inbound|\(port)||"
+            chains += try inboundChains(name: cluster, port: port, cluster: cluster, mode: workload.tls.mode(forPort: port))
         }
-        listener.defaultFilterChain = tcpProxyChain(name: "InboundPassthroughFilterChain", route: .cluster(inboundPassthroughCluster))
+        // A port-level mode for a port no service declares: Istio gives it passthrough chains of its own.
+        for (port, mode) in workload.tls.portModes.sorted(by: { $0.key < $1.key }) where !workload.ports.contains(port) {
+            chains += try inboundChains(name: "\(inboundPassthroughChain)-\(port)", port: port, cluster: inboundPassthroughCluster, mode: mode)
+        }
+        chains += try inboundChains(name: inboundPassthroughChain, port: nil, cluster: inboundPassthroughCluster, mode: workload.tls.mode)
+        listener.filterChains = chains
         return (inboundListenerName, try .packed(listener, as: .listener))
     }
 
@@ -97,17 +157,129 @@ enum ProxyConfigGenerator {
         "outbound|\(port)|\(subset)|\(host)"
     }
 
+    /// Istio's SNI for mutual TLS to a cluster: `outbound_.9000_.v1_.payments.shop.svc.cluster.local`
+    /// (`_` for no subset).
+    static func sni(port: Int, subset: String, host: String) -> String {
+        "outbound_.\(port)_.\(subset)_.\(host)"
+    }
+
+    // MARK: Mutual TLS
+
+    /// An endpoint with the namespace it belongs to: its WorkloadEntry's, or its ServiceEntry's if inline.
+    private struct Member {
+        var endpoint: WorkloadEndpoint
+        var namespace: String
+    }
+
+    /// Whether a cluster of `members` on service port `port` speaks mutual TLS: the DestinationRule's
+    /// mode if it has one, else auto mTLS (every endpoint has a sidecar that does not DISABLE mTLS there).
+    private static func usesMutualTLS(_ mode: DestinationRule.TLSMode?, members: [Member], port: ServiceEntry.Port,
+                                      policy: MutualTLSPolicy) -> Bool {
+        switch mode {
+        case .istioMutual: return true
+        case .disable: return false
+        case nil:
+            return !members.isEmpty && members.allSatisfy { member in
+                member.endpoint.labels[MeshConfig.tlsModeLabel] == "istio"
+                    && policy.inbound(namespace: member.namespace, labels: member.endpoint.labels)
+                        .mode(forPort: targetPort(of: member.endpoint, port: port)) != .disable
+            }
+        }
+    }
+
+    /// The `envoy.transport_sockets.tls` of a cluster: the workload certificate, the mesh roots, and
+    /// the endpoints' SPIFFE IDs (sorted, once each) as the only server identities accepted.
+    private func upstreamTLS(to members: [Member], sni: String) throws -> Envoy_Config_Core_V3_TransportSocket {
+        var identities: Set<String> = []
+        for member in members {
+            identities.insert(try WorkloadIdentity(trustDomain: trustDomain, namespace: member.namespace,
+                                                   serviceAccount: member.endpoint.serviceAccount ?? "default").spiffeID)
+        }
+        var validation = Envoy_Extensions_TransportSockets_Tls_V3_CertificateValidationContext()
+        validation.matchTypedSubjectAltNames = identities.sorted().map { identity in
+            var matcher = Envoy_Extensions_TransportSockets_Tls_V3_SubjectAltNameMatcher()
+            matcher.sanType = .uri
+            matcher.matcher.exact = identity
+            return matcher
+        }
+        var context = Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext()
+        context.commonTlsContext = Self.commonTLSContext(validation: validation, alpn: Self.upstreamALPN)
+        context.sni = sni
+        return try Self.transportSocket(context)
+    }
+
+    /// The `envoy.transport_sockets.tls` of an inbound chain: the workload certificate, a client
+    /// certificate required and checked against the mesh roots (which peer may call is authorization's
+    /// business, not the handshake's).
+    private static func downstreamTLS() throws -> Envoy_Config_Core_V3_TransportSocket {
+        var context = Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext()
+        context.commonTlsContext = commonTLSContext(validation: .init(), alpn: downstreamALPN)
+        context.requireClientCertificate = Google_Protobuf_BoolValue(true)
+        return try transportSocket(context)
+    }
+
+    private static func commonTLSContext(validation: Envoy_Extensions_TransportSockets_Tls_V3_CertificateValidationContext,
+                                         alpn: [String]) -> Envoy_Extensions_TransportSockets_Tls_V3_CommonTlsContext {
+        var combined = Envoy_Extensions_TransportSockets_Tls_V3_CommonTlsContext.CombinedCertificateValidationContext()
+        combined.defaultValidationContext = validation
+        combined.validationContextSdsSecretConfig = sdsSecret(rootCASecret)
+        var context = Envoy_Extensions_TransportSockets_Tls_V3_CommonTlsContext()
+        context.tlsCertificateSdsSecretConfigs = [sdsSecret(certificateSecret)]
+        context.combinedValidationContext = combined
+        context.alpnProtocols = alpn
+        return context
+    }
+
+    /// A secret the agent serves over SDS, as Istio's sidecars ask for it.
+    private static func sdsSecret(_ name: String) -> Envoy_Extensions_TransportSockets_Tls_V3_SdsSecretConfig {
+        var service = Envoy_Config_Core_V3_GrpcService()
+        service.envoyGrpc.clusterName = sdsCluster
+        var source = Envoy_Config_Core_V3_ApiConfigSource()
+        source.apiType = .grpc
+        source.grpcServices = [service]
+        source.setNodeOnFirstMessageOnly = true
+        source.transportApiVersion = .v3
+        var secret = Envoy_Extensions_TransportSockets_Tls_V3_SdsSecretConfig()
+        secret.name = name
+        secret.sdsConfig.apiConfigSource = source
+        secret.sdsConfig.resourceApiVersion = .v3
+        return secret
+    }
+
+    private static func transportSocket(_ context: some SwiftProtobuf.Message) throws -> Envoy_Config_Core_V3_TransportSocket {
+        var socket = Envoy_Config_Core_V3_TransportSocket()
+        socket.name = tlsTransportSocket
+        socket.typedConfig = try Google_Protobuf_Any(message: context)
+        return socket
+    }
+
+    /// The chains of one inbound port (nil: any port) under `mode`: mutual TLS unless DISABLE,
+    /// plaintext unless STRICT. Named after the port's cluster and the transport; stats keep `name`.
+    private static func inboundChains(name: String, port: Int?, cluster: String,
+                                      mode: PeerAuthentication.Mode) throws -> [Envoy_Config_Listener_V3_FilterChain] {
+        var chains: [Envoy_Config_Listener_V3_FilterChain] = []
+        for transport in ["tls", "raw_buffer"] {
+            if transport == "tls" && mode == .disable || transport == "raw_buffer" && mode == .strict { continue }
+            var chain = tcpProxyChain(name: "\(name)-\(transport)", statPrefix: name, route: .cluster(cluster))
+            if let port { chain.filterChainMatch.destinationPort = Google_Protobuf_UInt32Value(UInt32(port)) }
+            chain.filterChainMatch.transportProtocol = transport
+            if transport == "tls" { chain.transportSocket = try downstreamTLS() }
+            chains.append(chain)
+        }
+        return chains
+    }
+
     // MARK: Pieces
 
     /// The endpoints of a service: inline ones and the WorkloadEntries its selector picks.
-    private static func members(of entry: ServiceEntry, in config: MeshConfig) -> [WorkloadEndpoint] {
-        var members = entry.endpoints
+    private static func members(of entry: ServiceEntry, in config: MeshConfig) -> [Member] {
+        var members = entry.endpoints.map { Member(endpoint: $0, namespace: entry.namespace) }
         if let selector = entry.workloadSelector {
             members += config.workloadEntries
                 .filter { workload in
                     workload.namespace == entry.namespace && selector.allSatisfy { workload.endpoint.labels[$0.key] == $0.value }
                 }
-                .map(\.endpoint)
+                .map { Member(endpoint: $0.endpoint, namespace: $0.namespace) }
         }
         return members
     }
@@ -152,9 +324,10 @@ enum ProxyConfigGenerator {
         return chain
     }
 
-    private static func tcpProxyChain(name: String, route: Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.OneOf_ClusterSpecifier) -> Envoy_Config_Listener_V3_FilterChain {
+    private static func tcpProxyChain(name: String, statPrefix: String? = nil,
+                                      route: Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.OneOf_ClusterSpecifier) -> Envoy_Config_Listener_V3_FilterChain {
         var proxy = Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy()
-        proxy.statPrefix = name
+        proxy.statPrefix = statPrefix ?? name
         proxy.clusterSpecifier = route
         var filter = Envoy_Config_Listener_V3_Filter()
         filter.name = "envoy.filters.network.tcp_proxy"

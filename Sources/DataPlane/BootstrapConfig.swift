@@ -31,16 +31,25 @@ public struct BootstrapConfig: Sendable {
         public var transparent: Bool
         var chains: [FilterChain]
         var defaultChain: FilterChain?
+        /// `listener_filters` by name, as configured.
+        var listenerFilters: [String] = []
+        /// Whether `envoy.filters.listener.tls_inspector` is among them: each connection's first bytes
+        /// are read to tell TLS from plaintext before a chain is chosen.
+        var inspectsTLS = false
 
         /// The stat prefix Envoy uses for a listener on all addresses.
         var statName: String { "0.0.0.0_\(port)" }
 
-        /// Envoy's choice: chains for the destination port (or, if none, those without a port), then the
-        /// longest matching prefix (no prefix matches anything, least specifically); else the default.
-        func chain(for destination: SocketAddress) -> FilterChain? {
+        /// Envoy's choice, one criterion after the other, each keeping only its most specific matches:
+        /// chains for the destination port (or, if none, those without a port); the longest matching
+        /// prefix (no prefix matches anything, least specifically); the detected transport protocol
+        /// (or, if no chain names it, chains naming none); an offered ALPN protocol (or chains naming
+        /// none). Without a match, the default chain.
+        func chain(for destination: SocketAddress, detected: TransportDetection = .plaintext) -> FilterChain? {
             let forPort = chains.filter { $0.destinationPort != nil && $0.destinationPort == destination.port }
-            let candidates = forPort.isEmpty ? chains.filter { $0.destinationPort == nil } : forPort
-            var best: (chain: FilterChain, length: Int)?
+            var candidates = forPort.isEmpty ? chains.filter { $0.destinationPort == nil } : forPort
+            var bestLength: Int?
+            var byPrefix: [FilterChain] = []
             for chain in candidates {
                 let length: Int
                 if chain.prefixes.isEmpty {
@@ -50,9 +59,19 @@ public struct BootstrapConfig: Sendable {
                 } else {
                     continue
                 }
-                if best == nil || length > best!.length { best = (chain, length) }
+                if bestLength == nil || length > bestLength! {
+                    bestLength = length
+                    byPrefix = [chain]
+                } else if length == bestLength {
+                    byPrefix.append(chain)
+                }
             }
-            return best?.chain ?? defaultChain
+            candidates = byPrefix
+            let byTransport = candidates.filter { $0.transportProtocol == detected.transportProtocol }
+            candidates = byTransport.isEmpty ? candidates.filter { $0.transportProtocol == nil } : byTransport
+            let byProtocol = candidates.filter { chain in chain.applicationProtocols.contains { detected.applicationProtocols.contains($0) } }
+            candidates = byProtocol.isEmpty ? candidates.filter { $0.applicationProtocols.isEmpty } : byProtocol
+            return candidates.first ?? defaultChain
         }
     }
 
@@ -62,6 +81,12 @@ public struct BootstrapConfig: Sendable {
         var prefixes: [DestinationPrefix]
         var route: TCPRoute
         var idleTimeout: Duration?
+        /// `filter_chain_match.transport_protocol`: `tls`, `raw_buffer`, or nil for either.
+        var transportProtocol: String?
+        /// `filter_chain_match.application_protocols` (ALPN); empty for any.
+        var applicationProtocols: [String] = []
+        /// TLS terminated on this chain (its `DownstreamTlsContext`); nil: the bytes are relayed as they come.
+        var transportSocket: TransportSocketConfig?
     }
 
     /// `tcp_proxy`'s destination: one cluster, or several with weights.
@@ -107,6 +132,8 @@ public struct BootstrapConfig: Sendable {
         /// `circuit_breakers.thresholds[].max_connections`.
         var maxConnections: Int?
         var loadBalancing = LoadBalancing.roundRobin
+        /// TLS to the endpoints (its `UpstreamTlsContext`); nil: plaintext.
+        var transportSocket: TransportSocketConfig?
     }
 
     public var listeners: [Listener]
@@ -117,6 +144,8 @@ public struct BootstrapConfig: Sendable {
     public var dynamicResources: DynamicResources?
     /// Fields that were ignored, with their paths.
     public var warnings: [String]
+    /// Who this proxy is (`node`), when the bootstrap says; sent on the xDS and SDS streams.
+    public var node: Envoy_Config_Core_V3_Node?
 
     /// Istio's sidecar without configuration: every connection to its original destination.
     public static func passthrough(outboundPort: Int, inboundPort: Int, inboundTransparent: Bool) -> BootstrapConfig {
@@ -166,8 +195,9 @@ public struct BootstrapConfig: Sendable {
         let listeners = try (resources?.optional("listeners")?.list() ?? []).map { reader throws(ConfigError) in
             try listener(reader, warnings: &warnings)
         }
+        let node = try root.optional("node").map { reader throws(ConfigError) in try nodeMessage(reader) }
         let dynamic = try root.optional("dynamic_resources").map { reader throws(ConfigError) in
-            try dynamicResources(reader, node: try root.optional("node"), clusters: clusters, warnings: &warnings)
+            try dynamicResources(reader, node: node, clusters: clusters, warnings: &warnings)
         }
         // Every route must name a cluster that exists, and names are unique.
         for (index, cluster) in clusters.enumerated() where clusters[..<index].contains(where: { $0.name == cluster.name }) {
@@ -184,14 +214,42 @@ public struct BootstrapConfig: Sendable {
                 }
             }
         }
-        return BootstrapConfig(listeners: listeners, clusters: clusters, adminPort: adminPort, dynamicResources: dynamic,
-                               warnings: warnings)
+        let config = BootstrapConfig(listeners: listeners, clusters: clusters, adminPort: adminPort, dynamicResources: dynamic,
+                                     warnings: warnings, node: node)
+        // Secrets come from a static cluster with a gRPC endpoint (Istio's sds-grpc).
+        for (index, cluster) in clusters.enumerated() {
+            try config.checkSecretSources(cluster.transportSocket, path: "static_resources.clusters[\(index)].transport_socket")
+        }
+        for (index, listener) in listeners.enumerated() {
+            for chain in listener.chains + [listener.defaultChain].compactMap({ $0 }) {
+                try config.checkSecretSources(chain.transportSocket, path: "static_resources.listeners[\(index)] filter chain \"\(chain.name)\".transport_socket")
+            }
+        }
+        return config
+    }
+
+    /// Where the gRPC service a static cluster names is (its first endpoint: Istio's `xds-grpc` and
+    /// `sds-grpc` are pipes); nil when there is no such static cluster.
+    func grpcServer(cluster name: String) -> XDSServerAddress? {
+        guard let cluster = clusters.first(where: { $0.name == name }), case .endpoints(let endpoints) = cluster.discovery,
+              let endpoint = endpoints.first else { return nil }
+        if let path = endpoint.pathname { return .unixSocket(path: path) }
+        guard let host = endpoint.ipAddress, let port = endpoint.port else { return nil }
+        return .tcp(host: host, port: port)
+    }
+
+    /// Refuses a transport socket whose SDS secrets come from a cluster that is not one of this
+    /// bootstrap's static clusters with an endpoint.
+    func checkSecretSources(_ socket: TransportSocketConfig?, path: String) throws(ConfigError) {
+        for reference in socket?.secretReferences ?? [] where grpcServer(cluster: reference.cluster) == nil {
+            throw ConfigError(path: path, message: "SDS secret \"\(reference.name)\" comes from cluster \"\(reference.cluster)\", which is not a static cluster of the bootstrap with an endpoint")
+        }
     }
 
     /// ADS only (`lds_config` and `cds_config` say `ads`), state of the world over gRPC; the server is a
     /// static cluster named by `envoy_grpc` (as Istio's `xds-grpc`, often a `pipe`), or a `google_grpc`
     /// target URI.
-    private static func dynamicResources(_ reader: ConfigReader, node: ConfigReader?, clusters: [Cluster],
+    private static func dynamicResources(_ reader: ConfigReader, node: Envoy_Config_Core_V3_Node?, clusters: [Cluster],
                                          warnings: inout [String]) throws(ConfigError) -> DynamicResources {
         try reader.ignoringUnknown(["lds_config", "cds_config", "ads_config"], warnings: &warnings)
         for key in ["lds_config", "cds_config"] {
@@ -235,16 +293,18 @@ public struct BootstrapConfig: Sendable {
             throw service.fail("needs envoy_grpc or google_grpc")
         }
         guard let node else { throw ConfigError(path: "node", message: "is required with dynamic_resources (the control plane identifies the proxy by node.id)") }
-        let parsed: Envoy_Config_Core_V3_Node
+        guard !node.id.isEmpty else { throw ConfigError(path: "node.id", message: "is required with dynamic_resources") }
+        return DynamicResources(server: server, node: node)
+    }
+
+    private static func nodeMessage(_ node: ConfigReader) throws(ConfigError) -> Envoy_Config_Core_V3_Node {
         do {
             var options = JSONDecodingOptions()
             options.ignoreUnknownFields = true
-            parsed = try Envoy_Config_Core_V3_Node(jsonString: node.value.jsonText(), options: options)
+            return try Envoy_Config_Core_V3_Node(jsonString: node.value.jsonText(), options: options)
         } catch {
             throw node.fail("not a valid node: \(error)")
         }
-        guard !parsed.id.isEmpty else { throw ConfigError(path: "node.id", message: "is required with dynamic_resources") }
-        return DynamicResources(server: server, node: parsed)
     }
 
     private static func socketAddress(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> SocketAddress {
@@ -288,18 +348,33 @@ public struct BootstrapConfig: Sendable {
         let defaultChain = try reader.optional("default_filter_chain").map { chain throws(ConfigError) in
             try filterChain(chain, warnings: &warnings)
         }
+        var filters: [String] = []
+        var inspectsTLS = false
+        for filter in try reader.optional("listener_filters")?.list() ?? [] {
+            try filter.ignoringUnknown(["name", "typed_config"], warnings: &warnings)
+            let filterName = try filter.optional("name")?.string() ?? ""
+            let type = try filter.optional("typed_config")?.optional("@type")?.string()
+            if try XDSResourceDecoder.isTLSInspector(name: filterName, typeURL: type, path: filter.path) { inspectsTLS = true }
+            filters.append(filterName)
+        }
         return Listener(name: name, port: address.port ?? 0, direction: direction, transparent: transparent,
-                        chains: chains, defaultChain: defaultChain)
+                        chains: chains, defaultChain: defaultChain, listenerFilters: filters, inspectsTLS: inspectsTLS)
     }
 
     private static func filterChain(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> FilterChain {
         try reader.ignoringUnknown(["name", "filter_chain_match", "filters", "transport_socket"], warnings: &warnings)
         var port: Int?
         var prefixes: [DestinationPrefix] = []
+        var transportProtocol: String?
+        var applicationProtocols: [String] = []
         if let match = try reader.optional("filter_chain_match") {
             try match.ignoringUnknown(["destination_port", "prefix_ranges", "transport_protocol", "application_protocols"],
                                       warnings: &warnings)
             port = try match.optional("destination_port")?.integer(in: 1...65535)
+            if let text = try match.optional("transport_protocol")?.string(), !text.isEmpty { transportProtocol = text }
+            applicationProtocols = try (match.optional("application_protocols")?.list() ?? []).map { item throws(ConfigError) in
+                try item.string()
+            }
             prefixes = try (match.optional("prefix_ranges")?.list() ?? []).map { range throws(ConfigError) in
                 try range.ignoringUnknown(["address_prefix", "prefix_len"], warnings: &warnings)
                 let address = try range.required("address_prefix").string()
@@ -331,13 +406,68 @@ public struct BootstrapConfig: Sendable {
         } else {
             throw config.fail("needs cluster or weighted_clusters")
         }
+        let socket = try reader.optional("transport_socket").map { socket throws(ConfigError) in
+            try transportSocket(socket, upstream: false, warnings: &warnings)
+        } ?? nil
         return FilterChain(name: try reader.optional("name")?.string() ?? "", destinationPort: port, prefixes: prefixes,
-                           route: route, idleTimeout: try config.optional("idle_timeout")?.duration())
+                           route: route, idleTimeout: try config.optional("idle_timeout")?.duration(),
+                           transportProtocol: transportProtocol, applicationProtocols: applicationProtocols, transportSocket: socket)
+    }
+
+    /// A `transport_socket` in JSON: its typed_config is read as the protobuf message it names, then
+    /// checked as one from xDS would be. Fields Capstan does not implement are ignored with a warning.
+    private static func transportSocket(_ reader: ConfigReader, upstream: Bool,
+                                        warnings: inout [String]) throws(ConfigError) -> TransportSocketConfig? {
+        try reader.ignoringUnknown(["name", "typed_config"], warnings: &warnings)
+        var socket = Envoy_Config_Core_V3_TransportSocket()
+        socket.name = try reader.optional("name")?.string() ?? ""
+        if let typed = try reader.optional("typed_config") {
+            var fields = try typed.fields()
+            let type = fields.removeValue(forKey: "@type")?.stringValue ?? ""
+            let json = ConfigValue.object(fields).jsonText()
+            switch type {
+            case TransportSocketConfig.upstreamContextType where upstream:
+                socket.typedConfig = try packed(json, as: Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext.self,
+                                                path: typed.path, warnings: &warnings)
+            case TransportSocketConfig.downstreamContextType where !upstream:
+                socket.typedConfig = try packed(json, as: Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext.self,
+                                                path: typed.path, warnings: &warnings)
+            default:
+                // Refused (or, for raw_buffer, accepted) by the checks below, with the type in the message.
+                var any = Google_Protobuf_Any()
+                any.typeURL = type
+                socket.typedConfig = any
+            }
+        }
+        return upstream ? try TransportSocketConfig.upstream(socket, path: reader.path)
+                        : try TransportSocketConfig.downstream(socket, path: reader.path)
+    }
+
+    private static func packed<M: SwiftProtobuf.Message>(_ json: String, as type: M.Type, path: String,
+                                                         warnings: inout [String]) throws(ConfigError) -> Google_Protobuf_Any {
+        var message: M
+        do {
+            message = try M(jsonString: json)
+        } catch {
+            do {
+                var options = JSONDecodingOptions()
+                options.ignoreUnknownFields = true
+                message = try M(jsonString: json, options: options)
+                warnings.append("\(path): fields Capstan does not implement were ignored (\(error))")
+            } catch {
+                throw ConfigError(path: path, message: "not a valid \(M.protoMessageName): \(error)")
+            }
+        }
+        do {
+            return try Google_Protobuf_Any(message: message)
+        } catch {
+            throw ConfigError(path: path, message: "cannot be packed: \(error)")
+        }
     }
 
     private static func cluster(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> Cluster {
         try reader.ignoringUnknown(["name", "type", "connect_timeout", "lb_policy", "load_assignment", "circuit_breakers",
-                                    "alt_stat_name"], warnings: &warnings)
+                                    "alt_stat_name", "transport_socket"], warnings: &warnings)
         let name = try reader.required("name").string()
         let type = try reader.optional("type")?.string() ?? "STATIC"
         var loadBalancing = Cluster.LoadBalancing.roundRobin
@@ -379,8 +509,11 @@ public struct BootstrapConfig: Sendable {
                 maxConnections = try threshold.optional("max_connections")?.integer(in: 1...Int(Int32.max)) ?? maxConnections
             }
         }
+        let socket = try reader.optional("transport_socket").map { socket throws(ConfigError) in
+            try transportSocket(socket, upstream: true, warnings: &warnings)
+        } ?? nil
         return Cluster(name: name, discovery: discovery, connectTimeout: try reader.optional("connect_timeout")?.duration(),
-                       maxConnections: maxConnections, loadBalancing: loadBalancing)
+                       maxConnections: maxConnections, loadBalancing: loadBalancing, transportSocket: socket)
     }
 }
 

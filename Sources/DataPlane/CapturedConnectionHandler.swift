@@ -1,17 +1,29 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The first handler of every accepted connection: finds where it was going, picks the route (refusing
-/// loops), connects upstream on the same event loop, then hands both channels to a ``RelayHandler`` pair.
+/// The first handler of every accepted connection: finds where it was going, reads the first bytes when
+/// the listener has tls_inspector, picks the route (refusing loops), terminates TLS when the chosen
+/// chain has a TLS context, connects upstream on the same event loop (over TLS when the cluster has a
+/// TLS context), then hands both channels to a ``RelayHandler`` pair.
 ///
-/// The downstream channel does not read until the upstream is connected; only what NIO reads at once
-/// when the client half-closes early is kept, and handed to the relay.
+/// The downstream channel does not read until the upstream is connected and TLS, on either side, is
+/// accepted: nothing is relayed before. Only what tls_inspector read, and what NIO reads at once when
+/// the client half-closes early, is kept, and handed on.
 final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+
+    /// The identities at the two ends of a TLS leg, for Istio's metrics.
+    private struct Principals {
+        var local: String?
+        var peer: String?
+        /// Both sides presented a certificate and the peer's was verified.
+        var mutual: Bool
+    }
 
     /// The listener's name: its filter chains are looked up when the connection arrives, so an update
     /// applies to new connections without rebinding.
@@ -57,29 +69,53 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                     context.close(promise: nil)
                     return
                 }
-                self.forward(context: context, to: address)
+                self.detectTransport(context: context, destination: address)
             }
         }
     }
 
-    /// Bytes that arrived before the relay was in place. autoRead is off until then, but when the
-    /// client half-closes early, NIO reads everything up to the end of stream at once.
+    func channelInactive(context: ChannelHandlerContext) {
+        inspection?.deadline.cancel()
+        inspection = nil
+        context.fireChannelInactive()
+    }
+
+    /// Bytes that arrived before the relay was in place: what tls_inspector read, and everything up to
+    /// the end of stream when the client half-closes early (autoRead is off until then, but NIO reads
+    /// to the end at once).
     private var early: [ByteBuffer] = []
     private var inputClosedEarly = false
+    /// While tls_inspector waits for the first bytes: where the connection was going, and the wait's end.
+    private var inspection: (destination: SocketAddress, deadline: Scheduled<Void>)?
+    /// Once TLS is terminated here, reads go on to the TLS handler behind this one.
+    private var passingThrough = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        early.append(unwrapInboundIn(data))
+        if passingThrough {
+            context.fireChannelRead(data)
+        } else {
+            early.append(unwrapInboundIn(data))
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if passingThrough {
+            context.fireChannelReadComplete()
+        } else if inspection != nil {
+            inspect(context: context, complete: inputClosedEarly)
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let event = event as? ChannelEvent, event == .inputClosed {
+        if let event = event as? ChannelEvent, event == .inputClosed, !passingThrough {
             inputClosedEarly = true
+            if inspection != nil { inspect(context: context, complete: true) }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
     }
 
-    /// Hands what arrived early to the relay behind this handler.
+    /// Hands what arrived early to the handler behind this one: the relay, or the TLS handler.
     private func replayEarlyInput(context: ChannelHandlerContext) {
         if !early.isEmpty {
             for buffer in early { context.fireChannelRead(wrapInboundOut(buffer)) }
@@ -87,13 +123,47 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             context.fireChannelReadComplete()
         }
         if inputClosedEarly {
+            inputClosedEarly = false
             context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         }
     }
 
-    private func forward(context: ChannelHandlerContext, to destination: SocketAddress) {
+    // MARK: Listener filters
+
+    /// With tls_inspector, reads until the first bytes tell TLS from plaintext (or the client stops,
+    /// or the listener filters' timeout passes: plaintext); without, goes on at once.
+    private func detectTransport(context: ChannelHandlerContext, destination: SocketAddress) {
+        guard runtime.configuration.listeners[listener]?.inspectsTLS == true else {
+            forward(context: context, to: destination, detected: .plaintext)
+            return
+        }
+        guard context.channel.isActive else { return }
+        let deadline = context.eventLoop.assumeIsolated().scheduleTask(in: runtime.options.listenerFiltersTimeout) { [self] in
+            inspect(context: context, complete: true)
+        }
+        inspection = (destination, deadline)
+        context.read()
+    }
+
+    private func inspect(context: ChannelHandlerContext, complete: Bool) {
+        guard let (destination, deadline) = inspection else { return }
+        var bytes = early.first ?? context.channel.allocator.buffer(capacity: 0)
+        for var buffer in early.dropFirst() { bytes.writeBuffer(&buffer) }
+        guard let detected = TLSInspector.inspect(bytes, complete: complete) else {
+            context.read()
+            return
+        }
+        deadline.cancel()
+        inspection = nil
+        forward(context: context, to: destination, detected: detected)
+    }
+
+    // MARK: Routing
+
+    private func forward(context: ChannelHandlerContext, to destination: SocketAddress, detected: TransportDetection) {
         let route: UpstreamRoute
-        switch runtime.route(listener: listener, destination: destination, client: context.channel.remoteAddress?.unmapped) {
+        switch runtime.route(listener: listener, destination: destination, client: context.channel.remoteAddress?.unmapped,
+                             detected: detected) {
         case .success(let found):
             route = found
         case .failure(let failure):
@@ -106,18 +176,88 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             context.close(promise: nil)
             return
         }
+        if let endpointIndex = route.endpointIndex {
+            // Only LEAST_REQUEST counts open connections per endpoint; others add nothing per connection.
+            let cluster = route.cluster
+            context.channel.closeFuture.whenComplete { _ in cluster.released(endpointIndex) }
+        }
+        if let tls = route.downstreamTLS {
+            terminateTLS(context: context, route: route, tls: tls)
+        } else {
+            connect(context: context, route: route, downstreamTLS: nil)
+        }
+    }
+
+    /// Puts TLS with the chain's context between the socket and this handler, hands it what was read
+    /// so far (the ClientHello), and connects upstream once the client is accepted.
+    private func terminateTLS(context: ChannelHandlerContext, route: UpstreamRoute, tls: TransportSocketConfig) {
+        let stats = listenerStats.tls
+        let built: TLSContextCache.Built
+        switch tls.contexts.context(for: tls, secrets: runtime.secrets) {
+        case .success(let found):
+            built = found
+        case .failure:
+            stats.connectionErrors.increment()
+            context.close(promise: nil)
+            return
+        }
+        let accepted = context.eventLoop.makePromise(of: String?.self)
+        let handshake = TLSHandshakeHandler(subjectAltNames: built.subjectAltNames, verifiesPeer: built.verifiesPeer, stats: stats,
+                                            timeout: runtime.options.tlsHandshakeTimeout, accepted: accepted)
+        do {
+            try context.pipeline.syncOperations.addHandlers([NIOSSLServerHandler(context: built.context), handshake],
+                                                            position: .after(self))
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        passingThrough = true
+        accepted.futureResult.assumeIsolated().whenComplete { [self] result in
+            switch result {
+            case .success(let peer):
+                connect(context: context, route: route,
+                        downstreamTLS: (handshake, Principals(local: built.localIdentity, peer: peer, mutual: peer != nil)))
+            case .failure:
+                context.close(promise: nil)
+            }
+        }
+        // The TLS handler reads for itself once it has bytes to answer; with none yet, it needs a first read.
+        if early.isEmpty { context.read() }
+        replayEarlyInput(context: context)
+    }
+
+    /// Connects to the route's endpoint (with TLS when the cluster has it) and starts the relay once the
+    /// upstream is there and, with TLS, accepted.
+    private func connect(context: ChannelHandlerContext, route: UpstreamRoute,
+                         downstreamTLS: (handshake: TLSHandshakeHandler, principals: Principals)?) {
         let clusterStats = route.cluster.stats
         let relay = RelayHandler.pair(downstreamBytes: clusterStats.bytesSent, upstreamBytes: clusterStats.bytesReceived)
         let downstream = context.channel
+        let connectTimeout = route.cluster.config.connectTimeout.map { TimeAmount($0) } ?? runtime.options.connectTimeout
+        let upstreamTLS: UpstreamTLS?
+        switch UpstreamTLS.make(for: route.cluster, secrets: runtime.secrets, on: context.eventLoop, timeout: connectTimeout) {
+        case .success(let made):
+            upstreamTLS = made
+        case .failure:
+            clusterStats.tls.connectionErrors.increment()
+            context.close(promise: nil)
+            return
+        }
         var bootstrap = ClientBootstrap(group: context.eventLoop)
-            .connectTimeout(route.cluster.config.connectTimeout.map { TimeAmount($0) } ?? runtime.options.connectTimeout)
+            .connectTimeout(connectTimeout)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: ProxyOptions.readBuffers)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(relay.upstream)
+                    let pipeline = channel.pipeline.syncOperations
+                    if let upstreamTLS {
+                        try pipeline.addHandler(NIOSSLClientHandler(context: upstreamTLS.built.context, serverHostname: upstreamTLS.serverName))
+                        try pipeline.addHandler(upstreamTLS.handshake)
+                    } else {
+                        try pipeline.addHandler(relay.upstream)
+                    }
                 }
             }
         if let source = route.source {
@@ -129,12 +269,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             bootstrap = bootstrap.bind(to: source)
         }
         clusterStats.connectionsTotal.increment()
-        if let endpointIndex = route.endpointIndex {
-            // Only LEAST_REQUEST counts open connections per endpoint; others add nothing per connection.
-            let cluster = route.cluster
-            downstream.closeFuture.whenComplete { _ in cluster.released(endpointIndex) }
-        }
-        bootstrap.connect(to: route.endpoint).whenComplete { result in
+        bootstrap.connect(to: route.endpoint).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let upstream):
                 clusterStats.connectionsActive.increment()
@@ -144,18 +279,33 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                     upstream.close(promise: nil)
                     return
                 }
-                do {
-                    let pipeline = downstream.pipeline.syncOperations
-                    try pipeline.addHandler(relay.downstream)
-                    relay.downstream.closeWhenIdle(for: route.idleTimeout)
-                    self.replayEarlyInput(context: context)
-                    pipeline.removeHandler(self, promise: nil)
-                    downstream.setOption(.autoRead, value: true).whenFailure { _ in downstream.close(promise: nil) }
-                } catch {
-                    upstream.close(promise: nil)
-                    downstream.close(promise: nil)
+                guard let upstreamTLS else {
+                    self.startRelay(context: context, relay: relay, upstream: upstream, route: route,
+                                    downstreamTLS: downstreamTLS, upstreamPrincipals: nil)
+                    return
+                }
+                upstreamTLS.accepted.assumeIsolated().whenComplete { verdict in
+                    guard case .success(let peer) = verdict, downstream.isActive else {
+                        // Refused (counted by the handshake handler), or the client left meanwhile.
+                        upstream.close(promise: nil)
+                        downstream.close(promise: nil)
+                        return
+                    }
+                    do {
+                        try upstream.pipeline.syncOperations.addHandler(relay.upstream)
+                    } catch {
+                        upstream.close(promise: nil)
+                        downstream.close(promise: nil)
+                        return
+                    }
+                    upstreamTLS.handshake.release()
+                    let principals = Principals(local: upstreamTLS.built.localIdentity, peer: peer,
+                                                mutual: upstreamTLS.presentsCertificate && peer != nil)
+                    self.startRelay(context: context, relay: relay, upstream: upstream, route: route,
+                                    downstreamTLS: downstreamTLS, upstreamPrincipals: principals)
                 }
             case .failure(let error):
+                upstreamTLS?.handshake.abandon()
                 if case ChannelError.connectTimeout = error {
                     clusterStats.connectTimeouts.increment()
                 }
@@ -163,6 +313,68 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                 downstream.close(promise: nil)
             }
         }
+    }
+
+    /// TLS to the upstream for one connection.
+    private struct UpstreamTLS {
+        var built: TLSContextCache.Built
+        var serverName: String?
+        var handshake: TLSHandshakeHandler
+        var accepted: EventLoopFuture<String?>
+        var presentsCertificate: Bool
+
+        /// nil for a plaintext cluster; a failure when the cluster's TLS context cannot be had now.
+        static func make(for cluster: ClusterRuntime, secrets: SecretStore, on loop: any EventLoop,
+                         timeout: TimeAmount) -> Result<UpstreamTLS?, TLSContextCache.Unavailable> {
+            guard let tls = cluster.config.transportSocket else { return .success(nil) }
+            return tls.contexts.context(for: tls, secrets: secrets).map { built in
+                let accepted = loop.makePromise(of: String?.self)
+                // The handshake counts toward the connect timeout, as in Envoy.
+                let handshake = TLSHandshakeHandler(subjectAltNames: built.subjectAltNames, verifiesPeer: built.verifiesPeer,
+                                                    stats: cluster.stats.tls, timeout: timeout, accepted: accepted)
+                var serverName: String?
+                if case .client(let name) = tls.role { serverName = name }
+                return UpstreamTLS(built: built, serverName: serverName, handshake: handshake, accepted: accepted.futureResult,
+                                   presentsCertificate: tls.certificate != nil)
+            }
+        }
+    }
+
+    /// Joins the two channels, hands on what arrived early, and steps out of the pipeline.
+    private func startRelay(context: ChannelHandlerContext, relay: (downstream: RelayHandler, upstream: RelayHandler), upstream: Channel,
+                            route: UpstreamRoute, downstreamTLS: (handshake: TLSHandshakeHandler, principals: Principals)?,
+                            upstreamPrincipals: Principals?) {
+        let downstream = context.channel
+        do {
+            let pipeline = downstream.pipeline.syncOperations
+            try pipeline.addHandler(relay.downstream)
+            relay.downstream.closeWhenIdle(for: route.idleTimeout)
+            replayEarlyInput(context: context)
+            downstreamTLS?.handshake.release()
+            countConnection(downstream, route: route, downstreamTLS: downstreamTLS?.principals, upstreamTLS: upstreamPrincipals)
+            pipeline.removeHandler(self, promise: nil)
+            downstream.setOption(.autoRead, value: true).whenFailure { _ in downstream.close(promise: nil) }
+        } catch {
+            upstream.close(promise: nil)
+            downstream.close(promise: nil)
+        }
+    }
+
+    /// Istio's `istio_tcp_connections_opened_total` now and `…_closed_total` when the client's side
+    /// closes, reported by the source's proxy (outbound) or the destination's (inbound).
+    private func countConnection(_ downstream: Channel, route: UpstreamRoute, downstreamTLS: Principals?, upstreamTLS: Principals?) {
+        let istio = runtime.stats.istio
+        let series: IstioTCPMetrics.Series
+        switch route.direction {
+        case .outbound:
+            series = upstreamTLS.map { istio.series(.source, source: $0.local, destination: $0.peer, mutualTLS: $0.mutual) }
+                ?? istio.plaintext(.source)
+        case .inbound:
+            series = downstreamTLS.map { istio.series(.destination, source: $0.peer, destination: $0.local, mutualTLS: $0.mutual) }
+                ?? istio.plaintext(.destination)
+        }
+        series.opened.increment()
+        downstream.closeFuture.whenComplete { _ in series.closed.increment() }
     }
 }
 

@@ -1,9 +1,12 @@
+import Configuration
 import FoundationEssentials
 import NIOCore
+import XDS
 
 /// `/config_dump`: the listeners and clusters in force, in the shape of Envoy's dump: a `configs` list
-/// with a clusters dump and a listeners dump, static resources apart from dynamic ones, and each
-/// dynamic resource with the version it came in and when.
+/// with a clusters dump, a listeners dump and a secrets dump, static resources apart from dynamic ones,
+/// and each dynamic resource with the version it came in and when. Transport sockets appear as they
+/// were received; private keys never appear.
 struct ConfigDump {
     struct Address: Encodable {
         struct Socket: Encodable {
@@ -18,12 +21,16 @@ struct ConfigDump {
             var name: String
             var destination_port: Int?
             var prefix_ranges: [String]
+            var transport_protocol: String?
+            var application_protocols: [String]?
             var clusters: [String]
+            var transport_socket: ConfigValue?
         }
         var name: String
         var address: Address
         var traffic_direction: String
         var transparent: Bool
+        var listener_filters: [String]?
         var filter_chains: [Chain]
         var default_filter_chain: Chain?
     }
@@ -33,6 +40,48 @@ struct ConfigDump {
         var type: String
         var endpoints: [String]
         var max_connections: Int?
+        var transport_socket: ConfigValue?
+    }
+
+    /// Envoy's `SecretsConfigDump`: each SDS secret with its version, when it came, and when its
+    /// certificates expire; the secret in Envoy's shape with the private key redacted.
+    struct SecretsDump: Encodable {
+        struct Dynamic: Encodable {
+            var name: String
+            var version_info: String
+            var last_updated: String
+            /// RFC 3339: the leaf's expiry for a certificate, the first root's to expire for a trust bundle.
+            var expiration_time: String
+            var identity: String?
+            var secret: ConfigValue
+        }
+        var type = "type.googleapis.com/envoy.admin.v3.SecretsConfigDump"
+        var dynamic_active_secrets: [Dynamic]
+
+        enum CodingKeys: String, CodingKey {
+            case type = "@type", dynamic_active_secrets
+        }
+
+        init(_ secrets: [SecretStore.Secret]) {
+            dynamic_active_secrets = secrets.map { secret in
+                func inline(_ bytes: [UInt8]) -> ConfigValue { .object(["inline_bytes": .string(Data(bytes).base64EncodedString())]) }
+                func time(_ seconds: Int) -> String { Date(timeIntervalSince1970: Double(seconds)).formatted(.iso8601) }
+                var fields: [String: ConfigValue] = [
+                    "@type": .string(XDSResourceType.secret.typeURL), "name": .string(secret.name),
+                ]
+                switch secret.content {
+                case .certificate(let credentials):
+                    fields["tls_certificate"] = .object(["certificate_chain": inline(credentials.chainPEM),
+                                                         "private_key": .object(["inline_string": .string("[redacted]")])])
+                    return Dynamic(name: secret.name, version_info: secret.version, last_updated: secret.lastUpdated,
+                                   expiration_time: time(credentials.notAfter), identity: credentials.identity, secret: .object(fields))
+                case .trust(let bundle):
+                    fields["validation_context"] = .object(["trusted_ca": inline(bundle.pem)])
+                    return Dynamic(name: secret.name, version_info: secret.version, last_updated: secret.lastUpdated,
+                                   expiration_time: time(bundle.notAfter), identity: nil, secret: .object(fields))
+                }
+            }
+        }
     }
 
     struct ClustersDump: Encodable {
@@ -76,20 +125,25 @@ struct ConfigDump {
 
     var clusters: ClustersDump
     var listeners: ListenersDump
+    var secrets: SecretsDump
 
     init(runtime: ProxyRuntime) {
         let configuration = runtime.configuration
         let versions = runtime.versions.withLockedValue { $0 }
         func chain(_ chain: BootstrapConfig.FilterChain) -> ListenerEntry.Chain {
-            .init(name: chain.name, destination_port: chain.destinationPort,
-                  prefix_ranges: chain.prefixes.map(\.description), clusters: chain.route.clusterNames)
+            .init(name: chain.name, destination_port: chain.destinationPort, prefix_ranges: chain.prefixes.map(\.description),
+                  transport_protocol: chain.transportProtocol,
+                  application_protocols: chain.applicationProtocols.isEmpty ? nil : chain.applicationProtocols,
+                  clusters: chain.route.clusterNames, transport_socket: chain.transportSocket?.dump)
         }
         var listeners = ListenersDump(version_info: versions.accepted["LDS"], static_listeners: [], dynamic_listeners: [])
         for listener in configuration.listeners.values.sorted(by: { $0.name < $1.name }) {
             let entry = ListenerEntry(name: listener.name,
                                       address: Address(socket_address: .init(address: "0.0.0.0", port_value: listener.port)),
                                       traffic_direction: listener.direction == .inbound ? "INBOUND" : "OUTBOUND",
-                                      transparent: listener.transparent, filter_chains: listener.chains.map(chain),
+                                      transparent: listener.transparent,
+                                      listener_filters: listener.listenerFilters.isEmpty ? nil : listener.listenerFilters,
+                                      filter_chains: listener.chains.map(chain),
                                       default_filter_chain: listener.defaultChain.map(chain))
             if let version = versions.listeners[listener.name] {
                 listeners.dynamic_listeners.append(.init(name: listener.name, active_state: .init(
@@ -104,11 +158,12 @@ struct ConfigDump {
             let entry: ClusterEntry
             switch cluster.config.discovery {
             case .originalDestination:
-                entry = ClusterEntry(name: cluster.name, type: "ORIGINAL_DST", endpoints: [], max_connections: cluster.config.maxConnections)
+                entry = ClusterEntry(name: cluster.name, type: "ORIGINAL_DST", endpoints: [], max_connections: cluster.config.maxConnections,
+                                     transport_socket: cluster.config.transportSocket?.dump)
             case .endpoints(let endpoints):
                 entry = ClusterEntry(name: cluster.name, type: versions.endpointDiscovered.contains(cluster.name) ? "EDS" : "STATIC",
-                                     endpoints: endpoints.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" },
-                                     max_connections: cluster.config.maxConnections)
+                                     endpoints: endpoints.map { $0.pathname ?? "\($0.ipAddress ?? "?"):\($0.port ?? 0)" },
+                                     max_connections: cluster.config.maxConnections, transport_socket: cluster.config.transportSocket?.dump)
             }
             if let version = versions.clusters[cluster.name] {
                 clusters.dynamic_active_clusters.append(.init(version_info: version.version, cluster: entry, last_updated: version.lastUpdated))
@@ -118,12 +173,13 @@ struct ConfigDump {
         }
         self.clusters = clusters
         self.listeners = listeners
+        self.secrets = SecretsDump(runtime.secrets.all)
     }
 
     var json: String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(["configs": [AnyEncodable(clusters), AnyEncodable(listeners)]])) ?? Data()
+        let data = (try? encoder.encode(["configs": [AnyEncodable(clusters), AnyEncodable(listeners), AnyEncodable(secrets)]])) ?? Data()
         return String(decoding: data, as: UTF8.self) + "\n"
     }
 }

@@ -21,6 +21,7 @@ final class DynamicResources: ADSResponseHandler {
     }
 
     private let proxy: Proxy
+    private let bootstrap: BootstrapConfig
     private let staticClusters: [BootstrapConfig.Cluster]
     private let staticListeners: [BootstrapConfig.Listener]
     /// How long a new EDS cluster waits for endpoints before it serves without (Envoy's
@@ -31,6 +32,7 @@ final class DynamicResources: ADSResponseHandler {
 
     init(proxy: Proxy, bootstrap: BootstrapConfig, warmingTimeout: Duration = .seconds(15), logger: Logger) {
         self.proxy = proxy
+        self.bootstrap = bootstrap
         self.staticClusters = bootstrap.clusters
         self.staticListeners = bootstrap.listeners
         self.warmingTimeout = warmingTimeout
@@ -51,6 +53,7 @@ final class DynamicResources: ADSResponseHandler {
             case .cluster: try applyClusters(response, client: client)
             case .endpoint: try applyEndpoints(response, client: client)
             case .listener: try await applyListeners(response)
+            case .secret: return .reject("secrets are served over SDS, not on the ADS stream")
             }
             runtime.versions.withLockedValue { $0.accepted[type.service] = response.versionInfo }
             return .accept
@@ -69,6 +72,9 @@ final class DynamicResources: ADSResponseHandler {
             clusters = try XDSResourceDecoder.clusters(response.resources)
             if let clash = clusters.first(where: { cluster in staticClusters.contains { $0.name == cluster.cluster.name } }) {
                 throw ConfigError(path: "cluster \"\(clash.cluster.name)\"", message: "is a static cluster of the bootstrap")
+            }
+            for cluster in clusters {
+                try bootstrap.checkSecretSources(cluster.cluster.transportSocket, path: "cluster \"\(cluster.cluster.name)\".transport_socket")
             }
         } catch {
             stats.rejections.increment()
@@ -134,6 +140,7 @@ final class DynamicResources: ADSResponseHandler {
         }
         runtime.replaceClusters(staticClusters + clusters)
         runtime.versions.withLockedValue { $0.warmingClusters = warming }
+        proxy.requestSecrets()
         if firstTime {
             // Envoy asks for listeners once the first clusters are warm, so that listeners never
             // route to clusters that are not there yet.
@@ -193,6 +200,12 @@ final class DynamicResources: ADSResponseHandler {
             if let clash = listeners.first(where: { listener in staticListeners.contains { $0.name == listener.name || $0.port == listener.port } }) {
                 throw ConfigError(path: "listener \"\(clash.name)\"", message: "clashes with a static listener of the bootstrap")
             }
+            for listener in listeners {
+                for chain in listener.chains + [listener.defaultChain].compactMap({ $0 }) {
+                    try bootstrap.checkSecretSources(chain.transportSocket,
+                                                     path: "listener \"\(listener.name)\" filter chain \"\(chain.name)\".transport_socket")
+                }
+            }
         } catch {
             stats.rejections.increment()
             throw error
@@ -205,6 +218,7 @@ final class DynamicResources: ADSResponseHandler {
             throw ConfigError(path: "listeners", message: "\(error)")
         }
         stats.successes.increment()
+        proxy.requestSecrets()
         let version = response.versionInfo
         runtime.versions.withLockedValue { versions in
             let now = Self.timestamp()

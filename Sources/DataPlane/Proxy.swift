@@ -33,6 +33,8 @@ public final class Proxy: Sendable {
         var stopping = false
         /// The ADS subscription, while it runs.
         var controlPlane: Task<Void, Never>?
+        /// The SDS streams, once the configuration names a secret.
+        var secretDiscovery: SecretDiscovery?
     }
 
     let runtime: ProxyRuntime
@@ -51,8 +53,9 @@ public final class Proxy: Sendable {
     public var state: State { mutable.withLockedValue { $0.state } }
 
     /// Binds the admin API first (so `/ready` can say PRE_INITIALIZING), then the listeners and the
-    /// Prometheus endpoint. With static configuration the proxy is LIVE when this returns; with ADS it
-    /// becomes LIVE once the first clusters and listeners from the control plane are in force.
+    /// Prometheus endpoint. With static configuration the proxy is LIVE when this returns (or, when it
+    /// names SDS secrets, once they are there); with ADS it becomes LIVE once the first clusters and
+    /// listeners from the control plane, and their secrets, are in force.
     /// If a port cannot be bound, what was bound is closed again (``stop()``) and the error is thrown.
     public func start() throws {
         let admin = AdminServer(proxy: self)
@@ -68,6 +71,7 @@ public final class Proxy: Sendable {
             stop()
             throw error
         }
+        requestSecrets()
         if let bootstrap = runtime.options.bootstrap, let dynamic = bootstrap.dynamicResources {
             subscribe(to: dynamic, bootstrap: bootstrap)
         } else {
@@ -85,9 +89,39 @@ public final class Proxy: Sendable {
         mutable.withLockedValue { $0.controlPlane = task }
     }
 
-    /// From PRE_INITIALIZING to LIVE (not back from DRAINING).
+    /// From PRE_INITIALIZING to LIVE (not back from DRAINING), once the SDS secrets the configuration
+    /// names are there, or the warming timeout has passed without them (Envoy's initial_fetch_timeout).
     func becomeLive() {
+        let runtime = self.runtime
+        func waiting() -> Bool { runtime.configuration.secretReferences.contains { runtime.secrets[$0.name] == nil } }
+        guard waiting() else { return markLive() }
+        let deadline = ContinuousClock.now + runtime.options.warmingTimeout
+        Task { [self] in
+            while waiting() && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+            markLive()
+        }
+    }
+
+    private func markLive() {
         mutable.withLockedValue { if $0.state == .preInitializing { $0.state = .live } }
+    }
+
+    /// Subscribes to the SDS secrets the configuration in force names, opening the SDS stream the first
+    /// time (with Istio: `default` and `ROOTCA`, from the agent's `sds-grpc` socket).
+    func requestSecrets() {
+        let references = runtime.configuration.secretReferences
+        guard !references.isEmpty, let bootstrap = runtime.options.bootstrap else { return }
+        let runtime = self.runtime
+        let discovery = mutable.withLockedValue { state -> SecretDiscovery? in
+            guard !state.stopping else { return nil }
+            if let open = state.secretDiscovery { return open }
+            let made = SecretDiscovery(store: runtime.secrets, node: bootstrap.node ?? bootstrap.dynamicResources?.node ?? .init(),
+                                       servers: { bootstrap.grpcServer(cluster: $0) }, backoff: runtime.options.controlPlaneBackoff,
+                                       logger: Logger(label: "capstan.proxy.sds"))
+            state.secretDiscovery = made
+            return made
+        }
+        discovery?.request(references)
     }
 
     /// Puts `listeners` in force: binds those that are new (or moved to another port), then swaps the
@@ -222,6 +256,7 @@ public final class Proxy: Sendable {
             guard !state.stopping else { return nil }
             state.stopping = true
             state.controlPlane?.cancel()
+            state.secretDiscovery?.stop()
             return state.serverChannels.values.map(\.channel) + state.adminChannels
         }
         guard let channels else { return }

@@ -27,6 +27,12 @@ public struct ProxyOptions: Sendable {
     public var connectTimeout = TimeAmount.seconds(10)
     /// A connection with no bytes either way for this long is closed (Envoy tcp_proxy's default: 1 h).
     public var idleTimeout = TimeAmount.hours(1)
+    /// How long listener filters (tls_inspector) wait for a client's first bytes before treating the
+    /// connection as plaintext (Envoy's `listener_filters_timeout`).
+    public var listenerFiltersTimeout = TimeAmount.seconds(15)
+    /// How long a client has to complete the TLS handshake on a chain that terminates TLS. (Upstream,
+    /// the handshake counts toward the cluster's connect timeout, as in Envoy.)
+    public var tlsHandshakeTimeout = TimeAmount.seconds(15)
     /// Listeners and clusters from a bootstrap file; nil: Istio's passthrough on the two capture ports.
     public var bootstrap: BootstrapConfig?
     /// Delays between attempts to reach the control plane.

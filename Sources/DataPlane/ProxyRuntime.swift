@@ -13,6 +13,10 @@ struct UpstreamRoute: Sendable {
     /// Bind `source` with `IP_TRANSPARENT` and the TPROXY mark: the client's own address.
     var transparent = false
     var idleTimeout: TimeAmount
+    /// Which way the connection goes: Istio's `reporter` (source for outbound, destination for inbound).
+    var direction = BootstrapConfig.Listener.Direction.outbound
+    /// The chain's TLS, terminated before the upstream is connected; nil: relayed as it comes.
+    var downstreamTLS: TransportSocketConfig?
 }
 
 /// The listeners and clusters in force. An update replaces it whole, so each connection is routed by
@@ -20,6 +24,17 @@ struct UpstreamRoute: Sendable {
 struct ActiveConfiguration: Sendable {
     var listeners: [String: BootstrapConfig.Listener] = [:]
     var clusters: [String: ClusterRuntime] = [:]
+
+    /// The SDS secrets the transport sockets in force name.
+    var secretReferences: Set<SecretReference> {
+        var references = Set(clusters.values.flatMap { $0.config.transportSocket?.secretReferences ?? [] })
+        for listener in listeners.values {
+            for chain in listener.chains + [listener.defaultChain].compactMap({ $0 }) {
+                references.formUnion(chain.transportSocket?.secretReferences ?? [])
+            }
+        }
+        return references
+    }
 }
 
 /// The xDS versions behind the configuration in force, for `/config_dump`.
@@ -43,6 +58,8 @@ final class ProxyRuntime: Sendable {
     let options: ProxyOptions
     let stats = ProxyStats()
     let connections = ConnectionRegistry()
+    /// Certificates and trust bundles from SDS.
+    let secrets = SecretStore()
     /// Versions of the resources in force, as the control plane named them (empty when static).
     let versions = NIOLockedValueBox(ResourceVersions())
     private let active = NIOLockedValueBox(ActiveConfiguration())
@@ -67,22 +84,40 @@ final class ProxyRuntime: Sendable {
                 } else {
                     next[cluster.name] = ClusterRuntime(cluster, stats: stats.cluster(cluster.name))
                 }
+                if cluster.transportSocket != nil { stats.cluster(cluster.name).tls.markConfigured() }
             }
             active.clusters = next
         }
     }
 
-    /// Puts `listeners` in force in place of all others (their sockets are the proxy's business).
+    /// Puts `listeners` in force in place of all others (their sockets are the proxy's business). A
+    /// listener that did not change is kept as it was, with the TLS contexts its chains have built.
     func replaceListeners(_ listeners: [BootstrapConfig.Listener]) {
-        for listener in listeners { _ = stats.listener(listener.statName) }
-        active.withLockedValue { $0.listeners = Dictionary(listeners.map { ($0.name, $0) }, uniquingKeysWith: { $1 }) }
+        for listener in listeners {
+            let listenerStats = stats.listener(listener.statName)
+            if (listener.chains + [listener.defaultChain].compactMap({ $0 })).contains(where: { $0.transportSocket != nil }) {
+                listenerStats.tls.markConfigured()
+            }
+        }
+        active.withLockedValue { active in
+            var next: [String: BootstrapConfig.Listener] = [:]
+            for listener in listeners {
+                if let current = active.listeners[listener.name], current == listener {
+                    next[listener.name] = current
+                } else {
+                    next[listener.name] = listener
+                }
+            }
+            active.listeners = next
+        }
     }
 
     /// The route for a connection to `destination` accepted on the listener named `listenerName`, or
     /// why there is none.
-    func route(listener listenerName: String, destination: SocketAddress, client: SocketAddress?) -> Result<UpstreamRoute, RouteFailure> {
+    func route(listener listenerName: String, destination: SocketAddress, client: SocketAddress?,
+               detected: TransportDetection = .plaintext) -> Result<UpstreamRoute, RouteFailure> {
         let configuration = self.configuration
-        guard let listener = configuration.listeners[listenerName], let chain = listener.chain(for: destination) else {
+        guard let listener = configuration.listeners[listenerName], let chain = listener.chain(for: destination, detected: detected) else {
             return .failure(.noFilterChain)
         }
         let name: String
@@ -100,7 +135,8 @@ final class ProxyRuntime: Sendable {
         // Forwarding to one of our own listeners would come straight back.
         if case .originalDestination = cluster.config.discovery, isOwnListener(endpoint, in: configuration) { return .failure(.loop) }
         var route = UpstreamRoute(cluster: cluster, endpoint: endpoint, endpointIndex: choice.index,
-                                  idleTimeout: chain.idleTimeout.map { TimeAmount($0) } ?? options.idleTimeout)
+                                  idleTimeout: chain.idleTimeout.map { TimeAmount($0) } ?? options.idleTimeout,
+                                  direction: listener.direction, downstreamTLS: chain.transportSocket)
         if listener.direction == .inbound {
             // Istio's inbound passthrough: the application sees 127.0.0.6 / ::6, or with TPROXY the client.
             if listener.transparent {

@@ -34,6 +34,8 @@ final class ListenerStats: Sendable {
     let refusedWhileDraining = Counter()
     /// Connections whose filter chain names a cluster the proxy does not have.
     let noCluster = Counter()
+    /// TLS terminated on this listener's chains.
+    let tls = TLSStats()
 
     init(name: String) { self.name = name }
 
@@ -43,7 +45,7 @@ final class ListenerStats: Sendable {
          ("downstream_cx_loop_refused", Double(loopsRefused.value)),
          ("no_filter_chain_match", Double(noFilterChainMatch.value)),
          ("downstream_cx_drain_refused", Double(refusedWhileDraining.value)),
-         ("downstream_cx_no_cluster", Double(noCluster.value))]
+         ("downstream_cx_no_cluster", Double(noCluster.value))] + tls.entries
     }
 }
 
@@ -65,6 +67,8 @@ final class ClusterStats: Sendable {
     let bytesReceived = Counter()
     /// Bytes to the upstream.
     let bytesSent = Counter()
+    /// TLS to this cluster's endpoints.
+    let tls = TLSStats()
 
     init(name: String) { self.name = name }
 
@@ -78,7 +82,7 @@ final class ClusterStats: Sendable {
          ("update_success", Double(membershipUpdates.value)),
          ("update_rejected", Double(membershipRejections.value)),
          ("upstream_cx_rx_bytes_total", Double(bytesReceived.value)),
-         ("upstream_cx_tx_bytes_total", Double(bytesSent.value))]
+         ("upstream_cx_tx_bytes_total", Double(bytesSent.value))] + tls.entries
     }
 }
 
@@ -107,6 +111,8 @@ final class ProxyStats: Sendable {
     let clusterUpdates = SubscriptionStats(prefix: "cluster_manager.cds")
     /// Envoy's `control_plane.connected_state`: 1 while the ADS stream is up.
     let controlPlaneConnected = Gauge()
+    /// Istio's `istio_tcp_connections_opened_total` and `…_closed_total`.
+    let istio = IstioTCPMetrics()
 
     init() {}
 
@@ -154,7 +160,7 @@ final class ProxyStats: Sendable {
         var families: [(name: String, type: String, samples: [String])] = []
         func add(_ prefix: String, _ label: String, _ owner: String, _ entries: [(String, Double)]) {
             for (key, value) in entries {
-                let name = "envoy_\(prefix)_\(key)"
+                let name = "envoy_\(prefix)_" + key.replacing(".", with: "_")
                 let type = key.hasSuffix("_active") ? "gauge" : "counter"
                 let sample = "\(name){\(label)=\"\(owner)\"} \(Int64(value))"
                 if let index = families.firstIndex(where: { $0.name == name }) {
@@ -171,6 +177,6 @@ final class ProxyStats: Sendable {
         for cluster in clusters { add("cluster", "envoy_cluster_name", cluster.name, cluster.entries) }
         for listener in listeners { add("listener", "envoy_listener_address", listener.name, listener.entries) }
         return families.map { "# TYPE \($0.name) \($0.type)\n" + $0.samples.joined(separator: "\n") }
-            .joined(separator: "\n") + "\n"
+            .joined(separator: "\n") + "\n" + istio.prometheusText
     }
 }

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOSSL
 
 /// Joins two channels byte for byte: what one reads, the other writes.
 ///
@@ -94,6 +95,8 @@ final class RelayHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // A TLS peer that ends without close_notify: the end of its input follows, a half-close like any other.
+        if case NIOSSLError.uncleanShutdown = error { return }
         context.close(promise: nil)
     }
 

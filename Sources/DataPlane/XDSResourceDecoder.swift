@@ -44,19 +44,37 @@ enum XDSResourceDecoder {
         }
         var chains: [BootstrapConfig.FilterChain] = []
         for (index, chain) in proto.filterChains.enumerated() {
-            if let decoded = try filterChain(chain, path: "\(path).filter_chains[\(index)]") { chains.append(decoded) }
+            chains.append(try filterChain(chain, path: "\(path).filter_chains[\(index)]"))
         }
         let defaultChain = proto.hasDefaultFilterChain
             ? try filterChain(proto.defaultFilterChain, path: "\(path).default_filter_chain") : nil
+        var inspectsTLS = false
+        for (index, filter) in proto.listenerFilters.enumerated() {
+            let typeURL: String? = if case .typedConfig(let any)? = filter.configType { any.typeURL } else { nil }
+            if try isTLSInspector(name: filter.name, typeURL: typeURL, path: "\(path).listener_filters[\(index)]") { inspectsTLS = true }
+        }
         return BootstrapConfig.Listener(
             name: proto.name, port: Int(port), direction: proto.trafficDirection == .inbound ? .inbound : .outbound,
-            transparent: proto.hasTransparent && proto.transparent.value, chains: chains, defaultChain: defaultChain)
+            transparent: proto.hasTransparent && proto.transparent.value, chains: chains, defaultChain: defaultChain,
+            listenerFilters: proto.listenerFilters.map(\.name), inspectsTLS: inspectsTLS)
     }
 
-    /// nil for a chain that only matches TLS: this proxy does not terminate TLS yet, so it never matches.
-    private static func filterChain(_ proto: Envoy_Config_Listener_V3_FilterChain, path: String) throws(ConfigError) -> BootstrapConfig.FilterChain? {
+    /// Whether a listener filter is `tls_inspector`. `original_dst` (what the capture listeners always do)
+    /// and `http_inspector` (accepted, though Capstan does not detect HTTP: chains matching on its
+    /// protocols never match plaintext) are known too; any other filter is refused.
+    static func isTLSInspector(name: String, typeURL: String?, path: String) throws(ConfigError) -> Bool {
+        // Named `envoy.filters.listener.tls_inspector`, or typed `….listener.tls_inspector.v3.TlsInspector`.
+        let parts = (name.isEmpty ? typeURL ?? "" : name).split(separator: ".")
+        switch name.isEmpty ? parts.dropLast(2).last : parts.last {
+        case "tls_inspector"?: return true
+        case "original_dst"?, "http_inspector"?: return false
+        default:
+            throw ConfigError(path: "\(path).name", message: "\"\(name.isEmpty ? typeURL ?? "" : name)\" is not supported (envoy.filters.listener.tls_inspector, original_dst, http_inspector)")
+        }
+    }
+
+    private static func filterChain(_ proto: Envoy_Config_Listener_V3_FilterChain, path: String) throws(ConfigError) -> BootstrapConfig.FilterChain {
         let match = proto.filterChainMatch
-        if !match.transportProtocol.isEmpty && match.transportProtocol != "raw_buffer" { return nil }
         var port: Int?
         if match.hasDestinationPort {
             guard (1...65535).contains(match.destinationPort.value) else {
@@ -96,9 +114,16 @@ enum XDSResourceDecoder {
         case nil:
             throw ConfigError(path: "\(path).filters[0].typed_config", message: "needs cluster or weighted_clusters")
         }
+        for (index, name) in match.applicationProtocols.enumerated() where name.isEmpty {
+            throw ConfigError(path: "\(path).filter_chain_match.application_protocols[\(index)]", message: "is empty")
+        }
+        let socket = proto.hasTransportSocket
+            ? try TransportSocketConfig.downstream(proto.transportSocket, path: "\(path).transport_socket") : nil
         return BootstrapConfig.FilterChain(
             name: proto.name, destinationPort: port, prefixes: prefixes, route: route,
-            idleTimeout: tcpProxy.hasIdleTimeout ? duration(tcpProxy.idleTimeout) : nil)
+            idleTimeout: tcpProxy.hasIdleTimeout ? duration(tcpProxy.idleTimeout) : nil,
+            transportProtocol: match.transportProtocol.isEmpty ? nil : match.transportProtocol,
+            applicationProtocols: match.applicationProtocols, transportSocket: socket)
     }
 
     // MARK: CDS
@@ -155,10 +180,12 @@ enum XDSResourceDecoder {
         default:
             throw ConfigError(path: "\(path).type", message: "\(proto.type) is not supported (STATIC, EDS, ORIGINAL_DST)")
         }
+        let socket = proto.hasTransportSocket
+            ? try TransportSocketConfig.upstream(proto.transportSocket, path: "\(path).transport_socket") : nil
         let cluster = BootstrapConfig.Cluster(
             name: proto.name, discovery: discovery,
             connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, maxConnections: maxConnections,
-            loadBalancing: loadBalancing)
+            loadBalancing: loadBalancing, transportSocket: socket)
         return DiscoveredCluster(cluster: cluster, endpointService: service)
     }
 

@@ -8,9 +8,12 @@ public struct EndpointRequest: Sendable {
     public var path: String
     /// Query parameters; a parameter without `=` has an empty value.
     public var query: [String: String]
+    /// Who asked (the connection's remote address), so an action can refuse callers that are not local.
+    public var peer: SocketAddress?
 
-    public init(method: HTTPMethod, uri: String) {
+    public init(method: HTTPMethod, uri: String, peer: SocketAddress? = nil) {
         self.method = method
+        self.peer = peer
         let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         path = parts.first.map(String.init) ?? "/"
         var query: [String: String] = [:]
@@ -44,29 +47,70 @@ public struct EndpointResponse: Sendable {
 }
 
 /// The paths an endpoint serves, by method; a known path asked with the wrong method gets 405.
+/// An action answers at once on the event loop, or (``AsyncAction``) after awaiting something else,
+/// such as another server it asks.
 public struct EndpointRoutes: Sendable {
     public typealias Action = @Sendable (EndpointRequest) -> EndpointResponse
+    public typealias AsyncAction = @Sendable (EndpointRequest) async -> EndpointResponse
 
-    private var gets: [String: Action] = [:]
-    private var posts: [String: Action] = [:]
+    private enum Handler: Sendable {
+        case immediate(Action)
+        case deferred(AsyncAction)
+    }
+
+    private var gets: [String: Handler] = [:]
+    private var posts: [String: Handler] = [:]
 
     public init() {}
 
-    public mutating func get(_ path: String, _ action: @escaping Action) { gets[path] = action }
-    public mutating func post(_ path: String, _ action: @escaping Action) { posts[path] = action }
+    public mutating func get(_ path: String, _ action: @escaping Action) { gets[path] = .immediate(action) }
+    public mutating func post(_ path: String, _ action: @escaping Action) { posts[path] = .immediate(action) }
+    /// An action that awaits before answering; the connection's next request waits for this answer.
+    public mutating func get(_ path: String, async action: @escaping AsyncAction) { gets[path] = .deferred(action) }
+    public mutating func post(_ path: String, async action: @escaping AsyncAction) { posts[path] = .deferred(action) }
 
+    /// Answers on the event loop; an ``AsyncAction`` runs in a task and the future completes on `eventLoop`.
+    public func respond(to request: EndpointRequest, on eventLoop: any EventLoop) -> EventLoopFuture<EndpointResponse> {
+        switch handler(for: request) {
+        case .success(.immediate(let action)):
+            return eventLoop.makeSucceededFuture(action(request))
+        case .success(.deferred(let action)):
+            let promise = eventLoop.makePromise(of: EndpointResponse.self)
+            promise.completeWithTask { await action(request) }
+            return promise.futureResult
+        case .failure(let refusal):
+            return eventLoop.makeSucceededFuture(refusal.response)
+        }
+    }
+
+    /// Answers at once; a path served by an ``AsyncAction`` gets 500 here (use ``respond(to:on:)``).
     public func respond(to request: EndpointRequest) -> EndpointResponse {
-        if let action = gets[request.path] {
-            return request.method == .GET ? action(request) : EndpointResponse(.methodNotAllowed, "method not allowed: use GET\n")
+        switch handler(for: request) {
+        case .success(.immediate(let action)): action(request)
+        case .success(.deferred): EndpointResponse(.internalServerError, "\(request.path) answers asynchronously\n")
+        case .failure(let refusal): refusal.response
         }
-        if let action = posts[request.path] {
-            return request.method == .POST ? action(request) : EndpointResponse(.methodNotAllowed, "method not allowed: use POST\n")
+    }
+
+    private struct Refusal: Error {
+        var response: EndpointResponse
+    }
+
+    private func handler(for request: EndpointRequest) -> Result<Handler, Refusal> {
+        if let handler = gets[request.path] {
+            return request.method == .GET ? .success(handler)
+                : .failure(Refusal(response: EndpointResponse(.methodNotAllowed, "method not allowed: use GET\n")))
         }
-        return .notFound
+        if let handler = posts[request.path] {
+            return request.method == .POST ? .success(handler)
+                : .failure(Refusal(response: EndpointResponse(.methodNotAllowed, "method not allowed: use POST\n")))
+        }
+        return .failure(Refusal(response: .notFound))
     }
 }
 
-/// Serves ``EndpointRoutes`` over HTTP/1.1 with keep-alive; one answer per request, computed on the event loop.
+/// Serves ``EndpointRoutes`` over HTTP/1.1 with keep-alive; one answer per request, in order (NIO's
+/// pipelining handler holds a connection's next request until the answer to the previous one is out).
 public enum EndpointServer {
     public static func bind(host: String, port: Int, group: any EventLoopGroup,
                             routes: EndpointRoutes) -> EventLoopFuture<any Channel> {
@@ -104,16 +148,31 @@ final class EndpointHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            let response = routes.respond(to: EndpointRequest(method: head.method, uri: head.uri))
-            var headers = HTTPHeaders()
-            headers.add(name: "content-type", value: response.contentType)
-            headers.add(name: "content-length", value: String(response.body.utf8.count))
-            let keepAlive = head.isKeepAlive
-            if !keepAlive { headers.add(name: "connection", value: "close") }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: response.body)))), promise: nil)
-            let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-            if !keepAlive { done.whenComplete { _ in context.close(promise: nil) } }
+            let request = EndpointRequest(method: head.method, uri: head.uri, peer: context.channel.remoteAddress)
+            // An immediate answer's future is already complete: the callback runs now, on this loop.
+            let answer = routes.respond(to: request, on: context.eventLoop)
+            let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+            answer.whenComplete { result in
+                let (handler, context) = bound.value
+                guard context.channel.isActive else { return }
+                let response = (try? result.get()) ?? EndpointResponse(.internalServerError, "internal error\n")
+                handler.write(response, for: head, context: context)
+            }
+        }
+    }
+
+    private func write(_ response: EndpointResponse, for head: HTTPRequestHead, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: response.contentType)
+        headers.add(name: "content-length", value: String(response.body.utf8.count))
+        let keepAlive = head.isKeepAlive
+        if !keepAlive { headers.add(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: response.body)))), promise: nil)
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
         }
     }
 }

@@ -21,6 +21,13 @@ public protocol ADSResponseHandler: AnyObject, Sendable {
     func connectionChanged(connected: Bool)
 }
 
+/// Which discovery service a client's stream speaks: the aggregated one (CDS, EDS, LDS to the control
+/// plane) or SDS (certificates from the agent). Both carry the same messages.
+public enum DiscoveryAPI: Sendable {
+    case aggregated
+    case secrets
+}
+
 /// A state-of-the-world ADS client: one gRPC stream carrying CDS, EDS and LDS, ACKing what the
 /// handler accepts and NACKing what it refuses (with the last accepted version, so the server knows
 /// what is still in force). A broken stream is reopened with exponential backoff and jitter, and the
@@ -59,13 +66,22 @@ public final class ADSClient: Sendable {
 
     public let server: XDSServerAddress
     public let node: Envoy_Config_Core_V3_Node
+    public let api: DiscoveryAPI
+    private let security: XDSTransportSecurity
+    private let credentials: @Sendable () throws -> Metadata
     private let backoff: Backoff
     private let logger: Logger
     private let state = Mutex(State())
 
-    public init(server: XDSServerAddress, node: Envoy_Config_Core_V3_Node, backoff: Backoff = Backoff(), logger: Logger) {
+    /// `credentials` is asked afresh for every stream (e.g. a bearer token re-read from its file).
+    public init(server: XDSServerAddress, node: Envoy_Config_Core_V3_Node, api: DiscoveryAPI = .aggregated,
+                security: XDSTransportSecurity = .plaintext, credentials: @escaping @Sendable () throws -> Metadata = { [:] },
+                backoff: Backoff = Backoff(), logger: Logger) {
         self.server = server
         self.node = node
+        self.api = api
+        self.security = security
+        self.credentials = credentials
         self.backoff = backoff
         self.logger = logger
     }
@@ -93,19 +109,17 @@ public final class ADSClient: Sendable {
     public func run(handler: some ADSResponseHandler) async {
         let transport: HTTP2ClientTransport.Posix
         do {
-            transport = try .http2NIOPosix(
-                target: server.target, transportSecurity: .plaintext,
-                config: .defaults { $0.backoff = .init(initial: backoff.initial, max: backoff.maximum, multiplier: 2, jitter: 0.2) })
+            transport = try security.clientTransport(to: server, backoff: backoff)
         } catch {
             logger.error("cannot reach the xDS server", metadata: ["server": "\(server)", "error": "\(error)"])
             return
         }
         do {
             try await withGRPCClient(transport: transport) { grpc in
-                let ads = Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Client(wrapping: grpc)
+                let open = Self.streamOpener(api, grpc)
                 var attempt = 0
                 while !Task.isCancelled {
-                    let receivedAny = await stream(ads, handler: handler)
+                    let receivedAny = await stream(open, handler: handler)
                     handler.connectionChanged(connected: false)
                     if receivedAny { attempt = 0 }
                     let delay = backoff.delay(attempt: attempt)
@@ -120,9 +134,34 @@ public final class ADSClient: Sendable {
         }
     }
 
+    /// Opens one bidirectional discovery stream: writes what `requests` yields, hands responses to `onResponse`.
+    typealias StreamOpener = @Sendable (
+        _ metadata: Metadata, _ options: CallOptions,
+        _ requests: AsyncStream<DiscoveryRequest>,
+        _ onResponse: @escaping @Sendable (StreamingClientResponse<DiscoveryResponse>) async throws -> Void
+    ) async throws -> Void
+
+    private static func streamOpener(_ api: DiscoveryAPI, _ grpc: GRPCClient<HTTP2ClientTransport.Posix>) -> StreamOpener {
+        switch api {
+        case .aggregated:
+            let ads = Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Client(wrapping: grpc)
+            return { metadata, options, requests, onResponse in
+                try await ads.streamAggregatedResources(metadata: metadata, options: options) { writer in
+                    for await request in requests { try await writer.write(request) }
+                } onResponse: { try await onResponse($0) }
+            }
+        case .secrets:
+            let sds = Envoy_Service_Secret_V3_SecretDiscoveryService.Client(wrapping: grpc)
+            return { metadata, options, requests, onResponse in
+                try await sds.streamSecrets(metadata: metadata, options: options) { writer in
+                    for await request in requests { try await writer.write(request) }
+                } onResponse: { try await onResponse($0) }
+            }
+        }
+    }
+
     /// One stream, until it breaks. Whether any response arrived (the backoff starts over if so).
-    private func stream(_ ads: Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Client<HTTP2ClientTransport.Posix>,
-                        handler: some ADSResponseHandler) async -> Bool {
+    private func stream(_ open: StreamOpener, handler: some ADSResponseHandler) async -> Bool {
         let (requests, outbox) = AsyncStream.makeStream(of: DiscoveryRequest.self)
         state.withLock { state in
             state.outbox = outbox
@@ -139,9 +178,7 @@ public final class ADSClient: Sendable {
         options.waitForReady = false
         let received = Atomic(false)
         do {
-            try await ads.streamAggregatedResources(options: options) { writer in
-                for await request in requests { try await writer.write(request) }
-            } onResponse: { response in
+            try await open(try credentials(), options, requests) { response in
                 defer { outbox.finish() }
                 for try await message in response.messages {
                     if !received.exchange(true, ordering: .relaxed) { handler.connectionChanged(connected: true) }

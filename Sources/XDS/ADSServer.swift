@@ -178,25 +178,20 @@ extension ADSServer {
     /// Serves ADS at `address` until the task is cancelled; `listening` gets the bound address
     /// (useful with port 0).
     public func serve(at address: XDSServerAddress, listening: @Sendable (String) -> Void = { _ in }) async throws {
-        let bindAddress: GRPCNIOTransportCore.SocketAddress = switch address {
-        case .unixSocket(let path): .unixDomainSocket(path: path)
-        case .tcp(let host, let port): host.contains(":") ? .ipv6(host: host, port: port) : .ipv4(host: host, port: port)
-        }
-        if case .unixSocket(let path) = address {
-            // A socket file left by an earlier run would make the bind fail.
-            unlink(path)
-        }
-        let transport = HTTP2ServerTransport.Posix(address: bindAddress, transportSecurity: .plaintext)
-        let server = GRPCServer(transport: transport, services: [self])
-        try await withThrowingDiscardingTaskGroup { group in
-            group.addTask {
-                try await withTaskCancellationHandler {
-                    try await server.serve()
-                } onCancel: {
-                    server.beginGracefulShutdown()
-                }
-            }
-            listening("\(try await transport.listeningAddress)")
-        }
+        try await GRPCEndpoint(address: address).serve([self], listening: listening)
+    }
+
+    /// The same server as SDS (`SecretDiscoveryService/StreamSecrets`), for the agent's secrets.
+    public var secretDiscovery: some RegistrableRPCService { SecretDiscoveryService(server: self) }
+}
+
+/// SDS speaks ADS's messages on another service name; the stream logic is the same.
+private struct SecretDiscoveryService: Envoy_Service_Secret_V3_SecretDiscoveryService.StreamingServiceProtocol {
+    let server: ADSServer
+
+    func streamSecrets(
+        request: StreamingServerRequest<DiscoveryRequest>, context: ServerContext
+    ) async throws -> StreamingServerResponse<DiscoveryResponse> {
+        try await server.streamAggregatedResources(request: request, context: context)
     }
 }

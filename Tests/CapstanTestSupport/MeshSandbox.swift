@@ -92,6 +92,51 @@ public enum MeshDocuments {
         """
     }
 
+    /// ``workloads`` with both WorkloadEntries marked as running a sidecar (Istio's endpoint label
+    /// `security.istio.io/tlsMode: istio`) under service account `payments`, so a client's sidecar
+    /// sends them mutual TLS by Istio's auto mTLS; `destinationTLS` (`ISTIO_MUTUAL`, `DISABLE`) sets
+    /// the DestinationRule's `trafficPolicy.tls.mode`.
+    public static func sidecarWorkloads(destinationTLS: String? = nil) -> String {
+        var text = workloads
+        for version in ["v1", "v2"] {
+            text = text.replacingOccurrences(of: "    version: \(version)\n  ports:", with: """
+                    version: \(version)
+                    security.istio.io/tlsMode: istio
+                  serviceAccount: payments
+                  ports:
+                """)
+        }
+        if let destinationTLS {
+            text = text.replacingOccurrences(of: "  host: payments\n  subsets:", with: """
+                  host: payments
+                  trafficPolicy:
+                    tls:
+                      mode: \(destinationTLS)
+                  subsets:
+                """)
+        }
+        return text
+    }
+
+    /// A PeerAuthentication with `spec.mtls.mode` (`STRICT`, `PERMISSIVE`, `DISABLE`, `UNSET`):
+    /// mesh-wide as given (root namespace `istio-system`, no selector), else for `namespace`, or for
+    /// the workloads there whose labels include `matchLabels`.
+    public static func peerAuthentication(mode: String, name: String = "default", namespace: String = "istio-system",
+                                          matchLabels: [String: String] = [:]) -> String {
+        let selector = matchLabels.isEmpty ? "" : "  selector:\n    matchLabels:\n"
+            + matchLabels.sorted { $0.key < $1.key }.map { "      \($0.key): \($0.value)\n" }.joined()
+        return """
+            apiVersion: security.istio.io/v1
+            kind: PeerAuthentication
+            metadata:
+              name: \(name)
+              namespace: \(namespace)
+            spec:
+            \(selector)  mtls:
+                mode: \(mode)
+            """
+    }
+
     /// The proxy's bootstrap: ADS through the static `xds-grpc` cluster, as Istio's bootstrap has it.
     public static func bootstrap(server: String) -> String {
         let parts = server.split(separator: ":")
@@ -125,11 +170,17 @@ public final class MeshSandbox: @unchecked Sendable {
     public var proxy: ProxyProcess?
     public let workloads: EchoServer
 
+    /// The proxy here runs without an agent, so it has no certificates: unless `files` says otherwise,
+    /// the mesh is plaintext (a mesh-wide PeerAuthentication DISABLE); mTLS is tested with ``MeshCluster``.
     public init(_ sandbox: Sandbox, files: [String: String]) throws {
         self.sandbox = sandbox
         directory = URL(fileURLWithPath: "/tmp/\(sandbox.name)-mesh")
         workloads = try EchoServer(in: sandbox.peer, port: 80)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var files = files
+        if !files.values.contains(where: { $0.contains("kind: PeerAuthentication") }) {
+            files["plaintext-mesh.yaml"] = MeshDocuments.peerAuthentication(mode: "DISABLE")
+        }
         for (name, text) in files { try write(name, text) }
         try sandbox.initialize()
     }

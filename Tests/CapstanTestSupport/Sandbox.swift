@@ -32,7 +32,7 @@ public final class Sandbox: @unchecked Sendable {
     private var namespaceNames: [String]
     private var destroyed = false
 
-    private static let counter = Counter()
+    static let counter = Counter()
 
     /// Builds the pod and peer namespaces; `ipv6: false` disables IPv6 in the pod.
     public init(ipv6: Bool = true, kubeVirt: Bool = false) throws {

@@ -62,7 +62,10 @@ import XDS
         let inbound = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](try #require(snapshot.types[.listener]?.resources.last).resource.value))
         #expect(inbound.name == "virtualInbound")
         #expect(inbound.transparent.value)
-        #expect(inbound.filterChains.map(\.filterChainMatch.destinationPort.value) == [8080])
+        // PERMISSIVE, Istio's default: mutual TLS and plaintext on the workload's port and on any other.
+        #expect(inbound.filterChains.map(\.name) == ["inbound|8080||-tls", "inbound|8080||-raw_buffer",
+                                                     "InboundPassthroughFilterChain-tls", "InboundPassthroughFilterChain-raw_buffer"])
+        #expect(inbound.filterChains.map(\.filterChainMatch.destinationPort.value) == [8080, 8080, 0, 0])
         // The same configuration again changes nothing; new weights change the listeners only.
         #expect(store.update(try resources()).isEmpty)
         let config = try #require(MeshConfigReader.read([("mesh.yaml", Documents.canary.replacingOccurrences(of: "weight: 90", with: "weight: 50")

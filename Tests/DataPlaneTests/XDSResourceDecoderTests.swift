@@ -35,12 +35,14 @@ import XDS
         return listener
     }
 
-    @Test func listenersBecomeFilterChainsAndTLSOnlyChainsNeverMatch() throws {
+    @Test func listenersBecomeFilterChainsAndTLSChainsMatchOnlyDetectedTLS() throws {
         let decoded = try XDSResourceDecoder.listeners([try .packed(listener(filters: [tcpProxyFilter(cluster: "svc")]), as: .listener)])
         let only = try #require(decoded.first)
         #expect(only.port == 15001)
-        #expect(only.chains.count == 1)
-        #expect(only.chain(for: try SocketAddress(ipAddress: "198.51.100.7", port: 9080))?.route == .cluster("svc"))
+        #expect(only.chains.count == 2)
+        let destination = try SocketAddress(ipAddress: "198.51.100.7", port: 9080)
+        #expect(only.chain(for: destination)?.transportProtocol == nil)
+        #expect(only.chain(for: destination, detected: .init(transportProtocol: "tls"))?.transportProtocol == "tls")
         #expect(only.chain(for: try SocketAddress(ipAddress: "198.51.101.7", port: 9080)) == nil)
     }
 

@@ -31,3 +31,38 @@ remove_sandbox() {
   ip netns delete "$pod" 2>/dev/null || true
   ip netns delete "$peer" 2>/dev/null || true
 }
+
+# A mesh of pods for the demo (the tests build the same in Swift: Tests/CapstanTestSupport/MeshCluster.swift):
+# one bridge in a "hub" namespace at 192.0.2.254/24, each pod a namespace whose eth0 is plugged into it.
+# Service VIPs (198.51.100.0/24) are routed to the hub, where nothing answers: they exist to be captured.
+make_hub() {
+  local hub=$1
+  ip netns add "$hub"
+  ip -n "$hub" link set lo up
+  ip -n "$hub" link add br0 type bridge
+  ip -n "$hub" addr add 192.0.2.254/24 dev br0
+  ip -n "$hub" link set br0 up
+}
+
+# add_pod HUB NAMESPACE ADDRESS PORT_NAME
+add_pod() {
+  local hub=$1 pod=$2 address=$3 port=$4
+  ip netns add "$pod"
+  ip -n "$pod" link set lo up
+  ip -n "$pod" link add eth0 type veth peer name "$port" netns "$hub"
+  ip -n "$hub" link set "$port" master br0
+  ip -n "$hub" link set "$port" up
+  ip -n "$pod" addr add "$address/24" dev eth0
+  ip -n "$pod" link set eth0 up
+  ip -n "$pod" route add 198.51.100.0/24 via 192.0.2.254
+}
+
+# Ends every process inside the given namespaces (all of them were started by the caller, directly or
+# by a process it started), then deletes the namespaces.
+remove_namespaces() {
+  local namespace pid
+  for namespace in "$@"; do
+    for pid in $(ip netns pids "$namespace" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+  done
+  for namespace in "$@"; do ip netns delete "$namespace" 2>/dev/null || true; done
+}

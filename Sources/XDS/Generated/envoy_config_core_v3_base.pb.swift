@@ -8,6 +8,11 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -194,6 +199,59 @@ public nonisolated struct Envoy_Config_Core_V3_TransportSocket: Sendable {
 
   public nonisolated enum OneOf_ConfigType: Equatable, Sendable {
     case typedConfig(SwiftProtobuf.Google_Protobuf_Any)
+
+  }
+
+  public init() {}
+}
+
+/// Where a secret or certificate comes from: a file or inline bytes.
+public nonisolated struct Envoy_Config_Core_V3_DataSource: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var specifier: Envoy_Config_Core_V3_DataSource.OneOf_Specifier? = nil
+
+  public var filename: String {
+    get {
+      if case .filename(let v)? = specifier {return v}
+      return String()
+    }
+    set {specifier = .filename(newValue)}
+  }
+
+  public var inlineBytes: Data {
+    get {
+      if case .inlineBytes(let v)? = specifier {return v}
+      return Data()
+    }
+    set {specifier = .inlineBytes(newValue)}
+  }
+
+  public var inlineString: String {
+    get {
+      if case .inlineString(let v)? = specifier {return v}
+      return String()
+    }
+    set {specifier = .inlineString(newValue)}
+  }
+
+  public var environmentVariable: String {
+    get {
+      if case .environmentVariable(let v)? = specifier {return v}
+      return String()
+    }
+    set {specifier = .environmentVariable(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Specifier: Equatable, Sendable {
+    case filename(String)
+    case inlineBytes(Data)
+    case inlineString(String)
+    case environmentVariable(String)
 
   }
 
@@ -394,6 +452,87 @@ nonisolated extension Envoy_Config_Core_V3_TransportSocket: SwiftProtobuf.Messag
   public static func ==(lhs: Envoy_Config_Core_V3_TransportSocket, rhs: Envoy_Config_Core_V3_TransportSocket) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.configType != rhs.configType {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Core_V3_DataSource: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DataSource"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filename\0\u{3}inline_bytes\0\u{3}inline_string\0\u{3}environment_variable\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: String?
+        try decoder.decodeSingularStringField(value: &v)
+        if let v = v {
+          if self.specifier != nil {try decoder.handleConflictingOneOf()}
+          self.specifier = .filename(v)
+        }
+      }()
+      case 2: try {
+        var v: Data?
+        try decoder.decodeSingularBytesField(value: &v)
+        if let v = v {
+          if self.specifier != nil {try decoder.handleConflictingOneOf()}
+          self.specifier = .inlineBytes(v)
+        }
+      }()
+      case 3: try {
+        var v: String?
+        try decoder.decodeSingularStringField(value: &v)
+        if let v = v {
+          if self.specifier != nil {try decoder.handleConflictingOneOf()}
+          self.specifier = .inlineString(v)
+        }
+      }()
+      case 4: try {
+        var v: String?
+        try decoder.decodeSingularStringField(value: &v)
+        if let v = v {
+          if self.specifier != nil {try decoder.handleConflictingOneOf()}
+          self.specifier = .environmentVariable(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.specifier {
+    case .filename?: try {
+      guard case .filename(let v)? = self.specifier else { preconditionFailure() }
+      try visitor.visitSingularStringField(value: v, fieldNumber: 1)
+    }()
+    case .inlineBytes?: try {
+      guard case .inlineBytes(let v)? = self.specifier else { preconditionFailure() }
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 2)
+    }()
+    case .inlineString?: try {
+      guard case .inlineString(let v)? = self.specifier else { preconditionFailure() }
+      try visitor.visitSingularStringField(value: v, fieldNumber: 3)
+    }()
+    case .environmentVariable?: try {
+      guard case .environmentVariable(let v)? = self.specifier else { preconditionFailure() }
+      try visitor.visitSingularStringField(value: v, fieldNumber: 4)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Core_V3_DataSource, rhs: Envoy_Config_Core_V3_DataSource) -> Bool {
+    if lhs.specifier != rhs.specifier {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -53,6 +53,11 @@ public nonisolated struct Envoy_Config_Listener_V3_Listener: @unchecked Sendable
   /// Clears the value of `useOriginalDst`. Subsequent reads from it will return its default value.
   public mutating func clearUseOriginalDst() {_uniqueStorage()._useOriginalDst = nil}
 
+  public var listenerFilters: [Envoy_Config_Listener_V3_ListenerFilter] {
+    get {_storage._listenerFilters}
+    set {_uniqueStorage()._listenerFilters = newValue}
+  }
+
   public var transparent: SwiftProtobuf.Google_Protobuf_BoolValue {
     get {_storage._transparent ?? SwiftProtobuf.Google_Protobuf_BoolValue()}
     set {_uniqueStorage()._transparent = newValue}
@@ -89,13 +94,14 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.listener.v3"
 
 nonisolated extension Envoy_Config_Listener_V3_Listener: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Listener"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{3}filter_chains\0\u{3}use_original_dst\0\u{2}\u{6}transparent\0\u{4}\u{6}traffic_direction\0\u{4}\u{9}default_filter_chain\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{3}filter_chains\0\u{3}use_original_dst\0\u{4}\u{5}listener_filters\0\u{1}transparent\0\u{4}\u{6}traffic_direction\0\u{4}\u{9}default_filter_chain\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
     var _address: Envoy_Config_Core_V3_Address? = nil
     var _filterChains: [Envoy_Config_Listener_V3_FilterChain] = []
     var _useOriginalDst: SwiftProtobuf.Google_Protobuf_BoolValue? = nil
+    var _listenerFilters: [Envoy_Config_Listener_V3_ListenerFilter] = []
     var _transparent: SwiftProtobuf.Google_Protobuf_BoolValue? = nil
     var _trafficDirection: Envoy_Config_Core_V3_TrafficDirection = .unspecified
     var _defaultFilterChain: Envoy_Config_Listener_V3_FilterChain? = nil
@@ -113,6 +119,7 @@ nonisolated extension Envoy_Config_Listener_V3_Listener: SwiftProtobuf.Message, 
       _address = source._address
       _filterChains = source._filterChains
       _useOriginalDst = source._useOriginalDst
+      _listenerFilters = source._listenerFilters
       _transparent = source._transparent
       _trafficDirection = source._trafficDirection
       _defaultFilterChain = source._defaultFilterChain
@@ -138,6 +145,7 @@ nonisolated extension Envoy_Config_Listener_V3_Listener: SwiftProtobuf.Message, 
         case 2: try { try decoder.decodeSingularMessageField(value: &_storage._address) }()
         case 3: try { try decoder.decodeRepeatedMessageField(value: &_storage._filterChains) }()
         case 4: try { try decoder.decodeSingularMessageField(value: &_storage._useOriginalDst) }()
+        case 9: try { try decoder.decodeRepeatedMessageField(value: &_storage._listenerFilters) }()
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._transparent) }()
         case 16: try { try decoder.decodeSingularEnumField(value: &_storage._trafficDirection) }()
         case 25: try { try decoder.decodeSingularMessageField(value: &_storage._defaultFilterChain) }()
@@ -165,6 +173,9 @@ nonisolated extension Envoy_Config_Listener_V3_Listener: SwiftProtobuf.Message, 
       try { if let v = _storage._useOriginalDst {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
       } }()
+      if !_storage._listenerFilters.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._listenerFilters, fieldNumber: 9)
+      }
       try { if let v = _storage._transparent {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
       } }()
@@ -187,6 +198,7 @@ nonisolated extension Envoy_Config_Listener_V3_Listener: SwiftProtobuf.Message, 
         if _storage._address != rhs_storage._address {return false}
         if _storage._filterChains != rhs_storage._filterChains {return false}
         if _storage._useOriginalDst != rhs_storage._useOriginalDst {return false}
+        if _storage._listenerFilters != rhs_storage._listenerFilters {return false}
         if _storage._transparent != rhs_storage._transparent {return false}
         if _storage._trafficDirection != rhs_storage._trafficDirection {return false}
         if _storage._defaultFilterChain != rhs_storage._defaultFilterChain {return false}

@@ -47,6 +47,34 @@ public nonisolated struct Envoy_Config_Listener_V3_Filter: Sendable {
   public init() {}
 }
 
+/// A filter that looks at a new connection before a filter chain is chosen, e.g. tls_inspector.
+public nonisolated struct Envoy_Config_Listener_V3_ListenerFilter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var configType: Envoy_Config_Listener_V3_ListenerFilter.OneOf_ConfigType? = nil
+
+  public var typedConfig: SwiftProtobuf.Google_Protobuf_Any {
+    get {
+      if case .typedConfig(let v)? = configType {return v}
+      return SwiftProtobuf.Google_Protobuf_Any()
+    }
+    set {configType = .typedConfig(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_ConfigType: Equatable, Sendable {
+    case typedConfig(SwiftProtobuf.Google_Protobuf_Any)
+
+  }
+
+  public init() {}
+}
+
 /// Chosen as Envoy chooses: destination port, then the longest destination prefix, then transport
 /// protocol (tls or raw_buffer).
 public nonisolated struct Envoy_Config_Listener_V3_FilterChainMatch: Sendable {
@@ -159,6 +187,57 @@ nonisolated extension Envoy_Config_Listener_V3_Filter: SwiftProtobuf.Message, Sw
   }
 
   public static func ==(lhs: Envoy_Config_Listener_V3_Filter, rhs: Envoy_Config_Listener_V3_Filter) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.configType != rhs.configType {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Listener_V3_ListenerFilter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListenerFilter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{4}\u{2}typed_config\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try {
+        var v: SwiftProtobuf.Google_Protobuf_Any?
+        var hadOneofValue = false
+        if let current = self.configType {
+          hadOneofValue = true
+          if case .typedConfig(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.configType = .typedConfig(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    try { if case .typedConfig(let v)? = self.configType {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Listener_V3_ListenerFilter, rhs: Envoy_Config_Listener_V3_ListenerFilter) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.configType != rhs.configType {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

@@ -1,0 +1,88 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import SwiftProtobuf
+import XDS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Asks an Istio-compatible CA for a workload certificate: `IstioCertificateService/CreateCertificate`
+/// with the CSR, authenticated by the pod's bearer token, which is read afresh from its file on every
+/// request (kubelet rotates projected tokens).
+public struct CertificateAuthorityClient: Sendable {
+    public var address: XDSServerAddress
+    public var security: XDSTransportSecurity
+    /// The token file (Istio: /var/run/secrets/tokens/istio-token); nil sends no token.
+    public var tokenPath: String?
+    /// Sent as `ClusterID` metadata, as pilot-agent does, so a multi-cluster CA knows which token reviewer to ask.
+    public var clusterID: String?
+    public var timeout: Duration
+
+    public init(address: XDSServerAddress, security: XDSTransportSecurity, tokenPath: String?,
+                clusterID: String? = nil, timeout: Duration = .seconds(10)) {
+        self.address = address
+        self.security = security
+        self.tokenPath = tokenPath
+        self.clusterID = clusterID
+        self.timeout = timeout
+    }
+
+    /// Sends `csrPEM` asking for `lifetime`; returns the PEM chain as the CA answered it (the workload
+    /// certificate first, the root last).
+    public func createCertificate(csrPEM: String, lifetime: Duration) async throws -> [String] {
+        var metadata = Metadata()
+        if let tokenPath {
+            metadata.addString("Bearer \(try Self.readToken(at: tokenPath))", forKey: "authorization")
+        }
+        if let clusterID { metadata.addString(clusterID, forKey: "ClusterID") }
+        var request = Istio_V1_Auth_IstioCertificateRequest()
+        request.csr = csrPEM
+        request.validityDuration = lifetime.components.seconds
+        var options = CallOptions.defaults
+        options.timeout = timeout
+        let transport = try security.clientTransport(to: address)
+        let chain = try await withGRPCClient(transport: transport) { grpc in
+            try await Istio_V1_Auth_IstioCertificateService.Client(wrapping: grpc)
+                .createCertificate(request, metadata: metadata, options: options).certChain
+        }
+        guard !chain.isEmpty else {
+            throw CertificateAuthorityClientError.emptyChain(address: "\(address)")
+        }
+        return chain
+    }
+
+    /// The bearer token in `path`: one word, printable ASCII; its value never appears in an error.
+    public static func readToken(at path: String) throws(CertificateAuthorityClientError) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .token(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(fd, &chunk, chunk.count)
+            if count < 0 { throw .token(path: path, reason: String(cString: strerror(errno))) }
+            if count == 0 { break }
+            bytes += chunk[..<count]
+            if bytes.count > 64 * 1024 { throw .token(path: path, reason: "larger than 64 KiB") }
+        }
+        let words = String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace)
+        guard let token = words.first else { throw .token(path: path, reason: "empty") }
+        guard words.count == 1, token.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw .token(path: path, reason: "not a bearer token (whitespace or control characters inside)")
+        }
+        return String(token)
+    }
+}
+
+/// Why a certificate request could not even be answered; the token's value never appears.
+public enum CertificateAuthorityClientError: Error, CustomStringConvertible {
+    case token(path: String, reason: String)
+    case emptyChain(address: String)
+
+    public var description: String {
+        switch self {
+        case .token(let path, let reason): "cannot read the bearer token from \(path): \(reason)"
+        case .emptyChain(let address): "the CA at \(address) answered with no certificates"
+        }
+    }
+}

@@ -1,0 +1,224 @@
+import FoundationEssentials
+import GRPCCore
+import Identity
+import Logging
+import Synchronization
+import XDS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `capstan agent`, the pilot-agent of a pod: brings the sidecar up in DESIGN.md's order (status
+/// server, first certificate, SDS and the xDS relay, the proxy child with a generated bootstrap), reports
+/// readiness, and takes it down without breaking the application's shutdown.
+public final class Agent: Sendable {
+    /// How the agent ended; the command turns it into the exit status.
+    public enum Ending: Sendable, Equatable {
+        /// SIGTERM's drain (or `/quitquitquit`) finished and the proxy was stopped: exit 0.
+        case stopped
+        /// The proxy kept crashing (more than the restart policy allows): exit non-zero.
+        case proxyGaveUp(String)
+        /// Something the agent needs could not start (a port, a socket, the proxy binary).
+        case failedToStart(String)
+    }
+
+    public let settings: AgentSettings
+    private let proxyExecutable: String
+    private let proxyArguments: [String]
+    private let restartPolicy: ProxyChild.RestartPolicy
+    private let logger: Logger
+    private let secrets = WorkloadSecrets()
+    private let sds: ADSServer
+    private let stopRequested = Mutex<CheckedContinuation<Void, Never>?>(nil)
+    private let stopping = Atomic(false)
+
+    /// `proxyExecutable` is started with `proxy --config BOOTSTRAP` plus `proxyArguments` (normally this
+    /// same binary, as pilot-agent starts Envoy).
+    public init(settings: AgentSettings, proxyExecutable: String, proxyArguments: [String] = [],
+                restartPolicy: ProxyChild.RestartPolicy = .init(), logger: Logger) {
+        self.settings = settings
+        self.proxyExecutable = proxyExecutable
+        self.proxyArguments = proxyArguments
+        self.restartPolicy = restartPolicy
+        self.logger = logger
+        sds = ADSServer(source: secrets, logger: logger)
+    }
+
+    /// Runs until SIGTERM's drain completes (`terminate()`), `/quitquitquit`, or the proxy gives up.
+    public func run() async -> Ending {
+        let admin = ProxyAdminClient(port: settings.proxyAdminPort)
+        let relay: XDSRelay
+        let bootstrapPath: String
+        do {
+            try SocketDirectory.prepare(settings.socketDirectory)
+            relay = try XDSRelay(upstream: settings.discoveryAddress, security: try controlPlaneSecurity(rootPath: settings.xdsRootCertPath),
+                                 credentials: bearerToken, logger: logger)
+            bootstrapPath = try ProxyBootstrap(settings: settings).write(toDirectory: settings.socketDirectory)
+        } catch {
+            return .failedToStart("\(error)")
+        }
+        let provisioner = CertificateProvisioner(
+            settings: .init(identity: settings.identity, keyAlgorithm: settings.keyAlgorithm,
+                            requestedLifetime: settings.secretTTL, graceRatio: settings.secretGracePeriodRatio),
+            authority: CertificateAuthorityClient(
+                address: settings.caAddress, security: (try? controlPlaneSecurity(rootPath: settings.caRootCertPath)) ?? .plaintext,
+                tokenPath: settings.tokenPath, clusterID: settings.clusterID),
+            logger: logger)
+        let child = ProxyChild(command: .init(executable: proxyExecutable,
+                                              arguments: ["proxy", "--config", bootstrapPath] + proxyArguments),
+                               policy: restartPolicy)
+        let drain = DrainCoordinator(admin: admin, child: child, timing: .init(settings: settings),
+                                     log: { [logger] in logger.info("\($0)") })
+
+        // 1. Status server: up first, so kubelet's probes get "not ready" (not refused) during start.
+        let readiness: @Sendable () async -> Readiness = {
+            let status = relay.status
+            return Readiness(proxyState: try? await admin.state(),
+                             listenersAccepted: status.accepted[.listener] != nil,
+                             clustersAccepted: status.accepted[.cluster] != nil,
+                             certificateExpiry: provisioner.current?.notAfter,
+                             upstreamConnected: status.upstreamConnected,
+                             draining: drain.isDraining)
+        }
+        let status: StatusServer
+        do {
+            status = try await StatusServer.start(
+                host: settings.statusBindAddress, statusPort: settings.statusPort, readinessPort: settings.readinessPort,
+                sources: .init(readiness: readiness, proxyRestarts: { child.restarts },
+                               proxyMetrics: { try? await admin.prometheusText() },
+                               quit: { [self] in await drain.quit(); requestStop() },
+                               drain: { await drain.drainInbound() }))
+        } catch {
+            return .failedToStart("\(error)")
+        }
+
+        let ending: Ending = await withTaskGroup(of: Ending?.self) { group in
+            // 2. Identity: the first certificate, then rotation; each one goes to SDS and OUTPUT_CERTS.
+            let firstCertificate = AsyncStream.makeStream(of: Void.self)
+            group.addTask { [self] in
+                await provisioner.run { event in
+                    self.publish(event)
+                    firstCertificate.continuation.yield()
+                }
+                return nil
+            }
+            // 3. SDS and the xDS relay on the pod's unix sockets.
+            let owner = getuid() == 0 ? GRPCEndpoint.SocketOwner(uid: settings.proxyUID, gid: settings.proxyGID) : nil
+            group.addTask { [self] in
+                do {
+                    try await GRPCEndpoint(address: .unixSocket(path: settings.sdsSocketPath), socketOwner: owner).serve([sds.secretDiscovery])
+                    return nil
+                } catch {
+                    return .failedToStart("SDS socket \(settings.sdsSocketPath): \(error)")
+                }
+            }
+            group.addTask { [settings] in
+                do {
+                    try await relay.run(serving: GRPCEndpoint(address: .unixSocket(path: settings.xdsSocketPath), socketOwner: owner))
+                    return nil
+                } catch {
+                    return .failedToStart("xDS socket \(settings.xdsSocketPath): \(error)")
+                }
+            }
+            // 4. The proxy, once there is a certificate to give it.
+            group.addTask { [self] in
+                for await _ in firstCertificate.stream { break }
+                guard !Task.isCancelled else { return nil }
+                do {
+                    try child.start()
+                } catch {
+                    return .failedToStart("cannot start the proxy: \(error)")
+                }
+                logger.info("proxy started", metadata: ["pid": "\(child.pid.map(String.init) ?? "-")", "bootstrap": "\(bootstrapPath)"])
+                let outcome = await child.finished()
+                if case .gaveUp = outcome { return .proxyGaveUp(outcome.description) }
+                return nil
+            }
+            group.addTask { [self] in
+                for await event in child.events { logger.info("proxy: \(event)") }
+                return nil
+            }
+            // 5. SIGTERM or /quitquitquit.
+            group.addTask { [self] in
+                await waitForStop()
+                if !Task.isCancelled {
+                    let report = await drain.drain()
+                    logger.info("drained", metadata: ["ending": "\(report.ending)", "after": "\(report.drainedFor)"])
+                }
+                return .stopped
+            }
+            var ending: Ending = .stopped
+            for await result in group {
+                guard let result else { continue }
+                ending = result
+                break
+            }
+            group.cancelAll()
+            requestStop()
+            return ending
+        }
+        _ = await child.stop(grace: .seconds(5))
+        await status.close()
+        unlink(settings.xdsSocketPath)
+        unlink(settings.sdsSocketPath)
+        return ending
+    }
+
+    /// SIGTERM: drain, then stop (the run returns once the drain is done).
+    public func terminate() {
+        requestStop()
+    }
+
+    private func requestStop() {
+        stopping.store(true, ordering: .relaxed)
+        stopRequested.withLock { $0?.resume(); $0 = nil }
+    }
+
+    private func waitForStop() async {
+        await withCheckedContinuation { continuation in
+            let now = stopRequested.withLock { waiting -> Bool in
+                if stopping.load(ordering: .relaxed) { return true }
+                waiting = continuation
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// A new certificate (or its expiry) reaches the proxy over SDS and the OUTPUT_CERTS files.
+    private func publish(_ event: CertificateProvisioner.Event) {
+        let certificate: WorkloadCertificate? = if case .issued(let certificate) = event { certificate } else { nil }
+        do {
+            let version = try secrets.serve(certificate)
+            sds.push()
+            logger.debug("SDS version \(version)")
+        } catch {
+            logger.error("cannot serve the certificate over SDS: \(error)")
+        }
+        if let certificate, let directory = settings.outputCertsDirectory {
+            do {
+                try CertificateFiles(directory: directory).write(certificate)
+            } catch {
+                logger.error("cannot write OUTPUT_CERTS", metadata: ["directory": "\(directory)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// TLS to the control plane verified against `rootPath`, or plaintext when asked for.
+    private func controlPlaneSecurity(rootPath: String) throws -> XDSTransportSecurity {
+        if settings.plaintextControlPlane { return .plaintext }
+        return .tls(trustRootsPEM: try CredentialFile.read(rootPath), serverName: nil)
+    }
+
+    /// The pod's token, read afresh for every stream.
+    private var bearerToken: @Sendable () throws -> Metadata {
+        { [settings] in
+            var metadata = Metadata()
+            if let token = try? CertificateAuthorityClient.readToken(at: settings.tokenPath) {
+                metadata.addString("Bearer \(token)", forKey: "authorization")
+            }
+            return metadata
+        }
+    }
+}
+

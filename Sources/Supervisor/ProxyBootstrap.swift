@@ -1,0 +1,137 @@
+import Configuration
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The Envoy bootstrap the agent hands its proxy child (`capstan proxy --config`), shaped as Istio's
+/// `envoy-rev.json`: the node (id, cluster, metadata), the admin API on 127.0.0.1, the static clusters
+/// `xds-grpc` and `sds-grpc` reaching the agent over unix sockets, and ADS over `xds-grpc` for
+/// listeners and clusters. Only fields `capstan proxy` reads, so it loads without warnings.
+public struct ProxyBootstrap: Sendable {
+    /// The file name Istio uses in its socket directory.
+    public static let fileName = "envoy-rev.json"
+    public static let xdsClusterName = "xds-grpc"
+    public static let sdsClusterName = "sds-grpc"
+
+    public var nodeID: String
+    /// The node's `cluster` (Istio's service cluster).
+    public var serviceCluster: String
+    /// Node metadata: `ISTIO_META_*` plus what Istio derives (NAME, NAMESPACE, INSTANCE_IPS, …).
+    public var metadata: [String: String]
+    public var adminPort: Int
+    public var xdsSocketPath: String
+    public var sdsSocketPath: String
+
+    /// The bootstrap for `settings`. The `ISTIO_META_*` values win over derived ones of the same key.
+    public init(settings: AgentSettings) {
+        nodeID = settings.nodeID.description
+        serviceCluster = settings.serviceCluster
+        var metadata: [String: String] = [
+            "NAME": settings.podName,
+            "NAMESPACE": settings.podNamespace,
+            "INSTANCE_IPS": settings.instanceIPs.joined(separator: ","),
+            "SERVICE_ACCOUNT": settings.serviceAccount,
+            "CLUSTER_ID": settings.clusterID,
+            "PROXY_CONFIG_TRUST_DOMAIN": settings.trustDomain,
+        ]
+        metadata.merge(settings.nodeMetadata) { _, given in given }
+        self.metadata = metadata
+        adminPort = settings.proxyAdminPort
+        xdsSocketPath = settings.xdsSocketPath
+        sdsSocketPath = settings.sdsSocketPath
+    }
+
+    public init(nodeID: String, serviceCluster: String, metadata: [String: String], adminPort: Int,
+                xdsSocketPath: String, sdsSocketPath: String) {
+        self.nodeID = nodeID
+        self.serviceCluster = serviceCluster
+        self.metadata = metadata
+        self.adminPort = adminPort
+        self.xdsSocketPath = xdsSocketPath
+        self.sdsSocketPath = sdsSocketPath
+    }
+
+    /// The bootstrap as a JSON tree.
+    public var document: ConfigValue {
+        func object(_ fields: [String: ConfigValue]) -> ConfigValue { .object(fields) }
+        func pipeCluster(_ name: String, _ path: String) -> ConfigValue {
+            object([
+                "name": .string(name),
+                "type": .string("STATIC"),
+                "connect_timeout": .string("1s"),
+                "load_assignment": object([
+                    "cluster_name": .string(name),
+                    "endpoints": .array([object(["lb_endpoints": .array([
+                        object(["endpoint": object(["address": object(["pipe": object(["path": .string(path)])])])]),
+                    ])])]),
+                ]),
+            ])
+        }
+        let adsSource = object(["ads": object([:]), "resource_api_version": .string("V3"), "initial_fetch_timeout": .string("0s")])
+        return object([
+            "node": object([
+                "id": .string(nodeID),
+                "cluster": .string(serviceCluster),
+                "metadata": .object(metadata.mapValues { .string($0) }),
+            ]),
+            "admin": object(["address": object(["socket_address": object([
+                "address": .string("127.0.0.1"), "port_value": .number(Double(adminPort)),
+            ])])]),
+            "static_resources": object([
+                "clusters": .array([pipeCluster(Self.xdsClusterName, xdsSocketPath), pipeCluster(Self.sdsClusterName, sdsSocketPath)]),
+            ]),
+            "dynamic_resources": object([
+                "lds_config": adsSource,
+                "cds_config": adsSource,
+                "ads_config": object([
+                    "api_type": .string("GRPC"),
+                    "transport_api_version": .string("V3"),
+                    "set_node_on_first_message_only": .bool(true),
+                    "grpc_services": .array([object(["envoy_grpc": object(["cluster_name": .string(Self.xdsClusterName)])])]),
+                ]),
+            ]),
+        ])
+    }
+
+    /// The bootstrap as JSON text (keys sorted, so the same settings always give the same file).
+    public var json: String { document.jsonText(pretty: true) + "\n" }
+
+    /// Writes the bootstrap as `directory/envoy-rev.json`, mode 0644, replacing any older one at once
+    /// (written aside, then renamed). Returns the file's path.
+    @discardableResult
+    public func write(toDirectory directory: String) throws(ProxyBootstrapError) -> String {
+        let path = directory.hasSuffix("/") ? directory + Self.fileName : directory + "/" + Self.fileName
+        let temporary = path + ".tmp"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw ProxyBootstrapError(path: temporary, reason: Self.lastError) }
+        let bytes = Array(json.utf8)
+        var written = 0
+        while written < bytes.count {
+            let count = bytes[written...].withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else {
+                let reason = Self.lastError
+                close(descriptor)
+                unlink(temporary)
+                throw ProxyBootstrapError(path: temporary, reason: reason)
+            }
+            written += count
+        }
+        // The umask may have narrowed the mode; the proxy (another uid) must read the file.
+        guard fchmod(descriptor, 0o644) == 0, fsync(descriptor) == 0 else {
+            let reason = Self.lastError
+            close(descriptor)
+            unlink(temporary)
+            throw ProxyBootstrapError(path: temporary, reason: reason)
+        }
+        close(descriptor)
+        guard rename(temporary, path) == 0 else {
+            let reason = Self.lastError
+            unlink(temporary)
+            throw ProxyBootstrapError(path: path, reason: reason)
+        }
+        return path
+    }
+
+    private static var lastError: String { String(cString: strerror(errno)) }
+}

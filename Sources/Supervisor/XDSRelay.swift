@@ -1,0 +1,189 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+import Synchronization
+import XDS
+
+/// The agent's xDS proxy: the proxy child speaks ADS to a unix socket in the pod, and the relay carries
+/// each of its streams to the control plane with the agent's credentials (TLS, bearer token).
+///
+/// An upstream stream that breaks is reopened with backoff while the proxy's stream stays up: the
+/// relay replays the proxy's latest request of each type on the new stream, so the control plane sends
+/// the current state again and the proxy never notices. The relay also watches the proxy's ACKs, which
+/// is how the agent knows the first CDS and LDS were accepted.
+public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryService.StreamingServiceProtocol {
+    /// What the relay has seen, for readiness, metrics and `capstan status`.
+    public struct Status: Sendable, Equatable {
+        /// Whether a stream to the control plane is open and has answered.
+        public var upstreamConnected = false
+        /// The version the proxy last ACKed, by type; a type is absent until its first ACK.
+        public var accepted: [XDSResourceType: String] = [:]
+        /// The proxy's last NACK, if any, with the version it refused.
+        public var lastRejection: String?
+        public var upstreamReconnects = 0
+        public var proxyStreams = 0
+    }
+
+    public let upstream: XDSServerAddress
+    private let security: XDSTransportSecurity
+    private let credentials: @Sendable () throws -> Metadata
+    private let backoff: ADSClient.Backoff
+    private let logger: Logger
+    private let state = Mutex(Status())
+    private let client: GRPCClient<HTTP2ClientTransport.Posix>
+
+    /// `credentials` is asked afresh for every upstream stream (the token file may have been rotated).
+    public init(upstream: XDSServerAddress, security: XDSTransportSecurity,
+                credentials: @escaping @Sendable () throws -> Metadata = { [:] },
+                backoff: ADSClient.Backoff = .init(), logger: Logger) throws {
+        self.upstream = upstream
+        self.security = security
+        self.credentials = credentials
+        self.backoff = backoff
+        self.logger = logger
+        client = GRPCClient(transport: try security.clientTransport(to: upstream, backoff: backoff))
+    }
+
+    public var status: Status { state.withLock { $0 } }
+
+    /// Serves the proxy at `endpoint` (normally a unix socket owned by the proxy's uid) until cancelled.
+    public func run(serving endpoint: GRPCEndpoint, listening: @Sendable (String) -> Void = { _ in }) async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask {
+                try await withTaskCancellationHandler {
+                    try await self.client.runConnections()
+                } onCancel: {
+                    self.client.beginGracefulShutdown()
+                }
+            }
+            try await endpoint.serve([self], listening: listening)
+            group.cancelAll()
+        }
+    }
+
+    public func streamAggregatedResources(
+        request: StreamingServerRequest<DiscoveryRequest>, context: ServerContext
+    ) async throws -> StreamingServerResponse<DiscoveryResponse> {
+        StreamingServerResponse { writer in
+            let session = RelaySession()
+            self.state.withLock { $0.proxyStreams += 1 }
+            defer { self.state.withLock { $0.proxyStreams -= 1 } }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for try await message in request.messages {
+                        self.observe(message)
+                        session.forward(message)
+                    }
+                }
+                group.addTask {
+                    try await self.carryUpstream(session) { try await writer.write($0) }
+                }
+                // The proxy's side ending ends the relay of this stream.
+                try await group.next()
+                group.cancelAll()
+            }
+            return [:]
+        }
+    }
+
+    /// Opens upstream streams for one proxy stream until it is cancelled, replaying on each.
+    private func carryUpstream(_ session: RelaySession,
+                               deliver: @escaping @Sendable (DiscoveryResponse) async throws -> Void) async throws {
+        let ads = Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Client(wrapping: client)
+        var attempt = 0
+        var first = true
+        while !Task.isCancelled {
+            let requests = session.openUpstream()
+            if !first { state.withLock { $0.upstreamReconnects += 1 } }
+            first = false
+            let answered = Atomic(false)
+            var options = CallOptions.defaults
+            options.waitForReady = true
+            do {
+                try await ads.streamAggregatedResources(metadata: try credentials(), options: options) { writer in
+                    for await request in requests { try await writer.write(request) }
+                } onResponse: { response in
+                    for try await message in response.messages {
+                        if !answered.exchange(true, ordering: .relaxed) {
+                            self.state.withLock { $0.upstreamConnected = true }
+                            self.logger.info("xDS upstream connected", metadata: ["server": "\(self.upstream)"])
+                        }
+                        try await deliver(message)
+                    }
+                }
+            } catch is CancellationError {
+                break
+            } catch {
+                logger.debug("xDS upstream stream failed", metadata: ["error": "\(error)"])
+            }
+            session.closeUpstream()
+            state.withLock { $0.upstreamConnected = false }
+            if Task.isCancelled { break }
+            if answered.load(ordering: .relaxed) { attempt = 0 }
+            let delay = backoff.delay(attempt: attempt)
+            attempt += 1
+            logger.info("xDS upstream closed, reconnecting", metadata: ["server": "\(upstream)", "in": "\(delay)"])
+            try await Task.sleep(for: delay)
+        }
+    }
+
+    /// Notes ACKs and NACKs on their way up.
+    private func observe(_ request: DiscoveryRequest) {
+        guard let type = XDSResourceType(rawValue: request.typeURL), !request.responseNonce.isEmpty else { return }
+        state.withLock { status in
+            if request.hasErrorDetail {
+                status.lastRejection = "\(type.service): \(request.errorDetail.message)"
+            } else {
+                status.accepted[type] = request.versionInfo
+            }
+        }
+    }
+}
+
+/// One proxy stream's side of the relay: its latest request per type (what a new upstream stream must
+/// hear again) and the upstream stream open now, if any.
+private final class RelaySession: Sendable {
+    private struct State {
+        var latest: [String: DiscoveryRequest] = [:]
+        var order: [String] = []
+        var node: Envoy_Config_Core_V3_Node?
+        var outbox: AsyncStream<DiscoveryRequest>.Continuation?
+    }
+
+    private let state = Mutex(State())
+
+    /// A request from the proxy: remembered, and sent up if a stream is open.
+    func forward(_ request: DiscoveryRequest) {
+        state.withLock { state in
+            if request.hasNode { state.node = request.node }
+            if state.latest[request.typeURL] == nil { state.order.append(request.typeURL) }
+            state.latest[request.typeURL] = request
+            state.outbox?.yield(request)
+        }
+    }
+
+    /// Starts a new upstream stream's requests: the latest of each type, first with the node and all
+    /// without a nonce (the nonces belonged to the old stream), then whatever the proxy sends next.
+    func openUpstream() -> AsyncStream<DiscoveryRequest> {
+        let (requests, outbox) = AsyncStream.makeStream(of: DiscoveryRequest.self)
+        state.withLock { state in
+            state.outbox?.finish()
+            state.outbox = outbox
+            for (index, type) in state.order.enumerated() {
+                var replay = state.latest[type]!
+                replay.responseNonce = ""
+                replay.clearErrorDetail()
+                if index == 0, let node = state.node { replay.node = node } else { replay.clearNode() }
+                outbox.yield(replay)
+            }
+        }
+        return requests
+    }
+
+    func closeUpstream() {
+        state.withLock { state in
+            state.outbox?.finish()
+            state.outbox = nil
+        }
+    }
+}
