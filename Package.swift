@@ -161,6 +161,10 @@ let package = Package(
                           dependencies: ["CapstanTestSupport", "Netfilter", "XDS", .product(name: "Logging", package: "swift-log")],
                           path: "Benchmarks/ControlPlaneBenchmarks"),
 
+        // Benchmarks of the agent: start to ready, memory, mTLS latency of two sidecars (hack/bench-agent.sh).
+        .executableTarget(name: "AgentBenchmarks", dependencies: ["CapstanTestSupport", "Netfilter"],
+                          path: "Benchmarks/AgentBenchmarks"),
+
         // Test helpers shared by test targets: throw-away network namespaces and probe sockets.
         .target(
             name: "CapstanTestSupport",

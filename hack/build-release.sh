@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flags=(-c release --static-swift-stdlib)
-for product in capstan CaptureBenchmarks NodeBenchmarks ControlPlaneBenchmarks; do
+for product in capstan CaptureBenchmarks NodeBenchmarks ControlPlaneBenchmarks AgentBenchmarks; do
   swift build "${flags[@]}" --product "$product" >&2
 done
 swift build "${flags[@]}" --show-bin-path

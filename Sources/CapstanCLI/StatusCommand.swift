@@ -1,17 +1,22 @@
 import ArgumentParser
 import Capture
+import FoundationEssentials
 import Netfilter
 import NodeAgent
+import Supervisor
 
 /// `capstan status`: what the kernel holds, what it means, whether it drifted, and what it does with a
-/// given connection.
-struct StatusCommand: ParsableCommand {
+/// given connection; and, when a sidecar agent answers in the namespace, what the sidecar reports.
+struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "Show and explain the capture rules of a network namespace, and find drift.",
         discussion: """
+            When `capstan agent` answers on 127.0.0.1:15020 in the namespace, a Sidecar section follows: \
+            readiness, the workload identity and its certificate, the xDS state and accepted versions, the \
+            proxy's state, restarts and listeners (from the proxy's admin API on 127.0.0.1:15000). \
             Exit status: 0 when the rules are present and match their recorded spec, 1 when they are missing \
-            or drifted, 2 on a usage error. With --trace: 0 when the trace ran.
+            or drifted, 2 on a usage error; the sidecar does not change it. With --trace: 0 when the trace ran.
             """
     )
 
@@ -44,7 +49,7 @@ struct StatusCommand: ParsableCommand {
     @Option(name: .customLong("agent-socket"), help: "With --node: the node agent's socket.")
     var agentSocket = CNIPluginConfig.defaultAgentSocket
 
-    func run() throws {
+    func run() async throws {
         if node {
             try NodeStatus(socket: agentSocket, format: format).show()
             return
@@ -68,9 +73,21 @@ struct StatusCommand: ParsableCommand {
         }
 
         let installed = try runtime { try CaptureEngine.inspect(in: namespace) }
+        let reader = SidecarStatusReader(connector: NamespaceConnector(namespace: namespace).connector)
+        let sidecar: Result<SidecarStatus, LocalHTTPClient.Failure>
+        do {
+            sidecar = .success(try await reader.read())
+        } catch {
+            sidecar = .failure(error)
+        }
+        let now = Date()
         switch format {
-        case .text: print(StatusView(style: style, verbose: verbose).render(installed, place: place), terminator: "")
-        case .json: print(try StatusDocument(installed, namespace: place).json())
+        case .text:
+            let view = StatusView(style: style, verbose: verbose)
+            print(view.render(installed, place: place) + view.render(sidecar: sidecar, reader: reader, now: now), terminator: "")
+        case .json:
+            print(try StatusDocument(installed, namespace: place,
+                                     sidecar: StatusDocument.Sidecar(sidecar, reader: reader, now: now)).json())
         }
         if !installed.isIntact { throw ExitCode(1) }
     }

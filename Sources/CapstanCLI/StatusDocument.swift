@@ -1,6 +1,7 @@
 import Capture
 import FoundationEssentials
 import Netfilter
+import Supervisor
 
 /// `capstan status -o json`: the same facts as the text view, for machines.
 struct StatusDocument: Encodable {
@@ -28,8 +29,9 @@ struct StatusDocument: Encodable {
     var rules: [RuleEntry]
     var routing: Routing
     var drift: [String]
+    var sidecar: Sidecar
 
-    init(_ capture: InstalledCapture, namespace: String) {
+    init(_ capture: InstalledCapture, namespace: String, sidecar: Sidecar) {
         self.namespace = namespace
         installed = capture.table != nil
         intact = capture.isIntact
@@ -43,6 +45,71 @@ struct StatusDocument: Encodable {
         }
         routing = Routing(expected: capture.expectedRouting.commandLines, installed: capture.routing.commandLines)
         drift = capture.drift?.differences.map(\.description) ?? []
+        self.sidecar = sidecar
+    }
+
+    /// What the sidecar reports; a part that could not be read is left out, and `problems` says why.
+    struct Sidecar: Encodable {
+        struct Certificate: Encodable {
+            var identity: String?
+            var serialNumber: String
+            /// RFC 3339.
+            var expiry: String
+            /// Negative once expired.
+            var secondsLeft: Int
+        }
+        struct Listener: Encodable {
+            var name: String
+            var address: String
+        }
+
+        var agentAnswering: Bool
+        var statusPort: Int
+        var adminPort: Int
+        /// Why the agent did not answer.
+        var reason: String?
+        var ready: Bool?
+        var unmetConditions: [String]?
+        var certificate: Certificate?
+        /// True when `/certs` answered and lists no certificate the proxy presents.
+        var presentsNoCertificate: Bool?
+        var xdsUpstreamConnected: Bool?
+        /// By service: CDS, EDS, LDS, SDS; a service that accepted nothing yet is absent.
+        var acceptedVersions: [String: String]?
+        var proxyState: String?
+        var proxyRestarts: Int?
+        var listeners: [Listener]?
+        var problems: [String]?
+
+        init(_ outcome: Result<SidecarStatus, LocalHTTPClient.Failure>, reader: SidecarStatusReader, now: Date) {
+            statusPort = reader.statusPort
+            adminPort = reader.adminPort
+            switch outcome {
+            case .failure(let failure):
+                agentAnswering = false
+                reason = failure.reason
+            case .success(let status):
+                agentAnswering = true
+                ready = status.ready
+                unmetConditions = status.ready == nil ? nil : status.unmetConditions
+                switch status.certificate {
+                case .certificate(let found)?:
+                    certificate = Certificate(identity: found.identity, serialNumber: found.serialNumber,
+                                              expiry: found.expiry.formatted(.iso8601),
+                                              secondsLeft: Int(found.expiry.timeIntervalSince(now).rounded(.down)))
+                case .nothing?:
+                    presentsNoCertificate = true
+                case nil:
+                    break
+                }
+                xdsUpstreamConnected = status.upstreamConnected
+                acceptedVersions = status.acceptedVersions
+                proxyState = status.proxyState
+                proxyRestarts = status.proxyRestarts
+                listeners = status.listeners?.map { Listener(name: $0.name, address: $0.address) }
+                problems = status.problems.isEmpty ? nil : status.problems
+            }
+        }
     }
 
     struct Trace: Encodable {

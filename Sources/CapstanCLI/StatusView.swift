@@ -1,5 +1,7 @@
 import Capture
+import FoundationEssentials
 import Netfilter
+import Supervisor
 
 /// Human-readable `capstan status`: a summary of intent, the rules with their counters, and drift.
 struct StatusView {
@@ -144,6 +146,84 @@ struct StatusView {
 
     private func list(_ values: [some CustomStringConvertible]) -> String {
         values.map(\.description).joined(separator: ",")
+    }
+
+    // MARK: Sidecar
+
+    /// The Sidecar section: what the agent and its proxy report, or one line when no agent answers.
+    func render(sidecar outcome: Result<SidecarStatus, LocalHTTPClient.Failure>, reader: SidecarStatusReader, now: Date) -> String {
+        let status: SidecarStatus
+        switch outcome {
+        case .failure(let failure):
+            return "\n" + style.bold("Sidecar") + ": no agent answering on :\(reader.statusPort) " + style.dim("(\(failure.reason))") + "\n"
+        case .success(let read):
+            status = read
+        }
+        let unknown = style.warn("unknown")
+        var out = "\n" + style.bold("Sidecar") + "  (agent :\(reader.statusPort), proxy admin :\(reader.adminPort))\n"
+        switch status.ready {
+        case true?: out += row("readiness", style.good("ready"))
+        case false?: out += row("readiness", style.bad("not ready") + (status.unmetConditions.isEmpty ? "" : ": " + status.unmetConditions.joined(separator: "; ")))
+        case nil: out += row("readiness", unknown)
+        }
+
+        switch status.certificate {
+        case .certificate(let certificate)?:
+            out += row("identity", certificate.identity ?? style.warn("none") + " (the certificate has no SPIFFE ID)")
+            let left = certificate.expiry.timeIntervalSince(now)
+            let expiry = "expires \(certificate.expiry.formatted(.iso8601)) "
+                + (left > 0 ? "(\(Self.approximately(seconds: left)) left)" : style.bad("(expired \(Self.approximately(seconds: -left)) ago)"))
+            out += row("cert", "serial \(certificate.serialNumber), " + expiry)
+        case .nothing?:
+            out += row("identity", style.warn("none") + " (the proxy presents no certificate)")
+        case nil:
+            out += row("identity", unknown)
+        }
+
+        let upstream = switch status.upstreamConnected {
+        case true?: style.good("upstream connected")
+        case false?: style.bad("upstream not connected")
+        case nil: "upstream " + unknown
+        }
+        let accepted: String
+        if let versions = status.acceptedVersions {
+            accepted = "accepted " + SidecarStatus.services.map { "\($0) " + (versions[$0] ?? style.dim("none")) }.joined(separator: ", ")
+        } else {
+            accepted = "accepted versions " + unknown
+        }
+        out += row("xDS", upstream + "; " + accepted)
+
+        let restarts = status.proxyRestarts.map { "\($0) restart\($0 == 1 ? "" : "s")" } ?? "restarts " + unknown
+        let state = switch status.proxyState {
+        case "LIVE"?: style.good("LIVE")
+        case let other?: style.warn(other)
+        case nil: unknown
+        }
+        out += row("proxy", state + ", " + restarts)
+
+        if let listeners = status.listeners {
+            if listeners.isEmpty { out += row("listeners", style.dim("none")) }
+            let width = listeners.map(\.name.count).max() ?? 0
+            for (index, listener) in listeners.enumerated() {
+                out += row(index == 0 ? "listeners" : "", listener.name.padded(to: width) + "  " + listener.address)
+            }
+        } else {
+            out += row("listeners", unknown)
+        }
+        for problem in status.problems {
+            out += "  " + style.warn("! ") + style.dim(problem) + "\n"
+        }
+        return out
+    }
+
+    /// `2d3h`, `23h59m`, `4m10s`, `12s`: the two largest units of a duration.
+    static func approximately(seconds: Double) -> String {
+        let total = Int(seconds.rounded(.down))
+        let (days, hours, minutes, rest) = (total / 86_400, total % 86_400 / 3600, total % 3600 / 60, total % 60)
+        if days > 0 { return "\(days)d\(hours)h" }
+        if hours > 0 { return "\(hours)h\(minutes)m" }
+        if minutes > 0 { return "\(minutes)m\(rest)s" }
+        return "\(rest)s"
     }
 
     // MARK: Trace

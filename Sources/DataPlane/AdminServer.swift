@@ -30,7 +30,10 @@ struct AdminServer: Sendable {
             return EndpointResponse(state == .live ? .ok : .serviceUnavailable, state.rawValue + "\n")
         }
         routes.get("/stats") { _ in EndpointResponse(.ok, proxy.statsText) }
-        routes.get("/config_dump") { _ in EndpointResponse(.ok, proxy.configDump, contentType: "application/json") }
+        routes.get("/config_dump") { request in
+            EndpointResponse(.ok, proxy.configDump(includeEndpoints: request.query["include_eds"] != nil), contentType: "application/json")
+        }
+        routes.get("/certs") { _ in EndpointResponse(.ok, proxy.certificatesDump, contentType: "application/json") }
         routes.get("/listeners") { _ in EndpointResponse(.ok, proxy.listenersText) }
         routes.get("/clusters") { _ in EndpointResponse(.ok, proxy.clustersText) }
         routes.post("/drain_listeners") { request in

@@ -4,8 +4,8 @@ import NIOCore
 import XDS
 
 /// `/config_dump`: the listeners and clusters in force, in the shape of Envoy's dump: a `configs` list
-/// with a clusters dump, a listeners dump and a secrets dump, static resources apart from dynamic ones,
-/// and each dynamic resource with the version it came in and when. Transport sockets appear as they
+/// with a clusters dump, (with `?include_eds`) an endpoints dump, a listeners dump and a secrets dump,
+/// static resources apart from dynamic ones, and each dynamic resource with the version it came in and when. Transport sockets appear as they
 /// were received; private keys never appear.
 struct ConfigDump {
     struct Address: Encodable {
@@ -102,6 +102,55 @@ struct ConfigDump {
         }
     }
 
+    /// Envoy's `EndpointsConfigDump` (only with `?include_eds`, as Envoy): the endpoints of static
+    /// clusters, and each `ClusterLoadAssignment` EDS delivered with the version it came in.
+    struct EndpointsDump: Encodable {
+        struct Static: Encodable { var endpoint_config: Assignment }
+        struct Dynamic: Encodable {
+            var version_info: String
+            var endpoint_config: Assignment
+            var last_updated: String
+        }
+        /// A `ClusterLoadAssignment` in Envoy's JSON: one locality with its endpoints.
+        struct Assignment: Encodable {
+            struct Locality: Encodable { var lb_endpoints: [LoadBalanced] }
+            struct LoadBalanced: Encodable {
+                /// An IP endpoint's `socket_address`, or a unix socket's `pipe`.
+                struct EndpointAddress: Encodable {
+                    struct Pipe: Encodable { var path: String }
+                    var socket_address: Address.Socket?
+                    var pipe: Pipe?
+                }
+                struct Endpoint: Encodable { var address: EndpointAddress }
+                var endpoint: Endpoint
+            }
+            var type = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            var cluster_name: String
+            var endpoints: [Locality]
+
+            enum CodingKeys: String, CodingKey {
+                case type = "@type", cluster_name, endpoints
+            }
+
+            init(clusterName: String, endpoints: [SocketAddress]) {
+                cluster_name = clusterName
+                let addresses = endpoints.compactMap { endpoint -> LoadBalanced? in
+                    if let path = endpoint.pathname { return LoadBalanced(endpoint: .init(address: .init(pipe: .init(path: path)))) }
+                    guard let ip = endpoint.ipAddress else { return nil }
+                    return LoadBalanced(endpoint: .init(address: .init(socket_address: .init(address: ip, port_value: endpoint.port ?? 0))))
+                }
+                self.endpoints = addresses.isEmpty ? [] : [Locality(lb_endpoints: addresses)]
+            }
+        }
+        var type = "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump"
+        var static_endpoint_configs: [Static]
+        var dynamic_endpoint_configs: [Dynamic]
+
+        enum CodingKeys: String, CodingKey {
+            case type = "@type", static_endpoint_configs, dynamic_endpoint_configs
+        }
+    }
+
     struct ListenersDump: Encodable {
         struct Static: Encodable { var listener: ListenerEntry }
         struct Dynamic: Encodable {
@@ -124,10 +173,12 @@ struct ConfigDump {
     }
 
     var clusters: ClustersDump
+    var endpoints: EndpointsDump?
     var listeners: ListenersDump
     var secrets: SecretsDump
 
-    init(runtime: ProxyRuntime) {
+    /// `includeEndpoints`: Envoy's `?include_eds`, which adds the endpoints dump after the clusters.
+    init(runtime: ProxyRuntime, includeEndpoints: Bool = false) {
         let configuration = runtime.configuration
         let versions = runtime.versions.withLockedValue { $0 }
         func chain(_ chain: BootstrapConfig.FilterChain) -> ListenerEntry.Chain {
@@ -172,6 +223,22 @@ struct ConfigDump {
             }
         }
         self.clusters = clusters
+        if includeEndpoints {
+            var endpoints = EndpointsDump(static_endpoint_configs: [], dynamic_endpoint_configs: [])
+            for cluster in configuration.clusters.values.sorted(by: { $0.name < $1.name })
+            where versions.clusters[cluster.name] == nil {
+                if case .endpoints(let addresses) = cluster.config.discovery {
+                    endpoints.static_endpoint_configs.append(.init(endpoint_config: .init(clusterName: cluster.name, endpoints: addresses)))
+                }
+            }
+            for (service, assignment) in versions.assignments.sorted(by: { $0.key < $1.key }) {
+                endpoints.dynamic_endpoint_configs.append(.init(
+                    version_info: assignment.entry.version,
+                    endpoint_config: .init(clusterName: service, endpoints: assignment.endpoints),
+                    last_updated: assignment.entry.lastUpdated))
+            }
+            self.endpoints = endpoints
+        }
         self.listeners = listeners
         self.secrets = SecretsDump(runtime.secrets.all)
     }
@@ -179,7 +246,9 @@ struct ConfigDump {
     var json: String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(["configs": [AnyEncodable(clusters), AnyEncodable(listeners), AnyEncodable(secrets)]])) ?? Data()
+        let configs = [AnyEncodable(clusters)] + (endpoints.map { [AnyEncodable($0)] } ?? [])
+            + [AnyEncodable(listeners), AnyEncodable(secrets)]
+        let data = (try? encoder.encode(["configs": configs])) ?? Data()
         return String(decoding: data, as: UTF8.self) + "\n"
     }
 }

@@ -104,6 +104,7 @@ final class DynamicResources: ADSResponseHandler {
             }
             versions.clusters = entries
             versions.endpointDiscovered = Set(clusters.filter { $0.endpointService != nil }.map(\.cluster.name))
+            versions.assignments = versions.assignments.filter { services.contains($0.key) }
         }
         installClusters(client: client)
         let warming = Set(runtime.versions.withLockedValue { $0.warmingClusters })
@@ -174,6 +175,12 @@ final class DynamicResources: ADSResponseHandler {
         }
         state.withLock { state in
             for (service, endpoints) in assignments { state.assignments[service] = endpoints }
+        }
+        runtime.versions.withLockedValue { versions in
+            let entry = ResourceVersions.Entry(version: response.versionInfo, lastUpdated: Self.timestamp())
+            for (service, endpoints) in assignments {
+                versions.assignments[service] = .init(entry: entry, endpoints: endpoints)
+            }
         }
         for cluster in clusterNames(using: Set(assignments.keys)) { runtime.stats.cluster(cluster).membershipUpdates.increment() }
         installClusters(client: client)

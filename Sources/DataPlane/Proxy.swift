@@ -317,7 +317,13 @@ public final class Proxy: Sendable {
     }
 
     /// `/config_dump`: the listeners and clusters in force, in the shape of Envoy's dump.
-    var configDump: String { ConfigDump(runtime: runtime).json }
+    var configDump: String { configDump(includeEndpoints: false) }
+
+    /// `/config_dump`, with the endpoints dump too for Envoy's `?include_eds`.
+    func configDump(includeEndpoints: Bool) -> String { ConfigDump(runtime: runtime, includeEndpoints: includeEndpoints).json }
+
+    /// `/certs`: the certificates of every TLS context in force, in the shape of Envoy's answer.
+    var certificatesDump: String { CertificatesDump(runtime: runtime).json }
 }
 
 /// A listener's socket could not be bound: the update that asked for it is refused.

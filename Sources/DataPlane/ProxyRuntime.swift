@@ -51,6 +51,14 @@ struct ResourceVersions: Sendable {
     var warmingClusters: [String] = []
     /// Clusters whose endpoints come from EDS.
     var endpointDiscovered: Set<String> = []
+    /// The endpoints EDS delivered, by service name (a `ClusterLoadAssignment`'s `cluster_name`).
+    var assignments: [String: Assignment] = [:]
+
+    /// One accepted `ClusterLoadAssignment`, for `/config_dump?include_eds`.
+    struct Assignment: Sendable {
+        var entry: Entry
+        var endpoints: [SocketAddress]
+    }
 }
 
 /// What connection handlers share: options, the configuration in force, statistics, the open connections.

@@ -17,6 +17,8 @@ struct TLSCredentials: Sendable, Equatable {
     let notAfter: Int
     /// The chain as it came (PEM), for `/config_dump`.
     let chainPEM: [UInt8]
+    /// Where the chain came from, as Envoy's `/certs` names it: the file, or `<inline>`.
+    let chainSource: String
 
     /// Reads Envoy's `TlsCertificate`; errors name the field under `path`.
     init(_ proto: Envoy_Extensions_TransportSockets_Tls_V3_TlsCertificate, path: String) throws(ConfigError) {
@@ -24,10 +26,10 @@ struct TLSCredentials: Sendable, Equatable {
         guard proto.hasPrivateKey else { throw ConfigError(path: "\(path).private_key", message: "is required") }
         let chainPEM = try proto.certificateChain.bytes(path: "\(path).certificate_chain")
         let keyPEM = try proto.privateKey.bytes(path: "\(path).private_key")
-        try self.init(chainPEM: chainPEM, keyPEM: keyPEM, path: path)
+        try self.init(chainPEM: chainPEM, keyPEM: keyPEM, path: path, source: proto.certificateChain.sourceName)
     }
 
-    init(chainPEM: [UInt8], keyPEM: [UInt8], path: String) throws(ConfigError) {
+    init(chainPEM: [UInt8], keyPEM: [UInt8], path: String, source: String = "<inline>") throws(ConfigError) {
         let chain = try Self.certificates(chainPEM, path: "\(path).certificate_chain")
         let key: NIOSSLPrivateKey
         do {
@@ -48,6 +50,7 @@ struct TLSCredentials: Sendable, Equatable {
         self.identity = PeerIdentity.spiffeID(of: chain[0])
         self.notAfter = Int(chain[0].notValidAfter)
         self.chainPEM = chainPEM
+        self.chainSource = source
     }
 
     /// The PEM certificates in `bytes`: at least one, or an error naming `path`.
@@ -68,6 +71,12 @@ struct TLSCredentials: Sendable, Equatable {
 }
 
 extension Envoy_Config_Core_V3_DataSource {
+    /// The file this source reads, or `<inline>` (Envoy's name in `/certs` for data that came in the configuration).
+    var sourceName: String {
+        if case .filename(let name)? = specifier { return name }
+        return "<inline>"
+    }
+
     /// The bytes this source names: inline, from a file, or from an environment variable.
     func bytes(path: String) throws(ConfigError) -> [UInt8] {
         switch specifier {

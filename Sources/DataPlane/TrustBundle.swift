@@ -11,6 +11,8 @@ struct TrustBundle: Sendable, Equatable {
     let notAfter: Int
     /// The roots as they came (PEM), for `/config_dump`.
     let pem: [UInt8]
+    /// Where the roots came from, as Envoy's `/certs` names it: the file, or `<inline>`.
+    let source: String
 
     /// Reads a `CertificateValidationContext` that carries `trusted_ca`.
     init(_ proto: Envoy_Extensions_TransportSockets_Tls_V3_CertificateValidationContext, path: String) throws(ConfigError) {
@@ -20,6 +22,7 @@ struct TrustBundle: Sendable, Equatable {
         subjectAltNames = try SubjectAltNameMatcher.decode(proto, path: path)
         notAfter = roots.map { Int($0.notValidAfter) }.min() ?? 0
         self.pem = pem
+        source = proto.trustedCa.sourceName
     }
 
     static func == (lhs: TrustBundle, rhs: TrustBundle) -> Bool {

@@ -53,19 +53,13 @@ public struct CertificateAuthorityClient: Sendable {
 
     /// The bearer token in `path`: one word, printable ASCII; its value never appears in an error.
     public static func readToken(at path: String) throws(CertificateAuthorityClientError) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .token(path: path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = read(fd, &chunk, chunk.count)
-            if count < 0 { throw .token(path: path, reason: String(cString: strerror(errno))) }
-            if count == 0 { break }
-            bytes += chunk[..<count]
-            if bytes.count > 64 * 1024 { throw .token(path: path, reason: "larger than 64 KiB") }
+        let text: String
+        do {
+            text = try CredentialFile.read(path)
+        } catch {
+            throw .token(path: path, reason: error.description)
         }
-        let words = String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace)
+        let words = text.split(whereSeparator: \.isWhitespace)
         guard let token = words.first else { throw .token(path: path, reason: "empty") }
         guard words.count == 1, token.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             throw .token(path: path, reason: "not a bearer token (whitespace or control characters inside)")

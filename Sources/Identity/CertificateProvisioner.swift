@@ -77,8 +77,7 @@ public final class CertificateProvisioner: Sendable {
             do {
                 let certificate = try await request()
                 failures = 0
-                let rotation = certificate.rotationTime(graceRatio: settings.graceRatio, maximumJitter: settings.maximumJitter,
-                                                        using: &generator)
+                let rotation = Self.rotationTime(of: certificate, receivedAt: .now, settings: settings, using: &generator)
                 state.withLock { state in
                     state.certificate = certificate
                     state.status.issued += 1
@@ -117,6 +116,18 @@ public final class CertificateProvisioner: Sendable {
                 try? await Task.sleep(for: delay)
             }
         }
+    }
+
+    /// When to ask again: once `graceRatio` (± jitter) of the validity left at receipt remains. Counted
+    /// from receipt, not from notBefore, which CAs backdate for clock skew (ours by a minute): with a
+    /// short `SECRET_TTL` that backdating would otherwise put the rotation in the past.
+    static func rotationTime(of certificate: WorkloadCertificate, receivedAt now: Date, settings: Settings,
+                             using generator: inout some RandomNumberGenerator) -> Date {
+        let bound = abs(settings.maximumJitter)
+        let jitter = bound > 0 ? Double.random(in: -bound...bound, using: &generator) : 0
+        let ratio = min(max(settings.graceRatio + jitter, 0), 1)
+        let left = certificate.remaining(at: now)
+        return now.adding(left * (1 - ratio))
     }
 
     /// One request: a fresh key and CSR, the CA's answer checked against them.

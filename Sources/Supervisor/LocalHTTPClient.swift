@@ -26,15 +26,25 @@ public struct LocalHTTPClient: Sendable {
         public var description: String { "\(url): \(reason)" }
     }
 
+    /// Opens a TCP socket connected to `host:port` within `timeout` and hands over its descriptor, in
+    /// place of connecting from the event loop. A socket belongs to the network namespace of the thread
+    /// that makes it, so this is how a caller reaches a server inside a pod's namespace (`capstan status`).
+    /// It runs on the calling task and may block it for up to `timeout`.
+    public typealias Connector = @Sendable (_ host: String, _ port: Int, _ timeout: Duration) throws -> Int32
+
     /// The longest an exchange may take, connecting included.
     public var timeout: Duration
     /// The largest body accepted (Prometheus text of a busy proxy stays well below).
     public var maximumBodyBytes = 16 << 20
     private let group: any EventLoopGroup
+    private let connector: Connector?
 
-    public init(timeout: Duration = .seconds(1), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    /// `connector`: how to connect (nil: from the event loop, in the process's own network namespace).
+    public init(timeout: Duration = .seconds(1), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                connector: Connector? = nil) {
         self.timeout = timeout
         self.group = group
+        self.connector = connector
     }
 
     /// `method path` at `host:port`; the response of any status, or a ``Failure``.
@@ -49,7 +59,7 @@ public struct LocalHTTPClient: Sendable {
             outcome.fail("no answer within \(GoDuration.format(timeout))")
         }
         let limit = maximumBodyBytes
-        let connecting = ClientBootstrap(group: loop)
+        let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(amount)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -57,7 +67,16 @@ public struct LocalHTTPClient: Sendable {
                     try channel.pipeline.syncOperations.addHandler(ResponseReader(outcome: outcome, limit: limit))
                 }
             }
-            .connect(host: host, port: port)
+        let connecting: EventLoopFuture<any Channel>
+        if let connector {
+            do {
+                connecting = bootstrap.withConnectedSocket(try connector(host, port, timeout))
+            } catch {
+                connecting = loop.makeFailedFuture(error)
+            }
+        } else {
+            connecting = bootstrap.connect(host: host, port: port)
+        }
         connecting.whenComplete { connected in
             switch connected {
             case .failure(let error):

@@ -138,6 +138,66 @@ import Testing
         }
     }
 
+    @Test func theCertificateRotatesBeforeExpiryWithTrafficUninterrupted() throws {
+        try withMeshCluster { mesh in
+            try mesh.startControlPlane(files: Self.meshFiles())
+            // Four-second certificates: rotated after about two.
+            let shortLived = ["SECRET_TTL": "4s"]
+            try mesh.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments", environment: shortLived)
+            let client = try mesh.addWorkload("client", address: Self.client, serviceAccount: "client", appPort: nil,
+                                              environment: shortLived)
+            let chain = "\(mesh.directory)/client/certs/cert-chain.pem"
+            let first = try String(contentsOfFile: chain, encoding: .utf8)
+            let long = try ProbeSocket.tcp(.ipv4, in: client.namespace, uid: 1000, gid: 1000)
+            try long.connect(to: Self.service, timeoutMilliseconds: 2000)
+            try Self.readGreeting(long)
+            // Past the first certificate's expiry: both sides rotated at least once.
+            var rotations = 0
+            for second in 0..<6 {
+                sleep(1)
+                try long.sendAll(Array("tick \(second)".utf8))
+                #expect(try long.receive(count: 6, timeoutMilliseconds: 2000) == Array("tick \(second)".utf8))
+                #expect(try EchoExchange.run(to: Self.service, from: client.namespace, payload: [UInt8(second)]).intact)
+                if (try? String(contentsOfFile: chain, encoding: .utf8)) != first { rotations += 1 }
+            }
+            #expect(rotations > 0, "the certificate never changed")
+            let log = client.processes.last!.log
+            #expect(log.components(separatedBy: "workload certificate issued").count - 1 >= 3, "\(log)")
+        }
+    }
+
+    /// A CA we did not write (Python, Istio's ca.proto compiled by grpcio-tools, pyca/cryptography) that
+    /// answers once and is down afterwards: the agent's request is Istio's, and the agent keeps serving
+    /// the certificate it has while retrying, until it expires.
+    @Test func aCAWeDidNotWriteThenDownAtRotation() throws {
+        try withMeshCluster { mesh in
+            try mesh.startControlPlane(files: Self.meshFiles())
+            let caPod = try mesh.addPod("python-ca", address: IPAddress("192.0.2.3")!)
+            let state = try mesh.makeDirectory("python-ca")
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers/ca_server.py").path
+            let ca = try NamespacedProcess(["/usr/bin/env", "python3", script, "192.0.2.3:15012", state,
+                                            MeshCluster.token(for: "client"), Self.clientID, "--fail-after", "1"],
+                                           in: caPod.namespace, logPath: "\(state)/ca.log")
+            caPod.processes.append(ca)
+            #expect(ca.waitUntil(seconds: 20) { ca.log.contains("listening") }, "\(ca.log)")
+            let client = try mesh.addWorkload("client", address: Self.client, serviceAccount: "client", appPort: nil, environment: [
+                "CA_ADDR": "192.0.2.3:15012", "CAPSTAN_PLAINTEXT_CONTROL_PLANE": "true", "SECRET_TTL": "5s",
+                "PROXY_CONFIG": #"{"discoveryAddress": "\#(MeshCluster.xdsAddress)"}"#,
+            ])
+            let agent = client.processes.last!
+            let requests = try String(contentsOfFile: "\(state)/requests.jsonl", encoding: .utf8)
+            #expect(requests.contains(#""authorization_ok": true"#), "\(requests)")
+            #expect(requests.contains(#""csr_sans": ["\#(Self.clientID)"]"#), "\(requests)")
+            #expect(requests.contains(#""validity_duration": 5"#), "\(requests)")
+            // The rotation (after about 2.5 s) fails; the agent retries and stays ready while the certificate lasts.
+            #expect(agent.waitUntil(seconds: 4) { agent.log.contains("certificate request failed, retrying") }, "\(agent.log)")
+            #expect(try client.http("GET", "/healthz/ready", port: 15021).status == 200)
+            // Once it expires it is withdrawn: not ready, saying why.
+            #expect(agent.waitUntil(seconds: 5) { (try? client.http("GET", "/healthz/ready", port: 15021))?.status == 503 })
+            #expect(agent.log.contains("expired before a new one was issued"), "\(agent.log)")
+        }
+    }
+
     /// Reads an echo server's greeting line, up to its newline.
     static func readGreeting(_ socket: ProbeSocket) throws {
         while true {

@@ -29,7 +29,8 @@ import Testing
     @Test func failsAfterTheTimeoutWithTheLastAnswer() async throws {
         let (server, _) = try await Self.readyAfter(Int.max)
         defer { Task { await server.close() } }
-        let waiter = ReadinessWaiter(host: "127.0.0.1", port: server.port, timeout: .milliseconds(300), interval: .milliseconds(50))
+        // Generous against a busy machine: more than one attempt must fit however slow the first is.
+        let waiter = ReadinessWaiter(host: "127.0.0.1", port: server.port, timeout: .milliseconds(1500), interval: .milliseconds(20))
         let clock = ContinuousClock()
         let began = clock.now
         do {
@@ -39,11 +40,11 @@ import Testing
             #expect(error.url == "http://127.0.0.1:\(server.port)/healthz/ready")
             #expect(error.lastAnswer == "503 not ready: proxy not LIVE (PRE_INITIALIZING)")
             #expect(error.attempts >= 2)
-            #expect(error.description.hasPrefix("http://127.0.0.1:\(server.port)/healthz/ready not ready within 300ms ("))
+            #expect(error.description.hasPrefix("http://127.0.0.1:\(server.port)/healthz/ready not ready within 1.5s ("))
         }
         let took = began.duration(to: clock.now)
-        #expect(took >= .milliseconds(300))
-        #expect(took < .seconds(3))
+        #expect(took >= .milliseconds(1500))
+        #expect(took < .seconds(5))
     }
 
     @Test func nobodyListeningIsReportedAsSuch() async throws {

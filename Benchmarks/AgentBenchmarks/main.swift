@@ -1,0 +1,137 @@
+import CapstanTestSupport
+import Foundation
+import Netfilter
+
+// Agent benchmarks (run by hack/bench-agent.sh, as root), in a throw-away mesh of namespaces
+// (MeshCluster: control plane with its CA, a client pod, a payments pod, each captured, STRICT mTLS).
+//
+// 1. START (ROUNDS=20): `capstan agent` started in the captured client pod with the control plane
+//    next door; the time runs from the spawn until :15021/healthz/ready answers 200 (polled every
+//    10 ms): the first certificate from the CA, the xDS relay, the proxy LIVE with accepted listeners and
+//    clusters. The agent is then killed with its proxy and started again. Its resident memory is read
+//    from /proc once it is ready.
+// 2. LATENCY (SECONDS=10 per path, RATE=1000): open loop, one connection, 64-byte messages sent every
+//    1/RATE s by one thread and their echoes timed by another, on two paths in the same namespaces:
+//    direct (client as uid 1337 to a port neither side captures) and through both sidecars with
+//    mutual TLS (client as uid 1000 to the service VIP). Paths alternate, twice each.
+
+let environment = ProcessInfo.processInfo.environment
+let rounds = Int(environment["ROUNDS"] ?? "") ?? 20
+let secondsPerPath = Double(environment["SECONDS"] ?? "") ?? 10
+let rate = Double(environment["RATE"] ?? "") ?? 1000
+let percentile = BenchmarkFigures.percentile
+
+let client = IPAddress("192.0.2.1")!
+let payments = IPAddress("192.0.2.10")!
+/// Excluded from inbound capture in the payments pod (`-d`): the direct path's port.
+let directPort: UInt16 = 15099
+
+let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
+    .replacingOccurrences(of: "198.51.100.10", with: "\(payments)")
+    .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+let mesh = try MeshCluster()
+defer { mesh.destroy() }
+try mesh.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.canary(v1: 100, v2: 0),
+                                   "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT")])
+
+// MARK: 1. Start to ready, and memory
+
+let clientPod = try mesh.addPod("client", address: client)
+try mesh.capture(clientPod)
+var startTimes: [Double] = []
+var memory: [(resident: Double, peak: Double)] = []
+for round in 0..<rounds {
+    let started = Date()
+    let agent = try mesh.startAgent(in: clientPod, serviceAccount: "client", label: "agent-\(round)")
+    // Every 10 ms: polling much faster makes some probe connections wait for a SYN retransmission
+    // (1 s and more), which would be measured instead of the agent.
+    while (try? clientPod.http("GET", "/healthz/ready", port: 15021))?.status != 200 {
+        guard agent.isRunning, Date().timeIntervalSince(started) < 10 else { throw SandboxError("not ready: \(agent.log)") }
+        usleep(10_000)
+    }
+    startTimes.append(Date().timeIntervalSince(started))
+    memory.append(BenchmarkFigures.memory(of: agent.pid))
+    if round < rounds - 1 {
+        agent.stop()
+        // Its proxy (the agent's child, in the pod we made) goes too, by pid.
+        let pids = try ChildProcess.run("/usr/sbin/ip", ["netns", "pids", "\(mesh.name)-client"]).standardOutput
+        for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+        usleep(100_000)
+    }
+}
+let resident = memory.map(\.resident)
+print("""
+    agent start -> ready (\(rounds) starts, local control plane and CA, certificate + xDS + proxy LIVE):
+      p50 \(BenchmarkFigures.milliseconds(percentile(startTimes, 0.5), digits: 1))  p90 \(BenchmarkFigures.milliseconds(percentile(startTimes, 0.9), digits: 1))  max \(BenchmarkFigures.milliseconds(startTimes.max() ?? .nan, digits: 1))
+    agent resident memory when ready: median \(String(format: "%.1f", percentile(resident, 0.5))) MB (min \(String(format: "%.1f", resident.min() ?? .nan)), max \(String(format: "%.1f", resident.max() ?? .nan)))
+    """)
+
+// MARK: 2. Two sidecars with mTLS against direct
+
+let paymentsPod = try mesh.addPod("payments-v1", address: payments)
+try mesh.capture(paymentsPod, extraFlags: ["-d", "15090,15021,15020,\(directPort)"])
+paymentsPod.servers.append(try EchoServer(in: paymentsPod.namespace, port: 80))
+paymentsPod.servers.append(try EchoServer(in: paymentsPod.namespace, port: directPort))
+let paymentsAgent = try mesh.startAgent(in: paymentsPod, serviceAccount: "payments")
+try mesh.waitReady(paymentsPod, agent: paymentsAgent)
+
+/// One open-loop run: latencies in seconds of every echo.
+func openLoop(to target: SocketAddress, uid: UInt32, seconds: Double) throws -> [Double] {
+    let socket = try ProbeSocket.tcp(.ipv4, in: clientPod.namespace, uid: uid, gid: uid)
+    try socket.connect(to: target, timeoutMilliseconds: 2000)
+    try socket.setOption(Int32(IPPROTO_TCP), TCP_NODELAY, 1, "TCP_NODELAY")
+    // The echo server's greeting line first.
+    while try socket.receive(count: 1, timeoutMilliseconds: 2000) != [UInt8(ascii: "\n")] {}
+    let count = Int(seconds * rate)
+    let interval = UInt64(1e9 / rate)
+    var latencies = [Double](repeating: 0, count: count)
+    // The sender writes while this thread reads: a socket is safe to use from two threads that way.
+    nonisolated(unsafe) let outbox = socket
+    let sender = Thread {
+        var next = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &next)
+        var message = [UInt8](repeating: 0, count: 64)
+        for index in 0..<count {
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            var stamp = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+            withUnsafeBytes(of: &stamp) { message.replaceSubrange(0..<8, with: $0) }
+            withUnsafeBytes(of: UInt64(index)) { message.replaceSubrange(8..<16, with: $0) }
+            try? outbox.sendAll(message)
+            // Open loop: the schedule does not wait for answers.
+            let due = UInt64(next.tv_sec) * 1_000_000_000 + UInt64(next.tv_nsec) + interval
+            next = timespec(tv_sec: Int(due / 1_000_000_000), tv_nsec: Int(due % 1_000_000_000))
+            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, nil)
+        }
+    }
+    sender.start()
+    for _ in 0..<count {
+        let echo = try socket.receive(count: 64, timeoutMilliseconds: 5000)
+        guard echo.count == 64 else { throw SandboxError("the echo stopped after \(echo.count) bytes") }
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let received = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+        let sent = echo[0..<8].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        let index = Int(echo[8..<16].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        latencies[index] = Double(received - sent) / 1e9
+    }
+    return latencies
+}
+
+var direct: [Double] = [], sidecars: [Double] = []
+for _ in 0..<2 {
+    direct += try openLoop(to: SocketAddress(payments, directPort), uid: 1337, seconds: secondsPerPath)
+    sidecars += try openLoop(to: SocketAddress(MeshSandbox.serviceVIP, MeshSandbox.servicePort), uid: 1000, seconds: secondsPerPath)
+}
+let stats = try clientPod.http("GET", "/stats/prometheus", port: 15020).body
+guard stats.contains(#"connection_security_policy="mutual_tls""#) else { throw SandboxError("the sidecar path was not mutual TLS") }
+func row(_ name: String, _ values: [Double]) -> String {
+    let cells = [0.5, 0.9, 0.99, 0.999].map { BenchmarkFigures.milliseconds(percentile(values, $0), digits: 3) }
+    return "  \(name.padding(toLength: 22, withPad: " ", startingAt: 0)) p50 \(cells[0])  p90 \(cells[1])  p99 \(cells[2])  p99.9 \(cells[3])"
+}
+print("""
+    latency, open loop at \(Int(rate)) messages/s, 64 bytes, \(direct.count) messages per path:
+    \(row("direct", direct))
+    \(row("two sidecars, mTLS", sidecars))
+      added by the sidecars: p50 \(BenchmarkFigures.milliseconds(percentile(sidecars, 0.5) - percentile(direct, 0.5), digits: 3)), p99 \(BenchmarkFigures.milliseconds(percentile(sidecars, 0.99) - percentile(direct, 0.99), digits: 3))
+    """)

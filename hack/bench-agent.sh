@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Benchmarks the agent (needs root), release build from hack/build-release.sh, in a throw-away mesh of
+# namespaces: start to ready with a local control plane and CA, the agent's memory, and the latency two
+# sidecars with mutual TLS add, open loop, against the direct path in the same run.
+# See Benchmarks/AgentBenchmarks/main.swift. ROUNDS, SECONDS, RATE set the sizes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+hack/setup.sh
+bin=$(hack/build-release.sh 2>/dev/null)
+
+source hack/lib/benchmark.sh
+run_benchmark "$bin/AgentBenchmarks" x "capstan (control-plane|agent|proxy) .*@"
