@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Logging
 import Synchronization
+import XDS
 
 /// Keeps a workload supplied with a valid certificate, as pilot-agent's secret manager does: a fresh
 /// key and CSR for each request, the first certificate at start, the next one when
@@ -17,21 +18,18 @@ public final class CertificateProvisioner: Sendable {
         public var graceRatio: Double
         /// Spread of the rotation point, as a share of the lifetime (Istio's jitter, 0.01).
         public var maximumJitter: Double
-        /// Retry delays after a failed request: doubling from `retryInitial` up to `retryMaximum`.
-        public var retryInitial: Duration
-        public var retryMaximum: Duration
+        /// Retry delays after a failed request, as the xDS client's reconnects.
+        public var retry: ADSClient.Backoff
 
         public init(identity: WorkloadIdentity, keyAlgorithm: KeyAlgorithm = .default,
                     requestedLifetime: Duration = .seconds(24 * 3600), graceRatio: Double = 0.5,
-                    maximumJitter: Double = 0.01, retryInitial: Duration = .milliseconds(500),
-                    retryMaximum: Duration = .seconds(30)) {
+                    maximumJitter: Double = 0.01, retry: ADSClient.Backoff = .init()) {
             self.identity = identity
             self.keyAlgorithm = keyAlgorithm
             self.requestedLifetime = requestedLifetime
             self.graceRatio = graceRatio
             self.maximumJitter = maximumJitter
-            self.retryInitial = retryInitial
-            self.retryMaximum = retryMaximum
+            self.retry = retry
         }
     }
 
@@ -77,7 +75,8 @@ public final class CertificateProvisioner: Sendable {
             do {
                 let certificate = try await request()
                 failures = 0
-                let rotation = Self.rotationTime(of: certificate, receivedAt: .now, settings: settings, using: &generator)
+                let rotation = certificate.rotationTime(graceRatio: settings.graceRatio, maximumJitter: settings.maximumJitter,
+                                                        receivedAt: .now, using: &generator)
                 state.withLock { state in
                     state.certificate = certificate
                     state.status.issued += 1
@@ -93,8 +92,7 @@ public final class CertificateProvisioner: Sendable {
                 return
             } catch {
                 failures += 1
-                let delay = min(settings.retryInitial * Double(1 << min(failures - 1, 20)), settings.retryMaximum)
-                    * Double.random(in: 0.5...1.0)
+                let delay = settings.retry.delay(attempt: failures - 1)
                 let held = state.withLock { state in
                     state.status.failures += 1
                     state.status.lastError = "\(error)"
@@ -116,18 +114,6 @@ public final class CertificateProvisioner: Sendable {
                 try? await Task.sleep(for: delay)
             }
         }
-    }
-
-    /// When to ask again: once `graceRatio` (± jitter) of the validity left at receipt remains. Counted
-    /// from receipt, not from notBefore, which CAs backdate for clock skew (ours by a minute): with a
-    /// short `SECRET_TTL` that backdating would otherwise put the rotation in the past.
-    static func rotationTime(of certificate: WorkloadCertificate, receivedAt now: Date, settings: Settings,
-                             using generator: inout some RandomNumberGenerator) -> Date {
-        let bound = abs(settings.maximumJitter)
-        let jitter = bound > 0 ? Double.random(in: -bound...bound, using: &generator) : 0
-        let ratio = min(max(settings.graceRatio + jitter, 0), 1)
-        let left = certificate.remaining(at: now)
-        return now.adding(left * (1 - ratio))
     }
 
     /// One request: a fresh key and CSR, the CA's answer checked against them.

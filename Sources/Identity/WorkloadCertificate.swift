@@ -88,20 +88,24 @@ public struct WorkloadCertificate: Sendable {
 
     /// When to ask for the next certificate, by Istio's rule (`SECRET_GRACE_PERIOD_RATIO`): when `graceRatio`
     /// of the lifetime is left before notAfter (0.5: halfway; 0.2: at 80 % of the lifetime). `jitter` is added
-    /// to the ratio to spread a fleet's renewals; the sum is clamped to 0...1 (0: at expiry, 1: at notBefore).
-    public func rotationTime(graceRatio: Double, jitter: Double = 0) -> Date {
+    /// to the ratio to spread a fleet's renewals; the sum is clamped to 0...1 (0: at expiry, 1: at the start).
+    ///
+    /// The lifetime counts from `receivedAt` when that is later than notBefore: CAs backdate notBefore for
+    /// clock skew (ours by a minute), which with a short lifetime would put the rotation in the past.
+    public func rotationTime(graceRatio: Double, jitter: Double = 0, receivedAt: Date? = nil) -> Date {
         precondition(graceRatio.isFinite && jitter.isFinite, "grace ratio and jitter must be finite numbers")
         let ratio = min(max(graceRatio + jitter, 0), 1)
-        return notAfter.addingTimeInterval(-ratio * lifetime.timeInterval)
+        let start = max(notBefore, min(receivedAt ?? notBefore, notAfter))
+        return notAfter.addingTimeInterval(-ratio * notAfter.duration(since: start).timeInterval)
     }
 
     /// `rotationTime(graceRatio:jitter:)` with a jitter drawn uniformly from `-maximumJitter...maximumJitter`
     /// (Istio's `SECRET_GRACE_PERIOD_RATIO_JITTER`, 0.01 by default) using `generator`.
-    public func rotationTime(graceRatio: Double, maximumJitter: Double,
+    public func rotationTime(graceRatio: Double, maximumJitter: Double, receivedAt: Date? = nil,
                              using generator: inout some RandomNumberGenerator) -> Date {
         let bound = abs(maximumJitter)
         let jitter = bound > 0 ? Double.random(in: -bound...bound, using: &generator) : 0
-        return rotationTime(graceRatio: graceRatio, jitter: jitter)
+        return rotationTime(graceRatio: graceRatio, jitter: jitter, receivedAt: receivedAt)
     }
 }
 
