@@ -30,11 +30,7 @@ public struct CertificateAuthorityClient: Sendable {
     /// Sends `csrPEM` asking for `lifetime`; returns the PEM chain as the CA answered it (the workload
     /// certificate first, the root last).
     public func createCertificate(csrPEM: String, lifetime: Duration) async throws -> [String] {
-        var metadata = Metadata()
-        if let tokenPath {
-            metadata.addString("Bearer \(try Self.readToken(at: tokenPath))", forKey: "authorization")
-        }
-        if let clusterID { metadata.addString(clusterID, forKey: "ClusterID") }
+        let metadata = try Self.credentials(tokenPath: tokenPath, clusterID: clusterID)
         var request = Istio_V1_Auth_IstioCertificateRequest()
         request.csr = csrPEM
         request.validityDuration = lifetime.components.seconds
@@ -49,6 +45,15 @@ public struct CertificateAuthorityClient: Sendable {
             throw CertificateAuthorityClientError.emptyChain(address: "\(address)")
         }
         return chain
+    }
+
+    /// What pilot-agent sends the CA and the control plane: `authorization: Bearer TOKEN` (the token read
+    /// now, from `tokenPath`) and `ClusterID`.
+    public static func credentials(tokenPath: String?, clusterID: String?) throws(CertificateAuthorityClientError) -> Metadata {
+        var metadata = Metadata()
+        if let tokenPath { metadata.addString("Bearer \(try readToken(at: tokenPath))", forKey: "authorization") }
+        if let clusterID { metadata.addString(clusterID, forKey: "ClusterID") }
+        return metadata
     }
 
     /// The bearer token in `path`: one word, printable ASCII; its value never appears in an error.

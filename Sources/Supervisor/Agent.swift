@@ -2,7 +2,6 @@ import FoundationEssentials
 import GRPCCore
 import Identity
 import Logging
-import Synchronization
 import XDS
 #if canImport(Glibc)
 import Glibc
@@ -29,8 +28,8 @@ public final class Agent: Sendable {
     private let logger: Logger
     private let secrets = WorkloadSecrets()
     private let sds: ADSServer
-    private let stopRequested = Mutex<CheckedContinuation<Void, Never>?>(nil)
-    private let stopping = Atomic(false)
+    /// Finished by SIGTERM or `/quitquitquit`; the run waits for it to end.
+    private let stopRequests = AsyncStream.makeStream(of: Void.self)
 
     /// `proxyExecutable` is started with `proxy --config BOOTSTRAP` plus `proxyArguments` (normally this
     /// same binary, as pilot-agent starts Envoy).
@@ -49,10 +48,18 @@ public final class Agent: Sendable {
         let admin = ProxyAdminClient(port: settings.proxyAdminPort)
         let relay: XDSRelay
         let bootstrapPath: String
+        let authority: CertificateAuthorityClient
         do {
             try SocketDirectory.prepare(settings.socketDirectory)
+            // The token is read afresh for every upstream stream; a failure fails that attempt, which is retried.
             relay = try XDSRelay(upstream: settings.discoveryAddress, security: try controlPlaneSecurity(rootPath: settings.xdsRootCertPath),
-                                 credentials: bearerToken, logger: logger)
+                                 credentials: { [settings] in
+                                     try CertificateAuthorityClient.credentials(tokenPath: settings.tokenPath, clusterID: settings.clusterID)
+                                 },
+                                 logger: logger)
+            // An unreadable root is a start failure, never a reason to talk to the CA in plaintext.
+            authority = CertificateAuthorityClient(address: settings.caAddress, security: try controlPlaneSecurity(rootPath: settings.caRootCertPath),
+                                                   tokenPath: settings.tokenPath, clusterID: settings.clusterID)
             bootstrapPath = try ProxyBootstrap(settings: settings).write(toDirectory: settings.socketDirectory)
         } catch {
             return .failedToStart("\(error)")
@@ -60,10 +67,7 @@ public final class Agent: Sendable {
         let provisioner = CertificateProvisioner(
             settings: .init(identity: settings.identity, keyAlgorithm: settings.keyAlgorithm,
                             requestedLifetime: settings.secretTTL, graceRatio: settings.secretGracePeriodRatio),
-            authority: CertificateAuthorityClient(
-                address: settings.caAddress, security: (try? controlPlaneSecurity(rootPath: settings.caRootCertPath)) ?? .plaintext,
-                tokenPath: settings.tokenPath, clusterID: settings.clusterID),
-            logger: logger)
+            authority: authority, logger: logger)
         let child = ProxyChild(command: .init(executable: proxyExecutable,
                                               arguments: ["proxy", "--config", bootstrapPath] + proxyArguments),
                                policy: restartPolicy)
@@ -103,10 +107,10 @@ public final class Agent: Sendable {
                 return nil
             }
             // 3. SDS and the xDS relay on the pod's unix sockets.
-            let owner = getuid() == 0 ? GRPCEndpoint.SocketOwner(uid: settings.proxyUID, gid: settings.proxyGID) : nil
+            // The agent runs as the proxy's uid (the command becomes it first), so the sockets are the proxy's to use.
             group.addTask { [self] in
                 do {
-                    try await GRPCEndpoint(address: .unixSocket(path: settings.sdsSocketPath), socketOwner: owner).serve([sds.secretDiscovery])
+                    try await GRPCEndpoint(address: .unixSocket(path: settings.sdsSocketPath)).serve([sds.secretDiscovery])
                     return nil
                 } catch {
                     return .failedToStart("SDS socket \(settings.sdsSocketPath): \(error)")
@@ -114,7 +118,7 @@ public final class Agent: Sendable {
             }
             group.addTask { [settings] in
                 do {
-                    try await relay.run(serving: GRPCEndpoint(address: .unixSocket(path: settings.xdsSocketPath), socketOwner: owner))
+                    try await relay.run(serving: GRPCEndpoint(address: .unixSocket(path: settings.xdsSocketPath)))
                     return nil
                 } catch {
                     return .failedToStart("xDS socket \(settings.xdsSocketPath): \(error)")
@@ -170,19 +174,11 @@ public final class Agent: Sendable {
     }
 
     private func requestStop() {
-        stopping.store(true, ordering: .relaxed)
-        stopRequested.withLock { $0?.resume(); $0 = nil }
+        stopRequests.continuation.finish()
     }
 
     private func waitForStop() async {
-        await withCheckedContinuation { continuation in
-            let now = stopRequested.withLock { waiting -> Bool in
-                if stopping.load(ordering: .relaxed) { return true }
-                waiting = continuation
-                return false
-            }
-            if now { continuation.resume() }
-        }
+        for await _ in stopRequests.stream {}
     }
 
     /// A new certificate (or its expiry) reaches the proxy over SDS and the OUTPUT_CERTS files.
@@ -208,17 +204,6 @@ public final class Agent: Sendable {
     private func controlPlaneSecurity(rootPath: String) throws -> XDSTransportSecurity {
         if settings.plaintextControlPlane { return .plaintext }
         return .tls(trustRootsPEM: try CredentialFile.read(rootPath), serverName: nil)
-    }
-
-    /// The pod's token, read afresh for every stream.
-    private var bearerToken: @Sendable () throws -> Metadata {
-        { [settings] in
-            var metadata = Metadata()
-            if let token = try? CertificateAuthorityClient.readToken(at: settings.tokenPath) {
-                metadata.addString("Bearer \(token)", forKey: "authorization")
-            }
-            return metadata
-        }
     }
 }
 

@@ -4,8 +4,7 @@ import GRPCNIOTransportHTTP2Posix
 import Glibc
 #endif
 
-/// Where and how Capstan serves gRPC (ADS, SDS, the CA): a TCP or unix address, plaintext or TLS, and
-/// for a unix socket who may connect to it.
+/// Where and how Capstan serves gRPC (ADS, SDS, the CA): a TCP or unix address, plaintext or TLS.
 public struct GRPCEndpoint: Sendable {
     /// A server certificate chain (leaf first) and its key, PEM.
     public struct ServerCredentials: Sendable {
@@ -18,25 +17,12 @@ public struct GRPCEndpoint: Sendable {
         }
     }
 
-    /// The owner a unix socket is given, mode 0660: the proxy's uid when the agent runs as root.
-    public struct SocketOwner: Sendable {
-        public var uid: UInt32
-        public var gid: UInt32
-
-        public init(uid: UInt32, gid: UInt32) {
-            self.uid = uid
-            self.gid = gid
-        }
-    }
-
     public var address: XDSServerAddress
     public var tls: ServerCredentials?
-    public var socketOwner: SocketOwner?
 
-    public init(address: XDSServerAddress, tls: ServerCredentials? = nil, socketOwner: SocketOwner? = nil) {
+    public init(address: XDSServerAddress, tls: ServerCredentials? = nil) {
         self.address = address
         self.tls = tls
-        self.socketOwner = socketOwner
     }
 
     /// Serves `services` until the task is cancelled; `listening` gets the bound address once it is up
@@ -67,13 +53,6 @@ public struct GRPCEndpoint: Sendable {
                 }
             }
             let bound = try await transport.listeningAddress
-            if case .unixSocket(let path) = address, let owner = socketOwner {
-                guard chown(path, owner.uid, owner.gid) == 0, chmod(path, 0o660) == 0 else {
-                    server.beginGracefulShutdown()
-                    throw RPCError(code: .internalError,
-                                   message: "cannot give \(path) to uid \(owner.uid): \(String(cString: strerror(errno)))")
-                }
-            }
             listening("\(bound)")
         }
     }
