@@ -194,12 +194,10 @@ import Testing
             }
         }
         #expect(refusedTheTakenPort)
-        // The status port, bound first, was closed again: nobody answers there.
-        do {
-            let answer = try await client.request(.GET, host: host, port: statusPort, path: "/healthz/ready")
+        // The status port, bound first, was closed again: nobody answers there (a connection the closing
+        // socket had already queued is reset, which is not an answer either).
+        if let answer = try? await client.request(.GET, host: host, port: statusPort, path: "/healthz/ready") {
             Issue.record("the status port still answers: \(answer)")
-        } catch {
-            #expect(error.reason.hasPrefix("cannot connect"))
         }
     }
 }
