@@ -37,6 +37,9 @@ public struct BootstrapConfig: Sendable {
         /// are read to tell TLS from plaintext before a chain is chosen.
         var inspectsTLS = false
 
+        /// Every filter chain, the default one last.
+        var allChains: [FilterChain] { defaultChain.map { chains + [$0] } ?? chains }
+
         /// The stat prefix Envoy uses for a listener on all addresses.
         var statName: String { "0.0.0.0_\(port)" }
 
@@ -46,32 +49,29 @@ public struct BootstrapConfig: Sendable {
         /// (or, if no chain names it, chains naming none); an offered ALPN protocol (or chains naming
         /// none). Without a match, the default chain.
         func chain(for destination: SocketAddress, detected: TransportDetection = .plaintext) -> FilterChain? {
-            let forPort = chains.filter { $0.destinationPort != nil && $0.destinationPort == destination.port }
-            var candidates = forPort.isEmpty ? chains.filter { $0.destinationPort == nil } : forPort
+            // Runs for every connection: passes over the chains, each narrowing by one criterion, without
+            // copying chains or building candidate lists.
+            let port = destination.port
+            let portSpecific = chains.contains { $0.destinationPort == port }
+            func forPort(_ chain: FilterChain) -> Bool { portSpecific ? chain.destinationPort == port : chain.destinationPort == nil }
             var bestLength: Int?
-            var byPrefix: [FilterChain] = []
-            for chain in candidates {
-                let length: Int
-                if chain.prefixes.isEmpty {
-                    length = -1
-                } else if let matched = chain.prefixes.filter({ $0.contains(destination) }).map(\.length).max() {
-                    length = matched
-                } else {
-                    continue
-                }
-                if bestLength == nil || length > bestLength! {
-                    bestLength = length
-                    byPrefix = [chain]
-                } else if length == bestLength {
-                    byPrefix.append(chain)
-                }
+            for chain in chains where forPort(chain) {
+                if let length = chain.prefixLength(matching: destination), length > bestLength ?? Int.min { bestLength = length }
             }
-            candidates = byPrefix
-            let byTransport = candidates.filter { $0.transportProtocol == detected.transportProtocol }
-            candidates = byTransport.isEmpty ? candidates.filter { $0.transportProtocol == nil } : byTransport
-            let byProtocol = candidates.filter { chain in chain.applicationProtocols.contains { detected.applicationProtocols.contains($0) } }
-            candidates = byProtocol.isEmpty ? candidates.filter { $0.applicationProtocols.isEmpty } : byProtocol
-            return candidates.first ?? defaultChain
+            guard let bestLength else { return defaultChain }
+            func forPrefix(_ chain: FilterChain) -> Bool { forPort(chain) && chain.prefixLength(matching: destination) == bestLength }
+            let transportSpecific = chains.contains { forPrefix($0) && $0.transportProtocol == detected.transportProtocol }
+            func forTransport(_ chain: FilterChain) -> Bool {
+                forPrefix(chain) && chain.transportProtocol == (transportSpecific ? detected.transportProtocol : nil)
+            }
+            let offered = detected.applicationProtocols
+            let protocolSpecific = !offered.isEmpty && chains.contains { chain in
+                forTransport(chain) && chain.applicationProtocols.contains { offered.contains($0) }
+            }
+            return chains.first { chain in
+                forTransport(chain) && (protocolSpecific ? chain.applicationProtocols.contains { offered.contains($0) }
+                                                         : chain.applicationProtocols.isEmpty)
+            } ?? defaultChain
         }
     }
 
@@ -87,6 +87,15 @@ public struct BootstrapConfig: Sendable {
         var applicationProtocols: [String] = []
         /// TLS terminated on this chain (its `DownstreamTlsContext`); nil: the bytes are relayed as they come.
         var transportSocket: TransportSocketConfig?
+
+        /// The longest of this chain's prefixes that holds `destination`; -1 for a chain without prefixes
+        /// (it matches anything, least specifically), nil when none holds it.
+        func prefixLength(matching destination: SocketAddress) -> Int? {
+            if prefixes.isEmpty { return -1 }
+            var longest: Int?
+            for prefix in prefixes where prefix.contains(destination) && prefix.length > longest ?? Int.min { longest = prefix.length }
+            return longest
+        }
     }
 
     /// `tcp_proxy`'s destination: one cluster, or several with weights.
@@ -207,7 +216,7 @@ public struct BootstrapConfig: Sendable {
             if listeners[..<index].contains(where: { $0.port == listener.port }) {
                 throw ConfigError(path: "static_resources.listeners[\(index)].address", message: "port \(listener.port) is used twice")
             }
-            for chain in listener.chains + [listener.defaultChain].compactMap({ $0 }) {
+            for chain in listener.allChains {
                 for name in chain.route.clusterNames where !clusters.contains(where: { $0.name == name }) {
                     throw ConfigError(path: "static_resources.listeners[\(index)]",
                                       message: "filter chain \"\(chain.name)\" routes to unknown cluster \"\(name)\"")
@@ -221,7 +230,7 @@ public struct BootstrapConfig: Sendable {
             try config.checkSecretSources(cluster.transportSocket, path: "static_resources.clusters[\(index)].transport_socket")
         }
         for (index, listener) in listeners.enumerated() {
-            for chain in listener.chains + [listener.defaultChain].compactMap({ $0 }) {
+            for chain in listener.allChains {
                 try config.checkSecretSources(chain.transportSocket, path: "static_resources.listeners[\(index)] filter chain \"\(chain.name)\".transport_socket")
             }
         }

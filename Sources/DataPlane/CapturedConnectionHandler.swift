@@ -86,7 +86,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private var early: [ByteBuffer] = []
     private var inputClosedEarly = false
     /// While tls_inspector waits for the first bytes: where the connection was going, and the wait's end.
-    private var inspection: (destination: SocketAddress, deadline: Scheduled<Void>)?
+    private var inspection: (destination: SocketAddress, configuration: ActiveConfiguration, deadline: Scheduled<Void>)?
     /// Once TLS is terminated here, reads go on to the TLS handler behind this one.
     private var passingThrough = false
 
@@ -133,20 +133,22 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     /// With tls_inspector, reads until the first bytes tell TLS from plaintext (or the client stops,
     /// or the listener filters' timeout passes: plaintext); without, goes on at once.
     private func detectTransport(context: ChannelHandlerContext, destination: SocketAddress) {
-        guard runtime.configuration.listeners[listener]?.inspectsTLS == true else {
-            forward(context: context, to: destination, detected: .plaintext)
+        // One look at the configuration per connection: it is routed by the version in force now.
+        let configuration = runtime.configuration
+        guard configuration.listeners[listener]?.inspectsTLS == true else {
+            forward(context: context, to: destination, detected: .plaintext, in: configuration)
             return
         }
         guard context.channel.isActive else { return }
         let deadline = context.eventLoop.assumeIsolated().scheduleTask(in: runtime.options.listenerFiltersTimeout) { [self] in
             inspect(context: context, complete: true)
         }
-        inspection = (destination, deadline)
+        inspection = (destination, configuration, deadline)
         context.read()
     }
 
     private func inspect(context: ChannelHandlerContext, complete: Bool) {
-        guard let (destination, deadline) = inspection else { return }
+        guard let (destination, configuration, deadline) = inspection else { return }
         var bytes = early.first ?? context.channel.allocator.buffer(capacity: 0)
         for var buffer in early.dropFirst() { bytes.writeBuffer(&buffer) }
         guard let detected = TLSInspector.inspect(bytes, complete: complete) else {
@@ -155,15 +157,16 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         }
         deadline.cancel()
         inspection = nil
-        forward(context: context, to: destination, detected: detected)
+        forward(context: context, to: destination, detected: detected, in: configuration)
     }
 
     // MARK: Routing
 
-    private func forward(context: ChannelHandlerContext, to destination: SocketAddress, detected: TransportDetection) {
+    private func forward(context: ChannelHandlerContext, to destination: SocketAddress, detected: TransportDetection,
+                         in configuration: ActiveConfiguration) {
         let route: UpstreamRoute
         switch runtime.route(listener: listener, destination: destination, client: context.channel.remoteAddress?.unmapped,
-                             detected: detected) {
+                             detected: detected, in: configuration) {
         case .success(let found):
             route = found
         case .failure(let failure):

@@ -20,26 +20,24 @@ enum PeerIdentity {
     static func subjectAltNames(of certificate: NIOSSLCertificate) -> [SubjectAltName] {
         var names: [SubjectAltName] = []
         for name in certificate._subjectAlternativeNames() {
-            let bytes = name.contents.withUnsafeBufferPointer { Array($0) }
+            func text() -> String { name.contents.withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) } }
             switch name.nameType {
-            case .uri: names.append(SubjectAltName(kind: .uri, value: String(decoding: bytes, as: UTF8.self)))
-            case .dnsName: names.append(SubjectAltName(kind: .dns, value: String(decoding: bytes, as: UTF8.self)))
-            case .email: names.append(SubjectAltName(kind: .email, value: String(decoding: bytes, as: UTF8.self)))
+            case .uri: names.append(SubjectAltName(kind: .uri, value: text()))
+            case .dnsName: names.append(SubjectAltName(kind: .dns, value: text()))
+            case .email: names.append(SubjectAltName(kind: .email, value: text()))
             case .ipAddress:
-                if let text = ipAddressText(bytes) { names.append(SubjectAltName(kind: .ipAddress, value: text)) }
+                if let address = name.contents.withUnsafeBufferPointer({ ipAddressText(Array($0)) }) {
+                    names.append(SubjectAltName(kind: .ipAddress, value: address))
+                }
             default: continue
             }
         }
         return names
     }
 
-    /// The first `spiffe://` URI SAN of `certificate`, or nil when it has none.
-    static func spiffeID(of certificate: NIOSSLCertificate) -> String? {
-        for name in certificate._subjectAlternativeNames() where name.nameType == .uri {
-            let text = name.contents.withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) }
-            if text.hasPrefix("spiffe://") { return text }
-        }
-        return nil
+    /// The first `spiffe://` URI among `names`, or nil when there is none.
+    static func spiffeID(in names: [SubjectAltName]) -> String? {
+        names.first { $0.kind == .uri && $0.value.hasPrefix("spiffe://") }?.value
     }
 
     /// `192.0.2.1` or `2001:db8::1` for the 4 or 16 bytes an iPAddress SAN holds.

@@ -29,7 +29,7 @@ struct ActiveConfiguration: Sendable {
     var secretReferences: Set<SecretReference> {
         var references = Set(clusters.values.flatMap { $0.config.transportSocket?.secretReferences ?? [] })
         for listener in listeners.values {
-            for chain in listener.chains + [listener.defaultChain].compactMap({ $0 }) {
+            for chain in listener.allChains {
                 references.formUnion(chain.transportSocket?.secretReferences ?? [])
             }
         }
@@ -103,7 +103,7 @@ final class ProxyRuntime: Sendable {
     func replaceListeners(_ listeners: [BootstrapConfig.Listener]) {
         for listener in listeners {
             let listenerStats = stats.listener(listener.statName)
-            if (listener.chains + [listener.defaultChain].compactMap({ $0 })).contains(where: { $0.transportSocket != nil }) {
+            if listener.allChains.contains(where: { $0.transportSocket != nil }) {
                 listenerStats.tls.markConfigured()
             }
         }
@@ -123,8 +123,7 @@ final class ProxyRuntime: Sendable {
     /// The route for a connection to `destination` accepted on the listener named `listenerName`, or
     /// why there is none.
     func route(listener listenerName: String, destination: SocketAddress, client: SocketAddress?,
-               detected: TransportDetection = .plaintext) -> Result<UpstreamRoute, RouteFailure> {
-        let configuration = self.configuration
+               detected: TransportDetection = .plaintext, in configuration: ActiveConfiguration) -> Result<UpstreamRoute, RouteFailure> {
         guard let listener = configuration.listeners[listenerName], let chain = listener.chain(for: destination, detected: detected) else {
             return .failure(.noFilterChain)
         }

@@ -34,14 +34,15 @@ struct SubjectAltNameMatcher: Sendable, Equatable {
         }
     }
 
+    /// With `ignoreCase`, the pattern is lowercased once when decoded (``decode(_:path:)``); only the
+    /// peer's name is lowercased per connection.
     private func matches(_ value: String) -> Bool {
         let value = ignoreCase ? value.lowercased() : value
-        func folded(_ text: String) -> String { ignoreCase ? text.lowercased() : text }
         switch pattern {
-        case .exact(let text): return value == folded(text)
-        case .prefix(let text): return value.hasPrefix(folded(text))
-        case .suffix(let text): return value.hasSuffix(folded(text))
-        case .contains(let text): return value.contains(folded(text))
+        case .exact(let text): return value == text
+        case .prefix(let text): return value.hasPrefix(text)
+        case .suffix(let text): return value.hasSuffix(text)
+        case .contains(let text): return value.contains(text)
         }
     }
 
@@ -72,11 +73,12 @@ struct SubjectAltNameMatcher: Sendable, Equatable {
     private static func matcher(_ proto: Envoy_Type_Matcher_V3_StringMatcher, kind: Kind,
                                 path: String) throws(ConfigError) -> SubjectAltNameMatcher {
         let pattern: Pattern
+        func folded(_ text: String) -> String { proto.ignoreCase ? text.lowercased() : text }
         switch proto.matchPattern {
-        case .exact(let text)?: pattern = .exact(text)
-        case .prefix(let text)?: pattern = .prefix(text)
-        case .suffix(let text)?: pattern = .suffix(text)
-        case .contains(let text)?: pattern = .contains(text)
+        case .exact(let text)?: pattern = .exact(folded(text))
+        case .prefix(let text)?: pattern = .prefix(folded(text))
+        case .suffix(let text)?: pattern = .suffix(folded(text))
+        case .contains(let text)?: pattern = .contains(folded(text))
         case nil: throw ConfigError(path: path, message: "needs exact, prefix, suffix or contains")
         }
         switch pattern {

@@ -1,5 +1,6 @@
 import Configuration
 import FoundationEssentials
+import Identity
 import NIOSSL
 import XDS
 #if canImport(Glibc)
@@ -47,7 +48,7 @@ struct TLSCredentials: Sendable, Equatable {
         }
         self.chain = chain
         self.key = key
-        self.identity = PeerIdentity.spiffeID(of: chain[0])
+        self.identity = PeerIdentity.spiffeID(in: PeerIdentity.subjectAltNames(of: chain[0]))
         self.notAfter = Int(chain[0].notValidAfter)
         self.chainPEM = chainPEM
         self.chainSource = source
@@ -86,12 +87,7 @@ extension Envoy_Config_Core_V3_DataSource {
             return Array(text.utf8)
         case .filename(let name)?:
             do {
-                let data = try Data(contentsOf: URL(fileURLWithPath: name))
-                // Certificates and keys are a few KB; anything huge is not one.
-                guard data.count <= 1 << 20 else { throw ConfigError(path: "\(path).filename", message: "\"\(name)\" is larger than 1 MiB") }
-                return [UInt8](data)
-            } catch let error as ConfigError {
-                throw error
+                return Array(try CredentialFile.read(name).utf8)
             } catch {
                 throw ConfigError(path: "\(path).filename", message: "cannot read \"\(name)\": \(error)")
             }

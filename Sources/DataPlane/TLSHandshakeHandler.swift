@@ -15,8 +15,8 @@ final class TLSHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler 
 
     enum Failure: Error {
         case handshake(any Error)
-        /// The certificate verified, but none of its names is accepted; the SPIFFE ID it has, if any.
-        case subjectAltName(String?)
+        /// The certificate verified, but none of its names is accepted.
+        case subjectAltName
         case timeout
         case closed
     }
@@ -78,17 +78,16 @@ final class TLSHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler 
     private func verifyPeer(context: ChannelHandlerContext) {
         deadline?.cancel()
         let certificate = (try? context.pipeline.syncOperations.nioSSL_peerCertificate()) ?? nil
-        if !subjectAltNames.isEmpty {
-            let names = certificate.map(PeerIdentity.subjectAltNames(of:)) ?? []
-            guard subjectAltNames.contains(where: { $0.matches(names) }) else {
-                stats.failedSubjectAltNames.increment()
-                fail(.subjectAltName(certificate.flatMap(PeerIdentity.spiffeID(of:))))
-                return
-            }
+        // The names are read once, for the check and for the peer's SPIFFE ID.
+        let names = certificate.map(PeerIdentity.subjectAltNames(of:)) ?? []
+        guard subjectAltNames.isEmpty || subjectAltNames.contains(where: { $0.matches(names) }) else {
+            stats.failedSubjectAltNames.increment()
+            fail(.subjectAltName)
+            return
         }
         stats.handshakes.increment()
         state = .accepted
-        accepted.succeed(verifiesPeer ? certificate.flatMap(PeerIdentity.spiffeID(of:)) : nil)
+        accepted.succeed(verifiesPeer ? PeerIdentity.spiffeID(in: names) : nil)
     }
 
     private func fail(_ failure: Failure) {

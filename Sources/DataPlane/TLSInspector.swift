@@ -1,12 +1,12 @@
 import NIOCore
 
 /// What a listener filter found out about a new connection before a filter chain is chosen: its
-/// transport protocol and, for TLS, the ALPN protocols and server name its ClientHello offers.
+/// transport protocol and, for TLS, the ALPN protocols its ClientHello offers (filter chains match on
+/// both; nothing matches on the server name, so it is not read).
 struct TransportDetection: Sendable, Equatable {
     /// Envoy's names: `tls` (found by tls_inspector) or `raw_buffer` (everything else).
     var transportProtocol: String
     var applicationProtocols: [String] = []
-    var serverName: String?
 
     static let tls = "tls"
     static let rawBuffer = "raw_buffer"
@@ -18,8 +18,8 @@ struct TransportDetection: Sendable, Equatable {
 /// them: they still go to whatever handles the connection) and says whether they are a TLS ClientHello.
 ///
 /// TLS is a handshake record (0x16), version 3.x, whose first message is a ClientHello (type 1). The
-/// ClientHello is parsed for ALPN and SNI when its record is complete; a ClientHello split over several
-/// records is still TLS, only without those details.
+/// ClientHello is parsed for ALPN when its record is complete; a ClientHello split over several records
+/// is still TLS, only without that detail.
 enum TLSInspector {
     /// A record's header: type, version, length.
     private static let recordHeader = 5
@@ -46,100 +46,39 @@ enum TLSInspector {
         let recordEnd = recordHeader + length
         if view.count < recordEnd && !complete { return nil }
         var detection = TransportDetection(transportProtocol: TransportDetection.tls)
-        if view.count >= recordEnd {
-            let record = Array(view[view.startIndex + recordHeader ..< view.startIndex + recordEnd])
-            if let hello = ClientHello(record) {
-                detection.applicationProtocols = hello.applicationProtocols
-                detection.serverName = hello.serverName
-            }
+        if view.count >= recordEnd, var message = bytes.getSlice(at: bytes.readerIndex + recordHeader, length: length),
+           let protocols = offeredProtocols(inClientHello: &message) {
+            detection.applicationProtocols = protocols
         }
         return detection
     }
 
-    /// The ALPN and SNI extensions of a ClientHello handshake message (RFC 8446 §4.1.2); nil when the
-    /// message is cut short or malformed.
-    private struct ClientHello {
-        var applicationProtocols: [String] = []
-        var serverName: String?
-
-        init?(_ message: [UInt8]) {
-            var reader = ByteReader(message)
-            guard reader.byte() == 0x01, let length = reader.integer(3), length <= reader.remaining else { return nil }
-            reader.limit(to: length)
-            // legacy_version, random, legacy_session_id, cipher_suites, legacy_compression_methods.
-            guard reader.skip(2 + 32), let session = reader.integer(1), reader.skip(session),
-                  let suites = reader.integer(2), reader.skip(suites),
-                  let compression = reader.integer(1), reader.skip(compression) else { return nil }
-            guard reader.remaining > 0 else { return }  // No extensions at all.
-            guard let extensionsLength = reader.integer(2), extensionsLength <= reader.remaining else { return nil }
-            reader.limit(to: extensionsLength)
-            while reader.remaining > 0 {
-                guard let type = reader.integer(2), let length = reader.integer(2), var body = reader.take(length) else { return nil }
-                switch type {
-                case 0:  // server_name: a list of (type, name); type 0 is a host name.
-                    guard let listLength = body.integer(2), listLength <= body.remaining else { return nil }
-                    while body.remaining > 0 {
-                        guard let nameType = body.byte(), let nameLength = body.integer(2), let name = body.take(nameLength) else { return nil }
-                        if nameType == 0 { serverName = String(decoding: name.rest, as: UTF8.self) }
-                    }
-                case 16:  // application_layer_protocol_negotiation: a list of length-prefixed names.
-                    guard let listLength = body.integer(2), listLength <= body.remaining else { return nil }
-                    while body.remaining > 0 {
-                        guard let nameLength = body.integer(1), let name = body.take(nameLength) else { return nil }
-                        applicationProtocols.append(String(decoding: name.rest, as: UTF8.self))
-                    }
-                default:
-                    continue
-                }
+    /// The ALPN protocols a ClientHello handshake message offers (none without the extension); nil when
+    /// the message is cut short or malformed. Every read is bounds-checked by ByteBuffer.
+    private static func offeredProtocols(inClientHello message: inout ByteBuffer) -> [String]? {
+        guard message.readInteger(as: UInt8.self) == 0x01, let high = message.readInteger(as: UInt8.self),
+              let low = message.readInteger(as: UInt16.self), var hello = message.readSlice(length: Int(high) << 16 | Int(low))
+        else { return nil }
+        // legacy_version and random, then legacy_session_id, cipher_suites, legacy_compression_methods.
+        guard hello.readSlice(length: 2 + 32) != nil,
+              let session = hello.readInteger(as: UInt8.self), hello.readSlice(length: Int(session)) != nil,
+              let suites = hello.readInteger(as: UInt16.self), hello.readSlice(length: Int(suites)) != nil,
+              let compression = hello.readInteger(as: UInt8.self), hello.readSlice(length: Int(compression)) != nil
+        else { return nil }
+        guard hello.readableBytes > 0 else { return [] }  // No extensions at all.
+        guard let extensionsLength = hello.readInteger(as: UInt16.self),
+              var extensions = hello.readSlice(length: Int(extensionsLength)) else { return nil }
+        var protocols: [String] = []
+        while extensions.readableBytes > 0 {
+            guard let type = extensions.readInteger(as: UInt16.self), let length = extensions.readInteger(as: UInt16.self),
+                  var body = extensions.readSlice(length: Int(length)) else { return nil }
+            guard type == 16 else { continue }  // application_layer_protocol_negotiation: length-prefixed names.
+            guard let listLength = body.readInteger(as: UInt16.self), var list = body.readSlice(length: Int(listLength)) else { return nil }
+            while list.readableBytes > 0 {
+                guard let nameLength = list.readInteger(as: UInt8.self), let name = list.readString(length: Int(nameLength)) else { return nil }
+                protocols.append(name)
             }
         }
-    }
-
-    /// Bounds-checked big-endian reads from a byte array: every read that would run past the end is nil.
-    private struct ByteReader {
-        private let bytes: [UInt8]
-        private var position = 0
-        private var end: Int
-
-        init(_ bytes: [UInt8]) {
-            self.bytes = bytes
-            self.end = bytes.count
-        }
-
-        var remaining: Int { end - position }
-        var rest: ArraySlice<UInt8> { bytes[position..<end] }
-
-        mutating func byte() -> UInt8? {
-            guard position < end else { return nil }
-            defer { position += 1 }
-            return bytes[position]
-        }
-
-        mutating func integer(_ width: Int) -> Int? {
-            guard width <= remaining else { return nil }
-            var value = 0
-            for _ in 0..<width { value = value << 8 | Int(bytes[position]); position += 1 }
-            return value
-        }
-
-        mutating func skip(_ count: Int) -> Bool {
-            guard count <= remaining else { return false }
-            position += count
-            return true
-        }
-
-        /// The next `count` bytes as a reader of their own.
-        mutating func take(_ count: Int) -> ByteReader? {
-            guard count <= remaining else { return nil }
-            var taken = self
-            taken.end = position + count
-            position += count
-            return taken
-        }
-
-        /// Reads no further than `count` bytes from here.
-        mutating func limit(to count: Int) {
-            end = min(end, position + count)
-        }
+        return protocols
     }
 }
