@@ -47,7 +47,10 @@ final class SecretStore: Sendable {
             // also sees the new secrets.
             let serial = updates.load(ordering: .relaxed) + 1
             for (name, content) in contents {
-                secrets[name] = Secret(name: name, version: version, lastUpdated: now, content: content, serial: serial)
+                // A secret sent again unchanged (every SDS reconnect resends all) keeps its serial, so the
+                // TLS contexts built from it are not rebuilt.
+                let unchanged = secrets[name].flatMap { $0.content == content ? $0.serial : nil }
+                secrets[name] = Secret(name: name, version: version, lastUpdated: now, content: content, serial: unchanged ?? serial)
             }
             updates.store(serial, ordering: .releasing)
         }
