@@ -2,6 +2,7 @@ import ArgumentParser
 import DataPlane
 import Dispatch
 import Logging
+import NodeAgent
 import Supervisor
 #if canImport(Glibc)
 import Glibc
@@ -51,7 +52,7 @@ struct AgentCommand: ParsableCommand {
     func run() throws {
         var settings: AgentSettings
         do {
-            settings = try AgentSettings(environment: ProcessEnvironment.current)
+            settings = try AgentSettings(environment: ProcessEnvironmentReader.all)
             if let socketDirectory { settings.socketDirectory = socketDirectory }
             if let tokenPath { settings.tokenPath = tokenPath }
             if let rootCert {

@@ -9,20 +9,6 @@ struct ProcessEnvironment {
         getenv(name).map { String(cString: $0) }
     }
 
-    /// Every variable, for settings read by name (the agent's Istio environment).
-    static var current: [String: String] {
-        var variables: [String: String] = [:]
-        var entry = environ
-        while let pointer = entry.pointee {
-            let text = String(cString: pointer)
-            if let equals = text.firstIndex(of: "=") {
-                variables[String(text[..<equals])] = String(text[text.index(after: equals)...])
-            }
-            entry += 1
-        }
-        return variables
-    }
-
     /// The option's own variable, then the aliases Istio also reads.
     func value(for option: CaptureOption) -> String? {
         let aliases: [String] = switch option {

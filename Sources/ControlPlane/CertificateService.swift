@@ -1,7 +1,6 @@
 import GRPCCore
 import Identity
 import Logging
-import Synchronization
 import XDS
 
 /// The control plane's CA endpoint, Istio's `IstioCertificateService/CreateCertificate`: the caller is
@@ -12,8 +11,6 @@ public final class CertificateService: Istio_V1_Auth_IstioCertificateService.Ser
     public let trustDomain: String
     private let tokens: CallerTokens
     private let logger: Logger
-    public let issued = Atomic<Int>(0)
-    public let refused = Atomic<Int>(0)
 
     public init(authority: CertificateAuthority, tokens: CallerTokens, trustDomain: String, logger: Logger) {
         self.authority = authority
@@ -26,7 +23,6 @@ public final class CertificateService: Istio_V1_Auth_IstioCertificateService.Ser
         request: ServerRequest<Istio_V1_Auth_IstioCertificateRequest>, context: ServerContext
     ) async throws -> ServerResponse<Istio_V1_Auth_IstioCertificateResponse> {
         guard let identity = caller(of: request.metadata) else {
-            refused.add(1, ordering: .relaxed)
             logger.warning("certificate request refused: no known bearer token", metadata: ["peer": "\(context.remotePeer)"])
             throw RPCError(code: .unauthenticated, message: "a bearer token this CA knows is required")
         }
@@ -34,11 +30,9 @@ public final class CertificateService: Istio_V1_Auth_IstioCertificateService.Ser
         do throws(CertificateAuthorityError) {
             var response = Istio_V1_Auth_IstioCertificateResponse()
             response.certChain = try authority.sign(csrPEM: request.message.csr, for: identity, requestedLifetime: lifetime)
-            issued.add(1, ordering: .relaxed)
             logger.info("certificate issued", metadata: ["identity": "\(identity)", "requested": "\(lifetime)"])
             return ServerResponse(message: response)
         } catch {
-            refused.add(1, ordering: .relaxed)
             logger.warning("certificate request refused", metadata: ["identity": "\(identity)", "error": "\(error)"])
             throw RPCError(code: .invalidArgument, message: error.description)
         }

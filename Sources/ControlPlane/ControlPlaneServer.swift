@@ -57,11 +57,6 @@ public final class ControlPlaneServer: Sendable {
         }
     }
 
-    /// Serves ADS at `addresses` and watches the directory until the task is cancelled.
-    public func run(at addresses: [XDSServerAddress], listening: @escaping @Sendable (XDSServerAddress, String) -> Void = { _, _ in }) async throws {
-        try await run(at: Endpoints(plaintext: addresses), listening: listening)
-    }
-
     /// Serves `endpoints` and watches the directory until the task is cancelled.
     public func run(at endpoints: Endpoints, listening: @escaping @Sendable (XDSServerAddress, String) -> Void = { _, _ in }) async throws {
         let watcher = try ConfigDirectoryWatcher(directory: directory) { [self] in reload() }

@@ -71,41 +71,24 @@ public struct EndpointRoutes: Sendable {
 
     /// Answers on the event loop; an ``AsyncAction`` runs in a task and the future completes on `eventLoop`.
     public func respond(to request: EndpointRequest, on eventLoop: any EventLoop) -> EventLoopFuture<EndpointResponse> {
-        switch handler(for: request) {
-        case .success(.immediate(let action)):
+        let handler: Handler
+        if let get = gets[request.path] {
+            guard request.method == .GET else { return eventLoop.makeSucceededFuture(EndpointResponse(.methodNotAllowed, "method not allowed: use GET\n")) }
+            handler = get
+        } else if let post = posts[request.path] {
+            guard request.method == .POST else { return eventLoop.makeSucceededFuture(EndpointResponse(.methodNotAllowed, "method not allowed: use POST\n")) }
+            handler = post
+        } else {
+            return eventLoop.makeSucceededFuture(.notFound)
+        }
+        switch handler {
+        case .immediate(let action):
             return eventLoop.makeSucceededFuture(action(request))
-        case .success(.deferred(let action)):
+        case .deferred(let action):
             let promise = eventLoop.makePromise(of: EndpointResponse.self)
             promise.completeWithTask { await action(request) }
             return promise.futureResult
-        case .failure(let refusal):
-            return eventLoop.makeSucceededFuture(refusal.response)
         }
-    }
-
-    /// Answers at once; a path served by an ``AsyncAction`` gets 500 here (use ``respond(to:on:)``).
-    public func respond(to request: EndpointRequest) -> EndpointResponse {
-        switch handler(for: request) {
-        case .success(.immediate(let action)): action(request)
-        case .success(.deferred): EndpointResponse(.internalServerError, "\(request.path) answers asynchronously\n")
-        case .failure(let refusal): refusal.response
-        }
-    }
-
-    private struct Refusal: Error {
-        var response: EndpointResponse
-    }
-
-    private func handler(for request: EndpointRequest) -> Result<Handler, Refusal> {
-        if let handler = gets[request.path] {
-            return request.method == .GET ? .success(handler)
-                : .failure(Refusal(response: EndpointResponse(.methodNotAllowed, "method not allowed: use GET\n")))
-        }
-        if let handler = posts[request.path] {
-            return request.method == .POST ? .success(handler)
-                : .failure(Refusal(response: EndpointResponse(.methodNotAllowed, "method not allowed: use POST\n")))
-        }
-        return .failure(Refusal(response: .notFound))
     }
 }
 

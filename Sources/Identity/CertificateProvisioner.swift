@@ -41,18 +41,10 @@ public final class CertificateProvisioner: Sendable {
         case expired
     }
 
-    /// Counts for metrics and status.
-    public struct Status: Sendable {
-        public var issued = 0
-        public var failures = 0
-        public var lastError: String?
-        public var nextRotation: Date?
-    }
-
     public let settings: Settings
     private let authority: CertificateAuthorityClient
     private let logger: Logger
-    private let state = Mutex<(certificate: WorkloadCertificate?, status: Status)>((nil, Status()))
+    private let held = Mutex<WorkloadCertificate?>(nil)
 
     public init(settings: Settings, authority: CertificateAuthorityClient, logger: Logger) {
         self.settings = settings
@@ -62,10 +54,8 @@ public final class CertificateProvisioner: Sendable {
 
     /// The certificate to serve now: nil before the first one and after one expired unreplaced.
     public var current: WorkloadCertificate? {
-        state.withLock { state in state.certificate.flatMap { $0.isValid(at: .now) ? $0 : nil } }
+        held.withLock { certificate in certificate.flatMap { $0.isValid(at: .now) ? $0 : nil } }
     }
-
-    public var status: Status { state.withLock { $0.status } }
 
     /// Requests, rotates and retries until the task is cancelled, telling `events` of each change.
     public func run(events: @escaping @Sendable (Event) -> Void) async {
@@ -77,11 +67,7 @@ public final class CertificateProvisioner: Sendable {
                 failures = 0
                 let rotation = certificate.rotationTime(graceRatio: settings.graceRatio, maximumJitter: settings.maximumJitter,
                                                         receivedAt: .now, using: &generator)
-                state.withLock { state in
-                    state.certificate = certificate
-                    state.status.issued += 1
-                    state.status.nextRotation = rotation
-                }
+                held.withLock { $0 = certificate }
                 logger.info("workload certificate issued", metadata: [
                     "identity": "\(certificate.identity)", "serial": "\(certificate.leaf.serialNumber)",
                     "expires": "\(certificate.notAfter)", "rotation": "\(rotation)",
@@ -93,11 +79,7 @@ public final class CertificateProvisioner: Sendable {
             } catch {
                 failures += 1
                 let delay = settings.retry.delay(attempt: failures - 1)
-                let held = state.withLock { state in
-                    state.status.failures += 1
-                    state.status.lastError = "\(error)"
-                    return state.certificate
-                }
+                let held = self.held.withLock { $0 }
                 logger.warning("certificate request failed, retrying", metadata: [
                     "ca": "\(authority.address)", "error": "\(error)", "in": "\(delay)",
                     "serving": "\(held.map { $0.isValid(at: .now) ? "until \($0.notAfter)" : "nothing (expired)" } ?? "nothing yet")",

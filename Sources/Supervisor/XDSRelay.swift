@@ -12,20 +12,15 @@ import XDS
 /// the current state again and the proxy never notices. The relay also watches the proxy's ACKs, which
 /// is how the agent knows the first CDS and LDS were accepted.
 public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryService.StreamingServiceProtocol {
-    /// What the relay has seen, for readiness, metrics and `capstan status`.
+    /// What the relay has seen, for readiness and metrics.
     public struct Status: Sendable, Equatable {
         /// Whether a stream to the control plane is open and has answered.
         public var upstreamConnected = false
         /// The version the proxy last ACKed, by type; a type is absent until its first ACK.
         public var accepted: [XDSResourceType: String] = [:]
-        /// The proxy's last NACK, if any, with the version it refused.
-        public var lastRejection: String?
-        public var upstreamReconnects = 0
-        public var proxyStreams = 0
     }
 
     public let upstream: XDSServerAddress
-    private let security: XDSTransportSecurity
     private let credentials: @Sendable () throws -> Metadata
     private let backoff: ADSClient.Backoff
     private let logger: Logger
@@ -37,7 +32,6 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
                 credentials: @escaping @Sendable () throws -> Metadata = { [:] },
                 backoff: ADSClient.Backoff = .init(), logger: Logger) throws {
         self.upstream = upstream
-        self.security = security
         self.credentials = credentials
         self.backoff = backoff
         self.logger = logger
@@ -66,8 +60,6 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
     ) async throws -> StreamingServerResponse<DiscoveryResponse> {
         StreamingServerResponse { writer in
             let session = RelaySession()
-            self.state.withLock { $0.proxyStreams += 1 }
-            defer { self.state.withLock { $0.proxyStreams -= 1 } }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for try await message in request.messages {
@@ -91,11 +83,8 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
                                deliver: @escaping @Sendable (DiscoveryResponse) async throws -> Void) async throws {
         let ads = Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Client(wrapping: client)
         var attempt = 0
-        var first = true
         while !Task.isCancelled {
             let requests = session.openUpstream()
-            if !first { state.withLock { $0.upstreamReconnects += 1 } }
-            first = false
             let answered = Atomic(false)
             var options = CallOptions.defaults
             options.waitForReady = true
@@ -127,16 +116,11 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
         }
     }
 
-    /// Notes ACKs and NACKs on their way up.
+    /// Notes ACKs on their way up (a NACK leaves the accepted version as it was).
     private func observe(_ request: DiscoveryRequest) {
-        guard let type = XDSResourceType(rawValue: request.typeURL), !request.responseNonce.isEmpty else { return }
-        state.withLock { status in
-            if request.hasErrorDetail {
-                status.lastRejection = "\(type.service): \(request.errorDetail.message)"
-            } else {
-                status.accepted[type] = request.versionInfo
-            }
-        }
+        guard let type = XDSResourceType(rawValue: request.typeURL), !request.responseNonce.isEmpty,
+              !request.hasErrorDetail else { return }
+        state.withLock { $0.accepted[type] = request.versionInfo }
     }
 }
 

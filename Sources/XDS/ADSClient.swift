@@ -67,21 +67,16 @@ public final class ADSClient: Sendable {
     public let server: XDSServerAddress
     public let node: Envoy_Config_Core_V3_Node
     public let api: DiscoveryAPI
-    private let security: XDSTransportSecurity
-    private let credentials: @Sendable () throws -> Metadata
     private let backoff: Backoff
     private let logger: Logger
     private let state = Mutex(State())
 
-    /// `credentials` is asked afresh for every stream (e.g. a bearer token re-read from its file).
+    /// The proxy's client: plaintext, to the agent's unix socket or a plaintext control plane.
     public init(server: XDSServerAddress, node: Envoy_Config_Core_V3_Node, api: DiscoveryAPI = .aggregated,
-                security: XDSTransportSecurity = .plaintext, credentials: @escaping @Sendable () throws -> Metadata = { [:] },
                 backoff: Backoff = Backoff(), logger: Logger) {
         self.server = server
         self.node = node
         self.api = api
-        self.security = security
-        self.credentials = credentials
         self.backoff = backoff
         self.logger = logger
     }
@@ -109,7 +104,7 @@ public final class ADSClient: Sendable {
     public func run(handler: some ADSResponseHandler) async {
         let transport: HTTP2ClientTransport.Posix
         do {
-            transport = try security.clientTransport(to: server, backoff: backoff)
+            transport = try XDSTransportSecurity.plaintext.clientTransport(to: server, backoff: backoff)
         } catch {
             logger.error("cannot reach the xDS server", metadata: ["server": "\(server)", "error": "\(error)"])
             return
@@ -136,7 +131,7 @@ public final class ADSClient: Sendable {
 
     /// Opens one bidirectional discovery stream: writes what `requests` yields, hands responses to `onResponse`.
     typealias StreamOpener = @Sendable (
-        _ metadata: Metadata, _ options: CallOptions,
+        _ options: CallOptions,
         _ requests: AsyncStream<DiscoveryRequest>,
         _ onResponse: @escaping @Sendable (StreamingClientResponse<DiscoveryResponse>) async throws -> Void
     ) async throws -> Void
@@ -145,15 +140,15 @@ public final class ADSClient: Sendable {
         switch api {
         case .aggregated:
             let ads = Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Client(wrapping: grpc)
-            return { metadata, options, requests, onResponse in
-                try await ads.streamAggregatedResources(metadata: metadata, options: options) { writer in
+            return { options, requests, onResponse in
+                try await ads.streamAggregatedResources(options: options) { writer in
                     for await request in requests { try await writer.write(request) }
                 } onResponse: { try await onResponse($0) }
             }
         case .secrets:
             let sds = Envoy_Service_Secret_V3_SecretDiscoveryService.Client(wrapping: grpc)
-            return { metadata, options, requests, onResponse in
-                try await sds.streamSecrets(metadata: metadata, options: options) { writer in
+            return { options, requests, onResponse in
+                try await sds.streamSecrets(options: options) { writer in
                     for await request in requests { try await writer.write(request) }
                 } onResponse: { try await onResponse($0) }
             }
@@ -178,7 +173,7 @@ public final class ADSClient: Sendable {
         options.waitForReady = false
         let received = Atomic(false)
         do {
-            try await open(try credentials(), options, requests) { response in
+            try await open(options, requests) { response in
                 defer { outbox.finish() }
                 for try await message in response.messages {
                     if !received.exchange(true, ordering: .relaxed) { handler.connectionChanged(connected: true) }
