@@ -128,6 +128,8 @@ public final class DrainCoordinator: Sendable {
         await drainInbound()
         var ending: Ending
         var last: Int?
+        // The inbound listeners do not change during a drain: their ports are read once.
+        var inboundPorts: Set<Int>?
         while true {
             if state.withLockedValue({ $0.quitting }) || Task.isCancelled {
                 ending = .quit
@@ -140,14 +142,15 @@ public final class DrainCoordinator: Sendable {
             }
             if elapsed >= timing.minimum {
                 do {
-                    last = try await admin.activeInboundConnections()
+                    if inboundPorts == nil { inboundPorts = try await admin.inboundPorts() }
+                    last = try await admin.activeConnections(onPorts: inboundPorts!)
                     if last == 0 {
                         ending = .connectionsClosed
                         break
                     }
                     log("\(last ?? 0) inbound connections still open")
                 } catch {
-                    last = nil
+                    // The last count read stays the report's: one unanswered poll does not erase it.
                     if !child.isRunning {
                         ending = .proxyNotRunning
                         break

@@ -30,19 +30,26 @@ public struct ProxyAdminClient: Sendable {
         _ = try await call(.POST, "/drain_listeners?inboundonly&graceful")
     }
 
-    /// Open connections on the inbound listeners: those `/config_dump` says are `INBOUND`, counted by
-    /// their `downstream_cx_active` in `/stats` (Envoy names a listener's stats by its address and port).
-    public func activeInboundConnections() async throws(LocalHTTPClient.Failure) -> Int {
+    /// The ports of the inbound listeners: those `/config_dump` says are `INBOUND`.
+    public func inboundPorts() async throws(LocalHTTPClient.Failure) -> Set<Int> {
         let dump = try await call(.GET, "/config_dump")
-        let ports: Set<Int>
         do {
-            ports = try Self.inboundPorts(configDump: dump.body)
+            return try Self.inboundPorts(configDump: dump.body)
         } catch {
             throw LocalHTTPClient.Failure(url: url("/config_dump"), reason: "unreadable config dump: \(error)")
         }
+    }
+
+    /// Open connections on the listeners of `ports`, by their `downstream_cx_active` in `/stats` (Envoy
+    /// names a listener's stats by its address and port).
+    public func activeConnections(onPorts ports: Set<Int>) async throws(LocalHTTPClient.Failure) -> Int {
         if ports.isEmpty { return 0 }
-        let stats = try await call(.GET, "/stats")
-        return Self.activeConnections(stats: stats.body, ports: ports)
+        return Self.activeConnections(stats: try await call(.GET, "/stats").body, ports: ports)
+    }
+
+    /// Open connections on the inbound listeners.
+    public func activeInboundConnections() async throws(LocalHTTPClient.Failure) -> Int {
+        try await activeConnections(onPorts: try await inboundPorts())
     }
 
     /// `GET /stats/prometheus`: the proxy's metrics, in Prometheus text.
