@@ -66,11 +66,13 @@ import Testing
     @Test func aPlaintextClientIsRefusedUnderStrictAndServedUnderPermissive() throws {
         try withMeshCluster { mesh in
             try mesh.startControlPlane(files: Self.meshFiles())
-            try mesh.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments")
+            let payments = try mesh.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments")
             // A pod without a sidecar talks straight to the workload's address.
             let outsider = try mesh.addPod("outsider", address: IPAddress("192.0.2.50")!)
             let target = SocketAddress(Self.paymentsV1, 80)
             #expect(throws: (any Error).self) { try EchoExchange.run(to: target, from: outsider.namespace, payload: [1, 2, 3]) }
+            // Refused by the proxy's inbound listener for want of a plaintext filter chain, not lost on the way.
+            #expect(try mesh.metric(#"envoy_listener_no_filter_chain_match{envoy_listener_address="0.0.0.0_15006"}"#, in: payments) == "1")
 
             try mesh.write("mesh/mtls.yaml", MeshDocuments.peerAuthentication(mode: "PERMISSIVE"))
             let served = mesh.pods["payments-v1"]!.processes.last!.waitUntil(seconds: 5) {
@@ -146,21 +148,23 @@ import Testing
             try mesh.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments", environment: shortLived)
             let client = try mesh.addWorkload("client", address: Self.client, serviceAccount: "client", appPort: nil,
                                               environment: shortLived)
-            let chain = "\(mesh.directory)/client/certs/cert-chain.pem"
-            let first = try String(contentsOfFile: chain, encoding: .utf8)
+            let chains = ["\(mesh.directory)/client/certs/cert-chain.pem", "\(mesh.directory)/payments-v1/certs/cert-chain.pem"]
+            let first = try chains.map { try String(contentsOfFile: $0, encoding: .utf8) }
             let long = try ProbeSocket.tcp(.ipv4, in: client.namespace, uid: 1000, gid: 1000)
             try long.connect(to: Self.service, timeoutMilliseconds: 2000)
             try Self.readGreeting(long)
             // Past the first certificate's expiry: both sides rotated at least once.
-            var rotations = 0
+            var rotated = [false, false]
             for second in 0..<6 {
                 sleep(1)
                 try long.sendAll(Array("tick \(second)".utf8))
                 #expect(try long.receive(count: 6, timeoutMilliseconds: 2000) == Array("tick \(second)".utf8))
                 #expect(try EchoExchange.run(to: Self.service, from: client.namespace, payload: [UInt8(second)]).intact)
-                if (try? String(contentsOfFile: chain, encoding: .utf8)) != first { rotations += 1 }
+                for (index, chain) in chains.enumerated() where (try? String(contentsOfFile: chain, encoding: .utf8)) != first[index] {
+                    rotated[index] = true
+                }
             }
-            #expect(rotations > 0, "the certificate never changed")
+            #expect(rotated == [true, true], "client, payments")
             let log = client.processes.last!.log
             #expect(log.components(separatedBy: "workload certificate issued").count - 1 >= 3, "\(log)")
         }
