@@ -66,7 +66,7 @@ struct CertificatesDump: Encodable {
             if let socket = cluster.config.transportSocket { sockets.append(socket) }
         }
         for listener in configuration.listeners.values.sorted(by: { $0.name < $1.name }) {
-            for chain in listener.chains + [listener.defaultChain].compactMap({ $0 }) {
+            for chain in listener.allChains {
                 if let socket = chain.transportSocket { sockets.append(socket) }
             }
         }

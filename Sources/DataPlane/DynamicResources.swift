@@ -208,7 +208,7 @@ final class DynamicResources: ADSResponseHandler {
                 throw ConfigError(path: "listener \"\(clash.name)\"", message: "clashes with a static listener of the bootstrap")
             }
             for listener in listeners {
-                for chain in listener.chains + [listener.defaultChain].compactMap({ $0 }) {
+                for chain in listener.allChains {
                     try bootstrap.checkSecretSources(chain.transportSocket,
                                                      path: "listener \"\(listener.name)\" filter chain \"\(chain.name)\".transport_socket")
                 }
