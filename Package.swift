@@ -105,6 +105,9 @@ let package = Package(
         // Dropping to the proxy's uid/gid with only the capability TPROXY needs.
         .target(name: "CProcessIdentity"),
 
+        // Closing the agent's descriptors in the proxy child (glibc's posix_spawn close-from action).
+        .target(name: "CProcessSpawn"),
+
         // The packaged proxy: capture listeners, original destination, TCP relay, admin API, stats, drain.
         .target(
             name: "DataPlane",
@@ -126,7 +129,7 @@ let package = Package(
         .target(
             name: "Supervisor",
             dependencies: [
-                "Identity", "XDS", "HTTPEndpoints", "Configuration",
+                "Identity", "XDS", "HTTPEndpoints", "Configuration", "CProcessSpawn",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

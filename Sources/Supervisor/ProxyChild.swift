@@ -1,6 +1,8 @@
+import CProcessSpawn
 import Configuration
 import Dispatch
 import NIOConcurrencyHelpers
+import XDS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -30,26 +32,34 @@ public final class ProxyChild: Sendable {
 
     /// When to restart and when to give up.
     public struct RestartPolicy: Sendable, Equatable {
-        /// The delay after the first crash; it doubles with each crash still inside the window.
-        public var initialBackoff: Duration
-        public var maximumBackoff: Duration
+        /// The delays between restarts, without jitter: the first after one crash in the window,
+        /// doubling with each further crash still inside it.
+        public var restartDelay: RetryBackoff
         /// More crashes than this within ``crashWindow`` and the child is given up on.
         public var crashLimit: Int
         public var crashWindow: Duration
 
         public init(initialBackoff: Duration = .milliseconds(100), maximumBackoff: Duration = .seconds(5),
                     crashLimit: Int = 5, crashWindow: Duration = .seconds(60)) {
-            self.initialBackoff = initialBackoff
-            self.maximumBackoff = maximumBackoff
+            restartDelay = RetryBackoff(initial: initialBackoff, maximum: maximumBackoff, jitter: .none)
             self.crashLimit = crashLimit
             self.crashWindow = crashWindow
         }
 
+        /// The delay after the first crash; it doubles with each crash still inside the window.
+        public var initialBackoff: Duration {
+            get { restartDelay.initial }
+            set { restartDelay.initial = newValue }
+        }
+
+        public var maximumBackoff: Duration {
+            get { restartDelay.maximum }
+            set { restartDelay.maximum = newValue }
+        }
+
         /// The wait before the next start, when `crashes` crashes are inside the window.
         public func backoff(crashes: Int) -> Duration {
-            var delay = initialBackoff
-            for _ in 1..<max(1, crashes) where delay < maximumBackoff { delay *= 2 }
-            return min(delay, maximumBackoff)
+            restartDelay.delay(attempt: crashes - 1)
         }
     }
 
@@ -316,8 +326,19 @@ public final class ProxyChild: Sendable {
     // MARK: Spawning
 
     /// `posix_spawn` with every signal at its default and none blocked: the agent's own handling
-    /// (ignored SIGTERM, blocked signals) must not reach the child.
+    /// (ignored SIGTERM, blocked signals) must not reach the child. Nor do its descriptors: only 0-2 are
+    /// passed on. NIO accepts and connects without `SOCK_CLOEXEC`, so without this a probe connection the
+    /// status server was answering at that moment stayed open in the proxy after the agent closed it (its
+    /// client waited for the end of the answer for seconds), and the proxy held the agent's listeners
+    /// and its connections to the CA.
     private static func spawn(_ command: Command) throws(ProxyChildError) -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        let closing = capstan_spawn_close_from(&actions, 3)
+        guard closing == 0 else {
+            throw .cannotStart(executable: command.executable, reason: "closing descriptors: \(String(cString: strerror(closing)))")
+        }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -340,12 +361,12 @@ public final class ProxyChild: Sendable {
         let result: Int32
         if let envp {
             result = command.executable.contains("/")
-                ? posix_spawn(&pid, command.executable, nil, &attributes, argv, envp)
-                : posix_spawnp(&pid, command.executable, nil, &attributes, argv, envp)
+                ? posix_spawn(&pid, command.executable, &actions, &attributes, argv, envp)
+                : posix_spawnp(&pid, command.executable, &actions, &attributes, argv, envp)
         } else {
             result = command.executable.contains("/")
-                ? posix_spawn(&pid, command.executable, nil, &attributes, argv, environ)
-                : posix_spawnp(&pid, command.executable, nil, &attributes, argv, environ)
+                ? posix_spawn(&pid, command.executable, &actions, &attributes, argv, environ)
+                : posix_spawnp(&pid, command.executable, &actions, &attributes, argv, environ)
         }
         guard result == 0 else {
             throw .cannotStart(executable: command.executable, reason: String(cString: strerror(result)))

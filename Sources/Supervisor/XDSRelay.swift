@@ -22,7 +22,7 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
 
     public let upstream: XDSServerAddress
     private let credentials: @Sendable () throws -> Metadata
-    private let backoff: ADSClient.Backoff
+    private let backoff: RetryBackoff
     private let logger: Logger
     private let state = Mutex(Status())
     private let client: GRPCClient<HTTP2ClientTransport.Posix>
@@ -30,7 +30,7 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
     /// `credentials` is asked afresh for every upstream stream (the token file may have been rotated).
     public init(upstream: XDSServerAddress, security: XDSTransportSecurity,
                 credentials: @escaping @Sendable () throws -> Metadata = { [:] },
-                backoff: ADSClient.Backoff = .init(), logger: Logger) throws {
+                backoff: RetryBackoff = .init(), logger: Logger) throws {
         self.upstream = upstream
         self.credentials = credentials
         self.backoff = backoff
@@ -82,8 +82,7 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
     private func carryUpstream(_ session: RelaySession,
                                deliver: @escaping @Sendable (DiscoveryResponse) async throws -> Void) async throws {
         let ads = Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Client(wrapping: client)
-        var attempt = 0
-        while !Task.isCancelled {
+        try await backoff.retrying {
             let requests = session.openUpstream()
             let answered = Atomic(false)
             var options = CallOptions.defaults
@@ -100,19 +99,17 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
                         try await deliver(message)
                     }
                 }
-            } catch is CancellationError {
-                break
+            } catch let cancelled as CancellationError {
+                // The proxy's stream is gone: no reconnect, nothing to report.
+                throw cancelled
             } catch {
                 logger.debug("xDS upstream stream failed", metadata: ["error": "\(error)"])
             }
             session.closeUpstream()
             state.withLock { $0.upstreamConnected = false }
-            if Task.isCancelled { break }
-            if answered.load(ordering: .relaxed) { attempt = 0 }
-            let delay = backoff.delay(attempt: attempt)
-            attempt += 1
+            return answered.load(ordering: .relaxed)
+        } waiting: { delay in
             logger.info("xDS upstream closed, reconnecting", metadata: ["server": "\(upstream)", "in": "\(delay)"])
-            try await Task.sleep(for: delay)
         }
     }
 

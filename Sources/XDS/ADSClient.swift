@@ -35,21 +35,7 @@ public enum DiscoveryAPI: Sendable {
 /// in the meantime.
 public final class ADSClient: Sendable {
     /// Reconnect delays: `initial` doubling up to `maximum`, each drawn from its upper half.
-    public struct Backoff: Sendable {
-        public var initial: Duration
-        public var maximum: Duration
-
-        public init(initial: Duration = .milliseconds(500), maximum: Duration = .seconds(30)) {
-            self.initial = initial
-            self.maximum = maximum
-        }
-
-        /// The delay before attempt `attempt` (0 for the first retry).
-        public func delay(attempt: Int) -> Duration {
-            let ceiling = min(initial * Double(1 << min(attempt, 20)), maximum)
-            return ceiling * Double.random(in: 0.5...1.0)
-        }
-    }
+    public typealias Backoff = RetryBackoff
 
     private struct Subscription {
         var names: [String]
@@ -67,13 +53,13 @@ public final class ADSClient: Sendable {
     public let server: XDSServerAddress
     public let node: Envoy_Config_Core_V3_Node
     public let api: DiscoveryAPI
-    private let backoff: Backoff
+    private let backoff: RetryBackoff
     private let logger: Logger
     private let state = Mutex(State())
 
     /// The proxy's client: plaintext, to the agent's unix socket or a plaintext control plane.
     public init(server: XDSServerAddress, node: Envoy_Config_Core_V3_Node, api: DiscoveryAPI = .aggregated,
-                backoff: Backoff = Backoff(), logger: Logger) {
+                backoff: RetryBackoff = RetryBackoff(), logger: Logger) {
         self.server = server
         self.node = node
         self.api = api
@@ -112,15 +98,13 @@ public final class ADSClient: Sendable {
         do {
             try await withGRPCClient(transport: transport) { grpc in
                 let open = Self.streamOpener(api, grpc)
-                var attempt = 0
-                while !Task.isCancelled {
+                // Ends (by cancellation, nothing else) between streams or during a wait.
+                try? await backoff.retrying {
                     let receivedAny = await stream(open, handler: handler)
                     handler.connectionChanged(connected: false)
-                    if receivedAny { attempt = 0 }
-                    let delay = backoff.delay(attempt: attempt)
-                    attempt += 1
+                    return receivedAny
+                } waiting: { delay in
                     logger.info("xDS stream closed, reconnecting", metadata: ["server": "\(server)", "in": "\(delay)"])
-                    try? await Task.sleep(for: delay)
                 }
                 grpc.beginGracefulShutdown()
             }

@@ -11,7 +11,7 @@ public enum XDSTransportSecurity: Sendable, Equatable {
     case tls(trustRootsPEM: String, serverName: String?)
 
     /// A client transport to `server` secured this way, reconnecting with `backoff`.
-    public func clientTransport(to server: XDSServerAddress, backoff: ADSClient.Backoff = .init()) throws -> HTTP2ClientTransport.Posix {
+    public func clientTransport(to server: XDSServerAddress, backoff: RetryBackoff = .init()) throws -> HTTP2ClientTransport.Posix {
         let security: HTTP2ClientTransport.Posix.TransportSecurity
         var serverName: String?
         switch self {

@@ -99,6 +99,19 @@ import Testing
         #expect(await child.finished() == .gaveUp(crashes: 1, within: .seconds(60), lastStatus: .exited(code: 7)))
     }
 
+    /// A descriptor the agent has open when the proxy starts (a probe connection, a listener) must not
+    /// live on in the proxy: NIO opens its sockets without close-on-exec.
+    @Test func passesOnNoDescriptorBeyondTheStandardThree() async throws {
+        var ends: [Int32] = [0, 0]
+        #expect(pipe(&ends) == 0)
+        defer { close(ends[0]); close(ends[1]) }
+        let child = ProxyChild(command: Self.shell(#"[ -e "/proc/$$/fd/$FD" ] && exit 9; [ -e /proc/$$/fd/2 ] || exit 8; exit 0"#,
+                                                   environment: ["FD": "\(ends[1])"]),
+                               policy: .init(initialBackoff: .milliseconds(10), crashLimit: 0))
+        try child.start()
+        #expect(await child.finished() == .gaveUp(crashes: 1, within: .seconds(60), lastStatus: .exited(code: 0)))
+    }
+
     @Test func aChildThatCannotStartIsRefused() throws {
         let child = ProxyChild(command: ProxyChild.Command(executable: "/nonexistent/capstan", arguments: ["proxy"]))
         #expect(throws: ProxyChildError.cannotStart(executable: "/nonexistent/capstan", reason: "No such file or directory")) {
