@@ -78,10 +78,11 @@ let package = Package(
             ]
         ),
 
-        // Small HTTP/1.1 servers for admin, health and metrics endpoints.
+        // Small HTTP/1.1 servers for admin, health and metrics endpoints, and the one-shot client that asks them.
         .target(
             name: "HTTPEndpoints",
             dependencies: [
+                "Configuration",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import HTTPEndpoints
 #endif
 import Netfilter
 import Supervisor
@@ -15,8 +16,8 @@ struct NamespaceConnector {
 
     let namespace: NetworkNamespace
 
-    /// For ``LocalHTTPClient``: a socket connected to `host:port` in ``namespace``, its descriptor the caller's.
-    var connector: LocalHTTPClient.Connector {
+    /// For ``OneShotHTTPClient``: a socket connected to `host:port` in ``namespace``, its descriptor the caller's.
+    var connector: OneShotHTTPClient.Connector {
         { [namespace] host, port, timeout in
             guard let address = IPAddress(host) else { throw Failure(description: "\"\(host)\" is not an IP address") }
             guard let port = UInt16(exactly: port), port != 0 else { throw Failure(description: "\(port) is not a TCP port") }

@@ -1,9 +1,10 @@
 import ArgumentParser
 import Capture
 import FoundationEssentials
+import Glibc
+import HTTPEndpoints
 import Netfilter
 import NodeAgent
-import Supervisor
 
 /// `capstan status`: what the kernel holds, what it means, whether it drifted, and what it does with a
 /// given connection; and, when a sidecar agent answers in the namespace, what the sidecar reports.
@@ -74,7 +75,7 @@ struct StatusCommand: AsyncParsableCommand {
 
         let installed = try runtime { try CaptureEngine.inspect(in: namespace) }
         let reader = SidecarStatusReader(connector: NamespaceConnector(namespace: namespace).connector)
-        let sidecar: Result<SidecarStatus, LocalHTTPClient.Failure>
+        let sidecar: Result<SidecarStatus, OneShotHTTPClient.Failure>
         do {
             sidecar = .success(try await reader.read())
         } catch {
@@ -109,5 +110,5 @@ struct StatusCommand: AsyncParsableCommand {
 }
 
 #if canImport(Glibc)
-import Glibc
+import Supervisor
 #endif

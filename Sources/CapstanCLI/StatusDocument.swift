@@ -1,5 +1,6 @@
 import Capture
 import FoundationEssentials
+import HTTPEndpoints
 import Netfilter
 import Supervisor
 
@@ -81,7 +82,7 @@ struct StatusDocument: Encodable {
         var listeners: [Listener]?
         var problems: [String]?
 
-        init(_ outcome: Result<SidecarStatus, LocalHTTPClient.Failure>, reader: SidecarStatusReader, now: Date) {
+        init(_ outcome: Result<SidecarStatus, OneShotHTTPClient.Failure>, reader: SidecarStatusReader, now: Date) {
             statusPort = reader.statusPort
             adminPort = reader.adminPort
             switch outcome {

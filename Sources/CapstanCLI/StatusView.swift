@@ -1,5 +1,6 @@
 import Capture
 import FoundationEssentials
+import HTTPEndpoints
 import Netfilter
 import Supervisor
 
@@ -151,7 +152,7 @@ struct StatusView {
     // MARK: Sidecar
 
     /// The Sidecar section: what the agent and its proxy report, or one line when no agent answers.
-    func render(sidecar outcome: Result<SidecarStatus, LocalHTTPClient.Failure>, reader: SidecarStatusReader, now: Date) -> String {
+    func render(sidecar outcome: Result<SidecarStatus, OneShotHTTPClient.Failure>, reader: SidecarStatusReader, now: Date) -> String {
         let status: SidecarStatus
         switch outcome {
         case .failure(let failure):

@@ -1,7 +1,7 @@
 import Configuration
+import HTTPEndpoints
 import NIOCore
 import NIOHTTP1
-import NIOPosix
 import NIOSSL
 import Netfilter
 
@@ -46,11 +46,12 @@ public struct KubernetesPodSource: PodMetadataSource {
             throw Unavailable(description: "cannot read the service account token \(tokenFile)")
         }
         let path = "/api/v1/namespaces/\(Self.pathSegment(namespace))/pods/\(Self.pathSegment(name))"
-        let (status, body) = try await get(path, token: String(token))
+        let response = try await get(path, token: String(token))
+        let status = HTTPResponseStatus(statusCode: response.status)
         switch status {
         case .ok:
             let document: ConfigValue
-            do { document = try ConfigValue.parse(json: body) } catch {
+            do { document = try ConfigValue.parse(json: response.body) } catch {
                 throw Unavailable(description: "GET \(path): the answer is not JSON")
             }
             return try PodMetadata(pod: ConfigReader(document))
@@ -75,83 +76,23 @@ public struct KubernetesPodSource: PodMetadataSource {
         return escaped
     }
 
-    private func get(_ path: String, token: String) async throws -> (HTTPResponseStatus, String) {
+    /// One GET over TLS verified against the cluster CA (read afresh, as the token is), the token as
+    /// bearer; an answer of any status, or ``Unavailable`` naming the URL and what went wrong.
+    private func get(_ path: String, token: String) async throws -> OneShotHTTPClient.Response {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.trustRoots = .file(caFile)
         let context = try NIOSSLContext(configuration: tls)
         let serverName = IPAddress(host) == nil ? host : nil
-        let promise = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: (HTTPResponseStatus, String).self)
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(TimeAmount(timeout))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let tlsHandler = try NIOSSLClientHandler(context: context, serverHostname: serverName)
-                    try channel.pipeline.syncOperations.addHandler(tlsHandler)
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
-                }
-            }
-            .connect(host: host, port: port)
-            .get()
+        let client = OneShotHTTPClient(timeout: timeout, tls: { channel in
+            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: serverName))
+        })
         var headers = HTTPHeaders()
-        headers.add(name: "host", value: "\(host):\(port)")
         headers.add(name: "authorization", value: "Bearer \(token)")
         headers.add(name: "accept", value: "application/json")
-        headers.add(name: "connection", value: "close")
-        channel.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)),
-                      promise: nil)
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-        // Closing the connection fails the request, if it has no answer yet.
-        let timeoutTask = channel.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
-            channel.close(promise: nil)
+        do {
+            return try await client.request(.GET, host: host, port: port, path: path, headers: headers)
+        } catch {
+            throw Unavailable(description: error.description)
         }
-        defer {
-            timeoutTask.cancel()
-            channel.close(promise: nil)
-        }
-        return try await promise.futureResult.get()
     }
 }
-
-/// Collects one HTTP response and completes the promise with it (or with the connection's error).
-private final class ResponseCollector: ChannelInboundHandler {
-    typealias InboundIn = HTTPClientResponsePart
-
-    private let promise: EventLoopPromise<(HTTPResponseStatus, String)>
-    private var status: HTTPResponseStatus?
-    private var body: [UInt8] = []
-    private var finished = false
-
-    init(promise: EventLoopPromise<(HTTPResponseStatus, String)>) {
-        self.promise = promise
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head): status = head.status
-        case .body(var buffer): body += buffer.readBytes(length: buffer.readableBytes) ?? []
-        case .end:
-            finish(.success((status ?? .internalServerError, String(decoding: body, as: UTF8.self))))
-        }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        finish(.failure(error))
-        context.close(promise: nil)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        finish(.failure(KubernetesPodSource.Unavailable(description: "no complete answer from the API server in time")))
-        context.fireChannelInactive()
-    }
-
-    private func finish(_ result: Result<(HTTPResponseStatus, String), any Error>) {
-        guard !finished else { return }
-        finished = true
-        promise.completeWith(result)
-    }
-}
-
-#if canImport(Glibc)
-import Glibc
-#endif

@@ -1,4 +1,5 @@
 import Configuration
+import HTTPEndpoints
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -8,52 +9,52 @@ import NIOPosix
 public struct ProxyAdminClient: Sendable {
     public let host: String
     public let port: Int
-    private let http: LocalHTTPClient
+    private let http: OneShotHTTPClient
 
     public init(port: Int = 15000, host: String = "127.0.0.1", timeout: Duration = .seconds(1),
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.host = host
         self.port = port
-        http = LocalHTTPClient(timeout: timeout, group: group)
+        http = OneShotHTTPClient(timeout: timeout, group: group)
     }
 
     /// `GET /ready`: the server state as Envoy names it (`LIVE`, `PRE_INITIALIZING`, `DRAINING`).
     /// Envoy answers 503 with the state when it is not LIVE; that is an answer, not a failure.
-    public func state() async throws(LocalHTTPClient.Failure) -> String {
+    public func state() async throws(OneShotHTTPClient.Failure) -> String {
         let response = try await call(.GET, "/ready", accepting: [200, 503])
         return response.body.trimmingNewlines
     }
 
     /// `POST /drain_listeners?inboundonly&graceful`: inbound listeners stop accepting, their open
     /// connections run on; outbound keeps working.
-    public func drainInbound() async throws(LocalHTTPClient.Failure) {
+    public func drainInbound() async throws(OneShotHTTPClient.Failure) {
         _ = try await call(.POST, "/drain_listeners?inboundonly&graceful")
     }
 
     /// The ports of the inbound listeners: those `/config_dump` says are `INBOUND`.
-    public func inboundPorts() async throws(LocalHTTPClient.Failure) -> Set<Int> {
+    public func inboundPorts() async throws(OneShotHTTPClient.Failure) -> Set<Int> {
         let dump = try await call(.GET, "/config_dump")
         do {
             return try Self.inboundPorts(configDump: dump.body)
         } catch {
-            throw LocalHTTPClient.Failure(url: url("/config_dump"), reason: "unreadable config dump: \(error)")
+            throw OneShotHTTPClient.Failure(url: url("/config_dump"), reason: "unreadable config dump: \(error)")
         }
     }
 
     /// Open connections on the listeners of `ports`, by their `downstream_cx_active` in `/stats` (Envoy
     /// names a listener's stats by its address and port).
-    public func activeConnections(onPorts ports: Set<Int>) async throws(LocalHTTPClient.Failure) -> Int {
+    public func activeConnections(onPorts ports: Set<Int>) async throws(OneShotHTTPClient.Failure) -> Int {
         if ports.isEmpty { return 0 }
         return Self.activeConnections(stats: try await call(.GET, "/stats").body, ports: ports)
     }
 
     /// Open connections on the inbound listeners.
-    public func activeInboundConnections() async throws(LocalHTTPClient.Failure) -> Int {
+    public func activeInboundConnections() async throws(OneShotHTTPClient.Failure) -> Int {
         try await activeConnections(onPorts: try await inboundPorts())
     }
 
     /// `GET /stats/prometheus`: the proxy's metrics, in Prometheus text.
-    public func prometheusText() async throws(LocalHTTPClient.Failure) -> String {
+    public func prometheusText() async throws(OneShotHTTPClient.Failure) -> String {
         try await call(.GET, "/stats/prometheus").body
     }
 
@@ -100,10 +101,10 @@ public struct ProxyAdminClient: Sendable {
     private func url(_ path: String) -> String { "http://\(host):\(port)\(path)" }
 
     private func call(_ method: HTTPMethod, _ path: String, accepting statuses: Set<Int> = [200])
-        async throws(LocalHTTPClient.Failure) -> LocalHTTPClient.Response {
+        async throws(OneShotHTTPClient.Failure) -> OneShotHTTPClient.Response {
         let response = try await http.request(method, host: host, port: port, path: path)
         guard statuses.contains(response.status) else {
-            throw LocalHTTPClient.Failure(url: url(path), reason: "answered \(response.status): \(response.body.trimmingNewlines)")
+            throw OneShotHTTPClient.Failure(url: url(path), reason: "answered \(response.status): \(response.body.trimmingNewlines)")
         }
         return response
     }

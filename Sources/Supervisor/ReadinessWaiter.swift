@@ -1,4 +1,5 @@
 import Configuration
+import HTTPEndpoints
 import NIOCore
 import NIOPosix
 
@@ -35,7 +36,7 @@ public struct ReadinessWaiter: Sendable {
     public func wait() async throws(ReadinessWaitError) -> Int {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
-        let client = LocalHTTPClient(timeout: requestTimeout, group: group)
+        let client = OneShotHTTPClient(timeout: requestTimeout, group: group)
         var attempts = 0
         var lastAnswer = "no answer yet"
         while true {

@@ -1,3 +1,5 @@
+import Configuration
+import HTTPEndpoints
 import NIOCore
 import NIOPosix
 
@@ -9,22 +11,22 @@ public struct SidecarStatusReader: Sendable {
     public let host: String
     public let statusPort: Int
     public let adminPort: Int
-    private let http: LocalHTTPClient
+    private let http: OneShotHTTPClient
 
-    /// `connector` opens the connections (``LocalHTTPClient/Connector``), e.g. inside a pod's network
+    /// `connector` opens the connections (``OneShotHTTPClient/Connector``), e.g. inside a pod's network
     /// namespace; nil connects from this process's own.
     public init(statusPort: Int = 15020, adminPort: Int = 15000, host: String = "127.0.0.1",
-                timeout: Duration = .milliseconds(500), connector: LocalHTTPClient.Connector? = nil,
+                timeout: Duration = .milliseconds(500), connector: OneShotHTTPClient.Connector? = nil,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.host = host
         self.statusPort = statusPort
         self.adminPort = adminPort
-        http = LocalHTTPClient(timeout: timeout, group: group, connector: connector)
+        http = OneShotHTTPClient(timeout: timeout, group: group, connector: connector)
     }
 
     /// The sidecar's status; throws when the agent does not answer on the status port at all (no
     /// sidecar, or not started yet). Parts that do not answer are left unknown.
-    public func read() async throws(LocalHTTPClient.Failure) -> SidecarStatus {
+    public func read() async throws(OneShotHTTPClient.Failure) -> SidecarStatus {
         let readiness = try await http.request(.GET, host: host, port: statusPort, path: "/healthz/ready")
         async let metrics = fetch(statusPort, "/stats/prometheus")
         async let state = fetch(adminPort, "/ready", accepting: [200, 503])
@@ -35,8 +37,8 @@ public struct SidecarStatusReader: Sendable {
 
         var problems: [String] = []
         /// The part read from `fetched`, or nil with the reason in `problems`.
-        func part<Part>(_ fetched: Result<LocalHTTPClient.Response, LocalHTTPClient.Failure>,
-                        _ read: (LocalHTTPClient.Response) throws(SidecarStatus.UnreadableAnswer) -> Part) -> Part? {
+        func part<Part>(_ fetched: Result<OneShotHTTPClient.Response, OneShotHTTPClient.Failure>,
+                        _ read: (OneShotHTTPClient.Response) throws(SidecarStatus.UnreadableAnswer) -> Part) -> Part? {
             switch fetched {
             case .failure(let failure):
                 problems.append(failure.description)
@@ -81,11 +83,11 @@ public struct SidecarStatusReader: Sendable {
     }
 
     /// One GET; a status outside `accepting` is a failure naming the URL.
-    private func fetch(_ port: Int, _ path: String, accepting statuses: Set<Int> = [200]) async -> Result<LocalHTTPClient.Response, LocalHTTPClient.Failure> {
+    private func fetch(_ port: Int, _ path: String, accepting statuses: Set<Int> = [200]) async -> Result<OneShotHTTPClient.Response, OneShotHTTPClient.Failure> {
         do {
             let response = try await http.request(.GET, host: host, port: port, path: path)
             guard statuses.contains(response.status) else {
-                return .failure(LocalHTTPClient.Failure(url: "http://\(host):\(port)\(path)",
+                return .failure(OneShotHTTPClient.Failure(url: "http://\(host):\(port)\(path)",
                                                         reason: "answered \(response.status): \(response.body.trimmingNewlines.prefix(200))"))
             }
             return .success(response)

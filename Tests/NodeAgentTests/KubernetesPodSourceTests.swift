@@ -108,7 +108,11 @@ import Testing
         try await withServer { credentials, port, api in
             let source = KubernetesPodSource(host: "127.0.0.1", port: port, tokenFile: "\(credentials.directory)/token",
                                              caFile: "\(credentials.directory)/other.crt")
-            await #expect(throws: (any Error).self) { try await source.metadata(namespace: "shop", name: "cart") }
+            let error = await #expect(throws: KubernetesPodSource.Unavailable.self) {
+                try await source.metadata(namespace: "shop", name: "cart")
+            }
+            #expect(error?.description.hasPrefix("https://127.0.0.1:\(port)/api/v1/namespaces/shop/pods/cart: ") == true,
+                    "\(String(describing: error))")
             // The token never reached a server we could not verify.
             #expect(api.tokens.withLock { api.seen }.isEmpty)
         }

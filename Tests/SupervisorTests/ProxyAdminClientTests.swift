@@ -28,7 +28,7 @@ import Testing
         let reserved = try ReservedPort()
         let unused = reserved.port
         let admin = ProxyAdminClient(port: unused)
-        await #expect(throws: LocalHTTPClient.Failure.self) { try await admin.state() }
+        await #expect(throws: OneShotHTTPClient.Failure.self) { try await admin.state() }
         do {
             _ = try await admin.state()
         } catch {
