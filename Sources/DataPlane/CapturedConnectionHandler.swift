@@ -19,7 +19,8 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
 
     /// The identities at the two ends of a TLS leg, for Istio's metrics.
     private struct Principals {
-        var local: String?
+        /// The series of the leg's TLS context, which knows this side's identity.
+        var local: IstioPeerSeries
         var peer: String?
         /// Both sides presented a certificate and the peer's was verified.
         var mutual: Bool
@@ -196,7 +197,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private func terminateTLS(context: ChannelHandlerContext, route: UpstreamRoute, tls: TransportSocketConfig) {
         let stats = listenerStats.tls
         let built: TLSContextCache.Built
-        switch tls.contexts.context(for: tls, secrets: runtime.secrets) {
+        switch runtime.contexts.context(for: tls.contextKey, secrets: runtime.secrets) {
         case .success(let found):
             built = found
         case .failure:
@@ -219,7 +220,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             switch result {
             case .success(let peer):
                 connect(context: context, route: route,
-                        downstreamTLS: (handshake, Principals(local: built.localIdentity, peer: peer, mutual: peer != nil)))
+                        downstreamTLS: (handshake, Principals(local: built.istio, peer: peer, mutual: peer != nil)))
             case .failure:
                 context.close(promise: nil)
             }
@@ -238,7 +239,8 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         let downstream = context.channel
         let connectTimeout = route.cluster.config.connectTimeout.map { TimeAmount($0) } ?? runtime.options.connectTimeout
         let upstreamTLS: UpstreamTLS?
-        switch UpstreamTLS.make(for: route.cluster, secrets: runtime.secrets, on: context.eventLoop, timeout: connectTimeout) {
+        switch UpstreamTLS.make(for: route.cluster, contexts: runtime.contexts, secrets: runtime.secrets, on: context.eventLoop,
+                                timeout: connectTimeout) {
         case .success(let made):
             upstreamTLS = made
         case .failure:
@@ -302,7 +304,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                         return
                     }
                     upstreamTLS.handshake.release()
-                    let principals = Principals(local: upstreamTLS.built.localIdentity, peer: peer,
+                    let principals = Principals(local: upstreamTLS.built.istio, peer: peer,
                                                 mutual: upstreamTLS.presentsCertificate && peer != nil)
                     self.startRelay(context: context, relay: relay, upstream: upstream, route: route,
                                     downstreamTLS: downstreamTLS, upstreamPrincipals: principals)
@@ -327,10 +329,10 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         var presentsCertificate: Bool
 
         /// nil for a plaintext cluster; a failure when the cluster's TLS context cannot be had now.
-        static func make(for cluster: ClusterRuntime, secrets: SecretStore, on loop: any EventLoop,
+        static func make(for cluster: ClusterRuntime, contexts: TLSContextCache, secrets: SecretStore, on loop: any EventLoop,
                          timeout: TimeAmount) -> Result<UpstreamTLS?, TLSContextCache.Unavailable> {
             guard let tls = cluster.config.transportSocket else { return .success(nil) }
-            return tls.contexts.context(for: tls, secrets: secrets).map { built in
+            return contexts.context(for: tls.contextKey, secrets: secrets).map { built in
                 let accepted = loop.makePromise(of: String?.self)
                 // The handshake counts toward the connect timeout, as in Envoy.
                 let handshake = TLSHandshakeHandler(subjectAltNames: built.subjectAltNames, verifiesPeer: built.verifiesPeer,
@@ -364,17 +366,16 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     /// Istio's `istio_tcp_connections_opened_total` now and `…_closed_total` when the client's side
-    /// closes, reported by the source's proxy (outbound) or the destination's (inbound).
+    /// closes, reported by the source's proxy (outbound) or the destination's (inbound). A TLS leg's
+    /// series comes from its context, which keeps them by peer.
     private func countConnection(_ downstream: Channel, route: UpstreamRoute, downstreamTLS: Principals?, upstreamTLS: Principals?) {
         let istio = runtime.stats.istio
         let series: IstioTCPMetrics.Series
         switch route.direction {
         case .outbound:
-            series = upstreamTLS.map { istio.series(.source, source: $0.local, destination: $0.peer, mutualTLS: $0.mutual) }
-                ?? istio.plaintext(.source)
+            series = upstreamTLS.map { $0.local.series(.source, peer: $0.peer, mutualTLS: $0.mutual) } ?? istio.plaintext(.source)
         case .inbound:
-            series = downstreamTLS.map { istio.series(.destination, source: $0.peer, destination: $0.local, mutualTLS: $0.mutual) }
-                ?? istio.plaintext(.destination)
+            series = downstreamTLS.map { $0.local.series(.destination, peer: $0.peer, mutualTLS: $0.mutual) } ?? istio.plaintext(.destination)
         }
         series.opened.increment()
         downstream.closeFuture.whenComplete { _ in series.closed.increment() }

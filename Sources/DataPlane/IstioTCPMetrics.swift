@@ -6,7 +6,8 @@ import NIOConcurrencyHelpers
 /// (SPIFFE IDs, `unknown` without mutual TLS) and `connection_security_policy` (`mutual_tls` or `none`).
 ///
 /// A series is made on first use of its label set and kept. Plaintext connections use two series made
-/// up front, so the plaintext path costs no lookup and builds no string.
+/// up front, so the plaintext path costs no lookup and builds no string; TLS connections find theirs
+/// through their context's ``IstioPeerSeries``, which comes here only for a peer it has not seen.
 final class IstioTCPMetrics: Sendable {
     enum Reporter: String, Sendable {
         case source

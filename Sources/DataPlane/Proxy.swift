@@ -40,6 +40,9 @@ public final class Proxy: Sendable {
     let runtime: ProxyRuntime
     let group: MultiThreadedEventLoopGroup
     private let mutable = NIOLockedValueBox(Mutable())
+    /// The SDS secrets subscribed to, last time the configuration named any. Its lock is held while
+    /// the SDS streams are told, so that concurrent changes reach them in order.
+    private let subscribedSecrets = NIOLockedValueBox<Set<SecretReference>>([])
     private let stopped: EventLoopPromise<Void>
 
     public init(options: ProxyOptions) {
@@ -91,13 +94,18 @@ public final class Proxy: Sendable {
 
     /// From PRE_INITIALIZING to LIVE (not back from DRAINING), once the SDS secrets the configuration
     /// names are there, or the warming timeout has passed without them (Envoy's initial_fetch_timeout).
+    /// The secret store says when they arrive; the configuration is read again then, in case it names
+    /// others by now.
     func becomeLive() {
         let runtime = self.runtime
-        func waiting() -> Bool { runtime.configuration.secretReferences.contains { runtime.secrets[$0.name] == nil } }
-        guard waiting() else { return markLive() }
+        func missing() -> Set<String> { Set(runtime.secretReferences.lazy.map(\.name).filter { runtime.secrets[$0] == nil }) }
+        guard !missing().isEmpty else { return markLive() }
         let deadline = ContinuousClock.now + runtime.options.warmingTimeout
         Task { [self] in
-            while waiting() && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+            var names = missing()
+            while !names.isEmpty, await runtime.secrets.waitForSecrets(names, until: deadline) {
+                names = missing()
+            }
             markLive()
         }
     }
@@ -107,21 +115,28 @@ public final class Proxy: Sendable {
     }
 
     /// Subscribes to the SDS secrets the configuration in force names, opening the SDS stream the first
-    /// time (with Istio: `default` and `ROOTCA`, from the agent's `sds-grpc` socket).
+    /// time (with Istio: `default` and `ROOTCA`, from the agent's `sds-grpc` socket). Does nothing while
+    /// they are the ones already subscribed to (an EDS push changes no secret), or when the
+    /// configuration names none (the subscriptions stay).
     func requestSecrets() {
-        let references = runtime.configuration.secretReferences
-        guard !references.isEmpty, let bootstrap = runtime.options.bootstrap else { return }
+        guard let bootstrap = runtime.options.bootstrap else { return }
         let runtime = self.runtime
-        let discovery = mutable.withLockedValue { state -> SecretDiscovery? in
-            guard !state.stopping else { return nil }
-            if let open = state.secretDiscovery { return open }
-            let made = SecretDiscovery(store: runtime.secrets, node: bootstrap.node ?? bootstrap.dynamicResources?.node ?? .init(),
-                                       servers: { bootstrap.grpcServer(cluster: $0) }, backoff: runtime.options.controlPlaneBackoff,
-                                       logger: Logger(label: "capstan.proxy.sds"))
-            state.secretDiscovery = made
-            return made
+        subscribedSecrets.withLockedValue { subscribed in
+            let references = runtime.secretReferences
+            guard !references.isEmpty, references != subscribed else { return }
+            let discovery = mutable.withLockedValue { state -> SecretDiscovery? in
+                guard !state.stopping else { return nil }
+                if let open = state.secretDiscovery { return open }
+                let made = SecretDiscovery(store: runtime.secrets, node: bootstrap.node ?? bootstrap.dynamicResources?.node ?? .init(),
+                                           servers: { bootstrap.grpcServer(cluster: $0) }, backoff: runtime.options.controlPlaneBackoff,
+                                           logger: Logger(label: "capstan.proxy.sds"))
+                state.secretDiscovery = made
+                return made
+            }
+            guard let discovery else { return }
+            discovery.request(references)
+            subscribed = references
         }
-        discovery?.request(references)
     }
 
     /// Puts `listeners` in force: binds those that are new (or moved to another port), then swaps the

@@ -22,18 +22,25 @@ struct UpstreamRoute: Sendable {
 /// The listeners and clusters in force. An update replaces it whole, so each connection is routed by
 /// one consistent version while connections already open keep the upstream they have.
 struct ActiveConfiguration: Sendable {
-    var listeners: [String: BootstrapConfig.Listener] = [:]
-    var clusters: [String: ClusterRuntime] = [:]
+    var listeners: [String: BootstrapConfig.Listener] = [:] {
+        didSet { transportSocketsChanged() }
+    }
+    var clusters: [String: ClusterRuntime] = [:] {
+        didSet { transportSocketsChanged() }
+    }
 
-    /// The SDS secrets the transport sockets in force name.
-    var secretReferences: Set<SecretReference> {
-        var references = Set(clusters.values.flatMap { $0.config.transportSocket?.secretReferences ?? [] })
+    /// The SDS secrets the transport sockets in force name, gathered when clusters or listeners change.
+    private(set) var secretReferences: Set<SecretReference> = []
+    /// The TLS contexts the transport sockets in force use, gathered when clusters or listeners change.
+    private(set) var contextKeys: Set<TLSContextKey> = []
+
+    private mutating func transportSocketsChanged() {
+        var sockets = clusters.values.compactMap(\.config.transportSocket)
         for listener in listeners.values {
-            for chain in listener.allChains {
-                references.formUnion(chain.transportSocket?.secretReferences ?? [])
-            }
+            sockets.append(contentsOf: listener.allChains.compactMap(\.transportSocket))
         }
-        return references
+        secretReferences = Set(sockets.flatMap(\.secretReferences))
+        contextKeys = Set(sockets.map(\.contextKey))
     }
 }
 
@@ -64,25 +71,35 @@ struct ResourceVersions: Sendable {
 /// What connection handlers share: options, the configuration in force, statistics, the open connections.
 final class ProxyRuntime: Sendable {
     let options: ProxyOptions
-    let stats = ProxyStats()
+    let stats: ProxyStats
     let connections = ConnectionRegistry()
     /// Certificates and trust bundles from SDS.
     let secrets = SecretStore()
+    /// The TLS contexts of the clusters and filter chains in force, one per distinct setting; those no
+    /// longer in force are dropped when clusters or listeners are replaced.
+    let contexts: TLSContextCache
     /// Versions of the resources in force, as the control plane named them (empty when static).
     let versions = NIOLockedValueBox(ResourceVersions())
     private let active = NIOLockedValueBox(ActiveConfiguration())
 
     init(options: ProxyOptions, config: BootstrapConfig) {
         self.options = options
+        let stats = ProxyStats()
+        self.stats = stats
+        contexts = TLSContextCache(metrics: stats.istio)
         replaceClusters(config.clusters)
         replaceListeners(config.listeners)
     }
 
     var configuration: ActiveConfiguration { active.withLockedValue { $0 } }
 
+    /// The SDS secrets the configuration in force names (gathered when it was put in force).
+    var secretReferences: Set<SecretReference> { active.withLockedValue { $0.secretReferences } }
+
     /// Puts `clusters` in force in place of all others. A cluster whose configuration did not change
     /// keeps its runtime (round-robin position); statistics and the circuit breaker's count of open
-    /// connections carry over by name either way.
+    /// connections carry over by name either way. TLS contexts whose settings are still in force stay;
+    /// the others are dropped.
     func replaceClusters(_ clusters: [BootstrapConfig.Cluster]) {
         active.withLockedValue { active in
             var next: [String: ClusterRuntime] = [:]
@@ -95,11 +112,13 @@ final class ProxyRuntime: Sendable {
                 if cluster.transportSocket != nil { stats.cluster(cluster.name).tls.markConfigured() }
             }
             active.clusters = next
+            contexts.retain(active.contextKeys)
         }
     }
 
     /// Puts `listeners` in force in place of all others (their sockets are the proxy's business). A
-    /// listener that did not change is kept as it was, with the TLS contexts its chains have built.
+    /// listener that did not change is kept as it was. TLS contexts whose settings are still in force
+    /// stay; the others are dropped.
     func replaceListeners(_ listeners: [BootstrapConfig.Listener]) {
         for listener in listeners {
             let listenerStats = stats.listener(listener.statName)
@@ -117,6 +136,7 @@ final class ProxyRuntime: Sendable {
                 }
             }
             active.listeners = next
+            contexts.retain(active.contextKeys)
         }
     }
 

@@ -8,7 +8,8 @@ import XDS
 /// The secrets the proxy has from SDS, by name (Istio's `default` workload certificate and `ROOTCA`
 /// trust bundle), each with the version it came in. Every update moves ``generation`` on: that is how
 /// TLS contexts built from older secrets know to rebuild, so that new connections use a rotated
-/// certificate while open ones keep theirs.
+/// certificate while open ones keep theirs. Whoever waits for secrets (the proxy, before it is LIVE)
+/// is told by the update that brings the last of them.
 final class SecretStore: Sendable {
     enum Content: Sendable, Equatable {
         case certificate(TLSCredentials)
@@ -25,7 +26,23 @@ final class SecretStore: Sendable {
         var serial: Int
     }
 
-    private let secrets = NIOLockedValueBox<[String: Secret]>([:])
+    /// Someone waiting in ``waitForSecrets(_:until:)``.
+    private struct Waiter {
+        var names: Set<String>
+        var continuation: CheckedContinuation<Bool, Never>
+        /// Ends the wait at its deadline; cancelled when the secrets come first.
+        var deadline: Task<Void, Never>?
+    }
+
+    private struct State {
+        var secrets: [String: Secret] = [:]
+        var waiters: [Int: Waiter] = [:]
+        var nextWaiter = 0
+
+        func hasAll(_ names: Set<String>) -> Bool { names.allSatisfy { secrets[$0] != nil } }
+    }
+
+    private let state = NIOLockedValueBox(State())
     private let updates = ManagedAtomic<Int>(0)
 
     init() {}
@@ -33,26 +50,62 @@ final class SecretStore: Sendable {
     /// Moves on with every update.
     var generation: Int { updates.load(ordering: .acquiring) }
 
-    subscript(name: String) -> Secret? { secrets.withLockedValue { $0[name] } }
+    subscript(name: String) -> Secret? { state.withLockedValue { $0.secrets[name] } }
 
     /// All secrets, by name.
-    var all: [Secret] { secrets.withLockedValue { $0.values.sorted { $0.name < $1.name } } }
+    var all: [Secret] { state.withLockedValue { $0.secrets.values.sorted { $0.name < $1.name } } }
 
     /// Puts `contents` in force under `version`. Secrets not named keep what they have: SDS servers
-    /// (Istio's among them) send secrets one at a time.
+    /// (Istio's among them) send secrets one at a time. Then releases the waiters that have all their
+    /// secrets now.
     func update(_ contents: [String: Content], version: String) {
         let now = Date.now.formatted(.iso8601)
-        secrets.withLockedValue { secrets in
+        let released = state.withLockedValue { state -> [Waiter] in
             // The generation moves after the secrets are stored: whoever sees the new generation
             // also sees the new secrets.
             let serial = updates.load(ordering: .relaxed) + 1
             for (name, content) in contents {
                 // A secret sent again unchanged (every SDS reconnect resends all) keeps its serial, so the
                 // TLS contexts built from it are not rebuilt.
-                let unchanged = secrets[name].flatMap { $0.content == content ? $0.serial : nil }
-                secrets[name] = Secret(name: name, version: version, lastUpdated: now, content: content, serial: unchanged ?? serial)
+                let unchanged = state.secrets[name].flatMap { $0.content == content ? $0.serial : nil }
+                state.secrets[name] = Secret(name: name, version: version, lastUpdated: now, content: content, serial: unchanged ?? serial)
             }
             updates.store(serial, ordering: .releasing)
+            var released: [Waiter] = []
+            for (id, waiter) in state.waiters where state.hasAll(waiter.names) {
+                released.append(waiter)
+                state.waiters.removeValue(forKey: id)
+            }
+            return released
+        }
+        for waiter in released {
+            waiter.deadline?.cancel()
+            waiter.continuation.resume(returning: true)
+        }
+    }
+
+    /// Returns true once every secret in `names` is in the store (at once when they already are), or
+    /// false when `deadline` comes first. Not cancellable: it returns by the deadline at the latest.
+    func waitForSecrets(_ names: Set<String>, until deadline: ContinuousClock.Instant) async -> Bool {
+        await withCheckedContinuation { continuation in
+            let id = state.withLockedValue { state -> Int? in
+                guard !state.hasAll(names) else { return nil }
+                let id = state.nextWaiter
+                state.nextWaiter += 1
+                state.waiters[id] = Waiter(names: names, continuation: continuation)
+                return id
+            }
+            guard let id else { return continuation.resume(returning: true) }
+            let timer = Task { [state] in
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                // Still waiting (not released by an update, which cancels this sleep): the deadline has passed.
+                state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.continuation.resume(returning: false)
+            }
+            let waiting = state.withLockedValue { state in
+                state.waiters[id]?.deadline = timer
+                return state.waiters[id] != nil
+            }
+            if !waiting { timer.cancel() }
         }
     }
 

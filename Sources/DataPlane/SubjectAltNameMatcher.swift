@@ -5,14 +5,14 @@ import XDS
 /// whose value matches exactly, by prefix, by suffix or by substring (Envoy's
 /// `match_typed_subject_alt_names`, and the deprecated untyped `match_subject_alt_names`, which Envoy
 /// compares with the URI and DNS names alike). A peer is accepted when any matcher matches any of its names.
-struct SubjectAltNameMatcher: Sendable, Equatable {
-    enum Kind: Sendable, Equatable {
+struct SubjectAltNameMatcher: Sendable, Hashable {
+    enum Kind: Sendable, Hashable {
         case uri, dns, email, ipAddress
         /// The untyped `match_subject_alt_names`.
         case uriOrDNS
     }
 
-    enum Pattern: Sendable, Equatable {
+    enum Pattern: Sendable, Hashable {
         case exact(String)
         case prefix(String)
         case suffix(String)

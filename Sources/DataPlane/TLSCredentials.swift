@@ -66,8 +66,10 @@ struct TLSCredentials: Sendable, Equatable {
         return certificates
     }
 
+    /// The same chain and key. The key object itself first: comparing two keys asks BoringSSL, and
+    /// the TLS context cache compares the credentials of a key it found on every connection.
     static func == (lhs: TLSCredentials, rhs: TLSCredentials) -> Bool {
-        lhs.chainPEM == rhs.chainPEM && lhs.key == rhs.key
+        lhs.chainPEM == rhs.chainPEM && (lhs.key === rhs.key || lhs.key == rhs.key)
     }
 }
 

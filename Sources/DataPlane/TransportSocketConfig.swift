@@ -8,6 +8,8 @@ import XDS
 /// endpoints) or of a filter chain (the proxy terminates TLS): where the certificate and the trust
 /// bundle come from (inline, or SDS secrets by name), which peer names are acceptable, ALPN, SNI and
 /// TLS versions. Plaintext (`raw_buffer`) has no configuration: a nil `TransportSocketConfig`.
+/// A plain value, fixed once decoded: the TLS context it leads to is the proxy's (``TLSContextCache``),
+/// found by ``contextKey``.
 struct TransportSocketConfig: Sendable {
     enum Role: Sendable, Equatable {
         /// TLS to the upstream, sending `serverName` as SNI when set.
@@ -22,26 +24,25 @@ struct TransportSocketConfig: Sendable {
         case secret(SecretReference)
     }
 
-    var role: Role
+    private(set) var role: Role
     /// What this side presents; nil only for a client that presents no certificate.
-    var certificate: Source<TLSCredentials>?
+    private(set) var certificate: Source<TLSCredentials>?
     /// What the peer is verified against; nil: the peer is not verified (Envoy's behavior without a
     /// validation context).
-    var trust: Source<TrustBundle>?
+    private(set) var trust: Source<TrustBundle>?
     /// The peer names accepted (any of them); empty: any certificate the trust bundle verifies.
-    var subjectAltNames: [SubjectAltNameMatcher] = []
-    var applicationProtocols: [String] = []
+    private(set) var subjectAltNames: [SubjectAltNameMatcher] = []
+    private(set) var applicationProtocols: [String] = []
     /// TLS 1.2 unless configured (Envoy's default minimum for clients and servers).
-    var minimumVersion = TLSVersion.tlsv12
-    var maximumVersion: TLSVersion?
+    private(set) var minimumVersion = TLSVersion.tlsv12
+    private(set) var maximumVersion: TLSVersion?
     /// BoringSSL's cipher list for TLS 1.2 and older (`cipher_suites`, joined); nil: the library's default.
-    var cipherSuites: String?
-    var curves: [NIOTLSCurve]?
+    private(set) var cipherSuites: String?
+    private(set) var curves: [NIOTLSCurve]?
     /// The transport socket in Envoy's shape as it was received, inline private keys redacted, for `/config_dump`.
-    var dump: ConfigValue
-    /// The TLS contexts built from this configuration and the secrets in force. Derived state, not
-    /// configuration: `==` ignores it.
-    let contexts = TLSContextCache()
+    private(set) var dump: ConfigValue
+    /// What the TLS context depends on (all of the above but SNI and the dump), made from them when decoded.
+    let contextKey: TLSContextKey
 
     static let tlsSocketName = "envoy.transport_sockets.tls"
     static let rawBufferSocketName = "envoy.transport_sockets.raw_buffer"
@@ -148,11 +149,25 @@ struct TransportSocketConfig: Sendable {
             throw ConfigError(path: "\(path).alpn_protocols[\(index)]", message: "\"\(name)\" is not an ALPN protocol name (1-255 bytes)")
         }
         applicationProtocols = common.alpnProtocols
-        if common.hasTlsParams { try readParameters(common.tlsParams, path: "\(path).tls_params") }
+        if common.hasTlsParams {
+            let parameters = try Self.parameters(common.tlsParams, path: "\(path).tls_params")
+            if let minimum = parameters.minimum { minimumVersion = minimum }
+            maximumVersion = parameters.maximum
+            cipherSuites = parameters.cipherSuites
+            curves = parameters.curves
+        }
+        let contextRole: TLSContextKey.Role = switch role {
+        case .client: .client
+        case .server(let requireClientCertificate): .server(requireClientCertificate: requireClientCertificate)
+        }
+        contextKey = TLSContextKey(role: contextRole, certificate: certificate, trust: trust, subjectAltNames: subjectAltNames,
+                                   applicationProtocols: applicationProtocols, minimumVersion: minimumVersion,
+                                   maximumVersion: maximumVersion, cipherSuites: cipherSuites, curves: curves)
     }
 
-    private mutating func readParameters(_ parameters: Envoy_Extensions_TransportSockets_Tls_V3_TlsParameters,
-                                         path: String) throws(ConfigError) {
+    /// `tls_params`: the versions (nil: TLS_AUTO), the cipher list and the curves, checked.
+    private static func parameters(_ parameters: Envoy_Extensions_TransportSockets_Tls_V3_TlsParameters, path: String)
+        throws(ConfigError) -> (minimum: TLSVersion?, maximum: TLSVersion?, cipherSuites: String?, curves: [NIOTLSCurve]?) {
         func version(_ value: Envoy_Extensions_TransportSockets_Tls_V3_TlsParameters.TlsProtocol,
                      field: String) throws(ConfigError) -> (TLSVersion, Int)? {
             switch value {
@@ -170,8 +185,7 @@ struct TransportSocketConfig: Sendable {
         if let minimum, let maximum, minimum.1 > maximum.1 {
             throw ConfigError(path: "\(path).tls_maximum_protocol_version", message: "is below tls_minimum_protocol_version")
         }
-        if let minimum { minimumVersion = minimum.0 }
-        maximumVersion = maximum?.0
+        var cipherSuites: String?
         if !parameters.cipherSuites.isEmpty {
             let list = parameters.cipherSuites.joined(separator: ":")
             var probe = TLSConfiguration.makeClientConfiguration()
@@ -184,22 +198,24 @@ struct TransportSocketConfig: Sendable {
             }
             cipherSuites = list
         }
+        var curves: [NIOTLSCurve]?
         if !parameters.ecdhCurves.isEmpty {
-            var curves: [NIOTLSCurve] = []
+            var named: [NIOTLSCurve] = []
             for (index, name) in parameters.ecdhCurves.enumerated() {
                 switch name {
-                case "X25519": curves.append(.x25519)
-                case "P-256": curves.append(.secp256r1)
-                case "P-384": curves.append(.secp384r1)
-                case "P-521": curves.append(.secp521r1)
-                case "X25519MLKEM768": curves.append(.x25519_MLKEM768)
+                case "X25519": named.append(.x25519)
+                case "P-256": named.append(.secp256r1)
+                case "P-384": named.append(.secp384r1)
+                case "P-521": named.append(.secp521r1)
+                case "X25519MLKEM768": named.append(.x25519_MLKEM768)
                 default:
                     throw ConfigError(path: "\(path).ecdh_curves[\(index)]",
                                       message: "\"\(name)\" is not supported (X25519, P-256, P-384, P-521, X25519MLKEM768)")
                 }
             }
-            self.curves = curves
+            curves = named
         }
+        return (minimum?.0, maximum?.0, cipherSuites, curves)
     }
 
     /// The TLS context of a socket named tls, or nil for raw_buffer; anything else is refused.
@@ -238,11 +254,9 @@ struct TransportSocketConfig: Sendable {
 }
 
 extension TransportSocketConfig: Equatable {
+    /// The same settings: the context key's and SNI. The dump, which may show fields Capstan ignores, is left out.
     static func == (lhs: TransportSocketConfig, rhs: TransportSocketConfig) -> Bool {
-        lhs.role == rhs.role && lhs.certificate == rhs.certificate && lhs.trust == rhs.trust
-            && lhs.subjectAltNames == rhs.subjectAltNames && lhs.applicationProtocols == rhs.applicationProtocols
-            && lhs.minimumVersion == rhs.minimumVersion && lhs.maximumVersion == rhs.maximumVersion
-            && lhs.cipherSuites == rhs.cipherSuites && lhs.curves == rhs.curves
+        lhs.contextKey == rhs.contextKey && lhs.role == rhs.role
     }
 }
 

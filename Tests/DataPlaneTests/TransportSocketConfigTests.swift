@@ -134,7 +134,7 @@ import XDS
         #expect(dump.contains("BEGIN CERTIFICATE"))
 
         // The TLS context builds from the inline material, without SDS.
-        let built = try socket.contexts.context(for: socket, secrets: SecretStore()).get()
+        let built = try TLSContextCache(metrics: IstioTCPMetrics()).context(for: socket.contextKey, secrets: SecretStore()).get()
         #expect(built.localIdentity == MeshFixture.frontend)
         #expect(built.verifiesPeer)
     }
@@ -174,8 +174,9 @@ import XDS
         // The contexts of a transport socket using these secrets: the same object until a secret changes.
         let socket = try #require(try XDSResourceDecoder.cluster(IstioShapes.cluster(
             "payments", port: 9080, tls: try IstioShapes.upstreamSocket(peers: [MeshFixture.payments]))).cluster.transportSocket)
-        let before = try socket.contexts.context(for: socket, secrets: store).get()
-        #expect(try socket.contexts.context(for: socket, secrets: store).get().context === before.context)
+        let contexts = TLSContextCache(metrics: IstioTCPMetrics())
+        let before = try contexts.context(for: socket.contextKey, secrets: store).get()
+        #expect(try contexts.context(for: socket.contextKey, secrets: store).get().context === before.context)
 
         var notPEM = TestSDSServer.certificate("default", first)
         notPEM.tlsCertificate.certificateChain.inlineString = "hello"
@@ -200,6 +201,6 @@ import XDS
         #expect(await discovery.apply(rotated, type: .secret, client: client) == .accept)
         #expect(store["default"]?.version == "v2")
         #expect(store["ROOTCA"]?.version == "v1")
-        #expect(try socket.contexts.context(for: socket, secrets: store).get().context !== before.context)
+        #expect(try contexts.context(for: socket.contextKey, secrets: store).get().context !== before.context)
     }
 }
