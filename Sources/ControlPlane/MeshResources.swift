@@ -7,12 +7,21 @@ struct MeshResources: Sendable {
     typealias Resource = (name: String, resource: Google_Protobuf_Any)
 
     /// What one workload's `virtualInbound` is made of: its ports (Istio's `inbound|PORT||` clusters)
-    /// and the mutual TLS its PeerAuthentications require.
-    struct InboundWorkload: Sendable, Equatable, CustomStringConvertible {
-        var ports: [Int]
-        var tls: MutualTLSPolicy.Inbound
+    /// and the mutual TLS its PeerAuthentications require. Two are equal exactly when the listeners
+    /// made from them are (for the same interception).
+    struct InboundWorkload: Sendable, Equatable {
+        /// Sorted, once each.
+        let ports: [Int]
+        let tls: MutualTLSPolicy.Inbound
 
-        var description: String { "ports \(ports.map(String.init).joined(separator: ",")) mtls \(tls)" }
+        init(ports: [Int], tls: MutualTLSPolicy.Inbound) {
+            self.ports = ports
+            // A port-level mode repeating the workload's, on one of its ports, changes no chain: left
+            // out, so that it does not make equal listeners compare unequal.
+            var tls = tls
+            tls.portModes = tls.portModes.filter { port, mode in !(mode == tls.mode && ports.contains(port)) }
+            self.tls = tls
+        }
     }
 
     var clusters: [Resource]
@@ -29,8 +38,23 @@ struct MeshResources: Sendable {
         inboundWorkloads[ip] ?? InboundWorkload(ports: [], tls: mutualTLS.inbound(namespace: namespace))
     }
 
-    /// One line per input of the inbound listeners: when it changes, some proxy's listener does.
-    var inboundSummary: [String] {
-        inboundWorkloads.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" } + [mutualTLS.description]
+    /// Whether the resources of `type` differ from those in `other`, compared as values: the packed
+    /// resources by name and content, and for listeners what every proxy's inbound listener is made
+    /// of (those are built per proxy, on request), so that a proxy is sent a type again exactly when
+    /// something in it changed.
+    func differs(from other: MeshResources, in type: XDSResourceType) -> Bool {
+        switch type {
+        case .cluster: !Self.same(clusters, other.clusters)
+        case .endpoint: !Self.same(endpoints, other.endpoints)
+        case .listener:
+            !Self.same([outboundListener], [other.outboundListener]) || inboundWorkloads != other.inboundWorkloads
+                || mutualTLS.undescribedProxies != other.mutualTLS.undescribedProxies
+        // Secrets come from the agent over SDS, never from here.
+        case .secret: false
+        }
+    }
+
+    private static func same(_ resources: [Resource], _ others: [Resource]) -> Bool {
+        resources.count == others.count && zip(resources, others).allSatisfy { $0.name == $1.name && $0.resource == $1.resource }
     }
 }

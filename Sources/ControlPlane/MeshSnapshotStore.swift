@@ -1,4 +1,3 @@
-import FoundationEssentials
 import Synchronization
 import XDS
 
@@ -10,28 +9,24 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         var number = 0
         var resources: MeshResources?
         var versions: [XDSResourceType: String] = [:]
-        /// Each type's content as last built, to tell whether an update changed it.
-        var content: [XDSResourceType: [Data]] = [:]
         /// Inbound listeners made for proxies so far, by IP, namespace and interception, for this generation.
         var inbound: [String: MeshResources.Resource] = [:]
     }
 
     private let generation = Mutex(Generation())
 
-    /// Puts new resources in force; returns the types whose content changed.
+    /// The types the control plane serves; secrets come from the agent.
+    static let servedTypes: [XDSResourceType] = [.cluster, .endpoint, .listener]
+
+    /// Puts new resources in force; returns the types whose content changed (all, the first time).
     @discardableResult
     func update(_ resources: MeshResources) -> [XDSResourceType] {
         generation.withLock { generation in
             generation.number += 1
-            let content: [XDSResourceType: [Data]] = [
-                .cluster: resources.clusters.map(\.resource.value),
-                .endpoint: resources.endpoints.map(\.resource.value),
-                // Inbound listeners follow from the workloads' ports and PeerAuthentications.
-                .listener: [resources.outboundListener.resource.value] + resources.inboundSummary.map { Data($0.utf8) },
-            ]
-            let changed = XDSResourceType.allCases.filter { generation.content[$0] != content[$0] }
+            let changed = Self.servedTypes.filter { type in
+                generation.resources.map { resources.differs(from: $0, in: type) } ?? true
+            }
             for type in changed { generation.versions[type] = String(generation.number) }
-            generation.content = content
             generation.resources = resources
             if changed.contains(.listener) { generation.inbound = [:] }
             return changed

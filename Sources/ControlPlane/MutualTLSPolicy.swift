@@ -4,7 +4,7 @@
 /// `istio-system`, no selector), else PERMISSIVE. A mode left `UNSET` at one level inherits the next
 /// one out; a port-level mode overrides the workload's mode for that port only. The reader refuses two
 /// policies competing for one scope, so at most one applies at each level.
-struct MutualTLSPolicy: Sendable, Equatable, CustomStringConvertible {
+struct MutualTLSPolicy: Sendable, Equatable {
     /// The modes of one workload's inbound side: its own, and overrides by port.
     struct Inbound: Sendable, Hashable, CustomStringConvertible {
         var mode: PeerAuthentication.Mode
@@ -49,9 +49,22 @@ struct MutualTLSPolicy: Sendable, Equatable, CustomStringConvertible {
         return Inbound(mode: selecting.mode ?? inherited, portModes: selecting.portLevelModes)
     }
 
-    /// The mesh and namespace modes: what proxies outside the configuration get, and what their
-    /// listeners' version follows.
-    var description: String {
-        (["mesh=\(meshMode)"] + namespaceModes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }).joined(separator: " ")
+    /// What proxies the configuration does not describe get (no labels, so only namespace and mesh
+    /// policies reach them): the mesh's mode, and the namespaces where that is not what they get.
+    /// Two are equal exactly when every such proxy, in whatever namespace, gets the same modes.
+    struct UndescribedProxies: Sendable, Equatable {
+        var meshMode: PeerAuthentication.Mode
+        var namespaces: [String: Inbound]
+    }
+
+    var undescribedProxies: UndescribedProxies {
+        // A selector can only reach a proxy without labels when it is empty (the reader makes those nil).
+        let candidates = Set(namespaceModes.keys).union(workloadPolicies.filter { $0.selector?.isEmpty == true }.map(\.namespace))
+        var namespaces: [String: Inbound] = [:]
+        for namespace in candidates {
+            let modes = inbound(namespace: namespace)
+            if modes != Inbound(mode: meshMode) { namespaces[namespace] = modes }
+        }
+        return UndescribedProxies(meshMode: meshMode, namespaces: namespaces)
     }
 }

@@ -46,7 +46,7 @@ struct ProxyConfigGenerator: Sendable {
     /// Refuses a trust domain that could not stand in a SPIFFE ID, naming it.
     init(trustDomain: String = Self.defaultTrustDomain, outboundPort: Int = 15001) throws(WorkloadIdentityError) {
         // Checked (and lowercased) as the CA checks the identities it signs.
-        self.trustDomain = try WorkloadIdentity(trustDomain: trustDomain, namespace: "default", serviceAccount: "default").trustDomain
+        self.trustDomain = try WorkloadIdentity.checkTrustDomain(trustDomain)
         self.outboundPort = outboundPort
     }
 
@@ -62,15 +62,17 @@ struct ProxyConfigGenerator: Sendable {
         for cluster in [Self.passthroughCluster, Self.inboundPassthroughCluster] {
             clusters.append((cluster, try .packed(Self.originalDestinationCluster(cluster), as: .cluster)))
         }
+        // Each WorkloadEntry with its modes, resolved once however many services select it.
+        let workloadEntries = config.workloadEntries.map { Member(endpoint: $0.endpoint, namespace: $0.namespace, policy: mutualTLS) }
         // The workload at each IP, for its PeerAuthentication: a WorkloadEntry's, else an inline endpoint's.
         var workloads: [String: Member] = [:]
-        for workload in config.workloadEntries where workloads[workload.endpoint.address] == nil {
-            workloads[workload.endpoint.address] = Member(endpoint: workload.endpoint, namespace: workload.namespace)
+        for workload in workloadEntries where workloads[workload.endpoint.address] == nil {
+            workloads[workload.endpoint.address] = workload
         }
         var inboundPorts: [String: Set<Int>] = workloads.mapValues { _ in [] }
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         for entry in config.serviceEntries {
-            let members = Self.members(of: entry, in: config)
+            let members = Self.members(of: entry, workloadEntries: workloadEntries, policy: mutualTLS)
             for member in members where workloads[member.endpoint.address] == nil { workloads[member.endpoint.address] = member }
             let rule = config.destinationRules.first { rule in entry.hosts.contains(rule.host) }
             for port in entry.ports {
@@ -87,7 +89,7 @@ struct ProxyConfigGenerator: Sendable {
                         let name = Self.clusterName(port: port.number, subset: subset.name, host: host)
                         let selected = members.filter { member in subset.labels.allSatisfy { member.endpoint.labels[$0.key] == $0.value } }
                         var cluster = Self.edsCluster(name, policy: subset.policy)
-                        if Self.usesMutualTLS(subset.policy.tlsMode, members: selected, port: port, policy: mutualTLS) {
+                        if Self.usesMutualTLS(subset.policy.tlsMode, members: selected, port: port) {
                             cluster.transportSocket = try upstreamTLS(to: selected, sni: Self.sni(port: port.number, subset: subset.name, host: host))
                         }
                         clusters.append((name, try .packed(cluster, as: .cluster)))
@@ -116,8 +118,7 @@ struct ProxyConfigGenerator: Sendable {
         }
         var inboundWorkloads: [String: MeshResources.InboundWorkload] = [:]
         for (address, member) in workloads {
-            inboundWorkloads[address] = .init(ports: inboundPorts[address, default: []].sorted(),
-                                              tls: mutualTLS.inbound(namespace: member.namespace, labels: member.endpoint.labels))
+            inboundWorkloads[address] = .init(ports: inboundPorts[address, default: []].sorted(), tls: member.tls)
         }
         return MeshResources(clusters: clusters, endpoints: endpoints,
                              outboundListener: (Self.outboundListenerName, try .packed(listener, as: .listener)),
@@ -165,24 +166,30 @@ struct ProxyConfigGenerator: Sendable {
 
     // MARK: Mutual TLS
 
-    /// An endpoint with the namespace it belongs to: its WorkloadEntry's, or its ServiceEntry's if inline.
+    /// An endpoint with the namespace it belongs to (its WorkloadEntry's, or its ServiceEntry's if
+    /// inline) and the modes its PeerAuthentications give its sidecar, resolved when it is found.
     private struct Member {
         var endpoint: WorkloadEndpoint
         var namespace: String
+        var tls: MutualTLSPolicy.Inbound
+
+        init(endpoint: WorkloadEndpoint, namespace: String, policy: MutualTLSPolicy) {
+            self.endpoint = endpoint
+            self.namespace = namespace
+            tls = policy.inbound(namespace: namespace, labels: endpoint.labels)
+        }
     }
 
     /// Whether a cluster of `members` on service port `port` speaks mutual TLS: the DestinationRule's
     /// mode if it has one, else auto mTLS (every endpoint has a sidecar that does not DISABLE mTLS there).
-    private static func usesMutualTLS(_ mode: DestinationRule.TLSMode?, members: [Member], port: ServiceEntry.Port,
-                                      policy: MutualTLSPolicy) -> Bool {
+    private static func usesMutualTLS(_ mode: DestinationRule.TLSMode?, members: [Member], port: ServiceEntry.Port) -> Bool {
         switch mode {
         case .istioMutual: return true
         case .disable: return false
         case nil:
             return !members.isEmpty && members.allSatisfy { member in
                 member.endpoint.labels[MeshConfig.tlsModeLabel] == "istio"
-                    && policy.inbound(namespace: member.namespace, labels: member.endpoint.labels)
-                        .mode(forPort: targetPort(of: member.endpoint, port: port)) != .disable
+                    && member.tls.mode(forPort: targetPort(of: member.endpoint, port: port)) != .disable
             }
         }
     }
@@ -207,6 +214,10 @@ struct ProxyConfigGenerator: Sendable {
         context.sni = sni
         return try Self.transportSocket(context)
     }
+
+    /// The `envoy.transport_sockets.tls` of every inbound `tls` chain, the same for all workloads and
+    /// ports (certificates come over SDS): packed once, copied into each chain.
+    private static let downstreamTransportSocket = Result(catching: downstreamTLS)
 
     /// The `envoy.transport_sockets.tls` of an inbound chain: the workload certificate, a client
     /// certificate required and checked against the mesh roots (which peer may call is authorization's
@@ -263,7 +274,7 @@ struct ProxyConfigGenerator: Sendable {
             var chain = tcpProxyChain(name: "\(name)-\(transport)", statPrefix: name, route: .cluster(cluster))
             if let port { chain.filterChainMatch.destinationPort = Google_Protobuf_UInt32Value(UInt32(port)) }
             chain.filterChainMatch.transportProtocol = transport
-            if transport == "tls" { chain.transportSocket = try downstreamTLS() }
+            if transport == "tls" { chain.transportSocket = try downstreamTransportSocket.get() }
             chains.append(chain)
         }
         return chains
@@ -271,15 +282,14 @@ struct ProxyConfigGenerator: Sendable {
 
     // MARK: Pieces
 
-    /// The endpoints of a service: inline ones and the WorkloadEntries its selector picks.
-    private static func members(of entry: ServiceEntry, in config: MeshConfig) -> [Member] {
-        var members = entry.endpoints.map { Member(endpoint: $0, namespace: entry.namespace) }
+    /// The endpoints of a service: inline ones and the WorkloadEntries (`workloadEntries`, resolved
+    /// already) its selector picks.
+    private static func members(of entry: ServiceEntry, workloadEntries: [Member], policy: MutualTLSPolicy) -> [Member] {
+        var members = entry.endpoints.map { Member(endpoint: $0, namespace: entry.namespace, policy: policy) }
         if let selector = entry.workloadSelector {
-            members += config.workloadEntries
-                .filter { workload in
-                    workload.namespace == entry.namespace && selector.allSatisfy { workload.endpoint.labels[$0.key] == $0.value }
-                }
-                .map { Member(endpoint: $0.endpoint, namespace: $0.namespace) }
+            members += workloadEntries.filter { workload in
+                workload.namespace == entry.namespace && selector.allSatisfy { workload.endpoint.labels[$0.key] == $0.value }
+            }
         }
         return members
     }

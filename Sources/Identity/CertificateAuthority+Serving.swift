@@ -25,14 +25,14 @@ extension CertificateAuthority {
             let leaf = try Certificate(
                 version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
                 notValidBefore: now.subtracting(Self.clockSkewAllowance), notValidAfter: now.adding(min(lifetime, maximumLifetime)),
-                issuer: signingCertificate.subject, subject: try DistinguishedName { CommonName(names[0]) },
+                issuer: issuerName, subject: try DistinguishedName { CommonName(names[0]) },
                 extensions: try Certificate.Extensions {
                     Critical(BasicConstraints.notCertificateAuthority)
                     Critical(KeyUsage(digitalSignature: true, keyEncipherment: true))
                     try ExtendedKeyUsage([.serverAuth])
                     SubjectAlternativeNames(alternativeNames)
                 },
-                issuerPrivateKey: signingKey.certificateKey)
+                issuerPrivateKey: certificateSigningKey)
             return ([try leaf.serializeAsPEM().pemString + "\n"] + issuingChainPEM, key)
         } catch {
             throw .issuing("a serving certificate for \(names.joined(separator: ", ")): \(error)")

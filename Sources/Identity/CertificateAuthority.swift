@@ -21,6 +21,17 @@ public struct CertificateAuthority: Sendable {
     public let rootCertificatePEM: String
     /// `issuingChain` as PEM, each ending with a newline.
     let issuingChainPEM: [String]
+    /// What follows the leaf in every `sign` answer: `issuingChainPEM`, then `rootCertificatePEM`.
+    let chainAboveLeafPEM: [String]
+    /// The leaves' issuer: the signing certificate's subject.
+    let issuerName: DistinguishedName
+    /// `signingKey` in the form X509 signs with, converted once rather than per certificate.
+    let certificateSigningKey: Certificate.PrivateKey
+    /// The earliest notAfter of the signing certificate, the chain and the roots: no leaf outlives it.
+    let validityEnd: Date
+    /// The extensions every workload leaf carries before its SAN: CA no, key usages, and the
+    /// authority key identifier (the signing certificate's subject key identifier, when it has one).
+    let workloadLeafExtensions: Certificate.Extensions
     /// The longest lifetime a leaf gets, whatever is asked.
     public internal(set) var maximumLifetime: Duration
 
@@ -60,14 +71,32 @@ public struct CertificateAuthority: Sendable {
         self.signingKey = signingKey
         self.roots = roots
         self.maximumLifetime = maximumLifetime
+        chainAboveLeafPEM = issuingChainPEM + [rootCertificatePEM]
+        issuerName = signingCertificate.subject
+        certificateSigningKey = signingKey.certificateKey
+        validityEnd = (issuingChain + roots).reduce(signingCertificate.notValidAfter) { min($0, $1.notValidAfter) }
+        // A signing certificate without a readable subject key identifier gives leaves no authority key
+        // identifier: verifiers then find the issuer by name.
+        let authorityKeyID = (try? signingCertificate.extensions.subjectKeyIdentifier)?.keyIdentifier
+        do {
+            workloadLeafExtensions = try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true, keyEncipherment: true))
+                try ExtendedKeyUsage([.serverAuth, .clientAuth])
+                if let authorityKeyID { AuthorityKeyIdentifier(keyIdentifier: authorityKeyID) }
+            }
+        } catch {
+            throw .issuing("the extensions of workload certificates for \(CertificateChain.name(signingCertificate)): \(error)")
+        }
     }
 
     /// A new self-signed ECDSA P-256 root for `trustDomain`: subject O=<trust domain>, CN=Capstan root CA,
     /// basicConstraints CA, keyUsage keyCertSign and cRLSign.
     public static func generateRoot(trustDomain: String, validity: Duration = defaultRootValidity,
                                     now: Date = Date()) throws(CertificateAuthorityError) -> CertificateAuthority {
+        let organization: String
         do {
-            try WorkloadIdentity.checkTrustDomain(trustDomain)
+            organization = try WorkloadIdentity.checkTrustDomain(trustDomain)
         } catch {
             throw .invalidSettings(error.description)
         }
@@ -77,7 +106,7 @@ public struct CertificateAuthority: Sendable {
         do {
             key = try WorkloadKey(generating: .ecdsaP256)
             let name = try DistinguishedName {
-                OrganizationName(trustDomain.lowercased())
+                OrganizationName(organization)
                 CommonName("Capstan root CA")
             }
             root = try Certificate(
@@ -108,25 +137,18 @@ public struct CertificateAuthority: Sendable {
         try Self.checkStrength(of: request.publicKey)
 
         let lifetime = min(requestedLifetime > .zero ? requestedLifetime : Self.defaultLifetime, maximumLifetime)
-        let caNotAfter = (issuingChain + roots).reduce(signingCertificate.notValidAfter) { min($0, $1.notValidAfter) }
-        guard now < caNotAfter else { throw .expired(CertificateChain.name(signingCertificate), notAfter: caNotAfter) }
-        let notAfter = min(now.adding(lifetime), caNotAfter)
-        let authorityKeyID = (try? signingCertificate.extensions.subjectKeyIdentifier)?.keyIdentifier
+        guard now < validityEnd else { throw .expired(CertificateChain.name(signingCertificate), notAfter: validityEnd) }
+        let notAfter = min(now.adding(lifetime), validityEnd)
         do {
+            var extensions = workloadLeafExtensions
+            // The subject is empty, so the SAN is critical (RFC 5280 §4.2.1.6), as in Istio's certificates.
+            try extensions.append(Critical(SubjectAlternativeNames([.uniformResourceIdentifier(identity.spiffeID)])).makeCertificateExtension())
             let leaf = try Certificate(
                 version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: request.publicKey,
                 notValidBefore: now.subtracting(Self.clockSkewAllowance), notValidAfter: notAfter,
-                issuer: signingCertificate.subject, subject: DistinguishedName(),
-                extensions: try Certificate.Extensions {
-                    Critical(BasicConstraints.notCertificateAuthority)
-                    Critical(KeyUsage(digitalSignature: true, keyEncipherment: true))
-                    try ExtendedKeyUsage([.serverAuth, .clientAuth])
-                    if let authorityKeyID { AuthorityKeyIdentifier(keyIdentifier: authorityKeyID) }
-                    // The subject is empty, so the SAN is critical (RFC 5280 §4.2.1.6), as in Istio's certificates.
-                    Critical(SubjectAlternativeNames([.uniformResourceIdentifier(identity.spiffeID)]))
-                },
-                issuerPrivateKey: signingKey.certificateKey)
-            return [try leaf.serializeAsPEM().pemString + "\n"] + issuingChainPEM + [rootCertificatePEM]
+                issuer: issuerName, subject: DistinguishedName(), extensions: extensions,
+                issuerPrivateKey: certificateSigningKey)
+            return [try leaf.serializeAsPEM().pemString + "\n"] + chainAboveLeafPEM
         } catch {
             throw .issuing("signing a certificate for \(identity): \(error)")
         }

@@ -7,10 +7,9 @@ public struct WorkloadIdentity: Sendable, Hashable, CustomStringConvertible {
 
     /// Refuses names a SPIFFE path segment or a Kubernetes name could not hold.
     public init(trustDomain: String, namespace: String, serviceAccount: String) throws(WorkloadIdentityError) {
-        try Self.check(trustDomain, as: "trust domain", allowing: ".-_")
-        try Self.check(namespace, as: "namespace", allowing: ".-_")
-        try Self.check(serviceAccount, as: "service account", allowing: ".-_")
-        self.trustDomain = trustDomain.lowercased()
+        self.trustDomain = try Self.checkTrustDomain(trustDomain)
+        try Self.checkName(namespace, as: "namespace")
+        try Self.checkName(serviceAccount, as: "service account")
         self.namespace = namespace
         self.serviceAccount = serviceAccount
     }
@@ -29,9 +28,13 @@ public struct WorkloadIdentity: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { spiffeID }
 
-    /// Refuses a trust domain that could not stand in a SPIFFE ID; the value is named.
-    public static func checkTrustDomain(_ trustDomain: String) throws(WorkloadIdentityError) {
+    /// Refuses a trust domain that could not stand in a SPIFFE ID; the value is named. Returns it as
+    /// identities carry it (lowercased: trust domains compare case-insensitively), so every place that
+    /// takes one from outside checks and normalizes it the same way.
+    @discardableResult
+    public static func checkTrustDomain(_ trustDomain: String) throws(WorkloadIdentityError) -> String {
         try check(trustDomain, as: "trust domain", allowing: ".-_")
+        return trustDomain.lowercased()
     }
 
     /// Refuses a namespace or service account that could not stand in a SPIFFE ID; the value is named.
