@@ -146,9 +146,16 @@ let package = Package(
         .executableTarget(
             name: "CapstanCLI",
             dependencies: [
-                "Capture", "Netfilter", "DataPlane", "NodeAgent", "ControlPlane", "XDS", "Identity", "Supervisor",
+                "Capture", "Netfilter", "DataPlane", "NodeAgent", "ControlPlane", "XDS", "Identity", "Supervisor", "HTTPEndpoints",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            // Every capstan process (init, agent, proxy) maps the whole executable. Linked by lld with packed
+            // relative relocations and no exported symbols, the loader reads 50 KB at start instead of 4.7 MB
+            // of relocations and symbol tables (README, "Agent memory"), and the link is faster too.
+            linkerSettings: [
+                .unsafeFlags(["-use-ld=lld", "-Xlinker", "--no-export-dynamic", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"],
+                             .when(platforms: [.linux])),
             ]
         ),
 

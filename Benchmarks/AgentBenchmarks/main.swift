@@ -8,8 +8,9 @@ import Netfilter
 // 1. START (ROUNDS=20): `capstan agent` started in the captured client pod with the control plane
 //    next door; the time runs from the spawn until :15021/healthz/ready answers 200 (polled every
 //    10 ms): the first certificate from the CA, the xDS relay, the proxy LIVE with accepted listeners and
-//    clusters. The agent is then killed with its proxy and started again. Its resident memory is read
-//    from /proc once it is ready.
+//    clusters. The agent is then killed with its proxy and started again. Its memory is read from /proc
+//    once it is ready (ProcessMemory: RSS, PSS, USS, and the pages its proxy does not map: agent and proxy
+//    are one executable, so most of the agent's RSS is code both map).
 // 2. LATENCY (SECONDS=10 per path, RATE=1000): open loop, one connection, 64-byte messages sent every
 //    1/RATE s by one thread and their echoes timed by another, on two paths in the same namespaces:
 //    direct (client as uid 1337 to a port neither side captures) and through both sidecars with
@@ -39,7 +40,7 @@ try mesh.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": M
 let clientPod = try mesh.addPod("client", address: client)
 try mesh.capture(clientPod)
 var startTimes: [Double] = []
-var resident: [Double] = []
+var resident: [Double] = [], proportional: [Double] = [], privateMemory: [Double] = [], beyondProxy: [Double] = []
 for round in 0..<rounds {
     let started = Date()
     let agent = try mesh.startAgent(in: clientPod, serviceAccount: "client", label: "agent-\(round)")
@@ -50,19 +51,35 @@ for round in 0..<rounds {
         usleep(10_000)
     }
     startTimes.append(Date().timeIntervalSince(started))
-    resident.append(BenchmarkFigures.memory(of: agent.pid).resident)
+    // Once its proxy has settled (the figures of a process still starting up would be a moment's).
+    usleep(200_000)
+    guard let memory = ProcessMemory(pid: agent.pid), let proxy = ProcessMemory.children(of: agent.pid).first else {
+        throw SandboxError("the agent or its proxy is gone: \(agent.log)")
+    }
+    resident.append(memory.resident)
+    proportional.append(memory.proportional)
+    privateMemory.append(memory.privateBytes)
+    beyondProxy.append(memory.pagesNotMapped(by: proxy))
     if round < rounds - 1 {
+        // Its proxy (the agent's child) goes too, by pid.
+        let proxies = ProcessMemory.children(of: agent.pid)
         agent.stop()
-        // Its proxy (the agent's child, in the pod we made) goes too, by pid.
-        let pids = try ChildProcess.run("/usr/sbin/ip", ["netns", "pids", "\(mesh.name)-client"]).standardOutput
-        for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+        for pid in proxies { kill(pid, SIGKILL) }
         usleep(100_000)
     }
+}
+func memoryRow(_ name: String, _ values: [Double]) -> String {
+    func megabytes(_ value: Double?) -> String { String(format: "%.1f", value ?? .nan) }
+    return "  \(name.padding(toLength: 24, withPad: " ", startingAt: 0)) \(megabytes(percentile(values, 0.5))) MB (\(megabytes(values.min()))-\(megabytes(values.max())))"
 }
 print("""
     agent start -> ready (\(rounds) starts, local control plane and CA, certificate + xDS + proxy LIVE):
       p50 \(BenchmarkFigures.milliseconds(percentile(startTimes, 0.5), digits: 1))  p90 \(BenchmarkFigures.milliseconds(percentile(startTimes, 0.9), digits: 1))  max \(BenchmarkFigures.milliseconds(startTimes.max() ?? .nan, digits: 1))
-    agent resident memory when ready: median \(String(format: "%.1f", percentile(resident, 0.5))) MB (min \(String(format: "%.1f", resident.min() ?? .nan)), max \(String(format: "%.1f", resident.max() ?? .nan)))
+    agent memory when ready, median (min-max) of \(rounds) starts:
+    \(memoryRow("resident (RSS)", resident))
+    \(memoryRow("proportional (PSS)", proportional))
+    \(memoryRow("private (USS)", privateMemory))
+    \(memoryRow("not mapped by its proxy", beyondProxy))
     """)
 
 // MARK: 2. Two sidecars with mTLS against direct
