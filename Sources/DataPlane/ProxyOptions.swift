@@ -36,7 +36,7 @@ public struct ProxyOptions: Sendable {
     /// Listeners and clusters from a bootstrap file; nil: Istio's passthrough on the two capture ports.
     public var bootstrap: BootstrapConfig?
     /// Delays between attempts to reach the control plane.
-    public var controlPlaneBackoff = ADSClient.Backoff()
+    public var controlPlaneBackoff = RetryBackoff()
     /// How long a new EDS cluster waits for its endpoints before serving without them.
     public var warmingTimeout = Duration.seconds(15)
 

@@ -52,7 +52,7 @@ final class SecretDiscovery: ADSResponseHandler {
 
     private let store: SecretStore
     private let node: Envoy_Config_Core_V3_Node
-    private let backoff: ADSClient.Backoff
+    private let backoff: RetryBackoff
     private let logger: Logger
     /// Where the gRPC server of a static cluster is.
     private let servers: @Sendable (String) -> XDSServerAddress?
@@ -60,7 +60,7 @@ final class SecretDiscovery: ADSResponseHandler {
     private let stopped = Mutex(false)
 
     init(store: SecretStore, node: Envoy_Config_Core_V3_Node, servers: @escaping @Sendable (String) -> XDSServerAddress?,
-         backoff: ADSClient.Backoff, logger: Logger) {
+         backoff: RetryBackoff, logger: Logger) {
         self.store = store
         self.node = node
         self.servers = servers

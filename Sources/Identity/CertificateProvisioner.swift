@@ -19,11 +19,11 @@ public final class CertificateProvisioner: Sendable {
         /// Spread of the rotation point, as a share of the lifetime (Istio's jitter, 0.01).
         public var maximumJitter: Double
         /// Retry delays after a failed request, as the xDS client's reconnects.
-        public var retry: ADSClient.Backoff
+        public var retry: RetryBackoff
 
         public init(identity: WorkloadIdentity, keyAlgorithm: KeyAlgorithm = .default,
                     requestedLifetime: Duration = .seconds(24 * 3600), graceRatio: Double = 0.5,
-                    maximumJitter: Double = 0.01, retry: ADSClient.Backoff = .init()) {
+                    maximumJitter: Double = 0.01, retry: RetryBackoff = .init()) {
             self.identity = identity
             self.keyAlgorithm = keyAlgorithm
             self.requestedLifetime = requestedLifetime

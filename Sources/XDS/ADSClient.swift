@@ -34,9 +34,6 @@ public enum DiscoveryAPI: Sendable {
 /// subscriptions are sent again with their accepted versions; the handler keeps its last good config
 /// in the meantime.
 public final class ADSClient: Sendable {
-    /// Reconnect delays: `initial` doubling up to `maximum`, each drawn from its upper half.
-    public typealias Backoff = RetryBackoff
-
     private struct Subscription {
         var names: [String]
         var acceptedVersion = ""

@@ -27,11 +27,6 @@ import XDS
         #expect(backoff.ceiling(attempt: 6) == .seconds(30))
     }
 
-    @Test func theADSClientNameStillNamesIt() {
-        let backoff: ADSClient.Backoff = .init(initial: .milliseconds(50), maximum: .milliseconds(200))
-        #expect(backoff == RetryBackoff(initial: .milliseconds(50), maximum: .milliseconds(200), jitter: .upperHalf))
-    }
-
     @Test func retryingStartsOverAfterProgressAndStopsWhenCancelled() async throws {
         let backoff = RetryBackoff(initial: .milliseconds(1), maximum: .milliseconds(4), jitter: .none)
         // Attempts 1-4 fail, 5 makes progress, then failures again; cancelled during the 8th.
