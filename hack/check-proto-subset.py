@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
-"""Checks proto/ against Envoy's own descriptors (PyPI's xds-protos): every message, field and enum value
-in our subset must exist there with the same number, type and label, so the wire format is Envoy's."""
+"""Checks every .proto in proto/ against descriptors we did not write, so the wire format is the other side's:
+- Envoy's API (and google.rpc) against PyPI's xds-protos, Envoy's own generated descriptors;
+- Istio's API (istio.*) against the transcriptions of Istio's published files that the interoperability
+  peers are compiled from (Tests/EndToEndTests/Peers/istio-api/; no package on PyPI carries them).
+Every message, field, enum value and service method in our subset must exist there with the same number,
+type, label and message types. A file whose package neither reference knows is a failure: nothing in
+proto/ goes unchecked."""
 import subprocess, sys, tempfile, pathlib
 from google.protobuf import descriptor_pb2, descriptor_pool
 import envoy.service.discovery.v3.ads_pb2  # noqa: F401  (loads the discovery service and its imports)
@@ -11,59 +16,109 @@ import envoy.extensions.transport_sockets.tls.v3.tls_pb2  # noqa: F401
 import envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2  # noqa: F401
 import envoy.service.secret.v3.sds_pb2  # noqa: F401
 
-root = pathlib.Path(__file__).resolve().parent.parent / "proto"
-files = sorted(str(p.relative_to(root)) for p in root.rglob("*.proto"))
-with tempfile.NamedTemporaryFile(suffix=".pb") as out:
-    subprocess.run(["protoc", f"-I{root}", "--include_imports", f"--descriptor_set_out={out.name}", *files], check=True)
-    ours = descriptor_pb2.FileDescriptorSet.FromString(pathlib.Path(out.name).read_bytes())
+repository = pathlib.Path(__file__).resolve().parent.parent
+ours_root = repository / "proto"
+istio_root = repository / "Tests" / "EndToEndTests" / "Peers" / "istio-api"
 
-pool = descriptor_pool.Default()
+
+def compile_set(root):
+    """The FileDescriptorSet of every .proto below root, with its imports."""
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*.proto"))
+    with tempfile.NamedTemporaryFile(suffix=".pb") as out:
+        subprocess.run(["protoc", f"-I{root}", "--include_imports", f"--descriptor_set_out={out.name}", *files], check=True)
+        return descriptor_pb2.FileDescriptorSet.FromString(pathlib.Path(out.name).read_bytes()), set(files)
+
+
+ours, our_files = compile_set(ours_root)
+envoy = descriptor_pool.Default()
+istio = descriptor_pool.DescriptorPool()
+istio_set, _ = compile_set(istio_root)
+for file in istio_set.file:
+    istio.Add(file)
+
 problems, checked = [], 0
+
 
 def repeated(field):
     """Newer protobuf runtimes have is_repeated; older ones only label."""
     return field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
 
-def check_message(message, prefix):
+
+def check_message(message, prefix, reference_pool, owner):
     global checked
     name = f"{prefix}.{message.name}"
     try:
-        reference = pool.FindMessageTypeByName(name)
+        reference = reference_pool.FindMessageTypeByName(name)
     except KeyError:
-        problems.append(f"{name}: no such message in Envoy's API"); return
+        problems.append(f"{name}: no such message in {owner}'s API"); return
     for field in message.field:
         real = reference.fields_by_name.get(field.name)
         checked += 1
         if real is None:
-            problems.append(f"{name}.{field.name}: no such field")
-        elif (real.number, real.type, repeated(real)) != (field.number, field.type, field.label == field.LABEL_REPEATED):
-            problems.append(f"{name}.{field.name}: ours #{field.number} type {field.type} repeated {field.label == field.LABEL_REPEATED}, "
-                            f"Envoy's #{real.number} type {real.type} repeated {repeated(real)}")
+            problems.append(f"{name}.{field.name}: no such field in {owner}'s API"); continue
+        ours_shape = (field.number, field.type, field.label == field.LABEL_REPEATED, field.type_name.lstrip("."))
+        real_type = real.message_type or real.enum_type
+        real_shape = (real.number, real.type, repeated(real), real_type.full_name if real_type else "")
+        if ours_shape != real_shape:
+            problems.append(f"{name}.{field.name}: ours #{ours_shape[0]} type {ours_shape[1]} {ours_shape[3]} repeated {ours_shape[2]}, "
+                            f"{owner}'s #{real_shape[0]} type {real_shape[1]} {real_shape[3]} repeated {real_shape[2]}")
     for nested in message.nested_type:
         if not nested.options.map_entry:
-            check_message(nested, name)
+            check_message(nested, name, reference_pool, owner)
     for enum in message.enum_type:
-        check_enum(enum, name)
+        check_enum(enum, name, reference_pool, owner)
 
-def check_enum(enum, prefix):
+
+def check_enum(enum, prefix, reference_pool, owner):
     global checked
     name = f"{prefix}.{enum.name}"
-    reference = pool.FindEnumTypeByName(name)
+    try:
+        reference = reference_pool.FindEnumTypeByName(name)
+    except KeyError:
+        problems.append(f"{name}: no such enum in {owner}'s API"); return
     for value in enum.value:
         checked += 1
         real = reference.values_by_name.get(value.name)
         if real is None or real.number != value.number:
-            problems.append(f"{name}.{value.name}: not Envoy's ({real.number if real else 'missing'})")
+            problems.append(f"{name}.{value.name}: not {owner}'s ({real.number if real else 'missing'})")
+
+
+def check_service(service, prefix, reference_pool, owner):
+    global checked
+    name = f"{prefix}.{service.name}"
+    try:
+        reference = reference_pool.FindServiceByName(name)
+    except KeyError:
+        problems.append(f"{name}: no such service in {owner}'s API"); return
+    for method in service.method:
+        checked += 1
+        real = reference.methods_by_name.get(method.name)
+        if real is None:
+            problems.append(f"{name}/{method.name}: no such method in {owner}'s API"); continue
+        real_client_streaming = getattr(real, "client_streaming", method.client_streaming)
+        real_server_streaming = getattr(real, "server_streaming", method.server_streaming)
+        ours_shape = (method.input_type.lstrip("."), method.output_type.lstrip("."), method.client_streaming, method.server_streaming)
+        real_shape = (real.input_type.full_name, real.output_type.full_name, real_client_streaming, real_server_streaming)
+        if ours_shape != real_shape:
+            problems.append(f"{name}/{method.name}: ours {ours_shape}, {owner}'s {real_shape}")
+
 
 for file in ours.file:
-    # google.protobuf is protoc's own; istio.v1.auth (the CA API) is not in Envoy's descriptors, and its
-    # wire format is checked end to end against a CA built from the same file by grpcio-tools.
-    if file.package.startswith("google.protobuf") or file.package.startswith("istio."):
+    # Imports from protoc's own include directory (google/protobuf/*) are not ours to check.
+    if file.name not in our_files:
         continue
+    if file.package.startswith("istio."):
+        reference_pool, owner = istio, "Istio"
+    elif file.package.startswith("envoy.") or file.package.startswith("google.rpc"):
+        reference_pool, owner = envoy, "Envoy"
+    else:
+        problems.append(f"{file.name}: package {file.package} has no independent reference to be checked against"); continue
     for message in file.message_type:
-        check_message(message, file.package)
+        check_message(message, file.package, reference_pool, owner)
     for enum in file.enum_type:
-        check_enum(enum, file.package)
+        check_enum(enum, file.package, reference_pool, owner)
+    for service in file.service:
+        check_service(service, file.package, reference_pool, owner)
 
-print("\n".join(problems) or f"proto/: {checked} fields and enum values match Envoy's descriptors")
+print("\n".join(problems) or f"proto/: {checked} fields, enum values and methods match Envoy's descriptors and Istio's published API")
 sys.exit(1 if problems else 0)

@@ -15,7 +15,8 @@ packages=(
   python3-pip       # installs kubernetes-validate (manifest checks) from PyPI
   openssl           # tests make throw-away CAs and certificates
   containernetworking-plugins  # the reference CNI plugins (bridge, host-local) node-mode tests chain after
-  protobuf-compiler # protoc: hack/check-proto-subset.py compiles proto/ to compare it with Envoy's
+  protobuf-compiler # protoc: hack/check-proto-subset.py compiles proto/ to compare it with Envoy's and Istio's
+  libprotobuf-dev   # google/protobuf/*.proto (any, struct, wrappers), which protoc only recommends
 )
 
 missing=()

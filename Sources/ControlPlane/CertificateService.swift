@@ -5,7 +5,9 @@ import XDS
 
 /// The control plane's CA endpoint, Istio's `IstioCertificateService/CreateCertificate`: the caller is
 /// authenticated by its bearer token, and the certificate names the identity that token maps to,
-/// whatever the CSR asks for.
+/// whatever the CSR asks for. It answers in istiod's form: `cert_chain` is [leaf, intermediates…, roots…],
+/// one certificate an entry, and `root_cert` is left unset, as istiod leaves it (older pilot-agents read
+/// the roots from the end of the chain only).
 public final class CertificateService: Istio_V1_Auth_IstioCertificateService.ServiceProtocol {
     public let authority: CertificateAuthority
     public let trustDomain: String

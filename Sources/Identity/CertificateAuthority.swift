@@ -17,11 +17,11 @@ public struct CertificateAuthority: Sendable {
     public let issuingChain: [Certificate]
     /// The trusted roots (one, or several while a root is being rotated).
     public let roots: [Certificate]
-    /// The roots as PEM: the last element of every `sign` answer, Istio's `root-cert.pem`.
+    /// The roots as PEM, Istio's `root-cert.pem`.
     public let rootCertificatePEM: String
     /// `issuingChain` as PEM, each ending with a newline.
     let issuingChainPEM: [String]
-    /// What follows the leaf in every `sign` answer: `issuingChainPEM`, then `rootCertificatePEM`.
+    /// What follows the leaf in every `sign` answer: `issuingChainPEM`, then each root on its own.
     let chainAboveLeafPEM: [String]
     /// The leaves' issuer: the signing certificate's subject.
     let issuerName: DistinguishedName
@@ -63,7 +63,10 @@ public struct CertificateAuthority: Sendable {
                 try CertificateChain.verify(issuingChain, roots: roots)
             }
             self.issuingChainPEM = try issuingChain.map(CertificateChain.pem)
-            self.rootCertificatePEM = try roots.map(CertificateChain.pem).joined()
+            let rootPEMs = try roots.map(CertificateChain.pem)
+            self.rootCertificatePEM = rootPEMs.joined()
+            // One certificate per entry, as istiod answers (ztunnel expects it).
+            self.chainAboveLeafPEM = issuingChainPEM + rootPEMs
         } catch {
             throw .invalidMaterial("the CA certificates", error.reason)
         }
@@ -71,7 +74,6 @@ public struct CertificateAuthority: Sendable {
         self.signingKey = signingKey
         self.roots = roots
         self.maximumLifetime = maximumLifetime
-        chainAboveLeafPEM = issuingChainPEM + [rootCertificatePEM]
         issuerName = signingCertificate.subject
         certificateSigningKey = signingKey.certificateKey
         validityEnd = (issuingChain + roots).reduce(signingCertificate.notValidAfter) { min($0, $1.notValidAfter) }
@@ -128,8 +130,8 @@ public struct CertificateAuthority: Sendable {
     /// Issues a workload certificate for the key in `csrPEM`, for `identity` (the authenticated caller).
     /// The CSR must carry a valid self-signature and an ECDSA P-256/P-384 or RSA ≥ 2048 key; its subject and
     /// SANs are ignored. The leaf lives `requestedLifetime` (24 h when zero or negative), at most
-    /// `maximumLifetime`, and never past the CA's own certificates. Returns Istio's `cert_chain`:
-    /// [leaf, intermediates…, root(s)] as PEM.
+    /// `maximumLifetime`, and never past the CA's own certificates. Returns Istio's `cert_chain` in istiod's
+    /// form: [leaf, intermediates…, roots…] as PEM, one certificate per entry, each ending with a newline.
     public func sign(csrPEM: String, for identity: WorkloadIdentity, requestedLifetime: Duration = .zero,
                      now: Date = Date()) throws(CertificateAuthorityError) -> [String] {
         let request = try Self.readCSR(csrPEM)

@@ -27,9 +27,9 @@ public struct CertificateAuthorityClient: Sendable {
         self.timeout = timeout
     }
 
-    /// Sends `csrPEM` asking for `lifetime`; returns the PEM chain as the CA answered it (the workload
-    /// certificate first, the root last).
-    public func createCertificate(csrPEM: String, lifetime: Duration) async throws -> [String] {
+    /// Sends `csrPEM` asking for `lifetime`; returns the CA's chain and trust bundle, in whichever of
+    /// Istio's two response forms the CA answered.
+    public func createCertificate(csrPEM: String, lifetime: Duration) async throws -> IssuedChain {
         let metadata = try Self.credentials(tokenPath: tokenPath, clusterID: clusterID)
         var request = Istio_V1_Auth_IstioCertificateRequest()
         request.csr = csrPEM
@@ -37,14 +37,15 @@ public struct CertificateAuthorityClient: Sendable {
         var options = CallOptions.defaults
         options.timeout = timeout
         let transport = try security.clientTransport(to: address)
-        let chain = try await withGRPCClient(transport: transport) { grpc in
+        let response = try await withGRPCClient(transport: transport) { grpc in
             try await Istio_V1_Auth_IstioCertificateService.Client(wrapping: grpc)
-                .createCertificate(request, metadata: metadata, options: options).certChain
+                .createCertificate(request, metadata: metadata, options: options)
         }
-        guard !chain.isEmpty else {
-            throw CertificateAuthorityClientError.emptyChain(address: "\(address)")
+        do throws(WorkloadCertificateError) {
+            return try IssuedChain(response)
+        } catch {
+            throw CertificateAuthorityClientError.unusableAnswer(address: "\(address)", reason: error)
         }
-        return chain
     }
 
     /// What pilot-agent sends the CA and the control plane: `authorization: Bearer TOKEN` (the token read
@@ -76,12 +77,12 @@ public struct CertificateAuthorityClient: Sendable {
 /// Why a certificate request could not even be answered; the token's value never appears.
 public enum CertificateAuthorityClientError: Error, CustomStringConvertible {
     case token(path: String, reason: String)
-    case emptyChain(address: String)
+    case unusableAnswer(address: String, reason: WorkloadCertificateError)
 
     public var description: String {
         switch self {
         case .token(let path, let reason): "cannot read the bearer token from \(path): \(reason)"
-        case .emptyChain(let address): "the CA at \(address) answered with no certificates"
+        case .unusableAnswer(let address, let reason): "the CA at \(address) answered with no usable certificate: \(reason)"
         }
     }
 }

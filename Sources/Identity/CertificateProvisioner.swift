@@ -102,9 +102,8 @@ public final class CertificateProvisioner: Sendable {
     private func request() async throws -> WorkloadCertificate {
         let key = try WorkloadKey(generating: settings.keyAlgorithm)
         let csr = try WorkloadCSR(for: settings.identity, key: key)
-        let chain = try await authority.createCertificate(csrPEM: csr.pemEncoded, lifetime: settings.requestedLifetime)
-        // Istio's CAs end the chain with the root; the trust bundle is that last element.
-        let certificate = try WorkloadCertificate(key: key, chainPEM: chain, rootCertificatePEM: chain.last!)
+        let issued = try await authority.createCertificate(csrPEM: csr.pemEncoded, lifetime: settings.requestedLifetime)
+        let certificate = try WorkloadCertificate(key: key, chainPEM: issued.chainPEM, rootCertificatePEM: issued.trustBundlePEM)
         guard certificate.identity == settings.identity else {
             throw CertificateProvisionerError.otherIdentity(asked: settings.identity, issued: certificate.identity)
         }

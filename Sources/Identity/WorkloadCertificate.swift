@@ -120,6 +120,7 @@ extension WorkloadCertificate: CustomStringConvertible {
 public enum WorkloadCertificateError: Error, Equatable, Sendable, CustomStringConvertible {
     case unreadable(String)
     case emptyChain
+    case noTrustBundle
     case keyMismatch(String)
     case dates(notBefore: Date, notAfter: Date)
     case leafIsCertificateAuthority(String)
@@ -130,6 +131,7 @@ public enum WorkloadCertificateError: Error, Equatable, Sendable, CustomStringCo
         switch self {
         case .unreadable(let reason): "certificate unreadable: \(reason)"
         case .emptyChain: "the certificate chain has no leaf certificate"
+        case .noTrustBundle: "the CA's answer has no root: a single cert_chain entry and no root_cert"
         case .keyMismatch(let leaf): "the leaf certificate (\(leaf)) was not issued for this workload's key"
         case .dates(let notBefore, let notAfter): "the leaf certificate's notAfter (\(notAfter)) is not after its notBefore (\(notBefore))"
         case .leafIsCertificateAuthority(let leaf): "the leaf certificate (\(leaf)) is a CA certificate, not a workload's"

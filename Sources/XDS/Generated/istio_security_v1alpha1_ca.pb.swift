@@ -20,8 +20,10 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-/// Istio's CA API (istio.io/api security/v1alpha1/ca.proto): a CSR in, a certificate chain out. The caller
-/// is authenticated by a bearer token in the request metadata; the CA decides the identity.
+/// Istio's CA API (istio/api, security/v1alpha1/ca.proto): a CSR in, a certificate chain out. The caller
+/// is authenticated by a bearer token in the request metadata; the CA decides the identity. Field numbers
+/// are Istio's; hack/check-proto-subset.py checks them against the transcription of Istio's published file
+/// in Tests/EndToEndTests/Peers/istio-api/, which the interoperability peers are compiled from.
 public nonisolated struct Istio_V1_Auth_IstioCertificateRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -55,8 +57,34 @@ public nonisolated struct Istio_V1_Auth_IstioCertificateResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// PEM certificates: the workload certificate first, the root last.
+  /// PEM certificates, the workload certificate first. Without root_cert, the last entry holds the root
+  /// (or several roots); with it, the leaf and any intermediates only.
   public var certChain: [String] = []
+
+  /// The whole trust bundle (newer CAs; optional).
+  public var rootCert: Istio_V1_Auth_Roots {
+    get {_rootCert ?? Istio_V1_Auth_Roots()}
+    set {_rootCert = newValue}
+  }
+  /// Returns true if `rootCert` has been explicitly set.
+  public var hasRootCert: Bool {self._rootCert != nil}
+  /// Clears the value of `rootCert`. Subsequent reads from it will return its default value.
+  public mutating func clearRootCert() {self._rootCert = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _rootCert: Istio_V1_Auth_Roots? = nil
+}
+
+/// The trusted roots, as PEM.
+public nonisolated struct Istio_V1_Auth_Roots: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var caCert: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -113,7 +141,7 @@ nonisolated extension Istio_V1_Auth_IstioCertificateRequest: SwiftProtobuf.Messa
 
 nonisolated extension Istio_V1_Auth_IstioCertificateResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".IstioCertificateResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}H\u{3}cert_chain\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cert_chain\0\u{3}root_cert\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -121,21 +149,60 @@ nonisolated extension Istio_V1_Auth_IstioCertificateResponse: SwiftProtobuf.Mess
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 200: try { try decoder.decodeRepeatedStringField(value: &self.certChain) }()
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.certChain) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._rootCert) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.certChain.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.certChain, fieldNumber: 200)
+      try visitor.visitRepeatedStringField(value: self.certChain, fieldNumber: 1)
     }
+    try { if let v = self._rootCert {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Istio_V1_Auth_IstioCertificateResponse, rhs: Istio_V1_Auth_IstioCertificateResponse) -> Bool {
     if lhs.certChain != rhs.certChain {return false}
+    if lhs._rootCert != rhs._rootCert {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Istio_V1_Auth_Roots: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Roots"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ca_cert\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.caCert) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.caCert.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.caCert, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Istio_V1_Auth_Roots, rhs: Istio_V1_Auth_Roots) -> Bool {
+    if lhs.caCert != rhs.caCert {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,20 +1,23 @@
-"""An Istio CA we did not write the protocol code of: Istio's ca.proto (proto/istio/security/v1alpha1)
-compiled at start by grpcio-tools, certificates signed by pyca/cryptography. It authenticates the caller
-by its bearer token, issues the SPIFFE ID that token maps to (never the CSR's), honours the requested
-validity, and logs each request as a JSON line. With --fail-after N, calls after the Nth answer
-UNAVAILABLE (a CA that went down).
+"""An Istio CA we did not write the protocol code of: Istio's published ca.proto (the transcription in
+istio-api/) compiled at start by grpcio-tools, certificates signed by pyca/cryptography through an
+intermediate. It authenticates the caller by its bearer token, issues the SPIFFE ID that token maps to
+(never the CSR's), honours the requested validity, and logs each request as a JSON line. The trust bundle
+holds two roots (the signing one and a second, as during a root rotation). With --fail-after N, calls
+after the Nth answer UNAVAILABLE (a CA that went down).
 
-usage: ca_server.py HOST:PORT STATE_DIR TOKEN SPIFFE_ID [--fail-after N]
-STATE_DIR gets root-cert.pem (written before the port opens) and requests.jsonl.
+--form says how the answer is shaped, as Istio's API allows:
+  istiod        cert_chain [leaf, intermediate, root1, root2], one certificate an entry (istiod's form);
+  concatenated  cert_chain [leaf, intermediate, root1+root2] (the older form the API describes);
+  roots         cert_chain [leaf, intermediate], root_cert.ca_cert [root1, root2] (the newer form).
+
+usage: ca_server.py HOST:PORT STATE_DIR TOKEN SPIFFE_ID [--fail-after N] [--form istiod|concatenated|roots]
+STATE_DIR gets root-cert.pem (the bundle, written before the port opens) and requests.jsonl.
 """
-import atexit
 import datetime
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 from concurrent import futures
 
@@ -23,36 +26,45 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from grpc_tools import protoc
+
+from istio_api import load_ca_api
 
 address, state_dir, token, spiffe_id = sys.argv[1:5]
 fail_after = int(sys.argv[sys.argv.index("--fail-after") + 1]) if "--fail-after" in sys.argv else None
-
-# Compile Istio's CA API from the repository's copy.
-proto_root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "proto")
-generated = tempfile.mkdtemp(prefix="ca-peer-")
-atexit.register(shutil.rmtree, generated, True)
+form = sys.argv[sys.argv.index("--form") + 1] if "--form" in sys.argv else "istiod"
+if form not in ("istiod", "concatenated", "roots"):
+    sys.exit(f"unknown --form {form}")
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
-status = protoc.main(["protoc", f"-I{proto_root}", f"-I{include}", f"--python_out={generated}",
-                      f"--grpc_python_out={generated}", "istio/security/v1alpha1/ca.proto"])
-if status != 0:
-    sys.exit(f"protoc failed: {status}")
-sys.path.insert(0, generated)
-from istio.security.v1alpha1 import ca_pb2, ca_pb2_grpc  # noqa: E402
+ca_pb2, ca_pb2_grpc = load_ca_api()
 
 now = datetime.datetime.now(datetime.timezone.utc)
-root_key = ec.generate_private_key(ec.SECP256R1())
-root_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "python peer CA")])
-root = (x509.CertificateBuilder().subject_name(root_name).issuer_name(root_name)
-        .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(root_key, hashes.SHA256()))
-root_pem = root.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def pem(certificate):
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def ca_certificate(name, key, issuer_name, issuer_key):
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(issuer_key, hashes.SHA256()))
+
+
+def organization(name):
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, name)])
+
+
+root_key, other_root_key, signing_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+root = ca_certificate(organization("python peer root"), root_key, organization("python peer root"), root_key)
+other_root = ca_certificate(organization("python peer next root"), other_root_key, organization("python peer next root"), other_root_key)
+signing_name = organization("python peer intermediate")
+intermediate = ca_certificate(signing_name, signing_key, root.subject, root_key)
+root_pems = [pem(root), pem(other_root)]
 with open(os.path.join(state_dir, "root-cert.pem.tmp"), "w") as f:
-    f.write(root_pem)
+    f.write("".join(root_pems))
 os.rename(os.path.join(state_dir, "root-cert.pem.tmp"), os.path.join(state_dir, "root-cert.pem"))
 
 log_lock = threading.Lock()
@@ -85,7 +97,7 @@ class CertificateService(ca_pb2_grpc.IstioCertificateServiceServicer):
             x509.SubjectAlternativeName).value.get_values_for_type(x509.UniformResourceIdentifier)]
         issued_at = datetime.datetime.now(datetime.timezone.utc)
         lifetime = datetime.timedelta(seconds=request.validity_duration or 3600)
-        leaf = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(root_name)
+        leaf = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(signing_name)
                 .public_key(csr.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(issued_at - datetime.timedelta(seconds=1)).not_valid_after(issued_at + lifetime)
                 .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
@@ -93,10 +105,14 @@ class CertificateService(ca_pb2_grpc.IstioCertificateServiceServicer):
                 .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                                critical=False)
-                .sign(root_key, hashes.SHA256()))
-        log({**entry, "answer": "OK", "csr_sans": requested, "csr_key": type(csr.public_key()).__name__})
-        return ca_pb2.IstioCertificateResponse(
-            cert_chain=[leaf.public_bytes(serialization.Encoding.PEM).decode(), root_pem])
+                .sign(signing_key, hashes.SHA256()))
+        log({**entry, "answer": "OK", "form": form, "csr_sans": requested, "csr_key": type(csr.public_key()).__name__})
+        chain = [pem(leaf), pem(intermediate)]
+        if form == "istiod":
+            return ca_pb2.IstioCertificateResponse(cert_chain=chain + root_pems)
+        if form == "concatenated":
+            return ca_pb2.IstioCertificateResponse(cert_chain=chain + ["".join(root_pems)])
+        return ca_pb2.IstioCertificateResponse(cert_chain=chain, root_cert=ca_pb2.Roots(ca_cert=root_pems))
 
 
 server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
