@@ -5,6 +5,8 @@
 # See Benchmarks/AgentBenchmarks/main.swift. ROUNDS, SECONDS, RATE set the sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib/root.sh
+require_root "$@"
 hack/setup.sh
 bin=$(hack/build-release.sh 2>/dev/null)
 

@@ -5,6 +5,8 @@
 # ROUNDS, STREAMS, SERVICES set the sizes (ROUNDS=0 skips the first part).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib/root.sh
+require_root "$@"
 hack/setup.sh
 bin=$(hack/build-release.sh 2>/dev/null)
 

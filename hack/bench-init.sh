@@ -11,6 +11,8 @@
 #    transaction), over 100 fresh namespaces: median and p90.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib/root.sh
+require_root "$@"
 hack/setup.sh
 runs=${RUNS:-80}
 

@@ -5,6 +5,8 @@
 # See Benchmarks/NodeBenchmarks/main.swift for what is timed. PODS, SEQUENTIAL, REPAIRS set the counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib/root.sh
+require_root "$@"
 hack/setup.sh
 bin=$(hack/build-release.sh 2>/dev/null)
 

@@ -11,6 +11,8 @@
 #   memory      Capstan's resident set idle, and with 1,000 open idle connections
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib/root.sh
+require_root "$@"
 source hack/lib/sandbox.sh
 hack/setup.sh
 for tool in iperf3 haproxy sockperf; do

@@ -9,12 +9,10 @@
 # creates (namespaces, processes, files) is removed on exit, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib/root.sh
+require_root "$@"
 source hack/lib/sandbox.sh
 
-if [ "$(id -u)" != 0 ]; then
-  echo "hack/demo.sh: network namespaces and nftables need root" >&2
-  exit 1
-fi
 hack/setup.sh
 swift build --product capstan >/dev/null
 capstan="$(swift build --show-bin-path)/capstan"

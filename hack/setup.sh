@@ -17,6 +17,10 @@ packages=(
   containernetworking-plugins  # the reference CNI plugins (bridge, host-local) node-mode tests chain after
   protobuf-compiler # protoc: hack/check-proto-subset.py compiles proto/ to compare it with Envoy's and Istio's
   libprotobuf-dev   # google/protobuf/*.proto (any, struct, wrappers), which protoc only recommends
+  umoci             # hack/build-image.sh: the OCI image, FROM scratch, without a container daemon
+  ca-certificates   # the CA bundle the image carries
+  util-linux        # unshare: hack/build-image.sh --check runs the image's binary in a mount namespace of its own
+  binutils          # readelf: hack/build-image.sh finds the binary's program interpreter
 )
 
 missing=()

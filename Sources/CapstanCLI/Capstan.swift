@@ -4,9 +4,13 @@ import Dispatch
 /// The `capstan` executable: one binary, one subcommand per role.
 @main
 struct Capstan: ParsableCommand {
+    /// What `capstan --version` prints (and what an image's check reads).
+    static let version = "0.5.0-dev"
+
     static let configuration = CommandConfiguration(
         commandName: "capstan",
         abstract: "Transparent traffic interception for a service mesh on Linux.",
+        version: version,
         subcommands: [InitCommandHelp.self, StatusCommand.self, AgentCommand.self, ProxyCommand.self, WaitCommand.self,
                       ControlPlaneCommand.self, NodeAgentCommand.self,
                       CNICommandHelp.self]

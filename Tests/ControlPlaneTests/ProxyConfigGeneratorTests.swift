@@ -1,3 +1,4 @@
+import Foundation
 @testable import ControlPlane
 import SwiftProtobuf
 import Testing
