@@ -152,10 +152,12 @@ import XDS
         _ = try await inbound(mesh, port: port, mutual: mutual, plain: plain) { $0.listenerFiltersTimeout = .milliseconds(300) }
 
         // A server-first protocol: the client waits. The proxy waits for the first bytes, then gives up.
+        let clock = ContinuousClock()
+        let connecting = clock.now
         let waiting = try await mesh.client(port: port)
-        try await Task.sleep(for: .milliseconds(100))
-        #expect(plain.seen.connections == 0)
         #expect(await mesh.eventually { plain.seen.connections == 1 })
+        // Counted from before the connect, so never less than the proxy's own wait for the first bytes.
+        #expect(connecting.duration(to: clock.now) >= .milliseconds(300), "plaintext only once the listener filters' timeout passed")
         try await waiting.send("late")
         #expect(await waiting.read(10) == "plain:late")
         #expect(mutual.seen.connections == 0)

@@ -128,9 +128,13 @@ import Glibc
             let metrics = try HTTPProbe.request("GET", "/stats/prometheus", to: SocketAddress(Sandbox.podV4, 15090), in: setup.sandbox.peer)
             #expect(metrics.status == 200)
             #expect(metrics.body.contains("envoy_listener_downstream_cx_total{envoy_listener_address=\"0.0.0.0_15001\"}"))
-            #expect(throws: (any Error).self) {
-                try HTTPProbe.request("GET", "/ready", to: SocketAddress(Sandbox.podV4, 15000), in: setup.sandbox.peer)
-            }
+            // Captured inbound, and passed through to pod:15000, where nothing listens (the admin API is on
+            // 127.0.0.1): the proxy's upstream connect is refused and it closes the client's connection unanswered.
+            let admin = try setup.sandbox.peer.run { try ProbeSocket.tcp(.ipv4) }
+            try admin.connect(to: SocketAddress(Sandbox.podV4, 15000), timeoutMilliseconds: 1000)
+            #expect(try admin.receive(count: 1).isEmpty)
+            #expect(try stat("cluster.InboundPassthroughCluster.upstream_cx_connect_fail", proxy) == 1)
+            #expect(try stat("cluster.InboundPassthroughCluster.upstream_cx_connect_timeout", proxy) == 0)
         }
     }
 
@@ -146,17 +150,23 @@ import Glibc
             // The open inbound connection still works; new inbound ones are refused; outbound goes on.
             try open.sendAll(Array("still here".utf8))
             #expect(try open.receive(count: 10) == Array("still here".utf8))
+            // The drained inbound listener's socket is closed: the kernel refuses, the client gets no timeout.
             let refused = try setup.sandbox.peer.run { try ProbeSocket.tcp(.ipv4) }
-            #expect(throws: (any Error).self) { try refused.connect(to: pod, timeoutMilliseconds: 1000) }
+            let refusal = #expect(throws: SocketError.self) { try refused.connect(to: pod, timeoutMilliseconds: 1000) }
+            #expect(refusal?.errno == ECONNREFUSED, "\(String(describing: refusal))")
             let outbound = try EchoExchange.run(to: SocketAddress(Sandbox.remoteV4, 80), from: setup.sandbox.pod, payload: [1, 2, 3])
             #expect(outbound.intact)
             #expect(try setup.proxy.admin("GET", "/ready").body == "LIVE\n")
 
             // SIGTERM drains the rest; the proxy exits 0 once the open connection is done.
             setup.proxy.signal(SIGTERM)
-            usleep(300_000)
-            #expect(setup.proxy.isRunning)
+            #expect(setup.proxy.waitUntil(seconds: 5) { (try? setup.proxy.admin("GET", "/ready"))?.body == "DRAINING\n" })
             #expect(try setup.proxy.admin("GET", "/ready") == (503, "DRAINING\n"))
+            // The drain waits while this count, the one it polls, is above zero; the connection still echoes.
+            #expect(try stat("listener.0.0.0.0_15006.downstream_cx_active", setup.proxy) == 1)
+            try open.sendAll(Array("draining".utf8))
+            #expect(try open.receive(count: 8) == Array("draining".utf8))
+            #expect(setup.proxy.isRunning)
             open.shutdownOutput()
             _ = try open.receive(count: 1)
             #expect(setup.proxy.waitForExit(seconds: 5) == 0)
@@ -179,18 +189,27 @@ import Glibc
         try withProxy(proxyFlags: ["--idle-timeout-s", "1"]) { setup in
             let busy = try ProbeSocket.tcp(.ipv4, in: setup.sandbox.pod, uid: 1000, gid: 1000)
             try busy.connect(to: SocketAddress(Sandbox.remoteV4, 80), timeoutMilliseconds: 1000)
+            // Before the idle one's connect, so no later than its last activity (the greeting).
+            let opened = ContinuousClock.now
             let idle = try ProbeSocket.tcp(.ipv4, in: setup.sandbox.pod, uid: 1000, gid: 1000)
             try idle.connect(to: SocketAddress(Sandbox.remoteV4, 80), timeoutMilliseconds: 1000)
             let greeting = "peer=\(Sandbox.podV4) local=\(Sandbox.remoteV4):80\n".utf8.count
             _ = try busy.receive(count: greeting)
             _ = try idle.receive(count: greeting)
-            for round in 0..<6 {
-                usleep(400_000)
-                try busy.sendAll([UInt8(round)])
-                #expect(try busy.receive(count: 1) == [UInt8(round)])
+            // The idle one's close is the event waited for; while it stays open, the busy one sends a byte
+            // every 400 ms, well within the 1 s timeout.
+            var round: UInt8 = 0
+            while try !idle.wait(for: Int16(POLLIN), timeoutMilliseconds: 400) {
+                try busy.sendAll([round])
+                #expect(try busy.receive(count: 1) == [round])
+                round += 1
+                guard round < 15 else { Issue.record("the idle connection is still open after 6 s"); return }
             }
-            // 2.4 s later the busy one still echoes; the idle one was closed after about a second.
-            #expect(try idle.receive(count: 1, timeoutMilliseconds: 100).isEmpty)
+            #expect(try idle.receive(count: 1, timeoutMilliseconds: 100).isEmpty, "closed by the proxy, nothing written")
+            #expect(opened.duration(to: .now) >= .seconds(1), "not before the idle timeout")
+            // The busy one, through as many idle checks, still echoes.
+            try busy.sendAll([round])
+            #expect(try busy.receive(count: 1) == [round])
         }
     }
 

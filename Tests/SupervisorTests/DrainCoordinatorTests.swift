@@ -10,11 +10,12 @@ import Testing
         return child
     }
 
-    static func coordinator(_ fake: FakeProxyAdmin, _ child: ProxyChild, minimum: Duration,
-                            termination: Duration) -> DrainCoordinator {
+    static func coordinator(_ fake: FakeProxyAdmin, _ child: ProxyChild, minimum: Duration, termination: Duration,
+                            log: @escaping @Sendable (String) -> Void = { _ in }) -> DrainCoordinator {
         DrainCoordinator(admin: ProxyAdminClient(port: fake.port, timeout: .milliseconds(500)), child: child,
                          timing: .init(minimum: minimum, termination: termination, pollInterval: .milliseconds(50),
-                                       stopGrace: .seconds(2)))
+                                       stopGrace: .seconds(2)),
+                         log: log)
     }
 
     @Test func waitsAtLeastTheMinimumEvenWithNoConnections() async throws {
@@ -83,15 +84,24 @@ import Testing
     @Test func drainInboundAloneStopsNothing() async throws {
         let fake = try await FakeProxyAdmin()
         defer { Task { await fake.close() } }
+        fake.inboundConnections.withLock { $0 = 2 }
         let child = try Self.sleeper()
-        let drain = Self.coordinator(fake, child, minimum: .milliseconds(100), termination: .milliseconds(200))
+        // The child's state when a drain decides to stop it (logged just before the stop).
+        let childAtDrainEnd = CallLog()
+        let drain = Self.coordinator(fake, child, minimum: .milliseconds(100), termination: .milliseconds(200)) { line in
+            if line.hasPrefix("drain over") { childAtDrainEnd.record(child.isRunning ? "running" : "stopped") }
+        }
         await drain.drainInbound()
         await drain.drainInbound()
         #expect(fake.drainCalls.all == ["graceful&inboundonly"])
         #expect(drain.isDraining)
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(child.isRunning)
-        await child.stop(grace: .seconds(2))
+        // A SIGTERM drain afterwards asks the proxy nothing more and runs to its own deadline, a whole
+        // termination time after drainInbound: the child is still running when that deadline stops it.
+        let report = await drain.drain()
+        #expect(report.ending == .deadline(activeConnections: 2))
+        #expect(childAtDrainEnd.all == ["running"])
+        #expect(report.proxy == .stopped(.killed(signal: SIGTERM)))
+        #expect(fake.drainCalls.count == 1)
     }
 
     @Test func aProxyThatIsGoneHasNothingToDrain() async throws {

@@ -45,15 +45,21 @@ import Testing
         // At most two crashes fall within any 150 ms when restarts are 100 ms apart.
         let policy = ProxyChild.RestartPolicy(initialBackoff: .milliseconds(100), maximumBackoff: .milliseconds(100),
                                               crashLimit: 2, crashWindow: .milliseconds(150))
-        let child = ProxyChild(command: Self.shell("exit 1"), policy: policy)
+        let starts = FileManager.default.temporaryDirectory.appendingPathComponent("capstan-starts-\(getpid())-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: starts) }
+        // Crashes at its first four starts, then runs: the stop below finds a process running, no restart pending.
+        let child = ProxyChild(command: Self.shell(#"echo >> "$STARTS"; [ "$(wc -l < "$STARTS")" -gt 4 ] && exec sleep 30; exit 1"#,
+                                                   environment: ["STARTS": starts, "PATH": "/usr/bin:/bin"]),
+                               policy: policy)
         try child.start()
-        #expect(await eventually { child.restarts >= 4 })
+        #expect(await eventually { child.restarts == 4 })
         #expect(child.outcome == nil)
-        let outcome = await child.stop(grace: .seconds(2))
-        if case .stopped = outcome {} else { Issue.record("expected a stop, got \(outcome)") }
-        let restarts = child.restarts
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(child.restarts == restarts, "no restart after a stop")
+        let pid = try #require(child.pid)
+        // stop() returns once the running process's exit is recorded (a status, so no restart was pending)
+        // and reaped; an exit asked for schedules no restart, so the count is final now.
+        #expect(await child.stop(grace: .seconds(2)) == .stopped(.killed(signal: SIGTERM)))
+        #expect(kill(pid, 0) == -1, "the pid was reaped")
+        #expect(child.restarts == 4, "no restart after a stop")
     }
 
     @Test func stopSendsSIGTERMAndIsNotACrash() async throws {
