@@ -204,6 +204,7 @@ public final class ProxyChild: Sendable {
     /// restart is cancelled. Returns the outcome (which is the earlier one if the child was done already).
     @discardableResult
     public func stop(grace: Duration) async -> Outcome {
+        var completion: Completion?
         let running = state.withLockedValue { state -> pid_t? in
             state.stopRequested = true
             switch state.phase {
@@ -213,12 +214,13 @@ public final class ProxyChild: Sendable {
             case .notStarted, .waitingToRestart:
                 state.restartTask?.cancel()
                 state.restartTask = nil
-                finish(.stopped(nil), in: &state)
+                completion = finish(.stopped(nil), in: &state)
                 return nil
             case .finished:
                 return nil
             }
         }
+        complete(completion)
         var killer: Task<Void, Never>?
         if let running {
             killer = Task { [state, sleep] in
@@ -231,7 +233,6 @@ public final class ProxyChild: Sendable {
         }
         let outcome = await finished()
         killer?.cancel()
-        eventSink.finish()
         return outcome
     }
 
@@ -249,6 +250,7 @@ public final class ProxyChild: Sendable {
 
     private func exited(_ pid: pid_t) {
         var events: [Event] = []
+        var completion: Completion?
         let restartDelay = state.withLockedValue { state -> Duration? in
             var raw: Int32 = 0
             var reaped: pid_t
@@ -257,24 +259,24 @@ public final class ProxyChild: Sendable {
             state.lastStatus = status
             events.append(.exited(pid: pid, status: status, crashed: !state.stopRequested))
             if state.stopRequested {
-                finish(.stopped(status), in: &state)
+                completion = finish(.stopped(status), in: &state)
                 return nil
             }
-            return crashed(in: &state, events: &events)
+            return crashed(in: &state, events: &events, completion: &completion)
         }
         for event in events { eventSink.yield(event) }
         if let restartDelay { scheduleRestart(after: restartDelay) }
-        if outcome != nil { eventSink.finish() }
+        complete(completion)
     }
 
     /// Counts a crash; the delay before the next start, or nil if the child is given up on.
-    private func crashed(in state: inout State, events: inout [Event]) -> Duration? {
+    private func crashed(in state: inout State, events: inout [Event], completion: inout Completion?) -> Duration? {
         let time = now()
         state.crashTimes.append(time)
         state.crashTimes.removeAll { time - $0 > policy.crashWindow }
         if state.crashTimes.count > policy.crashLimit {
             events.append(.gaveUp(crashes: state.crashTimes.count, within: policy.crashWindow))
-            finish(.gaveUp(crashes: state.crashTimes.count, within: policy.crashWindow, lastStatus: state.lastStatus), in: &state)
+            completion = finish(.gaveUp(crashes: state.crashTimes.count, within: policy.crashWindow, lastStatus: state.lastStatus), in: &state)
             return nil
         }
         state.phase = .waitingToRestart
@@ -295,6 +297,7 @@ public final class ProxyChild: Sendable {
 
     private func restart() {
         var events: [Event] = []
+        var completion: Completion?
         let (started, retryDelay) = state.withLockedValue { state -> (pid_t?, Duration?) in
             guard case .waitingToRestart = state.phase, !state.stopRequested else { return (nil, nil) }
             state.restartTask = nil
@@ -306,21 +309,35 @@ public final class ProxyChild: Sendable {
                 return (pid, nil)
             } catch {
                 events.append(.failedToStart(reason: error.description))
-                return (nil, crashed(in: &state, events: &events))
+                return (nil, crashed(in: &state, events: &events, completion: &completion))
             }
         }
         for event in events { eventSink.yield(event) }
         if let started { watch(started) }
         if let retryDelay { scheduleRestart(after: retryDelay) }
-        if outcome != nil { eventSink.finish() }
+        complete(completion)
     }
 
-    private func finish(_ outcome: Outcome, in state: inout State) {
-        if case .finished = state.phase { return }
+    /// The end of the child's story, to be told after its last events: the outcome and who waits for it.
+    private struct Completion {
+        var outcome: Outcome
+        var waiters: [CheckedContinuation<Outcome, Never>]
+    }
+
+    /// Records that the child is done for good (under the lock); nil if it already was. The caller
+    /// yields its last events, then calls `complete`, so no event is lost to a finished stream.
+    private func finish(_ outcome: Outcome, in state: inout State) -> Completion? {
+        if case .finished = state.phase { return nil }
         state.phase = .finished(outcome)
-        let waiters = state.waiters
-        state.waiters = []
-        for waiter in waiters { waiter.resume(returning: outcome) }
+        defer { state.waiters = [] }
+        return Completion(outcome: outcome, waiters: state.waiters)
+    }
+
+    /// Ends the event stream, then wakes those waiting in `finished()`.
+    private func complete(_ completion: Completion?) {
+        guard let completion else { return }
+        eventSink.finish()
+        for waiter in completion.waiters { waiter.resume(returning: completion.outcome) }
     }
 
     // MARK: Spawning
