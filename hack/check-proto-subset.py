@@ -15,6 +15,7 @@ import envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2  # noqa: F401
 import envoy.extensions.transport_sockets.tls.v3.tls_pb2  # noqa: F401
 import envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2  # noqa: F401
 import envoy.service.secret.v3.sds_pb2  # noqa: F401
+import envoy.config.bootstrap.v3.bootstrap_pb2  # noqa: F401
 
 repository = pathlib.Path(__file__).resolve().parent.parent
 ours_root = repository / "proto"

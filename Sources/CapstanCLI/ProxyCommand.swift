@@ -19,7 +19,7 @@ struct ProxyCommand: ParsableCommand {
             """
     )
 
-    @Option(name: .customLong("config"), help: "Bootstrap file (JSON, an Envoy bootstrap subset): static listeners and clusters, and dynamic_resources over ADS.")
+    @Option(name: .customLong("config"), help: "Bootstrap file, an Envoy bootstrap in YAML (.yaml, .yml) or JSON (.json): static listeners and clusters, and dynamic_resources over ADS.")
     var config: String?
     @Option(name: .customLong("service-node"), help: "The node id the control plane knows this proxy by (overrides the bootstrap's node.id), e.g. sidecar~10.0.0.7~pod.ns~ns.svc.cluster.local.")
     var serviceNode: String?
@@ -110,17 +110,21 @@ struct ProxyCommand: ParsableCommand {
     }
 }
 
-/// Reads and checks a bootstrap file; a bad one is a usage error naming the field.
+/// Reads and checks a bootstrap file, YAML or JSON by its name (or its first character); a bad one is a
+/// usage error naming the field. Fields ignored, and those accepted but not acted on, are warnings.
 private func loadBootstrap(_ path: String) throws -> BootstrapConfig {
     guard let text = SystemFile.read(path) else {
         throw usageError("invalid value \"\(path)\" for --config: cannot read the file")
     }
+    let format = BootstrapConfig.Format(path: path, text: text)
     do {
-        let bootstrap = try BootstrapConfig.parse(json: text)
-        for warning in bootstrap.warnings { printError("capstan proxy: warning: \(path): \(warning)") }
+        let bootstrap = try BootstrapConfig.parse(text, format: format)
+        for warning in bootstrap.warnings + bootstrap.allFieldsNotActedOn {
+            printError("capstan proxy: warning: \(path): \(warning)")
+        }
         return bootstrap
     } catch {
-        throw usageError("invalid bootstrap \(path): \(error)")
+        throw usageError("invalid bootstrap \(path) (\(format.rawValue)): \(error)")
     }
 }
 

@@ -1,6 +1,7 @@
 import FoundationEssentials
 
-/// A parsed JSON configuration document: the tree the bootstrap reader walks, field path in hand.
+/// A parsed JSON or YAML configuration document: the tree the readers of Capstan's configuration walk, field path
+/// in hand (the proxy's bootstrap is turned into protobuf messages from it).
 public indirect enum ConfigValue: Codable, Sendable, Equatable {
     case object([String: ConfigValue])
     case array([ConfigValue])

@@ -1,18 +1,34 @@
 import Configuration
-import FoundationEssentials
 import NIOCore
-import SwiftProtobuf
 import XDS
 
-/// The subset of an Envoy bootstrap the proxy implements: static listeners whose filter chains match
-/// on destination port and prefix and hand connections to `tcp_proxy`, clusters of static endpoints
-/// or original destinations, and `dynamic_resources` over ADS (listeners and clusters from a control
-/// plane, in the same shapes).
+/// The proxy's configuration as decoded from Envoy's messages (``XDSResourceDecoder``), whether a
+/// bootstrap file or a control plane sent them: listeners whose filter chains match on destination port
+/// and prefix and hand connections to `tcp_proxy`, clusters of endpoints or original destinations, and
+/// `dynamic_resources` over ADS.
 public struct BootstrapConfig: Sendable {
+    /// A field given that Capstan accepts but does not act on (README, "Accepted, not acted on"), kept
+    /// with its listener or cluster so that it is counted (`config.fields_not_acted_on`) and shown.
+    public struct FieldNotActedOn: Sendable, Equatable {
+        /// Its path within its listener or cluster (`filter_chains[0].filters[0].typed_config.stat_prefix`),
+        /// or, for the bootstrap's own, within the bootstrap.
+        public var field: String
+        /// What Capstan does instead, or why the field makes no difference to it.
+        public var reason: String
+
+        /// `PATH: accepted, not acted on: WHY`, with the path of its listener or cluster in front.
+        public func described(under resource: String = "") -> String {
+            "\(resource.isEmpty ? field : "\(resource).\(field)"): accepted, not acted on: \(reason)"
+        }
+    }
+
     /// `dynamic_resources` with `ads_config`: where the control plane is, and who this proxy is.
     public struct DynamicResources: Sendable {
         public var server: XDSServerAddress
         public var node: Envoy_Config_Core_V3_Node
+        /// Whether every request carries the node (`set_node_on_first_message_only: false`, Envoy's
+        /// default), or only each stream's first (Istio's setting).
+        public var nodeOnEveryRequest = false
     }
 
     public struct Listener: Sendable, Equatable {
@@ -36,6 +52,8 @@ public struct BootstrapConfig: Sendable {
         /// Whether `envoy.filters.listener.tls_inspector` is among them: each connection's first bytes
         /// are read to tell TLS from plaintext before a chain is chosen.
         var inspectsTLS = false
+        /// Fields given that Capstan accepts but does not act on.
+        var fieldsNotActedOn: [FieldNotActedOn] = []
 
         /// Every filter chain, the default one last.
         var allChains: [FilterChain] { defaultChain.map { chains + [$0] } ?? chains }
@@ -121,8 +139,8 @@ public struct BootstrapConfig: Sendable {
 
     public struct Cluster: Sendable, Equatable {
         public enum Discovery: Sendable, Equatable {
-            /// `STATIC`: the endpoints listed.
-            case endpoints([SocketAddress])
+            /// `STATIC`, or `EDS` once its assignment came: the endpoints that take connections.
+            case endpoints([Endpoint])
             /// `ORIGINAL_DST`: wherever the connection was going.
             case originalDestination
         }
@@ -135,14 +153,29 @@ public struct BootstrapConfig: Sendable {
             case leastRequest = "LEAST_REQUEST"
         }
 
+        /// An endpoint and its `load_balancing_weight`.
+        public struct Endpoint: Sendable, Equatable {
+            public var address: SocketAddress
+            /// Its share of connections relative to the others' (round robin and least request; Envoy's
+            /// random choice ignores weights).
+            public var weight: Int
+
+            public init(_ address: SocketAddress, weight: Int = 1) {
+                self.address = address
+                self.weight = weight
+            }
+        }
+
         public var name: String
         public var discovery: Discovery
         var connectTimeout: Duration?
-        /// `circuit_breakers.thresholds[].max_connections`.
+        /// `max_connections` of the first `circuit_breakers` threshold of priority DEFAULT.
         var maxConnections: Int?
         var loadBalancing = LoadBalancing.roundRobin
         /// TLS to the endpoints (its `UpstreamTlsContext`); nil: plaintext.
         var transportSocket: TransportSocketConfig?
+        /// Fields given that Capstan accepts but does not act on.
+        var fieldsNotActedOn: [FieldNotActedOn] = []
     }
 
     public var listeners: [Listener]
@@ -151,10 +184,25 @@ public struct BootstrapConfig: Sendable {
     public var adminPort: Int?
     /// Listeners and clusters from a control plane, if configured.
     public var dynamicResources: DynamicResources?
-    /// Fields that were ignored, with their paths.
+    /// Fields Capstan does not have, ignored, and `Any`s of types it does not know, each with its path.
     public var warnings: [String]
     /// Who this proxy is (`node`), when the bootstrap says; sent on the xDS and SDS streams.
     public var node: Envoy_Config_Core_V3_Node?
+    /// Fields of the bootstrap given that Capstan accepts but does not act on, other than its listeners'
+    /// and clusters' (those are theirs).
+    public var fieldsNotActedOn: [FieldNotActedOn] = []
+
+    /// Every field of the bootstrap that Capstan accepts but does not act on, each as `PATH: accepted, not
+    /// acted on: WHY`.
+    public var allFieldsNotActedOn: [String] {
+        fieldsNotActedOn.map { $0.described() }
+            + listeners.enumerated().flatMap { index, listener in
+                listener.fieldsNotActedOn.map { $0.described(under: "static_resources.listeners[\(index)]") }
+            }
+            + clusters.enumerated().flatMap { index, cluster in
+                cluster.fieldsNotActedOn.map { $0.described(under: "static_resources.clusters[\(index)]") }
+            }
+    }
 
     /// Istio's sidecar without configuration: every connection to its original destination.
     public static func passthrough(outboundPort: Int, inboundPort: Int, inboundTransparent: Bool) -> BootstrapConfig {
@@ -179,69 +227,63 @@ public struct BootstrapConfig: Sendable {
 
     // MARK: Reading
 
-    /// Parses a bootstrap in JSON. Unknown fields are ignored with a warning; anything invalid is refused
-    /// with the path of the field.
-    public static func parse(json text: String) throws(ConfigError) -> BootstrapConfig {
+    /// How a bootstrap file is written.
+    public enum Format: String, Sendable {
+        case json = "JSON"
+        case yaml = "YAML"
+
+        /// By the file's extension, as Envoy's `--config-path` (`.json`, `.yaml`, `.yml`); otherwise JSON
+        /// if the text starts as a JSON object does, YAML if not.
+        public init(path: String, text: String) {
+            let name = path.lowercased()
+            if name.hasSuffix(".json") {
+                self = .json
+            } else if name.hasSuffix(".yaml") || name.hasSuffix(".yml") {
+                self = .yaml
+            } else {
+                self = text.first(where: { !$0.isWhitespace }) == "{" ? .json : .yaml
+            }
+        }
+    }
+
+    /// Parses a bootstrap as Envoy does: into its `Bootstrap` message (SwiftProtobuf's JSON mapping;
+    /// YAML through the same tree), then through the decoder xDS resources take. Fields Capstan does not
+    /// have are ignored with a warning naming their path; anything it cannot do is refused with the path.
+    public static func parse(_ text: String, format: Format) throws(ConfigError) -> BootstrapConfig {
         let document: ConfigValue
-        do {
-            document = try ConfigValue.parse(json: text)
-        } catch {
-            throw ConfigError(path: "", message: "not valid JSON: \(error)")
-        }
-        var warnings: [String] = []
-        let root = ConfigReader(document)
-        try root.ignoringUnknown(["node", "admin", "static_resources", "dynamic_resources", "layered_runtime",
-                                  "stats_config", "tracing"], warnings: &warnings)
-        var adminPort: Int?
-        if let admin = try root.optional("admin"), let address = try admin.optional("address") {
-            adminPort = try socketAddress(address, warnings: &warnings).port
-        }
-        let resources = try root.optional("static_resources")
-        try resources?.ignoringUnknown(["listeners", "clusters"], warnings: &warnings)
-        let clusters = try (resources?.optional("clusters")?.list() ?? []).map { reader throws(ConfigError) in
-            try cluster(reader, warnings: &warnings)
-        }
-        let listeners = try (resources?.optional("listeners")?.list() ?? []).map { reader throws(ConfigError) in
-            try listener(reader, warnings: &warnings)
-        }
-        let node = try root.optional("node").map { reader throws(ConfigError) in try nodeMessage(reader) }
-        let dynamic = try root.optional("dynamic_resources").map { reader throws(ConfigError) in
-            try dynamicResources(reader, node: node, clusters: clusters, warnings: &warnings)
-        }
-        // Every route must name a cluster that exists, and names are unique.
-        for (index, cluster) in clusters.enumerated() where clusters[..<index].contains(where: { $0.name == cluster.name }) {
-            throw ConfigError(path: "static_resources.clusters[\(index)].name", message: "duplicate cluster \"\(cluster.name)\"")
-        }
-        for (index, listener) in listeners.enumerated() {
-            if listeners[..<index].contains(where: { $0.port == listener.port }) {
-                throw ConfigError(path: "static_resources.listeners[\(index)].address", message: "port \(listener.port) is used twice")
+        switch format {
+        case .json:
+            do {
+                document = try ConfigValue.parse(json: text)
+            } catch {
+                throw ConfigError(path: "", message: "not valid JSON: \(error)")
             }
-            for chain in listener.allChains {
-                for name in chain.route.clusterNames where !clusters.contains(where: { $0.name == name }) {
-                    throw ConfigError(path: "static_resources.listeners[\(index)]",
-                                      message: "filter chain \"\(chain.name)\" routes to unknown cluster \"\(name)\"")
-                }
+        case .yaml:
+            let documents: [YAMLDocument]
+            do throws(YAMLError) {
+                documents = try YAMLDocument.parseAll(text)
+            } catch {
+                throw ConfigError(path: "", message: "not valid YAML: \(error)")
             }
-        }
-        let config = BootstrapConfig(listeners: listeners, clusters: clusters, adminPort: adminPort, dynamicResources: dynamic,
-                                     warnings: warnings, node: node)
-        // Secrets come from a static cluster with a gRPC endpoint (Istio's sds-grpc).
-        for (index, cluster) in clusters.enumerated() {
-            try config.checkSecretSources(cluster.transportSocket, path: "static_resources.clusters[\(index)].transport_socket")
-        }
-        for (index, listener) in listeners.enumerated() {
-            for chain in listener.allChains {
-                try config.checkSecretSources(chain.transportSocket, path: "static_resources.listeners[\(index)] filter chain \"\(chain.name)\".transport_socket")
+            guard documents.count <= 1 else {
+                throw ConfigError(path: "", message: "has \(documents.count) YAML documents: a bootstrap is one")
             }
+            document = documents.first?.value ?? .object([:])
         }
-        return config
+        guard case .object = document else { throw ConfigError(path: "", message: "expected an object, found \(document.kind)") }
+        _ = XDSResourceDecoder.messageTypesRegistered
+        var reader = ProtobufJSONReader()
+        let bootstrap = try reader.decode(document, as: Envoy_Config_Bootstrap_V3_Bootstrap.self, path: "")
+        return try XDSResourceDecoder.bootstrap(bootstrap, warnings: reader.warnings)
     }
 
     /// Where the gRPC service a static cluster names is (its first endpoint: Istio's `xds-grpc` and
     /// `sds-grpc` are pipes); nil when there is no such static cluster.
-    func grpcServer(cluster name: String) -> XDSServerAddress? {
+    func grpcServer(cluster name: String) -> XDSServerAddress? { Self.grpcServer(cluster: name, in: clusters) }
+
+    static func grpcServer(cluster name: String, in clusters: [Cluster]) -> XDSServerAddress? {
         guard let cluster = clusters.first(where: { $0.name == name }), case .endpoints(let endpoints) = cluster.discovery,
-              let endpoint = endpoints.first else { return nil }
+              let endpoint = endpoints.first?.address else { return nil }
         if let path = endpoint.pathname { return .unixSocket(path: path) }
         guard let host = endpoint.ipAddress, let port = endpoint.port else { return nil }
         return .tcp(host: host, port: port)
@@ -253,276 +295,6 @@ public struct BootstrapConfig: Sendable {
         for reference in socket?.secretReferences ?? [] where grpcServer(cluster: reference.cluster) == nil {
             throw ConfigError(path: path, message: "SDS secret \"\(reference.name)\" comes from cluster \"\(reference.cluster)\", which is not a static cluster of the bootstrap with an endpoint")
         }
-    }
-
-    /// ADS only (`lds_config` and `cds_config` say `ads`), state of the world over gRPC; the server is a
-    /// static cluster named by `envoy_grpc` (as Istio's `xds-grpc`, often a `pipe`), or a `google_grpc`
-    /// target URI.
-    private static func dynamicResources(_ reader: ConfigReader, node: Envoy_Config_Core_V3_Node?, clusters: [Cluster],
-                                         warnings: inout [String]) throws(ConfigError) -> DynamicResources {
-        try reader.ignoringUnknown(["lds_config", "cds_config", "ads_config"], warnings: &warnings)
-        for key in ["lds_config", "cds_config"] {
-            guard let source = try reader.optional(key) else { continue }
-            try source.ignoringUnknown(["ads", "resource_api_version", "initial_fetch_timeout"], warnings: &warnings)
-            guard try source.optional("ads") != nil else {
-                throw source.fail("only ADS is supported (\"ads\": {})")
-            }
-        }
-        let ads = try reader.required("ads_config")
-        try ads.ignoringUnknown(["api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only"],
-                                warnings: &warnings)
-        if let api = try ads.optional("api_type"), try api.string() != "GRPC" {
-            throw api.fail("\"\(try api.string())\" is not supported: Capstan speaks state-of-the-world GRPC")
-        }
-        guard let service = try ads.required("grpc_services").list().first else {
-            throw ConfigError(path: "\(ads.path).grpc_services", message: "needs one gRPC service")
-        }
-        try service.ignoringUnknown(["envoy_grpc", "google_grpc", "timeout"], warnings: &warnings)
-        let server: XDSServerAddress
-        if let envoyGRPC = try service.optional("envoy_grpc") {
-            let name = try envoyGRPC.required("cluster_name").string()
-            guard let cluster = clusters.first(where: { $0.name == name }), case .endpoints(let endpoints) = cluster.discovery,
-                  let endpoint = endpoints.first else {
-                throw envoyGRPC.fail("cluster \"\(name)\" must be a static cluster with an endpoint")
-            }
-            if let path = endpoint.pathname {
-                server = .unixSocket(path: path)
-            } else {
-                server = .tcp(host: endpoint.ipAddress ?? "", port: endpoint.port ?? 0)
-            }
-        } else if let googleGRPC = try service.optional("google_grpc") {
-            let target = try googleGRPC.required("target_uri")
-            let text = try target.string()
-            do throws(XDSAddressError) {
-                server = try XDSServerAddress(parsing: text)
-            } catch {
-                throw target.fail(error.reason)
-            }
-        } else {
-            throw service.fail("needs envoy_grpc or google_grpc")
-        }
-        guard let node else { throw ConfigError(path: "node", message: "is required with dynamic_resources (the control plane identifies the proxy by node.id)") }
-        guard !node.id.isEmpty else { throw ConfigError(path: "node.id", message: "is required with dynamic_resources") }
-        return DynamicResources(server: server, node: node)
-    }
-
-    private static func nodeMessage(_ node: ConfigReader) throws(ConfigError) -> Envoy_Config_Core_V3_Node {
-        do {
-            var options = JSONDecodingOptions()
-            options.ignoreUnknownFields = true
-            return try Envoy_Config_Core_V3_Node(jsonString: node.value.jsonText(), options: options)
-        } catch {
-            throw node.fail("not a valid node: \(error)")
-        }
-    }
-
-    private static func socketAddress(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> SocketAddress {
-        try reader.ignoringUnknown(["socket_address", "pipe"], warnings: &warnings)
-        if let pipe = try reader.optional("pipe") {
-            let path = try pipe.required("path").string()
-            do {
-                return try SocketAddress(unixDomainSocketPath: path)
-            } catch {
-                throw pipe.fail("\"\(path)\" is not a usable unix socket path")
-            }
-        }
-        let socket = try reader.required("socket_address")
-        try socket.ignoringUnknown(["address", "port_value", "protocol"], warnings: &warnings)
-        let host = try socket.required("address").string()
-        let port = try socket.required("port_value").integer(in: 0...65535)
-        do {
-            return try SocketAddress(ipAddress: host, port: port)
-        } catch {
-            throw ConfigError(path: "\(socket.path).address", message: "\"\(host)\" is not an IP address")
-        }
-    }
-
-    private static func listener(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> Listener {
-        try reader.ignoringUnknown(["name", "address", "filter_chains", "default_filter_chain", "traffic_direction",
-                                    "transparent", "use_original_dst", "listener_filters", "bind_to_port"], warnings: &warnings)
-        let name = try reader.required("name").string()
-        let address = try socketAddress(try reader.required("address"), warnings: &warnings)
-        var direction = Listener.Direction.outbound
-        if let traffic = try reader.optional("traffic_direction") {
-            switch try traffic.string() {
-            case "INBOUND": direction = .inbound
-            case "OUTBOUND", "UNSPECIFIED": direction = .outbound
-            case let other: throw traffic.fail("\"\(other)\" is not INBOUND, OUTBOUND or UNSPECIFIED")
-            }
-        }
-        let transparent = try reader.optional("transparent")?.bool() ?? false
-        let chains = try (reader.optional("filter_chains")?.list() ?? []).map { chain throws(ConfigError) in
-            try filterChain(chain, warnings: &warnings)
-        }
-        let defaultChain = try reader.optional("default_filter_chain").map { chain throws(ConfigError) in
-            try filterChain(chain, warnings: &warnings)
-        }
-        var filters: [String] = []
-        var inspectsTLS = false
-        for filter in try reader.optional("listener_filters")?.list() ?? [] {
-            try filter.ignoringUnknown(["name", "typed_config"], warnings: &warnings)
-            let filterName = try filter.optional("name")?.string() ?? ""
-            let type = try filter.optional("typed_config")?.optional("@type")?.string()
-            if try XDSResourceDecoder.isTLSInspector(name: filterName, typeURL: type, path: filter.path) { inspectsTLS = true }
-            filters.append(filterName)
-        }
-        return Listener(name: name, port: address.port ?? 0, direction: direction, transparent: transparent,
-                        chains: chains, defaultChain: defaultChain, listenerFilters: filters, inspectsTLS: inspectsTLS)
-    }
-
-    private static func filterChain(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> FilterChain {
-        try reader.ignoringUnknown(["name", "filter_chain_match", "filters", "transport_socket"], warnings: &warnings)
-        var port: Int?
-        var prefixes: [DestinationPrefix] = []
-        var transportProtocol: String?
-        var applicationProtocols: [String] = []
-        if let match = try reader.optional("filter_chain_match") {
-            try match.ignoringUnknown(["destination_port", "prefix_ranges", "transport_protocol", "application_protocols"],
-                                      warnings: &warnings)
-            port = try match.optional("destination_port")?.integer(in: 1...65535)
-            if let text = try match.optional("transport_protocol")?.string(), !text.isEmpty { transportProtocol = text }
-            applicationProtocols = try (match.optional("application_protocols")?.list() ?? []).map { item throws(ConfigError) in
-                try item.string()
-            }
-            prefixes = try (match.optional("prefix_ranges")?.list() ?? []).map { range throws(ConfigError) in
-                try range.ignoringUnknown(["address_prefix", "prefix_len"], warnings: &warnings)
-                let address = try range.required("address_prefix").string()
-                let length = try range.optional("prefix_len")?.integer(in: 0...128)
-                guard let prefix = DestinationPrefix(address: address, length: length) else {
-                    throw range.fail("\"\(address)/\(length.map(String.init) ?? "")\" is not an IP prefix")
-                }
-                return prefix
-            }
-        }
-        let filters = try reader.required("filters").list()
-        guard let tcpProxy = filters.first(where: { (try? $0.required("name").string()) == "envoy.filters.network.tcp_proxy" }) else {
-            throw reader.fail("needs an envoy.filters.network.tcp_proxy filter (the only network filter Capstan has)")
-        }
-        let config = try tcpProxy.required("typed_config")
-        try config.ignoringUnknown(["@type", "stat_prefix", "cluster", "weighted_clusters", "idle_timeout"], warnings: &warnings)
-        let route: TCPRoute
-        if let cluster = try config.optional("cluster") {
-            route = .cluster(try cluster.string())
-        } else if let weighted = try config.optional("weighted_clusters") {
-            let clusters = try weighted.required("clusters").list().map { entry throws(ConfigError) -> (name: String, weight: Int) in
-                try entry.ignoringUnknown(["name", "weight"], warnings: &warnings)
-                return (try entry.required("name").string(), try entry.required("weight").integer(in: 0...1_000_000))
-            }
-            guard clusters.contains(where: { $0.weight > 0 }) else {
-                throw weighted.fail("needs at least one cluster with a weight above 0")
-            }
-            route = .weighted(clusters)
-        } else {
-            throw config.fail("needs cluster or weighted_clusters")
-        }
-        let socket = try reader.optional("transport_socket").map { socket throws(ConfigError) in
-            try transportSocket(socket, upstream: false, warnings: &warnings)
-        } ?? nil
-        return FilterChain(name: try reader.optional("name")?.string() ?? "", destinationPort: port, prefixes: prefixes,
-                           route: route, idleTimeout: try config.optional("idle_timeout")?.duration(),
-                           transportProtocol: transportProtocol, applicationProtocols: applicationProtocols, transportSocket: socket)
-    }
-
-    /// A `transport_socket` in JSON: its typed_config is read as the protobuf message it names, then
-    /// checked as one from xDS would be. Fields Capstan does not implement are ignored with a warning.
-    private static func transportSocket(_ reader: ConfigReader, upstream: Bool,
-                                        warnings: inout [String]) throws(ConfigError) -> TransportSocketConfig? {
-        try reader.ignoringUnknown(["name", "typed_config"], warnings: &warnings)
-        var socket = Envoy_Config_Core_V3_TransportSocket()
-        socket.name = try reader.optional("name")?.string() ?? ""
-        if let typed = try reader.optional("typed_config") {
-            var fields = try typed.fields()
-            let type = fields.removeValue(forKey: "@type")?.stringValue ?? ""
-            let json = ConfigValue.object(fields).jsonText()
-            switch type {
-            case TransportSocketConfig.upstreamContextType where upstream:
-                socket.typedConfig = try packed(json, as: Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext.self,
-                                                path: typed.path, warnings: &warnings)
-            case TransportSocketConfig.downstreamContextType where !upstream:
-                socket.typedConfig = try packed(json, as: Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext.self,
-                                                path: typed.path, warnings: &warnings)
-            default:
-                // Refused (or, for raw_buffer, accepted) by the checks below, with the type in the message.
-                var any = Google_Protobuf_Any()
-                any.typeURL = type
-                socket.typedConfig = any
-            }
-        }
-        return upstream ? try TransportSocketConfig.upstream(socket, path: reader.path)
-                        : try TransportSocketConfig.downstream(socket, path: reader.path)
-    }
-
-    private static func packed<M: SwiftProtobuf.Message>(_ json: String, as type: M.Type, path: String,
-                                                         warnings: inout [String]) throws(ConfigError) -> Google_Protobuf_Any {
-        var message: M
-        do {
-            message = try M(jsonString: json)
-        } catch {
-            do {
-                var options = JSONDecodingOptions()
-                options.ignoreUnknownFields = true
-                message = try M(jsonString: json, options: options)
-                warnings.append("\(path): fields Capstan does not implement were ignored (\(error))")
-            } catch {
-                throw ConfigError(path: path, message: "not a valid \(M.protoMessageName): \(error)")
-            }
-        }
-        do {
-            return try Google_Protobuf_Any(message: message)
-        } catch {
-            throw ConfigError(path: path, message: "cannot be packed: \(error)")
-        }
-    }
-
-    private static func cluster(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> Cluster {
-        try reader.ignoringUnknown(["name", "type", "connect_timeout", "lb_policy", "load_assignment", "circuit_breakers",
-                                    "alt_stat_name", "transport_socket"], warnings: &warnings)
-        let name = try reader.required("name").string()
-        let type = try reader.optional("type")?.string() ?? "STATIC"
-        var loadBalancing = Cluster.LoadBalancing.roundRobin
-        if let policy = try reader.optional("lb_policy") {
-            let value = try policy.string()
-            if let known = Cluster.LoadBalancing(rawValue: value) {
-                loadBalancing = known
-            } else if value != "CLUSTER_PROVIDED" || type != "ORIGINAL_DST" {
-                throw policy.fail("\"\(value)\" is not a load-balancing policy Capstan has (ROUND_ROBIN, RANDOM, LEAST_REQUEST; CLUSTER_PROVIDED for ORIGINAL_DST)")
-            }
-        }
-        let discovery: Cluster.Discovery
-        switch type {
-        case "STATIC":
-            let assignment = try reader.required("load_assignment")
-            try assignment.ignoringUnknown(["cluster_name", "endpoints"], warnings: &warnings)
-            var endpoints: [SocketAddress] = []
-            for locality in try assignment.required("endpoints").list() {
-                try locality.ignoringUnknown(["lb_endpoints", "locality"], warnings: &warnings)
-                for endpoint in try locality.required("lb_endpoints").list() {
-                    try endpoint.ignoringUnknown(["endpoint", "load_balancing_weight", "metadata"], warnings: &warnings)
-                    let inner = try endpoint.required("endpoint")
-                    try inner.ignoringUnknown(["address"], warnings: &warnings)
-                    endpoints.append(try socketAddress(try inner.required("address"), warnings: &warnings))
-                }
-            }
-            guard !endpoints.isEmpty else { throw assignment.fail("a STATIC cluster needs at least one endpoint") }
-            discovery = .endpoints(endpoints)
-        case "ORIGINAL_DST":
-            discovery = .originalDestination
-        default:
-            throw ConfigError(path: "\(reader.path).type", message: "\"\(type)\" is not STATIC or ORIGINAL_DST")
-        }
-        var maxConnections: Int?
-        if let breakers = try reader.optional("circuit_breakers") {
-            for threshold in try breakers.optional("thresholds")?.list() ?? [] {
-                try threshold.ignoringUnknown(["priority", "max_connections", "max_pending_requests", "max_requests",
-                                               "max_retries"], warnings: &warnings)
-                maxConnections = try threshold.optional("max_connections")?.integer(in: 1...Int(Int32.max)) ?? maxConnections
-            }
-        }
-        let socket = try reader.optional("transport_socket").map { socket throws(ConfigError) in
-            try transportSocket(socket, upstream: true, warnings: &warnings)
-        } ?? nil
-        return Cluster(name: name, discovery: discovery, connectTimeout: try reader.optional("connect_timeout")?.duration(),
-                       maxConnections: maxConnections, loadBalancing: loadBalancing, transportSocket: socket)
     }
 }
 

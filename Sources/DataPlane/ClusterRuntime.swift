@@ -1,7 +1,8 @@
 import Atomics
 import NIOCore
 
-/// A cluster while the proxy runs: picks endpoints by its `lb_policy` and enforces `max_connections`.
+/// A cluster while the proxy runs: picks endpoints by its `lb_policy` and their weights, and enforces
+/// `max_connections`.
 final class ClusterRuntime: Sendable {
     /// The endpoint chosen for a connection. `index`, set only where open connections are counted
     /// (LEAST_REQUEST), goes back to ``released(_:)`` when the connection ends.
@@ -15,6 +16,8 @@ final class ClusterRuntime: Sendable {
     private let next = ManagedAtomic<Int>(0)
     /// Connections open to each endpoint, for LEAST_REQUEST.
     private let openByEndpoint: [ManagedAtomic<Int>]
+    /// With unequal weights, the round-robin schedule; nil when every endpoint weighs the same.
+    private let schedule: WeightedSchedule?
 
     init(_ config: BootstrapConfig.Cluster, stats: ClusterStats? = nil) {
         self.config = config
@@ -23,6 +26,11 @@ final class ClusterRuntime: Sendable {
             openByEndpoint = endpoints.map { _ in ManagedAtomic(0) }
         } else {
             openByEndpoint = []
+        }
+        if case .endpoints(let endpoints) = config.discovery, Set(endpoints.map(\.weight)).count > 1 {
+            schedule = WeightedSchedule(weights: endpoints.map(\.weight))
+        } else {
+            schedule = nil
         }
     }
 
@@ -45,16 +53,21 @@ final class ClusterRuntime: Sendable {
             }
             switch config.loadBalancing {
             case .roundRobin:
-                let index = Int(UInt(bitPattern: next.loadThenWrappingIncrement(ordering: .relaxed)) % UInt(endpoints.count))
-                return .success(Choice(address: endpoints[index], index: nil))
+                let ticket = UInt(bitPattern: next.loadThenWrappingIncrement(ordering: .relaxed))
+                let index = schedule?.endpoint(for: ticket) ?? Int(ticket % UInt(endpoints.count))
+                return .success(Choice(address: endpoints[index].address, index: nil))
             case .random:
-                return .success(Choice(address: endpoints.randomElement()!, index: nil))
+                return .success(Choice(address: endpoints.randomElement()!.address, index: nil))
             case .leastRequest:
+                // Envoy's two random choices: the one with fewer open connections for its weight, (open + 1)
+                // / weight, compared without dividing.
                 let first = Int.random(in: endpoints.indices)
                 let second = endpoints.count > 1 ? (first + Int.random(in: 1..<endpoints.count)) % endpoints.count : first
-                let index = openByEndpoint[second].load(ordering: .relaxed) < openByEndpoint[first].load(ordering: .relaxed) ? second : first
+                let firstLoad = (openByEndpoint[first].load(ordering: .relaxed) + 1) * endpoints[second].weight
+                let secondLoad = (openByEndpoint[second].load(ordering: .relaxed) + 1) * endpoints[first].weight
+                let index = secondLoad < firstLoad ? second : first
                 openByEndpoint[index].wrappingIncrement(ordering: .relaxed)
-                return .success(Choice(address: endpoints[index], index: index))
+                return .success(Choice(address: endpoints[index].address, index: index))
             }
         }
     }

@@ -123,6 +123,8 @@ struct ConfigDump {
                 }
                 struct Endpoint: Encodable { var address: EndpointAddress }
                 var endpoint: Endpoint
+                /// Shown when not 1, the weight every endpoint has unless given.
+                var load_balancing_weight: Int?
             }
             var type = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
             var cluster_name: String
@@ -132,12 +134,17 @@ struct ConfigDump {
                 case type = "@type", cluster_name, endpoints
             }
 
-            init(clusterName: String, endpoints: [SocketAddress]) {
+            init(clusterName: String, endpoints: [BootstrapConfig.Cluster.Endpoint]) {
                 cluster_name = clusterName
                 let addresses = endpoints.compactMap { endpoint -> LoadBalanced? in
-                    if let path = endpoint.pathname { return LoadBalanced(endpoint: .init(address: .init(pipe: .init(path: path)))) }
-                    guard let ip = endpoint.ipAddress else { return nil }
-                    return LoadBalanced(endpoint: .init(address: .init(socket_address: .init(address: ip, port_value: endpoint.port ?? 0))))
+                    let weight = endpoint.weight == 1 ? nil : endpoint.weight
+                    let address = endpoint.address
+                    if let path = address.pathname {
+                        return LoadBalanced(endpoint: .init(address: .init(pipe: .init(path: path))), load_balancing_weight: weight)
+                    }
+                    guard let ip = address.ipAddress else { return nil }
+                    return LoadBalanced(endpoint: .init(address: .init(socket_address: .init(address: ip, port_value: address.port ?? 0))),
+                                        load_balancing_weight: weight)
                 }
                 self.endpoints = addresses.isEmpty ? [] : [Locality(lb_endpoints: addresses)]
             }
@@ -213,7 +220,7 @@ struct ConfigDump {
                                      transport_socket: cluster.config.transportSocket?.dump)
             case .endpoints(let endpoints):
                 entry = ClusterEntry(name: cluster.name, type: versions.endpointDiscovered.contains(cluster.name) ? "EDS" : "STATIC",
-                                     endpoints: endpoints.map { $0.pathname ?? "\($0.ipAddress ?? "?"):\($0.port ?? 0)" },
+                                     endpoints: endpoints.map { $0.address.pathname ?? "\($0.address.ipAddress ?? "?"):\($0.address.port ?? 0)" },
                                      max_connections: cluster.config.maxConnections, transport_socket: cluster.config.transportSocket?.dump)
             }
             if let version = versions.clusters[cluster.name] {

@@ -15,7 +15,7 @@ final class DynamicResources: ADSResponseHandler {
         /// The accepted CDS resources, in force or warming.
         var clusters: [XDSResourceDecoder.DiscoveredCluster] = []
         /// The latest endpoints per EDS service.
-        var assignments: [String: [SocketAddress]] = [:]
+        var assignments: [String: [BootstrapConfig.Cluster.Endpoint]] = [:]
         var clustersInitialized = false
         var listenersInitialized = false
     }
@@ -81,6 +81,9 @@ final class DynamicResources: ADSResponseHandler {
             throw error
         }
         stats.successes.increment()
+        logFieldsNotActedOn(clusters.flatMap { cluster in
+            cluster.cluster.fieldsNotActedOn.map { $0.described(under: "cluster \"\(cluster.cluster.name)\"") }
+        }, in: response)
         let services = Array(Set(clusters.compactMap(\.endpointService))).sorted()
         let previous = state.withLock { state in
             defer {
@@ -166,7 +169,7 @@ final class DynamicResources: ADSResponseHandler {
     // MARK: EDS
 
     private func applyEndpoints(_ response: DiscoveryResponse, client: ADSClient) throws(ConfigError) {
-        let assignments: [String: [SocketAddress]]
+        let assignments: [String: [BootstrapConfig.Cluster.Endpoint]]
         do throws(ConfigError) {
             assignments = try XDSResourceDecoder.assignments(response.resources)
         } catch {
@@ -225,6 +228,9 @@ final class DynamicResources: ADSResponseHandler {
             throw ConfigError(path: "listeners", message: "\(error)")
         }
         stats.successes.increment()
+        logFieldsNotActedOn(listeners.flatMap { listener in
+            listener.fieldsNotActedOn.map { $0.described(under: "listener \"\(listener.name)\"") }
+        }, in: response)
         proxy.requestSecrets()
         let version = response.versionInfo
         runtime.versions.withLockedValue { versions in
@@ -243,6 +249,13 @@ final class DynamicResources: ADSResponseHandler {
             proxy.becomeLive()
             logger.info("first listeners from the control plane in force: LIVE", metadata: ["version": "\(version)"])
         }
+    }
+
+    /// Fields of an accepted response that Capstan does not act on (also counted in
+    /// `config.fields_not_acted_on` while they are in force).
+    private func logFieldsNotActedOn(_ fields: [String], in response: DiscoveryResponse) {
+        guard !fields.isEmpty else { return }
+        logger.info("accepted fields Capstan does not act on", metadata: ["version": "\(response.versionInfo)", "fields": "\(fields)"])
     }
 
     /// RFC 3339 UTC, as Envoy's `last_updated`.

@@ -85,7 +85,8 @@ public final class Proxy: Sendable {
     /// Opens the ADS stream: clusters first, listeners once they are warm.
     private func subscribe(to dynamic: BootstrapConfig.DynamicResources, bootstrap: BootstrapConfig) {
         let logger = Logger(label: "capstan.proxy.xds")
-        let client = ADSClient(server: dynamic.server, node: dynamic.node, backoff: runtime.options.controlPlaneBackoff, logger: logger)
+        let client = ADSClient(server: dynamic.server, node: dynamic.node, nodeOnEveryRequest: dynamic.nodeOnEveryRequest,
+                               backoff: runtime.options.controlPlaneBackoff, logger: logger)
         let handler = DynamicResources(proxy: self, bootstrap: bootstrap, warmingTimeout: runtime.options.warmingTimeout, logger: logger)
         client.subscribe(.cluster, to: [])
         let task = Task { await client.run(handler: handler) }

@@ -23,18 +23,23 @@ struct UpstreamRoute: Sendable {
 /// one consistent version while connections already open keep the upstream they have.
 struct ActiveConfiguration: Sendable {
     var listeners: [String: BootstrapConfig.Listener] = [:] {
-        didSet { transportSocketsChanged() }
+        didSet { contentsChanged() }
     }
     var clusters: [String: ClusterRuntime] = [:] {
-        didSet { transportSocketsChanged() }
+        didSet { contentsChanged() }
     }
 
     /// The SDS secrets the transport sockets in force name, gathered when clusters or listeners change.
     private(set) var secretReferences: Set<SecretReference> = []
     /// The TLS contexts the transport sockets in force use, gathered when clusters or listeners change.
     private(set) var contextKeys: Set<TLSContextKey> = []
+    /// How many fields of the listeners and clusters in force Capstan accepts but does not act on.
+    private(set) var fieldsNotActedOn = 0
 
-    private mutating func transportSocketsChanged() {
+    /// Gathers what the listeners and clusters in force need and carry, once per change.
+    private mutating func contentsChanged() {
+        fieldsNotActedOn = listeners.values.reduce(0) { $0 + $1.fieldsNotActedOn.count }
+            + clusters.values.reduce(0) { $0 + $1.config.fieldsNotActedOn.count }
         var sockets = clusters.values.compactMap(\.config.transportSocket)
         for listener in listeners.values {
             sockets.append(contentsOf: listener.allChains.compactMap(\.transportSocket))
@@ -64,7 +69,7 @@ struct ResourceVersions: Sendable {
     /// One accepted `ClusterLoadAssignment`, for `/config_dump?include_eds`.
     struct Assignment: Sendable {
         var entry: Entry
-        var endpoints: [SocketAddress]
+        var endpoints: [BootstrapConfig.Cluster.Endpoint]
     }
 }
 
@@ -113,6 +118,7 @@ final class ProxyRuntime: Sendable {
             }
             active.clusters = next
             contexts.retain(active.contextKeys)
+            countFieldsNotActedOn(in: active)
         }
     }
 
@@ -137,7 +143,13 @@ final class ProxyRuntime: Sendable {
             }
             active.listeners = next
             contexts.retain(active.contextKeys)
+            countFieldsNotActedOn(in: active)
         }
+    }
+
+    /// `config.fields_not_acted_on`: those of the listeners and clusters in force, and the bootstrap's own.
+    private func countFieldsNotActedOn(in active: ActiveConfiguration) {
+        stats.fieldsNotActedOn.set(Int64(active.fieldsNotActedOn + (options.bootstrap?.fieldsNotActedOn.count ?? 0)))
     }
 
     /// The route for a connection to `destination` accepted on the listener named `listenerName`, or

@@ -18,6 +18,7 @@ final class Gauge: Sendable {
 
     func increment() { storage.wrappingIncrement(ordering: .relaxed) }
     func decrement() { storage.wrappingDecrement(ordering: .relaxed) }
+    func set(_ value: Int64) { storage.store(value, ordering: .relaxed) }
     var value: Int64 { storage.load(ordering: .relaxed) }
 }
 
@@ -31,7 +32,6 @@ final class ListenerStats: Sendable {
     /// Connections no filter chain matched (Envoy's `no_filter_chain_match`).
     let noFilterChainMatch = Counter()
     /// Connections refused because the listener was draining.
-    let refusedWhileDraining = Counter()
     /// Connections whose filter chain names a cluster the proxy does not have.
     let noCluster = Counter()
     /// TLS terminated on this listener's chains.
@@ -44,7 +44,6 @@ final class ListenerStats: Sendable {
          ("downstream_cx_active", Double(connectionsActive.value)),
          ("downstream_cx_loop_refused", Double(loopsRefused.value)),
          ("no_filter_chain_match", Double(noFilterChainMatch.value)),
-         ("downstream_cx_drain_refused", Double(refusedWhileDraining.value)),
          ("downstream_cx_no_cluster", Double(noCluster.value))] + tls.entries
     }
 }
@@ -111,6 +110,9 @@ final class ProxyStats: Sendable {
     let clusterUpdates = SubscriptionStats(prefix: "cluster_manager.cds")
     /// Envoy's `control_plane.connected_state`: 1 while the ADS stream is up.
     let controlPlaneConnected = Gauge()
+    /// Capstan's `config.fields_not_acted_on`: how many fields of the configuration in force Capstan accepts
+    /// but does not act on (README, "Accepted, not acted on").
+    let fieldsNotActedOn = Gauge()
     /// Istio's `istio_tcp_connections_opened_total` and `…_closed_total`.
     let istio = IstioTCPMetrics()
 
@@ -140,8 +142,12 @@ final class ProxyStats: Sendable {
     /// Server-wide entries, without a listener or cluster: xDS updates and the control plane's state.
     private var serverEntries: [(String, Double)] {
         listenerUpdates.entries + clusterUpdates.entries
-            + [("control_plane.connected_state", Double(controlPlaneConnected.value))]
+            + [("control_plane.connected_state", Double(controlPlaneConnected.value)),
+               ("config.fields_not_acted_on", Double(fieldsNotActedOn.value))]
     }
+
+    /// Server-wide entries that go up and down.
+    private static let serverGauges: Set<String> = ["control_plane.connected_state", "config.fields_not_acted_on"]
 
     /// `listener.0.0.0.0_15001.downstream_cx_total: 3`, one per line, as Envoy's admin `/stats`.
     var envoyText: String {
@@ -172,7 +178,7 @@ final class ProxyStats: Sendable {
         }
         for (key, value) in serverEntries {
             let name = "envoy_" + key.replacing(".", with: "_")
-            families.append((name, key.hasSuffix("_state") ? "gauge" : "counter", ["\(name) \(Int64(value))"]))
+            families.append((name, Self.serverGauges.contains(key) ? "gauge" : "counter", ["\(name) \(Int64(value))"]))
         }
         for cluster in clusters { add("cluster", "envoy_cluster_name", cluster.name, cluster.entries) }
         for listener in listeners { add("listener", "envoy_listener_address", listener.name, listener.entries) }

@@ -50,16 +50,20 @@ public final class ADSClient: Sendable {
     public let server: XDSServerAddress
     public let node: Envoy_Config_Core_V3_Node
     public let api: DiscoveryAPI
+    /// Whether every request carries the node (Envoy's `set_node_on_first_message_only: false`), not
+    /// only each stream's first.
+    public let nodeOnEveryRequest: Bool
     private let backoff: RetryBackoff
     private let logger: Logger
     private let state = Mutex(State())
 
     /// The proxy's client: plaintext, to the agent's unix socket or a plaintext control plane.
     public init(server: XDSServerAddress, node: Envoy_Config_Core_V3_Node, api: DiscoveryAPI = .aggregated,
-                backoff: RetryBackoff = RetryBackoff(), logger: Logger) {
+                nodeOnEveryRequest: Bool = false, backoff: RetryBackoff = RetryBackoff(), logger: Logger) {
         self.server = server
         self.node = node
         self.api = api
+        self.nodeOnEveryRequest = nodeOnEveryRequest
         self.backoff = backoff
         self.logger = logger
     }
@@ -73,7 +77,7 @@ public final class ADSClient: Sendable {
             subscription.names = names
             state.subscriptions[type] = subscription
             if changed, let outbox = state.outbox {
-                outbox.yield(Self.request(type, subscription, state: &state, node: node, errorDetail: nil))
+                outbox.yield(request(type, subscription, state: &state, errorDetail: nil))
             }
         }
     }
@@ -147,7 +151,7 @@ public final class ADSClient: Sendable {
                 var subscription = state.subscriptions[type]!
                 subscription.lastNonce = ""
                 state.subscriptions[type] = subscription
-                outbox.yield(Self.request(type, subscription, state: &state, node: node, errorDetail: nil))
+                outbox.yield(request(type, subscription, state: &state, errorDetail: nil))
             }
         }
         var options = CallOptions.defaults
@@ -189,7 +193,7 @@ public final class ADSClient: Sendable {
                 detail = status
             }
             state.subscriptions[type] = subscription
-            state.outbox?.yield(Self.request(type, subscription, state: &state, node: node, errorDetail: detail))
+            state.outbox?.yield(request(type, subscription, state: &state, errorDetail: detail))
         }
         switch verdict {
         case .accept:
@@ -199,16 +203,17 @@ public final class ADSClient: Sendable {
         }
     }
 
-    private static func request(_ type: XDSResourceType, _ subscription: Subscription, state: inout State,
-                                node: Envoy_Config_Core_V3_Node, errorDetail: Google_Rpc_Status?) -> DiscoveryRequest {
+    private func request(_ type: XDSResourceType, _ subscription: Subscription, state: inout State,
+                         errorDetail: Google_Rpc_Status?) -> DiscoveryRequest {
         var request = DiscoveryRequest()
         request.typeURL = type.typeURL
         request.resourceNames = subscription.names
         request.versionInfo = subscription.acceptedVersion
         request.responseNonce = subscription.lastNonce
         if let errorDetail { request.errorDetail = errorDetail }
-        // Istio reads the node from a stream's first request only, as Envoy sends it.
-        if !state.nodeSent {
+        // Istio reads the node from a stream's first request only, as Envoy sends it with
+        // set_node_on_first_message_only; without it, Envoy sends it every time.
+        if !state.nodeSent || nodeOnEveryRequest {
             request.node = node
             state.nodeSent = true
         }

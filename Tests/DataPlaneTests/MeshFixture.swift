@@ -70,7 +70,7 @@ final class MeshFixture: @unchecked Sendable {
     /// The bootstrap's `sds-grpc` cluster: the SDS server's socket.
     var sdsClusterConfig: BootstrapConfig.Cluster {
         get throws {
-            BootstrapConfig.Cluster(name: IstioShapes.sdsCluster, discovery: .endpoints([try SocketAddress(unixDomainSocketPath: sds.path)]))
+            BootstrapConfig.Cluster(name: IstioShapes.sdsCluster, discovery: .endpoints([.init(try SocketAddress(unixDomainSocketPath: sds.path))]))
         }
     }
 

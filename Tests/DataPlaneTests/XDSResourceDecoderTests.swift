@@ -53,7 +53,7 @@ import XDS
             (try .packed(listener(filters: [manager]), as: .listener),
              "listener \"virtualOutbound\".filter_chains[0].filters[0]: \"envoy.filters.network.http_connection_manager\" is not supported: Capstan has envoy.filters.network.tcp_proxy only"),
             (try .packed(listener(filters: [tcpProxyFilter(cluster: "svc")], port: 0), as: .listener),
-             "listener \"virtualOutbound\".address: needs a socket_address with an IP address and a port 1-65535"),
+             "listener \"virtualOutbound\".address.socket_address.port_value: 0 is out of range 1-65535"),
         ]
         for (resource, message) in cases {
             #expect(throws: ConfigError.self) { try XDSResourceDecoder.listeners([resource]) }
@@ -90,6 +90,97 @@ import XDS
             }
         }]
         let endpoints = try XDSResourceDecoder.assignments([try .packed(assignment, as: .endpoint)])
-        #expect(endpoints[cluster.name]?.map(\.ipAddress) == ["198.51.100.10"])
+        #expect(endpoints[cluster.name]?.map(\.address.ipAddress) == ["198.51.100.10"])
+    }
+
+    func assignment(_ localities: [(priority: UInt32, endpoints: [(String, Envoy_Config_Core_V3_HealthStatus, UInt32?)])])
+        -> Envoy_Config_Endpoint_V3_ClusterLoadAssignment {
+        .with {
+            $0.clusterName = "svc"
+            $0.endpoints = localities.map { locality in
+                .with {
+                    $0.priority = locality.priority
+                    $0.lbEndpoints = locality.endpoints.map { address, health, weight in
+                        .with {
+                            $0.endpoint.address.socketAddress = .with { $0.address = address; $0.portValue = 80 }
+                            $0.healthStatus = health
+                            if let weight { $0.loadBalancingWeight = Google_Protobuf_UInt32Value(weight) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func endpoints(_ assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment) throws -> [String] {
+        try XDSResourceDecoder.assignments([try .packed(assignment, as: .endpoint)])["svc"]?.map {
+            "\($0.address.ipAddress ?? "")×\($0.weight)"
+        } ?? []
+    }
+
+    @Test func theFirstPriorityWithHealthyEndpointsTakesTheConnections() throws {
+        // Priority 1 is a failover: unused while priority 0 has a healthy endpoint.
+        #expect(try endpoints(assignment([(1, [("192.0.2.20", .healthy, nil)]),
+                                          (0, [("192.0.2.10", .unknown, 2), ("192.0.2.11", .unhealthy, nil)])])) == ["192.0.2.10×2"])
+        #expect(try endpoints(assignment([(0, [("192.0.2.10", .draining, nil), ("192.0.2.11", .timeout, nil)]),
+                                          (1, [("192.0.2.20", .healthy, nil), ("192.0.2.21", .healthy, 5)])])) == ["192.0.2.20×1", "192.0.2.21×5"])
+        // DEGRADED endpoints only when no priority has a healthy one.
+        #expect(try endpoints(assignment([(0, [("192.0.2.10", .degraded, nil)]), (1, [("192.0.2.20", .healthy, nil)])])) == ["192.0.2.20×1"])
+        #expect(try endpoints(assignment([(0, [("192.0.2.10", .degraded, nil), ("192.0.2.11", .unhealthy, nil)])])) == ["192.0.2.10×1"])
+        #expect(try endpoints(assignment([(0, [("192.0.2.10", .unhealthy, nil)])])).isEmpty)
+        #expect(throws: ConfigError(path: "cluster_load_assignment \"svc\".endpoints[0].lb_endpoints[0].load_balancing_weight", message: "must be at least 1")) {
+            try endpoints(assignment([(0, [("192.0.2.10", .healthy, 0)])]))
+        }
+    }
+
+    @Test func theFirstDefaultThresholdLimitsConnectionsAndTheRestIsListed() throws {
+        var cluster = Envoy_Config_Cluster_V3_Cluster()
+        cluster.name = "svc"
+        cluster.type = .originalDst
+        cluster.lbPolicy = .clusterProvided
+        cluster.circuitBreakers.thresholds = [
+            .with { $0.priority = .high; $0.maxConnections = Google_Protobuf_UInt32Value(1) },
+            .with { $0.maxConnections = Google_Protobuf_UInt32Value(7); $0.maxPendingRequests = Google_Protobuf_UInt32Value(9) },
+            .with { $0.maxConnections = Google_Protobuf_UInt32Value(8) },
+        ]
+        let decoded = try XDSResourceDecoder.cluster(cluster).cluster
+        #expect(decoded.maxConnections == 7)
+        #expect(decoded.fieldsNotActedOn.map(\.field) == ["circuit_breakers.thresholds[1].max_pending_requests"])
+        #expect(decoded.fieldsNotActedOn.first?.described(under: "cluster \"svc\"").hasPrefix(
+            "cluster \"svc\".circuit_breakers.thresholds[1].max_pending_requests: accepted, not acted on: ") == true)
+        cluster.loadAssignment.clusterName = "svc"
+        #expect(throws: ConfigError(path: "cluster \"svc\".load_assignment",
+                                    message: "an ORIGINAL_DST cluster has no endpoints: each connection goes where it was going")) {
+            try XDSResourceDecoder.cluster(cluster)
+        }
+    }
+
+    @Test func listenersCapstanCannotBindAreRefused() throws {
+        func refusal(_ change: (inout Envoy_Config_Listener_V3_Listener) -> Void) throws -> String? {
+            var proto = listener(filters: [try tcpProxyFilter(cluster: "svc")])
+            change(&proto)
+            let decoded = Result { () throws(ConfigError) in try XDSResourceDecoder.listener(proto) }
+            guard case .failure(let error) = decoded else { return nil }
+            return error.description
+        }
+        #expect(try refusal { $0.bindToPort = Google_Protobuf_BoolValue(false) }
+            == "listener \"virtualOutbound\".bind_to_port: false is not supported: Capstan binds every listener, and hands no connection from one listener to another")
+        #expect(try refusal { $0.address.socketAddress.address = "10.0.0.1" }
+            == "listener \"virtualOutbound\".address.socket_address.address: \"10.0.0.1\" is not supported: Capstan listens on all addresses (0.0.0.0 or ::)")
+        #expect(try refusal { $0.address.socketAddress.protocol = .udp }
+            == "listener \"virtualOutbound\".address.socket_address.protocol: UDP is not supported: Capstan relays TCP")
+        #expect(try refusal { $0.bindToPort = Google_Protobuf_BoolValue(true); $0.address.socketAddress.address = "::" } == nil)
+    }
+
+    @Test func fieldsNotActedOnAreKeptWithTheListener() throws {
+        var proto = listener(filters: [try tcpProxyFilter(cluster: "svc")])
+        proto.useOriginalDst = Google_Protobuf_BoolValue(true)
+        proto.listenerFilters = [.with { $0.name = "envoy.filters.listener.http_inspector" }, .with { $0.name = "envoy.filters.listener.original_dst" }]
+        let decoded = try XDSResourceDecoder.listener(proto)
+        #expect(decoded.fieldsNotActedOn.map(\.field) == [
+            "use_original_dst", "filter_chains[0].filters[0].typed_config.stat_prefix",
+            "filter_chains[1].filters[0].typed_config.stat_prefix", "listener_filters[0]",
+        ])
+        #expect(!decoded.inspectsTLS)
     }
 }

@@ -139,6 +139,68 @@ import Testing
         }
     }
 
+    /// The outbound listener of ``bootstrap`` in YAML, as most Envoy and Istio users write it: port 7000
+    /// round-robins over both remotes, anything else passes through.
+    static let yamlBootstrap = """
+        node: {id: sidecar~192.0.2.1~app.default~default.svc.cluster.local}
+        static_resources:
+          listeners:
+          - name: virtualOutbound
+            address: {socket_address: {address: 0.0.0.0, port_value: 15001}}
+            filter_chains:
+            - filter_chain_match: {destination_port: 7000}
+              filters:
+              - name: envoy.filters.network.tcp_proxy
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+                  cluster: both
+            default_filter_chain:
+              filters:
+              - name: envoy.filters.network.tcp_proxy
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+                  cluster: PassthroughCluster
+          clusters:
+          - {name: PassthroughCluster, type: ORIGINAL_DST, lb_policy: CLUSTER_PROVIDED}
+          - name: both
+            connect_timeout: 1s
+            load_assignment:
+              endpoints:
+              - lb_endpoints:
+                - endpoint: {address: {socket_address: {address: 198.51.100.10, port_value: 80}}}
+                - endpoint: {address: {socket_address: {address: 198.51.100.99, port_value: 80}}}
+        """
+
+    @Test func aYAMLBootstrapIsReadAsTheJSONOneIs() throws {
+        try withSandbox { sandbox in
+            try sandbox.initialize()
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("capstan-bootstrap-\(sandbox.name).yaml")
+            try Self.yamlBootstrap.write(to: file, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(at: file) }
+            let remote = try EchoServer(in: sandbox.peer, port: 80)
+            let proxy = try ProxyProcess(in: sandbox, arguments: ["--config", file.path])
+            defer { proxy.stop() }
+            try withExtendedLifetime(remote) {
+                var order: [String] = []
+                for _ in 0..<4 {
+                    order.append(try EchoExchange.run(to: SocketAddress(Sandbox.remoteV4, 7000), from: sandbox.pod, payload: [1]).serverAddress)
+                }
+                #expect(Set(order).count == 2, "\(order)")
+                let passthrough = try EchoExchange.run(to: SocketAddress(Sandbox.otherRemoteV4, 80), from: sandbox.pod, payload: [2])
+                #expect(passthrough.serverAddress == "\(Sandbox.otherRemoteV4):80")
+                #expect(try proxy.admin("GET", "/config_dump").body.contains("\"name\" : \"both\""))
+            }
+        }
+        // A bad value in YAML is refused with its path, as in JSON.
+        let broken = Self.yamlBootstrap.replacingOccurrences(of: "connect_timeout: 1s", with: "connect_timeout: soon")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("capstan-bad-\(getpid())-yaml.yml")
+        try broken.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let result = try ChildProcess.run(Sandbox.capstanExecutable, ["proxy", "--config", file.path])
+        #expect(result.status == 2, "\(result)")
+        #expect(result.standardError.contains("static_resources.clusters[1].connect_timeout: expected a duration"), "\(result.standardError)")
+    }
+
     @Test func unknownFieldsAreIgnoredWithAWarning() throws {
         try withSandbox { sandbox in
             let file = FileManager.default.temporaryDirectory.appendingPathComponent("capstan-bootstrap-\(sandbox.name).json")

@@ -27,8 +27,6 @@ public nonisolated struct Envoy_Config_Core_V3_Pipe: Sendable {
 
   public var path: String = String()
 
-  public var mode: UInt32 = 0
-
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -53,23 +51,10 @@ public nonisolated struct Envoy_Config_Core_V3_SocketAddress: Sendable {
     set {portSpecifier = .portValue(newValue)}
   }
 
-  public var namedPort: String {
-    get {
-      if case .namedPort(let v)? = portSpecifier {return v}
-      return String()
-    }
-    set {portSpecifier = .namedPort(newValue)}
-  }
-
-  public var resolverName: String = String()
-
-  public var ipv4Compat: Bool = false
-
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_PortSpecifier: Equatable, Sendable {
     case portValue(UInt32)
-    case namedPort(String)
 
   }
 
@@ -173,7 +158,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.core.v3"
 
 nonisolated extension Envoy_Config_Core_V3_Pipe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Pipe"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}path\0\u{1}mode\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}path\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -182,7 +167,6 @@ nonisolated extension Envoy_Config_Core_V3_Pipe: SwiftProtobuf.Message, SwiftPro
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.path) }()
-      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.mode) }()
       default: break
       }
     }
@@ -192,15 +176,11 @@ nonisolated extension Envoy_Config_Core_V3_Pipe: SwiftProtobuf.Message, SwiftPro
     if !self.path.isEmpty {
       try visitor.visitSingularStringField(value: self.path, fieldNumber: 1)
     }
-    if self.mode != 0 {
-      try visitor.visitSingularUInt32Field(value: self.mode, fieldNumber: 2)
-    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Envoy_Config_Core_V3_Pipe, rhs: Envoy_Config_Core_V3_Pipe) -> Bool {
     if lhs.path != rhs.path {return false}
-    if lhs.mode != rhs.mode {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -208,7 +188,7 @@ nonisolated extension Envoy_Config_Core_V3_Pipe: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Envoy_Config_Core_V3_SocketAddress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SocketAddress"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}protocol\0\u{1}address\0\u{3}port_value\0\u{3}named_port\0\u{3}resolver_name\0\u{3}ipv4_compat\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}protocol\0\u{1}address\0\u{3}port_value\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -226,16 +206,6 @@ nonisolated extension Envoy_Config_Core_V3_SocketAddress: SwiftProtobuf.Message,
           self.portSpecifier = .portValue(v)
         }
       }()
-      case 4: try {
-        var v: String?
-        try decoder.decodeSingularStringField(value: &v)
-        if let v = v {
-          if self.portSpecifier != nil {try decoder.handleConflictingOneOf()}
-          self.portSpecifier = .namedPort(v)
-        }
-      }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.resolverName) }()
-      case 6: try { try decoder.decodeSingularBoolField(value: &self.ipv4Compat) }()
       default: break
       }
     }
@@ -252,23 +222,9 @@ nonisolated extension Envoy_Config_Core_V3_SocketAddress: SwiftProtobuf.Message,
     if !self.address.isEmpty {
       try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
     }
-    switch self.portSpecifier {
-    case .portValue?: try {
-      guard case .portValue(let v)? = self.portSpecifier else { preconditionFailure() }
+    try { if case .portValue(let v)? = self.portSpecifier {
       try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
-    }()
-    case .namedPort?: try {
-      guard case .namedPort(let v)? = self.portSpecifier else { preconditionFailure() }
-      try visitor.visitSingularStringField(value: v, fieldNumber: 4)
-    }()
-    case nil: break
-    }
-    if !self.resolverName.isEmpty {
-      try visitor.visitSingularStringField(value: self.resolverName, fieldNumber: 5)
-    }
-    if self.ipv4Compat != false {
-      try visitor.visitSingularBoolField(value: self.ipv4Compat, fieldNumber: 6)
-    }
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -276,8 +232,6 @@ nonisolated extension Envoy_Config_Core_V3_SocketAddress: SwiftProtobuf.Message,
     if lhs.`protocol` != rhs.`protocol` {return false}
     if lhs.address != rhs.address {return false}
     if lhs.portSpecifier != rhs.portSpecifier {return false}
-    if lhs.resolverName != rhs.resolverName {return false}
-    if lhs.ipv4Compat != rhs.ipv4Compat {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -35,19 +35,19 @@ public nonisolated struct Envoy_Config_Core_V3_GrpcService: Sendable {
     set {targetSpecifier = .envoyGrpc(newValue)}
   }
 
-  public var timeout: SwiftProtobuf.Google_Protobuf_Duration {
-    get {_timeout ?? SwiftProtobuf.Google_Protobuf_Duration()}
-    set {_timeout = newValue}
+  public var googleGrpc: Envoy_Config_Core_V3_GrpcService.GoogleGrpc {
+    get {
+      if case .googleGrpc(let v)? = targetSpecifier {return v}
+      return Envoy_Config_Core_V3_GrpcService.GoogleGrpc()
+    }
+    set {targetSpecifier = .googleGrpc(newValue)}
   }
-  /// Returns true if `timeout` has been explicitly set.
-  public var hasTimeout: Bool {self._timeout != nil}
-  /// Clears the value of `timeout`. Subsequent reads from it will return its default value.
-  public mutating func clearTimeout() {self._timeout = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_TargetSpecifier: Equatable, Sendable {
     case envoyGrpc(Envoy_Config_Core_V3_GrpcService.EnvoyGrpc)
+    case googleGrpc(Envoy_Config_Core_V3_GrpcService.GoogleGrpc)
 
   }
 
@@ -58,7 +58,17 @@ public nonisolated struct Envoy_Config_Core_V3_GrpcService: Sendable {
 
     public var clusterName: String = String()
 
-    public var authority: String = String()
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+  }
+
+  public nonisolated struct GoogleGrpc: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var targetUri: String = String()
 
     public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -66,8 +76,6 @@ public nonisolated struct Envoy_Config_Core_V3_GrpcService: Sendable {
   }
 
   public init() {}
-
-  fileprivate var _timeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -76,7 +84,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.core.v3"
 
 nonisolated extension Envoy_Config_Core_V3_GrpcService: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GrpcService"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}envoy_grpc\0\u{2}\u{2}timeout\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}envoy_grpc\0\u{3}google_grpc\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -97,7 +105,19 @@ nonisolated extension Envoy_Config_Core_V3_GrpcService: SwiftProtobuf.Message, S
           self.targetSpecifier = .envoyGrpc(v)
         }
       }()
-      case 3: try { try decoder.decodeSingularMessageField(value: &self._timeout) }()
+      case 2: try {
+        var v: Envoy_Config_Core_V3_GrpcService.GoogleGrpc?
+        var hadOneofValue = false
+        if let current = self.targetSpecifier {
+          hadOneofValue = true
+          if case .googleGrpc(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.targetSpecifier = .googleGrpc(v)
+        }
+      }()
       default: break
       }
     }
@@ -108,18 +128,22 @@ nonisolated extension Envoy_Config_Core_V3_GrpcService: SwiftProtobuf.Message, S
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
     // https://github.com/apple/swift-protobuf/issues/1182
-    try { if case .envoyGrpc(let v)? = self.targetSpecifier {
+    switch self.targetSpecifier {
+    case .envoyGrpc?: try {
+      guard case .envoyGrpc(let v)? = self.targetSpecifier else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    try { if let v = self._timeout {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-    } }()
+    }()
+    case .googleGrpc?: try {
+      guard case .googleGrpc(let v)? = self.targetSpecifier else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case nil: break
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Envoy_Config_Core_V3_GrpcService, rhs: Envoy_Config_Core_V3_GrpcService) -> Bool {
     if lhs.targetSpecifier != rhs.targetSpecifier {return false}
-    if lhs._timeout != rhs._timeout {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -127,7 +151,7 @@ nonisolated extension Envoy_Config_Core_V3_GrpcService: SwiftProtobuf.Message, S
 
 nonisolated extension Envoy_Config_Core_V3_GrpcService.EnvoyGrpc: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = Envoy_Config_Core_V3_GrpcService.protoMessageName + ".EnvoyGrpc"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cluster_name\0\u{1}authority\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cluster_name\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -136,7 +160,6 @@ nonisolated extension Envoy_Config_Core_V3_GrpcService.EnvoyGrpc: SwiftProtobuf.
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.clusterName) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.authority) }()
       default: break
       }
     }
@@ -146,15 +169,41 @@ nonisolated extension Envoy_Config_Core_V3_GrpcService.EnvoyGrpc: SwiftProtobuf.
     if !self.clusterName.isEmpty {
       try visitor.visitSingularStringField(value: self.clusterName, fieldNumber: 1)
     }
-    if !self.authority.isEmpty {
-      try visitor.visitSingularStringField(value: self.authority, fieldNumber: 2)
-    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Envoy_Config_Core_V3_GrpcService.EnvoyGrpc, rhs: Envoy_Config_Core_V3_GrpcService.EnvoyGrpc) -> Bool {
     if lhs.clusterName != rhs.clusterName {return false}
-    if lhs.authority != rhs.authority {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Core_V3_GrpcService.GoogleGrpc: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Config_Core_V3_GrpcService.protoMessageName + ".GoogleGrpc"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}target_uri\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.targetUri) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.targetUri.isEmpty {
+      try visitor.visitSingularStringField(value: self.targetUri, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Core_V3_GrpcService.GoogleGrpc, rhs: Envoy_Config_Core_V3_GrpcService.GoogleGrpc) -> Bool {
+    if lhs.targetUri != rhs.targetUri {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

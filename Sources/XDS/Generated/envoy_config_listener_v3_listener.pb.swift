@@ -81,6 +81,15 @@ public nonisolated struct Envoy_Config_Listener_V3_Listener: @unchecked Sendable
   /// Clears the value of `defaultFilterChain`. Subsequent reads from it will return its default value.
   public mutating func clearDefaultFilterChain() {_uniqueStorage()._defaultFilterChain = nil}
 
+  public var bindToPort: SwiftProtobuf.Google_Protobuf_BoolValue {
+    get {_storage._bindToPort ?? SwiftProtobuf.Google_Protobuf_BoolValue()}
+    set {_uniqueStorage()._bindToPort = newValue}
+  }
+  /// Returns true if `bindToPort` has been explicitly set.
+  public var hasBindToPort: Bool {_storage._bindToPort != nil}
+  /// Clears the value of `bindToPort`. Subsequent reads from it will return its default value.
+  public mutating func clearBindToPort() {_uniqueStorage()._bindToPort = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -94,7 +103,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.listener.v3"
 
 nonisolated extension Envoy_Config_Listener_V3_Listener: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Listener"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{3}filter_chains\0\u{3}use_original_dst\0\u{4}\u{5}listener_filters\0\u{1}transparent\0\u{4}\u{6}traffic_direction\0\u{4}\u{9}default_filter_chain\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{3}filter_chains\0\u{3}use_original_dst\0\u{4}\u{5}listener_filters\0\u{1}transparent\0\u{4}\u{6}traffic_direction\0\u{4}\u{9}default_filter_chain\0\u{3}bind_to_port\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -105,6 +114,7 @@ nonisolated extension Envoy_Config_Listener_V3_Listener: SwiftProtobuf.Message, 
     var _transparent: SwiftProtobuf.Google_Protobuf_BoolValue? = nil
     var _trafficDirection: Envoy_Config_Core_V3_TrafficDirection = .unspecified
     var _defaultFilterChain: Envoy_Config_Listener_V3_FilterChain? = nil
+    var _bindToPort: SwiftProtobuf.Google_Protobuf_BoolValue? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -123,6 +133,7 @@ nonisolated extension Envoy_Config_Listener_V3_Listener: SwiftProtobuf.Message, 
       _transparent = source._transparent
       _trafficDirection = source._trafficDirection
       _defaultFilterChain = source._defaultFilterChain
+      _bindToPort = source._bindToPort
     }
   }
 
@@ -149,6 +160,7 @@ nonisolated extension Envoy_Config_Listener_V3_Listener: SwiftProtobuf.Message, 
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._transparent) }()
         case 16: try { try decoder.decodeSingularEnumField(value: &_storage._trafficDirection) }()
         case 25: try { try decoder.decodeSingularMessageField(value: &_storage._defaultFilterChain) }()
+        case 26: try { try decoder.decodeSingularMessageField(value: &_storage._bindToPort) }()
         default: break
         }
       }
@@ -185,6 +197,9 @@ nonisolated extension Envoy_Config_Listener_V3_Listener: SwiftProtobuf.Message, 
       try { if let v = _storage._defaultFilterChain {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
       } }()
+      try { if let v = _storage._bindToPort {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 26)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -202,6 +217,7 @@ nonisolated extension Envoy_Config_Listener_V3_Listener: SwiftProtobuf.Message, 
         if _storage._transparent != rhs_storage._transparent {return false}
         if _storage._trafficDirection != rhs_storage._trafficDirection {return false}
         if _storage._defaultFilterChain != rhs_storage._defaultFilterChain {return false}
+        if _storage._bindToPort != rhs_storage._bindToPort {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -45,15 +45,6 @@ public nonisolated struct Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy:
     set {clusterSpecifier = .weightedClusters(newValue)}
   }
 
-  public var maxConnectAttempts: SwiftProtobuf.Google_Protobuf_UInt32Value {
-    get {_maxConnectAttempts ?? SwiftProtobuf.Google_Protobuf_UInt32Value()}
-    set {_maxConnectAttempts = newValue}
-  }
-  /// Returns true if `maxConnectAttempts` has been explicitly set.
-  public var hasMaxConnectAttempts: Bool {self._maxConnectAttempts != nil}
-  /// Clears the value of `maxConnectAttempts`. Subsequent reads from it will return its default value.
-  public mutating func clearMaxConnectAttempts() {self._maxConnectAttempts = nil}
-
   public var idleTimeout: SwiftProtobuf.Google_Protobuf_Duration {
     get {_idleTimeout ?? SwiftProtobuf.Google_Protobuf_Duration()}
     set {_idleTimeout = newValue}
@@ -89,20 +80,9 @@ public nonisolated struct Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy:
 
       public var weight: UInt32 = 0
 
-      public var metadataMatch: Envoy_Config_Core_V3_Metadata {
-        get {_metadataMatch ?? Envoy_Config_Core_V3_Metadata()}
-        set {_metadataMatch = newValue}
-      }
-      /// Returns true if `metadataMatch` has been explicitly set.
-      public var hasMetadataMatch: Bool {self._metadataMatch != nil}
-      /// Clears the value of `metadataMatch`. Subsequent reads from it will return its default value.
-      public mutating func clearMetadataMatch() {self._metadataMatch = nil}
-
       public var unknownFields = SwiftProtobuf.UnknownStorage()
 
       public init() {}
-
-      fileprivate var _metadataMatch: Envoy_Config_Core_V3_Metadata? = nil
     }
 
     public init() {}
@@ -110,7 +90,6 @@ public nonisolated struct Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy:
 
   public init() {}
 
-  fileprivate var _maxConnectAttempts: SwiftProtobuf.Google_Protobuf_UInt32Value? = nil
   fileprivate var _idleTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
 }
 
@@ -120,7 +99,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.extensions.filters.networ
 
 nonisolated extension Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TcpProxy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}stat_prefix\0\u{1}cluster\0\u{4}\u{5}max_connect_attempts\0\u{3}idle_timeout\0\u{4}\u{2}weighted_clusters\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}stat_prefix\0\u{1}cluster\0\u{4}\u{6}idle_timeout\0\u{4}\u{2}weighted_clusters\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -137,7 +116,6 @@ nonisolated extension Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy: Swi
           self.clusterSpecifier = .cluster(v)
         }
       }()
-      case 7: try { try decoder.decodeSingularMessageField(value: &self._maxConnectAttempts) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._idleTimeout) }()
       case 10: try {
         var v: Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.WeightedCluster?
@@ -168,9 +146,6 @@ nonisolated extension Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy: Swi
     try { if case .cluster(let v)? = self.clusterSpecifier {
       try visitor.visitSingularStringField(value: v, fieldNumber: 2)
     } }()
-    try { if let v = self._maxConnectAttempts {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
-    } }()
     try { if let v = self._idleTimeout {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     } }()
@@ -183,7 +158,6 @@ nonisolated extension Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy: Swi
   public static func ==(lhs: Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy, rhs: Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy) -> Bool {
     if lhs.statPrefix != rhs.statPrefix {return false}
     if lhs.clusterSpecifier != rhs.clusterSpecifier {return false}
-    if lhs._maxConnectAttempts != rhs._maxConnectAttempts {return false}
     if lhs._idleTimeout != rhs._idleTimeout {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -222,7 +196,7 @@ nonisolated extension Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.Weig
 
 nonisolated extension Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.WeightedCluster.ClusterWeight: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.WeightedCluster.protoMessageName + ".ClusterWeight"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}weight\0\u{3}metadata_match\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}weight\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -232,33 +206,24 @@ nonisolated extension Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.Weig
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.weight) }()
-      case 3: try { try decoder.decodeSingularMessageField(value: &self._metadataMatch) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
     if self.weight != 0 {
       try visitor.visitSingularUInt32Field(value: self.weight, fieldNumber: 2)
     }
-    try { if let v = self._metadataMatch {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.WeightedCluster.ClusterWeight, rhs: Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.WeightedCluster.ClusterWeight) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.weight != rhs.weight {return false}
-    if lhs._metadataMatch != rhs._metadataMatch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
