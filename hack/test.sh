@@ -36,20 +36,23 @@ trap 'rm -f "$log"' EXIT
 # threads (sockets, child processes); beside them, the unit tests that time async work would be
 # starved of the concurrency pool's threads on a two-core machine.
 # Each run has a deadline (TEST_DEADLINE, default 15 minutes): a test that hangs is stopped with the
-# run and named as a failure, instead of hanging CI.
+# run and named as a failure, instead of hanging CI. The test bundle runs as timeout's own child (as
+# `swift test` runs it, but without a runner in between that would outlive the deadline and hold back
+# the output), uncoloured, so the results read the same in a log as on a terminal.
 deadline=${TEST_DEADLINE:-15m}
+tests="$(swift build --show-bin-path)/capstanPackageTests.xctest"
 status=0
 for selection in "--skip EndToEndTests" "--filter EndToEndTests"; do
   run_log=$(mktemp)
   set +e
   # shellcheck disable=SC2086
-  timeout --kill-after=30s "$deadline" swift test --skip-build --disable-xctest $selection 2>&1 | tee "$run_log"
+  NO_COLOR=1 timeout --kill-after=30s "$deadline" "$tests" --testing-library swift-testing $selection 2>&1 | tee "$run_log"
   run_status=${PIPESTATUS[0]}
   set -e
   if [ "$run_status" = 124 ] || [ "$run_status" = 137 ]; then
     # Started and never ended: Swift Testing's "◇ Test NAME started." without a passed, failed or skipped
     # line (a parameterized test's cases start one by one and end in one line, "NAME with N test cases").
-    grep -oP '^◇ Test (?!case passing )\K.*(?= started\.$)' "$run_log" | sort -u > "$run_log.started"
+    grep -oP '^◇ Test (?!case passing |run started\.$)\K.*(?= started\.$)' "$run_log" | sort -u > "$run_log.started"
     grep -oP '^[✔✘➜] Test (?!run with )\K.*?(?=( with [0-9]+ test cases?)? (passed|failed|skipped))' "$run_log" | sort -u > "$run_log.ended"
     comm -23 "$run_log.started" "$run_log.ended" | while read -r name; do
       echo "✘ Test $name failed after the run's deadline of $deadline: hung"
