@@ -23,9 +23,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.3.0"),
     ],
     targets: [
-        // System libraries: libnftables (ruleset transactions) and libmnl (rtnetlink).
-        .systemLibrary(name: "CNFTables", pkgConfig: "libnftables",
-                       providers: [.apt(["libnftables-dev"])]),
+        // libnftables (ruleset transactions), loaded on first use: only init and the node agent need it
+        // (header from libnftables-dev at build time; libnftables1 at run time).
+        .target(name: "CNFTables"),
+        // libmnl (rtnetlink).
         .systemLibrary(name: "CMNL", pkgConfig: "libmnl",
                        providers: [.apt(["libmnl-dev"])]),
         // libyaml: the YAML parser (the one Yams wraps), without Foundation in the binary.

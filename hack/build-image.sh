@@ -8,8 +8,9 @@
 #
 # --binary   the capstan binary to package (default: the release build, built now)
 # --out      where to write the OCI layout (default .build-image/oci) and capstan-dev.oci.tar beside it
-# --check    then unpack the image and run `capstan --version`, `capstan init --dry-run` and
-#            `capstan-cni` VERSION from its root filesystem (chroot, own mount namespace)
+# --check    then unpack the image and run `capstan --version`, `capstan init --dry-run`, `capstan init`
+#            (in a new network namespace) and `capstan-cni` VERSION from its root filesystem (chroot,
+#            own mount namespace)
 #
 # Prints the image's size: the compressed layer (what a registry stores and a node pulls) and the root
 # filesystem unpacked.
@@ -40,8 +41,13 @@ install -m 0755 "$binary" "$root/usr/local/bin/capstan"
 # The CNI configuration's "type" names the plugin binary; capstan acts as the plugin under that name.
 ln -s capstan "$root/usr/local/bin/capstan-cni"
 
-# The shared libraries the binary loads, at the paths the dynamic loader looks for them, and the loader.
-ldd "$binary" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }' | sort -u | while read -r library; do
+# The shared libraries the binary loads, at the paths the dynamic loader looks for them, and the loader;
+# and libnftables with its own, which capstan loads when it first programs nftables (dlopen) rather than
+# at start, so ldd of the binary does not list them.
+nftables=$(ldconfig -p | awk '$1 == "libnftables.so.1" { print $NF; exit }')
+[ -n "$nftables" ] || { echo "hack/build-image.sh: libnftables.so.1 is not installed (hack/setup.sh installs it)" >&2; exit 1; }
+{ echo "$nftables"; ldd "$binary" "$nftables" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }'; } \
+  | sort -u | while read -r library; do
   mkdir -p "$root$(dirname "$library")"
   cp -L "$library" "$root$library"
 done
@@ -81,9 +87,12 @@ if $check; then
   in_image() { unshare --mount --pid --fork --mount-proc="$bundle/rootfs/proc" chroot "$bundle/rootfs" "$@"; }
   version=$(in_image /usr/local/bin/capstan --version)
   in_image /usr/local/bin/capstan init --dry-run > "$work/dry-run.txt"
+  # A real apply in a network namespace of its own: libnftables, loaded at run time, is in the image.
+  unshare --net --mount --pid --fork --mount-proc="$bundle/rootfs/proc" chroot "$bundle/rootfs" /usr/local/bin/capstan init >/dev/null \
+    || { echo "hack/build-image.sh: capstan init in the image could not apply its rules" >&2; exit 1; }
   grep -q 'table inet capstan' "$work/dry-run.txt" || { echo "hack/build-image.sh: init --dry-run in the image printed no ruleset" >&2; exit 1; }
   # Run as the CNI plugin (by its name), as a container runtime runs it: VERSION answers from the image alone.
   echo '{"cniVersion": "1.0.0"}' | CNI_COMMAND=VERSION in_image /usr/local/bin/capstan-cni | grep -q supportedVersions \
     || { echo "hack/build-image.sh: capstan-cni VERSION in the image gave no supportedVersions" >&2; exit 1; }
-  echo "hack/build-image.sh: checked: capstan $version, capstan init --dry-run and capstan-cni VERSION run from the image's root filesystem"
+  echo "hack/build-image.sh: checked: capstan $version, capstan init (--dry-run, and applied in a new network namespace) and capstan-cni VERSION run from the image's root filesystem"
 fi

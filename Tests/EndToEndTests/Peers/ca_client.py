@@ -13,41 +13,21 @@ usage:
 import json
 import os
 import sys
-import datetime
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from istio_api import load_ca_api
-
-
-def organization(name):
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, name)])
-
-
-def pem(certificate):
-    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+from peer_certificates import ca_certificate, organization, pem
 
 
 def write_cacerts(directory):
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def ca_certificate(name, key, issuer_name, issuer_key):
-        return (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=30))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-                .sign(issuer_key, hashes.SHA256()))
-
     root_key, next_root_key, key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    root = ca_certificate(organization("cluster.local"), root_key, organization("cluster.local"), root_key)
-    next_root = ca_certificate(organization("cluster.local next"), next_root_key, organization("cluster.local next"), next_root_key)
-    intermediate = ca_certificate(organization("cluster.local intermediate"), key, root.subject, root_key)
+    root = ca_certificate(organization("cluster.local"), root_key, organization("cluster.local"), root_key, days=30)
+    next_root = ca_certificate(organization("cluster.local next"), next_root_key, organization("cluster.local next"), next_root_key, days=30)
+    intermediate = ca_certificate(organization("cluster.local intermediate"), key, root.subject, root_key, days=30)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     files = {"ca-cert.pem": pem(intermediate), "cert-chain.pem": pem(intermediate) + pem(root),
              "root-cert.pem": pem(root) + pem(next_root),

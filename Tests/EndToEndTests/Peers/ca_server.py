@@ -23,11 +23,12 @@ from concurrent import futures
 
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from istio_api import load_ca_api
+from peer_certificates import ca_certificate, organization, pem
 
 address, state_dir, token, spiffe_id = sys.argv[1:5]
 fail_after = int(sys.argv[sys.argv.index("--fail-after") + 1]) if "--fail-after" in sys.argv else None
@@ -36,26 +37,6 @@ if form not in ("istiod", "concatenated", "roots"):
     sys.exit(f"unknown --form {form}")
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 ca_pb2, ca_pb2_grpc = load_ca_api()
-
-now = datetime.datetime.now(datetime.timezone.utc)
-
-
-def pem(certificate):
-    return certificate.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def ca_certificate(name, key, issuer_name, issuer_key):
-    return (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .sign(issuer_key, hashes.SHA256()))
-
-
-def organization(name):
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, name)])
-
 
 root_key, other_root_key, signing_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
 root = ca_certificate(organization("python peer root"), root_key, organization("python peer root"), root_key)
