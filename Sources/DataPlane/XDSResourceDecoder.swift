@@ -61,7 +61,7 @@ enum XDSResourceDecoder {
             throw ConfigError(path: "\(path).bind_to_port",
                               message: "false is not supported: Capstan binds every listener, and hands no connection from one listener to another")
         }
-        var notActedOn: [BootstrapConfig.FieldNotActedOn] = []
+        var notActedOn = unknownFields(in: proto)
         if proto.hasUseOriginalDst {
             notActedOn.append(.init(field: "use_original_dst", reason: "every listener restores a redirected connection's original destination and handles the connection itself: none is handed to another listener"))
         }
@@ -156,6 +156,7 @@ enum XDSResourceDecoder {
         case nil:
             throw ConfigError(path: configPath, message: "needs cluster or weighted_clusters")
         }
+        notActedOn += unknownFields(in: tcpProxy, under: "\(field).filters[0].typed_config")
         if !tcpProxy.statPrefix.isEmpty {
             notActedOn.append(.init(field: "\(field).filters[0].typed_config.stat_prefix",
                                     reason: "Capstan keeps no tcp.<stat_prefix>.* statistics (its cluster and listener statistics are Envoy's)"))
@@ -226,7 +227,7 @@ enum XDSResourceDecoder {
         case .clusterProvided where proto.type == .originalDst: loadBalancing = .roundRobin
         default: throw ConfigError(path: "\(path).lb_policy", message: "\(spelling("lb_policy", in: proto)) is not supported (ROUND_ROBIN, LEAST_REQUEST, RANDOM)")
         }
-        var notActedOn: [BootstrapConfig.FieldNotActedOn] = []
+        var notActedOn = unknownFields(in: proto)
         let maxConnections = try circuitBreaker(proto.circuitBreakers, path: path, notActedOn: &notActedOn)
         let discovery: BootstrapConfig.Cluster.Discovery
         var service: String?
@@ -358,6 +359,15 @@ enum XDSResourceDecoder {
     }
 
     // MARK: Helpers
+
+    /// The fields of `message` outside Capstan's proto subset (sent by a control plane that knows more of
+    /// Envoy's API), as fields not acted on: counted and logged, never silently dropped.
+    private static func unknownFields(in message: some SwiftProtobuf.Message, under prefix: String? = nil) -> [BootstrapConfig.FieldNotActedOn] {
+        UnknownFields.paths(in: message).map { path in
+            .init(field: prefix.map { "\($0).\(path)" } ?? path,
+                  reason: "a field Capstan's subset of Envoy's API does not have (by its number): not read")
+        }
+    }
 
     /// The path errors name a resource by: the one given (in a bootstrap), or `KIND "NAME"` (from xDS).
     private static func resourcePath(_ given: String?, kind: String, name: String) throws(ConfigError) -> String {

@@ -1,3 +1,4 @@
+import FoundationEssentials
 import Configuration
 @testable import DataPlane
 import NIOCore
@@ -182,5 +183,27 @@ import XDS
             "filter_chains[1].filters[0].typed_config.stat_prefix", "listener_filters[0]",
         ])
         #expect(!decoded.inspectsTLS)
+    }
+
+    /// Fields outside Capstan's proto subset, in the resource and inside a typed_config, arrive as unknown
+    /// bytes: each is listed by its field numbers as not acted on, never dropped silently.
+    @Test func fieldsOutsideTheSubsetAreListedByNumber() throws {
+        // Field 999 (a varint) and field 1000 (bytes) appended to the wire form of known messages.
+        let unknown: [UInt8] = [0xB8, 0x3E, 0x01, 0xC2, 0x3E, 0x02, 0x61, 0x62]
+        var proxy = Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy()
+        proxy.cluster = "svc"
+        var filter = Envoy_Config_Listener_V3_Filter()
+        filter.name = "envoy.filters.network.tcp_proxy"
+        filter.typedConfig.typeURL = XDSResourceDecoder.tcpProxyType
+        filter.typedConfig.value = Data(try proxy.serializedBytes() as [UInt8] + unknown)
+        var proto = listener(filters: [filter])
+        var address = try Envoy_Config_Core_V3_Address(serializedBytes: try proto.address.serializedBytes() as [UInt8] + unknown)
+        address.socketAddress.portValue = 15001
+        proto.address = address
+        let decoded = try XDSResourceDecoder.listeners([try .packed(proto, as: .listener)])
+        let fields = try #require(decoded.first).fieldsNotActedOn.map(\.field)
+        #expect(fields == ["#2.#999", "#2.#1000",
+                           "filter_chains[0].filters[0].typed_config.#999", "filter_chains[0].filters[0].typed_config.#1000",
+                           "filter_chains[1].filters[0].typed_config.#999", "filter_chains[1].filters[0].typed_config.#1000"], "\(fields)")
     }
 }
