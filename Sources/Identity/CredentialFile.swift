@@ -25,7 +25,7 @@ public enum CredentialFile {
     }
 
     /// Whether something exists at `path` (without following a final symbolic link's target).
-    static func exists(_ path: String) -> Bool {
+    public static func exists(_ path: String) -> Bool {
         var info = stat()
         return lstat(path, &info) == 0
     }

@@ -60,7 +60,9 @@ public final class Agent: Sendable {
             // An unreadable root is a start failure, never a reason to talk to the CA in plaintext.
             authority = CertificateAuthorityClient(address: settings.caAddress, security: try controlPlaneSecurity(rootPath: settings.caRootCertPath),
                                                    tokenPath: settings.tokenPath, clusterID: settings.clusterID)
-            bootstrapPath = try ProxyBootstrap(settings: settings).write(toDirectory: settings.socketDirectory)
+            let metadata = NodeMetadata(settings: settings)
+            for warning in metadata.warnings { logger.warning("node metadata: \(warning)") }
+            bootstrapPath = try ProxyBootstrap(settings: settings, metadata: metadata).write(toDirectory: settings.socketDirectory)
         } catch {
             return .failedToStart("\(error)")
         }

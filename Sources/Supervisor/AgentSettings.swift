@@ -27,6 +27,14 @@ public struct AgentSettings: Sendable {
     public let clusterID: String
     /// Every `ISTIO_META_*` variable, by its name without the prefix (`INTERCEPTION_MODE`).
     public let nodeMetadata: [String: String]
+    /// Every `ISTIO_METAJSON_*` variable (a JSON value, as Istio reads it), by its name without the prefix.
+    public let nodeMetadataJSON: [String: ConfigValue]
+    /// `PROXY_CONFIG` as given, sent on in the node metadata as istiod expects.
+    public let proxyConfigDocument: ConfigValue?
+    /// `NODE_NAME` (downward API `spec.nodeName`), if set.
+    public let nodeName: String?
+    /// Where the injector mounts the pod's labels and annotations (downward API files `labels`, `annotations`).
+    public var podInfoDirectory: String
     /// The node's `cluster` (PROXY_CONFIG `serviceCluster`; Istio's default `istio-proxy`).
     public let serviceCluster: String
     /// `sidecar~INSTANCE_IP~POD_NAME.POD_NAMESPACE~POD_NAMESPACE.svc.cluster.local`.
@@ -107,6 +115,7 @@ public struct AgentSettings: Sendable {
     public static let firstPartyTokenPath = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     public static let defaultRootCertPath = "/var/run/secrets/istio/root-cert.pem"
     public static let defaultSocketDirectory = "/etc/istio/proxy"
+    public static let defaultPodInfoDirectory = "/etc/istio/pod"
 
     /// Reads `environment` (the process's, or a test's). PROXY_CONFIG's `proxyMetadata` entries count
     /// as environment variables that are not otherwise set, as in Istio.
@@ -139,6 +148,18 @@ public struct AgentSettings: Sendable {
             metadata[String(name.dropFirst("ISTIO_META_".count))] = value
         }
         nodeMetadata = metadata
+        var metadataJSON: [String: ConfigValue] = [:]
+        for (name, text) in environment where name.hasPrefix("ISTIO_METAJSON_") && name.count > "ISTIO_METAJSON_".count {
+            do {
+                metadataJSON[String(name.dropFirst("ISTIO_METAJSON_".count))] = try ConfigValue.parse(json: text)
+            } catch {
+                throw AgentSettingsError(variable: name, value: text, reason: "not valid JSON: \(error)")
+            }
+        }
+        nodeMetadataJSON = metadataJSON
+        proxyConfigDocument = proxyConfig.document
+        nodeName = env.optional("NODE_NAME")
+        podInfoDirectory = Self.defaultPodInfoDirectory
         clusterID = metadata["CLUSTER_ID"].flatMap { $0.isEmpty ? nil : $0 } ?? "Kubernetes"
         serviceCluster = proxyConfig.serviceCluster ?? "istio-proxy"
 
@@ -332,6 +353,8 @@ private struct ProxyConfigFields {
     var concurrency: Int?
     var metadata: [String: String] = [:]
     var warnings: [String] = []
+    /// The whole document, as given.
+    var document: ConfigValue?
 
     static let used: Set<String> = ["discoveryAddress", "terminationDrainDuration", "drainDuration", "serviceCluster",
                                     "statusPort", "proxyAdminPort", "concurrency", "proxyMetadata"]
@@ -360,6 +383,7 @@ private struct ProxyConfigFields {
             guard let only = documents.first else { return }
             document = only.value
         }
+        self.document = document
         let root = ConfigReader(document, path: "PROXY_CONFIG")
         do throws(ConfigError) {
             let fields = try root.fields()

@@ -16,32 +16,23 @@ public struct ProxyBootstrap: Sendable {
     public var nodeID: String
     /// The node's `cluster` (Istio's service cluster).
     public var serviceCluster: String
-    /// Node metadata: `ISTIO_META_*` plus what Istio derives (NAME, NAMESPACE, INSTANCE_IPS, …).
-    public var metadata: [String: String]
+    /// Node metadata, as istiod reads it (``NodeMetadata``).
+    public var metadata: [String: ConfigValue]
     public var adminPort: Int
     public var xdsSocketPath: String
     public var sdsSocketPath: String
 
-    /// The bootstrap for `settings`. The `ISTIO_META_*` values win over derived ones of the same key.
-    public init(settings: AgentSettings) {
+    /// The bootstrap for `settings`, with `metadata` (``NodeMetadata``) as the node's.
+    public init(settings: AgentSettings, metadata: NodeMetadata) {
         nodeID = settings.nodeID.description
         serviceCluster = settings.serviceCluster
-        var metadata: [String: String] = [
-            "NAME": settings.podName,
-            "NAMESPACE": settings.podNamespace,
-            "INSTANCE_IPS": settings.instanceIPs.joined(separator: ","),
-            "SERVICE_ACCOUNT": settings.serviceAccount,
-            "CLUSTER_ID": settings.clusterID,
-            "PROXY_CONFIG_TRUST_DOMAIN": settings.trustDomain,
-        ]
-        metadata.merge(settings.nodeMetadata) { _, given in given }
-        self.metadata = metadata
+        self.metadata = metadata.fields
         adminPort = settings.proxyAdminPort
         xdsSocketPath = settings.xdsSocketPath
         sdsSocketPath = settings.sdsSocketPath
     }
 
-    public init(nodeID: String, serviceCluster: String, metadata: [String: String], adminPort: Int,
+    public init(nodeID: String, serviceCluster: String, metadata: [String: ConfigValue], adminPort: Int,
                 xdsSocketPath: String, sdsSocketPath: String) {
         self.nodeID = nodeID
         self.serviceCluster = serviceCluster
@@ -72,7 +63,7 @@ public struct ProxyBootstrap: Sendable {
             "node": object([
                 "id": .string(nodeID),
                 "cluster": .string(serviceCluster),
-                "metadata": .object(metadata.mapValues { .string($0) }),
+                "metadata": .object(metadata),
             ]),
             "admin": object(["address": object(["socket_address": object([
                 "address": .string("127.0.0.1"), "port_value": .number(Double(adminPort)),

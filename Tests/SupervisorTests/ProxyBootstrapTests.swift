@@ -25,7 +25,7 @@ import Testing
     }
 
     @Test func hasIstiosShape() throws {
-        let bootstrap = ProxyBootstrap(settings: try Self.settings())
+        let bootstrap = ProxyBootstrap(settings: try Self.settings(), metadata: NodeMetadata(settings: try Self.settings()))
         let root = object(try JSONSerialization.jsonObject(with: Data(bootstrap.json.utf8)))
         #expect(Set(root.keys) == ["node", "admin", "static_resources", "dynamic_resources"])
 
@@ -63,7 +63,7 @@ import Testing
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("capstan-bootstrap-\(getpid())-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let bootstrap = ProxyBootstrap(settings: try Self.settings())
+        let bootstrap = ProxyBootstrap(settings: try Self.settings(), metadata: NodeMetadata(settings: try Self.settings()))
         let oldMask = umask(0o077)
         defer { umask(oldMask) }
         let path = try bootstrap.write(toDirectory: directory)
@@ -80,7 +80,7 @@ import Testing
     }
 
     @Test func refusesADirectoryThatIsNotThere() throws {
-        let bootstrap = ProxyBootstrap(settings: try Self.settings())
+        let bootstrap = ProxyBootstrap(settings: try Self.settings(), metadata: NodeMetadata(settings: try Self.settings()))
         #expect(throws: ProxyBootstrapError.self) { try bootstrap.write(toDirectory: "/nonexistent-capstan-dir") }
         do {
             try bootstrap.write(toDirectory: "/nonexistent-capstan-dir")
