@@ -15,7 +15,7 @@ final class DynamicResources: ADSResponseHandler {
         /// The accepted CDS resources, in force or warming.
         var clusters: [XDSResourceDecoder.DiscoveredCluster] = []
         /// The latest endpoints per EDS service.
-        var assignments: [String: [BootstrapConfig.Cluster.Endpoint]] = [:]
+        var assignments: [String: XDSResourceDecoder.EndpointAssignment] = [:]
         var clustersInitialized = false
         var listenersInitialized = false
     }
@@ -129,12 +129,13 @@ final class DynamicResources: ADSResponseHandler {
             for discovered in state.clusters {
                 var cluster = discovered.cluster
                 if let service = discovered.endpointService {
-                    guard let endpoints = state.assignments[service] else {
+                    guard let assignment = state.assignments[service] else {
                         warming.append(cluster.name)
                         if let previous = runtime.configuration.clusters[cluster.name] { ready.append(previous.config) }
                         continue
                     }
-                    cluster.discovery = .endpoints(endpoints)
+                    cluster.discovery = .endpoints(assignment.endpoints)
+                    cluster.fieldsNotActedOn += assignment.fieldsNotActedOn
                 }
                 ready.append(cluster)
             }
@@ -158,7 +159,7 @@ final class DynamicResources: ADSResponseHandler {
         let expired = state.withLock { state -> [String] in
             let services = state.clusters.filter { names.contains($0.cluster.name) }.compactMap(\.endpointService)
             let missing = services.filter { state.assignments[$0] == nil }
-            for service in missing { state.assignments[service] = [] }
+            for service in missing { state.assignments[service] = .init(endpoints: []) }
             return missing
         }
         guard !expired.isEmpty else { return }
@@ -169,7 +170,7 @@ final class DynamicResources: ADSResponseHandler {
     // MARK: EDS
 
     private func applyEndpoints(_ response: DiscoveryResponse, client: ADSClient) throws(ConfigError) {
-        let assignments: [String: [BootstrapConfig.Cluster.Endpoint]]
+        let assignments: [String: XDSResourceDecoder.EndpointAssignment]
         do throws(ConfigError) {
             assignments = try XDSResourceDecoder.assignments(response.resources)
         } catch {
@@ -177,12 +178,15 @@ final class DynamicResources: ADSResponseHandler {
             throw error
         }
         state.withLock { state in
-            for (service, endpoints) in assignments { state.assignments[service] = endpoints }
+            for (service, assignment) in assignments { state.assignments[service] = assignment }
         }
+        logFieldsNotActedOn(assignments.sorted { $0.key < $1.key }.flatMap { service, assignment in
+            assignment.fieldsNotActedOn.map { $0.described(under: "cluster_load_assignment \"\(service)\"") }
+        }, in: response)
         runtime.versions.withLockedValue { versions in
             let entry = ResourceVersions.Entry(version: response.versionInfo, lastUpdated: Self.timestamp())
-            for (service, endpoints) in assignments {
-                versions.assignments[service] = .init(entry: entry, endpoints: endpoints)
+            for (service, assignment) in assignments {
+                versions.assignments[service] = .init(entry: entry, endpoints: assignment.endpoints)
             }
         }
         for cluster in clusterNames(using: Set(assignments.keys)) { runtime.stats.cluster(cluster).membershipUpdates.increment() }

@@ -288,13 +288,22 @@ enum XDSResourceDecoder {
 
     // MARK: EDS
 
-    /// Endpoints by EDS service name.
-    static func assignments(_ resources: [Google_Protobuf_Any]) throws(ConfigError) -> [String: [BootstrapConfig.Cluster.Endpoint]] {
-        var assignments: [String: [BootstrapConfig.Cluster.Endpoint]] = [:]
+    /// An EDS service's endpoints, and the fields of its assignment Capstan does not act on (those outside
+    /// its proto subset), which go with the clusters it feeds.
+    struct EndpointAssignment: Equatable {
+        var endpoints: [BootstrapConfig.Cluster.Endpoint]
+        var fieldsNotActedOn: [BootstrapConfig.FieldNotActedOn] = []
+    }
+
+    /// Assignments by EDS service name.
+    static func assignments(_ resources: [Google_Protobuf_Any]) throws(ConfigError) -> [String: EndpointAssignment] {
+        var assignments: [String: EndpointAssignment] = [:]
         for resource in resources {
             let proto: Envoy_Config_Endpoint_V3_ClusterLoadAssignment = try unpack(resource, as: .endpoint)
             guard !proto.clusterName.isEmpty else { throw ConfigError(path: "cluster_load_assignment", message: "needs a cluster_name") }
-            assignments[proto.clusterName] = try endpoints(of: proto, path: "cluster_load_assignment \"\(proto.clusterName)\"")
+            assignments[proto.clusterName] = EndpointAssignment(
+                endpoints: try endpoints(of: proto, path: "cluster_load_assignment \"\(proto.clusterName)\""),
+                fieldsNotActedOn: unknownFields(in: proto, under: "load_assignment (EDS)"))
         }
         return assignments
     }
@@ -364,8 +373,7 @@ enum XDSResourceDecoder {
     /// Envoy's API), as fields not acted on: counted and logged, never silently dropped.
     private static func unknownFields(in message: some SwiftProtobuf.Message, under prefix: String? = nil) -> [BootstrapConfig.FieldNotActedOn] {
         UnknownFields.paths(in: message).map { path in
-            .init(field: prefix.map { "\($0).\(path)" } ?? path,
-                  reason: "a field Capstan's subset of Envoy's API does not have (by its number): not read")
+            .init(field: prefix.map { "\($0).\(path)" } ?? path, reason: UnknownFields.reason)
         }
     }
 

@@ -90,7 +90,7 @@ import XDS
                 }
             }
         }]
-        let endpoints = try XDSResourceDecoder.assignments([try .packed(assignment, as: .endpoint)])
+        let endpoints = try XDSResourceDecoder.assignments([try .packed(assignment, as: .endpoint)]).mapValues(\.endpoints)
         #expect(endpoints[cluster.name]?.map(\.address.ipAddress) == ["198.51.100.10"])
     }
 
@@ -114,7 +114,7 @@ import XDS
     }
 
     func endpoints(_ assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment) throws -> [String] {
-        try XDSResourceDecoder.assignments([try .packed(assignment, as: .endpoint)])["svc"]?.map {
+        try XDSResourceDecoder.assignments([try .packed(assignment, as: .endpoint)])["svc"]?.endpoints.map {
             "\($0.address.ipAddress ?? "")×\($0.weight)"
         } ?? []
     }
@@ -205,5 +205,13 @@ import XDS
         #expect(fields == ["#2.#999", "#2.#1000",
                            "filter_chains[0].filters[0].typed_config.#999", "filter_chains[0].filters[0].typed_config.#1000",
                            "filter_chains[1].filters[0].typed_config.#999", "filter_chains[1].filters[0].typed_config.#1000"], "\(fields)")
+
+        // An EDS assignment's, which go with the clusters it feeds.
+        var assignment = Envoy_Config_Endpoint_V3_ClusterLoadAssignment()
+        assignment.clusterName = "svc"
+        var any = try Google_Protobuf_Any.packed(assignment, as: .endpoint)
+        any.value = Data(try assignment.serializedBytes() as [UInt8] + unknown)
+        let decodedAssignment = try #require(try XDSResourceDecoder.assignments([any])["svc"])
+        #expect(decodedAssignment.fieldsNotActedOn.map(\.field) == ["load_assignment (EDS).#999", "load_assignment (EDS).#1000"])
     }
 }

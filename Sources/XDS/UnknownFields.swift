@@ -2,13 +2,16 @@ import FoundationEssentials
 import SwiftProtobuf
 
 /// Fields of a decoded xDS message that Capstan's `proto/` subset does not have. protobuf keeps them as
-/// unknown bytes and nobody would see them; the decoder lists them with the fields accepted but not acted
-/// on, so a control plane's configuration is never silently half-read. Paths are field numbers, as
-/// Envoy's API declares them (`#5[0].#3` is field 3 of the first element of field 5), since the subset
-/// has no name for a field it lacks.
-enum UnknownFields {
+/// unknown bytes and nobody would see them; the decoders (the proxy's listeners and clusters, route
+/// tables) list them with the fields accepted but not acted on, so a control plane's configuration is
+/// never silently half-read. Paths are field numbers, as Envoy's API declares them (`#5[0].#3` is field 3
+/// of the first element of field 5), since the subset has no name for a field it lacks.
+public enum UnknownFields {
+    /// Why such a field is listed as not acted on.
+    public static let reason = "a field Capstan's subset of Envoy's API does not have (by its number): not read"
+
     /// The path of every unknown field in `message` and the messages inside it, in order.
-    static func paths(in message: some SwiftProtobuf.Message) -> [String] {
+    public static func paths(in message: some SwiftProtobuf.Message) -> [String] {
         var finder = Finder()
         try? message.traverse(visitor: &finder)
         return finder.found
