@@ -16,6 +16,7 @@ import envoy.extensions.transport_sockets.tls.v3.tls_pb2  # noqa: F401
 import envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2  # noqa: F401
 import envoy.service.secret.v3.sds_pb2  # noqa: F401
 import envoy.config.bootstrap.v3.bootstrap_pb2  # noqa: F401
+import envoy.config.route.v3.route_pb2  # noqa: F401  (with route_components, regex and range)
 
 repository = pathlib.Path(__file__).resolve().parent.parent
 ours_root = repository / "proto"

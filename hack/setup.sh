@@ -6,6 +6,7 @@ packages=(
   libnftables-dev   # libnftables: in-process nftables transactions
   libmnl-dev        # libmnl: rtnetlink (policy routing)
   libyaml-dev       # libyaml: the control plane's Istio-style YAML
+  libre2-dev        # RE2: Envoy's safe_regex semantics for HTTP route matching and rewrites (CRE2 wraps its C++ API)
   pkg-config        # SwiftPM finds both through pkg-config
   iproute2          # tests and demo build throw-away network namespaces with `ip netns`
   nftables          # the demo edits a rule by hand with `nft`, as an operator would

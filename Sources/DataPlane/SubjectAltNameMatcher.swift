@@ -79,6 +79,7 @@ struct SubjectAltNameMatcher: Sendable, Hashable {
         case .prefix(let text)?: pattern = .prefix(folded(text))
         case .suffix(let text)?: pattern = .suffix(folded(text))
         case .contains(let text)?: pattern = .contains(folded(text))
+        case .safeRegex?: throw ConfigError(path: "\(path).safe_regex", message: "is not supported for subject alt names (exact, prefix, suffix or contains)")
         case nil: throw ConfigError(path: path, message: "needs exact, prefix, suffix or contains")
         }
         switch pattern {

@@ -246,6 +246,114 @@ public nonisolated struct Envoy_Config_Core_V3_DataSource: Sendable {
   public init() {}
 }
 
+/// Metadata attached to a resource, by filter name (Istio marks each route with the VirtualService it came from).
+public nonisolated struct Envoy_Config_Core_V3_Metadata: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var filterMetadata: Dictionary<String,SwiftProtobuf.Google_Protobuf_Struct> = [:]
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One header: a name and its value.
+public nonisolated struct Envoy_Config_Core_V3_HeaderValue: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var key: String = String()
+
+  public var value: String = String()
+
+  public var rawValue: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A header to add to a request or response, and what to do when the header is already there.
+public nonisolated struct Envoy_Config_Core_V3_HeaderValueOption: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var header: Envoy_Config_Core_V3_HeaderValue {
+    get {_header ?? Envoy_Config_Core_V3_HeaderValue()}
+    set {_header = newValue}
+  }
+  /// Returns true if `header` has been explicitly set.
+  public var hasHeader: Bool {self._header != nil}
+  /// Clears the value of `header`. Subsequent reads from it will return its default value.
+  public mutating func clearHeader() {self._header = nil}
+
+  public var append: SwiftProtobuf.Google_Protobuf_BoolValue {
+    get {_append ?? SwiftProtobuf.Google_Protobuf_BoolValue()}
+    set {_append = newValue}
+  }
+  /// Returns true if `append` has been explicitly set.
+  public var hasAppend: Bool {self._append != nil}
+  /// Clears the value of `append`. Subsequent reads from it will return its default value.
+  public mutating func clearAppend() {self._append = nil}
+
+  public var appendAction: Envoy_Config_Core_V3_HeaderValueOption.HeaderAppendAction = .appendIfExistsOrAdd
+
+  public var keepEmptyValue: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum HeaderAppendAction: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case appendIfExistsOrAdd // = 0
+    case addIfAbsent // = 1
+    case overwriteIfExistsOrAdd // = 2
+    case overwriteIfExists // = 3
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .appendIfExistsOrAdd
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .appendIfExistsOrAdd
+      case 1: self = .addIfAbsent
+      case 2: self = .overwriteIfExistsOrAdd
+      case 3: self = .overwriteIfExists
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .appendIfExistsOrAdd: return 0
+      case .addIfAbsent: return 1
+      case .overwriteIfExistsOrAdd: return 2
+      case .overwriteIfExists: return 3
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Envoy_Config_Core_V3_HeaderValueOption.HeaderAppendAction] = [
+      .appendIfExistsOrAdd,
+      .addIfAbsent,
+      .overwriteIfExistsOrAdd,
+      .overwriteIfExists,
+    ]
+
+  }
+
+  public init() {}
+
+  fileprivate var _header: Envoy_Config_Core_V3_HeaderValue? = nil
+  fileprivate var _append: SwiftProtobuf.Google_Protobuf_BoolValue? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "envoy.config.core.v3"
@@ -494,4 +602,127 @@ nonisolated extension Envoy_Config_Core_V3_DataSource: SwiftProtobuf.Message, Sw
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
+}
+
+nonisolated extension Envoy_Config_Core_V3_Metadata: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Metadata"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}filter_metadata\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.Google_Protobuf_Struct>.self, value: &self.filterMetadata) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.filterMetadata.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.Google_Protobuf_Struct>.self, value: self.filterMetadata, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Core_V3_Metadata, rhs: Envoy_Config_Core_V3_Metadata) -> Bool {
+    if lhs.filterMetadata != rhs.filterMetadata {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Core_V3_HeaderValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HeaderValue"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}value\0\u{3}raw_value\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.key) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.value) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.rawValue) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.key.isEmpty {
+      try visitor.visitSingularStringField(value: self.key, fieldNumber: 1)
+    }
+    if !self.value.isEmpty {
+      try visitor.visitSingularStringField(value: self.value, fieldNumber: 2)
+    }
+    if !self.rawValue.isEmpty {
+      try visitor.visitSingularBytesField(value: self.rawValue, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Core_V3_HeaderValue, rhs: Envoy_Config_Core_V3_HeaderValue) -> Bool {
+    if lhs.key != rhs.key {return false}
+    if lhs.value != rhs.value {return false}
+    if lhs.rawValue != rhs.rawValue {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Core_V3_HeaderValueOption: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HeaderValueOption"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}append\0\u{3}append_action\0\u{3}keep_empty_value\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._header) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._append) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.appendAction) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.keepEmptyValue) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._header {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._append {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.appendAction != .appendIfExistsOrAdd {
+      try visitor.visitSingularEnumField(value: self.appendAction, fieldNumber: 3)
+    }
+    if self.keepEmptyValue != false {
+      try visitor.visitSingularBoolField(value: self.keepEmptyValue, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Core_V3_HeaderValueOption, rhs: Envoy_Config_Core_V3_HeaderValueOption) -> Bool {
+    if lhs._header != rhs._header {return false}
+    if lhs._append != rhs._append {return false}
+    if lhs.appendAction != rhs.appendAction {return false}
+    if lhs.keepEmptyValue != rhs.keepEmptyValue {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Core_V3_HeaderValueOption.HeaderAppendAction: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0APPEND_IF_EXISTS_OR_ADD\0\u{1}ADD_IF_ABSENT\0\u{1}OVERWRITE_IF_EXISTS_OR_ADD\0\u{1}OVERWRITE_IF_EXISTS\0")
 }

@@ -20,7 +20,7 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-/// Matches a string; Capstan uses it for certificate subject alt names.
+/// Matches a string; Capstan uses it for certificate subject alt names and HTTP header and query matching.
 public nonisolated struct Envoy_Type_Matcher_V3_StringMatcher: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -52,6 +52,14 @@ public nonisolated struct Envoy_Type_Matcher_V3_StringMatcher: Sendable {
     set {matchPattern = .suffix(newValue)}
   }
 
+  public var safeRegex: Envoy_Type_Matcher_V3_RegexMatcher {
+    get {
+      if case .safeRegex(let v)? = matchPattern {return v}
+      return Envoy_Type_Matcher_V3_RegexMatcher()
+    }
+    set {matchPattern = .safeRegex(newValue)}
+  }
+
   public var contains: String {
     get {
       if case .contains(let v)? = matchPattern {return v}
@@ -68,6 +76,7 @@ public nonisolated struct Envoy_Type_Matcher_V3_StringMatcher: Sendable {
     case exact(String)
     case prefix(String)
     case suffix(String)
+    case safeRegex(Envoy_Type_Matcher_V3_RegexMatcher)
     case contains(String)
 
   }
@@ -81,7 +90,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.type.matcher.v3"
 
 nonisolated extension Envoy_Type_Matcher_V3_StringMatcher: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StringMatcher"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}exact\0\u{1}prefix\0\u{1}suffix\0\u{4}\u{3}ignore_case\0\u{1}contains\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}exact\0\u{1}prefix\0\u{1}suffix\0\u{4}\u{2}safe_regex\0\u{3}ignore_case\0\u{1}contains\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -111,6 +120,19 @@ nonisolated extension Envoy_Type_Matcher_V3_StringMatcher: SwiftProtobuf.Message
         if let v = v {
           if self.matchPattern != nil {try decoder.handleConflictingOneOf()}
           self.matchPattern = .suffix(v)
+        }
+      }()
+      case 5: try {
+        var v: Envoy_Type_Matcher_V3_RegexMatcher?
+        var hadOneofValue = false
+        if let current = self.matchPattern {
+          hadOneofValue = true
+          if case .safeRegex(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.matchPattern = .safeRegex(v)
         }
       }()
       case 6: try { try decoder.decodeSingularBoolField(value: &self.ignoreCase) }()
@@ -144,6 +166,10 @@ nonisolated extension Envoy_Type_Matcher_V3_StringMatcher: SwiftProtobuf.Message
     case .suffix?: try {
       guard case .suffix(let v)? = self.matchPattern else { preconditionFailure() }
       try visitor.visitSingularStringField(value: v, fieldNumber: 3)
+    }()
+    case .safeRegex?: try {
+      guard case .safeRegex(let v)? = self.matchPattern else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     }()
     default: break
     }
