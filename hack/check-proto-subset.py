@@ -46,13 +46,21 @@ def repeated(field):
     return field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
 
 
+def reference_of(find, name, kind, owner):
+    """The reference's descriptor of `name` (a message, enum or service), or None with the problem noted."""
+    try:
+        return find(name)
+    except KeyError:
+        problems.append(f"{name}: no such {kind} in {owner}'s API")
+        return None
+
+
 def check_message(message, prefix, reference_pool, owner):
     global checked
     name = f"{prefix}.{message.name}"
-    try:
-        reference = reference_pool.FindMessageTypeByName(name)
-    except KeyError:
-        problems.append(f"{name}: no such message in {owner}'s API"); return
+    reference = reference_of(reference_pool.FindMessageTypeByName, name, "message", owner)
+    if reference is None:
+        return
     for field in message.field:
         real = reference.fields_by_name.get(field.name)
         checked += 1
@@ -74,10 +82,9 @@ def check_message(message, prefix, reference_pool, owner):
 def check_enum(enum, prefix, reference_pool, owner):
     global checked
     name = f"{prefix}.{enum.name}"
-    try:
-        reference = reference_pool.FindEnumTypeByName(name)
-    except KeyError:
-        problems.append(f"{name}: no such enum in {owner}'s API"); return
+    reference = reference_of(reference_pool.FindEnumTypeByName, name, "enum", owner)
+    if reference is None:
+        return
     for value in enum.value:
         checked += 1
         real = reference.values_by_name.get(value.name)
@@ -88,10 +95,9 @@ def check_enum(enum, prefix, reference_pool, owner):
 def check_service(service, prefix, reference_pool, owner):
     global checked
     name = f"{prefix}.{service.name}"
-    try:
-        reference = reference_pool.FindServiceByName(name)
-    except KeyError:
-        problems.append(f"{name}: no such service in {owner}'s API"); return
+    reference = reference_of(reference_pool.FindServiceByName, name, "service", owner)
+    if reference is None:
+        return
     for method in service.method:
         checked += 1
         real = reference.methods_by_name.get(method.name)
