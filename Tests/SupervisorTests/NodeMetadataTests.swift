@@ -9,17 +9,20 @@ import Testing
     static let dump = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("../../../shared/istio-config/sidecar-istio1.20.8-hello-openshift.config_dump.json").standardized.path
 
-    /// pilot-agent's node metadata from the dump.
+    /// pilot-agent's node metadata from the dump (found with Foundation's JSONSerialization, which reads the
+    /// 335 KB dump in milliseconds where the Codable walk takes seconds in a debug build).
     static func pilotAgentMetadata() throws -> [String: ConfigValue] {
-        let text = try String(contentsOfFile: dump, encoding: .utf8)
-        guard case .array(let configs)? = try ConfigValue.parse(json: text)["configs"],
-              case .object(let metadata)? = configs.first?["bootstrap"]?["node"]?["metadata"] else {
-            throw SandboxlessError("no configs[0].bootstrap.node.metadata in \(dump)")
+        let root = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dump))) as? [String: Any]
+        let bootstrap = ((root?["configs"] as? [Any])?.first as? [String: Any])?["bootstrap"] as? [String: Any]
+        guard let metadata = (bootstrap?["node"] as? [String: Any])?["metadata"] else {
+            throw DumpError(description: "no configs[0].bootstrap.node.metadata in \(dump)")
         }
-        return metadata
+        let text = String(decoding: try JSONSerialization.data(withJSONObject: metadata), as: UTF8.self)
+        guard case .object(let fields) = try ConfigValue.parse(json: text) else { throw DumpError(description: "metadata is not an object") }
+        return fields
     }
 
-    struct SandboxlessError: Error, CustomStringConvertible { var description: String; init(_ d: String) { description = d } }
+    struct DumpError: Error, CustomStringConvertible { var description: String }
 
     /// A pod like the dump's, with the downward API files the injector mounts.
     static func settings(podInfo: String) throws -> AgentSettings {

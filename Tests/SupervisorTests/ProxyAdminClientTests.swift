@@ -64,6 +64,8 @@ import Testing
         } catch {
             #expect(error.reason == "no answer within 200ms")
         }
-        #expect(began.duration(to: clock.now) < .seconds(2))
+        // Before the server's answer at 5 s: the deadline ended the call (a loaded machine may take a while
+        // to run the timer, so the bound is the answer's time, not the deadline's).
+        #expect(began.duration(to: clock.now) < .seconds(5))
     }
 }
