@@ -7,21 +7,6 @@ import XDS
 /// and prefix and hand connections to `tcp_proxy`, clusters of endpoints or original destinations, and
 /// `dynamic_resources` over ADS.
 public struct BootstrapConfig: Sendable {
-    /// A field given that Capstan accepts but does not act on (README, "Accepted, not acted on"), kept
-    /// with its listener or cluster so that it is counted (`config.fields_not_acted_on`) and shown.
-    public struct FieldNotActedOn: Sendable, Equatable {
-        /// Its path within its listener or cluster (`filter_chains[0].filters[0].typed_config.stat_prefix`),
-        /// or, for the bootstrap's own, within the bootstrap.
-        public var field: String
-        /// What Capstan does instead, or why the field makes no difference to it.
-        public var reason: String
-
-        /// `PATH: accepted, not acted on: WHY`, with the path of its listener or cluster in front.
-        public func described(under resource: String = "") -> String {
-            "\(resource.isEmpty ? field : "\(resource).\(field)"): accepted, not acted on: \(reason)"
-        }
-    }
-
     /// `dynamic_resources` with `ads_config`: where the control plane is, and who this proxy is.
     public struct DynamicResources: Sendable {
         public var server: XDSServerAddress

@@ -38,7 +38,7 @@ extension XDSResourceDecoder {
             listeners.append(decoded)
         }
         let node = proto.hasNode ? proto.node : nil
-        var notActedOn: [BootstrapConfig.FieldNotActedOn] = []
+        var notActedOn: [FieldNotActedOn] = []
         let dynamic = proto.hasDynamicResources
             ? try dynamicResources(proto.dynamicResources, node: node, clusters: clusters, notActedOn: &notActedOn) : nil
         let config = BootstrapConfig(listeners: listeners, clusters: clusters, adminPort: adminPort, dynamicResources: dynamic,
@@ -86,7 +86,7 @@ extension XDSResourceDecoder {
     /// target URI.
     private static func dynamicResources(_ proto: Envoy_Config_Bootstrap_V3_Bootstrap.DynamicResources,
                                          node: Envoy_Config_Core_V3_Node?, clusters: [BootstrapConfig.Cluster],
-                                         notActedOn: inout [BootstrapConfig.FieldNotActedOn]) throws(ConfigError) -> BootstrapConfig.DynamicResources {
+                                         notActedOn: inout [FieldNotActedOn]) throws(ConfigError) -> BootstrapConfig.DynamicResources {
         let path = "dynamic_resources"
         for (field, given, source) in [("lds_config", proto.hasLdsConfig, proto.ldsConfig), ("cds_config", proto.hasCdsConfig, proto.cdsConfig)] {
             let sourcePath = "\(path).\(field)"
@@ -100,7 +100,7 @@ extension XDSResourceDecoder {
                 throw ConfigError(path: "\(sourcePath).resource_api_version", message: "V2 is not supported: Capstan speaks xDS v3")
             }
             if source.hasInitialFetchTimeout && duration(source.initialFetchTimeout) != .zero {
-                notActedOn.append(.init(field: "\(sourcePath).initial_fetch_timeout", reason: "Capstan waits for the first clusters and listeners without a deadline (as 0s does)"))
+                notActedOn.append(.init(path: "\(sourcePath).initial_fetch_timeout", reason: "Capstan waits for the first clusters and listeners without a deadline (as 0s does)"))
             }
         }
         guard proto.hasAdsConfig else { throw ConfigError(path: "\(path).ads_config", message: "is required with lds_config and cds_config over ADS") }

@@ -63,7 +63,7 @@ enum XDSResourceDecoder {
         }
         var notActedOn = unknownFields(in: proto)
         if proto.hasUseOriginalDst {
-            notActedOn.append(.init(field: "use_original_dst", reason: "every listener restores a redirected connection's original destination and handles the connection itself: none is handed to another listener"))
+            notActedOn.append(.init(path: "use_original_dst", reason: "every listener restores a redirected connection's original destination and handles the connection itself: none is handed to another listener"))
         }
         var chains: [BootstrapConfig.FilterChain] = []
         for (index, chain) in proto.filterChains.enumerated() {
@@ -79,7 +79,7 @@ enum XDSResourceDecoder {
             case .tlsInspector: inspectsTLS = true
             case .originalDestination: break
             case .httpInspector:
-                notActedOn.append(.init(field: field, reason: "Capstan does not detect HTTP: a chain matching on HTTP's application protocols takes only TLS connections that offer them by ALPN"))
+                notActedOn.append(.init(path: field, reason: "Capstan does not detect HTTP: a chain matching on HTTP's application protocols takes only TLS connections that offer them by ALPN"))
             }
         }
         return BootstrapConfig.Listener(
@@ -112,7 +112,7 @@ enum XDSResourceDecoder {
 
     /// The chain at `field` of the listener at `path`.
     private static func filterChain(_ proto: Envoy_Config_Listener_V3_FilterChain, path listenerPath: String, field: String,
-                                    notActedOn: inout [BootstrapConfig.FieldNotActedOn]) throws(ConfigError) -> BootstrapConfig.FilterChain {
+                                    notActedOn: inout [FieldNotActedOn]) throws(ConfigError) -> BootstrapConfig.FilterChain {
         let path = "\(listenerPath).\(field)"
         let match = proto.filterChainMatch
         var port: Int?
@@ -158,7 +158,7 @@ enum XDSResourceDecoder {
         }
         notActedOn += unknownFields(in: tcpProxy, under: "\(field).filters[0].typed_config")
         if !tcpProxy.statPrefix.isEmpty {
-            notActedOn.append(.init(field: "\(field).filters[0].typed_config.stat_prefix",
+            notActedOn.append(.init(path: "\(field).filters[0].typed_config.stat_prefix",
                                     reason: "Capstan keeps no tcp.<stat_prefix>.* statistics (its cluster and listener statistics are Envoy's)"))
         }
         for (index, name) in match.applicationProtocols.enumerated() where name.isEmpty {
@@ -266,7 +266,7 @@ enum XDSResourceDecoder {
     /// `tcp_proxy`'s connections are of default priority, in Envoy as here.
     /// (`path`: the cluster's.)
     private static func circuitBreaker(_ breakers: Envoy_Config_Cluster_V3_CircuitBreakers, path: String,
-                                       notActedOn: inout [BootstrapConfig.FieldNotActedOn]) throws(ConfigError) -> Int? {
+                                       notActedOn: inout [FieldNotActedOn]) throws(ConfigError) -> Int? {
         for (index, threshold) in breakers.thresholds.enumerated() {
             if case .UNRECOGNIZED(let number) = threshold.priority {
                 throw ConfigError(path: "\(path).circuit_breakers.thresholds[\(index)].priority", message: "\(number) is not a routing priority (DEFAULT, HIGH)")
@@ -277,7 +277,7 @@ enum XDSResourceDecoder {
         let field = "circuit_breakers.thresholds[\(index)]"
         for (limit, given) in [("max_pending_requests", threshold.hasMaxPendingRequests), ("max_requests", threshold.hasMaxRequests),
                                ("max_retries", threshold.hasMaxRetries)] where given {
-            notActedOn.append(.init(field: "\(field).\(limit)", reason: "Capstan relays TCP connections: it has no requests, pending requests or retries to limit"))
+            notActedOn.append(.init(path: "\(field).\(limit)", reason: "Capstan relays TCP connections: it has no requests, pending requests or retries to limit"))
         }
         guard threshold.hasMaxConnections else { return nil }
         guard threshold.maxConnections.value > 0 else {
@@ -292,7 +292,7 @@ enum XDSResourceDecoder {
     /// its proto subset), which go with the clusters it feeds.
     struct EndpointAssignment: Equatable {
         var endpoints: [BootstrapConfig.Cluster.Endpoint]
-        var fieldsNotActedOn: [BootstrapConfig.FieldNotActedOn] = []
+        var fieldsNotActedOn: [FieldNotActedOn] = []
     }
 
     /// Assignments by EDS service name.
@@ -371,9 +371,9 @@ enum XDSResourceDecoder {
 
     /// The fields of `message` outside Capstan's proto subset (sent by a control plane that knows more of
     /// Envoy's API), as fields not acted on: counted and logged, never silently dropped.
-    private static func unknownFields(in message: some SwiftProtobuf.Message, under prefix: String? = nil) -> [BootstrapConfig.FieldNotActedOn] {
+    private static func unknownFields(in message: some SwiftProtobuf.Message, under prefix: String? = nil) -> [FieldNotActedOn] {
         UnknownFields.paths(in: message).map { path in
-            .init(field: prefix.map { "\($0).\(path)" } ?? path, reason: UnknownFields.reason)
+            .init(path: prefix.map { "\($0).\(path)" } ?? path, reason: UnknownFields.reason)
         }
     }
 

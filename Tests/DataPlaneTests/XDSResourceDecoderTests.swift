@@ -146,7 +146,7 @@ import XDS
         ]
         let decoded = try XDSResourceDecoder.cluster(cluster).cluster
         #expect(decoded.maxConnections == 7)
-        #expect(decoded.fieldsNotActedOn.map(\.field) == ["circuit_breakers.thresholds[1].max_pending_requests"])
+        #expect(decoded.fieldsNotActedOn.map(\.path) == ["circuit_breakers.thresholds[1].max_pending_requests"])
         #expect(decoded.fieldsNotActedOn.first?.described(under: "cluster \"svc\"").hasPrefix(
             "cluster \"svc\".circuit_breakers.thresholds[1].max_pending_requests: accepted, not acted on: ") == true)
         cluster.loadAssignment.clusterName = "svc"
@@ -178,7 +178,7 @@ import XDS
         proto.useOriginalDst = Google_Protobuf_BoolValue(true)
         proto.listenerFilters = [.with { $0.name = "envoy.filters.listener.http_inspector" }, .with { $0.name = "envoy.filters.listener.original_dst" }]
         let decoded = try XDSResourceDecoder.listener(proto)
-        #expect(decoded.fieldsNotActedOn.map(\.field) == [
+        #expect(decoded.fieldsNotActedOn.map(\.path) == [
             "use_original_dst", "filter_chains[0].filters[0].typed_config.stat_prefix",
             "filter_chains[1].filters[0].typed_config.stat_prefix", "listener_filters[0]",
         ])
@@ -201,7 +201,7 @@ import XDS
         address.socketAddress.portValue = 15001
         proto.address = address
         let decoded = try XDSResourceDecoder.listeners([try .packed(proto, as: .listener)])
-        let fields = try #require(decoded.first).fieldsNotActedOn.map(\.field)
+        let fields = try #require(decoded.first).fieldsNotActedOn.map(\.path)
         #expect(fields == ["#2.#999", "#2.#1000",
                            "filter_chains[0].filters[0].typed_config.#999", "filter_chains[0].filters[0].typed_config.#1000",
                            "filter_chains[1].filters[0].typed_config.#999", "filter_chains[1].filters[0].typed_config.#1000"], "\(fields)")
@@ -212,6 +212,6 @@ import XDS
         var any = try Google_Protobuf_Any.packed(assignment, as: .endpoint)
         any.value = Data(try assignment.serializedBytes() as [UInt8] + unknown)
         let decodedAssignment = try #require(try XDSResourceDecoder.assignments([any])["svc"])
-        #expect(decodedAssignment.fieldsNotActedOn.map(\.field) == ["load_assignment (EDS).#999", "load_assignment (EDS).#1000"])
+        #expect(decodedAssignment.fieldsNotActedOn.map(\.path) == ["load_assignment (EDS).#999", "load_assignment (EDS).#1000"])
     }
 }
