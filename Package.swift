@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.0.0"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.35.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.24.0"),
     ],
     targets: [
         // libnftables (ruleset transactions), loaded on first use: only init and the node agent need it
@@ -95,6 +97,25 @@ let package = Package(
             ]
         ),
 
+        // Envoy's HTTP connection manager: HTTP/1.1 and HTTP/2 downstreams as one request type, the HTTP
+        // filters in order, the router, and upstream connection pools per cluster and event loop.
+        .target(
+            name: "HTTPProxy",
+            dependencies: [
+                "Routing", "Configuration", "XDS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
+                .product(name: "NIOHTTPTypesHTTP2", package: "swift-nio-extras"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+
         // Small HTTP/1.1 servers for admin, health and metrics endpoints, and the one-shot client that asks them.
         .target(
             name: "HTTPEndpoints",
@@ -137,7 +158,7 @@ let package = Package(
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
-                "CProcessIdentity", "Configuration", "HTTPEndpoints", "XDS", "Identity",
+                "CProcessIdentity", "Configuration", "HTTPEndpoints", "XDS", "Identity", "Routing", "HTTPProxy",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
             ]
@@ -205,7 +226,7 @@ let package = Package(
         ),
 
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CapstanTestSupport"]),
-        .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "Configuration", "XDS", "Identity",
+        .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "Configuration", "XDS", "Identity", "HTTPProxy", "Routing",
                                                            .product(name: "NIOCore", package: "swift-nio"),
                                                            .product(name: "NIOPosix", package: "swift-nio"),
                                                            .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -227,6 +248,14 @@ let package = Package(
         .testTarget(name: "RoutingTests", dependencies: ["Routing", "XDS", "Configuration",
                                                          .product(name: "HTTPTypes", package: "swift-http-types"),
                                                          .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .testTarget(name: "HTTPProxyTests", dependencies: ["HTTPProxy", "Routing", "XDS", "Configuration",
+                                                           .product(name: "NIOCore", package: "swift-nio"),
+                                                           .product(name: "NIOEmbedded", package: "swift-nio"),
+                                                           .product(name: "NIOPosix", package: "swift-nio"),
+                                                           .product(name: "NIOHTTP1", package: "swift-nio"),
+                                                           .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                                                           .product(name: "HTTPTypes", package: "swift-http-types"),
+                                                           .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "CapstanCLITests", dependencies: ["CapstanCLI", "Capture"]),
         .testTarget(name: "EndToEndTests",
                     dependencies: ["Capture", "Netfilter", "NodeAgent", "Configuration", "CapstanTestSupport", "CapstanCLI"],

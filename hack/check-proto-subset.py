@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks every .proto in proto/ against descriptors we did not write, so the wire format is the other side's:
-- Envoy's API (and google.rpc) against PyPI's xds-protos, Envoy's own generated descriptors;
+- Envoy's API (and google.rpc, and the udpa/xds packages Envoy's API uses) against PyPI's xds-protos, Envoy's own
+  generated descriptors;
 - Istio's API (istio.*) against the transcriptions of Istio's published files that the interoperability
   peers are compiled from (Tests/EndToEndTests/Peers/istio-api/; no package on PyPI carries them).
 Every message, field, enum value and service method in our subset must exist there with the same number,
@@ -17,6 +18,12 @@ import envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2  # n
 import envoy.service.secret.v3.sds_pb2  # noqa: F401
 import envoy.config.bootstrap.v3.bootstrap_pb2  # noqa: F401
 import envoy.config.route.v3.route_pb2  # noqa: F401  (with route_components, regex and range)
+import envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2  # noqa: F401  (with protocol, accesslog)
+import envoy.extensions.upstreams.http.v3.http_protocol_options_pb2  # noqa: F401
+import envoy.extensions.filters.http.router.v3.router_pb2  # noqa: F401
+import envoy.extensions.filters.listener.http_inspector.v3.http_inspector_pb2  # noqa: F401
+import envoy.extensions.filters.listener.original_dst.v3.original_dst_pb2  # noqa: F401
+import udpa.type.v1.typed_struct_pb2, xds.type.v3.typed_struct_pb2  # noqa: F401,E401  (xds-protos carries udpa and xds too)
 
 repository = pathlib.Path(__file__).resolve().parent.parent
 ours_root = repository / "proto"
@@ -117,7 +124,7 @@ for file in ours.file:
         continue
     if file.package.startswith("istio."):
         reference_pool, owner = istio, "Istio"
-    elif file.package.startswith("envoy.") or file.package.startswith("google.rpc"):
+    elif file.package.startswith(("envoy.", "google.rpc", "udpa.", "xds.")):
         reference_pool, owner = envoy, "Envoy"
     else:
         problems.append(f"{file.name}: package {file.package} has no independent reference to be checked against"); continue

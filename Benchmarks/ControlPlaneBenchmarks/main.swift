@@ -142,7 +142,7 @@ final class CountingProxy: ADSResponseHandler {
                 if fresh && response.resources.count == serviceCount * 3 { state.endpoints = true }
             case .listener:
                 if fresh { state.listeners = true }
-            case .secret:
+            case .route, .secret:
                 break
             }
             if state.completedAt == nil && state.clusters && state.endpoints && state.listeners { state.completedAt = .now }

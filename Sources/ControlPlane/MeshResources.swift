@@ -49,8 +49,8 @@ struct MeshResources: Sendable {
         case .listener:
             !Self.same([outboundListener], [other.outboundListener]) || inboundWorkloads != other.inboundWorkloads
                 || mutualTLS.undescribedProxies != other.mutualTLS.undescribedProxies
-        // Secrets come from the agent over SDS, never from here.
-        case .secret: false
+        // Secrets come from the agent over SDS, never from here; the control plane has no HTTP routes yet.
+        case .secret, .route: false
         }
     }
 

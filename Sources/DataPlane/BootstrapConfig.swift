@@ -1,11 +1,14 @@
 import Configuration
+import HTTPProxy
 import NIOCore
+import Routing
+import SwiftProtobuf
 import XDS
 
 /// The proxy's configuration as decoded from Envoy's messages (``XDSResourceDecoder``), whether a
 /// bootstrap file or a control plane sent them: listeners whose filter chains match on destination port
-/// and prefix and hand connections to `tcp_proxy`, clusters of endpoints or original destinations, and
-/// `dynamic_resources` over ADS.
+/// and prefix and hand connections to `tcp_proxy` or the HTTP connection manager, clusters of endpoints
+/// or original destinations, and `dynamic_resources` over ADS.
 public struct BootstrapConfig: Sendable {
     /// `dynamic_resources` with `ads_config`: where the control plane is, and who this proxy is.
     public struct DynamicResources: Sendable {
@@ -37,14 +40,36 @@ public struct BootstrapConfig: Sendable {
         /// Whether `envoy.filters.listener.tls_inspector` is among them: each connection's first bytes
         /// are read to tell TLS from plaintext before a chain is chosen.
         var inspectsTLS = false
+        /// Whether `envoy.filters.listener.http_inspector` is among them: a plaintext connection's first
+        /// bytes tell HTTP/1.x (`http/1.0`, `http/1.1`) and HTTP/2 with prior knowledge (`h2c`) from other
+        /// protocols, for chains that match those application protocols (istiod's outbound HTTP chains).
+        var inspectsHTTP = false
         /// Fields given that Capstan accepts but does not act on.
         var fieldsNotActedOn: [FieldNotActedOn] = []
+        /// `address`'s IP: `0.0.0.0` or `::` for a listener that binds (one dual-stack socket on all
+        /// addresses); any address for one that does not bind, which is found by it (``ProxyRuntime/listener(handingOff:destination:in:)``).
+        public var host = "0.0.0.0"
+        /// `bind_to_port` (default true). istiod's per-service listeners (`0.0.0.0_8080`, `10.96.0.5_8080`)
+        /// do not bind: they take the connections `virtualOutbound` hands them.
+        public var bindsToPort = true
+        /// `use_original_dst`: a connection whose original destination is the address of a listener that
+        /// does not bind is handed to that listener (Envoy's hand-off; istiod's `virtualOutbound`).
+        public var usesOriginalDestination = false
 
         /// Every filter chain, the default one last.
         var allChains: [FilterChain] { defaultChain.map { chains + [$0] } ?? chains }
 
-        /// The stat prefix Envoy uses for a listener on all addresses.
-        var statName: String { "0.0.0.0_\(port)" }
+        /// Whether `host` is all addresses of its family.
+        var isOnAllAddresses: Bool { host == "0.0.0.0" || host == "::" }
+
+        /// The stat prefix Envoy uses: `0.0.0.0_15001` for a listener on all addresses (either family, as
+        /// Capstan's one dual-stack socket), `10.96.0.5_8080` for one on an address.
+        var statName: String { isOnAllAddresses ? "0.0.0.0_\(port)" : "\(host)_\(port)" }
+
+        /// The route configuration names its HTTP connection managers take from RDS.
+        var routeConfigNames: Set<String> {
+            Set(allChains.compactMap { $0.httpConnectionManager?.discoveredRouteName })
+        }
 
         /// Envoy's choice, one criterion after the other, each keeping only its most specific matches:
         /// chains for the destination port (or, if none, those without a port); the longest matching
@@ -82,14 +107,28 @@ public struct BootstrapConfig: Sendable {
         var name: String
         var destinationPort: Int?
         var prefixes: [DestinationPrefix]
-        var route: TCPRoute
+        /// What the chain does with a connection: its terminal network filter.
+        var action: ChainAction
+        /// `tcp_proxy`'s `idle_timeout`.
         var idleTimeout: Duration?
+        /// Where the terminal filter is in `filters` (after those not acted on), for paths in refusals.
+        var terminalFilterIndex = 0
         /// `filter_chain_match.transport_protocol`: `tls`, `raw_buffer`, or nil for either.
         var transportProtocol: String?
         /// `filter_chain_match.application_protocols` (ALPN); empty for any.
         var applicationProtocols: [String] = []
         /// TLS terminated on this chain (its `DownstreamTlsContext`); nil: the bytes are relayed as they come.
         var transportSocket: TransportSocketConfig?
+
+        /// `tcp_proxy`'s destination, for a chain that relays.
+        var route: TCPRoute? {
+            if case .relay(let route) = action { route } else { nil }
+        }
+
+        /// The HTTP connection manager, for a chain that serves HTTP.
+        var httpConnectionManager: HTTPConnectionManagerConfig? {
+            if case .http(let manager) = action { manager } else { nil }
+        }
 
         /// The longest of this chain's prefixes that holds `destination`; -1 for a chain without prefixes
         /// (it matches anything, least specifically), nil when none holds it.
@@ -99,6 +138,13 @@ public struct BootstrapConfig: Sendable {
             for prefix in prefixes where prefix.contains(destination) && prefix.length > longest ?? Int.min { longest = prefix.length }
             return longest
         }
+    }
+
+    /// A filter chain's terminal network filter: `tcp_proxy` relays the connection's bytes to a cluster;
+    /// `http_connection_manager` serves HTTP on it, each request routed on its own.
+    enum ChainAction: Sendable, Equatable {
+        case relay(TCPRoute)
+        case http(HTTPConnectionManagerConfig)
     }
 
     /// `tcp_proxy`'s destination: one cluster, or several with weights.
@@ -144,11 +190,36 @@ public struct BootstrapConfig: Sendable {
             /// Its share of connections relative to the others' (round robin and least request; Envoy's
             /// random choice ignores weights).
             public var weight: Int
+            /// Its `metadata.filter_metadata["envoy.transport_socket_match"]`, which the cluster's
+            /// `transport_socket_matches` compare (Istio: `tlsMode: istio` for endpoints with a sidecar).
+            public var transportSocketMatch: [String: Google_Protobuf_Value]
 
-            public init(_ address: SocketAddress, weight: Int = 1) {
+            public init(_ address: SocketAddress, weight: Int = 1, transportSocketMatch: [String: Google_Protobuf_Value] = [:]) {
                 self.address = address
                 self.weight = weight
+                self.transportSocketMatch = transportSocketMatch
             }
+        }
+
+        /// One of `transport_socket_matches`: the transport socket for endpoints whose metadata has every
+        /// field of `match` with the same value.
+        struct TransportSocketMatch: Sendable, Equatable {
+            var name: String
+            var match: [String: Google_Protobuf_Value]
+            /// nil: plaintext (`raw_buffer`).
+            var transportSocket: TransportSocketConfig?
+        }
+
+        /// The HTTP version spoken to the endpoints (`typed_extension_protocol_options`'
+        /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`).
+        public enum UpstreamHTTPProtocol: Sendable, Equatable {
+            /// Envoy's default, and `explicit_http_config.http_protocol_options`.
+            case http1
+            /// `explicit_http_config.http2_protocol_options` (istiod: gRPC and `h2` ports, `xds-grpc`).
+            case http2
+            /// `use_downstream_protocol_config`: the version the downstream request came in (istiod's
+            /// inbound and passthrough clusters).
+            case downstream
         }
 
         public var name: String
@@ -157,10 +228,42 @@ public struct BootstrapConfig: Sendable {
         /// `max_connections` of the first `circuit_breakers` threshold of priority DEFAULT.
         var maxConnections: Int?
         var loadBalancing = LoadBalancing.roundRobin
-        /// TLS to the endpoints (its `UpstreamTlsContext`); nil: plaintext.
+        /// TLS to the endpoints (its `UpstreamTlsContext`); nil: plaintext. With `transportSocketMatches`,
+        /// the socket of endpoints no match takes.
         var transportSocket: TransportSocketConfig?
         /// Fields given that Capstan accepts but does not act on.
         var fieldsNotActedOn: [FieldNotActedOn] = []
+        /// `transport_socket_matches`, in order: the first whose `match` the endpoint's metadata has wins.
+        var transportSocketMatches: [TransportSocketMatch] = []
+        /// The HTTP version spoken to the endpoints by the router (the TCP relay sends bytes as they come).
+        public var upstreamHTTP = UpstreamHTTPProtocol.http1
+        /// `common_http_protocol_options.idle_timeout` of the upstream HTTP protocol options: how long an
+        /// upstream HTTP connection stays open without requests (Envoy's default 1 h; given as 0s: no limit).
+        public var upstreamIdleTimeout: Duration? = .seconds(3600)
+        /// `common_http_protocol_options.max_requests_per_connection`: requests on one upstream HTTP
+        /// connection before it is closed; nil: no limit.
+        public var maxRequestsPerConnection: Int?
+
+        /// The transport socket for a connection to `endpoint`: that of the first of
+        /// `transport_socket_matches` whose every `match` field the endpoint's metadata has with the same
+        /// value, else the cluster's `transport_socket` (nil: plaintext). Chosen once per endpoint when the
+        /// cluster is put in force (``ClusterRuntime``), not per connection.
+        func transportSocket(for endpoint: Endpoint) -> TransportSocketConfig? {
+            transportSocket(matching: endpoint.transportSocketMatch)
+        }
+
+        /// The transport socket for an endpoint with `metadata` (its `envoy.transport_socket_match` fields).
+        func transportSocket(matching metadata: [String: Google_Protobuf_Value]) -> TransportSocketConfig? {
+            for candidate in transportSocketMatches where candidate.match.allSatisfy({ metadata[$0.key] == $0.value }) {
+                return candidate.transportSocket
+            }
+            return transportSocket
+        }
+
+        /// Every transport socket the cluster may use: its own and its matches'.
+        var allTransportSockets: [TransportSocketConfig] {
+            (transportSocket.map { [$0] } ?? []) + transportSocketMatches.compactMap(\.transportSocket)
+        }
     }
 
     public var listeners: [Listener]
@@ -195,10 +298,10 @@ public struct BootstrapConfig: Sendable {
             listeners: [
                 Listener(name: "virtualOutbound", port: outboundPort, direction: .outbound, transparent: false, chains: [],
                          defaultChain: FilterChain(name: "PassthroughFilterChain", destinationPort: nil, prefixes: [],
-                                                   route: .cluster(passthroughCluster), idleTimeout: nil)),
+                                                   action: .relay(.cluster(passthroughCluster)), idleTimeout: nil)),
                 Listener(name: "virtualInbound", port: inboundPort, direction: .inbound, transparent: inboundTransparent, chains: [],
                          defaultChain: FilterChain(name: "InboundPassthroughFilterChain", destinationPort: nil, prefixes: [],
-                                                   route: .cluster(inboundPassthroughCluster), idleTimeout: nil)),
+                                                   action: .relay(.cluster(inboundPassthroughCluster)), idleTimeout: nil)),
             ],
             clusters: [
                 Cluster(name: passthroughCluster, discovery: .originalDestination),

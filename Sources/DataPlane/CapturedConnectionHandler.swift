@@ -1,3 +1,4 @@
+import HTTPProxy
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -87,7 +88,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private var early: [ByteBuffer] = []
     private var inputClosedEarly = false
     /// While tls_inspector waits for the first bytes: where the connection was going, and the wait's end.
-    private var inspection: (destination: SocketAddress, configuration: ActiveConfiguration, deadline: Scheduled<Void>)?
+    private var inspection: (destination: SocketAddress, listener: String, configuration: ActiveConfiguration, deadline: Scheduled<Void>)?
     /// Once TLS is terminated here, reads go on to the TLS handler behind this one.
     private var passingThrough = false
 
@@ -134,37 +135,47 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     /// With tls_inspector, reads until the first bytes tell TLS from plaintext (or the client stops,
     /// or the listener filters' timeout passes: plaintext); without, goes on at once.
     private func detectTransport(context: ChannelHandlerContext, destination: SocketAddress) {
-        // One look at the configuration per connection: it is routed by the version in force now.
+        // One look at the configuration per connection: it is routed by the version in force now, by the
+        // listener its original destination hands it to (Envoy's use_original_dst), or this one.
         let configuration = runtime.configuration
-        guard configuration.listeners[listener]?.inspectsTLS == true else {
-            forward(context: context, to: destination, detected: .plaintext, in: configuration)
+        let serving = runtime.listener(handingOff: listener, destination: destination, in: configuration)
+        let filters = configuration.listeners[serving]
+        guard filters?.inspectsTLS == true || filters?.inspectsHTTP == true else {
+            forward(context: context, to: destination, detected: .plaintext, listener: serving, in: configuration)
             return
         }
         guard context.channel.isActive else { return }
         let deadline = context.eventLoop.assumeIsolated().scheduleTask(in: runtime.options.listenerFiltersTimeout) { [self] in
             inspect(context: context, complete: true)
         }
-        inspection = (destination, configuration, deadline)
+        inspection = (destination, serving, configuration, deadline)
         context.read()
     }
 
+    /// tls_inspector first (when configured), then, on plaintext, http_inspector (when configured).
     private func inspect(context: ChannelHandlerContext, complete: Bool) {
-        guard let (destination, configuration, deadline) = inspection else { return }
+        guard let (destination, serving, configuration, deadline) = inspection else { return }
         var bytes = early.first ?? context.channel.allocator.buffer(capacity: 0)
         for var buffer in early.dropFirst() { bytes.writeBuffer(&buffer) }
-        guard let detected = TLSInspector.inspect(bytes, complete: complete) else {
-            context.read()
-            return
+        let filters = configuration.listeners[serving]
+        var detected = TransportDetection.plaintext
+        if filters?.inspectsTLS == true {
+            guard let found = TLSInspector.inspect(bytes, complete: complete) else { return context.read() }
+            detected = found
+        }
+        if detected.transportProtocol == TransportDetection.rawBuffer, filters?.inspectsHTTP == true {
+            guard let protocols = HTTPInspector.inspect(bytes, complete: complete) else { return context.read() }
+            detected.applicationProtocols = protocols
         }
         deadline.cancel()
         inspection = nil
-        forward(context: context, to: destination, detected: detected, in: configuration)
+        forward(context: context, to: destination, detected: detected, listener: serving, in: configuration)
     }
 
     // MARK: Routing
 
     private func forward(context: ChannelHandlerContext, to destination: SocketAddress, detected: TransportDetection,
-                         in configuration: ActiveConfiguration) {
+                         listener: String, in configuration: ActiveConfiguration) {
         let route: UpstreamRoute
         switch runtime.route(listener: listener, destination: destination, client: context.channel.remoteAddress?.unmapped,
                              detected: detected, in: configuration) {
@@ -176,6 +187,10 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             case .unknownCluster: listenerStats.noCluster.increment()
             case .loop: listenerStats.loopsRefused.increment()
             case .overflow, .noHealthyUpstream: break  // counted by the cluster
+            case .servesHTTP(let chain):
+                guard case .http(let manager) = chain.action else { break }
+                return serveHTTP(context: context, config: manager, chain: chain, destination: destination,
+                                 inbound: configuration.listeners[listener]?.direction == .inbound)
             }
             context.close(promise: nil)
             return
@@ -239,7 +254,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         let downstream = context.channel
         let connectTimeout = route.cluster.config.connectTimeout.map { TimeAmount($0) } ?? runtime.options.connectTimeout
         let upstreamTLS: UpstreamTLS?
-        switch UpstreamTLS.make(for: route.cluster, contexts: runtime.contexts, secrets: runtime.secrets, on: context.eventLoop,
+        switch UpstreamTLS.make(for: route.cluster, socket: route.upstreamTLS, contexts: runtime.contexts, secrets: runtime.secrets, on: context.eventLoop,
                                 timeout: connectTimeout) {
         case .success(let made):
             upstreamTLS = made
@@ -320,29 +335,67 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         }
     }
 
-    /// TLS to the upstream for one connection.
-    private struct UpstreamTLS {
-        var built: TLSContextCache.Built
-        var serverName: String?
-        var handshake: TLSHandshakeHandler
-        var accepted: EventLoopFuture<String?>
-        var presentsCertificate: Bool
+    // MARK: HTTP
 
-        /// nil for a plaintext cluster; a failure when the cluster's TLS context cannot be had now.
-        static func make(for cluster: ClusterRuntime, contexts: TLSContextCache, secrets: SecretStore, on loop: any EventLoop,
-                         timeout: TimeAmount) -> Result<UpstreamTLS?, TLSContextCache.Unavailable> {
-            guard let tls = cluster.config.transportSocket else { return .success(nil) }
-            return contexts.context(for: tls.contextKey, secrets: secrets).map { built in
-                let accepted = loop.makePromise(of: String?.self)
-                // The handshake counts toward the connect timeout, as in Envoy.
-                let handshake = TLSHandshakeHandler(subjectAltNames: built.subjectAltNames, verifiesPeer: built.verifiesPeer,
-                                                    stats: cluster.stats.tls, timeout: timeout, accepted: accepted)
-                var serverName: String?
-                if case .client(let name) = tls.role { serverName = name }
-                return UpstreamTLS(built: built, serverName: serverName, handshake: handshake, accepted: accepted.futureResult,
-                                   presentsCertificate: tls.certificate != nil)
-            }
+    /// Hands the connection to Envoy's HTTP connection manager (after TLS, when the chain terminates it):
+    /// from here on each request is routed on its own.
+    private func serveHTTP(context: ChannelHandlerContext, config: HTTPConnectionManagerConfig, chain: BootstrapConfig.FilterChain,
+                           destination: SocketAddress, inbound: Bool) {
+        guard let tls = chain.transportSocket else {
+            return startHTTP(context: context, config: config, destination: destination, inbound: inbound, downstreamTLS: nil)
         }
+        let stats = listenerStats.tls
+        let built: TLSContextCache.Built
+        switch runtime.contexts.context(for: tls.contextKey, secrets: runtime.secrets) {
+        case .success(let found): built = found
+        case .failure:
+            stats.connectionErrors.increment()
+            context.close(promise: nil)
+            return
+        }
+        let accepted = context.eventLoop.makePromise(of: String?.self)
+        let handshake = TLSHandshakeHandler(subjectAltNames: built.subjectAltNames, verifiesPeer: built.verifiesPeer, stats: stats,
+                                            timeout: runtime.options.tlsHandshakeTimeout, accepted: accepted)
+        do {
+            try context.pipeline.syncOperations.addHandlers([NIOSSLServerHandler(context: built.context), handshake], position: .after(self))
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        passingThrough = true
+        accepted.futureResult.assumeIsolated().whenComplete { [self] result in
+            guard case .success(let peer) = result else { return context.close(promise: nil) }
+            startHTTP(context: context, config: config, destination: destination, inbound: inbound,
+                      downstreamTLS: (handshake, Principals(local: built.istio, peer: peer, mutual: peer != nil)))
+        }
+        if early.isEmpty { context.read() }
+        replayEarlyInput(context: context)
+    }
+
+    private func startHTTP(context: ChannelHandlerContext, config: HTTPConnectionManagerConfig, destination: SocketAddress, inbound: Bool,
+                           downstreamTLS: (handshake: TLSHandshakeHandler, principals: Principals)?) {
+        let channel = context.channel
+        let principals = downstreamTLS?.principals
+        let downstream = DownstreamConnectionInfo(remoteAddress: channel.remoteAddress?.unmapped, localAddress: destination,
+                                                  isTLS: principals != nil, peerPrincipal: principals?.peer,
+                                                  localPrincipal: principals?.local.local, isInbound: inbound)
+        let runtime = self.runtime
+        let manager = HTTPConnectionManager(config: config, downstream: downstream, routing: { runtime.configuration },
+                                            pools: runtime.upstreamPools(for: context.eventLoop),
+                                            observer: RequestStatistics(istio: runtime.stats.istioHTTP,
+                                                                        manager: runtime.stats.connectionManager(config.statPrefix)))
+        do {
+            try manager.serve(on: channel, negotiatedProtocol: downstreamTLS?.handshake.negotiatedProtocol)
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        // Reading on before the early bytes go on: HTTP/2 streams opened by them take the connection's
+        // autoRead as theirs. No read lands in between: both happen in this turn of the event loop.
+        channel.setOption(.autoRead, value: true).whenFailure { _ in channel.close(promise: nil) }
+        replayEarlyInput(context: context)
+        downstreamTLS?.handshake.release()
+        context.pipeline.syncOperations.removeHandler(self, promise: nil)
     }
 
     /// Joins the two channels, hands on what arrived early, and steps out of the pipeline.

@@ -9,18 +9,29 @@ final class ClusterRuntime: Sendable {
     struct Choice {
         var address: SocketAddress
         var index: Int?
+        /// The TLS to it (the cluster's, or by `transport_socket_matches` the endpoint's); nil: plaintext.
+        var transportSocket: TransportSocketConfig?
     }
 
     let config: BootstrapConfig.Cluster
     let stats: ClusterStats
+    /// Connects HTTP requests' upstreams (nil in tests that only choose endpoints).
+    let connector: UpstreamConnector?
     private let next = ManagedAtomic<Int>(0)
     /// Connections open to each endpoint, for LEAST_REQUEST.
     private let openByEndpoint: [ManagedAtomic<Int>]
     /// With unequal weights, the round-robin schedule; nil when every endpoint weighs the same.
     private let schedule: WeightedSchedule?
+    /// Each endpoint's transport socket, chosen once (``BootstrapConfig/Cluster/transportSocket(for:)``);
+    /// empty when the cluster has no `transport_socket_matches` (every endpoint takes the cluster's).
+    private let endpointSockets: [TransportSocketConfig?]
+    /// The transport socket of an original destination, which has no metadata (matches with an empty
+    /// `match` take it, as in Envoy).
+    private let originalDestinationSocket: TransportSocketConfig?
 
-    init(_ config: BootstrapConfig.Cluster, stats: ClusterStats? = nil) {
+    init(_ config: BootstrapConfig.Cluster, stats: ClusterStats? = nil, connector: UpstreamConnector? = nil) {
         self.config = config
+        self.connector = connector
         self.stats = stats ?? ClusterStats(name: config.name)
         if case .endpoints(let endpoints) = config.discovery, config.loadBalancing == .leastRequest {
             openByEndpoint = endpoints.map { _ in ManagedAtomic(0) }
@@ -32,6 +43,19 @@ final class ClusterRuntime: Sendable {
         } else {
             schedule = nil
         }
+        if case .endpoints(let endpoints) = config.discovery, !config.transportSocketMatches.isEmpty {
+            endpointSockets = endpoints.map(config.transportSocket(for:))
+        } else {
+            endpointSockets = []
+        }
+        originalDestinationSocket = config.transportSocket(matching: [:])
+    }
+
+    /// The transport socket for the endpoint at `index` (of `.endpoints`); for an original destination
+    /// (no index), the one for an endpoint without metadata.
+    private func transportSocket(ofEndpoint index: Int?) -> TransportSocketConfig? {
+        guard let index, endpointSockets.indices.contains(index) else { return originalDestinationSocket }
+        return endpointSockets[index]
     }
 
     var name: String { config.name }
@@ -45,7 +69,7 @@ final class ClusterRuntime: Sendable {
         }
         switch config.discovery {
         case .originalDestination:
-            return .success(Choice(address: originalDestination, index: nil))
+            return .success(Choice(address: originalDestination, index: nil, transportSocket: transportSocket(ofEndpoint: nil)))
         case .endpoints(let endpoints):
             guard !endpoints.isEmpty else {
                 stats.noHealthyUpstream.increment()
@@ -55,9 +79,10 @@ final class ClusterRuntime: Sendable {
             case .roundRobin:
                 let ticket = UInt(bitPattern: next.loadThenWrappingIncrement(ordering: .relaxed))
                 let index = schedule?.endpoint(for: ticket) ?? Int(ticket % UInt(endpoints.count))
-                return .success(Choice(address: endpoints[index].address, index: nil))
+                return .success(Choice(address: endpoints[index].address, index: nil, transportSocket: transportSocket(ofEndpoint: index)))
             case .random:
-                return .success(Choice(address: endpoints.randomElement()!.address, index: nil))
+                let index = Int.random(in: endpoints.indices)
+                return .success(Choice(address: endpoints[index].address, index: nil, transportSocket: transportSocket(ofEndpoint: index)))
             case .leastRequest:
                 // Envoy's two random choices: the one with fewer open connections for its weight, (open + 1)
                 // / weight, compared without dividing.
@@ -67,7 +92,7 @@ final class ClusterRuntime: Sendable {
                 let secondLoad = (openByEndpoint[second].load(ordering: .relaxed) + 1) * endpoints[first].weight
                 let index = secondLoad < firstLoad ? second : first
                 openByEndpoint[index].wrappingIncrement(ordering: .relaxed)
-                return .success(Choice(address: endpoints[index].address, index: index))
+                return .success(Choice(address: endpoints[index].address, index: index, transportSocket: transportSocket(ofEndpoint: index)))
             }
         }
     }

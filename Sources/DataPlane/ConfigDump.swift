@@ -1,10 +1,13 @@
 import Configuration
 import FoundationEssentials
+import HTTPProxy
 import NIOCore
+import SwiftProtobuf
 import XDS
 
-/// `/config_dump`: the listeners and clusters in force, in the shape of Envoy's dump: a `configs` list
-/// with a clusters dump, (with `?include_eds`) an endpoints dump, a listeners dump and a secrets dump,
+/// `/config_dump`: the listeners, clusters and routes in force, in the shape of Envoy's dump: a `configs`
+/// list with a clusters dump, (with `?include_eds`) an endpoints dump, a listeners dump, a routes dump
+/// and a secrets dump,
 /// static resources apart from dynamic ones, and each dynamic resource with the version it came in and when. Transport sockets appear as they
 /// were received; private keys never appear.
 struct ConfigDump {
@@ -23,24 +26,73 @@ struct ConfigDump {
             var prefix_ranges: [String]
             var transport_protocol: String?
             var application_protocols: [String]?
-            var clusters: [String]
+            /// A `tcp_proxy` chain's clusters.
+            var clusters: [String]?
+            var http_connection_manager: HTTPConnectionManager?
             var transport_socket: ConfigValue?
+        }
+        /// An `http_connection_manager` chain: where its routes come from and its HTTP filters.
+        struct HTTPConnectionManager: Encodable {
+            var stat_prefix: String
+            /// RDS's `route_config_name`, or the inline `route_config`'s name.
+            var rds_route_config_name: String?
+            var route_config_name: String?
+            var http_filters: [String]
         }
         var name: String
         var address: Address
         var traffic_direction: String
         var transparent: Bool
+        /// Shown when false, as Envoy shows it.
+        var bind_to_port: Bool?
+        var use_original_dst: Bool?
         var listener_filters: [String]?
         var filter_chains: [Chain]
         var default_filter_chain: Chain?
     }
 
     struct ClusterEntry: Encodable {
+        struct Match: Encodable {
+            var name: String
+            var match: ConfigValue
+            var transport_socket: ConfigValue?
+        }
         var name: String
         var type: String
         var endpoints: [String]
         var max_connections: Int?
         var transport_socket: ConfigValue?
+        var transport_socket_matches: [Match]?
+        /// How the router speaks HTTP to it: `HTTP1`, `HTTP2` or `USE_DOWNSTREAM_PROTOCOL`.
+        var upstream_http_protocol: String
+    }
+
+    /// Envoy's `RoutesConfigDump`: each route configuration from RDS with the version it came in and when
+    /// (inline ones are shown with their listener, as in Envoy they are static route configs).
+    struct RoutesDump: Encodable {
+        struct Dynamic: Encodable {
+            var version_info: String
+            var route_config: ConfigValue
+            var last_updated: String
+        }
+        var type = "type.googleapis.com/envoy.admin.v3.RoutesConfigDump"
+        var dynamic_route_configs: [Dynamic]
+
+        enum CodingKeys: String, CodingKey {
+            case type = "@type", dynamic_route_configs
+        }
+
+        init(_ routes: [String: ResourceVersions.Route]) {
+            var options = JSONEncodingOptions()
+            options.preserveProtoFieldNames = true
+            dynamic_route_configs = routes.sorted { $0.key < $1.key }.map { _, route in
+                var fields: [String: ConfigValue] = ["@type": .string(XDSResourceType.route.typeURL)]
+                if let text = try? route.proto.jsonString(options: options), case .object(let json)? = try? ConfigValue.parse(json: text) {
+                    fields.merge(json) { first, _ in first }
+                }
+                return Dynamic(version_info: route.entry.version, route_config: .object(fields), last_updated: route.entry.lastUpdated)
+            }
+        }
     }
 
     /// Envoy's `SecretsConfigDump`: each SDS secret with its version, when it came, and when its
@@ -167,7 +219,9 @@ struct ConfigDump {
                 var last_updated: String
             }
             var name: String
-            var active_state: State
+            var active_state: State?
+            /// A version waiting for its route configurations (the active one, if any, serves meanwhile).
+            var warming_state: State?
         }
         var type = "type.googleapis.com/envoy.admin.v3.ListenersConfigDump"
         var version_info: String?
@@ -182,6 +236,7 @@ struct ConfigDump {
     var clusters: ClustersDump
     var endpoints: EndpointsDump?
     var listeners: ListenersDump
+    var routes: RoutesDump
     var secrets: SecretsDump
 
     /// `includeEndpoints`: Envoy's `?include_eds`, which adds the endpoints dump after the clusters.
@@ -189,39 +244,68 @@ struct ConfigDump {
         let configuration = runtime.configuration
         let versions = runtime.versions.withLockedValue { $0 }
         func chain(_ chain: BootstrapConfig.FilterChain) -> ListenerEntry.Chain {
-            .init(name: chain.name, destination_port: chain.destinationPort, prefix_ranges: chain.prefixes.map(\.description),
-                  transport_protocol: chain.transportProtocol,
-                  application_protocols: chain.applicationProtocols.isEmpty ? nil : chain.applicationProtocols,
-                  clusters: chain.route.clusterNames, transport_socket: chain.transportSocket?.dump)
+            var manager: ListenerEntry.HTTPConnectionManager?
+            if let http = chain.httpConnectionManager {
+                var inlineName: String?
+                if case .inline(let table) = http.routes { inlineName = table.name }
+                manager = .init(stat_prefix: http.statPrefix, rds_route_config_name: http.discoveredRouteName, route_config_name: inlineName,
+                                http_filters: http.filters.map(\.name))
+            }
+            return .init(name: chain.name, destination_port: chain.destinationPort, prefix_ranges: chain.prefixes.map(\.description),
+                         transport_protocol: chain.transportProtocol,
+                         application_protocols: chain.applicationProtocols.isEmpty ? nil : chain.applicationProtocols,
+                         clusters: chain.route?.clusterNames, http_connection_manager: manager, transport_socket: chain.transportSocket?.dump)
+        }
+        func entry(_ listener: BootstrapConfig.Listener) -> ListenerEntry {
+            ListenerEntry(name: listener.name,
+                          address: Address(socket_address: .init(address: listener.host, port_value: listener.port)),
+                          traffic_direction: listener.direction == .inbound ? "INBOUND" : "OUTBOUND",
+                          transparent: listener.transparent,
+                          bind_to_port: listener.bindsToPort ? nil : false,
+                          use_original_dst: listener.usesOriginalDestination ? true : nil,
+                          listener_filters: listener.listenerFilters.isEmpty ? nil : listener.listenerFilters,
+                          filter_chains: listener.chains.map(chain),
+                          default_filter_chain: listener.defaultChain.map(chain))
         }
         var listeners = ListenersDump(version_info: versions.accepted["LDS"], static_listeners: [], dynamic_listeners: [])
         for listener in configuration.listeners.values.sorted(by: { $0.name < $1.name }) {
-            let entry = ListenerEntry(name: listener.name,
-                                      address: Address(socket_address: .init(address: "0.0.0.0", port_value: listener.port)),
-                                      traffic_direction: listener.direction == .inbound ? "INBOUND" : "OUTBOUND",
-                                      transparent: listener.transparent,
-                                      listener_filters: listener.listenerFilters.isEmpty ? nil : listener.listenerFilters,
-                                      filter_chains: listener.chains.map(chain),
-                                      default_filter_chain: listener.defaultChain.map(chain))
             if let version = versions.listeners[listener.name] {
+                let warming = versions.warmingListeners[listener.name]
                 listeners.dynamic_listeners.append(.init(name: listener.name, active_state: .init(
-                    version_info: version.version, listener: entry, last_updated: version.lastUpdated)))
+                    version_info: version.version, listener: entry(listener), last_updated: version.lastUpdated),
+                    warming_state: warming.map { .init(version_info: $0.entry.version, listener: entry($0.listener), last_updated: $0.entry.lastUpdated) }))
             } else {
-                listeners.static_listeners.append(.init(listener: entry))
+                listeners.static_listeners.append(.init(listener: entry(listener)))
             }
+        }
+        // New listeners waiting for their routes: warming, nothing active.
+        for (name, warming) in versions.warmingListeners.sorted(by: { $0.key < $1.key }) where configuration.listeners[name] == nil {
+            listeners.dynamic_listeners.append(.init(name: name, active_state: nil, warming_state: .init(
+                version_info: warming.entry.version, listener: entry(warming.listener), last_updated: warming.entry.lastUpdated)))
         }
         var clusters = ClustersDump(version_info: versions.accepted["CDS"], static_clusters: [], dynamic_active_clusters: [],
                                     dynamic_warming_clusters: versions.warmingClusters)
         for cluster in configuration.clusters.values.sorted(by: { $0.name < $1.name }) {
+            let config = cluster.config
+            let matches = config.transportSocketMatches.map { match in
+                ClusterEntry.Match(name: match.name, match: Self.value(match.match), transport_socket: match.transportSocket?.dump)
+            }
+            let upstream = switch config.upstreamHTTP {
+            case .http1: "HTTP1"
+            case .http2: "HTTP2"
+            case .downstream: "USE_DOWNSTREAM_PROTOCOL"
+            }
             let entry: ClusterEntry
-            switch cluster.config.discovery {
+            switch config.discovery {
             case .originalDestination:
-                entry = ClusterEntry(name: cluster.name, type: "ORIGINAL_DST", endpoints: [], max_connections: cluster.config.maxConnections,
-                                     transport_socket: cluster.config.transportSocket?.dump)
+                entry = ClusterEntry(name: cluster.name, type: "ORIGINAL_DST", endpoints: [], max_connections: config.maxConnections,
+                                     transport_socket: config.transportSocket?.dump, transport_socket_matches: matches.isEmpty ? nil : matches,
+                                     upstream_http_protocol: upstream)
             case .endpoints(let endpoints):
                 entry = ClusterEntry(name: cluster.name, type: versions.endpointDiscovered.contains(cluster.name) ? "EDS" : "STATIC",
                                      endpoints: endpoints.map { $0.address.pathname ?? "\($0.address.ipAddress ?? "?"):\($0.address.port ?? 0)" },
-                                     max_connections: cluster.config.maxConnections, transport_socket: cluster.config.transportSocket?.dump)
+                                     max_connections: config.maxConnections, transport_socket: config.transportSocket?.dump,
+                                     transport_socket_matches: matches.isEmpty ? nil : matches, upstream_http_protocol: upstream)
             }
             if let version = versions.clusters[cluster.name] {
                 clusters.dynamic_active_clusters.append(.init(version_info: version.version, cluster: entry, last_updated: version.lastUpdated))
@@ -247,14 +331,23 @@ struct ConfigDump {
             self.endpoints = endpoints
         }
         self.listeners = listeners
+        self.routes = RoutesDump(versions.routes)
         self.secrets = SecretsDump(runtime.secrets.all)
+    }
+
+    /// A `match` struct as JSON.
+    private static func value(_ fields: [String: Google_Protobuf_Value]) -> ConfigValue {
+        var message = Google_Protobuf_Struct()
+        message.fields = fields
+        guard let text = try? message.jsonString(), let parsed = try? ConfigValue.parse(json: text) else { return .object([:]) }
+        return parsed
     }
 
     var json: String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let configs = [AnyEncodable(clusters)] + (endpoints.map { [AnyEncodable($0)] } ?? [])
-            + [AnyEncodable(listeners), AnyEncodable(secrets)]
+            + [AnyEncodable(listeners), AnyEncodable(routes), AnyEncodable(secrets)]
         let data = (try? encoder.encode(["configs": configs])) ?? Data()
         return String(decoding: data, as: UTF8.self) + "\n"
     }

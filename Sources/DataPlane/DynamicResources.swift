@@ -2,14 +2,17 @@ import FoundationEssentials
 import Configuration
 import Logging
 import NIOCore
+import Routing
 import SwiftProtobuf
 import Synchronization
 import XDS
 
 /// The proxy's side of ADS, in Envoy's order: clusters first, each EDS cluster warming until its
 /// endpoints arrive (the previous version of a cluster keeps serving meanwhile), then listeners, once
-/// the first clusters are in force. A refused response changes nothing; a lost control plane leaves
-/// the last good configuration serving. The proxy turns LIVE with its first listeners.
+/// the first clusters are in force, then the route configurations the listeners' HTTP connection
+/// managers name (RDS, by name), each listener warming until its routes arrive just as clusters do. A
+/// refused response changes nothing; a lost control plane leaves the last good configuration serving.
+/// The proxy turns LIVE once its first listeners, and the routes they need, are in force.
 final class DynamicResources: ADSResponseHandler {
     private struct State {
         /// The accepted CDS resources, in force or warming.
@@ -17,7 +20,30 @@ final class DynamicResources: ADSResponseHandler {
         /// The latest endpoints per EDS service.
         var assignments: [String: XDSResourceDecoder.EndpointAssignment] = [:]
         var clustersInitialized = false
+        /// The accepted LDS listeners, in force or warming, and the version each last changed in.
+        var listeners: [BootstrapConfig.Listener] = []
+        var listenerEntries: [String: ResourceVersions.Entry] = [:]
+        /// Whether an LDS response has been accepted.
+        var listenersAccepted = false
+        /// Whether the first listeners, with their routes, are in force (the proxy is LIVE from then).
         var listenersInitialized = false
+        /// The route configurations subscribed to, with the stat prefix of the first connection manager
+        /// naming each (Envoy's `http.<stat_prefix>.rds.<name>.*`).
+        var routeNames: [String: String] = [:]
+        /// The latest table of each route configuration RDS delivered, by name.
+        var routes: [String: RouteTable] = [:]
+        /// Route configurations that did not come within the warming timeout: listeners needing them are
+        /// in force without them (their requests get 404, as in Envoy).
+        var routesTimedOut: Set<String> = []
+        /// Route configurations whose warming timer has started.
+        var routeTimers: Set<String> = []
+    }
+
+    /// What one install puts in force.
+    private struct Plan {
+        var ready: [BootstrapConfig.Listener]
+        var warming: [(listener: BootstrapConfig.Listener, waitingFor: [String])]
+        var tables: [String: RouteTable]
     }
 
     private let proxy: Proxy
@@ -29,6 +55,9 @@ final class DynamicResources: ADSResponseHandler {
     private let warmingTimeout: Duration
     private let logger: Logger
     private let state = Mutex(State())
+    /// The last listener install, which the next one waits for: installs run one at a time, whether an
+    /// LDS or RDS response or a warming timer asks.
+    private let lastInstall = Mutex<Task<Void, Never>?>(nil)
 
     init(proxy: Proxy, bootstrap: BootstrapConfig, warmingTimeout: Duration = .seconds(15), logger: Logger) {
         self.proxy = proxy
@@ -52,7 +81,8 @@ final class DynamicResources: ADSResponseHandler {
             switch type {
             case .cluster: try applyClusters(response, client: client)
             case .endpoint: try applyEndpoints(response, client: client)
-            case .listener: try await applyListeners(response)
+            case .listener: try await applyListeners(response, client: client)
+            case .route: try await applyRoutes(response, client: client)
             case .secret: return .reject("secrets are served over SDS, not on the ADS stream")
             }
             runtime.versions.withLockedValue { $0.accepted[type.service] = response.versionInfo }
@@ -205,29 +235,29 @@ final class DynamicResources: ADSResponseHandler {
 
     // MARK: LDS
 
-    private func applyListeners(_ response: DiscoveryResponse) async throws(ConfigError) {
+    private func applyListeners(_ response: DiscoveryResponse, client: ADSClient) async throws(ConfigError) {
         let stats = runtime.stats.listenerUpdates
         stats.attempts.increment()
         let listeners: [BootstrapConfig.Listener]
         do throws(ConfigError) {
             listeners = try XDSResourceDecoder.listeners(response.resources)
-            if let clash = listeners.first(where: { listener in staticListeners.contains { $0.name == listener.name || $0.port == listener.port } }) {
-                throw ConfigError(path: "listener \"\(clash.name)\"", message: "clashes with a static listener of the bootstrap")
-            }
             for listener in listeners {
+                let path = "listener \"\(listener.name)\""
+                let sameName = staticListeners.contains { $0.name == listener.name }
+                let sameAddress = (try? XDSResourceDecoder.checkAddress(of: listener, against: staticListeners, path: path)) == nil
+                if sameName || sameAddress {
+                    throw ConfigError(path: path, message: "clashes with a static listener of the bootstrap")
+                }
                 for chain in listener.allChains {
-                    try bootstrap.checkSecretSources(chain.transportSocket,
-                                                     path: "listener \"\(listener.name)\" filter chain \"\(chain.name)\".transport_socket")
+                    try bootstrap.checkSecretSources(chain.transportSocket, path: "\(path) filter chain \"\(chain.name)\".transport_socket")
                 }
             }
         } catch {
             stats.rejections.increment()
             throw error
         }
-        let previous = runtime.configuration.listeners
-        do {
-            try await proxy.applyListeners(staticListeners + listeners).get()
-        } catch {
+        let version = response.versionInfo
+        if case .failure(let error) = await serially({ await self.install(accepted: listeners, version: version, client: client) }) {
             stats.rejections.increment()
             throw ConfigError(path: "listeners", message: "\(error)")
         }
@@ -235,23 +265,177 @@ final class DynamicResources: ADSResponseHandler {
         logFieldsNotActedOn(listeners.flatMap { listener in
             listener.fieldsNotActedOn.map { $0.described(under: "listener \"\(listener.name)\"") }
         }, in: response)
-        proxy.requestSecrets()
-        let version = response.versionInfo
-        runtime.versions.withLockedValue { versions in
-            let now = Self.timestamp()
-            var entries: [String: ResourceVersions.Entry] = [:]
-            for listener in listeners {
-                entries[listener.name] = previous[listener.name] == listener ? versions.listeners[listener.name] : .init(version: version, lastUpdated: now)
+    }
+
+    /// Runs `job` after every install asked for before it has finished.
+    private func serially<T: Sendable>(_ job: @escaping @Sendable () async -> T) async -> T {
+        let task = lastInstall.withLock { last -> Task<T, Never> in
+            let previous = last
+            let task = Task { await previous?.value; return await job() }
+            last = Task { _ = await task.value }
+            return task
+        }
+        return await task.value
+    }
+
+    /// Puts in force each accepted listener whose route configurations are here (or timed out), beside
+    /// the static ones, after the route tables they use. A listener still waiting keeps its previous
+    /// version serving, if it had one; a new one is not bound until its routes come or the warming
+    /// timeout passes. `accepted`: an LDS response's listeners (in `version`), which become the accepted
+    /// ones only if their sockets can be bound; nil: the accepted ones again (routes came, or a timer
+    /// ended). Then subscribes to the route configurations the listeners name.
+    private func install(accepted candidate: [BootstrapConfig.Listener]?, version: String?, client: ADSClient) async -> Result<Void, any Error> {
+        let inForce = runtime.configuration.listeners
+        let plan = state.withLock { state -> Plan in
+            let accepted = candidate ?? state.listeners
+            var plan = Plan(ready: [], warming: [], tables: [:])
+            for listener in accepted {
+                let missing = listener.routeConfigNames.filter { state.routes[$0] == nil && !state.routesTimedOut.contains($0) }.sorted()
+                if missing.isEmpty {
+                    plan.ready.append(listener)
+                } else {
+                    plan.warming.append((listener, missing))
+                    if let previous = inForce[listener.name] { plan.ready.append(previous) }
+                }
             }
-            versions.listeners = entries
+            let needed = Set((staticListeners + accepted + Array(inForce.values)).flatMap(\.routeConfigNames))
+            plan.tables = state.routes.filter { needed.contains($0.key) }
+            return plan
         }
-        let first = state.withLock { state in
-            defer { state.listenersInitialized = true }
-            return !state.listenersInitialized
+        // Tables first, so that a listener's first request finds its routes.
+        runtime.replaceRoutes(plan.tables)
+        do {
+            try await proxy.applyListeners(staticListeners + plan.ready).get()
+        } catch {
+            return .failure(error)
         }
+        let now = Self.timestamp()
+        let (entries, accepted, first) = state.withLock { state -> ([String: ResourceVersions.Entry], [BootstrapConfig.Listener], Bool) in
+            if let candidate, let version {
+                var entries: [String: ResourceVersions.Entry] = [:]
+                for listener in candidate {
+                    // A listener keeps the version it last changed in, as Envoy reports it.
+                    if state.listeners.contains(listener), let kept = state.listenerEntries[listener.name] {
+                        entries[listener.name] = kept
+                    } else {
+                        entries[listener.name] = .init(version: version, lastUpdated: now)
+                    }
+                }
+                state.listeners = candidate
+                state.listenerEntries = entries
+                state.listenersAccepted = true
+            }
+            let first = state.listenersAccepted && !state.listenersInitialized && plan.warming.isEmpty
+            if first { state.listenersInitialized = true }
+            return (state.listenerEntries, state.listeners, first)
+        }
+        runtime.versions.withLockedValue { versions in
+            var inForceEntries: [String: ResourceVersions.Entry] = [:]
+            for listener in plan.ready {
+                // The accepted version, or the previous one still serving while the accepted one warms.
+                inForceEntries[listener.name] = accepted.contains(listener) ? entries[listener.name] : versions.listeners[listener.name]
+            }
+            versions.listeners = inForceEntries
+            versions.warmingListeners = Dictionary(uniqueKeysWithValues: plan.warming.compactMap { listener, waitingFor in
+                entries[listener.name].map { (listener.name, ResourceVersions.WarmingListener(entry: $0, listener: listener, waitingFor: waitingFor)) }
+            })
+        }
+        runtime.stats.listenersWarming.set(Int64(plan.warming.count))
+        proxy.requestSecrets()
+        subscribeToRoutes(client: client)
+        startWarmingTimers(for: Set(plan.warming.flatMap(\.waitingFor)), client: client)
         if first {
             proxy.becomeLive()
-            logger.info("first listeners from the control plane in force: LIVE", metadata: ["version": "\(version)"])
+            logger.info("first listeners from the control plane in force, with their routes: LIVE",
+                        metadata: ["version": "\(entries.values.map(\.version).max() ?? "")"])
+        }
+        return .success(())
+    }
+
+    /// Subscribes to the route configurations the static listeners, the accepted ones and those in force
+    /// name (RDS asks by name); forgets the tables of those no longer named, in force too.
+    private func subscribeToRoutes(client: ADSClient) {
+        let inForce = runtime.configuration.listeners
+        let changed = state.withLock { state -> (names: [String], tables: [String: RouteTable])? in
+            var names: [String: String] = [:]
+            for listener in staticListeners + state.listeners + inForce.values.sorted(by: { $0.name < $1.name }) {
+                for chain in listener.allChains {
+                    if let manager = chain.httpConnectionManager, let name = manager.discoveredRouteName, names[name] == nil {
+                        names[name] = manager.statPrefix
+                    }
+                }
+            }
+            guard names != state.routeNames else { return nil }
+            state.routeNames = names
+            state.routes = state.routes.filter { names[$0.key] != nil }
+            state.routesTimedOut = state.routesTimedOut.filter { names[$0] != nil }
+            state.routeTimers = state.routeTimers.filter { names[$0] != nil }
+            return (names.keys.sorted(), state.routes)
+        }
+        guard let changed else { return }
+        runtime.replaceRoutes(changed.tables)
+        runtime.versions.withLockedValue { versions in versions.routes = versions.routes.filter { changed.names.contains($0.key) } }
+        client.subscribe(.route, to: changed.names)
+    }
+
+    /// Starts the warming timeout of route configurations that have none running: when it passes, the
+    /// listeners waiting for those still missing go in force without them.
+    private func startWarmingTimers(for names: Set<String>, client: ADSClient) {
+        let fresh = state.withLock { state -> Set<String> in
+            let fresh = names.subtracting(state.routeTimers)
+            state.routeTimers.formUnion(fresh)
+            return fresh
+        }
+        guard !fresh.isEmpty else { return }
+        let timeout = warmingTimeout
+        Task { [self] in
+            try? await Task.sleep(for: timeout)
+            let expired = state.withLock { state -> [String] in
+                let missing = fresh.filter { state.routeNames[$0] != nil && state.routes[$0] == nil }
+                state.routesTimedOut.formUnion(missing)
+                return missing.sorted()
+            }
+            guard !expired.isEmpty else { return }
+            logger.warning("listeners put in force without their route configurations after the warming timeout",
+                           metadata: ["routes": "\(expired)"])
+            if case .failure(let error) = await serially({ await self.install(accepted: nil, version: nil, client: client) }) {
+                logger.error("listeners that waited for their routes cannot be put in force", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: RDS
+
+    /// A route configuration response: every table compiled, or none taken (the first refusal is the
+    /// NACK); then the listeners that waited for them go in force.
+    private func applyRoutes(_ response: DiscoveryResponse, client: ADSClient) async throws(ConfigError) {
+        let subscribed = state.withLock { $0.routeNames }
+        let stats = subscribed.sorted { $0.key < $1.key }.map { runtime.stats.routeConfiguration($0.key, statPrefix: $0.value) }
+        for stat in stats { stat.attempts.increment() }
+        let decoded: [String: XDSResourceDecoder.DiscoveredRoutes]
+        do throws(ConfigError) {
+            decoded = try XDSResourceDecoder.routeConfigurations(response.resources)
+        } catch {
+            for stat in stats { stat.rejections.increment() }
+            throw error
+        }
+        for stat in stats { stat.successes.increment() }
+        // Only those asked for: state of the world by name.
+        let taken = decoded.filter { subscribed[$0.key] != nil }
+        state.withLock { state in
+            for (name, routes) in taken { state.routes[name] = routes.table }
+            state.routesTimedOut.subtract(taken.keys)
+        }
+        let now = Self.timestamp()
+        runtime.versions.withLockedValue { versions in
+            for (name, routes) in taken where versions.routes[name]?.proto != routes.proto {
+                versions.routes[name] = .init(entry: .init(version: response.versionInfo, lastUpdated: now), proto: routes.proto)
+            }
+        }
+        logFieldsNotActedOn(taken.sorted { $0.key < $1.key }.flatMap { $0.value.table.fieldsNotActedOn.map { $0.described() } }, in: response)
+        if case .failure(let error) = await serially({ await self.install(accepted: nil, version: nil, client: client) }) {
+            // The routes are fine; a listener that waited for them could not bind its socket.
+            logger.error("listeners that waited for their routes cannot be put in force", metadata: ["error": "\(error)"])
         }
     }
 

@@ -82,7 +82,7 @@ final class IstioTCPMetrics: Sendable {
     }
 
     /// A label value as Prometheus' text format needs it.
-    private static func escaped(_ value: String) -> String {
+    static func escaped(_ value: String) -> String {
         var escaped = ""
         for character in value {
             switch character {

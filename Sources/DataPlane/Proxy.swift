@@ -48,8 +48,8 @@ public final class Proxy: Sendable {
     public init(options: ProxyOptions) {
         let config = options.bootstrap ?? .passthrough(outboundPort: options.outboundPort, inboundPort: options.inboundPort,
                                                        inboundTransparent: options.inboundInterception == .tproxy)
-        runtime = ProxyRuntime(options: options, config: config)
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.concurrency))
+        runtime = ProxyRuntime(options: options, config: config, loops: Array(group.makeIterator()))
         stopped = group.next().makePromise(of: Void.self)
     }
 
@@ -140,15 +140,17 @@ public final class Proxy: Sendable {
         }
     }
 
-    /// Puts `listeners` in force: binds those that are new (or moved to another port), then swaps the
-    /// configuration, then closes the sockets of listeners that are gone. Connections already accepted
+    /// Puts `listeners` in force: binds those that are new (or moved to another port) and bind at all
+    /// (`bind_to_port`), then swaps the configuration, then closes the sockets of listeners that are gone
+    /// (or no longer bind). Connections already accepted
     /// finish on what they were routed by. If a new socket cannot be bound, the configuration does not
     /// change and the error says which listener failed; the one exception is a port handed from one
     /// listener to another in the same update, whose old socket has to close before the new bind.
     func applyListeners(_ listeners: [BootstrapConfig.Listener]) -> EventLoopFuture<Void> {
         let (toBind, refused) = mutable.withLockedValue { state -> ([BootstrapConfig.Listener], Bool) in
             let fresh = listeners.filter { listener in
-                guard !state.drained.contains(listener.name) else { return false }
+                // A listener that does not bind only takes connections handed to it: no socket.
+                guard listener.bindsToPort, !state.drained.contains(listener.name) else { return false }
                 guard let bound = state.serverChannels[listener.name] else { return true }
                 return bound.port != listener.port || bound.transparent != listener.transparent
             }
@@ -161,7 +163,8 @@ public final class Proxy: Sendable {
         let movingPorts = Set(toBind.map(\.port))
         let released = mutable.withLockedValue { state -> [Channel] in
             let leaving = state.serverChannels.filter { name, bound in
-                movingPorts.contains(bound.port) && !listeners.contains { $0.name == name && $0.port == bound.port && $0.transparent == bound.transparent }
+                movingPorts.contains(bound.port)
+                    && !listeners.contains { $0.bindsToPort && $0.name == name && $0.port == bound.port && $0.transparent == bound.transparent }
             }
             for name in leaving.keys { state.serverChannels.removeValue(forKey: name) }
             return leaving.values.map(\.channel)
@@ -184,7 +187,8 @@ public final class Proxy: Sendable {
                 throw ListenerBindError(listener: name, underlying: error)
             }
             runtime.replaceListeners(listeners)
-            let wanted = Set(listeners.map(\.name))
+            // A listener that stops binding (bind_to_port: false) gives its socket up too.
+            let wanted = Set(listeners.filter(\.bindsToPort).map(\.name))
             let removed = mutable.withLockedValue { state -> [Channel] in
                 var replaced: [Channel] = []
                 for (listener, channel) in bound {
@@ -247,7 +251,11 @@ public final class Proxy: Sendable {
             return (newly.compactMap { state.serverChannels[$0]?.channel }, state.drained.isSuperset(of: listeners.map(\.name)))
         }
         for channel in channels { channel.close(promise: nil) }
-        if !graceful { runtime.connections.closeAll(listeners: names) }
+        if graceful {
+            runtime.connections.quiesce(listeners: names)
+        } else {
+            runtime.connections.closeAll(listeners: names)
+        }
         let deadline = NIODeadline.now() + runtime.options.drainTime
         waitForConnections(of: names, until: deadline, thenStop: allDrained)
     }

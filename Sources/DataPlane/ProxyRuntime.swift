@@ -1,6 +1,9 @@
+import HTTPProxy
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Routing
+import XDS
 
 /// Where one captured connection goes.
 struct UpstreamRoute: Sendable {
@@ -17,30 +20,54 @@ struct UpstreamRoute: Sendable {
     var direction = BootstrapConfig.Listener.Direction.outbound
     /// The chain's TLS, terminated before the upstream is connected; nil: relayed as it comes.
     var downstreamTLS: TransportSocketConfig?
+    /// The TLS to `endpoint`: the cluster's transport socket for it (``BootstrapConfig/Cluster/transportSocket(for:)``,
+    /// by its `transport_socket_matches`); nil: plaintext.
+    var upstreamTLS: TransportSocketConfig?
 }
 
-/// The listeners and clusters in force. An update replaces it whole, so each connection is routed by
-/// one consistent version while connections already open keep the upstream they have.
+/// The listeners, clusters and route tables in force. An update replaces it whole, so each connection
+/// (and each HTTP request) is routed by one consistent version while connections already open keep the
+/// upstream they have.
 struct ActiveConfiguration: Sendable {
     var listeners: [String: BootstrapConfig.Listener] = [:] {
-        didSet { contentsChanged() }
+        didSet {
+            contentsChanged()
+            handOff = HandOffIndex(listeners.values)
+        }
     }
     var clusters: [String: ClusterRuntime] = [:] {
         didSet { contentsChanged() }
     }
+    /// The route configurations from RDS that listeners' HTTP connection managers name, by name
+    /// (inline ones are with their connection manager).
+    var routes: [String: RouteTable] = [:] {
+        didSet { contentsChanged() }
+    }
+    /// The listeners that do not bind, by address, for connections handed to them.
+    private(set) var handOff = HandOffIndex([])
 
     /// The SDS secrets the transport sockets in force name, gathered when clusters or listeners change.
     private(set) var secretReferences: Set<SecretReference> = []
     /// The TLS contexts the transport sockets in force use, gathered when clusters or listeners change.
     private(set) var contextKeys: Set<TLSContextKey> = []
-    /// How many fields of the listeners and clusters in force Capstan accepts but does not act on.
+    /// How many fields of the listeners, clusters and route tables in force Capstan accepts but does not act on.
     private(set) var fieldsNotActedOn = 0
+
+    /// The route table an HTTP connection manager routes by: its inline one, or the RDS one it names
+    /// (nil while that has not arrived, or never did: Envoy answers 404, `NR`).
+    func routeTable(for manager: HTTPConnectionManagerConfig) -> RouteTable? {
+        switch manager.routes {
+        case .inline(let table): table
+        case .discovered(let name): routes[name]
+        }
+    }
 
     /// Gathers what the listeners and clusters in force need and carry, once per change.
     private mutating func contentsChanged() {
         fieldsNotActedOn = listeners.values.reduce(0) { $0 + $1.fieldsNotActedOn.count }
             + clusters.values.reduce(0) { $0 + $1.config.fieldsNotActedOn.count }
-        var sockets = clusters.values.compactMap(\.config.transportSocket)
+            + routes.values.reduce(0) { $0 + $1.fieldsNotActedOn.count }
+        var sockets = clusters.values.flatMap(\.config.allTransportSockets)
         for listener in listeners.values {
             sockets.append(contentsOf: listener.allChains.compactMap(\.transportSocket))
         }
@@ -55,9 +82,12 @@ struct ResourceVersions: Sendable {
         var version: String
         var lastUpdated: String
     }
-    /// By resource type's service (`LDS`, `CDS`, `EDS`): the last accepted version.
+    /// By resource type's service (`LDS`, `CDS`, `EDS`, `RDS`): the last accepted version.
     var accepted: [String: String] = [:]
     var listeners: [String: Entry] = [:]
+    /// Listeners accepted but waiting for their route configurations (the previous version, if any,
+    /// serves meanwhile), by name.
+    var warmingListeners: [String: WarmingListener] = [:]
     var clusters: [String: Entry] = [:]
     /// Clusters waiting for their endpoints before they serve.
     var warmingClusters: [String] = []
@@ -70,6 +100,54 @@ struct ResourceVersions: Sendable {
     struct Assignment: Sendable {
         var entry: Entry
         var endpoints: [BootstrapConfig.Cluster.Endpoint]
+    }
+
+    /// A listener waiting for route configurations, and the version it came in.
+    struct WarmingListener: Sendable {
+        var entry: Entry
+        var listener: BootstrapConfig.Listener
+        var waitingFor: [String]
+    }
+
+    /// The route configurations RDS delivered, by name, each with the version it last changed in and
+    /// the message itself, for the routes dump.
+    var routes: [String: Route] = [:]
+
+    struct Route: Sendable {
+        var entry: Entry
+        var proto: Envoy_Config_Route_V3_RouteConfiguration
+    }
+}
+
+/// Envoy's listener hand-off (`use_original_dst`): the listeners that do not bind, found by the original
+/// destination of a connection another listener accepted. Built once per listener update.
+struct HandOffIndex: Sendable {
+    /// By exact address and port.
+    private var exact: [SocketAddress: String] = [:]
+    /// Listeners on 0.0.0.0 (IPv4) and :: (IPv6), by port.
+    private var anyIPv4: [Int: String] = [:]
+    private var anyIPv6: [Int: String] = [:]
+
+    init(_ listeners: some Sequence<BootstrapConfig.Listener>) {
+        for listener in listeners where !listener.bindsToPort {
+            switch listener.host {
+            case "0.0.0.0": anyIPv4[listener.port] = listener.name
+            case "::": anyIPv6[listener.port] = listener.name
+            default:
+                if let address = try? SocketAddress(ipAddress: listener.host, port: listener.port) { exact[address] = listener.name }
+            }
+        }
+    }
+
+    var isEmpty: Bool { exact.isEmpty && anyIPv4.isEmpty && anyIPv6.isEmpty }
+
+    /// The listener for a connection to `destination`: the one on exactly that address and port, else the
+    /// one on all addresses of its family (0.0.0.0 or ::) and that port, else none.
+    func listener(for destination: SocketAddress) -> String? {
+        let address = destination.unmapped
+        if let name = exact[address] { return name }
+        guard let port = address.port else { return nil }
+        return address.protocol == .inet6 ? anyIPv6[port] : anyIPv4[port]
     }
 }
 
@@ -86,17 +164,29 @@ final class ProxyRuntime: Sendable {
     /// Versions of the resources in force, as the control plane named them (empty when static).
     let versions = NIOLockedValueBox(ResourceVersions())
     private let active = NIOLockedValueBox(ActiveConfiguration())
+    /// Connects the HTTP router's upstreams, with the clusters' TLS.
+    let connector: UpstreamConnector
+    /// The HTTP upstream pools of each event loop, by the loop's identity (made once: never changes).
+    private let pools: [ObjectIdentifier: UpstreamPools]
 
-    init(options: ProxyOptions, config: BootstrapConfig) {
+    init(options: ProxyOptions, config: BootstrapConfig, loops: [any EventLoop] = []) {
         self.options = options
         let stats = ProxyStats()
         self.stats = stats
         contexts = TLSContextCache(metrics: stats.istio)
+        connector = UpstreamConnector(contexts: contexts, secrets: secrets, defaultConnectTimeout: options.connectTimeout)
+        pools = Dictionary(uniqueKeysWithValues: loops.map { (ObjectIdentifier($0), UpstreamPools(eventLoop: $0)) })
         replaceClusters(config.clusters)
         replaceListeners(config.listeners)
     }
 
     var configuration: ActiveConfiguration { active.withLockedValue { $0 } }
+
+    /// The HTTP upstream pools of `loop`, one of the proxy's own.
+    func upstreamPools(for loop: any EventLoop) -> UpstreamPools {
+        if let pools = pools[ObjectIdentifier(loop)] { return pools }
+        preconditionFailure("\(loop) is not one of the proxy's event loops")
+    }
 
     /// The SDS secrets the configuration in force names (gathered when it was put in force).
     var secretReferences: Set<SecretReference> { active.withLockedValue { $0.secretReferences } }
@@ -112,9 +202,9 @@ final class ProxyRuntime: Sendable {
                 if let current = active.clusters[cluster.name], current.config == cluster {
                     next[cluster.name] = current
                 } else {
-                    next[cluster.name] = ClusterRuntime(cluster, stats: stats.cluster(cluster.name))
+                    next[cluster.name] = ClusterRuntime(cluster, stats: stats.cluster(cluster.name), connector: connector)
                 }
-                if cluster.transportSocket != nil { stats.cluster(cluster.name).tls.markConfigured() }
+                if !cluster.allTransportSockets.isEmpty { stats.cluster(cluster.name).tls.markConfigured() }
             }
             active.clusters = next
             contexts.retain(active.contextKeys)
@@ -147,22 +237,45 @@ final class ProxyRuntime: Sendable {
         }
     }
 
-    /// `config.fields_not_acted_on`: those of the listeners and clusters in force, and the bootstrap's own.
+    /// Puts the route tables from RDS in force in place of all others: those the listeners in force name,
+    /// and those listeners waiting for them are about to (so tables go in before the listeners that use
+    /// them). The HTTP connection managers look them up per request, by name.
+    func replaceRoutes(_ routes: [String: RouteTable]) {
+        active.withLockedValue { active in
+            active.routes = routes
+            countFieldsNotActedOn(in: active)
+        }
+    }
+
+    /// `config.fields_not_acted_on`: those of the listeners, clusters and route tables in force, and the
+    /// bootstrap's own.
     private func countFieldsNotActedOn(in active: ActiveConfiguration) {
         stats.fieldsNotActedOn.set(Int64(active.fieldsNotActedOn + (options.bootstrap?.fieldsNotActedOn.count ?? 0)))
     }
 
+    /// Envoy's listener hand-off: the name of the listener that serves a connection to `destination`
+    /// accepted by the listener named `accepting`. Only a listener with `use_original_dst` hands
+    /// connections off: to the listener that does not bind whose address is exactly `destination`'s IP
+    /// and port, else to the one on 0.0.0.0 (IPv4) or :: (IPv6) and that port; without either, and for
+    /// any other accepting listener, the accepting listener serves it.
+    func listener(handingOff accepting: String, destination: SocketAddress, in configuration: ActiveConfiguration) -> String {
+        guard !configuration.handOff.isEmpty, configuration.listeners[accepting]?.usesOriginalDestination == true else { return accepting }
+        return configuration.handOff.listener(for: destination) ?? accepting
+    }
+
     /// The route for a connection to `destination` accepted on the listener named `listenerName`, or
-    /// why there is none.
+    /// why there is none. A chain that serves HTTP is the failure ``RouteFailure/servesHTTP(_:)``: its
+    /// requests are routed one by one, by the HTTP connection manager.
     func route(listener listenerName: String, destination: SocketAddress, client: SocketAddress?,
                detected: TransportDetection = .plaintext, in configuration: ActiveConfiguration) -> Result<UpstreamRoute, RouteFailure> {
         guard let listener = configuration.listeners[listenerName], let chain = listener.chain(for: destination, detected: detected) else {
             return .failure(.noFilterChain)
         }
         let name: String
-        switch chain.route {
-        case .cluster(let cluster): name = cluster
-        case .weighted(let clusters): name = Self.pick(clusters)
+        switch chain.action {
+        case .relay(.cluster(let cluster)): name = cluster
+        case .relay(.weighted(let clusters)): name = Self.pick(clusters)
+        case .http: return .failure(.servesHTTP(chain))
         }
         guard let cluster = configuration.clusters[name] else { return .failure(.unknownCluster) }
         let choice: ClusterRuntime.Choice
@@ -175,7 +288,7 @@ final class ProxyRuntime: Sendable {
         if case .originalDestination = cluster.config.discovery, isOwnListener(endpoint, in: configuration) { return .failure(.loop) }
         var route = UpstreamRoute(cluster: cluster, endpoint: endpoint, endpointIndex: choice.index,
                                   idleTimeout: chain.idleTimeout.map { TimeAmount($0) } ?? options.idleTimeout,
-                                  direction: listener.direction, downstreamTLS: chain.transportSocket)
+                                  direction: listener.direction, downstreamTLS: chain.transportSocket, upstreamTLS: choice.transportSocket)
         if listener.direction == .inbound {
             // Istio's inbound passthrough: the application sees 127.0.0.6 / ::6, or with TPROXY the client.
             if listener.transparent {
@@ -188,7 +301,7 @@ final class ProxyRuntime: Sendable {
         return .success(route)
     }
 
-    enum RouteFailure: Error {
+    enum RouteFailure: Error, Equatable {
         case noFilterChain
         /// The chain names a cluster the proxy does not have (yet): Envoy's tcp_proxy closes too.
         case unknownCluster
@@ -197,6 +310,9 @@ final class ProxyRuntime: Sendable {
         /// The cluster has no endpoint to send to.
         case noHealthyUpstream
         case loop
+        /// The chain ends in `http_connection_manager` (``BootstrapConfig/FilterChain/httpConnectionManager``):
+        /// HTTP is served on the connection, after the chain's TLS (``BootstrapConfig/FilterChain/transportSocket``).
+        case servesHTTP(BootstrapConfig.FilterChain)
     }
 
     /// A weighted choice, as `tcp_proxy`'s `weighted_clusters`.
@@ -210,9 +326,11 @@ final class ProxyRuntime: Sendable {
         return clusters.last!.name
     }
 
-    /// Whether `destination` is one of this proxy's own listeners: forwarding there would loop.
+    /// Whether `destination` is one of this proxy's own listening sockets: forwarding there would loop.
+    /// (A listener that does not bind has no socket to come back to.)
     private func isOwnListener(_ destination: SocketAddress, in configuration: ActiveConfiguration) -> Bool {
-        guard let port = destination.port, configuration.listeners.values.contains(where: { $0.port == port }) else { return false }
+        guard let port = destination.port,
+              configuration.listeners.values.contains(where: { $0.bindsToPort && $0.port == port }) else { return false }
         let address = destination.unmapped
         if address.isLoopback { return true }
         // Rare: only a connection to one of our ports gets here, so asking the kernel each time is fine.
@@ -250,6 +368,14 @@ final class ConnectionRegistry: Sendable {
     func closeAll() {
         let channels = open.withLockedValue { $0.values.map(\.channel) }
         for channel in channels { channel.close(promise: nil) }
+    }
+
+    /// Tells the connections of `listeners` that the proxy drains: HTTP/1.1 answers with
+    /// `connection: close` and closes once idle, HTTP/2 sends GOAWAY and closes when its streams end. A
+    /// TCP relay carries on until the drain deadline.
+    func quiesce(listeners: Set<String>) {
+        let channels = open.withLockedValue { $0.values.filter { listeners.contains($0.listener) }.map(\.channel) }
+        for channel in channels { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
     }
 
     func closeAll(listeners: Set<String>) {

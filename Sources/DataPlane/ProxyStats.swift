@@ -1,4 +1,5 @@
 import Atomics
+import HTTPProxy
 import NIOConcurrencyHelpers
 
 /// A monotonically increasing statistic, shared by all event loops.
@@ -68,8 +69,21 @@ final class ClusterStats: Sendable {
     let bytesSent = Counter()
     /// TLS to this cluster's endpoints.
     let tls = TLSStats()
+    /// HTTP requests sent to this cluster, and their responses by class (1xx … 5xx).
+    let requestsTotal = Counter()
+    let responsesByClass = (1...5).map { _ in Counter() }
 
     init(name: String) { self.name = name }
+
+    /// Requests to this cluster that timed out (UT).
+    let requestTimeouts = Counter()
+
+    /// An HTTP request to this cluster ended with `status` (0: without a response).
+    func countRequest(status: Int, flags: ResponseFlags) {
+        requestsTotal.increment()
+        if (100..<600).contains(status) { responsesByClass[status / 100 - 1].increment() }
+        if flags.contains(.upstreamRequestTimeout) { requestTimeouts.increment() }
+    }
 
     var entries: [(String, Double)] {
         [("upstream_cx_total", Double(connectionsTotal.value)),
@@ -81,7 +95,9 @@ final class ClusterStats: Sendable {
          ("update_success", Double(membershipUpdates.value)),
          ("update_rejected", Double(membershipRejections.value)),
          ("upstream_cx_rx_bytes_total", Double(bytesReceived.value)),
-         ("upstream_cx_tx_bytes_total", Double(bytesSent.value))] + tls.entries
+         ("upstream_cx_tx_bytes_total", Double(bytesSent.value)),
+         ("upstream_rq_total", Double(requestsTotal.value)), ("upstream_rq_timeout", Double(requestTimeouts.value))]
+            + responsesByClass.enumerated().map { ("upstream_rq_\($0.offset + 1)xx", Double($0.element.value)) } + tls.entries
     }
 }
 
@@ -101,6 +117,45 @@ final class SubscriptionStats: Sendable {
     }
 }
 
+/// Envoy's counters for one route configuration's RDS subscription, kept under the first HTTP connection
+/// manager naming it: `http.<stat_prefix>.rds.<name>.update_attempt|success|rejected`.
+final class RouteConfigurationStats: Sendable {
+    let name: String
+    let statPrefix: String
+    let attempts = Counter()
+    let successes = Counter()
+    let rejections = Counter()
+
+    init(name: String, statPrefix: String) {
+        self.name = name
+        self.statPrefix = statPrefix
+    }
+
+    var entries: [(String, Double)] {
+        [("update_attempt", Double(attempts.value)), ("update_success", Double(successes.value)),
+         ("update_rejected", Double(rejections.value))]
+    }
+}
+
+/// Envoy's counters of one HTTP connection manager, by its stat prefix: `http.<stat_prefix>.downstream_rq_*`.
+final class ConnectionManagerStats: Sendable {
+    let statPrefix: String
+    let requestsTotal = Counter()
+    let requestsActive = Gauge()
+    let responsesByClass = (1...5).map { _ in Counter() }
+    /// Requests answered 408 or reset by stream_idle_timeout, and by no route.
+    let idleTimeouts = Counter()
+    let noRoute = Counter()
+
+    init(statPrefix: String) { self.statPrefix = statPrefix }
+
+    var entries: [(String, Double)] {
+        [("downstream_rq_total", Double(requestsTotal.value)), ("downstream_rq_active", Double(requestsActive.value)),
+         ("downstream_rq_idle_timeout", Double(idleTimeouts.value)), ("no_route", Double(noRoute.value))]
+            + responsesByClass.enumerated().map { ("downstream_rq_\($0.offset + 1)xx", Double($0.element.value)) }
+    }
+}
+
 /// All of the proxy's statistics, rendered as Envoy's `/stats` text and as Prometheus exposition text.
 /// Listener and cluster statistics are made on first use and kept by name, so they survive updates.
 final class ProxyStats: Sendable {
@@ -108,6 +163,12 @@ final class ProxyStats: Sendable {
     private let clustersByName = NIOLockedValueBox<[String: ClusterStats]>([:])
     let listenerUpdates = SubscriptionStats(prefix: "listener_manager.lds")
     let clusterUpdates = SubscriptionStats(prefix: "cluster_manager.cds")
+    /// Envoy's `listener_manager.total_listeners_warming`: listeners waiting for their route configurations.
+    let listenersWarming = Gauge()
+    /// HTTP connection managers' counters, by stat prefix.
+    private let connectionManagers = NIOLockedValueBox<[String: ConnectionManagerStats]>([:])
+    /// RDS subscriptions' counters, by route configuration name (kept once made, as Envoy keeps them).
+    private let routeConfigurations = NIOLockedValueBox<[String: RouteConfigurationStats]>([:])
     /// Envoy's `control_plane.connected_state`: 1 while the ADS stream is up.
     let controlPlaneConnected = Gauge()
     /// Capstan's `config.fields_not_acted_on`: how many fields of the configuration in force Capstan accepts
@@ -115,6 +176,8 @@ final class ProxyStats: Sendable {
     let fieldsNotActedOn = Gauge()
     /// Istio's `istio_tcp_connections_opened_total` and `…_closed_total`.
     let istio = IstioTCPMetrics()
+    /// Istio's `istio_requests_total` and its histograms.
+    let istioHTTP = IstioHTTPMetrics()
 
     init() {}
 
@@ -136,18 +199,48 @@ final class ProxyStats: Sendable {
         }
     }
 
+    /// The counters of the HTTP connection managers with `statPrefix` (found once per connection).
+    func connectionManager(_ statPrefix: String) -> ConnectionManagerStats {
+        connectionManagers.withLockedValue { stats in
+            if let existing = stats[statPrefix] { return existing }
+            let made = ConnectionManagerStats(statPrefix: statPrefix)
+            stats[statPrefix] = made
+            return made
+        }
+    }
+
+    var connectionManagerStats: [ConnectionManagerStats] {
+        connectionManagers.withLockedValue { $0.values.sorted { $0.statPrefix < $1.statPrefix } }
+    }
+
+    /// The RDS counters of route configuration `name`, made with `statPrefix` on first use.
+    func routeConfiguration(_ name: String, statPrefix: String) -> RouteConfigurationStats {
+        routeConfigurations.withLockedValue { stats in
+            if let existing = stats[name] { return existing }
+            let made = RouteConfigurationStats(name: name, statPrefix: statPrefix)
+            stats[name] = made
+            return made
+        }
+    }
+
+    var routeConfigurationStats: [RouteConfigurationStats] {
+        routeConfigurations.withLockedValue { $0.values.sorted { $0.name < $1.name } }
+    }
+
     var listeners: [ListenerStats] { listenersByName.withLockedValue { $0.values.sorted { $0.name < $1.name } } }
     var clusters: [ClusterStats] { clustersByName.withLockedValue { $0.values.sorted { $0.name < $1.name } } }
 
     /// Server-wide entries, without a listener or cluster: xDS updates and the control plane's state.
     private var serverEntries: [(String, Double)] {
         listenerUpdates.entries + clusterUpdates.entries
-            + [("control_plane.connected_state", Double(controlPlaneConnected.value)),
+            + [("listener_manager.total_listeners_warming", Double(listenersWarming.value)),
+               ("control_plane.connected_state", Double(controlPlaneConnected.value)),
                ("config.fields_not_acted_on", Double(fieldsNotActedOn.value))]
     }
 
     /// Server-wide entries that go up and down.
-    private static let serverGauges: Set<String> = ["control_plane.connected_state", "config.fields_not_acted_on"]
+    private static let serverGauges: Set<String> = ["control_plane.connected_state", "config.fields_not_acted_on",
+                                                    "listener_manager.total_listeners_warming"]
 
     /// `listener.0.0.0.0_15001.downstream_cx_total: 3`, one per line, as Envoy's admin `/stats`.
     var envoyText: String {
@@ -157,6 +250,12 @@ final class ProxyStats: Sendable {
         }
         for listener in listeners {
             for (key, value) in listener.entries { lines.append("listener.\(listener.name).\(key): \(Int64(value))") }
+        }
+        for route in routeConfigurationStats {
+            for (key, value) in route.entries { lines.append("http.\(route.statPrefix).rds.\(route.name).\(key): \(Int64(value))") }
+        }
+        for manager in connectionManagerStats {
+            for (key, value) in manager.entries { lines.append("http.\(manager.statPrefix).\(key): \(Int64(value))") }
         }
         return lines.sorted().joined(separator: "\n") + "\n"
     }
@@ -182,7 +281,20 @@ final class ProxyStats: Sendable {
         }
         for cluster in clusters { add("cluster", "envoy_cluster_name", cluster.name, cluster.entries) }
         for listener in listeners { add("listener", "envoy_listener_address", listener.name, listener.entries) }
+        for manager in connectionManagerStats { add("http", "envoy_http_conn_manager_prefix", manager.statPrefix, manager.entries) }
+        // Envoy's tag extraction: the connection manager's prefix and the route configuration are labels.
+        for route in routeConfigurationStats {
+            for (key, value) in route.entries {
+                let name = "envoy_http_rds_\(key)"
+                let sample = "\(name){envoy_http_conn_manager_prefix=\"\(route.statPrefix)\",envoy_rds_route_config=\"\(route.name)\"} \(Int64(value))"
+                if let index = families.firstIndex(where: { $0.name == name }) {
+                    families[index].samples.append(sample)
+                } else {
+                    families.append((name, "counter", [sample]))
+                }
+            }
+        }
         return families.map { "# TYPE \($0.name) \($0.type)\n" + $0.samples.joined(separator: "\n") }
-            .joined(separator: "\n") + "\n" + istio.prometheusText
+            .joined(separator: "\n") + "\n" + istio.prometheusText + istioHTTP.prometheusText
     }
 }

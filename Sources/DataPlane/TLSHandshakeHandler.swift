@@ -63,8 +63,12 @@ final class TLSHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler 
         self.context = nil
     }
 
+    /// The protocol agreed by ALPN (`h2`, `http/1.1`, Istio's `istio-h2` …), once the handshake is done.
+    private(set) var negotiatedProtocol: String?
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .handshakeCompleted? = event as? TLSUserEvent {
+        if case .handshakeCompleted(let negotiated)? = event as? TLSUserEvent {
+            negotiatedProtocol = negotiated
             if state == .handshaking { verifyPeer(context: context) }
             return
         }

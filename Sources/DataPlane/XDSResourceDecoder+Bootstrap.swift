@@ -32,9 +32,7 @@ extension XDSResourceDecoder {
             if listeners.contains(where: { $0.name == decoded.name }) {
                 throw ConfigError(path: "\(path).name", message: "duplicate listener \"\(decoded.name)\"")
             }
-            if let other = listeners.first(where: { $0.port == decoded.port }) {
-                throw ConfigError(path: "\(path).address", message: "port \(decoded.port) is also listener \"\(other.name)\"'s")
-            }
+            try checkAddress(of: decoded, against: listeners, path: "\(path).address")
             listeners.append(decoded)
         }
         let node = proto.hasNode ? proto.node : nil
@@ -45,11 +43,15 @@ extension XDSResourceDecoder {
                                      warnings: warnings, node: node, fieldsNotActedOn: notActedOn)
         for (index, listener) in listeners.enumerated() {
             for (chain, chainPath) in chainPaths(of: listener, path: "static_resources.listeners[\(index)]") {
+                let configPath = "\(chainPath).filters[\(chain.terminalFilterIndex)].typed_config"
                 // Without CDS no other cluster can come: a route to one that is not here is a mistake.
                 if dynamic == nil {
-                    let routePath = "\(chainPath).filters[0].typed_config"
-                    for name in chain.route.clusterNames where !clusters.contains(where: { $0.name == name }) {
-                        throw ConfigError(path: routePath, message: "routes to unknown cluster \"\(name)\"")
+                    for name in chain.route?.clusterNames ?? [] where !clusters.contains(where: { $0.name == name }) {
+                        throw ConfigError(path: configPath, message: "routes to unknown cluster \"\(name)\"")
+                    }
+                    // Without ADS no route configuration can come either.
+                    if chain.httpConnectionManager?.discoveredRouteName != nil {
+                        throw ConfigError(path: "\(configPath).rds", message: "needs dynamic_resources: route configurations come over ADS")
                     }
                 }
                 try config.checkSecretSources(chain.transportSocket, path: "\(chainPath).transport_socket")
@@ -57,6 +59,10 @@ extension XDSResourceDecoder {
         }
         for (index, cluster) in clusters.enumerated() {
             try config.checkSecretSources(cluster.transportSocket, path: "static_resources.clusters[\(index)].transport_socket")
+            for (matchIndex, match) in cluster.transportSocketMatches.enumerated() {
+                try config.checkSecretSources(match.transportSocket,
+                                              path: "static_resources.clusters[\(index)].transport_socket_matches[\(matchIndex)].transport_socket")
+            }
         }
         return config
     }

@@ -1,5 +1,7 @@
 import Configuration
+import HTTPProxy
 import NIOCore
+import Routing
 import SwiftProtobuf
 import XDS
 
@@ -12,6 +14,10 @@ import XDS
 enum XDSResourceDecoder {
     static let tcpProxyFilter = "envoy.filters.network.tcp_proxy"
     static let tcpProxyType = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+    static let httpConnectionManagerFilter = "envoy.filters.network.http_connection_manager"
+    static let httpConnectionManagerType = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+    /// The key of `typed_extension_protocol_options` that says how a cluster speaks HTTP.
+    static let upstreamHTTPOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
     /// A cluster, and the EDS service whose assignment supplies its endpoints (nil for STATIC and
     /// ORIGINAL_DST).
@@ -30,6 +36,13 @@ enum XDSResourceDecoder {
             Envoy_Extensions_Filters_Listener_TlsInspector_V3_TlsInspector.self,
             Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext.self,
             Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext.self,
+            Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.self,
+            Envoy_Extensions_Filters_Http_Router_V3_Router.self,
+            Envoy_Extensions_Filters_Listener_HttpInspector_V3_HttpInspector.self,
+            Envoy_Extensions_Filters_Listener_OriginalDst_V3_OriginalDst.self,
+            Envoy_Extensions_Upstreams_Http_V3_HttpProtocolOptions.self,
+            Envoy_Config_Route_V3_RouteConfiguration.self,
+            Udpa_Type_V1_TypedStruct.self, Xds_Type_V3_TypedStruct.self,
         ]
         for type in types { Google_Protobuf_Any.register(messageType: type) }
     }()
@@ -44,27 +57,32 @@ enum XDSResourceDecoder {
             if listeners.contains(where: { $0.name == listener.name }) {
                 throw ConfigError(path: "listener \"\(listener.name)\"", message: "is sent twice")
             }
-            if let other = listeners.first(where: { $0.port == listener.port }) {
-                throw ConfigError(path: "listener \"\(listener.name)\".address",
-                                  message: "port \(listener.port) is also listener \"\(other.name)\"'s")
-            }
+            try checkAddress(of: listener, against: listeners, path: "listener \"\(listener.name)\".address")
             listeners.append(listener)
         }
         return listeners
     }
 
+    /// Refuses a listener whose address another of `listeners` has: two listeners that bind may not share
+    /// a port (each binds all addresses), and two that do not bind may not share an address and port
+    /// (a connection handed off could go to either).
+    static func checkAddress(of listener: BootstrapConfig.Listener, against listeners: [BootstrapConfig.Listener],
+                             path: String) throws(ConfigError) {
+        if listener.bindsToPort, let other = listeners.first(where: { $0.bindsToPort && $0.port == listener.port }) {
+            throw ConfigError(path: path, message: "port \(listener.port) is also listener \"\(other.name)\"'s")
+        }
+        if !listener.bindsToPort,
+           let other = listeners.first(where: { !$0.bindsToPort && $0.port == listener.port && $0.host == listener.host }) {
+            throw ConfigError(path: path, message: "\(listener.host):\(listener.port) is also listener \"\(other.name)\"'s (neither binds, so a connection handed off could go to either)")
+        }
+    }
+
     /// A listener; `path` names it in errors (from xDS: `listener "NAME"`).
     static func listener(_ proto: Envoy_Config_Listener_V3_Listener, path given: String? = nil) throws(ConfigError) -> BootstrapConfig.Listener {
         let path = try resourcePath(given, kind: "listener", name: proto.name)
-        let port = try listeningPort(proto.address, path: "\(path).address")
-        if proto.hasBindToPort && !proto.bindToPort.value {
-            throw ConfigError(path: "\(path).bind_to_port",
-                              message: "false is not supported: Capstan binds every listener, and hands no connection from one listener to another")
-        }
+        let binds = !proto.hasBindToPort || proto.bindToPort.value
+        let (host, port) = try listenerAddress(proto.address, binds: binds, path: "\(path).address")
         var notActedOn = unknownFields(in: proto)
-        if proto.hasUseOriginalDst {
-            notActedOn.append(.init(path: "use_original_dst", reason: "every listener restores a redirected connection's original destination and handles the connection itself: none is handed to another listener"))
-        }
         var chains: [BootstrapConfig.FilterChain] = []
         for (index, chain) in proto.filterChains.enumerated() {
             chains.append(try filterChain(chain, path: path, field: "filter_chains[\(index)]", notActedOn: &notActedOn))
@@ -72,20 +90,22 @@ enum XDSResourceDecoder {
         let defaultChain = proto.hasDefaultFilterChain
             ? try filterChain(proto.defaultFilterChain, path: path, field: "default_filter_chain", notActedOn: &notActedOn) : nil
         var inspectsTLS = false
+        var inspectsHTTP = false
         for (index, filter) in proto.listenerFilters.enumerated() {
             let field = "listener_filters[\(index)]"
             let typeURL: String? = if case .typedConfig(let any)? = filter.configType { any.typeURL } else { nil }
             switch try ListenerFilter(name: filter.name, typeURL: typeURL, path: "\(path).\(field)") {
             case .tlsInspector: inspectsTLS = true
             case .originalDestination: break
-            case .httpInspector:
-                notActedOn.append(.init(path: field, reason: "Capstan does not detect HTTP: a chain matching on HTTP's application protocols takes only TLS connections that offer them by ALPN"))
+            case .httpInspector: inspectsHTTP = true
             }
         }
         return BootstrapConfig.Listener(
             name: proto.name, port: port, direction: proto.trafficDirection == .inbound ? .inbound : .outbound,
             transparent: proto.hasTransparent && proto.transparent.value, chains: chains, defaultChain: defaultChain,
-            listenerFilters: proto.listenerFilters.map(\.name), inspectsTLS: inspectsTLS, fieldsNotActedOn: notActedOn)
+            listenerFilters: proto.listenerFilters.map(\.name), inspectsTLS: inspectsTLS, inspectsHTTP: inspectsHTTP,
+            fieldsNotActedOn: notActedOn, host: host, bindsToPort: binds,
+            usesOriginalDestination: proto.hasUseOriginalDst && proto.useOriginalDst.value)
     }
 
     /// The listener filters Capstan knows, by name (`envoy.filters.listener.tls_inspector`) or by type
@@ -95,7 +115,7 @@ enum XDSResourceDecoder {
         case tlsInspector
         /// What every Capstan listener does anyway: restores a redirected connection's destination.
         case originalDestination
-        /// Accepted, not acted on: Capstan does not detect HTTP.
+        /// Reads a plaintext connection's first bytes to tell HTTP/1.x and HTTP/2 (`h2c`) apart.
         case httpInspector
 
         init(name: String, typeURL: String?, path: String) throws(ConfigError) {
@@ -130,62 +150,132 @@ enum XDSResourceDecoder {
             }
             return prefix
         }
-        guard proto.filters.count == 1, let filter = proto.filters.first else {
-            throw ConfigError(path: "\(path).filters", message: "needs exactly one filter, \(tcpProxyFilter) (the only network filter Capstan has)")
-        }
-        let filterPath = "\(path).filters[0]"
-        guard filter.name == tcpProxyFilter || filter.typedConfig.typeURL == tcpProxyType else {
-            throw ConfigError(path: filterPath, message: "\"\(filter.name)\" is not supported: Capstan has \(tcpProxyFilter) only")
-        }
-        guard filter.typedConfig.typeURL == tcpProxyType,
-              let tcpProxy = try? Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(serializedBytes: [UInt8](filter.typedConfig.value)) else {
-            throw ConfigError(path: "\(filterPath).typed_config", message: "needs a \(tcpProxyType)")
-        }
-        let configPath = "\(filterPath).typed_config"
-        let route: BootstrapConfig.TCPRoute
-        switch tcpProxy.clusterSpecifier {
-        case .cluster(let name)?:
-            guard !name.isEmpty else { throw ConfigError(path: "\(configPath).cluster", message: "is empty") }
-            route = .cluster(name)
-        case .weightedClusters(let weighted)?:
-            guard weighted.clusters.contains(where: { $0.weight > 0 }), weighted.clusters.allSatisfy({ !$0.name.isEmpty }) else {
-                throw ConfigError(path: "\(configPath).weighted_clusters",
-                                  message: "needs named clusters, at least one with a weight above 0")
-            }
-            route = .weighted(weighted.clusters.map { ($0.name, Int($0.weight)) })
-        case nil:
-            throw ConfigError(path: configPath, message: "needs cluster or weighted_clusters")
-        }
-        notActedOn += unknownFields(in: tcpProxy, under: "\(field).filters[0].typed_config")
-        if !tcpProxy.statPrefix.isEmpty {
-            notActedOn.append(.init(path: "\(field).filters[0].typed_config.stat_prefix",
-                                    reason: "Capstan keeps no tcp.<stat_prefix>.* statistics (its cluster and listener statistics are Envoy's)"))
-        }
+        let (action, idleTimeout) = try networkFilters(proto.filters, path: path, field: field, notActedOn: &notActedOn)
         for (index, name) in match.applicationProtocols.enumerated() where name.isEmpty {
             throw ConfigError(path: "\(path).filter_chain_match.application_protocols[\(index)]", message: "is empty")
         }
         let socket = proto.hasTransportSocket
             ? try TransportSocketConfig.downstream(proto.transportSocket, path: "\(path).transport_socket") : nil
         return BootstrapConfig.FilterChain(
-            name: proto.name, destinationPort: port, prefixes: prefixes, route: route,
-            idleTimeout: tcpProxy.hasIdleTimeout ? duration(tcpProxy.idleTimeout) : nil,
+            name: proto.name, destinationPort: port, prefixes: prefixes, action: action, idleTimeout: idleTimeout,
+            terminalFilterIndex: proto.filters.count - 1,
             transportProtocol: match.transportProtocol.isEmpty ? nil : match.transportProtocol,
             applicationProtocols: match.applicationProtocols, transportSocket: socket)
     }
 
-    /// The port a listener binds, on all addresses (one dual-stack socket).
-    private static func listeningPort(_ address: Envoy_Config_Core_V3_Address, path: String) throws(ConfigError) -> Int {
+    /// Network filters istiod puts before a chain's terminal filter that Capstan accepts without acting
+    /// on them, by configuration type (after a TypedStruct), with why.
+    static let leadingNetworkFilters: [String: String] = [
+        // istio.metadata_exchange
+        "envoy.tcp.metadataexchange.config.MetadataExchange":
+            "Capstan exchanges no Istio peer metadata on connections (the istio-peer-exchange protocol): peers are known by their mTLS identities only",
+        // istio.stats
+        "stats.PluginConfig":
+            "Capstan counts Istio's TCP connection metrics on every connection itself; this filter's configuration (metrics, dimensions) is not read",
+        // istio_authn
+        "io.istio.network.authn.Config":
+            "Capstan takes each TLS connection's verified peer identity itself; this filter's configuration is not read",
+    ]
+
+    /// Network filters refused before a terminal filter, with why: skipping them would let through
+    /// connections they stop.
+    static let refusedNetworkFilters: [String: String] = [
+        "envoy.extensions.filters.network.rbac.v3.RBAC":
+            "Capstan does not enforce authorization policies yet, and passing the connections this filter would deny is not an option",
+        "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz":
+            "Capstan does not call external authorization yet, and passing the connections it would deny is not an option",
+    ]
+
+    /// A chain's `filters`: zero or more leading filters Capstan counts as not acted on
+    /// (``leadingNetworkFilters``), then exactly one terminal filter, `tcp_proxy` (the connection's bytes
+    /// relayed to a cluster, with its idle timeout) or `http_connection_manager` (HTTP served on it).
+    /// `path` is the chain's, `field` its place in the listener, for the fields not acted on.
+    private static func networkFilters(_ filters: [Envoy_Config_Listener_V3_Filter], path: String, field: String,
+                                       notActedOn: inout [FieldNotActedOn]) throws(ConfigError) -> (BootstrapConfig.ChainAction, Duration?) {
+        let terminals = "\(tcpProxyFilter) or \(httpConnectionManagerFilter)"
+        guard !filters.isEmpty else {
+            throw ConfigError(path: "\(path).filters", message: "needs a terminal filter, \(terminals)")
+        }
+        for (index, filter) in filters.enumerated() {
+            let filterPath = "\(path).filters[\(index)]"
+            let typeURL = filter.configType == nil ? nil
+                : try HTTPFilterRegistry.configurationTypeURL(filter.typedConfig, path: "\(filterPath).typed_config")
+            let type = typeURL.map(HTTPFilterRegistry.typeName) ?? ""
+            let terminal = typeURL == tcpProxyType || typeURL == httpConnectionManagerType
+                || filter.name == tcpProxyFilter || filter.name == httpConnectionManagerFilter
+            let description = type.isEmpty ? "\"\(filter.name)\"" : "\"\(filter.name)\" (\(type))"
+            guard index == filters.count - 1 else {
+                if terminal {
+                    throw ConfigError(path: filterPath, message: "\(description) must be the chain's last filter")
+                }
+                if let reason = leadingNetworkFilters[type] {
+                    notActedOn.append(.init(path: "\(field).filters[\(index)]", reason: "\(description): \(reason)"))
+                } else if let reason = refusedNetworkFilters[type] {
+                    throw ConfigError(path: filterPath, message: "\(description) is not supported: \(reason)")
+                } else {
+                    throw ConfigError(path: filterPath, message: "\(description) is not supported: before the terminal filter Capstan takes istio.metadata_exchange, istio.stats and istio_authn, not acted on")
+                }
+                continue
+            }
+            let configPath = "\(filterPath).typed_config"
+            let configField = "\(field).filters[\(index)].typed_config"
+            if typeURL == httpConnectionManagerType || (typeURL == nil && filter.name == httpConnectionManagerFilter) {
+                guard typeURL != nil, let proto = try? Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(unpackingAny: filter.typedConfig) else {
+                    throw ConfigError(path: configPath, message: "needs a \(httpConnectionManagerType)")
+                }
+                let manager = try HTTPConnectionManagerConfig(proto, path: configPath)
+                notActedOn += manager.fieldsNotActedOn.map { FieldNotActedOn(path: "\(configField).\($0.path)", reason: $0.reason) }
+                return (.http(manager), nil)
+            }
+            guard terminal else {
+                throw ConfigError(path: filterPath, message: "\(description) is not supported: a chain ends in \(terminals)")
+            }
+            guard typeURL == tcpProxyType,
+                  let tcpProxy = try? Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: filter.typedConfig) else {
+                throw ConfigError(path: configPath, message: "needs a \(tcpProxyType)")
+            }
+            let route: BootstrapConfig.TCPRoute
+            switch tcpProxy.clusterSpecifier {
+            case .cluster(let name)?:
+                guard !name.isEmpty else { throw ConfigError(path: "\(configPath).cluster", message: "is empty") }
+                route = .cluster(name)
+            case .weightedClusters(let weighted)?:
+                guard weighted.clusters.contains(where: { $0.weight > 0 }), weighted.clusters.allSatisfy({ !$0.name.isEmpty }) else {
+                    throw ConfigError(path: "\(configPath).weighted_clusters",
+                                      message: "needs named clusters, at least one with a weight above 0")
+                }
+                route = .weighted(weighted.clusters.map { ($0.name, Int($0.weight)) })
+            case nil:
+                throw ConfigError(path: configPath, message: "needs cluster or weighted_clusters")
+            }
+            notActedOn += unknownFields(in: tcpProxy, under: configField)
+            if !tcpProxy.statPrefix.isEmpty {
+                notActedOn.append(.init(path: "\(configField).stat_prefix",
+                                        reason: "Capstan keeps no tcp.<stat_prefix>.* statistics (its cluster and listener statistics are Envoy's)"))
+            }
+            return (.relay(route), tcpProxy.hasIdleTimeout ? duration(tcpProxy.idleTimeout) : nil)
+        }
+        // The loop returns at the last filter.
+        throw ConfigError(path: "\(path).filters", message: "needs a terminal filter, \(terminals)")
+    }
+
+    /// A listener's address and port. One that binds listens on all addresses (one dual-stack socket), so
+    /// its address is 0.0.0.0 or ::; one that does not bind (`bind_to_port: false`) may have any IP
+    /// address, by which connections are handed to it.
+    private static func listenerAddress(_ address: Envoy_Config_Core_V3_Address, binds: Bool,
+                                        path: String) throws(ConfigError) -> (host: String, port: Int) {
         guard case .socketAddress(let socket)? = address.address else {
             throw ConfigError(path: path, message: "needs a socket_address: Capstan listens on TCP ports")
         }
         let port = try socketPort(socket, path: "\(path).socket_address")
-        guard socket.address == "0.0.0.0" || socket.address == "::" else {
-            let isAddress = (try? SocketAddress(ipAddress: socket.address, port: 0)) != nil
-            throw ConfigError(path: "\(path).socket_address.address",
-                              message: isAddress ? "\"\(socket.address)\" is not supported: Capstan listens on all addresses (0.0.0.0 or ::)"
-                                                 : "\"\(socket.address)\" is not an IP address")
+        guard let parsed = try? SocketAddress(ipAddress: socket.address, port: port), let host = parsed.unmapped.ipAddress else {
+            throw ConfigError(path: "\(path).socket_address.address", message: "\"\(socket.address)\" is not an IP address")
         }
-        return port
+        guard !binds || socket.address == "0.0.0.0" || socket.address == "::" else {
+            throw ConfigError(path: "\(path).socket_address.address",
+                              message: "\"\(socket.address)\" is not supported for a listener that binds: Capstan listens on all addresses (0.0.0.0 or ::)")
+        }
+        return (socket.address == "::" ? "::" : host, port)
     }
 
     /// A TCP `socket_address`'s port, 1-65535.
@@ -233,9 +323,7 @@ enum XDSResourceDecoder {
         var service: String?
         switch proto.type {
         case .static:
-            guard proto.loadAssignment.endpoints.contains(where: { !$0.lbEndpoints.isEmpty }) else {
-                throw ConfigError(path: "\(path).load_assignment", message: "a STATIC cluster needs at least one endpoint")
-            }
+            // Without endpoints (istiod's BlackHoleCluster) every connection to it fails, as in Envoy.
             discovery = .endpoints(try endpoints(of: proto.loadAssignment, path: "\(path).load_assignment"))
         case .eds:
             if proto.edsClusterConfig.hasEdsConfig, case .apiConfigSource? = proto.edsClusterConfig.edsConfig.configSourceSpecifier {
@@ -254,11 +342,85 @@ enum XDSResourceDecoder {
         }
         let socket = proto.hasTransportSocket
             ? try TransportSocketConfig.upstream(proto.transportSocket, path: "\(path).transport_socket") : nil
-        let cluster = BootstrapConfig.Cluster(
+        var matches: [BootstrapConfig.Cluster.TransportSocketMatch] = []
+        for (index, match) in proto.transportSocketMatches.enumerated() {
+            let matchPath = "\(path).transport_socket_matches[\(index)]"
+            guard match.hasTransportSocket else {
+                throw ConfigError(path: "\(matchPath).transport_socket", message: "is required")
+            }
+            matches.append(.init(name: match.name, match: match.match.fields,
+                                 transportSocket: try TransportSocketConfig.upstream(match.transportSocket, path: "\(matchPath).transport_socket")))
+        }
+        var cluster = BootstrapConfig.Cluster(
             name: proto.name, discovery: discovery,
             connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, maxConnections: maxConnections,
-            loadBalancing: loadBalancing, transportSocket: socket, fieldsNotActedOn: notActedOn)
+            loadBalancing: loadBalancing, transportSocket: socket, fieldsNotActedOn: notActedOn, transportSocketMatches: matches)
+        try protocolOptions(proto.typedExtensionProtocolOptions, path: path, into: &cluster)
         return DiscoveredCluster(cluster: cluster, endpointService: service)
+    }
+
+    /// `typed_extension_protocol_options`: the upstream HTTP options (the HTTP version, and the connection
+    /// limits Capstan acts on) into `cluster`; other keys are listed as not acted on.
+    private static func protocolOptions(_ options: [String: Google_Protobuf_Any], path: String,
+                                        into cluster: inout BootstrapConfig.Cluster) throws(ConfigError) {
+        for key in options.keys.sorted() {
+            let field = "typed_extension_protocol_options[\"\(key)\"]"
+            let any = options[key]!
+            guard key == upstreamHTTPOptionsKey || HTTPFilterRegistry.typeName(any.typeURL) == upstreamHTTPOptionsKey else {
+                cluster.fieldsNotActedOn.append(.init(path: field, reason: "Capstan has no protocol options of this kind (\(HTTPFilterRegistry.typeName(any.typeURL)))"))
+                continue
+            }
+            let optionsPath = "\(path).\(field)"
+            guard HTTPFilterRegistry.typeName(any.typeURL) == upstreamHTTPOptionsKey,
+                  let http = try? Envoy_Extensions_Upstreams_Http_V3_HttpProtocolOptions(unpackingAny: any) else {
+                throw ConfigError(path: optionsPath, message: "needs a type.googleapis.com/\(upstreamHTTPOptionsKey)")
+            }
+            cluster.fieldsNotActedOn += unknownFields(in: http, under: field)
+            switch http.upstreamProtocolOptions {
+            case nil:
+                cluster.upstreamHTTP = .http1
+            case .explicitHTTPConfig(let explicit)?:
+                switch explicit.protocolConfig {
+                case .httpProtocolOptions?, nil: cluster.upstreamHTTP = .http1
+                case .http2ProtocolOptions(let http2)?:
+                    cluster.upstreamHTTP = .http2
+                    cluster.fieldsNotActedOn += upstreamHTTP2NotActedOn(http2, field: "\(field).explicit_http_config.http2_protocol_options")
+                case .http3ProtocolOptions?:
+                    throw ConfigError(path: "\(optionsPath).explicit_http_config.http3_protocol_options",
+                                      message: "HTTP/3 is not supported: Capstan speaks HTTP/1.1 and HTTP/2 over TCP")
+                }
+            case .useDownstreamProtocolConfig(let downstream)?:
+                cluster.upstreamHTTP = .downstream
+                if downstream.hasHTTP2ProtocolOptions {
+                    cluster.fieldsNotActedOn += upstreamHTTP2NotActedOn(downstream.http2ProtocolOptions,
+                                                                        field: "\(field).use_downstream_protocol_config.http2_protocol_options")
+                }
+            case .autoConfig?:
+                cluster.upstreamHTTP = .http1
+                cluster.fieldsNotActedOn.append(.init(path: "\(field).auto_config",
+                                                      reason: "Capstan does not negotiate the upstream HTTP version by ALPN yet: it speaks HTTP/1.1"))
+            }
+            guard http.hasCommonHTTPProtocolOptions else { continue }
+            let common = http.commonHTTPProtocolOptions
+            if common.hasIdleTimeout {
+                let idle = duration(common.idleTimeout)
+                cluster.upstreamIdleTimeout = idle == .zero ? nil : idle
+            }
+            if common.hasMaxRequestsPerConnection, common.maxRequestsPerConnection.value > 0 {
+                cluster.maxRequestsPerConnection = Int(common.maxRequestsPerConnection.value)
+            }
+            cluster.fieldsNotActedOn += HTTPConnectionManagerConfig.commonOptionsNotActedOn(
+                common, field: "\(field).common_http_protocol_options", downstream: false)
+        }
+    }
+
+    /// The upstream HTTP/2 options Capstan does not act on: all but the choice of HTTP/2 itself.
+    private static func upstreamHTTP2NotActedOn(_ options: Envoy_Config_Core_V3_Http2ProtocolOptions, field: String) -> [FieldNotActedOn] {
+        var fields = HTTPConnectionManagerConfig.http2OptionsNotActedOn(options, field: field)
+        if options.hasMaxConcurrentStreams {
+            fields.append(.init(path: "\(field).max_concurrent_streams", reason: "the upstream server's own SETTINGS limit the streams on an upstream HTTP/2 connection"))
+        }
+        return fields
     }
 
     /// `max_connections` of the first threshold of priority DEFAULT, as Envoy takes it (later ones of the
@@ -288,6 +450,9 @@ enum XDSResourceDecoder {
 
     // MARK: EDS
 
+    /// The endpoint metadata that a cluster's `transport_socket_matches` compare.
+    static let transportSocketMatchKey = "envoy.transport_socket_match"
+
     /// An EDS service's endpoints, and the fields of its assignment Capstan does not act on (those outside
     /// its proto subset), which go with the clusters it feeds.
     struct EndpointAssignment: Equatable {
@@ -301,9 +466,17 @@ enum XDSResourceDecoder {
         for resource in resources {
             let proto: Envoy_Config_Endpoint_V3_ClusterLoadAssignment = try unpack(resource, as: .endpoint)
             guard !proto.clusterName.isEmpty else { throw ConfigError(path: "cluster_load_assignment", message: "needs a cluster_name") }
+            var notActedOn = unknownFields(in: proto, under: "load_assignment (EDS)")
+            // Endpoint metadata other than the transport socket match's, named once per assignment.
+            let otherMetadata = Set(proto.endpoints.flatMap { $0.lbEndpoints.flatMap { $0.metadata.filterMetadata.keys } })
+                .subtracting([transportSocketMatchKey]).sorted()
+            for key in otherMetadata {
+                notActedOn.append(.init(path: "load_assignment (EDS).endpoints[*].lb_endpoints[*].metadata.filter_metadata[\"\(key)\"]",
+                                        reason: "endpoint metadata no filter of Capstan's reads (only \(transportSocketMatchKey) is)"))
+            }
             assignments[proto.clusterName] = EndpointAssignment(
                 endpoints: try endpoints(of: proto, path: "cluster_load_assignment \"\(proto.clusterName)\""),
-                fieldsNotActedOn: unknownFields(in: proto, under: "load_assignment (EDS)"))
+                fieldsNotActedOn: notActedOn)
         }
         return assignments
     }
@@ -332,7 +505,8 @@ enum XDSResourceDecoder {
                     }
                     weight = Int(lbEndpoint.loadBalancingWeight.value)
                 }
-                let endpoint = BootstrapConfig.Cluster.Endpoint(address, weight: weight)
+                let metadata = lbEndpoint.metadata.filterMetadata[transportSocketMatchKey]?.fields ?? [:]
+                let endpoint = BootstrapConfig.Cluster.Endpoint(address, weight: weight, transportSocketMatch: metadata)
                 switch lbEndpoint.healthStatus {
                 case .unknown, .healthy: healthy[locality.priority, default: []].append(endpoint)
                 case .degraded: degraded[locality.priority, default: []].append(endpoint)
@@ -365,6 +539,28 @@ enum XDSResourceDecoder {
         case nil:
             throw ConfigError(path: path, message: "needs a socket_address or a pipe")
         }
+    }
+
+    // MARK: RDS
+
+    /// A route configuration from RDS: the message (for `/config_dump`) and its compiled table.
+    struct DiscoveredRoutes {
+        var proto: Envoy_Config_Route_V3_RouteConfiguration
+        var table: RouteTable
+    }
+
+    /// Route configurations by name, each compiled once (refusals name it `route_config "NAME"`); one
+    /// refused refuses the response.
+    static func routeConfigurations(_ resources: [Google_Protobuf_Any]) throws(ConfigError) -> [String: DiscoveredRoutes] {
+        var routes: [String: DiscoveredRoutes] = [:]
+        for resource in resources {
+            let proto: Envoy_Config_Route_V3_RouteConfiguration = try unpack(resource, as: .route)
+            guard !proto.name.isEmpty else { throw ConfigError(path: "route_config", message: "needs a name") }
+            let path = "route_config \"\(proto.name)\""
+            guard routes[proto.name] == nil else { throw ConfigError(path: path, message: "is sent twice") }
+            routes[proto.name] = DiscoveredRoutes(proto: proto, table: try RouteTable(proto, path: path))
+        }
+        return routes
     }
 
     // MARK: Helpers

@@ -82,6 +82,11 @@ public final class ADSClient: Sendable {
         }
     }
 
+    /// The names subscribed to for `type` (empty: all of them), nil before any subscription.
+    public func subscribedNames(of type: XDSResourceType) -> [String]? {
+        state.withLock { $0.subscriptions[type]?.names }
+    }
+
     /// The last version accepted for `type`, empty before any.
     public func acceptedVersion(of type: XDSResourceType) -> String {
         state.withLock { $0.subscriptions[type]?.acceptedVersion ?? "" }

@@ -1,28 +1,32 @@
 import SwiftProtobuf
 
 /// The resource types Capstan serves and consumes over xDS, in the order Envoy initializes them:
-/// clusters, then their endpoints, then listeners that route to them. Secrets (certificates and trust
-/// bundles) travel on their own SDS stream, from the agent.
+/// clusters, then their endpoints, then listeners that route to them, then the route configurations
+/// the listeners' HTTP connection managers name. Secrets (certificates and trust bundles) travel on
+/// their own SDS stream, from the agent.
 public enum XDSResourceType: String, Sendable, CaseIterable, Comparable {
     case cluster = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
     case endpoint = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
     case listener = "type.googleapis.com/envoy.config.listener.v3.Listener"
+    case route = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
     case secret = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
     public var typeURL: String { rawValue }
 
-    /// `CDS`, `EDS`, `LDS`: what logs and metrics call them.
+    /// `CDS`, `EDS`, `LDS`, `RDS`: what logs and metrics call them.
     public var service: String {
         switch self {
         case .cluster: "CDS"
         case .endpoint: "EDS"
         case .listener: "LDS"
+        case .route: "RDS"
         case .secret: "SDS"
         }
     }
 
-    /// Whether an empty subscription means "all of them" (state of the world's wildcard).
-    public var isWildcardByDefault: Bool { self != .endpoint && self != .secret }
+    /// Whether an empty subscription means "all of them" (state of the world's wildcard): for LDS and
+    /// CDS; endpoints, routes and secrets are asked for by name.
+    public var isWildcardByDefault: Bool { self == .cluster || self == .listener }
 
     public static func < (lhs: Self, rhs: Self) -> Bool {
         allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!

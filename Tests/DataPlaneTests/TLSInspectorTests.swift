@@ -75,7 +75,7 @@ import Testing
 
     @Test func chainsAreChosenByPortPrefixTransportThenALPNMostSpecificFirst() throws {
         func chain(_ name: String, port: Int? = nil, transport: String? = nil, alpn: [String] = []) -> BootstrapConfig.FilterChain {
-            .init(name: name, destinationPort: port, prefixes: [], route: .cluster(name), idleTimeout: nil,
+            .init(name: name, destinationPort: port, prefixes: [], action: .relay(.cluster(name)), idleTimeout: nil,
                   transportProtocol: transport, applicationProtocols: alpn)
         }
         let listener = BootstrapConfig.Listener(

@@ -50,9 +50,18 @@ import XDS
     @Test func refusalsNameTheResourceAndField() throws {
         var manager = Envoy_Config_Listener_V3_Filter()
         manager.name = "envoy.filters.network.http_connection_manager"
+        var redis = Envoy_Config_Listener_V3_Filter()
+        redis.name = "envoy.filters.network.redis_proxy"
+        redis.typedConfig.typeURL = "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy"
         let cases: [(Google_Protobuf_Any, String)] = [
             (try .packed(listener(filters: [manager]), as: .listener),
-             "listener \"virtualOutbound\".filter_chains[0].filters[0]: \"envoy.filters.network.http_connection_manager\" is not supported: Capstan has envoy.filters.network.tcp_proxy only"),
+             "listener \"virtualOutbound\".filter_chains[0].filters[0].typed_config: needs a type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"),
+            (try .packed(listener(filters: [redis]), as: .listener),
+             "listener \"virtualOutbound\".filter_chains[0].filters[0]: \"envoy.filters.network.redis_proxy\" (envoy.extensions.filters.network.redis_proxy.v3.RedisProxy) is not supported: a chain ends in envoy.filters.network.tcp_proxy or envoy.filters.network.http_connection_manager"),
+            (try .packed(listener(filters: []), as: .listener),
+             "listener \"virtualOutbound\".filter_chains[0].filters: needs a terminal filter, envoy.filters.network.tcp_proxy or envoy.filters.network.http_connection_manager"),
+            (try .packed(listener(filters: [tcpProxyFilter(cluster: "svc"), tcpProxyFilter(cluster: "svc")]), as: .listener),
+             "listener \"virtualOutbound\".filter_chains[0].filters[0]: \"envoy.filters.network.tcp_proxy\" (envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy) must be the chain's last filter"),
             (try .packed(listener(filters: [tcpProxyFilter(cluster: "svc")], port: 0), as: .listener),
              "listener \"virtualOutbound\".address.socket_address.port_value: 0 is out of range 1-65535"),
         ]
@@ -156,7 +165,7 @@ import XDS
         }
     }
 
-    @Test func listenersCapstanCannotBindAreRefused() throws {
+    @Test func listenersThatBindListenOnAllAddressesAndThoseThatDoNotOnAny() throws {
         func refusal(_ change: (inout Envoy_Config_Listener_V3_Listener) -> Void) throws -> String? {
             var proto = listener(filters: [try tcpProxyFilter(cluster: "svc")])
             change(&proto)
@@ -164,10 +173,17 @@ import XDS
             guard case .failure(let error) = decoded else { return nil }
             return error.description
         }
-        #expect(try refusal { $0.bindToPort = Google_Protobuf_BoolValue(false) }
-            == "listener \"virtualOutbound\".bind_to_port: false is not supported: Capstan binds every listener, and hands no connection from one listener to another")
         #expect(try refusal { $0.address.socketAddress.address = "10.0.0.1" }
-            == "listener \"virtualOutbound\".address.socket_address.address: \"10.0.0.1\" is not supported: Capstan listens on all addresses (0.0.0.0 or ::)")
+            == "listener \"virtualOutbound\".address.socket_address.address: \"10.0.0.1\" is not supported for a listener that binds: Capstan listens on all addresses (0.0.0.0 or ::)")
+        #expect(try refusal { $0.address.socketAddress.address = "payments"; $0.bindToPort = Google_Protobuf_BoolValue(false) }
+            == "listener \"virtualOutbound\".address.socket_address.address: \"payments\" is not an IP address")
+        // istiod's per-service listeners: no socket, an address of their own.
+        var proto = listener(filters: [try tcpProxyFilter(cluster: "svc")])
+        proto.address.socketAddress.address = "10.96.0.5"
+        proto.bindToPort = Google_Protobuf_BoolValue(false)
+        let unbound = try XDSResourceDecoder.listener(proto)
+        #expect(!unbound.bindsToPort && unbound.host == "10.96.0.5" && unbound.statName == "10.96.0.5_15001")
+        #expect(unbound.fieldsNotActedOn.allSatisfy { !$0.path.contains("bind_to_port") })
         #expect(try refusal { $0.address.socketAddress.protocol = .udp }
             == "listener \"virtualOutbound\".address.socket_address.protocol: UDP is not supported: Capstan relays TCP")
         #expect(try refusal { $0.bindToPort = Google_Protobuf_BoolValue(true); $0.address.socketAddress.address = "::" } == nil)
@@ -179,10 +195,11 @@ import XDS
         proto.listenerFilters = [.with { $0.name = "envoy.filters.listener.http_inspector" }, .with { $0.name = "envoy.filters.listener.original_dst" }]
         let decoded = try XDSResourceDecoder.listener(proto)
         #expect(decoded.fieldsNotActedOn.map(\.path) == [
-            "use_original_dst", "filter_chains[0].filters[0].typed_config.stat_prefix",
-            "filter_chains[1].filters[0].typed_config.stat_prefix", "listener_filters[0]",
+            "filter_chains[0].filters[0].typed_config.stat_prefix", "filter_chains[1].filters[0].typed_config.stat_prefix",
         ])
         #expect(!decoded.inspectsTLS)
+        // Acted on now: the hand-off, and HTTP detection (by the connection handler).
+        #expect(decoded.usesOriginalDestination && decoded.inspectsHTTP)
     }
 
     /// Fields outside Capstan's proto subset, in the resource and inside a typed_config, arrive as unknown

@@ -58,6 +58,16 @@ public nonisolated struct Envoy_Config_Endpoint_V3_LbEndpoint: Sendable {
 
   public var healthStatus: Envoy_Config_Core_V3_HealthStatus = .unknown
 
+  /// Istio: `filter_metadata["envoy.transport_socket_match"]` says whether the endpoint takes mutual TLS.
+  public var metadata: Envoy_Config_Core_V3_Metadata {
+    get {_metadata ?? Envoy_Config_Core_V3_Metadata()}
+    set {_metadata = newValue}
+  }
+  /// Returns true if `metadata` has been explicitly set.
+  public var hasMetadata: Bool {self._metadata != nil}
+  /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
+  public mutating func clearMetadata() {self._metadata = nil}
+
   public var loadBalancingWeight: SwiftProtobuf.Google_Protobuf_UInt32Value {
     get {_loadBalancingWeight ?? SwiftProtobuf.Google_Protobuf_UInt32Value()}
     set {_loadBalancingWeight = newValue}
@@ -76,6 +86,7 @@ public nonisolated struct Envoy_Config_Endpoint_V3_LbEndpoint: Sendable {
 
   public init() {}
 
+  fileprivate var _metadata: Envoy_Config_Core_V3_Metadata? = nil
   fileprivate var _loadBalancingWeight: SwiftProtobuf.Google_Protobuf_UInt32Value? = nil
 }
 
@@ -133,7 +144,7 @@ nonisolated extension Envoy_Config_Endpoint_V3_Endpoint: SwiftProtobuf.Message, 
 
 nonisolated extension Envoy_Config_Endpoint_V3_LbEndpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LbEndpoint"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{3}health_status\0\u{4}\u{2}load_balancing_weight\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{3}health_status\0\u{1}metadata\0\u{3}load_balancing_weight\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -155,6 +166,7 @@ nonisolated extension Envoy_Config_Endpoint_V3_LbEndpoint: SwiftProtobuf.Message
         }
       }()
       case 2: try { try decoder.decodeSingularEnumField(value: &self.healthStatus) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._metadata) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._loadBalancingWeight) }()
       default: break
       }
@@ -172,6 +184,9 @@ nonisolated extension Envoy_Config_Endpoint_V3_LbEndpoint: SwiftProtobuf.Message
     if self.healthStatus != .unknown {
       try visitor.visitSingularEnumField(value: self.healthStatus, fieldNumber: 2)
     }
+    try { if let v = self._metadata {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     try { if let v = self._loadBalancingWeight {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
@@ -181,6 +196,7 @@ nonisolated extension Envoy_Config_Endpoint_V3_LbEndpoint: SwiftProtobuf.Message
   public static func ==(lhs: Envoy_Config_Endpoint_V3_LbEndpoint, rhs: Envoy_Config_Endpoint_V3_LbEndpoint) -> Bool {
     if lhs.hostIdentifier != rhs.hostIdentifier {return false}
     if lhs.healthStatus != rhs.healthStatus {return false}
+    if lhs._metadata != rhs._metadata {return false}
     if lhs._loadBalancingWeight != rhs._loadBalancingWeight {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

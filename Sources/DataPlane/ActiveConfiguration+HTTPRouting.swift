@@ -1,0 +1,10 @@
+import HTTPProxy
+import Routing
+
+/// The configuration in force as the HTTP router asks it, once per request: RDS route tables and
+/// clusters by name.
+extension ActiveConfiguration: HTTPRoutingSnapshot {
+    func routeTable(named name: String) -> RouteTable? { routes[name] }
+
+    func cluster(named name: String) -> (any UpstreamCluster)? { clusters[name] }
+}

@@ -1,0 +1,44 @@
+import HTTPProxy
+import NIOCore
+
+/// A cluster as the HTTP router asks it: an endpoint per request (LEAST_REQUEST counts active requests),
+/// and connections through the proxy's ``UpstreamConnector``.
+extension ClusterRuntime: UpstreamCluster {
+    var upstreamProtocol: UpstreamProtocol {
+        switch config.upstreamHTTP {
+        case .http1: .http1
+        case .http2: .http2
+        case .downstream: .downstream
+        }
+    }
+
+    var connectTimeout: TimeAmount { connector?.connectTimeout(of: config) ?? .seconds(10) }
+
+    func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
+        let original = downstream.localAddress ?? (try! SocketAddress(ipAddress: "0.0.0.0", port: 0))
+        switch endpoint(originalDestination: original) {
+        case .success(let choice):
+            var source: SocketAddress?
+            if downstream.isInbound {
+                // Istio's inbound passthrough: the application sees the request come from 127.0.0.6 (::6).
+                source = try? SocketAddress(ipAddress: choice.address.protocol == .inet6 ? "::6" : "127.0.0.6", port: 0)
+            }
+            return .success(UpstreamEndpoint(address: choice.address, source: source, token: choice.index,
+                                             transport: choice.transportSocket.map { EndpointTransport(socket: $0) }))
+        case .failure(.overflow):
+            return .failure(.overflow)
+        case .failure:
+            return .failure(.noHealthyUpstream)
+        }
+    }
+
+    func requestEnded(at endpoint: UpstreamEndpoint) {
+        released(endpoint.token)
+    }
+
+    func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, on loop: any EventLoop,
+                             configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection> {
+        guard let connector else { return loop.makeFailedFuture(ChannelError.connectPending) }
+        return connector.connect(self, to: endpoint, on: loop, configure: configure)
+    }
+}

@@ -1,0 +1,149 @@
+import Configuration
+import SwiftProtobuf
+import XDS
+
+/// The HTTP filters Capstan knows, keyed by the type of their `typed_config` (Envoy's way: the name is
+/// only a label), after unwrapping a `udpa.type.v1.TypedStruct` or `xds.type.v3.TypedStruct`, whose
+/// `type_url` names the real type. A filter is added with one line here (and its type, one file per
+/// filter, in the data path); the router is the last filter of every chain.
+///
+/// A filter of a type not listed is refused with its name and type, unless it is `is_optional` (then,
+/// as Envoy does with an optional filter it has no factory for, it is skipped, and listed as not acted
+/// on). Filters Capstan counts as not acted on are those whose absence changes no routing and lets no
+/// request through that they would stop; filters that enforce policy (authorization, authentication)
+/// are refused rather than skipped, so that a configuration is never served more permissively than it
+/// says.
+public enum HTTPFilterRegistry {
+    /// What Capstan does with a filter of a known type.
+    enum Known {
+        case behaviour(HTTPFilterConfig.Behaviour)
+        /// Refused even when optional, with why.
+        case refused(reason: String)
+    }
+
+    static let routerType = "envoy.extensions.filters.http.router.v3.Router"
+    static let routerName = "envoy.filters.http.router"
+
+    /// By type name (the type URL after its last `/`).
+    static let known: [String: Known] = [
+        routerType: .behaviour(.router),
+        // istio.metadata_exchange (Istio 1.20: `io.istio.http.peer_metadata.Config` in a TypedStruct).
+        "io.istio.http.peer_metadata.Config": .behaviour(.notActedOn(reason:
+            "Capstan exchanges no Istio peer metadata in request headers (x-envoy-peer-metadata, baggage): peers are known by their mTLS identities only")),
+        "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig": .behaviour(.notActedOn(reason:
+            "Capstan keeps no gRPC statistics (grpc.*) yet")),
+        // istio.alpn: per-HTTP-version ALPN (istio-http/1.1, istio-h2) on upstream mTLS.
+        "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig": .behaviour(.notActedOn(reason:
+            "Capstan does not override the upstream ALPN per HTTP version: upstream TLS offers the cluster's alpn_protocols")),
+        "envoy.extensions.filters.http.fault.v3.HTTPFault": .behaviour(.notActedOn(reason:
+            "Capstan injects no faults yet: configured delays and aborts (here or per route) are not applied")),
+        "envoy.extensions.filters.http.cors.v3.Cors": .behaviour(.notActedOn(reason:
+            "Capstan does not handle CORS yet: preflight requests go upstream and no CORS response headers are added")),
+        // istio.stats
+        "stats.PluginConfig": .behaviour(.notActedOn(reason:
+            "Capstan keeps none of Istio's HTTP request metrics (istio_requests_total, …) yet")),
+        "envoy.extensions.filters.http.rbac.v3.RBAC": .refused(reason:
+            "Capstan does not enforce authorization policies yet, and passing the requests this filter would deny is not an option"),
+        "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication": .refused(reason:
+            "Capstan does not verify JWTs yet, and passing the requests this filter would reject is not an option"),
+        "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz": .refused(reason:
+            "Capstan does not call external authorization yet, and passing the requests it would deny is not an option"),
+    ]
+
+    /// The TypedStruct wrappers whose `type_url` names the configuration's real type.
+    static let typedStructTypes: Set<String> = [Udpa_Type_V1_TypedStruct.protoMessageName, Xds_Type_V3_TypedStruct.protoMessageName]
+
+    /// `http_filters` in order; `path` names the list in refusals (`….typed_config.http_filters`). Filters
+    /// skipped or not acted on are added to `notActedOn` with paths relative to the connection manager.
+    static func decode(_ filters: [Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter], path: String,
+                       notActedOn: inout [FieldNotActedOn]) throws(ConfigError) -> [HTTPFilterConfig] {
+        var decoded: [HTTPFilterConfig] = []
+        for (index, filter) in filters.enumerated() {
+            let filterPath = "\(path)[\(index)]"
+            let field = "http_filters[\(index)]"
+            if let router = decoded.last, case .router = router.behaviour {
+                throw ConfigError(path: filterPath, message: "\"\(filter.name)\" comes after the router (\"\(router.name)\"), which must be the last HTTP filter")
+            }
+            let typeURL = try Self.typeURL(of: filter, path: filterPath)
+            let typeName = Self.typeName(typeURL)
+            let known = Self.known[typeName]
+            if filter.disabled {
+                // Disabled by default, enabled per route (typed_per_filter_config), which Capstan does not read.
+                if case .refused(let reason)? = known {
+                    throw ConfigError(path: filterPath, message: "\"\(filter.name)\" (\(typeName)) is not supported: \(reason)")
+                }
+                notActedOn.append(.init(path: "\(field).disabled", reason: "a filter disabled here runs only on routes that enable it in typed_per_filter_config, which Capstan does not read: \"\(filter.name)\" (\(typeName)) runs on none"))
+                continue
+            }
+            switch known {
+            case .behaviour(let behaviour)?:
+                if case .notActedOn(let reason) = behaviour {
+                    notActedOn.append(.init(path: field, reason: "\"\(filter.name)\" (\(typeName)): \(reason)"))
+                }
+                if case .router = behaviour, filter.configType != nil, filter.typedConfig.typeURL.hasSuffix(routerType) {
+                    notActedOn += unknownFields(of: filter.typedConfig, as: Envoy_Extensions_Filters_Http_Router_V3_Router.self,
+                                                under: "\(field).typed_config")
+                }
+                decoded.append(HTTPFilterConfig(name: filter.name, typeURL: typeURL, behaviour: behaviour))
+            case .refused(let reason)?:
+                throw ConfigError(path: filterPath, message: "\"\(filter.name)\" (\(typeName)) is not supported: \(reason)")
+            case nil where filter.isOptional:
+                notActedOn.append(.init(path: field, reason: "\"\(filter.name)\" (\(typeName)) is optional and Capstan does not have it: skipped, as Envoy skips an optional filter it does not know"))
+            case nil:
+                throw ConfigError(path: filterPath, message: "\"\(filter.name)\" (\(typeName)) is not supported: Capstan has \(Self.supportedList)")
+            }
+        }
+        guard let last = decoded.last, case .router = last.behaviour else {
+            throw ConfigError(path: path, message: "needs \(routerName) (\(routerType)) as the last HTTP filter: it is what sends requests upstream")
+        }
+        return decoded
+    }
+
+    /// The type URL that says what a filter is: its typed_config's, or the one inside a TypedStruct. A
+    /// filter given by name alone (`name: envoy.filters.http.router`, as hand-written bootstraps do) is
+    /// the router only; any other needs its typed_config.
+    private static func typeURL(of filter: Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter,
+                                path: String) throws(ConfigError) -> String {
+        guard filter.configType != nil else {
+            if filter.name == routerName { return "type.googleapis.com/\(routerType)" }
+            throw ConfigError(path: "\(path).typed_config", message: "is required (\"\(filter.name)\"): Capstan knows HTTP filters by their configuration's type")
+        }
+        return try configurationTypeURL(filter.typedConfig, path: "\(path).typed_config")
+    }
+
+    /// The type URL of the configuration `any` holds: its own, or for a `udpa.type.v1.TypedStruct` or
+    /// `xds.type.v3.TypedStruct`, the `type_url` inside. `path` names `any` in refusals. (Network
+    /// filters are told apart the same way.)
+    public static func configurationTypeURL(_ any: Google_Protobuf_Any, path: String) throws(ConfigError) -> String {
+        guard typedStructTypes.contains(typeName(any.typeURL)) else { return any.typeURL }
+        let inner: String
+        do {
+            inner = typeName(any.typeURL) == Udpa_Type_V1_TypedStruct.protoMessageName
+                ? try Udpa_Type_V1_TypedStruct(unpackingAny: any).typeURL
+                : try Xds_Type_V3_TypedStruct(unpackingAny: any).typeURL
+        } catch {
+            throw ConfigError(path: path, message: "does not decode as \(typeName(any.typeURL)): \(error)")
+        }
+        guard !inner.isEmpty else {
+            throw ConfigError(path: "\(path).type_url", message: "is required: it names the configuration's type")
+        }
+        return inner
+    }
+
+    /// `type.googleapis.com/envoy.….Router` → `envoy.….Router`.
+    public static func typeName(_ typeURL: String) -> String {
+        typeURL.split(separator: "/", omittingEmptySubsequences: false).last.map(String.init) ?? typeURL
+    }
+
+    /// Fields of a known filter's configuration outside Capstan's proto subset, as not acted on.
+    private static func unknownFields<M: SwiftProtobuf.Message>(of any: Google_Protobuf_Any, as type: M.Type,
+                                                                under prefix: String) -> [FieldNotActedOn] {
+        guard let message = try? M(unpackingAny: any) else { return [] }
+        return UnknownFields.paths(in: message).map { FieldNotActedOn(path: "\(prefix).\($0)", reason: UnknownFields.reason) }
+    }
+
+    /// The filters Capstan has, for refusals.
+    private static var supportedList: String {
+        "\(routerName) and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, istio.alpn, envoy.filters.http.fault, envoy.filters.http.cors, istio.stats"
+    }
+}

@@ -1,0 +1,402 @@
+import HTTPTypes
+import NIOCore
+import NIOHTTPTypes
+import Routing
+
+/// One downstream stream, Envoy's active stream with its router: routes each request by the table in
+/// force when its headers arrive, picks the cluster's endpoint, sends the request on a pooled upstream
+/// stream, and relays the response back, part by part, with backpressure both ways. An HTTP/2 stream
+/// carries one request; an HTTP/1.1 connection carries them one after the other through the same handler.
+/// Local replies (no route, no cluster, no healthy upstream, connect failure, timeout) carry Envoy's
+/// status and response flag.
+final class HTTPStreamHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private enum State {
+        /// Between requests.
+        case idle
+        /// Routed; the upstream stream is being had. Request parts wait here.
+        case connecting(pending: [HTTPRequestPart])
+        case forwarding(UpstreamStream)
+        /// Answered without the upstream (or it failed): the rest of the request is read and dropped.
+        case answered
+    }
+
+    private let manager: HTTPConnectionManager
+    /// `HTTP/2`, or the HTTP/1 adapter's version of the current request.
+    private let requestProtocol: () -> String
+    private var context: ChannelHandlerContext?
+    private var state = State.idle
+    private var record: HTTPStreamRecord?
+    private var forwarding: Forwarding?
+    private var cluster: (any UpstreamCluster)?
+    private var endpoint: UpstreamEndpoint?
+    private var requestEnded = false
+    private var responseStarted = false
+    private var responseEnded = false
+    private var timeout: Scheduled<Void>?
+    /// Envoy's stream_idle_timeout: re-armed from `lastActivity` when it fires early, rather than
+    /// rescheduled on every body part.
+    private var idleTimer: Scheduled<Void>?
+    private var lastActivity = NIODeadline.now()
+    private var readsHeld = false
+    private var readPending = false
+
+    init(manager: HTTPConnectionManager, requestProtocol: @escaping () -> String) {
+        self.manager = manager
+        self.requestProtocol = requestProtocol
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    // MARK: Downstream
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        lastActivity = context.eventLoop.now
+        switch part {
+        case .head(let request):
+            armIdleTimer(context: context)
+            begin(request, context: context)
+        case .body(let body):
+            record?.requestBodyBytes += body.readableBytes
+            pass(part)
+        case .end:
+            requestEnded = true
+            pass(part)
+            if case .answered = state { streamEnded() } else { finishIfDone() }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .forwarding(let upstream) = state { upstream.channel.flush() }
+        context.fireChannelReadComplete()
+    }
+
+    /// A request part, to the upstream or to wait for it.
+    private func pass(_ part: HTTPRequestPart) {
+        switch state {
+        case .connecting(var pending):
+            pending.append(part)
+            state = .connecting(pending: pending)
+        case .forwarding(let upstream):
+            upstream.channel.write(part, promise: nil)
+            if !upstream.channel.isWritable { holdReads() }
+        case .idle, .answered:
+            break
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if requestEnded && responseEnded { finishIfDone() }
+        switch state {
+        case .connecting, .forwarding:
+            record?.flags.insert(.downstreamConnectionTermination)
+            if case .forwarding(let upstream) = state { upstream.finish(reusable: false) }
+            state = .answered
+            streamEnded()
+        case .answered:
+            // Answered before the request ended: the record is complete now.
+            streamEnded()
+        case .idle:
+            break
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if case .forwarding(let upstream) = state {
+            if context.channel.isWritable { upstream.forwarder.resumeReading() } else { upstream.forwarder.holdReading() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if readsHeld { readPending = true } else { context.read() }
+    }
+
+    private func holdReads() { readsHeld = true }
+
+    private func resumeReads() {
+        readsHeld = false
+        if readPending, let context {
+            readPending = false
+            context.read()
+        }
+    }
+
+    // MARK: Routing
+
+    private func begin(_ request: HTTPRequest, context: ChannelHandlerContext) {
+        requestEnded = false
+        responseStarted = false
+        responseEnded = false
+        forwarding = nil
+        cluster = nil
+        endpoint = nil
+        var record = HTTPStreamRecord(start: .now(), requestProtocol: requestProtocol())
+        record.method = request.method
+        record.authority = request.authority
+        record.path = request.path
+        record.userAgent = request.headerFields[.userAgent]
+        self.record = record
+        manager.observer?.streamStarted()
+        let config = manager.config
+        if let refusal = RequestLimits(maxHeaderBytes: config.maxRequestHeadersBytes, maxHeaderCount: config.maxHeadersCount)
+            .refusal(for: request.headerFields) {
+            return answer(.init(code: Int(refusal.status.code)), body: refusal.body, flags: [])
+        }
+        let snapshot = manager.routing()
+        let table: RouteTable?
+        switch config.routes {
+        case .inline(let inline): table = inline
+        case .discovered(let name): table = snapshot.routeTable(named: name)
+        }
+        guard let decision = table?.route(request, randomValue: UInt64.random(in: 0...UInt64.max)) else {
+            return answer(.notFound, body: "", flags: .noRoute)
+        }
+        self.record?.routeName = decision.routeName
+        switch decision.action {
+        case .directResponse(let direct):
+            var fields = HTTPFields()
+            direct.responseHeaders.apply(to: &fields)
+            return answer(direct.status, body: String(decoding: direct.body, as: UTF8.self), flags: [], headers: fields)
+        case .redirect(let redirect):
+            var fields = HTTPFields()
+            fields[.location] = redirect.location(for: request)
+            redirect.responseHeaders.apply(to: &fields)
+            return answer(redirect.status, body: "", flags: [], headers: fields)
+        case .forward(let forwarding):
+            forward(request, decision: decision, forwarding: forwarding, snapshot: snapshot, context: context)
+        }
+    }
+
+    private func forward(_ request: HTTPRequest, decision: RouteDecision, forwarding: Forwarding,
+                         snapshot: any HTTPRoutingSnapshot, context: ChannelHandlerContext) {
+        self.forwarding = forwarding
+        record?.cluster = forwarding.cluster
+        guard let cluster = snapshot.cluster(named: forwarding.cluster) else {
+            return answer(.serviceUnavailable, body: "no cluster \(forwarding.cluster)", flags: .noClusterFound)
+        }
+        let endpoint: UpstreamEndpoint
+        switch cluster.chooseEndpoint(for: manager.downstream) {
+        case .success(let chosen): endpoint = chosen
+        case .failure(.noHealthyUpstream): return answer(.serviceUnavailable, body: "no healthy upstream", flags: .noHealthyUpstream)
+        case .failure(.overflow):
+            return answer(.serviceUnavailable, body: "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                          flags: .upstreamOverflow)
+        }
+        self.cluster = cluster
+        self.endpoint = endpoint
+        record?.upstream = cluster
+        record?.upstreamHost = endpoint.address
+        var upstreamRequest = request
+        ForwardedHeaders.prepareRequest(&upstreamRequest, config: manager.config, downstream: manager.downstream,
+                                        decision: decision, forwarding: forwarding)
+        record?.requestID = upstreamRequest.headerFields[ForwardedHeaders.requestID]
+        let version: UpstreamVersion
+        switch cluster.upstreamProtocol {
+        case .http1: version = .http1
+        case .http2: version = .http2
+        case .downstream: version = requestProtocol() == "HTTP/2" ? .http2 : .http1
+        }
+        state = .connecting(pending: [.head(upstreamRequest)])
+        if let limit = forwarding.timeout {
+            timeout = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(limit)) { [self] in timedOut() }
+        }
+        manager.pools.stream(to: endpoint, of: cluster, version: version).assumeIsolated().whenComplete { [self] result in
+            guard case .connecting(let pending) = state else {
+                // Answered meanwhile (timeout) or the client left: a fresh stream is not needed.
+                if case .success(let upstream) = result { upstream.finish(reusable: true) }
+                return
+            }
+            switch result {
+            case .success(let upstream):
+                state = .forwarding(upstream)
+                upstream.attach(self)
+                for part in pending { upstream.channel.write(part, promise: nil) }
+                upstream.channel.flush()
+                if !upstream.channel.isWritable { holdReads() }
+            case .failure:
+                answer(.serviceUnavailable,
+                       body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                       flags: .upstreamConnectionFailure)
+            }
+        }
+    }
+
+    private func armIdleTimer(context: ChannelHandlerContext, after delay: TimeAmount? = nil) {
+        guard let limit = manager.config.streamIdleTimeout.map({ TimeAmount($0) }) else { return }
+        idleTimer?.cancel()
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay ?? limit) { [self] in
+            let idle = context.eventLoop.now - lastActivity
+            if idle < limit { return armIdleTimer(context: context, after: limit - idle) }
+            idleTimer = nil
+            streamIdle()
+        }
+    }
+
+    /// Nothing came or went for stream_idle_timeout: 408 before the response began, a reset after.
+    private func streamIdle() {
+        switch state {
+        case .connecting, .forwarding:
+            if case .forwarding(let upstream) = state { upstream.finish(reusable: false) }
+            if responseStarted {
+                record?.flags.insert(.streamIdleTimeout)
+                resetDownstream()
+            } else {
+                answer(.requestTimeout, body: "stream timeout", flags: .streamIdleTimeout)
+            }
+        case .answered:
+            // The rest of the request never came.
+            resetDownstream()
+        case .idle:
+            break
+        }
+    }
+
+    private func timedOut() {
+        timeout = nil
+        switch state {
+        case .connecting, .forwarding:
+            if case .forwarding(let upstream) = state { upstream.finish(reusable: false) }
+            if responseStarted {
+                record?.flags.insert(.upstreamRequestTimeout)
+                resetDownstream()
+            } else {
+                answer(.gatewayTimeout, body: "upstream request timeout", flags: .upstreamRequestTimeout)
+            }
+        case .idle, .answered:
+            break
+        }
+    }
+
+    // MARK: Local replies
+
+    /// Answers the request here (Envoy's local reply), then reads and drops the rest of it.
+    private func answer(_ status: HTTPResponse.Status, body: String, flags: ResponseFlags, headers: HTTPFields = HTTPFields()) {
+        guard let context else { return }
+        if case .forwarding(let upstream) = state { upstream.finish(reusable: false) }
+        releaseEndpoint()
+        state = .answered
+        record?.flags.formUnion(flags)
+        record?.responseCode = status.code
+        var response = HTTPResponse(status: status, headerFields: headers)
+        response.headerFields[ForwardedHeaders.contentLength] = "\(body.utf8.count)"
+        if !body.isEmpty { response.headerFields[ForwardedHeaders.contentType] = "text/plain" }
+        response.headerFields[ForwardedHeaders.server] = manager.config.serverName
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        if !body.isEmpty {
+            record?.responseBodyBytes += body.utf8.count
+            context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(string: body))), promise: nil)
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        responseStarted = true
+        responseEnded = true
+        resumeReads()
+        if requestEnded { streamEnded() }
+    }
+
+    /// After the response began: the downstream cannot be told by status, so its stream (HTTP/2) or
+    /// connection (HTTP/1.1) is reset.
+    private func resetDownstream() {
+        state = .answered
+        releaseEndpoint()
+        streamEnded()
+        context?.close(promise: nil)
+    }
+
+    // MARK: The end
+
+    private func finishIfDone() {
+        guard requestEnded, responseEnded, case .forwarding(let upstream) = state else { return }
+        upstream.finish(reusable: !upstream.forwarder.closesAfterResponse)
+        state = .answered
+        releaseEndpoint()
+        streamEnded()
+    }
+
+    private func releaseEndpoint() {
+        timeout?.cancel()
+        timeout = nil
+        if let cluster, let endpoint { cluster.requestEnded(at: endpoint) }
+        endpoint = nil
+    }
+
+    /// The record goes to the observer, and the handler waits for the next request.
+    private func streamEnded() {
+        idleTimer?.cancel()
+        idleTimer = nil
+        guard var record else { return }
+        self.record = nil
+        record.end = .now()
+        state = .idle
+        manager.observer?.streamEnded(record, on: manager.downstream, manager: manager.config)
+    }
+}
+
+// MARK: Upstream
+
+extension HTTPStreamHandler: UpstreamResponseReceiver {
+    func upstreamResponse(_ part: HTTPResponsePart) {
+        guard let context, case .forwarding(let upstream) = state else { return }
+        lastActivity = context.eventLoop.now
+        switch part {
+        case .head(var response):
+            // Envoy answered 100-continue itself; other 1xx are not relayed either.
+            if response.status.kind == .informational { return }
+            responseStarted = true
+            record?.responseCode = response.status.code
+            if let grpc = response.headerFields[RequestHeaderNames.grpcStatus] { record?.grpcStatus = grpc }
+            ForwardedHeaders.prepareResponse(&response, config: manager.config, forwarding: forwarding)
+            context.write(wrapOutboundOut(.head(response)), promise: nil)
+        case .body(let body):
+            record?.responseBodyBytes += body.readableBytes
+            context.write(wrapOutboundOut(.body(body)), promise: nil)
+            if !context.channel.isWritable { upstream.forwarder.holdReading() }
+        case .end(let trailers):
+            if let grpc = trailers?[RequestHeaderNames.grpcStatus] { record?.grpcStatus = grpc }
+            // Set first: on HTTP/2, writing the end can close the stream (channelInactive) before it returns.
+            responseEnded = true
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            guard case .forwarding = state else { return }
+            if requestEnded {
+                finishIfDone()
+            } else {
+                // The upstream answered before the request was all sent: that connection cannot be reused,
+                // and the rest of the request is dropped.
+                upstream.finish(reusable: false)
+                state = .answered
+                releaseEndpoint()
+            }
+        }
+    }
+
+    func upstreamReadComplete() {
+        context?.flush()
+    }
+
+    func upstreamFailed() {
+        guard case .forwarding = state else { return }
+        if responseStarted {
+            record?.flags.insert(.upstreamConnectionTermination)
+            resetDownstream()
+        } else {
+            answer(.serviceUnavailable,
+                   body: "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                   flags: .upstreamConnectionTermination)
+        }
+    }
+
+    func upstreamWritabilityChanged(_ writable: Bool) {
+        if writable { resumeReads() } else { holdReads() }
+    }
+}
+
+enum RequestHeaderNames {
+    static let grpcStatus = HTTPField.Name("grpc-status")!
+}

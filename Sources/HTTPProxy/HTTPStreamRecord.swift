@@ -1,0 +1,74 @@
+import HTTPTypes
+import NIOCore
+
+/// One request's life, filled in as it goes and handed to the ``HTTPStreamObserver`` when it ends:
+/// Istio's request metrics, Envoy's statistics and the access log are all computed from it.
+public struct HTTPStreamRecord: Sendable {
+    public var start: NIODeadline
+    public var end: NIODeadline?
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`, as Istio's `request_protocol` says it.
+    public var requestProtocol: String
+    public var method: HTTPRequest.Method?
+    public var authority: String?
+    public var path: String?
+    public var requestID: String?
+    public var userAgent: String?
+    /// The status sent downstream; 0 when none was (the stream was reset).
+    public var responseCode = 0
+    public var flags: ResponseFlags = []
+    /// Body bytes received from downstream and sent back to it.
+    public var requestBodyBytes = 0
+    public var responseBodyBytes = 0
+    /// The route's name and the cluster and endpoint the request went to, if it got that far.
+    public var routeName: String?
+    public var cluster: String?
+    /// The cluster itself, for whoever keeps its statistics.
+    public var upstream: (any UpstreamCluster)?
+    public var upstreamHost: SocketAddress?
+    /// `grpc-status` of the response (trailers, or headers of a trailers-only response).
+    public var grpcStatus: String?
+
+    public init(start: NIODeadline, requestProtocol: String) {
+        self.start = start
+        self.requestProtocol = requestProtocol
+    }
+
+    /// Milliseconds from the request's first byte to the response's last.
+    public var durationMilliseconds: Double {
+        guard let end else { return 0 }
+        return Double((end - start).nanoseconds) / 1_000_000
+    }
+}
+
+/// Who the downstream is: what XFCC, metrics and access logs say of the connection.
+public struct DownstreamConnectionInfo: Sendable {
+    public var remoteAddress: SocketAddress?
+    /// The connection's original destination.
+    public var localAddress: SocketAddress?
+    /// TLS was terminated on this connection.
+    public var isTLS: Bool
+    /// The verified peer certificate's SPIFFE ID (mutual TLS).
+    public var peerPrincipal: String?
+    /// This proxy's own SPIFFE ID on that connection.
+    public var localPrincipal: String?
+    /// Accepted by an inbound listener (Istio's `reporter="destination"`).
+    public var isInbound: Bool
+
+    public init(remoteAddress: SocketAddress?, localAddress: SocketAddress?, isTLS: Bool = false,
+                peerPrincipal: String? = nil, localPrincipal: String? = nil, isInbound: Bool = false) {
+        self.isInbound = isInbound
+        self.remoteAddress = remoteAddress
+        self.localAddress = localAddress
+        self.isTLS = isTLS
+        self.peerPrincipal = peerPrincipal
+        self.localPrincipal = localPrincipal
+    }
+}
+
+/// Told of every request when it ends (statistics, metrics, access log). Called on the stream's event
+/// loop: it must not block.
+public protocol HTTPStreamObserver: Sendable {
+    /// A request's headers arrived.
+    func streamStarted()
+    func streamEnded(_ record: HTTPStreamRecord, on connection: DownstreamConnectionInfo, manager: HTTPConnectionManagerConfig)
+}

@@ -1,0 +1,84 @@
+import NIOCore
+import Routing
+
+/// The HTTP version spoken to an upstream, from the cluster's `HttpProtocolOptions`.
+public enum UpstreamProtocol: Sendable, Equatable {
+    case http1
+    case http2
+    /// `use_downstream_protocol_config`: whatever the downstream request came in.
+    case downstream
+}
+
+/// The version a request is sent upstream in, once ``UpstreamProtocol`` is resolved for it.
+public enum UpstreamVersion: Sendable, Hashable {
+    case http1
+    case http2
+}
+
+/// The endpoint chosen for one request. `token` goes back to the cluster when the request ends
+/// (LEAST_REQUEST counts active requests per endpoint with it).
+public struct UpstreamEndpoint: Sendable, Hashable {
+    public var address: SocketAddress
+    /// The local address to connect from (Istio's inbound passthrough source); nil: the kernel's choice.
+    public var source: SocketAddress?
+    public var token: Int?
+    /// How connections to it are secured, as the cluster chose for this endpoint (opaque here, Istio's
+    /// `tlsMode`): connections are pooled by it too, so a plaintext one never serves a TLS endpoint.
+    public var transport: (any Hashable & Sendable)?
+
+    public init(address: SocketAddress, source: SocketAddress? = nil, token: Int? = nil, transport: (any Hashable & Sendable)? = nil) {
+        self.address = address
+        self.source = source
+        self.token = token
+        self.transport = transport
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.address == rhs.address && lhs.source == rhs.source && lhs.token == rhs.token
+            && lhs.transport.map { AnyHashable($0) } == rhs.transport.map { AnyHashable($0) }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(address)
+        hasher.combine(source)
+        hasher.combine(token)
+        hasher.combine(transport.map { AnyHashable($0) })
+    }
+
+    /// The same endpoint as a pool knows it: without the request's token.
+    var pooled: Self {
+        var copy = self
+        copy.token = nil
+        return copy
+    }
+}
+
+/// Why a cluster has no endpoint for a request: Envoy's `UH` and `UO`.
+public enum UpstreamUnavailable: Error, Sendable {
+    case noHealthyUpstream
+    case overflow
+}
+
+/// A cluster as the router sees it: endpoints chosen per request, and connections made with the
+/// cluster's TLS. The proxy's cluster runtime implements it; tests plug in their own.
+public protocol UpstreamCluster: AnyObject, Sendable {
+    var name: String { get }
+    var upstreamProtocol: UpstreamProtocol { get }
+    var connectTimeout: TimeAmount { get }
+    /// The endpoint for the next request from `downstream`, by the cluster's `lb_policy` (an
+    /// ORIGINAL_DST cluster: the connection's original destination).
+    func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable>
+    /// The request sent to `endpoint` has ended.
+    func requestEnded(at endpoint: UpstreamEndpoint)
+    /// A connection to `endpoint` on `loop` with the cluster's transport socket established (Istio's ALPN
+    /// for `version` when it is mutual TLS). `configure` puts the HTTP codec on it before the first byte
+    /// from the upstream reaches the end of its pipeline; its result is the future's.
+    func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, on loop: any EventLoop,
+                             configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection>
+}
+
+/// What the configuration in force offers the HTTP path, read once per request.
+public protocol HTTPRoutingSnapshot: Sendable {
+    func routeTable(named name: String) -> RouteTable?
+    func cluster(named name: String) -> (any UpstreamCluster)?
+}

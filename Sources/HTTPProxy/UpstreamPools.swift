@@ -1,0 +1,130 @@
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOHTTPTypesHTTP2
+
+/// The upstream connections of one event loop, by cluster and endpoint: HTTP/1.1 connections kept alive
+/// between requests, and one HTTP/2 connection per endpoint carrying many streams. Never shared across
+/// event loops, so a request stays on its downstream's loop and nothing here takes a lock.
+public final class UpstreamPools: @unchecked Sendable {
+    // @unchecked: every member is touched on `eventLoop` only (checked in debug builds).
+
+    private struct Key: Hashable {
+        var cluster: ObjectIdentifier
+        var endpoint: UpstreamEndpoint
+    }
+
+    private final class EndpointPool {
+        var idle: [UpstreamStream] = []
+        var http2: NIOHTTP2Handler.StreamMultiplexer?
+        var http2Channel: Channel?
+        var http2Connecting: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>?
+    }
+
+    public let eventLoop: any EventLoop
+    /// At most this many idle HTTP/1.1 connections are kept per endpoint.
+    private let maxIdlePerEndpoint: Int
+    private var endpoints: [Key: EndpointPool] = [:]
+    /// Clusters seen, so that pools of a cluster replaced by an update are dropped.
+    private var clusterNames: [String: ObjectIdentifier] = [:]
+
+    public init(eventLoop: any EventLoop, maxIdlePerEndpoint: Int = 64) {
+        self.eventLoop = eventLoop
+        self.maxIdlePerEndpoint = maxIdlePerEndpoint
+    }
+
+    /// A stream to `endpoint` of `cluster` speaking `version`: an idle HTTP/1.1 connection, a new one, or
+    /// a new stream on the endpoint's HTTP/2 connection.
+    func stream(to endpoint: UpstreamEndpoint, of cluster: any UpstreamCluster, version: UpstreamVersion) -> EventLoopFuture<UpstreamStream> {
+        eventLoop.preconditionInEventLoop()
+        let identity = ObjectIdentifier(cluster)
+        if let previous = clusterNames[cluster.name], previous != identity { dropCluster(previous) }
+        clusterNames[cluster.name] = identity
+        let key = Key(cluster: identity, endpoint: endpoint.pooled)
+        let pool = endpoints[key] ?? { let made = EndpointPool(); endpoints[key] = made; return made }()
+        switch version {
+        case .http1:
+            while let stream = pool.idle.popLast() {
+                if stream.channel.isActive {
+                    stream.forwarder.prepareForNextExchange()
+                    return eventLoop.assumeIsolated().makeSucceededFuture(stream)
+                }
+            }
+            return connectHTTP1(to: endpoint, of: cluster, pool: pool)
+        case .http2:
+            let multiplexer: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>
+            if let open = pool.http2 {
+                multiplexer = eventLoop.makeSucceededFuture(open)
+            } else if let connecting = pool.http2Connecting {
+                multiplexer = connecting
+            } else {
+                multiplexer = connectHTTP2(to: endpoint, of: cluster, pool: pool)
+            }
+            return multiplexer.assumeIsolated().flatMap { multiplexer in
+                multiplexer.createStreamChannel { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandlers(HTTP2FramePayloadToHTTPClientCodec(), UpstreamResponseForwarder())
+                    }
+                }
+            }.flatMapThrowing { channel in
+                let forwarder = try channel.pipeline.syncOperations.handler(type: UpstreamResponseForwarder.self)
+                return UpstreamStream(channel: channel, forwarder: forwarder, release: nil)
+            }.nonisolated()
+        }
+    }
+
+    private func connectHTTP1(to endpoint: UpstreamEndpoint, of cluster: any UpstreamCluster, pool: EndpointPool) -> EventLoopFuture<UpstreamStream> {
+        cluster.connect(to: endpoint, version: .http1, on: eventLoop) { channel in
+            let forwarder = UpstreamResponseForwarder()
+            let pipeline = channel.pipeline.syncOperations
+            try pipeline.addHTTPClientHandlers()
+            try pipeline.addHandlers(HTTP1ToHTTPClientCodec(), forwarder)
+            return UpstreamStream(channel: channel, forwarder: forwarder) { [weak self, weak pool] stream in
+                guard let self, let pool, pool.idle.count < self.maxIdlePerEndpoint else {
+                    stream.channel.close(promise: nil)
+                    return
+                }
+                pool.idle.append(stream)
+                // An idle connection that the upstream closes leaves the pool.
+                stream.channel.closeFuture.assumeIsolated().whenComplete { [weak pool] _ in
+                    pool?.idle.removeAll { $0 === stream }
+                }
+            }
+        }
+    }
+
+    private func connectHTTP2(to endpoint: UpstreamEndpoint, of cluster: any UpstreamCluster,
+                              pool: EndpointPool) -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
+        let connecting = cluster.connect(to: endpoint, version: .http2, on: eventLoop) { channel in
+            let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
+            ) { stream in
+                // Servers do not open streams to a client (no push).
+                stream.close()
+            }
+            pool.http2 = multiplexer
+            pool.http2Channel = channel
+            pool.http2Connecting = nil
+            channel.closeFuture.assumeIsolated().whenComplete { [weak pool] _ in
+                pool?.http2 = nil
+                pool?.http2Channel = nil
+            }
+            return multiplexer
+        }
+        connecting.assumeIsolated().whenFailure { [weak pool] _ in pool?.http2Connecting = nil }
+        pool.http2Connecting = connecting
+        return connecting
+    }
+
+    /// Closes the idle connections of a cluster an update replaced; its streams in flight finish.
+    private func dropCluster(_ identity: ObjectIdentifier) {
+        for (key, pool) in endpoints where key.cluster == identity {
+            for stream in pool.idle { stream.channel.close(promise: nil) }
+            // Its streams in flight finish; no new one starts (GOAWAY).
+            pool.http2Channel?.close(mode: .output, promise: nil)
+            endpoints.removeValue(forKey: key)
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import HTTPTypes
+import NIOCore
+import NIOHTTPTypes
+
+/// The downstream side of one request, told what the upstream answers.
+protocol UpstreamResponseReceiver: AnyObject {
+    func upstreamResponse(_ part: HTTPResponsePart)
+    /// The parts read so far can be flushed downstream.
+    func upstreamReadComplete()
+    /// The upstream connection or stream ended before the response did.
+    func upstreamFailed()
+    /// The upstream can take more of the request body (or not, for now).
+    func upstreamWritabilityChanged(_ writable: Bool)
+}
+
+/// Where one request goes upstream: an HTTP/1.1 connection (one request at a time) or one HTTP/2 stream.
+/// Request parts are written to ``channel``; response parts come back to the receiver through the
+/// ``UpstreamResponseForwarder`` at its end.
+final class UpstreamStream {
+    let channel: Channel
+    let forwarder: UpstreamResponseForwarder
+    /// Gives an HTTP/1.1 connection back to its pool once the exchange is over.
+    private let release: ((UpstreamStream) -> Void)?
+
+    init(channel: Channel, forwarder: UpstreamResponseForwarder, release: ((UpstreamStream) -> Void)?) {
+        self.channel = channel
+        self.forwarder = forwarder
+        self.release = release
+    }
+
+    func attach(_ receiver: UpstreamResponseReceiver) {
+        forwarder.receiver = receiver
+    }
+
+    /// The exchange is over. A connection that can carry another request goes back to its pool; one
+    /// that cannot (its response asked to close, or either side ended early) is closed.
+    func finish(reusable: Bool) {
+        forwarder.receiver = nil
+        forwarder.resumeReading()
+        if reusable, let release, channel.isActive {
+            release(self)
+        } else {
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// The last handler of an upstream connection or stream: hands response parts to whoever waits for
+/// them, and holds reads while the downstream cannot take more.
+final class UpstreamResponseForwarder: ChannelDuplexHandler {
+    typealias InboundIn = HTTPResponsePart
+    typealias OutboundIn = HTTPRequestPart
+    typealias OutboundOut = HTTPRequestPart
+
+    weak var receiver: UpstreamResponseReceiver?
+    private var context: ChannelHandlerContext?
+    private var readsHeld = false
+    private var readPending = false
+    /// Set when the response asked to close the connection (HTTP/1.1 `connection: close`, HTTP/1.0).
+    private(set) var closesAfterResponse = false
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if case .head(let head) = part, head.headerFields[.connection]?.lowercased().contains("close") == true {
+            closesAfterResponse = true
+        }
+        receiver?.upstreamResponse(part)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        receiver?.upstreamReadComplete()
+        context.fireChannelReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let receiver = self.receiver
+        self.receiver = nil
+        receiver?.upstreamFailed()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        let receiver = self.receiver
+        self.receiver = nil
+        receiver?.upstreamFailed()
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        receiver?.upstreamWritabilityChanged(context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if readsHeld { readPending = true } else { context.read() }
+    }
+
+    /// Stops reading the response while the downstream is not writable.
+    func holdReading() { readsHeld = true }
+
+    func resumeReading() {
+        readsHeld = false
+        if readPending, let context {
+            readPending = false
+            context.read()
+        }
+    }
+
+    func prepareForNextExchange() { closesAfterResponse = false }
+}

@@ -1,0 +1,220 @@
+import CapstanTestSupport
+import Foundation
+import Netfilter
+import Testing
+
+/// HTTP through a captured pod, with clients and servers we did not write: curl, nghttp, httpx and
+/// grpcio in the pod, Hypercorn and grpcio upstreams in the peer. The proxy's listeners are laid out as
+/// istiod lays them out: `virtualOutbound` (use_original_dst) hands each connection to the listener of
+/// its original destination (`0.0.0.0_80`, `198.51.100.10_9090`), which binds no port of its own.
+@Suite(.serialized) struct HTTPTrafficTests {
+    static let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers")
+
+    static let router = #"[{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]"#
+
+    static func connectionManager(_ statPrefix: String, routes: String) -> String {
+        """
+        {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+          "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+          "stat_prefix": "\(statPrefix)", "server_name": "istio-envoy", "use_remote_address": false,
+          "route_config": \(routes), "http_filters": \(router)}}
+        """
+    }
+
+    static func cluster(_ name: String, _ address: String, _ port: Int, http2: Bool = false) -> String {
+        let options = http2 ? #""typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http2_protocol_options": {}}}},"# : ""
+        return """
+            {"name": "\(name)", "type": "STATIC", "connect_timeout": "1s", \(options)
+             "load_assignment": {"cluster_name": "\(name)", "endpoints": [{"lb_endpoints": [
+               {"endpoint": {"address": {"socket_address": {"address": "\(address)", "port_value": \(port)}}}}]}]}}
+            """
+    }
+
+    /// Port 80 of 198.51.100.10 (and any host name for it): `/split` 90/10 between v1 and v2 per request,
+    /// `/teapot` a direct response, `/old` a redirect, the rest v1; other hosts have no route. Port 9090:
+    /// gRPC to v1 over HTTP/2.
+    static let bootstrap = """
+        {
+          "node": {"id": "sidecar~192.0.2.1~app.default~default.svc.cluster.local"},
+          "static_resources": {
+            "listeners": [
+              {"name": "virtualOutbound", "traffic_direction": "OUTBOUND", "use_original_dst": true,
+               "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15001}},
+               "default_filter_chain": {"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                 "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "cluster": "PassthroughCluster"}}]}},
+              {"name": "0.0.0.0_80", "traffic_direction": "OUTBOUND", "bind_to_port": false,
+               "address": {"socket_address": {"address": "0.0.0.0", "port_value": 80}},
+               "listener_filters": [{"name": "envoy.filters.listener.http_inspector", "typed_config": {
+                 "@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}}],
+               "filter_chains": [{"filter_chain_match": {"application_protocols": ["http/1.0", "http/1.1", "h2c"]},
+                 "filters": [\(connectionManager("outbound_0.0.0.0_80", routes: """
+                   {"name": "80", "virtual_hosts": [{"name": "reviews", "domains": ["198.51.100.10", "198.51.100.10:80", "reviews"],
+                     "routes": [
+                       {"match": {"prefix": "/split"}, "route": {"weighted_clusters": {"clusters": [
+                          {"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}]}, "timeout": "0s"}},
+                       {"match": {"prefix": "/teapot"}, "direct_response": {"status": 418, "body": {"inline_string": "short and stout"}}},
+                       {"match": {"path": "/old"}, "redirect": {"path_redirect": "/new"}},
+                       {"match": {"prefix": "/"}, "route": {"cluster": "v1", "timeout": "0s"}}]}]}
+                   """))]}]},
+              {"name": "198.51.100.10_9090", "traffic_direction": "OUTBOUND", "bind_to_port": false,
+               "address": {"socket_address": {"address": "198.51.100.10", "port_value": 9090}},
+               "filter_chains": [{"filters": [\(connectionManager("outbound_198.51.100.10_9090", routes: """
+                   {"name": "9090", "virtual_hosts": [{"name": "echo", "domains": ["*"], "routes": [
+                     {"match": {"prefix": "/"}, "route": {"cluster": "grpc", "timeout": "0s"}}]}]}
+                   """))]}]}
+            ],
+            "clusters": [
+              {"name": "PassthroughCluster", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "1s"},
+              \(cluster("v1", "198.51.100.10", 80)),
+              \(cluster("v2", "198.51.100.99", 80)),
+              \(cluster("grpc", "198.51.100.10", 9090, http2: true))
+            ]
+          }
+        }
+        """
+
+    /// A captured pod whose proxy has ``bootstrap``, and the two upstreams in the peer.
+    struct Mesh {
+        let sandbox: Sandbox
+        let proxy: ProxyProcess
+
+        func run(_ command: [String]) throws -> ChildProcess.Result {
+            try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(sandbox.name)-pod"] + command)
+        }
+
+        func client(_ arguments: [String]) throws -> [String: Any] {
+            let result = try run(["python3", HTTPTrafficTests.peers.appendingPathComponent("http_client.py").path] + arguments)
+            guard let object = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any] else {
+                throw SandboxError("http_client.py \(arguments): \(result)")
+            }
+            return object
+        }
+
+        /// curl's `-w` line and the body, from the pod.
+        func curl(_ arguments: [String]) throws -> ChildProcess.Result {
+            try run(["curl", "-sS", "--max-time", "10"] + arguments)
+        }
+    }
+
+    func withMesh<T>(_ body: (Mesh) throws -> T) throws -> T {
+        try withSandbox { sandbox in
+            try sandbox.initialize()
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("capstan-http-\(sandbox.name).json")
+            try Self.bootstrap.write(to: file, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(at: file) }
+            let upstream = Self.peers.appendingPathComponent("http_upstream.py").path
+            var upstreams: [NamespacedProcess] = []
+            defer { upstreams.forEach { $0.stop() } }
+            for (name, address, grpc) in [("v1", "198.51.100.10", ["--grpc-port", "9090"]), ("v2", "198.51.100.99", [])] {
+                let log = FileManager.default.temporaryDirectory.appendingPathComponent("capstan-upstream-\(sandbox.name)-\(name).log").path
+                let process = try NamespacedProcess(["python3", upstream, "--listen", "\(address):80", "--name", name] + grpc,
+                                                    in: sandbox.peer, logPath: log)
+                upstreams.append(process)
+                guard process.waitUntil(seconds: 20, { process.log.contains("READY") }) else {
+                    throw SandboxError("upstream \(name) did not start: \(process.log)")
+                }
+            }
+            let proxy = try ProxyProcess(in: sandbox, arguments: ["--config", file.path])
+            defer { proxy.stop() }
+            return try body(Mesh(sandbox: sandbox, proxy: proxy))
+        }
+    }
+
+    @Test func curlOverHTTP1AndHTTP2ReachesTheRoutedUpstream() throws {
+        try withMesh { mesh in
+            for version in [["--http1.1"], ["--http2-prior-knowledge"]] {
+                let result = try mesh.curl(version + ["-i", "http://198.51.100.10/hello"])
+                #expect(result.status == 0, "\(result)")
+                let text = result.standardOutput.lowercased()
+                #expect(text.contains("x-upstream-name: v1"))
+                #expect(text.contains("server: istio-envoy"))
+                #expect(text.contains("\"x-request-id\": "), "the upstream saw a generated x-request-id")
+                #expect(text.contains("\"x-forwarded-proto\": \"http\""))
+            }
+            let nghttp = try mesh.run(["nghttp", "-v", "-t", "10", "http://198.51.100.10/nghttp"])
+            #expect(nghttp.status == 0, "\(nghttp)")
+            #expect(nghttp.standardOutput.contains("x-upstream-name: v1"))
+        }
+    }
+
+    /// How 1,000 requests to `/split` on one connection were answered: by upstream name, and the number
+    /// of client ports (connections) used.
+    static func split(_ mesh: Mesh, http2: Bool) throws -> (byUpstream: [String: Int], connections: Int) {
+        let result = try mesh.client(["httpx", "http://198.51.100.10/split", "--count", "1000"] + (http2 ? ["--http2"] : []))
+        guard let requests = result["requests"] as? [[String: Any]] else { throw SandboxError("no requests in \(result)") }
+        var byUpstream: [String: Int] = [:]
+        var ports = Set<Int>()
+        for request in requests {
+            byUpstream[request["upstream"] as? String ?? "?", default: 0] += 1
+            if let port = request["local_port"] as? Int { ports.insert(port) }
+        }
+        return (byUpstream, ports.count)
+    }
+
+    @Test func weightedClustersSplitEachRequestNinetyTenOnOneConnection() throws {
+        try withMesh { mesh in
+            for http2 in [false, true] {
+                let (byUpstream, connections) = try Self.split(mesh, http2: http2)
+                let v2 = byUpstream["v2", default: 0]
+                #expect(byUpstream.values.reduce(0, +) == 1000)
+                #expect((70...130).contains(v2), "v2 took \(v2) of 1000 (\(byUpstream)), over HTTP/\(http2 ? 2 : 1)")
+                #expect(connections == 1, "one client connection saw both versions")
+            }
+        }
+    }
+
+    @Test func grpcUnaryAndStreamingKeepTheirStatus() throws {
+        try withMesh { mesh in
+            for method in ["unary", "server-stream", "bidi"] {
+                let result = try mesh.client(["grpc", "198.51.100.10:9090", method])
+                #expect(result["code"] as? String == "OK", "\(method): \(result)")
+                #expect((result["messages"] as? [Any])?.isEmpty == false)
+            }
+            let failed = try mesh.client(["grpc", "198.51.100.10:9090", "unary", "--fail-with", "5"])
+            #expect(failed["code"] as? String == "NOT_FOUND", "\(failed)")
+        }
+    }
+
+    @Test func largeBodiesArriveIntactBothWays() throws {
+        try withMesh { mesh in
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("capstan-body-\(mesh.sandbox.name)")
+            try Data((0..<(6 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }).write(to: file)
+            defer { try? FileManager.default.removeItem(at: file) }
+            let expected = try ChildProcess.run("/usr/bin/sha256sum", [file.path]).standardOutput.prefix(64)
+            for version in ["--http1.1", "--http2-prior-knowledge"] {
+                let echoed = try mesh.run(["sh", "-c", "curl -sS \(version) --data-binary @\(file.path) http://198.51.100.10/echo | sha256sum"])
+                #expect(echoed.standardOutput.prefix(64) == expected, "\(version): \(echoed)")
+                let download = try mesh.curl([version, "-D", "-", "-o", "/dev/null", "-w", "%{size_download}", "http://198.51.100.10/bytes/5000000"])
+                #expect(download.standardOutput.hasSuffix("5000000"), "\(download)")
+            }
+        }
+    }
+
+    @Test func routeActionsAndRefusalsCarryEnvoysStatus() throws {
+        try withMesh { mesh in
+            func status(_ arguments: [String]) throws -> String {
+                try mesh.curl(["-o", "/dev/null", "-w", "%{http_code}"] + arguments).standardOutput
+            }
+            #expect(try status(["http://198.51.100.10/teapot"]) == "418")
+            let redirect = try mesh.curl(["-i", "http://198.51.100.10/old"]).standardOutput.lowercased()
+            #expect(redirect.hasPrefix("http/1.1 301"))
+            #expect(redirect.contains("location: http://198.51.100.10/new"))
+            #expect(try status(["-H", "Host: elsewhere", "http://198.51.100.10/"]) == "404")
+            let many = (0..<101).flatMap { ["-H", "x-h\($0): v"] }
+            #expect(try status(many + ["http://198.51.100.10/"]) == "431")
+            #expect(try status(["-H", "x-big: " + String(repeating: "a", count: 61 * 1024), "http://198.51.100.10/"]) == "431")
+            #expect(try status(["-0", "http://198.51.100.10/"]) == "200", "HTTP/1.0 is served, not refused with 426")
+            // Request smuggling: both Content-Length and Transfer-Encoding.
+            let smuggled = try mesh.run(["python3", "-c", """
+                import socket
+                s = socket.create_connection(("198.51.100.10", 80), timeout=5)
+                s.sendall(b"POST / HTTP/1.1\\r\\nHost: 198.51.100.10\\r\\nContent-Length: 5\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n")
+                print(s.recv(100).split(b"\\r\\n")[0].decode())
+                """])
+            #expect(smuggled.standardOutput.hasPrefix("HTTP/1.1 400"), "\(smuggled)")
+            let metrics = try mesh.proxy.admin("GET", "/stats/prometheus", port: 15090).body
+            #expect(metrics.contains(#"response_code="404""#) && metrics.contains(#"response_flags="NR""#), "\(metrics)")
+            #expect(metrics.contains(#"istio_requests_total{reporter="source""#))
+        }
+    }
+}

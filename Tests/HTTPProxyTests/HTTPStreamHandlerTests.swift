@@ -1,0 +1,315 @@
+import Configuration
+import HTTPTypes
+import NIOCore
+import NIOEmbedded
+import Routing
+import SwiftProtobuf
+import Testing
+import XDS
+@testable import HTTPProxy
+
+/// The connection manager on `EmbeddedChannel`s: a downstream channel fed HTTP/1.1 bytes, and upstream
+/// channels the test cluster "connects", whose request bytes the test reads and whose response bytes it
+/// writes. Both on one embedded event loop, so every step is deterministic.
+@Suite struct HTTPStreamHandlerTests {
+    typealias HCM = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager
+
+    /// A cluster whose connections are embedded channels on the test's loop.
+    final class TestCluster: UpstreamCluster, @unchecked Sendable {
+        let name: String
+        let upstreamProtocol = UpstreamProtocol.http1
+        let connectTimeout = TimeAmount.seconds(1)
+        let loop: EmbeddedEventLoop
+        var endpoints: [SocketAddress]
+        var refusesConnections = false
+        private(set) var connections: [EmbeddedChannel] = []
+        private(set) var activeRequests = 0
+
+        init(name: String, loop: EmbeddedEventLoop, endpoints: [SocketAddress]) {
+            self.name = name
+            self.loop = loop
+            self.endpoints = endpoints
+        }
+
+        func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
+            guard let first = endpoints.first else { return .failure(.noHealthyUpstream) }
+            activeRequests += 1
+            return .success(UpstreamEndpoint(address: first))
+        }
+
+        func requestEnded(at endpoint: UpstreamEndpoint) { activeRequests -= 1 }
+
+        func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, on loop: any EventLoop,
+                                 configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection> {
+            if refusesConnections { return loop.makeFailedFuture(ChannelError.connectTimeout(.seconds(1))) }
+            let channel = EmbeddedChannel(loop: self.loop)
+            connections.append(channel)
+            do {
+                try channel.connect(to: endpoint.address).wait()
+                return loop.makeSucceededFuture(try configure(channel))
+            } catch {
+                return loop.makeFailedFuture(error)
+            }
+        }
+    }
+
+    struct Snapshot: HTTPRoutingSnapshot, @unchecked Sendable {
+        var clusters: [String: TestCluster]
+        func routeTable(named name: String) -> RouteTable? { nil }
+        func cluster(named name: String) -> (any UpstreamCluster)? { clusters[name] }
+    }
+
+    final class Records: HTTPStreamObserver, @unchecked Sendable {
+        var ended: [HTTPStreamRecord] = []
+        func streamStarted() {}
+        func streamEnded(_ record: HTTPStreamRecord, on connection: DownstreamConnectionInfo, manager: HTTPConnectionManagerConfig) {
+            ended.append(record)
+        }
+    }
+
+    /// Routes: `/missing` to a cluster nobody has, `/empty` to one without endpoints, the rest of `app.local`
+    /// to `backend`; any other host has no virtual host.
+    static func config() throws -> HTTPConnectionManagerConfig {
+        let json = """
+            {"stat_prefix": "test", "codec_type": "HTTP1", "server_name": "istio-envoy", "stream_idle_timeout": "2s",
+             "route_config": {"name": "test", "virtual_hosts": [{"name": "app", "domains": ["app.local"], "routes": [
+               {"match": {"prefix": "/missing"}, "route": {"cluster": "nope"}},
+               {"match": {"prefix": "/empty"}, "route": {"cluster": "empty"}},
+               {"match": {"prefix": "/"}, "route": {"cluster": "backend"}, "response_headers_to_add": [
+                 {"header": {"key": "x-route", "value": "backend"}}]}]}]},
+             "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+               "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
+            """
+        Google_Protobuf_Any.register(messageType: Envoy_Extensions_Filters_Http_Router_V3_Router.self)
+        return try HTTPConnectionManagerConfig(try HCM(jsonString: json), path: "hcm")
+    }
+
+    struct Fixture {
+        let loop = EmbeddedEventLoop()
+        let downstream: EmbeddedChannel
+        let backend: TestCluster
+        let records = Records()
+
+        init() throws {
+            downstream = EmbeddedChannel(loop: loop)
+            backend = TestCluster(name: "backend", loop: loop, endpoints: [try SocketAddress(ipAddress: "192.0.2.10", port: 8080)])
+            let empty = TestCluster(name: "empty", loop: loop, endpoints: [])
+            let snapshot = Snapshot(clusters: ["backend": backend, "empty": empty])
+            let manager = HTTPConnectionManager(
+                config: try HTTPStreamHandlerTests.config(),
+                downstream: DownstreamConnectionInfo(remoteAddress: try SocketAddress(ipAddress: "192.0.2.1", port: 40000),
+                                                     localAddress: try SocketAddress(ipAddress: "192.0.2.10", port: 80)),
+                routing: { snapshot }, pools: UpstreamPools(eventLoop: loop), observer: records)
+            try manager.serve(on: downstream, negotiatedProtocol: nil)
+            try downstream.connect(to: try SocketAddress(ipAddress: "192.0.2.1", port: 40000)).wait()
+        }
+
+        func send(_ text: String) throws {
+            try downstream.writeInbound(ByteBuffer(string: text))
+        }
+
+        /// Everything the downstream channel wrote so far, as text.
+        func downstreamText() throws -> String { try Self.drain(downstream) }
+
+        func upstreamText(_ index: Int = 0) throws -> String { try Self.drain(backend.connections[index]) }
+
+        func answer(_ text: String, on index: Int = 0) throws {
+            try backend.connections[index].writeInbound(ByteBuffer(string: text))
+        }
+
+        static func drain(_ channel: EmbeddedChannel) throws -> String {
+            var text = ""
+            while let buffer = try channel.readOutbound(as: ByteBuffer.self) { text += String(buffer: buffer) }
+            return text
+        }
+    }
+
+    @Test func forwardsARequestAndItsResponseWithIstiosHeaders() throws {
+        let fixture = try Fixture()
+        try fixture.send("GET /hello HTTP/1.1\r\nHost: app.local\r\nConnection: keep-alive, x-drop\r\nx-drop: 1\r\n\r\n")
+        let request = try fixture.upstreamText()
+        #expect(request.hasPrefix("GET /hello HTTP/1.1\r\n"))
+        #expect(request.lowercased().contains("host: app.local"))
+        #expect(request.contains("x-request-id: "))
+        #expect(request.contains("x-forwarded-proto: http"))
+        #expect(!request.lowercased().contains("x-drop"), "headers named by Connection are hop-by-hop")
+        #expect(!request.lowercased().contains("connection: keep-alive"))
+        try fixture.answer("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nserver: gunicorn\r\n\r\nhello")
+        let response = try fixture.downstreamText()
+        #expect(response.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(response.contains("server: istio-envoy"))
+        #expect(response.contains("x-route: backend"))
+        #expect(response.hasSuffix("hello"))
+        #expect(fixture.records.ended.count == 1)
+        #expect(fixture.records.ended.first?.responseCode == 200)
+        #expect(fixture.records.ended.first?.flags == [])
+        #expect(fixture.backend.activeRequests == 0)
+    }
+
+    @Test func reusesTheUpstreamConnectionForTheNextRequest() throws {
+        let fixture = try Fixture()
+        for round in 0..<3 {
+            try fixture.send("GET /\(round) HTTP/1.1\r\nHost: app.local\r\n\r\n")
+            #expect(try fixture.upstreamText().hasPrefix("GET /\(round) HTTP/1.1"))
+            try fixture.answer("HTTP/1.1 204 No Content\r\n\r\n")
+            #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 204"))
+        }
+        #expect(fixture.backend.connections.count == 1)
+        #expect(fixture.records.ended.count == 3)
+    }
+
+    @Test func noRouteIs404WithNR() throws {
+        let fixture = try Fixture()
+        try fixture.send("GET / HTTP/1.1\r\nHost: elsewhere\r\n\r\n")
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 404 Not Found"))
+        #expect(fixture.records.ended.first?.flags.description == "NR")
+    }
+
+    @Test func missingClusterAndEmptyClusterAre503() throws {
+        let fixture = try Fixture()
+        try fixture.send("GET /missing HTTP/1.1\r\nHost: app.local\r\n\r\nGET /empty HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        let text = try fixture.downstreamText()
+        #expect(text.components(separatedBy: "HTTP/1.1 503 Service Unavailable").count == 3)
+        #expect(text.contains("no healthy upstream"))
+        #expect(fixture.records.ended.map(\.flags.description) == ["NC", "UH"])
+    }
+
+    @Test func connectFailureIs503WithUF() throws {
+        let fixture = try Fixture()
+        fixture.backend.refusesConnections = true
+        try fixture.send("GET / HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        let text = try fixture.downstreamText()
+        #expect(text.hasPrefix("HTTP/1.1 503"))
+        #expect(text.contains("reset reason: connection failure"))
+        #expect(fixture.records.ended.first?.flags.description == "UF")
+        #expect(fixture.backend.activeRequests == 0)
+    }
+
+    @Test func upstreamClosingBeforeItAnswersIs503WithUC() throws {
+        let fixture = try Fixture()
+        try fixture.send("GET / HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        _ = try fixture.upstreamText()
+        try fixture.backend.connections[0].close().wait()
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 503"))
+        #expect(fixture.records.ended.first?.flags.description == "UC")
+    }
+
+    @Test func tooManyHeadersIs431() throws {
+        let fixture = try Fixture()
+        let headers = (0..<101).map { "x-h\($0): v\r\n" }.joined()
+        try fixture.send("GET / HTTP/1.1\r\nHost: app.local\r\n\(headers)\r\n")
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 431"))
+        #expect(fixture.backend.connections.isEmpty)
+    }
+
+    @Test func contentLengthWithTransferEncodingIsRefused() throws {
+        let fixture = try Fixture()
+        try? fixture.send("POST / HTTP/1.1\r\nHost: app.local\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 400"))
+        #expect(fixture.backend.connections.isEmpty)
+    }
+
+    @Test func http10IsAnsweredInHTTP10AndClosed() throws {
+        let fixture = try Fixture()
+        try fixture.send("GET / HTTP/1.0\r\nHost: app.local\r\n\r\n")
+        _ = try fixture.upstreamText()
+        try fixture.answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+        let text = try fixture.downstreamText()
+        #expect(text.hasPrefix("HTTP/1.0 200 OK"))
+        #expect(text.contains("connection: close"))
+        #expect(!text.contains("chunked"))
+        #expect(!fixture.downstream.isActive)
+        #expect(fixture.records.ended.first?.requestProtocol == "HTTP/1.0")
+    }
+
+    @Test func expectContinueIsAnsweredHereAndNotForwarded() throws {
+        let fixture = try Fixture()
+        try fixture.send("POST / HTTP/1.1\r\nHost: app.local\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 100 Continue"))
+        try fixture.send("body")
+        let request = try fixture.upstreamText()
+        #expect(!request.lowercased().contains("expect"))
+        #expect(request.hasSuffix("body"))
+    }
+
+    @Test func bodiesStreamBothWays() throws {
+        let fixture = try Fixture()
+        try fixture.send("POST / HTTP/1.1\r\nHost: app.local\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        #expect(try fixture.upstreamText().contains("first"))
+        try fixture.send("6\r\nsecond\r\n0\r\n\r\n")
+        #expect(try fixture.upstreamText().contains("second"))
+        try fixture.answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n")
+        #expect(try fixture.downstreamText().contains("one"))
+        try fixture.answer("3\r\ntwo\r\n0\r\n\r\n")
+        #expect(try fixture.downstreamText().contains("two"))
+        #expect(fixture.records.ended.first?.requestBodyBytes == 11)
+        #expect(fixture.records.ended.first?.responseBodyBytes == 6)
+    }
+
+    @Test func externalEnvoyHeadersAreDroppedWithUseRemoteAddress() throws {
+        var config = try Self.config()
+        config.useRemoteAddress = true
+        var fields = HTTPFields()
+        fields[HTTPField.Name("x-envoy-retry-on")!] = "5xx"
+        fields[HTTPField.Name("x-keep")!] = "1"
+        var request = HTTPRequest(method: .get, scheme: "http", authority: "app.local", path: "/", headerFields: fields)
+        let external = DownstreamConnectionInfo(remoteAddress: try SocketAddress(ipAddress: "203.0.113.7", port: 1), localAddress: nil)
+        let decision = try #require(Self.table().route(request, randomValue: 0))
+        guard case .forward(let forwarding) = decision.action else { Issue.record("not forwarded"); return }
+        ForwardedHeaders.prepareRequest(&request, config: config, downstream: external, decision: decision, forwarding: forwarding)
+        #expect(request.headerFields[HTTPField.Name("x-envoy-retry-on")!] == nil)
+        #expect(request.headerFields[HTTPField.Name("x-keep")!] == "1")
+        #expect(request.headerFields[HTTPField.Name("x-forwarded-for")!] == "203.0.113.7")
+    }
+
+    @Test func drainingAnswersWithConnectionCloseThenCloses() throws {
+        let fixture = try Fixture()
+        try fixture.send("GET / HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        _ = try fixture.upstreamText()
+        fixture.downstream.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        try fixture.answer("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        #expect(try fixture.downstreamText().lowercased().contains("connection: close"))
+        #expect(!fixture.downstream.isActive)
+    }
+
+    @Test func anIdleConnectionClosesWhenTheProxyDrains() throws {
+        let fixture = try Fixture()
+        fixture.downstream.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(!fixture.downstream.isActive)
+    }
+
+    @Test func aStreamWithoutActivityTimesOutWith408() throws {
+        let fixture = try Fixture()
+        try fixture.send("GET /slow HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        _ = try fixture.upstreamText()
+        fixture.loop.advanceTime(by: .seconds(1))
+        try fixture.answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        fixture.loop.advanceTime(by: .milliseconds(1500))
+        #expect(fixture.records.ended.isEmpty, "activity 1 s in moved the deadline")
+        fixture.loop.advanceTime(by: .seconds(1))
+        #expect(fixture.records.ended.first?.flags.description == "SI")
+        #expect(!fixture.downstream.isActive, "a response already begun is reset")
+    }
+
+    @Test func aStreamIdleBeforeTheResponseIsAnswered408() throws {
+        let fixture = try Fixture()
+        try fixture.send("GET /slow HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        fixture.loop.advanceTime(by: .seconds(2))
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 408"))
+        #expect(fixture.records.ended.first?.flags.description == "SI")
+    }
+
+    static func table() throws -> RouteTable {
+        guard case .inline(let table) = try config().routes else { throw ConfigError(path: "", message: "not inline") }
+        return table
+    }
+
+    @Test func requestIDsAreVersion4UUIDs() {
+        let id = RequestID.make()
+        #expect(id.count == 36)
+        let characters = Array(id)
+        #expect(characters[14] == "4")
+        #expect("89ab".contains(characters[19]))
+        #expect(RequestID.make() != id)
+    }
+}
