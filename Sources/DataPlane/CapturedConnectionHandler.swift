@@ -210,6 +210,16 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     /// Puts TLS with the chain's context between the socket and this handler, hands it what was read
     /// so far (the ClientHello), and connects upstream once the client is accepted.
     private func terminateTLS(context: ChannelHandlerContext, route: UpstreamRoute, tls: TransportSocketConfig) {
+        terminateTLS(context: context, tls: tls) { [self] downstreamTLS in
+            connect(context: context, route: route, downstreamTLS: downstreamTLS)
+        }
+    }
+
+    /// TLS with `tls`'s context between the socket and this handler, fed what was read so far (the
+    /// ClientHello); `accepted` runs once the client's certificate (if asked for) is verified. A refused
+    /// or failed handshake closes the connection (counted by the handshake handler).
+    private func terminateTLS(context: ChannelHandlerContext, tls: TransportSocketConfig,
+                              accepted: @escaping ((handshake: TLSHandshakeHandler, principals: Principals)) -> Void) {
         let stats = listenerStats.tls
         let built: TLSContextCache.Built
         switch runtime.contexts.context(for: tls.contextKey, secrets: runtime.secrets) {
@@ -220,9 +230,9 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             context.close(promise: nil)
             return
         }
-        let accepted = context.eventLoop.makePromise(of: String?.self)
+        let verdict = context.eventLoop.makePromise(of: String?.self)
         let handshake = TLSHandshakeHandler(subjectAltNames: built.subjectAltNames, verifiesPeer: built.verifiesPeer, stats: stats,
-                                            timeout: runtime.options.tlsHandshakeTimeout, accepted: accepted)
+                                            timeout: runtime.options.tlsHandshakeTimeout, accepted: verdict)
         do {
             try context.pipeline.syncOperations.addHandlers([NIOSSLServerHandler(context: built.context), handshake],
                                                             position: .after(self))
@@ -231,13 +241,10 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             return
         }
         passingThrough = true
-        accepted.futureResult.assumeIsolated().whenComplete { [self] result in
+        verdict.futureResult.assumeIsolated().whenComplete { result in
             switch result {
-            case .success(let peer):
-                connect(context: context, route: route,
-                        downstreamTLS: (handshake, Principals(local: built.istio, peer: peer, mutual: peer != nil)))
-            case .failure:
-                context.close(promise: nil)
+            case .success(let peer): accepted((handshake, Principals(local: built.istio, peer: peer, mutual: peer != nil)))
+            case .failure: context.close(promise: nil)
             }
         }
         // The TLS handler reads for itself once it has bytes to answer; with none yet, it needs a first read.
@@ -344,32 +351,9 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         guard let tls = chain.transportSocket else {
             return startHTTP(context: context, config: config, destination: destination, inbound: inbound, downstreamTLS: nil)
         }
-        let stats = listenerStats.tls
-        let built: TLSContextCache.Built
-        switch runtime.contexts.context(for: tls.contextKey, secrets: runtime.secrets) {
-        case .success(let found): built = found
-        case .failure:
-            stats.connectionErrors.increment()
-            context.close(promise: nil)
-            return
+        terminateTLS(context: context, tls: tls) { [self] downstreamTLS in
+            startHTTP(context: context, config: config, destination: destination, inbound: inbound, downstreamTLS: downstreamTLS)
         }
-        let accepted = context.eventLoop.makePromise(of: String?.self)
-        let handshake = TLSHandshakeHandler(subjectAltNames: built.subjectAltNames, verifiesPeer: built.verifiesPeer, stats: stats,
-                                            timeout: runtime.options.tlsHandshakeTimeout, accepted: accepted)
-        do {
-            try context.pipeline.syncOperations.addHandlers([NIOSSLServerHandler(context: built.context), handshake], position: .after(self))
-        } catch {
-            context.close(promise: nil)
-            return
-        }
-        passingThrough = true
-        accepted.futureResult.assumeIsolated().whenComplete { [self] result in
-            guard case .success(let peer) = result else { return context.close(promise: nil) }
-            startHTTP(context: context, config: config, destination: destination, inbound: inbound,
-                      downstreamTLS: (handshake, Principals(local: built.istio, peer: peer, mutual: peer != nil)))
-        }
-        if early.isEmpty { context.read() }
-        replayEarlyInput(context: context)
     }
 
     private func startHTTP(context: ChannelHandlerContext, config: HTTPConnectionManagerConfig, destination: SocketAddress, inbound: Bool,

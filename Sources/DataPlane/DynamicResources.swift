@@ -235,14 +235,24 @@ final class DynamicResources: ADSResponseHandler {
 
     // MARK: LDS
 
+    /// Envoy's way with a state-of-the-world LDS response: every listener that can be taken is put in
+    /// force; one that is refused keeps its previous version serving (or stays out, if it is new), and the
+    /// response is NACKed naming each refused listener and why.
     private func applyListeners(_ response: DiscoveryResponse, client: ADSClient) async throws(ConfigError) {
         let stats = runtime.stats.listenerUpdates
         stats.attempts.increment()
-        let listeners: [BootstrapConfig.Listener]
+        let decoded: (accepted: [BootstrapConfig.Listener], refused: [(name: String, error: ConfigError)])
         do throws(ConfigError) {
-            listeners = try XDSResourceDecoder.listeners(response.resources)
-            for listener in listeners {
-                let path = "listener \"\(listener.name)\""
+            decoded = try XDSResourceDecoder.listenersOneByOne(response.resources)
+        } catch {
+            stats.rejections.increment()
+            throw error
+        }
+        var refused = decoded.refused
+        var listeners: [BootstrapConfig.Listener] = []
+        for listener in decoded.accepted {
+            let path = "listener \"\(listener.name)\""
+            do throws(ConfigError) {
                 let sameName = staticListeners.contains { $0.name == listener.name }
                 let sameAddress = (try? XDSResourceDecoder.checkAddress(of: listener, against: staticListeners, path: path)) == nil
                 if sameName || sameAddress {
@@ -251,20 +261,31 @@ final class DynamicResources: ADSResponseHandler {
                 for chain in listener.allChains {
                     try bootstrap.checkSecretSources(chain.transportSocket, path: "\(path) filter chain \"\(chain.name)\".transport_socket")
                 }
+                listeners.append(listener)
+            } catch {
+                refused.append((listener.name, error))
             }
-        } catch {
-            stats.rejections.increment()
-            throw error
+        }
+        // A refused listener that was accepted before keeps that version.
+        let previous = state.withLock { $0.listeners }
+        for (name, _) in refused {
+            if let kept = previous.first(where: { $0.name == name }), !listeners.contains(where: { $0.name == name }) { listeners.append(kept) }
         }
         let version = response.versionInfo
-        if case .failure(let error) = await serially({ await self.install(accepted: listeners, version: version, client: client) }) {
+        let taken = listeners
+        if case .failure(let error) = await serially({ await self.install(accepted: taken, version: version, client: client) }) {
             stats.rejections.increment()
             throw ConfigError(path: "listeners", message: "\(error)")
         }
-        stats.successes.increment()
-        logFieldsNotActedOn(listeners.flatMap { listener in
+        logFieldsNotActedOn(taken.flatMap { listener in
             listener.fieldsNotActedOn.map { $0.described(under: "listener \"\(listener.name)\"") }
         }, in: response)
+        guard refused.isEmpty else {
+            stats.rejections.increment()
+            throw ConfigError(path: "listeners", message: "\(refused.count) of \(response.resources.count) refused (the others are in force): "
+                              + refused.map(\.error.description).joined(separator: "; "))
+        }
+        stats.successes.increment()
     }
 
     /// Runs `job` after every install asked for before it has finished.

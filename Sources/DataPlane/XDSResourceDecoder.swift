@@ -63,6 +63,29 @@ enum XDSResourceDecoder {
         return listeners
     }
 
+    /// An LDS response one listener at a time, as Envoy takes it: the listeners that decode, and the
+    /// refusal of each that does not (named, so that its previous version can keep serving). A resource
+    /// that is not a listener at all refuses the whole response.
+    static func listenersOneByOne(_ resources: [Google_Protobuf_Any]) throws(ConfigError)
+        -> (accepted: [BootstrapConfig.Listener], refused: [(name: String, error: ConfigError)]) {
+        var accepted: [BootstrapConfig.Listener] = []
+        var refused: [(name: String, error: ConfigError)] = []
+        for resource in resources {
+            let proto: Envoy_Config_Listener_V3_Listener = try unpack(resource, as: .listener)
+            do throws(ConfigError) {
+                let listener = try listener(proto)
+                if accepted.contains(where: { $0.name == listener.name }) {
+                    throw ConfigError(path: "listener \"\(listener.name)\"", message: "is sent twice")
+                }
+                try checkAddress(of: listener, against: accepted, path: "listener \"\(listener.name)\".address")
+                accepted.append(listener)
+            } catch {
+                refused.append((proto.name, error))
+            }
+        }
+        return (accepted, refused)
+    }
+
     /// Refuses a listener whose address another of `listeners` has: two listeners that bind may not share
     /// a port (each binds all addresses), and two that do not bind may not share an address and port
     /// (a connection handed off could go to either).

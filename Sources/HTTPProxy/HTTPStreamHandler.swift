@@ -242,33 +242,27 @@ final class HTTPStreamHandler: ChannelDuplexHandler {
 
     /// Nothing came or went for stream_idle_timeout: 408 before the response began, a reset after.
     private func streamIdle() {
-        switch state {
-        case .connecting, .forwarding:
-            if case .forwarding(let upstream) = state { upstream.finish(reusable: false) }
-            if responseStarted {
-                record?.flags.insert(.streamIdleTimeout)
-                resetDownstream()
-            } else {
-                answer(.requestTimeout, body: "stream timeout", flags: .streamIdleTimeout)
-            }
-        case .answered:
-            // The rest of the request never came.
-            resetDownstream()
-        case .idle:
-            break
-        }
+        if case .answered = state { return resetDownstream() }  // the rest of the request never came
+        expire(.requestTimeout, body: "stream timeout", flag: .streamIdleTimeout)
     }
 
+    /// The route's timeout passed: 504 before the response began, a reset after.
     private func timedOut() {
         timeout = nil
+        expire(.gatewayTimeout, body: "upstream request timeout", flag: .upstreamRequestTimeout)
+    }
+
+    /// Ends a stream in flight that ran out of time: with `status` if nothing was answered yet, else by
+    /// resetting the downstream; either way with `flag`.
+    private func expire(_ status: HTTPResponse.Status, body: String, flag: ResponseFlags) {
         switch state {
         case .connecting, .forwarding:
             if case .forwarding(let upstream) = state { upstream.finish(reusable: false) }
             if responseStarted {
-                record?.flags.insert(.upstreamRequestTimeout)
+                record?.flags.insert(flag)
                 resetDownstream()
             } else {
-                answer(.gatewayTimeout, body: "upstream request timeout", flags: .upstreamRequestTimeout)
+                answer(status, body: body, flags: flag)
             }
         case .idle, .answered:
             break

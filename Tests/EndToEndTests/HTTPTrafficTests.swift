@@ -182,7 +182,7 @@ import Testing
             defer { try? FileManager.default.removeItem(at: file) }
             let expected = try ChildProcess.run("/usr/bin/sha256sum", [file.path]).standardOutput.prefix(64)
             for version in ["--http1.1", "--http2-prior-knowledge"] {
-                let echoed = try mesh.run(["sh", "-c", "curl -sS \(version) --data-binary @\(file.path) http://198.51.100.10/echo | sha256sum"])
+                let echoed = try mesh.run(["sh", "-c", "curl -sS --max-time 30 \(version) --data-binary @\(file.path) http://198.51.100.10/echo | sha256sum"])
                 #expect(echoed.standardOutput.prefix(64) == expected, "\(version): \(echoed)")
                 let download = try mesh.curl([version, "-D", "-", "-o", "/dev/null", "-w", "%{size_download}", "http://198.51.100.10/bytes/5000000"])
                 #expect(download.standardOutput.hasSuffix("5000000"), "\(download)")
