@@ -243,6 +243,9 @@ public struct BootstrapConfig: Sendable {
         /// `common_http_protocol_options.max_requests_per_connection`: requests on one upstream HTTP
         /// connection before it is closed; nil: no limit.
         public var maxRequestsPerConnection: Int?
+        /// Istio's `istio.services[0].host` from the cluster's metadata: the service its requests go to,
+        /// as Istio's metrics name it (`destination_service`).
+        public var serviceHost: String?
 
         /// The transport socket for a connection to `endpoint`: that of the first of
         /// `transport_socket_matches` whose every `match` field the endpoint's metadata has with the same

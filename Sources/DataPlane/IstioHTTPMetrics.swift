@@ -85,7 +85,8 @@ final class IstioHTTPMetrics: Sendable {
             reporter: reporter,
             sourcePrincipal: (connection.isInbound ? connection.peerPrincipal : nil) ?? IstioTCPMetrics.unknown,
             destinationPrincipal: (connection.isInbound ? connection.localPrincipal : nil) ?? IstioTCPMetrics.unknown,
-            destinationService: Self.host(record.authority) ?? IstioTCPMetrics.unknown,
+            // Istio's: the cluster's service, else the request's host.
+            destinationService: (record.upstream as? ClusterRuntime)?.config.serviceHost ?? Self.host(record.authority) ?? IstioTCPMetrics.unknown,
             requestProtocol: record.grpcStatus != nil ? "grpc" : "http",
             responseCode: record.responseCode, grpcStatus: record.grpcStatus ?? "", responseFlags: record.flags.description,
             mutualTLS: mutual)

@@ -379,7 +379,20 @@ enum XDSResourceDecoder {
             connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, maxConnections: maxConnections,
             loadBalancing: loadBalancing, transportSocket: socket, fieldsNotActedOn: notActedOn, transportSocketMatches: matches)
         try protocolOptions(proto.typedExtensionProtocolOptions, path: path, into: &cluster)
+        cluster.serviceHost = istioServiceHost(proto.metadata, notActedOn: &cluster.fieldsNotActedOn)
         return DiscoveredCluster(cluster: cluster, endpointService: service)
+    }
+
+    /// The host of the first service in Istio's cluster metadata (`istio.services[0].host`), what Istio's
+    /// stats filter reports as `destination_service`. Other metadata is read by no one here: listed.
+    private static func istioServiceHost(_ metadata: Envoy_Config_Core_V3_Metadata, notActedOn: inout [FieldNotActedOn]) -> String? {
+        for key in metadata.filterMetadata.keys.sorted() where key != "istio" {
+            notActedOn.append(.init(path: "metadata.filter_metadata[\"\(key)\"]", reason: "cluster metadata is read only for Istio's service host"))
+        }
+        guard let istio = metadata.filterMetadata["istio"], case .listValue(let services)? = istio.fields["services"]?.kind,
+              case .structValue(let first)? = services.values.first?.kind, case .stringValue(let host)? = first.fields["host"]?.kind,
+              !host.isEmpty else { return nil }
+        return host
     }
 
     /// `typed_extension_protocol_options`: the upstream HTTP options (the HTTP version, and the connection

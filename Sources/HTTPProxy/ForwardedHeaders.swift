@@ -35,10 +35,16 @@ enum ForwardedHeaders {
     static let contentType = HTTPField.Name("content-type")!
 
     /// The downstream request as it goes upstream.
+    /// `upgrade`: the protocol an HTTP/1.1 upgrade the connection manager enables asks for (its
+    /// `connection` and `upgrade` headers go on).
     static func prepareRequest(_ request: inout HTTPRequest, config: HTTPConnectionManagerConfig, downstream: DownstreamConnectionInfo,
-                               decision: RouteDecision, forwarding: Forwarding) {
+                               decision: RouteDecision, forwarding: Forwarding, upgrade: String? = nil) {
         var fields = request.headerFields
         removeHopByHop(from: &fields)
+        if let upgrade {
+            fields[.connection] = "upgrade"
+            fields[.upgrade] = upgrade
+        }
         let external = config.useRemoteAddress && !(downstream.remoteAddress.map(isInternal) ?? true)
         if external {
             // Envoy's internal headers steer retries, timeouts and routing: not from outside the mesh.

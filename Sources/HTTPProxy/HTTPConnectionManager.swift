@@ -55,7 +55,8 @@ public struct HTTPConnectionManager: Sendable {
             handlers.append(IdleStateHandler(allTimeout: TimeAmount(idle)))
         }
         try pipeline.addHandlers(handlers + [
-            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
+            // Bytes past an upgrade request go on to the tunnel when the decoder leaves (WebSocket).
+            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)),
             HTTPResponseEncoder(),
             // Pipelined requests one at a time; on drain (ChannelShouldQuiesceEvent), closes once idle.
             HTTPServerPipelineHandler(),

@@ -267,8 +267,9 @@ extension HTTPConnectionManagerConfig {
         }
 
         // Per-request behaviour not acted on yet.
-        for (index, upgrade) in proto.upgradeConfigs.enumerated() where !upgrade.hasEnabled || upgrade.enabled.value {
-            notActedOn.append(.init(path: "upgrade_configs[\(index)]", reason: "HTTP/1.1 upgrades (\(upgrade.upgradeType)) are not tunnelled yet: the upgrade headers are dropped as hop-by-hop and the request is forwarded as a plain one"))
+        for (index, upgrade) in proto.upgradeConfigs.enumerated()
+        where (!upgrade.hasEnabled || upgrade.enabled.value) && upgrade.upgradeType.lowercased() != "websocket" {
+            notActedOn.append(.init(path: "upgrade_configs[\(index)]", reason: "only HTTP/1.1 WebSocket upgrades are tunnelled: a \(upgrade.upgradeType) request is forwarded as a plain one, its upgrade headers dropped as hop-by-hop"))
         }
         if requestHeadersTimeout != nil {
             notActedOn.append(.init(path: "request_headers_timeout", reason: "only stream_idle_timeout and the connection's idle_timeout bound a slow client yet"))

@@ -41,7 +41,7 @@ public enum HTTPFilterRegistry {
             "Capstan does not handle CORS yet: preflight requests go upstream and no CORS response headers are added")),
         // istio.stats
         "stats.PluginConfig": .behaviour(.notActedOn(reason:
-            "Capstan counts Istio's standard request metrics itself whatever this says: its custom dimensions, tags and disable_host_header_fallback are not read (destination_service is the request's host)")),
+            "Capstan counts Istio's standard request metrics itself whatever this says: its custom dimensions, tags and disable_host_header_fallback are not read (destination_service is the cluster's Istio service, else the request's host)")),
         "envoy.extensions.filters.http.rbac.v3.RBAC": .refused(reason:
             "Capstan does not enforce authorization policies yet, and passing the requests this filter would deny is not an option"),
         "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication": .refused(reason:

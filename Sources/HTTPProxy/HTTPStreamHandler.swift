@@ -1,6 +1,8 @@
 import HTTPTypes
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 import Routing
 
 /// One downstream stream, Envoy's active stream with its router: routes each request by the table in
@@ -9,7 +11,7 @@ import Routing
 /// carries one request; an HTTP/1.1 connection carries them one after the other through the same handler.
 /// Local replies (no route, no cluster, no healthy upstream, connect failure, timeout) carry Envoy's
 /// status and response flag.
-final class HTTPStreamHandler: ChannelDuplexHandler {
+final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
@@ -43,6 +45,10 @@ final class HTTPStreamHandler: ChannelDuplexHandler {
     private var lastActivity = NIODeadline.now()
     private var readsHeld = false
     private var readPending = false
+    /// The upgrade this HTTP/1.1 request asks for (`websocket`), when the connection manager enables it.
+    private var upgrade: String?
+    /// The upstream accepted the upgrade (101): once its response head has ended, bytes flow as they come.
+    private var upgraded = false
 
     init(manager: HTTPConnectionManager, requestProtocol: @escaping () -> String) {
         self.manager = manager
@@ -135,6 +141,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler {
         requestEnded = false
         responseStarted = false
         responseEnded = false
+        upgrade = nil
+        upgraded = false
         forwarding = nil
         cluster = nil
         endpoint = nil
@@ -149,6 +157,10 @@ final class HTTPStreamHandler: ChannelDuplexHandler {
         if let refusal = RequestLimits(maxHeaderBytes: config.maxRequestHeadersBytes, maxHeaderCount: config.maxHeadersCount)
             .refusal(for: request.headerFields) {
             return answer(.init(code: Int(refusal.status.code)), body: refusal.body, flags: [])
+        }
+        if let asked = request.headerFields[.upgrade], requestProtocol() != "HTTP/2",
+           manager.config.upgradeTypes.contains(asked.lowercased()) {
+            upgrade = asked
         }
         let snapshot = manager.routing()
         let table: RouteTable?
@@ -196,14 +208,16 @@ final class HTTPStreamHandler: ChannelDuplexHandler {
         record?.upstreamHost = endpoint.address
         var upstreamRequest = request
         ForwardedHeaders.prepareRequest(&upstreamRequest, config: manager.config, downstream: manager.downstream,
-                                        decision: decision, forwarding: forwarding)
+                                        decision: decision, forwarding: forwarding, upgrade: upgrade)
         record?.requestID = upstreamRequest.headerFields[ForwardedHeaders.requestID]
-        let version: UpstreamVersion
+        var version: UpstreamVersion
         switch cluster.upstreamProtocol {
         case .http1: version = .http1
         case .http2: version = .http2
         case .downstream: version = requestProtocol() == "HTTP/2" ? .http2 : .http1
         }
+        // An upgrade is HTTP/1.1's, on a connection of its own.
+        if upgrade != nil { version = .http1 }
         state = .connecting(pending: [.head(upstreamRequest)])
         if let limit = forwarding.timeout {
             timeout = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(limit)) { [self] in timedOut() }
@@ -341,6 +355,18 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
         lastActivity = context.eventLoop.now
         switch part {
         case .head(var response):
+            if response.status.code == 101, let upgrade {
+                // The upstream switches protocols: the 101 goes down with its upgrade headers, and once its
+                // head has ended the two connections carry bytes.
+                upgraded = true
+                responseStarted = true
+                record?.responseCode = 101
+                ForwardedHeaders.prepareResponse(&response, config: manager.config, forwarding: forwarding)
+                response.headerFields[.connection] = "upgrade"
+                response.headerFields[.upgrade] = upgrade
+                context.writeAndFlush(wrapOutboundOut(.head(response)), promise: nil)
+                return
+            }
             // Envoy answered 100-continue itself; other 1xx are not relayed either.
             if response.status.kind == .informational { return }
             responseStarted = true
@@ -353,6 +379,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
             context.write(wrapOutboundOut(.body(body)), promise: nil)
             if !context.channel.isWritable { upstream.forwarder.holdReading() }
         case .end(let trailers):
+            if upgraded { return tunnel(context: context, upstream: upstream) }
             if let grpc = trailers?[RequestHeaderNames.grpcStatus] { record?.grpcStatus = grpc }
             // Set first: on HTTP/2, writing the end can close the stream (channelInactive) before it returns.
             responseEnded = true
@@ -368,6 +395,46 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
                 releaseEndpoint()
             }
         }
+    }
+
+    /// After a 101: both connections lose their HTTP handlers and are joined by an ``UpgradeTunnel``; what
+    /// either HTTP decoder read past the upgrade goes on as bytes. The request is recorded now (101). Done
+    /// on the next turn of the loop, outside the upstream decoder's read.
+    private func tunnel(context: ChannelHandlerContext, upstream: UpstreamStream) {
+        releaseEndpoint()
+        state = .answered
+        streamEnded()
+        context.eventLoop.assumeIsolated().execute { [self] in
+            do {
+                try join(context: context, upstream: upstream)
+            } catch {
+                upstream.channel.close(promise: nil)
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    private func join(context: ChannelHandlerContext, upstream: UpstreamStream) throws {
+        let ends = UpgradeTunnel.pair()
+        let down = context.pipeline.syncOperations
+        let up = upstream.channel.pipeline.syncOperations
+        let downDecoder = try down.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self)
+        let upDecoder = try up.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self)
+        // Both ends in place before any byte can move; then every HTTP handler out, the decoders last, so
+        // what they hold past the upgrade reaches the other side as bytes.
+        try down.addHandler(ends.downstream, position: .after(downDecoder.handler))
+        try up.addHandler(ends.upstream)
+        var leaving = [try down.context(handlerType: HTTPResponseEncoder.self), try down.context(handlerType: HTTPServerPipelineHandler.self),
+                       try down.context(handlerType: HTTP1ServerAdapter.self)]
+        if let idle = try? down.context(handlerType: IdleStateHandler.self) { leaving.append(idle) }
+        for handler in leaving { down.removeHandler(context: handler, promise: nil) }
+        var upLeaving = [try up.context(handlerType: UpstreamResponseForwarder.self), try up.context(handlerType: HTTP1ToHTTPClientCodec.self),
+                         try up.context(handlerType: HTTPRequestEncoder.self)]
+        if let validator = try? up.context(handlerType: NIOHTTPRequestHeadersValidator.self) { upLeaving.append(validator) }
+        for handler in upLeaving { up.removeHandler(context: handler, promise: nil) }
+        down.removeHandler(context: context, promise: nil)
+        up.removeHandler(context: upDecoder, promise: nil)
+        down.removeHandler(context: downDecoder, promise: nil)
     }
 
     func upstreamReadComplete() {

@@ -79,7 +79,8 @@ public final class UpstreamPools: @unchecked Sendable {
         cluster.connect(to: endpoint, version: .http1, on: eventLoop) { channel in
             let forwarder = UpstreamResponseForwarder()
             let pipeline = channel.pipeline.syncOperations
-            try pipeline.addHTTPClientHandlers()
+            // Bytes past a 101 go on to the tunnel when the decoder leaves (WebSocket).
+            try pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
             try pipeline.addHandlers(HTTP1ToHTTPClientCodec(), forwarder)
             return UpstreamStream(channel: channel, forwarder: forwarder) { [weak self, weak pool] stream in
                 guard let self, let pool, pool.idle.count < self.maxIdlePerEndpoint else {

@@ -47,7 +47,7 @@ final class UpstreamStream {
 
 /// The last handler of an upstream connection or stream: hands response parts to whoever waits for
 /// them, and holds reads while the downstream cannot take more.
-final class UpstreamResponseForwarder: ChannelDuplexHandler {
+final class UpstreamResponseForwarder: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPResponsePart
     typealias OutboundIn = HTTPRequestPart
     typealias OutboundOut = HTTPRequestPart

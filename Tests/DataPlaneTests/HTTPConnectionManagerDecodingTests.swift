@@ -102,8 +102,8 @@ import XDS
         #expect(config.maxRequestHeadersBytes == 96 * 1024 && config.maxHeadersCount == 50 && config.maxConcurrentStreams == 100)
         #expect(config.forwardClientCert == .appendForward && config.clientCertDetails.uri && !config.clientCertDetails.subject)
         #expect(config.upgradeTypes == ["websocket"] && config.normalizesPath)
-        // Upgrades are decoded, not tunnelled yet; request_timeout is decoded, not enforced yet.
-        #expect(config.fieldsNotActedOn.map(\.path) == ["upgrade_configs[0]", "request_timeout"], "\(config.fieldsNotActedOn)")
+        // WebSocket is tunnelled (CONNECT is disabled here); request_timeout is decoded, not enforced yet.
+        #expect(config.fieldsNotActedOn.map(\.path) == ["request_timeout"], "\(config.fieldsNotActedOn)")
     }
 
     @Test func inlineRoutesCompileWithTheListener() throws {

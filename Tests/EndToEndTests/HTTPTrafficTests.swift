@@ -17,6 +17,7 @@ import Testing
         {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
           "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
           "stat_prefix": "\(statPrefix)", "server_name": "istio-envoy", "use_remote_address": false,
+          "upgrade_configs": [{"upgrade_type": "websocket"}],
           "route_config": \(routes), "http_filters": \(router)}}
         """
     }
@@ -172,6 +173,15 @@ import Testing
             }
             let failed = try mesh.client(["grpc", "198.51.100.10:9090", "unary", "--fail-with", "5"])
             #expect(failed["code"] as? String == "NOT_FOUND", "\(failed)")
+        }
+    }
+
+    @Test func webSocketsAreTunnelledAfterTheUpgrade() throws {
+        try withMesh { mesh in
+            let result = try mesh.client(["ws", "ws://198.51.100.10/ws", "--messages", "20"])
+            #expect(result["upstream"] as? String == "v1", "\(result)")
+            #expect((result["echoes"] as? [Any])?.count == 20, "\(result)")
+            #expect(result["all_match"] as? Bool == true, "\(result)")
         }
     }
 

@@ -349,6 +349,8 @@ import Testing
             let requests = metrics.split(separator: "\n").filter { $0.hasPrefix("istio_requests_total{") }
             #expect(requests.contains { $0.contains(#"reporter="source""#) && $0.contains(#"destination_service="\#(Self.helloHost)""#)
                 && $0.contains(#"response_code="200""#) && $0.hasSuffix(" 2") }, "\(requests)")
+            // Asked for by its VIP, counted by the service its cluster stands for (Istio's cluster metadata).
+            #expect(requests.contains { $0.contains(#"destination_service="kiali.istio-system.svc.cluster.local""#) }, "\(requests)")
         }
     }
 

@@ -84,6 +84,16 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
   /// Clears the value of `transportSocket`. Subsequent reads from it will return its default value.
   public mutating func clearTransportSocket() {_uniqueStorage()._transportSocket = nil}
 
+  /// Istio's `istio.services[].host`: the service the cluster stands for (the `destination_service` label).
+  public var metadata: Envoy_Config_Core_V3_Metadata {
+    get {_storage._metadata ?? Envoy_Config_Core_V3_Metadata()}
+    set {_uniqueStorage()._metadata = newValue}
+  }
+  /// Returns true if `metadata` has been explicitly set.
+  public var hasMetadata: Bool {_storage._metadata != nil}
+  /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
+  public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
+
   public var loadAssignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment {
     get {_storage._loadAssignment ?? Envoy_Config_Endpoint_V3_ClusterLoadAssignment()}
     set {_uniqueStorage()._loadAssignment = newValue}
@@ -279,7 +289,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.cluster.v3"
 
 nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Cluster"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{4}circuit_breakers\0\u{4}\u{e}transport_socket\0\u{4}\u{9}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{7}transport_socket_matches\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{4}circuit_breakers\0\u{4}\u{e}transport_socket\0\u{1}metadata\0\u{4}\u{8}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{7}transport_socket_matches\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -289,6 +299,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
     var _lbPolicy: Envoy_Config_Cluster_V3_Cluster.LbPolicy = .roundRobin
     var _circuitBreakers: Envoy_Config_Cluster_V3_CircuitBreakers? = nil
     var _transportSocket: Envoy_Config_Core_V3_TransportSocket? = nil
+    var _metadata: Envoy_Config_Core_V3_Metadata? = nil
     var _loadAssignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment? = nil
     var _typedExtensionProtocolOptions: Dictionary<String,SwiftProtobuf.Google_Protobuf_Any> = [:]
     var _transportSocketMatches: [Envoy_Config_Cluster_V3_Cluster.TransportSocketMatch] = []
@@ -309,6 +320,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       _lbPolicy = source._lbPolicy
       _circuitBreakers = source._circuitBreakers
       _transportSocket = source._transportSocket
+      _metadata = source._metadata
       _loadAssignment = source._loadAssignment
       _typedExtensionProtocolOptions = source._typedExtensionProtocolOptions
       _transportSocketMatches = source._transportSocketMatches
@@ -344,6 +356,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         case 6: try { try decoder.decodeSingularEnumField(value: &_storage._lbPolicy) }()
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._circuitBreakers) }()
         case 24: try { try decoder.decodeSingularMessageField(value: &_storage._transportSocket) }()
+        case 25: try { try decoder.decodeSingularMessageField(value: &_storage._metadata) }()
         case 33: try { try decoder.decodeSingularMessageField(value: &_storage._loadAssignment) }()
         case 36: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.Google_Protobuf_Any>.self, value: &_storage._typedExtensionProtocolOptions) }()
         case 43: try { try decoder.decodeRepeatedMessageField(value: &_storage._transportSocketMatches) }()
@@ -380,6 +393,9 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       try { if let v = _storage._transportSocket {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
       } }()
+      try { if let v = _storage._metadata {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
+      } }()
       try { if let v = _storage._loadAssignment {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 33)
       } }()
@@ -405,6 +421,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         if _storage._lbPolicy != rhs_storage._lbPolicy {return false}
         if _storage._circuitBreakers != rhs_storage._circuitBreakers {return false}
         if _storage._transportSocket != rhs_storage._transportSocket {return false}
+        if _storage._metadata != rhs_storage._metadata {return false}
         if _storage._loadAssignment != rhs_storage._loadAssignment {return false}
         if _storage._typedExtensionProtocolOptions != rhs_storage._typedExtensionProtocolOptions {return false}
         if _storage._transportSocketMatches != rhs_storage._transportSocketMatches {return false}
