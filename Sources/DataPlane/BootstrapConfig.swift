@@ -246,6 +246,9 @@ public struct BootstrapConfig: Sendable {
         /// Istio's `istio.services[0].host` from the cluster's metadata: the service its requests go to,
         /// as Istio's metrics name it (`destination_service`).
         public var serviceHost: String?
+        /// Whether `istio.alpn` may replace the ALPN of this cluster's TLS (istiod's `istio.alpn_override`
+        /// metadata says `"false"` for TLS it does not own, such as a DestinationRule's SIMPLE TLS).
+        public var allowsALPNOverride = true
 
         /// The transport socket for a connection to `endpoint`: that of the first of
         /// `transport_socket_matches` whose every `match` field the endpoint's metadata has with the same

@@ -36,9 +36,10 @@ extension ClusterRuntime: UpstreamCluster {
         released(endpoint.token)
     }
 
-    func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, on loop: any EventLoop,
+    func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, alpn: [String]?, on loop: any EventLoop,
                              configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection> {
         guard let connector else { return loop.makeFailedFuture(ChannelError.connectPending) }
-        return connector.connect(self, to: endpoint, on: loop, configure: configure)
+        // istiod marks the clusters whose ALPN must stay as configured (TLS it does not own): istio.alpn_override "false".
+        return connector.connect(self, to: endpoint, alpn: config.allowsALPNOverride ? alpn : nil, on: loop, configure: configure)
     }
 }

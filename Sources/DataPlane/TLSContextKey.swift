@@ -27,6 +27,13 @@ struct TLSContextKey: Hashable, Sendable {
     let cipherSuites: String?
     let curves: [NIOTLSCurve]?
 
+    /// The same settings offering `applicationProtocols` by ALPN instead (Istio's `istio.alpn`).
+    func offering(_ applicationProtocols: [String]) -> TLSContextKey {
+        TLSContextKey(role: role, certificate: certificate, trust: trust, subjectAltNames: subjectAltNames,
+                      applicationProtocols: applicationProtocols, minimumVersion: minimumVersion, maximumVersion: maximumVersion,
+                      cipherSuites: cipherSuites, curves: curves)
+    }
+
     init(role: Role, certificate: TransportSocketConfig.Source<TLSCredentials>?, trust: TransportSocketConfig.Source<TrustBundle>?,
          subjectAltNames: [SubjectAltNameMatcher], applicationProtocols: [String], minimumVersion: TLSVersion,
          maximumVersion: TLSVersion?, cipherSuites: String?, curves: [NIOTLSCurve]?) {

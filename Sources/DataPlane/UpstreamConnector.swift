@@ -24,13 +24,13 @@ final class UpstreamConnector: Sendable {
 
     /// A connection to `endpoint`, connected and, with TLS, accepted, with `configure`'s handlers on it
     /// before the bytes the handshake held go on.
-    func connect<Connection>(_ cluster: ClusterRuntime, to endpoint: UpstreamEndpoint, on loop: any EventLoop,
+    func connect<Connection>(_ cluster: ClusterRuntime, to endpoint: UpstreamEndpoint, alpn: [String]? = nil, on loop: any EventLoop,
                              configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection> {
         let stats = cluster.stats
         let timeout = connectTimeout(of: cluster.config)
         let upstreamTLS: UpstreamTLS?
         let socket = (endpoint.transport as? EndpointTransport)?.socket
-        switch UpstreamTLS.make(for: cluster, socket: socket, contexts: contexts, secrets: secrets, on: loop, timeout: timeout) {
+        switch UpstreamTLS.make(for: cluster, socket: socket, alpn: alpn, contexts: contexts, secrets: secrets, on: loop, timeout: timeout) {
         case .success(let made): upstreamTLS = made
         case .failure(let unavailable):
             stats.tls.connectionErrors.increment()
@@ -105,10 +105,12 @@ struct UpstreamTLS {
 
     /// nil for a plaintext endpoint (`socket`, the cluster's or its transport socket match's); a failure
     /// when the TLS context cannot be had now.
-    static func make(for cluster: ClusterRuntime, socket: TransportSocketConfig?, contexts: TLSContextCache, secrets: SecretStore,
-                     on loop: any EventLoop, timeout: TimeAmount) -> Result<UpstreamTLS?, TLSContextCache.Unavailable> {
+    /// `alpn`: offered in place of the transport socket's ALPN (Istio's per-HTTP-version override).
+    static func make(for cluster: ClusterRuntime, socket: TransportSocketConfig?, alpn: [String]? = nil, contexts: TLSContextCache,
+                     secrets: SecretStore, on loop: any EventLoop, timeout: TimeAmount) -> Result<UpstreamTLS?, TLSContextCache.Unavailable> {
         guard let tls = socket else { return .success(nil) }
-        return contexts.context(for: tls.contextKey, secrets: secrets).map { built in
+        let key = alpn.map { tls.contextKey.offering($0) } ?? tls.contextKey
+        return contexts.context(for: key, secrets: secrets).map { built in
             let accepted = loop.makePromise(of: String?.self)
             // The handshake counts toward the connect timeout, as in Envoy.
             let handshake = TLSHandshakeHandler(subjectAltNames: built.subjectAltNames, verifiesPeer: built.verifiesPeer,

@@ -43,6 +43,7 @@ enum XDSResourceDecoder {
             Envoy_Extensions_Upstreams_Http_V3_HttpProtocolOptions.self,
             Envoy_Config_Route_V3_RouteConfiguration.self,
             Udpa_Type_V1_TypedStruct.self, Xds_Type_V3_TypedStruct.self,
+            Istio_Envoy_Config_Filter_Http_Alpn_V2alpha1_FilterConfig.self,
         ]
         for type in types { Google_Protobuf_Any.register(messageType: type) }
     }()
@@ -380,11 +381,15 @@ enum XDSResourceDecoder {
             loadBalancing: loadBalancing, transportSocket: socket, fieldsNotActedOn: notActedOn, transportSocketMatches: matches)
         try protocolOptions(proto.typedExtensionProtocolOptions, path: path, into: &cluster)
         cluster.serviceHost = istioServiceHost(proto.metadata, notActedOn: &cluster.fieldsNotActedOn)
+        if case .stringValue(let override)? = proto.metadata.filterMetadata["istio"]?.fields["alpn_override"]?.kind, override == "false" {
+            cluster.allowsALPNOverride = false
+        }
         return DiscoveredCluster(cluster: cluster, endpointService: service)
     }
 
     /// The host of the first service in Istio's cluster metadata (`istio.services[0].host`), what Istio's
-    /// stats filter reports as `destination_service`. Other metadata is read by no one here: listed.
+    /// stats filter reports as `destination_service` (`istio.alpn_override` is read beside it). Other
+    /// metadata is read by no one here: listed.
     private static func istioServiceHost(_ metadata: Envoy_Config_Core_V3_Metadata, notActedOn: inout [FieldNotActedOn]) -> String? {
         for key in metadata.filterMetadata.keys.sorted() where key != "istio" {
             notActedOn.append(.init(path: "metadata.filter_metadata[\"\(key)\"]", reason: "cluster metadata is read only for Istio's service host"))

@@ -81,6 +81,17 @@ public struct HTTPConnectionManagerConfig: Sendable, Equatable {
     /// The serialized `HttpConnectionManager` this was decoded from: what equality compares.
     public var source: [UInt8]
 
+    /// The ALPN upstream TLS offers for `version`, when `istio.alpn` overrides the cluster's.
+    public func upstreamALPN(for version: UpstreamVersion) -> [String]? {
+        for filter in filters {
+            if case .upstreamALPN(let http1, let http2) = filter.behaviour {
+                let protocols = version == .http2 ? http2 : http1
+                return protocols.isEmpty ? nil : protocols
+            }
+        }
+        return nil
+    }
+
     /// The route configuration named by RDS, if the routes come from there.
     public var discoveredRouteName: String? {
         if case .discovered(let name) = routes { return name }
@@ -96,6 +107,9 @@ public struct HTTPFilterConfig: Sendable {
     public enum Behaviour: Sendable {
         /// `envoy.filters.http.router`: the last filter, which sends the request upstream.
         case router
+        /// `istio.alpn`: the ALPN upstream TLS offers for each HTTP version, in place of the cluster's
+        /// (`istio-http/1.1`, `istio-h2`), so the peer's sidecar picks its HTTP chain.
+        case upstreamALPN(http1: [String], http2: [String])
         /// Accepted and counted, not acted on yet (fault, cors, grpc_stats, Istio's own before their
         /// issues): the reason is listed in the README and in `config.fields_not_acted_on`.
         case notActedOn(reason: String)

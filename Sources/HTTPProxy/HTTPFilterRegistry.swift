@@ -32,9 +32,6 @@ public enum HTTPFilterRegistry {
             "Capstan exchanges no Istio peer metadata in request headers (x-envoy-peer-metadata, baggage): peers are known by their mTLS identities only")),
         "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig": .behaviour(.notActedOn(reason:
             "Capstan keeps no gRPC statistics (grpc.*) yet")),
-        // istio.alpn: per-HTTP-version ALPN (istio-http/1.1, istio-h2) on upstream mTLS.
-        "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig": .behaviour(.notActedOn(reason:
-            "Capstan does not override the upstream ALPN per HTTP version: upstream TLS offers the cluster's alpn_protocols")),
         "envoy.extensions.filters.http.fault.v3.HTTPFault": .behaviour(.notActedOn(reason:
             "Capstan injects no faults yet: configured delays and aborts (here or per route) are not applied")),
         "envoy.extensions.filters.http.cors.v3.Cors": .behaviour(.notActedOn(reason:
@@ -75,6 +72,11 @@ public enum HTTPFilterRegistry {
                 notActedOn.append(.init(path: "\(field).disabled", reason: "a filter disabled here runs only on routes that enable it in typed_per_filter_config, which Capstan does not read: \"\(filter.name)\" (\(typeName)) runs on none"))
                 continue
             }
+            if typeName == alpnType {
+                decoded.append(HTTPFilterConfig(name: filter.name, typeURL: typeURL,
+                                                behaviour: try upstreamALPN(filter, path: "\(filterPath).typed_config")))
+                continue
+            }
             switch known {
             case .behaviour(let behaviour)?:
                 if case .notActedOn(let reason) = behaviour {
@@ -97,6 +99,36 @@ public enum HTTPFilterRegistry {
             throw ConfigError(path: path, message: "needs \(routerName) (\(routerType)) as the last HTTP filter: it is what sends requests upstream")
         }
         return decoded
+    }
+
+    static let alpnType = "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig"
+
+    /// `istio.alpn`'s overrides: HTTP/1.1's (HTTP/1.0's when only that is given) and HTTP/2's.
+    private static func upstreamALPN(_ filter: Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter,
+                                     path: String) throws(ConfigError) -> HTTPFilterConfig.Behaviour {
+        let config: Istio_Envoy_Config_Filter_Http_Alpn_V2alpha1_FilterConfig
+        do {
+            if filter.typedConfig.typeURL.hasSuffix(alpnType) {
+                config = try .init(serializedBytes: [UInt8](filter.typedConfig.value))
+            } else {
+                // Inside a TypedStruct: its value is the configuration's JSON.
+                let wrapped = try Udpa_Type_V1_TypedStruct(serializedBytes: [UInt8](filter.typedConfig.value))
+                config = try .init(jsonString: try wrapped.value.jsonString())
+            }
+        } catch {
+            throw ConfigError(path: path, message: "is not an \(alpnType): \(error)")
+        }
+        var http10: [String] = [], http11: [String] = [], http2: [String] = []
+        for (index, entry) in config.alpnOverride.enumerated() {
+            switch entry.upstreamProtocol {
+            case .http10: http10 = entry.alpnOverride
+            case .http11: http11 = entry.alpnOverride
+            case .http2: http2 = entry.alpnOverride
+            case .UNRECOGNIZED(let number):
+                throw ConfigError(path: "\(path).alpn_override[\(index)].upstream_protocol", message: "\(number) is not HTTP10, HTTP11 or HTTP2")
+            }
+        }
+        return .upstreamALPN(http1: http11.isEmpty ? http10 : http11, http2: http2)
     }
 
     /// The type URL that says what a filter is: its typed_config's, or the one inside a TypedStruct. A
@@ -144,6 +176,6 @@ public enum HTTPFilterRegistry {
 
     /// The filters Capstan has, for refusals.
     private static var supportedList: String {
-        "\(routerName) and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, istio.alpn, envoy.filters.http.fault, envoy.filters.http.cors, istio.stats"
+        "\(routerName), istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.fault, envoy.filters.http.cors, istio.stats"
     }
 }

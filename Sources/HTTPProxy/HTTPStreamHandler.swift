@@ -222,7 +222,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let limit = forwarding.timeout {
             timeout = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(limit)) { [self] in timedOut() }
         }
-        manager.pools.stream(to: endpoint, of: cluster, version: version).assumeIsolated().whenComplete { [self] result in
+        manager.pools.stream(to: endpoint, of: cluster, version: version, alpn: manager.config.upstreamALPN(for: version)).assumeIsolated().whenComplete { [self] result in
             guard case .connecting(let pending) = state else {
                 // Answered meanwhile (timeout) or the client left: a fresh stream is not needed.
                 if case .success(let upstream) = result { upstream.finish(reusable: true) }

@@ -70,10 +70,11 @@ public protocol UpstreamCluster: AnyObject, Sendable {
     func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable>
     /// The request sent to `endpoint` has ended.
     func requestEnded(at endpoint: UpstreamEndpoint)
-    /// A connection to `endpoint` on `loop` with the cluster's transport socket established (Istio's ALPN
-    /// for `version` when it is mutual TLS). `configure` puts the HTTP codec on it before the first byte
-    /// from the upstream reaches the end of its pipeline; its result is the future's.
-    func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, on loop: any EventLoop,
+    /// A connection to `endpoint` on `loop` with the cluster's transport socket established; with TLS,
+    /// offering `alpn` (``HTTPConnectionManagerConfig/upstreamALPN(for:)``) in place of the cluster's
+    /// ALPN when given. `configure` puts the HTTP codec on it before the first byte from the upstream
+    /// reaches the end of its pipeline; its result is the future's.
+    func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, alpn: [String]?, on loop: any EventLoop,
                              configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection>
 }
 

@@ -14,6 +14,7 @@ public final class UpstreamPools: @unchecked Sendable {
     private struct Key: Hashable {
         var cluster: ObjectIdentifier
         var endpoint: UpstreamEndpoint
+        var alpn: [String]?
     }
 
     private final class EndpointPool {
@@ -37,12 +38,13 @@ public final class UpstreamPools: @unchecked Sendable {
 
     /// A stream to `endpoint` of `cluster` speaking `version`: an idle HTTP/1.1 connection, a new one, or
     /// a new stream on the endpoint's HTTP/2 connection.
-    func stream(to endpoint: UpstreamEndpoint, of cluster: any UpstreamCluster, version: UpstreamVersion) -> EventLoopFuture<UpstreamStream> {
+    func stream(to endpoint: UpstreamEndpoint, of cluster: any UpstreamCluster, version: UpstreamVersion,
+                alpn: [String]? = nil) -> EventLoopFuture<UpstreamStream> {
         eventLoop.preconditionInEventLoop()
         let identity = ObjectIdentifier(cluster)
         if let previous = clusterNames[cluster.name], previous != identity { dropCluster(previous) }
         clusterNames[cluster.name] = identity
-        let key = Key(cluster: identity, endpoint: endpoint.pooled)
+        let key = Key(cluster: identity, endpoint: endpoint.pooled, alpn: alpn)
         let pool = endpoints[key] ?? { let made = EndpointPool(); endpoints[key] = made; return made }()
         switch version {
         case .http1:
@@ -52,7 +54,7 @@ public final class UpstreamPools: @unchecked Sendable {
                     return eventLoop.assumeIsolated().makeSucceededFuture(stream)
                 }
             }
-            return connectHTTP1(to: endpoint, of: cluster, pool: pool)
+            return connectHTTP1(to: endpoint, of: cluster, alpn: alpn, pool: pool)
         case .http2:
             let multiplexer: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>
             if let open = pool.http2 {
@@ -60,7 +62,7 @@ public final class UpstreamPools: @unchecked Sendable {
             } else if let connecting = pool.http2Connecting {
                 multiplexer = connecting
             } else {
-                multiplexer = connectHTTP2(to: endpoint, of: cluster, pool: pool)
+                multiplexer = connectHTTP2(to: endpoint, of: cluster, alpn: alpn, pool: pool)
             }
             return multiplexer.assumeIsolated().flatMap { multiplexer in
                 multiplexer.createStreamChannel { channel in
@@ -75,8 +77,8 @@ public final class UpstreamPools: @unchecked Sendable {
         }
     }
 
-    private func connectHTTP1(to endpoint: UpstreamEndpoint, of cluster: any UpstreamCluster, pool: EndpointPool) -> EventLoopFuture<UpstreamStream> {
-        cluster.connect(to: endpoint, version: .http1, on: eventLoop) { channel in
+    private func connectHTTP1(to endpoint: UpstreamEndpoint, of cluster: any UpstreamCluster, alpn: [String]?, pool: EndpointPool) -> EventLoopFuture<UpstreamStream> {
+        cluster.connect(to: endpoint, version: .http1, alpn: alpn, on: eventLoop) { channel in
             let forwarder = UpstreamResponseForwarder()
             let pipeline = channel.pipeline.syncOperations
             // Bytes past a 101 go on to the tunnel when the decoder leaves (WebSocket).
@@ -96,9 +98,9 @@ public final class UpstreamPools: @unchecked Sendable {
         }
     }
 
-    private func connectHTTP2(to endpoint: UpstreamEndpoint, of cluster: any UpstreamCluster,
+    private func connectHTTP2(to endpoint: UpstreamEndpoint, of cluster: any UpstreamCluster, alpn: [String]?,
                               pool: EndpointPool) -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
-        let connecting = cluster.connect(to: endpoint, version: .http2, on: eventLoop) { channel in
+        let connecting = cluster.connect(to: endpoint, version: .http2, alpn: alpn, on: eventLoop) { channel in
             let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                 mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
             ) { stream in

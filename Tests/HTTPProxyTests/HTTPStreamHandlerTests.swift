@@ -39,7 +39,7 @@ import XDS
 
         func requestEnded(at endpoint: UpstreamEndpoint) { activeRequests -= 1 }
 
-        func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, on loop: any EventLoop,
+        func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, alpn: [String]?, on loop: any EventLoop,
                                  configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection> {
             if refusesConnections { return loop.makeFailedFuture(ChannelError.connectTimeout(.seconds(1))) }
             let channel = EmbeddedChannel(loop: self.loop)
