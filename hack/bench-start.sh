@@ -59,5 +59,5 @@ for binary in "$work/swift-hello" "$bin/capstan"; do
   records=$(size -A "$binary" | awk '$1 == "swift5_protocol_conformances" { print $2 / 4 }')
   echo "$(basename "$binary"): $records protocol-conformance records, $(du -m "$binary" | cut -f1) MB"
 done
-stdcxx=$(ldconfig -p | awk '$1 == "libstdc++.so.6" { print $NF; exit }')
+stdcxx=$(ldconfig -p | awk '$1 == "libstdc++.so.6" && !found { print $NF; found = 1 }')
 echo "libstdc++.so.6: $(readelf -r "$stdcxx" | grep -c 'R_X86_64_\(GLOB_DAT\|JUMP_SLO\|64 \)') symbol relocations resolved at every Swift process's start"

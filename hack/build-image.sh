@@ -44,7 +44,8 @@ ln -s capstan "$root/usr/local/bin/capstan-cni"
 # The shared libraries the binary loads, at the paths the dynamic loader looks for them, and the loader;
 # and libnftables with its own, which capstan loads when it first programs nftables (dlopen) rather than
 # at start, so ldd of the binary does not list them.
-nftables=$(ldconfig -p | awk '$1 == "libnftables.so.1" { print $NF; exit }')
+# awk reads the whole list (no early exit): ldconfig writing into a closed pipe would fail the pipeline under pipefail.
+nftables=$(ldconfig -p | awk '$1 == "libnftables.so.1" && !found { print $NF; found = 1 }')
 [ -n "$nftables" ] || { echo "hack/build-image.sh: libnftables.so.1 is not installed (hack/setup.sh installs it)" >&2; exit 1; }
 { echo "$nftables"; ldd "$binary" "$nftables" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }'; } \
   | sort -u | while read -r library; do
