@@ -12,7 +12,9 @@ extension ClusterRuntime: UpstreamCluster {
         }
     }
 
-    var connectTimeout: TimeAmount { connector?.connectTimeout(of: config) ?? .seconds(10) }
+    var upstreamIdleTimeout: TimeAmount? { config.upstreamIdleTimeout.map { TimeAmount($0) } }
+
+    var maxRequestsPerConnection: Int? { config.maxRequestsPerConnection }
 
     func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
         let original = downstream.localAddress ?? (try! SocketAddress(ipAddress: "0.0.0.0", port: 0))

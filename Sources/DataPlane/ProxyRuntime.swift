@@ -53,15 +53,6 @@ struct ActiveConfiguration: Sendable {
     /// How many fields of the listeners, clusters and route tables in force Capstan accepts but does not act on.
     private(set) var fieldsNotActedOn = 0
 
-    /// The route table an HTTP connection manager routes by: its inline one, or the RDS one it names
-    /// (nil while that has not arrived, or never did: Envoy answers 404, `NR`).
-    func routeTable(for manager: HTTPConnectionManagerConfig) -> RouteTable? {
-        switch manager.routes {
-        case .inline(let table): table
-        case .discovered(let name): routes[name]
-        }
-    }
-
     /// Gathers what the listeners and clusters in force need and carry, once per change.
     private mutating func contentsChanged() {
         fieldsNotActedOn = listeners.values.reduce(0) { $0 + $1.fieldsNotActedOn.count }

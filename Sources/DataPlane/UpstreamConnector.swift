@@ -18,7 +18,7 @@ final class UpstreamConnector: Sendable {
         self.defaultConnectTimeout = defaultConnectTimeout
     }
 
-    func connectTimeout(of cluster: BootstrapConfig.Cluster) -> TimeAmount {
+    private func connectTimeout(of cluster: BootstrapConfig.Cluster) -> TimeAmount {
         cluster.connectTimeout.map { TimeAmount($0) } ?? defaultConnectTimeout
     }
 

@@ -61,7 +61,7 @@ public struct HTTPConnectionManager: Sendable {
             // Pipelined requests one at a time; on drain (ChannelShouldQuiesceEvent), closes once idle.
             HTTPServerPipelineHandler(),
             adapter,
-            HTTPStreamHandler(manager: self, requestProtocol: { adapter.requestProtocol }),
+            HTTPStreamHandler(manager: self, checksHeaderLimits: false, requestProtocol: { adapter.requestProtocol }),
         ], position: after.map { .after($0) } ?? .last)
     }
 
@@ -87,7 +87,7 @@ public struct HTTPConnectionManager: Sendable {
                 // A stream takes its connection's autoRead, which may still be off while early bytes are replayed.
                 try channel.syncOptions?.setOption(.autoRead, value: true)
                 try channel.pipeline.syncOperations.addHandlers(
-                    HTTP2FramePayloadToHTTPServerCodec(), HTTPStreamHandler(manager: manager, requestProtocol: { "HTTP/2" }))
+                    HTTP2FramePayloadToHTTPServerCodec(), HTTPStreamHandler(manager: manager, checksHeaderLimits: true, requestProtocol: { "HTTP/2" }))
             }
         }
         try pipeline.addHandler(handler, position: after.map { .after($0) } ?? .last)

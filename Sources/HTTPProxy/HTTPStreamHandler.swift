@@ -50,8 +50,13 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The upstream accepted the upgrade (101): once its response head has ended, bytes flow as they come.
     private var upgraded = false
 
-    init(manager: HTTPConnectionManager, requestProtocol: @escaping () -> String) {
+    /// Whether this handler checks the request header limits itself: HTTP/2's streams; HTTP/1's
+    /// adapter checks them before a request gets here (and closes the connection, as Envoy does).
+    private let checksHeaderLimits: Bool
+
+    init(manager: HTTPConnectionManager, checksHeaderLimits: Bool, requestProtocol: @escaping () -> String) {
         self.manager = manager
+        self.checksHeaderLimits = checksHeaderLimits
         self.requestProtocol = requestProtocol
     }
 
@@ -154,7 +159,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.record = record
         manager.observer?.streamStarted()
         let config = manager.config
-        if let refusal = RequestLimits(maxHeaderBytes: config.maxRequestHeadersBytes, maxHeaderCount: config.maxHeadersCount)
+        if checksHeaderLimits, let refusal = RequestLimits(maxHeaderBytes: config.maxRequestHeadersBytes, maxHeaderCount: config.maxHeadersCount)
             .refusal(for: request.headerFields) {
             return answer(.init(code: Int(refusal.status.code)), body: refusal.body, flags: [])
         }
@@ -163,12 +168,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             upgrade = asked
         }
         let snapshot = manager.routing()
-        let table: RouteTable?
-        switch config.routes {
-        case .inline(let inline): table = inline
-        case .discovered(let name): table = snapshot.routeTable(named: name)
-        }
-        guard let decision = table?.route(request, randomValue: UInt64.random(in: 0...UInt64.max)) else {
+        guard let decision = snapshot.routeTable(for: config)?.route(request, randomValue: UInt64.random(in: 0...UInt64.max)) else {
             return answer(.notFound, body: "", flags: .noRoute)
         }
         self.record?.routeName = decision.routeName

@@ -64,7 +64,10 @@ public enum UpstreamUnavailable: Error, Sendable {
 public protocol UpstreamCluster: AnyObject, Sendable {
     var name: String { get }
     var upstreamProtocol: UpstreamProtocol { get }
-    var connectTimeout: TimeAmount { get }
+    /// `HttpProtocolOptions`' `idle_timeout`: an idle HTTP/1.1 connection is closed after it (nil: never).
+    var upstreamIdleTimeout: TimeAmount? { get }
+    /// `max_requests_per_connection`: an HTTP/1.1 connection that carried this many is not reused.
+    var maxRequestsPerConnection: Int? { get }
     /// The endpoint for the next request from `downstream`, by the cluster's `lb_policy` (an
     /// ORIGINAL_DST cluster: the connection's original destination).
     func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable>
@@ -82,4 +85,15 @@ public protocol UpstreamCluster: AnyObject, Sendable {
 public protocol HTTPRoutingSnapshot: Sendable {
     func routeTable(named name: String) -> RouteTable?
     func cluster(named name: String) -> (any UpstreamCluster)?
+}
+
+extension HTTPRoutingSnapshot {
+    /// The route table `manager` routes by: its inline one, or the RDS one it names (nil while that has
+    /// not arrived, or never did: Envoy answers 404, `NR`).
+    public func routeTable(for manager: HTTPConnectionManagerConfig) -> RouteTable? {
+        switch manager.routes {
+        case .inline(let table): table
+        case .discovered(let name): routeTable(named: name)
+        }
+    }
 }

@@ -84,12 +84,16 @@ public final class UpstreamPools: @unchecked Sendable {
             // Bytes past a 101 go on to the tunnel when the decoder leaves (WebSocket).
             try pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
             try pipeline.addHandlers(HTTP1ToHTTPClientCodec(), forwarder)
-            return UpstreamStream(channel: channel, forwarder: forwarder) { [weak self, weak pool] stream in
+            let idleTimeout = cluster.upstreamIdleTimeout
+            return UpstreamStream(channel: channel, forwarder: forwarder, maxRequests: cluster.maxRequestsPerConnection) { [weak self, weak pool] stream in
                 guard let self, let pool, pool.idle.count < self.maxIdlePerEndpoint else {
                     stream.channel.close(promise: nil)
                     return
                 }
                 pool.idle.append(stream)
+                if let idleTimeout {
+                    stream.idleClose = self.eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { stream.channel.close(promise: nil) }
+                }
                 // An idle connection that the upstream closes leaves the pool.
                 stream.channel.closeFuture.assumeIsolated().whenComplete { [weak pool] _ in
                     pool?.idle.removeAll { $0 === stream }

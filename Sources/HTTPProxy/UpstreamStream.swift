@@ -21,23 +21,34 @@ final class UpstreamStream {
     let forwarder: UpstreamResponseForwarder
     /// Gives an HTTP/1.1 connection back to its pool once the exchange is over.
     private let release: ((UpstreamStream) -> Void)?
+    /// Requests this connection has carried, and how many it may (the cluster's max_requests_per_connection).
+    private var requests = 0
+    private let maxRequests: Int?
+    /// Closes the connection when it has been idle in its pool for the cluster's idle_timeout.
+    var idleClose: Scheduled<Void>?
 
-    init(channel: Channel, forwarder: UpstreamResponseForwarder, release: ((UpstreamStream) -> Void)?) {
+    init(channel: Channel, forwarder: UpstreamResponseForwarder, maxRequests: Int? = nil, release: ((UpstreamStream) -> Void)?) {
         self.channel = channel
         self.forwarder = forwarder
+        self.maxRequests = maxRequests
         self.release = release
     }
 
+    /// A request starts on this stream: its response parts go to `receiver`.
     func attach(_ receiver: UpstreamResponseReceiver) {
+        idleClose?.cancel()
+        idleClose = nil
+        requests += 1
         forwarder.receiver = receiver
     }
 
     /// The exchange is over. A connection that can carry another request goes back to its pool; one
-    /// that cannot (its response asked to close, or either side ended early) is closed.
+    /// that cannot (its response asked to close, either side ended early, or it carried its maximum) is
+    /// closed.
     func finish(reusable: Bool) {
         forwarder.receiver = nil
         forwarder.resumeReading()
-        if reusable, let release, channel.isActive {
+        if reusable, requests < maxRequests ?? .max, let release, channel.isActive {
             release(self)
         } else {
             channel.close(promise: nil)

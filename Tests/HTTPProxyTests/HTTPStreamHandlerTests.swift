@@ -18,7 +18,8 @@ import XDS
     final class TestCluster: UpstreamCluster, @unchecked Sendable {
         let name: String
         let upstreamProtocol = UpstreamProtocol.http1
-        let connectTimeout = TimeAmount.seconds(1)
+        var upstreamIdleTimeout: TimeAmount? = .seconds(60)
+        var maxRequestsPerConnection: Int?
         let loop: EmbeddedEventLoop
         var endpoints: [SocketAddress]
         var refusesConnections = false
@@ -156,6 +157,32 @@ import XDS
         }
         #expect(fixture.backend.connections.count == 1)
         #expect(fixture.records.ended.count == 3)
+    }
+
+    @Test func aConnectionCarriesAtMostMaxRequestsPerConnection() throws {
+        let fixture = try Fixture()
+        fixture.backend.maxRequestsPerConnection = 2
+        for round in 0..<3 {
+            try fixture.send("GET /\(round) HTTP/1.1\r\nHost: app.local\r\n\r\n")
+            #expect(try fixture.upstreamText(round / 2).hasPrefix("GET /\(round) HTTP/1.1"))
+            try fixture.answer("HTTP/1.1 204 No Content\r\n\r\n", on: round / 2)
+            #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 204"))
+        }
+        #expect(fixture.backend.connections.count == 2)
+        #expect(!fixture.backend.connections[0].isActive, "closed after its second request")
+    }
+
+    @Test func anIdlePooledConnectionClosesAfterTheClustersIdleTimeout() throws {
+        let fixture = try Fixture()
+        try fixture.send("GET / HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        _ = try fixture.upstreamText()
+        try fixture.answer("HTTP/1.1 204 No Content\r\n\r\n")
+        fixture.loop.advanceTime(by: .seconds(59))
+        #expect(fixture.backend.connections[0].isActive)
+        fixture.loop.advanceTime(by: .seconds(1))
+        #expect(!fixture.backend.connections[0].isActive)
+        try fixture.send("GET /again HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        #expect(fixture.backend.connections.count == 2, "a new connection, not the closed one")
     }
 
     @Test func noRouteIs404WithNR() throws {
