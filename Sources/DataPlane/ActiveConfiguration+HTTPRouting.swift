@@ -8,3 +8,10 @@ extension ActiveConfiguration: HTTPRoutingSnapshot {
 
     func cluster(named name: String) -> (any UpstreamCluster)? { clusters[name] }
 }
+
+/// The proxy as the HTTP connections' source of the configuration in force.
+extension ProxyRuntime: HTTPRoutingSource {
+    var routingGeneration: Int { configurationGeneration }
+
+    func routingSnapshot() -> any HTTPRoutingSnapshot { configuration }
+}

@@ -364,7 +364,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                                                   isTLS: principals != nil, peerPrincipal: principals?.peer,
                                                   localPrincipal: principals?.local.local, isInbound: inbound)
         let runtime = self.runtime
-        let manager = HTTPConnectionManager(config: config, downstream: downstream, routing: { runtime.configuration },
+        let manager = HTTPConnectionManager(config: config, downstream: downstream, routing: runtime,
                                             pools: runtime.upstreamPools(for: context.eventLoop),
                                             observer: RequestStatistics(istio: runtime.stats.istioHTTP,
                                                                         manager: runtime.stats.connectionManager(config.statPrefix)))

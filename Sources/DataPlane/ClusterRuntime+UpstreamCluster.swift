@@ -17,22 +17,24 @@ extension ClusterRuntime: UpstreamCluster {
     var maxRequestsPerConnection: Int? { config.maxRequestsPerConnection }
 
     func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
-        let original = downstream.localAddress ?? (try! SocketAddress(ipAddress: "0.0.0.0", port: 0))
-        switch endpoint(originalDestination: original) {
+        switch endpoint(originalDestination: downstream.localAddress ?? Self.unspecified) {
         case .success(let choice):
             var source: SocketAddress?
             if downstream.isInbound {
                 // Istio's inbound passthrough: the application sees the request come from 127.0.0.6 (::6).
-                source = try? SocketAddress(ipAddress: choice.address.protocol == .inet6 ? "::6" : "127.0.0.6", port: 0)
+                source = choice.address.protocol == .inet6 ? Self.inboundPassthroughV6 : Self.inboundPassthroughV4
             }
-            return .success(UpstreamEndpoint(address: choice.address, source: source, token: choice.index,
-                                             transport: choice.transportSocket.map { EndpointTransport(socket: $0) }))
+            return .success(UpstreamEndpoint(address: choice.address, source: source, token: choice.index, transport: choice.transport))
         case .failure(.overflow):
             return .failure(.overflow)
         case .failure:
             return .failure(.noHealthyUpstream)
         }
     }
+
+    private static let unspecified = try! SocketAddress(ipAddress: "0.0.0.0", port: 0)
+    private static let inboundPassthroughV4 = try! SocketAddress(ipAddress: "127.0.0.6", port: 0)
+    private static let inboundPassthroughV6 = try! SocketAddress(ipAddress: "::6", port: 0)
 
     func requestEnded(at endpoint: UpstreamEndpoint) {
         released(endpoint.token)

@@ -1,4 +1,5 @@
 import Atomics
+import HTTPProxy
 import NIOCore
 
 /// A cluster while the proxy runs: picks endpoints by its `lb_policy` and their weights, and enforces
@@ -10,7 +11,9 @@ final class ClusterRuntime: Sendable {
         var address: SocketAddress
         var index: Int?
         /// The TLS to it (the cluster's, or by `transport_socket_matches` the endpoint's); nil: plaintext.
-        var transportSocket: TransportSocketConfig?
+        var transport: EndpointTransport?
+
+        var transportSocket: TransportSocketConfig? { transport?.socket }
     }
 
     let config: BootstrapConfig.Cluster
@@ -24,10 +27,10 @@ final class ClusterRuntime: Sendable {
     private let schedule: WeightedSchedule?
     /// Each endpoint's transport socket, chosen once (``BootstrapConfig/Cluster/transportSocket(for:)``);
     /// empty when the cluster has no `transport_socket_matches` (every endpoint takes the cluster's).
-    private let endpointSockets: [TransportSocketConfig?]
+    private let endpointTransports: [EndpointTransport?]
     /// The transport socket of an original destination, which has no metadata (matches with an empty
-    /// `match` take it, as in Envoy).
-    private let originalDestinationSocket: TransportSocketConfig?
+    /// `match` take it, as in Envoy), and of every endpoint without matches.
+    private let originalDestinationTransport: EndpointTransport?
 
     init(_ config: BootstrapConfig.Cluster, stats: ClusterStats? = nil, connector: UpstreamConnector? = nil) {
         self.config = config
@@ -44,18 +47,18 @@ final class ClusterRuntime: Sendable {
             schedule = nil
         }
         if case .endpoints(let endpoints) = config.discovery, !config.transportSocketMatches.isEmpty {
-            endpointSockets = endpoints.map(config.transportSocket(for:))
+            endpointTransports = endpoints.map { config.transportSocket(for: $0).map(EndpointTransport.init) }
         } else {
-            endpointSockets = []
+            endpointTransports = []
         }
-        originalDestinationSocket = config.transportSocket(matching: [:])
+        originalDestinationTransport = config.transportSocket(matching: [:]).map(EndpointTransport.init)
     }
 
     /// The transport socket for the endpoint at `index` (of `.endpoints`); for an original destination
     /// (no index), the one for an endpoint without metadata.
-    private func transportSocket(ofEndpoint index: Int?) -> TransportSocketConfig? {
-        guard let index, endpointSockets.indices.contains(index) else { return originalDestinationSocket }
-        return endpointSockets[index]
+    private func transport(ofEndpoint index: Int?) -> EndpointTransport? {
+        guard let index, endpointTransports.indices.contains(index) else { return originalDestinationTransport }
+        return endpointTransports[index]
     }
 
     var name: String { config.name }
@@ -69,7 +72,7 @@ final class ClusterRuntime: Sendable {
         }
         switch config.discovery {
         case .originalDestination:
-            return .success(Choice(address: originalDestination, index: nil, transportSocket: transportSocket(ofEndpoint: nil)))
+            return .success(Choice(address: originalDestination, index: nil, transport: transport(ofEndpoint: nil)))
         case .endpoints(let endpoints):
             guard !endpoints.isEmpty else {
                 stats.noHealthyUpstream.increment()
@@ -79,20 +82,22 @@ final class ClusterRuntime: Sendable {
             case .roundRobin:
                 let ticket = UInt(bitPattern: next.loadThenWrappingIncrement(ordering: .relaxed))
                 let index = schedule?.endpoint(for: ticket) ?? Int(ticket % UInt(endpoints.count))
-                return .success(Choice(address: endpoints[index].address, index: nil, transportSocket: transportSocket(ofEndpoint: index)))
+                return .success(Choice(address: endpoints[index].address, index: nil, transport: transport(ofEndpoint: index)))
             case .random:
-                let index = Int.random(in: endpoints.indices)
-                return .success(Choice(address: endpoints[index].address, index: nil, transportSocket: transportSocket(ofEndpoint: index)))
+                var random = RequestRandomness()
+                let index = Int.random(in: endpoints.indices, using: &random)
+                return .success(Choice(address: endpoints[index].address, index: nil, transport: transport(ofEndpoint: index)))
             case .leastRequest:
                 // Envoy's two random choices: the one with fewer open connections for its weight, (open + 1)
                 // / weight, compared without dividing.
-                let first = Int.random(in: endpoints.indices)
-                let second = endpoints.count > 1 ? (first + Int.random(in: 1..<endpoints.count)) % endpoints.count : first
+                var random = RequestRandomness()
+                let first = Int.random(in: endpoints.indices, using: &random)
+                let second = endpoints.count > 1 ? (first + Int.random(in: 1..<endpoints.count, using: &random)) % endpoints.count : first
                 let firstLoad = (openByEndpoint[first].load(ordering: .relaxed) + 1) * endpoints[second].weight
                 let secondLoad = (openByEndpoint[second].load(ordering: .relaxed) + 1) * endpoints[first].weight
                 let index = secondLoad < firstLoad ? second : first
                 openByEndpoint[index].wrappingIncrement(ordering: .relaxed)
-                return .success(Choice(address: endpoints[index].address, index: index, transportSocket: transportSocket(ofEndpoint: index)))
+                return .success(Choice(address: endpoints[index].address, index: index, transport: transport(ofEndpoint: index)))
             }
         }
     }

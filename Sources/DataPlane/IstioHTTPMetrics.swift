@@ -70,14 +70,21 @@ final class IstioHTTPMetrics: Sendable {
         let responseBytes = Histogram(bounds: IstioHTTPMetrics.sizeBuckets)
 
         init(labels: Labels) { self.labels = labels }
+
+        func observe(_ record: HTTPStreamRecord) {
+            requests.increment()
+            duration.observe(record.durationMilliseconds)
+            requestBytes.observe(Double(record.requestBodyBytes))
+            responseBytes.observe(Double(record.responseBodyBytes))
+        }
     }
 
     private let series = NIOLockedValueBox<[Labels: Series]>([:])
 
     init() {}
 
-    /// Counts one finished request.
-    func record(_ record: HTTPStreamRecord, on connection: DownstreamConnectionInfo) {
+    /// The series of one finished request's labels.
+    func series(for record: HTTPStreamRecord, to cluster: ClusterRuntime?, on connection: DownstreamConnectionInfo) -> Series {
         let reporter: IstioTCPMetrics.Reporter = connection.isInbound ? .destination : .source
         let mutual = connection.isTLS && connection.peerPrincipal != nil
         // Outbound, the peer's principal is the upstream's (not known here without metadata exchange).
@@ -86,20 +93,16 @@ final class IstioHTTPMetrics: Sendable {
             sourcePrincipal: (connection.isInbound ? connection.peerPrincipal : nil) ?? IstioTCPMetrics.unknown,
             destinationPrincipal: (connection.isInbound ? connection.localPrincipal : nil) ?? IstioTCPMetrics.unknown,
             // Istio's: the cluster's service, else the request's host.
-            destinationService: (record.upstream as? ClusterRuntime)?.config.serviceHost ?? Self.host(record.authority) ?? IstioTCPMetrics.unknown,
+            destinationService: cluster?.config.serviceHost ?? Self.host(record.authority) ?? IstioTCPMetrics.unknown,
             requestProtocol: record.grpcStatus != nil ? "grpc" : "http",
             responseCode: record.responseCode, grpcStatus: record.grpcStatus ?? "", responseFlags: record.flags.description,
             mutualTLS: mutual)
-        let found = series.withLockedValue { series in
+        return series.withLockedValue { series in
             if let existing = series[labels] { return existing }
             let made = Series(labels: labels)
             series[labels] = made
             return made
         }
-        found.requests.increment()
-        found.duration.observe(record.durationMilliseconds)
-        found.requestBytes.observe(Double(record.requestBodyBytes))
-        found.responseBytes.observe(Double(record.responseBodyBytes))
     }
 
     /// The authority without its port.
@@ -136,10 +139,35 @@ final class IstioHTTPMetrics: Sendable {
 }
 
 /// What the proxy does with each request of one connection: Istio's request metrics, and Envoy's
-/// counters of its connection manager and of the cluster it went to (found once, not per request).
-struct RequestStatistics: HTTPStreamObserver {
+/// counters of its connection manager and of the cluster it went to. What a request's labels depend on
+/// beyond the connection (cluster, status, flags, gRPC status, host) keys a cache of the series this
+/// connection used, so a request on a kept-alive connection finds its series without building labels or
+/// taking the metrics' lock.
+final class RequestStatistics: HTTPStreamObserver, @unchecked Sendable {
+    // @unchecked: called on the connection's event loop only (its streams' handlers).
+    private struct SeriesKey: Hashable {
+        var cluster: ObjectIdentifier?
+        /// The request's host, when the cluster names no service (the label falls back to it).
+        var host: String?
+        var responseCode: Int
+        var flags: ResponseFlags
+        var grpcStatus: String?
+    }
+
+    private struct ClusterEntry {
+        var runtime: ClusterRuntime?
+        var namesService: Bool
+    }
+
     let istio: IstioHTTPMetrics
     let manager: ConnectionManagerStats
+    private var series: [SeriesKey: IstioHTTPMetrics.Series] = [:]
+    private var clusters: [ObjectIdentifier: ClusterEntry] = [:]
+
+    init(istio: IstioHTTPMetrics, manager: ConnectionManagerStats) {
+        self.istio = istio
+        self.manager = manager
+    }
 
     func streamStarted() {
         manager.requestsTotal.increment()
@@ -152,7 +180,29 @@ struct RequestStatistics: HTTPStreamObserver {
         if (100..<600).contains(status) { manager.responsesByClass[status / 100 - 1].increment() }
         if record.flags.contains(.streamIdleTimeout) { manager.idleTimeouts.increment() }
         if record.flags.contains(.noRoute) { manager.noRoute.increment() }
-        istio.record(record, on: connection)
-        (record.upstream as? ClusterRuntime)?.stats.countRequest(status: status, flags: record.flags)
+        let cluster = record.upstream.map(cluster(of:))
+        let key = SeriesKey(cluster: record.upstream.map { ObjectIdentifier($0) },
+                            host: cluster?.namesService == true ? nil : record.authority,
+                            responseCode: status, flags: record.flags, grpcStatus: record.grpcStatus)
+        let found: IstioHTTPMetrics.Series
+        if let cached = series[key] {
+            found = cached
+        } else {
+            found = istio.series(for: record, to: cluster?.runtime, on: connection)
+            // Bounded: a connection that sees many hosts or statuses stops caching rather than grow.
+            if series.count < 64 { series[key] = found }
+        }
+        found.observe(record)
+        cluster?.runtime?.stats.countRequest(status: status, flags: record.flags)
+    }
+
+    /// The proxy's runtime of `upstream`, found once per cluster per connection.
+    private func cluster(of upstream: any UpstreamCluster) -> ClusterEntry {
+        let identity = ObjectIdentifier(upstream)
+        if let known = clusters[identity] { return known }
+        let runtime = upstream as? ClusterRuntime
+        let entry = ClusterEntry(runtime: runtime, namesService: runtime?.config.serviceHost != nil)
+        clusters[identity] = entry
+        return entry
     }
 }

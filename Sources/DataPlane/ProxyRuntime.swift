@@ -1,3 +1,4 @@
+import Atomics
 import HTTPProxy
 import NIOConcurrencyHelpers
 import NIOCore
@@ -155,6 +156,9 @@ final class ProxyRuntime: Sendable {
     /// Versions of the resources in force, as the control plane named them (empty when static).
     let versions = NIOLockedValueBox(ResourceVersions())
     private let active = NIOLockedValueBox(ActiveConfiguration())
+    /// Moves whenever the configuration in force changes (under the lock), so that connections keep the
+    /// one they read until then.
+    private let generation = ManagedAtomic(0)
     /// Connects the HTTP router's upstreams, with the clusters' TLS.
     let connector: UpstreamConnector
     /// The HTTP upstream pools of each event loop, by the loop's identity (made once: never changes).
@@ -172,6 +176,9 @@ final class ProxyRuntime: Sendable {
     }
 
     var configuration: ActiveConfiguration { active.withLockedValue { $0 } }
+
+    /// How many times the configuration in force has changed.
+    var configurationGeneration: Int { generation.load(ordering: .acquiring) }
 
     /// The HTTP upstream pools of `loop`, one of the proxy's own.
     func upstreamPools(for loop: any EventLoop) -> UpstreamPools {
@@ -198,6 +205,7 @@ final class ProxyRuntime: Sendable {
                 if !cluster.allTransportSockets.isEmpty { stats.cluster(cluster.name).tls.markConfigured() }
             }
             active.clusters = next
+            generation.wrappingIncrement(ordering: .releasing)
             contexts.retain(active.contextKeys)
             countFieldsNotActedOn(in: active)
         }
@@ -223,6 +231,7 @@ final class ProxyRuntime: Sendable {
                 }
             }
             active.listeners = next
+            generation.wrappingIncrement(ordering: .releasing)
             contexts.retain(active.contextKeys)
             countFieldsNotActedOn(in: active)
         }
@@ -234,6 +243,7 @@ final class ProxyRuntime: Sendable {
     func replaceRoutes(_ routes: [String: RouteTable]) {
         active.withLockedValue { active in
             active.routes = routes
+            generation.wrappingIncrement(ordering: .releasing)
             countFieldsNotActedOn(in: active)
         }
     }

@@ -123,11 +123,10 @@ struct UpstreamTLS {
     }
 }
 
-/// An endpoint's transport socket as the HTTP pools see it: equal when its TLS context is.
-struct EndpointTransport: Hashable, Sendable {
-    let socket: TransportSocketConfig?
+/// An endpoint's transport socket, made once per endpoint when its cluster is put in force: the HTTP
+/// pools tell transports apart by identity, so finding a pooled connection hashes no TLS settings.
+final class EndpointTransport: Sendable {
+    let socket: TransportSocketConfig
 
-    static func == (lhs: Self, rhs: Self) -> Bool { lhs.socket?.contextKey == rhs.socket?.contextKey }
-
-    func hash(into hasher: inout Hasher) { hasher.combine(socket?.contextKey) }
+    init(_ socket: TransportSocketConfig) { self.socket = socket }
 }

@@ -7,22 +7,29 @@ import Routing
 /// `x-forwarded-proto`/`-for`, `x-forwarded-client-cert`, `x-envoy-attempt-count`, internal headers from
 /// outside dropped, the route's rewrites and header changes, and `server`.
 enum ForwardedHeaders {
-    /// Connection-specific headers, never forwarded (RFC 9110 §7.6.1), plus those the connection header names.
-    static func removeHopByHop(from fields: inout HTTPFields) {
-        if let named = fields[.connection] {
-            for name in named.split(separator: ",") {
+    /// Connection-specific headers, never forwarded (RFC 9110 §7.6.1), plus those the connection header
+    /// names; with `internalHeaders`, also Envoy's `x-envoy-*` (from outside the mesh). One pass.
+    static func removeHopByHop(from fields: inout HTTPFields, internalHeaders: Bool = false) {
+        var named: [HTTPField.Name] = []
+        if let connection = fields[.connection] {
+            for name in connection.split(separator: ",") {
                 let trimmed = String(name.filter { $0 != " " && $0 != "\t" })
-                if let field = HTTPField.Name(trimmed), field != .te { fields[field] = nil }
+                if let field = HTTPField.Name(trimmed), field != .te { named.append(field) }
             }
         }
-        for name in hopByHop { fields[name] = nil }
-        if let te = fields[.te], te.lowercased() != "trailers" { fields[.te] = nil }
+        fields.removeAll { field in
+            let name = field.name
+            if hopByHop.contains(name) || (!named.isEmpty && named.contains(name)) { return true }
+            if name == .te { return field.value.lowercased() != "trailers" }
+            return internalHeaders && name.canonicalName.utf8.starts(with: envoyPrefix)
+        }
     }
 
     private static let hopByHop: [HTTPField.Name] = [
         .connection, .transferEncoding, .upgrade, .proxyAuthenticate,
         HTTPField.Name("keep-alive")!, HTTPField.Name("proxy-connection")!,
     ]
+    private static let envoyPrefix = Array("x-envoy-".utf8)
 
     static let requestID = HTTPField.Name("x-request-id")!
     static let forwardedProto = HTTPField.Name("x-forwarded-proto")!
@@ -40,15 +47,12 @@ enum ForwardedHeaders {
     static func prepareRequest(_ request: inout HTTPRequest, config: HTTPConnectionManagerConfig, downstream: DownstreamConnectionInfo,
                                decision: RouteDecision, forwarding: Forwarding, upgrade: String? = nil) {
         var fields = request.headerFields
-        removeHopByHop(from: &fields)
+        // Envoy's internal headers steer retries, timeouts and routing: not from outside the mesh.
+        let external = config.useRemoteAddress && !(downstream.remoteAddress.map(isInternal) ?? true)
+        removeHopByHop(from: &fields, internalHeaders: external)
         if let upgrade {
             fields[.connection] = "upgrade"
             fields[.upgrade] = upgrade
-        }
-        let external = config.useRemoteAddress && !(downstream.remoteAddress.map(isInternal) ?? true)
-        if external {
-            // Envoy's internal headers steer retries, timeouts and routing: not from outside the mesh.
-            fields = HTTPFields(fields.filter { !$0.name.canonicalName.hasPrefix("x-envoy-") })
         }
         if config.useRemoteAddress || fields[forwardedProto] == nil {
             fields[forwardedProto] = downstream.isTLS ? "https" : "http"
@@ -121,23 +125,27 @@ enum ForwardedHeaders {
 
 /// `x-request-id` values: random (version 4) UUIDs, as Envoy's default request ID extension makes.
 enum RequestID {
-    private static let digits = Array("0123456789abcdef".utf8)
+    private static let digits: StaticString = "0123456789abcdef"
 
     static func make() -> String {
-        var generator = SystemRandomNumberGenerator()
-        var high = generator.next() as UInt64
-        var low = generator.next() as UInt64
-        high = (high & ~0xF000) | 0x4000  // version 4
-        low = (low & ~(0xC << 60)) | (0x8 << 60)  // variant 10
-        var bytes = [UInt8]()
-        bytes.reserveCapacity(36)
-        for (index, value) in [(0, high), (1, low)] {
-            for nibble in 0..<16 {
-                let position = index * 16 + nibble
-                if position == 8 || position == 12 || position == 16 || position == 20 { bytes.append(UInt8(ascii: "-")) }
-                bytes.append(digits[Int((value >> UInt64(60 - nibble * 4)) & 0xF)])
+        var random = RequestRandomness()
+        let high = (random.next() & ~0xF000) | 0x4000  // version 4
+        let low = (random.next() & ~(0xC << 60)) | (0x8 << 60)  // variant 10
+        return String(unsafeUninitializedCapacity: 36) { text in
+            digits.withUTF8Buffer { digits in
+                var at = 0
+                // 8-4-4-4-12 hexadecimal digits: dashes before digits 8, 12, 16 and 20.
+                for position in 0..<32 {
+                    if position == 8 || position == 12 || position == 16 || position == 20 {
+                        text[at] = UInt8(ascii: "-")
+                        at += 1
+                    }
+                    let value = position < 16 ? high : low
+                    text[at] = digits[Int((value >> UInt64(60 - (position % 16) * 4)) & 0xF)]
+                    at += 1
+                }
             }
+            return 36
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -45,7 +45,7 @@ final class HTTP1ServerAdapter: ChannelDuplexHandler, RemovableChannelHandler {
                 answerLocally(context: context, status: refusal.status, body: refusal.body)
                 return
             }
-            if head.version == .http1_1, head.headers["expect"].first?.lowercased() == "100-continue" {
+            if head.version == .http1_1, let expect = head.headers.first(name: "expect"), expect.lowercased() == "100-continue" {
                 // Envoy answers 100 Continue itself and does not send the expectation upstream.
                 head.headers.remove(name: "expect")
                 context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)

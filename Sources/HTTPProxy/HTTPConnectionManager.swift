@@ -10,14 +10,14 @@ import NIOHTTPTypesHTTP2
 public struct HTTPConnectionManager: Sendable {
     public var config: HTTPConnectionManagerConfig
     public var downstream: DownstreamConnectionInfo
-    /// The configuration in force, asked once per request (route tables by name, clusters by name).
-    public var routing: @Sendable () -> any HTTPRoutingSnapshot
+    /// The configuration in force (route tables by name, clusters by name), read again only when it changed.
+    public var routing: any HTTPRoutingSource
     /// The upstream pools of the connection's event loop.
     public var pools: UpstreamPools
     public var observer: (any HTTPStreamObserver)?
 
     public init(config: HTTPConnectionManagerConfig, downstream: DownstreamConnectionInfo,
-                routing: @escaping @Sendable () -> any HTTPRoutingSnapshot, pools: UpstreamPools,
+                routing: any HTTPRoutingSource, pools: UpstreamPools,
                 observer: (any HTTPStreamObserver)? = nil) {
         self.config = config
         self.downstream = downstream
@@ -34,16 +34,47 @@ public struct HTTPConnectionManager: Sendable {
     /// Call on the channel's event loop, before the connection's first bytes are read or replayed.
     public func serve(on channel: Channel, negotiatedProtocol: String?) throws {
         let pipeline = channel.pipeline.syncOperations
+        let connection = HTTPConnection(manager: self)
         switch config.codec {
-        case .http1: try configureHTTP1(pipeline)
-        case .http2: try configureHTTP2(pipeline)
+        case .http1: try connection.configureHTTP1(pipeline)
+        case .http2: try connection.configureHTTP2(pipeline)
         case .auto:
             switch negotiatedProtocol {
-            case "h2"?: try configureHTTP2(pipeline)
-            case "http/1.1"?, "http/1.0"?: try configureHTTP1(pipeline)
-            default: try pipeline.addHandler(HTTPCodecDetector(manager: self))
+            case "h2"?: try connection.configureHTTP2(pipeline)
+            case "http/1.1"?, "http/1.0"?: try connection.configureHTTP1(pipeline)
+            default: try pipeline.addHandler(HTTPCodecDetector(connection: connection))
             }
         }
+    }
+}
+
+/// One downstream connection served by a connection manager: what its streams share on the connection's
+/// event loop. It keeps the configuration in force as last read, so a request reads it again only when it
+/// changed.
+final class HTTPConnection: @unchecked Sendable {
+    // @unchecked: used on the connection's event loop only (HTTP/2's stream initializer is `@Sendable`).
+    let manager: HTTPConnectionManager
+    /// The ALPN upstream TLS offers per HTTP version (`istio.alpn`), found once.
+    let upstreamALPN: (http1: [String]?, http2: [String]?)
+    private var snapshot: (generation: Int, routing: any HTTPRoutingSnapshot)?
+
+    init(manager: HTTPConnectionManager) {
+        self.manager = manager
+        upstreamALPN = (manager.config.upstreamALPN(for: .http1), manager.config.upstreamALPN(for: .http2))
+    }
+
+    var config: HTTPConnectionManagerConfig { manager.config }
+    var downstream: DownstreamConnectionInfo { manager.downstream }
+    var pools: UpstreamPools { manager.pools }
+    var observer: (any HTTPStreamObserver)? { manager.observer }
+
+    /// The configuration in force for the request starting now.
+    func routing() -> any HTTPRoutingSnapshot {
+        let generation = manager.routing.routingGeneration
+        if let snapshot, snapshot.generation == generation { return snapshot.routing }
+        let routing = manager.routing.routingSnapshot()
+        snapshot = (generation, routing)
+        return routing
     }
 
     func configureHTTP1(_ pipeline: ChannelPipeline.SynchronousOperations, after: (any ChannelHandler)? = nil) throws {
@@ -61,7 +92,7 @@ public struct HTTPConnectionManager: Sendable {
             // Pipelined requests one at a time; on drain (ChannelShouldQuiesceEvent), closes once idle.
             HTTPServerPipelineHandler(),
             adapter,
-            HTTPStreamHandler(manager: self, checksHeaderLimits: false, requestProtocol: { adapter.requestProtocol }),
+            HTTPStreamHandler(connection: self, checksHeaderLimits: false, requestProtocol: { adapter.requestProtocol }),
         ], position: after.map { .after($0) } ?? .last)
     }
 
@@ -75,7 +106,6 @@ public struct HTTPConnectionManager: Sendable {
         connection.targetWindowSize = 1 << 20
         var stream = NIOHTTP2Handler.StreamConfiguration()
         stream.targetWindowSize = 1 << 20
-        let manager = self
         // GOAWAY on drain (ChannelShouldQuiesceEvent) and after idle_timeout without streams; the proxy's
         // drain deadline, not this handler, bounds the grace time.
         let management = NIOHTTP2ServerConnectionManagementHandler(
@@ -87,7 +117,7 @@ public struct HTTPConnectionManager: Sendable {
                 // A stream takes its connection's autoRead, which may still be off while early bytes are replayed.
                 try channel.syncOptions?.setOption(.autoRead, value: true)
                 try channel.pipeline.syncOperations.addHandlers(
-                    HTTP2FramePayloadToHTTPServerCodec(), HTTPStreamHandler(manager: manager, checksHeaderLimits: true, requestProtocol: { "HTTP/2" }))
+                    HTTP2FramePayloadToHTTPServerCodec(), HTTPStreamHandler(connection: self, checksHeaderLimits: true, requestProtocol: { "HTTP/2" }))
             }
         }
         try pipeline.addHandler(handler, position: after.map { .after($0) } ?? .last)
@@ -101,10 +131,10 @@ final class HTTPCodecDetector: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
-    private let manager: HTTPConnectionManager
+    private let connection: HTTPConnection
     private var buffered: ByteBuffer?
 
-    init(manager: HTTPConnectionManager) { self.manager = manager }
+    init(connection: HTTPConnection) { self.connection = connection }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
@@ -132,9 +162,9 @@ final class HTTPCodecDetector: ChannelInboundHandler, RemovableChannelHandler {
         do {
             let pipeline = context.pipeline.syncOperations
             if http2 {
-                try manager.configureHTTP2(pipeline, after: self)
+                try connection.configureHTTP2(pipeline, after: self)
             } else {
-                try manager.configureHTTP1(pipeline, after: self)
+                try connection.configureHTTP1(pipeline, after: self)
             }
         } catch {
             context.close(promise: nil)

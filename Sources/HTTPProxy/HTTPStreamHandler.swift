@@ -26,7 +26,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case answered
     }
 
-    private let manager: HTTPConnectionManager
+    private let connection: HTTPConnection
     /// `HTTP/2`, or the HTTP/1 adapter's version of the current request.
     private let requestProtocol: () -> String
     private var context: ChannelHandlerContext?
@@ -54,15 +54,19 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// adapter checks them before a request gets here (and closes the connection, as Envoy does).
     private let checksHeaderLimits: Bool
 
-    init(manager: HTTPConnectionManager, checksHeaderLimits: Bool, requestProtocol: @escaping () -> String) {
-        self.manager = manager
+    init(connection: HTTPConnection, checksHeaderLimits: Bool, requestProtocol: @escaping () -> String) {
+        self.connection = connection
         self.checksHeaderLimits = checksHeaderLimits
         self.requestProtocol = requestProtocol
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
+        self.context = nil
+    }
 
     // MARK: Downstream
 
@@ -71,7 +75,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         lastActivity = context.eventLoop.now
         switch part {
         case .head(let request):
-            armIdleTimer(context: context)
+            // One timer for the connection's requests one after the other (HTTP/1.1): armed when none runs.
+            if idleTimer == nil { armIdleTimer(context: context) }
             begin(request, context: context)
         case .body(let body):
             record?.requestBodyBytes += body.readableBytes
@@ -116,6 +121,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .idle:
             break
         }
+        idleTimer?.cancel()
+        idleTimer = nil
         context.fireChannelInactive()
     }
 
@@ -157,18 +164,19 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         record.path = request.path
         record.userAgent = request.headerFields[.userAgent]
         self.record = record
-        manager.observer?.streamStarted()
-        let config = manager.config
+        connection.observer?.streamStarted()
+        let config = connection.config
         if checksHeaderLimits, let refusal = RequestLimits(maxHeaderBytes: config.maxRequestHeadersBytes, maxHeaderCount: config.maxHeadersCount)
             .refusal(for: request.headerFields) {
             return answer(.init(code: Int(refusal.status.code)), body: refusal.body, flags: [])
         }
         if let asked = request.headerFields[.upgrade], requestProtocol() != "HTTP/2",
-           manager.config.upgradeTypes.contains(asked.lowercased()) {
+           config.upgradeTypes.contains(asked.lowercased()) {
             upgrade = asked
         }
-        let snapshot = manager.routing()
-        guard let decision = snapshot.routeTable(for: config)?.route(request, randomValue: UInt64.random(in: 0...UInt64.max)) else {
+        let snapshot = connection.routing()
+        var random = RequestRandomness()
+        guard let decision = snapshot.routeTable(for: config)?.route(request, randomValue: random.next()) else {
             return answer(.notFound, body: "", flags: .noRoute)
         }
         self.record?.routeName = decision.routeName
@@ -195,7 +203,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return answer(.serviceUnavailable, body: "no cluster \(forwarding.cluster)", flags: .noClusterFound)
         }
         let endpoint: UpstreamEndpoint
-        switch cluster.chooseEndpoint(for: manager.downstream) {
+        switch cluster.chooseEndpoint(for: connection.downstream) {
         case .success(let chosen): endpoint = chosen
         case .failure(.noHealthyUpstream): return answer(.serviceUnavailable, body: "no healthy upstream", flags: .noHealthyUpstream)
         case .failure(.overflow):
@@ -207,7 +215,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         record?.upstream = cluster
         record?.upstreamHost = endpoint.address
         var upstreamRequest = request
-        ForwardedHeaders.prepareRequest(&upstreamRequest, config: manager.config, downstream: manager.downstream,
+        ForwardedHeaders.prepareRequest(&upstreamRequest, config: connection.config, downstream: connection.downstream,
                                         decision: decision, forwarding: forwarding, upgrade: upgrade)
         record?.requestID = upstreamRequest.headerFields[ForwardedHeaders.requestID]
         var version: UpstreamVersion
@@ -218,11 +226,19 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         // An upgrade is HTTP/1.1's, on a connection of its own.
         if upgrade != nil { version = .http1 }
-        state = .connecting(pending: [.head(upstreamRequest)])
         if let limit = forwarding.timeout {
             timeout = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(limit)) { [self] in timedOut() }
         }
-        manager.pools.stream(to: endpoint, of: cluster, version: version, alpn: manager.config.upstreamALPN(for: version)).assumeIsolated().whenComplete { [self] result in
+        let alpn = version == .http2 ? connection.upstreamALPN.http2 : connection.upstreamALPN.http1
+        if let idle = connection.pools.idleStream(to: endpoint, of: cluster, version: version, alpn: alpn) {
+            // A kept-alive HTTP/1.1 connection: the request goes on now, without a future.
+            state = .forwarding(idle)
+            idle.attach(self)
+            idle.channel.write(HTTPRequestPart.head(upstreamRequest), promise: nil)
+            return
+        }
+        state = .connecting(pending: [.head(upstreamRequest)])
+        connection.pools.stream(to: endpoint, of: cluster, version: version, alpn: alpn).assumeIsolated().whenComplete { [self] result in
             guard case .connecting(let pending) = state else {
                 // Answered meanwhile (timeout) or the client left: a fresh stream is not needed.
                 if case .success(let upstream) = result { upstream.finish(reusable: true) }
@@ -244,12 +260,14 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func armIdleTimer(context: ChannelHandlerContext, after delay: TimeAmount? = nil) {
-        guard let limit = manager.config.streamIdleTimeout.map({ TimeAmount($0) }) else { return }
+        guard let limit = connection.config.streamIdleTimeout.map({ TimeAmount($0) }) else { return }
         idleTimer?.cancel()
         idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay ?? limit) { [self] in
+            idleTimer = nil
+            // Between requests: the next one arms it again.
+            if case .idle = state { return }
             let idle = context.eventLoop.now - lastActivity
             if idle < limit { return armIdleTimer(context: context, after: limit - idle) }
-            idleTimer = nil
             streamIdle()
         }
     }
@@ -296,7 +314,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var response = HTTPResponse(status: status, headerFields: headers)
         response.headerFields[ForwardedHeaders.contentLength] = "\(body.utf8.count)"
         if !body.isEmpty { response.headerFields[ForwardedHeaders.contentType] = "text/plain" }
-        response.headerFields[ForwardedHeaders.server] = manager.config.serverName
+        response.headerFields[ForwardedHeaders.server] = connection.config.serverName
         context.write(wrapOutboundOut(.head(response)), promise: nil)
         if !body.isEmpty {
             record?.responseBodyBytes += body.utf8.count
@@ -337,13 +355,11 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The record goes to the observer, and the handler waits for the next request.
     private func streamEnded() {
-        idleTimer?.cancel()
-        idleTimer = nil
         guard var record else { return }
         self.record = nil
         record.end = .now()
         state = .idle
-        manager.observer?.streamEnded(record, on: manager.downstream, manager: manager.config)
+        connection.observer?.streamEnded(record, on: connection.downstream, manager: connection.config)
     }
 }
 
@@ -361,7 +377,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
                 upgraded = true
                 responseStarted = true
                 record?.responseCode = 101
-                ForwardedHeaders.prepareResponse(&response, config: manager.config, forwarding: forwarding)
+                ForwardedHeaders.prepareResponse(&response, config: connection.config, forwarding: forwarding)
                 response.headerFields[.connection] = "upgrade"
                 response.headerFields[.upgrade] = upgrade
                 context.writeAndFlush(wrapOutboundOut(.head(response)), promise: nil)
@@ -372,7 +388,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
             responseStarted = true
             record?.responseCode = response.status.code
             if let grpc = response.headerFields[RequestHeaderNames.grpcStatus] { record?.grpcStatus = grpc }
-            ForwardedHeaders.prepareResponse(&response, config: manager.config, forwarding: forwarding)
+            ForwardedHeaders.prepareResponse(&response, config: connection.config, forwarding: forwarding)
             context.write(wrapOutboundOut(.head(response)), promise: nil)
         case .body(let body):
             record?.responseBodyBytes += body.readableBytes

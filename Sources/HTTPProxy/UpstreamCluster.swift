@@ -1,5 +1,4 @@
 import NIOCore
-import Routing
 
 /// The HTTP version spoken to an upstream, from the cluster's `HttpProtocolOptions`.
 public enum UpstreamProtocol: Sendable, Equatable {
@@ -23,10 +22,11 @@ public struct UpstreamEndpoint: Sendable, Hashable {
     public var source: SocketAddress?
     public var token: Int?
     /// How connections to it are secured, as the cluster chose for this endpoint (opaque here, Istio's
-    /// `tlsMode`): connections are pooled by it too, so a plaintext one never serves a TLS endpoint.
-    public var transport: (any Hashable & Sendable)?
+    /// `tlsMode`): connections are pooled by it too, so a plaintext one never serves a TLS endpoint. The
+    /// cluster gives the same object each time it chooses the same endpoint; pools compare it by identity.
+    public var transport: (any AnyObject & Sendable)?
 
-    public init(address: SocketAddress, source: SocketAddress? = nil, token: Int? = nil, transport: (any Hashable & Sendable)? = nil) {
+    public init(address: SocketAddress, source: SocketAddress? = nil, token: Int? = nil, transport: (any AnyObject & Sendable)? = nil) {
         self.address = address
         self.source = source
         self.token = token
@@ -35,14 +35,14 @@ public struct UpstreamEndpoint: Sendable, Hashable {
 
     public static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.address == rhs.address && lhs.source == rhs.source && lhs.token == rhs.token
-            && lhs.transport.map { AnyHashable($0) } == rhs.transport.map { AnyHashable($0) }
+            && lhs.transport.map(ObjectIdentifier.init) == rhs.transport.map(ObjectIdentifier.init)
     }
 
     public func hash(into hasher: inout Hasher) {
         hasher.combine(address)
         hasher.combine(source)
         hasher.combine(token)
-        hasher.combine(transport.map { AnyHashable($0) })
+        hasher.combine(transport.map(ObjectIdentifier.init))
     }
 
     /// The same endpoint as a pool knows it: without the request's token.
@@ -79,21 +79,4 @@ public protocol UpstreamCluster: AnyObject, Sendable {
     /// reaches the end of its pipeline; its result is the future's.
     func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, alpn: [String]?, on loop: any EventLoop,
                              configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection>
-}
-
-/// What the configuration in force offers the HTTP path, read once per request.
-public protocol HTTPRoutingSnapshot: Sendable {
-    func routeTable(named name: String) -> RouteTable?
-    func cluster(named name: String) -> (any UpstreamCluster)?
-}
-
-extension HTTPRoutingSnapshot {
-    /// The route table `manager` routes by: its inline one, or the RDS one it names (nil while that has
-    /// not arrived, or never did: Envoy answers 404, `NR`).
-    public func routeTable(for manager: HTTPConnectionManagerConfig) -> RouteTable? {
-        switch manager.routes {
-        case .inline(let table): table
-        case .discovered(let name): routeTable(named: name)
-        }
-    }
 }

@@ -22,6 +22,17 @@ public final class UpstreamPools: @unchecked Sendable {
         var http2: NIOHTTP2Handler.StreamMultiplexer?
         var http2Channel: Channel?
         var http2Connecting: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>?
+
+        /// The most recently used idle connection still open, ready for its next exchange.
+        func takeIdle() -> UpstreamStream? {
+            while let stream = idle.popLast() {
+                if stream.channel.isActive {
+                    stream.forwarder.prepareForNextExchange()
+                    return stream
+                }
+            }
+            return nil
+        }
     }
 
     public let eventLoop: any EventLoop
@@ -36,24 +47,34 @@ public final class UpstreamPools: @unchecked Sendable {
         self.maxIdlePerEndpoint = maxIdlePerEndpoint
     }
 
-    /// A stream to `endpoint` of `cluster` speaking `version`: an idle HTTP/1.1 connection, a new one, or
-    /// a new stream on the endpoint's HTTP/2 connection.
-    func stream(to endpoint: UpstreamEndpoint, of cluster: any UpstreamCluster, version: UpstreamVersion,
-                alpn: [String]? = nil) -> EventLoopFuture<UpstreamStream> {
+    /// The pool of `endpoint` of `cluster` for connections offering `alpn`.
+    private func pool(of endpoint: UpstreamEndpoint, in cluster: any UpstreamCluster, alpn: [String]?) -> EndpointPool {
         eventLoop.preconditionInEventLoop()
         let identity = ObjectIdentifier(cluster)
         if let previous = clusterNames[cluster.name], previous != identity { dropCluster(previous) }
         clusterNames[cluster.name] = identity
         let key = Key(cluster: identity, endpoint: endpoint.pooled, alpn: alpn)
-        let pool = endpoints[key] ?? { let made = EndpointPool(); endpoints[key] = made; return made }()
+        if let pool = endpoints[key] { return pool }
+        let made = EndpointPool()
+        endpoints[key] = made
+        return made
+    }
+
+    /// A kept-alive HTTP/1.1 connection to `endpoint`, if one is idle: the request goes on at once.
+    func idleStream(to endpoint: UpstreamEndpoint, of cluster: any UpstreamCluster, version: UpstreamVersion,
+                    alpn: [String]? = nil) -> UpstreamStream? {
+        guard version == .http1 else { return nil }
+        return pool(of: endpoint, in: cluster, alpn: alpn).takeIdle()
+    }
+
+    /// A stream to `endpoint` of `cluster` speaking `version`: an idle HTTP/1.1 connection, a new one, or
+    /// a new stream on the endpoint's HTTP/2 connection.
+    func stream(to endpoint: UpstreamEndpoint, of cluster: any UpstreamCluster, version: UpstreamVersion,
+                alpn: [String]? = nil) -> EventLoopFuture<UpstreamStream> {
+        let pool = pool(of: endpoint, in: cluster, alpn: alpn)
         switch version {
         case .http1:
-            while let stream = pool.idle.popLast() {
-                if stream.channel.isActive {
-                    stream.forwarder.prepareForNextExchange()
-                    return eventLoop.assumeIsolated().makeSucceededFuture(stream)
-                }
-            }
+            if let stream = pool.takeIdle() { return eventLoop.makeSucceededFuture(stream) }
             return connectHTTP1(to: endpoint, of: cluster, alpn: alpn, pool: pool)
         case .http2:
             let multiplexer: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>
@@ -82,23 +103,24 @@ public final class UpstreamPools: @unchecked Sendable {
             let forwarder = UpstreamResponseForwarder()
             let pipeline = channel.pipeline.syncOperations
             // Bytes past a 101 go on to the tunnel when the decoder leaves (WebSocket).
-            try pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+            // No outbound header validation: swift-http-types' fields are valid by construction.
+            try pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
             try pipeline.addHandlers(HTTP1ToHTTPClientCodec(), forwarder)
             let idleTimeout = cluster.upstreamIdleTimeout
-            return UpstreamStream(channel: channel, forwarder: forwarder, maxRequests: cluster.maxRequestsPerConnection) { [weak self, weak pool] stream in
+            let stream = UpstreamStream(channel: channel, forwarder: forwarder, maxRequests: cluster.maxRequestsPerConnection) { [weak self, weak pool] stream in
                 guard let self, let pool, pool.idle.count < self.maxIdlePerEndpoint else {
                     stream.channel.close(promise: nil)
                     return
                 }
                 pool.idle.append(stream)
-                if let idleTimeout {
-                    stream.idleClose = self.eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { stream.channel.close(promise: nil) }
-                }
-                // An idle connection that the upstream closes leaves the pool.
-                stream.channel.closeFuture.assumeIsolated().whenComplete { [weak pool] _ in
-                    pool?.idle.removeAll { $0 === stream }
-                }
+                if let idleTimeout { stream.closeWhenIdle(for: idleTimeout) }
             }
+            // An idle connection that the upstream closes leaves the pool.
+            channel.closeFuture.assumeIsolated().whenComplete { [weak pool, weak stream] _ in
+                stream?.closed()
+                pool?.idle.removeAll { $0 === stream }
+            }
+            return stream
         }
     }
 

@@ -24,8 +24,12 @@ final class UpstreamStream {
     /// Requests this connection has carried, and how many it may (the cluster's max_requests_per_connection).
     private var requests = 0
     private let maxRequests: Int?
-    /// Closes the connection when it has been idle in its pool for the cluster's idle_timeout.
-    var idleClose: Scheduled<Void>?
+    /// Closes the connection once it has been idle in its pool for the cluster's idle_timeout. One timer
+    /// serves many exchanges: when it fires early (the connection was used since), it waits again for
+    /// the rest, rather than being cancelled and scheduled anew around every request.
+    private var idleClose: Scheduled<Void>?
+    /// Since when the connection waits in its pool; nil while it carries a request.
+    private var idleSince: NIODeadline?
 
     init(channel: Channel, forwarder: UpstreamResponseForwarder, maxRequests: Int? = nil, release: ((UpstreamStream) -> Void)?) {
         self.channel = channel
@@ -36,10 +40,36 @@ final class UpstreamStream {
 
     /// A request starts on this stream: its response parts go to `receiver`.
     func attach(_ receiver: UpstreamResponseReceiver) {
-        idleClose?.cancel()
-        idleClose = nil
+        idleSince = nil
         requests += 1
         forwarder.receiver = receiver
+    }
+
+    /// The connection went back to its pool: closed if it stays unused for `timeout`.
+    func closeWhenIdle(for timeout: TimeAmount) {
+        let loop = channel.eventLoop
+        idleSince = loop.now
+        if idleClose == nil { scheduleIdleClose(in: timeout, total: timeout) }
+    }
+
+    private func scheduleIdleClose(in delay: TimeAmount, total: TimeAmount) {
+        idleClose = channel.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
+            idleClose = nil
+            // In use: the next return to the pool arms it again.
+            guard let idleSince else { return }
+            let idle = channel.eventLoop.now - idleSince
+            if idle >= total {
+                channel.close(promise: nil)
+            } else {
+                scheduleIdleClose(in: total - idle, total: total)
+            }
+        }
+    }
+
+    /// The connection closed: its idle timer goes with it.
+    func closed() {
+        idleClose?.cancel()
+        idleClose = nil
     }
 
     /// The exchange is over. A connection that can carry another request goes back to its pool; one

@@ -100,7 +100,7 @@ import XDS
                 config: try HTTPStreamHandlerTests.config(),
                 downstream: DownstreamConnectionInfo(remoteAddress: try SocketAddress(ipAddress: "192.0.2.1", port: 40000),
                                                      localAddress: try SocketAddress(ipAddress: "192.0.2.10", port: 80)),
-                routing: { snapshot }, pools: UpstreamPools(eventLoop: loop), observer: records)
+                routing: FixedRouting(snapshot), pools: UpstreamPools(eventLoop: loop), observer: records)
             try manager.serve(on: downstream, negotiatedProtocol: nil)
             try downstream.connect(to: try SocketAddress(ipAddress: "192.0.2.1", port: 40000)).wait()
         }
