@@ -6,8 +6,11 @@ import NIOHTTPTypesHTTP1
 
 /// HTTP/1.x requests as version-independent parts for the stream handler behind it, and its responses
 /// back in the request's own version. It keeps what HTTP/1 alone has: keep-alive (HTTP/1.0 closes unless
-/// asked not to; `connection: close` closes), `Expect: 100-continue` answered here as Envoy does, and
-/// `Connection: close` on every response once the proxy drains.
+/// asked not to; `connection: close` closes), pipelining (a request that arrives before the previous
+/// response ended waits here, and reading pauses until it goes on), `Expect: 100-continue` answered here as
+/// Envoy does, and `Connection: close` on every response once the proxy drains (an idle connection closes
+/// at once). Unlike NIO's `HTTPServerPipelineHandler`, it keeps reading while a response is in flight when
+/// nothing is pipelined: pausing around every request cost two `epoll_ctl` calls per request.
 final class HTTP1ServerAdapter: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -22,6 +25,11 @@ final class HTTP1ServerAdapter: ChannelDuplexHandler, RemovableChannelHandler {
     private var discardingRequest = false
     /// A request is being answered (between its head and the end of its response).
     private var inFlight = false
+    /// Parts of requests that arrived while a response was in flight, in order.
+    private var pipelined = CircularBuffer<HTTPServerRequestPart>()
+    /// A read the channel asked for while requests waited.
+    private var readPending = false
+    private var context: ChannelHandlerContext?
     /// Set when the proxy drains: the next response says `connection: close` and the connection ends.
     var draining = false
 
@@ -34,7 +42,19 @@ final class HTTP1ServerAdapter: ChannelDuplexHandler, RemovableChannelHandler {
     var requestProtocol: String { version == .http1_0 ? "HTTP/1.0" : "HTTP/1.1" }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if !pipelined.isEmpty {
+            pipelined.append(part)
+        } else if case .head = part, inFlight {
+            // The next request, before this response ended: it waits, and so does the socket.
+            pipelined.append(part)
+        } else {
+            process(part, context: context)
+        }
+    }
+
+    private func process(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(var head):
             inFlight = true
             version = head.version
@@ -66,6 +86,38 @@ final class HTTP1ServerAdapter: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    func read(context: ChannelHandlerContext) {
+        if pipelined.isEmpty { context.read() } else { readPending = true }
+    }
+
+    /// After a response ended: the pipelined request that waited goes on (up to the head of the one after
+    /// it, which waits for its own turn), on the next turn of the loop, outside the write that ended the
+    /// previous exchange; reading resumes once nothing waits.
+    private func resumePipelined(context: ChannelHandlerContext) {
+        guard !pipelined.isEmpty else { return }
+        context.eventLoop.assumeIsolated().execute { [self] in
+            guard self.context != nil else { return }
+            while let part = pipelined.first {
+                if case .head = part, inFlight { break }
+                pipelined.removeFirst()
+                process(part, context: context)
+            }
+            context.fireChannelReadComplete()
+            if pipelined.isEmpty, readPending {
+                readPending = false
+                context.read()
+            }
+        }
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        // Leaving for an upgrade: nothing was pipelined behind it; a read held back goes on.
+        if readPending { context.read() }
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(let response):
@@ -86,7 +138,10 @@ final class HTTP1ServerAdapter: ChannelDuplexHandler, RemovableChannelHandler {
             let written = promise ?? (closing ? context.eventLoop.makePromise() : nil)
             context.write(wrapOutboundOut(.end(trailers.map(HTTPHeaders.init))), promise: written)
             if closing, let written {
+                pipelined.removeAll()
                 written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            } else {
+                resumePipelined(context: context)
             }
         }
     }
@@ -94,9 +149,12 @@ final class HTTP1ServerAdapter: ChannelDuplexHandler, RemovableChannelHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
         case is ChannelShouldQuiesceEvent:
-            // Draining: the response in flight says `connection: close`; an idle connection is closed by
-            // the pipeline handler before this one.
+            // Draining: the response in flight says `connection: close`; an idle connection closes now.
             draining = true
+            if !inFlight && pipelined.isEmpty {
+                context.close(promise: nil)
+                return
+            }
         case let idle as IdleStateHandler.IdleStateEvent where idle == .all:
             if !inFlight { context.close(promise: nil) }
             return

@@ -90,7 +90,6 @@ final class HTTPConnection: @unchecked Sendable {
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)),
             HTTPResponseEncoder(),
             // Pipelined requests one at a time; on drain (ChannelShouldQuiesceEvent), closes once idle.
-            HTTPServerPipelineHandler(),
             adapter,
             HTTPStreamHandler(connection: self, checksHeaderLimits: false, requestProtocol: { adapter.requestProtocol }),
         ], position: after.map { .after($0) } ?? .last)

@@ -159,6 +159,39 @@ import XDS
         #expect(fixture.records.ended.count == 3)
     }
 
+    @Test func pipelinedRequestsWaitForTheResponseBeforeThem() throws {
+        let fixture = try Fixture()
+        // Three requests in one write: the second and third wait while the first is answered.
+        try fixture.send("GET /a HTTP/1.1\r\nHost: app.local\r\n\r\nGET /b HTTP/1.1\r\nHost: app.local\r\n\r\n"
+                         + "GET /c HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        let first = try fixture.upstreamText()
+        #expect(first.hasPrefix("GET /a HTTP/1.1"))
+        #expect(!first.contains("GET /b"), "the next request waits for this response")
+        for (index, path) in ["/a", "/b", "/c"].enumerated() {
+            if index > 0 { #expect(try fixture.upstreamText().hasPrefix("GET \(path) HTTP/1.1")) }
+            try fixture.answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n\(index)\(index)")
+            fixture.loop.run()
+            #expect(try fixture.downstreamText().hasSuffix("\r\n\r\n\(index)\(index)"), "responses in request order")
+        }
+        #expect(fixture.records.ended.map(\.path) == ["/a", "/b", "/c"])
+        #expect(fixture.backend.connections.count == 1)
+    }
+
+    @Test func theStreamIdleTimerOfAnEarlierRequestDoesNotEndALaterOne() throws {
+        let fixture = try Fixture()
+        try fixture.send("GET /1 HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        _ = try fixture.upstreamText()
+        try fixture.answer("HTTP/1.1 204 No Content\r\n\r\n")
+        fixture.loop.advanceTime(by: .milliseconds(1500))
+        // The timer armed by the first request fires 0.5 s into the second: the second is not idle yet.
+        try fixture.send("GET /2 HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        _ = try fixture.upstreamText()
+        fixture.loop.advanceTime(by: .milliseconds(1000))
+        #expect(fixture.records.ended.count == 1, "the second request is 1 s old, under the 2 s limit")
+        fixture.loop.advanceTime(by: .milliseconds(1100))
+        #expect(fixture.records.ended.last?.flags.description == "SI")
+    }
+
     @Test func aConnectionCarriesAtMostMaxRequestsPerConnection() throws {
         let fixture = try Fixture()
         fixture.backend.maxRequestsPerConnection = 2
