@@ -19,9 +19,8 @@ public final class UpstreamPools: @unchecked Sendable {
 
     private final class EndpointPool {
         var idle: [UpstreamStream] = []
-        var http2: NIOHTTP2Handler.StreamMultiplexer?
-        var http2Channel: Channel?
-        var http2Connecting: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>?
+        var http2: UpstreamHTTP2Connection?
+        var http2Connecting: EventLoopFuture<UpstreamHTTP2Connection>?
 
         /// The most recently used idle connection still open, ready for its next exchange.
         func takeIdle() -> UpstreamStream? {
@@ -36,13 +35,15 @@ public final class UpstreamPools: @unchecked Sendable {
     }
 
     public let eventLoop: any EventLoop
-    /// At most this many idle HTTP/1.1 connections are kept per endpoint.
+    /// At most this many idle HTTP/1.1 connections are kept per endpoint: Envoy's default circuit breaker
+    /// `max_connections`, so that a burst of concurrent requests (HTTP/2 streams fanned out to HTTP/1.1)
+    /// does not close and reopen connections at every request; unused ones close at the cluster's idle_timeout.
     private let maxIdlePerEndpoint: Int
     private var endpoints: [Key: EndpointPool] = [:]
     /// Clusters seen, so that pools of a cluster replaced by an update are dropped.
     private var clusterNames: [String: ObjectIdentifier] = [:]
 
-    public init(eventLoop: any EventLoop, maxIdlePerEndpoint: Int = 64) {
+    public init(eventLoop: any EventLoop, maxIdlePerEndpoint: Int = 1024) {
         self.eventLoop = eventLoop
         self.maxIdlePerEndpoint = maxIdlePerEndpoint
     }
@@ -77,24 +78,18 @@ public final class UpstreamPools: @unchecked Sendable {
             if let stream = pool.takeIdle() { return eventLoop.makeSucceededFuture(stream) }
             return connectHTTP1(to: endpoint, of: cluster, alpn: alpn, pool: pool)
         case .http2:
-            let multiplexer: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>
-            if let open = pool.http2 {
-                multiplexer = eventLoop.makeSucceededFuture(open)
-            } else if let connecting = pool.http2Connecting {
-                multiplexer = connecting
-            } else {
-                multiplexer = connectHTTP2(to: endpoint, of: cluster, alpn: alpn, pool: pool)
-            }
-            return multiplexer.assumeIsolated().flatMap { multiplexer in
-                multiplexer.createStreamChannel { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandlers(HTTP2FramePayloadToHTTPClientCodec(), UpstreamResponseForwarder())
-                    }
+            if let open = pool.http2, open.acceptsStreams { return open.openStream() }
+            let connection = pool.http2Connecting ?? connectHTTP2(to: endpoint, of: cluster, alpn: alpn, pool: pool)
+            let stream = eventLoop.makePromise(of: UpstreamStream.self)
+            connection.assumeIsolated().whenComplete { result in
+                switch result {
+                case .success(let connection):
+                    connection.openStream().assumeIsolated().whenComplete { stream.assumeIsolated().completeWith($0) }
+                case .failure(let error):
+                    stream.fail(error)
                 }
-            }.flatMapThrowing { channel in
-                let forwarder = try channel.pipeline.syncOperations.handler(type: UpstreamResponseForwarder.self)
-                return UpstreamStream(channel: channel, forwarder: forwarder, release: nil)
-            }.nonisolated()
+            }
+            return stream.futureResult
         }
     }
 
@@ -125,7 +120,7 @@ public final class UpstreamPools: @unchecked Sendable {
     }
 
     private func connectHTTP2(to endpoint: UpstreamEndpoint, of cluster: any UpstreamCluster, alpn: [String]?,
-                              pool: EndpointPool) -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
+                              pool: EndpointPool) -> EventLoopFuture<UpstreamHTTP2Connection> {
         let connecting = cluster.connect(to: endpoint, version: .http2, alpn: alpn, on: eventLoop) { channel in
             let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                 mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
@@ -133,14 +128,15 @@ public final class UpstreamPools: @unchecked Sendable {
                 // Servers do not open streams to a client (no push).
                 stream.close()
             }
-            pool.http2 = multiplexer
-            pool.http2Channel = channel
+            let connection = UpstreamHTTP2Connection(channel: channel, multiplexer: multiplexer, maxStreams: cluster.maxRequestsPerConnection,
+                                                     idleTimeout: cluster.upstreamIdleTimeout)
+            pool.http2 = connection
             pool.http2Connecting = nil
             channel.closeFuture.assumeIsolated().whenComplete { [weak pool] _ in
-                pool?.http2 = nil
-                pool?.http2Channel = nil
+                connection.closed()
+                if pool?.http2 === connection { pool?.http2 = nil }
             }
-            return multiplexer
+            return connection
         }
         connecting.assumeIsolated().whenFailure { [weak pool] _ in pool?.http2Connecting = nil }
         pool.http2Connecting = connecting
@@ -151,8 +147,8 @@ public final class UpstreamPools: @unchecked Sendable {
     private func dropCluster(_ identity: ObjectIdentifier) {
         for (key, pool) in endpoints where key.cluster == identity {
             for stream in pool.idle { stream.channel.close(promise: nil) }
-            // Its streams in flight finish; no new one starts (GOAWAY).
-            pool.http2Channel?.close(mode: .output, promise: nil)
+            // Its streams in flight finish; no new one starts.
+            pool.http2?.retire()
             endpoints.removeValue(forKey: key)
         }
     }

@@ -22,8 +22,9 @@ import Testing
         """
     }
 
+    /// `http2`: the cluster speaks HTTP/2 upstream, each connection carrying at most two streams.
     static func cluster(_ name: String, _ address: String, _ port: Int, http2: Bool = false) -> String {
-        let options = http2 ? #""typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http2_protocol_options": {}}}},"# : ""
+        let options = http2 ? #""typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http2_protocol_options": {}}, "common_http_protocol_options": {"max_requests_per_connection": 2}}},"# : ""
         return """
             {"name": "\(name)", "type": "STATIC", "connect_timeout": "1s", \(options)
              "load_assignment": {"cluster_name": "\(name)", "endpoints": [{"lb_endpoints": [
@@ -173,6 +174,9 @@ import Testing
             }
             let failed = try mesh.client(["grpc", "198.51.100.10:9090", "unary", "--fail-with", "5"])
             #expect(failed["code"] as? String == "NOT_FOUND", "\(failed)")
+            // Four calls, one after the other, on HTTP/2 connections that carry two streams each.
+            let stats = try mesh.proxy.admin("GET", "/stats").body
+            #expect(stats.split(separator: "\n").contains("cluster.grpc.upstream_cx_total: 2"), "max_requests_per_connection 2")
         }
     }
 
