@@ -417,6 +417,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
     /// either HTTP decoder read past the upgrade goes on as bytes. The request is recorded now (101). Done
     /// on the next turn of the loop, outside the upstream decoder's read.
     private func tunnel(context: ChannelHandlerContext, upstream: UpstreamStream) {
+        upstream.forwarder.receiver = nil
         releaseEndpoint()
         state = .answered
         streamEnded()

@@ -111,8 +111,9 @@ public final class UpstreamPools: @unchecked Sendable {
                 if let idleTimeout { stream.closeWhenIdle(for: idleTimeout) }
             }
             // An idle connection that the upstream closes leaves the pool.
-            channel.closeFuture.assumeIsolated().whenComplete { [weak pool, weak stream] _ in
-                stream?.closed()
+            // (The stream is held strongly until then: a weak reference would slow its reference counting.)
+            channel.closeFuture.assumeIsolated().whenComplete { [weak pool] _ in
+                stream.closed()
                 pool?.idle.removeAll { $0 === stream }
             }
             return stream

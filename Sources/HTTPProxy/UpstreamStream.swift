@@ -93,7 +93,9 @@ final class UpstreamResponseForwarder: ChannelDuplexHandler, RemovableChannelHan
     typealias OutboundIn = HTTPRequestPart
     typealias OutboundOut = HTTPRequestPart
 
-    weak var receiver: UpstreamResponseReceiver?
+    /// Strong, not weak (a weak reference moves its object's reference counting to a slow path): the
+    /// exchange's end (``UpstreamStream/finish(reusable:)``, or this connection's failure) clears it.
+    var receiver: UpstreamResponseReceiver?
     private var context: ChannelHandlerContext?
     private var readsHeld = false
     private var readPending = false
