@@ -135,11 +135,13 @@ final class IstioHTTPMetrics: Sendable {
     }
 }
 
-/// What the proxy does with each request of one connection: Istio's request metrics, and Envoy's
-/// counters of its connection manager and of the cluster it went to (found once, not per request).
+/// What the proxy does with each request of one connection: Istio's request metrics, Envoy's
+/// counters of its connection manager and of the cluster it went to (found once, not per request), and
+/// the connection manager's access logs (their writers found once per connection).
 struct RequestStatistics: HTTPStreamObserver {
     let istio: IstioHTTPMetrics
     let manager: ConnectionManagerStats
+    let accessLogs: [AccessLogSink]
 
     func streamStarted() {
         manager.requestsTotal.increment()
@@ -154,5 +156,9 @@ struct RequestStatistics: HTTPStreamObserver {
         if record.flags.contains(.noRoute) { manager.noRoute.increment() }
         istio.record(record, on: connection)
         (record.upstream as? ClusterRuntime)?.stats.countRequest(status: status, flags: record.flags)
+        if !accessLogs.isEmpty {
+            let entry = AccessLogEntry(record: record, connection: connection)
+            for log in accessLogs { log.writer.log(entry, format: log.format) }
+        }
     }
 }

@@ -44,6 +44,9 @@ enum XDSResourceDecoder {
             Envoy_Config_Route_V3_RouteConfiguration.self,
             Udpa_Type_V1_TypedStruct.self, Xds_Type_V3_TypedStruct.self,
             Istio_Envoy_Config_Filter_Http_Alpn_V2alpha1_FilterConfig.self,
+            Envoy_Extensions_AccessLoggers_File_V3_FileAccessLog.self,
+            Envoy_Extensions_AccessLoggers_Stream_V3_StdoutAccessLog.self,
+            Envoy_Extensions_AccessLoggers_Stream_V3_StderrAccessLog.self,
         ]
         for type in types { Google_Protobuf_Any.register(messageType: type) }
     }()

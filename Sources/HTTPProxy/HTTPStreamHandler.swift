@@ -78,6 +78,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             pass(part)
         case .end:
             requestEnded = true
+            record?.requestEnd = lastActivity
             pass(part)
             if case .answered = state { streamEnded() } else { finishIfDone() }
         }
@@ -156,6 +157,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         record.authority = request.authority
         record.path = request.path
         record.userAgent = request.headerFields[.userAgent]
+        if manager.config.recordsForAccessLog { record.request = request }
         self.record = record
         manager.observer?.streamStarted()
         let config = manager.config
@@ -210,6 +212,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         ForwardedHeaders.prepareRequest(&upstreamRequest, config: manager.config, downstream: manager.downstream,
                                         decision: decision, forwarding: forwarding, upgrade: upgrade)
         record?.requestID = upstreamRequest.headerFields[ForwardedHeaders.requestID]
+        if manager.config.recordsForAccessLog { record?.request?.headerFields = upstreamRequest.headerFields }
         var version: UpstreamVersion
         switch cluster.upstreamProtocol {
         case .http1: version = .http1
@@ -231,6 +234,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             switch result {
             case .success(let upstream):
                 state = .forwarding(upstream)
+                if manager.config.recordsForAccessLog { record?.upstreamLocalAddress = upstream.channel.localAddress }
                 upstream.attach(self)
                 for part in pending { upstream.channel.write(part, promise: nil) }
                 upstream.channel.flush()
@@ -297,6 +301,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         response.headerFields[ForwardedHeaders.contentLength] = "\(body.utf8.count)"
         if !body.isEmpty { response.headerFields[ForwardedHeaders.contentType] = "text/plain" }
         response.headerFields[ForwardedHeaders.server] = manager.config.serverName
+        if manager.config.recordsForAccessLog { record?.responseHeaders = response.headerFields }
         context.write(wrapOutboundOut(.head(response)), promise: nil)
         if !body.isEmpty {
             record?.responseBodyBytes += body.utf8.count
@@ -361,6 +366,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
                 upgraded = true
                 responseStarted = true
                 record?.responseCode = 101
+                record?.respondedByUpstream = true
                 ForwardedHeaders.prepareResponse(&response, config: manager.config, forwarding: forwarding)
                 response.headerFields[.connection] = "upgrade"
                 response.headerFields[.upgrade] = upgrade
@@ -371,8 +377,11 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
             if response.status.kind == .informational { return }
             responseStarted = true
             record?.responseCode = response.status.code
+            record?.respondedByUpstream = true
+            record?.upstreamResponseStart = lastActivity
             if let grpc = response.headerFields[RequestHeaderNames.grpcStatus] { record?.grpcStatus = grpc }
             ForwardedHeaders.prepareResponse(&response, config: manager.config, forwarding: forwarding)
+            if manager.config.recordsForAccessLog { record?.responseHeaders = response.headerFields }
             context.write(wrapOutboundOut(.head(response)), promise: nil)
         case .body(let body):
             record?.responseBodyBytes += body.readableBytes
@@ -381,6 +390,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
         case .end(let trailers):
             if upgraded { return tunnel(context: context, upstream: upstream) }
             if let grpc = trailers?[RequestHeaderNames.grpcStatus] { record?.grpcStatus = grpc }
+            if manager.config.recordsForAccessLog { record?.responseTrailers = trailers }
             // Set first: on HTTP/2, writing the end can close the stream (channelInactive) before it returns.
             responseEnded = true
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
