@@ -145,6 +145,14 @@ import Testing
             #expect(Array(third[15...18]) == ["id-503", "app.local", "198.51.100.10:81", "down"])
             #expect(third[19] == "-", "no upstream connection")
             #expect(third[23] == "to-down")
+
+            // What a loop still holds when the proxy stops is written before it exits.
+            let last = try curl(["-o", "/dev/null", "-w", "%{http_code}", "-H", "x-request-id: id-last", "http://127.0.0.1:8080/last"])
+            #expect(last.standardOutput == "200", "\(last)")
+            #expect(try proxy.admin("POST", "/quitquitquit").status == 200)
+            #expect(proxy.waitForExit(seconds: 10) == 0, "\(proxy.errorOutput)")
+            let all = Self.lines(of: logPath, atLeast: 4).compactMap(Self.fields(of:))
+            #expect(all.contains { $0[2] == "/last" && $0[15] == "id-last" }, "\(all)")
         }
     }
 }
