@@ -6,7 +6,7 @@ import Testing
 /// written by the proxy for requests curl makes in the pod: a 200 from the upstream, a 404 without a
 /// route (`NR`), and a 503 from an upstream that refuses the connection (`UF`), each line checked field by
 /// field. No capture: the proxy's listener binds port 8080 in the pod (curl reaches it on 127.0.0.1), and the upstream (Hypercorn)
-/// listens on the peer's 198.51.100.10:80.
+/// listens on the peer's 198.51.100.10:80. A second access log writes JSON to the proxy's standard output.
 @Suite(.serialized) struct AccessLogTests {
     /// Istio's default format, escaped for the JSON bootstrap.
     static let istioFormat = #"[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n"#
@@ -23,7 +23,12 @@ import Testing
                  "stat_prefix": "app_8080", "server_name": "istio-envoy", "codec_type": "HTTP1",
                  "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                   "path": "\(logPath)", "log_format": {"text_format": "\(istioFormat)"}}}],
+                   "path": "\(logPath)", "log_format": {"text_format": "\(istioFormat)"}}},
+                  {"name": "envoy.access_loggers.stdout", "typed_config": {
+                   "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                   "log_format": {"json_format": {"method": "%REQ(:METHOD)%", "path": "%REQ(:PATH)%", "code": "%RESPONSE_CODE%",
+                     "bytes_received": "%BYTES_RECEIVED%", "flags": "%RESPONSE_FLAGS%", "sni": "%REQUESTED_SERVER_NAME%",
+                     "line": "%REQ(:METHOD)% %RESPONSE_CODE%"}}}}],
                  "route_config": {"name": "8080", "virtual_hosts": [{"name": "app", "domains": ["app.local"], "routes": [
                    {"name": "to-down", "match": {"prefix": "/down"}, "route": {"cluster": "down", "timeout": "0s"}},
                    {"name": "to-v1", "match": {"prefix": "/"}, "route": {"cluster": "v1", "timeout": "0s"}}]}]},
@@ -145,6 +150,11 @@ import Testing
             #expect(Array(third[15...18]) == ["id-503", "app.local", "198.51.100.10:81", "down"])
             #expect(third[19] == "-", "no upstream connection")
             #expect(third[23] == "to-down")
+
+            // The same requests on the proxy's standard output, in JSON: numbers stay numbers, unknown is null.
+            let json = #"{"bytes_received":5,"code":200,"flags":"-","line":"POST 200","method":"POST","path":"/hello?x=1","sni":null}"#
+            #expect(proxy.waitUntil(seconds: 5) { proxy.errorOutput.contains(json) }, "\(proxy.errorOutput)")
+            #expect(proxy.errorOutput.contains(#"{"bytes_received":0,"code":503,"flags":"UF","line":"GET 503","method":"GET","path":"/down/there","sni":null}"#))
 
             // What a loop still holds when the proxy stops is written before it exits.
             let last = try curl(["-o", "/dev/null", "-w", "%{http_code}", "-H", "x-request-id: id-last", "http://127.0.0.1:8080/last"])
