@@ -23,6 +23,8 @@ import envoy.extensions.upstreams.http.v3.http_protocol_options_pb2  # noqa: F40
 import envoy.extensions.filters.http.router.v3.router_pb2  # noqa: F401
 import envoy.extensions.filters.listener.http_inspector.v3.http_inspector_pb2  # noqa: F401
 import envoy.extensions.filters.listener.original_dst.v3.original_dst_pb2  # noqa: F401
+import envoy.extensions.access_loggers.file.v3.file_pb2  # noqa: F401  (with substitution_format_string, extension)
+import envoy.extensions.access_loggers.stream.v3.stream_pb2  # noqa: F401
 import udpa.type.v1.typed_struct_pb2, xds.type.v3.typed_struct_pb2  # noqa: F401,E401  (xds-protos carries udpa and xds too)
 
 repository = pathlib.Path(__file__).resolve().parent.parent

@@ -367,7 +367,8 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         let manager = HTTPConnectionManager(config: config, downstream: downstream, routing: runtime,
                                             pools: runtime.upstreamPools(for: context.eventLoop),
                                             observer: RequestStatistics(istio: runtime.stats.istioHTTP,
-                                                                        manager: runtime.stats.connectionManager(config.statPrefix)))
+                                                                        manager: runtime.stats.connectionManager(config.statPrefix),
+                                                                        accessLogs: config.recordsForAccessLog ? runtime.accessLogs.sinks(for: config.accessLogs) : []))
         do {
             try manager.serve(on: channel, negotiatedProtocol: downstreamTLS?.handshake.negotiatedProtocol)
         } catch {

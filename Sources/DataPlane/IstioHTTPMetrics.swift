@@ -138,11 +138,11 @@ final class IstioHTTPMetrics: Sendable {
     }
 }
 
-/// What the proxy does with each request of one connection: Istio's request metrics, and Envoy's
-/// counters of its connection manager and of the cluster it went to. What a request's labels depend on
-/// beyond the connection (cluster, status, flags, gRPC status, host) keys a cache of the series this
-/// connection used, so a request on a kept-alive connection finds its series without building labels or
-/// taking the metrics' lock.
+/// What the proxy does with each request of one connection: Istio's request metrics, Envoy's counters
+/// of its connection manager and of the cluster it went to, and the connection manager's access logs
+/// (their writers found once per connection). What a request's labels depend on beyond the connection
+/// (cluster, status, flags, gRPC status, host) keys a cache of the series this connection used, so a
+/// request on a kept-alive connection finds its series without building labels or taking the metrics' lock.
 final class RequestStatistics: HTTPStreamObserver, @unchecked Sendable {
     // @unchecked: called on the connection's event loop only (its streams' handlers).
     private struct SeriesKey: Hashable {
@@ -161,12 +161,14 @@ final class RequestStatistics: HTTPStreamObserver, @unchecked Sendable {
 
     let istio: IstioHTTPMetrics
     let manager: ConnectionManagerStats
+    let accessLogs: [AccessLogSink]
     private var series: [SeriesKey: IstioHTTPMetrics.Series] = [:]
     private var clusters: [ObjectIdentifier: ClusterEntry] = [:]
 
-    init(istio: IstioHTTPMetrics, manager: ConnectionManagerStats) {
+    init(istio: IstioHTTPMetrics, manager: ConnectionManagerStats, accessLogs: [AccessLogSink]) {
         self.istio = istio
         self.manager = manager
+        self.accessLogs = accessLogs
     }
 
     func streamStarted() {
@@ -194,6 +196,10 @@ final class RequestStatistics: HTTPStreamObserver, @unchecked Sendable {
         }
         found.observe(record)
         cluster?.runtime?.stats.countRequest(status: status, flags: record.flags)
+        if !accessLogs.isEmpty {
+            let entry = AccessLogEntry(record: record, connection: connection)
+            for log in accessLogs { log.writer.log(entry, format: log.format) }
+        }
     }
 
     /// The proxy's runtime of `upstream`, found once per cluster per connection.

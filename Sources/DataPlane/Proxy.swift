@@ -299,6 +299,7 @@ public final class Proxy: Sendable {
     /// Blocks until ``stop()`` has closed everything, then shuts the event loops down.
     public func waitUntilStopped() throws {
         try stopped.futureResult.wait()
+        runtime.accessLogs.flush()  // what the loops still hold, before they go
         try group.syncShutdownGracefully()
     }
 

@@ -148,6 +148,8 @@ final class ProxyRuntime: Sendable {
     let options: ProxyOptions
     let stats: ProxyStats
     let connections = ConnectionRegistry()
+    /// The HTTP access log files, one writer per path, shared by all listeners.
+    let accessLogs = AccessLogFiles()
     /// Certificates and trust bundles from SDS.
     let secrets = SecretStore()
     /// The TLS contexts of the clusters and filter chains in force, one per distinct setting; those no

@@ -44,6 +44,9 @@ enum XDSResourceDecoder {
             Envoy_Config_Route_V3_RouteConfiguration.self,
             Udpa_Type_V1_TypedStruct.self, Xds_Type_V3_TypedStruct.self,
             Istio_Envoy_Config_Filter_Http_Alpn_V2alpha1_FilterConfig.self,
+            Envoy_Extensions_AccessLoggers_File_V3_FileAccessLog.self,
+            Envoy_Extensions_AccessLoggers_Stream_V3_StdoutAccessLog.self,
+            Envoy_Extensions_AccessLoggers_Stream_V3_StderrAccessLog.self,
         ]
         for type in types { Google_Protobuf_Any.register(messageType: type) }
     }()
@@ -272,7 +275,12 @@ enum XDSResourceDecoder {
             case nil:
                 throw ConfigError(path: configPath, message: "needs cluster or weighted_clusters")
             }
-            notActedOn += unknownFields(in: tcpProxy, under: configField)
+            // Inside access_log (its filter's contents), what is outside the subset goes with the entry's listing.
+            notActedOn += unknownFields(in: tcpProxy, under: configField).filter { !$0.path.hasPrefix("\(configField).#5.") }
+            for (index, log) in tcpProxy.accessLog.enumerated() {
+                notActedOn.append(.init(path: "\(configField).access_log[\(index)]",
+                                        reason: "Capstan writes no TCP access log yet (\"\(log.name)\"): only HTTP connection managers' access logs are written"))
+            }
             if !tcpProxy.statPrefix.isEmpty {
                 notActedOn.append(.init(path: "\(configField).stat_prefix",
                                         reason: "Capstan keeps no tcp.<stat_prefix>.* statistics (its cluster and listener statistics are Envoy's)"))

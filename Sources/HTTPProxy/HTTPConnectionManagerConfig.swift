@@ -76,6 +76,11 @@ public struct HTTPConnectionManagerConfig: Sendable, Equatable {
     public var upgradeTypes: [String]
     /// `normalize_path`.
     public var normalizesPath: Bool
+    /// `access_log`: the file, stdout and stderr loggers Capstan writes, in order.
+    public var accessLogs: [AccessLogConfig]
+    /// Whether requests keep what access logs print (headers, upstream local address): only when there
+    /// is an access log, so that without one a request costs nothing more.
+    public var recordsForAccessLog: Bool
     /// Fields given that Capstan accepts but does not act on.
     public var fieldsNotActedOn: [FieldNotActedOn]
     /// The serialized `HttpConnectionManager` this was decoded from: what equality compares.
@@ -145,8 +150,9 @@ extension HTTPConnectionManagerConfig {
     /// anything but ADS, and HTTP filters ``HTTPFilterRegistry`` refuses.
     public init(_ proto: Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager, path: String) throws(ConfigError) {
         var notActedOn: [FieldNotActedOn] = []
-        // Fields outside Capstan's subset, except inside what is listed whole as not acted on (tracing).
-        notActedOn += UnknownFields.paths(in: proto).filter { !$0.hasPrefix("#7.") }
+        // Fields outside Capstan's subset, except inside what is listed whole as not acted on (tracing,
+        // access log filters).
+        notActedOn += UnknownFields.paths(in: proto).filter { !$0.hasPrefix("#7.") && !$0.hasPrefix("#13.") }
             .map { FieldNotActedOn(path: $0, reason: UnknownFields.reason) }
 
         guard !proto.statPrefix.isEmpty else {
@@ -294,10 +300,8 @@ extension HTTPConnectionManagerConfig {
         if proto.hasTracing {
             notActedOn.append(.init(path: "tracing", reason: "Capstan makes no trace spans yet; trace headers pass through as they came"))
         }
-        for (index, log) in proto.accessLog.enumerated() {
-            let type = log.configType == nil ? "no typed_config" : HTTPFilterRegistry.typeName(log.typedConfig.typeURL)
-            notActedOn.append(.init(path: "access_log[\(index)]", reason: "Capstan writes no HTTP access log yet (\"\(log.name)\", \(type))"))
-        }
+        accessLogs = try AccessLogConfig.decode(proto.accessLog, path: path, notActedOn: &notActedOn)
+        recordsForAccessLog = !accessLogs.isEmpty
         if proto.hasRequestIDExtension {
             let type = HTTPFilterRegistry.typeName(proto.requestIDExtension.typedConfig.typeURL)
             let reason = type == "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig"

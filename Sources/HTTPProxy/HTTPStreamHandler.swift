@@ -83,6 +83,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             pass(part)
         case .end:
             requestEnded = true
+            record?.requestEnd = lastActivity
             pass(part)
             if case .answered = state { streamEnded() } else { finishIfDone() }
         }
@@ -163,6 +164,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         record.authority = request.authority
         record.path = request.path
         record.userAgent = request.headerFields[.userAgent]
+        if connection.config.recordsForAccessLog { record.request = request }
         self.record = record
         connection.observer?.streamStarted()
         let config = connection.config
@@ -218,6 +220,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         ForwardedHeaders.prepareRequest(&upstreamRequest, config: connection.config, downstream: connection.downstream,
                                         decision: decision, forwarding: forwarding, upgrade: upgrade)
         record?.requestID = upstreamRequest.headerFields[ForwardedHeaders.requestID]
+        if connection.config.recordsForAccessLog { record?.request?.headerFields = upstreamRequest.headerFields }
         var version: UpstreamVersion
         switch cluster.upstreamProtocol {
         case .http1: version = .http1
@@ -247,6 +250,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             switch result {
             case .success(let upstream):
                 state = .forwarding(upstream)
+                if connection.config.recordsForAccessLog { record?.upstreamLocalAddress = upstream.channel.localAddress }
                 upstream.attach(self)
                 for part in pending { upstream.channel.write(part, promise: nil) }
                 upstream.channel.flush()
@@ -315,6 +319,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         response.headerFields[ForwardedHeaders.contentLength] = "\(body.utf8.count)"
         if !body.isEmpty { response.headerFields[ForwardedHeaders.contentType] = "text/plain" }
         response.headerFields[ForwardedHeaders.server] = connection.config.serverName
+        if connection.config.recordsForAccessLog { record?.responseHeaders = response.headerFields }
         context.write(wrapOutboundOut(.head(response)), promise: nil)
         if !body.isEmpty {
             record?.responseBodyBytes += body.utf8.count
@@ -377,6 +382,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
                 upgraded = true
                 responseStarted = true
                 record?.responseCode = 101
+                record?.respondedByUpstream = true
                 ForwardedHeaders.prepareResponse(&response, config: connection.config, forwarding: forwarding)
                 response.headerFields[.connection] = "upgrade"
                 response.headerFields[.upgrade] = upgrade
@@ -387,8 +393,11 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
             if response.status.kind == .informational { return }
             responseStarted = true
             record?.responseCode = response.status.code
+            record?.respondedByUpstream = true
+            record?.upstreamResponseStart = lastActivity
             if let grpc = response.headerFields[RequestHeaderNames.grpcStatus] { record?.grpcStatus = grpc }
             ForwardedHeaders.prepareResponse(&response, config: connection.config, forwarding: forwarding)
+            if connection.config.recordsForAccessLog { record?.responseHeaders = response.headerFields }
             context.write(wrapOutboundOut(.head(response)), promise: nil)
         case .body(let body):
             record?.responseBodyBytes += body.readableBytes
@@ -397,6 +406,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
         case .end(let trailers):
             if upgraded { return tunnel(context: context, upstream: upstream) }
             if let grpc = trailers?[RequestHeaderNames.grpcStatus] { record?.grpcStatus = grpc }
+            if connection.config.recordsForAccessLog { record?.responseTrailers = trailers }
             // Set first: on HTTP/2, writing the end can close the stream (channelInactive) before it returns.
             responseEnded = true
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)

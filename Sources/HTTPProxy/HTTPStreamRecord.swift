@@ -27,6 +27,21 @@ public struct HTTPStreamRecord: Sendable {
     public var upstreamHost: SocketAddress?
     /// `grpc-status` of the response (trailers, or headers of a trailers-only response).
     public var grpcStatus: String?
+    /// The response came from the upstream (Envoy's `via_upstream`), not from the proxy.
+    public var respondedByUpstream = false
+    /// When the request's last part arrived, and the upstream response's head.
+    public var requestEnd: NIODeadline?
+    public var upstreamResponseStart: NIODeadline?
+
+    // Kept only when the connection manager has an access log (``HTTPConnectionManagerConfig/recordsForAccessLog``):
+    /// The request as it came, with the header fields as they went upstream (`x-request-id` generated,
+    /// `x-forwarded-for` appended); its path is the one that came, as Envoy's `X-ENVOY-ORIGINAL-PATH`.
+    public var request: HTTPRequest?
+    /// The response's header fields as sent downstream, and its trailers.
+    public var responseHeaders: HTTPFields?
+    public var responseTrailers: HTTPFields?
+    /// The local address of the upstream connection.
+    public var upstreamLocalAddress: SocketAddress?
 
     public init(start: NIODeadline, requestProtocol: String) {
         self.start = start
@@ -37,6 +52,29 @@ public struct HTTPStreamRecord: Sendable {
     public var durationMilliseconds: Double {
         guard let end else { return 0 }
         return Double((end - start).nanoseconds) / 1_000_000
+    }
+
+    /// Envoy's `%RESPONSE_CODE_DETAILS%`: why the response is what it is, by Envoy's names, from the flags
+    /// and where the response came from. nil when nothing was answered.
+    public var responseCodeDetails: String? {
+        if flags.contains(.noRoute) { return "route_not_found" }
+        if flags.contains(.noClusterFound) { return "cluster_not_found" }
+        if flags.contains(.noHealthyUpstream) { return "no_healthy_upstream" }
+        if flags.contains(.upstreamOverflow) { return "upstream_reset_before_response_started{overflow}" }
+        if flags.contains(.upstreamConnectionFailure) { return "upstream_reset_before_response_started{connection_failure}" }
+        if flags.contains(.upstreamRequestTimeout) { return "upstream_response_timeout" }
+        if flags.contains(.streamIdleTimeout) { return "stream_idle_timeout" }
+        if flags.contains(.upstreamConnectionTermination) {
+            return respondedByUpstream ? "upstream_reset_after_response_started{connection_termination}"
+                : "upstream_reset_before_response_started{connection_termination}"
+        }
+        if flags.contains(.downstreamConnectionTermination) { return "downstream_remote_disconnect" }
+        if respondedByUpstream { return "via_upstream" }
+        guard responseCode != 0 else { return nil }
+        // Answered here without a flag: a route's direct response or redirect, or a request over the limits.
+        if routeName != nil && cluster == nil { return "direct_response" }
+        if responseCode == 431 { return requestProtocol == "HTTP/2" ? "http2.too_many_headers" : "http1.headers_too_large" }
+        return nil
     }
 }
 

@@ -220,7 +220,6 @@ import XDS
         let config = try BootstrapConfig.parse(document, format: .json)
         #expect(config.warnings.sorted() == [
             "static_resources.clusters[0].alt_stat_name: not supported by Capstan, ignored",
-            "static_resources.listeners[0].default_filter_chain.filters[0].typed_config.access_log: not supported by Capstan, ignored",
             "static_resources.listeners[0].per_connection_buffer_limit_bytes: not supported by Capstan, ignored",
             "static_resources.secrets: not supported by Capstan, ignored",
             "stats_sinks: not supported by Capstan, ignored",

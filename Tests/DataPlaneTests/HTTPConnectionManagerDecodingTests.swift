@@ -203,7 +203,7 @@ import XDS
     @Test func whatIsGivenButNotActedOnIsListed() throws {
         let config = try Self.decode(Self.manager { manager in
             manager.tracing = .init()
-            manager.accessLog = [.with { $0.name = "envoy.access_loggers.file"; $0.typedConfig.typeURL = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog" }]
+            manager.accessLog = [.with { $0.name = "envoy.access_loggers.http_grpc"; $0.typedConfig.typeURL = "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig" }]
             manager.requestIDExtension.typedConfig.typeURL = "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig"
             manager.xffNumTrustedHops = 1
             manager.mergeSlashes = true
@@ -221,7 +221,7 @@ import XDS
             "request_id_extension", "server_header_transformation", "tracing", "xff_num_trusted_hops",
         ])
         #expect(config.fieldsNotActedOn.first { $0.path == "access_log[0]" }?.reason
-            == #"Capstan writes no HTTP access log yet ("envoy.access_loggers.file", envoy.extensions.access_loggers.file.v3.FileAccessLog)"#)
+            == #"Capstan writes file, stdout and stderr access logs only: "envoy.access_loggers.http_grpc" (envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig) writes nothing"#)
     }
 
     /// Leading network filters istiod sends are listed; policy filters are refused.

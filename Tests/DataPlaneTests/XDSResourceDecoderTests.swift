@@ -202,6 +202,21 @@ import XDS
         #expect(decoded.usesOriginalDestination && decoded.inspectsHTTP)
     }
 
+    /// tcp_proxy's access logs (istiod sends one per chain when access logging is on) are listed by name.
+    @Test func tcpProxyAccessLogsAreListedAsNotActedOn() throws {
+        var proxy = Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy()
+        proxy.cluster = "svc"
+        proxy.accessLog = [.with { $0.name = "envoy.access_loggers.file"; $0.filter = .init() }]
+        var filter = Envoy_Config_Listener_V3_Filter()
+        filter.name = "envoy.filters.network.tcp_proxy"
+        filter.typedConfig = try Google_Protobuf_Any(message: proxy)
+        let decoded = try XDSResourceDecoder.listener(listener(filters: [filter]))
+        #expect(decoded.fieldsNotActedOn.map(\.description) == [0, 1].map {
+            "filter_chains[\($0)].filters[0].typed_config.access_log[0]: accepted, not acted on: Capstan writes no TCP access log yet "
+                + "(\"envoy.access_loggers.file\"): only HTTP connection managers' access logs are written"
+        })
+    }
+
     /// Fields outside Capstan's proto subset, in the resource and inside a typed_config, arrive as unknown
     /// bytes: each is listed by its field numbers as not acted on, never dropped silently.
     @Test func fieldsOutsideTheSubsetAreListedByNumber() throws {

@@ -70,9 +70,9 @@ import XDS
 
     /// Routes: `/missing` to a cluster nobody has, `/empty` to one without endpoints, the rest of `app.local`
     /// to `backend`; any other host has no virtual host.
-    static func config() throws -> HTTPConnectionManagerConfig {
+    static func config(extra: String = "") throws -> HTTPConnectionManagerConfig {
         let json = """
-            {"stat_prefix": "test", "codec_type": "HTTP1", "server_name": "istio-envoy", "stream_idle_timeout": "2s",
+            {"stat_prefix": "test", "codec_type": "HTTP1", "server_name": "istio-envoy", "stream_idle_timeout": "2s", \(extra)
              "route_config": {"name": "test", "virtual_hosts": [{"name": "app", "domains": ["app.local"], "routes": [
                {"match": {"prefix": "/missing"}, "route": {"cluster": "nope"}},
                {"match": {"prefix": "/empty"}, "route": {"cluster": "empty"}},
@@ -91,13 +91,13 @@ import XDS
         let backend: TestCluster
         let records = Records()
 
-        init() throws {
+        init(config: HTTPConnectionManagerConfig? = nil) throws {
             downstream = EmbeddedChannel(loop: loop)
             backend = TestCluster(name: "backend", loop: loop, endpoints: [try SocketAddress(ipAddress: "192.0.2.10", port: 8080)])
             let empty = TestCluster(name: "empty", loop: loop, endpoints: [])
             let snapshot = Snapshot(clusters: ["backend": backend, "empty": empty])
             let manager = HTTPConnectionManager(
-                config: try HTTPStreamHandlerTests.config(),
+                config: try config ?? HTTPStreamHandlerTests.config(),
                 downstream: DownstreamConnectionInfo(remoteAddress: try SocketAddress(ipAddress: "192.0.2.1", port: 40000),
                                                      localAddress: try SocketAddress(ipAddress: "192.0.2.10", port: 80)),
                 routing: FixedRouting(snapshot), pools: UpstreamPools(eventLoop: loop), observer: records)

@@ -20,13 +20,24 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-/// An access log: its name and configuration, kept by type URL (Capstan writes no access log yet).
+/// An access log: its name, an optional filter, and the logger's configuration by type URL
+/// (`envoy.access_loggers.file`, `.stdout`, `.stderr` are written; others are listed as not acted on).
 public nonisolated struct Envoy_Config_Accesslog_V3_AccessLog: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var name: String = String()
+
+  /// Which requests are logged: not acted on (every request is), so only its presence is read.
+  public var filter: Envoy_Config_Accesslog_V3_AccessLogFilter {
+    get {_filter ?? Envoy_Config_Accesslog_V3_AccessLogFilter()}
+    set {_filter = newValue}
+  }
+  /// Returns true if `filter` has been explicitly set.
+  public var hasFilter: Bool {self._filter != nil}
+  /// Clears the value of `filter`. Subsequent reads from it will return its default value.
+  public mutating func clearFilter() {self._filter = nil}
 
   public var configType: Envoy_Config_Accesslog_V3_AccessLog.OneOf_ConfigType? = nil
 
@@ -46,6 +57,19 @@ public nonisolated struct Envoy_Config_Accesslog_V3_AccessLog: Sendable {
   }
 
   public init() {}
+
+  fileprivate var _filter: Envoy_Config_Accesslog_V3_AccessLogFilter? = nil
+}
+
+/// Envoy's access log filter; its contents are outside Capstan's subset.
+public nonisolated struct Envoy_Config_Accesslog_V3_AccessLogFilter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -54,7 +78,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.accesslog.v3"
 
 nonisolated extension Envoy_Config_Accesslog_V3_AccessLog: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AccessLog"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{4}\u{3}typed_config\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}filter\0\u{4}\u{2}typed_config\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -63,6 +87,7 @@ nonisolated extension Envoy_Config_Accesslog_V3_AccessLog: SwiftProtobuf.Message
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._filter) }()
       case 4: try {
         var v: SwiftProtobuf.Google_Protobuf_Any?
         var hadOneofValue = false
@@ -89,6 +114,9 @@ nonisolated extension Envoy_Config_Accesslog_V3_AccessLog: SwiftProtobuf.Message
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
+    try { if let v = self._filter {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
     try { if case .typedConfig(let v)? = self.configType {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
@@ -97,7 +125,27 @@ nonisolated extension Envoy_Config_Accesslog_V3_AccessLog: SwiftProtobuf.Message
 
   public static func ==(lhs: Envoy_Config_Accesslog_V3_AccessLog, rhs: Envoy_Config_Accesslog_V3_AccessLog) -> Bool {
     if lhs.name != rhs.name {return false}
+    if lhs._filter != rhs._filter {return false}
     if lhs.configType != rhs.configType {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Accesslog_V3_AccessLogFilter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AccessLogFilter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Accesslog_V3_AccessLogFilter, rhs: Envoy_Config_Accesslog_V3_AccessLogFilter) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

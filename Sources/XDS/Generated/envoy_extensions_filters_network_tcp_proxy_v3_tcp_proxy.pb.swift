@@ -54,6 +54,9 @@ public nonisolated struct Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy:
   /// Clears the value of `idleTimeout`. Subsequent reads from it will return its default value.
   public mutating func clearIdleTimeout() {self._idleTimeout = nil}
 
+  /// Listed as not acted on: Capstan writes no TCP access log yet.
+  public var accessLog: [Envoy_Config_Accesslog_V3_AccessLog] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_ClusterSpecifier: Equatable, Sendable {
@@ -99,7 +102,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.extensions.filters.networ
 
 nonisolated extension Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TcpProxy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}stat_prefix\0\u{1}cluster\0\u{4}\u{6}idle_timeout\0\u{4}\u{2}weighted_clusters\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}stat_prefix\0\u{1}cluster\0\u{4}\u{3}access_log\0\u{4}\u{3}idle_timeout\0\u{4}\u{2}weighted_clusters\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -116,6 +119,7 @@ nonisolated extension Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy: Swi
           self.clusterSpecifier = .cluster(v)
         }
       }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.accessLog) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._idleTimeout) }()
       case 10: try {
         var v: Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.WeightedCluster?
@@ -146,6 +150,9 @@ nonisolated extension Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy: Swi
     try { if case .cluster(let v)? = self.clusterSpecifier {
       try visitor.visitSingularStringField(value: v, fieldNumber: 2)
     } }()
+    if !self.accessLog.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.accessLog, fieldNumber: 5)
+    }
     try { if let v = self._idleTimeout {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     } }()
@@ -159,6 +166,7 @@ nonisolated extension Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy: Swi
     if lhs.statPrefix != rhs.statPrefix {return false}
     if lhs.clusterSpecifier != rhs.clusterSpecifier {return false}
     if lhs._idleTimeout != rhs._idleTimeout {return false}
+    if lhs.accessLog != rhs.accessLog {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
