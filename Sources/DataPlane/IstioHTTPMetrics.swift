@@ -195,7 +195,7 @@ final class RequestStatistics: HTTPStreamObserver, @unchecked Sendable {
             if series.count < 64 { series[key] = found }
         }
         found.observe(record)
-        cluster?.runtime?.stats.countRequest(status: status, flags: record.flags)
+        cluster?.runtime?.stats.countRequest(status: status, flags: record.flags, retries: record.upstreamRetries)
         if !accessLogs.isEmpty {
             let entry = AccessLogEntry(record: record, connection: connection)
             for log in accessLogs { log.writer.log(entry, format: log.format) }

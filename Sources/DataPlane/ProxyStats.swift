@@ -78,11 +78,23 @@ final class ClusterStats: Sendable {
     /// Requests to this cluster that timed out (UT).
     let requestTimeouts = Counter()
 
-    /// An HTTP request to this cluster ended with `status` (0: without a response).
-    func countRequest(status: Int, flags: ResponseFlags) {
+    /// Retries (Envoy's `upstream_rq_retry`), retried requests that then succeeded, and those whose
+    /// retries ran out (`URX`).
+    let retries = Counter()
+    let retrySuccesses = Counter()
+    let retryLimitsExceeded = Counter()
+
+    /// An HTTP request to this cluster ended with `status` (0: without a response) after `retries`
+    /// attempts beyond the first.
+    func countRequest(status: Int, flags: ResponseFlags, retries: Int = 0) {
         requestsTotal.increment()
         if (100..<600).contains(status) { responsesByClass[status / 100 - 1].increment() }
         if flags.contains(.upstreamRequestTimeout) { requestTimeouts.increment() }
+        if retries > 0 {
+            self.retries.increment(by: UInt64(retries))
+            if (100..<500).contains(status) { retrySuccesses.increment() }
+        }
+        if flags.contains(.upstreamRetryLimitExceeded) { retryLimitsExceeded.increment() }
     }
 
     var entries: [(String, Double)] {
@@ -96,7 +108,9 @@ final class ClusterStats: Sendable {
          ("update_rejected", Double(membershipRejections.value)),
          ("upstream_cx_rx_bytes_total", Double(bytesReceived.value)),
          ("upstream_cx_tx_bytes_total", Double(bytesSent.value)),
-         ("upstream_rq_total", Double(requestsTotal.value)), ("upstream_rq_timeout", Double(requestTimeouts.value))]
+         ("upstream_rq_total", Double(requestsTotal.value)), ("upstream_rq_timeout", Double(requestTimeouts.value)),
+         ("upstream_rq_retry", Double(retries.value)), ("upstream_rq_retry_success", Double(retrySuccesses.value)),
+         ("upstream_rq_retry_limit_exceeded", Double(retryLimitsExceeded.value))]
             + responsesByClass.enumerated().map { ("upstream_rq_\($0.offset + 1)xx", Double($0.element.value)) } + tls.entries
     }
 }

@@ -22,6 +22,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         /// Routed; the upstream stream is being had. Request parts wait here.
         case connecting(pending: [HTTPRequestPart])
         case forwarding(UpstreamStream)
+        /// An attempt failed and the route's retry policy allows another, after this back-off.
+        case backingOff(Scheduled<Void>)
         /// Answered without the upstream (or it failed): the rest of the request is read and dropped.
         case answered
     }
@@ -39,6 +41,12 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var responseStarted = false
     private var responseEnded = false
     private var timeout: Scheduled<Void>?
+    /// The route's retries for this request (nil: none), and what each attempt sends and where.
+    private var retry: RetryState?
+    private var upstreamRequest: HTTPRequest?
+    private var upstreamVersion = UpstreamVersion.http1
+    private var countsAttempts = false
+    private var perTryTimer: Scheduled<Void>?
     /// Envoy's stream_idle_timeout: re-armed from `lastActivity` when it fires early, rather than
     /// rescheduled on every body part.
     private var idleTimer: Scheduled<Void>?
@@ -96,6 +104,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// A request part, to the upstream or to wait for it.
     private func pass(_ part: HTTPRequestPart) {
+        retry?.keep(part)
         switch state {
         case .connecting(var pending):
             pending.append(part)
@@ -103,7 +112,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .forwarding(let upstream):
             upstream.channel.write(part, promise: nil)
             if !upstream.channel.isWritable { holdReads() }
-        case .idle, .answered:
+        case .idle, .answered, .backingOff:
             break
         }
     }
@@ -111,9 +120,11 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if requestEnded && responseEnded { finishIfDone() }
         switch state {
-        case .connecting, .forwarding:
+        case .connecting, .forwarding, .backingOff:
             record?.flags.insert(.downstreamConnectionTermination)
             if case .forwarding(let upstream) = state { upstream.finish(reusable: false) }
+            if case .backingOff(let next) = state { next.cancel() }
+            releaseEndpoint()
             state = .answered
             streamEnded()
         case .answered:
@@ -159,6 +170,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         forwarding = nil
         cluster = nil
         endpoint = nil
+        retry = nil
+        upstreamRequest = nil
         var record = HTTPStreamRecord(start: .now(), requestProtocol: requestProtocol())
         record.method = request.method
         record.authority = request.authority
@@ -232,18 +245,41 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let limit = forwarding.timeout {
             timeout = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(limit)) { [self] in timedOut() }
         }
+        if let policy = forwarding.retryPolicy, policy.retries > 0, upgrade == nil {
+            retry = RetryState(policy: policy, method: request.method)
+        }
+        self.upstreamRequest = upstreamRequest
+        upstreamVersion = version
+        countsAttempts = decision.includesRequestAttemptCount
+        sendAttempt(context: context)
+    }
+
+    /// Sends the request (again, on a retry) to the endpoint chosen for this attempt: on a kept-alive
+    /// HTTP/1.1 connection at once, else once a connection or stream is had. A retry sends the body parts
+    /// kept so far; those still to come follow as they arrive.
+    private func sendAttempt(context: ChannelHandlerContext) {
+        guard let cluster, let endpoint, var head = upstreamRequest else { return }
+        let attempt = retry?.attempts ?? 1
+        if countsAttempts { head.headerFields[ForwardedHeaders.attemptCount] = String(attempt) }
+        let replay = attempt > 1 ? retry?.keptParts ?? [] : []
+        if let perTry = retry?.policy.perTryTimeout {
+            perTryTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(perTry)) { [self] in perTryTimedOut() }
+        }
+        let version = upstreamVersion
         let alpn = version == .http2 ? connection.upstreamALPN.http2 : connection.upstreamALPN.http1
         if let idle = connection.pools.idleStream(to: endpoint, of: cluster, version: version, alpn: alpn) {
             // A kept-alive HTTP/1.1 connection: the request goes on now, without a future.
             state = .forwarding(idle)
             idle.attach(self)
-            idle.channel.write(HTTPRequestPart.head(upstreamRequest), promise: nil)
+            idle.channel.write(HTTPRequestPart.head(head), promise: nil)
+            for part in replay { idle.channel.write(part, promise: nil) }
+            if attempt > 1 { idle.channel.flush() }
             return
         }
-        state = .connecting(pending: [.head(upstreamRequest)])
+        state = .connecting(pending: [.head(head)] + replay)
         connection.pools.stream(to: endpoint, of: cluster, version: version, alpn: alpn).assumeIsolated().whenComplete { [self] result in
-            guard case .connecting(let pending) = state else {
-                // Answered meanwhile (timeout) or the client left: a fresh stream is not needed.
+            guard case .connecting(let pending) = state, self.endpoint == endpoint else {
+                // Answered meanwhile (timeout), the client left, or a later attempt runs: not needed.
                 if case .success(let upstream) = result { upstream.finish(reusable: true) }
                 return
             }
@@ -256,11 +292,70 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 upstream.channel.flush()
                 if !upstream.channel.isWritable { holdReads() }
             case .failure:
+                if retryIfAllowed(after: .connectFailure, context: context) { return }
                 answer(.serviceUnavailable,
                        body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
                        flags: .upstreamConnectionFailure)
             }
         }
+    }
+
+    // MARK: Retries
+
+    /// After `failure` of the current attempt: another one, after the policy's back-off, if the policy
+    /// retries this failure, attempts remain and the request was kept. Returns whether one follows; if
+    /// the attempts ran out, the request is marked `URX`.
+    private func retryIfAllowed(after failure: RetryPolicy.Failure, context: ChannelHandlerContext) -> Bool {
+        guard var retry, !responseStarted, let endpoint else { return false }
+        switch retry.verdict(after: failure) {
+        case .no: return false
+        case .limitReached:
+            record?.flags.insert(.upstreamRetryLimitExceeded)
+            return false
+        case .retry: break
+        }
+        if case .forwarding(let upstream) = state { upstream.finish(reusable: false) }
+        releaseAttempt()
+        retry.attemptFailed(at: endpoint)
+        self.retry = retry
+        record?.upstreamRetries += 1
+        var random = RequestRandomness()
+        let delay = retry.policy.backOff(before: retry.attempts - 1, randomValue: random.next())
+        state = .backingOff(context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(delay)) { [self] in
+            nextAttempt(context: context)
+        })
+        return true
+    }
+
+    /// The retry's endpoint (another host than those tried, under `previous_hosts`, within
+    /// `host_selection_retry_max_attempts` choices), then the request again.
+    private func nextAttempt(context: ChannelHandlerContext) {
+        guard case .backingOff = state, let cluster, let retry else { return }
+        var chosen: UpstreamEndpoint?
+        for _ in 0..<retry.policy.hostSelectionAttempts {
+            if let previous = chosen { cluster.requestEnded(at: previous) }
+            switch cluster.chooseEndpoint(for: connection.downstream) {
+            case .success(let endpoint): chosen = endpoint
+            case .failure(.noHealthyUpstream):
+                return answer(.serviceUnavailable, body: "no healthy upstream", flags: .noHealthyUpstream)
+            case .failure(.overflow):
+                return answer(.serviceUnavailable, body: "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                              flags: .upstreamOverflow)
+            }
+            if let chosen, !retry.avoids(chosen) { break }
+        }
+        guard let chosen else { return }
+        endpoint = chosen
+        record?.upstreamHost = chosen.address
+        sendAttempt(context: context)
+    }
+
+    /// The attempt's `per_try_timeout` passed before its response began: another attempt, or 504 `UT`.
+    private func perTryTimedOut() {
+        perTryTimer = nil
+        guard !responseStarted, let context else { return }
+        if retryIfAllowed(after: .perTryTimeout, context: context) { return }
+        expire(.gatewayTimeout, body: "upstream request timeout", flag: .upstreamRequestTimeout)
     }
 
     private func armIdleTimer(context: ChannelHandlerContext, after delay: TimeAmount? = nil) {
@@ -292,8 +387,9 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// resetting the downstream; either way with `flag`.
     private func expire(_ status: HTTPResponse.Status, body: String, flag: ResponseFlags) {
         switch state {
-        case .connecting, .forwarding:
+        case .connecting, .forwarding, .backingOff:
             if case .forwarding(let upstream) = state { upstream.finish(reusable: false) }
+            if case .backingOff(let next) = state { next.cancel() }
             if responseStarted {
                 record?.flags.insert(flag)
                 resetDownstream()
@@ -354,8 +450,15 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func releaseEndpoint() {
         timeout?.cancel()
         timeout = nil
-        if let cluster, let endpoint { cluster.requestEnded(at: endpoint) }
+        releaseAttempt()
         endpoint = nil
+    }
+
+    /// The current attempt is over: its endpoint's request count and its per-try timer.
+    private func releaseAttempt() {
+        perTryTimer?.cancel()
+        perTryTimer = nil
+        if let cluster, let endpoint { cluster.requestEnded(at: endpoint) }
     }
 
     /// The record goes to the observer, and the handler waits for the next request.
@@ -391,6 +494,12 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
             }
             // Envoy answered 100-continue itself; other 1xx are not relayed either.
             if response.status.kind == .informational { return }
+            if retry != nil {
+                let grpc = response.headerFields[RequestHeaderNames.grpcStatus].flatMap { Int($0) }
+                if retryIfAllowed(after: .response(status: response.status.code, grpcStatus: grpc), context: context) { return }
+            }
+            perTryTimer?.cancel()
+            perTryTimer = nil
             responseStarted = true
             record?.responseCode = response.status.code
             record?.respondedByUpstream = true
@@ -469,6 +578,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
 
     func upstreamFailed() {
         guard case .forwarding = state else { return }
+        if let context, retryIfAllowed(after: .reset, context: context) { return }
         if responseStarted {
             record?.flags.insert(.upstreamConnectionTermination)
             resetDownstream()

@@ -25,6 +25,8 @@ public struct HTTPStreamRecord: Sendable {
     /// The cluster itself, for whoever keeps its statistics.
     public var upstream: (any UpstreamCluster)?
     public var upstreamHost: SocketAddress?
+    /// Attempts after the first (the route's retry policy).
+    public var upstreamRetries = 0
     /// `grpc-status` of the response (trailers, or headers of a trailers-only response).
     public var grpcStatus: String?
     /// The response came from the upstream (Envoy's `via_upstream`), not from the proxy.

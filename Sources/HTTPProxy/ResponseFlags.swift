@@ -26,11 +26,14 @@ public struct ResponseFlags: OptionSet, Sendable, Hashable, CustomStringConverti
     public static let upstreamProtocolError = Self(rawValue: 1 << 9)
     /// `SI`: the stream idle timeout fired.
     public static let streamIdleTimeout = Self(rawValue: 1 << 10)
+    /// `URX`: the route's retries ran out (the last attempt's answer is the one sent).
+    public static let upstreamRetryLimitExceeded = Self(rawValue: 1 << 11)
 
     /// In Envoy's order of printing.
     private static let names: [(Self, String)] = [
         (.noHealthyUpstream, "UH"), (.upstreamConnectionFailure, "UF"), (.upstreamOverflow, "UO"), (.noRoute, "NR"),
         (.upstreamRequestTimeout, "UT"), (.upstreamConnectionTermination, "UC"), (.downstreamConnectionTermination, "DC"),
+        (.upstreamRetryLimitExceeded, "URX"),
         (.noClusterFound, "NC"), (.downstreamProtocolError, "DPE"), (.upstreamProtocolError, "UPE"), (.streamIdleTimeout, "SI"),
     ]
 

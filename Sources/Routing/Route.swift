@@ -18,6 +18,8 @@ struct Route: Sendable {
         var responseHeaders: [HeaderMutations]
         var mostSpecificWins: Bool
         var maxDirectResponseBody: Int
+        /// The virtual host's `retry_policy`, for routes without their own.
+        var retryPolicy: RetryPolicy? = nil
     }
 
     let name: String
@@ -89,10 +91,10 @@ struct Route: Sendable {
         case .hostRewriteHeader?: throw ConfigError(path: "\(path).host_rewrite_header", message: "is not supported (host_rewrite_literal is)")
         case nil: break
         }
-        var retryPolicy: RetryPolicy?
+        // The route's own policy replaces the virtual host's, as in Envoy.
+        var retryPolicy = enclosing.retryPolicy
         if proto.hasRetryPolicy {
-            retryPolicy = RetryPolicy(proto.retryPolicy)
-            notActedOn.append(.init(path: "\(path).retry_policy", reason: "decoded; the proxy does not retry yet"))
+            retryPolicy = RetryPolicy(proto.retryPolicy, path: "\(path).retry_policy", notActedOn: &notActedOn)
         }
         for (field, given, reason) in [
             ("idle_timeout", proto.hasIdleTimeout, "streams have no idle timeout of their own yet"),

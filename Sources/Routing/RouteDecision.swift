@@ -44,7 +44,7 @@ public struct Forwarding: Sendable {
     public let pathRewrite: PathRewrite?
     /// `host_rewrite_literal`: the upstream request's authority.
     public let hostRewrite: String?
-    /// Decoded, not acted on yet (``RouteTable/fieldsNotActedOn`` says so).
+    /// The route's, else its virtual host's.
     public let retryPolicy: RetryPolicy?
     /// Merged from every level in Envoy's order.
     public let requestHeaders: HeaderMutations

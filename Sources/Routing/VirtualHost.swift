@@ -23,8 +23,10 @@ public struct VirtualHost: Sendable {
         enclosing.responseHeaders.insert(
             try HeaderMutations(adding: proto.responseHeadersToAdd, removing: proto.responseHeadersToRemove,
                                 path: path, fields: ("response_headers_to_add", "response_headers_to_remove")), at: 0)
+        if proto.hasRetryPolicy {
+            enclosing.retryPolicy = RetryPolicy(proto.retryPolicy, path: "\(path).retry_policy", notActedOn: &notActedOn)
+        }
         for (field, given, reason) in [
-            ("retry_policy", proto.hasRetryPolicy, "the proxy does not retry yet"),
             ("include_attempt_count_in_response", proto.includeAttemptCountInResponse, "responses carry no x-envoy-attempt-count yet"),
             ("typed_per_filter_config", !proto.typedPerFilterConfig.isEmpty, "no HTTP filter reads per-route configuration yet"),
             ("metadata", proto.hasMetadata, "virtual host metadata is read by no filter yet"),

@@ -23,7 +23,11 @@ import XDS
         let loop: EmbeddedEventLoop
         var endpoints: [SocketAddress]
         var refusesConnections = false
+        /// The next this-many connections are refused.
+        var refusals = 0
         private(set) var connections: [EmbeddedChannel] = []
+        /// Endpoints are chosen in turn.
+        private var next = 0
         private(set) var activeRequests = 0
 
         init(name: String, loop: EmbeddedEventLoop, endpoints: [SocketAddress]) {
@@ -33,16 +37,20 @@ import XDS
         }
 
         func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
-            guard let first = endpoints.first else { return .failure(.noHealthyUpstream) }
+            guard !endpoints.isEmpty else { return .failure(.noHealthyUpstream) }
             activeRequests += 1
-            return .success(UpstreamEndpoint(address: first))
+            defer { next += 1 }
+            return .success(UpstreamEndpoint(address: endpoints[next % endpoints.count]))
         }
 
         func requestEnded(at endpoint: UpstreamEndpoint) { activeRequests -= 1 }
 
         func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, alpn: [String]?, on loop: any EventLoop,
                                  configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection> {
-            if refusesConnections { return loop.makeFailedFuture(ChannelError.connectTimeout(.seconds(1))) }
+            if refusesConnections || refusals > 0 {
+                refusals -= 1
+                return loop.makeFailedFuture(ChannelError.connectTimeout(.seconds(1)))
+            }
             let channel = EmbeddedChannel(loop: self.loop)
             connections.append(channel)
             do {
@@ -73,8 +81,11 @@ import XDS
     static func config(extra: String = "") throws -> HTTPConnectionManagerConfig {
         let json = """
             {"stat_prefix": "test", "codec_type": "HTTP1", "server_name": "istio-envoy", "stream_idle_timeout": "2s", \(extra)
-             "route_config": {"name": "test", "virtual_hosts": [{"name": "app", "domains": ["app.local"], "routes": [
+             "route_config": {"name": "test", "virtual_hosts": [{"name": "app", "domains": ["app.local"], "include_request_attempt_count": true, "routes": [
                {"match": {"prefix": "/missing"}, "route": {"cluster": "nope"}},
+               {"match": {"prefix": "/retry"}, "route": {"cluster": "backend", "retry_policy": {"retry_on": "5xx,connect-failure", "num_retries": 2,
+                 "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts"}], "host_selection_retry_max_attempts": 3,
+                 "retry_back_off": {"base_interval": "0.01s"}}}},
                {"match": {"prefix": "/empty"}, "route": {"cluster": "empty"}},
                {"match": {"prefix": "/"}, "route": {"cluster": "backend"}, "response_headers_to_add": [
                  {"header": {"key": "x-route", "value": "backend"}}]}]}]},
@@ -91,9 +102,10 @@ import XDS
         let backend: TestCluster
         let records = Records()
 
-        init(config: HTTPConnectionManagerConfig? = nil) throws {
+        init(config: HTTPConnectionManagerConfig? = nil, backends: Int = 1) throws {
             downstream = EmbeddedChannel(loop: loop)
-            backend = TestCluster(name: "backend", loop: loop, endpoints: [try SocketAddress(ipAddress: "192.0.2.10", port: 8080)])
+            backend = TestCluster(name: "backend", loop: loop,
+                                  endpoints: try (0..<backends).map { try SocketAddress(ipAddress: "192.0.2.\(10 + $0)", port: 8080) })
             let empty = TestCluster(name: "empty", loop: loop, endpoints: [])
             let snapshot = Snapshot(clusters: ["backend": backend, "empty": empty])
             let manager = HTTPConnectionManager(
@@ -190,6 +202,73 @@ import XDS
         #expect(fixture.records.ended.count == 1, "the second request is 1 s old, under the 2 s limit")
         fixture.loop.advanceTime(by: .milliseconds(1100))
         #expect(fixture.records.ended.last?.flags.description == "SI")
+    }
+
+    // MARK: Retries
+
+    @Test func a503IsRetriedOnAnotherHostWithTheAttemptCounted() throws {
+        let fixture = try Fixture(backends: 2)
+        try fixture.send("PUT /retry HTTP/1.1\r\nHost: app.local\r\ncontent-length: 3\r\n\r\nabc")
+        let first = try fixture.upstreamText(0)
+        #expect(first.contains("x-envoy-attempt-count: 1"))
+        try fixture.answer("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy", on: 0)
+        #expect(try fixture.downstreamText().isEmpty, "the 503 is not relayed while a retry remains")
+        fixture.loop.advanceTime(by: .milliseconds(20))
+        #expect(fixture.backend.connections.count == 2)
+        let second = try fixture.upstreamText(1)
+        #expect(second.contains("x-envoy-attempt-count: 2"))
+        #expect(second.hasSuffix("\r\n\r\nabc"), "the body is sent again")
+        #expect(try fixture.backend.connections[1].remoteAddress?.ipAddress == "192.0.2.11", "previous_hosts: another host")
+        try fixture.answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", on: 1)
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 200 OK"))
+        #expect(fixture.records.ended.first?.upstreamRetries == 1)
+        #expect(fixture.records.ended.first?.flags.description == "-")
+        #expect(fixture.backend.activeRequests == 0, "each attempt's endpoint is released")
+    }
+
+    @Test func aPostIsNotRetriedAfterTheUpstreamSawIt() throws {
+        let fixture = try Fixture(backends: 2)
+        try fixture.send("POST /retry/pay HTTP/1.1\r\nHost: app.local\r\ncontent-length: 2\r\n\r\n{}")
+        _ = try fixture.upstreamText(0)
+        try fixture.answer("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n", on: 0)
+        fixture.loop.advanceTime(by: .milliseconds(50))
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 503"))
+        #expect(fixture.backend.connections.count == 1, "a second payment is not made")
+    }
+
+    @Test func aPostIsRetriedWhenItsConnectionFailed() throws {
+        let fixture = try Fixture(backends: 2)
+        fixture.backend.refusals = 1
+        try fixture.send("POST /retry/pay HTTP/1.1\r\nHost: app.local\r\ncontent-length: 2\r\n\r\n{}")
+        fixture.loop.advanceTime(by: .milliseconds(20))
+        #expect(try fixture.upstreamText(0).hasSuffix("\r\n\r\n{}"))
+        try fixture.answer("HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 201"))
+        #expect(fixture.records.ended.first?.upstreamRetries == 1)
+    }
+
+    @Test func whenRetriesRunOutTheLastAnswerGoesDownWithURX() throws {
+        let fixture = try Fixture(backends: 3)
+        try fixture.send("GET /retry HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        for attempt in 0..<3 {
+            fixture.loop.advanceTime(by: .milliseconds(50))
+            _ = try fixture.upstreamText(attempt)
+            try fixture.answer("HTTP/1.1 502 Bad Gateway\r\ncontent-length: 1\r\n\r\n\(attempt)", on: attempt)
+        }
+        let response = try fixture.downstreamText()
+        #expect(response.hasPrefix("HTTP/1.1 502"))
+        #expect(response.hasSuffix("2"), "the third attempt's answer")
+        #expect(fixture.records.ended.first?.flags.description == "URX")
+        #expect(fixture.records.ended.first?.upstreamRetries == 2)
+    }
+
+    @Test func aRouteWithoutARetryPolicyAnswersTheFirst503() throws {
+        let fixture = try Fixture(backends: 2)
+        try fixture.send("GET /plain HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        _ = try fixture.upstreamText(0)
+        try fixture.answer("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 503"))
+        #expect(fixture.backend.connections.count == 1)
     }
 
     @Test func aConnectionCarriesAtMostMaxRequestsPerConnection() throws {

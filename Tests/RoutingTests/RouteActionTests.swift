@@ -154,15 +154,17 @@ struct RouteActionTests {
     @Test func listsWhatItDoesNotActOn() throws {
         let table = try routeTable(oneHost(routes: """
             {"match": {"prefix": "/"}, "decorator": {"operation": "op"},
-             "route": {"cluster": "c", "retry_policy": {"retry_on": "5xx, connect-failure", "num_retries": 3, "per_try_timeout": "1s"}, "idle_timeout": "5s"}}
+             "route": {"cluster": "c", "retry_policy": {"retry_on": "5xx, connect-failure,teapot", "num_retries": 3, "per_try_timeout": "1s",
+               "retry_host_predicate": [{"name": "envoy.retry_host_predicates.omit_canary_hosts"}]}, "idle_timeout": "5s"}}
             """))
         #expect(table.fieldsNotActedOn.map(\.path) == [
             #"route_config "test".virtual_hosts[0].routes[0].decorator"#,
-            #"route_config "test".virtual_hosts[0].routes[0].route.retry_policy"#,
+            #"route_config "test".virtual_hosts[0].routes[0].route.retry_policy.retry_on"#,
+            #"route_config "test".virtual_hosts[0].routes[0].route.retry_policy.retry_host_predicate[0]"#,
             #"route_config "test".virtual_hosts[0].routes[0].route.idle_timeout"#,
         ])
         guard case .forward(let forwarding)? = table.route(request(), randomValue: 0)?.action else { Issue.record("not forwarded"); return }
-        #expect(forwarding.retryPolicy?.conditions == ["5xx", "connect-failure"])
+        #expect(forwarding.retryPolicy?.conditions == [.serverError, .connectFailure])
         #expect(forwarding.retryPolicy?.retries == 3)
         #expect(forwarding.retryPolicy?.perTryTimeout == .seconds(1))
     }
