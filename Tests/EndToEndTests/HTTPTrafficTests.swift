@@ -56,6 +56,9 @@ import Testing
                           {"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}]}, "timeout": "0s"}},
                        {"match": {"prefix": "/teapot"}, "direct_response": {"status": 418, "body": {"inline_string": "short and stout"}}},
                        {"match": {"path": "/old"}, "redirect": {"path_redirect": "/new"}},
+                       {"match": {"prefix": "/flaky/"}, "route": {"cluster": "flaky", "prefix_rewrite": "/", "timeout": "0s", "retry_policy": {
+                          "retry_on": "connect-failure,retriable-status-codes", "retriable_status_codes": [503], "num_retries": 2,
+                          "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts"}], "host_selection_retry_max_attempts": 5}}},
                        {"match": {"prefix": "/"}, "route": {"cluster": "v1", "timeout": "0s"}}]}]}
                    """))]}]},
               {"name": "198.51.100.10_9090", "traffic_direction": "OUTBOUND", "bind_to_port": false,
@@ -69,7 +72,10 @@ import Testing
               {"name": "PassthroughCluster", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "1s"},
               \(cluster("v1", "198.51.100.10", 80)),
               \(cluster("v2", "198.51.100.99", 80)),
-              \(cluster("grpc", "198.51.100.10", 9090, http2: true))
+              \(cluster("grpc", "198.51.100.10", 9090, http2: true)),
+              {"name": "flaky", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": "flaky", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "198.51.100.10", "port_value": 81}}}},
+                {"endpoint": {"address": {"socket_address": {"address": "198.51.100.99", "port_value": 80}}}}]}]}}
             ]
           }
         }
@@ -228,6 +234,31 @@ import Testing
             #expect(smuggled.standardOutput.hasPrefix("HTTP/1.1 400"), "\(smuggled)")
             let metrics = try mesh.proxy.admin("GET", "/stats/prometheus", port: 15090).body
             #expect(metrics.contains(#"response_code="404""#) && metrics.contains(#"response_flags="NR""#), "\(metrics)")
+        }
+    }
+
+    /// `/flaky/` goes to a cluster of two endpoints, one of which refuses connections (port 81), with
+    /// Istio's retry policy: every request is answered by the live one, some after a retry.
+    @Test func connectFailuresAndRetriable503sAreRetriedOnAnotherHost() throws {
+        try withMesh { mesh in
+            for index in 0..<6 {
+                let result = try mesh.curl(["-o", "/dev/null", "-w", "%{http_code}", "http://198.51.100.10/flaky/\(index)"])
+                #expect(result.standardOutput == "200", "request \(index): \(result)")
+            }
+            let stats = try mesh.proxy.admin("GET", "/stats").body.split(separator: "\n")
+            // Round robin, one request after the other: each first attempt meets port 81, as each retry
+            // takes the other turn.
+            #expect(stats.contains("cluster.flaky.upstream_rq_retry: 6"), "\(stats.filter { $0.contains("flaky") })")
+            #expect(stats.contains("cluster.flaky.upstream_rq_retry_success: 6"))
+            // A 503 from the live endpoint, retried until the retries run out; a POST is not retried.
+            let exhausted = try mesh.curl(["-o", "/dev/null", "-w", "%{http_code}", "http://198.51.100.10/flaky/status/503"])
+            #expect(exhausted.standardOutput == "503")
+            let post = try mesh.curl(["-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-d", "x", "http://198.51.100.10/flaky/status/503"])
+            #expect(post.standardOutput == "503")
+            let after = try mesh.proxy.admin("GET", "/stats").body.split(separator: "\n")
+            #expect(after.contains("cluster.flaky.upstream_rq_retry_limit_exceeded: 1"), "\(after.filter { $0.contains("flaky") })")
+            let metrics = try mesh.proxy.admin("GET", "/stats/prometheus", port: 15090).body
+            #expect(metrics.contains(#"URX""#), "the exhausted request's flags end with URX (after UF when its last attempt met port 81)")
             #expect(metrics.contains(#"istio_requests_total{reporter="source""#))
         }
     }
