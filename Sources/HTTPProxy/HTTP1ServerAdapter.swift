@@ -30,12 +30,18 @@ final class HTTP1ServerAdapter: ChannelDuplexHandler, RemovableChannelHandler {
     /// A read the channel asked for while requests waited.
     private var readPending = false
     private var context: ChannelHandlerContext?
+    /// Envoy's `idle_timeout`: the connection closes once it has been this long without a request. One
+    /// lazily re-armed timer, rather than NIO's IdleStateHandler (a promise per write).
+    private let idleTimeout: TimeAmount?
+    private var idleSince = NIODeadline.now()
+    private var idleTimer: Scheduled<Void>?
     /// Set when the proxy drains: the next response says `connection: close` and the connection ends.
     var draining = false
 
-    init(secure: Bool, limits: RequestLimits) {
+    init(secure: Bool, limits: RequestLimits, idleTimeout: TimeAmount? = nil) {
         self.secure = secure
         self.limits = limits
+        self.idleTimeout = idleTimeout
     }
 
     /// `HTTP/1.0` or `HTTP/1.1`, for Istio's `request_protocol`.
@@ -110,9 +116,26 @@ final class HTTP1ServerAdapter: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        idleSince = context.eventLoop.now
+        if let idleTimeout { closeWhenIdle(after: idleTimeout, context: context) }
+    }
+
+    private func closeWhenIdle(after delay: TimeAmount, context: ChannelHandlerContext) {
+        guard let idleTimeout else { return }
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
+            idleTimer = nil
+            guard self.context != nil else { return }
+            if inFlight || !pipelined.isEmpty { return closeWhenIdle(after: idleTimeout, context: context) }
+            let idle = context.eventLoop.now - idleSince
+            if idle >= idleTimeout { context.close(promise: nil) } else { closeWhenIdle(after: idleTimeout - idle, context: context) }
+        }
+    }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
         self.context = nil
         // Leaving for an upgrade: nothing was pipelined behind it; a read held back goes on.
         if readPending { context.read() }
@@ -134,6 +157,7 @@ final class HTTP1ServerAdapter: ChannelDuplexHandler, RemovableChannelHandler {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: promise)
         case .end(let trailers):
             inFlight = false
+            idleSince = context.eventLoop.now
             let closing = !keepAlive
             let written = promise ?? (closing ? context.eventLoop.makePromise() : nil)
             context.write(wrapOutboundOut(.end(trailers.map(HTTPHeaders.init))), promise: written)
@@ -155,9 +179,6 @@ final class HTTP1ServerAdapter: ChannelDuplexHandler, RemovableChannelHandler {
                 context.close(promise: nil)
                 return
             }
-        case let idle as IdleStateHandler.IdleStateEvent where idle == .all:
-            if !inFlight { context.close(promise: nil) }
-            return
         default:
             break
         }

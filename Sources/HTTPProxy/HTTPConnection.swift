@@ -34,17 +34,14 @@ final class HTTPConnection: @unchecked Sendable {
 
     func configureHTTP1(_ pipeline: ChannelPipeline.SynchronousOperations, after: (any ChannelHandler)? = nil) throws {
         let adapter = HTTP1ServerAdapter(secure: downstream.isTLS,
-                                         limits: RequestLimits(maxHeaderBytes: config.maxRequestHeadersBytes, maxHeaderCount: config.maxHeadersCount))
-        var handlers: [any ChannelHandler] = []
-        if let idle = config.connectionIdleTimeout {
-            // Envoy's idle_timeout: a connection without a request for this long is closed.
-            handlers.append(IdleStateHandler(allTimeout: TimeAmount(idle)))
-        }
-        try pipeline.addHandlers(handlers + [
+                                         limits: RequestLimits(maxHeaderBytes: config.maxRequestHeadersBytes, maxHeaderCount: config.maxHeadersCount),
+                                         idleTimeout: config.connectionIdleTimeout.map { TimeAmount($0) })
+        try pipeline.addHandlers([
             // Bytes past an upgrade request go on to the tunnel when the decoder leaves (WebSocket).
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)),
             HTTPResponseEncoder(),
-            // Pipelined requests one at a time; on drain (ChannelShouldQuiesceEvent), closes once idle.
+            // Pipelined requests one at a time; closes once idle on drain (ChannelShouldQuiesceEvent) or
+            // after idle_timeout without a request.
             adapter,
             HTTPStreamHandler(connection: self, checksHeaderLimits: false, requestProtocol: { adapter.requestProtocol }),
         ], position: after.map { .after($0) } ?? .last)

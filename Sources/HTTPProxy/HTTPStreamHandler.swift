@@ -560,8 +560,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
         // what they hold past the upgrade reaches the other side as bytes.
         try down.addHandler(ends.downstream, position: .after(downDecoder.handler))
         try up.addHandler(ends.upstream)
-        var leaving = [try down.context(handlerType: HTTPResponseEncoder.self), try down.context(handlerType: HTTP1ServerAdapter.self)]
-        if let idle = try? down.context(handlerType: IdleStateHandler.self) { leaving.append(idle) }
+        let leaving = [try down.context(handlerType: HTTPResponseEncoder.self), try down.context(handlerType: HTTP1ServerAdapter.self)]
         for handler in leaving { down.removeHandler(context: handler, promise: nil) }
         var upLeaving = [try up.context(handlerType: UpstreamResponseForwarder.self), try up.context(handlerType: HTTP1ToHTTPClientCodec.self),
                          try up.context(handlerType: HTTPRequestEncoder.self)]

@@ -271,6 +271,20 @@ import XDS
         #expect(fixture.backend.connections.count == 1)
     }
 
+    @Test func aConnectionWithoutARequestForItsIdleTimeoutCloses() throws {
+        let fixture = try Fixture(config: try Self.config(extra: #""common_http_protocol_options": {"idle_timeout": "3s"},"#))
+        fixture.loop.advanceTime(by: .seconds(2))
+        try fixture.send("GET /slow HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        _ = try fixture.upstreamText()
+        fixture.loop.advanceTime(by: .milliseconds(1500))
+        #expect(fixture.downstream.isActive, "a request in flight is not idle")
+        try fixture.answer("HTTP/1.1 204 No Content\r\n\r\n")
+        fixture.loop.advanceTime(by: .seconds(2))
+        #expect(fixture.downstream.isActive, "idle for 2 s of 3")
+        fixture.loop.advanceTime(by: .milliseconds(1500))
+        #expect(!fixture.downstream.isActive)
+    }
+
     @Test func aConnectionCarriesAtMostMaxRequestsPerConnection() throws {
         let fixture = try Fixture()
         fixture.backend.maxRequestsPerConnection = 2
