@@ -12,9 +12,8 @@ enum ForwardedHeaders {
     static func removeHopByHop(from fields: inout HTTPFields, internalHeaders: Bool = false) {
         var named: [HTTPField.Name] = []
         if let connection = fields[.connection] {
-            for name in connection.split(separator: ",") {
-                let trimmed = String(name.filter { $0 != " " && $0 != "\t" })
-                if let field = HTTPField.Name(trimmed), field != .te { named.append(field) }
+            for token in ConnectionTokens(connection) where !token.isKeepAlive && !token.isClose {
+                if let field = HTTPField.Name(token.text), field != .te { named.append(field) }
             }
         }
         fields.removeAll { field in
@@ -30,6 +29,11 @@ enum ForwardedHeaders {
         HTTPField.Name("keep-alive")!, HTTPField.Name("proxy-connection")!,
     ]
     private static let envoyPrefix = Array("x-envoy-".utf8)
+
+    /// Whether a `connection` header value has the `close` token.
+    static func asksToClose(_ connection: String) -> Bool {
+        ConnectionTokens(connection).contains { $0.isClose }
+    }
 
     static let requestID = HTTPField.Name("x-request-id")!
     static let forwardedProto = HTTPField.Name("x-forwarded-proto")!
@@ -120,6 +124,41 @@ enum ForwardedHeaders {
         case .unixDomainSocket:
             return true
         }
+    }
+}
+
+/// The comma-separated tokens of a `connection` header, trimmed, read without copying until a token
+/// names a header to drop (the usual `keep-alive` and `close` never do).
+struct ConnectionTokens: Sequence, IteratorProtocol {
+    struct Token {
+        let bytes: Substring.UTF8View
+
+        var text: String { String(Substring(bytes)) }
+        var isKeepAlive: Bool { equalsIgnoringCase("keep-alive") }
+        var isClose: Bool { equalsIgnoringCase("close") }
+
+        private func equalsIgnoringCase(_ lowercase: StaticString) -> Bool {
+            guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+            return lowercase.withUTF8Buffer { expected in
+                zip(bytes, expected).allSatisfy { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) ? $0 | 0x20 == $1 : $0 == $1 }
+            }
+        }
+    }
+
+    private var rest: Substring.UTF8View
+
+    init(_ value: String) { rest = Substring(value).utf8 }
+
+    mutating func next() -> Token? {
+        while !rest.isEmpty {
+            let end = rest.firstIndex(of: UInt8(ascii: ",")) ?? rest.endIndex
+            var token = rest[rest.startIndex..<end]
+            rest = end == rest.endIndex ? rest[end...] : rest[rest.index(after: end)...]
+            while let first = token.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { token = token.dropFirst() }
+            while let last = token.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { token = token.dropLast() }
+            if !token.isEmpty { return Token(bytes: token) }
+        }
+        return nil
     }
 }
 

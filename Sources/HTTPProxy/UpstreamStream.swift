@@ -107,7 +107,7 @@ final class UpstreamResponseForwarder: ChannelDuplexHandler, RemovableChannelHan
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
-        if case .head(let head) = part, head.headerFields[.connection]?.lowercased().contains("close") == true {
+        if case .head(let head) = part, let connection = head.headerFields[.connection], ForwardedHeaders.asksToClose(connection) {
             closesAfterResponse = true
         }
         receiver?.upstreamResponse(part)

@@ -457,6 +457,15 @@ import XDS
         return table
     }
 
+    @Test func connectionTokensAreTrimmedAndComparedWithoutCase() {
+        let tokens = Array(ConnectionTokens(" Keep-Alive ,x-drop,, CLOSE\t,te"))
+        #expect(tokens.map(\.text) == ["Keep-Alive", "x-drop", "CLOSE", "te"])
+        #expect(tokens.map(\.isKeepAlive) == [true, false, false, false])
+        #expect(tokens.map(\.isClose) == [false, false, true, false])
+        #expect(ForwardedHeaders.asksToClose("keep-alive, Close"))
+        #expect(!ForwardedHeaders.asksToClose("closed"))
+    }
+
     @Test func requestIDsAreVersion4UUIDs() {
         let id = RequestID.make()
         #expect(id.count == 36)
