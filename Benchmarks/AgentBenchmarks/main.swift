@@ -15,6 +15,12 @@ import Netfilter
 //    1/RATE s by one thread and their echoes timed by another, on two paths in the same namespaces:
 //    direct (client as uid 1337 to a port neither side captures) and through both sidecars with
 //    mutual TLS (client as uid 1000 to the service VIP). Paths alternate, twice each.
+// 3. HTTP LATENCY (SECONDS per path, RATE requests/s): h2load, HTTP/1.1 keep-alive, 10 connections at
+//    RATE/10 requests/s each (--rps: requests go out on schedule rather than when the previous answer
+//    came), to nginx answering 1 KiB; each request's time from h2load's per-request log. Direct (uid 1337
+//    to nginx's port neither side captures) and through both sidecars with mutual TLS (uid 1000 to the
+//    `http-payments` service port: HTTP connection managers on both sides, routed per request).
+//    Paths alternate, twice each.
 
 let environment = ProcessInfo.processInfo.environment
 let rounds = Int(environment["ROUNDS"] ?? "") ?? 20
@@ -32,8 +38,33 @@ let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
     .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
 let mesh = try MeshCluster()
 defer { mesh.destroy() }
+/// The HTTP service: port 9081 named `http-payments` on its own address, served by nginx in the payments
+/// pod; 15098 is nginx's port neither pod captures (the direct path).
+let httpService = IPAddress("198.51.100.201")!
+let httpPort: UInt16 = 9081, directHTTPPort: UInt16 = 15098
+let httpServiceEntry = """
+    apiVersion: networking.istio.io/v1
+    kind: ServiceEntry
+    metadata:
+      name: payments-http
+      namespace: shop
+    spec:
+      hosts:
+      - payments-http.shop.svc.cluster.local
+      addresses:
+      - \(httpService)
+      ports:
+      - number: \(httpPort)
+        name: http-payments
+        protocol: HTTP
+      resolution: STATIC
+      workloadSelector:
+        labels:
+          app: payments
+          version: v1
+    """
 try mesh.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.canary(v1: 100, v2: 0),
-                                   "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT")])
+                                   "http.yaml": httpServiceEntry, "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT")])
 
 // MARK: 1. Start to ready, and memory
 
@@ -85,7 +116,7 @@ print("""
 // MARK: 2. Two sidecars with mTLS against direct
 
 let paymentsPod = try mesh.addPod("payments-v1", address: payments)
-try mesh.capture(paymentsPod, extraFlags: ["-d", "15090,15021,15020,\(directPort)"])
+try mesh.capture(paymentsPod, extraFlags: ["-d", "15090,15021,15020,\(directPort),\(directHTTPPort)"])
 paymentsPod.servers.append(try EchoServer(in: paymentsPod.namespace, port: 80))
 paymentsPod.servers.append(try EchoServer(in: paymentsPod.namespace, port: directPort))
 let paymentsAgent = try mesh.startAgent(in: paymentsPod, serviceAccount: "payments")
@@ -150,4 +181,72 @@ print("""
     \(row("direct", direct))
     \(row("two sidecars, mTLS", sidecars))
       added by the sidecars: p50 \(BenchmarkFigures.milliseconds(percentile(sidecars, 0.5) - percentile(direct, 0.5), digits: 3)), p99 \(BenchmarkFigures.milliseconds(percentile(sidecars, 0.99) - percentile(direct, 0.99), digits: 3))
+    """)
+
+// MARK: 3. HTTP through two sidecars with mTLS against direct
+
+let body = String(repeating: "x", count: 1024)
+let nginxConfig = try mesh.write("nginx/nginx.conf", """
+    daemon off;
+    worker_processes 1;
+    pid \(mesh.directory)/nginx/nginx.pid;
+    error_log stderr warn;
+    events { worker_connections 1024; }
+    http {
+        access_log off;
+        client_body_temp_path \(mesh.directory)/nginx;
+        keepalive_requests 1000000;
+        server {
+            listen \(httpPort) reuseport;
+            listen \(directHTTPPort) reuseport;
+            location / { return 200 "\(body)"; }
+        }
+    }
+    """)
+let nginx = try NamespacedProcess(["/usr/sbin/nginx", "-c", nginxConfig], in: paymentsPod.namespace,
+                                  logPath: "\(mesh.directory)/payments-nginx.log")
+paymentsPod.processes.append(nginx)
+usleep(300_000)
+
+/// One h2load run: every request's time in seconds, from its per-request log.
+func httpOpenLoop(to url: String, uid: UInt32, seconds: Double) throws -> [Double] {
+    let log = "\(mesh.directory)/h2load-\(uid)-\(Int(Date().timeIntervalSince1970 * 1000)).tsv"
+    let connections = 10
+    let result = try ChildProcess.run("/usr/bin/nsenter", ["--net=\(clientPod.namespace.path)", "setpriv", "--reuid=\(uid)", "--regid=\(uid)",
+                                                       "--clear-groups", "h2load", "--h1", "-c", "\(connections)", "--rps", "\(Int(rate) / connections)",
+                                                       "-D", "\(Int(seconds))", "--warm-up-time=1", "--log-file", log, url])
+    guard result.status == 0, let text = try? String(contentsOfFile: log, encoding: .utf8) else {
+        throw SandboxError("h2load \(url) as \(uid): \(result)")
+    }
+    try? FileManager.default.removeItem(atPath: log)
+    var times: [Double] = []
+    for line in text.split(separator: "\n") {
+        let columns = line.split(separator: "\t")
+        guard columns.count >= 3, columns[1] == "200", let micros = Double(columns[2]) else {
+            throw SandboxError("h2load \(url): a request that did not succeed: \(line)")
+        }
+        times.append(micros / 1e6)
+    }
+    guard times.count > Int(rate * seconds / 2) else { throw SandboxError("h2load \(url): only \(times.count) requests") }
+    return times
+}
+
+var directHTTP: [Double] = [], sidecarsHTTP: [Double] = []
+for _ in 0..<2 {
+    directHTTP += try httpOpenLoop(to: "http://\(payments):\(directHTTPPort)/", uid: 1337, seconds: secondsPerPath)
+    sidecarsHTTP += try httpOpenLoop(to: "http://\(httpService):\(httpPort)/", uid: 1000, seconds: secondsPerPath)
+}
+let httpStats = try clientPod.http("GET", "/stats/prometheus", port: 15020).body
+guard httpStats.contains(#"istio_requests_total{reporter="source""#) else {
+    throw SandboxError("the client's sidecar counted no HTTP request")
+}
+let serverStats = try paymentsPod.http("GET", "/stats/prometheus", port: 15020).body
+guard serverStats.contains(#"istio_requests_total{reporter="destination""#) && serverStats.contains(#"connection_security_policy="mutual_tls""#) else {
+    throw SandboxError("the payments sidecar did not serve the requests over mutual TLS")
+}
+print("""
+    HTTP latency, h2load --h1, 10 keep-alive connections at \(Int(rate)) requests/s in all, 1 KiB answers, \(directHTTP.count) requests per path:
+    \(row("direct", directHTTP))
+    \(row("two sidecars, mTLS", sidecarsHTTP))
+      added by the sidecars: p50 \(BenchmarkFigures.milliseconds(percentile(sidecarsHTTP, 0.5) - percentile(directHTTP, 0.5), digits: 3)), p90 \(BenchmarkFigures.milliseconds(percentile(sidecarsHTTP, 0.9) - percentile(directHTTP, 0.9), digits: 3)), p99 \(BenchmarkFigures.milliseconds(percentile(sidecarsHTTP, 0.99) - percentile(directHTTP, 0.99), digits: 3))
     """)
