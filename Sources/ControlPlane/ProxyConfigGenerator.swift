@@ -70,14 +70,19 @@ struct ProxyConfigGenerator: Sendable {
             workloads[workload.endpoint.address] = workload
         }
         var inboundPorts: [String: Set<Int>] = workloads.mapValues { _ in [] }
+        var inboundHTTPPorts: [String: Set<Int>] = [:]
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
+        // The services on each HTTP port, for RDS `PORT` and the listener `0.0.0.0_PORT`.
+        var httpServices: [Int: [(host: String, entry: ServiceEntry)]] = [:]
         for entry in config.serviceEntries {
             let members = Self.members(of: entry, workloadEntries: workloadEntries, policy: mutualTLS)
             for member in members where workloads[member.endpoint.address] == nil { workloads[member.endpoint.address] = member }
             let rule = config.destinationRules.first { rule in entry.hosts.contains(rule.host) }
             for port in entry.ports {
                 for member in members {
-                    inboundPorts[member.endpoint.address, default: []].insert(Self.targetPort(of: member.endpoint, port: port))
+                    let target = Self.targetPort(of: member.endpoint, port: port)
+                    inboundPorts[member.endpoint.address, default: []].insert(target)
+                    if port.protocol.isHTTP { inboundHTTPPorts[member.endpoint.address, default: []].insert(target) }
                 }
                 for host in entry.hosts {
                     var subsets: [(name: String, labels: [String: String], policy: DestinationRule.TrafficPolicy)] =
@@ -89,6 +94,7 @@ struct ProxyConfigGenerator: Sendable {
                         let name = Self.clusterName(port: port.number, subset: subset.name, host: host)
                         let selected = members.filter { member in subset.labels.allSatisfy { member.endpoint.labels[$0.key] == $0.value } }
                         var cluster = Self.edsCluster(name, policy: subset.policy)
+                        cluster.typedExtensionProtocolOptions = try HTTPRouteGenerator.protocolOptions(port.protocol, policy: subset.policy)
                         if Self.usesMutualTLS(subset.policy.tlsMode, members: selected, port: port) {
                             cluster.transportSocket = try upstreamTLS(to: selected, sni: Self.sni(port: port.number, subset: subset.name, host: host))
                         }
@@ -97,7 +103,9 @@ struct ProxyConfigGenerator: Sendable {
                             ($0.endpoint.address, Self.targetPort(of: $0.endpoint, port: port))
                         }), as: .endpoint)))
                     }
-                    if !entry.addresses.isEmpty {
+                    if port.protocol.isHTTP {
+                        httpServices[port.number, default: []].append((host, entry))
+                    } else if !entry.addresses.isEmpty {
                         chains.append(Self.outboundChain(host: host, port: port.number, addresses: entry.addresses,
                                                          route: Self.route(host: host, port: port.number, config: config)))
                     }
@@ -110,7 +118,17 @@ struct ProxyConfigGenerator: Sendable {
         listener.useOriginalDst = Google_Protobuf_BoolValue(true)
         listener.trafficDirection = .outbound
         listener.filterChains = chains
-        listener.defaultFilterChain = Self.tcpProxyChain(name: "PassthroughFilterChain", route: .cluster(Self.passthroughCluster))
+        listener.defaultFilterChain = Self.passthroughChain()
+        var listeners: [MeshResources.Resource] = [(Self.outboundListenerName, try .packed(listener, as: .listener))]
+        var routes: [MeshResources.Resource] = []
+        for (port, services) in httpServices.sorted(by: { $0.key < $1.key }) {
+            // TCP services on the same port: the hand-off brings their connections here too.
+            let tcpChains = chains.filter { $0.filterChainMatch.destinationPort.value == UInt32(port) }
+            listeners.append((HTTPRouteGenerator.outboundListenerName(port: port),
+                              try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains), as: .listener)))
+            routes.append((String(port), try .packed(HTTPRouteGenerator.routeConfiguration(port: port, services: services, config: config),
+                                                     as: .route)))
+        }
         let inboundClusterPorts = Set(inboundPorts.values.flatMap { $0 }).sorted()
         for port in inboundClusterPorts {
             let name = "inbound|\(port)||"
@@ -118,10 +136,10 @@ struct ProxyConfigGenerator: Sendable {
         }
         var inboundWorkloads: [String: MeshResources.InboundWorkload] = [:]
         for (address, member) in workloads {
-            inboundWorkloads[address] = .init(ports: inboundPorts[address, default: []].sorted(), tls: member.tls)
+            inboundWorkloads[address] = .init(ports: inboundPorts[address, default: []].sorted(), tls: member.tls,
+                                              httpPorts: inboundHTTPPorts[address, default: []].sorted())
         }
-        return MeshResources(clusters: clusters, endpoints: endpoints,
-                             outboundListener: (Self.outboundListenerName, try .packed(listener, as: .listener)),
+        return MeshResources(clusters: clusters, endpoints: endpoints, outboundListeners: listeners, routes: routes,
                              inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS)
     }
 
@@ -142,7 +160,8 @@ struct ProxyConfigGenerator: Sendable {
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         for port in workload.ports {
             let cluster = "inbound|\(port)||"
-            chains += try inboundChains(name: cluster, port: port, cluster: cluster, mode: workload.tls.mode(forPort: port))
+            chains += try inboundChains(name: cluster, port: port, cluster: cluster, mode: workload.tls.mode(forPort: port),
+                                        http: workload.httpPorts.contains(port))
         }
         // A port-level mode for a port no service declares: Istio gives it passthrough chains of its own.
         for (port, mode) in workload.tls.portModes.sorted(by: { $0.key < $1.key }) where !workload.ports.contains(port) {
@@ -266,12 +285,13 @@ struct ProxyConfigGenerator: Sendable {
 
     /// The chains of one inbound port (nil: any port) under `mode`: mutual TLS unless DISABLE,
     /// plaintext unless STRICT. Named after the port's cluster and the transport; stats keep `name`.
-    private static func inboundChains(name: String, port: Int?, cluster: String,
-                                      mode: PeerAuthentication.Mode) throws -> [Envoy_Config_Listener_V3_FilterChain] {
+    private static func inboundChains(name: String, port: Int?, cluster: String, mode: PeerAuthentication.Mode,
+                                      http: Bool = false) throws -> [Envoy_Config_Listener_V3_FilterChain] {
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         for transport in ["tls", "raw_buffer"] {
             if transport == "tls" && mode == .disable || transport == "raw_buffer" && mode == .strict { continue }
             var chain = tcpProxyChain(name: "\(name)-\(transport)", statPrefix: name, route: .cluster(cluster))
+            if http, let port { chain.filters = [try HTTPRouteGenerator.inboundConnectionManager(port: port)] }
             if let port { chain.filterChainMatch.destinationPort = Google_Protobuf_UInt32Value(UInt32(port)) }
             chain.filterChainMatch.transportProtocol = transport
             if transport == "tls" { chain.transportSocket = try downstreamTransportSocket.get() }
@@ -332,6 +352,11 @@ struct ProxyConfigGenerator: Sendable {
             return range
         }
         return chain
+    }
+
+    /// `PassthroughFilterChain`: connections no chain takes go to their original destination.
+    static func passthroughChain() -> Envoy_Config_Listener_V3_FilterChain {
+        tcpProxyChain(name: "PassthroughFilterChain", route: .cluster(passthroughCluster))
     }
 
     private static func tcpProxyChain(name: String, statPrefix: String? = nil,
@@ -400,7 +425,7 @@ struct ProxyConfigGenerator: Sendable {
         return result
     }
 
-    private static func protoDuration(_ duration: Duration) -> Google_Protobuf_Duration {
+    static func protoDuration(_ duration: Duration) -> Google_Protobuf_Duration {
         let (seconds, attoseconds) = duration.components
         return Google_Protobuf_Duration(seconds: seconds, nanos: Int32(attoseconds / 1_000_000_000))
     }
