@@ -1,0 +1,121 @@
+import CapstanTestSupport
+import Foundation
+import Testing
+
+/// Istio's HTTP examples served by `capstan control-plane` to a captured pod's proxy, checked with a
+/// real client (httpx, keep-alive) against real upstreams (Hypercorn, answering with
+/// `x-upstream-name`): `payments` is a ServiceEntry at 198.51.100.200 whose port 9080 is HTTP by its
+/// name (`http-payments`); v1 and v2 serve on 198.51.100.10:8080 and 198.51.100.99:8080 in the peer.
+@Suite(.serialized) struct HTTPControlPlaneTests {
+    static let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers")
+    static let service = "http://198.51.100.200:9080"
+
+    /// A mesh whose workloads are HTTP servers named v1 and v2, with `files` besides the workloads.
+    func withHTTPMesh<T>(_ files: [String: String], _ body: (MeshSandbox) throws -> T) throws -> T {
+        try withSandbox { sandbox in
+            let mesh = try MeshSandbox(sandbox, files: files.merging(["workloads.yaml": MeshDocuments.httpWorkloads]) { $1 })
+            var upstreams: [NamespacedProcess] = []
+            defer { upstreams.forEach { $0.stop() } }
+            for (name, address) in [("v1", "198.51.100.10"), ("v2", "198.51.100.99")] {
+                let log = "/tmp/\(sandbox.name)-upstream-\(name).log"
+                let process = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
+                                                     "--listen", "\(address):8080", "--name", name], in: sandbox.peer, logPath: log)
+                upstreams.append(process)
+                guard process.waitUntil(seconds: 20, { process.log.contains("READY") }) else {
+                    throw SandboxError("upstream \(name) did not start: \(process.log)")
+                }
+            }
+            try mesh.startControlPlane()
+            try mesh.startProxy()
+            return try body(mesh)
+        }
+    }
+
+    /// `count` requests on one keep-alive connection (httpx), from the pod: who answered each, and the
+    /// client ports used (one per connection).
+    func requests(_ mesh: MeshSandbox, path: String = "/", count: Int, headers: [String] = []) throws -> (upstreams: [String], ports: Set<Int>) {
+        let arguments = ["ip", "netns", "exec", "\(mesh.sandbox.name)-pod", "python3", Self.peers.appendingPathComponent("http_client.py").path,
+                         "httpx", Self.service + path, "--count", String(count)] + headers.flatMap { ["--header", $0] }
+        let result = try ChildProcess.run("/usr/bin/env", arguments)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any],
+              let requests = object["requests"] as? [[String: Any]], requests.count == count else {
+            throw SandboxError("http_client.py: \(result)\ncontrol plane: \(mesh.controlPlane?.log ?? "")\nproxy: \(mesh.proxy?.errorOutput ?? "")")
+        }
+        for request in requests where request["status"] as? Int != 200 {
+            throw SandboxError("a request was answered \(request): \(result.standardOutput.prefix(2000))")
+        }
+        return (requests.map { $0["upstream"] as? String ?? "?" }, Set(requests.compactMap { $0["local_port"] as? Int }))
+    }
+
+    /// Waits until a request to `path` with `headers` is answered by `upstream` (a pushed route in force).
+    func waitFor(_ upstream: String, _ mesh: MeshSandbox, path: String = "/", headers: [String] = []) -> Bool {
+        mesh.proxy?.waitUntil(seconds: 10) { (try? requests(mesh, path: path, count: 1, headers: headers).upstreams) == [upstream] } ?? false
+    }
+
+    @Test func canaryNinetyTenSplitsEachRequestOnKeepAliveConnections() throws {
+        try withHTTPMesh(["canary.yaml": MeshDocuments.httpCanary(v1: 90, v2: 10)]) { mesh in
+            let routed = waitFor("v1", mesh) || waitFor("v2", mesh)
+            #expect(routed, "\(mesh.proxy?.errorOutput ?? "")")
+            var total: [String: Int] = [:]
+            for connection in 0..<4 {
+                let (upstreams, ports) = try requests(mesh, count: 250)
+                #expect(ports.count == 1, "connection \(connection) used one client connection")
+                #expect(Set(upstreams) == ["v1", "v2"], "connection \(connection) saw both versions: \(upstreams)")
+                for upstream in upstreams { total[upstream, default: 0] += 1 }
+            }
+            // 10 % of 1,000 ± 3 points.
+            #expect(total.values.reduce(0, +) == 1000)
+            #expect((70...130).contains(total["v2", default: 0]), "\(total)")
+            let counted = Int(try mesh.stat("http.outbound_0.0.0.0_9080.downstream_rq_total") ?? "") ?? 0
+            #expect(counted >= 1000, "http.outbound_0.0.0.0_9080.downstream_rq_total: \(counted)")
+            let dump = try #require(mesh.proxy).admin("GET", "/config_dump").body
+            let compact = dump.replacingOccurrences(of: " ", with: "")
+            #expect(compact.contains("\"rds_route_config_name\":\"9080\""), "the listener takes its routes over RDS")
+            #expect(compact.contains("\"name\":\"payments.shop.svc.cluster.local:9080\""), "RDS 9080 is in force")
+        }
+    }
+
+    @Test func uriPrefixAndHeaderMatchesRouteBySubsetAndFollowChanges() throws {
+        // Seed 2: /v1 to subset v1 (Istio's example calls it stable), everything else to the service.
+        let prefix = MeshDocuments.httpVirtualService("""
+              - match:
+                - uri:
+                    prefix: /v1
+                route:
+                - destination:
+                    host: payments
+                    subset: v1
+              - route:
+                - destination:
+                    host: payments
+                    subset: v2
+            """)
+        try withHTTPMesh(["routes.yaml": prefix]) { mesh in
+            #expect(waitFor("v1", mesh, path: "/v1/pay"), "\(mesh.proxy?.errorOutput ?? "")")
+            #expect(Set(try requests(mesh, path: "/v1/pay", count: 20).upstreams) == ["v1"])
+            #expect(Set(try requests(mesh, path: "/v2/pay", count: 20).upstreams) == ["v2"])
+            #expect(Set(try requests(mesh, path: "/", count: 20).upstreams) == ["v2"])
+
+            // Seed 3: one user to v2, everyone else to v1; pushed as a change, applied per request.
+            try mesh.write("routes.yaml", MeshDocuments.httpVirtualService("""
+                  - match:
+                    - headers:
+                        end-user:
+                          exact: jason
+                    route:
+                    - destination:
+                        host: payments
+                        subset: v2
+                  - route:
+                    - destination:
+                        host: payments
+                        subset: v1
+                """))
+            #expect(waitFor("v1", mesh, path: "/v2/pay"), "\(mesh.controlPlane?.log ?? "")")
+            #expect(Set(try requests(mesh, count: 20, headers: ["end-user:jason"]).upstreams) == ["v2"])
+            #expect(Set(try requests(mesh, count: 20, headers: ["end-user:mary"]).upstreams) == ["v1"])
+            #expect(Set(try requests(mesh, count: 20).upstreams) == ["v1"])
+            #expect(try mesh.stat("listener_manager.lds.update_rejected") == "0")
+        }
+    }
+}
