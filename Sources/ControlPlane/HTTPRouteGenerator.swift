@@ -28,9 +28,23 @@ enum HTTPRouteGenerator {
     /// `tcpChains`: the chains of TCP services on the same port (by their addresses), which take their
     /// connections before the HTTP chain does (a longer destination prefix wins, as in Envoy).
     static func outboundListener(port: Int, tcpChains: [Envoy_Config_Listener_V3_FilterChain] = []) throws -> Envoy_Config_Listener_V3_Listener {
+        try outboundListener(address: "0.0.0.0", port: port, routeConfigName: String(port), tcpChains: tcpChains,
+                             defaultChain: ProxyConfigGenerator.passthroughChain())
+    }
+
+    /// Istio's protocol sniffing for a service port that declares no protocol, on one of the
+    /// service's addresses: listener `ADDRESS_PORT`, whose HTTP chain routes by RDS `HOST:PORT` and
+    /// whose default chain (anything `http_inspector` does not take for HTTP) is the service's TCP one.
+    static func sniffingListener(address: String, port: Int, host: String,
+                                 tcp: Envoy_Config_Listener_V3_FilterChain) throws -> Envoy_Config_Listener_V3_Listener {
+        try outboundListener(address: address, port: port, routeConfigName: "\(host):\(port)", tcpChains: [], defaultChain: tcp)
+    }
+
+    private static func outboundListener(address: String, port: Int, routeConfigName: String, tcpChains: [Envoy_Config_Listener_V3_FilterChain],
+                                         defaultChain: Envoy_Config_Listener_V3_FilterChain) throws -> Envoy_Config_Listener_V3_Listener {
         var listener = Envoy_Config_Listener_V3_Listener()
-        listener.name = outboundListenerName(port: port)
-        listener.address = socketAddress("0.0.0.0", port: port)
+        listener.name = "\(address)_\(port)"
+        listener.address = socketAddress(address, port: port)
         listener.bindToPort = Google_Protobuf_BoolValue(false)
         listener.trafficDirection = .outbound
         var tlsInspector = Envoy_Config_Listener_V3_ListenerFilter()
@@ -40,11 +54,11 @@ enum HTTPRouteGenerator {
         httpInspector.name = httpInspectorFilter
         httpInspector.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Listener_HttpInspector_V3_HttpInspector())
         listener.listenerFilters = [tlsInspector, httpInspector]
-        var manager = baseConnectionManager(statPrefix: "outbound_0.0.0.0_\(port)")
+        var manager = baseConnectionManager(statPrefix: "outbound_\(address)_\(port)")
         var rds = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_Rds()
         rds.configSource.ads = Envoy_Config_Core_V3_AggregatedConfigSource()
         rds.configSource.resourceApiVersion = .v3
-        rds.routeConfigName = String(port)
+        rds.routeConfigName = routeConfigName
         manager.rds = rds
         manager.httpFilters = [try upstreamALPNFilter(), try routerFilter()]
         var chain = Envoy_Config_Listener_V3_FilterChain()
@@ -57,8 +71,23 @@ enum HTTPRouteGenerator {
             chain.filterChainMatch.clearDestinationPort()
             return chain
         } + [chain]
-        listener.defaultFilterChain = ProxyConfigGenerator.passthroughChain()
+        listener.defaultFilterChain = defaultChain
         return listener
+    }
+
+    /// RDS `HOST:PORT` of a sniffed port: one virtual host for every authority (the listener is the
+    /// service address's already).
+    static func sniffedRouteConfiguration(host: String, port: Int, entry: ServiceEntry,
+                                          config: MeshConfig) -> Envoy_Config_Route_V3_RouteConfiguration {
+        var routes = Envoy_Config_Route_V3_RouteConfiguration()
+        routes.name = "\(host):\(port)"
+        var virtualHost = virtualHost(host: host, port: port, entry: entry, config: config)
+        virtualHost.domains = ["*"]
+        routes.virtualHosts = [virtualHost]
+        routes.validateClusters = Google_Protobuf_BoolValue(false)
+        routes.maxDirectResponseBodySizeBytes = Google_Protobuf_UInt32Value(1_048_576)
+        routes.ignorePortInHostMatching = true
+        return routes
     }
 
     /// RDS `PORT`: `services` (host, the service, its port) in host order, then `allow_any`.
@@ -383,9 +412,15 @@ enum HTTPRouteGenerator {
 
     /// `typed_extension_protocol_options` of a cluster on an HTTP port: explicit HTTP/2 for `http2` and
     /// `grpc` ports and for DestinationRule `h2UpgradePolicy: UPGRADE`; nil (HTTP/1.1) otherwise.
-    static func protocolOptions(_ proto: ServiceProtocol, policy: DestinationRule.TrafficPolicy) throws -> [String: Google_Protobuf_Any] {
-        guard proto.isHTTP, proto.requiresHTTP2 || (proto == .http && policy.http2Upgrade == true) else { return [:] }
+    /// A sniffed port's cluster speaks the downstream's version (`use_downstream_protocol_config`).
+    static func protocolOptions(_ proto: ServiceProtocol, policy: DestinationRule.TrafficPolicy, sniffed: Bool = false) throws -> [String: Google_Protobuf_Any] {
         var options = Envoy_Extensions_Upstreams_Http_V3_HttpProtocolOptions()
+        if sniffed && proto == .unknown {
+            options.useDownstreamProtocolConfig.httpProtocolOptions = Envoy_Config_Core_V3_Http1ProtocolOptions()
+            options.useDownstreamProtocolConfig.http2ProtocolOptions = Envoy_Config_Core_V3_Http2ProtocolOptions()
+            return ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions": try Google_Protobuf_Any(message: options)]
+        }
+        guard proto.isHTTP, proto.requiresHTTP2 || (proto == .http && policy.http2Upgrade == true) else { return [:] }
         options.explicitHTTPConfig.http2ProtocolOptions = Envoy_Config_Core_V3_Http2ProtocolOptions()
         return ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions": try Google_Protobuf_Any(message: options)]
     }

@@ -159,7 +159,7 @@ private struct Builder {
             let proto = ServiceProtocol.selected(declared: declared, name: name)
             switch proto {
             case .unknown:
-                warnings.append("\(port.path): no protocol (neither protocol nor a name such as http-web or tcp-db): proxied as TCP; Capstan does not sniff for HTTP as Istio does")
+                warnings.append("\(port.path): no protocol (neither protocol nor a name such as http-web or tcp-db): sniffed as Istio does (HTTP routed per request, anything else as TCP; a protocol whose server speaks first waits up to 15 s: name such a port tcp-…)")
             case .grpcWeb:
                 warnings.append("\(port.path): \(proto.rawValue) is routed as HTTP; gRPC-Web is not translated to gRPC")
             // Istio proxies these as TCP too (its Mongo, MySQL and Redis filters are off by default).

@@ -15,10 +15,13 @@ struct MeshResources: Sendable {
         let tls: MutualTLSPolicy.Inbound
         /// Those of `ports` that serve HTTP: their chains end in a connection manager.
         let httpPorts: [Int]
+        /// Those of `ports` with no protocol: HTTP chains (by ALPN or `http_inspector`) before the TCP ones.
+        let sniffedPorts: [Int]
 
-        init(ports: [Int], tls: MutualTLSPolicy.Inbound, httpPorts: [Int] = []) {
+        init(ports: [Int], tls: MutualTLSPolicy.Inbound, httpPorts: [Int] = [], sniffedPorts: [Int] = []) {
             self.ports = ports
             self.httpPorts = httpPorts
+            self.sniffedPorts = sniffedPorts
             // A port-level mode repeating the workload's, on one of its ports, changes no chain: left
             // out, so that it does not make equal listeners compare unequal.
             var tls = tls

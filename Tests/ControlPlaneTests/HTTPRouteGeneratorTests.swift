@@ -237,4 +237,66 @@ import XDS
         #expect(store.snapshot(for: node).types[.route]?.version == "2")
         #expect(store.snapshot(for: node).types[.listener]?.version == "1")
     }
+
+    @Test func aPortWithNoProtocolIsSniffedAsIstiodSniffsIt() throws {
+        let web = """
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: web, namespace: shop}
+            spec:
+              hosts: [web]
+              addresses: [198.51.100.202]
+              ports: [{number: 8080, name: web}]
+              resolution: STATIC
+              endpoints: [{address: 198.51.100.60, labels: {security.istio.io/tlsMode: istio}}]
+            """
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([web]))])
+        #expect(reading.warnings.contains { $0.contains("spec.ports[0]: no protocol") }, "\(reading.warnings)")
+        let resources = try resources(HTTPDocuments.mesh([web]))
+        let resource = try #require(resources.outboundListeners.first { $0.name == "198.51.100.202_8080" })
+        let listener = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](resource.resource.value))
+        // Field by field against istiod's 172.30.32.106_8080 (curl-test, a port named nothing Istio knows).
+        let istiod = try #require(try Self.istiod("listeners").first { $0["name"] as? String == "172.30.32.106_8080" })
+        #expect(listener.bindToPort.value == istiod["bind_to_port"] as? Bool)
+        #expect(listener.listenerFilters.map(\.name) == (istiod["listener_filters"] as! [[String: Any]]).map { $0["name"] as! String })
+        let istiodChain = (istiod["filter_chains"] as! [[String: Any]])[0]
+        let istiodMatch = istiodChain["filter_chain_match"] as! [String: Any]
+        #expect(listener.filterChains.map(\.filterChainMatch.applicationProtocols) == [istiodMatch["application_protocols"] as! [String]])
+        let manager = try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(
+            unpackingAny: listener.filterChains[0].filters[0].typedConfig)
+        let istiodManager = ((istiodChain["filters"] as! [[String: Any]])[0]["typed_config"]) as! [String: Any]
+        #expect(manager.statPrefix == "outbound_198.51.100.202_8080" && istiodManager["stat_prefix"] as? String == "outbound_172.30.32.106_8080")
+        #expect(manager.rds.routeConfigName == "web.shop.svc.cluster.local:8080")
+        #expect((istiodManager["rds"] as! [String: Any])["route_config_name"] as? String == "curl-test.vanilla-playground.svc.cluster.local:8080")
+        let tcp = try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: listener.defaultFilterChain.filters[0].typedConfig)
+        #expect(tcp.cluster == "outbound|8080||web.shop.svc.cluster.local" && tcp.statPrefix == tcp.cluster)
+        let istiodTCP = ((istiod["default_filter_chain"] as! [String: Any])["filters"] as! [[String: Any]]).last!["typed_config"] as! [String: Any]
+        #expect(istiodTCP["cluster"] as? String == istiodTCP["stat_prefix"] as? String)
+
+        let routes = try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: [UInt8](try #require(resources.routes.first { $0.name == "web.shop.svc.cluster.local:8080" }).resource.value))
+        let istiodRoutes = try #require(try Self.istiod("routes").first { $0["name"] as? String == "curl-test.vanilla-playground.svc.cluster.local:8080" })
+        let istiodHost = (istiodRoutes["virtual_hosts"] as! [[String: Any]])[0]
+        #expect(routes.virtualHosts.map(\.name) == ["web.shop.svc.cluster.local:8080"])
+        #expect(routes.virtualHosts[0].domains == istiodHost["domains"] as? [String])
+        #expect(routes.virtualHosts[0].routes.map(\.name) == (istiodHost["routes"] as! [[String: Any]]).map { $0["name"] as! String })
+
+        let cluster = try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](try #require(resources.clusters.first { $0.name == "outbound|8080||web.shop.svc.cluster.local" }).resource.value))
+        let options = try Envoy_Extensions_Upstreams_Http_V3_HttpProtocolOptions(
+            unpackingAny: try #require(cluster.typedExtensionProtocolOptions["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]))
+        #expect(options.useDownstreamProtocolConfig.hasHTTPProtocolOptions && options.useDownstreamProtocolConfig.hasHTTP2ProtocolOptions)
+
+        // Inbound: HTTP chains (by ALPN over mTLS, by http_inspector in plaintext) before the TCP ones.
+        let inbound = try ProxyConfigGenerator.inboundListener(resources.inbound(ip: "198.51.100.60", namespace: "shop"), transparent: false)
+        let inboundListener = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](inbound.resource.value))
+        #expect(inboundListener.listenerFilters.map(\.name) == ["envoy.filters.listener.tls_inspector", "envoy.filters.listener.http_inspector"])
+        let port8080 = inboundListener.filterChains.filter { $0.filterChainMatch.destinationPort.value == 8080 }
+        #expect(port8080.map { "\($0.filterChainMatch.transportProtocol) \($0.filterChainMatch.applicationProtocols) \($0.filters[0].name)" } == [
+            "tls [\"istio-http/1.0\", \"istio-http/1.1\", \"istio-h2\"] envoy.filters.network.http_connection_manager",
+            "raw_buffer [\"http/1.1\", \"h2c\"] envoy.filters.network.http_connection_manager",
+            "tls [] envoy.filters.network.tcp_proxy", "raw_buffer [] envoy.filters.network.tcp_proxy",
+        ])
+        _ = try XDSResourceDecoder.listeners(resources.outboundListeners.map(\.resource) + [inbound.resource])
+        _ = try XDSResourceDecoder.routeConfigurations(resources.routes.map(\.resource))
+        _ = try XDSResourceDecoder.clusters(resources.clusters.map(\.resource))
+    }
 }

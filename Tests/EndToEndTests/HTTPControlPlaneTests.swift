@@ -1,5 +1,6 @@
 import CapstanTestSupport
 import Foundation
+import Netfilter
 import Testing
 
 /// Istio's HTTP examples served by `capstan control-plane` to a captured pod's proxy, checked with a
@@ -10,10 +11,11 @@ import Testing
     static let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers")
     static let service = "http://198.51.100.200:9080"
 
-    /// A mesh whose workloads are HTTP servers named v1 and v2, with `files` besides the workloads.
+    /// A mesh whose workloads are HTTP servers named v1 and v2 (on 8080) and echo servers (on 80), with
+    /// `files` besides the workloads (a `workloads.yaml` among them replaces ``MeshDocuments/httpWorkloads``).
     func withHTTPMesh<T>(_ files: [String: String], _ body: (MeshSandbox) throws -> T) throws -> T {
         try withSandbox { sandbox in
-            let mesh = try MeshSandbox(sandbox, files: files.merging(["workloads.yaml": MeshDocuments.httpWorkloads]) { $1 })
+            let mesh = try MeshSandbox(sandbox, files: files.merging(["workloads.yaml": MeshDocuments.httpWorkloads]) { given, _ in given })
             var upstreams: [NamespacedProcess] = []
             defer { upstreams.forEach { $0.stop() } }
             for (name, address) in [("v1", "198.51.100.10"), ("v2", "198.51.100.99")] {
@@ -116,6 +118,49 @@ import Testing
             #expect(Set(try requests(mesh, count: 20, headers: ["end-user:mary"]).upstreams) == ["v1"])
             #expect(Set(try requests(mesh, count: 20).upstreams) == ["v1"])
             #expect(try mesh.stat("listener_manager.lds.update_rejected") == "0")
+        }
+    }
+
+    @Test func aPortWithNoProtocolIsSniffedHTTPPerRequestAndAnythingElseAsTCP() throws {
+        // Port 9080 named `payments`, no protocol: Istio sniffs it. A second service on the same
+        // workloads' echo servers (port 80), also unnamed, carries bytes that are not HTTP.
+        let workloads = MeshDocuments.httpWorkloads.replacingOccurrences(of: "name: http-payments", with: "name: payments")
+            .replacingOccurrences(of: "http-payments: 8080", with: "payments: 8080") + """
+
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata:
+              name: ledger
+              namespace: shop
+            spec:
+              hosts:
+              - ledger.shop.svc.cluster.local
+              addresses:
+              - 198.51.100.201
+              ports:
+              - number: 9090
+                name: ledger
+                targetPort: 80
+              resolution: STATIC
+              workloadSelector:
+                labels:
+                  app: payments
+            """
+        try withHTTPMesh(["workloads.yaml": workloads, "canary.yaml": MeshDocuments.httpCanary(v1: 50, v2: 50)]) { mesh in
+            let routed = waitFor("v1", mesh) || waitFor("v2", mesh)
+            #expect(routed, "\(mesh.proxy?.errorOutput ?? "")")
+            let (upstreams, ports) = try requests(mesh, count: 100)
+            #expect(ports.count == 1 && Set(upstreams) == ["v1", "v2"], "per request on one connection: \(upstreams)")
+            let started = ContinuousClock.now
+            let echo = try EchoExchange.run(to: SocketAddress(IPAddress("198.51.100.201")!, 9090), from: mesh.sandbox.pod, payload: [1, 2, 3])
+            #expect([MeshSandbox.v1, MeshSandbox.v2].contains(echo.serverAddress), "\(echo)")
+            #expect(echo.echoed == [1, 2, 3])
+            // The client spoke first: sniffing decided at once, not at the 15 s listener filter timeout.
+            #expect(ContinuousClock.now - started < .seconds(5))
+            let compact = try #require(mesh.proxy).admin("GET", "/config_dump").body.replacingOccurrences(of: " ", with: "")
+            #expect(compact.contains("\"name\":\"198.51.100.200_9080\""))
+            #expect(compact.contains("\"rds_route_config_name\":\"payments.shop.svc.cluster.local:9080\""))
         }
     }
 }
