@@ -163,4 +163,47 @@ import Testing
             #expect(compact.contains("\"rds_route_config_name\":\"payments.shop.svc.cluster.local:9080\""))
         }
     }
+
+    @Test func mutualTLSBetweenSidecarsCarriesHTTPToTheInboundConnectionManager() throws {
+        // Two injected pods with agents (``MeshCluster``): the client's proxy sends each request over
+        // mutual TLS (istio.alpn: istio-http/1.1) to v1's proxy, whose inbound HTTP chain routes it to
+        // the application and tells it the caller (x-forwarded-client-cert).
+        let v1 = IPAddress("192.0.2.10")!
+        let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
+            .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
+            .replacingOccurrences(of: "tcp-payments: 80", with: "http-payments: 8080")
+            .replacingOccurrences(of: "198.51.100.10", with: "\(v1)")
+            .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+        try withMeshCluster { cluster in
+            try cluster.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.httpCanary(v1: 100, v2: 0),
+                                                  "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT")])
+            let payments = try cluster.addWorkload("payments-v1", address: v1, serviceAccount: "payments", appPort: nil)
+            let upstream = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
+                                                  "--listen", "\(v1):8080", "--name", "v1"], in: payments.namespace,
+                                                 logPath: "\(cluster.directory)/payments-v1-upstream.log")
+            defer { upstream.stop() }
+            #expect(upstream.waitUntil(seconds: 20) { upstream.log.contains("READY") }, "\(upstream.log)")
+            _ = try cluster.addWorkload("client", address: IPAddress("192.0.2.1")!, serviceAccount: "client", appPort: nil)
+            var answered: [String: Any]?
+            _ = upstream.waitUntil(seconds: 10) {
+                let result = try? ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(cluster.name)-client", "python3",
+                                                                   Self.peers.appendingPathComponent("http_client.py").path,
+                                                                   "httpx", Self.service + "/hello", "--count", "5"])
+                answered = (try? JSONSerialization.jsonObject(with: Data((result?.standardOutput ?? "").utf8))) as? [String: Any]
+                return ((answered?["requests"] as? [[String: Any]])?.allSatisfy { $0["status"] as? Int == 200 }) == true
+            }
+            let requests = try #require(answered?["requests"] as? [[String: Any]], "\(String(describing: answered))")
+            #expect(requests.count == 5 && requests.allSatisfy { $0["upstream"] as? String == "v1" }, "\(requests)")
+            let headers = ((requests.first?["json"] as? [String: Any])?["headers"] as? [String: Any]) ?? [:]
+            let certificate = headers["x-forwarded-client-cert"] as? String ?? ""
+            #expect(certificate.contains("URI=spiffe://cluster.local/ns/shop/sa/client"), "\(headers)")
+            #expect(certificate.contains("By=spiffe://cluster.local/ns/shop/sa/payments"), "\(headers)")
+            // Counted by v1's inbound connection manager, with the caller's verified identity.
+            let metrics = try payments.http("GET", "/stats/prometheus", port: 15020).body
+            #expect(metrics.split(separator: "\n").contains {
+                $0.hasPrefix("istio_requests_total{") && $0.contains(#"reporter="destination""#)
+                    && $0.contains(#"source_principal="spiffe://cluster.local/ns/shop/sa/client""#)
+            }, "\(metrics.split(separator: "\n").filter { $0.hasPrefix("istio_requests_total") })")
+        }
+    }
 }
