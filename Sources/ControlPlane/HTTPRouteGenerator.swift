@@ -95,8 +95,11 @@ enum HTTPRouteGenerator {
                                    config: MeshConfig) -> Envoy_Config_Route_V3_RouteConfiguration {
         var routes = Envoy_Config_Route_V3_RouteConfiguration()
         routes.name = String(port)
+        // A bare service name (`payments`) is a domain when no other service on the port has it.
+        var names: [String: Int] = [:]
+        for (host, _) in services { if let name = bareName(host) { names[name, default: 0] += 1 } }
         routes.virtualHosts = services.sorted { $0.host < $1.host }.map { host, entry in
-            virtualHost(host: host, port: port, entry: entry, config: config)
+            virtualHost(host: host, port: port, entry: entry, config: config, bareName: bareName(host).map { names[$0] == 1 } ?? false)
         }
         var any = Envoy_Config_Route_V3_VirtualHost()
         any.name = allowAny
@@ -116,10 +119,20 @@ enum HTTPRouteGenerator {
         return routes
     }
 
+    /// `NAME` of a Kubernetes-style `NAME.NS.svc.cluster.local`.
+    static func bareName(_ host: String) -> String? {
+        let suffix = ".svc.cluster.local"
+        guard host.hasSuffix(suffix) else { return nil }
+        return host.dropLast(suffix.count).split(separator: ".").first.map(String.init)
+    }
+
     /// `HOST:PORT`, with the names a client may use for the service as domains: the host, and for a
-    /// Kubernetes-style `NAME.NS.svc.cluster.local` also `NAME.NS.svc` and `NAME.NS`, then the
-    /// service's addresses (single IPs only).
-    static func virtualHost(host: String, port: Int, entry: ServiceEntry, config: MeshConfig) -> Envoy_Config_Route_V3_VirtualHost {
+    /// Kubernetes-style `NAME.NS.svc.cluster.local` also `NAME.NS.svc`, `NAME.NS` and, when `bareName`,
+    /// `NAME`, then the service's addresses (single IPs only). istiod gives `NAME` to the proxies of the
+    /// service's namespace only; routes here are the same for every proxy, so `NAME` is given when no
+    /// other service on the port is called so (a client's DNS resolves it to this service, or not at all).
+    static func virtualHost(host: String, port: Int, entry: ServiceEntry, config: MeshConfig,
+                            bareName: Bool = false) -> Envoy_Config_Route_V3_VirtualHost {
         var virtualHost = Envoy_Config_Route_V3_VirtualHost()
         virtualHost.name = "\(host):\(port)"
         var domains = [host]
@@ -127,6 +140,7 @@ enum HTTPRouteGenerator {
         if host.hasSuffix(suffix) {
             let short = String(host.dropLast(suffix.count))
             domains += ["\(short).svc", short]
+            if bareName, let name = Self.bareName(host) { domains.append(name) }
         }
         domains += entry.addresses.compactMap(IPNetwork.init).filter(\.isSingleAddress).map(\.address)
         virtualHost.domains = domains

@@ -98,7 +98,13 @@ import XDS
         let resource = try #require(resources.routes.first { $0.name == "9080" })
         let routes = try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: [UInt8](resource.resource.value))
         #expect(routes.virtualHosts.map(\.name) == ["payments.shop.svc.cluster.local:9080", "allow_any"])
-        #expect(routes.virtualHosts[0].domains == ["payments.shop.svc.cluster.local", "payments.shop.svc", "payments.shop", "198.51.100.200"])
+        #expect(routes.virtualHosts[0].domains == ["payments.shop.svc.cluster.local", "payments.shop.svc", "payments.shop", "payments", "198.51.100.200"])
+        // A second payments, in billing, on the same port: neither gets the bare name.
+        let billing = HTTPDocuments.serviceEntry.replacingOccurrences(of: "namespace: shop", with: "namespace: billing")
+            .replacingOccurrences(of: "198.51.100.200, 2001:db8:200::/64", with: "198.51.100.210")
+        let both = try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: [UInt8](try #require(
+            try self.resources(HTTPDocuments.mesh([billing])).routes.first { $0.name == "9080" }).resource.value))
+        #expect(both.virtualHosts.map { $0.domains.contains("payments") } == [false, false, false])
 
         let istiod = try #require(try Self.istiod("routes").first { $0["name"] as? String == "9090" })
         #expect(routes.validateClusters.value == istiod["validate_clusters"] as? Bool)

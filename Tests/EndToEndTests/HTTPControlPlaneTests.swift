@@ -115,6 +115,8 @@ import Testing
                 """))
             #expect(waitFor("v1", mesh, path: "/v2/pay"), "\(mesh.controlPlane?.log ?? "")")
             #expect(Set(try requests(mesh, count: 20, headers: ["end-user:jason"]).upstreams) == ["v2"])
+            // As a pod calls it by its Kubernetes short name.
+            #expect(Set(try requests(mesh, count: 5, headers: ["end-user:jason", "host:payments:9080"]).upstreams) == ["v2"])
             #expect(Set(try requests(mesh, count: 20, headers: ["end-user:mary"]).upstreams) == ["v1"])
             #expect(Set(try requests(mesh, count: 20).upstreams) == ["v1"])
             #expect(try mesh.stat("listener_manager.lds.update_rejected") == "0")
