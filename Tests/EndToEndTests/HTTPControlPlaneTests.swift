@@ -11,7 +11,7 @@ import Testing
     static let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers")
     static let service = "http://198.51.100.200:9080"
 
-    /// A mesh whose workloads are HTTP servers named v1 and v2 (on 8080) and echo servers (on 80), with
+    /// A mesh whose workloads are HTTP servers named v1 and v2 (on 8080, gRPC on 9090) and echo servers (on 80), with
     /// `files` besides the workloads (a `workloads.yaml` among them replaces ``MeshDocuments/httpWorkloads``).
     func withHTTPMesh<T>(_ files: [String: String], _ body: (MeshSandbox) throws -> T) throws -> T {
         try withSandbox { sandbox in
@@ -21,7 +21,8 @@ import Testing
             for (name, address) in [("v1", "198.51.100.10"), ("v2", "198.51.100.99")] {
                 let log = "/tmp/\(sandbox.name)-upstream-\(name).log"
                 let process = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
-                                                     "--listen", "\(address):8080", "--name", name], in: sandbox.peer, logPath: log)
+                                                     "--listen", "\(address):8080", "--name", name, "--grpc-port", "9090"],
+                                                    in: sandbox.peer, logPath: log)
                 upstreams.append(process)
                 guard process.waitUntil(seconds: 20, { process.log.contains("READY") }) else {
                     throw SandboxError("upstream \(name) did not start: \(process.log)")
@@ -206,6 +207,47 @@ import Testing
                 $0.hasPrefix("istio_requests_total{") && $0.contains(#"reporter="destination""#)
                     && $0.contains(#"source_principal="spiffe://cluster.local/ns/shop/sa/client""#)
             }, "\(metrics.split(separator: "\n").filter { $0.hasPrefix("istio_requests_total") })")
+        }
+    }
+
+    @Test func grpcIsBalancedPerCallNotPerConnection() throws {
+        // Seed 6, Istio's #7117: a gRPC client keeps one HTTP/2 connection; its calls still spread
+        // over both backends, because the port says grpc and the proxy routes each stream.
+        let echo = """
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata:
+              name: echo
+              namespace: shop
+            spec:
+              hosts:
+              - echo.shop.svc.cluster.local
+              addresses:
+              - 198.51.100.202
+              ports:
+              - number: 7070
+                name: grpc-echo
+                targetPort: 9090
+              resolution: STATIC
+              workloadSelector:
+                labels:
+                  app: payments
+            """
+        try withHTTPMesh(["echo.yaml": echo]) { mesh in
+            func calls(_ count: Int) -> [String] {
+                let result = try? ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "python3",
+                                                                   Self.peers.appendingPathComponent("http_client.py").path,
+                                                                   "grpc", "198.51.100.202:7070", "unary", "--calls", String(count)])
+                let object = (try? JSONSerialization.jsonObject(with: Data((result?.standardOutput ?? "").utf8))) as? [String: Any]
+                return (object?["messages"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+            }
+            let ready = mesh.proxy?.waitUntil(seconds: 10) { calls(1).count == 1 } ?? false
+            #expect(ready, "\(mesh.proxy?.errorOutput ?? "")")
+            let names = calls(20)
+            #expect(names.count == 20, "\(names)")
+            #expect(Set(names) == ["v1", "v2"], "calls on one connection reached both backends: \(names)")
+            let compact = try #require(mesh.proxy).admin("GET", "/config_dump").body.replacingOccurrences(of: " ", with: "")
+            #expect(compact.contains("\"rds_route_config_name\":\"7070\""))
         }
     }
 }
