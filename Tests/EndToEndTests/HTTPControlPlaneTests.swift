@@ -250,4 +250,38 @@ import Testing
             #expect(compact.contains("\"rds_route_config_name\":\"7070\""))
         }
     }
+
+    @Test func rewriteAndRedirect() throws {
+        // Seed 5: /v1/ rewritten to / on its way to v1, and /old redirected to /new.
+        let routes = MeshDocuments.httpVirtualService("""
+              - match:
+                - uri:
+                    prefix: /v1/
+                rewrite:
+                  uri: /
+                route:
+                - destination:
+                    host: payments
+                    subset: v1
+              - match:
+                - uri:
+                    exact: /old
+                redirect:
+                  uri: /new
+              - route:
+                - destination:
+                    host: payments
+                    subset: v2
+            """)
+        try withHTTPMesh(["routes.yaml": routes]) { mesh in
+            #expect(waitFor("v1", mesh, path: "/v1/pay?x=1"), "\(mesh.proxy?.errorOutput ?? "")")
+            let result = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "curl", "-sS", "--max-time", "10",
+                                                              "-i", Self.service + "/v1/pay?x=1", Self.service + "/old"])
+            let text = result.standardOutput.lowercased()
+            #expect(text.contains("x-upstream-name: v1"), "\(result)")
+            #expect(text.contains(#""path": "/pay?x=1""#), "v1 saw the rewritten path: \(result)")
+            #expect(text.contains("http/1.1 301"), "\(result)")
+            #expect(text.contains("location: http://198.51.100.200:9080/new"), "\(result)")
+        }
+    }
 }
