@@ -204,6 +204,10 @@ enum HTTPRouteGenerator {
                         action.regexRewrite.substitution = uri
                     }
                 }
+                if let (pattern, substitution) = route.rewriteURIRegex {
+                    action.regexRewrite.pattern = regex(pattern)
+                    action.regexRewrite.substitution = substitution
+                }
                 if let authority = route.rewriteAuthority { action.hostRewriteLiteral = authority }
                 result.route = action
             case .redirect(let redirect):

@@ -36,10 +36,19 @@ enum HTTPRouteReader {
         }
         var rewriteURI: String?
         var rewriteAuthority: String?
+        var rewriteURIRegex: (match: String, rewrite: String)?
         if let rewrite = try reader.optional("rewrite") {
-            try rewrite.ignoringUnknown(["uri", "authority"], warnings: &warnings)
+            try rewrite.ignoringUnknown(["uri", "authority", "uriRegexRewrite"], warnings: &warnings)
             guard case .route = action else { throw rewrite.fail("applies to route destinations only, not to a redirect or a direct response") }
             rewriteURI = try rewrite.optional("uri")?.string()
+            if let regex = try rewrite.optional("uriRegexRewrite") {
+                guard rewriteURI == nil else { throw regex.fail("cannot be given with uri: a route rewrites its path one way") }
+                try regex.ignoringUnknown(["match", "rewrite"], warnings: &warnings)
+                let match = try regex.required("match")
+                let pattern = try match.string()
+                _ = try RegularExpression(pattern, path: match.path)
+                rewriteURIRegex = (pattern, try regex.required("rewrite").string())
+            }
             rewriteAuthority = try rewrite.optional("authority")?.string()
             if let rewriteURI, matches.contains(where: { if case .regex? = $0.uri { true } else { false } }) {
                 warnings.append("\(rewrite.path).uri: after a regex uri match, \"\(rewriteURI)\" replaces the whole path")
@@ -47,7 +56,7 @@ enum HTTPRouteReader {
         }
         return VirtualService.HTTPRoute(name: name, matches: matches, action: action,
                                         headers: try reader.optional("headers").map { reader throws(ConfigError) in try headers(reader, warnings: &warnings) },
-                                        rewriteURI: rewriteURI, rewriteAuthority: rewriteAuthority,
+                                        rewriteURI: rewriteURI, rewriteURIRegex: rewriteURIRegex, rewriteAuthority: rewriteAuthority,
                                         timeout: try reader.optional("timeout")?.goDuration())
     }
 

@@ -17,10 +17,19 @@ extension VirtualService {
         /// `rewrite.uri`: replaces the part of the path the match's `uri` matched (the whole path for
         /// an exact or regex match, the prefix for a prefix match), as Envoy's `prefix_rewrite` does.
         public var rewriteURI: String?
+        /// `rewrite.uriRegexRewrite`: RE2 `match` replaced by `rewrite` (`\\1` for groups) in the path.
+        public var rewriteURIRegex: (match: String, rewrite: String)?
         /// `rewrite.authority`.
         public var rewriteAuthority: String?
         /// `timeout`; nil: none (istiod's `0s`).
         public var timeout: Duration?
+
+        public static func == (lhs: Self, rhs: Self) -> Bool {
+            lhs.name == rhs.name && lhs.matches == rhs.matches && lhs.action == rhs.action && lhs.headers == rhs.headers
+                && lhs.rewriteURI == rhs.rewriteURI && lhs.rewriteURIRegex?.match == rhs.rewriteURIRegex?.match
+                && lhs.rewriteURIRegex?.rewrite == rhs.rewriteURIRegex?.rewrite && lhs.rewriteAuthority == rhs.rewriteAuthority
+                && lhs.timeout == rhs.timeout
+        }
     }
 
     /// `match` of an `http` route: all its conditions hold.

@@ -175,6 +175,9 @@ import XDS
                 redirect: {uri: /new, redirectCode: 308}
               - match: [{uri: {prefix: /teapot}, method: {exact: POST}}]
                 directResponse: {status: 418, body: {string: short and stout}}
+              - match: [{uri: {prefix: /users/}}]
+                rewrite: {uriRegexRewrite: {match: "^/users/([0-9]+)$", rewrite: "/u/\\\\1"}}
+                route: [{destination: {host: payments, subset: v1}}]
               - match: [{port: 7070}]
                 route: [{destination: {host: ledger.billing.svc.cluster.local}}]
               - headers:
@@ -198,6 +201,11 @@ import XDS
             Issue.record("stable forwards: \(stable.action)")
         }
         if case .redirect = try #require(table.route(request(host, "/old"), randomValue: 0)).action {} else { Issue.record("/old redirects") }
+        if case .forward(let forwarding) = try #require(table.route(request(host, "/users/42"), randomValue: 0)).action {
+            #expect(forwarding.rewrittenPath("/users/42") == "/u/42")
+        } else {
+            Issue.record("/users/42 forwards")
+        }
         // The port-7070 route is not in port 9080's table: requests fall to the weighted one.
         var byCluster: [String: Int] = [:]
         for value in stride(from: UInt64(0), to: 1000, by: 1) {
@@ -207,12 +215,12 @@ import XDS
 
         let routes = try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: [UInt8](resources.routes.first { $0.name == "9080" }!.resource.value))
         let payments = routes.virtualHosts[0].routes
-        #expect(payments.map(\.name) == ["jason", "stable", "stable", "", "", ""])
+        #expect(payments.map(\.name) == ["jason", "stable", "stable", "", "", "", ""])
         #expect(payments[2].match.caseSensitive.value == false && payments[2].match.safeRegex.regex == "(?i)/api/[0-9]+")
         #expect(payments[4].match.headers.map(\.name) == [":method"])
-        #expect(payments[5].requestHeadersToAdd.map { "\($0.header.key)=\($0.header.value) \($0.appendAction)" } == ["x-canary=yes overwriteIfExistsOrAdd"])
-        #expect(payments[5].requestHeadersToRemove == ["x-debug"])
-        #expect(payments[5].route.weightedClusters.clusters[1].responseHeadersToAdd.map(\.header.key) == ["x-version"])
+        #expect(payments[6].requestHeadersToAdd.map { "\($0.header.key)=\($0.header.value) \($0.appendAction)" } == ["x-canary=yes overwriteIfExistsOrAdd"])
+        #expect(payments[6].requestHeadersToRemove == ["x-debug"])
+        #expect(payments[6].route.weightedClusters.clusters[1].responseHeadersToAdd.map(\.header.key) == ["x-version"])
         // Port 7070 (ledger's) has the payments host too? No: only services on that port.
         #expect(try routeTable(resources, "7070").route(request("198.51.100.201:7070"), randomValue: 0)?.cluster
             == "outbound|7070||ledger.billing.svc.cluster.local")
