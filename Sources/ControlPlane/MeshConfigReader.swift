@@ -436,6 +436,22 @@ private struct Builder {
                 problems.append(service.origin.problem("spec.http[\(index)].name", "route name \"\(name)\" is used twice"))
             }
         }
+        // Routes of the wrong kind for a host's ports apply to none of them: said, not dropped silently.
+        let ports = config.serviceEntries.filter { !Set($0.hosts).isDisjoint(with: service.hosts) }.flatMap(\.ports)
+        if !ports.isEmpty {
+            let httpPorts = ports.filter { $0.protocol.isHTTP || $0.protocol == .unknown }
+            if !service.http.isEmpty && httpPorts.isEmpty {
+                warnings.append("\(service.origin): VirtualService \(service.origin.name): spec.http: applies to no port: every port of \(service.hosts.joined(separator: ", ")) is TCP (name a port http-… or give it protocol: HTTP)")
+            }
+            for (index, route) in service.tcp.enumerated() {
+                let applies = ports.contains { port in
+                    !port.protocol.isHTTP && (route.ports.isEmpty || route.ports.contains(port.number))
+                }
+                if !applies {
+                    warnings.append("\(service.origin): VirtualService \(service.origin.name): spec.tcp[\(index)]: applies to no port: the ports it would take are HTTP, which http routes route")
+                }
+            }
+        }
         if let catchAll = service.http.firstIndex(where: { $0.matches.isEmpty || $0.matches.contains(where: Self.matchesEverything) }),
            catchAll < service.http.count - 1 {
             warnings.append("\(service.origin): VirtualService \(service.origin.name): spec.http[\(catchAll + 1)...]: never applies: spec.http[\(catchAll)] takes every request before it")

@@ -62,4 +62,23 @@ import Testing
         }
         #expect(reading.warnings.contains { $0.hasSuffix("spec.http[1...]: never applies: spec.http[0] takes every request before it") }, "\(reading.warnings)")
     }
+
+    @Test func routesOfTheWrongKindForAHostsPortsAreWarnings() throws {
+        // TCP routes for payments, whose only port is now HTTP; http routes for ledger, whose only port is TCP.
+        let tcp = Documents.virtualService(90, 10)
+        let ledger = """
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: ledger, namespace: billing}
+            spec:
+              hosts: [ledger]
+              http: [{route: [{destination: {host: ledger}}]}]
+            """
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([tcp, ledger.replacingOccurrences(of: "ledger]", with: "ledger.billing.svc.cluster.local]")]))])
+        #expect(reading.config != nil, "\(reading.problems)")
+        #expect(reading.warnings.contains { $0.hasSuffix("VirtualService shop/payments: spec.tcp[0]: applies to no port: the ports it would take are HTTP, which http routes route") }, "\(reading.warnings)")
+        let tcpLedger = HTTPDocuments.mesh([ledger]).replacingOccurrences(of: "name: api, protocol: GRPC", with: "name: tcp-api")
+        let second = MeshConfigReader.read([("mesh.yaml", tcpLedger)])
+        #expect(second.warnings.contains { $0.contains("VirtualService billing/ledger: spec.http: applies to no port") }, "\(second.warnings)")
+    }
 }
