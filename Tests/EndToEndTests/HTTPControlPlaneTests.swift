@@ -56,7 +56,24 @@ import Testing
     }
 
     @Test func canaryNinetyTenSplitsEachRequestOnKeepAliveConnections() throws {
-        try withHTTPMesh(["canary.yaml": MeshDocuments.httpCanary(v1: 90, v2: 10)]) { mesh in
+        // Another HTTP service on 8080, so that the proxy has a listener 0.0.0.0_8080 (below).
+        let other = """
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata:
+              name: other
+              namespace: shop
+            spec:
+              hosts:
+              - other.shop.svc.cluster.local
+              addresses:
+              - 198.51.100.203
+              ports:
+              - number: 8080
+                name: http
+              resolution: NONE
+            """
+        try withHTTPMesh(["canary.yaml": MeshDocuments.httpCanary(v1: 90, v2: 10), "other.yaml": other]) { mesh in
             let routed = waitFor("v1", mesh) || waitFor("v2", mesh)
             #expect(routed, "\(mesh.proxy?.errorOutput ?? "")")
             var total: [String: Int] = [:]
@@ -71,6 +88,12 @@ import Testing
             #expect((70...130).contains(total["v2", default: 0]), "\(total)")
             let counted = Int(try mesh.stat("http.outbound_0.0.0.0_9080.downstream_rq_total") ?? "") ?? 0
             #expect(counted >= 1000, "http.outbound_0.0.0.0_9080.downstream_rq_total: \(counted)")
+            // A host the mesh does not know, on an HTTP port of the mesh: allow_any passes it to its
+            // original destination (v1's server, called directly), as Istio's ALLOW_ANY does.
+            let direct = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "curl", "-sS", "-i",
+                                                              "--max-time", "10", "http://198.51.100.10:8080/direct"])
+            #expect(direct.standardOutput.lowercased().contains("x-upstream-name: v1"), "\(direct)")
+            #expect(try mesh.stat("http.outbound_0.0.0.0_8080.downstream_rq_total") == "1", "routed by 0.0.0.0_8080's connection manager")
             let dump = try #require(mesh.proxy).admin("GET", "/config_dump").body
             let compact = dump.replacingOccurrences(of: " ", with: "")
             #expect(compact.contains("\"rds_route_config_name\":\"9080\""), "the listener takes its routes over RDS")
