@@ -2,6 +2,7 @@ import Foundation
 @testable import ControlPlane
 @testable import DataPlane
 import HTTPTypes
+import NIOCore
 import Routing
 import SwiftProtobuf
 import Testing
@@ -312,5 +313,35 @@ import XDS
         _ = try XDSResourceDecoder.listeners(resources.outboundListeners.map(\.resource) + [inbound.resource])
         _ = try XDSResourceDecoder.routeConfigurations(resources.routes.map(\.resource))
         _ = try XDSResourceDecoder.clusters(resources.clusters.map(\.resource))
+    }
+
+    @Test func aTCPServiceOnAnHTTPPortKeepsItsAddressesInThatPortsListener() throws {
+        // virtualOutbound hands every connection to port 9080 to 0.0.0.0_9080: the TCP service there
+        // must be found by its address before the HTTP chain takes the rest.
+        let ledger = """
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: ledger, namespace: shop}
+            spec:
+              hosts: [ledger]
+              addresses: [198.51.100.220]
+              ports: [{number: 9080, name: tcp-ledger}]
+              resolution: STATIC
+              endpoints: [{address: 198.51.100.60}]
+            """
+        let resources = try resources(HTTPDocuments.mesh([ledger]))
+        let listeners = try XDSResourceDecoder.listeners(resources.outboundListeners.map(\.resource))
+        let port = try #require(listeners.first { $0.name == "0.0.0.0_9080" })
+        let http = TransportDetection(transportProtocol: "raw_buffer", applicationProtocols: ["http/1.1"])
+        func action(_ address: String) throws -> String {
+            switch try #require(port.chain(for: try SocketAddress(ipAddress: address, port: 9080), detected: http)).action {
+            case .relay(.cluster(let cluster)): return cluster
+            case .relay: return "weighted"
+            case .http(let manager): return manager.statPrefix
+            }
+        }
+        #expect(try action("198.51.100.220") == "outbound|9080||ledger.shop.svc.cluster.local")
+        #expect(try action("198.51.100.200") == "outbound_0.0.0.0_9080")
+        #expect(try action("203.0.113.7") == "outbound_0.0.0.0_9080")
     }
 }
