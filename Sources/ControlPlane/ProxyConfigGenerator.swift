@@ -100,6 +100,7 @@ struct ProxyConfigGenerator: Sendable {
                         let selected = members.filter { member in subset.labels.allSatisfy { member.endpoint.labels[$0.key] == $0.value } }
                         var cluster = Self.edsCluster(name, policy: subset.policy)
                         cluster.typedExtensionProtocolOptions = try HTTPRouteGenerator.protocolOptions(port.protocol, policy: subset.policy, sniffed: true)
+                        cluster.metadata = Self.serviceMetadata(host: host, namespace: entry.namespace)
                         if Self.usesMutualTLS(subset.policy.tlsMode, members: selected, port: port) {
                             cluster.transportSocket = try upstreamTLS(to: selected, sni: Self.sni(port: port.number, subset: subset.name, host: host))
                         }
@@ -393,6 +394,22 @@ struct ProxyConfigGenerator: Sendable {
             return range
         }
         return chain
+    }
+
+    /// istiod's cluster metadata `istio.services`: the service a cluster is of (host, name, namespace),
+    /// which Istio's request metrics name as `destination_service`.
+    static func serviceMetadata(host: String, namespace: String) -> Envoy_Config_Core_V3_Metadata {
+        let suffix = ".svc.cluster.local"
+        let parts = host.hasSuffix(suffix) ? host.dropLast(suffix.count).split(separator: ".") : []
+        let (name, serviceNamespace) = parts.count == 2 ? (String(parts[0]), String(parts[1])) : (host, namespace)
+        let service = Google_Protobuf_Struct(fields: ["host": Google_Protobuf_Value(stringValue: host),
+                                                      "name": Google_Protobuf_Value(stringValue: name),
+                                                      "namespace": Google_Protobuf_Value(stringValue: serviceNamespace)])
+        var metadata = Envoy_Config_Core_V3_Metadata()
+        metadata.filterMetadata["istio"] = Google_Protobuf_Struct(fields: [
+            "services": Google_Protobuf_Value(listValue: Google_Protobuf_ListValue(values: [Google_Protobuf_Value(structValue: service)])),
+        ])
+        return metadata
     }
 
     /// `PassthroughFilterChain`: connections no chain takes go to their original destination.

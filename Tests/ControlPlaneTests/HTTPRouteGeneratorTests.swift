@@ -151,6 +151,12 @@ import XDS
             return false
         }
         #expect(try http2("outbound|7070||ledger.billing.svc.cluster.local"))
+        // istio.services, as istiod's clusters carry it (the proxy's destination_service).
+        let payments = try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](try #require(
+            resources.clusters.first { $0.name == "outbound|9080|v1|payments.shop.svc.cluster.local" }).resource.value))
+        let service = payments.metadata.filterMetadata["istio"]?.fields["services"]?.listValue.values.first?.structValue.fields
+        #expect(service?["host"]?.stringValue == "payments.shop.svc.cluster.local")
+        #expect(service?["name"]?.stringValue == "payments" && service?["namespace"]?.stringValue == "shop")
         #expect(try !http2("outbound|9080||payments.shop.svc.cluster.local"))
         #expect(try !http2("outbound|9080|v1|payments.shop.svc.cluster.local"))
         #expect(try http2("outbound|9080|v2|payments.shop.svc.cluster.local"))

@@ -88,6 +88,10 @@ import Testing
             #expect((70...130).contains(total["v2", default: 0]), "\(total)")
             let counted = Int(try mesh.stat("http.outbound_0.0.0.0_9080.downstream_rq_total") ?? "") ?? 0
             #expect(counted >= 1000, "http.outbound_0.0.0.0_9080.downstream_rq_total: \(counted)")
+            // Istio's request metric names the service from the cluster's istio.services metadata.
+            let metrics = try #require(mesh.proxy).admin("GET", "/stats/prometheus").body.split(separator: "\n")
+            #expect(metrics.contains { $0.hasPrefix("istio_requests_total{") && $0.contains(#"destination_service="payments.shop.svc.cluster.local""#) },
+                    "\(metrics.filter { $0.hasPrefix("istio_requests_total") })")
             // A host the mesh does not know, on an HTTP port of the mesh: allow_any passes it to its
             // original destination (v1's server, called directly), as Istio's ALLOW_ANY does.
             let direct = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "curl", "-sS", "-i",
