@@ -62,7 +62,11 @@ enum HTTPRouteReader {
 
     static func match(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPMatch {
         try reader.ignoringUnknown(["name", "uri", "scheme", "method", "authority", "headers", "withoutHeaders", "queryParams",
-                                    "ignoreUriCase", "port"], warnings: &warnings)
+                                    "ignoreUriCase", "port", "gateways"], warnings: &warnings)
+        // Sidecars are the `mesh` gateway; a match for other gateways is the gateway issue's.
+        if let gateways = try reader.optional("gateways"), try gateways.list().map({ item throws(ConfigError) in try item.string() }) != ["mesh"] {
+            warnings.append("\(gateways.path): only the mesh gateway (sidecars) is configured by Capstan: the match applies to sidecars")
+        }
         var match = VirtualService.HTTPMatch()
         match.name = try reader.optional("name")?.string()
         match.uri = try reader.optional("uri").map(stringMatch)
@@ -102,12 +106,14 @@ enum HTTPRouteReader {
     }
 
     /// `headers` / `withoutHeaders` / `queryParams`: a map of names to string matches. Header names are
-    /// lower-cased, as HTTP/2 and Envoy see them.
+    /// lower-cased, as HTTP/2 and Envoy see them. An empty match (`{}`) asks only that the header be
+    /// there (Istio's presence match), as a regex any value matches.
     static func namedMatches(_ reader: ConfigReader?) throws(ConfigError) -> [(name: String, match: VirtualService.StringMatch)] {
         guard let reader else { return [] }
         var result: [(name: String, match: VirtualService.StringMatch)] = []
         for key in try reader.fields().keys.sorted() {
-            result.append((key.lowercased(), try stringMatch(reader.required(key))))
+            let value = try reader.required(key)
+            result.append((key.lowercased(), try value.fields().isEmpty ? .regex(".*") : stringMatch(value)))
         }
         return result
     }

@@ -4,7 +4,7 @@ import Testing
 @Suite struct HTTPRouteReadingTests {
     static let jason = HTTPDocuments.virtualService("""
           - name: jason
-            match: [{headers: {End-User: {exact: jason}}, uri: {prefix: /v1}, ignoreUriCase: true, port: 9080}]
+            match: [{headers: {End-User: {exact: jason}, x-canary: {}}, uri: {prefix: /v1}, ignoreUriCase: true, port: 9080, gateways: [mesh]}]
             headers: {request: {set: {x-a: "1"}, add: {x-b: "2"}, remove: [X-C]}}
             timeout: 2s
             route: [{destination: {host: payments, subset: v2}}]
@@ -18,7 +18,9 @@ import Testing
         #expect(route.timeout == .seconds(2))
         #expect(route.action == .route([.init(host: "payments.shop.svc.cluster.local", subset: "v2", port: nil, weight: 100)]))
         let match = try #require(route.matches.first)
-        #expect(match.headers.map(\.name) == ["end-user"] && match.headers.first?.match == .exact("jason"))
+        #expect(match.headers.map(\.name) == ["end-user", "x-canary"] && match.headers.first?.match == .exact("jason"))
+        #expect(match.headers.last?.match == .regex(".*"), "{} is Istio's presence match")
+        #expect(!reading.warnings.contains { $0.contains("gateways") }, "\(reading.warnings)")
         #expect(match.uri == .prefix("/v1") && match.ignoreURICase && match.port == 9080)
         #expect(route.headers?.request.overwrite.map(\.name) == ["x-a"])
         #expect(route.headers?.request.append.map(\.value) == ["2"])
