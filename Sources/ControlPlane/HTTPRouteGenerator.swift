@@ -22,14 +22,21 @@ enum HTTPRouteGenerator {
 
     // MARK: Outbound
 
-    /// `0.0.0.0_PORT`.
-    static func outboundListenerName(port: Int) -> String { "0.0.0.0_\(port)" }
+    /// `0.0.0.0_PORT`, or `[::]_PORT` for IPv6 (Envoy's way of writing an IPv6 address and port).
+    static func outboundListenerName(port: Int, ipv6: Bool = false) -> String { ipv6 ? "[::]_\(port)" : "0.0.0.0_\(port)" }
 
     /// `tcpChains`: the chains of TCP services on the same port (by their addresses), which take their
     /// connections before the HTTP chain does (a longer destination prefix wins, as in Envoy).
-    static func outboundListener(port: Int, tcpChains: [Envoy_Config_Listener_V3_FilterChain] = []) throws -> Envoy_Config_Listener_V3_Listener {
-        try outboundListener(address: "0.0.0.0", port: port, routeConfigName: String(port), tcpChains: tcpChains,
-                             defaultChain: ProxyConfigGenerator.passthroughChain())
+    /// `ipv6`: the same on `::` (named `[::]_PORT`, its statistics shared with `0.0.0.0_PORT`'s).
+    static func outboundListener(port: Int, tcpChains: [Envoy_Config_Listener_V3_FilterChain] = [],
+                                 ipv6: Bool = false) throws -> Envoy_Config_Listener_V3_Listener {
+        var listener = try outboundListener(address: "0.0.0.0", port: port, routeConfigName: String(port), tcpChains: tcpChains,
+                                            defaultChain: ProxyConfigGenerator.passthroughChain())
+        if ipv6 {
+            listener.name = outboundListenerName(port: port, ipv6: true)
+            listener.address = socketAddress("::", port: port)
+        }
+        return listener
     }
 
     /// Istio's protocol sniffing for a service port that declares no protocol, on one of the

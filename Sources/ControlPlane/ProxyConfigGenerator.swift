@@ -152,6 +152,11 @@ struct ProxyConfigGenerator: Sendable {
             let tcpChains = chains.filter { $0.filterChainMatch.destinationPort.value == UInt32(port) }
             listeners.append((HTTPRouteGenerator.outboundListenerName(port: port),
                               try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains), as: .listener)))
+            // IPv6 clients are handed off by `::`: the same listener there when a service on the port has an IPv6 address.
+            if services.contains(where: { $0.entry.addresses.contains { $0.contains(":") } }) {
+                listeners.append((HTTPRouteGenerator.outboundListenerName(port: port, ipv6: true),
+                                  try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains, ipv6: true), as: .listener)))
+            }
             routes.append((String(port), try .packed(HTTPRouteGenerator.routeConfiguration(port: port, services: services, config: config),
                                                      as: .route)))
         }

@@ -57,9 +57,10 @@ import XDS
 
     @Test func anHTTPPortGetsIstiodsListenerLayout() throws {
         let resources = try resources(HTTPDocuments.mesh([HTTPDocuments.canary]))
-        #expect(resources.outboundListeners.map(\.name) == ["virtualOutbound", "0.0.0.0_7070", "0.0.0.0_9080"])
+        #expect(resources.outboundListeners.map(\.name) == ["virtualOutbound", "0.0.0.0_7070", "0.0.0.0_9080", "[::]_9080"])
         #expect(resources.routes.map(\.name) == ["7070", "9080"])
         let listener = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](resources.outboundListeners[2].resource.value))
+        #expect(listener.name == "0.0.0.0_9080")
         // The HTTP service has no chain of its own on virtualOutbound: it hands the connection off by port.
         let outbound = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](resources.outboundListener.resource.value))
         #expect(outbound.filterChains.isEmpty)
@@ -89,7 +90,7 @@ import XDS
         // The proxy takes it whole: no refusal.
         let inbound = try ProxyConfigGenerator.inboundListener(resources.inbound(ip: "198.51.100.10", namespace: "shop"), transparent: false)
         let decoded = try XDSResourceDecoder.listeners(resources.outboundListeners.map(\.resource) + [inbound.resource])
-        #expect(decoded.map(\.name) == ["virtualOutbound", "0.0.0.0_7070", "0.0.0.0_9080", "virtualInbound"])
+        #expect(decoded.map(\.name) == ["virtualOutbound", "0.0.0.0_7070", "0.0.0.0_9080", "[::]_9080", "virtualInbound"])
         _ = try XDSResourceDecoder.routeConfigurations(resources.routes.map(\.resource))
         _ = try XDSResourceDecoder.clusters(resources.clusters.map(\.resource))
     }
@@ -349,5 +350,10 @@ import XDS
         #expect(try action("198.51.100.220") == "outbound|9080||ledger.shop.svc.cluster.local")
         #expect(try action("198.51.100.200") == "outbound_0.0.0.0_9080")
         #expect(try action("203.0.113.7") == "outbound_0.0.0.0_9080")
+        // payments also has 2001:db8:200::/64: IPv6 clients are handed off to `[::]_9080`, the same HTTP listener.
+        let ipv6 = try #require(listeners.first { $0.name == "[::]_9080" })
+        #expect(ipv6.host == "::" && !ipv6.bindsToPort)
+        let chain = try #require(ipv6.chain(for: try SocketAddress(ipAddress: "2001:db8:200::5", port: 9080), detected: http))
+        if case .http(let manager) = chain.action { #expect(manager.statPrefix == "outbound_0.0.0.0_9080") } else { Issue.record("\(chain.action)") }
     }
 }
