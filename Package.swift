@@ -77,7 +77,7 @@ let package = Package(
         .target(
             name: "ControlPlane",
             dependencies: [
-                "XDS", "Configuration", "Identity",
+                "XDS", "Configuration", "Identity", "Routing",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -239,7 +239,9 @@ let package = Package(
         .testTarget(name: "XDSTests", dependencies: ["XDS", "CapstanTestSupport",
                                                      .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                                                      .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "XDS", "Configuration", "DataPlane"]),
+        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "XDS", "Configuration", "DataPlane", "Routing",
+                                                            .product(name: "HTTPTypes", package: "swift-http-types"),
+                                                            .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "XDS",
                                                           .product(name: "X509", package: "swift-certificates"),
                                                           .product(name: "Crypto", package: "swift-crypto")]),

@@ -3,8 +3,9 @@
 #
 # A control plane (`capstan control-plane`, also the mesh CA), a client pod and `payments` v1 and v2
 # pods, each captured by `capstan init` and running `capstan agent`, which gets the pod's certificate
-# from the CA and runs the proxy. The 90/10 VirtualService and STRICT mutual TLS are applied; the demo
-# sends traffic and prints the split, the peer identities each side verified, a plaintext client being
+# from the CA and runs the proxy. The 90/10 VirtualService (TCP on 9080, HTTP on 9081) and STRICT mutual
+# TLS are applied; the demo sends traffic and prints the splits (HTTP per request on keep-alive
+# connections, with Istio's request metrics), the peer identities each side verified, a plaintext client being
 # refused, and `capstan status` for a pod. Documentation addresses only, no route out; everything it
 # creates (namespaces, processes, files) is removed on exit, also on failure.
 set -euo pipefail
@@ -52,7 +53,7 @@ metadata: {name: payments, namespace: shop}
 spec:
   hosts: [payments.shop.svc.cluster.local]
   addresses: [198.51.100.200]
-  ports: [{number: 9080, name: tcp-payments, protocol: TCP}]
+  ports: [{number: 9080, name: tcp-payments, protocol: TCP}, {number: 9081, name: http-payments}]
   resolution: STATIC
   workloadSelector: {labels: {app: payments}}
 ---
@@ -63,7 +64,7 @@ spec:
   address: 192.0.2.10
   labels: {app: payments, version: v1, security.istio.io/tlsMode: istio}
   serviceAccount: payments
-  ports: {tcp-payments: 8080}
+  ports: {tcp-payments: 8080, http-payments: 8081}
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
@@ -72,7 +73,7 @@ spec:
   address: 192.0.2.11
   labels: {app: payments, version: v2, security.istio.io/tlsMode: istio}
   serviceAccount: payments
-  ports: {tcp-payments: 8080}
+  ports: {tcp-payments: 8080, http-payments: 8081}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -92,6 +93,10 @@ spec:
   tcp:
   - match: [{port: 9080}]
     route:
+    - {destination: {host: payments, subset: v1, port: {number: 9080}}, weight: 90}
+    - {destination: {host: payments, subset: v2, port: {number: 9080}}, weight: 10}
+  http:
+  - route:
     - {destination: {host: payments, subset: v1}, weight: 90}
     - {destination: {host: payments, subset: v2}, weight: 10}
 ---
@@ -113,13 +118,26 @@ grep "capstan control-plane:" "$dir/control-plane.log" | sed 's/^/  /'
 # The root goes to the pods as istiod's istio-ca-root-cert ConfigMap would.
 cp "$dir/ca/root-cert.pem" "$dir/root-cert.pem"
 
-# A payments application: says which version it is, then echoes.
-app='import socket, sys, threading
+# A payments application: on 8080 says which version it is, then echoes; on 8081 answers HTTP with it.
+app='import http.server, socket, sys, threading
+version = "payments " + sys.argv[1]
+class Version(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = version.encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *arguments):
+        pass
+web = http.server.ThreadingHTTPServer(("0.0.0.0", 8081), Version)
+threading.Thread(target=web.serve_forever, daemon=True).start()
 server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 server.bind(("0.0.0.0", 8080)); server.listen(128)
 def serve(connection):
     with connection:
-        connection.sendall(("payments " + sys.argv[1] + "\n").encode())
+        connection.sendall((version + "\n").encode())
         while data := connection.recv(65536): connection.sendall(data)
 while True: threading.Thread(target=serve, args=(server.accept()[0],), daemon=True).start()'
 
@@ -157,6 +175,31 @@ for _ in range(1000):
         seen[connection.makefile().readline().strip()] += 1
 for version, count in sorted(seen.items()):
     print(f"  {version}: {count:4d} ({count / 10:.1f} %)")'
+
+step "1,000 HTTP requests on 10 keep-alive connections to payments:9081 (HTTP by its port name): split per request"
+in_pod client setpriv --reuid=1000 --regid=1000 --clear-groups /usr/bin/python3 -c '
+import collections, http.client
+seen, mixed = collections.Counter(), 0
+for _ in range(10):
+    connection, versions = http.client.HTTPConnection("198.51.100.200", 9081, timeout=5), set()
+    for _ in range(100):
+        connection.request("GET", "/", headers={"host": "payments"})
+        version = connection.getresponse().read().decode()
+        seen[version] += 1
+        versions.add(version)
+    mixed += len(versions) > 1
+    connection.close()
+for version, count in sorted(seen.items()):
+    print(f"  {version}: {count:4d} ({count / 10:.1f} %)")
+print(f"  connections that saw both versions: {mixed} of 10")'
+echo "  Istio's request metrics of the client's sidecar:"
+http client http://127.0.0.1:15020/stats/prometheus | python3 -c '
+import re, sys
+for line in sys.stdin:
+    if line.startswith("istio_requests_total{"):
+        labels = dict(re.findall(r"(\w+)=\"([^\"]*)\"", line))
+        print("    istio_requests_total", " ".join(f"{key}={labels[key]}" for key in
+              ("reporter", "destination_service", "destination_principal", "response_code") if key in labels), "=", line.split()[-1])'
 
 step "Identities each side's proxy verified (Istio's standard metrics, from the agents' merged :15020)"
 http client http://127.0.0.1:15020/stats/prometheus | grep '^istio_tcp_connections_opened_total' | sed 's/^/  client     /'

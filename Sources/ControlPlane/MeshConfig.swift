@@ -36,7 +36,8 @@ public struct ServiceEntry: Sendable, Equatable {
     public struct Port: Sendable, Equatable {
         public var number: Int
         public var name: String
-        public var `protocol`: String
+        /// From `protocol`, else the name's prefix (``ServiceProtocol/selected(declared:name:)``).
+        public var `protocol`: ServiceProtocol
         public var targetPort: Int?
     }
 
@@ -73,13 +74,16 @@ public struct WorkloadEntry: Sendable, Equatable {
     public var endpoint: WorkloadEndpoint
 }
 
-/// `networking.istio.io` VirtualService, TCP routes only.
+/// `networking.istio.io` VirtualService: `http` routes (``HTTPRoute``) for HTTP ports, `tcp` routes for
+/// the others.
 public struct VirtualService: Sendable, Equatable {
     public struct Destination: Sendable, Equatable {
         public var host: String
         public var subset: String?
         public var port: Int?
         public var weight: Int
+        /// `headers` of an `http` route's destination; nil on `tcp` routes.
+        public var headers: HeaderOperations? = nil
     }
 
     public struct TCPRoute: Sendable, Equatable {
@@ -91,6 +95,7 @@ public struct VirtualService: Sendable, Equatable {
     public var origin: ResourceOrigin
     public var namespace: String
     public var hosts: [String]
+    public var http: [HTTPRoute] = []
     public var tcp: [TCPRoute]
 }
 
@@ -114,6 +119,8 @@ public struct DestinationRule: Sendable, Equatable {
         public var connectTimeout: Duration?
         /// nil: no `tls` setting, so Istio's auto mTLS decides (see ``ProxyConfigGenerator``).
         public var tlsMode: TLSMode?
+        /// `connectionPool.http.h2UpgradePolicy`: `UPGRADE` true, `DO_NOT_UPGRADE` false, else nil.
+        public var http2Upgrade: Bool? = nil
 
         /// This policy with the fields `other` leaves unset taken from here (a subset's over the rule's).
         func overridden(by other: TrafficPolicy?) -> TrafficPolicy {
@@ -121,7 +128,7 @@ public struct DestinationRule: Sendable, Equatable {
             return TrafficPolicy(loadBalancer: other.loadBalancer ?? loadBalancer,
                                  maxConnections: other.maxConnections ?? maxConnections,
                                  connectTimeout: other.connectTimeout ?? connectTimeout,
-                                 tlsMode: other.tlsMode ?? tlsMode)
+                                 tlsMode: other.tlsMode ?? tlsMode, http2Upgrade: other.http2Upgrade ?? http2Upgrade)
         }
     }
 

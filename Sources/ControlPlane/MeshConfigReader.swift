@@ -152,8 +152,20 @@ private struct Builder {
             try port.ignoringUnknown(["number", "name", "protocol", "targetPort"], warnings: &warnings)
             let number = try port.required("number").integer(in: 1...65535)
             let name = try port.optional("name")?.string() ?? "port-\(number)"
-            let proto = try port.optional("protocol")?.string().uppercased() ?? "TCP"
-            if proto != "TCP" { warnings.append("\(port.path).protocol: \(proto) is proxied as TCP") }
+            let declared = try port.optional("protocol")?.string()
+            if let declared, ServiceProtocol(istioName: declared) == nil {
+                warnings.append("\(port.path).protocol: \(declared) is not a protocol Istio knows: proxied as TCP")
+            }
+            let proto = ServiceProtocol.selected(declared: declared, name: name)
+            switch proto {
+            case .unknown:
+                warnings.append("\(port.path): no protocol (neither protocol nor a name such as http-web or tcp-db): sniffed as Istio does (HTTP routed per request, anything else as TCP; a protocol whose server speaks first waits up to 15 s: name such a port tcp-…)")
+            case .grpcWeb:
+                warnings.append("\(port.path): \(proto.rawValue) is routed as HTTP; gRPC-Web is not translated to gRPC")
+            // Istio proxies these as TCP too (its Mongo, MySQL and Redis filters are off by default).
+            case .http, .http2, .grpc, .tcp, .https, .tls, .mongo, .mysql, .redis:
+                break
+            }
             guard !ports.contains(where: { $0.number == number || $0.name == name }) else {
                 throw port.fail("port \(number) (\(name)) is listed twice")
             }
@@ -213,7 +225,7 @@ private struct Builder {
 
     static func virtualService(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
                                warnings: inout [String]) throws(ConfigError) -> VirtualService {
-        try spec.ignoringUnknown(["hosts", "gateways", "tcp", "exportTo"], warnings: &warnings)
+        try spec.ignoringUnknown(["hosts", "gateways", "http", "tcp", "exportTo"], warnings: &warnings)
         if let gateways = try spec.optional("gateways"), try strings(gateways, nonEmpty: false) != ["mesh"] {
             warnings.append("spec.gateways: only the mesh gateway (sidecars) is configured by Capstan")
         }
@@ -251,7 +263,11 @@ private struct Builder {
             }
             routes.append(.init(ports: ports, destinations: parsed))
         }
-        return VirtualService(origin: origin, namespace: namespace, hosts: hosts, tcp: routes)
+        var http: [VirtualService.HTTPRoute] = []
+        for route in try spec.optional("http")?.list() ?? [] {
+            http.append(try HTTPRouteReader.route(route, namespace: namespace, warnings: &warnings))
+        }
+        return VirtualService(origin: origin, namespace: namespace, hosts: hosts, http: http, tcp: routes)
     }
 
     static func destinationRule(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
@@ -289,7 +305,18 @@ private struct Builder {
             }
         }
         if let pool = try reader.optional("connectionPool") {
-            try pool.ignoringUnknown(["tcp"], warnings: &warnings)
+            try pool.ignoringUnknown(["tcp", "http"], warnings: &warnings)
+            if let http = try pool.optional("http") {
+                try http.ignoringUnknown(["h2UpgradePolicy"], warnings: &warnings)
+                if let upgrade = try http.optional("h2UpgradePolicy") {
+                    switch try upgrade.string() {
+                    case "UPGRADE": policy.http2Upgrade = true
+                    case "DO_NOT_UPGRADE": policy.http2Upgrade = false
+                    case "DEFAULT": break
+                    case let other: throw upgrade.fail("\"\(other)\" is not an h2UpgradePolicy (DEFAULT, DO_NOT_UPGRADE, UPGRADE)")
+                    }
+                }
+            }
             if let tcp = try pool.optional("tcp") {
                 try tcp.ignoringUnknown(["maxConnections", "connectTimeout"], warnings: &warnings)
                 policy.maxConnections = try tcp.optional("maxConnections")?.integer(in: 1...Int(Int32.max))
@@ -364,9 +391,14 @@ private struct Builder {
             }
         }
         for service in config.virtualServices {
-            for (routeIndex, route) in service.tcp.enumerated() {
-                for (index, destination) in route.destinations.enumerated() {
-                    let field = "spec.tcp[\(routeIndex)].route[\(index)].destination"
+            var routes = service.tcp.enumerated().map { ("tcp", $0.offset, $0.element.destinations) }
+            for (index, route) in service.http.enumerated() {
+                if case .route(let destinations) = route.action { routes.append(("http", index, destinations)) }
+            }
+            checkHTTPRoutes(service)
+            for (kind, routeIndex, destinations) in routes {
+                for (index, destination) in destinations.enumerated() {
+                    let field = "spec.\(kind)[\(routeIndex)].route[\(index)].destination"
                     guard let entry = config.serviceEntries.first(where: { $0.hosts.contains(destination.host) }) else {
                         problems.append(service.origin.problem("\(field).host", "\(destination.host) is not defined by any ServiceEntry"))
                         continue
@@ -374,7 +406,8 @@ private struct Builder {
                     if let port = destination.port, !entry.ports.contains(where: { $0.number == port }) {
                         problems.append(service.origin.problem("\(field).port.number", "\(destination.host) has no port \(port)"))
                     }
-                    if destination.port == nil && entry.ports.count > 1 {
+                    // An http route's destination without a port takes the port the request came to (Istio's rule).
+                    if kind == "tcp" && destination.port == nil && entry.ports.count > 1 {
                         problems.append(service.origin.problem("\(field).port", "\(destination.host) has several ports: say which"))
                     }
                     if let subset = destination.subset,
@@ -392,6 +425,47 @@ private struct Builder {
             ruled[rule.host] = rule.origin
         }
         checkPeerAuthentications()
+    }
+
+    /// Route names once each in a VirtualService, and a warning for routes after one that takes every
+    /// request (they can never apply).
+    mutating func checkHTTPRoutes(_ service: VirtualService) {
+        var names: Set<String> = []
+        for (index, route) in service.http.enumerated() {
+            if let name = route.name, !names.insert(name).inserted {
+                problems.append(service.origin.problem("spec.http[\(index)].name", "route name \"\(name)\" is used twice"))
+            }
+        }
+        // Routes of the wrong kind for a host's ports apply to none of them: said, not dropped silently.
+        let ports = config.serviceEntries.filter { !Set($0.hosts).isDisjoint(with: service.hosts) }.flatMap(\.ports)
+        if !ports.isEmpty {
+            let httpPorts = ports.filter { $0.protocol.isHTTP || $0.protocol == .unknown }
+            if !service.http.isEmpty && httpPorts.isEmpty {
+                warnings.append("\(service.origin): VirtualService \(service.origin.name): spec.http: applies to no port: every port of \(service.hosts.joined(separator: ", ")) is TCP (name a port http-… or give it protocol: HTTP)")
+            }
+            for (index, route) in service.tcp.enumerated() {
+                let applies = ports.contains { port in
+                    !port.protocol.isHTTP && (route.ports.isEmpty || route.ports.contains(port.number))
+                }
+                if !applies {
+                    warnings.append("\(service.origin): VirtualService \(service.origin.name): spec.tcp[\(index)]: applies to no port: the ports it would take are HTTP, which http routes route")
+                }
+            }
+        }
+        if let catchAll = service.http.firstIndex(where: { $0.matches.isEmpty || $0.matches.contains(where: Self.matchesEverything) }),
+           catchAll < service.http.count - 1 {
+            warnings.append("\(service.origin): VirtualService \(service.origin.name): spec.http[\(catchAll + 1)...]: never applies: spec.http[\(catchAll)] takes every request before it")
+        }
+    }
+
+    static func matchesEverything(_ match: VirtualService.HTTPMatch) -> Bool {
+        let uriAll: Bool
+        switch match.uri {
+        case nil, .prefix("")?, .prefix("/")?: uriAll = true
+        default: uriAll = false
+        }
+        return uriAll && match.scheme == nil && match.method == nil && match.authority == nil && match.headers.isEmpty
+            && match.withoutHeaders.isEmpty && match.queryParams.isEmpty && match.port == nil
     }
 
     /// Istio keeps the oldest of competing policies; files carry no age, so two policies for the same

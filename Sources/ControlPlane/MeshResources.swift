@@ -13,9 +13,15 @@ struct MeshResources: Sendable {
         /// Sorted, once each.
         let ports: [Int]
         let tls: MutualTLSPolicy.Inbound
+        /// Those of `ports` that serve HTTP: their chains end in a connection manager.
+        let httpPorts: [Int]
+        /// Those of `ports` with no protocol: HTTP chains (by ALPN or `http_inspector`) before the TCP ones.
+        let sniffedPorts: [Int]
 
-        init(ports: [Int], tls: MutualTLSPolicy.Inbound) {
+        init(ports: [Int], tls: MutualTLSPolicy.Inbound, httpPorts: [Int] = [], sniffedPorts: [Int] = []) {
             self.ports = ports
+            self.httpPorts = httpPorts
+            self.sniffedPorts = sniffedPorts
             // A port-level mode repeating the workload's, on one of its ports, changes no chain: left
             // out, so that it does not make equal listeners compare unequal.
             var tls = tls
@@ -26,7 +32,11 @@ struct MeshResources: Sendable {
 
     var clusters: [Resource]
     var endpoints: [Resource]
-    var outboundListener: Resource
+    /// `virtualOutbound` first, then a `0.0.0.0_PORT` per HTTP port.
+    var outboundListeners: [Resource]
+    /// RDS: a `PORT` route configuration per HTTP port.
+    var routes: [Resource]
+    var outboundListener: Resource { outboundListeners[0] }
     /// The workloads the configuration describes (WorkloadEntries and inline endpoints), by IP.
     var inboundWorkloads: [String: InboundWorkload]
     /// The PeerAuthentications in force, for proxies at IPs no workload has.
@@ -47,10 +57,11 @@ struct MeshResources: Sendable {
         case .cluster: !Self.same(clusters, other.clusters)
         case .endpoint: !Self.same(endpoints, other.endpoints)
         case .listener:
-            !Self.same([outboundListener], [other.outboundListener]) || inboundWorkloads != other.inboundWorkloads
+            !Self.same(outboundListeners, other.outboundListeners) || inboundWorkloads != other.inboundWorkloads
                 || mutualTLS.undescribedProxies != other.mutualTLS.undescribedProxies
-        // Secrets come from the agent over SDS, never from here; the control plane has no HTTP routes yet.
-        case .secret, .route: false
+        case .route: !Self.same(routes, other.routes)
+        // Secrets come from the agent over SDS, never from here.
+        case .secret: false
         }
     }
 

@@ -16,7 +16,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
     private let generation = Mutex(Generation())
 
     /// The types the control plane serves; secrets come from the agent.
-    static let servedTypes: [XDSResourceType] = [.cluster, .endpoint, .listener]
+    static let servedTypes: [XDSResourceType] = [.cluster, .endpoint, .listener, .route]
 
     /// Puts new resources in force; returns the types whose content changed (all, the first time).
     @discardableResult
@@ -56,7 +56,8 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                 .cluster: VersionedResources(version: generation.versions[.cluster] ?? "", resources: resources.clusters),
                 .endpoint: VersionedResources(version: generation.versions[.endpoint] ?? "", resources: resources.endpoints),
                 .listener: VersionedResources(version: generation.versions[.listener] ?? "",
-                                              resources: [resources.outboundListener, inbound]),
+                                              resources: resources.outboundListeners + [inbound]),
+                .route: VersionedResources(version: generation.versions[.route] ?? "", resources: resources.routes),
             ])
         }
     }

@@ -70,14 +70,24 @@ struct ProxyConfigGenerator: Sendable {
             workloads[workload.endpoint.address] = workload
         }
         var inboundPorts: [String: Set<Int>] = workloads.mapValues { _ in [] }
+        var inboundHTTPPorts: [String: Set<Int>] = [:]
+        var inboundSniffedPorts: [String: Set<Int>] = [:]
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
+        // Istio's sniffing, per service address and port: `ADDRESS_PORT` listeners and RDS `HOST:PORT`.
+        var sniffing: [MeshResources.Resource] = []
+        var sniffedRoutes: [MeshResources.Resource] = []
+        // The services on each HTTP port, for RDS `PORT` and the listener `0.0.0.0_PORT`.
+        var httpServices: [Int: [(host: String, entry: ServiceEntry)]] = [:]
         for entry in config.serviceEntries {
             let members = Self.members(of: entry, workloadEntries: workloadEntries, policy: mutualTLS)
             for member in members where workloads[member.endpoint.address] == nil { workloads[member.endpoint.address] = member }
             let rule = config.destinationRules.first { rule in entry.hosts.contains(rule.host) }
             for port in entry.ports {
                 for member in members {
-                    inboundPorts[member.endpoint.address, default: []].insert(Self.targetPort(of: member.endpoint, port: port))
+                    let target = Self.targetPort(of: member.endpoint, port: port)
+                    inboundPorts[member.endpoint.address, default: []].insert(target)
+                    if port.protocol.isHTTP { inboundHTTPPorts[member.endpoint.address, default: []].insert(target) }
+                    if port.protocol == .unknown { inboundSniffedPorts[member.endpoint.address, default: []].insert(target) }
                 }
                 for host in entry.hosts {
                     var subsets: [(name: String, labels: [String: String], policy: DestinationRule.TrafficPolicy)] =
@@ -89,6 +99,8 @@ struct ProxyConfigGenerator: Sendable {
                         let name = Self.clusterName(port: port.number, subset: subset.name, host: host)
                         let selected = members.filter { member in subset.labels.allSatisfy { member.endpoint.labels[$0.key] == $0.value } }
                         var cluster = Self.edsCluster(name, policy: subset.policy)
+                        cluster.typedExtensionProtocolOptions = try HTTPRouteGenerator.protocolOptions(port.protocol, policy: subset.policy, sniffed: true)
+                        cluster.metadata = Self.serviceMetadata(host: host, namespace: entry.namespace)
                         if Self.usesMutualTLS(subset.policy.tlsMode, members: selected, port: port) {
                             cluster.transportSocket = try upstreamTLS(to: selected, sni: Self.sni(port: port.number, subset: subset.name, host: host))
                         }
@@ -97,7 +109,27 @@ struct ProxyConfigGenerator: Sendable {
                             ($0.endpoint.address, Self.targetPort(of: $0.endpoint, port: port))
                         }), as: .endpoint)))
                     }
-                    if !entry.addresses.isEmpty {
+                    let networks = entry.addresses.compactMap(IPNetwork.init)
+                    if port.protocol.isHTTP {
+                        httpServices[port.number, default: []].append((host, entry))
+                    } else if port.protocol == .unknown, networks.contains(where: \.isSingleAddress) {
+                        // Sniffed on each single address; CIDRs (no listener of their own) stay TCP below.
+                        let route = Self.route(host: host, port: port.number, config: config)
+                        var tcp = Self.tcpProxyChain(name: Self.clusterName(port: port.number, subset: "", host: host), route: route)
+                        tcp.name = ""
+                        for network in networks where network.isSingleAddress {
+                            let name = "\(network.address)_\(port.number)"
+                            guard !sniffing.contains(where: { $0.name == name }) else { continue }
+                            sniffing.append((name, try .packed(HTTPRouteGenerator.sniffingListener(address: network.address, port: port.number,
+                                                                                                   host: host, tcp: tcp), as: .listener)))
+                        }
+                        sniffedRoutes.append(("\(host):\(port.number)", try .packed(HTTPRouteGenerator.sniffedRouteConfiguration(
+                            host: host, port: port.number, entry: entry, config: config), as: .route)))
+                        let ranges = entry.addresses.filter { IPNetwork($0)?.isSingleAddress == false }
+                        if !ranges.isEmpty {
+                            chains.append(Self.outboundChain(host: host, port: port.number, addresses: ranges, route: route))
+                        }
+                    } else if !entry.addresses.isEmpty {
                         chains.append(Self.outboundChain(host: host, port: port.number, addresses: entry.addresses,
                                                          route: Self.route(host: host, port: port.number, config: config)))
                     }
@@ -110,7 +142,24 @@ struct ProxyConfigGenerator: Sendable {
         listener.useOriginalDst = Google_Protobuf_BoolValue(true)
         listener.trafficDirection = .outbound
         listener.filterChains = chains
-        listener.defaultFilterChain = Self.tcpProxyChain(name: "PassthroughFilterChain", route: .cluster(Self.passthroughCluster))
+        listener.defaultFilterChain = Self.passthroughChain()
+        var listeners: [MeshResources.Resource] = [(Self.outboundListenerName, try .packed(listener, as: .listener))]
+        var routes: [MeshResources.Resource] = []
+        listeners += sniffing
+        routes += sniffedRoutes
+        for (port, services) in httpServices.sorted(by: { $0.key < $1.key }) {
+            // TCP services on the same port: the hand-off brings their connections here too.
+            let tcpChains = chains.filter { $0.filterChainMatch.destinationPort.value == UInt32(port) }
+            listeners.append((HTTPRouteGenerator.outboundListenerName(port: port),
+                              try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains), as: .listener)))
+            // IPv6 clients are handed off by `::`: the same listener there when a service on the port has an IPv6 address.
+            if services.contains(where: { $0.entry.addresses.contains { $0.contains(":") } }) {
+                listeners.append((HTTPRouteGenerator.outboundListenerName(port: port, ipv6: true),
+                                  try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains, ipv6: true), as: .listener)))
+            }
+            routes.append((String(port), try .packed(HTTPRouteGenerator.routeConfiguration(port: port, services: services, config: config),
+                                                     as: .route)))
+        }
         let inboundClusterPorts = Set(inboundPorts.values.flatMap { $0 }).sorted()
         for port in inboundClusterPorts {
             let name = "inbound|\(port)||"
@@ -118,10 +167,11 @@ struct ProxyConfigGenerator: Sendable {
         }
         var inboundWorkloads: [String: MeshResources.InboundWorkload] = [:]
         for (address, member) in workloads {
-            inboundWorkloads[address] = .init(ports: inboundPorts[address, default: []].sorted(), tls: member.tls)
+            inboundWorkloads[address] = .init(ports: inboundPorts[address, default: []].sorted(), tls: member.tls,
+                                              httpPorts: inboundHTTPPorts[address, default: []].sorted(),
+                                              sniffedPorts: inboundSniffedPorts[address, default: []].sorted())
         }
-        return MeshResources(clusters: clusters, endpoints: endpoints,
-                             outboundListener: (Self.outboundListenerName, try .packed(listener, as: .listener)),
+        return MeshResources(clusters: clusters, endpoints: endpoints, outboundListeners: listeners, routes: routes,
                              inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS)
     }
 
@@ -139,10 +189,22 @@ struct ProxyConfigGenerator: Sendable {
         inspector.name = tlsInspectorFilter
         inspector.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Listener_TlsInspector_V3_TlsInspector())
         listener.listenerFilters = [inspector]
+        if !workload.sniffedPorts.isEmpty {
+            var http = Envoy_Config_Listener_V3_ListenerFilter()
+            http.name = HTTPRouteGenerator.httpInspectorFilter
+            http.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Listener_HttpInspector_V3_HttpInspector())
+            listener.listenerFilters.append(http)
+        }
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         for port in workload.ports {
             let cluster = "inbound|\(port)||"
-            chains += try inboundChains(name: cluster, port: port, cluster: cluster, mode: workload.tls.mode(forPort: port))
+            if workload.sniffedPorts.contains(port) {
+                // Istio's sniffing: HTTP first (by ALPN over mTLS, http_inspector in plaintext), else TCP.
+                chains += try inboundChains(name: "\(cluster)-http", port: port, cluster: cluster, mode: workload.tls.mode(forPort: port),
+                                            http: true, sniffed: true)
+            }
+            chains += try inboundChains(name: cluster, port: port, cluster: cluster, mode: workload.tls.mode(forPort: port),
+                                        http: workload.httpPorts.contains(port))
         }
         // A port-level mode for a port no service declares: Istio gives it passthrough chains of its own.
         for (port, mode) in workload.tls.portModes.sorted(by: { $0.key < $1.key }) where !workload.ports.contains(port) {
@@ -266,14 +328,19 @@ struct ProxyConfigGenerator: Sendable {
 
     /// The chains of one inbound port (nil: any port) under `mode`: mutual TLS unless DISABLE,
     /// plaintext unless STRICT. Named after the port's cluster and the transport; stats keep `name`.
-    private static func inboundChains(name: String, port: Int?, cluster: String,
-                                      mode: PeerAuthentication.Mode) throws -> [Envoy_Config_Listener_V3_FilterChain] {
+    private static func inboundChains(name: String, port: Int?, cluster: String, mode: PeerAuthentication.Mode,
+                                      http: Bool = false, sniffed: Bool = false) throws -> [Envoy_Config_Listener_V3_FilterChain] {
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         for transport in ["tls", "raw_buffer"] {
             if transport == "tls" && mode == .disable || transport == "raw_buffer" && mode == .strict { continue }
             var chain = tcpProxyChain(name: "\(name)-\(transport)", statPrefix: name, route: .cluster(cluster))
+            if http, let port { chain.filters = [try HTTPRouteGenerator.inboundConnectionManager(port: port)] }
             if let port { chain.filterChainMatch.destinationPort = Google_Protobuf_UInt32Value(UInt32(port)) }
             chain.filterChainMatch.transportProtocol = transport
+            if sniffed {
+                chain.filterChainMatch.applicationProtocols = transport == "tls" ? ["istio-http/1.0", "istio-http/1.1", "istio-h2"]
+                                                                                 : HTTPRouteGenerator.plaintextHTTP
+            }
             if transport == "tls" { chain.transportSocket = try downstreamTransportSocket.get() }
             chains.append(chain)
         }
@@ -332,6 +399,27 @@ struct ProxyConfigGenerator: Sendable {
             return range
         }
         return chain
+    }
+
+    /// istiod's cluster metadata `istio.services`: the service a cluster is of (host, name, namespace),
+    /// which Istio's request metrics name as `destination_service`.
+    static func serviceMetadata(host: String, namespace: String) -> Envoy_Config_Core_V3_Metadata {
+        let suffix = ".svc.cluster.local"
+        let parts = host.hasSuffix(suffix) ? host.dropLast(suffix.count).split(separator: ".") : []
+        let (name, serviceNamespace) = parts.count == 2 ? (String(parts[0]), String(parts[1])) : (host, namespace)
+        let service = Google_Protobuf_Struct(fields: ["host": Google_Protobuf_Value(stringValue: host),
+                                                      "name": Google_Protobuf_Value(stringValue: name),
+                                                      "namespace": Google_Protobuf_Value(stringValue: serviceNamespace)])
+        var metadata = Envoy_Config_Core_V3_Metadata()
+        metadata.filterMetadata["istio"] = Google_Protobuf_Struct(fields: [
+            "services": Google_Protobuf_Value(listValue: Google_Protobuf_ListValue(values: [Google_Protobuf_Value(structValue: service)])),
+        ])
+        return metadata
+    }
+
+    /// `PassthroughFilterChain`: connections no chain takes go to their original destination.
+    static func passthroughChain() -> Envoy_Config_Listener_V3_FilterChain {
+        tcpProxyChain(name: "PassthroughFilterChain", route: .cluster(passthroughCluster))
     }
 
     private static func tcpProxyChain(name: String, statPrefix: String? = nil,
@@ -400,7 +488,7 @@ struct ProxyConfigGenerator: Sendable {
         return result
     }
 
-    private static func protoDuration(_ duration: Duration) -> Google_Protobuf_Duration {
+    static func protoDuration(_ duration: Duration) -> Google_Protobuf_Duration {
         let (seconds, attoseconds) = duration.components
         return Google_Protobuf_Duration(seconds: seconds, nanos: Int32(attoseconds / 1_000_000_000))
     }

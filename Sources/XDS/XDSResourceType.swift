@@ -35,11 +35,14 @@ public enum XDSResourceType: String, Sendable, CaseIterable, Comparable {
 
 extension Google_Protobuf_Any {
     /// Packs a resource once, so that sending it to many streams copies bytes instead of encoding it
-    /// again for each.
+    /// again for each. Map entries (a cluster's metadata `Struct`s) in key order: equal resources pack
+    /// to equal bytes, which content-based versions compare.
     public static func packed(_ message: some SwiftProtobuf.Message, as type: XDSResourceType) throws -> Google_Protobuf_Any {
         var any = Google_Protobuf_Any()
         any.typeURL = type.typeURL
-        any.value = try message.serializedData()
+        var options = BinaryEncodingOptions()
+        options.useDeterministicOrdering = true
+        any.value = try message.serializedData(options: options)
         return any
     }
 }

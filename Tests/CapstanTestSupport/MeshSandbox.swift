@@ -66,6 +66,44 @@ public enum MeshDocuments {
               version: v2
         """
 
+    /// ``workloads`` over HTTP: port 9080 named `http-payments` (Istio's protocol by port name), the
+    /// workloads' HTTP servers on 8080 (the peer's echo servers keep 80).
+    public static let httpWorkloads = workloads
+        .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
+        .replacingOccurrences(of: "    tcp-payments: 80\n", with: "    http-payments: 8080\n")
+        .replacingOccurrences(of: "    tcp-payments: 80", with: "    http-payments: 8080")
+
+    /// A VirtualService for payments with `http` routes (YAML list items, indented as under `http:`).
+    public static func httpVirtualService(_ routes: String) -> String {
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata:
+          name: payments
+          namespace: shop
+        spec:
+          hosts:
+          - payments
+          http:
+        \(routes)
+        """
+    }
+
+    /// Istio's canary example over HTTP: each request goes to v1 or v2 by weight.
+    public static func httpCanary(v1: Int, v2: Int) -> String {
+        httpVirtualService("""
+          - route:
+            - destination:
+                host: payments
+                subset: v1
+              weight: \(v1)
+            - destination:
+                host: payments
+                subset: v2
+              weight: \(v2)
+        """)
+    }
+
     /// Istio's canary example, for TCP: weights between subsets v1 and v2.
     public static func canary(v1: Int, v2: Int) -> String {
         """

@@ -5,7 +5,8 @@ import XDS
 /// The generator's exact output for a mesh that uses every mutual TLS level at once, pinned as one
 /// fingerprint per resource: refactors of the generator must leave every byte the proxies get as it was.
 /// Recorded from the generator that resolved PeerAuthentications per cluster and packed the inbound TLS
-/// context per chain; a deliberate change of output re-records them from this test's failure messages.
+/// context per chain; a deliberate change of output re-records them from this test's failure messages
+/// (last: the outbound clusters' `istio.services` metadata, as istiod sends it).
 @Suite struct GeneratedResourcesGoldenTests {
     typealias PA = MutualTLSDocuments
 
@@ -80,10 +81,10 @@ import XDS
             "CDS PassthroughCluster": "85413f82e53545a1",
             "CDS inbound|7071||": "cb022e56295f99a5",
             "CDS inbound|8080||": "80dbb68f8b05c56e",
-            "CDS outbound|7070||ledger.billing.svc.cluster.local": "b32df1b85888f60b",
-            "CDS outbound|9080|v1|payments.shop.svc.cluster.local": "a0580212b13b8324",
-            "CDS outbound|9080|v2|payments.shop.svc.cluster.local": "903338b6fc64f501",
-            "CDS outbound|9080||payments.shop.svc.cluster.local": "476b2dfd14aa8612",
+            "CDS outbound|7070||ledger.billing.svc.cluster.local": "5324ab763d7e573f",
+            "CDS outbound|9080|v1|payments.shop.svc.cluster.local": "fe8faa3cdaf2f4d8",
+            "CDS outbound|9080|v2|payments.shop.svc.cluster.local": "6bdf338050d85a39",
+            "CDS outbound|9080||payments.shop.svc.cluster.local": "8bdd33f4fec375de",
             "EDS outbound|7070||ledger.billing.svc.cluster.local": "1059af41b05d78b1",
             "EDS outbound|9080|v1|payments.shop.svc.cluster.local": "63162c3b4d7c76a2",
             "EDS outbound|9080|v2|payments.shop.svc.cluster.local": "d6a382adfae895da",

@@ -98,11 +98,11 @@ enum Documents {
     }
 
     @Test func unsupportedFieldsAndKindsAreWarningsNotProblems() throws {
-        let text = Documents.canary.replacingOccurrences(of: "  hosts: [payments]\n  tcp:", with: "  hosts: [payments]\n  http: []\n  tcp:")
+        let text = Documents.canary.replacingOccurrences(of: "  hosts: [payments]\n  tcp:", with: "  hosts: [payments]\n  trafficRoutes: []\n  tcp:")
             + "\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: default}\nspec: {action: DENY}\n"
         let reading = MeshConfigReader.read([("mesh.yaml", text)])
         #expect(reading.config != nil, "\(reading.problems)")
-        #expect(reading.warnings.contains { $0.hasSuffix("VirtualService shop/payments: spec.http: not supported by Capstan, ignored") })
+        #expect(reading.warnings.contains { $0.hasSuffix("VirtualService shop/payments: spec.trafficRoutes: not supported by Capstan, ignored") })
         #expect(reading.warnings.contains { $0.hasSuffix("AuthorizationPolicy default/default: kind AuthorizationPolicy is not acted on by Capstan yet, ignored") })
     }
 }

@@ -13,8 +13,9 @@ usage:
       /echo, and against the upstream's body_sha256 (what it received) when the body is http_upstream.py's
       JSON; null when there is nothing to check.
   http_client.py grpc TARGET unary|server-stream|bidi [--fail-with CODE] [--authority A] [--message M]
-                      [--repeat N] [--count N] [--metadata KEY=VALUE ...] [--timeout S]
-      One call of capstan.test.Echo (bidi: --count requests, default 3; --fail-with goes with the last).
+                      [--repeat N] [--count N] [--calls N] [--metadata KEY=VALUE ...] [--timeout S]
+      One call of capstan.test.Echo (bidi: --count requests, default 3; --fail-with goes with the last), or
+      with unary --calls N, N calls on one channel.
       Prints {"messages": [...], "code", "details", "initial_metadata", "trailing_metadata"}. Exits 0 when
       the call ends with the expected code (OK, or CODE, a number or a name such as NOT_FOUND), else 1.
   http_client.py ws URL --messages N [--binary] [--header NAME:VALUE ...]
@@ -130,8 +131,11 @@ def run_grpc(arguments):
         call = None
         try:
             if arguments.kind == "unary":
-                reply, call = stub.Unary.with_call(request(arguments.message), timeout=arguments.timeout, metadata=metadata)
-                replies = [reply]
+                # --calls N: N calls one after the other on the channel's one HTTP/2 connection.
+                replies = []
+                for _ in range(arguments.calls):
+                    reply, call = stub.Unary.with_call(request(arguments.message), timeout=arguments.timeout, metadata=metadata)
+                    replies.append(reply)
             elif arguments.kind == "server-stream":
                 call = stub.ServerStream(request(arguments.message), timeout=arguments.timeout, metadata=metadata)
                 replies = call
@@ -204,6 +208,7 @@ def main():
     grpc_command.add_argument("--message", default="hello")
     grpc_command.add_argument("--repeat", type=int, default=1, help="replies per request (streaming calls)")
     grpc_command.add_argument("--count", type=int, default=3, help="requests of a bidi call")
+    grpc_command.add_argument("--calls", type=int, default=1, help="unary calls, one after the other on one channel")
     grpc_command.add_argument("--metadata", action="append", metavar="KEY=VALUE")
     grpc_command.add_argument("--timeout", type=float, default=10.0)
     grpc_command.set_defaults(run=run_grpc)

@@ -1,0 +1,452 @@
+import Routing
+import SwiftProtobuf
+import XDS
+
+/// Istio's HTTP layout for the ports whose protocol is HTTP (``ServiceProtocol/isHTTP``), as istiod
+/// 1.20 writes it:
+/// - outbound, a listener `0.0.0.0_PORT` that binds no port (`virtualOutbound` hands it the connections
+///   to that port by their original destination), `tls_inspector` and `http_inspector`, one chain for
+///   plaintext HTTP (`raw_buffer`, `http/1.1` or `h2c`) whose connection manager takes its routes over
+///   RDS, and the passthrough chain for anything else;
+/// - RDS `PORT`: a virtual host `HOST:PORT` per service on that port (its names and addresses as
+///   domains), with the VirtualService's `http` routes in order or istiod's `default` route, then
+///   `allow_any` to `PassthroughCluster` for hosts the mesh does not know;
+/// - inbound, chains for the workload's HTTP ports whose connection manager routes everything to
+///   `inbound|PORT||` (an inline route configuration of that name).
+enum HTTPRouteGenerator {
+    static let connectionManagerFilter = "envoy.filters.network.http_connection_manager"
+    static let httpInspectorFilter = "envoy.filters.listener.http_inspector"
+    static let allowAny = "allow_any"
+    /// What `http_inspector` names plaintext HTTP as, in istiod's chain match.
+    static let plaintextHTTP = ["http/1.1", "h2c"]
+
+    // MARK: Outbound
+
+    /// `0.0.0.0_PORT`, or `[::]_PORT` for IPv6 (Envoy's way of writing an IPv6 address and port).
+    static func outboundListenerName(port: Int, ipv6: Bool = false) -> String { ipv6 ? "[::]_\(port)" : "0.0.0.0_\(port)" }
+
+    /// `tcpChains`: the chains of TCP services on the same port (by their addresses), which take their
+    /// connections before the HTTP chain does (a longer destination prefix wins, as in Envoy).
+    /// `ipv6`: the same on `::` (named `[::]_PORT`, its statistics shared with `0.0.0.0_PORT`'s).
+    static func outboundListener(port: Int, tcpChains: [Envoy_Config_Listener_V3_FilterChain] = [],
+                                 ipv6: Bool = false) throws -> Envoy_Config_Listener_V3_Listener {
+        var listener = try outboundListener(address: "0.0.0.0", port: port, routeConfigName: String(port), tcpChains: tcpChains,
+                                            defaultChain: ProxyConfigGenerator.passthroughChain())
+        if ipv6 {
+            listener.name = outboundListenerName(port: port, ipv6: true)
+            listener.address = socketAddress("::", port: port)
+        }
+        return listener
+    }
+
+    /// Istio's protocol sniffing for a service port that declares no protocol, on one of the
+    /// service's addresses: listener `ADDRESS_PORT`, whose HTTP chain routes by RDS `HOST:PORT` and
+    /// whose default chain (anything `http_inspector` does not take for HTTP) is the service's TCP one.
+    static func sniffingListener(address: String, port: Int, host: String,
+                                 tcp: Envoy_Config_Listener_V3_FilterChain) throws -> Envoy_Config_Listener_V3_Listener {
+        try outboundListener(address: address, port: port, routeConfigName: "\(host):\(port)", tcpChains: [], defaultChain: tcp)
+    }
+
+    private static func outboundListener(address: String, port: Int, routeConfigName: String, tcpChains: [Envoy_Config_Listener_V3_FilterChain],
+                                         defaultChain: Envoy_Config_Listener_V3_FilterChain) throws -> Envoy_Config_Listener_V3_Listener {
+        var listener = Envoy_Config_Listener_V3_Listener()
+        listener.name = "\(address)_\(port)"
+        listener.address = socketAddress(address, port: port)
+        listener.bindToPort = Google_Protobuf_BoolValue(false)
+        listener.trafficDirection = .outbound
+        var tlsInspector = Envoy_Config_Listener_V3_ListenerFilter()
+        tlsInspector.name = ProxyConfigGenerator.tlsInspectorFilter
+        tlsInspector.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Listener_TlsInspector_V3_TlsInspector())
+        var httpInspector = Envoy_Config_Listener_V3_ListenerFilter()
+        httpInspector.name = httpInspectorFilter
+        httpInspector.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Listener_HttpInspector_V3_HttpInspector())
+        listener.listenerFilters = [tlsInspector, httpInspector]
+        var manager = baseConnectionManager(statPrefix: "outbound_\(address)_\(port)")
+        var rds = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_Rds()
+        rds.configSource.ads = Envoy_Config_Core_V3_AggregatedConfigSource()
+        rds.configSource.resourceApiVersion = .v3
+        rds.routeConfigName = routeConfigName
+        manager.rds = rds
+        manager.httpFilters = [try upstreamALPNFilter(), try routerFilter()]
+        var chain = Envoy_Config_Listener_V3_FilterChain()
+        chain.filterChainMatch.transportProtocol = "raw_buffer"
+        chain.filterChainMatch.applicationProtocols = plaintextHTTP
+        chain.filters = [try filter(manager)]
+        listener.filterChains = tcpChains.map { chain in
+            // The listener is the port's: a port match here would hide the HTTP chain, which has none.
+            var chain = chain
+            chain.filterChainMatch.clearDestinationPort()
+            return chain
+        } + [chain]
+        listener.defaultFilterChain = defaultChain
+        return listener
+    }
+
+    /// RDS `HOST:PORT` of a sniffed port: one virtual host for every authority (the listener is the
+    /// service address's already).
+    static func sniffedRouteConfiguration(host: String, port: Int, entry: ServiceEntry,
+                                          config: MeshConfig) -> Envoy_Config_Route_V3_RouteConfiguration {
+        var routes = Envoy_Config_Route_V3_RouteConfiguration()
+        routes.name = "\(host):\(port)"
+        var virtualHost = virtualHost(host: host, port: port, entry: entry, config: config)
+        virtualHost.domains = ["*"]
+        routes.virtualHosts = [virtualHost]
+        routes.validateClusters = Google_Protobuf_BoolValue(false)
+        routes.maxDirectResponseBodySizeBytes = Google_Protobuf_UInt32Value(1_048_576)
+        routes.ignorePortInHostMatching = true
+        return routes
+    }
+
+    /// RDS `PORT`: `services` (host, the service, its port) in host order, then `allow_any`.
+    static func routeConfiguration(port: Int, services: [(host: String, entry: ServiceEntry)],
+                                   config: MeshConfig) -> Envoy_Config_Route_V3_RouteConfiguration {
+        var routes = Envoy_Config_Route_V3_RouteConfiguration()
+        routes.name = String(port)
+        // A bare service name (`payments`) is a domain when no other service on the port has it.
+        var names: [String: Int] = [:]
+        for (host, _) in services { if let name = bareName(host) { names[name, default: 0] += 1 } }
+        routes.virtualHosts = services.sorted { $0.host < $1.host }.map { host, entry in
+            virtualHost(host: host, port: port, entry: entry, config: config, bareName: bareName(host).map { names[$0] == 1 } ?? false)
+        }
+        var any = Envoy_Config_Route_V3_VirtualHost()
+        any.name = allowAny
+        any.domains = ["*"]
+        var passthrough = Envoy_Config_Route_V3_Route()
+        passthrough.name = allowAny
+        passthrough.match.prefix = "/"
+        passthrough.route.cluster = ProxyConfigGenerator.passthroughCluster
+        passthrough.route.timeout = Google_Protobuf_Duration(seconds: 0)
+        passthrough.route.maxGrpcTimeout = Google_Protobuf_Duration(seconds: 0)
+        any.routes = [passthrough]
+        any.includeRequestAttemptCount = true
+        routes.virtualHosts.append(any)
+        routes.validateClusters = Google_Protobuf_BoolValue(false)
+        routes.maxDirectResponseBodySizeBytes = Google_Protobuf_UInt32Value(1_048_576)
+        routes.ignorePortInHostMatching = true
+        return routes
+    }
+
+    /// `NAME` of a Kubernetes-style `NAME.NS.svc.cluster.local`.
+    static func bareName(_ host: String) -> String? {
+        let suffix = ".svc.cluster.local"
+        guard host.hasSuffix(suffix) else { return nil }
+        return host.dropLast(suffix.count).split(separator: ".").first.map(String.init)
+    }
+
+    /// `HOST:PORT`, with the names a client may use for the service as domains: the host, and for a
+    /// Kubernetes-style `NAME.NS.svc.cluster.local` also `NAME.NS.svc`, `NAME.NS` and, when `bareName`,
+    /// `NAME`, then the service's addresses (single IPs only). istiod gives `NAME` to the proxies of the
+    /// service's namespace only; routes here are the same for every proxy, so `NAME` is given when no
+    /// other service on the port is called so (a client's DNS resolves it to this service, or not at all).
+    static func virtualHost(host: String, port: Int, entry: ServiceEntry, config: MeshConfig,
+                            bareName: Bool = false) -> Envoy_Config_Route_V3_VirtualHost {
+        var virtualHost = Envoy_Config_Route_V3_VirtualHost()
+        virtualHost.name = "\(host):\(port)"
+        var domains = [host]
+        let suffix = ".svc.cluster.local"
+        if host.hasSuffix(suffix) {
+            let short = String(host.dropLast(suffix.count))
+            domains += ["\(short).svc", short]
+            if bareName, let name = Self.bareName(host) { domains.append(name) }
+        }
+        domains += entry.addresses.compactMap(IPNetwork.init).filter(\.isSingleAddress).map(\.address)
+        virtualHost.domains = domains
+        virtualHost.includeRequestAttemptCount = true
+        let services = config.virtualServices.filter { $0.hosts.contains(host) && !$0.http.isEmpty }
+        if services.isEmpty {
+            var route = Envoy_Config_Route_V3_Route()
+            route.name = "default"
+            route.match.prefix = "/"
+            route.route = forward(cluster: ProxyConfigGenerator.clusterName(port: port, subset: "", host: host), timeout: nil)
+            virtualHost.routes = [route]
+        } else {
+            for service in services {
+                for route in service.http {
+                    virtualHost.routes += routes(route, port: port, config: config)
+                }
+            }
+        }
+        return virtualHost
+    }
+
+    /// The Envoy routes of one `http` route on `port`: one per match that applies to the port (matches
+    /// are ORed), none when every match names another port.
+    static func routes(_ route: VirtualService.HTTPRoute, port: Int, config: MeshConfig) -> [Envoy_Config_Route_V3_Route] {
+        let matches: [VirtualService.HTTPMatch?] = route.matches.isEmpty ? [nil]
+            : route.matches.filter { $0.port == nil || $0.port == port }.map { Optional($0) }
+        return matches.map { match in
+            var result = Envoy_Config_Route_V3_Route()
+            let names = [route.name, match?.name].compactMap { $0 }
+            if !names.isEmpty { result.name = names.joined(separator: ".") }
+            result.match = routeMatch(match)
+            switch route.action {
+            case .route(let destinations):
+                var action: Envoy_Config_Route_V3_RouteAction
+                if destinations.count == 1, destinations[0].headers == nil {
+                    action = forward(cluster: clusterName(destinations[0], port: port, config: config), timeout: route.timeout)
+                } else {
+                    action = forward(cluster: nil, timeout: route.timeout)
+                    var weighted = Envoy_Config_Route_V3_WeightedCluster()
+                    weighted.clusters = destinations.map { destination in
+                        var cluster = Envoy_Config_Route_V3_WeightedCluster.ClusterWeight()
+                        cluster.name = clusterName(destination, port: port, config: config)
+                        cluster.weight = Google_Protobuf_UInt32Value(UInt32(destination.weight))
+                        if let headers = destination.headers {
+                            cluster.requestHeadersToAdd = headerOptions(headers.request)
+                            cluster.requestHeadersToRemove = headers.request.remove
+                            cluster.responseHeadersToAdd = headerOptions(headers.response)
+                            cluster.responseHeadersToRemove = headers.response.remove
+                        }
+                        return cluster
+                    }
+                    action.weightedClusters = weighted
+                }
+                if let uri = route.rewriteURI {
+                    switch match?.uri {
+                    case nil, .prefix?: action.prefixRewrite = uri
+                    // Envoy rewrites prefixes only after a prefix match: an exact or regex match has its
+                    // whole path replaced.
+                    case .exact?, .regex?:
+                        action.regexRewrite.pattern = regex("^.*$")
+                        action.regexRewrite.substitution = uri
+                    }
+                }
+                if let (pattern, substitution) = route.rewriteURIRegex {
+                    action.regexRewrite.pattern = regex(pattern)
+                    action.regexRewrite.substitution = substitution
+                }
+                if let authority = route.rewriteAuthority { action.hostRewriteLiteral = authority }
+                result.route = action
+            case .redirect(let redirect):
+                var action = Envoy_Config_Route_V3_RedirectAction()
+                if let uri = redirect.uri { action.pathRedirect = uri }
+                if let authority = redirect.authority { action.hostRedirect = authority }
+                if let port = redirect.port { action.portRedirect = UInt32(port) }
+                if let scheme = redirect.scheme { action.schemeRedirect = scheme }
+                switch redirect.code {
+                case 302: action.responseCode = .found
+                case 303: action.responseCode = .seeOther
+                case 307: action.responseCode = .temporaryRedirect
+                case 308: action.responseCode = .permanentRedirect
+                default: action.responseCode = .movedPermanently
+                }
+                result.redirect = action
+            case .directResponse(let status, let body):
+                var action = Envoy_Config_Route_V3_DirectResponseAction()
+                action.status = UInt32(status)
+                if let body { action.body.inlineString = body }
+                result.directResponse = action
+            }
+            if let headers = route.headers {
+                result.requestHeadersToAdd = headerOptions(headers.request)
+                result.requestHeadersToRemove = headers.request.remove
+                result.responseHeadersToAdd = headerOptions(headers.response)
+                result.responseHeadersToRemove = headers.response.remove
+            }
+            return result
+        }
+    }
+
+    /// A destination's cluster: its port, else the service's only port, else the port routed.
+    static func clusterName(_ destination: VirtualService.Destination, port: Int, config: MeshConfig) -> String {
+        let ports = config.serviceEntries.first { $0.hosts.contains(destination.host) }?.ports ?? []
+        let number = destination.port ?? (ports.count == 1 ? ports[0].number : port)
+        return ProxyConfigGenerator.clusterName(port: number, subset: destination.subset ?? "", host: destination.host)
+    }
+
+    /// istiod's route action: `timeout` (`0s`: none), Istio's default retry policy, `max_grpc_timeout: 0s`.
+    static func forward(cluster: String?, timeout: Duration?) -> Envoy_Config_Route_V3_RouteAction {
+        var action = Envoy_Config_Route_V3_RouteAction()
+        if let cluster { action.cluster = cluster }
+        action.timeout = ProxyConfigGenerator.protoDuration(timeout ?? .zero)
+        action.retryPolicy = defaultRetryPolicy
+        action.maxGrpcTimeout = Google_Protobuf_Duration(seconds: 0)
+        return action
+    }
+
+    /// Istio's default when a route sets no `retries`: two attempts more on connect failures, refused
+    /// streams, `unavailable`, `cancelled` and 503, each on another host.
+    static let defaultRetryPolicy: Envoy_Config_Route_V3_RetryPolicy = {
+        var policy = Envoy_Config_Route_V3_RetryPolicy()
+        policy.retryOn = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+        policy.numRetries = Google_Protobuf_UInt32Value(2)
+        var predicate = Envoy_Config_Route_V3_RetryPolicy.RetryHostPredicate()
+        predicate.name = "envoy.retry_host_predicates.previous_hosts"
+        var config = Google_Protobuf_Any()
+        config.typeURL = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+        predicate.typedConfig = config
+        policy.retryHostPredicate = [predicate]
+        policy.hostSelectionRetryMaxAttempts = 5
+        policy.retriableStatusCodes = [503]
+        return policy
+    }()
+
+    /// Envoy's match for an Istio match (nil: every request): `uri` as the path specifier (`/` prefix
+    /// when none), `ignoreUriCase` as `case_sensitive: false`, `authority`, `method` and `scheme` as
+    /// pseudo-header matchers, `withoutHeaders` inverted.
+    static func routeMatch(_ match: VirtualService.HTTPMatch?) -> Envoy_Config_Route_V3_RouteMatch {
+        var result = Envoy_Config_Route_V3_RouteMatch()
+        switch match?.uri {
+        case nil: result.prefix = "/"
+        case .exact(let path)?: result.path = path
+        case .prefix(let prefix)?: result.prefix = prefix
+        // Envoy's case_sensitive does not apply to regexes: istiod makes the regex itself case-insensitive.
+        case .regex(let pattern)?: result.safeRegex = regex(match?.ignoreURICase == true ? "(?i)" + pattern : pattern)
+        }
+        guard let match else { return result }
+        if match.ignoreURICase { result.caseSensitive = Google_Protobuf_BoolValue(false) }
+        var headers: [Envoy_Config_Route_V3_HeaderMatcher] = []
+        for (name, value) in [(":authority", match.authority), (":method", match.method), (":scheme", match.scheme)] {
+            if let value { headers.append(headerMatcher(name, value, inverted: false)) }
+        }
+        headers += match.headers.map { headerMatcher($0.name, $0.match, inverted: false) }
+        headers += match.withoutHeaders.map { headerMatcher($0.name, $0.match, inverted: true) }
+        result.headers = headers
+        result.queryParameters = match.queryParams.map { name, value in
+            var matcher = Envoy_Config_Route_V3_QueryParameterMatcher()
+            matcher.name = name
+            matcher.stringMatch = stringMatcher(value)
+            return matcher
+        }
+        return result
+    }
+
+    static func headerMatcher(_ name: String, _ match: VirtualService.StringMatch, inverted: Bool) -> Envoy_Config_Route_V3_HeaderMatcher {
+        var matcher = Envoy_Config_Route_V3_HeaderMatcher()
+        matcher.name = name
+        matcher.stringMatch = stringMatcher(match)
+        matcher.invertMatch = inverted
+        return matcher
+    }
+
+    static func stringMatcher(_ match: VirtualService.StringMatch) -> Envoy_Type_Matcher_V3_StringMatcher {
+        var matcher = Envoy_Type_Matcher_V3_StringMatcher()
+        switch match {
+        case .exact(let text): matcher.exact = text
+        case .prefix(let text): matcher.prefix = text
+        case .regex(let pattern): matcher.safeRegex = regex(pattern)
+        }
+        return matcher
+    }
+
+    static func regex(_ pattern: String) -> Envoy_Type_Matcher_V3_RegexMatcher {
+        var regex = Envoy_Type_Matcher_V3_RegexMatcher()
+        regex.regex = pattern
+        return regex
+    }
+
+    /// Istio's `set` overwrites, `add` appends.
+    static func headerOptions(_ changes: HeaderOperations.Changes) -> [Envoy_Config_Core_V3_HeaderValueOption] {
+        func option(_ name: String, _ value: String, _ action: Envoy_Config_Core_V3_HeaderValueOption.HeaderAppendAction) -> Envoy_Config_Core_V3_HeaderValueOption {
+            var option = Envoy_Config_Core_V3_HeaderValueOption()
+            option.header.key = name
+            option.header.value = value
+            option.appendAction = action
+            return option
+        }
+        return changes.overwrite.map { option($0.name, $0.value, .overwriteIfExistsOrAdd) }
+            + changes.append.map { option($0.name, $0.value, .appendIfExistsOrAdd) }
+    }
+
+    // MARK: Inbound
+
+    /// The connection manager of an inbound HTTP chain on `port`: everything to `inbound|PORT||`, with
+    /// istiod's `x-forwarded-client-cert` handling (`APPEND_FORWARD`, subject, DNS and URI).
+    static func inboundConnectionManager(port: Int) throws -> Envoy_Config_Listener_V3_Filter {
+        var manager = baseConnectionManager(statPrefix: "inbound_0.0.0.0_\(port)")
+        manager.forwardClientCertDetails = .appendForward
+        manager.setCurrentClientCertDetails.subject = Google_Protobuf_BoolValue(true)
+        manager.setCurrentClientCertDetails.dns = true
+        manager.setCurrentClientCertDetails.uri = true
+        let cluster = "inbound|\(port)||"
+        var routes = Envoy_Config_Route_V3_RouteConfiguration()
+        routes.name = cluster
+        var virtualHost = Envoy_Config_Route_V3_VirtualHost()
+        virtualHost.name = "inbound|http|\(port)"
+        virtualHost.domains = ["*"]
+        var route = Envoy_Config_Route_V3_Route()
+        route.name = "default"
+        route.match.prefix = "/"
+        route.route.cluster = cluster
+        route.route.timeout = Google_Protobuf_Duration(seconds: 0)
+        virtualHost.routes = [route]
+        routes.virtualHosts = [virtualHost]
+        routes.validateClusters = Google_Protobuf_BoolValue(false)
+        manager.routeConfig = routes
+        manager.httpFilters = [try routerFilter()]
+        return try filter(manager)
+    }
+
+    // MARK: Pieces
+
+    /// What istiod sets on both sides: no `x-forwarded-for` from the sidecar's address, WebSocket
+    /// upgrades, no stream idle timeout, `istio-envoy` as the server name.
+    static func baseConnectionManager(statPrefix: String) -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager {
+        var manager = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager()
+        manager.statPrefix = statPrefix
+        manager.serverName = "istio-envoy"
+        manager.useRemoteAddress = Google_Protobuf_BoolValue(false)
+        var websocket = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.UpgradeConfig()
+        websocket.upgradeType = "websocket"
+        manager.upgradeConfigs = [websocket]
+        manager.streamIdleTimeout = Google_Protobuf_Duration(seconds: 0)
+        return manager
+    }
+
+    /// `istio.alpn` as istiod configures it: the upstream TLS of a request offers `istio-http/1.0`,
+    /// `istio-http/1.1` or `istio-h2` (then `istio` and the plain name), so the peer's sidecar chooses
+    /// its HTTP chain.
+    static func upstreamALPNFilter() throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter {
+        typealias Config = Istio_Envoy_Config_Filter_Http_Alpn_V2alpha1_FilterConfig
+        var config = Config()
+        config.alpnOverride = [(.http10, ["istio-http/1.0", "istio", "http/1.0"]), (.http11, ["istio-http/1.1", "istio", "http/1.1"]),
+                               (.http2, ["istio-h2", "istio", "h2"])].map { version, names in
+            var override = Config.AlpnOverride()
+            override.upstreamProtocol = version
+            override.alpnOverride = names
+            return override
+        }
+        var filter = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
+        filter.name = "istio.alpn"
+        filter.typedConfig = try Google_Protobuf_Any(message: config)
+        return filter
+    }
+
+    static func routerFilter() throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter {
+        var filter = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
+        filter.name = "envoy.filters.http.router"
+        filter.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Http_Router_V3_Router())
+        return filter
+    }
+
+    static func filter(_ manager: Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager) throws -> Envoy_Config_Listener_V3_Filter {
+        var filter = Envoy_Config_Listener_V3_Filter()
+        filter.name = connectionManagerFilter
+        filter.typedConfig = try Google_Protobuf_Any(message: manager)
+        return filter
+    }
+
+    static func socketAddress(_ address: String, port: Int) -> Envoy_Config_Core_V3_Address {
+        var socket = Envoy_Config_Core_V3_SocketAddress()
+        socket.address = address
+        socket.portValue = UInt32(port)
+        var result = Envoy_Config_Core_V3_Address()
+        result.socketAddress = socket
+        return result
+    }
+
+    /// `typed_extension_protocol_options` of a cluster on an HTTP port: explicit HTTP/2 for `http2` and
+    /// `grpc` ports and for DestinationRule `h2UpgradePolicy: UPGRADE`; nil (HTTP/1.1) otherwise.
+    /// A sniffed port's cluster speaks the downstream's version (`use_downstream_protocol_config`).
+    static func protocolOptions(_ proto: ServiceProtocol, policy: DestinationRule.TrafficPolicy, sniffed: Bool = false) throws -> [String: Google_Protobuf_Any] {
+        var options = Envoy_Extensions_Upstreams_Http_V3_HttpProtocolOptions()
+        if sniffed && proto == .unknown {
+            options.useDownstreamProtocolConfig.httpProtocolOptions = Envoy_Config_Core_V3_Http1ProtocolOptions()
+            options.useDownstreamProtocolConfig.http2ProtocolOptions = Envoy_Config_Core_V3_Http2ProtocolOptions()
+            return ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions": try Google_Protobuf_Any(message: options)]
+        }
+        guard proto.isHTTP, proto.requiresHTTP2 || (proto == .http && policy.http2Upgrade == true) else { return [:] }
+        options.explicitHTTPConfig.http2ProtocolOptions = Envoy_Config_Core_V3_Http2ProtocolOptions()
+        return ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions": try Google_Protobuf_Any(message: options)]
+    }
+}

@@ -1,0 +1,189 @@
+import Configuration
+import Routing
+
+/// Reads a VirtualService's `http` routes: what Capstan acts on is read and checked (regexes compiled
+/// with RE2, as the proxy will compile them; weights adding up to 100); Istio fields it does not act on
+/// yet (`mirror`, `corsPolicy`, `retries`, `fault`, `delegate`, `sourceLabels`, …) are warnings naming
+/// the field, never silently dropped.
+enum HTTPRouteReader {
+    static func route(_ reader: ConfigReader, namespace: String, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPRoute {
+        try reader.ignoringUnknown(["name", "match", "route", "redirect", "directResponse", "rewrite", "timeout", "headers"],
+                                   warnings: &warnings)
+        let name = try reader.optional("name")?.string()
+        var matches: [VirtualService.HTTPMatch] = []
+        for match in try reader.optional("match")?.list() ?? [] { matches.append(try self.match(match, warnings: &warnings)) }
+        let destinations = try reader.optional("route")?.list() ?? []
+        let redirect = try reader.optional("redirect")
+        let direct = try reader.optional("directResponse")
+        let given = [destinations.isEmpty ? nil : "route", redirect == nil ? nil : "redirect", direct == nil ? nil : "directResponse"].compactMap { $0 }
+        guard given.count == 1 else {
+            throw reader.fail(given.isEmpty ? "needs one of route, redirect or directResponse"
+                                            : "has \(given.joined(separator: " and ")): a route takes one of them")
+        }
+        let action: VirtualService.HTTPRoute.Action
+        if let redirect {
+            action = .redirect(try self.redirect(redirect, warnings: &warnings))
+        } else if let direct {
+            try direct.ignoringUnknown(["status", "body"], warnings: &warnings)
+            var body: String?
+            if let reader = try direct.optional("body") {
+                try reader.ignoringUnknown(["string"], warnings: &warnings)
+                body = try reader.optional("string")?.string()
+            }
+            action = .directResponse(status: try direct.required("status").integer(in: 200...599), body: body)
+        } else {
+            action = .route(try self.destinations(destinations, path: "\(reader.path).route", namespace: namespace, warnings: &warnings))
+        }
+        var rewriteURI: String?
+        var rewriteAuthority: String?
+        var rewriteURIRegex: (match: String, rewrite: String)?
+        if let rewrite = try reader.optional("rewrite") {
+            try rewrite.ignoringUnknown(["uri", "authority", "uriRegexRewrite"], warnings: &warnings)
+            guard case .route = action else { throw rewrite.fail("applies to route destinations only, not to a redirect or a direct response") }
+            rewriteURI = try rewrite.optional("uri")?.string()
+            if let regex = try rewrite.optional("uriRegexRewrite") {
+                guard rewriteURI == nil else { throw regex.fail("cannot be given with uri: a route rewrites its path one way") }
+                try regex.ignoringUnknown(["match", "rewrite"], warnings: &warnings)
+                let match = try regex.required("match")
+                let pattern = try match.string()
+                _ = try RegularExpression(pattern, path: match.path)
+                rewriteURIRegex = (pattern, try regex.required("rewrite").string())
+            }
+            rewriteAuthority = try rewrite.optional("authority")?.string()
+            if let rewriteURI, matches.contains(where: { if case .regex? = $0.uri { true } else { false } }) {
+                warnings.append("\(rewrite.path).uri: after a regex uri match, \"\(rewriteURI)\" replaces the whole path")
+            }
+        }
+        return VirtualService.HTTPRoute(name: name, matches: matches, action: action,
+                                        headers: try reader.optional("headers").map { reader throws(ConfigError) in try headers(reader, warnings: &warnings) },
+                                        rewriteURI: rewriteURI, rewriteURIRegex: rewriteURIRegex, rewriteAuthority: rewriteAuthority,
+                                        timeout: try reader.optional("timeout")?.goDuration())
+    }
+
+    static func match(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPMatch {
+        try reader.ignoringUnknown(["name", "uri", "scheme", "method", "authority", "headers", "withoutHeaders", "queryParams",
+                                    "ignoreUriCase", "port", "gateways"], warnings: &warnings)
+        // Sidecars are the `mesh` gateway; a match for other gateways is the gateway issue's.
+        if let gateways = try reader.optional("gateways"), try gateways.list().map({ item throws(ConfigError) in try item.string() }) != ["mesh"] {
+            warnings.append("\(gateways.path): only the mesh gateway (sidecars) is configured by Capstan: the match applies to sidecars")
+        }
+        var match = VirtualService.HTTPMatch()
+        match.name = try reader.optional("name")?.string()
+        match.uri = try reader.optional("uri").map(stringMatch)
+        match.scheme = try reader.optional("scheme").map(stringMatch)
+        match.method = try reader.optional("method").map(stringMatch)
+        match.authority = try reader.optional("authority").map(stringMatch)
+        match.headers = try namedMatches(reader.optional("headers"))
+        match.withoutHeaders = try namedMatches(reader.optional("withoutHeaders"))
+        match.queryParams = try namedMatches(reader.optional("queryParams"))
+        for param in match.queryParams {
+            if case .prefix = param.match {
+                throw ConfigError(path: "\(reader.path).queryParams.\(param.name)", message: "prefix is not supported for query parameters (exact, regex), as in Istio")
+            }
+        }
+        match.ignoreURICase = try reader.optional("ignoreUriCase")?.bool() ?? false
+        match.port = try reader.optional("port")?.integer(in: 1...65535)
+        return match
+    }
+
+    /// `{exact: …}`, `{prefix: …}` or `{regex: …}`; a regex is compiled here so that a bad one is refused
+    /// with its field, not by the proxy.
+    static func stringMatch(_ reader: ConfigReader) throws(ConfigError) -> VirtualService.StringMatch {
+        let fields = try reader.fields()
+        guard fields.count == 1, let key = fields.keys.first else {
+            throw reader.fail("needs exactly one of exact, prefix, regex")
+        }
+        let value = try reader.required(key)
+        switch key {
+        case "exact": return .exact(try value.string())
+        case "prefix": return .prefix(try value.string())
+        case "regex":
+            let pattern = try value.string()
+            _ = try RegularExpression(pattern, path: value.path)
+            return .regex(pattern)
+        default: throw reader.fail("\"\(key)\" is not a string match (exact, prefix, regex)")
+        }
+    }
+
+    /// `headers` / `withoutHeaders` / `queryParams`: a map of names to string matches. Header names are
+    /// lower-cased, as HTTP/2 and Envoy see them. An empty match (`{}`) asks only that the header be
+    /// there (Istio's presence match), as a regex any value matches.
+    static func namedMatches(_ reader: ConfigReader?) throws(ConfigError) -> [(name: String, match: VirtualService.StringMatch)] {
+        guard let reader else { return [] }
+        var result: [(name: String, match: VirtualService.StringMatch)] = []
+        for key in try reader.fields().keys.sorted() {
+            let value = try reader.required(key)
+            result.append((key.lowercased(), try value.fields().isEmpty ? .regex(".*") : stringMatch(value)))
+        }
+        return result
+    }
+
+    static func destinations(_ entries: [ConfigReader], path: String, namespace: String,
+                             warnings: inout [String]) throws(ConfigError) -> [VirtualService.Destination] {
+        var parsed: [VirtualService.Destination] = []
+        for entry in entries {
+            try entry.ignoringUnknown(["destination", "weight", "headers"], warnings: &warnings)
+            let destination = try entry.required("destination")
+            try destination.ignoringUnknown(["host", "subset", "port"], warnings: &warnings)
+            let port = try destination.optional("port").map { reader throws(ConfigError) in
+                try reader.ignoringUnknown(["number"], warnings: &warnings)
+                return try reader.required("number").integer(in: 1...65535)
+            }
+            let weightReader = try entry.optional("weight")
+            if entries.count > 1 && weightReader == nil {
+                throw entry.fail("needs a weight: a route with several destinations splits requests by weight")
+            }
+            parsed.append(.init(host: MeshConfig.qualified(try destination.required("host").string(), namespace: namespace),
+                                subset: try destination.optional("subset")?.string(), port: port,
+                                weight: try weightReader?.integer(in: 0...100) ?? 100,
+                                headers: try entry.optional("headers").map { reader throws(ConfigError) in try headers(reader, warnings: &warnings) }))
+        }
+        let total = parsed.reduce(0) { $0 + $1.weight }
+        if parsed.count > 1 && total != 100 {
+            throw ConfigError(path: path, message: "weights add up to \(total), not 100")
+        }
+        return parsed
+    }
+
+    static func redirect(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> VirtualService.Redirect {
+        try reader.ignoringUnknown(["uri", "authority", "port", "scheme", "redirectCode"], warnings: &warnings)
+        var redirect = VirtualService.Redirect()
+        redirect.uri = try reader.optional("uri")?.string()
+        redirect.authority = try reader.optional("authority")?.string()
+        redirect.port = try reader.optional("port")?.integer(in: 1...65535)
+        redirect.scheme = try reader.optional("scheme")?.string()
+        if let code = try reader.optional("redirectCode") {
+            redirect.code = try code.integer(in: 300...399)
+            guard [301, 302, 303, 307, 308].contains(redirect.code) else {
+                throw code.fail("\(redirect.code) is not a redirect code Envoy sends (301, 302, 303, 307, 308)")
+            }
+        }
+        return redirect
+    }
+
+    static func headers(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> HeaderOperations {
+        try reader.ignoringUnknown(["request", "response"], warnings: &warnings)
+        var operations = HeaderOperations()
+        for (side, keyPath) in [("request", \HeaderOperations.request), ("response", \HeaderOperations.response)] {
+            guard let changes = try reader.optional(side) else { continue }
+            try changes.ignoringUnknown(["set", "add", "remove"], warnings: &warnings)
+            var result = HeaderOperations.Changes()
+            result.overwrite = try pairs(changes.optional("set"))
+            result.append = try pairs(changes.optional("add"))
+            result.remove = try changes.optional("remove").map { reader throws(ConfigError) in
+                try reader.list().map { item throws(ConfigError) in try item.string().lowercased() }
+            } ?? []
+            operations[keyPath: keyPath] = result
+        }
+        return operations
+    }
+
+    private static func pairs(_ reader: ConfigReader?) throws(ConfigError) -> [(name: String, value: String)] {
+        guard let reader else { return [] }
+        var result: [(name: String, value: String)] = []
+        for key in try reader.fields().keys.sorted() {
+            result.append((key.lowercased(), try reader.required(key).string()))
+        }
+        return result
+    }
+}

@@ -1,0 +1,100 @@
+extension VirtualService {
+    /// One of a VirtualService's `http` routes, in the subset Capstan acts on: which requests (`match`:
+    /// ORed, each one's conditions ANDed; none matches every request) and what happens to them, a
+    /// weighted `route`, a `redirect` or a `directResponse`.
+    public struct HTTPRoute: Sendable, Equatable {
+        public enum Action: Sendable, Equatable {
+            case route([Destination])
+            case redirect(Redirect)
+            case directResponse(status: Int, body: String?)
+        }
+
+        public var name: String?
+        public var matches: [HTTPMatch]
+        public var action: Action
+        /// `headers`: request and response changes on every request the route takes.
+        public var headers: HeaderOperations?
+        /// `rewrite.uri`: replaces the part of the path the match's `uri` matched (the whole path for
+        /// an exact or regex match, the prefix for a prefix match), as Envoy's `prefix_rewrite` does.
+        public var rewriteURI: String?
+        /// `rewrite.uriRegexRewrite`: RE2 `match` replaced by `rewrite` (`\\1` for groups) in the path.
+        public var rewriteURIRegex: (match: String, rewrite: String)?
+        /// `rewrite.authority`.
+        public var rewriteAuthority: String?
+        /// `timeout`; nil: none (istiod's `0s`).
+        public var timeout: Duration?
+
+        public static func == (lhs: Self, rhs: Self) -> Bool {
+            lhs.name == rhs.name && lhs.matches == rhs.matches && lhs.action == rhs.action && lhs.headers == rhs.headers
+                && lhs.rewriteURI == rhs.rewriteURI && lhs.rewriteURIRegex?.match == rhs.rewriteURIRegex?.match
+                && lhs.rewriteURIRegex?.rewrite == rhs.rewriteURIRegex?.rewrite && lhs.rewriteAuthority == rhs.rewriteAuthority
+                && lhs.timeout == rhs.timeout
+        }
+    }
+
+    /// `match` of an `http` route: all its conditions hold.
+    public struct HTTPMatch: Sendable, Equatable {
+        public var name: String?
+        public var uri: StringMatch?
+        public var scheme: StringMatch?
+        public var method: StringMatch?
+        public var authority: StringMatch?
+        /// Header name (lower case) to the match its value must satisfy.
+        public var headers: [(name: String, match: StringMatch)] = []
+        /// Headers whose value must not satisfy the match (or be absent).
+        public var withoutHeaders: [(name: String, match: StringMatch)] = []
+        public var queryParams: [(name: String, match: StringMatch)] = []
+        public var ignoreURICase = false
+        /// Only requests to this service port; nil: any.
+        public var port: Int?
+
+        public static func == (lhs: Self, rhs: Self) -> Bool {
+            func same(_ a: [(name: String, match: StringMatch)], _ b: [(name: String, match: StringMatch)]) -> Bool {
+                a.count == b.count && zip(a, b).allSatisfy { $0.name == $1.name && $0.match == $1.match }
+            }
+            return lhs.name == rhs.name && lhs.uri == rhs.uri && lhs.scheme == rhs.scheme && lhs.method == rhs.method
+                && lhs.authority == rhs.authority && same(lhs.headers, rhs.headers) && same(lhs.withoutHeaders, rhs.withoutHeaders)
+                && same(lhs.queryParams, rhs.queryParams) && lhs.ignoreURICase == rhs.ignoreURICase && lhs.port == rhs.port
+        }
+    }
+
+    /// Istio's `StringMatch`: one of `exact`, `prefix`, `regex` (RE2, matching the whole value).
+    public enum StringMatch: Sendable, Equatable {
+        case exact(String)
+        case prefix(String)
+        case regex(String)
+    }
+
+    /// `redirect`: the parts of the request's URL to replace; nil keeps the request's.
+    public struct Redirect: Sendable, Equatable {
+        public var uri: String?
+        public var authority: String?
+        public var port: Int?
+        public var scheme: String?
+        /// 301 unless given.
+        public var code: Int = 301
+    }
+}
+
+/// Istio's `Headers`: `request` and `response`, each with `set` (replace), `add` (append) and `remove`.
+public struct HeaderOperations: Sendable, Equatable {
+    public struct Changes: Sendable, Equatable {
+        /// `set`: replaces the header's values.
+        public var overwrite: [(name: String, value: String)] = []
+        /// `add`: appends a value.
+        public var append: [(name: String, value: String)] = []
+        public var remove: [String] = []
+
+        public var isEmpty: Bool { overwrite.isEmpty && append.isEmpty && remove.isEmpty }
+
+        public static func == (lhs: Self, rhs: Self) -> Bool {
+            func same(_ a: [(name: String, value: String)], _ b: [(name: String, value: String)]) -> Bool {
+                a.count == b.count && zip(a, b).allSatisfy { $0 == $1 }
+            }
+            return same(lhs.overwrite, rhs.overwrite) && same(lhs.append, rhs.append) && lhs.remove == rhs.remove
+        }
+    }
+
+    public var request = Changes()
+    public var response = Changes()
+}

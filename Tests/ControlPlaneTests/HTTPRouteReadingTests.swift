@@ -1,0 +1,86 @@
+@testable import ControlPlane
+import Testing
+
+@Suite struct HTTPRouteReadingTests {
+    static let jason = HTTPDocuments.virtualService("""
+          - name: jason
+            match: [{headers: {End-User: {exact: jason}, x-canary: {}}, uri: {prefix: /v1}, ignoreUriCase: true, port: 9080, gateways: [mesh]}]
+            headers: {request: {set: {x-a: "1"}, add: {x-b: "2"}, remove: [X-C]}}
+            timeout: 2s
+            route: [{destination: {host: payments, subset: v2}}]
+        """)
+
+    @Test func httpRoutesReadWithTheirMatchesAndActions() throws {
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([Self.jason]))])
+        let config = try #require(reading.config, "\(reading.problems)")
+        let route = try #require(config.virtualServices.first?.http.first)
+        #expect(route.name == "jason")
+        #expect(route.timeout == .seconds(2))
+        #expect(route.action == .route([.init(host: "payments.shop.svc.cluster.local", subset: "v2", port: nil, weight: 100)]))
+        let match = try #require(route.matches.first)
+        #expect(match.headers.map(\.name) == ["end-user", "x-canary"] && match.headers.first?.match == .exact("jason"))
+        #expect(match.headers.last?.match == .regex(".*"), "{} is Istio's presence match")
+        #expect(!reading.warnings.contains { $0.contains("gateways") }, "\(reading.warnings)")
+        #expect(match.uri == .prefix("/v1") && match.ignoreURICase && match.port == 9080)
+        #expect(route.headers?.request.overwrite.map(\.name) == ["x-a"])
+        #expect(route.headers?.request.append.map(\.value) == ["2"])
+        #expect(route.headers?.request.remove == ["x-c"])
+        #expect(config.serviceEntries.first?.ports.first?.protocol == .http)
+    }
+
+    @Test(arguments: [
+        ("  - route:\n    - {destination: {host: payments, subset: v1}, weight: 80}\n    - {destination: {host: payments, subset: v2}, weight: 10}",
+         "spec.http[0].route: weights add up to 90, not 100"),
+        ("  - route: [{destination: {host: payments, subset: v9}}]",
+         "spec.http[0].route[0].destination.subset: no DestinationRule for payments.shop.svc.cluster.local defines subset \"v9\""),
+        ("  - match: [{uri: {regex: \"/a(\"}}]\n    route: [{destination: {host: payments}}]",
+         "spec.http[0].match[0].uri.regex: "),
+        ("  - name: a\n    route: [{destination: {host: payments}}]\n  - name: a\n    match: [{uri: {exact: /}}]\n    route: [{destination: {host: payments}}]",
+         "spec.http[1].name: route name \"a\" is used twice"),
+        ("  - route: [{destination: {host: payments}}]\n    redirect: {uri: /x}",
+         "spec.http[0]: has route and redirect: a route takes one of them"),
+        ("  - match: [{queryParams: {q: {prefix: a}}}]\n    route: [{destination: {host: payments}}]",
+         "spec.http[0].match[0].queryParams.q: prefix is not supported for query parameters (exact, regex), as in Istio"),
+    ])
+    func problemsNameTheField(routes: String, message: String) {
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(routes)]))])
+        #expect(reading.config == nil)
+        #expect(reading.problems.contains { $0.description.contains("VirtualService shop/payments: " + message) }, "\(reading.problems)")
+    }
+
+    @Test func fieldsNotActedOnAreWarningsNamingThem() throws {
+        let routes = """
+              - mirror: {host: payments, subset: v2}
+                corsPolicy: {allowOrigins: [{exact: "*"}]}
+                retries: {attempts: 3}
+                match: [{sourceLabels: {app: web}, uri: {prefix: /}}]
+                route: [{destination: {host: payments, subset: v1}}]
+              - route: [{destination: {host: payments, subset: v2}}]
+            """
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(routes)]))])
+        #expect(reading.config != nil, "\(reading.problems)")
+        for field in ["spec.http[0].mirror", "spec.http[0].corsPolicy", "spec.http[0].retries", "spec.http[0].match[0].sourceLabels"] {
+            #expect(reading.warnings.contains { $0.hasSuffix("VirtualService shop/payments: \(field): not supported by Capstan, ignored") }, "\(field): \(reading.warnings)")
+        }
+        #expect(reading.warnings.contains { $0.hasSuffix("spec.http[1...]: never applies: spec.http[0] takes every request before it") }, "\(reading.warnings)")
+    }
+
+    @Test func routesOfTheWrongKindForAHostsPortsAreWarnings() throws {
+        // TCP routes for payments, whose only port is now HTTP; http routes for ledger, whose only port is TCP.
+        let tcp = Documents.virtualService(90, 10)
+        let ledger = """
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: ledger, namespace: billing}
+            spec:
+              hosts: [ledger]
+              http: [{route: [{destination: {host: ledger}}]}]
+            """
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([tcp, ledger.replacingOccurrences(of: "ledger]", with: "ledger.billing.svc.cluster.local]")]))])
+        #expect(reading.config != nil, "\(reading.problems)")
+        #expect(reading.warnings.contains { $0.hasSuffix("VirtualService shop/payments: spec.tcp[0]: applies to no port: the ports it would take are HTTP, which http routes route") }, "\(reading.warnings)")
+        let tcpLedger = HTTPDocuments.mesh([ledger]).replacingOccurrences(of: "name: api, protocol: GRPC", with: "name: tcp-api")
+        let second = MeshConfigReader.read([("mesh.yaml", tcpLedger)])
+        #expect(second.warnings.contains { $0.contains("VirtualService billing/ledger: spec.http: applies to no port") }, "\(second.warnings)")
+    }
+}

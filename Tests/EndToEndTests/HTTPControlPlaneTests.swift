@@ -1,0 +1,314 @@
+import CapstanTestSupport
+import Foundation
+import Netfilter
+import Testing
+
+/// Istio's HTTP examples served by `capstan control-plane` to a captured pod's proxy, checked with a
+/// real client (httpx, keep-alive) against real upstreams (Hypercorn, answering with
+/// `x-upstream-name`): `payments` is a ServiceEntry at 198.51.100.200 whose port 9080 is HTTP by its
+/// name (`http-payments`); v1 and v2 serve on 198.51.100.10:8080 and 198.51.100.99:8080 in the peer.
+@Suite(.serialized) struct HTTPControlPlaneTests {
+    static let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers")
+    static let service = "http://198.51.100.200:9080"
+
+    /// A mesh whose workloads are HTTP servers named v1 and v2 (on 8080, gRPC on 9090) and echo servers (on 80), with
+    /// `files` besides the workloads (a `workloads.yaml` among them replaces ``MeshDocuments/httpWorkloads``).
+    func withHTTPMesh<T>(_ files: [String: String], _ body: (MeshSandbox) throws -> T) throws -> T {
+        try withSandbox { sandbox in
+            let mesh = try MeshSandbox(sandbox, files: files.merging(["workloads.yaml": MeshDocuments.httpWorkloads]) { given, _ in given })
+            var upstreams: [NamespacedProcess] = []
+            defer { upstreams.forEach { $0.stop() } }
+            for (name, address) in [("v1", "198.51.100.10"), ("v2", "198.51.100.99")] {
+                let log = "/tmp/\(sandbox.name)-upstream-\(name).log"
+                let process = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
+                                                     "--listen", "\(address):8080", "--name", name, "--grpc-port", "9090"],
+                                                    in: sandbox.peer, logPath: log)
+                upstreams.append(process)
+                guard process.waitUntil(seconds: 20, { process.log.contains("READY") }) else {
+                    throw SandboxError("upstream \(name) did not start: \(process.log)")
+                }
+            }
+            try mesh.startControlPlane()
+            try mesh.startProxy()
+            return try body(mesh)
+        }
+    }
+
+    /// `count` requests on one keep-alive connection (httpx), from the pod: who answered each, and the
+    /// client ports used (one per connection).
+    func requests(_ mesh: MeshSandbox, path: String = "/", count: Int, headers: [String] = []) throws -> (upstreams: [String], ports: Set<Int>) {
+        let arguments = ["ip", "netns", "exec", "\(mesh.sandbox.name)-pod", "python3", Self.peers.appendingPathComponent("http_client.py").path,
+                         "httpx", Self.service + path, "--count", String(count)] + headers.flatMap { ["--header", $0] }
+        let result = try ChildProcess.run("/usr/bin/env", arguments)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any],
+              let requests = object["requests"] as? [[String: Any]], requests.count == count else {
+            throw SandboxError("http_client.py: \(result)\ncontrol plane: \(mesh.controlPlane?.log ?? "")\nproxy: \(mesh.proxy?.errorOutput ?? "")")
+        }
+        for request in requests where request["status"] as? Int != 200 {
+            throw SandboxError("a request was answered \(request): \(result.standardOutput.prefix(2000))")
+        }
+        return (requests.map { $0["upstream"] as? String ?? "?" }, Set(requests.compactMap { $0["local_port"] as? Int }))
+    }
+
+    /// Waits until a request to `path` with `headers` is answered by `upstream` (a pushed route in force).
+    func waitFor(_ upstream: String, _ mesh: MeshSandbox, path: String = "/", headers: [String] = []) -> Bool {
+        mesh.proxy?.waitUntil(seconds: 10) { (try? requests(mesh, path: path, count: 1, headers: headers).upstreams) == [upstream] } ?? false
+    }
+
+    @Test func canaryNinetyTenSplitsEachRequestOnKeepAliveConnections() throws {
+        // Another HTTP service on 8080, so that the proxy has a listener 0.0.0.0_8080 (below).
+        let other = """
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata:
+              name: other
+              namespace: shop
+            spec:
+              hosts:
+              - other.shop.svc.cluster.local
+              addresses:
+              - 198.51.100.203
+              ports:
+              - number: 8080
+                name: http
+              resolution: NONE
+            """
+        try withHTTPMesh(["canary.yaml": MeshDocuments.httpCanary(v1: 90, v2: 10), "other.yaml": other]) { mesh in
+            let routed = waitFor("v1", mesh) || waitFor("v2", mesh)
+            #expect(routed, "\(mesh.proxy?.errorOutput ?? "")")
+            var total: [String: Int] = [:]
+            for connection in 0..<4 {
+                let (upstreams, ports) = try requests(mesh, count: 250)
+                #expect(ports.count == 1, "connection \(connection) used one client connection")
+                #expect(Set(upstreams) == ["v1", "v2"], "connection \(connection) saw both versions: \(upstreams)")
+                for upstream in upstreams { total[upstream, default: 0] += 1 }
+            }
+            // 10 % of 1,000 ± 3 points.
+            #expect(total.values.reduce(0, +) == 1000)
+            #expect((70...130).contains(total["v2", default: 0]), "\(total)")
+            let counted = Int(try mesh.stat("http.outbound_0.0.0.0_9080.downstream_rq_total") ?? "") ?? 0
+            #expect(counted >= 1000, "http.outbound_0.0.0.0_9080.downstream_rq_total: \(counted)")
+            // Istio's request metric names the service from the cluster's istio.services metadata.
+            let metrics = try #require(mesh.proxy).admin("GET", "/stats/prometheus").body.split(separator: "\n")
+            #expect(metrics.contains { $0.hasPrefix("istio_requests_total{") && $0.contains(#"destination_service="payments.shop.svc.cluster.local""#) },
+                    "\(metrics.filter { $0.hasPrefix("istio_requests_total") })")
+            // A host the mesh does not know, on an HTTP port of the mesh: allow_any passes it to its
+            // original destination (v1's server, called directly), as Istio's ALLOW_ANY does.
+            let direct = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "curl", "-sS", "-i",
+                                                              "--max-time", "10", "http://198.51.100.10:8080/direct"])
+            #expect(direct.standardOutput.lowercased().contains("x-upstream-name: v1"), "\(direct)")
+            #expect(try mesh.stat("http.outbound_0.0.0.0_8080.downstream_rq_total") == "1", "routed by 0.0.0.0_8080's connection manager")
+            let dump = try #require(mesh.proxy).admin("GET", "/config_dump").body
+            let compact = dump.replacingOccurrences(of: " ", with: "")
+            #expect(compact.contains("\"rds_route_config_name\":\"9080\""), "the listener takes its routes over RDS")
+            #expect(compact.contains("\"name\":\"payments.shop.svc.cluster.local:9080\""), "RDS 9080 is in force")
+        }
+    }
+
+    @Test func uriPrefixAndHeaderMatchesRouteBySubsetAndFollowChanges() throws {
+        // Seed 2: /v1 to subset v1 (Istio's example calls it stable), everything else to the service.
+        let prefix = MeshDocuments.httpVirtualService("""
+              - match:
+                - uri:
+                    prefix: /v1
+                route:
+                - destination:
+                    host: payments
+                    subset: v1
+              - route:
+                - destination:
+                    host: payments
+                    subset: v2
+            """)
+        try withHTTPMesh(["routes.yaml": prefix]) { mesh in
+            #expect(waitFor("v1", mesh, path: "/v1/pay"), "\(mesh.proxy?.errorOutput ?? "")")
+            #expect(Set(try requests(mesh, path: "/v1/pay", count: 20).upstreams) == ["v1"])
+            #expect(Set(try requests(mesh, path: "/v2/pay", count: 20).upstreams) == ["v2"])
+            #expect(Set(try requests(mesh, path: "/", count: 20).upstreams) == ["v2"])
+
+            // Seed 3: one user to v2, everyone else to v1; pushed as a change, applied per request.
+            try mesh.write("routes.yaml", MeshDocuments.httpVirtualService("""
+                  - match:
+                    - headers:
+                        end-user:
+                          exact: jason
+                    route:
+                    - destination:
+                        host: payments
+                        subset: v2
+                  - route:
+                    - destination:
+                        host: payments
+                        subset: v1
+                """))
+            #expect(waitFor("v1", mesh, path: "/v2/pay"), "\(mesh.controlPlane?.log ?? "")")
+            #expect(Set(try requests(mesh, count: 20, headers: ["end-user:jason"]).upstreams) == ["v2"])
+            // As a pod calls it by its Kubernetes short name.
+            #expect(Set(try requests(mesh, count: 5, headers: ["end-user:jason", "host:payments:9080"]).upstreams) == ["v2"])
+            #expect(Set(try requests(mesh, count: 20, headers: ["end-user:mary"]).upstreams) == ["v1"])
+            #expect(Set(try requests(mesh, count: 20).upstreams) == ["v1"])
+            #expect(try mesh.stat("listener_manager.lds.update_rejected") == "0")
+        }
+    }
+
+    @Test func aPortWithNoProtocolIsSniffedHTTPPerRequestAndAnythingElseAsTCP() throws {
+        // Port 9080 named `payments`, no protocol: Istio sniffs it. A second service on the same
+        // workloads' echo servers (port 80), also unnamed, carries bytes that are not HTTP.
+        let workloads = MeshDocuments.httpWorkloads.replacingOccurrences(of: "name: http-payments", with: "name: payments")
+            .replacingOccurrences(of: "http-payments: 8080", with: "payments: 8080") + """
+
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata:
+              name: ledger
+              namespace: shop
+            spec:
+              hosts:
+              - ledger.shop.svc.cluster.local
+              addresses:
+              - 198.51.100.201
+              ports:
+              - number: 9090
+                name: ledger
+                targetPort: 80
+              resolution: STATIC
+              workloadSelector:
+                labels:
+                  app: payments
+            """
+        try withHTTPMesh(["workloads.yaml": workloads, "canary.yaml": MeshDocuments.httpCanary(v1: 50, v2: 50)]) { mesh in
+            let routed = waitFor("v1", mesh) || waitFor("v2", mesh)
+            #expect(routed, "\(mesh.proxy?.errorOutput ?? "")")
+            let (upstreams, ports) = try requests(mesh, count: 100)
+            #expect(ports.count == 1 && Set(upstreams) == ["v1", "v2"], "per request on one connection: \(upstreams)")
+            let started = ContinuousClock.now
+            let echo = try EchoExchange.run(to: SocketAddress(IPAddress("198.51.100.201")!, 9090), from: mesh.sandbox.pod, payload: [1, 2, 3])
+            #expect([MeshSandbox.v1, MeshSandbox.v2].contains(echo.serverAddress), "\(echo)")
+            #expect(echo.echoed == [1, 2, 3])
+            // The client spoke first: sniffing decided at once, not at the 15 s listener filter timeout.
+            #expect(ContinuousClock.now - started < .seconds(5))
+            let compact = try #require(mesh.proxy).admin("GET", "/config_dump").body.replacingOccurrences(of: " ", with: "")
+            #expect(compact.contains("\"name\":\"198.51.100.200_9080\""))
+            #expect(compact.contains("\"rds_route_config_name\":\"payments.shop.svc.cluster.local:9080\""))
+        }
+    }
+
+    @Test func mutualTLSBetweenSidecarsCarriesHTTPToTheInboundConnectionManager() throws {
+        // Two injected pods with agents (``MeshCluster``): the client's proxy sends each request over
+        // mutual TLS (istio.alpn: istio-http/1.1) to v1's proxy, whose inbound HTTP chain routes it to
+        // the application and tells it the caller (x-forwarded-client-cert).
+        let v1 = IPAddress("192.0.2.10")!
+        let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
+            .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
+            .replacingOccurrences(of: "tcp-payments: 80", with: "http-payments: 8080")
+            .replacingOccurrences(of: "198.51.100.10", with: "\(v1)")
+            .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+        try withMeshCluster { cluster in
+            try cluster.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.httpCanary(v1: 100, v2: 0),
+                                                  "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT")])
+            let payments = try cluster.addWorkload("payments-v1", address: v1, serviceAccount: "payments", appPort: nil)
+            let upstream = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
+                                                  "--listen", "\(v1):8080", "--name", "v1"], in: payments.namespace,
+                                                 logPath: "\(cluster.directory)/payments-v1-upstream.log")
+            defer { upstream.stop() }
+            #expect(upstream.waitUntil(seconds: 20) { upstream.log.contains("READY") }, "\(upstream.log)")
+            _ = try cluster.addWorkload("client", address: IPAddress("192.0.2.1")!, serviceAccount: "client", appPort: nil)
+            var answered: [String: Any]?
+            _ = upstream.waitUntil(seconds: 10) {
+                let result = try? ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(cluster.name)-client", "python3",
+                                                                   Self.peers.appendingPathComponent("http_client.py").path,
+                                                                   "httpx", Self.service + "/hello", "--count", "5"])
+                answered = (try? JSONSerialization.jsonObject(with: Data((result?.standardOutput ?? "").utf8))) as? [String: Any]
+                return ((answered?["requests"] as? [[String: Any]])?.allSatisfy { $0["status"] as? Int == 200 }) == true
+            }
+            let requests = try #require(answered?["requests"] as? [[String: Any]], "\(String(describing: answered))")
+            #expect(requests.count == 5 && requests.allSatisfy { $0["upstream"] as? String == "v1" }, "\(requests)")
+            let headers = ((requests.first?["json"] as? [String: Any])?["headers"] as? [String: Any]) ?? [:]
+            let certificate = headers["x-forwarded-client-cert"] as? String ?? ""
+            #expect(certificate.contains("URI=spiffe://cluster.local/ns/shop/sa/client"), "\(headers)")
+            #expect(certificate.contains("By=spiffe://cluster.local/ns/shop/sa/payments"), "\(headers)")
+            // Counted by v1's inbound connection manager, with the caller's verified identity.
+            let metrics = try payments.http("GET", "/stats/prometheus", port: 15020).body
+            #expect(metrics.split(separator: "\n").contains {
+                $0.hasPrefix("istio_requests_total{") && $0.contains(#"reporter="destination""#)
+                    && $0.contains(#"source_principal="spiffe://cluster.local/ns/shop/sa/client""#)
+            }, "\(metrics.split(separator: "\n").filter { $0.hasPrefix("istio_requests_total") })")
+        }
+    }
+
+    @Test func grpcIsBalancedPerCallNotPerConnection() throws {
+        // Seed 6, Istio's #7117: a gRPC client keeps one HTTP/2 connection; its calls still spread
+        // over both backends, because the port says grpc and the proxy routes each stream.
+        let echo = """
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata:
+              name: echo
+              namespace: shop
+            spec:
+              hosts:
+              - echo.shop.svc.cluster.local
+              addresses:
+              - 198.51.100.202
+              ports:
+              - number: 7070
+                name: grpc-echo
+                targetPort: 9090
+              resolution: STATIC
+              workloadSelector:
+                labels:
+                  app: payments
+            """
+        try withHTTPMesh(["echo.yaml": echo]) { mesh in
+            func calls(_ count: Int) -> [String] {
+                let result = try? ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "python3",
+                                                                   Self.peers.appendingPathComponent("http_client.py").path,
+                                                                   "grpc", "198.51.100.202:7070", "unary", "--calls", String(count)])
+                let object = (try? JSONSerialization.jsonObject(with: Data((result?.standardOutput ?? "").utf8))) as? [String: Any]
+                return (object?["messages"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+            }
+            let ready = mesh.proxy?.waitUntil(seconds: 10) { calls(1).count == 1 } ?? false
+            #expect(ready, "\(mesh.proxy?.errorOutput ?? "")")
+            let names = calls(20)
+            #expect(names.count == 20, "\(names)")
+            #expect(Set(names) == ["v1", "v2"], "calls on one connection reached both backends: \(names)")
+            let compact = try #require(mesh.proxy).admin("GET", "/config_dump").body.replacingOccurrences(of: " ", with: "")
+            #expect(compact.contains("\"rds_route_config_name\":\"7070\""))
+        }
+    }
+
+    @Test func rewriteAndRedirect() throws {
+        // Seed 5: /v1/ rewritten to / on its way to v1, and /old redirected to /new.
+        let routes = MeshDocuments.httpVirtualService("""
+              - match:
+                - uri:
+                    prefix: /v1/
+                rewrite:
+                  uri: /
+                route:
+                - destination:
+                    host: payments
+                    subset: v1
+              - match:
+                - uri:
+                    exact: /old
+                redirect:
+                  uri: /new
+              - route:
+                - destination:
+                    host: payments
+                    subset: v2
+            """)
+        try withHTTPMesh(["routes.yaml": routes]) { mesh in
+            #expect(waitFor("v1", mesh, path: "/v1/pay?x=1"), "\(mesh.proxy?.errorOutput ?? "")")
+            let result = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "curl", "-sS", "--max-time", "10",
+                                                              "-i", Self.service + "/v1/pay?x=1", Self.service + "/old"])
+            let text = result.standardOutput.lowercased()
+            #expect(text.contains("x-upstream-name: v1"), "\(result)")
+            #expect(text.contains(#""path": "/pay?x=1""#), "v1 saw the rewritten path: \(result)")
+            #expect(text.contains("http/1.1 301"), "\(result)")
+            #expect(text.contains("location: http://198.51.100.200:9080/new"), "\(result)")
+        }
+    }
+}
