@@ -210,9 +210,10 @@ usleep(300_000)
 
 /// One h2load run: every request's time in seconds, from its per-request log.
 func httpOpenLoop(to url: String, uid: UInt32, seconds: Double) throws -> [Double] {
-    let log = "\(mesh.directory)/h2load-\(uid)-\(Int(Date().timeIntervalSince1970 * 1000)).tsv"
+    // h2load runs as `uid`: its log goes to a directory that uid owns.
+    let log = "\(try mesh.makeDirectory("h2load-\(uid)", owner: uid))/\(Int(Date().timeIntervalSince1970 * 1000)).tsv"
     let connections = 10
-    let result = try ChildProcess.run("/usr/bin/nsenter", ["--net=\(clientPod.namespace.path)", "setpriv", "--reuid=\(uid)", "--regid=\(uid)",
+    let result = try ChildProcess.run("/usr/bin/nsenter", ["--net=\(clientPod.namespace.path ?? "")", "setpriv", "--reuid=\(uid)", "--regid=\(uid)",
                                                        "--clear-groups", "h2load", "--h1", "-c", "\(connections)", "--rps", "\(Int(rate) / connections)",
                                                        "-D", "\(Int(seconds))", "--warm-up-time=1", "--log-file", log, url])
     guard result.status == 0, let text = try? String(contentsOfFile: log, encoding: .utf8) else {
@@ -244,7 +245,13 @@ let serverStats = try paymentsPod.http("GET", "/stats/prometheus", port: 15020).
 guard serverStats.contains(#"istio_requests_total{reporter="destination""#) && serverStats.contains(#"connection_security_policy="mutual_tls""#) else {
     throw SandboxError("the payments sidecar did not serve the requests over mutual TLS")
 }
+// What carried them: connections opened by each sidecar toward the other and toward nginx.
+let clientClusters = try clientPod.http("GET", "/stats", port: 15000).body.split(separator: "\n")
+    .filter { $0.contains("\(httpPort)||payments-http") && ($0.contains("upstream_cx_total") || $0.contains("upstream_rq_total")) }
+let serverClusters = try paymentsPod.http("GET", "/stats", port: 15000).body.split(separator: "\n")
+    .filter { $0.contains("inbound|\(httpPort)") && ($0.contains("upstream_cx_total") || $0.contains("upstream_rq_total")) }
 print("""
+    HTTP connections: \((clientClusters + serverClusters).joined(separator: ", "))
     HTTP latency, h2load --h1, 10 keep-alive connections at \(Int(rate)) requests/s in all, 1 KiB answers, \(directHTTP.count) requests per path:
     \(row("direct", directHTTP))
     \(row("two sidecars, mTLS", sidecarsHTTP))

@@ -183,9 +183,9 @@ enum HTTPRouteGenerator {
             case .route(let destinations):
                 var action: Envoy_Config_Route_V3_RouteAction
                 if destinations.count == 1, destinations[0].headers == nil {
-                    action = forward(cluster: clusterName(destinations[0], port: port, config: config), timeout: route.timeout)
+                    action = forward(cluster: clusterName(destinations[0], port: port, config: config), timeout: route.timeout, retries: route.retries)
                 } else {
-                    action = forward(cluster: nil, timeout: route.timeout)
+                    action = forward(cluster: nil, timeout: route.timeout, retries: route.retries)
                     var weighted = Envoy_Config_Route_V3_WeightedCluster()
                     weighted.clusters = destinations.map { destination in
                         var cluster = Envoy_Config_Route_V3_WeightedCluster.ClusterWeight()
@@ -254,14 +254,34 @@ enum HTTPRouteGenerator {
         return ProxyConfigGenerator.clusterName(port: number, subset: destination.subset ?? "", host: destination.host)
     }
 
-    /// istiod's route action: `timeout` (`0s`: none), Istio's default retry policy, `max_grpc_timeout: 0s`.
-    static func forward(cluster: String?, timeout: Duration?) -> Envoy_Config_Route_V3_RouteAction {
+    /// istiod's route action: `timeout` (`0s`: none), the retry policy (Istio's default without
+    /// `retries`), `max_grpc_timeout: 0s`.
+    static func forward(cluster: String?, timeout: Duration?, retries: VirtualService.HTTPRoute.Retries? = nil) -> Envoy_Config_Route_V3_RouteAction {
         var action = Envoy_Config_Route_V3_RouteAction()
         if let cluster { action.cluster = cluster }
         action.timeout = ProxyConfigGenerator.protoDuration(timeout ?? .zero)
-        action.retryPolicy = defaultRetryPolicy
+        if let policy = retryPolicy(retries) { action.retryPolicy = policy }
         action.maxGrpcTimeout = Google_Protobuf_Duration(seconds: 0)
         return action
+    }
+
+    /// A route's `retries` as istiod converts them: none when `attempts` is 0; `retryOn` split into
+    /// conditions and status codes (a code adds `retriable-status-codes`), Istio's default conditions
+    /// and 503 when it is empty; always on other hosts (`previous_hosts`, five tries to find one).
+    static func retryPolicy(_ retries: VirtualService.HTTPRoute.Retries?) -> Envoy_Config_Route_V3_RetryPolicy? {
+        guard let retries else { return defaultRetryPolicy }
+        guard retries.attempts > 0 else { return nil }
+        var policy = defaultRetryPolicy
+        policy.numRetries = Google_Protobuf_UInt32Value(UInt32(retries.attempts))
+        if let perTry = retries.perTryTimeout { policy.perTryTimeout = ProxyConfigGenerator.protoDuration(perTry) }
+        if !retries.retryOn.isEmpty {
+            var conditions = retries.retryOn.filter { Int($0) == nil }
+            let codes = retries.retryOn.compactMap { UInt32($0) }
+            if !codes.isEmpty && !conditions.contains("retriable-status-codes") { conditions.append("retriable-status-codes") }
+            policy.retryOn = conditions.joined(separator: ",")
+            policy.retriableStatusCodes = codes
+        }
+        return policy
     }
 
     /// Istio's default when a route sets no `retries`: two attempts more on connect failures, refused

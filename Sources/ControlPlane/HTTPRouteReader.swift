@@ -3,11 +3,11 @@ import Routing
 
 /// Reads a VirtualService's `http` routes: what Capstan acts on is read and checked (regexes compiled
 /// with RE2, as the proxy will compile them; weights adding up to 100); Istio fields it does not act on
-/// yet (`mirror`, `corsPolicy`, `retries`, `fault`, `delegate`, `sourceLabels`, …) are warnings naming
+/// yet (`mirror`, `corsPolicy`, `fault`, `delegate`, `sourceLabels`, …) are warnings naming
 /// the field, never silently dropped.
 enum HTTPRouteReader {
     static func route(_ reader: ConfigReader, namespace: String, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPRoute {
-        try reader.ignoringUnknown(["name", "match", "route", "redirect", "directResponse", "rewrite", "timeout", "headers"],
+        try reader.ignoringUnknown(["name", "match", "route", "redirect", "directResponse", "rewrite", "timeout", "headers", "retries"],
                                    warnings: &warnings)
         let name = try reader.optional("name")?.string()
         var matches: [VirtualService.HTTPMatch] = []
@@ -57,8 +57,35 @@ enum HTTPRouteReader {
         return VirtualService.HTTPRoute(name: name, matches: matches, action: action,
                                         headers: try reader.optional("headers").map { reader throws(ConfigError) in try headers(reader, warnings: &warnings) },
                                         rewriteURI: rewriteURI, rewriteURIRegex: rewriteURIRegex, rewriteAuthority: rewriteAuthority,
-                                        timeout: try reader.optional("timeout")?.goDuration())
+                                        timeout: try reader.optional("timeout")?.goDuration(),
+                                        retries: try reader.optional("retries").map { reader throws(ConfigError) in try retries(reader, warnings: &warnings) })
     }
+
+    /// `retries`: `attempts`, `perTryTimeout` and `retryOn` (Envoy's condition names, or HTTP status codes).
+    static func retries(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPRoute.Retries {
+        try reader.ignoringUnknown(["attempts", "perTryTimeout", "retryOn", "retryRemoteLocalities"], warnings: &warnings)
+        if try reader.optional("retryRemoteLocalities") != nil {
+            warnings.append("\(reader.path).retryRemoteLocalities: Capstan has no locality-aware load balancing yet: not acted on")
+        }
+        var conditions: [String] = []
+        if let retryOn = try reader.optional("retryOn") {
+            for token in try retryOn.string().split(separator: ",").map({ String($0.filter { $0 != " " && $0 != "\t" }) }) where !token.isEmpty {
+                guard Int(token).map({ (100...599).contains($0) }) ?? Self.retryConditions.contains(token) else {
+                    throw retryOn.fail("\"\(token)\" is neither a retry condition Envoy knows nor an HTTP status code")
+                }
+                conditions.append(token)
+            }
+        }
+        return .init(attempts: try reader.optional("attempts")?.integer(in: 0...Int(Int32.max)) ?? 2,
+                     perTryTimeout: try reader.optional("perTryTimeout")?.goDuration(), retryOn: conditions)
+    }
+
+    /// Envoy's `retry_on` conditions, HTTP's and gRPC's.
+    static let retryConditions: Set<String> = [
+        "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "envoy-ratelimited", "retriable-4xx",
+        "refused-stream", "retriable-status-codes", "retriable-headers", "http3-post-connect-failure",
+        "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable",
+    ]
 
     static func match(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPMatch {
         try reader.ignoringUnknown(["name", "uri", "scheme", "method", "authority", "headers", "withoutHeaders", "queryParams",

@@ -23,12 +23,23 @@ extension VirtualService {
         public var rewriteAuthority: String?
         /// `timeout`; nil: none (istiod's `0s`).
         public var timeout: Duration?
+        /// `retries`; nil: Istio's default policy.
+        public var retries: Retries?
+
+        /// `retries` of a route, as istiod turns them into Envoy's retry policy.
+        public struct Retries: Sendable, Equatable {
+            /// 0 turns retries off.
+            public var attempts: Int
+            public var perTryTimeout: Duration?
+            /// `retryOn`: Envoy's conditions, and HTTP status codes (retried as `retriable-status-codes`).
+            public var retryOn: [String]
+        }
 
         public static func == (lhs: Self, rhs: Self) -> Bool {
             lhs.name == rhs.name && lhs.matches == rhs.matches && lhs.action == rhs.action && lhs.headers == rhs.headers
                 && lhs.rewriteURI == rhs.rewriteURI && lhs.rewriteURIRegex?.match == rhs.rewriteURIRegex?.match
                 && lhs.rewriteURIRegex?.rewrite == rhs.rewriteURIRegex?.rewrite && lhs.rewriteAuthority == rhs.rewriteAuthority
-                && lhs.timeout == rhs.timeout
+                && lhs.timeout == rhs.timeout && lhs.retries == rhs.retries
         }
     }
 

@@ -59,10 +59,36 @@ import Testing
             """
         let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(routes)]))])
         #expect(reading.config != nil, "\(reading.problems)")
-        for field in ["spec.http[0].mirror", "spec.http[0].corsPolicy", "spec.http[0].retries", "spec.http[0].match[0].sourceLabels"] {
+        for field in ["spec.http[0].mirror", "spec.http[0].corsPolicy", "spec.http[0].match[0].sourceLabels"] {
             #expect(reading.warnings.contains { $0.hasSuffix("VirtualService shop/payments: \(field): not supported by Capstan, ignored") }, "\(field): \(reading.warnings)")
         }
         #expect(reading.warnings.contains { $0.hasSuffix("spec.http[1...]: never applies: spec.http[0] takes every request before it") }, "\(reading.warnings)")
+    }
+
+    @Test func retriesBecomeEnvoysRetryPolicyAsIstiodConvertsThem() throws {
+        let routes = """
+              - match: [{uri: {prefix: /pay}}]
+                retries: {attempts: 3, perTryTimeout: 2s, retryOn: "gateway-error,connect-failure,409"}
+                route: [{destination: {host: payments, subset: v1}}]
+              - match: [{uri: {prefix: /once}}]
+                retries: {attempts: 0}
+                route: [{destination: {host: payments, subset: v1}}]
+              - route: [{destination: {host: payments, subset: v2}}]
+            """
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(routes)]))])
+        let config = try #require(reading.config, "\(reading.problems)")
+        let http = try #require(config.virtualServices.first?.http)
+        let custom = try #require(HTTPRouteGenerator.retryPolicy(http[0].retries))
+        #expect(custom.retryOn == "gateway-error,connect-failure,retriable-status-codes")
+        #expect(custom.retriableStatusCodes == [409])
+        #expect(custom.numRetries.value == 3)
+        #expect(custom.perTryTimeout.seconds == 2)
+        #expect(custom.retryHostPredicate.map(\.name) == ["envoy.retry_host_predicates.previous_hosts"])
+        #expect(HTTPRouteGenerator.retryPolicy(http[1].retries) == nil, "attempts 0: no retries")
+        #expect(HTTPRouteGenerator.retryPolicy(http[2].retries) == HTTPRouteGenerator.defaultRetryPolicy, "Istio's default")
+        let bad = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(
+            "  - retries: {attempts: 2, retryOn: \"5xx,sometimes\"}\n    route: [{destination: {host: payments}}]")]))])
+        #expect(bad.problems.contains { $0.description.contains("spec.http[0].retries.retryOn: \"sometimes\" is neither") }, "\(bad.problems)")
     }
 
     @Test func routesOfTheWrongKindForAHostsPortsAreWarnings() throws {
