@@ -34,7 +34,7 @@ enum HTTPRouteGenerator {
                                             defaultChain: ProxyConfigGenerator.passthroughChain())
         if ipv6 {
             listener.name = outboundListenerName(port: port, ipv6: true)
-            listener.address = socketAddress("::", port: port)
+            listener.address = ProxyConfigGenerator.socketAddress("::", port: port)
         }
         return listener
     }
@@ -51,7 +51,7 @@ enum HTTPRouteGenerator {
                                          defaultChain: Envoy_Config_Listener_V3_FilterChain) throws -> Envoy_Config_Listener_V3_Listener {
         var listener = Envoy_Config_Listener_V3_Listener()
         listener.name = "\(address)_\(port)"
-        listener.address = socketAddress(address, port: port)
+        listener.address = ProxyConfigGenerator.socketAddress(address, port: port)
         listener.bindToPort = Google_Protobuf_BoolValue(false)
         listener.trafficDirection = .outbound
         var tlsInspector = Envoy_Config_Listener_V3_ListenerFilter()
@@ -444,15 +444,6 @@ enum HTTPRouteGenerator {
         filter.name = connectionManagerFilter
         filter.typedConfig = try Google_Protobuf_Any(message: manager)
         return filter
-    }
-
-    static func socketAddress(_ address: String, port: Int) -> Envoy_Config_Core_V3_Address {
-        var socket = Envoy_Config_Core_V3_SocketAddress()
-        socket.address = address
-        socket.portValue = UInt32(port)
-        var result = Envoy_Config_Core_V3_Address()
-        result.socketAddress = socket
-        return result
     }
 
     /// `typed_extension_protocol_options` of a cluster on an HTTP port: explicit HTTP/2 for `http2` and

@@ -145,11 +145,13 @@ enum HTTPRouteReader {
         return result
     }
 
-    static func destinations(_ entries: [ConfigReader], path: String, namespace: String,
+    /// A route's weighted destinations (`http`, with their `headers`; `tcp`, without): each needs a
+    /// weight when there are several, and the weights add up to 100.
+    static func destinations(_ entries: [ConfigReader], path: String, namespace: String, withHeaders: Bool = true,
                              warnings: inout [String]) throws(ConfigError) -> [VirtualService.Destination] {
         var parsed: [VirtualService.Destination] = []
         for entry in entries {
-            try entry.ignoringUnknown(["destination", "weight", "headers"], warnings: &warnings)
+            try entry.ignoringUnknown(withHeaders ? ["destination", "weight", "headers"] : ["destination", "weight"], warnings: &warnings)
             let destination = try entry.required("destination")
             try destination.ignoringUnknown(["host", "subset", "port"], warnings: &warnings)
             let port = try destination.optional("port").map { reader throws(ConfigError) in
@@ -158,12 +160,12 @@ enum HTTPRouteReader {
             }
             let weightReader = try entry.optional("weight")
             if entries.count > 1 && weightReader == nil {
-                throw entry.fail("needs a weight: a route with several destinations splits requests by weight")
+                throw entry.fail("needs a weight: a route with several destinations splits \(withHeaders ? "requests" : "traffic") by weight")
             }
             parsed.append(.init(host: MeshConfig.qualified(try destination.required("host").string(), namespace: namespace),
                                 subset: try destination.optional("subset")?.string(), port: port,
                                 weight: try weightReader?.integer(in: 0...100) ?? 100,
-                                headers: try entry.optional("headers").map { reader throws(ConfigError) in try headers(reader, warnings: &warnings) }))
+                                headers: withHeaders ? try entry.optional("headers").map { reader throws(ConfigError) in try headers(reader, warnings: &warnings) } : nil))
         }
         let total = parsed.reduce(0) { $0 + $1.weight }
         if parsed.count > 1 && total != 100 {

@@ -240,27 +240,8 @@ private struct Builder {
             }
             let destinations = try route.required("route").list()
             guard !destinations.isEmpty else { throw route.fail("needs at least one route destination") }
-            var parsed: [VirtualService.Destination] = []
-            for entry in destinations {
-                try entry.ignoringUnknown(["destination", "weight"], warnings: &warnings)
-                let destination = try entry.required("destination")
-                try destination.ignoringUnknown(["host", "subset", "port"], warnings: &warnings)
-                let port = try destination.optional("port").map { reader throws(ConfigError) in
-                    try reader.ignoringUnknown(["number"], warnings: &warnings)
-                    return try reader.required("number").integer(in: 1...65535)
-                }
-                let weightReader = try entry.optional("weight")
-                if destinations.count > 1 && weightReader == nil {
-                    throw entry.fail("needs a weight: a route with several destinations splits traffic by weight")
-                }
-                parsed.append(.init(host: MeshConfig.qualified(try destination.required("host").string(), namespace: namespace),
-                                    subset: try destination.optional("subset")?.string(), port: port,
-                                    weight: try weightReader?.integer(in: 0...100) ?? 100))
-            }
-            let total = parsed.reduce(0) { $0 + $1.weight }
-            if parsed.count > 1 && total != 100 {
-                throw ConfigError(path: "\(route.path).route", message: "weights add up to \(total), not 100")
-            }
+            let parsed = try HTTPRouteReader.destinations(destinations, path: "\(route.path).route", namespace: namespace,
+                                                          withHeaders: false, warnings: &warnings)
             routes.append(.init(ports: ports, destinations: parsed))
         }
         var http: [VirtualService.HTTPRoute] = []

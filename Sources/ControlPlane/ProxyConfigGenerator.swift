@@ -479,7 +479,7 @@ struct ProxyConfigGenerator: Sendable {
         return assignment
     }
 
-    private static func socketAddress(_ address: String, port: Int) -> Envoy_Config_Core_V3_Address {
+    static func socketAddress(_ address: String, port: Int) -> Envoy_Config_Core_V3_Address {
         var socket = Envoy_Config_Core_V3_SocketAddress()
         socket.address = address
         socket.portValue = UInt32(port)
