@@ -242,7 +242,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         // An upgrade is HTTP/1.1's, on a connection of its own.
         if upgrade != nil { version = .http1 }
-        if let limit = forwarding.timeout {
+        if let limit = forwarding.timeout(for: request) {
             timeout = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(limit)) { [self] in timedOut() }
         }
         if let policy = forwarding.retryPolicy, policy.retries > 0, upgrade == nil {

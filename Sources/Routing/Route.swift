@@ -98,17 +98,21 @@ struct Route: Sendable {
         }
         for (field, given, reason) in [
             ("idle_timeout", proto.hasIdleTimeout, "streams have no idle timeout of their own yet"),
-            ("max_grpc_timeout", proto.hasMaxGrpcTimeout, "the grpc-timeout header is not read"),
-            ("grpc_timeout_offset", proto.hasGrpcTimeoutOffset, "the grpc-timeout header is not read"),
             ("max_stream_duration", proto.hasMaxStreamDuration, "streams have no maximum duration yet"),
         ] where given {
             notActedOn.append(.init(path: "\(path).\(field)", reason: reason))
         }
 
+        // gRPC deadlines: with max_grpc_timeout (0: no cap), a gRPC request's grpc-timeout replaces `timeout`.
+        let grpcTimeout = proto.hasMaxGrpcTimeout
+            ? Forwarding.GRPCTimeout(maximum: Duration(proto.maxGrpcTimeout) == .zero ? nil : Duration(proto.maxGrpcTimeout),
+                                     offset: proto.hasGrpcTimeoutOffset ? Duration(proto.grpcTimeoutOffset) : .zero)
+            : nil
+
         func forwarding(to cluster: String, clusterHeaders: (request: HeaderMutations, response: HeaderMutations)?,
                         hostRewrite: String?) -> Forwarding {
             Forwarding(
-                cluster: cluster, timeout: timeout, pathRewrite: pathRewrite, hostRewrite: hostRewrite, retryPolicy: retryPolicy,
+                cluster: cluster, timeout: timeout, grpcTimeout: grpcTimeout, pathRewrite: pathRewrite, hostRewrite: hostRewrite, retryPolicy: retryPolicy,
                 requestHeaders: HeaderMutations(levels: (clusterHeaders.map { [$0.request] } ?? []) + enclosing.requestHeaders,
                                                 mostSpecificWins: enclosing.mostSpecificWins),
                 responseHeaders: HeaderMutations(levels: (clusterHeaders.map { [$0.response] } ?? []) + enclosing.responseHeaders,

@@ -41,6 +41,43 @@ public struct Forwarding: Sendable {
     public let cluster: String
     /// The route's `timeout` for the whole upstream exchange; nil: none (Istio's `0s`). Envoy's default 15 s.
     public let timeout: Duration?
+    /// `max_grpc_timeout` and `grpc_timeout_offset`: a gRPC request's own deadline (`grpc-timeout`) is
+    /// its timeout instead, capped; nil: the header is not read (the route's `timeout` applies).
+    public let grpcTimeout: GRPCTimeout?
+
+    public struct GRPCTimeout: Sendable, Equatable {
+        /// nil: no cap (Istio's `max_grpc_timeout: 0s`).
+        public let maximum: Duration?
+        public let offset: Duration
+    }
+
+    /// The timeout of `request`: for gRPC under ``grpcTimeout``, its `grpc-timeout` (less the offset),
+    /// none when it has none, at most the maximum; else the route's `timeout`.
+    public func timeout(for request: HTTPRequest) -> Duration? {
+        guard let grpcTimeout, request.headerFields[.contentType]?.hasPrefix("application/grpc") == true else { return timeout }
+        var deadline = request.headerFields[Self.grpcTimeoutHeader].flatMap(Self.grpcDuration)
+        if let given = deadline, grpcTimeout.offset > .zero, given > grpcTimeout.offset { deadline = given - grpcTimeout.offset }
+        guard let maximum = grpcTimeout.maximum else { return deadline }
+        return min(deadline ?? maximum, maximum)
+    }
+
+    static let grpcTimeoutHeader = HTTPField.Name("grpc-timeout")!
+
+    /// gRPC's `grpc-timeout`: up to eight digits and a unit (H, M, S, m, u, n); nil when malformed.
+    static func grpcDuration(_ value: String) -> Duration? {
+        let bytes = Array(value.utf8)
+        guard (2...9).contains(bytes.count), let unit = bytes.last,
+              let amount = Int64(String(decoding: bytes.dropLast(), as: UTF8.self)), amount >= 0 else { return nil }
+        switch unit {
+        case UInt8(ascii: "H"): return .seconds(amount * 3600)
+        case UInt8(ascii: "M"): return .seconds(amount * 60)
+        case UInt8(ascii: "S"): return .seconds(amount)
+        case UInt8(ascii: "m"): return .milliseconds(amount)
+        case UInt8(ascii: "u"): return .microseconds(amount)
+        case UInt8(ascii: "n"): return .nanoseconds(amount)
+        default: return nil
+        }
+    }
     public let pathRewrite: PathRewrite?
     /// `host_rewrite_literal`: the upstream request's authority.
     public let hostRewrite: String?

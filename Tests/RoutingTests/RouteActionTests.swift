@@ -198,3 +198,33 @@ extension RouteActionTests {
         #expect(refusal(proto)?.path == #"route_config "test".virtual_hosts[0].routes[0].route.#45"#)
     }
 }
+
+extension RouteActionTests {
+    /// Istio's routes carry `max_grpc_timeout: 0s`: a gRPC request's own deadline is its timeout.
+    @Test func aGRPCRequestsDeadlineIsItsTimeoutUnderMaxGRPCTimeout() throws {
+        func forwarding(_ route: String) throws -> Forwarding {
+            let table = try routeTable(oneHost(routes: #"{"match": {"prefix": "/"}, "route": {"cluster": "c", \#(route)}}"#))
+            guard case .forward(let forwarding)? = table.route(request(), randomValue: 0)?.action else {
+                Issue.record("not forwarded")
+                throw CancellationError()
+            }
+            return forwarding
+        }
+        func grpc(_ deadline: String?) -> HTTPRequest {
+            request(headers: [("content-type", "application/grpc")] + (deadline.map { [("grpc-timeout", $0)] } ?? []))
+        }
+        let istio = try forwarding(#""timeout": "0s", "max_grpc_timeout": "0s""#)
+        #expect(istio.timeout(for: grpc("250m")) == .milliseconds(250))
+        #expect(istio.timeout(for: grpc("3S")) == .seconds(3))
+        #expect(istio.timeout(for: grpc(nil)) == nil, "no deadline, no cap: none")
+        #expect(istio.timeout(for: grpc("soon")) == nil, "a malformed deadline is none")
+        #expect(istio.timeout(for: request()) == nil, "not gRPC: the route's timeout (0s: none)")
+        let capped = try forwarding(#""timeout": "7s", "max_grpc_timeout": "2s", "grpc_timeout_offset": "0.1s""#)
+        #expect(capped.timeout(for: grpc("1S")) == .milliseconds(900), "the offset is taken off")
+        #expect(capped.timeout(for: grpc("1M")) == .seconds(2), "capped")
+        #expect(capped.timeout(for: grpc(nil)) == .seconds(2))
+        #expect(capped.timeout(for: request()) == .seconds(7))
+        let plain = try forwarding(#""timeout": "7s""#)
+        #expect(plain.timeout(for: grpc("250m")) == .seconds(7), "without max_grpc_timeout the header is not read")
+    }
+}
