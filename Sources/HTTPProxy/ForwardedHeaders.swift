@@ -45,15 +45,14 @@ enum ForwardedHeaders {
     static let contentLength = HTTPField.Name("content-length")!
     static let contentType = HTTPField.Name("content-type")!
 
-    /// The downstream request as it goes upstream.
+    /// The downstream request as it goes upstream (its `x-request-id` already assigned).
     /// `upgrade`: the protocol an HTTP/1.1 upgrade the connection manager enables asks for (its
     /// `connection` and `upgrade` headers go on).
     static func prepareRequest(_ request: inout HTTPRequest, config: HTTPConnectionManagerConfig, downstream: DownstreamConnectionInfo,
                                decision: RouteDecision, forwarding: Forwarding, upgrade: String? = nil) {
         var fields = request.headerFields
         // Envoy's internal headers steer retries, timeouts and routing: not from outside the mesh.
-        let external = config.useRemoteAddress && !(downstream.remoteAddress.map(isInternal) ?? true)
-        removeHopByHop(from: &fields, internalHeaders: external)
+        removeHopByHop(from: &fields, internalHeaders: isExternal(downstream, config: config))
         if let upgrade {
             fields[.connection] = "upgrade"
             fields[.upgrade] = upgrade
@@ -64,15 +63,25 @@ enum ForwardedHeaders {
         if config.useRemoteAddress, let client = downstream.remoteAddress?.ipAddress {
             fields[forwardedFor] = fields[forwardedFor].map { "\($0),\(client)" } ?? client
         }
-        if config.generatesRequestID, fields[requestID] == nil {
-            fields[requestID] = RequestID.make()
-        }
         applyClientCert(to: &fields, config: config, downstream: downstream)
         if decision.includesRequestAttemptCount { fields[attemptCount] = "1" }
         forwarding.requestHeaders.apply(to: &fields)
         request.headerFields = fields
         if let path = request.path, let rewritten = forwarding.rewrittenPath(path) { request.path = rewritten }
         if let host = forwarding.hostRewrite { request.authority = host }
+    }
+
+    /// A request from outside the mesh: the connection manager uses the remote address and the client
+    /// is not in Envoy's internal ranges.
+    static func isExternal(_ downstream: DownstreamConnectionInfo, config: HTTPConnectionManagerConfig) -> Bool {
+        config.useRemoteAddress && !(downstream.remoteAddress.map(isInternal) ?? true)
+    }
+
+    /// `x-request-id`, as the connection manager sets it before routing (so local replies and their
+    /// access log lines have one too): made when the request has none.
+    static func assignRequestID(_ request: inout HTTPRequest, config: HTTPConnectionManagerConfig) {
+        guard config.generatesRequestID, request.headerFields[requestID] == nil else { return }
+        request.headerFields[requestID] = RequestID.make()
     }
 
     /// `x-forwarded-client-cert` by `forward_client_cert_details` and `set_current_client_cert_details`.

@@ -162,6 +162,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Routing
 
     private func begin(_ request: HTTPRequest, context: ChannelHandlerContext) {
+        var request = request
+        ForwardedHeaders.assignRequestID(&request, config: connection.config)
         requestEnded = false
         responseStarted = false
         responseEnded = false
@@ -177,6 +179,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         record.authority = request.authority
         record.path = request.path
         record.userAgent = request.headerFields[.userAgent]
+        record.requestID = request.headerFields[ForwardedHeaders.requestID]
         if connection.config.recordsForAccessLog { record.request = request }
         self.record = record
         connection.observer?.streamStarted()
@@ -232,7 +235,6 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var upstreamRequest = request
         ForwardedHeaders.prepareRequest(&upstreamRequest, config: connection.config, downstream: connection.downstream,
                                         decision: decision, forwarding: forwarding, upgrade: upgrade)
-        record?.requestID = upstreamRequest.headerFields[ForwardedHeaders.requestID]
         if connection.config.recordsForAccessLog { record?.request?.headerFields = upstreamRequest.headerFields }
         var version: UpstreamVersion
         switch cluster.upstreamProtocol {

@@ -415,6 +415,13 @@ import XDS
         #expect(request.headerFields[HTTPField.Name("x-forwarded-for")!] == "203.0.113.7")
     }
 
+    @Test func aLocalReplyCarriesTheRequestIDInItsRecord() throws {
+        let fixture = try Fixture()
+        try fixture.send("GET / HTTP/1.1\r\nHost: elsewhere\r\n\r\n")
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 404"))
+        #expect(fixture.records.ended.first?.requestID?.utf8.count == 36, "made before routing, as Envoy does")
+    }
+
     @Test func drainingAnswersWithConnectionCloseThenCloses() throws {
         let fixture = try Fixture()
         try fixture.send("GET / HTTP/1.1\r\nHost: app.local\r\n\r\n")
