@@ -24,13 +24,3 @@ public protocol HTTPRoutingSource: Sendable {
     var routingGeneration: Int { get }
     func routingSnapshot() -> any HTTPRoutingSnapshot
 }
-
-/// A snapshot that never changes: for tests and fixed configurations.
-public struct FixedRouting: HTTPRoutingSource {
-    public let snapshot: any HTTPRoutingSnapshot
-
-    public init(_ snapshot: any HTTPRoutingSnapshot) { self.snapshot = snapshot }
-
-    public var routingGeneration: Int { 0 }
-    public func routingSnapshot() -> any HTTPRoutingSnapshot { snapshot }
-}

@@ -317,9 +317,11 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .retry: break
         }
         if case .forwarding(let upstream) = state { upstream.finish(reusable: false) }
-        releaseAttempt()
         retry.attemptFailed(at: endpoint)
         self.retry = retry
+        releaseAttempt()
+        // Released: a client that leaves during the back-off must not release it a second time.
+        self.endpoint = nil
         record?.upstreamRetries += 1
         var random = RequestRandomness()
         let delay = retry.policy.backOff(before: retry.attempts - 1, randomValue: random.next())

@@ -226,6 +226,18 @@ import XDS
         #expect(fixture.backend.activeRequests == 0, "each attempt's endpoint is released")
     }
 
+    @Test func aClientThatLeavesDuringTheBackOffReleasesEachEndpointOnce() throws {
+        let fixture = try Fixture(backends: 2)
+        try fixture.send("GET /retry HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        _ = try fixture.upstreamText(0)
+        try fixture.answer("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n", on: 0)
+        try fixture.downstream.close().wait()
+        fixture.loop.advanceTime(by: .milliseconds(50))
+        #expect(fixture.backend.activeRequests == 0, "LEAST_REQUEST's count: one request, one release")
+        #expect(fixture.backend.connections.count == 1, "no attempt after the client left")
+        #expect(fixture.records.ended.first?.flags.description == "DC")
+    }
+
     @Test func aPostIsNotRetriedAfterTheUpstreamSawIt() throws {
         let fixture = try Fixture(backends: 2)
         try fixture.send("POST /retry/pay HTTP/1.1\r\nHost: app.local\r\ncontent-length: 2\r\n\r\n{}")
@@ -481,4 +493,14 @@ import XDS
         #expect("89ab".contains(characters[19]))
         #expect(RequestID.make() != id)
     }
+}
+
+/// A configuration in force that never changes.
+struct FixedRouting: HTTPRoutingSource {
+    let snapshot: any HTTPRoutingSnapshot
+
+    init(_ snapshot: any HTTPRoutingSnapshot) { self.snapshot = snapshot }
+
+    var routingGeneration: Int { 0 }
+    func routingSnapshot() -> any HTTPRoutingSnapshot { snapshot }
 }
