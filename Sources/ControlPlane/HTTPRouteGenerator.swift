@@ -446,18 +446,31 @@ enum HTTPRouteGenerator {
         return filter
     }
 
-    /// `typed_extension_protocol_options` of a cluster on an HTTP port: explicit HTTP/2 for `http2` and
-    /// `grpc` ports and for DestinationRule `h2UpgradePolicy: UPGRADE`; nil (HTTP/1.1) otherwise.
-    /// A sniffed port's cluster speaks the downstream's version (`use_downstream_protocol_config`).
+    /// `typed_extension_protocol_options` of a cluster: explicit HTTP/2 on `http2` and `grpc` ports and
+    /// for DestinationRule `h2UpgradePolicy: UPGRADE`; a sniffed port's cluster speaks the downstream's
+    /// version (`use_downstream_protocol_config`); and the connection pool's idle timeout, requests per
+    /// connection and connection duration as common options, as istiod sets them (on any port). Empty:
+    /// HTTP/1.1 with Envoy's defaults.
     static func protocolOptions(_ proto: ServiceProtocol, policy: DestinationRule.TrafficPolicy, sniffed: Bool = false) throws -> [String: Google_Protobuf_Any] {
         var options = Envoy_Extensions_Upstreams_Http_V3_HttpProtocolOptions()
         if sniffed && proto == .unknown {
             options.useDownstreamProtocolConfig.httpProtocolOptions = Envoy_Config_Core_V3_Http1ProtocolOptions()
             options.useDownstreamProtocolConfig.http2ProtocolOptions = Envoy_Config_Core_V3_Http2ProtocolOptions()
-            return ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions": try Google_Protobuf_Any(message: options)]
+        } else if proto.isHTTP, proto.requiresHTTP2 || (proto == .http && policy.connectionPool?.http2Upgrade == true) {
+            options.explicitHTTPConfig.http2ProtocolOptions = Envoy_Config_Core_V3_Http2ProtocolOptions()
         }
-        guard proto.isHTTP, proto.requiresHTTP2 || (proto == .http && policy.http2Upgrade == true) else { return [:] }
-        options.explicitHTTPConfig.http2ProtocolOptions = Envoy_Config_Core_V3_Http2ProtocolOptions()
+        if let pool = policy.connectionPool {
+            if let idle = pool.idleTimeout ?? pool.tcpIdleTimeout {
+                options.commonHTTPProtocolOptions.idleTimeout = ProxyConfigGenerator.protoDuration(idle)
+            }
+            if let requests = pool.maxRequestsPerConnection {
+                options.commonHTTPProtocolOptions.maxRequestsPerConnection = Google_Protobuf_UInt32Value(UInt32(requests))
+            }
+            if let duration = pool.maxConnectionDuration {
+                options.commonHTTPProtocolOptions.maxConnectionDuration = ProxyConfigGenerator.protoDuration(duration)
+            }
+        }
+        guard options != Envoy_Extensions_Upstreams_Http_V3_HttpProtocolOptions() else { return [:] }
         return ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions": try Google_Protobuf_Any(message: options)]
     }
 }

@@ -286,23 +286,7 @@ private struct Builder {
             }
         }
         if let pool = try reader.optional("connectionPool") {
-            try pool.ignoringUnknown(["tcp", "http"], warnings: &warnings)
-            if let http = try pool.optional("http") {
-                try http.ignoringUnknown(["h2UpgradePolicy"], warnings: &warnings)
-                if let upgrade = try http.optional("h2UpgradePolicy") {
-                    switch try upgrade.string() {
-                    case "UPGRADE": policy.http2Upgrade = true
-                    case "DO_NOT_UPGRADE": policy.http2Upgrade = false
-                    case "DEFAULT": break
-                    case let other: throw upgrade.fail("\"\(other)\" is not an h2UpgradePolicy (DEFAULT, DO_NOT_UPGRADE, UPGRADE)")
-                    }
-                }
-            }
-            if let tcp = try pool.optional("tcp") {
-                try tcp.ignoringUnknown(["maxConnections", "connectTimeout"], warnings: &warnings)
-                policy.maxConnections = try tcp.optional("maxConnections")?.integer(in: 1...Int(Int32.max))
-                policy.connectTimeout = try tcp.optional("connectTimeout")?.goDuration()
-            }
+            policy.connectionPool = try connectionPool(pool, warnings: &warnings)
         }
         if let tls = try reader.optional("tls") {
             try tls.ignoringUnknown(["mode"], warnings: &warnings)
@@ -321,6 +305,49 @@ private struct Builder {
             }
         }
         return policy
+    }
+
+    /// `connectionPool`, with Istio's validation: counts are 0 (unset) or more, durations positive.
+    static func connectionPool(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> DestinationRule.ConnectionPool {
+        try reader.ignoringUnknown(["tcp", "http"], warnings: &warnings)
+        var pool = DestinationRule.ConnectionPool()
+        func count(_ reader: ConfigReader, _ key: String) throws(ConfigError) -> Int? {
+            guard let value = try reader.optional(key)?.integer(in: 0...Int(Int32.max)) else { return nil }
+            return value == 0 ? nil : value
+        }
+        func duration(_ reader: ConfigReader, _ key: String) throws(ConfigError) -> Duration? {
+            guard let field = try reader.optional(key) else { return nil }
+            let value = try field.goDuration()
+            guard value > .zero else { throw field.fail("must be above 0") }
+            return value
+        }
+        if let http = try reader.optional("http") {
+            // useClientProtocol and maxConcurrentStreams are warned as ignored.
+            try http.ignoringUnknown(["h2UpgradePolicy", "http1MaxPendingRequests", "http2MaxRequests", "maxRequestsPerConnection",
+                                      "maxRetries", "idleTimeout"], warnings: &warnings)
+            if let upgrade = try http.optional("h2UpgradePolicy") {
+                switch try upgrade.string() {
+                case "UPGRADE": pool.http2Upgrade = true
+                case "DO_NOT_UPGRADE": pool.http2Upgrade = false
+                case "DEFAULT": break
+                case let other: throw upgrade.fail("\"\(other)\" is not an h2UpgradePolicy (DEFAULT, DO_NOT_UPGRADE, UPGRADE)")
+                }
+            }
+            pool.http1MaxPendingRequests = try count(http, "http1MaxPendingRequests")
+            pool.http2MaxRequests = try count(http, "http2MaxRequests")
+            pool.maxRequestsPerConnection = try count(http, "maxRequestsPerConnection")
+            pool.maxRetries = try count(http, "maxRetries")
+            pool.idleTimeout = try duration(http, "idleTimeout")
+        }
+        if let tcp = try reader.optional("tcp") {
+            // tcpKeepalive is warned as ignored: Capstan's upstream sockets keep the kernel's keepalive timing.
+            try tcp.ignoringUnknown(["maxConnections", "connectTimeout", "maxConnectionDuration", "idleTimeout"], warnings: &warnings)
+            pool.maxConnections = try count(tcp, "maxConnections")
+            pool.connectTimeout = try duration(tcp, "connectTimeout")
+            pool.maxConnectionDuration = try duration(tcp, "maxConnectionDuration")
+            pool.tcpIdleTimeout = try duration(tcp, "idleTimeout")
+        }
+        return pool
     }
 
     static func peerAuthentication(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,

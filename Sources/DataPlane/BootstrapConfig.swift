@@ -225,8 +225,8 @@ public struct BootstrapConfig: Sendable {
         public var name: String
         public var discovery: Discovery
         var connectTimeout: Duration?
-        /// `max_connections` of the first `circuit_breakers` threshold of priority DEFAULT.
-        var maxConnections: Int?
+        /// The first `circuit_breakers` threshold of priority DEFAULT (Envoy's defaults without one).
+        var circuitBreakers = CircuitBreakers.Limits()
         var loadBalancing = LoadBalancing.roundRobin
         /// TLS to the endpoints (its `UpstreamTlsContext`); nil: plaintext. With `transportSocketMatches`,
         /// the socket of endpoints no match takes.

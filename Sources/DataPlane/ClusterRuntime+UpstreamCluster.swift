@@ -16,6 +16,8 @@ extension ClusterRuntime: UpstreamCluster {
 
     var maxRequestsPerConnection: Int? { config.maxRequestsPerConnection }
 
+    var circuitBreakers: CircuitBreakers { stats.circuitBreakers }
+
     func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
         switch endpoint(originalDestination: downstream.localAddress ?? Self.unspecified) {
         case .success(let choice):

@@ -2,8 +2,8 @@ import Atomics
 import HTTPProxy
 import NIOCore
 
-/// A cluster while the proxy runs: picks endpoints by its `lb_policy` and their weights, and enforces
-/// `max_connections`.
+/// A cluster while the proxy runs: picks endpoints by its `lb_policy` and their weights; its circuit
+/// breakers (kept with its statistics) limit what is open to it.
 final class ClusterRuntime: Sendable {
     /// The endpoint chosen for a connection. `index`, set only where open connections are counted
     /// (LEAST_REQUEST), goes back to ``released(_:)`` when the connection ends.
@@ -36,6 +36,7 @@ final class ClusterRuntime: Sendable {
         self.config = config
         self.connector = connector
         self.stats = stats ?? ClusterStats(name: config.name)
+        self.stats.circuitBreakers.limits = config.circuitBreakers
         if case .endpoints(let endpoints) = config.discovery, config.loadBalancing == .leastRequest {
             openByEndpoint = endpoints.map { _ in ManagedAtomic(0) }
         } else {
@@ -63,13 +64,9 @@ final class ClusterRuntime: Sendable {
 
     var name: String { config.name }
 
-    /// Where the next connection goes, or why nowhere: the circuit breaker is open, or there are no
-    /// endpoints (an EDS cluster before or without its assignment).
+    /// Where the next connection or request goes, or why nowhere: there are no endpoints (an EDS cluster
+    /// before or without its assignment).
     func endpoint(originalDestination: SocketAddress) -> Result<Choice, ProxyRuntime.RouteFailure> {
-        if let limit = config.maxConnections, stats.connectionsActive.value >= Int64(limit) {
-            stats.overflows.increment()
-            return .failure(.overflow)
-        }
         switch config.discovery {
         case .originalDestination:
             return .success(Choice(address: originalDestination, index: nil, transport: transport(ofEndpoint: nil)))

@@ -349,8 +349,8 @@ enum XDSResourceDecoder {
         case .clusterProvided where proto.type == .originalDst: loadBalancing = .roundRobin
         default: throw ConfigError(path: "\(path).lb_policy", message: "\(spelling("lb_policy", in: proto)) is not supported (ROUND_ROBIN, LEAST_REQUEST, RANDOM)")
         }
-        var notActedOn = unknownFields(in: proto)
-        let maxConnections = try circuitBreaker(proto.circuitBreakers, path: path, notActedOn: &notActedOn)
+        let notActedOn = unknownFields(in: proto)
+        let circuitBreakers = try circuitBreakers(proto.circuitBreakers, path: path)
         let discovery: BootstrapConfig.Cluster.Discovery
         var service: String?
         switch proto.type {
@@ -385,7 +385,7 @@ enum XDSResourceDecoder {
         }
         var cluster = BootstrapConfig.Cluster(
             name: proto.name, discovery: discovery,
-            connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, maxConnections: maxConnections,
+            connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, circuitBreakers: circuitBreakers,
             loadBalancing: loadBalancing, transportSocket: socket, fieldsNotActedOn: notActedOn, transportSocketMatches: matches)
         try protocolOptions(proto.typedExtensionProtocolOptions, path: path, into: &cluster)
         cluster.serviceHost = istioServiceHost(proto.metadata, notActedOn: &cluster.fieldsNotActedOn)
@@ -472,29 +472,31 @@ enum XDSResourceDecoder {
         return fields
     }
 
-    /// `max_connections` of the first threshold of priority DEFAULT, as Envoy takes it (later ones of the
-    /// same priority are not used). Thresholds of priority HIGH apply to HTTP routes of high priority only;
-    /// `tcp_proxy`'s connections are of default priority, in Envoy as here.
-    /// (`path`: the cluster's.)
-    private static func circuitBreaker(_ breakers: Envoy_Config_Cluster_V3_CircuitBreakers, path: String,
-                                       notActedOn: inout [FieldNotActedOn]) throws(ConfigError) -> Int? {
+    /// The first threshold of priority DEFAULT, as Envoy takes it (later ones of the same priority are not
+    /// used); limits it does not give keep Envoy's defaults. Thresholds of priority HIGH apply to routes of
+    /// high priority only, and Capstan's routes are all of default priority (a route's `priority` is
+    /// outside its proto subset, so listed where given). (`path`: the cluster's.)
+    private static func circuitBreakers(_ breakers: Envoy_Config_Cluster_V3_CircuitBreakers,
+                                        path: String) throws(ConfigError) -> CircuitBreakers.Limits {
         for (index, threshold) in breakers.thresholds.enumerated() {
             if case .UNRECOGNIZED(let number) = threshold.priority {
                 throw ConfigError(path: "\(path).circuit_breakers.thresholds[\(index)].priority", message: "\(number) is not a routing priority (DEFAULT, HIGH)")
             }
         }
-        guard let index = breakers.thresholds.firstIndex(where: { $0.priority == .default }) else { return nil }
+        var limits = CircuitBreakers.Limits()
+        guard let index = breakers.thresholds.firstIndex(where: { $0.priority == .default }) else { return limits }
         let threshold = breakers.thresholds[index]
-        let field = "circuit_breakers.thresholds[\(index)]"
-        for (limit, given) in [("max_pending_requests", threshold.hasMaxPendingRequests), ("max_requests", threshold.hasMaxRequests),
-                               ("max_retries", threshold.hasMaxRetries)] where given {
-            notActedOn.append(.init(path: "\(field).\(limit)", reason: "Capstan relays TCP connections: it has no requests, pending requests or retries to limit"))
+        if threshold.hasMaxConnections {
+            guard threshold.maxConnections.value > 0 else {
+                throw ConfigError(path: "\(path).circuit_breakers.thresholds[\(index)].max_connections", message: "must be above 0")
+            }
+            limits.maxConnections = Int(threshold.maxConnections.value)
         }
-        guard threshold.hasMaxConnections else { return nil }
-        guard threshold.maxConnections.value > 0 else {
-            throw ConfigError(path: "\(path).\(field).max_connections", message: "must be above 0")
-        }
-        return Int(threshold.maxConnections.value)
+        if threshold.hasMaxPendingRequests { limits.maxPendingRequests = Int(threshold.maxPendingRequests.value) }
+        if threshold.hasMaxRequests { limits.maxRequests = Int(threshold.maxRequests.value) }
+        if threshold.hasMaxRetries { limits.maxRetries = Int(threshold.maxRetries.value) }
+        limits.tracksRemaining = threshold.trackRemaining
+        return limits
     }
 
     // MARK: EDS

@@ -68,6 +68,8 @@ public protocol UpstreamCluster: AnyObject, Sendable {
     var upstreamIdleTimeout: TimeAmount? { get }
     /// `max_requests_per_connection`: an HTTP/1.1 connection that carried this many is not reused.
     var maxRequestsPerConnection: Int? { get }
+    /// The limits on connections, pending requests, requests and retries the cluster has open.
+    var circuitBreakers: CircuitBreakers { get }
     /// The endpoint for the next request from `downstream`, by the cluster's `lb_policy` (an
     /// ORIGINAL_DST cluster: the connection's original destination).
     func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable>

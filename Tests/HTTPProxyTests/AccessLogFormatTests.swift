@@ -78,6 +78,7 @@ import XDS
         var upstreamProtocol: UpstreamProtocol { .http1 }
         var upstreamIdleTimeout: TimeAmount? { nil }
         var maxRequestsPerConnection: Int? { nil }
+        let circuitBreakers = CircuitBreakers()
         func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable> { .failure(.noHealthyUpstream) }
         func requestEnded(at endpoint: UpstreamEndpoint) {}
         func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, alpn: [String]?, on loop: any EventLoop,

@@ -20,6 +20,7 @@ import XDS
         let upstreamProtocol = UpstreamProtocol.http1
         var upstreamIdleTimeout: TimeAmount? = .seconds(60)
         var maxRequestsPerConnection: Int?
+        let circuitBreakers = CircuitBreakers()
         let loop: EmbeddedEventLoop
         var endpoints: [SocketAddress]
         var refusesConnections = false
