@@ -158,6 +158,7 @@ enum HTTPRouteGenerator {
             route.name = "default"
             route.match.prefix = "/"
             route.route = forward(cluster: ProxyConfigGenerator.clusterName(port: port, subset: "", host: host), timeout: nil)
+            if let hash = hashPolicy(host: host, subset: nil, config: config) { route.route.hashPolicy = [hash] }
             virtualHost.routes = [route]
         } else {
             for service in services {
@@ -201,6 +202,9 @@ enum HTTPRouteGenerator {
                     }
                     action.weightedClusters = weighted
                 }
+                // A weighted route hashes only if every destination hashes alike.
+                let hashes = destinations.map { hashPolicy(host: $0.host, subset: $0.subset, config: config) }
+                if let hash = hashes.first ?? nil, hashes.allSatisfy({ $0 == hash }) { action.hashPolicy = [hash] }
                 if let uri = route.rewriteURI {
                     switch match?.uri {
                     case nil, .prefix?: action.prefixRewrite = uri
@@ -245,6 +249,25 @@ enum HTTPRouteGenerator {
             }
             return result
         }
+    }
+
+    /// The hash policy of requests to `host` (its `subset`), as istiod derives it from the DestinationRule's
+    /// `consistentHash` (a subset's load balancer over the rule's); nil without one.
+    static func hashPolicy(host: String, subset: String?, config: MeshConfig) -> Envoy_Config_Route_V3_RouteAction.HashPolicy? {
+        guard let rule = config.destinationRules.first(where: { $0.host == host }) else { return nil }
+        let policy = rule.trafficPolicy.overridden(by: rule.subsets.first { $0.name == subset }?.trafficPolicy)
+        guard case .consistentHash(let hash)? = policy.loadBalancer else { return nil }
+        var result = Envoy_Config_Route_V3_RouteAction.HashPolicy()
+        switch hash.key {
+        case .header(let name): result.header.headerName = name
+        case .cookie(let name, let path, let ttl):
+            result.cookie.name = name
+            if let path { result.cookie.path = path }
+            if let ttl { result.cookie.ttl = ProxyConfigGenerator.protoDuration(ttl) }
+        case .sourceIP: result.connectionProperties.sourceIp = true
+        case .queryParameter(let name): result.queryParameter.name = name
+        }
+        return result
     }
 
     /// A destination's cluster: its port, else the service's only port, else the port routed.

@@ -139,9 +139,33 @@ public struct DestinationRule: Sendable, Equatable {
         }
     }
 
+    /// `trafficPolicy.loadBalancer`.
+    public enum LoadBalancer: Sendable, Equatable {
+        /// `simple`: `ROUND_ROBIN`, `LEAST_REQUEST` (Istio's `LEAST_CONN`), `RANDOM`.
+        case simple(String)
+        case consistentHash(ConsistentHash)
+    }
+
+    /// `loadBalancer.consistentHash`: what requests hash by (the routes' `hash_policy`), and the cluster's
+    /// RING_HASH ring or MAGLEV table.
+    public struct ConsistentHash: Sendable, Equatable {
+        public enum Key: Sendable, Equatable {
+            case header(String)
+            case cookie(name: String, path: String?, ttl: Duration?)
+            case sourceIP
+            case queryParameter(String)
+        }
+        public enum Table: Sendable, Equatable {
+            /// `ringHash` (or the deprecated `minimumRingSize`); nil: Envoy's default size.
+            case ring(minimumSize: Int?)
+            case maglev(tableSize: Int?)
+        }
+        public var key: Key
+        public var table: Table
+    }
+
     public struct TrafficPolicy: Sendable, Equatable {
-        /// `ROUND_ROBIN`, `LEAST_REQUEST` (Istio's `LEAST_CONN`), `RANDOM`.
-        public var loadBalancer: String?
+        public var loadBalancer: LoadBalancer?
         public var connectionPool: ConnectionPool?
         /// nil: no `tls` setting, so Istio's auto mTLS decides (see ``ProxyConfigGenerator``).
         public var tlsMode: TLSMode?

@@ -444,8 +444,17 @@ struct ProxyConfigGenerator: Sendable {
         cluster.edsClusterConfig.edsConfig.ads = Envoy_Config_Core_V3_AggregatedConfigSource()
         cluster.connectTimeout = protoDuration(policy.connectionPool?.connectTimeout ?? defaultConnectTimeout)
         switch policy.loadBalancer {
-        case "LEAST_REQUEST": cluster.lbPolicy = .leastRequest
-        case "RANDOM": cluster.lbPolicy = .random
+        case .simple("LEAST_REQUEST")?: cluster.lbPolicy = .leastRequest
+        case .simple("RANDOM")?: cluster.lbPolicy = .random
+        case .consistentHash(let hash)?:
+            switch hash.table {
+            case .ring(let minimumSize):
+                cluster.lbPolicy = .ringHash
+                if let minimumSize { cluster.ringHashLbConfig.minimumRingSize = Google_Protobuf_UInt64Value(UInt64(minimumSize)) }
+            case .maglev(let tableSize):
+                cluster.lbPolicy = .maglev
+                if let tableSize { cluster.maglevLbConfig.tableSize = Google_Protobuf_UInt64Value(UInt64(tableSize)) }
+            }
         default: cluster.lbPolicy = .roundRobin
         }
         cluster.circuitBreakers.thresholds = [circuitBreakerThreshold(policy.connectionPool)]

@@ -177,11 +177,16 @@ public struct BootstrapConfig: Sendable {
         }
 
         /// `lb_policy`: how an endpoint is chosen for each connection.
-        public enum LoadBalancing: String, Sendable, Equatable {
-            case roundRobin = "ROUND_ROBIN"
-            case random = "RANDOM"
+        public enum LoadBalancing: Sendable, Equatable {
+            case roundRobin
+            case random
             /// Envoy's: the less busy of two endpoints picked at random (for TCP, open connections).
-            case leastRequest = "LEAST_REQUEST"
+            case leastRequest
+            /// A request goes where its hash (the route's `hash_policy`) lands on a ring of at least
+            /// `minimumSize` points (`ring_hash_lb_config`).
+            case ringHash(minimumSize: Int, maximumSize: Int)
+            /// A request goes to the slot of its hash in a Maglev table of `tableSize` slots.
+            case maglev(tableSize: Int)
         }
 
         /// An endpoint and its `load_balancing_weight`.

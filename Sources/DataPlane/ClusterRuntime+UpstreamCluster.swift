@@ -18,8 +18,8 @@ extension ClusterRuntime: UpstreamCluster {
 
     var circuitBreakers: CircuitBreakers { stats.circuitBreakers }
 
-    func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
-        switch endpoint(originalDestination: downstream.localAddress ?? Self.unspecified) {
+    func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
+        switch endpoint(originalDestination: downstream.localAddress ?? Self.unspecified, hash: hash) {
         case .success(let choice):
             var source: SocketAddress?
             if downstream.isInbound {

@@ -345,9 +345,17 @@ enum XDSResourceDecoder {
         case .roundRobin: loadBalancing = .roundRobin
         case .leastRequest: loadBalancing = .leastRequest
         case .random: loadBalancing = .random
+        case .ringHash: loadBalancing = try ringHash(proto, path: path)
+        case .maglev: loadBalancing = try maglev(proto, path: path)
         // Envoy requires it for ORIGINAL_DST: the connection picks the host.
         case .clusterProvided where proto.type == .originalDst: loadBalancing = .roundRobin
-        default: throw ConfigError(path: "\(path).lb_policy", message: "\(spelling("lb_policy", in: proto)) is not supported (ROUND_ROBIN, LEAST_REQUEST, RANDOM)")
+        default: throw ConfigError(path: "\(path).lb_policy", message: "\(spelling("lb_policy", in: proto)) is not supported (ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)")
+        }
+        if case .ringHashLbConfig? = proto.lbConfig, proto.lbPolicy != .ringHash {
+            throw ConfigError(path: "\(path).ring_hash_lb_config", message: "is for lb_policy RING_HASH")
+        }
+        if case .maglevLbConfig? = proto.lbConfig, proto.lbPolicy != .maglev {
+            throw ConfigError(path: "\(path).maglev_lb_config", message: "is for lb_policy MAGLEV")
         }
         let notActedOn = unknownFields(in: proto)
         let circuitBreakers = try circuitBreakers(proto.circuitBreakers, path: path)
@@ -393,6 +401,40 @@ enum XDSResourceDecoder {
             cluster.allowsALPNOverride = false
         }
         return DiscoveredCluster(cluster: cluster, endpointService: service)
+    }
+
+    /// RING_HASH with Envoy's bounds: 1,024 points at least, 8M at most (each at most 8M, the first no
+    /// more than the second); XX_HASH only.
+    private static func ringHash(_ proto: Envoy_Config_Cluster_V3_Cluster, path: String) throws(ConfigError) -> BootstrapConfig.Cluster.LoadBalancing {
+        let config = proto.ringHashLbConfig
+        let field = "\(path).ring_hash_lb_config"
+        let limit: UInt64 = 8_388_608
+        let minimum = config.hasMinimumRingSize ? config.minimumRingSize.value : 1024
+        let maximum = config.hasMaximumRingSize ? config.maximumRingSize.value : limit
+        guard (1...limit).contains(minimum) else { throw ConfigError(path: "\(field).minimum_ring_size", message: "\(minimum) is not in 1-\(limit)") }
+        guard (1...limit).contains(maximum) else { throw ConfigError(path: "\(field).maximum_ring_size", message: "\(maximum) is not in 1-\(limit)") }
+        guard minimum <= maximum else {
+            throw ConfigError(path: "\(field).minimum_ring_size", message: "\(minimum) is above maximum_ring_size (\(maximum))")
+        }
+        guard config.hashFunction == .xxHash else {
+            throw ConfigError(path: "\(field).hash_function", message: "\(spelling("hash_function", in: config)) is not supported (XX_HASH)")
+        }
+        return .ringHash(minimumSize: Int(minimum), maximumSize: Int(maximum))
+    }
+
+    /// MAGLEV with Envoy's bounds: a prime table size up to 5,000,011 (65,537 by default).
+    private static func maglev(_ proto: Envoy_Config_Cluster_V3_Cluster, path: String) throws(ConfigError) -> BootstrapConfig.Cluster.LoadBalancing {
+        let size = proto.maglevLbConfig.hasTableSize ? proto.maglevLbConfig.tableSize.value : 65_537
+        var prime = size >= 2
+        var divisor: UInt64 = 2
+        while prime, divisor * divisor <= size {
+            prime = size % divisor != 0
+            divisor += 1
+        }
+        guard size <= 5_000_011, prime else {
+            throw ConfigError(path: "\(path).maglev_lb_config.table_size", message: "\(size) is not a prime up to 5000011")
+        }
+        return .maglev(tableSize: Int(size))
     }
 
     /// The host of the first service in Istio's cluster metadata (`istio.services[0].host`), what Istio's

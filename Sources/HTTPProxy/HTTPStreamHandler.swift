@@ -54,6 +54,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// retry (during its back-off).
     private var holdsRequest = false
     private var holdsRetry = false
+    /// The request's hash by the route's hash policies, and a cookie made for it (`Set-Cookie`).
+    private var requestHash: HashPolicy.RequestHash?
     /// Envoy's stream_idle_timeout: re-armed from `lastActivity` when it fires early, rather than
     /// rescheduled on every body part.
     private var idleTimer: Scheduled<Void>?
@@ -181,6 +183,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         endpoint = nil
         retry = nil
         upstreamRequest = nil
+        requestHash = nil
         var record = HTTPStreamRecord(start: .now(), requestProtocol: requestProtocol())
         record.method = request.method
         record.authority = request.authority
@@ -227,8 +230,13 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let cluster = snapshot.cluster(named: forwarding.cluster) else {
             return answer(.serviceUnavailable, body: "no cluster \(forwarding.cluster)", flags: .noClusterFound)
         }
+        if !forwarding.hashPolicies.isEmpty {
+            let source = connection.downstream.remoteAddress
+            requestHash = HashPolicy.hash(forwarding.hashPolicies, request: request, sourceIP: source?.ipAddress,
+                                          sourceAddress: source.map { "\($0.ipAddress ?? ""):\($0.port ?? 0)" })
+        }
         let endpoint: UpstreamEndpoint
-        switch cluster.chooseEndpoint(for: connection.downstream) {
+        switch cluster.chooseEndpoint(for: connection.downstream, hash: requestHash?.value) {
         case .success(let chosen): endpoint = chosen
         case .failure(.noHealthyUpstream): return answer(.serviceUnavailable, body: "no healthy upstream", flags: .noHealthyUpstream)
         case .failure(.overflow): return answerOverflow()
@@ -356,9 +364,10 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard case .backingOff = state, let cluster, let retry else { return }
         releaseRetry()
         var chosen: UpstreamEndpoint?
-        for _ in 0..<retry.policy.hostSelectionAttempts {
+        for selection in 0..<retry.policy.hostSelectionAttempts {
             if let previous = chosen { cluster.requestEnded(at: previous) }
-            switch cluster.chooseEndpoint(for: connection.downstream) {
+            let hash = requestHash?.value.map { HashPolicy.rehash($0, try: retry.attempts - 1 + selection) }
+            switch cluster.chooseEndpoint(for: connection.downstream, hash: hash) {
             case .success(let endpoint): chosen = endpoint
             case .failure(.noHealthyUpstream):
                 return answer(.serviceUnavailable, body: "no healthy upstream", flags: .noHealthyUpstream)
@@ -555,6 +564,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
             record?.upstreamResponseStart = lastActivity
             if let grpc = response.headerFields[RequestHeaderNames.grpcStatus] { record?.grpcStatus = grpc }
             ForwardedHeaders.prepareResponse(&response, config: connection.config, forwarding: forwarding)
+            if let cookie = requestHash?.setCookie { response.headerFields.append(HTTPField(name: .setCookie, value: cookie)) }
             if connection.config.recordsForAccessLog { record?.responseHeaders = response.headerFields }
             context.write(wrapOutboundOut(.head(response)), promise: nil)
         case .body(let body):

@@ -53,6 +53,38 @@ import XDS
         #expect(options.commonHTTPProtocolOptions.maxRequestsPerConnection.value == 5)
     }
 
+    @Test func consistentHashBecomesTheClustersRingOrTableAndTheRoutesHashPolicy() throws {
+        // The HTTP canary, with v2 hashed by a cookie on a Maglev table and the rest by user on a ring.
+        let documents = Documents.canary
+            .replacingOccurrences(of: "name: tcp-payments, protocol: TCP", with: "name: http-payments, protocol: HTTP")
+            .replacingOccurrences(of: "ports: {tcp-payments: 8080}", with: "ports: {http-payments: 8080}")
+            .replacingOccurrences(of: "loadBalancer: {simple: LEAST_CONN}", with: "loadBalancer: {consistentHash: {httpHeaderName: end-user, ringHash: {minimumRingSize: 2048}}}")
+            .replacingOccurrences(of: "trafficPolicy: {connectionPool: {tcp: {maxConnections: 10}}}",
+                                  with: "trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 60s}, maglev: {tableSize: 251}}}}")
+            .replacingOccurrences(of: "  tcp:\n", with: "  http:\n")
+        let reading = MeshConfigReader.read([("mesh.yaml", documents)])
+        let config = try #require(reading.config, "\(reading.problems)")
+        let resources = try ProxyConfigGenerator.resources(for: config)
+        func cluster(_ subset: String) throws -> Envoy_Config_Cluster_V3_Cluster {
+            try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](try #require(
+                resources.clusters.first { $0.name == "outbound|9080|\(subset)|payments.shop.svc.cluster.local" }).resource.value))
+        }
+        #expect(try cluster("").lbPolicy == .ringHash)
+        #expect(try cluster("").ringHashLbConfig.minimumRingSize.value == 2048)
+        #expect(try cluster("v2").lbPolicy == .maglev)
+        #expect(try cluster("v2").maglevLbConfig.tableSize.value == 251)
+        // The VirtualService splits v1 (by header) and v2 (by cookie): they hash differently, so the
+        // weighted route has no hash policy, as a split can follow only one.
+        let route = try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: [UInt8](try #require(
+            resources.routes.first { $0.name == "9080" }).resource.value))
+        let action = try #require(route.virtualHosts.first?.routes.first?.route)
+        #expect(action.weightedClusters.clusters.count == 2)
+        #expect(action.hashPolicy.isEmpty)
+        #expect(try #require(HTTPRouteGenerator.hashPolicy(host: "payments.shop.svc.cluster.local", subset: "v1", config: config)).header.headerName == "end-user")
+        let cookie = try #require(HTTPRouteGenerator.hashPolicy(host: "payments.shop.svc.cluster.local", subset: "v2", config: config)).cookie
+        #expect(cookie.name == "user" && cookie.ttl == Google_Protobuf_Duration(seconds: 60))
+    }
+
     @Test func subsetsSelectEndpointsByLabelOnTheWorkloadsPort() throws {
         let assignments = try resources().endpoints.map {
             try Envoy_Config_Endpoint_V3_ClusterLoadAssignment(serializedBytes: [UInt8]($0.resource.value))

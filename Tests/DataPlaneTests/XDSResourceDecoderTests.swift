@@ -261,3 +261,46 @@ import XDS
         #expect(decodedAssignment.fieldsNotActedOn.map(\.path) == ["load_assignment (EDS).#999", "load_assignment (EDS).#1000"])
     }
 }
+
+/// RING_HASH and MAGLEV clusters, with Envoy's bounds.
+@Suite struct ConsistentHashDecodingTests {
+    func cluster(_ change: (inout Envoy_Config_Cluster_V3_Cluster) -> Void) throws -> BootstrapConfig.Cluster {
+        var proto = Envoy_Config_Cluster_V3_Cluster()
+        proto.name = "hashed"
+        proto.type = .eds
+        proto.edsClusterConfig.edsConfig.ads = Envoy_Config_Core_V3_AggregatedConfigSource()
+        change(&proto)
+        return try XDSResourceDecoder.cluster(proto).cluster
+    }
+
+    @Test func defaultsAndRefusals() throws {
+        #expect(try cluster { $0.lbPolicy = .ringHash }.loadBalancing == .ringHash(minimumSize: 1024, maximumSize: 8_388_608))
+        #expect(try cluster { $0.lbPolicy = .maglev }.loadBalancing == .maglev(tableSize: 65_537))
+        #expect(try cluster {
+            $0.lbPolicy = .maglev
+            $0.maglevLbConfig.tableSize = Google_Protobuf_UInt64Value(251)
+        }.loadBalancing == .maglev(tableSize: 251))
+        #expect(throws: ConfigError(path: "cluster \"hashed\".maglev_lb_config.table_size", message: "1000 is not a prime up to 5000011")) {
+            try cluster {
+                $0.lbPolicy = .maglev
+                $0.maglevLbConfig.tableSize = Google_Protobuf_UInt64Value(1000)
+            }
+        }
+        #expect(throws: ConfigError(path: "cluster \"hashed\".ring_hash_lb_config.minimum_ring_size", message: "4096 is above maximum_ring_size (2048)")) {
+            try cluster {
+                $0.lbPolicy = .ringHash
+                $0.ringHashLbConfig.minimumRingSize = Google_Protobuf_UInt64Value(4096)
+                $0.ringHashLbConfig.maximumRingSize = Google_Protobuf_UInt64Value(2048)
+            }
+        }
+        #expect(throws: ConfigError(path: "cluster \"hashed\".ring_hash_lb_config.hash_function", message: "MURMUR_HASH_2 is not supported (XX_HASH)")) {
+            try cluster {
+                $0.lbPolicy = .ringHash
+                $0.ringHashLbConfig.hashFunction = .murmurHash2
+            }
+        }
+        #expect(throws: ConfigError(path: "cluster \"hashed\".maglev_lb_config", message: "is for lb_policy MAGLEV")) {
+            try cluster { $0.maglevLbConfig.tableSize = Google_Protobuf_UInt64Value(251) }
+        }
+    }
+}

@@ -79,7 +79,7 @@ import XDS
         var upstreamIdleTimeout: TimeAmount? { nil }
         var maxRequestsPerConnection: Int? { nil }
         let circuitBreakers = CircuitBreakers()
-        func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable> { .failure(.noHealthyUpstream) }
+        func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?) -> Result<UpstreamEndpoint, UpstreamUnavailable> { .failure(.noHealthyUpstream) }
         func requestEnded(at endpoint: UpstreamEndpoint) {}
         func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, alpn: [String]?, on loop: any EventLoop,
                                  configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection> {

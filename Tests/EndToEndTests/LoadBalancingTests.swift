@@ -2,9 +2,10 @@ import CapstanTestSupport
 import Foundation
 import Testing
 
-/// DestinationRule `connectionPool` through a captured pod: the cluster's circuit breakers, from the
-/// control plane to the proxy, against a real upstream (Hypercorn) and a real client (curl, in parallel).
-@Suite(.serialized) struct CircuitBreakerEndToEndTests {
+/// DestinationRule `connectionPool` and `loadBalancer` through a captured pod, from the control plane
+/// to the proxy, against real upstreams (Hypercorn) and a real client (curl): circuit breakers and
+/// consistent hashing.
+@Suite(.serialized) struct LoadBalancingTests {
     let mesh = HTTPControlPlaneTests()
 
     /// Istio's circuit-breaking example: one connection and one pending request. Ten requests at once
@@ -48,6 +49,45 @@ import Testing
             #expect(connectionsAfter - connectionsBefore <= 1, "one connection, kept alive: \(connectionsBefore) → \(connectionsAfter)")
             #expect(try sandbox.stat("\(cluster).upstream_rq_pending_overflow") == String(refused))
             #expect(try sandbox.stat("\(cluster).circuit_breakers.default.remaining_cx") == "0", "the connection is open")
+        }
+    }
+
+    /// Istio's sticky sessions: `consistentHash: {httpHeaderName: end-user}` on the default route keeps a
+    /// user on one endpoint for 100 requests, and spreads 100 users over both.
+    @Test func aHeaderHashKeepsEachUserOnOneEndpointAndSpreadsUsers() throws {
+        let workloads = MeshDocuments.httpWorkloads.replacingOccurrences(of: "  host: payments\n  subsets:", with: """
+              host: payments
+              trafficPolicy:
+                loadBalancer:
+                  consistentHash: {httpHeaderName: end-user}
+              subsets:
+            """)
+        #expect(workloads != MeshDocuments.httpWorkloads)
+        try mesh.withHTTPMesh(["workloads.yaml": workloads]) { sandbox in
+            #expect(mesh.waitFor("v1", sandbox) || mesh.waitFor("v2", sandbox), "\(sandbox.proxy?.errorOutput ?? "")")
+            /// Who answered each of `users` (one request each), on one curl's keep-alive connections.
+            func answers(_ users: [String]) throws -> [String] {
+                let config = users.map { user in
+                    "url = \"\(HTTPControlPlaneTests.service)/\"\nheader = \"end-user: \(user)\"\noutput = /dev/null\nwrite-out = \"%header{x-upstream-name}\\n\"\n"
+                }.joined(separator: "next\n")
+                let file = FileManager.default.temporaryDirectory.appendingPathComponent("\(sandbox.sandbox.name)-curl.conf")
+                try config.write(to: file, atomically: true, encoding: .utf8)
+                defer { try? FileManager.default.removeItem(at: file) }
+                let result = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(sandbox.sandbox.name)-pod", "curl", "-s", "--max-time", "30",
+                                                                  "-K", file.path])
+                let names = result.standardOutput.split(separator: "\n").map(String.init)
+                guard names.count == users.count else { throw SandboxError("curl: \(result)") }
+                return names
+            }
+            // Once the route with its hash policy is in force, jason stays put.
+            let routed = sandbox.proxy?.waitUntil(seconds: 10) { (try? Set(answers(Array(repeating: "jason", count: 10))).count) == 1 } ?? false
+            #expect(routed)
+            let jason = try answers(Array(repeating: "jason", count: 100))
+            #expect(Set(jason).count == 1, "one endpoint for one user: \(Set(jason))")
+            let everyone = try answers((0..<100).map { "user-\($0)" })
+            let shares = Dictionary(grouping: everyone, by: { $0 }).mapValues(\.count)
+            #expect(Set(everyone) == ["v1", "v2"] && shares.values.allSatisfy { $0 >= 25 }, "\(shares)")
+            #expect(try answers((0..<100).map { "user-\($0)" }) == everyone, "each user again where they were")
         }
     }
 }
