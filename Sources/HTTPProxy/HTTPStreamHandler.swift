@@ -41,6 +41,9 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var responseStarted = false
     private var responseEnded = false
     private var timeout: Scheduled<Void>?
+    /// The connection manager's `request_timeout`: the whole request must arrive by then (disarmed by its
+    /// end or by the response's start).
+    private var requestTimer: Scheduled<Void>?
     /// The route's retries for this request (nil: none), and what each attempt sends and where.
     private var retry: RetryState?
     private var upstreamRequest: HTTPRequest?
@@ -94,12 +97,21 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .head(let request):
             // One timer for the connection's requests one after the other (HTTP/1.1): armed when none runs.
             if idleTimer == nil { armIdleTimer(context: context) }
+            if let limit = connection.config.requestTimeout {
+                requestTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(limit)) { [self] in
+                    requestTimer = nil
+                    // Disarmed once the response began, as in Envoy.
+                    if !responseStarted { expire(.requestTimeout, body: "request timeout", flag: []) }
+                }
+            }
             begin(request, context: context)
         case .body(let body):
             record?.requestBodyBytes += body.readableBytes
             pass(part)
         case .end:
             requestEnded = true
+            requestTimer?.cancel()
+            requestTimer = nil
             record?.requestEnd = lastActivity
             pass(part)
             if case .answered = state { streamEnded() } else { finishIfDone() }
@@ -489,6 +501,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func releaseEndpoint() {
         timeout?.cancel()
         timeout = nil
+        requestTimer?.cancel()
+        requestTimer = nil
         releaseAttempt()
         releaseRetry()
         endpoint = nil
