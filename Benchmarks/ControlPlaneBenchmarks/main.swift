@@ -7,15 +7,18 @@ import XDS
 
 // Control-plane benchmarks (run by hack/bench-control-plane.sh, as root), in throw-away namespaces.
 //
-// 1. PROPAGATION (ROUNDS=30): a captured pod whose proxy is driven by `capstan control-plane`; the
-//    canary VirtualService file is rewritten to send everything to the other version, and the time
-//    runs from the rename until a new connection through the proxy reaches that version.
+// 1. PROPAGATION (ROUNDS=30): a captured pod whose proxy is driven by `capstan control-plane`, in front
+//    of two HTTP servers (v1 and v2, Hypercorn, answering with `x-upstream-name`); the canary HTTP
+//    VirtualService file is rewritten to send everything to the other version, and the time runs from
+//    the rename until a new request through the proxy is answered by that version (the route's RDS
+//    update in force).
 // 2. SCALE (STREAMS=500 ADS streams, SERVICES=1000): the control plane serves a config of SERVICES
-//    services (each a ServiceEntry with two endpoints, a DestinationRule with subsets v1 and v2 and a
-//    90/10 VirtualService: 3 clusters and 3 assignments per service, one outbound listener with a
-//    chain per service) to STREAMS ADS clients, each on its own connection; then every service's port
-//    changes (new cluster names, endpoints and listener chains) and the time runs from the rename
-//    until every stream has received the new clusters, all their endpoints, and the new listeners.
+//    HTTP services (each a ServiceEntry with two endpoints on an `http` port, a DestinationRule with
+//    subsets v1 and v2 and a 90/10 HTTP VirtualService: 3 clusters and 3 assignments per service, one
+//    outbound listener for the port, and its RDS route configuration with a virtual host per service)
+//    to STREAMS ADS clients, each on its own connection; then every service's port changes (new cluster
+//    names, endpoints, listener and route configuration) and the time runs from the rename until every
+//    stream has received the new clusters, all their endpoints, the listeners and the new routes.
 //    The control plane's memory is read from /proc.
 
 let environment = ProcessInfo.processInfo.environment
@@ -32,17 +35,44 @@ let memory = BenchmarkFigures.memory
 if rounds > 0 {
     let sandbox = try Sandbox()
     defer { sandbox.destroy() }
-    let mesh = try MeshSandbox(sandbox, files: ["workloads.yaml": MeshDocuments.workloads,
-                                                "canary.yaml": MeshDocuments.canary(v1: 100, v2: 0)])
+    let mesh = try MeshSandbox(sandbox, files: ["workloads.yaml": MeshDocuments.httpWorkloads,
+                                                "canary.yaml": MeshDocuments.httpCanary(v1: 100, v2: 0)])
+    let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Tests/EndToEndTests/Peers/http_upstream.py")
+    var upstreams: [NamespacedProcess] = []
+    defer { upstreams.forEach { $0.stop() } }
+    for (name, address) in [("v1", "198.51.100.10"), ("v2", "198.51.100.99")] {
+        let process = try NamespacedProcess(["python3", peers.path, "--listen", "\(address):8080", "--name", name],
+                                            in: sandbox.peer, logPath: "/tmp/\(sandbox.name)-upstream-\(name).log")
+        upstreams.append(process)
+        guard process.waitUntil(seconds: 20, { process.log.contains("READY") }) else { throw SandboxError("upstream \(name): \(process.log)") }
+    }
     try mesh.startControlPlane()
     try mesh.startProxy()
+    /// Who answers a new HTTP/1.1 request to the service, from the pod (its proxy captures it).
+    func answering() -> String {
+        guard let socket = try? ProbeSocket.tcp(MeshSandbox.serviceVIP.family, in: sandbox.pod, uid: 1000, gid: 1000),
+              (try? socket.connect(to: SocketAddress(MeshSandbox.serviceVIP, MeshSandbox.servicePort), timeoutMilliseconds: 2000)) != nil,
+              (try? socket.sendAll(Array("GET / HTTP/1.1\r\nhost: payments\r\nconnection: close\r\n\r\n".utf8))) != nil,
+              let response = try? socket.receive(count: Int.max, timeoutMilliseconds: 5000) else { return "" }
+        let text = String(decoding: response, as: UTF8.self).lowercased()
+        guard let field = text.range(of: "x-upstream-name: ") else { return text.isEmpty ? "" : "?" + text.prefix(300) }
+        return String(text[field.upperBound...].prefix { !$0.isNewline })
+    }
     var samples: [Double] = []
     var toV2 = true
+    let settled = Date()
+    while answering() != "v1" {
+        guard Date().timeIntervalSince(settled) < 20 else {
+            throw SandboxError("the proxy never served v1: \(answering())")
+        }
+        usleep(50_000)
+    }
     for _ in 0..<rounds {
-        let target = toV2 ? MeshSandbox.v2 : MeshSandbox.v1
+        let target = toV2 ? "v2" : "v1"
         let start = Date()
-        try mesh.write("canary.yaml", toV2 ? MeshDocuments.canary(v1: 0, v2: 100) : MeshDocuments.canary(v1: 100, v2: 0))
-        while try mesh.connect() != target {
+        try mesh.write("canary.yaml", toV2 ? MeshDocuments.httpCanary(v1: 0, v2: 100) : MeshDocuments.httpCanary(v1: 100, v2: 0))
+        while answering() != target {
             guard Date().timeIntervalSince(start) < 10 else { throw SandboxError("the change never arrived") }
         }
         samples.append(Date().timeIntervalSince(start))
@@ -50,7 +80,7 @@ if rounds > 0 {
         usleep(50_000)
     }
     print("""
-        file change -> proxy serving the new version (\(rounds) changes, probing with new connections):
+        file change -> proxy serving the new HTTP route (\(rounds) changes, probing with new requests):
           p50 \(milliseconds(percentile(samples, 0.5)))  p90 \(milliseconds(percentile(samples, 0.9)))  max \(milliseconds(samples.max() ?? .nan))
         """)
 }
@@ -71,7 +101,7 @@ func scaleConfig(port: Int) -> String {
             spec:
               hosts: [svc-\(index).bench.svc.cluster.local]
               addresses: [\(vip)]
-              ports: [{number: \(port), name: tcp, protocol: TCP}]
+              ports: [{number: \(port), name: http, protocol: HTTP}]
               resolution: STATIC
               endpoints:
               - {address: \(endpoint), labels: {version: v1}}
@@ -92,7 +122,7 @@ func scaleConfig(port: Int) -> String {
             metadata: {name: svc-\(index), namespace: bench}
             spec:
               hosts: [svc-\(index)]
-              tcp:
+              http:
               - route:
                 - {destination: {host: svc-\(index), subset: v1}, weight: 90}
                 - {destination: {host: svc-\(index), subset: v2}, weight: 10}
@@ -118,6 +148,7 @@ final class CountingProxy: ADSResponseHandler {
         var clusters = false
         var endpoints = false
         var listeners = false
+        var routes = false
         var completedAt: ContinuousClock.Instant?
     }
     let state: Mutex<State>
@@ -142,15 +173,20 @@ final class CountingProxy: ADSResponseHandler {
                 if fresh && response.resources.count == serviceCount * 3 { state.endpoints = true }
             case .listener:
                 if fresh { state.listeners = true }
-            case .route, .secret:
+            case .route:
+                // The port's route configuration: a virtual host per service.
+                if fresh && response.resources.count == 1 { state.routes = true }
+            case .secret:
                 break
             }
-            if state.completedAt == nil && state.clusters && state.endpoints && state.listeners { state.completedAt = .now }
+            if state.completedAt == nil && state.clusters && state.endpoints && state.listeners && state.routes { state.completedAt = .now }
             return nil
         }
         if let port {
+            // As Envoy asks: endpoints for the clusters, and the route configuration the listener names.
             client.subscribe(.endpoint, to: clusterNames(port: port))
             client.subscribe(.listener, to: [])
+            client.subscribe(.route, to: [String(port)])
         }
         return .accept
     }
@@ -221,9 +257,10 @@ do {
     for task in tasks { task.cancel() }
     let buildLine = controlPlane.log.split(separator: "\n").last { $0.contains("pushed") }.map(String.init) ?? ""
     print("""
-        \(streamCount) ADS streams, \(serviceCount) services (\(clustersPerPush) clusters, \(serviceCount * 3) assignments, \(serviceCount) listener chains):
+        \(streamCount) ADS streams, \(serviceCount) HTTP services (\(clustersPerPush) clusters, \(serviceCount * 3) assignments, a route configuration of \(serviceCount) virtual hosts):
           connect + initial sync of every stream: \(initialSync)
           full push (every service's port changed) until every stream had it all: \(latest - pushStart)
+          memory per stream: \(String(format: "%.2f", (synced.resident - idle.resident) / Double(streamCount))) MB
           control plane memory: idle \(String(format: "%.1f", idle.resident)) MB, \(streamCount) streams synced \(String(format: "%.1f", synced.resident)) MB, after the push \(String(format: "%.1f", pushed.resident)) MB (peak \(String(format: "%.1f", pushed.peak)) MB)
           control plane: \(buildLine)
         """)
