@@ -109,35 +109,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The namespaces; every veth is created inside them, nothing in the host namespace.
-for namespace in "$client" "$proxy" "$upstream"; do
-  ip netns add "$namespace"
-  ip -n "$namespace" link set lo up
-done
-ip -n "$client" link add eth0 type veth peer name eth0 netns "$proxy"
-ip -n "$proxy" link add eth1 type veth peer name eth0 netns "$upstream"
-ip -n "$client" addr add 192.0.2.1/24 dev eth0
-ip -n "$proxy" addr add 192.0.2.2/24 dev eth0
-ip -n "$proxy" addr add 198.51.100.1/24 dev eth1
-ip -n "$upstream" addr add 198.51.100.10/24 dev eth0
-ip -n "$client" link set eth0 up
-ip -n "$proxy" link set eth0 up
-ip -n "$proxy" link set eth1 up
-ip -n "$upstream" link set eth0 up
-ip -n "$client" route add 198.51.100.0/24 via 192.0.2.2
-ip -n "$upstream" route add 192.0.2.0/24 via 198.51.100.1
+make_proxy_row "$client" "$proxy" "$upstream"
 # The direct path: the proxy namespace routes between its two links (this namespace's sysctl only).
 ip netns exec "$proxy" sysctl -qw net.ipv4.ip_forward=1
 
-# Waits until NAMESPACE accepts on ADDRESS:PORT, for at most 10 s, or until PID (if given) has exited.
-wait_for_port() {
-  local namespace=$1 address=$2 port=$3 pid=${4:-}
-  for _ in $(seq 1 200); do
-    ip netns exec "$namespace" bash -c "exec 3<>/dev/tcp/$address/$port" 2>/dev/null && return 0
-    [[ -z $pid ]] || kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
 
 # The upstream: nginx answering every request itself (`return`, no file), no logs, keep-alive connections
 # that never end by count (nginx's default is to close one after 1,000 requests, which would put new

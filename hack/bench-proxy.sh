@@ -40,13 +40,8 @@ make_sandbox "$pod" "$peer"
 app=(ip netns exec "$pod" setpriv --reuid=1000 --regid=1000 --clear-groups)
 proxy_uid=(ip netns exec "$pod" setpriv --reuid=1337 --regid=1337 --clear-groups)
 # Waits until something in the pod accepts on 127.0.0.1:PORT.
-wait_for_port() {
-  for _ in $(seq 1 100); do
-    ip netns exec "$pod" bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "hack/bench-proxy.sh: nothing listens on 127.0.0.1:$1" >&2
-  return 1
+wait_for_local_port() {
+  wait_for_port "$pod" 127.0.0.1 "$1" || { echo "hack/bench-proxy.sh: nothing listens on 127.0.0.1:$1" >&2; return 1; }
 }
 
 ip netns exec "$peer" iperf3 -s -p 5201 >/dev/null 2>&1 & pids+=($!)
@@ -74,8 +69,8 @@ CFG
 "${proxy_uid[@]}" haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 & pids+=($!)
 # `ip netns exec` execs the proxy, so this pid is the proxy's (started as root, it becomes uid 1337).
 ip netns exec "$pod" "$bin/capstan" proxy --concurrency 2 2>"$work/proxy.log" & proxy=$!; pids+=($proxy)
-wait_for_port 15000
-wait_for_port 16001
+wait_for_local_port 15000
+wait_for_local_port 16001
 ip netns exec "$peer" bash -c 'for _ in $(seq 1 100); do exec 3<>/dev/tcp/198.51.100.10/5201 && exit 0; sleep 0.05; done; exit 1' 2>/dev/null
 
 throughput() {

@@ -57,30 +57,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for namespace in "$client" "$proxy" "$upstream"; do
-  ip netns add "$namespace"
-  ip -n "$namespace" link set lo up
-done
-ip -n "$client" link add eth0 type veth peer name eth0 netns "$proxy"
-ip -n "$proxy" link add eth1 type veth peer name eth0 netns "$upstream"
-ip -n "$client" addr add 192.0.2.1/24 dev eth0
-ip -n "$proxy" addr add 192.0.2.2/24 dev eth0
-ip -n "$proxy" addr add 198.51.100.1/24 dev eth1
-ip -n "$upstream" addr add 198.51.100.10/24 dev eth0
-for link in "$client eth0" "$proxy eth0" "$proxy eth1" "$upstream eth0"; do
-  read -r namespace name <<<"$link"
-  ip -n "$namespace" link set "$name" up
-done
-ip -n "$client" route add 198.51.100.0/24 via 192.0.2.2
-ip -n "$upstream" route add 192.0.2.0/24 via 198.51.100.1
-
-wait_for_port() {  # NAMESPACE ADDRESS PORT: accepting within 10 s
-  for _ in $(seq 1 200); do
-    ip netns exec "$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  return 1
-}
+make_proxy_row "$client" "$proxy" "$upstream"
 
 # The upstream: healthy servers, and servers that answer a random 10 % of requests 503.
 cat >"$work/nginx.conf" <<CFG

@@ -232,6 +232,8 @@ public struct BootstrapConfig: Sendable {
         var connectTimeout: Duration?
         /// The first `circuit_breakers` threshold of priority DEFAULT (Envoy's defaults without one).
         var circuitBreakers = CircuitBreakers.Limits()
+        /// `health_checks`: how the endpoints are actively checked (nil: they are not).
+        var healthCheck: HealthCheckConfig?
         var loadBalancing = LoadBalancing.roundRobin
         /// TLS to the endpoints (its `UpstreamTlsContext`); nil: plaintext. With `transportSocketMatches`,
         /// the socket of endpoints no match takes.

@@ -73,7 +73,7 @@ final class ClusterRuntime: Sendable {
 
     /// The transport socket for the endpoint at `index` (of `.endpoints`); for an original destination
     /// (no index), the one for an endpoint without metadata.
-    private func transport(ofEndpoint index: Int?) -> EndpointTransport? {
+    func transport(ofEndpoint index: Int?) -> EndpointTransport? {
         guard let index, endpointTransports.indices.contains(index) else { return originalDestinationTransport }
         return endpointTransports[index]
     }

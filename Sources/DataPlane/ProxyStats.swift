@@ -58,6 +58,8 @@ final class ClusterStats: Sendable {
     let connectTimeouts = Counter()
     /// The circuit breakers' counts and overflows, kept by name across versions of the cluster.
     let circuitBreakers = CircuitBreakers()
+    /// Active health checking, for a cluster that has it.
+    let healthChecks = HealthCheckStats()
     /// Connections refused because the cluster had no endpoint.
     let noHealthyUpstream = Counter()
     /// EDS responses for this cluster applied and refused.
@@ -111,7 +113,7 @@ final class ClusterStats: Sendable {
          ("upstream_rq_retry", Double(retries.value)), ("upstream_rq_retry_success", Double(retrySuccesses.value)),
          ("upstream_rq_retry_limit_exceeded", Double(retryLimitsExceeded.value))]
             + responsesByClass.enumerated().map { ("upstream_rq_\($0.offset + 1)xx", Double($0.element.value)) } + tls.entries
-            + circuitBreakers.entries
+            + circuitBreakers.entries + healthChecks.entries
     }
 }
 

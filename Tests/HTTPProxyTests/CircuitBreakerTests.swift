@@ -62,11 +62,16 @@ import Testing
         func upstream(_ index: Int) throws -> String { try HTTPStreamHandlerTests.Fixture.drain(backend.connections[index]) }
     }
 
-    @Test func atMaxConnectionsARequestWaitsAndBeyondMaxPendingItOverflows() throws {
+    /// Istio's circuit-breaking example: `maxConnections: 1`, `http1MaxPendingRequests: 1`.
+    static let oneConnectionOnePending = {
         var limits = CircuitBreakers.Limits()
         limits.maxConnections = 1
         limits.maxPendingRequests = 1
-        var clients = try Clients(limits)
+        return limits
+    }()
+
+    @Test func atMaxConnectionsARequestWaitsAndBeyondMaxPendingItOverflows() throws {
+        var clients = try Clients(Self.oneConnectionOnePending)
         try clients.send("GET /a HTTP/1.1\r\nHost: app.local\r\n\r\n")
         try clients.send("GET /b HTTP/1.1\r\nHost: app.local\r\n\r\n")
         try clients.send("GET /c HTTP/1.1\r\nHost: app.local\r\n\r\n")
@@ -93,10 +98,7 @@ import Testing
     }
 
     @Test func aWaitingRequestWhoseClientLeavesGivesUpItsPlace() throws {
-        var limits = CircuitBreakers.Limits()
-        limits.maxConnections = 1
-        limits.maxPendingRequests = 1
-        var clients = try Clients(limits)
+        var clients = try Clients(Self.oneConnectionOnePending)
         try clients.send("GET /a HTTP/1.1\r\nHost: app.local\r\n\r\n")
         try clients.send("GET /b HTTP/1.1\r\nHost: app.local\r\n\r\n")
         #expect(clients.backend.circuitBreakers.openCount(.pendingRequests) == 1)
@@ -134,5 +136,14 @@ import Testing
         #expect(clients.backend.connections.count == 1, "no retry")
         #expect(clients.records.ended.first?.flags.description == "UO")
         #expect(clients.backend.circuitBreakers.overflowCount(.retries) == 1)
+    }
+}
+
+/// The gRPC health check's reading of a `grpc.health.v1.HealthCheckResponse`.
+@Suite struct HealthProbeTests {
+    @Test func servingStatusIsReadFromTheResponse() {
+        #expect(HealthProbe.servingStatus([0x08, 0x01]) == 1, "SERVING")
+        #expect(HealthProbe.servingStatus([0x08, 0x02]) == 2, "NOT_SERVING")
+        #expect(HealthProbe.servingStatus([]) == 0, "UNKNOWN when absent")
     }
 }

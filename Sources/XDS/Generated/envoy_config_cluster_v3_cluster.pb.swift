@@ -87,6 +87,11 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
     set {_uniqueStorage()._lbConfig = .maglevLbConfig(newValue)}
   }
 
+  public var healthChecks: [Envoy_Config_Core_V3_HealthCheck] {
+    get {_storage._healthChecks}
+    set {_uniqueStorage()._healthChecks = newValue}
+  }
+
   public var circuitBreakers: Envoy_Config_Cluster_V3_CircuitBreakers {
     get {_storage._circuitBreakers ?? Envoy_Config_Cluster_V3_CircuitBreakers()}
     set {_uniqueStorage()._circuitBreakers = newValue}
@@ -406,7 +411,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.cluster.v3"
 
 nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Cluster"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{4}circuit_breakers\0\u{4}\u{d}ring_hash_lb_config\0\u{3}transport_socket\0\u{1}metadata\0\u{4}\u{8}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{7}transport_socket_matches\0\u{4}\u{9}maglev_lb_config\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{2}health_checks\0\u{4}\u{2}circuit_breakers\0\u{4}\u{d}ring_hash_lb_config\0\u{3}transport_socket\0\u{1}metadata\0\u{4}\u{8}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{7}transport_socket_matches\0\u{4}\u{9}maglev_lb_config\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -415,6 +420,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
     var _connectTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
     var _lbPolicy: Envoy_Config_Cluster_V3_Cluster.LbPolicy = .roundRobin
     var _lbConfig: Envoy_Config_Cluster_V3_Cluster.OneOf_LbConfig?
+    var _healthChecks: [Envoy_Config_Core_V3_HealthCheck] = []
     var _circuitBreakers: Envoy_Config_Cluster_V3_CircuitBreakers? = nil
     var _transportSocket: Envoy_Config_Core_V3_TransportSocket? = nil
     var _metadata: Envoy_Config_Core_V3_Metadata? = nil
@@ -437,6 +443,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       _connectTimeout = source._connectTimeout
       _lbPolicy = source._lbPolicy
       _lbConfig = source._lbConfig
+      _healthChecks = source._healthChecks
       _circuitBreakers = source._circuitBreakers
       _transportSocket = source._transportSocket
       _metadata = source._metadata
@@ -473,6 +480,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         case 3: try { try decoder.decodeSingularMessageField(value: &_storage._edsClusterConfig) }()
         case 4: try { try decoder.decodeSingularMessageField(value: &_storage._connectTimeout) }()
         case 6: try { try decoder.decodeSingularEnumField(value: &_storage._lbPolicy) }()
+        case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._healthChecks) }()
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._circuitBreakers) }()
         case 23: try {
           var v: Envoy_Config_Cluster_V3_Cluster.RingHashLbConfig?
@@ -532,6 +540,9 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       if _storage._lbPolicy != .roundRobin {
         try visitor.visitSingularEnumField(value: _storage._lbPolicy, fieldNumber: 6)
       }
+      if !_storage._healthChecks.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._healthChecks, fieldNumber: 8)
+      }
       try { if let v = _storage._circuitBreakers {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
       } }()
@@ -571,6 +582,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         if _storage._connectTimeout != rhs_storage._connectTimeout {return false}
         if _storage._lbPolicy != rhs_storage._lbPolicy {return false}
         if _storage._lbConfig != rhs_storage._lbConfig {return false}
+        if _storage._healthChecks != rhs_storage._healthChecks {return false}
         if _storage._circuitBreakers != rhs_storage._circuitBreakers {return false}
         if _storage._transportSocket != rhs_storage._transportSocket {return false}
         if _storage._metadata != rhs_storage._metadata {return false}
