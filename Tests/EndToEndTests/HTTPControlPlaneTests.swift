@@ -237,29 +237,32 @@ import Testing
         }
     }
 
+    /// The gRPC echo service: port 7070 (`grpc-echo`) of 198.51.100.202, served by the payments workloads on 9090.
+    static let echoService = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata:
+          name: echo
+          namespace: shop
+        spec:
+          hosts:
+          - echo.shop.svc.cluster.local
+          addresses:
+          - 198.51.100.202
+          ports:
+          - number: 7070
+            name: grpc-echo
+            targetPort: 9090
+          resolution: STATIC
+          workloadSelector:
+            labels:
+              app: payments
+        """
+
     @Test func grpcIsBalancedPerCallNotPerConnection() throws {
         // Seed 6, Istio's #7117: a gRPC client keeps one HTTP/2 connection; its calls still spread
         // over both backends, because the port says grpc and the proxy routes each stream.
-        let echo = """
-            apiVersion: networking.istio.io/v1
-            kind: ServiceEntry
-            metadata:
-              name: echo
-              namespace: shop
-            spec:
-              hosts:
-              - echo.shop.svc.cluster.local
-              addresses:
-              - 198.51.100.202
-              ports:
-              - number: 7070
-                name: grpc-echo
-                targetPort: 9090
-              resolution: STATIC
-              workloadSelector:
-                labels:
-                  app: payments
-            """
+        let echo = Self.echoService
         try withHTTPMesh(["echo.yaml": echo]) { mesh in
             func calls(_ count: Int) -> [String] {
                 let result = try? ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "python3",
@@ -387,6 +390,44 @@ import Testing
             let delayed = Int(try mesh.stat("http.outbound_0.0.0.0_9080.fault.delays_injected") ?? "") ?? 0
             #expect(delayed >= 5, "fault.delays_injected: \(delayed)")
             #expect(try mesh.stat("http.outbound_0.0.0.0_9080.fault.active_faults") == "0")
+        }
+    }
+
+    @Test func aGRPCAbortFaultEndsCallsWithItsStatus() throws {
+        let fault = """
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata:
+              name: echo
+              namespace: shop
+            spec:
+              hosts:
+              - echo.shop.svc.cluster.local
+              http:
+              - fault:
+                  abort:
+                    grpcStatus: UNAVAILABLE
+                    percentage:
+                      value: 100
+                route:
+                - destination:
+                    host: echo.shop.svc.cluster.local
+            """
+        try withHTTPMesh(["echo.yaml": Self.echoService, "fault.yaml": fault]) { mesh in
+            // A call expecting OK; the proxy ends it with the fault's status (HTTP/2: headers, then trailers).
+            func call() -> (code: String, details: String, output: String) {
+                let result = try? ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "python3",
+                                                                   Self.peers.appendingPathComponent("http_client.py").path,
+                                                                   "grpc", "198.51.100.202:7070", "unary"])
+                let object = (try? JSONSerialization.jsonObject(with: Data((result?.standardOutput ?? "").utf8))) as? [String: Any]
+                return (object?["code"] as? String ?? "", object?["details"] as? String ?? "", "\(String(describing: result))")
+            }
+            let aborted = mesh.proxy?.waitUntil(seconds: 10) { call().code == "UNAVAILABLE" } ?? false
+            #expect(aborted, "\(call().output) \(mesh.proxy?.errorOutput ?? "")")
+            let (code, details, output) = call()
+            #expect(code == "UNAVAILABLE" && details == "fault filter abort", "\(output)")
+            let injected = Int(try mesh.stat("http.outbound_0.0.0.0_7070.fault.aborts_injected") ?? "") ?? 0
+            #expect(injected >= 1, "fault.aborts_injected: \(injected)")
         }
     }
 }
