@@ -39,7 +39,9 @@ final class FaultFilter: HTTPFilter {
     }
 
     func decodeHeaders(_ request: HTTPRequest, route: RouteDecision?, stream: any HTTPFilterCallbacks) -> HTTPFilterStatus {
-        let policy = route?.filterConfigs.faults[name] ?? config.policy
+        // The route's own configuration, if it has one (most routes have none: no lookup then).
+        var policy = config.policy
+        if let faults = route?.filterConfigs.faults, !faults.isEmpty, let own = faults[name] { policy = own }
         guard policy.delay != nil || policy.abort != nil, policy.isEligible(request, cluster: route?.cluster) else { return .proceed }
         var random = RequestRandomness()
         if let delay = policy.delay(for: request, randomValue: random.next()), count(within: policy) {
