@@ -375,20 +375,23 @@ import Testing
             #expect(metrics.contains { $0.hasPrefix("istio_requests_total{") && $0.contains(#"response_code="503""#)
                     && $0.contains(#"response_flags="FI""#) }, "\(metrics.filter { $0.hasPrefix("istio_requests_total") })")
 
-            // The delay: every request to /slow takes at least 300 ms, then reaches the upstream.
-            let arguments = ["ip", "netns", "exec", "\(mesh.sandbox.name)-pod", "python3", Self.peers.appendingPathComponent("http_client.py").path,
-                             "httpx", Self.service + "/slow", "--count", "5"]
-            let result = try ChildProcess.run("/usr/bin/env", arguments)
-            let object = try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any]
-            let requests = object?["requests"] as? [[String: Any]] ?? []
-            let answered = requests.map { ($0["status"] as? Int ?? 0, $0["upstream"] as? String ?? "", $0["elapsed_ms"] as? Double ?? 0) }
-            #expect(answered.count == 5, "\(result)")
-            for (status, upstream, elapsed) in answered {
-                #expect(status == 200 && !upstream.isEmpty, "\(status) from \(upstream)")
-                #expect(elapsed >= 300, "\(elapsed) ms")
+            // The delay: every request to /slow takes at least 300 ms, then reaches the upstream with all
+            // its body (200 kB, held by the proxy meanwhile), over HTTP/1.1 and over HTTP/2.
+            for version in [[], ["--http2"]] {
+                let arguments = ["ip", "netns", "exec", "\(mesh.sandbox.name)-pod", "python3", Self.peers.appendingPathComponent("http_client.py").path,
+                                 "httpx", Self.service + "/slow", "--count", "3", "--body-bytes", "200000"] + version
+                let result = try ChildProcess.run("/usr/bin/env", arguments)
+                let object = try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any]
+                let requests = object?["requests"] as? [[String: Any]] ?? []
+                let answered = requests.map { ($0["status"] as? Int ?? 0, $0["elapsed_ms"] as? Double ?? 0, $0["body_sha_ok"] as? Bool ?? false) }
+                #expect(answered.count == 3, "\(version): \(result)")
+                for (status, elapsed, bodyArrived) in answered {
+                    #expect(status == 200 && bodyArrived, "\(version): \(status), the upstream saw the whole body: \(bodyArrived)")
+                    #expect(elapsed >= 300, "\(version): \(elapsed) ms")
+                }
             }
             let delayed = Int(try mesh.stat("http.outbound_0.0.0.0_9080.fault.delays_injected") ?? "") ?? 0
-            #expect(delayed >= 5, "fault.delays_injected: \(delayed)")
+            #expect(delayed >= 6, "fault.delays_injected: \(delayed)")
             #expect(try mesh.stat("http.outbound_0.0.0.0_9080.fault.active_faults") == "0")
         }
     }
