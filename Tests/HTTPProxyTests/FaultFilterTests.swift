@@ -14,7 +14,8 @@ import XDS
 @Suite struct FaultFilterTests {
     typealias Fixture = HTTPStreamHandlerTests.Fixture
 
-    /// `/delay`: 1 s on every request; `/abort`: 503 on every request; `/grpc`: gRPC UNAVAILABLE; the rest
+    /// `/delay`: 1 s on every request; `/abort`: 503 on every request; `/grpc`: gRPC UNAVAILABLE; `/both`: 1 s
+    /// then 502; `/long`: 60 s, past the stream idle timeout (30 s); the rest
     /// of `app.local` to `backend` under the listener's own fault configuration, `listener`.
     static func config(listener: String = "{}") throws -> HTTPConnectionManagerConfig {
         let fault = "\"@type\": \"type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\""
@@ -29,6 +30,10 @@ import XDS
                  "abort": {"http_status": 503, "percentage": {"numerator": 1000000, "denominator": "MILLION"}}}}},
                {"match": {"prefix": "/grpc"}, "route": {"cluster": "backend"}, "typed_per_filter_config": {"envoy.filters.http.fault": {\(fault),
                  "abort": {"grpc_status": 14, "percentage": {"numerator": 100}}}}},
+               {"match": {"prefix": "/both"}, "route": {"cluster": "backend"}, "typed_per_filter_config": {"envoy.filters.http.fault": {\(fault),
+                 "delay": {"fixed_delay": "1s", "percentage": {"numerator": 100}}, "abort": {"http_status": 502, "percentage": {"numerator": 100}}}}},
+               {"match": {"prefix": "/long"}, "route": {"cluster": "backend"}, "typed_per_filter_config": {"envoy.filters.http.fault": {\(fault),
+                 "delay": {"fixed_delay": "60s", "percentage": {"numerator": 100}}}}},
                {"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]},
              "http_filters": [{"name": "envoy.filters.http.fault", "typed_config": \(listenerConfig)},
                {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
@@ -142,5 +147,31 @@ import XDS
         try fixture.send("GET /c HTTP/1.1\r\nHost: app.local\r\n\r\n")
         #expect(try fixture.upstreamText().hasPrefix("GET /c HTTP/1.1"))
         #expect(fixture.records.ended.map(\.flags.description) == ["FI", "DI"])
+    }
+
+    @Test func aDelayCanBeFollowedByAnAbort() throws {
+        let config = try Self.config()
+        let fixture = try Fixture(config: config)
+        try fixture.send("GET /both HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        #expect(try fixture.downstreamText().isEmpty)
+        fixture.loop.advanceTime(by: .seconds(1))
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 502"))
+        #expect(fixture.backend.connections.isEmpty)
+        #expect(fixture.records.ended.first?.flags.description == "DI,FI")
+        #expect(Self.faultConfig(config)?.active == 0, "one request, one active fault, released at its end")
+    }
+
+    @Test func theStreamIdleTimeoutEndsALongDelay() throws {
+        let config = try Self.config()
+        let fixture = try Fixture(config: config)
+        try fixture.send("GET /long HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        fixture.loop.advanceTime(by: .seconds(30))
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 408"))
+        #expect(fixture.records.ended.first?.flags == [.delayInjected, .streamIdleTimeout])
+        #expect(Self.faultConfig(config)?.active == 0)
+        // The delay's end finds the request answered: nothing goes upstream.
+        fixture.loop.advanceTime(by: .seconds(60))
+        #expect(fixture.backend.connections.isEmpty)
+        #expect(fixture.records.ended.count == 1)
     }
 }

@@ -139,6 +139,13 @@ import XDS
         #expect(table.route(request("a", "/route"), randomValue: 0)?.filterConfigs.faults["envoy.filters.http.fault"]?.abort?.source == .http(502))
         #expect(table.route(request("a", "/other"), randomValue: 0)?.filterConfigs.faults["envoy.filters.http.fault"]?.abort?.source == .http(501))
         #expect(table.fieldsNotActedOn.isEmpty)
+        // Another filter's per-route configuration: listed, not silently dropped.
+        Google_Protobuf_Any.register(messageType: Envoy_Extensions_Filters_Http_Router_V3_Router.self)
+        let other = try routeTable(oneHost(routes: #"""
+            {"match": {"prefix": "/"}, "route": {"cluster": "c"}, "typed_per_filter_config": {"envoy.filters.http.router": {
+              "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}}
+            """#))
+        #expect(other.fieldsNotActedOn.map(\.path) == [#"route_config "test".virtual_hosts[0].routes[0].typed_per_filter_config["envoy.filters.http.router"]"#])
         // A bad per-route configuration is refused with its path.
         let bad = try RoutingTests.refusal(oneHost(routes: #"""
             {"match": {"prefix": "/"}, "route": {"cluster": "c"}, "typed_per_filter_config": {"envoy.filters.http.fault": {
