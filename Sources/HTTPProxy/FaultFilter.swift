@@ -20,29 +20,27 @@ public final class FaultFilterConfig: Sendable {
 /// loop, after which the request goes on, or is aborted if the abort is drawn then), else an abort, a
 /// local reply `fault filter abort` with the policy's HTTP status, or HTTP 200 with its gRPC status.
 /// Flags `DI` and `FI`. A request counts as one active fault from its first fault to its end (a delay
-/// alone, to the delay's end); past `max_active_faults`, no fault is injected.
+/// alone, to the delay's end); past `max_active_faults`, no fault is injected. Made by the registry for a
+/// request whose configuration injects something.
 final class FaultFilter: HTTPFilter {
     static let abortBody = "fault filter abort"
 
-    /// The filter's `name`, under which routes give their own configuration.
-    private let name: String
+    /// The request's configuration: its route's, else the listener's.
+    private let policy: FaultPolicy
     private let config: FaultFilterConfig
     private let observer: (any HTTPStreamObserver)?
     private var delayTimer: Scheduled<Void>?
     /// This request counts in `config`'s active faults.
     private var counted = false
 
-    init(name: String, config: FaultFilterConfig, observer: (any HTTPStreamObserver)?) {
-        self.name = name
+    init(policy: FaultPolicy, config: FaultFilterConfig, observer: (any HTTPStreamObserver)?) {
+        self.policy = policy
         self.config = config
         self.observer = observer
     }
 
     func decodeHeaders(_ request: HTTPRequest, route: RouteDecision?, stream: any HTTPFilterCallbacks) -> HTTPFilterStatus {
-        // The route's own configuration, if it has one (most routes have none: no lookup then).
-        var policy = config.policy
-        if let faults = route?.filterConfigs.faults, !faults.isEmpty, let own = faults[name] { policy = own }
-        guard policy.delay != nil || policy.abort != nil, policy.isEligible(request, cluster: route?.cluster) else { return .proceed }
+        guard policy.isEligible(request, cluster: route?.cluster) else { return .proceed }
         var random = RequestRandomness()
         if let delay = policy.delay(for: request, randomValue: random.next()), count(within: policy) {
             stream.addFlags(.delayInjected)

@@ -5,8 +5,8 @@ import Routing
 /// One HTTP filter of a connection manager's chain, Envoy's decoder filter life cycle on the request's
 /// headers: each filter, in configured order, lets the request go on, holds it (and resumes or answers it
 /// later, from its event loop), or answers it here. The router, the last filter of every chain, is the
-/// ``HTTPStreamHandler`` itself. Filters are made by ``HTTPFilterRegistry`` once per chain (an HTTP/1.1
-/// connection, an HTTP/2 stream) and serve its requests one after the other, on its event loop only.
+/// ``HTTPStreamHandler`` itself. Filters are made by ``HTTPFilterRegistry`` for each request they have
+/// something to do on (Envoy makes them per stream), once it is routed, and used on its event loop only.
 ///
 /// The body and trailers phases are not here yet: while a filter holds a request, the stream keeps its
 /// body parts and sends them on once the request goes on.

@@ -114,13 +114,18 @@ public enum HTTPFilterRegistry {
     static let alpnType = "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig"
     static let faultType = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 
-    /// The filters of `configs` that act on requests, made for one chain (an HTTP/1.1 connection, an
-    /// HTTP/2 stream), in order; the router is not among them (the stream handler is it).
-    static func makeFilters(_ configs: [HTTPFilterConfig], observer: (any HTTPStreamObserver)?) -> [any HTTPFilter] {
+    /// The filters of `configs` with something to do on a request to `route`, made for it, in order; the
+    /// router is not among them (the stream handler is it). A fault filter whose configuration (the
+    /// listener's, unless the route has its own) injects nothing is left out, as istiod's empty one on
+    /// every route without a `fault` is: most requests make no filter at all.
+    static func makeFilters(_ configs: [HTTPFilterConfig], route: RouteDecision?, observer: (any HTTPStreamObserver)?) -> [any HTTPFilter] {
         var filters: [any HTTPFilter] = []
         for config in configs {
-            if case .fault(let fault) = config.behaviour {
-                filters.append(FaultFilter(name: config.name, config: fault, observer: observer))
+            guard case .fault(let fault) = config.behaviour else { continue }
+            var policy = fault.policy
+            if let faults = route?.filterConfigs.faults, !faults.isEmpty, let own = faults[config.name] { policy = own }
+            if policy.delay != nil || policy.abort != nil {
+                filters.append(FaultFilter(policy: policy, config: fault, observer: observer))
             }
         }
         return filters

@@ -64,8 +64,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// adapter checks them before a request gets here (and closes the connection, as Envoy does).
     private let checksHeaderLimits: Bool
 
-    /// The connection manager's HTTP filters before the router (this handler), made once for the chain.
-    private let filters: [any HTTPFilter]
+    /// The current request's HTTP filters before the router (this handler); none for most requests.
+    private var filters: [any HTTPFilter] = []
     /// The request the filters are deciding on, while one holds it, and the filter to ask next.
     private var filtered: (request: HTTPRequest, decision: RouteDecision?, snapshot: any HTTPRoutingSnapshot)?
     private var nextFilter = 0
@@ -76,7 +76,6 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.connection = connection
         self.checksHeaderLimits = checksHeaderLimits
         self.requestProtocol = requestProtocol
-        filters = HTTPFilterRegistry.makeFilters(connection.config.filters, observer: connection.observer)
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -208,6 +207,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let snapshot = connection.routing()
         var random = RequestRandomness()
         let decision = snapshot.routeTable(for: config)?.route(request, randomValue: random.next())
+        filters = HTTPFilterRegistry.makeFilters(config.filters, route: decision, observer: connection.observer)
         if filters.isEmpty { return route(request, decision: decision, snapshot: snapshot, context: context) }
         // The filters see the route first, as Envoy's do; the router (below) acts on it last.
         filtered = (request, decision, snapshot)
@@ -555,6 +555,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard var record else { return }
         self.record = nil
         for filter in filters { filter.requestEnded() }
+        filters = []
         filtered = nil
         heldParts = []
         record.end = .now()
