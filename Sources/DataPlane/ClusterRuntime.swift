@@ -2,8 +2,8 @@ import Atomics
 import HTTPProxy
 import NIOCore
 
-/// A cluster while the proxy runs: picks endpoints by its `lb_policy` and their weights, and enforces
-/// `max_connections`.
+/// A cluster while the proxy runs: picks endpoints by its `lb_policy` and their weights; its circuit
+/// breakers (kept with its statistics) limit what is open to it.
 final class ClusterRuntime: Sendable {
     /// The endpoint chosen for a connection. `index`, set only where open connections are counted
     /// (LEAST_REQUEST), goes back to ``released(_:)`` when the connection ends.
@@ -28,6 +28,8 @@ final class ClusterRuntime: Sendable {
     /// Each endpoint's transport socket, chosen once (``BootstrapConfig/Cluster/transportSocket(for:)``);
     /// empty when the cluster has no `transport_socket_matches` (every endpoint takes the cluster's).
     private let endpointTransports: [EndpointTransport?]
+    /// RING_HASH's ring or MAGLEV's table over the endpoints; nil for other policies.
+    private let hashTable: ConsistentHashTable?
     /// The transport socket of an original destination, which has no metadata (matches with an empty
     /// `match` take it, as in Envoy), and of every endpoint without matches.
     private let originalDestinationTransport: EndpointTransport?
@@ -36,6 +38,7 @@ final class ClusterRuntime: Sendable {
         self.config = config
         self.connector = connector
         self.stats = stats ?? ClusterStats(name: config.name)
+        self.stats.circuitBreakers.limits = config.circuitBreakers
         if case .endpoints(let endpoints) = config.discovery, config.loadBalancing == .leastRequest {
             openByEndpoint = endpoints.map { _ in ManagedAtomic(0) }
         } else {
@@ -52,6 +55,20 @@ final class ClusterRuntime: Sendable {
             endpointTransports = []
         }
         originalDestinationTransport = config.transportSocket(matching: [:]).map(EndpointTransport.init)
+        hashTable = Self.hashTable(config)
+    }
+
+    private static func hashTable(_ config: BootstrapConfig.Cluster) -> ConsistentHashTable? {
+        guard case .endpoints(let endpoints) = config.discovery, !endpoints.isEmpty else { return nil }
+        let keys = endpoints.map { "\($0.address.ipAddress ?? $0.address.pathname ?? "?"):\($0.address.port ?? 0)" }
+        switch config.loadBalancing {
+        case .ringHash(let minimumSize, let maximumSize):
+            return .ring(keys: keys, weights: endpoints.map(\.weight), minimumSize: minimumSize, maximumSize: maximumSize)
+        case .maglev(let tableSize):
+            return .maglev(keys: keys, weights: endpoints.map(\.weight), size: tableSize)
+        case .roundRobin, .random, .leastRequest:
+            return nil
+        }
     }
 
     /// The transport socket for the endpoint at `index` (of `.endpoints`); for an original destination
@@ -63,13 +80,10 @@ final class ClusterRuntime: Sendable {
 
     var name: String { config.name }
 
-    /// Where the next connection goes, or why nowhere: the circuit breaker is open, or there are no
-    /// endpoints (an EDS cluster before or without its assignment).
-    func endpoint(originalDestination: SocketAddress) -> Result<Choice, ProxyRuntime.RouteFailure> {
-        if let limit = config.maxConnections, stats.connectionsActive.value >= Int64(limit) {
-            stats.overflows.increment()
-            return .failure(.overflow)
-        }
+    /// Where the next connection or request goes, or why nowhere: there are no endpoints (an EDS cluster
+    /// before or without its assignment).
+    /// RING_HASH and MAGLEV place `hash` (nil, as for a TCP connection: a random place).
+    func endpoint(originalDestination: SocketAddress, hash: UInt64? = nil) -> Result<Choice, ProxyRuntime.RouteFailure> {
         switch config.discovery {
         case .originalDestination:
             return .success(Choice(address: originalDestination, index: nil, transport: transport(ofEndpoint: nil)))
@@ -79,6 +93,10 @@ final class ClusterRuntime: Sendable {
                 return .failure(.noHealthyUpstream)
             }
             switch config.loadBalancing {
+            case .ringHash, .maglev:
+                var random = RequestRandomness()
+                let index = hashTable?.endpoint(for: hash ?? random.next()) ?? 0
+                return .success(Choice(address: endpoints[index].address, index: nil, transport: transport(ofEndpoint: index)))
             case .roundRobin:
                 let ticket = UInt(bitPattern: next.loadThenWrappingIncrement(ordering: .relaxed))
                 let index = schedule?.endpoint(for: ticket) ?? Int(ticket % UInt(endpoints.count))

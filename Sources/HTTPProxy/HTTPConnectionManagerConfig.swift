@@ -296,9 +296,6 @@ extension HTTPConnectionManagerConfig {
         if requestHeadersTimeout != nil {
             notActedOn.append(.init(path: "request_headers_timeout", reason: "only stream_idle_timeout and the connection's idle_timeout bound a slow client yet"))
         }
-        if requestTimeout != nil {
-            notActedOn.append(.init(path: "request_timeout", reason: "only stream_idle_timeout and the route's timeout bound a request yet"))
-        }
         if proto.hasTracing {
             notActedOn.append(.init(path: "tracing", reason: "Capstan makes no trace spans yet; trace headers pass through as they came"))
         }

@@ -12,8 +12,9 @@ import Testing
     static let service = "http://198.51.100.200:9080"
 
     /// A mesh whose workloads are HTTP servers named v1 and v2 (on 8080, gRPC on 9090) and echo servers (on 80), with
-    /// `files` besides the workloads (a `workloads.yaml` among them replaces ``MeshDocuments/httpWorkloads``).
-    func withHTTPMesh<T>(_ files: [String: String], _ body: (MeshSandbox) throws -> T) throws -> T {
+    /// `files` besides the workloads (a `workloads.yaml` among them replaces ``MeshDocuments/httpWorkloads``);
+    /// the pod's proxy runs with `proxyArguments`.
+    func withHTTPMesh<T>(_ files: [String: String], proxyArguments: [String] = [], _ body: (MeshSandbox) throws -> T) throws -> T {
         try withSandbox { sandbox in
             let mesh = try MeshSandbox(sandbox, files: files.merging(["workloads.yaml": MeshDocuments.httpWorkloads]) { given, _ in given })
             var upstreams: [NamespacedProcess] = []
@@ -29,7 +30,7 @@ import Testing
                 }
             }
             try mesh.startControlPlane()
-            try mesh.startProxy()
+            try mesh.startProxy(arguments: proxyArguments)
             return try body(mesh)
         }
     }

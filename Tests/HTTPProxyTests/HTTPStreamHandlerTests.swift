@@ -20,6 +20,7 @@ import XDS
         let upstreamProtocol = UpstreamProtocol.http1
         var upstreamIdleTimeout: TimeAmount? = .seconds(60)
         var maxRequestsPerConnection: Int?
+        let circuitBreakers = CircuitBreakers()
         let loop: EmbeddedEventLoop
         var endpoints: [SocketAddress]
         var refusesConnections = false
@@ -36,7 +37,7 @@ import XDS
             self.endpoints = endpoints
         }
 
-        func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
+        func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
             guard !endpoints.isEmpty else { return .failure(.noHealthyUpstream) }
             activeRequests += 1
             defer { next += 1 }
@@ -469,6 +470,24 @@ import XDS
         fixture.loop.advanceTime(by: .seconds(2))
         #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 408"))
         #expect(fixture.records.ended.first?.flags.description == "SI")
+    }
+
+    @Test func aRequestNotWhollyReceivedWithinRequestTimeoutIs408() throws {
+        let fixture = try Fixture(config: try Self.config(extra: #""request_timeout": "1s","#))
+        // The body never ends: the request is answered 408 at the request timeout, before the stream idle one.
+        try fixture.send("POST /upload HTTP/1.1\r\nHost: app.local\r\ncontent-length: 10\r\n\r\nabc")
+        _ = try fixture.upstreamText()
+        fixture.loop.advanceTime(by: .milliseconds(1100))
+        let response = try fixture.downstreamText()
+        #expect(response.hasPrefix("HTTP/1.1 408"))
+        #expect(response.hasSuffix("request timeout"))
+        // A whole request is not bound by it, however long the response takes.
+        let whole = try Fixture(config: try Self.config(extra: #""request_timeout": "1s", "stream_idle_timeout": "0s","#))
+        try whole.send("GET /slow HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        whole.loop.advanceTime(by: .seconds(3))
+        #expect(try whole.downstreamText().isEmpty)
+        try whole.answer("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        #expect(try whole.downstreamText().hasPrefix("HTTP/1.1 200"))
     }
 
     static func table() throws -> RouteTable {
