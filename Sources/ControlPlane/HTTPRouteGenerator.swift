@@ -67,7 +67,7 @@ enum HTTPRouteGenerator {
         rds.configSource.resourceApiVersion = .v3
         rds.routeConfigName = routeConfigName
         manager.rds = rds
-        manager.httpFilters = [try upstreamALPNFilter(), try routerFilter()]
+        manager.httpFilters = [try upstreamALPNFilter(), try faultFilter(), try routerFilter()]
         var chain = Envoy_Config_Listener_V3_FilterChain()
         chain.filterChainMatch.transportProtocol = "raw_buffer"
         chain.filterChainMatch.applicationProtocols = plaintextHTTP
@@ -240,6 +240,9 @@ enum HTTPRouteGenerator {
                 action.status = UInt32(status)
                 if let body { action.body.inlineString = body }
                 result.directResponse = action
+            }
+            if let fault = route.fault, let config = try? Google_Protobuf_Any(message: faultConfig(fault)) {
+                result.typedPerFilterConfig[faultFilterName] = config
             }
             if let headers = route.headers {
                 result.requestHeadersToAdd = headerOptions(headers.request)
@@ -416,7 +419,7 @@ enum HTTPRouteGenerator {
         routes.virtualHosts = [virtualHost]
         routes.validateClusters = Google_Protobuf_BoolValue(false)
         manager.routeConfig = routes
-        manager.httpFilters = [try routerFilter()]
+        manager.httpFilters = [try faultFilter(), try routerFilter()]
         return try filter(manager)
     }
 
@@ -453,6 +456,47 @@ enum HTTPRouteGenerator {
         filter.name = "istio.alpn"
         filter.typedConfig = try Google_Protobuf_Any(message: config)
         return filter
+    }
+
+    static let faultFilterName = "envoy.filters.http.fault"
+
+    /// `envoy.filters.http.fault` with an empty configuration, as istiod puts it before the router on
+    /// both sides: it acts only on routes that carry their own (a VirtualService's `fault`).
+    static func faultFilter() throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter {
+        var filter = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
+        filter.name = faultFilterName
+        filter.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Http_Fault_V3_HTTPFault())
+        return filter
+    }
+
+    /// A route's `fault` as istiod translates it: `percentage.value` as a fraction of a million (value ×
+    /// 10,000), the deprecated delay `percent` as a fraction of a hundred; an abort without a percentage
+    /// gets none (Envoy then aborts no request); a gRPC status by its number.
+    static func faultConfig(_ fault: VirtualService.HTTPRoute.Fault) -> Envoy_Extensions_Filters_Http_Fault_V3_HTTPFault {
+        func fraction(_ value: Double) -> Envoy_Type_V3_FractionalPercent {
+            var fraction = Envoy_Type_V3_FractionalPercent()
+            fraction.numerator = UInt32(value * 10_000)
+            fraction.denominator = .million
+            return fraction
+        }
+        var config = Envoy_Extensions_Filters_Http_Fault_V3_HTTPFault()
+        if let (fixed, share) = fault.delay {
+            config.delay.fixedDelay = ProxyConfigGenerator.protoDuration(fixed)
+            switch share {
+            case .percentage(let value): config.delay.percentage = fraction(value)
+            case .percent(let percent):
+                config.delay.percentage.numerator = UInt32(percent)
+                config.delay.percentage.denominator = .hundred
+            }
+        }
+        if let (status, percentage) = fault.abort {
+            switch status {
+            case .http(let code): config.abort.httpStatus = UInt32(code)
+            case .grpc(_, let code): config.abort.grpcStatus = UInt32(code)
+            }
+            if let percentage { config.abort.percentage = fraction(percentage) }
+        }
+        return config
     }
 
     static func routerFilter() throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter {

@@ -3,11 +3,11 @@ import Routing
 
 /// Reads a VirtualService's `http` routes: what Capstan acts on is read and checked (regexes compiled
 /// with RE2, as the proxy will compile them; weights adding up to 100); Istio fields it does not act on
-/// yet (`mirror`, `corsPolicy`, `fault`, `delegate`, `sourceLabels`, …) are warnings naming
+/// yet (`mirror`, `corsPolicy`, `delegate`, `sourceLabels`, …) are warnings naming
 /// the field, never silently dropped.
 enum HTTPRouteReader {
     static func route(_ reader: ConfigReader, namespace: String, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPRoute {
-        try reader.ignoringUnknown(["name", "match", "route", "redirect", "directResponse", "rewrite", "timeout", "headers", "retries"],
+        try reader.ignoringUnknown(["name", "match", "route", "redirect", "directResponse", "rewrite", "timeout", "headers", "retries", "fault"],
                                    warnings: &warnings)
         let name = try reader.optional("name")?.string()
         var matches: [VirtualService.HTTPMatch] = []
@@ -58,8 +58,67 @@ enum HTTPRouteReader {
                                         headers: try reader.optional("headers").map { reader throws(ConfigError) in try headers(reader, warnings: &warnings) },
                                         rewriteURI: rewriteURI, rewriteURIRegex: rewriteURIRegex, rewriteAuthority: rewriteAuthority,
                                         timeout: try reader.optional("timeout")?.goDuration(),
-                                        retries: try reader.optional("retries").map { reader throws(ConfigError) in try retries(reader, warnings: &warnings) })
+                                        retries: try reader.optional("retries").map { reader throws(ConfigError) in try retries(reader, warnings: &warnings) },
+                                        fault: try reader.optional("fault").map { reader throws(ConfigError) in try fault(reader, warnings: &warnings) })
     }
+
+    /// `fault`: `delay` (`fixedDelay` above 0, `percentage.value` or the deprecated `percent`) and
+    /// `abort` (`httpStatus` 200-599 or a gRPC code name as `grpcStatus`, `percentage.value`), as Istio's
+    /// validation takes them; at least one of the two. `exponentialDelay` and `http2Error` are refused,
+    /// as Istio refuses them.
+    static func fault(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPRoute.Fault {
+        try reader.ignoringUnknown(["delay", "abort"], warnings: &warnings)
+        var fault = VirtualService.HTTPRoute.Fault()
+        if let delay = try reader.optional("delay") {
+            try delay.ignoringUnknown(["fixedDelay", "exponentialDelay", "percentage", "percent"], warnings: &warnings)
+            if let exponential = try delay.optional("exponentialDelay") { throw exponential.fail("is not supported (neither by istiod): use fixedDelay") }
+            let fixed = try delay.required("fixedDelay")
+            let duration = try fixed.goDuration()
+            guard duration >= .milliseconds(1) else { throw fixed.fail("must be at least 1ms") }
+            let share: VirtualService.HTTPRoute.Fault.Share
+            if let percentage = try delay.optional("percentage") {
+                share = .percentage(try percent(percentage, warnings: &warnings))
+            } else {
+                share = .percent(try delay.optional("percent")?.integer(in: 0...100) ?? 0)
+            }
+            fault.delay = (duration, share)
+        }
+        if let abort = try reader.optional("abort") {
+            try abort.ignoringUnknown(["httpStatus", "grpcStatus", "http2Error", "percentage"], warnings: &warnings)
+            if let http2 = try abort.optional("http2Error") { throw http2.fail("is not supported (neither by istiod): use httpStatus or grpcStatus") }
+            let http = try abort.optional("httpStatus")
+            let grpc = try abort.optional("grpcStatus")
+            let status: VirtualService.HTTPRoute.Fault.AbortStatus
+            switch (http, grpc) {
+            case (let http?, nil): status = .http(try http.integer(in: 200...599))
+            case (nil, let grpc?):
+                let name = try grpc.string()
+                guard let code = Self.grpcCodes.firstIndex(of: name) else {
+                    throw grpc.fail("\"\(name)\" is not a gRPC status code name (\(Self.grpcCodes.joined(separator: ", ")))")
+                }
+                status = .grpc(name: name, code: code)
+            case (nil, nil): throw abort.fail("needs httpStatus or grpcStatus")
+            case (_?, _?): throw abort.fail("has httpStatus and grpcStatus: an abort takes one of them")
+            }
+            fault.abort = (status, try abort.optional("percentage").map { reader throws(ConfigError) in try percent(reader, warnings: &warnings) })
+        }
+        guard fault.delay != nil || fault.abort != nil else { throw reader.fail("needs delay or abort") }
+        return fault
+    }
+
+    /// Istio's `Percent`: `value`, 0 to 100 with fractions.
+    private static func percent(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> Double {
+        try reader.ignoringUnknown(["value"], warnings: &warnings)
+        guard let given = try reader.optional("value") else { return 0 }
+        guard case .number(let value) = given.value else { throw given.fail("expected a number, found \(given.value.kind)") }
+        guard (0...100).contains(value) else { throw given.fail("\(value) is out of range 0-100") }
+        return value
+    }
+
+    /// gRPC's status codes by name, in the order of their numbers (0-16).
+    static let grpcCodes = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+                            "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+                            "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"]
 
     /// `retries`: `attempts`, `perTryTimeout` and `retryOn` (Envoy's condition names, or HTTP status codes).
     static func retries(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPRoute.Retries {

@@ -25,6 +25,34 @@ extension VirtualService {
         public var timeout: Duration?
         /// `retries`; nil: Istio's default policy.
         public var retries: Retries?
+        /// `fault`: delays and aborts injected by the caller's proxy.
+        public var fault: Fault?
+
+        /// `fault` of a route: a delay, an abort, or both, each on a share of requests.
+        public struct Fault: Sendable, Equatable {
+            /// `delay.fixedDelay`, on `percentage.value` % of requests (else the deprecated integer `percent`).
+            public var delay: (fixed: Duration, share: Share)?
+            /// `abort.httpStatus` or `abort.grpcStatus`, on `percentage.value` % of requests.
+            public var abort: (status: AbortStatus, percentage: Double?)?
+
+            public enum Share: Sendable, Equatable {
+                /// `percentage.value`, 0-100 with fractions.
+                case percentage(Double)
+                /// The deprecated `percent`, a whole number 0-100 (0 when neither is given, as istiod sends it).
+                case percent(Int)
+            }
+
+            public enum AbortStatus: Sendable, Equatable {
+                case http(Int)
+                /// gRPC's code name (`UNAVAILABLE`) and number.
+                case grpc(name: String, code: Int)
+            }
+
+            public static func == (lhs: Self, rhs: Self) -> Bool {
+                lhs.delay?.fixed == rhs.delay?.fixed && lhs.delay?.share == rhs.delay?.share
+                    && lhs.abort?.status == rhs.abort?.status && lhs.abort?.percentage == rhs.abort?.percentage
+            }
+        }
 
         /// `retries` of a route, as istiod turns them into Envoy's retry policy.
         public struct Retries: Sendable, Equatable {
@@ -39,7 +67,7 @@ extension VirtualService {
             lhs.name == rhs.name && lhs.matches == rhs.matches && lhs.action == rhs.action && lhs.headers == rhs.headers
                 && lhs.rewriteURI == rhs.rewriteURI && lhs.rewriteURIRegex?.match == rhs.rewriteURIRegex?.match
                 && lhs.rewriteURIRegex?.rewrite == rhs.rewriteURIRegex?.rewrite && lhs.rewriteAuthority == rhs.rewriteAuthority
-                && lhs.timeout == rhs.timeout && lhs.retries == rhs.retries
+                && lhs.timeout == rhs.timeout && lhs.retries == rhs.retries && lhs.fault == rhs.fault
         }
     }
 

@@ -366,10 +366,12 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                                                   isTLS: principals != nil, peerPrincipal: principals?.peer,
                                                   localPrincipal: principals?.local.local, isInbound: inbound)
         let runtime = self.runtime
+        let managerStats = runtime.stats.connectionManager(config.statPrefix)
+        if config.filters.contains(where: { if case .fault = $0.behaviour { true } else { false } }) { managerStats.noteFaultFilter() }
         let manager = HTTPConnectionManager(config: config, downstream: downstream, routing: runtime,
                                             pools: runtime.upstreamPools(for: context.eventLoop),
                                             observer: RequestStatistics(istio: runtime.stats.istioHTTP,
-                                                                        manager: runtime.stats.connectionManager(config.statPrefix),
+                                                                        manager: managerStats,
                                                                         accessLogs: config.recordsForAccessLog ? runtime.accessLogs.sinks(for: config.accessLogs) : []))
         do {
             try manager.serve(on: channel, negotiatedProtocol: downstreamTLS?.handshake.negotiatedProtocol)

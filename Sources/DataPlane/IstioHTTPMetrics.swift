@@ -171,6 +171,10 @@ final class RequestStatistics: HTTPStreamObserver, @unchecked Sendable {
         self.accessLogs = accessLogs
     }
 
+    func activeFaultsChanged(by delta: Int) {
+        if delta > 0 { manager.activeFaults.increment() } else { manager.activeFaults.decrement() }
+    }
+
     func streamStarted() {
         manager.requestsTotal.increment()
         manager.requestsActive.increment()
@@ -182,6 +186,8 @@ final class RequestStatistics: HTTPStreamObserver, @unchecked Sendable {
         if (100..<600).contains(status) { manager.responsesByClass[status / 100 - 1].increment() }
         if record.flags.contains(.streamIdleTimeout) { manager.idleTimeouts.increment() }
         if record.flags.contains(.noRoute) { manager.noRoute.increment() }
+        if record.flags.contains(.faultInjected) { manager.faultAborts.increment() }
+        if record.flags.contains(.delayInjected) { manager.faultDelays.increment() }
         let cluster = record.upstream.map(cluster(of:))
         let key = SeriesKey(cluster: record.upstream.map { ObjectIdentifier($0) },
                             host: cluster?.namesService == true ? nil : record.authority,

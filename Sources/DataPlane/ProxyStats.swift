@@ -162,13 +162,29 @@ final class ConnectionManagerStats: Sendable {
     /// Requests answered 408 or reset by stream_idle_timeout, and by no route.
     let idleTimeouts = Counter()
     let noRoute = Counter()
+    /// The fault filter's `fault.aborts_injected`, `fault.delays_injected` and `fault.active_faults`,
+    /// listed once a connection manager with this prefix has the filter, as Envoy lists them.
+    let faultAborts = Counter()
+    let faultDelays = Counter()
+    let activeFaults = Gauge()
+    private let hasFaultFilter = ManagedAtomic(false)
 
     init(statPrefix: String) { self.statPrefix = statPrefix }
 
+    /// A connection manager with this prefix has the fault filter: its statistics are listed from now on.
+    func noteFaultFilter() {
+        if !hasFaultFilter.load(ordering: .relaxed) { hasFaultFilter.store(true, ordering: .relaxed) }
+    }
+
     var entries: [(String, Double)] {
-        [("downstream_rq_total", Double(requestsTotal.value)), ("downstream_rq_active", Double(requestsActive.value)),
-         ("downstream_rq_idle_timeout", Double(idleTimeouts.value)), ("no_route", Double(noRoute.value))]
+        var entries = [("downstream_rq_total", Double(requestsTotal.value)), ("downstream_rq_active", Double(requestsActive.value)),
+                       ("downstream_rq_idle_timeout", Double(idleTimeouts.value)), ("no_route", Double(noRoute.value))]
             + responsesByClass.enumerated().map { ("downstream_rq_\($0.offset + 1)xx", Double($0.element.value)) }
+        if hasFaultFilter.load(ordering: .relaxed) {
+            entries += [("fault.aborts_injected", Double(faultAborts.value)), ("fault.delays_injected", Double(faultDelays.value)),
+                        ("fault.active_faults", Double(activeFaults.value))]
+        }
+        return entries
     }
 }
 
@@ -282,7 +298,7 @@ final class ProxyStats: Sendable {
         func add(_ prefix: String, _ label: String, _ owner: String, _ entries: [(String, Double)]) {
             for (key, value) in entries {
                 let name = "envoy_\(prefix)_" + key.replacing(".", with: "_")
-                let type = key.hasSuffix("_active") ? "gauge" : "counter"
+                let type = key.hasSuffix("_active") || key == "fault.active_faults" ? "gauge" : "counter"
                 let sample = "\(name){\(label)=\"\(owner)\"} \(Int64(value))"
                 if let index = families.firstIndex(where: { $0.name == name }) {
                     families[index].samples.append(sample)

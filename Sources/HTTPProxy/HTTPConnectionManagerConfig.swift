@@ -115,7 +115,9 @@ public struct HTTPFilterConfig: Sendable {
         /// `istio.alpn`: the ALPN upstream TLS offers for each HTTP version, in place of the cluster's
         /// (`istio-http/1.1`, `istio-h2`), so the peer's sidecar picks its HTTP chain.
         case upstreamALPN(http1: [String], http2: [String])
-        /// Accepted and counted, not acted on yet (fault, cors, grpc_stats, Istio's own before their
+        /// `envoy.filters.http.fault`: delays and aborts (``FaultFilter``).
+        case fault(FaultFilterConfig)
+        /// Accepted and counted, not acted on yet (cors, grpc_stats, Istio's own before their
         /// issues): the reason is listed in the README and in `config.fields_not_acted_on`.
         case notActedOn(reason: String)
     }

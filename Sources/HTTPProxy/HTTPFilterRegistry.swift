@@ -1,4 +1,5 @@
 import Configuration
+import Routing
 import SwiftProtobuf
 import XDS
 
@@ -32,8 +33,6 @@ public enum HTTPFilterRegistry {
             "Capstan exchanges no Istio peer metadata in request headers (x-envoy-peer-metadata, baggage): peers are known by their mTLS identities only")),
         "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig": .behaviour(.notActedOn(reason:
             "Capstan keeps no gRPC statistics (grpc.*) yet")),
-        "envoy.extensions.filters.http.fault.v3.HTTPFault": .behaviour(.notActedOn(reason:
-            "Capstan injects no faults yet: configured delays and aborts (here or per route) are not applied")),
         "envoy.extensions.filters.http.cors.v3.Cors": .behaviour(.notActedOn(reason:
             "Capstan does not handle CORS yet: preflight requests go upstream and no CORS response headers are added")),
         // istio.stats
@@ -77,6 +76,17 @@ public enum HTTPFilterRegistry {
                                                 behaviour: try upstreamALPN(filter, path: "\(filterPath).typed_config")))
                 continue
             }
+            if typeName == faultType {
+                var faultNotActedOn: [FieldNotActedOn] = []
+                let policy = try FaultPolicy(unpacking: filter.typedConfig, path: "\(filterPath).typed_config", notActedOn: &faultNotActedOn)
+                // Paths relative to the connection manager, as the others.
+                notActedOn += faultNotActedOn.map { listed in
+                    FieldNotActedOn(path: listed.path.hasPrefix(filterPath) ? field + String(listed.path.dropFirst(filterPath.count)) : listed.path,
+                                    reason: listed.reason)
+                }
+                decoded.append(HTTPFilterConfig(name: filter.name, typeURL: typeURL, behaviour: .fault(FaultFilterConfig(policy: policy))))
+                continue
+            }
             switch known {
             case .behaviour(let behaviour)?:
                 if case .notActedOn(let reason) = behaviour {
@@ -102,6 +112,24 @@ public enum HTTPFilterRegistry {
     }
 
     static let alpnType = "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig"
+    static let faultType = "envoy.extensions.filters.http.fault.v3.HTTPFault"
+
+    /// The filters of `configs` with something to do on a request to `route`, made for it, in order; the
+    /// router is not among them (the stream handler is it). A fault filter whose configuration (the
+    /// listener's, unless the route has its own) injects nothing is left out, as istiod's empty one on
+    /// every route without a `fault` is: most requests make no filter at all.
+    static func makeFilters(_ configs: [HTTPFilterConfig], route: RouteDecision?, observer: (any HTTPStreamObserver)?) -> [any HTTPFilter] {
+        var filters: [any HTTPFilter] = []
+        for config in configs {
+            guard case .fault(let fault) = config.behaviour else { continue }
+            var policy = fault.policy
+            if let faults = route?.filterConfigs.faults, !faults.isEmpty, let own = faults[config.name] { policy = own }
+            if policy.delay != nil || policy.abort != nil {
+                filters.append(FaultFilter(policy: policy, config: fault, observer: observer))
+            }
+        }
+        return filters
+    }
 
     /// `istio.alpn`'s overrides: HTTP/1.1's (HTTP/1.0's when only that is given) and HTTP/2's.
     private static func upstreamALPN(_ filter: Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter,
@@ -176,6 +204,6 @@ public enum HTTPFilterRegistry {
 
     /// The filters Capstan has, for refusals.
     private static var supportedList: String {
-        "\(routerName), istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.fault, envoy.filters.http.cors, istio.stats"
+        "\(routerName), envoy.filters.http.fault, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"
     }
 }

@@ -19,6 +19,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private enum State {
         /// Between requests.
         case idle
+        /// Held by an HTTP filter (a fault's delay). Request parts wait in `heldParts`.
+        case filtering
         /// Routed; the upstream stream is being had. Request parts wait here.
         case connecting(pending: [HTTPRequestPart])
         case forwarding(UpstreamStream)
@@ -73,6 +75,14 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether this handler checks the request header limits itself: HTTP/2's streams; HTTP/1's
     /// adapter checks them before a request gets here (and closes the connection, as Envoy does).
     private let checksHeaderLimits: Bool
+
+    /// The current request's HTTP filters before the router (this handler); none for most requests.
+    private var filters: [any HTTPFilter] = []
+    /// The request the filters are deciding on, while one holds it, and the filter to ask next.
+    private var filtered: (request: HTTPRequest, decision: RouteDecision?, snapshot: any HTTPRoutingSnapshot)?
+    private var nextFilter = 0
+    /// Request parts that came while a filter held the request; they follow its head upstream.
+    private var heldParts: [HTTPRequestPart] = []
 
     init(connection: HTTPConnection, checksHeaderLimits: Bool, requestProtocol: @escaping () -> String) {
         self.connection = connection
@@ -130,6 +140,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .connecting(var pending):
             pending.append(part)
             state = .connecting(pending: pending)
+        case .filtering:
+            heldParts.append(part)
         case .forwarding(let upstream):
             upstream.channel.write(part, promise: nil)
             if !upstream.channel.isWritable { holdReads() }
@@ -141,7 +153,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if requestEnded && responseEnded { finishIfDone() }
         switch state {
-        case .connecting, .forwarding, .backingOff:
+        case .connecting, .forwarding, .backingOff, .filtering:
             record?.flags.insert(.downstreamConnectionTermination)
             if case .forwarding(let upstream) = state { upstream.finish(reusable: false) }
             if case .backingOff(let next) = state { next.cancel() }
@@ -216,7 +228,38 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let snapshot = connection.routing()
         var random = RequestRandomness()
-        guard let decision = snapshot.routeTable(for: config)?.route(request, randomValue: random.next()) else {
+        let decision = snapshot.routeTable(for: config)?.route(request, randomValue: random.next())
+        filters = HTTPFilterRegistry.makeFilters(config.filters, route: decision, observer: connection.observer)
+        if filters.isEmpty { return route(request, decision: decision, snapshot: snapshot, context: context) }
+        // The filters see the route first, as Envoy's do; the router (below) acts on it last.
+        filtered = (request, decision, snapshot)
+        nextFilter = 0
+        runFilters()
+    }
+
+    /// Asks the filters from `nextFilter` on, then the router, unless one holds or answers the request.
+    private func runFilters() {
+        guard let (request, decision, snapshot) = filtered, let context else { return }
+        while nextFilter < filters.count {
+            let filter = filters[nextFilter]
+            nextFilter += 1
+            switch filter.decodeHeaders(request, route: decision, stream: self) {
+            case .proceed: continue
+            case .hold:
+                state = .filtering
+                return
+            case .reply(let reply):
+                filtered = nil
+                return localReply(reply, to: request)
+            }
+        }
+        filtered = nil
+        route(request, decision: decision, snapshot: snapshot, context: context)
+    }
+
+    /// The router: forwards the request by its route, or answers it (no route, a direct response, a redirect).
+    private func route(_ request: HTTPRequest, decision: RouteDecision?, snapshot: any HTTPRoutingSnapshot, context: ChannelHandlerContext) {
+        guard let decision else {
             return answer(.notFound, body: "", flags: .noRoute)
         }
         self.record?.routeName = decision.routeName
@@ -274,6 +317,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         if let policy = forwarding.retryPolicy, policy.retries > 0, upgrade == nil {
             retry = RetryState(policy: policy, method: request.method)
+            // Parts that came while a filter held the request are kept for retries as later ones are.
+            for part in heldParts { retry?.keep(part) }
         }
         self.upstreamRequest = upstreamRequest
         upstreamVersion = version
@@ -290,7 +335,9 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         holdsRequest = true
         let attempt = retry?.attempts ?? 1
         if countsAttempts { head.headerFields[ForwardedHeaders.attemptCount] = String(attempt) }
-        let replay = attempt > 1 ? retry?.keptParts ?? [] : []
+        // A retry sends the parts kept; the first attempt, those that came while a filter held the request.
+        let replay = attempt > 1 ? retry?.keptParts ?? [] : heldParts
+        heldParts = []
         if let perTry = retry?.policy.perTryTimeout {
             perTryTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(perTry)) { [self] in perTryTimedOut() }
         }
@@ -302,7 +349,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             idle.attach(self)
             idle.channel.write(HTTPRequestPart.head(head), promise: nil)
             for part in replay { idle.channel.write(part, promise: nil) }
-            if attempt > 1 { idle.channel.flush() }
+            if !replay.isEmpty { idle.channel.flush() }
             return
         }
         state = .connecting(pending: [.head(head)] + replay)
@@ -430,7 +477,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// resetting the downstream; either way with `flag`.
     private func expire(_ status: HTTPResponse.Status, body: String, flag: ResponseFlags) {
         switch state {
-        case .connecting, .forwarding, .backingOff:
+        case .connecting, .forwarding, .backingOff, .filtering:
             if case .forwarding(let upstream) = state { upstream.finish(reusable: false) }
             if case .backingOff(let next) = state { next.cancel() }
             if responseStarted {
@@ -477,6 +524,44 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         headers[ForwardedHeaders.overloaded] = "true"
         answer(.serviceUnavailable, body: "upstream connect error or disconnect/reset before headers. reset reason: overflow",
                flags: .upstreamOverflow, headers: headers)
+    }
+
+    /// A filter's local reply: as gRPC (HTTP 200, `grpc-status`) when it carries a gRPC status and the
+    /// request is gRPC, as Envoy's local replies are; else with its HTTP status and body.
+    private func localReply(_ reply: HTTPLocalReply, to request: HTTPRequest) {
+        guard let grpcStatus = reply.grpcStatus, request.headerFields[.contentType]?.hasPrefix("application/grpc") == true,
+              let context else {
+            return answer(reply.status, body: reply.body, flags: reply.flags)
+        }
+        releaseEndpoint()
+        state = .answered
+        record?.flags.formUnion(reply.flags)
+        record?.responseCode = 200
+        record?.grpcStatus = String(grpcStatus)
+        var response = HTTPResponse(status: .ok)
+        response.headerFields[ForwardedHeaders.contentType] = "application/grpc"
+        response.headerFields[ForwardedHeaders.server] = connection.config.serverName
+        var status = HTTPFields()
+        status[RequestHeaderNames.grpcStatus] = String(grpcStatus)
+        status[RequestHeaderNames.grpcMessage] = reply.body
+        if requestProtocol() == "HTTP/2" {
+            // Headers, then the status as trailers: the HTTP/2 codec ends a stream with a DATA or a
+            // trailers frame, so gRPC's one-frame trailers-only form is not available.
+            if connection.config.recordsForAccessLog { record?.responseHeaders = response.headerFields; record?.responseTrailers = status }
+            context.write(wrapOutboundOut(.head(response)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(status)), promise: nil)
+        } else {
+            // HTTP/1.1 has no trailers without chunking: trailers-only, the status in the headers.
+            response.headerFields.append(contentsOf: status)
+            response.headerFields[ForwardedHeaders.contentLength] = "0"
+            if connection.config.recordsForAccessLog { record?.responseHeaders = response.headerFields }
+            context.write(wrapOutboundOut(.head(response)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+        responseStarted = true
+        responseEnded = true
+        resumeReads()
+        if requestEnded { streamEnded() }
     }
 
     /// After the response began: the downstream cannot be told by status, so its stream (HTTP/2) or
@@ -537,6 +622,10 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func streamEnded() {
         guard var record else { return }
         self.record = nil
+        for filter in filters { filter.requestEnded() }
+        filters = []
+        filtered = nil
+        heldParts = []
         record.end = .now()
         state = .idle
         connection.observer?.streamEnded(record, on: connection.downstream, manager: connection.config)
@@ -668,4 +757,27 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
 
 enum RequestHeaderNames {
     static let grpcStatus = HTTPField.Name("grpc-status")!
+    static let grpcMessage = HTTPField.Name("grpc-message")!
+}
+
+// MARK: HTTP filters
+
+extension HTTPStreamHandler: HTTPFilterCallbacks {
+    // Filters run from `runFilters`, which runs only while the handler is in its pipeline.
+    var eventLoop: any EventLoop { context!.eventLoop }
+
+    func resume() {
+        guard case .filtering = state else { return }  // answered meanwhile (stream idle timeout) or gone
+        runFilters()
+    }
+
+    func reply(_ reply: HTTPLocalReply) {
+        guard case .filtering = state, let request = filtered?.request else { return }
+        filtered = nil
+        localReply(reply, to: request)
+    }
+
+    func addFlags(_ flags: ResponseFlags) {
+        record?.flags.formUnion(flags)
+    }
 }

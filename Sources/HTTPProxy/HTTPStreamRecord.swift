@@ -59,6 +59,7 @@ public struct HTTPStreamRecord: Sendable {
     /// Envoy's `%RESPONSE_CODE_DETAILS%`: why the response is what it is, by Envoy's names, from the flags
     /// and where the response came from. nil when nothing was answered.
     public var responseCodeDetails: String? {
+        if flags.contains(.faultInjected) { return "fault_filter_abort" }
         if flags.contains(.noRoute) { return "route_not_found" }
         if flags.contains(.noClusterFound) { return "cluster_not_found" }
         if flags.contains(.noHealthyUpstream) { return "no_healthy_upstream" }
@@ -111,4 +112,10 @@ public protocol HTTPStreamObserver: Sendable {
     /// A request's headers arrived.
     func streamStarted()
     func streamEnded(_ record: HTTPStreamRecord, on connection: DownstreamConnectionInfo, manager: HTTPConnectionManagerConfig)
+    /// A fault filter started (+1) or ended (-1) a fault: Envoy's `fault.active_faults` gauge.
+    func activeFaultsChanged(by delta: Int)
+}
+
+extension HTTPStreamObserver {
+    public func activeFaultsChanged(by delta: Int) {}
 }

@@ -28,10 +28,15 @@ public struct ResponseFlags: OptionSet, Sendable, Hashable, CustomStringConverti
     public static let streamIdleTimeout = Self(rawValue: 1 << 10)
     /// `URX`: the route's retries ran out (the last attempt's answer is the one sent).
     public static let upstreamRetryLimitExceeded = Self(rawValue: 1 << 11)
+    /// `DI`: the fault filter delayed the request.
+    public static let delayInjected = Self(rawValue: 1 << 12)
+    /// `FI`: the fault filter aborted the request.
+    public static let faultInjected = Self(rawValue: 1 << 13)
 
     /// In Envoy's order of printing.
     private static let names: [(Self, String)] = [
         (.noHealthyUpstream, "UH"), (.upstreamConnectionFailure, "UF"), (.upstreamOverflow, "UO"), (.noRoute, "NR"),
+        (.delayInjected, "DI"), (.faultInjected, "FI"),
         (.upstreamRequestTimeout, "UT"), (.upstreamConnectionTermination, "UC"), (.downstreamConnectionTermination, "DC"),
         (.upstreamRetryLimitExceeded, "URX"),
         (.noClusterFound, "NC"), (.downstreamProtocolError, "DPE"), (.upstreamProtocolError, "UPE"), (.streamIdleTimeout, "SI"),

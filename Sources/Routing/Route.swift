@@ -20,11 +20,15 @@ struct Route: Sendable {
         var maxDirectResponseBody: Int
         /// The virtual host's `retry_policy`, for routes without their own.
         var retryPolicy: RetryPolicy? = nil
+        /// The HTTP filters' per-route configurations of the levels around (`typed_per_filter_config`).
+        var filterConfigs = RouteFilterConfigs()
     }
 
     let name: String
     let match: RouteMatch
     let action: Action
+    /// `typed_per_filter_config` merged over the virtual host's and the route configuration's.
+    let filterConfigs: RouteFilterConfigs
 
     init(_ proto: Envoy_Config_Route_V3_Route, path: String, enclosing: Enclosing,
          notActedOn: inout [FieldNotActedOn]) throws(ConfigError) {
@@ -44,9 +48,9 @@ struct Route: Sendable {
         if proto.hasDecorator {
             notActedOn.append(.init(path: "\(path).decorator", reason: "Capstan does not trace, so no span takes its operation name"))
         }
-        if !proto.typedPerFilterConfig.isEmpty {
-            notActedOn.append(.init(path: "\(path).typed_per_filter_config", reason: "no HTTP filter reads per-route configuration yet"))
-        }
+        var filterConfigs = enclosing.filterConfigs
+        try filterConfigs.merge(proto.typedPerFilterConfig, path: "\(path).typed_per_filter_config", notActedOn: &notActedOn)
+        self.filterConfigs = filterConfigs
         switch proto.action {
         case .route(let route)?:
             action = try Self.forward(route, path: "\(path).route", match: match, enclosing: routeLevel, notActedOn: &notActedOn)
@@ -68,7 +72,7 @@ struct Route: Sendable {
         case .directResponse(let response): .directResponse(response)
         }
         return RouteDecision(virtualHost: virtualHost.name, routeName: name, routeIndex: index, action: decided,
-                             includesRequestAttemptCount: virtualHost.includesRequestAttemptCount)
+                             includesRequestAttemptCount: virtualHost.includesRequestAttemptCount, filterConfigs: filterConfigs)
     }
 
     // MARK: Decoding the action
@@ -143,7 +147,7 @@ struct Route: Sendable {
                 let entryPath = "\(weightedPath).clusters[\(index)]"
                 guard !entry.name.isEmpty else { throw ConfigError(path: "\(entryPath).name", message: "is required (cluster_header is not supported)") }
                 if !entry.typedPerFilterConfig.isEmpty {
-                    notActedOn.append(.init(path: "\(entryPath).typed_per_filter_config", reason: "no HTTP filter reads per-route configuration yet"))
+                    notActedOn.append(.init(path: "\(entryPath).typed_per_filter_config", reason: "a weighted cluster's own filter configuration is not read: the route's (or its virtual host's) applies"))
                 }
                 let headers = (
                     request: try HeaderMutations(adding: entry.requestHeadersToAdd, removing: entry.requestHeadersToRemove,

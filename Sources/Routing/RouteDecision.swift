@@ -20,6 +20,8 @@ public struct RouteDecision: Sendable {
     public let action: Action
     /// The virtual host's `include_request_attempt_count`: send `x-envoy-attempt-count` upstream.
     public let includesRequestAttemptCount: Bool
+    /// The HTTP filters' configurations for this route (`typed_per_filter_config`, most specific level).
+    public let filterConfigs: RouteFilterConfigs
 
     /// The cluster the request is forwarded to, if it is.
     public var cluster: String? {

@@ -26,12 +26,11 @@ public struct RouteTable: Sendable {
             ("internal_only_headers", !proto.internalOnlyHeaders.isEmpty, "the proxy does not yet tell internal requests from external ones"),
             ("validate_clusters", proto.hasValidateClusters && proto.validateClusters.value,
              "routes are not checked against the clusters known; a missing cluster answers 503 per request"),
-            ("typed_per_filter_config", !proto.typedPerFilterConfig.isEmpty, "no HTTP filter reads per-route configuration yet"),
             ("metadata", proto.hasMetadata, "route configuration metadata is read by no filter yet"),
         ] where given {
             notActedOn.append(.init(path: "\(path).\(field)", reason: reason))
         }
-        let configuration = Route.Enclosing(
+        var configuration = Route.Enclosing(
             requestHeaders: [try HeaderMutations(adding: proto.requestHeadersToAdd, removing: proto.requestHeadersToRemove,
                                                  path: path, fields: ("request_headers_to_add", "request_headers_to_remove"))],
             responseHeaders: [try HeaderMutations(adding: proto.responseHeadersToAdd, removing: proto.responseHeadersToRemove,
@@ -39,6 +38,7 @@ public struct RouteTable: Sendable {
             mostSpecificWins: proto.mostSpecificHeaderMutationsWins,
             // Envoy's default limit on a direct response's body is 4 KiB.
             maxDirectResponseBody: proto.hasMaxDirectResponseBodySizeBytes ? Int(proto.maxDirectResponseBodySizeBytes.value) : 4096)
+        try configuration.filterConfigs.merge(proto.typedPerFilterConfig, path: "\(path).typed_per_filter_config", notActedOn: &notActedOn)
         var virtualHosts: [VirtualHost] = []
         var paths: [String] = []
         for (index, virtualHost) in proto.virtualHosts.enumerated() {

@@ -28,11 +28,11 @@ public struct VirtualHost: Sendable {
         }
         for (field, given, reason) in [
             ("include_attempt_count_in_response", proto.includeAttemptCountInResponse, "responses carry no x-envoy-attempt-count yet"),
-            ("typed_per_filter_config", !proto.typedPerFilterConfig.isEmpty, "no HTTP filter reads per-route configuration yet"),
             ("metadata", proto.hasMetadata, "virtual host metadata is read by no filter yet"),
         ] where given {
             notActedOn.append(.init(path: "\(path).\(field)", reason: reason))
         }
+        try enclosing.filterConfigs.merge(proto.typedPerFilterConfig, path: "\(path).typed_per_filter_config", notActedOn: &notActedOn)
         var routes: [Route] = []
         for (index, route) in proto.routes.enumerated() {
             routes.append(try Route(route, path: "\(path).routes[\(index)]", enclosing: enclosing, notActedOn: &notActedOn))

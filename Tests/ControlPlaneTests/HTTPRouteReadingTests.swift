@@ -91,6 +91,54 @@ import Testing
         #expect(bad.problems.contains { $0.description.contains("spec.http[0].retries.retryOn: \"sometimes\" is neither") }, "\(bad.problems)")
     }
 
+    @Test func faultsBecomeEnvoysFaultFilterConfigurationAsIstiodTranslatesThem() throws {
+        let routes = """
+              - match: [{uri: {prefix: /slow}}]
+                fault: {delay: {fixedDelay: 300ms, percentage: {value: 12.5}}, abort: {httpStatus: 503, percentage: {value: 50}}}
+                route: [{destination: {host: payments, subset: v1}}]
+              - match: [{uri: {prefix: /old}}]
+                fault: {delay: {fixedDelay: 1s, percent: 20}, abort: {grpcStatus: UNAVAILABLE}}
+                route: [{destination: {host: payments, subset: v1}}]
+              - route: [{destination: {host: payments, subset: v2}}]
+            """
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(routes)]))])
+        let config = try #require(reading.config, "\(reading.problems)")
+        let http = try #require(config.virtualServices.first?.http)
+        #expect(http[2].fault == nil)
+        let first = HTTPRouteGenerator.faultConfig(try #require(http[0].fault))
+        #expect(first.delay.fixedDelay.nanos == 300_000_000)
+        #expect(first.delay.percentage.numerator == 125_000 && first.delay.percentage.denominator == .million)
+        #expect(first.abort.httpStatus == 503)
+        #expect(first.abort.percentage.numerator == 500_000 && first.abort.percentage.denominator == .million)
+        // The deprecated integer percent, of a hundred; an abort without a percentage has none (0 % in Envoy).
+        let second = HTTPRouteGenerator.faultConfig(try #require(http[1].fault))
+        #expect(second.delay.percentage.numerator == 20 && second.delay.percentage.denominator == .hundred)
+        #expect(second.abort.grpcStatus == 14 && !second.abort.hasPercentage)
+        // On the route, under the filter's name.
+        let generated = HTTPRouteGenerator.routes(http[0], port: 9080, config: config)
+        let any = try #require(generated.first?.typedPerFilterConfig["envoy.filters.http.fault"])
+        #expect(any.typeURL == "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault")
+        #expect(HTTPRouteGenerator.routes(http[2], port: 9080, config: config).first?.typedPerFilterConfig.isEmpty == true)
+    }
+
+    @Test(arguments: [
+        ("fault: {abort: {httpStatus: 600, percentage: {value: 10}}}", "spec.http[0].fault.abort.httpStatus: 600 is out of range 200-599"),
+        ("fault: {abort: {httpStatus: 503, percentage: {value: 100.5}}}", "spec.http[0].fault.abort.percentage.value: 100.5 is out of range 0-100"),
+        ("fault: {abort: {grpcStatus: SOMETIMES}}", "spec.http[0].fault.abort.grpcStatus: \"SOMETIMES\" is not a gRPC status code name"),
+        ("fault: {abort: {percentage: {value: 10}}}", "spec.http[0].fault.abort: needs httpStatus or grpcStatus"),
+        ("fault: {delay: {fixedDelay: 0s}}", "spec.http[0].fault.delay.fixedDelay: must be at least 1ms"),
+        ("fault: {delay: {fixedDelay: 1s, percent: 101}}", "spec.http[0].fault.delay.percent: 101 is out of range 0-100"),
+        ("fault: {delay: {exponentialDelay: 1s}}", "spec.http[0].fault.delay.exponentialDelay: is not supported"),
+        ("fault: {}", "spec.http[0].fault: needs delay or abort"),
+    ])
+    func faultProblemsNameTheField(fault: String, message: String) {
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(
+            "  - \(fault)\n    route: [{destination: {host: payments}}]")]))])
+        #expect(reading.config == nil)
+        #expect(reading.problems.contains { $0.description.contains("mesh.yaml") && $0.description.contains("VirtualService shop/payments: " + message) },
+                "\(reading.problems)")
+    }
+
     @Test func routesOfTheWrongKindForAHostsPortsAreWarnings() throws {
         // TCP routes for payments, whose only port is now HTTP; http routes for ledger, whose only port is TCP.
         let tcp = Documents.virtualService(90, 10)

@@ -4,14 +4,15 @@ echo.proto, compiled at start by grpcio-tools) and websockets. None of them read
 environment. Tests run it inside a network namespace they made.
 
 usage:
-  http_client.py httpx URL [--http2] [--count N] [--body-bytes N] [--method M] [--header NAME:VALUE ...]
+  http_client.py httpx URL [--http2] [--count N] [--body-bytes N] [--method M] [--header NAME:VALUE ...] [--tally]
       N requests (default 1), one after the other on one connection. A body of N bytes (byte i is i % 251;
       POST unless --method says otherwise) goes with each. Prints {"requests": [{"status", "upstream"
-      (x-upstream-name or null), "http_version", "local_port" (the same for all: one connection),
+      (x-upstream-name or null), "http_version", "local_port" (the same for all: one connection), "elapsed_ms",
       "body_bytes" (received), "body_sha_ok", "json" (the body, when it is JSON)}]}. body_sha_ok is
       checked against x-body-sha256 when the response has it (/bytes/N), against the request body for
       /echo, and against the upstream's body_sha256 (what it received) when the body is http_upstream.py's
-      JSON; null when there is nothing to check.
+      JSON; null when there is nothing to check. With --tally, only how many requests got each status and
+      the client ports used: {"statuses": {"200": N, ...}, "local_ports": [...]} (for thousands of requests).
   http_client.py grpc TARGET unary|server-stream|bidi [--fail-with CODE] [--authority A] [--message M]
                       [--repeat N] [--count N] [--calls N] [--metadata KEY=VALUE ...] [--timeout S]
       One call of capstan.test.Echo (bidi: --count requests, default 3; --fail-with goes with the last), or
@@ -68,6 +69,7 @@ def run_httpx(arguments):
     method = arguments.method or ("POST" if body is not None else "GET")
     headers = headers_from(arguments.header)
     result = {"requests": []}
+    statuses, ports = {}, set()
     # http1=False with http2=True: HTTP/2 with prior knowledge on a cleartext URL.
     with httpx.Client(http1=not arguments.http2, http2=arguments.http2, trust_env=False,
                       timeout=arguments.timeout) as client:
@@ -78,8 +80,14 @@ def run_httpx(arguments):
                 finish(result, f"{type(error).__name__}: {error or 'no detail'} ({arguments.url})")
             stream = response.extensions.get("network_stream")
             local = stream.get_extra_info("client_addr") if stream is not None else None
+            if arguments.tally:
+                statuses[str(response.status_code)] = statuses.get(str(response.status_code), 0) + 1
+                if local:
+                    ports.add(local[1])
+                continue
             entry = {"status": response.status_code, "upstream": response.headers.get("x-upstream-name"),
                      "http_version": response.http_version, "local_port": local[1] if local else None,
+                     "elapsed_ms": response.elapsed.total_seconds() * 1000,
                      "body_bytes": len(response.content), "body_sha_ok": None}
             if "x-body-sha256" in response.headers:
                 entry["body_sha_ok"] = sha256(response.content) == response.headers["x-body-sha256"]
@@ -93,6 +101,8 @@ def run_httpx(arguments):
                 if isinstance(entry["json"], dict) and "body_sha256" in entry["json"]:
                     entry["body_sha_ok"] = entry["json"]["body_sha256"] == sha256(body or b"")
             result["requests"].append(entry)
+    if arguments.tally:
+        result = {"statuses": statuses, "local_ports": sorted(ports)}
     finish(result)
 
 
@@ -198,6 +208,7 @@ def main():
     httpx_command.add_argument("--method")
     httpx_command.add_argument("--header", action="append", metavar="NAME:VALUE")
     httpx_command.add_argument("--timeout", type=float, default=10.0)
+    httpx_command.add_argument("--tally", action="store_true", help="print only the count of each status")
     httpx_command.set_defaults(run=run_httpx)
 
     grpc_command = commands.add_parser("grpc", help="a call of capstan.test.Echo with grpcio")

@@ -1,0 +1,49 @@
+import HTTPTypes
+import NIOCore
+import Routing
+
+/// One HTTP filter of a connection manager's chain, Envoy's decoder filter life cycle on the request's
+/// headers: each filter, in configured order, lets the request go on, holds it (and resumes or answers it
+/// later, from its event loop), or answers it here. The router, the last filter of every chain, is the
+/// ``HTTPStreamHandler`` itself. Filters are made by ``HTTPFilterRegistry`` for each request they have
+/// something to do on (Envoy makes them per stream), once it is routed, and used on its event loop only.
+///
+/// The body and trailers phases are not here yet: while a filter holds a request, the stream keeps its
+/// body parts and sends them on once the request goes on.
+protocol HTTPFilter: AnyObject {
+    /// The request's headers, with its route (nil: none matched; the router will answer 404).
+    func decodeHeaders(_ request: HTTPRequest, route: RouteDecision?, stream: any HTTPFilterCallbacks) -> HTTPFilterStatus
+    /// The request is over (answered, its exchange done, or the client gone): timers are cancelled and
+    /// what it held released. Called for every request, whatever the filter decided.
+    func requestEnded()
+}
+
+/// What a filter decided about a request's headers.
+enum HTTPFilterStatus {
+    /// On to the next filter (the router last).
+    case proceed
+    /// Held: the filter calls ``HTTPFilterCallbacks/resume()`` or ``HTTPFilterCallbacks/reply(_:)`` later.
+    case hold
+    /// Answered here.
+    case reply(HTTPLocalReply)
+}
+
+/// A response the proxy makes itself (Envoy's local reply).
+struct HTTPLocalReply {
+    var status: HTTPResponse.Status
+    var body: String
+    var flags: ResponseFlags
+    /// For a gRPC request: answered as gRPC, HTTP 200 with this `grpc-status` (and the body as `grpc-message`).
+    var grpcStatus: Int?
+}
+
+/// The stream as its filters see it (Envoy's decoder filter callbacks), used on its event loop only.
+protocol HTTPFilterCallbacks: AnyObject {
+    var eventLoop: any EventLoop { get }
+    /// A held request goes on to the next filter.
+    func resume()
+    /// A held request is answered here.
+    func reply(_ reply: HTTPLocalReply)
+    /// Response flags for the access log and metrics (`DI`).
+    func addFlags(_ flags: ResponseFlags)
+}
