@@ -388,6 +388,7 @@ enum XDSResourceDecoder {
             connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, maxConnections: maxConnections,
             loadBalancing: loadBalancing, transportSocket: socket, fieldsNotActedOn: notActedOn, transportSocketMatches: matches)
         try protocolOptions(proto.typedExtensionProtocolOptions, path: path, into: &cluster)
+        try outlierDetection(of: proto, path: path, into: &cluster)
         cluster.serviceHost = istioServiceHost(proto.metadata, notActedOn: &cluster.fieldsNotActedOn)
         if case .stringValue(let override)? = proto.metadata.filterMetadata["istio"]?.fields["alpn_override"]?.kind, override == "false" {
             cluster.allowsALPNOverride = false
