@@ -121,14 +121,18 @@ public struct DestinationRule: Sendable, Equatable {
         public var tlsMode: TLSMode?
         /// `connectionPool.http.h2UpgradePolicy`: `UPGRADE` true, `DO_NOT_UPGRADE` false, else nil.
         public var http2Upgrade: Bool? = nil
+        /// `outlierDetection`; a subset's replaces the rule's whole, as istiod merges it.
+        public var outlierDetection: OutlierDetection? = nil
 
         /// This policy with the fields `other` leaves unset taken from here (a subset's over the rule's).
         func overridden(by other: TrafficPolicy?) -> TrafficPolicy {
             guard let other else { return self }
-            return TrafficPolicy(loadBalancer: other.loadBalancer ?? loadBalancer,
+            var merged = TrafficPolicy(loadBalancer: other.loadBalancer ?? loadBalancer,
                                  maxConnections: other.maxConnections ?? maxConnections,
                                  connectTimeout: other.connectTimeout ?? connectTimeout,
                                  tlsMode: other.tlsMode ?? tlsMode, http2Upgrade: other.http2Upgrade ?? http2Upgrade)
+            merged.outlierDetection = other.outlierDetection ?? outlierDetection
+            return merged
         }
     }
 

@@ -304,6 +304,9 @@ private struct Builder {
                 policy.connectTimeout = try tcp.optional("connectTimeout")?.goDuration()
             }
         }
+        policy.outlierDetection = try reader.optional("outlierDetection").map { reader throws(ConfigError) in
+            try OutlierDetectionReader.read(reader, warnings: &warnings)
+        }
         if let tls = try reader.optional("tls") {
             try tls.ignoringUnknown(["mode"], warnings: &warnings)
             if let mode = try tls.optional("mode") {

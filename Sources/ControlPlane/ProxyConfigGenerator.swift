@@ -453,6 +453,7 @@ struct ProxyConfigGenerator: Sendable {
             threshold.maxConnections = Google_Protobuf_UInt32Value(UInt32(maxConnections))
             cluster.circuitBreakers.thresholds = [threshold]
         }
+        if let outlier = policy.outlierDetection { applyOutlierDetection(outlier, to: &cluster) }
         return cluster
     }
 
