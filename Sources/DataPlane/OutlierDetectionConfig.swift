@@ -1,3 +1,5 @@
+import Configuration
+
 /// A cluster's `outlier_detection`, the parts Capstan acts on: ejection of hosts that fail requests in a
 /// row (Envoy's consecutive 5xx, consecutive gateway failure and consecutive local-origin failure
 /// detectors), for a time that grows with each ejection. Envoy's defaults where a field is absent.
@@ -29,4 +31,31 @@ public struct OutlierDetectionConfig: Sendable, Equatable {
 
     /// The cap actually applied: Envoy never caps below the base ejection time.
     var ejectionTimeCap: Duration { max(baseEjectionTime, maxEjectionTime) }
+}
+
+extension OutlierDetectionConfig {
+    /// As `/config_dump` shows it: Envoy's field names, with every value in force (defaults too).
+    var dump: ConfigValue {
+        func count(_ value: Int) -> ConfigValue { .number(Double(value)) }
+        return .object([
+            "consecutive_5xx": count(consecutive5xx), "consecutive_gateway_failure": count(consecutiveGatewayFailure),
+            "consecutive_local_origin_failure": count(consecutiveLocalOriginFailure),
+            "enforcing_consecutive_5xx": count(enforcingConsecutive5xx),
+            "enforcing_consecutive_gateway_failure": count(enforcingConsecutiveGatewayFailure),
+            "enforcing_consecutive_local_origin_failure": count(enforcingConsecutiveLocalOriginFailure),
+            "split_external_local_origin_errors": .bool(splitExternalLocalOriginErrors),
+            "interval": .string(Self.text(interval)), "base_ejection_time": .string(Self.text(baseEjectionTime)),
+            "max_ejection_time": .string(Self.text(ejectionTimeCap)), "max_ejection_time_jitter": .string(Self.text(maxEjectionTimeJitter)),
+            "max_ejection_percent": count(maxEjectionPercent),
+        ])
+    }
+
+    /// A protobuf JSON duration, to the millisecond: `30s`, `0.250s`.
+    private static func text(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let milliseconds = attoseconds / 1_000_000_000_000_000
+        guard milliseconds > 0 else { return "\(seconds)s" }
+        let fraction = String(milliseconds)
+        return "\(seconds).\(String(repeating: "0", count: 3 - fraction.count))\(fraction)s"
+    }
 }

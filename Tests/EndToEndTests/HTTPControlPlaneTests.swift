@@ -346,6 +346,8 @@ import Testing
             let hosts = try proxy.admin("GET", "/clusters").body
             #expect(hosts.contains("outbound|9080||payments.shop.svc.cluster.local::198.51.100.99:8080::health_flags::/failed_outlier_check"), "\(hosts)")
             #expect(hosts.contains("outbound|9080||payments.shop.svc.cluster.local::198.51.100.10:8080::health_flags::healthy"), "\(hosts)")
+            let dump = try proxy.admin("GET", "/config_dump").body.replacingOccurrences(of: " ", with: "")
+            #expect(dump.contains(#""base_ejection_time":"30s""#) && dump.contains(#""interval":"1s""#), "the outlier detection in force is dumped")
 
             let retries = try mesh.stat("\(cluster).upstream_rq_retry")
             let (upstreams, _) = try requests(mesh, count: 50)
