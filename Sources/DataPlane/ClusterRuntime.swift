@@ -128,7 +128,10 @@ final class ClusterRuntime: Sendable {
 
     private static func outlierDetection(_ config: BootstrapConfig.Cluster, stats: ClusterStats, previous: ClusterRuntime?,
                                          timerLoop: (any EventLoop)?) -> (OutlierDetector?, RepeatedTask?) {
+        // The detector this runtime replaces stops, so that it cannot move the statistics they share.
+        defer { previous?.outlierDetector?.retire() }
         guard let settings = config.outlierDetection, case .endpoints(let endpoints) = config.discovery, !endpoints.isEmpty else {
+            if previous?.outlierDetector != nil { stats.outlierDetection.ejectionsActive.set(0) }
             return (nil, nil)
         }
         let detector = OutlierDetector(config: settings, addresses: endpoints.map(\.address), stats: stats.outlierDetection)

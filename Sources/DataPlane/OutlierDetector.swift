@@ -61,6 +61,9 @@ final class OutlierDetector: Sendable {
     /// Hosts ejected now: the request path's one check when none is, and the count that
     /// `max_ejection_percent` is applied to (the detector's own, never a stat's: Istio's #20135).
     private let ejectedCount = ManagedAtomic(0)
+    /// Set once a newer detector for the cluster took over: this one no longer counts, ejects or sweeps,
+    /// so that it cannot move the statistics the two share.
+    private let retired = ManagedAtomic(false)
     private let ejections: NIOLockedValueBox<[Ejection]>
     /// A number in 0..<100 per detection, compared with `enforcing_*` (tests fix it).
     private let roll: @Sendable () -> Int
@@ -80,6 +83,9 @@ final class OutlierDetector: Sendable {
         stats.markConfigured()
         stats.ejectionsActive.set(0)
     }
+
+    /// A newer detector took over (requests still in flight through the old cluster report nowhere).
+    func retire() { retired.store(true, ordering: .relaxed) }
 
     /// Takes over the state of the hosts `previous` also had (by address): an endpoint update keeps
     /// ejections and multipliers, as Envoy keeps its hosts across EDS updates.
@@ -117,7 +123,7 @@ final class OutlierDetector: Sendable {
     /// local-origin failures count as the status the router answers for them (a connect failure or reset
     /// 503, a timeout 504), as Envoy maps them.
     func record(_ outcome: UpstreamOutcome, host index: Int, now: NIODeadline = .now()) {
-        guard hosts.indices.contains(index) else { return }
+        guard hosts.indices.contains(index), !retired.load(ordering: .relaxed) else { return }
         let host = hosts[index]
         switch outcome {
         case .response(let status):
@@ -183,7 +189,7 @@ final class OutlierDetector: Sendable {
     private func detected(_ detection: Detection, index: Int, now: NIODeadline) {
         let host = hosts[index]
         ejections.withLockedValue { state in
-            guard !host.ejected.load(ordering: .relaxed) else { return }
+            guard !host.ejected.load(ordering: .relaxed), !retired.load(ordering: .relaxed) else { return }
             stats.detected(detection)
             host.counter(detection).store(0, ordering: .relaxed)
             let after = Double(ejectedCount.load(ordering: .relaxed) + 1) * 100 / Double(hosts.count)
@@ -209,6 +215,7 @@ final class OutlierDetector: Sendable {
     /// Envoy's interval timer: hosts whose ejection time is up come back with their counters at zero;
     /// a host that stayed in for an interval since it came back has its multiplier lowered by one.
     func sweep(now: NIODeadline = .now()) {
+        guard !retired.load(ordering: .relaxed) else { return }
         ejections.withLockedValue { state in
             for index in hosts.indices {
                 let host = hosts[index]

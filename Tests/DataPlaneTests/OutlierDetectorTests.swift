@@ -169,6 +169,11 @@ import XDS
         #expect(after.outlierDetector?.isEjected(0) == true)
         #expect(after.outlierDetector?.ejectedHosts == 1)
         #expect(after.stats.outlierDetection.ejectionsActive.value == 1)
+        // The replaced detector, still reached by requests in flight, no longer ejects or sweeps.
+        before.outlierDetector?.record(.response(status: 500), host: 0)
+        before.outlierDetector?.sweep(now: .now() + .seconds(3600))
+        #expect(before.outlierDetector?.isEjected(0) == false)
+        #expect(after.stats.outlierDetection.ejectionsActive.value == 1)
     }
 
     // MARK: Decoding
