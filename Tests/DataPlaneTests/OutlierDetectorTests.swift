@@ -71,6 +71,42 @@ import XDS
         #expect(split.stats.detections(.consecutive5xx) == 0)
     }
 
+    @Test func aHostBackFromEjectionNeedsTheWholeThresholdAgain() throws {
+        // Envoy's #40697: every ejection, not only the first, after consecutive_gateway_failure 504s; the
+        // 5xx count that rose with them starts again too.
+        let detector = try detector(2) {
+            $0.consecutiveGatewayFailure = 3; $0.enforcingConsecutiveGatewayFailure = 100; $0.maxEjectionPercent = 50
+            $0.interval = .seconds(1); $0.baseEjectionTime = .seconds(5)
+        }
+        var now = Self.start
+        for round in 1...3 {
+            for failure in 1...3 {
+                #expect(!detector.isEjected(0), "round \(round), before failure \(failure)")
+                detector.record(.response(status: 504), host: 0, now: now)
+            }
+            #expect(detector.isEjected(0), "round \(round)")
+            while detector.isEjected(0) {
+                now = now + .seconds(1)
+                detector.sweep(now: now)
+            }
+        }
+        #expect(detector.stats.detections(.consecutive5xx) == 0)
+        #expect(detector.stats.enforcements(.consecutiveGatewayFailure) == 3)
+    }
+
+    @Test func onlyGatewayErrorsGivenStillLeavesEnvoysDefaultFiveConsecutive5xx() throws {
+        // Istio's #43357: with consecutiveGatewayErrors alone, consecutive_5xx keeps Envoy's default (5,
+        // enforced at 100 %), so five 500s eject as well; consecutive5xxErrors: 0 turns it off.
+        let gatewayOnly = try detector(2) { $0.consecutiveGatewayFailure = 3; $0.enforcingConsecutiveGatewayFailure = 100; $0.maxEjectionPercent = 50 }
+        for _ in 1...5 { gatewayOnly.record(.response(status: 500), host: 0, now: Self.start) }
+        #expect(gatewayOnly.isEjected(0))
+        let off = try detector(2) {
+            $0.consecutive5xx = 0; $0.consecutiveGatewayFailure = 3; $0.enforcingConsecutiveGatewayFailure = 100; $0.maxEjectionPercent = 50
+        }
+        for _ in 1...20 { off.record(.response(status: 500), host: 0, now: Self.start) }
+        #expect(!off.isEjected(0))
+    }
+
     @Test func enforcementIsAPercentChance() throws {
         let never = try detector(2, roll: 40) { $0.consecutive5xx = 1; $0.enforcingConsecutive5xx = 40; $0.maxEjectionPercent = 50 }
         never.record(.response(status: 500), host: 0, now: Self.start)
