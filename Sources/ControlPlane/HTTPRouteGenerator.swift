@@ -158,6 +158,7 @@ enum HTTPRouteGenerator {
             route.name = "default"
             route.match.prefix = "/"
             route.route = forward(cluster: ProxyConfigGenerator.clusterName(port: port, subset: "", host: host), timeout: nil)
+            if let hash = hashPolicy(host: host, subset: nil, config: config) { route.route.hashPolicy = [hash] }
             virtualHost.routes = [route]
         } else {
             for service in services {
@@ -201,6 +202,9 @@ enum HTTPRouteGenerator {
                     }
                     action.weightedClusters = weighted
                 }
+                // A weighted route hashes only if every destination hashes alike.
+                let hashes = destinations.map { hashPolicy(host: $0.host, subset: $0.subset, config: config) }
+                if let hash = hashes.first ?? nil, hashes.allSatisfy({ $0 == hash }) { action.hashPolicy = [hash] }
                 if let uri = route.rewriteURI {
                     switch match?.uri {
                     case nil, .prefix?: action.prefixRewrite = uri
@@ -245,6 +249,25 @@ enum HTTPRouteGenerator {
             }
             return result
         }
+    }
+
+    /// The hash policy of requests to `host` (its `subset`), as istiod derives it from the DestinationRule's
+    /// `consistentHash` (a subset's load balancer over the rule's); nil without one.
+    static func hashPolicy(host: String, subset: String?, config: MeshConfig) -> Envoy_Config_Route_V3_RouteAction.HashPolicy? {
+        guard let rule = config.destinationRules.first(where: { $0.host == host }) else { return nil }
+        let policy = rule.trafficPolicy.overridden(by: rule.subsets.first { $0.name == subset }?.trafficPolicy)
+        guard case .consistentHash(let hash)? = policy.loadBalancer else { return nil }
+        var result = Envoy_Config_Route_V3_RouteAction.HashPolicy()
+        switch hash.key {
+        case .header(let name): result.header.headerName = name
+        case .cookie(let name, let path, let ttl):
+            result.cookie.name = name
+            if let path { result.cookie.path = path }
+            if let ttl { result.cookie.ttl = ProxyConfigGenerator.protoDuration(ttl) }
+        case .sourceIP: result.connectionProperties.sourceIp = true
+        case .queryParameter(let name): result.queryParameter.name = name
+        }
+        return result
     }
 
     /// A destination's cluster: its port, else the service's only port, else the port routed.
@@ -446,18 +469,31 @@ enum HTTPRouteGenerator {
         return filter
     }
 
-    /// `typed_extension_protocol_options` of a cluster on an HTTP port: explicit HTTP/2 for `http2` and
-    /// `grpc` ports and for DestinationRule `h2UpgradePolicy: UPGRADE`; nil (HTTP/1.1) otherwise.
-    /// A sniffed port's cluster speaks the downstream's version (`use_downstream_protocol_config`).
+    /// `typed_extension_protocol_options` of a cluster: explicit HTTP/2 on `http2` and `grpc` ports and
+    /// for DestinationRule `h2UpgradePolicy: UPGRADE`; a sniffed port's cluster speaks the downstream's
+    /// version (`use_downstream_protocol_config`); and the connection pool's idle timeout, requests per
+    /// connection and connection duration as common options, as istiod sets them (on any port). Empty:
+    /// HTTP/1.1 with Envoy's defaults.
     static func protocolOptions(_ proto: ServiceProtocol, policy: DestinationRule.TrafficPolicy, sniffed: Bool = false) throws -> [String: Google_Protobuf_Any] {
         var options = Envoy_Extensions_Upstreams_Http_V3_HttpProtocolOptions()
         if sniffed && proto == .unknown {
             options.useDownstreamProtocolConfig.httpProtocolOptions = Envoy_Config_Core_V3_Http1ProtocolOptions()
             options.useDownstreamProtocolConfig.http2ProtocolOptions = Envoy_Config_Core_V3_Http2ProtocolOptions()
-            return ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions": try Google_Protobuf_Any(message: options)]
+        } else if proto.isHTTP, proto.requiresHTTP2 || (proto == .http && policy.connectionPool?.http2Upgrade == true) {
+            options.explicitHTTPConfig.http2ProtocolOptions = Envoy_Config_Core_V3_Http2ProtocolOptions()
         }
-        guard proto.isHTTP, proto.requiresHTTP2 || (proto == .http && policy.http2Upgrade == true) else { return [:] }
-        options.explicitHTTPConfig.http2ProtocolOptions = Envoy_Config_Core_V3_Http2ProtocolOptions()
+        if let pool = policy.connectionPool {
+            if let idle = pool.idleTimeout ?? pool.tcpIdleTimeout {
+                options.commonHTTPProtocolOptions.idleTimeout = ProxyConfigGenerator.protoDuration(idle)
+            }
+            if let requests = pool.maxRequestsPerConnection {
+                options.commonHTTPProtocolOptions.maxRequestsPerConnection = Google_Protobuf_UInt32Value(UInt32(requests))
+            }
+            if let duration = pool.maxConnectionDuration {
+                options.commonHTTPProtocolOptions.maxConnectionDuration = ProxyConfigGenerator.protoDuration(duration)
+            }
+        }
+        guard options != Envoy_Extensions_Upstreams_Http_V3_HttpProtocolOptions() else { return [:] }
         return ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions": try Google_Protobuf_Any(message: options)]
     }
 }

@@ -112,25 +112,73 @@ public struct DestinationRule: Sendable, Equatable {
         case istioMutual = "ISTIO_MUTUAL"
     }
 
-    public struct TrafficPolicy: Sendable, Equatable {
-        /// `ROUND_ROBIN`, `LEAST_REQUEST` (Istio's `LEAST_CONN`), `RANDOM`.
-        public var loadBalancer: String?
+    /// `trafficPolicy.connectionPool`: the cluster's circuit breakers and connection settings. Values of
+    /// 0 are unset, as istiod reads them.
+    public struct ConnectionPool: Sendable, Equatable {
+        /// `tcp.maxConnections`: the circuit breaker's `max_connections`.
         public var maxConnections: Int?
         public var connectTimeout: Duration?
+        /// `tcp.maxConnectionDuration` and `tcp.idleTimeout`.
+        public var maxConnectionDuration: Duration?
+        public var tcpIdleTimeout: Duration?
+        /// `http.http1MaxPendingRequests`, `http.http2MaxRequests` and `http.maxRetries`: the circuit
+        /// breaker's `max_pending_requests`, `max_requests` and `max_retries`.
+        public var http1MaxPendingRequests: Int?
+        public var http2MaxRequests: Int?
+        public var maxRetries: Int?
+        /// `http.maxRequestsPerConnection` and `http.idleTimeout` (which wins over `tcp.idleTimeout`).
+        public var maxRequestsPerConnection: Int?
+        public var idleTimeout: Duration?
+        /// `http.h2UpgradePolicy`: `UPGRADE` true, `DO_NOT_UPGRADE` false, else nil.
+        public var http2Upgrade: Bool?
+
+        public init(maxConnections: Int? = nil, connectTimeout: Duration? = nil, http2Upgrade: Bool? = nil) {
+            self.maxConnections = maxConnections
+            self.connectTimeout = connectTimeout
+            self.http2Upgrade = http2Upgrade
+        }
+    }
+
+    /// `trafficPolicy.loadBalancer`.
+    public enum LoadBalancer: Sendable, Equatable {
+        /// `simple`: `ROUND_ROBIN`, `LEAST_REQUEST` (Istio's `LEAST_CONN`), `RANDOM`.
+        case simple(String)
+        case consistentHash(ConsistentHash)
+    }
+
+    /// `loadBalancer.consistentHash`: what requests hash by (the routes' `hash_policy`), and the cluster's
+    /// RING_HASH ring or MAGLEV table.
+    public struct ConsistentHash: Sendable, Equatable {
+        public enum Key: Sendable, Equatable {
+            case header(String)
+            case cookie(name: String, path: String?, ttl: Duration?)
+            case sourceIP
+            case queryParameter(String)
+        }
+        public enum Table: Sendable, Equatable {
+            /// `ringHash` (or the deprecated `minimumRingSize`); nil: Envoy's default size.
+            case ring(minimumSize: Int?)
+            case maglev(tableSize: Int?)
+        }
+        public var key: Key
+        public var table: Table
+    }
+
+    public struct TrafficPolicy: Sendable, Equatable {
+        public var loadBalancer: LoadBalancer?
+        public var connectionPool: ConnectionPool?
         /// nil: no `tls` setting, so Istio's auto mTLS decides (see ``ProxyConfigGenerator``).
         public var tlsMode: TLSMode?
-        /// `connectionPool.http.h2UpgradePolicy`: `UPGRADE` true, `DO_NOT_UPGRADE` false, else nil.
-        public var http2Upgrade: Bool? = nil
         /// `outlierDetection`; a subset's replaces the rule's whole, as istiod merges it.
         public var outlierDetection: OutlierDetection? = nil
 
-        /// This policy with the fields `other` leaves unset taken from here (a subset's over the rule's).
+        /// This policy with the settings `other` gives taken from it (a subset's over the rule's), each
+        /// whole, as istiod merges them: a subset's `connectionPool` replaces the rule's, field by field
+        /// unset ones included.
         func overridden(by other: TrafficPolicy?) -> TrafficPolicy {
             guard let other else { return self }
-            var merged = TrafficPolicy(loadBalancer: other.loadBalancer ?? loadBalancer,
-                                 maxConnections: other.maxConnections ?? maxConnections,
-                                 connectTimeout: other.connectTimeout ?? connectTimeout,
-                                 tlsMode: other.tlsMode ?? tlsMode, http2Upgrade: other.http2Upgrade ?? http2Upgrade)
+            var merged = TrafficPolicy(loadBalancer: other.loadBalancer ?? loadBalancer, connectionPool: other.connectionPool ?? connectionPool,
+                                       tlsMode: other.tlsMode ?? tlsMode)
             merged.outlierDetection = other.outlierDetection ?? outlierDetection
             return merged
         }

@@ -275,34 +275,10 @@ private struct Builder {
         try reader.ignoringUnknown(["loadBalancer", "connectionPool", "tls", "outlierDetection", "portLevelSettings"], warnings: &warnings)
         var policy = DestinationRule.TrafficPolicy()
         if let balancer = try reader.optional("loadBalancer") {
-            try balancer.ignoringUnknown(["simple"], warnings: &warnings)
-            if let simple = try balancer.optional("simple") {
-                switch try simple.string() {
-                case "ROUND_ROBIN", "UNSPECIFIED": policy.loadBalancer = "ROUND_ROBIN"
-                case "LEAST_REQUEST", "LEAST_CONN": policy.loadBalancer = "LEAST_REQUEST"
-                case "RANDOM": policy.loadBalancer = "RANDOM"
-                case let other: throw simple.fail("\"\(other)\" is not supported (ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM)")
-                }
-            }
+            policy.loadBalancer = try loadBalancer(balancer, warnings: &warnings)
         }
         if let pool = try reader.optional("connectionPool") {
-            try pool.ignoringUnknown(["tcp", "http"], warnings: &warnings)
-            if let http = try pool.optional("http") {
-                try http.ignoringUnknown(["h2UpgradePolicy"], warnings: &warnings)
-                if let upgrade = try http.optional("h2UpgradePolicy") {
-                    switch try upgrade.string() {
-                    case "UPGRADE": policy.http2Upgrade = true
-                    case "DO_NOT_UPGRADE": policy.http2Upgrade = false
-                    case "DEFAULT": break
-                    case let other: throw upgrade.fail("\"\(other)\" is not an h2UpgradePolicy (DEFAULT, DO_NOT_UPGRADE, UPGRADE)")
-                    }
-                }
-            }
-            if let tcp = try pool.optional("tcp") {
-                try tcp.ignoringUnknown(["maxConnections", "connectTimeout"], warnings: &warnings)
-                policy.maxConnections = try tcp.optional("maxConnections")?.integer(in: 1...Int(Int32.max))
-                policy.connectTimeout = try tcp.optional("connectTimeout")?.goDuration()
-            }
+            policy.connectionPool = try connectionPool(pool, warnings: &warnings)
         }
         policy.outlierDetection = try reader.optional("outlierDetection").map { reader throws(ConfigError) in
             try OutlierDetectionReader.read(reader, warnings: &warnings)
@@ -324,6 +300,99 @@ private struct Builder {
             }
         }
         return policy
+    }
+
+    /// `loadBalancer`: `simple`, or `consistentHash` with one hash key and its ring or Maglev table
+    /// (`localityLbSetting` and `warmupDurationSecs` are warned as ignored).
+    static func loadBalancer(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> DestinationRule.LoadBalancer? {
+        try reader.ignoringUnknown(["simple", "consistentHash"], warnings: &warnings)
+        if let simple = try reader.optional("simple") {
+            if try reader.optional("consistentHash") != nil { throw simple.fail("cannot be given with consistentHash") }
+            switch try simple.string() {
+            case "ROUND_ROBIN", "UNSPECIFIED": return .simple("ROUND_ROBIN")
+            case "LEAST_REQUEST", "LEAST_CONN": return .simple("LEAST_REQUEST")
+            case "RANDOM": return .simple("RANDOM")
+            case let other: throw simple.fail("\"\(other)\" is not supported (ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM)")
+            }
+        }
+        guard let hash = try reader.optional("consistentHash") else { return nil }
+        try hash.ignoringUnknown(["httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName", "ringHash", "maglev",
+                                  "minimumRingSize"], warnings: &warnings)
+        var keys: [DestinationRule.ConsistentHash.Key] = []
+        if let header = try hash.optional("httpHeaderName") { keys.append(.header(try header.string())) }
+        if let cookie = try hash.optional("httpCookie") {
+            try cookie.ignoringUnknown(["name", "path", "ttl"], warnings: &warnings)
+            guard let name = try cookie.optional("name")?.string(), !name.isEmpty else { throw cookie.fail("needs a name") }
+            keys.append(.cookie(name: name, path: try cookie.optional("path")?.string(), ttl: try cookie.optional("ttl")?.goDuration()))
+        }
+        if let source = try hash.optional("useSourceIp"), try source.bool() { keys.append(.sourceIP) }
+        if let parameter = try hash.optional("httpQueryParameterName") { keys.append(.queryParameter(try parameter.string())) }
+        guard keys.count == 1, let key = keys.first else {
+            throw hash.fail("needs exactly one of httpHeaderName, httpCookie, useSourceIp and httpQueryParameterName")
+        }
+        var table = DestinationRule.ConsistentHash.Table.ring(minimumSize: nil)
+        if let size = try hash.optional("minimumRingSize") { table = .ring(minimumSize: try size.integer(in: 1...8_388_608)) }
+        if let ring = try hash.optional("ringHash") {
+            try ring.ignoringUnknown(["minimumRingSize"], warnings: &warnings)
+            table = .ring(minimumSize: try ring.optional("minimumRingSize")?.integer(in: 1...8_388_608))
+        }
+        if let maglev = try hash.optional("maglev") {
+            if try hash.optional("ringHash") != nil { throw maglev.fail("cannot be given with ringHash") }
+            try maglev.ignoringUnknown(["tableSize"], warnings: &warnings)
+            var size: Int?
+            if let field = try maglev.optional("tableSize") {
+                let value = try field.integer(in: 2...5_000_011)
+                guard (2..<value).prefix { $0 * $0 <= value }.allSatisfy({ value % $0 != 0 }) else {
+                    throw field.fail("\(value) is not a prime (Envoy's Maglev table size)")
+                }
+                size = value
+            }
+            table = .maglev(tableSize: size)
+        }
+        return .consistentHash(.init(key: key, table: table))
+    }
+
+    /// `connectionPool`, with Istio's validation: counts are 0 (unset) or more, durations positive.
+    static func connectionPool(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> DestinationRule.ConnectionPool {
+        try reader.ignoringUnknown(["tcp", "http"], warnings: &warnings)
+        var pool = DestinationRule.ConnectionPool()
+        func count(_ reader: ConfigReader, _ key: String) throws(ConfigError) -> Int? {
+            guard let value = try reader.optional(key)?.integer(in: 0...Int(Int32.max)) else { return nil }
+            return value == 0 ? nil : value
+        }
+        func duration(_ reader: ConfigReader, _ key: String) throws(ConfigError) -> Duration? {
+            guard let field = try reader.optional(key) else { return nil }
+            let value = try field.goDuration()
+            guard value > .zero else { throw field.fail("must be above 0") }
+            return value
+        }
+        if let http = try reader.optional("http") {
+            // useClientProtocol and maxConcurrentStreams are warned as ignored.
+            try http.ignoringUnknown(["h2UpgradePolicy", "http1MaxPendingRequests", "http2MaxRequests", "maxRequestsPerConnection",
+                                      "maxRetries", "idleTimeout"], warnings: &warnings)
+            if let upgrade = try http.optional("h2UpgradePolicy") {
+                switch try upgrade.string() {
+                case "UPGRADE": pool.http2Upgrade = true
+                case "DO_NOT_UPGRADE": pool.http2Upgrade = false
+                case "DEFAULT": break
+                case let other: throw upgrade.fail("\"\(other)\" is not an h2UpgradePolicy (DEFAULT, DO_NOT_UPGRADE, UPGRADE)")
+                }
+            }
+            pool.http1MaxPendingRequests = try count(http, "http1MaxPendingRequests")
+            pool.http2MaxRequests = try count(http, "http2MaxRequests")
+            pool.maxRequestsPerConnection = try count(http, "maxRequestsPerConnection")
+            pool.maxRetries = try count(http, "maxRetries")
+            pool.idleTimeout = try duration(http, "idleTimeout")
+        }
+        if let tcp = try reader.optional("tcp") {
+            // tcpKeepalive is warned as ignored: Capstan's upstream sockets keep the kernel's keepalive timing.
+            try tcp.ignoringUnknown(["maxConnections", "connectTimeout", "maxConnectionDuration", "idleTimeout"], warnings: &warnings)
+            pool.maxConnections = try count(tcp, "maxConnections")
+            pool.connectTimeout = try duration(tcp, "connectTimeout")
+            pool.maxConnectionDuration = try duration(tcp, "maxConnectionDuration")
+            pool.tcpIdleTimeout = try duration(tcp, "idleTimeout")
+        }
+        return pool
     }
 
     static func peerAuthentication(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,

@@ -442,17 +442,22 @@ struct ProxyConfigGenerator: Sendable {
         cluster.type = .eds
         cluster.edsClusterConfig.serviceName = name
         cluster.edsClusterConfig.edsConfig.ads = Envoy_Config_Core_V3_AggregatedConfigSource()
-        cluster.connectTimeout = protoDuration(policy.connectTimeout ?? defaultConnectTimeout)
+        cluster.connectTimeout = protoDuration(policy.connectionPool?.connectTimeout ?? defaultConnectTimeout)
         switch policy.loadBalancer {
-        case "LEAST_REQUEST": cluster.lbPolicy = .leastRequest
-        case "RANDOM": cluster.lbPolicy = .random
+        case .simple("LEAST_REQUEST")?: cluster.lbPolicy = .leastRequest
+        case .simple("RANDOM")?: cluster.lbPolicy = .random
+        case .consistentHash(let hash)?:
+            switch hash.table {
+            case .ring(let minimumSize):
+                cluster.lbPolicy = .ringHash
+                if let minimumSize { cluster.ringHashLbConfig.minimumRingSize = Google_Protobuf_UInt64Value(UInt64(minimumSize)) }
+            case .maglev(let tableSize):
+                cluster.lbPolicy = .maglev
+                if let tableSize { cluster.maglevLbConfig.tableSize = Google_Protobuf_UInt64Value(UInt64(tableSize)) }
+            }
         default: cluster.lbPolicy = .roundRobin
         }
-        if let maxConnections = policy.maxConnections {
-            var threshold = Envoy_Config_Cluster_V3_CircuitBreakers.Thresholds()
-            threshold.maxConnections = Google_Protobuf_UInt32Value(UInt32(maxConnections))
-            cluster.circuitBreakers.thresholds = [threshold]
-        }
+        cluster.circuitBreakers.thresholds = [circuitBreakerThreshold(policy.connectionPool)]
         if let outlier = policy.outlierDetection { applyOutlierDetection(outlier, to: &cluster) }
         return cluster
     }
@@ -463,7 +468,21 @@ struct ProxyConfigGenerator: Sendable {
         cluster.type = .originalDst
         cluster.lbPolicy = .clusterProvided
         cluster.connectTimeout = protoDuration(defaultConnectTimeout)
+        cluster.circuitBreakers.thresholds = [circuitBreakerThreshold(nil)]
         return cluster
+    }
+
+    /// istiod's threshold: every limit at its maximum (Envoy's defaults would cap a sidecar at 1,024
+    /// connections and 3 concurrent retries), with remaining capacity tracked, then the pool's limits.
+    static func circuitBreakerThreshold(_ pool: DestinationRule.ConnectionPool?) -> Envoy_Config_Cluster_V3_CircuitBreakers.Thresholds {
+        var threshold = Envoy_Config_Cluster_V3_CircuitBreakers.Thresholds()
+        let unlimited = Google_Protobuf_UInt32Value(UInt32.max)
+        threshold.maxConnections = pool?.maxConnections.map { Google_Protobuf_UInt32Value(UInt32($0)) } ?? unlimited
+        threshold.maxPendingRequests = pool?.http1MaxPendingRequests.map { Google_Protobuf_UInt32Value(UInt32($0)) } ?? unlimited
+        threshold.maxRequests = pool?.http2MaxRequests.map { Google_Protobuf_UInt32Value(UInt32($0)) } ?? unlimited
+        threshold.maxRetries = pool?.maxRetries.map { Google_Protobuf_UInt32Value(UInt32($0)) } ?? unlimited
+        threshold.trackRemaining = true
+        return threshold
     }
 
     private static func assignment(_ name: String, _ endpoints: [(address: String, port: Int)]) -> Envoy_Config_Endpoint_V3_ClusterLoadAssignment {

@@ -177,11 +177,16 @@ public struct BootstrapConfig: Sendable {
         }
 
         /// `lb_policy`: how an endpoint is chosen for each connection.
-        public enum LoadBalancing: String, Sendable, Equatable {
-            case roundRobin = "ROUND_ROBIN"
-            case random = "RANDOM"
+        public enum LoadBalancing: Sendable, Equatable {
+            case roundRobin
+            case random
             /// Envoy's: the less busy of two endpoints picked at random (for TCP, open connections).
-            case leastRequest = "LEAST_REQUEST"
+            case leastRequest
+            /// A request goes where its hash (the route's `hash_policy`) lands on a ring of at least
+            /// `minimumSize` points (`ring_hash_lb_config`).
+            case ringHash(minimumSize: Int, maximumSize: Int)
+            /// A request goes to the slot of its hash in a Maglev table of `tableSize` slots.
+            case maglev(tableSize: Int)
         }
 
         /// An endpoint and its `load_balancing_weight`.
@@ -225,8 +230,8 @@ public struct BootstrapConfig: Sendable {
         public var name: String
         public var discovery: Discovery
         var connectTimeout: Duration?
-        /// `max_connections` of the first `circuit_breakers` threshold of priority DEFAULT.
-        var maxConnections: Int?
+        /// The first `circuit_breakers` threshold of priority DEFAULT (Envoy's defaults without one).
+        var circuitBreakers = CircuitBreakers.Limits()
         var loadBalancing = LoadBalancing.roundRobin
         /// TLS to the endpoints (its `UpstreamTlsContext`); nil: plaintext. With `transportSocketMatches`,
         /// the socket of endpoints no match takes.

@@ -195,10 +195,12 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             context.close(promise: nil)
             return
         }
-        if let endpointIndex = route.endpointIndex {
-            // Only LEAST_REQUEST counts open connections per endpoint; others add nothing per connection.
-            let cluster = route.cluster
-            context.channel.closeFuture.whenComplete { _ in cluster.released(endpointIndex) }
+        let cluster = route.cluster
+        let endpointIndex = route.endpointIndex
+        // The connection's place under max_connections; and, for LEAST_REQUEST only, its endpoint's count.
+        context.channel.closeFuture.whenComplete { _ in
+            cluster.circuitBreakers.close(.connections)
+            cluster.released(endpointIndex)
         }
         if let tls = route.downstreamTLS {
             terminateTLS(context: context, route: route, tls: tls)

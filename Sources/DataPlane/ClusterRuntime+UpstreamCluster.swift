@@ -16,8 +16,10 @@ extension ClusterRuntime: UpstreamCluster {
 
     var maxRequestsPerConnection: Int? { config.maxRequestsPerConnection }
 
-    func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
-        switch endpoint(originalDestination: downstream.localAddress ?? Self.unspecified) {
+    var circuitBreakers: CircuitBreakers { stats.circuitBreakers }
+
+    func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
+        switch endpoint(originalDestination: downstream.localAddress ?? Self.unspecified, hash: hash) {
         case .success(let choice):
             var source: SocketAddress?
             if downstream.isInbound {

@@ -2,8 +2,8 @@ import Atomics
 import HTTPProxy
 import NIOCore
 
-/// A cluster while the proxy runs: picks endpoints by its `lb_policy` and their weights, and enforces
-/// `max_connections`.
+/// A cluster while the proxy runs: picks endpoints by its `lb_policy` and their weights; its circuit
+/// breakers (kept with its statistics) limit what is open to it.
 final class ClusterRuntime: Sendable {
     /// The endpoint chosen for a connection. `index`, set only where open connections are counted
     /// (LEAST_REQUEST), goes back to ``released(_:)`` when the connection ends.
@@ -32,6 +32,8 @@ final class ClusterRuntime: Sendable {
     /// Each endpoint's transport socket, chosen once (``BootstrapConfig/Cluster/transportSocket(for:)``);
     /// empty when the cluster has no `transport_socket_matches` (every endpoint takes the cluster's).
     private let endpointTransports: [EndpointTransport?]
+    /// RING_HASH's ring or MAGLEV's table over the endpoints; nil for other policies.
+    private let hashTable: ConsistentHashTable?
     /// The transport socket of an original destination, which has no metadata (matches with an empty
     /// `match` take it, as in Envoy), and of every endpoint without matches.
     private let originalDestinationTransport: EndpointTransport?
@@ -44,6 +46,7 @@ final class ClusterRuntime: Sendable {
         self.config = config
         self.connector = connector
         self.stats = stats ?? ClusterStats(name: config.name)
+        self.stats.circuitBreakers.limits = config.circuitBreakers
         (outlierDetector, outlierSweep) = Self.outlierDetection(config, stats: self.stats, previous: previous, timerLoop: timerLoop)
         if case .endpoints(let endpoints) = config.discovery, config.loadBalancing == .leastRequest {
             openByEndpoint = endpoints.map { _ in ManagedAtomic(0) }
@@ -61,6 +64,20 @@ final class ClusterRuntime: Sendable {
             endpointTransports = []
         }
         originalDestinationTransport = config.transportSocket(matching: [:]).map(EndpointTransport.init)
+        hashTable = Self.hashTable(config)
+    }
+
+    private static func hashTable(_ config: BootstrapConfig.Cluster) -> ConsistentHashTable? {
+        guard case .endpoints(let endpoints) = config.discovery, !endpoints.isEmpty else { return nil }
+        let keys = endpoints.map { "\($0.address.ipAddress ?? $0.address.pathname ?? "?"):\($0.address.port ?? 0)" }
+        switch config.loadBalancing {
+        case .ringHash(let minimumSize, let maximumSize):
+            return .ring(keys: keys, weights: endpoints.map(\.weight), minimumSize: minimumSize, maximumSize: maximumSize)
+        case .maglev(let tableSize):
+            return .maglev(keys: keys, weights: endpoints.map(\.weight), size: tableSize)
+        case .roundRobin, .random, .leastRequest:
+            return nil
+        }
     }
 
     /// The transport socket for the endpoint at `index` (of `.endpoints`); for an original destination
@@ -72,13 +89,10 @@ final class ClusterRuntime: Sendable {
 
     var name: String { config.name }
 
-    /// Where the next connection goes, or why nowhere: the circuit breaker is open, or there are no
-    /// endpoints (an EDS cluster before or without its assignment).
-    func endpoint(originalDestination: SocketAddress) -> Result<Choice, ProxyRuntime.RouteFailure> {
-        if let limit = config.maxConnections, stats.connectionsActive.value >= Int64(limit) {
-            stats.overflows.increment()
-            return .failure(.overflow)
-        }
+    /// Where the next connection or request goes, or why nowhere: there are no endpoints (an EDS cluster
+    /// before or without its assignment).
+    /// RING_HASH and MAGLEV place `hash` (nil, as for a TCP connection: a random place).
+    func endpoint(originalDestination: SocketAddress, hash: UInt64? = nil) -> Result<Choice, ProxyRuntime.RouteFailure> {
         switch config.discovery {
         case .originalDestination:
             return .success(Choice(address: originalDestination, index: nil, transport: transport(ofEndpoint: nil)))
@@ -87,12 +101,16 @@ final class ClusterRuntime: Sendable {
                 stats.noHealthyUpstream.increment()
                 return .failure(.noHealthyUpstream)
             }
-            if let outlierDetector, outlierDetector.anyEjected, let choice = choiceAvoidingEjected(endpoints, outlierDetector) {
+            if let outlierDetector, outlierDetector.anyEjected, let choice = choiceAvoidingEjected(endpoints, outlierDetector, hash: hash) {
                 return choice
             }
             // The index goes with the choice where the outlier detector needs it to record the outcome.
             let tracked = outlierDetector != nil
             switch config.loadBalancing {
+            case .ringHash, .maglev:
+                var random = RequestRandomness()
+                let index = hashTable?.endpoint(for: hash ?? random.next()) ?? 0
+                return .success(Choice(address: endpoints[index].address, index: tracked ? index : nil, transport: transport(ofEndpoint: index)))
             case .roundRobin:
                 let ticket = UInt(bitPattern: next.loadThenWrappingIncrement(ordering: .relaxed))
                 let index = schedule?.endpoint(for: ticket) ?? Int(ticket % UInt(endpoints.count))
@@ -147,8 +165,8 @@ final class ClusterRuntime: Sendable {
     /// The choice while some hosts are ejected: among the others, by the cluster's `lb_policy`; nil when
     /// fewer than `healthy_panic_threshold` percent of hosts are left (Envoy's panic: all hosts are used,
     /// ejected or not). None left, without panic: no healthy upstream (Envoy's `UH`).
-    private func choiceAvoidingEjected(_ endpoints: [BootstrapConfig.Cluster.Endpoint],
-                                       _ detector: OutlierDetector) -> Result<Choice, ProxyRuntime.RouteFailure>? {
+    private func choiceAvoidingEjected(_ endpoints: [BootstrapConfig.Cluster.Endpoint], _ detector: OutlierDetector,
+                                       hash: UInt64?) -> Result<Choice, ProxyRuntime.RouteFailure>? {
         let healthy = max(0, endpoints.count - detector.ejectedHosts)
         if Double(healthy) * 100 / Double(endpoints.count) < config.healthyPanicThreshold {
             detector.stats.panics.increment()
@@ -168,6 +186,16 @@ final class ClusterRuntime: Sendable {
         var chosen: Int?
         if healthy > 0 {
             switch config.loadBalancing {
+            case .ringHash, .maglev:
+                // Where the hash falls; if that host is out, where the hash re-mixed falls, the same places
+                // each time, so that a key keeps one host while its own is ejected.
+                var key = hash ?? random.next()
+                for _ in 0..<(2 * endpoints.count) {
+                    let index = hashTable?.endpoint(for: key) ?? 0
+                    if !detector.isEjected(index) { chosen = index; break }
+                    key = (key ^ (key >> 31)) &* 0x9E37_79B9_7F4A_7C15 &+ 1
+                }
+                chosen = chosen ?? healthyEndpoint(0)
             case .roundRobin:
                 let ticket = UInt(bitPattern: next.loadThenWrappingIncrement(ordering: .relaxed))
                 if let schedule {

@@ -57,10 +57,27 @@ struct ConfigDump {
             var match: ConfigValue
             var transport_socket: ConfigValue?
         }
+        /// Envoy's shape: the DEFAULT threshold in force (with Envoy's defaults for limits not given).
+        struct CircuitBreakersEntry: Encodable {
+            struct Threshold: Encodable {
+                var max_connections: Int
+                var max_pending_requests: Int
+                var max_requests: Int
+                var max_retries: Int
+                var track_remaining: Bool
+            }
+            var thresholds: [Threshold]
+
+            init(_ limits: CircuitBreakers.Limits) {
+                thresholds = [Threshold(max_connections: limits.maxConnections, max_pending_requests: limits.maxPendingRequests,
+                                        max_requests: limits.maxRequests, max_retries: limits.maxRetries,
+                                        track_remaining: limits.tracksRemaining)]
+            }
+        }
         var name: String
         var type: String
         var endpoints: [String]
-        var max_connections: Int?
+        var circuit_breakers: CircuitBreakersEntry
         var transport_socket: ConfigValue?
         var transport_socket_matches: [Match]?
         /// How the router speaks HTTP to it: `HTTP1`, `HTTP2` or `USE_DOWNSTREAM_PROTOCOL`.
@@ -301,13 +318,13 @@ struct ConfigDump {
             var entry: ClusterEntry
             switch config.discovery {
             case .originalDestination:
-                entry = ClusterEntry(name: cluster.name, type: "ORIGINAL_DST", endpoints: [], max_connections: config.maxConnections,
+                entry = ClusterEntry(name: cluster.name, type: "ORIGINAL_DST", endpoints: [], circuit_breakers: .init(config.circuitBreakers),
                                      transport_socket: config.transportSocket?.dump, transport_socket_matches: matches.isEmpty ? nil : matches,
                                      upstream_http_protocol: upstream)
             case .endpoints(let endpoints):
                 entry = ClusterEntry(name: cluster.name, type: versions.endpointDiscovered.contains(cluster.name) ? "EDS" : "STATIC",
                                      endpoints: endpoints.map { $0.address.pathname ?? "\($0.address.ipAddress ?? "?"):\($0.address.port ?? 0)" },
-                                     max_connections: config.maxConnections, transport_socket: config.transportSocket?.dump,
+                                     circuit_breakers: .init(config.circuitBreakers), transport_socket: config.transportSocket?.dump,
                                      transport_socket_matches: matches.isEmpty ? nil : matches, upstream_http_protocol: upstream)
             }
             if let outlier = config.outlierDetection {

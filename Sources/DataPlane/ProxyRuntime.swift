@@ -285,14 +285,21 @@ final class ProxyRuntime: Sendable {
         case .http: return .failure(.servesHTTP(chain))
         }
         guard let cluster = configuration.clusters[name] else { return .failure(.unknownCluster) }
+        // The relay's upstream connection, under max_connections: held until the downstream closes.
+        guard cluster.circuitBreakers.tryOpen(.connections) else { return .failure(.overflow) }
         let choice: ClusterRuntime.Choice
         switch cluster.endpoint(originalDestination: destination) {
         case .success(let chosen): choice = chosen
-        case .failure(let failure): return .failure(failure)
+        case .failure(let failure):
+            cluster.circuitBreakers.close(.connections)
+            return .failure(failure)
         }
         let endpoint = choice.address
         // Forwarding to one of our own listeners would come straight back.
-        if case .originalDestination = cluster.config.discovery, isOwnListener(endpoint, in: configuration) { return .failure(.loop) }
+        if case .originalDestination = cluster.config.discovery, isOwnListener(endpoint, in: configuration) {
+            cluster.circuitBreakers.close(.connections)
+            return .failure(.loop)
+        }
         var route = UpstreamRoute(cluster: cluster, endpoint: endpoint, endpointIndex: choice.index,
                                   idleTimeout: chain.idleTimeout.map { TimeAmount($0) } ?? options.idleTimeout,
                                   direction: listener.direction, downstreamTLS: chain.transportSocket, upstreamTLS: choice.transportSocket)

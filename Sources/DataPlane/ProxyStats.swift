@@ -56,8 +56,8 @@ final class ClusterStats: Sendable {
     let connectionsActive = Gauge()
     let connectFailures = Counter()
     let connectTimeouts = Counter()
-    /// Connections refused by the `max_connections` circuit breaker.
-    let overflows = Counter()
+    /// The circuit breakers' counts and overflows, kept by name across versions of the cluster.
+    let circuitBreakers = CircuitBreakers()
     /// Connections refused because the cluster had no endpoint.
     let noHealthyUpstream = Counter()
     /// EDS responses for this cluster applied and refused.
@@ -104,7 +104,6 @@ final class ClusterStats: Sendable {
          ("upstream_cx_active", Double(connectionsActive.value)),
          ("upstream_cx_connect_fail", Double(connectFailures.value)),
          ("upstream_cx_connect_timeout", Double(connectTimeouts.value)),
-         ("upstream_cx_overflow", Double(overflows.value)),
          ("upstream_cx_none_healthy", Double(noHealthyUpstream.value)),
          ("update_success", Double(membershipUpdates.value)),
          ("update_rejected", Double(membershipRejections.value)),
@@ -114,7 +113,7 @@ final class ClusterStats: Sendable {
          ("upstream_rq_retry", Double(retries.value)), ("upstream_rq_retry_success", Double(retrySuccesses.value)),
          ("upstream_rq_retry_limit_exceeded", Double(retryLimitsExceeded.value))]
             + responsesByClass.enumerated().map { ("upstream_rq_\($0.offset + 1)xx", Double($0.element.value)) } + tls.entries
-            + outlierDetection.entries
+            + circuitBreakers.entries + outlierDetection.entries
     }
 }
 

@@ -345,12 +345,20 @@ enum XDSResourceDecoder {
         case .roundRobin: loadBalancing = .roundRobin
         case .leastRequest: loadBalancing = .leastRequest
         case .random: loadBalancing = .random
+        case .ringHash: loadBalancing = try ringHash(proto, path: path)
+        case .maglev: loadBalancing = try maglev(proto, path: path)
         // Envoy requires it for ORIGINAL_DST: the connection picks the host.
         case .clusterProvided where proto.type == .originalDst: loadBalancing = .roundRobin
-        default: throw ConfigError(path: "\(path).lb_policy", message: "\(spelling("lb_policy", in: proto)) is not supported (ROUND_ROBIN, LEAST_REQUEST, RANDOM)")
+        default: throw ConfigError(path: "\(path).lb_policy", message: "\(spelling("lb_policy", in: proto)) is not supported (ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)")
         }
-        var notActedOn = unknownFields(in: proto)
-        let maxConnections = try circuitBreaker(proto.circuitBreakers, path: path, notActedOn: &notActedOn)
+        if case .ringHashLbConfig? = proto.lbConfig, proto.lbPolicy != .ringHash {
+            throw ConfigError(path: "\(path).ring_hash_lb_config", message: "is for lb_policy RING_HASH")
+        }
+        if case .maglevLbConfig? = proto.lbConfig, proto.lbPolicy != .maglev {
+            throw ConfigError(path: "\(path).maglev_lb_config", message: "is for lb_policy MAGLEV")
+        }
+        let notActedOn = unknownFields(in: proto)
+        let circuitBreakers = try circuitBreakers(proto.circuitBreakers, path: path)
         let discovery: BootstrapConfig.Cluster.Discovery
         var service: String?
         switch proto.type {
@@ -385,7 +393,7 @@ enum XDSResourceDecoder {
         }
         var cluster = BootstrapConfig.Cluster(
             name: proto.name, discovery: discovery,
-            connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, maxConnections: maxConnections,
+            connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, circuitBreakers: circuitBreakers,
             loadBalancing: loadBalancing, transportSocket: socket, fieldsNotActedOn: notActedOn, transportSocketMatches: matches)
         try protocolOptions(proto.typedExtensionProtocolOptions, path: path, into: &cluster)
         try outlierDetection(of: proto, path: path, into: &cluster)
@@ -394,6 +402,40 @@ enum XDSResourceDecoder {
             cluster.allowsALPNOverride = false
         }
         return DiscoveredCluster(cluster: cluster, endpointService: service)
+    }
+
+    /// RING_HASH with Envoy's bounds: 1,024 points at least, 8M at most (each at most 8M, the first no
+    /// more than the second); XX_HASH only.
+    private static func ringHash(_ proto: Envoy_Config_Cluster_V3_Cluster, path: String) throws(ConfigError) -> BootstrapConfig.Cluster.LoadBalancing {
+        let config = proto.ringHashLbConfig
+        let field = "\(path).ring_hash_lb_config"
+        let limit: UInt64 = 8_388_608
+        let minimum = config.hasMinimumRingSize ? config.minimumRingSize.value : 1024
+        let maximum = config.hasMaximumRingSize ? config.maximumRingSize.value : limit
+        guard (1...limit).contains(minimum) else { throw ConfigError(path: "\(field).minimum_ring_size", message: "\(minimum) is not in 1-\(limit)") }
+        guard (1...limit).contains(maximum) else { throw ConfigError(path: "\(field).maximum_ring_size", message: "\(maximum) is not in 1-\(limit)") }
+        guard minimum <= maximum else {
+            throw ConfigError(path: "\(field).minimum_ring_size", message: "\(minimum) is above maximum_ring_size (\(maximum))")
+        }
+        guard config.hashFunction == .xxHash else {
+            throw ConfigError(path: "\(field).hash_function", message: "\(spelling("hash_function", in: config)) is not supported (XX_HASH)")
+        }
+        return .ringHash(minimumSize: Int(minimum), maximumSize: Int(maximum))
+    }
+
+    /// MAGLEV with Envoy's bounds: a prime table size up to 5,000,011 (65,537 by default).
+    private static func maglev(_ proto: Envoy_Config_Cluster_V3_Cluster, path: String) throws(ConfigError) -> BootstrapConfig.Cluster.LoadBalancing {
+        let size = proto.maglevLbConfig.hasTableSize ? proto.maglevLbConfig.tableSize.value : 65_537
+        var prime = size >= 2
+        var divisor: UInt64 = 2
+        while prime, divisor * divisor <= size {
+            prime = size % divisor != 0
+            divisor += 1
+        }
+        guard size <= 5_000_011, prime else {
+            throw ConfigError(path: "\(path).maglev_lb_config.table_size", message: "\(size) is not a prime up to 5000011")
+        }
+        return .maglev(tableSize: Int(size))
     }
 
     /// The host of the first service in Istio's cluster metadata (`istio.services[0].host`), what Istio's
@@ -473,29 +515,31 @@ enum XDSResourceDecoder {
         return fields
     }
 
-    /// `max_connections` of the first threshold of priority DEFAULT, as Envoy takes it (later ones of the
-    /// same priority are not used). Thresholds of priority HIGH apply to HTTP routes of high priority only;
-    /// `tcp_proxy`'s connections are of default priority, in Envoy as here.
-    /// (`path`: the cluster's.)
-    private static func circuitBreaker(_ breakers: Envoy_Config_Cluster_V3_CircuitBreakers, path: String,
-                                       notActedOn: inout [FieldNotActedOn]) throws(ConfigError) -> Int? {
+    /// The first threshold of priority DEFAULT, as Envoy takes it (later ones of the same priority are not
+    /// used); limits it does not give keep Envoy's defaults. Thresholds of priority HIGH apply to routes of
+    /// high priority only, and Capstan's routes are all of default priority (a route's `priority` is
+    /// outside its proto subset, so listed where given). (`path`: the cluster's.)
+    private static func circuitBreakers(_ breakers: Envoy_Config_Cluster_V3_CircuitBreakers,
+                                        path: String) throws(ConfigError) -> CircuitBreakers.Limits {
         for (index, threshold) in breakers.thresholds.enumerated() {
             if case .UNRECOGNIZED(let number) = threshold.priority {
                 throw ConfigError(path: "\(path).circuit_breakers.thresholds[\(index)].priority", message: "\(number) is not a routing priority (DEFAULT, HIGH)")
             }
         }
-        guard let index = breakers.thresholds.firstIndex(where: { $0.priority == .default }) else { return nil }
+        var limits = CircuitBreakers.Limits()
+        guard let index = breakers.thresholds.firstIndex(where: { $0.priority == .default }) else { return limits }
         let threshold = breakers.thresholds[index]
-        let field = "circuit_breakers.thresholds[\(index)]"
-        for (limit, given) in [("max_pending_requests", threshold.hasMaxPendingRequests), ("max_requests", threshold.hasMaxRequests),
-                               ("max_retries", threshold.hasMaxRetries)] where given {
-            notActedOn.append(.init(path: "\(field).\(limit)", reason: "Capstan relays TCP connections: it has no requests, pending requests or retries to limit"))
+        if threshold.hasMaxConnections {
+            guard threshold.maxConnections.value > 0 else {
+                throw ConfigError(path: "\(path).circuit_breakers.thresholds[\(index)].max_connections", message: "must be above 0")
+            }
+            limits.maxConnections = Int(threshold.maxConnections.value)
         }
-        guard threshold.hasMaxConnections else { return nil }
-        guard threshold.maxConnections.value > 0 else {
-            throw ConfigError(path: "\(path).\(field).max_connections", message: "must be above 0")
-        }
-        return Int(threshold.maxConnections.value)
+        if threshold.hasMaxPendingRequests { limits.maxPendingRequests = Int(threshold.maxPendingRequests.value) }
+        if threshold.hasMaxRequests { limits.maxRequests = Int(threshold.maxRequests.value) }
+        if threshold.hasMaxRetries { limits.maxRetries = Int(threshold.maxRetries.value) }
+        limits.tracksRemaining = threshold.trackRemaining
+        return limits
     }
 
     // MARK: EDS

@@ -40,6 +40,8 @@ enum ForwardedHeaders {
     static let forwardedFor = HTTPField.Name("x-forwarded-for")!
     static let forwardedClientCert = HTTPField.Name("x-forwarded-client-cert")!
     static let attemptCount = HTTPField.Name("x-envoy-attempt-count")!
+    /// On a local reply for an open circuit breaker.
+    static let overloaded = HTTPField.Name("x-envoy-overloaded")!
     /// Spelled in lower case, as Envoy writes every header name (swift-http-types' `.server` is `Server`).
     static let server = HTTPField.Name("server")!
     static let contentLength = HTTPField.Name("content-length")!

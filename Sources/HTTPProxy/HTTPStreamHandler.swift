@@ -47,6 +47,15 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var upstreamVersion = UpstreamVersion.http1
     private var countsAttempts = false
     private var perTryTimer: Scheduled<Void>?
+    /// The attempt's upstream stream while it waits for a connection, to give up its place if the
+    /// request ends first.
+    private var awaited: (stream: EventLoopFuture<UpstreamStream>, alpn: [String]?)?
+    /// What this request holds of its cluster's circuit breakers: an active request (per attempt) and a
+    /// retry (during its back-off).
+    private var holdsRequest = false
+    private var holdsRetry = false
+    /// The request's hash by the route's hash policies, and a cookie made for it (`Set-Cookie`).
+    private var requestHash: HashPolicy.RequestHash?
     /// Envoy's stream_idle_timeout: re-armed from `lastActivity` when it fires early, rather than
     /// rescheduled on every body part.
     private var idleTimer: Scheduled<Void>?
@@ -174,6 +183,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         endpoint = nil
         retry = nil
         upstreamRequest = nil
+        requestHash = nil
         var record = HTTPStreamRecord(start: .now(), requestProtocol: requestProtocol())
         record.method = request.method
         record.authority = request.authority
@@ -220,13 +230,16 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let cluster = snapshot.cluster(named: forwarding.cluster) else {
             return answer(.serviceUnavailable, body: "no cluster \(forwarding.cluster)", flags: .noClusterFound)
         }
+        if !forwarding.hashPolicies.isEmpty {
+            let source = connection.downstream.remoteAddress
+            requestHash = HashPolicy.hash(forwarding.hashPolicies, request: request, sourceIP: source?.ipAddress,
+                                          sourceAddress: source.map { "\($0.ipAddress ?? ""):\($0.port ?? 0)" })
+        }
         let endpoint: UpstreamEndpoint
-        switch cluster.chooseEndpoint(for: connection.downstream) {
+        switch cluster.chooseEndpoint(for: connection.downstream, hash: requestHash?.value) {
         case .success(let chosen): endpoint = chosen
         case .failure(.noHealthyUpstream): return answer(.serviceUnavailable, body: "no healthy upstream", flags: .noHealthyUpstream)
-        case .failure(.overflow):
-            return answer(.serviceUnavailable, body: "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-                          flags: .upstreamOverflow)
+        case .failure(.overflow): return answerOverflow()
         }
         self.cluster = cluster
         self.endpoint = endpoint
@@ -261,6 +274,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// kept so far; those still to come follow as they arrive.
     private func sendAttempt(context: ChannelHandlerContext) {
         guard let cluster, let endpoint, var head = upstreamRequest else { return }
+        guard cluster.circuitBreakers.tryOpen(.requests) else { return answerOverflow() }
+        holdsRequest = true
         let attempt = retry?.attempts ?? 1
         if countsAttempts { head.headerFields[ForwardedHeaders.attemptCount] = String(attempt) }
         let replay = attempt > 1 ? retry?.keptParts ?? [] : []
@@ -279,7 +294,10 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         state = .connecting(pending: [.head(head)] + replay)
-        connection.pools.stream(to: endpoint, of: cluster, version: version, alpn: alpn).assumeIsolated().whenComplete { [self] result in
+        let stream = connection.pools.stream(to: endpoint, of: cluster, version: version, alpn: alpn)
+        awaited = (stream, alpn)
+        stream.assumeIsolated().whenComplete { [self] result in
+            if awaited?.stream === stream { awaited = nil }
             guard case .connecting(let pending) = state, self.endpoint == endpoint else {
                 // Answered meanwhile (timeout), the client left, or a later attempt runs: not needed.
                 if case .success(let upstream) = result { upstream.finish(reusable: true) }
@@ -293,6 +311,9 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 for part in pending { upstream.channel.write(part, promise: nil) }
                 upstream.channel.flush()
                 if !upstream.channel.isWritable { holdReads() }
+            case .failure(UpstreamUnavailable.overflow):
+                // Too many requests wait for the cluster's connections: never retried, as in Envoy.
+                answerOverflow()
             case .failure:
                 report(.connectFailure)
                 if retryIfAllowed(after: .connectFailure, context: context) { return }
@@ -317,6 +338,12 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return false
         case .retry: break
         }
+        // max_retries: a retry over it is not made (`UO`), and the failure goes to the client as it is.
+        guard cluster?.circuitBreakers.tryOpen(.retries) == true else {
+            record?.flags.insert(.upstreamOverflow)
+            return false
+        }
+        holdsRetry = true
         if case .forwarding(let upstream) = state { upstream.finish(reusable: false) }
         retry.attemptFailed(at: endpoint)
         self.retry = retry
@@ -336,16 +363,16 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// `host_selection_retry_max_attempts` choices), then the request again.
     private func nextAttempt(context: ChannelHandlerContext) {
         guard case .backingOff = state, let cluster, let retry else { return }
+        releaseRetry()
         var chosen: UpstreamEndpoint?
-        for _ in 0..<retry.policy.hostSelectionAttempts {
+        for selection in 0..<retry.policy.hostSelectionAttempts {
             if let previous = chosen { cluster.requestEnded(at: previous) }
-            switch cluster.chooseEndpoint(for: connection.downstream) {
+            let hash = requestHash?.value.map { HashPolicy.rehash($0, try: retry.attempts - 1 + selection) }
+            switch cluster.chooseEndpoint(for: connection.downstream, hash: hash) {
             case .success(let endpoint): chosen = endpoint
             case .failure(.noHealthyUpstream):
                 return answer(.serviceUnavailable, body: "no healthy upstream", flags: .noHealthyUpstream)
-            case .failure(.overflow):
-                return answer(.serviceUnavailable, body: "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-                              flags: .upstreamOverflow)
+            case .failure(.overflow): return answerOverflow()
             }
             if let chosen, !retry.avoids(chosen) { break }
         }
@@ -435,6 +462,14 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if requestEnded { streamEnded() }
     }
 
+    /// A circuit breaker of the cluster is open: Envoy's 503 `UO`, with `x-envoy-overloaded`.
+    private func answerOverflow() {
+        var headers = HTTPFields()
+        headers[ForwardedHeaders.overloaded] = "true"
+        answer(.serviceUnavailable, body: "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+               flags: .upstreamOverflow, headers: headers)
+    }
+
     /// After the response began: the downstream cannot be told by status, so its stream (HTTP/2) or
     /// connection (HTTP/1.1) is reset.
     private func resetDownstream() {
@@ -458,6 +493,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         timeout?.cancel()
         timeout = nil
         releaseAttempt()
+        releaseRetry()
         endpoint = nil
     }
 
@@ -466,11 +502,29 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let cluster, let endpoint { cluster.record(outcome, at: endpoint) }
     }
 
-    /// The current attempt is over: its endpoint's request count and its per-try timer.
+    /// The current attempt is over: its endpoint's request count, its place among the cluster's
+    /// requests (and among those waiting for a connection), and its per-try timer.
     private func releaseAttempt() {
         perTryTimer?.cancel()
         perTryTimer = nil
-        if let cluster, let endpoint { cluster.requestEnded(at: endpoint) }
+        if let cluster, let endpoint {
+            if let awaited {
+                connection.pools.abandon(awaited.stream, to: endpoint, of: cluster, alpn: awaited.alpn)
+                self.awaited = nil
+            }
+            cluster.requestEnded(at: endpoint)
+        }
+        if holdsRequest {
+            holdsRequest = false
+            cluster?.circuitBreakers.close(.requests)
+        }
+    }
+
+    /// The retry's back-off is over (or the request ended during it).
+    private func releaseRetry() {
+        guard holdsRetry else { return }
+        holdsRetry = false
+        cluster?.circuitBreakers.close(.retries)
     }
 
     /// The record goes to the observer, and the handler waits for the next request.
@@ -519,6 +573,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
             record?.upstreamResponseStart = lastActivity
             if let grpc = response.headerFields[RequestHeaderNames.grpcStatus] { record?.grpcStatus = grpc }
             ForwardedHeaders.prepareResponse(&response, config: connection.config, forwarding: forwarding)
+            if let cookie = requestHash?.setCookie { response.headerFields.append(HTTPField(name: .setCookie, value: cookie)) }
             if connection.config.recordsForAccessLog { record?.responseHeaders = response.headerFields }
             context.write(wrapOutboundOut(.head(response)), promise: nil)
         case .body(let body):

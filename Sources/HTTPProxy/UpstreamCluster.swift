@@ -81,9 +81,12 @@ public protocol UpstreamCluster: AnyObject, Sendable {
     var upstreamIdleTimeout: TimeAmount? { get }
     /// `max_requests_per_connection`: an HTTP/1.1 connection that carried this many is not reused.
     var maxRequestsPerConnection: Int? { get }
+    /// The limits on connections, pending requests, requests and retries the cluster has open.
+    var circuitBreakers: CircuitBreakers { get }
     /// The endpoint for the next request from `downstream`, by the cluster's `lb_policy` (an
-    /// ORIGINAL_DST cluster: the connection's original destination).
-    func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable>
+    /// ORIGINAL_DST cluster: the connection's original destination); RING_HASH and MAGLEV place `hash`
+    /// (the route's hash policies', ``HashPolicy``; nil: a random place).
+    func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?) -> Result<UpstreamEndpoint, UpstreamUnavailable>
     /// The request sent to `endpoint` has ended.
     func requestEnded(at endpoint: UpstreamEndpoint)
     /// How an attempt at `endpoint` went (its outlier detection counts it); reported before

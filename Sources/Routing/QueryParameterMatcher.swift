@@ -22,6 +22,13 @@ public struct QueryParameterMatcher: Sendable {
 
     /// `query`: the part of the path after `?`, without a fragment.
     public func matches(query: Substring) -> Bool {
+        guard let found = Self.firstValue(of: name, in: query) else { return false }
+        return value?.matches(found) ?? true
+    }
+
+    /// The first value of the parameter `name` in `query`, as sent ("" when it has none); nil when the
+    /// query does not have it.
+    static func firstValue(of name: String, in query: Substring) -> Substring? {
         var rest = query
         while !rest.isEmpty {
             let end = rest.utf8.firstIndex(of: UInt8(ascii: "&")) ?? rest.endIndex
@@ -29,9 +36,8 @@ public struct QueryParameterMatcher: Sendable {
             rest = end == rest.endIndex ? rest[end...] : rest[rest.index(after: end)...]
             let equals = parameter.utf8.firstIndex(of: UInt8(ascii: "="))
             guard parameter[..<(equals ?? parameter.endIndex)] == name else { continue }
-            guard let value else { return true }
-            return value.matches(equals.map { parameter[parameter.index(after: $0)...] } ?? "")
+            return equals.map { parameter[parameter.index(after: $0)...] } ?? ""
         }
-        return false
+        return nil
     }
 }

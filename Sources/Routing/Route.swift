@@ -96,6 +96,10 @@ struct Route: Sendable {
         if proto.hasRetryPolicy {
             retryPolicy = RetryPolicy(proto.retryPolicy, path: "\(path).retry_policy", notActedOn: &notActedOn)
         }
+        var hashPolicies: [HashPolicy] = []
+        for (index, policy) in proto.hashPolicy.enumerated() {
+            hashPolicies.append(try HashPolicy(policy, path: "\(path).hash_policy[\(index)]"))
+        }
         for (field, given, reason) in [
             ("idle_timeout", proto.hasIdleTimeout, "streams have no idle timeout of their own yet"),
             ("max_stream_duration", proto.hasMaxStreamDuration, "streams have no maximum duration yet"),
@@ -113,6 +117,7 @@ struct Route: Sendable {
                         hostRewrite: String?) -> Forwarding {
             Forwarding(
                 cluster: cluster, timeout: timeout, grpcTimeout: grpcTimeout, pathRewrite: pathRewrite, hostRewrite: hostRewrite, retryPolicy: retryPolicy,
+                hashPolicies: hashPolicies,
                 requestHeaders: HeaderMutations(levels: (clusterHeaders.map { [$0.request] } ?? []) + enclosing.requestHeaders,
                                                 mostSpecificWins: enclosing.mostSpecificWins),
                 responseHeaders: HeaderMutations(levels: (clusterHeaders.map { [$0.response] } ?? []) + enclosing.responseHeaders,

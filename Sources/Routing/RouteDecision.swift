@@ -83,6 +83,8 @@ public struct Forwarding: Sendable {
     public let hostRewrite: String?
     /// The route's, else its virtual host's.
     public let retryPolicy: RetryPolicy?
+    /// What the request is hashed by, for a RING_HASH or MAGLEV cluster (empty: not hashed).
+    public let hashPolicies: [HashPolicy]
     /// Merged from every level in Envoy's order.
     public let requestHeaders: HeaderMutations
     public let responseHeaders: HeaderMutations

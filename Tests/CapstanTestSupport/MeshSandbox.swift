@@ -249,11 +249,12 @@ public final class MeshSandbox: @unchecked Sendable {
         controlPlane = process
     }
 
-    public func startProxy(server: String = MeshSandbox.xdsAddress) throws {
+    /// The pod's proxy, bootstrapped to `server`, with `arguments` besides its bootstrap (`--concurrency 1`).
+    public func startProxy(server: String = MeshSandbox.xdsAddress, arguments: [String] = []) throws {
         let file = directory.deletingLastPathComponent().appendingPathComponent("\(sandbox.name)-bootstrap.json")
         try MeshDocuments.bootstrap(server: server).write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
-        proxy = try ProxyProcess(in: sandbox.pod, arguments: ["--config", file.path])
+        proxy = try ProxyProcess(in: sandbox.pod, arguments: ["--config", file.path] + arguments)
     }
 
     /// Which workload answered a connection to the service.

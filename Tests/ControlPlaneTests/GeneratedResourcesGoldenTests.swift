@@ -6,7 +6,7 @@ import XDS
 /// fingerprint per resource: refactors of the generator must leave every byte the proxies get as it was.
 /// Recorded from the generator that resolved PeerAuthentications per cluster and packed the inbound TLS
 /// context per chain; a deliberate change of output re-records them from this test's failure messages
-/// (last: the outbound clusters' `istio.services` metadata, as istiod sends it).
+/// (last: the circuit breaker threshold istiod puts on every cluster).
 @Suite struct GeneratedResourcesGoldenTests {
     typealias PA = MutualTLSDocuments
 
@@ -77,14 +77,14 @@ import XDS
 
     @Test func theGeneratedResourcesAreByteForByteThoseRecorded() throws {
         let recorded: [String: String] = [
-            "CDS InboundPassthroughCluster": "6d0f806a4f56a72d",
-            "CDS PassthroughCluster": "85413f82e53545a1",
-            "CDS inbound|7071||": "cb022e56295f99a5",
-            "CDS inbound|8080||": "80dbb68f8b05c56e",
-            "CDS outbound|7070||ledger.billing.svc.cluster.local": "5324ab763d7e573f",
-            "CDS outbound|9080|v1|payments.shop.svc.cluster.local": "fe8faa3cdaf2f4d8",
-            "CDS outbound|9080|v2|payments.shop.svc.cluster.local": "6bdf338050d85a39",
-            "CDS outbound|9080||payments.shop.svc.cluster.local": "8bdd33f4fec375de",
+            "CDS InboundPassthroughCluster": "60d18445f9f9c050",
+            "CDS PassthroughCluster": "ea2d3c22fcba827c",
+            "CDS inbound|7071||": "0a634dc5b8f74278",
+            "CDS inbound|8080||": "9cf046da63dce39f",
+            "CDS outbound|7070||ledger.billing.svc.cluster.local": "2ae3e31c9f7809ee",
+            "CDS outbound|9080|v1|payments.shop.svc.cluster.local": "c824d0fdd50c87b1",
+            "CDS outbound|9080|v2|payments.shop.svc.cluster.local": "fec38d9aaf62b7ae",
+            "CDS outbound|9080||payments.shop.svc.cluster.local": "8e81f1a04ce18ffb",
             "EDS outbound|7070||ledger.billing.svc.cluster.local": "1059af41b05d78b1",
             "EDS outbound|9080|v1|payments.shop.svc.cluster.local": "63162c3b4d7c76a2",
             "EDS outbound|9080|v2|payments.shop.svc.cluster.local": "d6a382adfae895da",

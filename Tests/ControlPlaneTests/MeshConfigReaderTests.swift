@@ -65,8 +65,11 @@ enum Documents {
         #expect(config.serviceEntries.first?.addresses == ["198.51.100.200", "2001:db8:200::/64"])
         #expect(config.workloadEntries.map(\.endpoint.address) == ["198.51.100.10", "198.51.100.99"])
         let rule = try #require(config.destinationRules.first)
-        #expect(rule.trafficPolicy == .init(loadBalancer: "LEAST_REQUEST", maxConnections: 100, connectTimeout: .milliseconds(250)))
-        #expect(rule.trafficPolicy.overridden(by: rule.subsets[1].trafficPolicy).maxConnections == 10)
+        #expect(rule.trafficPolicy == .init(loadBalancer: .simple("LEAST_REQUEST"),
+                                            connectionPool: .init(maxConnections: 100, connectTimeout: .milliseconds(250))))
+        // A subset's connectionPool replaces the rule's whole, as istiod merges them.
+        #expect(rule.trafficPolicy.overridden(by: rule.subsets[1].trafficPolicy).connectionPool == .init(maxConnections: 10))
+        #expect(rule.trafficPolicy.overridden(by: rule.subsets[1].trafficPolicy).loadBalancer == .simple("LEAST_REQUEST"))
         #expect(config.virtualServices.first?.tcp.first?.destinations.map(\.weight) == [90, 10])
         #expect(config.virtualServices.first?.tcp.first?.ports == [9080])
     }
@@ -85,6 +88,14 @@ enum Documents {
          "bad.yaml: document 1 (line 1): DestinationRule shop/payments: spec.trafficPolicy.loadBalancer.simple: \"PASSTHROUGH\" is not supported (ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM)"),
         (Documents.destinationRule.replacingOccurrences(of: "250ms", with: "soon"),
          "bad.yaml: document 1 (line 1): DestinationRule shop/payments: spec.trafficPolicy.connectionPool.tcp.connectTimeout: \"soon\" is not a duration such as \"10s\" or \"500ms\""),
+        (Documents.destinationRule.replacingOccurrences(of: "maxConnections: 100", with: "maxConnections: -1"),
+         "bad.yaml: document 1 (line 1): DestinationRule shop/payments: spec.trafficPolicy.connectionPool.tcp.maxConnections: -1 is out of range 0-2147483647"),
+        (Documents.destinationRule.replacingOccurrences(of: "{tcp: {maxConnections: 100", with: "{http: {idleTimeout: 0s}, tcp: {maxConnections: 100"),
+         "bad.yaml: document 1 (line 1): DestinationRule shop/payments: spec.trafficPolicy.connectionPool.http.idleTimeout: must be above 0"),
+        (Documents.destinationRule.replacingOccurrences(of: "{simple: LEAST_CONN}", with: "{consistentHash: {useSourceIp: true, httpHeaderName: x-user}}"),
+         "bad.yaml: document 1 (line 1): DestinationRule shop/payments: spec.trafficPolicy.loadBalancer.consistentHash: needs exactly one of httpHeaderName, httpCookie, useSourceIp and httpQueryParameterName"),
+        (Documents.destinationRule.replacingOccurrences(of: "{simple: LEAST_CONN}", with: "{consistentHash: {httpHeaderName: x-user, maglev: {tableSize: 1000}}}"),
+         "bad.yaml: document 1 (line 1): DestinationRule shop/payments: spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize: 1000 is not a prime (Envoy's Maglev table size)"),
         ("a: [1\n", "bad.yaml: line 2: not valid YAML: column 1: did not find expected ',' or ']'"),
     ])
     func problemsNameFileDocumentLineResourceAndField(bad: String, message: String) {

@@ -1,4 +1,5 @@
 @testable import DataPlane
+import HTTPProxy
 import NIOCore
 import Testing
 
@@ -12,10 +13,15 @@ import Testing
         let original = try address("10.0.0.1")
         let picks = (0..<4).compactMap { _ in try? wide.endpoint(originalDestination: original).get().address.ipAddress }
         #expect(picks == ["192.0.2.10", "192.0.2.11", "192.0.2.10", "192.0.2.11"])
-        let narrow = ClusterRuntime(.init(name: "narrow", discovery: .endpoints(endpoints), maxConnections: 3))
-        for _ in 0..<3 { narrow.stats.connectionsActive.increment() }
-        #expect(throws: ProxyRuntime.RouteFailure.overflow) { try narrow.endpoint(originalDestination: original).get() }
-        #expect(narrow.stats.overflows.value == 1)
+        var limits = CircuitBreakers.Limits()
+        limits.maxConnections = 3
+        let narrow = ClusterRuntime(.init(name: "narrow", discovery: .endpoints(endpoints), circuitBreakers: limits))
+        #expect((0..<4).map { _ in narrow.circuitBreakers.tryOpen(.connections) } == [true, true, true, false])
+        #expect(narrow.stats.entries.contains { $0 == ("upstream_cx_overflow", 1) })
+        // A new version of the cluster brings its limits to the counts kept with its statistics.
+        limits.maxConnections = 4
+        let wider = ClusterRuntime(.init(name: "narrow", discovery: .endpoints(endpoints), circuitBreakers: limits), stats: narrow.stats)
+        #expect(wider.circuitBreakers.tryOpen(.connections) && !wider.circuitBreakers.tryOpen(.connections))
         let pass = ClusterRuntime(.init(name: "pass", discovery: .originalDestination))
         #expect(try pass.endpoint(originalDestination: original).get().address == original)
     }

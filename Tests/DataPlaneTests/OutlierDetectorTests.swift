@@ -171,7 +171,8 @@ import XDS
         var config = BootstrapConfig.Cluster(name: "svc", discovery: .endpoints(try addresses(4).map { .init($0) }))
         config.outlierDetection = { var detection = OutlierDetectionConfig(); detection.consecutive5xx = 1; detection.maxEjectionPercent = 100; return detection }()
         let original = try SocketAddress(ipAddress: "10.0.0.1", port: 80)
-        for policy in [BootstrapConfig.Cluster.LoadBalancing.roundRobin, .random, .leastRequest] {
+        for policy in [BootstrapConfig.Cluster.LoadBalancing.roundRobin, .random, .leastRequest,
+                       .ringHash(minimumSize: 1024, maximumSize: 8_388_608), .maglev(tableSize: 65_537)] {
             config.loadBalancing = policy
             let cluster = ClusterRuntime(config)
             let detector = try #require(cluster.outlierDetector)
@@ -193,6 +194,20 @@ import XDS
         for host in 0..<4 { cluster.outlierDetector?.record(.response(status: 500), host: host) }
         #expect(throws: ProxyRuntime.RouteFailure.noHealthyUpstream) { try cluster.endpoint(originalDestination: original).get() }
         #expect(cluster.hostLines.contains("svc::192.0.2.10:80::health_flags::/failed_outlier_check"))
+    }
+
+    @Test func aHashKeepsOneHostWhileItsOwnIsEjected() throws {
+        var config = BootstrapConfig.Cluster(name: "svc", discovery: .endpoints(try addresses(4).map { .init($0) }),
+                                             loadBalancing: .ringHash(minimumSize: 1024, maximumSize: 8_388_608))
+        config.outlierDetection = { var detection = OutlierDetectionConfig(); detection.consecutive5xx = 1; detection.maxEjectionPercent = 50; return detection }()
+        let cluster = ClusterRuntime(config)
+        let original = try SocketAddress(ipAddress: "10.0.0.1", port: 80)
+        let key: UInt64 = 0x1234_5678_9ABC_DEF0
+        let home = try #require(try cluster.endpoint(originalDestination: original, hash: key).get().index)
+        cluster.outlierDetector?.record(.response(status: 500), host: home)
+        let fallback = try (0..<10).map { _ in try cluster.endpoint(originalDestination: original, hash: key).get().index }
+        #expect(Set(fallback).count == 1)
+        #expect(fallback.first != home)
     }
 
     @Test func anEndpointUpdateKeepsTheStateOfHostsThatStay() throws {

@@ -13,8 +13,10 @@ import Testing
 
     /// A mesh whose workloads are HTTP servers named v1 and v2 (on 8080, gRPC on 9090) and echo servers (on 80), with
     /// `files` besides the workloads (a `workloads.yaml` among them replaces ``MeshDocuments/httpWorkloads``);
-    /// `upstreamArguments` are added to the named upstream's command line (`["v2": ["--fail-status", "503"]]`).
-    func withHTTPMesh<T>(_ files: [String: String], upstreamArguments: [String: [String]] = [:], _ body: (MeshSandbox) throws -> T) throws -> T {
+    /// the pod's proxy runs with `proxyArguments`; `upstreamArguments` are added to the named upstream's
+    /// command line (`["v2": ["--fail-status", "503"]]`).
+    func withHTTPMesh<T>(_ files: [String: String], proxyArguments: [String] = [], upstreamArguments: [String: [String]] = [:],
+                         _ body: (MeshSandbox) throws -> T) throws -> T {
         try withSandbox { sandbox in
             let mesh = try MeshSandbox(sandbox, files: files.merging(["workloads.yaml": MeshDocuments.httpWorkloads]) { given, _ in given })
             var upstreams: [NamespacedProcess] = []
@@ -31,7 +33,7 @@ import Testing
                 }
             }
             try mesh.startControlPlane()
-            try mesh.startProxy()
+            try mesh.startProxy(arguments: proxyArguments)
             return try body(mesh)
         }
     }

@@ -78,7 +78,8 @@ import XDS
         var upstreamProtocol: UpstreamProtocol { .http1 }
         var upstreamIdleTimeout: TimeAmount? { nil }
         var maxRequestsPerConnection: Int? { nil }
-        func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable> { .failure(.noHealthyUpstream) }
+        let circuitBreakers = CircuitBreakers()
+        func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?) -> Result<UpstreamEndpoint, UpstreamUnavailable> { .failure(.noHealthyUpstream) }
         func requestEnded(at endpoint: UpstreamEndpoint) {}
         func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, alpn: [String]?, on loop: any EventLoop,
                                  configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection> {

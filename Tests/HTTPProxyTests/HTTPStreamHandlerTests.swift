@@ -20,6 +20,7 @@ import XDS
         let upstreamProtocol = UpstreamProtocol.http1
         var upstreamIdleTimeout: TimeAmount? = .seconds(60)
         var maxRequestsPerConnection: Int?
+        let circuitBreakers = CircuitBreakers()
         let loop: EmbeddedEventLoop
         var endpoints: [SocketAddress]
         var refusesConnections = false
@@ -36,7 +37,7 @@ import XDS
             self.endpoints = endpoints
         }
 
-        func chooseEndpoint(for downstream: DownstreamConnectionInfo) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
+        func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
             guard !endpoints.isEmpty else { return .failure(.noHealthyUpstream) }
             activeRequests += 1
             defer { next += 1 }

@@ -66,6 +66,27 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
     set {_uniqueStorage()._lbPolicy = newValue}
   }
 
+  public var lbConfig: OneOf_LbConfig? {
+    get {return _storage._lbConfig}
+    set {_uniqueStorage()._lbConfig = newValue}
+  }
+
+  public var ringHashLbConfig: Envoy_Config_Cluster_V3_Cluster.RingHashLbConfig {
+    get {
+      if case .ringHashLbConfig(let v)? = _storage._lbConfig {return v}
+      return Envoy_Config_Cluster_V3_Cluster.RingHashLbConfig()
+    }
+    set {_uniqueStorage()._lbConfig = .ringHashLbConfig(newValue)}
+  }
+
+  public var maglevLbConfig: Envoy_Config_Cluster_V3_Cluster.MaglevLbConfig {
+    get {
+      if case .maglevLbConfig(let v)? = _storage._lbConfig {return v}
+      return Envoy_Config_Cluster_V3_Cluster.MaglevLbConfig()
+    }
+    set {_uniqueStorage()._lbConfig = .maglevLbConfig(newValue)}
+  }
+
   public var circuitBreakers: Envoy_Config_Cluster_V3_CircuitBreakers {
     get {_storage._circuitBreakers ?? Envoy_Config_Cluster_V3_CircuitBreakers()}
     set {_uniqueStorage()._circuitBreakers = newValue}
@@ -135,6 +156,12 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
 
   public nonisolated enum OneOf_ClusterDiscoveryType: Equatable, Sendable {
     case type(Envoy_Config_Cluster_V3_Cluster.DiscoveryType)
+
+  }
+
+  public nonisolated enum OneOf_LbConfig: Equatable, Sendable {
+    case ringHashLbConfig(Envoy_Config_Cluster_V3_Cluster.RingHashLbConfig)
+    case maglevLbConfig(Envoy_Config_Cluster_V3_Cluster.MaglevLbConfig)
 
   }
 
@@ -295,6 +322,96 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
     fileprivate var _healthyPanicThreshold: Envoy_Type_V3_Percent? = nil
   }
 
+  /// RING_HASH's ring: at least minimum_ring_size entries (1,024), at most maximum_ring_size (8M).
+  public nonisolated struct RingHashLbConfig: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var minimumRingSize: SwiftProtobuf.Google_Protobuf_UInt64Value {
+      get {_minimumRingSize ?? SwiftProtobuf.Google_Protobuf_UInt64Value()}
+      set {_minimumRingSize = newValue}
+    }
+    /// Returns true if `minimumRingSize` has been explicitly set.
+    public var hasMinimumRingSize: Bool {self._minimumRingSize != nil}
+    /// Clears the value of `minimumRingSize`. Subsequent reads from it will return its default value.
+    public mutating func clearMinimumRingSize() {self._minimumRingSize = nil}
+
+    public var hashFunction: Envoy_Config_Cluster_V3_Cluster.RingHashLbConfig.HashFunction = .xxHash
+
+    public var maximumRingSize: SwiftProtobuf.Google_Protobuf_UInt64Value {
+      get {_maximumRingSize ?? SwiftProtobuf.Google_Protobuf_UInt64Value()}
+      set {_maximumRingSize = newValue}
+    }
+    /// Returns true if `maximumRingSize` has been explicitly set.
+    public var hasMaximumRingSize: Bool {self._maximumRingSize != nil}
+    /// Clears the value of `maximumRingSize`. Subsequent reads from it will return its default value.
+    public mutating func clearMaximumRingSize() {self._maximumRingSize = nil}
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public nonisolated enum HashFunction: SwiftProtobuf.Enum, Swift.CaseIterable {
+      public typealias RawValue = Int
+      case xxHash // = 0
+      case murmurHash2 // = 1
+      case UNRECOGNIZED(Int)
+
+      public init() {
+        self = .xxHash
+      }
+
+      public init?(rawValue: Int) {
+        switch rawValue {
+        case 0: self = .xxHash
+        case 1: self = .murmurHash2
+        default: self = .UNRECOGNIZED(rawValue)
+        }
+      }
+
+      public var rawValue: Int {
+        switch self {
+        case .xxHash: return 0
+        case .murmurHash2: return 1
+        case .UNRECOGNIZED(let i): return i
+        }
+      }
+
+      // The compiler won't synthesize support with the UNRECOGNIZED case.
+      public static let allCases: [Envoy_Config_Cluster_V3_Cluster.RingHashLbConfig.HashFunction] = [
+        .xxHash,
+        .murmurHash2,
+      ]
+
+    }
+
+    public init() {}
+
+    fileprivate var _minimumRingSize: SwiftProtobuf.Google_Protobuf_UInt64Value? = nil
+    fileprivate var _maximumRingSize: SwiftProtobuf.Google_Protobuf_UInt64Value? = nil
+  }
+
+  /// MAGLEV's lookup table, of a prime size (65,537).
+  public nonisolated struct MaglevLbConfig: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var tableSize: SwiftProtobuf.Google_Protobuf_UInt64Value {
+      get {_tableSize ?? SwiftProtobuf.Google_Protobuf_UInt64Value()}
+      set {_tableSize = newValue}
+    }
+    /// Returns true if `tableSize` has been explicitly set.
+    public var hasTableSize: Bool {self._tableSize != nil}
+    /// Clears the value of `tableSize`. Subsequent reads from it will return its default value.
+    public mutating func clearTableSize() {self._tableSize = nil}
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+
+    fileprivate var _tableSize: SwiftProtobuf.Google_Protobuf_UInt64Value? = nil
+  }
+
   public nonisolated struct EdsClusterConfig: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -329,7 +446,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.cluster.v3"
 
 nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Cluster"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{4}circuit_breakers\0\u{4}\u{9}outlier_detection\0\u{4}\u{5}transport_socket\0\u{1}metadata\0\u{4}\u{2}common_lb_config\0\u{4}\u{6}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{7}transport_socket_matches\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{4}circuit_breakers\0\u{4}\u{9}outlier_detection\0\u{4}\u{4}ring_hash_lb_config\0\u{3}transport_socket\0\u{1}metadata\0\u{4}\u{2}common_lb_config\0\u{4}\u{6}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{7}transport_socket_matches\0\u{4}\u{9}maglev_lb_config\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -337,6 +454,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
     var _edsClusterConfig: Envoy_Config_Cluster_V3_Cluster.EdsClusterConfig? = nil
     var _connectTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
     var _lbPolicy: Envoy_Config_Cluster_V3_Cluster.LbPolicy = .roundRobin
+    var _lbConfig: Envoy_Config_Cluster_V3_Cluster.OneOf_LbConfig?
     var _circuitBreakers: Envoy_Config_Cluster_V3_CircuitBreakers? = nil
     var _outlierDetection: Envoy_Config_Cluster_V3_OutlierDetection? = nil
     var _transportSocket: Envoy_Config_Core_V3_TransportSocket? = nil
@@ -360,6 +478,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       _edsClusterConfig = source._edsClusterConfig
       _connectTimeout = source._connectTimeout
       _lbPolicy = source._lbPolicy
+      _lbConfig = source._lbConfig
       _circuitBreakers = source._circuitBreakers
       _outlierDetection = source._outlierDetection
       _transportSocket = source._transportSocket
@@ -400,12 +519,38 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         case 6: try { try decoder.decodeSingularEnumField(value: &_storage._lbPolicy) }()
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._circuitBreakers) }()
         case 19: try { try decoder.decodeSingularMessageField(value: &_storage._outlierDetection) }()
+        case 23: try {
+          var v: Envoy_Config_Cluster_V3_Cluster.RingHashLbConfig?
+          var hadOneofValue = false
+          if let current = _storage._lbConfig {
+            hadOneofValue = true
+            if case .ringHashLbConfig(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._lbConfig = .ringHashLbConfig(v)
+          }
+        }()
         case 24: try { try decoder.decodeSingularMessageField(value: &_storage._transportSocket) }()
         case 25: try { try decoder.decodeSingularMessageField(value: &_storage._metadata) }()
         case 27: try { try decoder.decodeSingularMessageField(value: &_storage._commonLbConfig) }()
         case 33: try { try decoder.decodeSingularMessageField(value: &_storage._loadAssignment) }()
         case 36: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.Google_Protobuf_Any>.self, value: &_storage._typedExtensionProtocolOptions) }()
         case 43: try { try decoder.decodeRepeatedMessageField(value: &_storage._transportSocketMatches) }()
+        case 52: try {
+          var v: Envoy_Config_Cluster_V3_Cluster.MaglevLbConfig?
+          var hadOneofValue = false
+          if let current = _storage._lbConfig {
+            hadOneofValue = true
+            if case .maglevLbConfig(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._lbConfig = .maglevLbConfig(v)
+          }
+        }()
         default: break
         }
       }
@@ -439,6 +584,9 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       try { if let v = _storage._outlierDetection {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
       } }()
+      try { if case .ringHashLbConfig(let v)? = _storage._lbConfig {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
+      } }()
       try { if let v = _storage._transportSocket {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
       } }()
@@ -457,6 +605,9 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       if !_storage._transportSocketMatches.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._transportSocketMatches, fieldNumber: 43)
       }
+      try { if case .maglevLbConfig(let v)? = _storage._lbConfig {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 52)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -471,6 +622,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         if _storage._edsClusterConfig != rhs_storage._edsClusterConfig {return false}
         if _storage._connectTimeout != rhs_storage._connectTimeout {return false}
         if _storage._lbPolicy != rhs_storage._lbPolicy {return false}
+        if _storage._lbConfig != rhs_storage._lbConfig {return false}
         if _storage._circuitBreakers != rhs_storage._circuitBreakers {return false}
         if _storage._outlierDetection != rhs_storage._outlierDetection {return false}
         if _storage._transportSocket != rhs_storage._transportSocket {return false}
@@ -569,6 +721,88 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster.CommonLbConfig: SwiftProto
 
   public static func ==(lhs: Envoy_Config_Cluster_V3_Cluster.CommonLbConfig, rhs: Envoy_Config_Cluster_V3_Cluster.CommonLbConfig) -> Bool {
     if lhs._healthyPanicThreshold != rhs._healthyPanicThreshold {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Cluster_V3_Cluster.RingHashLbConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Config_Cluster_V3_Cluster.protoMessageName + ".RingHashLbConfig"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}minimum_ring_size\0\u{4}\u{2}hash_function\0\u{3}maximum_ring_size\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._minimumRingSize) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.hashFunction) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._maximumRingSize) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._minimumRingSize {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.hashFunction != .xxHash {
+      try visitor.visitSingularEnumField(value: self.hashFunction, fieldNumber: 3)
+    }
+    try { if let v = self._maximumRingSize {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Cluster_V3_Cluster.RingHashLbConfig, rhs: Envoy_Config_Cluster_V3_Cluster.RingHashLbConfig) -> Bool {
+    if lhs._minimumRingSize != rhs._minimumRingSize {return false}
+    if lhs.hashFunction != rhs.hashFunction {return false}
+    if lhs._maximumRingSize != rhs._maximumRingSize {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Cluster_V3_Cluster.RingHashLbConfig.HashFunction: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0XX_HASH\0\u{1}MURMUR_HASH_2\0")
+}
+
+nonisolated extension Envoy_Config_Cluster_V3_Cluster.MaglevLbConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Config_Cluster_V3_Cluster.protoMessageName + ".MaglevLbConfig"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}table_size\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._tableSize) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._tableSize {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Cluster_V3_Cluster.MaglevLbConfig, rhs: Envoy_Config_Cluster_V3_Cluster.MaglevLbConfig) -> Bool {
+    if lhs._tableSize != rhs._tableSize {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

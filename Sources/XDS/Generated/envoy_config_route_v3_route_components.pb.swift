@@ -581,6 +581,11 @@ public nonisolated struct Envoy_Config_Route_V3_RouteAction: @unchecked Sendable
   /// Clears the value of `maxStreamDuration`. Subsequent reads from it will return its default value.
   public mutating func clearMaxStreamDuration() {_uniqueStorage()._maxStreamDuration = nil}
 
+  public var hashPolicy: [Envoy_Config_Route_V3_RouteAction.HashPolicy] {
+    get {_storage._hashPolicy}
+    set {_uniqueStorage()._hashPolicy = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_ClusterSpecifier: Equatable, Sendable {
@@ -636,6 +641,149 @@ public nonisolated struct Envoy_Config_Route_V3_RouteAction: @unchecked Sendable
     fileprivate var _maxStreamDuration: SwiftProtobuf.Google_Protobuf_Duration? = nil
     fileprivate var _grpcTimeoutHeaderMax: SwiftProtobuf.Google_Protobuf_Duration? = nil
     fileprivate var _grpcTimeoutHeaderOffset: SwiftProtobuf.Google_Protobuf_Duration? = nil
+  }
+
+  /// What a request is hashed by, for a RING_HASH or MAGLEV cluster.
+  public nonisolated struct HashPolicy: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var policySpecifier: Envoy_Config_Route_V3_RouteAction.HashPolicy.OneOf_PolicySpecifier? = nil
+
+    public var header: Envoy_Config_Route_V3_RouteAction.HashPolicy.Header {
+      get {
+        if case .header(let v)? = policySpecifier {return v}
+        return Envoy_Config_Route_V3_RouteAction.HashPolicy.Header()
+      }
+      set {policySpecifier = .header(newValue)}
+    }
+
+    public var cookie: Envoy_Config_Route_V3_RouteAction.HashPolicy.Cookie {
+      get {
+        if case .cookie(let v)? = policySpecifier {return v}
+        return Envoy_Config_Route_V3_RouteAction.HashPolicy.Cookie()
+      }
+      set {policySpecifier = .cookie(newValue)}
+    }
+
+    public var connectionProperties: Envoy_Config_Route_V3_RouteAction.HashPolicy.ConnectionProperties {
+      get {
+        if case .connectionProperties(let v)? = policySpecifier {return v}
+        return Envoy_Config_Route_V3_RouteAction.HashPolicy.ConnectionProperties()
+      }
+      set {policySpecifier = .connectionProperties(newValue)}
+    }
+
+    public var queryParameter: Envoy_Config_Route_V3_RouteAction.HashPolicy.QueryParameter {
+      get {
+        if case .queryParameter(let v)? = policySpecifier {return v}
+        return Envoy_Config_Route_V3_RouteAction.HashPolicy.QueryParameter()
+      }
+      set {policySpecifier = .queryParameter(newValue)}
+    }
+
+    public var terminal: Bool = false
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public nonisolated enum OneOf_PolicySpecifier: Equatable, Sendable {
+      case header(Envoy_Config_Route_V3_RouteAction.HashPolicy.Header)
+      case cookie(Envoy_Config_Route_V3_RouteAction.HashPolicy.Cookie)
+      case connectionProperties(Envoy_Config_Route_V3_RouteAction.HashPolicy.ConnectionProperties)
+      case queryParameter(Envoy_Config_Route_V3_RouteAction.HashPolicy.QueryParameter)
+
+    }
+
+    public nonisolated struct Header: Sendable {
+      // SwiftProtobuf.Message conformance is added in an extension below. See the
+      // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+      // methods supported on all messages.
+
+      public var headerName: String = String()
+
+      public var regexRewrite: Envoy_Type_Matcher_V3_RegexMatchAndSubstitute {
+        get {_regexRewrite ?? Envoy_Type_Matcher_V3_RegexMatchAndSubstitute()}
+        set {_regexRewrite = newValue}
+      }
+      /// Returns true if `regexRewrite` has been explicitly set.
+      public var hasRegexRewrite: Bool {self._regexRewrite != nil}
+      /// Clears the value of `regexRewrite`. Subsequent reads from it will return its default value.
+      public mutating func clearRegexRewrite() {self._regexRewrite = nil}
+
+      public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+      public init() {}
+
+      fileprivate var _regexRewrite: Envoy_Type_Matcher_V3_RegexMatchAndSubstitute? = nil
+    }
+
+    public nonisolated struct CookieAttribute: Sendable {
+      // SwiftProtobuf.Message conformance is added in an extension below. See the
+      // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+      // methods supported on all messages.
+
+      public var name: String = String()
+
+      public var value: String = String()
+
+      public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+      public init() {}
+    }
+
+    public nonisolated struct Cookie: Sendable {
+      // SwiftProtobuf.Message conformance is added in an extension below. See the
+      // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+      // methods supported on all messages.
+
+      public var name: String = String()
+
+      public var ttl: SwiftProtobuf.Google_Protobuf_Duration {
+        get {_ttl ?? SwiftProtobuf.Google_Protobuf_Duration()}
+        set {_ttl = newValue}
+      }
+      /// Returns true if `ttl` has been explicitly set.
+      public var hasTtl: Bool {self._ttl != nil}
+      /// Clears the value of `ttl`. Subsequent reads from it will return its default value.
+      public mutating func clearTtl() {self._ttl = nil}
+
+      public var path: String = String()
+
+      public var attributes: [Envoy_Config_Route_V3_RouteAction.HashPolicy.CookieAttribute] = []
+
+      public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+      public init() {}
+
+      fileprivate var _ttl: SwiftProtobuf.Google_Protobuf_Duration? = nil
+    }
+
+    public nonisolated struct ConnectionProperties: Sendable {
+      // SwiftProtobuf.Message conformance is added in an extension below. See the
+      // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+      // methods supported on all messages.
+
+      public var sourceIp: Bool = false
+
+      public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+      public init() {}
+    }
+
+    public nonisolated struct QueryParameter: Sendable {
+      // SwiftProtobuf.Message conformance is added in an extension below. See the
+      // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+      // methods supported on all messages.
+
+      public var name: String = String()
+
+      public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+      public init() {}
+    }
+
+    public init() {}
   }
 
   public init() {}
@@ -1725,7 +1873,7 @@ nonisolated extension Envoy_Config_Route_V3_QueryParameterMatcher: SwiftProtobuf
 
 nonisolated extension Envoy_Config_Route_V3_RouteAction: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RouteAction"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{3}cluster_header\0\u{3}weighted_clusters\0\u{4}\u{2}prefix_rewrite\0\u{3}host_rewrite_literal\0\u{3}auto_host_rewrite\0\u{1}timeout\0\u{3}retry_policy\0\u{4}\u{e}max_grpc_timeout\0\u{3}idle_timeout\0\u{4}\u{4}grpc_timeout_offset\0\u{3}host_rewrite_header\0\u{4}\u{3}regex_rewrite\0\u{4}\u{4}max_stream_duration\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{3}cluster_header\0\u{3}weighted_clusters\0\u{4}\u{2}prefix_rewrite\0\u{3}host_rewrite_literal\0\u{3}auto_host_rewrite\0\u{1}timeout\0\u{3}retry_policy\0\u{4}\u{6}hash_policy\0\u{4}\u{8}max_grpc_timeout\0\u{3}idle_timeout\0\u{4}\u{4}grpc_timeout_offset\0\u{3}host_rewrite_header\0\u{4}\u{3}regex_rewrite\0\u{4}\u{4}max_stream_duration\0")
 
   fileprivate class _StorageClass {
     var _clusterSpecifier: Envoy_Config_Route_V3_RouteAction.OneOf_ClusterSpecifier?
@@ -1738,6 +1886,7 @@ nonisolated extension Envoy_Config_Route_V3_RouteAction: SwiftProtobuf.Message, 
     var _maxGrpcTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
     var _grpcTimeoutOffset: SwiftProtobuf.Google_Protobuf_Duration? = nil
     var _maxStreamDuration: Envoy_Config_Route_V3_RouteAction.MaxStreamDuration? = nil
+    var _hashPolicy: [Envoy_Config_Route_V3_RouteAction.HashPolicy] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1758,6 +1907,7 @@ nonisolated extension Envoy_Config_Route_V3_RouteAction: SwiftProtobuf.Message, 
       _maxGrpcTimeout = source._maxGrpcTimeout
       _grpcTimeoutOffset = source._grpcTimeoutOffset
       _maxStreamDuration = source._maxStreamDuration
+      _hashPolicy = source._hashPolicy
     }
   }
 
@@ -1829,6 +1979,7 @@ nonisolated extension Envoy_Config_Route_V3_RouteAction: SwiftProtobuf.Message, 
         }()
         case 8: try { try decoder.decodeSingularMessageField(value: &_storage._timeout) }()
         case 9: try { try decoder.decodeSingularMessageField(value: &_storage._retryPolicy) }()
+        case 15: try { try decoder.decodeRepeatedMessageField(value: &_storage._hashPolicy) }()
         case 23: try { try decoder.decodeSingularMessageField(value: &_storage._maxGrpcTimeout) }()
         case 24: try { try decoder.decodeSingularMessageField(value: &_storage._idleTimeout) }()
         case 28: try { try decoder.decodeSingularMessageField(value: &_storage._grpcTimeoutOffset) }()
@@ -1889,6 +2040,9 @@ nonisolated extension Envoy_Config_Route_V3_RouteAction: SwiftProtobuf.Message, 
       try { if let v = _storage._retryPolicy {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
       } }()
+      if !_storage._hashPolicy.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._hashPolicy, fieldNumber: 15)
+      }
       try { if let v = _storage._maxGrpcTimeout {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
       } }()
@@ -1926,6 +2080,7 @@ nonisolated extension Envoy_Config_Route_V3_RouteAction: SwiftProtobuf.Message, 
         if _storage._maxGrpcTimeout != rhs_storage._maxGrpcTimeout {return false}
         if _storage._grpcTimeoutOffset != rhs_storage._grpcTimeoutOffset {return false}
         if _storage._maxStreamDuration != rhs_storage._maxStreamDuration {return false}
+        if _storage._hashPolicy != rhs_storage._hashPolicy {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1974,6 +2129,294 @@ nonisolated extension Envoy_Config_Route_V3_RouteAction.MaxStreamDuration: Swift
     if lhs._maxStreamDuration != rhs._maxStreamDuration {return false}
     if lhs._grpcTimeoutHeaderMax != rhs._grpcTimeoutHeaderMax {return false}
     if lhs._grpcTimeoutHeaderOffset != rhs._grpcTimeoutHeaderOffset {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Route_V3_RouteAction.HashPolicy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Config_Route_V3_RouteAction.protoMessageName + ".HashPolicy"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}cookie\0\u{3}connection_properties\0\u{1}terminal\0\u{3}query_parameter\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Envoy_Config_Route_V3_RouteAction.HashPolicy.Header?
+        var hadOneofValue = false
+        if let current = self.policySpecifier {
+          hadOneofValue = true
+          if case .header(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.policySpecifier = .header(v)
+        }
+      }()
+      case 2: try {
+        var v: Envoy_Config_Route_V3_RouteAction.HashPolicy.Cookie?
+        var hadOneofValue = false
+        if let current = self.policySpecifier {
+          hadOneofValue = true
+          if case .cookie(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.policySpecifier = .cookie(v)
+        }
+      }()
+      case 3: try {
+        var v: Envoy_Config_Route_V3_RouteAction.HashPolicy.ConnectionProperties?
+        var hadOneofValue = false
+        if let current = self.policySpecifier {
+          hadOneofValue = true
+          if case .connectionProperties(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.policySpecifier = .connectionProperties(v)
+        }
+      }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.terminal) }()
+      case 5: try {
+        var v: Envoy_Config_Route_V3_RouteAction.HashPolicy.QueryParameter?
+        var hadOneofValue = false
+        if let current = self.policySpecifier {
+          hadOneofValue = true
+          if case .queryParameter(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.policySpecifier = .queryParameter(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.policySpecifier {
+    case .header?: try {
+      guard case .header(let v)? = self.policySpecifier else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .cookie?: try {
+      guard case .cookie(let v)? = self.policySpecifier else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .connectionProperties?: try {
+      guard case .connectionProperties(let v)? = self.policySpecifier else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    default: break
+    }
+    if self.terminal != false {
+      try visitor.visitSingularBoolField(value: self.terminal, fieldNumber: 4)
+    }
+    try { if case .queryParameter(let v)? = self.policySpecifier {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Route_V3_RouteAction.HashPolicy, rhs: Envoy_Config_Route_V3_RouteAction.HashPolicy) -> Bool {
+    if lhs.policySpecifier != rhs.policySpecifier {return false}
+    if lhs.terminal != rhs.terminal {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Route_V3_RouteAction.HashPolicy.Header: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Config_Route_V3_RouteAction.HashPolicy.protoMessageName + ".Header"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}header_name\0\u{3}regex_rewrite\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.headerName) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._regexRewrite) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.headerName.isEmpty {
+      try visitor.visitSingularStringField(value: self.headerName, fieldNumber: 1)
+    }
+    try { if let v = self._regexRewrite {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Route_V3_RouteAction.HashPolicy.Header, rhs: Envoy_Config_Route_V3_RouteAction.HashPolicy.Header) -> Bool {
+    if lhs.headerName != rhs.headerName {return false}
+    if lhs._regexRewrite != rhs._regexRewrite {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Route_V3_RouteAction.HashPolicy.CookieAttribute: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Config_Route_V3_RouteAction.HashPolicy.protoMessageName + ".CookieAttribute"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}value\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.value) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.value.isEmpty {
+      try visitor.visitSingularStringField(value: self.value, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Route_V3_RouteAction.HashPolicy.CookieAttribute, rhs: Envoy_Config_Route_V3_RouteAction.HashPolicy.CookieAttribute) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.value != rhs.value {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Route_V3_RouteAction.HashPolicy.Cookie: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Config_Route_V3_RouteAction.HashPolicy.protoMessageName + ".Cookie"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}ttl\0\u{1}path\0\u{1}attributes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._ttl) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.attributes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    try { if let v = self._ttl {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 3)
+    }
+    if !self.attributes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.attributes, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Route_V3_RouteAction.HashPolicy.Cookie, rhs: Envoy_Config_Route_V3_RouteAction.HashPolicy.Cookie) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs._ttl != rhs._ttl {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs.attributes != rhs.attributes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Route_V3_RouteAction.HashPolicy.ConnectionProperties: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Config_Route_V3_RouteAction.HashPolicy.protoMessageName + ".ConnectionProperties"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}source_ip\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.sourceIp) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.sourceIp != false {
+      try visitor.visitSingularBoolField(value: self.sourceIp, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Route_V3_RouteAction.HashPolicy.ConnectionProperties, rhs: Envoy_Config_Route_V3_RouteAction.HashPolicy.ConnectionProperties) -> Bool {
+    if lhs.sourceIp != rhs.sourceIp {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Route_V3_RouteAction.HashPolicy.QueryParameter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Config_Route_V3_RouteAction.HashPolicy.protoMessageName + ".QueryParameter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Route_V3_RouteAction.HashPolicy.QueryParameter, rhs: Envoy_Config_Route_V3_RouteAction.HashPolicy.QueryParameter) -> Bool {
+    if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
