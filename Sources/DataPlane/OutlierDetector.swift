@@ -122,7 +122,8 @@ final class OutlierDetector: Sendable {
     /// The outcome of an attempt at the host at `index`. Unless `split_external_local_origin_errors`,
     /// local-origin failures count as the status the router answers for them (a connect failure or reset
     /// 503, a timeout 504), as Envoy maps them.
-    func record(_ outcome: UpstreamOutcome, host index: Int, now: NIODeadline = .now()) {
+    /// `now` (tests give it) is read only when a host is detected, not for every request.
+    func record(_ outcome: UpstreamOutcome, host index: Int, now: NIODeadline? = nil) {
         guard hosts.indices.contains(index), !retired.load(ordering: .relaxed) else { return }
         let host = hosts[index]
         switch outcome {
@@ -139,7 +140,7 @@ final class OutlierDetector: Sendable {
         }
     }
 
-    private func response(_ status: Int, host: HostCounters, index: Int, now: NIODeadline) {
+    private func response(_ status: Int, host: HostCounters, index: Int, now: NIODeadline?) {
         guard (500..<600).contains(status) else {
             reset(host.consecutive5xx)
             reset(host.consecutiveGatewayFailure)
@@ -154,7 +155,7 @@ final class OutlierDetector: Sendable {
     }
 
     /// One more failure of `detection`'s kind; exactly at the threshold (0: never) the host is detected.
-    private func count(_ detection: Detection, host: HostCounters, index: Int, now: NIODeadline) {
+    private func count(_ detection: Detection, host: HostCounters, index: Int, now: NIODeadline?) {
         let count = host.counter(detection).wrappingIncrementThenLoad(ordering: .relaxed)
         if count == threshold(detection) { detected(detection, index: index, now: now) }
     }
@@ -186,8 +187,9 @@ final class OutlierDetector: Sendable {
     /// its counter starts again, and the host is ejected if the share of hosts ejected after it stays
     /// within `max_ejection_percent` (as Envoy since 1.27: no host is ejected when even one is too many,
     /// Envoy's #27909) and the roll falls within `enforcing_*`.
-    private func detected(_ detection: Detection, index: Int, now: NIODeadline) {
+    private func detected(_ detection: Detection, index: Int, now given: NIODeadline?) {
         let host = hosts[index]
+        let now = given ?? .now()
         ejections.withLockedValue { state in
             guard !host.ejected.load(ordering: .relaxed), !retired.load(ordering: .relaxed) else { return }
             stats.detected(detection)
