@@ -169,14 +169,18 @@ public struct DestinationRule: Sendable, Equatable {
         public var connectionPool: ConnectionPool?
         /// nil: no `tls` setting, so Istio's auto mTLS decides (see ``ProxyConfigGenerator``).
         public var tlsMode: TLSMode?
+        /// `outlierDetection`; a subset's replaces the rule's whole, as istiod merges it.
+        public var outlierDetection: OutlierDetection? = nil
 
         /// This policy with the settings `other` gives taken from it (a subset's over the rule's), each
         /// whole, as istiod merges them: a subset's `connectionPool` replaces the rule's, field by field
         /// unset ones included.
         func overridden(by other: TrafficPolicy?) -> TrafficPolicy {
             guard let other else { return self }
-            return TrafficPolicy(loadBalancer: other.loadBalancer ?? loadBalancer, connectionPool: other.connectionPool ?? connectionPool,
-                                 tlsMode: other.tlsMode ?? tlsMode)
+            var merged = TrafficPolicy(loadBalancer: other.loadBalancer ?? loadBalancer, connectionPool: other.connectionPool ?? connectionPool,
+                                       tlsMode: other.tlsMode ?? tlsMode)
+            merged.outlierDetection = other.outlierDetection ?? outlierDetection
+            return merged
         }
     }
 

@@ -280,6 +280,9 @@ private struct Builder {
         if let pool = try reader.optional("connectionPool") {
             policy.connectionPool = try connectionPool(pool, warnings: &warnings)
         }
+        policy.outlierDetection = try reader.optional("outlierDetection").map { reader throws(ConfigError) in
+            try OutlierDetectionReader.read(reader, warnings: &warnings)
+        }
         if let tls = try reader.optional("tls") {
             try tls.ignoringUnknown(["mode"], warnings: &warnings)
             if let mode = try tls.optional("mode") {

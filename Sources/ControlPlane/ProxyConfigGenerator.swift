@@ -458,6 +458,7 @@ struct ProxyConfigGenerator: Sendable {
         default: cluster.lbPolicy = .roundRobin
         }
         cluster.circuitBreakers.thresholds = [circuitBreakerThreshold(policy.connectionPool)]
+        if let outlier = policy.outlierDetection { applyOutlierDetection(outlier, to: &cluster) }
         return cluster
     }
 

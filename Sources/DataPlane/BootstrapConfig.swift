@@ -242,6 +242,11 @@ public struct BootstrapConfig: Sendable {
         var fieldsNotActedOn: [FieldNotActedOn] = []
         /// `transport_socket_matches`, in order: the first whose `match` the endpoint's metadata has wins.
         var transportSocketMatches: [TransportSocketMatch] = []
+        /// `outlier_detection`: nil, no host is ever ejected.
+        public var outlierDetection: OutlierDetectionConfig?
+        /// `common_lb_config.healthy_panic_threshold`: below this percent of healthy hosts, the load
+        /// balancer uses all hosts, ejected ones too (Envoy's panic mode); 0 disables it.
+        public var healthyPanicThreshold = 50.0
         /// The HTTP version spoken to the endpoints by the router (the TCP relay sends bytes as they come).
         public var upstreamHTTP = UpstreamHTTPProtocol.http1
         /// `common_http_protocol_options.idle_timeout` of the upstream HTTP protocol options: how long an

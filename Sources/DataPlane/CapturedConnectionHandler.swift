@@ -303,6 +303,8 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             case .success(let upstream):
                 clusterStats.connectionsActive.increment()
                 upstream.closeFuture.whenComplete { _ in clusterStats.connectionsActive.decrement() }
+                // Envoy's tcp_proxy reports a connection made as a final success, which counts as a 200.
+                if let detector = route.cluster.outlierDetector, let index = route.endpointIndex { detector.record(.response(status: 200), host: index) }
                 guard downstream.isActive else {
                     // The client left while the upstream was connecting.
                     upstream.close(promise: nil)
@@ -339,6 +341,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                     clusterStats.connectTimeouts.increment()
                 }
                 clusterStats.connectFailures.increment()
+                if let detector = route.cluster.outlierDetector, let index = route.endpointIndex { detector.record(.connectFailure, host: index) }
                 downstream.close(promise: nil)
             }
         }

@@ -42,6 +42,11 @@ extension ClusterRuntime: UpstreamCluster {
         released(endpoint.token)
     }
 
+    func record(_ outcome: UpstreamOutcome, at endpoint: UpstreamEndpoint) {
+        guard let outlierDetector, let index = endpoint.token else { return }
+        outlierDetector.record(outcome, host: index)
+    }
+
     func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, alpn: [String]?, on loop: any EventLoop,
                              configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection> {
         guard let connector else { return loop.makeFailedFuture(ChannelError.connectPending) }

@@ -20,6 +20,10 @@ final class ClusterRuntime: Sendable {
     let stats: ClusterStats
     /// Connects HTTP requests' upstreams (nil in tests that only choose endpoints).
     let connector: UpstreamConnector?
+    /// The cluster's `outlier_detection` at work (nil without it, or without endpoints); its interval
+    /// timer runs on the loop given at init, while this runtime is in use.
+    let outlierDetector: OutlierDetector?
+    private let outlierSweep: RepeatedTask?
     private let next = ManagedAtomic<Int>(0)
     /// Connections open to each endpoint, for LEAST_REQUEST.
     private let openByEndpoint: [ManagedAtomic<Int>]
@@ -34,11 +38,16 @@ final class ClusterRuntime: Sendable {
     /// `match` take it, as in Envoy), and of every endpoint without matches.
     private let originalDestinationTransport: EndpointTransport?
 
-    init(_ config: BootstrapConfig.Cluster, stats: ClusterStats? = nil, connector: UpstreamConnector? = nil) {
+    /// `previous`: the runtime this one replaces, whose hosts' outlier state carries over (same outlier
+    /// settings, same addresses). `timerLoop`: where the outlier detector's interval timer runs (none:
+    /// ejected hosts only come back through ``OutlierDetector/sweep(now:)`` called directly).
+    init(_ config: BootstrapConfig.Cluster, stats: ClusterStats? = nil, connector: UpstreamConnector? = nil,
+         previous: ClusterRuntime? = nil, timerLoop: (any EventLoop)? = nil) {
         self.config = config
         self.connector = connector
         self.stats = stats ?? ClusterStats(name: config.name)
         self.stats.circuitBreakers.limits = config.circuitBreakers
+        (outlierDetector, outlierSweep) = Self.outlierDetection(config, stats: self.stats, previous: previous, timerLoop: timerLoop)
         if case .endpoints(let endpoints) = config.discovery, config.loadBalancing == .leastRequest {
             openByEndpoint = endpoints.map { _ in ManagedAtomic(0) }
         } else {
@@ -92,19 +101,24 @@ final class ClusterRuntime: Sendable {
                 stats.noHealthyUpstream.increment()
                 return .failure(.noHealthyUpstream)
             }
+            if let outlierDetector, outlierDetector.anyEjected, let choice = choiceAvoidingEjected(endpoints, outlierDetector, hash: hash) {
+                return choice
+            }
+            // The index goes with the choice where the outlier detector needs it to record the outcome.
+            let tracked = outlierDetector != nil
             switch config.loadBalancing {
             case .ringHash, .maglev:
                 var random = RequestRandomness()
                 let index = hashTable?.endpoint(for: hash ?? random.next()) ?? 0
-                return .success(Choice(address: endpoints[index].address, index: nil, transport: transport(ofEndpoint: index)))
+                return .success(Choice(address: endpoints[index].address, index: tracked ? index : nil, transport: transport(ofEndpoint: index)))
             case .roundRobin:
                 let ticket = UInt(bitPattern: next.loadThenWrappingIncrement(ordering: .relaxed))
                 let index = schedule?.endpoint(for: ticket) ?? Int(ticket % UInt(endpoints.count))
-                return .success(Choice(address: endpoints[index].address, index: nil, transport: transport(ofEndpoint: index)))
+                return .success(Choice(address: endpoints[index].address, index: tracked ? index : nil, transport: transport(ofEndpoint: index)))
             case .random:
                 var random = RequestRandomness()
                 let index = Int.random(in: endpoints.indices, using: &random)
-                return .success(Choice(address: endpoints[index].address, index: nil, transport: transport(ofEndpoint: index)))
+                return .success(Choice(address: endpoints[index].address, index: tracked ? index : nil, transport: transport(ofEndpoint: index)))
             case .leastRequest:
                 // Envoy's two random choices: the one with fewer open connections for its weight, (open + 1)
                 // / weight, compared without dividing.
@@ -124,5 +138,94 @@ final class ClusterRuntime: Sendable {
     func released(_ index: Int?) {
         guard let index, openByEndpoint.indices.contains(index) else { return }
         openByEndpoint[index].wrappingDecrement(ordering: .relaxed)
+    }
+
+    deinit { outlierSweep?.cancel() }
+
+    // MARK: Outlier detection
+
+    private static func outlierDetection(_ config: BootstrapConfig.Cluster, stats: ClusterStats, previous: ClusterRuntime?,
+                                         timerLoop: (any EventLoop)?) -> (OutlierDetector?, RepeatedTask?) {
+        // The detector this runtime replaces stops, so that it cannot move the statistics they share.
+        defer { previous?.outlierDetector?.retire() }
+        guard let settings = config.outlierDetection, case .endpoints(let endpoints) = config.discovery, !endpoints.isEmpty else {
+            if previous?.outlierDetector != nil { stats.outlierDetection.ejectionsActive.set(0) }
+            return (nil, nil)
+        }
+        let detector = OutlierDetector(config: settings, addresses: endpoints.map(\.address), stats: stats.outlierDetection)
+        if let previous = previous?.outlierDetector, previous.config == settings { detector.inherit(from: previous) }
+        let interval = TimeAmount(settings.interval)
+        let sweep = timerLoop?.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [weak detector] task in
+            guard let detector else { return task.cancel() }
+            detector.sweep()
+        }
+        return (detector, sweep)
+    }
+
+    /// The choice while some hosts are ejected: among the others, by the cluster's `lb_policy`; nil when
+    /// fewer than `healthy_panic_threshold` percent of hosts are left (Envoy's panic: all hosts are used,
+    /// ejected or not). None left, without panic: no healthy upstream (Envoy's `UH`).
+    private func choiceAvoidingEjected(_ endpoints: [BootstrapConfig.Cluster.Endpoint], _ detector: OutlierDetector,
+                                       hash: UInt64?) -> Result<Choice, ProxyRuntime.RouteFailure>? {
+        let healthy = max(0, endpoints.count - detector.ejectedHosts)
+        if Double(healthy) * 100 / Double(endpoints.count) < config.healthyPanicThreshold {
+            detector.stats.panics.increment()
+            return nil
+        }
+        /// The `n`th endpoint not ejected (flags may change meanwhile: then the first one).
+        func healthyEndpoint(_ n: Int) -> Int? {
+            var left = n, first: Int?
+            for index in endpoints.indices where !detector.isEjected(index) {
+                if left == 0 { return index }
+                left -= 1
+                if first == nil { first = index }
+            }
+            return first
+        }
+        var random = RequestRandomness()
+        var chosen: Int?
+        if healthy > 0 {
+            switch config.loadBalancing {
+            case .ringHash, .maglev:
+                // Where the hash falls; if that host is out, where the hash re-mixed falls, the same places
+                // each time, so that a key keeps one host while its own is ejected.
+                var key = hash ?? random.next()
+                for _ in 0..<(2 * endpoints.count) {
+                    let index = hashTable?.endpoint(for: key) ?? 0
+                    if !detector.isEjected(index) { chosen = index; break }
+                    key = (key ^ (key >> 31)) &* 0x9E37_79B9_7F4A_7C15 &+ 1
+                }
+                chosen = chosen ?? healthyEndpoint(0)
+            case .roundRobin:
+                let ticket = UInt(bitPattern: next.loadThenWrappingIncrement(ordering: .relaxed))
+                if let schedule {
+                    // The weighted schedule's next turns until one falls on a host that is in.
+                    for turn in 0..<(2 * endpoints.count) {
+                        let index = schedule.endpoint(for: ticket &+ UInt(turn))
+                        if !detector.isEjected(index) { chosen = index; break }
+                    }
+                    chosen = chosen ?? healthyEndpoint(0)
+                } else {
+                    chosen = healthyEndpoint(Int(ticket % UInt(healthy)))
+                }
+            case .random:
+                chosen = healthyEndpoint(Int.random(in: 0..<healthy, using: &random))
+            case .leastRequest:
+                let firstTurn = Int.random(in: 0..<healthy, using: &random)
+                let secondTurn = healthy > 1 ? (firstTurn + Int.random(in: 1..<healthy, using: &random)) % healthy : firstTurn
+                if let first = healthyEndpoint(firstTurn), let second = healthyEndpoint(secondTurn) {
+                    let firstLoad = (openByEndpoint[first].load(ordering: .relaxed) + 1) * endpoints[second].weight
+                    let secondLoad = (openByEndpoint[second].load(ordering: .relaxed) + 1) * endpoints[first].weight
+                    let index = secondLoad < firstLoad ? second : first
+                    openByEndpoint[index].wrappingIncrement(ordering: .relaxed)
+                    chosen = index
+                }
+            }
+        }
+        guard let index = chosen else {
+            stats.noHealthyUpstream.increment()
+            return .failure(.noHealthyUpstream)
+        }
+        return .success(Choice(address: endpoints[index].address, index: index, transport: transport(ofEndpoint: index)))
     }
 }

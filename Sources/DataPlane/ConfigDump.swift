@@ -82,6 +82,9 @@ struct ConfigDump {
         var transport_socket_matches: [Match]?
         /// How the router speaks HTTP to it: `HTTP1`, `HTTP2` or `USE_DOWNSTREAM_PROTOCOL`.
         var upstream_http_protocol: String
+        /// Its outlier detection in force, and the panic threshold that goes with it.
+        var outlier_detection: ConfigValue? = nil
+        var common_lb_config: ConfigValue? = nil
     }
 
     /// Envoy's `RoutesConfigDump`: each route configuration from RDS with the version it came in and when
@@ -312,7 +315,7 @@ struct ConfigDump {
             case .http2: "HTTP2"
             case .downstream: "USE_DOWNSTREAM_PROTOCOL"
             }
-            let entry: ClusterEntry
+            var entry: ClusterEntry
             switch config.discovery {
             case .originalDestination:
                 entry = ClusterEntry(name: cluster.name, type: "ORIGINAL_DST", endpoints: [], circuit_breakers: .init(config.circuitBreakers),
@@ -323,6 +326,10 @@ struct ConfigDump {
                                      endpoints: endpoints.map { $0.address.pathname ?? "\($0.address.ipAddress ?? "?"):\($0.address.port ?? 0)" },
                                      circuit_breakers: .init(config.circuitBreakers), transport_socket: config.transportSocket?.dump,
                                      transport_socket_matches: matches.isEmpty ? nil : matches, upstream_http_protocol: upstream)
+            }
+            if let outlier = config.outlierDetection {
+                entry.outlier_detection = outlier.dump
+                entry.common_lb_config = .object(["healthy_panic_threshold": .object(["value": .number(config.healthyPanicThreshold)])])
             }
             if let version = versions.clusters[cluster.name] {
                 clusters.dynamic_active_clusters.append(.init(version_info: version.version, cluster: entry, last_updated: version.lastUpdated))

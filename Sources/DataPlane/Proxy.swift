@@ -334,10 +334,11 @@ public final class Proxy: Sendable {
         }.joined(separator: "\n") + "\n"
     }
 
-    /// `/clusters`: `NAME::STAT::VALUE`, as Envoy prints them.
+    /// `/clusters`: `NAME::STAT::VALUE` and each host's `NAME::HOST::health_flags::…`, as Envoy prints them.
     var clustersText: String {
-        runtime.stats.clusters.flatMap { cluster in
-            cluster.entries.map { "\(cluster.name)::\($0.0)::\(Int64($0.1))" }
+        let hosts = runtime.configuration.clusters
+        return runtime.stats.clusters.flatMap { cluster in
+            cluster.entries.map { "\(cluster.name)::\($0.0)::\(Int64($0.1))" } + (hosts[cluster.name]?.hostLines ?? [])
         }.joined(separator: "\n") + "\n"
     }
 

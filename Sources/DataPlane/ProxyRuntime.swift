@@ -165,6 +165,8 @@ final class ProxyRuntime: Sendable {
     let connector: UpstreamConnector
     /// The HTTP upstream pools of each event loop, by the loop's identity (made once: never changes).
     private let pools: [ObjectIdentifier: UpstreamPools]
+    /// Where clusters' outlier detectors run their interval timers (none in tests without loops).
+    private let timerLoop: (any EventLoop)?
 
     init(options: ProxyOptions, config: BootstrapConfig, loops: [any EventLoop] = []) {
         self.options = options
@@ -173,6 +175,7 @@ final class ProxyRuntime: Sendable {
         contexts = TLSContextCache(metrics: stats.istio)
         connector = UpstreamConnector(contexts: contexts, secrets: secrets, defaultConnectTimeout: options.connectTimeout)
         pools = Dictionary(uniqueKeysWithValues: loops.map { (ObjectIdentifier($0), UpstreamPools(eventLoop: $0)) })
+        timerLoop = loops.first
         replaceClusters(config.clusters)
         replaceListeners(config.listeners)
     }
@@ -202,7 +205,8 @@ final class ProxyRuntime: Sendable {
                 if let current = active.clusters[cluster.name], current.config == cluster {
                     next[cluster.name] = current
                 } else {
-                    next[cluster.name] = ClusterRuntime(cluster, stats: stats.cluster(cluster.name), connector: connector)
+                    next[cluster.name] = ClusterRuntime(cluster, stats: stats.cluster(cluster.name), connector: connector,
+                                                        previous: active.clusters[cluster.name], timerLoop: timerLoop)
                 }
                 if !cluster.allTransportSockets.isEmpty { stats.cluster(cluster.name).tls.markConfigured() }
             }

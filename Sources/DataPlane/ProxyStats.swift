@@ -71,6 +71,8 @@ final class ClusterStats: Sendable {
     let bytesSent = Counter()
     /// TLS to this cluster's endpoints.
     let tls = TLSStats()
+    /// Its outlier detector's ejections.
+    let outlierDetection = OutlierDetectionStats()
     /// HTTP requests sent to this cluster, and their responses by class (1xx … 5xx).
     let requestsTotal = Counter()
     let responsesByClass = (1...5).map { _ in Counter() }
@@ -113,7 +115,7 @@ final class ClusterStats: Sendable {
          ("upstream_rq_retry", Double(retries.value)), ("upstream_rq_retry_success", Double(retrySuccesses.value)),
          ("upstream_rq_retry_limit_exceeded", Double(retryLimitsExceeded.value))]
             + responsesByClass.enumerated().map { ("upstream_rq_\($0.offset + 1)xx", Double($0.element.value)) } + tls.entries
-            + circuitBreakers.entries + healthChecks.entries
+            + circuitBreakers.entries + outlierDetection.entries + healthChecks.entries
     }
 }
 

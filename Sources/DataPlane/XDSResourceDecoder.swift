@@ -397,6 +397,7 @@ enum XDSResourceDecoder {
             loadBalancing: loadBalancing, transportSocket: socket, fieldsNotActedOn: notActedOn, transportSocketMatches: matches)
         try protocolOptions(proto.typedExtensionProtocolOptions, path: path, into: &cluster)
         cluster.healthCheck = try HealthCheckConfig.decode(proto.healthChecks, path: path, notActedOn: &cluster.fieldsNotActedOn)
+        try outlierDetection(of: proto, path: path, into: &cluster)
         cluster.serviceHost = istioServiceHost(proto.metadata, notActedOn: &cluster.fieldsNotActedOn)
         if case .stringValue(let override)? = proto.metadata.filterMetadata["istio"]?.fields["alpn_override"]?.kind, override == "false" {
             cluster.allowsALPNOverride = false

@@ -374,6 +374,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 // Too many requests wait for the cluster's connections: never retried, as in Envoy.
                 answerOverflow()
             case .failure:
+                report(.connectFailure)
                 if retryIfAllowed(after: .connectFailure, context: context) { return }
                 answer(.serviceUnavailable,
                        body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
@@ -444,6 +445,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func perTryTimedOut() {
         perTryTimer = nil
         guard !responseStarted, let context else { return }
+        report(.timeout)
         if retryIfAllowed(after: .perTryTimeout, context: context) { return }
         expire(.gatewayTimeout, body: "upstream request timeout", flag: .upstreamRequestTimeout)
     }
@@ -470,6 +472,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The route's timeout passed: 504 before the response began, a reset after.
     private func timedOut() {
         timeout = nil
+        report(.timeout)
         expire(.gatewayTimeout, body: "upstream request timeout", flag: .upstreamRequestTimeout)
     }
 
@@ -593,6 +596,11 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         endpoint = nil
     }
 
+    /// How the current attempt went, for the cluster's outlier detection (none between attempts).
+    private func report(_ outcome: UpstreamOutcome) {
+        if let cluster, let endpoint { cluster.record(outcome, at: endpoint) }
+    }
+
     /// The current attempt is over: its endpoint's request count, its place among the cluster's
     /// requests (and among those waiting for a connection), and its per-try timer.
     private func releaseAttempt() {
@@ -640,6 +648,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
         lastActivity = context.eventLoop.now
         switch part {
         case .head(var response):
+            if response.status.kind != .informational || response.status.code == 101 { report(.response(status: response.status.code)) }
             if response.status.code == 101, let upgrade {
                 // The upstream switches protocols: the 101 goes down with its upgrade headers, and once its
                 // head has ended the two connections carry bytes.
@@ -739,6 +748,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
 
     func upstreamFailed() {
         guard case .forwarding = state else { return }
+        report(.reset)
         if let context, retryIfAllowed(after: .reset, context: context) { return }
         if responseStarted {
             record?.flags.insert(.upstreamConnectionTermination)

@@ -59,6 +59,19 @@ public enum UpstreamUnavailable: Error, Sendable {
     case overflow
 }
 
+/// What became of one attempt at an endpoint, as the router saw it: what a cluster's outlier detection
+/// counts.
+public enum UpstreamOutcome: Sendable, Equatable {
+    /// The response head arrived with this final status (1xx other than 101 are not reported).
+    case response(status: Int)
+    /// No connection (or stream) could be had to the endpoint.
+    case connectFailure
+    /// The connection or stream ended before the response did.
+    case reset
+    /// The route's `timeout` or the attempt's `per_try_timeout` ran out while the endpoint had it.
+    case timeout
+}
+
 /// A cluster as the router sees it: endpoints chosen per request, and connections made with the
 /// cluster's TLS. The proxy's cluster runtime implements it; tests plug in their own.
 public protocol UpstreamCluster: AnyObject, Sendable {
@@ -76,10 +89,18 @@ public protocol UpstreamCluster: AnyObject, Sendable {
     func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?) -> Result<UpstreamEndpoint, UpstreamUnavailable>
     /// The request sent to `endpoint` has ended.
     func requestEnded(at endpoint: UpstreamEndpoint)
+    /// How an attempt at `endpoint` went (its outlier detection counts it); reported before
+    /// ``requestEnded(at:)``, possibly more than once per attempt (a reset after the response head).
+    func record(_ outcome: UpstreamOutcome, at endpoint: UpstreamEndpoint)
     /// A connection to `endpoint` on `loop` with the cluster's transport socket established; with TLS,
     /// offering `alpn` (``HTTPConnectionManagerConfig/upstreamALPN(for:)``) in place of the cluster's
     /// ALPN when given. `configure` puts the HTTP codec on it before the first byte from the upstream
     /// reaches the end of its pipeline; its result is the future's.
     func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, alpn: [String]?, on loop: any EventLoop,
                              configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection>
+}
+
+extension UpstreamCluster {
+    /// Clusters without outlier detection (tests' own) need not listen.
+    public func record(_ outcome: UpstreamOutcome, at endpoint: UpstreamEndpoint) {}
 }

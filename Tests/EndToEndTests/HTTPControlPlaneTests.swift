@@ -13,8 +13,10 @@ import Testing
 
     /// A mesh whose workloads are HTTP servers named v1 and v2 (on 8080, gRPC on 9090) and echo servers (on 80), with
     /// `files` besides the workloads (a `workloads.yaml` among them replaces ``MeshDocuments/httpWorkloads``);
-    /// the pod's proxy runs with `proxyArguments`.
-    func withHTTPMesh<T>(_ files: [String: String], proxyArguments: [String] = [], _ body: (MeshSandbox) throws -> T) throws -> T {
+    /// the pod's proxy runs with `proxyArguments`; `upstreamArguments` are added to the named upstream's
+    /// command line (`["v2": ["--fail-status", "503"]]`).
+    func withHTTPMesh<T>(_ files: [String: String], proxyArguments: [String] = [], upstreamArguments: [String: [String]] = [:],
+                         _ body: (MeshSandbox) throws -> T) throws -> T {
         try withSandbox { sandbox in
             let mesh = try MeshSandbox(sandbox, files: files.merging(["workloads.yaml": MeshDocuments.httpWorkloads]) { given, _ in given })
             var upstreams: [NamespacedProcess] = []
@@ -22,7 +24,8 @@ import Testing
             for (name, address) in [("v1", "198.51.100.10"), ("v2", "198.51.100.99")] {
                 let log = "/tmp/\(sandbox.name)-upstream-\(name).log"
                 let process = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
-                                                     "--listen", "\(address):8080", "--name", name, "--grpc-port", "9090"],
+                                                     "--listen", "\(address):8080", "--name", name, "--grpc-port", "9090"]
+                                                        + upstreamArguments[name, default: []],
                                                     in: sandbox.peer, logPath: log)
                 upstreams.append(process)
                 guard process.waitUntil(seconds: 20, { process.log.contains("READY") }) else {
@@ -432,6 +435,49 @@ import Testing
             #expect(code == "UNAVAILABLE" && details == "fault filter abort", "\(output)")
             let injected = Int(try mesh.stat("http.outbound_0.0.0.0_7070.fault.aborts_injected") ?? "") ?? 0
             #expect(injected >= 1, "fault.aborts_injected: \(injected)")
+        }
+    }
+
+    /// Outlier detection as the seeds configure it (`consecutive5xxErrors: 2`), against v2 answering every
+    /// request 503: once v2 has answered twice it is ejected, and the following requests all go to v1
+    /// without a retry (Istio's default policy retries 503s, so the client sees 200s either way).
+    @Test func aFailingEndpointIsEjectedAfterTwoConsecutive5xx() throws {
+        let workloads = MeshDocuments.httpWorkloads.replacingOccurrences(of: "spec:\n  host: payments\n  subsets:", with: """
+            spec:
+              host: payments
+              trafficPolicy:
+                outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}
+              subsets:
+            """)
+        #expect(workloads != MeshDocuments.httpWorkloads)
+        try withHTTPMesh(["workloads.yaml": workloads], upstreamArguments: ["v2": ["--fail-status", "503"]]) { mesh in
+            let proxy = try #require(mesh.proxy)
+            let cluster = "cluster.outbound|9080||payments.shop.svc.cluster.local"
+            let v2Log = "/tmp/\(mesh.sandbox.name)-upstream-v2.log"
+            func failuresAtV2() -> Int {
+                ((try? String(contentsOfFile: v2Log, encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.hasPrefix("FAILED ") }.count
+            }
+            // One request at a time until v2 is ejected (round robin sends every other attempt to v2).
+            let ejected = proxy.waitUntil(seconds: 20) {
+                _ = try? ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "curl", "-sS", "-o", "/dev/null",
+                                                          "--max-time", "5", Self.service + "/"])
+                return (try? mesh.stat("\(cluster).outlier_detection.ejections_active")) == "1"
+            }
+            #expect(ejected, "\(proxy.errorOutput)")
+            #expect(failuresAtV2() == 2, "v2 answered twice before its ejection")
+            #expect(try mesh.stat("\(cluster).outlier_detection.ejections_enforced_consecutive_5xx") == "1")
+            #expect(try mesh.stat("\(cluster).outlier_detection.ejections_detected_consecutive_5xx") == "1")
+            let hosts = try proxy.admin("GET", "/clusters").body
+            #expect(hosts.contains("outbound|9080||payments.shop.svc.cluster.local::198.51.100.99:8080::health_flags::/failed_outlier_check"), "\(hosts)")
+            #expect(hosts.contains("outbound|9080||payments.shop.svc.cluster.local::198.51.100.10:8080::health_flags::healthy"), "\(hosts)")
+            let dump = try proxy.admin("GET", "/config_dump").body.replacingOccurrences(of: " ", with: "")
+            #expect(dump.contains(#""base_ejection_time":"30s""#) && dump.contains(#""interval":"1s""#), "the outlier detection in force is dumped")
+
+            let retries = try mesh.stat("\(cluster).upstream_rq_retry")
+            let (upstreams, _) = try requests(mesh, count: 50)
+            #expect(upstreams == Array(repeating: "v1", count: 50))
+            #expect(failuresAtV2() == 2, "no request reached v2 while it was ejected")
+            #expect(try mesh.stat("\(cluster).upstream_rq_retry") == retries, "no attempt needed a retry")
         }
     }
 }

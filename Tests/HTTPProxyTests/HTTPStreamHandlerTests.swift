@@ -46,6 +46,12 @@ import XDS
 
         func requestEnded(at endpoint: UpstreamEndpoint) { activeRequests -= 1 }
 
+        /// Each attempt's outcome as the router reported it, with the endpoint's address.
+        private(set) var outcomes: [(address: String, outcome: UpstreamOutcome)] = []
+        func record(_ outcome: UpstreamOutcome, at endpoint: UpstreamEndpoint) {
+            outcomes.append((endpoint.address.ipAddress ?? "?", outcome))
+        }
+
         func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, alpn: [String]?, on loop: any EventLoop,
                                  configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection> {
             if refusesConnections || refusals > 0 {

@@ -101,6 +101,15 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
   /// Clears the value of `circuitBreakers`. Subsequent reads from it will return its default value.
   public mutating func clearCircuitBreakers() {_uniqueStorage()._circuitBreakers = nil}
 
+  public var outlierDetection: Envoy_Config_Cluster_V3_OutlierDetection {
+    get {_storage._outlierDetection ?? Envoy_Config_Cluster_V3_OutlierDetection()}
+    set {_uniqueStorage()._outlierDetection = newValue}
+  }
+  /// Returns true if `outlierDetection` has been explicitly set.
+  public var hasOutlierDetection: Bool {_storage._outlierDetection != nil}
+  /// Clears the value of `outlierDetection`. Subsequent reads from it will return its default value.
+  public mutating func clearOutlierDetection() {_uniqueStorage()._outlierDetection = nil}
+
   public var transportSocket: Envoy_Config_Core_V3_TransportSocket {
     get {_storage._transportSocket ?? Envoy_Config_Core_V3_TransportSocket()}
     set {_uniqueStorage()._transportSocket = newValue}
@@ -119,6 +128,15 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
   public var hasMetadata: Bool {_storage._metadata != nil}
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
   public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
+
+  public var commonLbConfig: Envoy_Config_Cluster_V3_Cluster.CommonLbConfig {
+    get {_storage._commonLbConfig ?? Envoy_Config_Cluster_V3_Cluster.CommonLbConfig()}
+    set {_uniqueStorage()._commonLbConfig = newValue}
+  }
+  /// Returns true if `commonLbConfig` has been explicitly set.
+  public var hasCommonLbConfig: Bool {_storage._commonLbConfig != nil}
+  /// Clears the value of `commonLbConfig`. Subsequent reads from it will return its default value.
+  public mutating func clearCommonLbConfig() {_uniqueStorage()._commonLbConfig = nil}
 
   public var loadAssignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment {
     get {_storage._loadAssignment ?? Envoy_Config_Endpoint_V3_ClusterLoadAssignment()}
@@ -287,6 +305,28 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
     fileprivate var _transportSocket: Envoy_Config_Core_V3_TransportSocket? = nil
   }
 
+  /// Load balancing settings shared by the policies; Capstan reads the panic threshold.
+  public nonisolated struct CommonLbConfig: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var healthyPanicThreshold: Envoy_Type_V3_Percent {
+      get {_healthyPanicThreshold ?? Envoy_Type_V3_Percent()}
+      set {_healthyPanicThreshold = newValue}
+    }
+    /// Returns true if `healthyPanicThreshold` has been explicitly set.
+    public var hasHealthyPanicThreshold: Bool {self._healthyPanicThreshold != nil}
+    /// Clears the value of `healthyPanicThreshold`. Subsequent reads from it will return its default value.
+    public mutating func clearHealthyPanicThreshold() {self._healthyPanicThreshold = nil}
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+
+    fileprivate var _healthyPanicThreshold: Envoy_Type_V3_Percent? = nil
+  }
+
   /// RING_HASH's ring: at least minimum_ring_size entries (1,024), at most maximum_ring_size (8M).
   public nonisolated struct RingHashLbConfig: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -411,7 +451,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.cluster.v3"
 
 nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Cluster"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{2}health_checks\0\u{4}\u{2}circuit_breakers\0\u{4}\u{d}ring_hash_lb_config\0\u{3}transport_socket\0\u{1}metadata\0\u{4}\u{8}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{7}transport_socket_matches\0\u{4}\u{9}maglev_lb_config\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{2}health_checks\0\u{4}\u{2}circuit_breakers\0\u{4}\u{9}outlier_detection\0\u{4}\u{4}ring_hash_lb_config\0\u{3}transport_socket\0\u{1}metadata\0\u{4}\u{2}common_lb_config\0\u{4}\u{6}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{7}transport_socket_matches\0\u{4}\u{9}maglev_lb_config\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -422,8 +462,10 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
     var _lbConfig: Envoy_Config_Cluster_V3_Cluster.OneOf_LbConfig?
     var _healthChecks: [Envoy_Config_Core_V3_HealthCheck] = []
     var _circuitBreakers: Envoy_Config_Cluster_V3_CircuitBreakers? = nil
+    var _outlierDetection: Envoy_Config_Cluster_V3_OutlierDetection? = nil
     var _transportSocket: Envoy_Config_Core_V3_TransportSocket? = nil
     var _metadata: Envoy_Config_Core_V3_Metadata? = nil
+    var _commonLbConfig: Envoy_Config_Cluster_V3_Cluster.CommonLbConfig? = nil
     var _loadAssignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment? = nil
     var _typedExtensionProtocolOptions: Dictionary<String,SwiftProtobuf.Google_Protobuf_Any> = [:]
     var _transportSocketMatches: [Envoy_Config_Cluster_V3_Cluster.TransportSocketMatch] = []
@@ -445,8 +487,10 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       _lbConfig = source._lbConfig
       _healthChecks = source._healthChecks
       _circuitBreakers = source._circuitBreakers
+      _outlierDetection = source._outlierDetection
       _transportSocket = source._transportSocket
       _metadata = source._metadata
+      _commonLbConfig = source._commonLbConfig
       _loadAssignment = source._loadAssignment
       _typedExtensionProtocolOptions = source._typedExtensionProtocolOptions
       _transportSocketMatches = source._transportSocketMatches
@@ -482,6 +526,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         case 6: try { try decoder.decodeSingularEnumField(value: &_storage._lbPolicy) }()
         case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._healthChecks) }()
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._circuitBreakers) }()
+        case 19: try { try decoder.decodeSingularMessageField(value: &_storage._outlierDetection) }()
         case 23: try {
           var v: Envoy_Config_Cluster_V3_Cluster.RingHashLbConfig?
           var hadOneofValue = false
@@ -497,6 +542,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         }()
         case 24: try { try decoder.decodeSingularMessageField(value: &_storage._transportSocket) }()
         case 25: try { try decoder.decodeSingularMessageField(value: &_storage._metadata) }()
+        case 27: try { try decoder.decodeSingularMessageField(value: &_storage._commonLbConfig) }()
         case 33: try { try decoder.decodeSingularMessageField(value: &_storage._loadAssignment) }()
         case 36: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.Google_Protobuf_Any>.self, value: &_storage._typedExtensionProtocolOptions) }()
         case 43: try { try decoder.decodeRepeatedMessageField(value: &_storage._transportSocketMatches) }()
@@ -546,6 +592,9 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       try { if let v = _storage._circuitBreakers {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
       } }()
+      try { if let v = _storage._outlierDetection {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+      } }()
       try { if case .ringHashLbConfig(let v)? = _storage._lbConfig {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
       } }()
@@ -554,6 +603,9 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       } }()
       try { if let v = _storage._metadata {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
+      } }()
+      try { if let v = _storage._commonLbConfig {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 27)
       } }()
       try { if let v = _storage._loadAssignment {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 33)
@@ -584,8 +636,10 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         if _storage._lbConfig != rhs_storage._lbConfig {return false}
         if _storage._healthChecks != rhs_storage._healthChecks {return false}
         if _storage._circuitBreakers != rhs_storage._circuitBreakers {return false}
+        if _storage._outlierDetection != rhs_storage._outlierDetection {return false}
         if _storage._transportSocket != rhs_storage._transportSocket {return false}
         if _storage._metadata != rhs_storage._metadata {return false}
+        if _storage._commonLbConfig != rhs_storage._commonLbConfig {return false}
         if _storage._loadAssignment != rhs_storage._loadAssignment {return false}
         if _storage._typedExtensionProtocolOptions != rhs_storage._typedExtensionProtocolOptions {return false}
         if _storage._transportSocketMatches != rhs_storage._transportSocketMatches {return false}
@@ -645,6 +699,40 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster.TransportSocketMatch: Swif
     if lhs.name != rhs.name {return false}
     if lhs._match != rhs._match {return false}
     if lhs._transportSocket != rhs._transportSocket {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Cluster_V3_Cluster.CommonLbConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Config_Cluster_V3_Cluster.protoMessageName + ".CommonLbConfig"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}healthy_panic_threshold\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._healthyPanicThreshold) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._healthyPanicThreshold {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Cluster_V3_Cluster.CommonLbConfig, rhs: Envoy_Config_Cluster_V3_Cluster.CommonLbConfig) -> Bool {
+    if lhs._healthyPanicThreshold != rhs._healthyPanicThreshold {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

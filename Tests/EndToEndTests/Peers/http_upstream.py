@@ -4,6 +4,7 @@ port, and grpcio serves the test echo service (echo.proto, compiled at start by 
 Tests run it inside a network namespace they made.
 
 usage: http_upstream.py --listen IP:PORT --name NAME [--grpc-port N] [--keep-alive-timeout SECONDS]
+                         [--fail-status NNN]
 
 The HTTP port speaks HTTP/1.1 (keep-alive, chunked requests, Expect: 100-continue, which Hypercorn answers
 before the application reads the body), HTTP/1.0, and HTTP/2 over cleartext with prior knowledge (Hypercorn
@@ -15,6 +16,8 @@ recognizes the HTTP/2 preface). Every response carries `x-upstream-name: NAME`. 
   /echo           streams the request body back as it arrives (no content-length: chunked on HTTP/1.1);
   /ws             WebSocket (RFC 6455 upgrade over HTTP/1.1): echoes every text or binary message;
   anything else   answers 200 with the JSON below.
+With --fail-status NNN, every HTTP request (whatever its path) is answered NNN with the JSON below, and
+`FAILED METHOD PATH` is printed on stdout for each, so a test can count what reached this server.
 The JSON: {"name", "method", "path" (the request target, query included), "http_version" ("HTTP/1.0",
 "HTTP/1.1" or "HTTP/2"), "headers" ({lower-case name: value, or a list of values when repeated; on
 HTTP/2, `host` holds :authority}), "body_bytes", "body_sha256"}.
@@ -110,8 +113,9 @@ def query_parameters(scope):
 class Application:
     """The ASGI application behind the HTTP port."""
 
-    def __init__(self, name):
+    def __init__(self, name, fail_status=None):
         self.name = name
+        self.fail_status = fail_status
         self.name_header = (b"x-upstream-name", name.encode())
 
     async def __call__(self, scope, receive, send):
@@ -131,6 +135,9 @@ class Application:
     async def http(self, scope, receive, send):
         segments = scope["path"].strip("/").split("/")
         argument = segments[1] if len(segments) == 2 else None
+        if self.fail_status is not None:
+            print(f"FAILED {scope['method']} {request_target(scope)}", flush=True)
+            segments, argument = ["status"], str(self.fail_status)
         if segments[0] == "echo" and len(segments) == 1:
             return await self.echo(scope, receive, send)
         if segments[0] == "bytes" and argument is not None and argument.isdigit():
@@ -289,7 +296,7 @@ async def main(arguments):
             sys.exit(f"http_upstream.py: cannot listen on {grpc_address} for gRPC")
         await grpc_server.start()
 
-    http_server = asyncio.create_task(serve(Application(arguments.name), config, shutdown_trigger=stop.wait))
+    http_server = asyncio.create_task(serve(Application(arguments.name, arguments.fail_status), config, shutdown_trigger=stop.wait))
     print("READY", flush=True)
     await http_server
     if grpc_server is not None:
@@ -303,4 +310,6 @@ if __name__ == "__main__":
     parser.add_argument("--grpc-port", type=int, help="also serve capstan.test.Echo on this port")
     parser.add_argument("--keep-alive-timeout", type=float, default=75.0,
                         help="seconds an idle keep-alive connection stays open (default 75, as nginx)")
+    parser.add_argument("--fail-status", type=int, choices=range(200, 600), metavar="NNN",
+                        help="answer every HTTP request with this status (and print FAILED for each)")
     asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,23 @@
+import NIOCore
+
+/// The cluster's hosts as Envoy's `/clusters` lists them: `NAME::10.0.0.1:80::health_flags::healthy`,
+/// or `/failed_outlier_check` for a host its outlier detector ejected, and each host's weight.
+extension ClusterRuntime {
+    var hostLines: [String] {
+        guard case .endpoints(let endpoints) = config.discovery else { return [] }
+        var lines: [String] = []
+        for (index, endpoint) in endpoints.enumerated() {
+            let host = "\(name)::\(Self.text(of: endpoint.address))"
+            let ejected = outlierDetector.map { $0.addresses.indices.contains(index) && $0.isEjected(index) } ?? false
+            lines.append("\(host)::health_flags::\(ejected ? "/failed_outlier_check" : "healthy")")
+            lines.append("\(host)::weight::\(endpoint.weight)")
+        }
+        return lines
+    }
+
+    private static func text(of address: SocketAddress) -> String {
+        guard let ip = address.ipAddress, let port = address.port else { return address.pathname ?? "-" }
+        if case .v6 = address { return "[\(ip)]:\(port)" }
+        return "\(ip):\(port)"
+    }
+}
