@@ -1,7 +1,8 @@
 import NIOCore
 
 /// The cluster's hosts as Envoy's `/clusters` lists them: `NAME::10.0.0.1:80::health_flags::healthy`,
-/// or `/failed_outlier_check` for a host its outlier detector ejected, and each host's weight.
+/// or `/failed_active_hc` for a host failing its health checks and `/failed_outlier_check` for one its
+/// outlier detector ejected (both, joined, for a host that is both), and each host's weight.
 extension ClusterRuntime {
     var hostLines: [String] {
         guard case .endpoints(let endpoints) = config.discovery else { return [] }
@@ -9,7 +10,9 @@ extension ClusterRuntime {
         for (index, endpoint) in endpoints.enumerated() {
             let host = "\(name)::\(Self.text(of: endpoint.address))"
             let ejected = outlierDetector.map { $0.addresses.indices.contains(index) && $0.isEjected(index) } ?? false
-            lines.append("\(host)::health_flags::\(ejected ? "/failed_outlier_check" : "healthy")")
+            let failing = healthChecker?.isFailing(index) ?? false
+            let flags = (failing ? "/failed_active_hc" : "") + (ejected ? "/failed_outlier_check" : "")
+            lines.append("\(host)::health_flags::\(flags.isEmpty ? "healthy" : flags)")
             lines.append("\(host)::weight::\(endpoint.weight)")
         }
         return lines

@@ -24,6 +24,20 @@ final class ClusterRuntime: Sendable {
     /// timer runs on the loop given at init, while this runtime is in use.
     let outlierDetector: OutlierDetector?
     private let outlierSweep: RepeatedTask?
+    /// The cluster's `health_checks` at work (nil without them, without endpoints, or without a loop to
+    /// run on), from init until ``retire()``.
+    private(set) var healthChecker: HealthChecker? {
+        get { healthCheckerBox.load(ordering: .acquiring)?.checker }
+        set { healthCheckerBox.store(newValue.map(CheckerBox.init), ordering: .releasing) }
+    }
+    private final class CheckerBox: AtomicReference, Sendable {
+        let checker: HealthChecker
+        init(_ checker: HealthChecker) { self.checker = checker }
+    }
+    private let healthCheckerBox = ManagedAtomic<CheckerBox?>(nil)
+    /// Whether requests or connections have gone to this cluster (until then health checks run at
+    /// `no_traffic_interval`, as in Envoy); carried over from the version this one replaces.
+    private let carriedTraffic: ManagedAtomic<Bool>
     private let next = ManagedAtomic<Int>(0)
     /// Connections open to each endpoint, for LEAST_REQUEST.
     private let openByEndpoint: [ManagedAtomic<Int>]
@@ -48,6 +62,7 @@ final class ClusterRuntime: Sendable {
         self.stats = stats ?? ClusterStats(name: config.name)
         self.stats.circuitBreakers.limits = config.circuitBreakers
         (outlierDetector, outlierSweep) = Self.outlierDetection(config, stats: self.stats, previous: previous, timerLoop: timerLoop)
+        carriedTraffic = ManagedAtomic(previous?.carriedTraffic.load(ordering: .relaxed) ?? false)
         if case .endpoints(let endpoints) = config.discovery, config.loadBalancing == .leastRequest {
             openByEndpoint = endpoints.map { _ in ManagedAtomic(0) }
         } else {
@@ -65,6 +80,19 @@ final class ClusterRuntime: Sendable {
         }
         originalDestinationTransport = config.transportSocket(matching: [:]).map(EndpointTransport.init)
         hashTable = Self.hashTable(config)
+        if let settings = config.healthCheck, case .endpoints(let endpoints) = config.discovery, !endpoints.isEmpty, let timerLoop {
+            let checker = HealthChecker(config: settings, cluster: self, endpoints: endpoints, stats: self.stats.healthChecks, on: timerLoop,
+                                        previous: previous?.healthChecker) { [weak self] in self?.carriedTraffic.load(ordering: .relaxed) ?? false }
+            healthChecker = checker
+            checker.start()
+        }
+    }
+
+    /// This version of the cluster is no longer in force: its health checks stop (its requests in flight
+    /// finish).
+    func retire() {
+        healthChecker?.stop()
+        healthChecker = nil
     }
 
     private static func hashTable(_ config: BootstrapConfig.Cluster) -> ConsistentHashTable? {
@@ -101,7 +129,10 @@ final class ClusterRuntime: Sendable {
                 stats.noHealthyUpstream.increment()
                 return .failure(.noHealthyUpstream)
             }
-            if let outlierDetector, outlierDetector.anyEjected, let choice = choiceAvoidingEjected(endpoints, outlierDetector, hash: hash) {
+            if !carriedTraffic.load(ordering: .relaxed) { carriedTraffic.store(true, ordering: .relaxed) }
+            let checker = healthChecker
+            if outlierDetector?.anyEjected == true || (checker?.failingCount ?? 0) > 0,
+               let choice = choiceAvoidingUnavailable(endpoints, checker: checker, hash: hash) {
                 return choice
             }
             // The index goes with the choice where the outlier detector needs it to record the outcome.
@@ -162,20 +193,23 @@ final class ClusterRuntime: Sendable {
         return (detector, sweep)
     }
 
-    /// The choice while some hosts are ejected: among the others, by the cluster's `lb_policy`; nil when
-    /// fewer than `healthy_panic_threshold` percent of hosts are left (Envoy's panic: all hosts are used,
-    /// ejected or not). None left, without panic: no healthy upstream (Envoy's `UH`).
-    private func choiceAvoidingEjected(_ endpoints: [BootstrapConfig.Cluster.Endpoint], _ detector: OutlierDetector,
-                                       hash: UInt64?) -> Result<Choice, ProxyRuntime.RouteFailure>? {
-        let healthy = max(0, endpoints.count - detector.ejectedHosts)
+    /// The choice while some hosts are out (ejected by outlier detection, or failing their health
+    /// checks): among the others, by the cluster's `lb_policy`; nil when fewer than
+    /// `healthy_panic_threshold` percent of hosts are left (Envoy's panic: all hosts are used, out or
+    /// not). None left, without panic: no healthy upstream (Envoy's `UH`).
+    private func choiceAvoidingUnavailable(_ endpoints: [BootstrapConfig.Cluster.Endpoint], checker: HealthChecker?,
+                                           hash: UInt64?) -> Result<Choice, ProxyRuntime.RouteFailure>? {
+        let detector = outlierDetector
+        func isOut(_ index: Int) -> Bool { detector?.isEjected(index) == true || checker?.isFailing(index) == true }
+        let healthy = endpoints.indices.reduce(0) { $0 + (isOut($1) ? 0 : 1) }
         if Double(healthy) * 100 / Double(endpoints.count) < config.healthyPanicThreshold {
-            detector.stats.panics.increment()
+            stats.outlierDetection.panics.increment()
             return nil
         }
-        /// The `n`th endpoint not ejected (flags may change meanwhile: then the first one).
+        /// The `n`th endpoint not out (flags may change meanwhile: then the first one).
         func healthyEndpoint(_ n: Int) -> Int? {
             var left = n, first: Int?
-            for index in endpoints.indices where !detector.isEjected(index) {
+            for index in endpoints.indices where !isOut(index) {
                 if left == 0 { return index }
                 left -= 1
                 if first == nil { first = index }
@@ -192,7 +226,7 @@ final class ClusterRuntime: Sendable {
                 var key = hash ?? random.next()
                 for _ in 0..<(2 * endpoints.count) {
                     let index = hashTable?.endpoint(for: key) ?? 0
-                    if !detector.isEjected(index) { chosen = index; break }
+                    if !isOut(index) { chosen = index; break }
                     key = (key ^ (key >> 31)) &* 0x9E37_79B9_7F4A_7C15 &+ 1
                 }
                 chosen = chosen ?? healthyEndpoint(0)
@@ -202,7 +236,7 @@ final class ClusterRuntime: Sendable {
                     // The weighted schedule's next turns until one falls on a host that is in.
                     for turn in 0..<(2 * endpoints.count) {
                         let index = schedule.endpoint(for: ticket &+ UInt(turn))
-                        if !detector.isEjected(index) { chosen = index; break }
+                        if !isOut(index) { chosen = index; break }
                     }
                     chosen = chosen ?? healthyEndpoint(0)
                 } else {

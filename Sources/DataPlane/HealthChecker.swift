@@ -25,8 +25,10 @@ final class HealthChecker: @unchecked Sendable {
     private var timers: [Scheduled<Void>?]
     private var stopped = false
 
+    /// `previous`: the checker of the version this cluster replaces; endpoints it knew keep their health
+    /// (and need the whole threshold to change it), as Envoy keeps a host's health across updates.
     init(config: HealthCheckConfig, cluster: ClusterRuntime, endpoints: [BootstrapConfig.Cluster.Endpoint], stats: HealthCheckStats,
-         on loop: any EventLoop, hadTraffic: @escaping @Sendable () -> Bool) {
+         on loop: any EventLoop, previous: HealthChecker?, hadTraffic: @escaping @Sendable () -> Bool) {
         self.config = config
         self.loop = loop
         self.stats = stats
@@ -37,12 +39,14 @@ final class HealthChecker: @unchecked Sendable {
             if let port = config.alternatePort { address = address.withPort(port) }
             return UpstreamEndpoint(address: address, transport: cluster.transport(ofEndpoint: index))
         }
-        failed = endpoints.map { _ in ManagedAtomic(true) }
-        failedCount = ManagedAtomic(endpoints.count)
+        let known = previous?.config == config ? previous?.health() ?? [:] : [:]
+        let failing = self.endpoints.map { known[$0.address] ?? true }
+        failed = failing.map { ManagedAtomic($0) }
+        failedCount = ManagedAtomic(failing.filter { $0 }.count)
         results = endpoints.map { _ in (0, 0) }
-        checked = endpoints.map { _ in false }
+        checked = self.endpoints.map { known[$0.address] != nil }
         timers = endpoints.map { _ in nil }
-        stats.healthy.set(0)
+        stats.healthy.set(Int64(failing.filter { !$0 }.count))
         stats.configured.store(true, ordering: .relaxed)
     }
 
@@ -50,6 +54,13 @@ final class HealthChecker: @unchecked Sendable {
     func isFailing(_ index: Int) -> Bool { failed[index].load(ordering: .relaxed) }
 
     var failingCount: Int { failedCount.load(ordering: .relaxed) }
+
+    /// Whether each checked address is failing, for the checker that replaces this one.
+    private func health() -> [SocketAddress: Bool] {
+        var health: [SocketAddress: Bool] = [:]
+        for (index, endpoint) in endpoints.enumerated() { health[endpoint.address] = isFailing(index) }
+        return health
+    }
 
     /// Schedules each endpoint's first check, within `initial_jitter`.
     func start() {
@@ -225,13 +236,16 @@ final class HealthCheckStats: Sendable {
 /// own name and without its circuit breakers, which health checks do not count against, as in Envoy.
 final class HealthCheckTarget: UpstreamCluster, @unchecked Sendable {
     // @unchecked: `pools` is used on its loop only.
-    let cluster: ClusterRuntime
+    /// Weak: the cluster holds its checker, which holds this.
+    private weak let cluster: ClusterRuntime?
+    let name: String
     let upstreamProtocol: UpstreamProtocol
     let circuitBreakers: CircuitBreakers
     let pools: UpstreamPools
 
     init(cluster: ClusterRuntime, http2: Bool, loop: any EventLoop) {
         self.cluster = cluster
+        name = cluster.name
         upstreamProtocol = http2 ? .http2 : .http1
         var unlimited = CircuitBreakers.Limits()
         unlimited.maxConnections = .max
@@ -241,7 +255,6 @@ final class HealthCheckTarget: UpstreamCluster, @unchecked Sendable {
         pools = UpstreamPools(eventLoop: loop, maxIdlePerEndpoint: 1)
     }
 
-    var name: String { cluster.name }
     var upstreamIdleTimeout: TimeAmount? { nil }
     var maxRequestsPerConnection: Int? { nil }
 
@@ -253,6 +266,7 @@ final class HealthCheckTarget: UpstreamCluster, @unchecked Sendable {
 
     func connect<Connection>(to endpoint: UpstreamEndpoint, version: UpstreamVersion, alpn: [String]?, on loop: any EventLoop,
                              configure: @escaping (Channel) throws -> Connection) -> EventLoopFuture<Connection> {
-        cluster.connect(to: endpoint, version: version, alpn: alpn, on: loop, configure: configure)
+        guard let cluster else { return loop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
+        return cluster.connect(to: endpoint, version: version, alpn: alpn, on: loop, configure: configure)
     }
 }

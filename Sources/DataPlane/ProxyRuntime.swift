@@ -210,6 +210,8 @@ final class ProxyRuntime: Sendable {
                 }
                 if !cluster.allTransportSockets.isEmpty { stats.cluster(cluster.name).tls.markConfigured() }
             }
+            // Versions no longer in force stop their health checks.
+            for (name, old) in active.clusters where next[name] !== old { old.retire() }
             active.clusters = next
             generation.wrappingIncrement(ordering: .releasing)
             contexts.retain(active.contextKeys)

@@ -59,6 +59,7 @@ import Testing
                        {"match": {"prefix": "/flaky/"}, "route": {"cluster": "flaky", "prefix_rewrite": "/", "timeout": "0s", "retry_policy": {
                           "retry_on": "connect-failure,retriable-status-codes", "retriable_status_codes": [503], "num_retries": 2,
                           "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts"}], "host_selection_retry_max_attempts": 5}}},
+                       {"match": {"prefix": "/checked/"}, "route": {"cluster": "checked", "prefix_rewrite": "/", "timeout": "0s"}},
                        {"match": {"prefix": "/"}, "route": {"cluster": "v1", "timeout": "0s"}}]}]}
                    """))]}]},
               {"name": "198.51.100.10_9090", "traffic_direction": "OUTBOUND", "bind_to_port": false,
@@ -75,7 +76,12 @@ import Testing
               \(cluster("grpc", "198.51.100.10", 9090, http2: true)),
               {"name": "flaky", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": "flaky", "endpoints": [{"lb_endpoints": [
                 {"endpoint": {"address": {"socket_address": {"address": "198.51.100.10", "port_value": 81}}}},
-                {"endpoint": {"address": {"socket_address": {"address": "198.51.100.99", "port_value": 80}}}}]}]}}
+                {"endpoint": {"address": {"socket_address": {"address": "198.51.100.99", "port_value": 80}}}}]}]}},
+              {"name": "checked", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": "checked", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "198.51.100.10", "port_value": 80}}}},
+                {"endpoint": {"address": {"socket_address": {"address": "198.51.100.99", "port_value": 80}}}}]}]},
+               "health_checks": [{"timeout": "1s", "interval": "0.2s", "no_traffic_interval": "0.2s", "unhealthy_threshold": 2,
+                 "healthy_threshold": 2, "http_health_check": {"path": "/healthz"}}]}
             ]
           }
         }
@@ -85,6 +91,10 @@ import Testing
     struct Mesh {
         let sandbox: Sandbox
         let proxy: ProxyProcess
+        /// The upstream HTTP servers started with the proxy, by name (v1, v2).
+        let upstreams: [String: NamespacedProcess]
+        /// Starts an upstream HTTP server in the peer, with `arguments` besides.
+        let startUpstream: (_ name: String, _ address: String, _ arguments: [String]) throws -> NamespacedProcess
 
         func run(_ command: [String]) throws -> ChildProcess.Result {
             try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(sandbox.name)-pod"] + command)
@@ -113,18 +123,23 @@ import Testing
             let upstream = Self.peers.appendingPathComponent("http_upstream.py").path
             var upstreams: [NamespacedProcess] = []
             defer { upstreams.forEach { $0.stop() } }
-            for (name, address, grpc) in [("v1", "198.51.100.10", ["--grpc-port", "9090"]), ("v2", "198.51.100.99", [])] {
-                let log = FileManager.default.temporaryDirectory.appendingPathComponent("capstan-upstream-\(sandbox.name)-\(name).log").path
-                let process = try NamespacedProcess(["python3", upstream, "--listen", "\(address):80", "--name", name] + grpc,
+            func start(_ name: String, _ address: String, _ arguments: [String]) throws -> NamespacedProcess {
+                let log = FileManager.default.temporaryDirectory.appendingPathComponent("capstan-upstream-\(sandbox.name)-\(name)-\(upstreams.count).log").path
+                let process = try NamespacedProcess(["python3", upstream, "--listen", "\(address):80", "--name", name] + arguments,
                                                     in: sandbox.peer, logPath: log)
                 upstreams.append(process)
                 guard process.waitUntil(seconds: 20, { process.log.contains("READY") }) else {
                     throw SandboxError("upstream \(name) did not start: \(process.log)")
                 }
+                return process
+            }
+            var initial: [String: NamespacedProcess] = [:]
+            for (name, address, grpc) in [("v1", "198.51.100.10", ["--grpc-port", "9090"]), ("v2", "198.51.100.99", [])] {
+                initial[name] = try start(name, address, grpc)
             }
             let proxy = try ProxyProcess(in: sandbox, arguments: ["--config", file.path])
             defer { proxy.stop() }
-            return try body(Mesh(sandbox: sandbox, proxy: proxy))
+            return try body(Mesh(sandbox: sandbox, proxy: proxy, upstreams: initial, startUpstream: start))
         }
     }
 
@@ -260,6 +275,46 @@ import Testing
             let metrics = try mesh.proxy.admin("GET", "/stats/prometheus", port: 15090).body
             #expect(metrics.contains(#"URX""#), "the exhausted request's flags end with URX (after UF when its last attempt met port 81)")
             #expect(metrics.contains(#"istio_requests_total{reporter="source""#))
+        }
+    }
+
+    /// Active health checks (`/healthz` every 200 ms, two failures to go out, two successes to come back):
+    /// v2 starting to answer 503 is out of rotation within two intervals, every request then goes to
+    /// v1, and v2 comes back once it answers 200 again.
+    @Test func aHealthCheckedEndpointThatStartsFailingLeavesTheRotation() throws {
+        try withMesh { mesh in
+            func upstreams(_ count: Int) throws -> [String] {
+                try (0..<count).map { index in
+                    let result = try mesh.curl(["-o", "/dev/null", "-w", "%{http_code} %header{x-upstream-name}", "http://198.51.100.10/checked/\(index)"])
+                    return result.standardOutput
+                }
+            }
+            func flags() throws -> [String] {
+                try mesh.proxy.admin("GET", "/clusters").body.split(separator: "\n").filter { $0.hasPrefix("checked::") && $0.contains("health_flags") }
+                    .map(String.init)
+            }
+            // Both pass their first check: both take requests.
+            #expect(mesh.proxy.waitUntil(seconds: 5) { (try? flags().allSatisfy { $0.hasSuffix("::healthy") }) == true })
+            #expect(Set(try upstreams(10)) == ["200 v1", "200 v2"])
+
+            // v2 starts failing (restarted, answering every request 503).
+            try #require(mesh.upstreams["v2"]).stop()
+            let failing = try mesh.startUpstream("v2", "198.51.100.99", ["--fail-status", "503"])
+            let start = Date()
+            #expect(mesh.proxy.waitUntil(seconds: 5) { (try? flags().contains { $0.contains("198.51.100.99:80::health_flags::/failed_active_hc") }) == true },
+                    "\((try? flags()) ?? [])")
+            // Two intervals of 200 ms, and the restart's own time; well within a second and a half.
+            #expect(Date().timeIntervalSince(start) < 1.5)
+            #expect(try upstreams(20) == Array(repeating: "200 v1", count: 20), "no request goes to the failing endpoint")
+            let stats = try mesh.proxy.admin("GET", "/stats").body.split(separator: "\n").map(String.init)
+            #expect(stats.contains("cluster.checked.health_check.healthy: 1"), "\(stats.filter { $0.contains("checked.health") })")
+            #expect(stats.contains { $0.hasPrefix("cluster.checked.health_check.failure: ") && !$0.hasSuffix(": 0") })
+
+            // v2 recovers: back in rotation after two passing checks.
+            failing.stop()
+            _ = try mesh.startUpstream("v2", "198.51.100.99", [])
+            #expect(mesh.proxy.waitUntil(seconds: 5) { (try? flags().allSatisfy { $0.hasSuffix("::healthy") }) == true })
+            #expect(Set(try upstreams(10)) == ["200 v1", "200 v2"])
         }
     }
 }
