@@ -82,7 +82,9 @@ final class ClusterRuntime: Sendable {
         hashTable = Self.hashTable(config)
         if let settings = config.healthCheck, case .endpoints(let endpoints) = config.discovery, !endpoints.isEmpty, let timerLoop {
             let checker = HealthChecker(config: settings, cluster: self, endpoints: endpoints, stats: self.stats.healthChecks, on: timerLoop,
-                                        previous: previous?.healthChecker) { [weak self] in self?.carriedTraffic.load(ordering: .relaxed) ?? false }
+                                        previous: previous?.healthChecker,
+                                        hadTraffic: { [weak self] in self?.carriedTraffic.load(ordering: .relaxed) ?? false },
+                                        passed: { [weak self] index in self?.outlierDetector?.healthCheckPassed(index) })
             healthChecker = checker
             checker.start()
         }

@@ -19,6 +19,8 @@ final class HealthChecker: @unchecked Sendable {
     private let failedCount: ManagedAtomic<Int>
     /// Whether the cluster has carried traffic (until it has, checks run at `no_traffic_interval`).
     private let hadTraffic: @Sendable () -> Bool
+    /// Told of each passing check (the outlier detector brings an ejected host back).
+    private let passed: @Sendable (Int) -> Void
     private var results: [(successes: Int, failures: Int)]
     /// Whether each endpoint has been checked since start (its first success alone makes it healthy).
     private var checked: [Bool]
@@ -28,11 +30,13 @@ final class HealthChecker: @unchecked Sendable {
     /// `previous`: the checker of the version this cluster replaces; endpoints it knew keep their health
     /// (and need the whole threshold to change it), as Envoy keeps a host's health across updates.
     init(config: HealthCheckConfig, cluster: ClusterRuntime, endpoints: [BootstrapConfig.Cluster.Endpoint], stats: HealthCheckStats,
-         on loop: any EventLoop, previous: HealthChecker?, hadTraffic: @escaping @Sendable () -> Bool) {
+         on loop: any EventLoop, previous: HealthChecker?, hadTraffic: @escaping @Sendable () -> Bool,
+         passed: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.config = config
         self.loop = loop
         self.stats = stats
         self.hadTraffic = hadTraffic
+        self.passed = passed
         target = HealthCheckTarget(cluster: cluster, http2: { if case .grpc = config.check { true } else { false } }(), loop: loop)
         self.endpoints = endpoints.enumerated().map { index, endpoint in
             var address = endpoint.address
@@ -114,6 +118,7 @@ final class HealthChecker: @unchecked Sendable {
         switch outcome {
         case .healthy:
             stats.successes.increment()
+            passed(index)
             result = (result.successes + 1, 0)
             // The first check after start needs one success; a failed endpoint needs healthy_threshold.
             if wasFailing, !checked[index] || result.successes >= config.healthyThreshold { setFailing(index, false) }

@@ -26,6 +26,9 @@ public struct OutlierDetectionConfig: Sendable, Equatable {
     public var maxEjectionTimeJitter = Duration.zero
     /// `max_ejection_percent`: no ejection may take the share of ejected hosts above this.
     public var maxEjectionPercent = 10
+    /// `successful_active_health_check_uneject_host`: an ejected host whose active health check passes
+    /// comes back at once (Envoy's default).
+    public var unejectsOnHealthCheck = true
 
     public init() {}
 

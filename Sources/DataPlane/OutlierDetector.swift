@@ -237,6 +237,22 @@ final class OutlierDetector: Sendable {
         }
     }
 
+    /// An active health check of the host at `index` passed: with `successful_active_health_check_uneject_host`
+    /// (Envoy's default), an ejected host comes back now, its counters at zero.
+    func healthCheckPassed(_ index: Int, now: NIODeadline = .now()) {
+        guard config.unejectsOnHealthCheck, !retired.load(ordering: .relaxed), hosts.indices.contains(index),
+              hosts[index].ejected.load(ordering: .relaxed) else { return }
+        ejections.withLockedValue { state in
+            let host = hosts[index]
+            guard host.ejected.load(ordering: .relaxed) else { return }
+            host.resetAll()
+            host.ejected.store(false, ordering: .relaxed)
+            ejectedCount.wrappingDecrement(ordering: .relaxed)
+            state[index].unejectedAt = now
+            stats.ejectionsActive.set(Int64(ejectedCount.load(ordering: .relaxed)))
+        }
+    }
+
     /// Up to `maximum`, in whole milliseconds as Envoy draws it.
     @Sendable static func randomJitter(upTo maximum: Duration) -> Duration {
         let (seconds, attoseconds) = maximum.components

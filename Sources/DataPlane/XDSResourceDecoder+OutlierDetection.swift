@@ -42,6 +42,9 @@ extension XDSResourceDecoder {
         }
         if given.hasMaxEjectionPercent { config.maxEjectionPercent = try percent(given.maxEjectionPercent, "max_ejection_percent") }
         config.splitExternalLocalOriginErrors = given.splitExternalLocalOriginErrors
+        if given.hasSuccessfulActiveHealthCheckUnejectHost {
+            config.unejectsOnHealthCheck = given.successfulActiveHealthCheckUnejectHost.value
+        }
         if given.hasInterval { config.interval = try positive(given.interval, "interval") }
         if given.hasBaseEjectionTime { config.baseEjectionTime = try positive(given.baseEjectionTime, "base_ejection_time") }
         if given.hasMaxEjectionTime {
@@ -100,10 +103,6 @@ extension XDSResourceDecoder {
                               (given.hasFailurePercentageMinimumHosts, "failure_percentage_minimum_hosts"),
                               (given.hasFailurePercentageRequestVolume, "failure_percentage_request_volume")] where isSet {
             listed.append(.init(path: "\(field).\(name)", reason: failurePercentage))
-        }
-        if given.hasSuccessfulActiveHealthCheckUnejectHost {
-            listed.append(.init(path: "\(field).successful_active_health_check_uneject_host",
-                                reason: "Capstan has no active health checking: hosts come back only when their ejection time is up"))
         }
         return listed
     }

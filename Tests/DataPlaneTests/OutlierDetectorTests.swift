@@ -46,6 +46,18 @@ import XDS
         #expect(entries["outlier_detection.ejections_enforced_consecutive_5xx"] == 1)
     }
 
+    @Test func aPassingActiveHealthCheckBringsAnEjectedHostBack() throws {
+        let detector = try detector(2) { $0.consecutive5xx = 1; $0.maxEjectionPercent = 50 }
+        detector.record(.response(status: 500), host: 0, now: Self.start)
+        #expect(detector.isEjected(0))
+        detector.healthCheckPassed(0, now: Self.start)
+        #expect(!detector.isEjected(0) && detector.stats.ejectionsActive.value == 0)
+        let keeps = try self.detector(2) { $0.consecutive5xx = 1; $0.maxEjectionPercent = 50; $0.unejectsOnHealthCheck = false }
+        keeps.record(.response(status: 500), host: 0, now: Self.start)
+        keeps.healthCheckPassed(0, now: Self.start)
+        #expect(keeps.isEjected(0), "successful_active_health_check_uneject_host: false")
+    }
+
     @Test func gatewayFailuresAndLocalOriginFailuresHaveTheirOwnDetectors() throws {
         let gateway = try detector(2) {
             $0.consecutive5xx = 0; $0.consecutiveGatewayFailure = 2; $0.enforcingConsecutiveGatewayFailure = 100; $0.maxEjectionPercent = 50
@@ -268,8 +280,9 @@ import XDS
         let decoded = try XDSResourceDecoder.cluster(proto).cluster
         #expect(decoded.fieldsNotActedOn.map(\.path) == [
             "outlier_detection.enforcing_success_rate", "outlier_detection.enforcing_failure_percentage",
-            "outlier_detection.failure_percentage_threshold", "outlier_detection.successful_active_health_check_uneject_host",
+            "outlier_detection.failure_percentage_threshold",
         ])
+        #expect(decoded.outlierDetection?.unejectsOnHealthCheck == true, "acted on, with the active health checks")
     }
 
     /// A bad value of each kind, by the field it is in.
