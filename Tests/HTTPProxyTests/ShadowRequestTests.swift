@@ -35,6 +35,8 @@ import XDS
             let json = """
                 {"stat_prefix": "test", "codec_type": "HTTP1", "server_name": "istio-envoy",
                  "route_config": {"name": "test", "virtual_hosts": [{"name": "app", "domains": ["app.local"], "routes": [
+                   {"match": {"prefix": "/retry"}, "route": {"cluster": "backend", "request_mirror_policies": [{"cluster": "mirror"}],
+                     "retry_policy": {"retry_on": "5xx", "num_retries": 1, "retry_back_off": {"base_interval": "0.01s"}}}},
                    {"match": {"prefix": "/"}, "route": {"cluster": "backend", "request_mirror_policies": [
                      {"cluster": "mirror"}, {"cluster": "unknown"}, {"cluster": "mirror", "runtime_fraction": {"default_value": {"numerator": 0}}}]}}]}]},
                  "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
@@ -43,7 +45,8 @@ import XDS
             Google_Protobuf_Any.register(messageType: Envoy_Extensions_Filters_Http_Router_V3_Router.self)
             let config = try HTTPConnectionManagerConfig(try HTTPStreamHandlerTests.HCM(jsonString: json), path: "hcm")
             downstream = EmbeddedChannel(loop: loop)
-            backend = TestCluster(name: "backend", loop: loop, endpoints: [try SocketAddress(ipAddress: "192.0.2.10", port: 8080)])
+            backend = TestCluster(name: "backend", loop: loop, endpoints: [try SocketAddress(ipAddress: "192.0.2.10", port: 8080),
+                                                                            try SocketAddress(ipAddress: "192.0.2.11", port: 8080)])
             mirror = TestCluster(name: "mirror", loop: loop, endpoints: [try SocketAddress(ipAddress: "192.0.2.20", port: 8080)])
             let manager = HTTPConnectionManager(
                 config: config,
@@ -114,6 +117,39 @@ import XDS
         #expect(fixture.observer.shadows.count == 1)
         #expect(fixture.observer.shadows.first?.flags == .upstreamConnectionTermination)
         #expect(fixture.mirror.activeRequests == 0)
+    }
+
+    @Test func aRetriedRequestIsMirroredOnceAndTheCopyIsNeverRetried() throws {
+        let fixture = try Fixture()
+        try fixture.send("PUT /retry HTTP/1.1\r\nHost: app.local\r\ncontent-length: 2\r\n\r\nok")
+        _ = try fixture.text(fixture.backend.connections[0])
+        #expect(try fixture.text(fixture.mirror.connections[0]).hasSuffix("\r\n\r\nok"))
+        try fixture.mirror.connections[0].writeInbound(ByteBuffer(string: "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"))
+        try fixture.backend.connections[0].writeInbound(ByteBuffer(string: "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"))
+        fixture.loop.advanceTime(by: .milliseconds(50))
+        #expect(fixture.backend.connections.count == 2, "the main request is retried")
+        #expect(try fixture.text(fixture.backend.connections[1]).hasSuffix("\r\n\r\nok"))
+        try fixture.backend.connections[1].writeInbound(ByteBuffer(string: "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"))
+        #expect(try fixture.text(fixture.downstream).hasPrefix("HTTP/1.1 200 OK"))
+        #expect(fixture.mirror.connections.count == 1, "one copy, not retried after its 503")
+        #expect(try fixture.text(fixture.mirror.connections[0]).isEmpty)
+        #expect(fixture.observer.shadows.map(\.status) == [503])
+        #expect(fixture.observer.ended.first?.upstreamRetries == 1)
+    }
+
+    @Test func aMirrorThatCannotKeepUpIsDroppedRatherThanSlowingTheClient() throws {
+        let fixture = try Fixture()
+        try fixture.send("POST / HTTP/1.1\r\nHost: app.local\r\ncontent-length: 4\r\n\r\nab")
+        _ = try fixture.text(fixture.mirror.connections[0])
+        fixture.mirror.connections[0].isWritable = false
+        try fixture.send("cd")
+        #expect(try fixture.text(fixture.backend.connections[0]).hasSuffix("abcd"), "the main request goes on")
+        #expect(!fixture.mirror.connections[0].isActive, "the copy is dropped")
+        #expect(fixture.observer.shadows.count == 1)
+        try fixture.backend.connections[0].writeInbound(ByteBuffer(string: "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"))
+        #expect(try fixture.text(fixture.downstream).hasPrefix("HTTP/1.1 200 OK"))
+        #expect(fixture.mirror.activeRequests == 0)
+        #expect(fixture.mirror.circuitBreakers.openCount(.requests) == 0)
     }
 
     @Test func aClientThatLeavesMidRequestAbandonsTheCopy() throws {
