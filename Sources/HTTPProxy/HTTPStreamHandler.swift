@@ -10,7 +10,7 @@ import Routing
 /// stream, and relays the response back, part by part, with backpressure both ways. An HTTP/2 stream
 /// carries one request; an HTTP/1.1 connection carries them one after the other through the same handler.
 /// Local replies (no route, no cluster, no healthy upstream, connect failure, timeout) carry Envoy's
-/// status and response flag.
+/// status and response flag. A route's mirror policies get fire-and-forget copies (``ShadowRequest``).
 final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
