@@ -220,6 +220,7 @@ enum HTTPRouteGenerator {
                     action.regexRewrite.substitution = substitution
                 }
                 if let authority = route.rewriteAuthority { action.hostRewriteLiteral = authority }
+                action.requestMirrorPolicies = route.mirrors.map { mirrorPolicy($0, port: port, config: config) }
                 result.route = action
             case .redirect(let redirect):
                 var action = Envoy_Config_Route_V3_RedirectAction()
@@ -252,6 +253,25 @@ enum HTTPRouteGenerator {
             }
             return result
         }
+    }
+
+    /// A mirror as istiod translates it: its destination's cluster; a percentage as a fraction of a
+    /// million (value × 10,000), the deprecated integer percent over a hundred, none as 100 of 100;
+    /// `trace_sampled: false`.
+    static func mirrorPolicy(_ mirror: VirtualService.HTTPRoute.Mirror, port: Int, config: MeshConfig) -> Envoy_Config_Route_V3_RouteAction.RequestMirrorPolicy {
+        var policy = Envoy_Config_Route_V3_RouteAction.RequestMirrorPolicy()
+        policy.cluster = clusterName(mirror.destination, port: port, config: config)
+        var fraction = Envoy_Type_V3_FractionalPercent()
+        switch mirror.share {
+        case .all: fraction.numerator = 100
+        case .percent(let percent): fraction.numerator = UInt32(percent)
+        case .percentage(let value):
+            fraction.numerator = UInt32((value * 10_000).rounded(.down))
+            fraction.denominator = .million
+        }
+        policy.runtimeFraction.defaultValue = fraction
+        policy.traceSampled = Google_Protobuf_BoolValue(false)
+        return policy
     }
 
     /// The hash policy of requests to `host` (its `subset`), as istiod derives it from the DestinationRule's

@@ -3,11 +3,12 @@ import Routing
 
 /// Reads a VirtualService's `http` routes: what Capstan acts on is read and checked (regexes compiled
 /// with RE2, as the proxy will compile them; weights adding up to 100); Istio fields it does not act on
-/// yet (`mirror`, `corsPolicy`, `delegate`, `sourceLabels`, …) are warnings naming
+/// yet (`corsPolicy`, `delegate`, `sourceLabels`, …) are warnings naming
 /// the field, never silently dropped.
 enum HTTPRouteReader {
     static func route(_ reader: ConfigReader, namespace: String, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPRoute {
-        try reader.ignoringUnknown(["name", "match", "route", "redirect", "directResponse", "rewrite", "timeout", "headers", "retries", "fault"],
+        try reader.ignoringUnknown(["name", "match", "route", "redirect", "directResponse", "rewrite", "timeout", "headers", "retries", "fault",
+                                    "mirror", "mirrorPercentage", "mirrorPercent", "mirror_percent", "mirrors"],
                                    warnings: &warnings)
         let name = try reader.optional("name")?.string()
         var matches: [VirtualService.HTTPMatch] = []
@@ -54,12 +55,89 @@ enum HTTPRouteReader {
                 warnings.append("\(rewrite.path).uri: after a regex uri match, \"\(rewriteURI)\" replaces the whole path")
             }
         }
-        return VirtualService.HTTPRoute(name: name, matches: matches, action: action,
+        let mirrors = try self.mirrors(reader, namespace: namespace, warnings: &warnings)
+        if case .route = action {} else if !mirrors.isEmpty {
+            throw reader.fail("mirrors copies of requests sent to route destinations: not with a redirect or a direct response")
+        }
+        var route = VirtualService.HTTPRoute(name: name, matches: matches, action: action,
                                         headers: try reader.optional("headers").map { reader throws(ConfigError) in try headers(reader, warnings: &warnings) },
                                         rewriteURI: rewriteURI, rewriteURIRegex: rewriteURIRegex, rewriteAuthority: rewriteAuthority,
                                         timeout: try reader.optional("timeout")?.goDuration(),
                                         retries: try reader.optional("retries").map { reader throws(ConfigError) in try retries(reader, warnings: &warnings) },
                                         fault: try reader.optional("fault").map { reader throws(ConfigError) in try fault(reader, warnings: &warnings) })
+        route.mirrors = mirrors
+        return route
+    }
+
+    /// `mirror` with `mirrorPercentage` (or the deprecated `mirrorPercent`), or `mirrors`, each with its
+    /// `percentage`, as Istio validates them: not both forms, a percentage only with `mirror`. A share of
+    /// 0 mirrors nothing: istiod then sends no mirror policy, and neither does Capstan (the entry is dropped).
+    static func mirrors(_ reader: ConfigReader, namespace: String, warnings: inout [String]) throws(ConfigError) -> [VirtualService.HTTPRoute.Mirror] {
+        typealias Mirror = VirtualService.HTTPRoute.Mirror
+        let single = try reader.optional("mirror")
+        let list = try reader.optional("mirrors")
+        let percentage = try reader.optional("mirrorPercentage")
+        var percent = try reader.optional("mirrorPercent")
+        if percent == nil { percent = try reader.optional("mirror_percent") }
+        if let list, single != nil { throw list.fail("cannot be given with mirror: a route mirrors one way") }
+        if single == nil, let given = percentage ?? percent { throw given.fail("needs mirror") }
+        func share(_ percentage: ConfigReader?, percent: ConfigReader? = nil) throws(ConfigError) -> Mirror.Share? {
+            if let percentage {
+                let value = try self.percent(percentage, warnings: &warnings)
+                return value > 0 ? .percentage(value) : nil
+            }
+            if let percent {
+                let value = try percent.integer(in: 0...100)
+                return value > 0 ? .percent(value) : nil
+            }
+            return .all
+        }
+        if let single {
+            guard let share = try share(percentage, percent: percent) else { return [] }
+            return [Mirror(destination: try destination(single, namespace: namespace, warnings: &warnings), share: share)]
+        }
+        var mirrors: [Mirror] = []
+        for (index, entry) in try (list?.list() ?? []).enumerated() {
+            try entry.ignoringUnknown(["destination", "percentage"], warnings: &warnings)
+            let destination = try self.destination(entry.required("destination"), namespace: namespace, warnings: &warnings)
+            guard let share = try share(entry.optional("percentage")) else { continue }
+            mirrors.append(Mirror(destination: destination, share: share, field: "mirrors[\(index)].destination"))
+        }
+        return mirrors
+    }
+
+    /// Istio's `Destination`: `host` (short names qualified in `namespace`), `subset`, `port.number`.
+    private static func destination(_ reader: ConfigReader, namespace: String, warnings: inout [String]) throws(ConfigError) -> VirtualService.Destination {
+        try reader.ignoringUnknown(["host", "subset", "port"], warnings: &warnings)
+        let port = try reader.optional("port").map { reader throws(ConfigError) in
+            try reader.ignoringUnknown(["number"], warnings: &warnings)
+            return try reader.required("number").integer(in: 1...65535)
+        }
+        return .init(host: MeshConfig.qualified(try reader.required("host").string(), namespace: namespace),
+                     subset: try reader.optional("subset")?.string(), port: port, weight: 100)
+    }
+
+    /// The references of a VirtualService's mirrors that do not hold (host, port, subset), as field and message.
+    static func mirrorProblems(_ service: VirtualService, config: MeshConfig) -> [(field: String, message: String)] {
+        var problems: [(field: String, message: String)] = []
+        for (routeIndex, route) in service.http.enumerated() {
+            for mirror in route.mirrors {
+                let field = "spec.http[\(routeIndex)].\(mirror.field)"
+                let destination = mirror.destination
+                guard let entry = config.serviceEntries.first(where: { $0.hosts.contains(destination.host) }) else {
+                    problems.append(("\(field).host", "\(destination.host) is not defined by any ServiceEntry"))
+                    continue
+                }
+                if let port = destination.port, !entry.ports.contains(where: { $0.number == port }) {
+                    problems.append(("\(field).port.number", "\(destination.host) has no port \(port)"))
+                }
+                if let subset = destination.subset,
+                   !config.destinationRules.contains(where: { $0.host == destination.host && $0.subsets.contains { $0.name == subset } }) {
+                    problems.append(("\(field).subset", "no DestinationRule for \(destination.host) defines subset \"\(subset)\""))
+                }
+            }
+        }
+        return problems
     }
 
     /// `fault`: `delay` (`fixedDelay` above 0, `percentage.value` or the deprecated `percent`) and

@@ -456,6 +456,7 @@ private struct Builder {
                 if case .route(let destinations) = route.action { routes.append(("http", index, destinations)) }
             }
             checkHTTPRoutes(service, entryByHost: entryByHost)
+            for (field, message) in HTTPRouteReader.mirrorProblems(service, config: config) { problems.append(service.origin.problem(field, message)) }
             for (kind, routeIndex, destinations) in routes {
                 for (index, destination) in destinations.enumerated() {
                     let field = "spec.\(kind)[\(routeIndex)].route[\(index)].destination"

@@ -27,6 +27,25 @@ extension VirtualService {
         public var retries: Retries?
         /// `fault`: delays and aborts injected by the caller's proxy.
         public var fault: Fault?
+        /// `mirror` (with `mirrorPercentage`) and `mirrors`: where copies of the requests go, in order.
+        public var mirrors: [Mirror] = []
+
+        /// A destination requests are copied to (shadowed), and on which share of them.
+        public struct Mirror: Sendable, Equatable {
+            public enum Share: Sendable, Equatable {
+                /// Neither percentage given: every request.
+                case all
+                /// `mirrorPercentage.value` / `mirrors[].percentage.value`, above 0 and up to 100, with fractions.
+                case percentage(Double)
+                /// The deprecated `mirrorPercent`, a whole number above 0 and up to 100.
+                case percent(Int)
+            }
+
+            public var destination: Destination
+            public var share: Share
+            /// The field it was read from, within the route (`mirror`, `mirrors[1].destination`), for messages.
+            public var field: String = "mirror"
+        }
 
         /// `fault` of a route: a delay, an abort, or both, each on a share of requests.
         public struct Fault: Sendable, Equatable {
@@ -67,7 +86,7 @@ extension VirtualService {
             lhs.name == rhs.name && lhs.matches == rhs.matches && lhs.action == rhs.action && lhs.headers == rhs.headers
                 && lhs.rewriteURI == rhs.rewriteURI && lhs.rewriteURIRegex?.match == rhs.rewriteURIRegex?.match
                 && lhs.rewriteURIRegex?.rewrite == rhs.rewriteURIRegex?.rewrite && lhs.rewriteAuthority == rhs.rewriteAuthority
-                && lhs.timeout == rhs.timeout && lhs.retries == rhs.retries && lhs.fault == rhs.fault
+                && lhs.timeout == rhs.timeout && lhs.retries == rhs.retries && lhs.fault == rhs.fault && lhs.mirrors == rhs.mirrors
         }
     }
 

@@ -175,6 +175,10 @@ final class RequestStatistics: HTTPStreamObserver, @unchecked Sendable {
         if delta > 0 { manager.activeFaults.increment() } else { manager.activeFaults.decrement() }
     }
 
+    func shadowEnded(to upstream: any UpstreamCluster, status: Int, flags: ResponseFlags) {
+        cluster(of: upstream).runtime?.stats.countRequest(status: status, flags: flags)
+    }
+
     func streamStarted() {
         manager.requestsTotal.increment()
         manager.requestsActive.increment()

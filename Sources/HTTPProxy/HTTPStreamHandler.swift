@@ -10,7 +10,7 @@ import Routing
 /// stream, and relays the response back, part by part, with backpressure both ways. An HTTP/2 stream
 /// carries one request; an HTTP/1.1 connection carries them one after the other through the same handler.
 /// Local replies (no route, no cluster, no healthy upstream, connect failure, timeout) carry Envoy's
-/// status and response flag.
+/// status and response flag. A route's mirror policies get fire-and-forget copies (``ShadowRequest``).
 final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
@@ -83,6 +83,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var nextFilter = 0
     /// Request parts that came while a filter held the request; they follow its head upstream.
     private var heldParts: [HTTPRequestPart] = []
+    /// The copies of the current request sent to its route's mirror clusters (none for most requests).
+    private var shadows: [ShadowRequest] = []
 
     init(connection: HTTPConnection, checksHeaderLimits: Bool, requestProtocol: @escaping () -> String) {
         self.connection = connection
@@ -130,12 +132,14 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         if case .forwarding(let upstream) = state { upstream.channel.flush() }
+        for shadow in shadows { shadow.flush() }
         context.fireChannelReadComplete()
     }
 
     /// A request part, to the upstream or to wait for it.
     private func pass(_ part: HTTPRequestPart) {
         retry?.keep(part)
+        for shadow in shadows { shadow.send(part) }
         switch state {
         case .connecting(var pending):
             pending.append(part)
@@ -166,6 +170,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .idle:
             break
         }
+        endShadows()
         idleTimer?.cancel()
         idleTimer = nil
         context.fireChannelInactive()
@@ -323,6 +328,9 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.upstreamRequest = upstreamRequest
         upstreamVersion = version
         countsAttempts = decision.includesRequestAttemptCount
+        if !forwarding.mirrors.isEmpty, upgrade == nil {
+            startShadows(of: upstreamRequest, forwarding: forwarding, snapshot: snapshot, context: context)
+        }
         sendAttempt(context: context)
     }
 
@@ -381,6 +389,45 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
                        flags: .upstreamConnectionFailure)
             }
         }
+    }
+
+    // MARK: Mirrors
+
+    /// Envoy's shadowing: for each of the route's mirror policies whose fraction this request falls in, a
+    /// copy of `head` (the upstream request's) to an endpoint of the mirror cluster, with the body parts
+    /// so far; later parts follow from ``pass(_:)``. A mirror cluster that is unknown, has no endpoint or
+    /// has its request circuit breaker open gets no copy; the main request does not notice.
+    private func startShadows(of head: HTTPRequest, forwarding: Forwarding, snapshot: any HTTPRoutingSnapshot,
+                              context: ChannelHandlerContext) {
+        var random = RequestRandomness()
+        for policy in forwarding.mirrors where policy.mirrors(random.next()) {
+            guard let cluster = snapshot.cluster(named: policy.cluster),
+                  case .success(let endpoint) = cluster.chooseEndpoint(for: connection.downstream, hash: nil) else { continue }
+            guard cluster.circuitBreakers.tryOpen(.requests) else {
+                cluster.requestEnded(at: endpoint)
+                continue
+            }
+            var copy = head
+            if let authority = copy.authority { copy.authority = policy.shadowAuthority(authority) }
+            let version: UpstreamVersion = switch cluster.upstreamProtocol {
+            case .http1: .http1
+            case .http2: .http2
+            case .downstream: requestProtocol() == "HTTP/2" ? .http2 : .http1
+            }
+            let shadow = ShadowRequest(copy, to: endpoint, of: cluster, version: version,
+                                       alpn: version == .http2 ? connection.upstreamALPN.http2 : connection.upstreamALPN.http1,
+                                       pools: connection.pools, observer: connection.observer,
+                                       timeout: forwarding.timeout(for: head), on: context.eventLoop)
+            for part in heldParts { shadow.send(part) }
+            shadow.flush()
+            shadows.append(shadow)
+        }
+    }
+
+    /// The request is over for this handler: copies that did not get all of it are abandoned.
+    private func endShadows() {
+        for shadow in shadows { shadow.downstreamEnded() }
+        shadows = []
     }
 
     // MARK: Retries
@@ -634,6 +681,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         filters = []
         filtered = nil
         heldParts = []
+        endShadows()
         record.end = .now()
         state = .idle
         connection.observer?.streamEnded(record, on: connection.downstream, manager: connection.config)

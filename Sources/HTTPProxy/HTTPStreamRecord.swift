@@ -114,8 +114,12 @@ public protocol HTTPStreamObserver: Sendable {
     func streamEnded(_ record: HTTPStreamRecord, on connection: DownstreamConnectionInfo, manager: HTTPConnectionManagerConfig)
     /// A fault filter started (+1) or ended (-1) a fault: Envoy's `fault.active_faults` gauge.
     func activeFaultsChanged(by delta: Int)
+    /// A copy of a request sent to a mirror cluster ended, with its upstream's `status` (0: none) and
+    /// `flags`: counted in that cluster's statistics as a request.
+    func shadowEnded(to cluster: any UpstreamCluster, status: Int, flags: ResponseFlags)
 }
 
 extension HTTPStreamObserver {
     public func activeFaultsChanged(by delta: Int) {}
+    public func shadowEnded(to cluster: any UpstreamCluster, status: Int, flags: ResponseFlags) {}
 }

@@ -104,6 +104,10 @@ struct Route: Sendable {
         for (index, policy) in proto.hashPolicy.enumerated() {
             hashPolicies.append(try HashPolicy(policy, path: "\(path).hash_policy[\(index)]"))
         }
+        var mirrors: [MirrorPolicy] = []
+        for (index, policy) in proto.requestMirrorPolicies.enumerated() {
+            mirrors.append(try MirrorPolicy(policy, path: "\(path).request_mirror_policies[\(index)]", notActedOn: &notActedOn))
+        }
         for (field, given, reason) in [
             ("idle_timeout", proto.hasIdleTimeout, "streams have no idle timeout of their own yet"),
             ("max_stream_duration", proto.hasMaxStreamDuration, "streams have no maximum duration yet"),
@@ -121,7 +125,7 @@ struct Route: Sendable {
                         hostRewrite: String?) -> Forwarding {
             Forwarding(
                 cluster: cluster, timeout: timeout, grpcTimeout: grpcTimeout, pathRewrite: pathRewrite, hostRewrite: hostRewrite, retryPolicy: retryPolicy,
-                hashPolicies: hashPolicies,
+                hashPolicies: hashPolicies, mirrors: mirrors,
                 requestHeaders: HeaderMutations(levels: (clusterHeaders.map { [$0.request] } ?? []) + enclosing.requestHeaders,
                                                 mostSpecificWins: enclosing.mostSpecificWins),
                 responseHeaders: HeaderMutations(levels: (clusterHeaders.map { [$0.response] } ?? []) + enclosing.responseHeaders,

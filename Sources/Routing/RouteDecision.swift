@@ -87,6 +87,8 @@ public struct Forwarding: Sendable {
     public let retryPolicy: RetryPolicy?
     /// What the request is hashed by, for a RING_HASH or MAGLEV cluster (empty: not hashed).
     public let hashPolicies: [HashPolicy]
+    /// `request_mirror_policies`: the clusters a copy of the request is sent to (shadowed), in order.
+    public let mirrors: [MirrorPolicy]
     /// Merged from every level in Envoy's order.
     public let requestHeaders: HeaderMutations
     public let responseHeaders: HeaderMutations

@@ -59,10 +59,73 @@ import Testing
             """
         let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(routes)]))])
         #expect(reading.config != nil, "\(reading.problems)")
-        for field in ["spec.http[0].mirror", "spec.http[0].corsPolicy", "spec.http[0].match[0].sourceLabels"] {
+        for field in ["spec.http[0].corsPolicy", "spec.http[0].match[0].sourceLabels"] {
             #expect(reading.warnings.contains { $0.hasSuffix("VirtualService shop/payments: \(field): not supported by Capstan, ignored") }, "\(field): \(reading.warnings)")
         }
         #expect(reading.warnings.contains { $0.hasSuffix("spec.http[1...]: never applies: spec.http[0] takes every request before it") }, "\(reading.warnings)")
+    }
+
+    @Test func mirrorsBecomeEnvoysRequestMirrorPoliciesAsIstiodTranslatesThem() throws {
+        let routes = """
+              - match: [{uri: {prefix: /all}}]
+                mirror: {host: payments, subset: v2}
+                route: [{destination: {host: payments, subset: v1}}]
+              - match: [{uri: {prefix: /some}}]
+                mirror: {host: payments, subset: v2, port: {number: 9080}}
+                mirrorPercentage: {value: 12.5}
+                route: [{destination: {host: payments, subset: v1}}]
+              - match: [{uri: {prefix: /old}}]
+                mirror: {host: payments, subset: v2}
+                mirrorPercent: 20
+                route: [{destination: {host: payments, subset: v1}}]
+              - match: [{uri: {prefix: /none}}]
+                mirror: {host: payments, subset: v2}
+                mirrorPercentage: {value: 0}
+                route: [{destination: {host: payments, subset: v1}}]
+              - mirrors:
+                - {destination: {host: payments, subset: v2}, percentage: {value: 50}}
+                - {destination: {host: payments}}
+                - {destination: {host: payments, subset: v1}, percentage: {value: 0}}
+                route: [{destination: {host: payments, subset: v1}}]
+            """
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(routes)]))])
+        let config = try #require(reading.config, "\(reading.problems)")
+        #expect(!reading.warnings.contains { $0.contains("mirror") }, "\(reading.warnings)")
+        let http = try #require(config.virtualServices.first?.http)
+        let policies = http.map { route in
+            HTTPRouteGenerator.routes(route, port: 9080, config: config)[0].route.requestMirrorPolicies
+        }
+        #expect(policies.map(\.count) == [1, 1, 1, 0, 2])
+        #expect(policies[0][0].cluster == "outbound|9080|v2|payments.shop.svc.cluster.local")
+        #expect(policies[0][0].runtimeFraction.defaultValue.numerator == 100 && policies[0][0].runtimeFraction.defaultValue.denominator == .hundred)
+        #expect(policies[0][0].hasTraceSampled && policies[0][0].traceSampled.value == false)
+        #expect(policies[1][0].runtimeFraction.defaultValue.numerator == 125_000 && policies[1][0].runtimeFraction.defaultValue.denominator == .million)
+        #expect(policies[2][0].runtimeFraction.defaultValue.numerator == 20 && policies[2][0].runtimeFraction.defaultValue.denominator == .hundred)
+        #expect(policies[4].map(\.cluster) == ["outbound|9080|v2|payments.shop.svc.cluster.local", "outbound|9080||payments.shop.svc.cluster.local"])
+        #expect(policies[4][0].runtimeFraction.defaultValue.numerator == 500_000)
+        #expect(policies[4][1].runtimeFraction.defaultValue.numerator == 100)
+    }
+
+    @Test(arguments: [
+        ("  - mirror: {host: payments, subset: v9}\n    route: [{destination: {host: payments, subset: v1}}]",
+         "spec.http[0].mirror.subset: no DestinationRule for payments.shop.svc.cluster.local defines subset \"v9\""),
+        ("  - mirrors: [{destination: {host: payments}}, {destination: {host: nowhere}}]\n    route: [{destination: {host: payments}}]",
+         "spec.http[0].mirrors[1].destination.host: nowhere.shop.svc.cluster.local is not defined by any ServiceEntry"),
+        ("  - mirror: {host: payments}\n    mirrorPercentage: {value: 101}\n    route: [{destination: {host: payments}}]",
+         "spec.http[0].mirrorPercentage.value: 101.0 is out of range 0-100"),
+        ("  - mirrors: [{destination: {host: payments}, percentage: {value: -1}}]\n    route: [{destination: {host: payments}}]",
+         "spec.http[0].mirrors[0].percentage.value: -1.0 is out of range 0-100"),
+        ("  - mirror: {host: payments}\n    mirrors: [{destination: {host: payments}}]\n    route: [{destination: {host: payments}}]",
+         "spec.http[0].mirrors: cannot be given with mirror"),
+        ("  - mirrorPercentage: {value: 5}\n    route: [{destination: {host: payments}}]",
+         "spec.http[0].mirrorPercentage: needs mirror"),
+        ("  - mirror: {host: payments}\n    redirect: {uri: /x}",
+         "spec.http[0]: mirrors copies of requests sent to route destinations"),
+    ])
+    func mirrorProblemsNameTheField(routes: String, message: String) {
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(routes)]))])
+        #expect(reading.config == nil)
+        #expect(reading.problems.contains { $0.description.contains("VirtualService shop/payments: " + message) }, "\(reading.problems)")
     }
 
     @Test func retriesBecomeEnvoysRetryPolicyAsIstiodConvertsThem() throws {

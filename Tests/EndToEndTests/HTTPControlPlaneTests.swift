@@ -319,6 +319,49 @@ import Testing
         }
     }
 
+    /// Seed 4: every request mirrored to v2 while v1 answers. v2 sees each request as a copy, addressed
+    /// to the `-shadow` host, and its answers never reach the client; the copies count in v2's cluster.
+    @Test func mirrorSendsACopyOfEveryRequestToV2WhileV1Answers() throws {
+        let routes = MeshDocuments.httpVirtualService("""
+              - route:
+                - destination:
+                    host: payments
+                    subset: v1
+                mirror:
+                  host: payments
+                  subset: v2
+                mirrorPercentage:
+                  value: 100.0
+            """)
+        try withHTTPMesh(["routes.yaml": routes], upstreamArguments: ["v1": ["--log-requests"], "v2": ["--log-requests"]]) { mesh in
+            let proxy = try #require(mesh.proxy)
+            let v2Log = "/tmp/\(mesh.sandbox.name)-upstream-v2.log"
+            func seenByV2() -> (shadows: Int, others: Int) {
+                let lines = ((try? String(contentsOfFile: v2Log, encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.hasPrefix("REQUEST ") }
+                let shadows = lines.filter { $0.split(separator: " ").dropFirst(2).first?.hasSuffix("-shadow:9080") == true }.count
+                return (shadows, lines.count - shadows)
+            }
+            let cluster = "cluster.outbound|9080|v2|payments.shop.svc.cluster.local"
+            // The route in force: a request that v1 answers and v2 sees as a copy.
+            #expect(proxy.waitUntil(seconds: 10) {
+                (try? requests(mesh, count: 1).upstreams) == ["v1"] && seenByV2().shadows > 0
+            }, "\(proxy.errorOutput)")
+            // Only copies reach v2's subset cluster (requests before the route went to the cluster without subset).
+            #expect(proxy.waitUntil(seconds: 5) { (try? mesh.stat("\(cluster).upstream_rq_total")).flatMap { Int($0) } == seenByV2().shadows })
+            let before = seenByV2()
+            let counted = try mesh.stat("\(cluster).upstream_rq_total").flatMap { Int($0) } ?? 0
+
+            let (upstreams, _) = try requests(mesh, path: "/pay", count: 20)
+            #expect(upstreams == Array(repeating: "v1", count: 20), "every response from v1")
+            #expect(proxy.waitUntil(seconds: 10) { seenByV2().shadows == before.shadows + 20 }, "v2 saw \(seenByV2()), before \(before)")
+            #expect(seenByV2().others == before.others, "v2 saw nothing but copies")
+            let log = (try? String(contentsOfFile: v2Log, encoding: .utf8)) ?? ""
+            #expect(log.contains("REQUEST GET 198.51.100.200-shadow:9080 /pay"), "\(log.suffix(500))")
+            #expect(proxy.waitUntil(seconds: 5) { (try? mesh.stat("\(cluster).upstream_rq_total")) == String(counted + 20) },
+                    "the copies count in v2's cluster: \((try? mesh.stat("\(cluster).upstream_rq_total")) ?? "-")")
+        }
+    }
+
     /// `count` requests on one keep-alive connection (httpx): how many got each status, and the client ports.
     func statuses(_ mesh: MeshSandbox, path: String = "/", count: Int) throws -> (statuses: [Int: Int], ports: Int) {
         let arguments = ["ip", "netns", "exec", "\(mesh.sandbox.name)-pod", "python3", Self.peers.appendingPathComponent("http_client.py").path,

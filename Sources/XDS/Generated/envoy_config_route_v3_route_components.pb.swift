@@ -586,6 +586,11 @@ public nonisolated struct Envoy_Config_Route_V3_RouteAction: @unchecked Sendable
     set {_uniqueStorage()._hashPolicy = newValue}
   }
 
+  public var requestMirrorPolicies: [Envoy_Config_Route_V3_RouteAction.RequestMirrorPolicy] {
+    get {_storage._requestMirrorPolicies}
+    set {_uniqueStorage()._requestMirrorPolicies = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_ClusterSpecifier: Equatable, Sendable {
@@ -784,6 +789,42 @@ public nonisolated struct Envoy_Config_Route_V3_RouteAction: @unchecked Sendable
     }
 
     public init() {}
+  }
+
+  /// A copy of the request sent, fire-and-forget, to another cluster (shadowing).
+  public nonisolated struct RequestMirrorPolicy: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var cluster: String = String()
+
+    public var runtimeFraction: Envoy_Config_Core_V3_RuntimeFractionalPercent {
+      get {_runtimeFraction ?? Envoy_Config_Core_V3_RuntimeFractionalPercent()}
+      set {_runtimeFraction = newValue}
+    }
+    /// Returns true if `runtimeFraction` has been explicitly set.
+    public var hasRuntimeFraction: Bool {self._runtimeFraction != nil}
+    /// Clears the value of `runtimeFraction`. Subsequent reads from it will return its default value.
+    public mutating func clearRuntimeFraction() {self._runtimeFraction = nil}
+
+    public var traceSampled: SwiftProtobuf.Google_Protobuf_BoolValue {
+      get {_traceSampled ?? SwiftProtobuf.Google_Protobuf_BoolValue()}
+      set {_traceSampled = newValue}
+    }
+    /// Returns true if `traceSampled` has been explicitly set.
+    public var hasTraceSampled: Bool {self._traceSampled != nil}
+    /// Clears the value of `traceSampled`. Subsequent reads from it will return its default value.
+    public mutating func clearTraceSampled() {self._traceSampled = nil}
+
+    public var disableShadowHostSuffixAppend: Bool = false
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+
+    fileprivate var _runtimeFraction: Envoy_Config_Core_V3_RuntimeFractionalPercent? = nil
+    fileprivate var _traceSampled: SwiftProtobuf.Google_Protobuf_BoolValue? = nil
   }
 
   public init() {}
@@ -1873,7 +1914,7 @@ nonisolated extension Envoy_Config_Route_V3_QueryParameterMatcher: SwiftProtobuf
 
 nonisolated extension Envoy_Config_Route_V3_RouteAction: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RouteAction"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{3}cluster_header\0\u{3}weighted_clusters\0\u{4}\u{2}prefix_rewrite\0\u{3}host_rewrite_literal\0\u{3}auto_host_rewrite\0\u{1}timeout\0\u{3}retry_policy\0\u{4}\u{6}hash_policy\0\u{4}\u{8}max_grpc_timeout\0\u{3}idle_timeout\0\u{4}\u{4}grpc_timeout_offset\0\u{3}host_rewrite_header\0\u{4}\u{3}regex_rewrite\0\u{4}\u{4}max_stream_duration\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{3}cluster_header\0\u{3}weighted_clusters\0\u{4}\u{2}prefix_rewrite\0\u{3}host_rewrite_literal\0\u{3}auto_host_rewrite\0\u{1}timeout\0\u{3}retry_policy\0\u{4}\u{6}hash_policy\0\u{4}\u{8}max_grpc_timeout\0\u{3}idle_timeout\0\u{4}\u{4}grpc_timeout_offset\0\u{3}host_rewrite_header\0\u{3}request_mirror_policies\0\u{4}\u{2}regex_rewrite\0\u{4}\u{4}max_stream_duration\0")
 
   fileprivate class _StorageClass {
     var _clusterSpecifier: Envoy_Config_Route_V3_RouteAction.OneOf_ClusterSpecifier?
@@ -1887,6 +1928,7 @@ nonisolated extension Envoy_Config_Route_V3_RouteAction: SwiftProtobuf.Message, 
     var _grpcTimeoutOffset: SwiftProtobuf.Google_Protobuf_Duration? = nil
     var _maxStreamDuration: Envoy_Config_Route_V3_RouteAction.MaxStreamDuration? = nil
     var _hashPolicy: [Envoy_Config_Route_V3_RouteAction.HashPolicy] = []
+    var _requestMirrorPolicies: [Envoy_Config_Route_V3_RouteAction.RequestMirrorPolicy] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1908,6 +1950,7 @@ nonisolated extension Envoy_Config_Route_V3_RouteAction: SwiftProtobuf.Message, 
       _grpcTimeoutOffset = source._grpcTimeoutOffset
       _maxStreamDuration = source._maxStreamDuration
       _hashPolicy = source._hashPolicy
+      _requestMirrorPolicies = source._requestMirrorPolicies
     }
   }
 
@@ -1991,6 +2034,7 @@ nonisolated extension Envoy_Config_Route_V3_RouteAction: SwiftProtobuf.Message, 
             _storage._hostRewriteSpecifier = .hostRewriteHeader(v)
           }
         }()
+        case 30: try { try decoder.decodeRepeatedMessageField(value: &_storage._requestMirrorPolicies) }()
         case 32: try { try decoder.decodeSingularMessageField(value: &_storage._regexRewrite) }()
         case 36: try { try decoder.decodeSingularMessageField(value: &_storage._maxStreamDuration) }()
         default: break
@@ -2055,6 +2099,9 @@ nonisolated extension Envoy_Config_Route_V3_RouteAction: SwiftProtobuf.Message, 
       try { if case .hostRewriteHeader(let v)? = _storage._hostRewriteSpecifier {
         try visitor.visitSingularStringField(value: v, fieldNumber: 29)
       } }()
+      if !_storage._requestMirrorPolicies.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._requestMirrorPolicies, fieldNumber: 30)
+      }
       try { if let v = _storage._regexRewrite {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
       } }()
@@ -2081,6 +2128,7 @@ nonisolated extension Envoy_Config_Route_V3_RouteAction: SwiftProtobuf.Message, 
         if _storage._grpcTimeoutOffset != rhs_storage._grpcTimeoutOffset {return false}
         if _storage._maxStreamDuration != rhs_storage._maxStreamDuration {return false}
         if _storage._hashPolicy != rhs_storage._hashPolicy {return false}
+        if _storage._requestMirrorPolicies != rhs_storage._requestMirrorPolicies {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -2417,6 +2465,55 @@ nonisolated extension Envoy_Config_Route_V3_RouteAction.HashPolicy.QueryParamete
 
   public static func ==(lhs: Envoy_Config_Route_V3_RouteAction.HashPolicy.QueryParameter, rhs: Envoy_Config_Route_V3_RouteAction.HashPolicy.QueryParameter) -> Bool {
     if lhs.name != rhs.name {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Route_V3_RouteAction.RequestMirrorPolicy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Config_Route_V3_RouteAction.protoMessageName + ".RequestMirrorPolicy"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{4}\u{2}runtime_fraction\0\u{3}trace_sampled\0\u{4}\u{2}disable_shadow_host_suffix_append\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.cluster) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._runtimeFraction) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._traceSampled) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.disableShadowHostSuffixAppend) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.cluster.isEmpty {
+      try visitor.visitSingularStringField(value: self.cluster, fieldNumber: 1)
+    }
+    try { if let v = self._runtimeFraction {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._traceSampled {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if self.disableShadowHostSuffixAppend != false {
+      try visitor.visitSingularBoolField(value: self.disableShadowHostSuffixAppend, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Route_V3_RouteAction.RequestMirrorPolicy, rhs: Envoy_Config_Route_V3_RouteAction.RequestMirrorPolicy) -> Bool {
+    if lhs.cluster != rhs.cluster {return false}
+    if lhs._runtimeFraction != rhs._runtimeFraction {return false}
+    if lhs._traceSampled != rhs._traceSampled {return false}
+    if lhs.disableShadowHostSuffixAppend != rhs.disableShadowHostSuffixAppend {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -4,7 +4,7 @@ port, and grpcio serves the test echo service (echo.proto, compiled at start by 
 Tests run it inside a network namespace they made.
 
 usage: http_upstream.py --listen IP:PORT --name NAME [--grpc-port N] [--keep-alive-timeout SECONDS]
-                         [--fail-status NNN]
+                         [--fail-status NNN] [--log-requests]
 
 The HTTP port speaks HTTP/1.1 (keep-alive, chunked requests, Expect: 100-continue, which Hypercorn answers
 before the application reads the body), HTTP/1.0, and HTTP/2 over cleartext with prior knowledge (Hypercorn
@@ -18,6 +18,9 @@ recognizes the HTTP/2 preface). Every response carries `x-upstream-name: NAME`. 
   anything else   answers 200 with the JSON below.
 With --fail-status NNN, every HTTP request (whatever its path) is answered NNN with the JSON below, and
 `FAILED METHOD PATH` is printed on stdout for each, so a test can count what reached this server.
+With --log-requests, `REQUEST METHOD HOST PATH` (HOST: the Host header, or :authority on HTTP/2) is printed
+on stdout for every HTTP request as it arrives, so a test can see what reached this server and how it was
+addressed.
 The JSON: {"name", "method", "path" (the request target, query included), "http_version" ("HTTP/1.0",
 "HTTP/1.1" or "HTTP/2"), "headers" ({lower-case name: value, or a list of values when repeated; on
 HTTP/2, `host` holds :authority}), "body_bytes", "body_sha256"}.
@@ -113,9 +116,10 @@ def query_parameters(scope):
 class Application:
     """The ASGI application behind the HTTP port."""
 
-    def __init__(self, name, fail_status=None):
+    def __init__(self, name, fail_status=None, log_requests=False):
         self.name = name
         self.fail_status = fail_status
+        self.log_requests = log_requests
         self.name_header = (b"x-upstream-name", name.encode())
 
     async def __call__(self, scope, receive, send):
@@ -135,6 +139,9 @@ class Application:
     async def http(self, scope, receive, send):
         segments = scope["path"].strip("/").split("/")
         argument = segments[1] if len(segments) == 2 else None
+        if self.log_requests:
+            host = header_map(scope["headers"]).get("host", "-")
+            print(f"REQUEST {scope['method']} {host} {request_target(scope)}", flush=True)
         if self.fail_status is not None:
             print(f"FAILED {scope['method']} {request_target(scope)}", flush=True)
             segments, argument = ["status"], str(self.fail_status)
@@ -296,7 +303,7 @@ async def main(arguments):
             sys.exit(f"http_upstream.py: cannot listen on {grpc_address} for gRPC")
         await grpc_server.start()
 
-    http_server = asyncio.create_task(serve(Application(arguments.name, arguments.fail_status), config, shutdown_trigger=stop.wait))
+    http_server = asyncio.create_task(serve(Application(arguments.name, arguments.fail_status, arguments.log_requests), config, shutdown_trigger=stop.wait))
     print("READY", flush=True)
     await http_server
     if grpc_server is not None:
@@ -312,4 +319,6 @@ if __name__ == "__main__":
                         help="seconds an idle keep-alive connection stays open (default 75, as nginx)")
     parser.add_argument("--fail-status", type=int, choices=range(200, 600), metavar="NNN",
                         help="answer every HTTP request with this status (and print FAILED for each)")
+    parser.add_argument("--log-requests", action="store_true",
+                        help="print REQUEST METHOD HOST PATH for every HTTP request")
     asyncio.run(main(parser.parse_args()))
