@@ -4,6 +4,7 @@ import Glibc
 import Configuration
 @testable import DataPlane
 import FoundationEssentials
+import HTTPProxy
 import NIOCore
 import NIOPosix
 import SwiftProtobuf
@@ -88,6 +89,34 @@ import XDS
         #expect(try await option(partial, Int32(TCP_KEEPINTVL)) == option(plain, Int32(TCP_KEEPINTVL)))
         #expect(TCPKeepalive(probes: 4, time: 1).socketOptions.map(\.value) == [4, 1])
         for channel in [client, plain, partial] { try? await channel.close() }
+        try? await server.close()
+    }
+
+    /// The whole path: a cluster decoded from xDS, the HTTP router's connector, a real socket.
+    @Test func theRoutersConnectorSetsTheClustersTiming() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let server = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let config = try XDSResourceDecoder.cluster(cluster(.with {
+            $0.keepaliveProbes = Google_Protobuf_UInt32Value(5)
+            $0.keepaliveTime = Google_Protobuf_UInt32Value(77)
+            $0.keepaliveInterval = Google_Protobuf_UInt32Value(9)
+        })).cluster
+        let connector = UpstreamConnector(contexts: TLSContextCache(metrics: IstioTCPMetrics()), secrets: SecretStore(),
+                                          defaultConnectTimeout: .seconds(2))
+        let runtime = ClusterRuntime(config)
+        let endpoint = UpstreamEndpoint(address: server.localAddress!)
+        let loop = group.next()
+        // As the router does, on the loop the connection is for.
+        let channel = try await loop.flatSubmit {
+            connector.connect(runtime, to: endpoint, on: loop, configure: { $0 })
+        }.get()
+        var values: [SocketOptionValue] = []
+        for name in [TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL] {
+            values.append(try await channel.getOption(.tcpOption(NIOBSDSocket.Option(rawValue: Int32(name)))).get())
+        }
+        #expect(values == [5, 77, 9])
+        #expect(try await channelKeepalive(channel) == 1)
+        try? await channel.close()
         try? await server.close()
     }
 
