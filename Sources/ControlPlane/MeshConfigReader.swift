@@ -520,6 +520,15 @@ private struct Builder {
                 problems.append(rule.origin.problem("spec.host", "\(rule.host) already has DestinationRule \(other.name) (\(other))"))
             }
             ruled[rule.host] = rule.origin
+            // Istio ignores settings for a port the service does not have: said, not silent.
+            guard let entry = config.serviceEntries.first(where: { $0.hosts.contains(rule.host) }) else { continue }
+            let policies = [("spec.trafficPolicy", rule.trafficPolicy)]
+                + rule.subsets.enumerated().compactMap { index, subset in subset.trafficPolicy.map { ("spec.subsets[\(index)].trafficPolicy", $0) } }
+            for (field, policy) in policies {
+                for port in policy.portLevelSettings.keys.sorted() where !entry.ports.contains(where: { $0.number == port }) {
+                    warnings.append("\(rule.origin): DestinationRule \(rule.origin.name): \(field).portLevelSettings: \(rule.host) has no port \(port): these settings apply to nothing")
+                }
+            }
         }
         checkPeerAuthentications()
     }

@@ -186,6 +186,14 @@ import XDS
         #expect(reading.problems.map(\.description) == ["mesh.yaml: document 2 (line 10): DestinationRule shop/payments: \(field)"])
     }
 
+    @Test func settingsForAPortTheServiceLacksAreWarned() throws {
+        let spec = "host: payments\nsubsets:\n- name: v1\n  trafficPolicy:\n    portLevelSettings:\n    - port: {number: 7000}\n      loadBalancer: {simple: RANDOM}"
+        let reading = MeshConfigReader.read([("mesh.yaml", Self.documents(rule: spec))])
+        #expect(reading.config != nil, "\(reading.problems)")
+        #expect(reading.warnings.contains { $0.hasSuffix("DestinationRule shop/payments: spec.subsets[0].trafficPolicy.portLevelSettings: payments.shop.svc.cluster.local has no port 7000: these settings apply to nothing") },
+                "\(reading.warnings)")
+    }
+
     @Test func portLevelSettingsDoNotNest() throws {
         let spec = "host: payments\ntrafficPolicy:\n  portLevelSettings:\n  - port: {number: 9080}\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings: []"
         let reading = MeshConfigReader.read([("mesh.yaml", Self.documents(rule: spec))])
