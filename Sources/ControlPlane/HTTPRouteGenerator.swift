@@ -158,7 +158,7 @@ enum HTTPRouteGenerator {
             route.name = "default"
             route.match.prefix = "/"
             route.route = forward(cluster: ProxyConfigGenerator.clusterName(port: port, subset: "", host: host), timeout: nil)
-            if let hash = hashPolicy(host: host, subset: nil, config: config) { route.route.hashPolicy = [hash] }
+            if let hash = hashPolicy(host: host, subset: nil, port: port, config: config) { route.route.hashPolicy = [hash] }
             virtualHost.routes = [route]
         } else {
             for service in services {
@@ -203,7 +203,7 @@ enum HTTPRouteGenerator {
                     action.weightedClusters = weighted
                 }
                 // A weighted route hashes only if every destination hashes alike.
-                let hashes = destinations.map { hashPolicy(host: $0.host, subset: $0.subset, config: config) }
+                let hashes = destinations.map { hashPolicy(host: $0.host, subset: $0.subset, port: $0.port, config: config) }
                 if let hash = hashes.first ?? nil, hashes.allSatisfy({ $0 == hash }) { action.hashPolicy = [hash] }
                 if let uri = route.rewriteURI {
                     switch match?.uri {
@@ -274,12 +274,11 @@ enum HTTPRouteGenerator {
         return policy
     }
 
-    /// The hash policy of requests to `host` (its `subset`), as istiod derives it from the DestinationRule's
-    /// `consistentHash` (a subset's load balancer over the rule's); nil without one.
-    static func hashPolicy(host: String, subset: String?, config: MeshConfig) -> Envoy_Config_Route_V3_RouteAction.HashPolicy? {
-        guard let rule = config.destinationRules.first(where: { $0.host == host }) else { return nil }
-        let policy = rule.trafficPolicy.overridden(by: rule.subsets.first { $0.name == subset }?.trafficPolicy)
-        guard case .consistentHash(let hash)? = policy.loadBalancer else { return nil }
+    /// The hash policy of requests to `host` (its `subset`, on `port` when given), as istiod derives it
+    /// from the DestinationRule's `consistentHash` (``DestinationRule/consistentHash(subset:port:)``); nil without one.
+    static func hashPolicy(host: String, subset: String?, port: Int? = nil, config: MeshConfig) -> Envoy_Config_Route_V3_RouteAction.HashPolicy? {
+        guard let rule = config.destinationRules.first(where: { $0.host == host }),
+              let hash = rule.consistentHash(subset: subset, port: port) else { return nil }
         var result = Envoy_Config_Route_V3_RouteAction.HashPolicy()
         switch hash.key {
         case .header(let name): result.header.headerName = name

@@ -131,11 +131,28 @@ public struct DestinationRule: Sendable, Equatable {
         public var idleTimeout: Duration?
         /// `http.h2UpgradePolicy`: `UPGRADE` true, `DO_NOT_UPGRADE` false, else nil.
         public var http2Upgrade: Bool?
+        /// `tcp.tcpKeepalive`: the cluster's `upstream_connection_options.tcp_keepalive`.
+        public var tcpKeepalive: TCPKeepalive?
 
         public init(maxConnections: Int? = nil, connectTimeout: Duration? = nil, http2Upgrade: Bool? = nil) {
             self.maxConnections = maxConnections
             self.connectTimeout = connectTimeout
             self.http2Upgrade = http2Upgrade
+        }
+    }
+
+    /// `connectionPool.tcp.tcpKeepalive`: keepalive probes on upstream sockets. Unset fields keep the
+    /// kernel's value (probes 0 is unset, as istiod reads it).
+    public struct TCPKeepalive: Sendable, Equatable {
+        public var probes: Int?
+        /// Idle time before the first probe, and between probes; Envoy takes whole seconds.
+        public var time: Duration?
+        public var interval: Duration?
+
+        public init(probes: Int? = nil, time: Duration? = nil, interval: Duration? = nil) {
+            self.probes = probes
+            self.time = time
+            self.interval = interval
         }
     }
 
@@ -171,6 +188,9 @@ public struct DestinationRule: Sendable, Equatable {
         public var tlsMode: TLSMode?
         /// `outlierDetection`; a subset's replaces the rule's whole, as istiod merges it.
         public var outlierDetection: OutlierDetection? = nil
+        /// `portLevelSettings` by port number: each entry's four components (its `portLevelSettings`
+        /// always empty) for that service port's clusters.
+        public var portLevelSettings: [Int: TrafficPolicy] = [:]
 
         /// This policy with the settings `other` gives taken from it (a subset's over the rule's), each
         /// whole, as istiod merges them: a subset's `connectionPool` replaces the rule's, field by field
@@ -181,6 +201,25 @@ public struct DestinationRule: Sendable, Equatable {
                                        tlsMode: other.tlsMode ?? tlsMode)
             merged.outlierDetection = other.outlierDetection ?? outlierDetection
             return merged
+        }
+
+        /// The policy on service port `port`: its `portLevelSettings` entry, which replaces all four
+        /// components (one it omits is the default, not this policy's), else this policy.
+        func atPort(_ port: Int) -> (policy: TrafficPolicy, portLevel: Bool) {
+            if let entry = portLevelSettings[port] { return (entry, true) }
+            var policy = self
+            policy.portLevelSettings = [:]
+            return (policy, false)
+        }
+
+        /// A cluster's policy as istiod's `MergeSubsetTrafficPolicy` computes it for one port: a subset's
+        /// port-level entry, whole; else the subset's components over the rule's port-level entry
+        /// (whole) or the rule's.
+        static func merged(rule: TrafficPolicy, subset: TrafficPolicy?, port: Int) -> TrafficPolicy {
+            let base = rule.atPort(port).policy
+            guard let subset else { return base }
+            let (own, portLevel) = subset.atPort(port)
+            return portLevel ? own : base.overridden(by: own)
         }
     }
 
@@ -195,6 +234,20 @@ public struct DestinationRule: Sendable, Equatable {
     public var host: String
     public var trafficPolicy: TrafficPolicy
     public var subsets: [Subset]
+
+    /// What requests to `subset` on `port` hash by, as istiod picks it for routes: the subset's
+    /// port-level hash, the subset's, the rule's port-level, the rule's, first given wins. `port` is
+    /// the destination's explicit port (or, for a service's default route, its port); nil: no
+    /// port-level hash applies.
+    func consistentHash(subset: String?, port: Int?) -> ConsistentHash? {
+        func hash(_ policy: TrafficPolicy?) -> ConsistentHash? {
+            if case .consistentHash(let hash)? = policy?.loadBalancer { return hash }
+            return nil
+        }
+        func portHash(_ policy: TrafficPolicy?) -> ConsistentHash? { port.flatMap { hash(policy?.portLevelSettings[$0]) } }
+        let subsetPolicy = subsets.first { $0.name == subset }?.trafficPolicy
+        return portHash(subsetPolicy) ?? hash(subsetPolicy) ?? portHash(trafficPolicy) ?? hash(trafficPolicy)
+    }
 }
 
 /// `security.istio.io` PeerAuthentication: which connections a workload's sidecar accepts inbound,

@@ -271,9 +271,27 @@ private struct Builder {
                                trafficPolicy: policy ?? DestinationRule.TrafficPolicy(), subsets: subsets)
     }
 
-    static func trafficPolicy(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> DestinationRule.TrafficPolicy {
-        try reader.ignoringUnknown(["loadBalancer", "connectionPool", "tls", "outlierDetection", "portLevelSettings"], warnings: &warnings)
+    /// A `trafficPolicy`, or (`portLevel`) one entry of its `portLevelSettings`, whose `port` the caller reads.
+    static func trafficPolicy(_ reader: ConfigReader, portLevel: Bool = false,
+                              warnings: inout [String]) throws(ConfigError) -> DestinationRule.TrafficPolicy {
+        let components: Set<String> = ["loadBalancer", "connectionPool", "tls", "outlierDetection"]
+        try reader.ignoringUnknown(components.union(portLevel ? ["port"] : ["portLevelSettings"]), warnings: &warnings)
         var policy = DestinationRule.TrafficPolicy()
+        if portLevel, try reader.fields().allSatisfy({ !components.contains($0.key) || $0.value == .null }) {
+            throw reader.fail("needs at least one of loadBalancer, connectionPool, outlierDetection and tls, as Istio requires")
+        }
+        if !portLevel, let settings = try reader.optional("portLevelSettings") {
+            for entry in try settings.list() {
+                guard let port = try entry.optional("port") else { throw entry.fail("needs a port ({number: N})") }
+                try port.ignoringUnknown(["number"], warnings: &warnings)
+                guard let field = try port.optional("number") else { throw port.fail("needs a number") }
+                let number = try field.integer(in: 1...65535)
+                guard policy.portLevelSettings[number] == nil else {
+                    throw field.fail("port \(number) has settings twice in this list, which Istio refuses")
+                }
+                policy.portLevelSettings[number] = try trafficPolicy(entry, portLevel: true, warnings: &warnings)
+            }
+        }
         if let balancer = try reader.optional("loadBalancer") {
             policy.loadBalancer = try loadBalancer(balancer, warnings: &warnings)
         }
@@ -386,14 +404,40 @@ private struct Builder {
             pool.idleTimeout = try duration(http, "idleTimeout")
         }
         if let tcp = try reader.optional("tcp") {
-            // tcpKeepalive is warned as ignored: Capstan's upstream sockets keep the kernel's keepalive timing.
-            try tcp.ignoringUnknown(["maxConnections", "connectTimeout", "maxConnectionDuration", "idleTimeout"], warnings: &warnings)
+            try tcp.ignoringUnknown(["maxConnections", "connectTimeout", "maxConnectionDuration", "idleTimeout", "tcpKeepalive"],
+                                    warnings: &warnings)
             pool.maxConnections = try count(tcp, "maxConnections")
             pool.connectTimeout = try duration(tcp, "connectTimeout")
             pool.maxConnectionDuration = try duration(tcp, "maxConnectionDuration")
             pool.tcpIdleTimeout = try duration(tcp, "idleTimeout")
+            pool.tcpKeepalive = try tcp.optional("tcpKeepalive").map { reader throws(ConfigError) in
+                try tcpKeepalive(reader, warnings: &warnings)
+            }
         }
         return pool
+    }
+
+    /// `tcp.tcpKeepalive`. Values are bounded by what Linux takes (TCP_KEEPCNT up to 127, TCP_KEEPIDLE
+    /// and TCP_KEEPINTVL 1 to 32,767 s), so the proxy can set every accepted one; Envoy takes whole
+    /// seconds, so a fraction is dropped, with a warning.
+    static func tcpKeepalive(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> DestinationRule.TCPKeepalive {
+        try reader.ignoringUnknown(["probes", "time", "interval"], warnings: &warnings)
+        var keepalive = DestinationRule.TCPKeepalive()
+        if let probes = try reader.optional("probes")?.integer(in: 0...127), probes > 0 { keepalive.probes = probes }
+        func seconds(_ key: String) throws(ConfigError) -> Duration? {
+            guard let field = try reader.optional(key) else { return nil }
+            let value = try field.goDuration()
+            guard value >= .seconds(1), value <= .seconds(32_767) else {
+                throw field.fail("must be 1s to 32767s (Linux's range for keepalive timing; Envoy takes whole seconds)")
+            }
+            if value != .seconds(value.components.seconds) {
+                warnings.append("\(field.path): Envoy takes whole seconds: \(value.components.seconds)s is used")
+            }
+            return .seconds(value.components.seconds)
+        }
+        keepalive.time = try seconds("time")
+        keepalive.interval = try seconds("interval")
+        return keepalive
     }
 
     static func peerAuthentication(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
@@ -484,6 +528,15 @@ private struct Builder {
                 problems.append(rule.origin.problem("spec.host", "\(rule.host) already has DestinationRule \(other.name) (\(other))"))
             }
             ruled[rule.host] = rule.origin
+            // Istio ignores settings for a port the service does not have: said, not silent.
+            guard let entry = config.serviceEntries.first(where: { $0.hosts.contains(rule.host) }) else { continue }
+            let policies = [("spec.trafficPolicy", rule.trafficPolicy)]
+                + rule.subsets.enumerated().compactMap { index, subset in subset.trafficPolicy.map { ("spec.subsets[\(index)].trafficPolicy", $0) } }
+            for (field, policy) in policies {
+                for port in policy.portLevelSettings.keys.sorted() where !entry.ports.contains(where: { $0.number == port }) {
+                    warnings.append("\(rule.origin): DestinationRule \(rule.origin.name): \(field).portLevelSettings: \(rule.host) has no port \(port): these settings apply to nothing")
+                }
+            }
         }
         checkPeerAuthentications()
     }

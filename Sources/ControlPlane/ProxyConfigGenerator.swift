@@ -90,10 +90,13 @@ struct ProxyConfigGenerator: Sendable {
                     if port.protocol == .unknown { inboundSniffedPorts[member.endpoint.address, default: []].insert(target) }
                 }
                 for host in entry.hosts {
+                    // Each cluster's policy for this port, port-level settings included, as istiod merges them.
+                    let rulePolicy = rule?.trafficPolicy ?? .init()
                     var subsets: [(name: String, labels: [String: String], policy: DestinationRule.TrafficPolicy)] =
-                        [("", [:], rule?.trafficPolicy ?? .init())]
+                        [("", [:], rulePolicy.atPort(port.number).policy)]
                     for subset in rule?.subsets ?? [] {
-                        subsets.append((subset.name, subset.labels, (rule?.trafficPolicy ?? .init()).overridden(by: subset.trafficPolicy)))
+                        subsets.append((subset.name, subset.labels,
+                                        DestinationRule.TrafficPolicy.merged(rule: rulePolicy, subset: subset.trafficPolicy, port: port.number)))
                     }
                     for subset in subsets {
                         let name = Self.clusterName(port: port.number, subset: subset.name, host: host)
@@ -459,7 +462,20 @@ struct ProxyConfigGenerator: Sendable {
         }
         cluster.circuitBreakers.thresholds = [circuitBreakerThreshold(policy.connectionPool)]
         if let outlier = policy.outlierDetection { applyOutlierDetection(outlier, to: &cluster) }
+        if let keepalive = policy.connectionPool?.tcpKeepalive { cluster.upstreamConnectionOptions.tcpKeepalive = tcpKeepalive(keepalive) }
         return cluster
+    }
+
+    /// istiod's `tcp_keepalive` from `tcpKeepalive` (Capstan has no mesh-wide default to start from):
+    /// an empty one still turns SO_KEEPALIVE on; durations in whole seconds, truncated as istiod does.
+    static func tcpKeepalive(_ keepalive: DestinationRule.TCPKeepalive) -> Envoy_Config_Core_V3_TcpKeepalive {
+        var result = Envoy_Config_Core_V3_TcpKeepalive()
+        if let probes = keepalive.probes { result.keepaliveProbes = Google_Protobuf_UInt32Value(UInt32(probes)) }
+        if let time = keepalive.time { result.keepaliveTime = Google_Protobuf_UInt32Value(UInt32(clamping: time.components.seconds)) }
+        if let interval = keepalive.interval {
+            result.keepaliveInterval = Google_Protobuf_UInt32Value(UInt32(clamping: interval.components.seconds))
+        }
+        return result
     }
 
     private static func originalDestinationCluster(_ name: String) -> Envoy_Config_Cluster_V3_Cluster {

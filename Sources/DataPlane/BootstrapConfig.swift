@@ -244,6 +244,9 @@ public struct BootstrapConfig: Sendable {
         var transportSocketMatches: [TransportSocketMatch] = []
         /// `outlier_detection`: nil, no host is ever ejected.
         public var outlierDetection: OutlierDetectionConfig?
+        /// `upstream_connection_options.tcp_keepalive`: keepalive timing on the upstream sockets, those of
+        /// the HTTP router and of the TCP relay (nil: the kernel's; SO_KEEPALIVE is on either way).
+        var tcpKeepalive: TCPKeepalive?
         /// `common_lb_config.healthy_panic_threshold`: below this percent of healthy hosts, the load
         /// balancer uses all hosts, ejected ones too (Envoy's panic mode); 0 disables it.
         public var healthyPanicThreshold = 50.0

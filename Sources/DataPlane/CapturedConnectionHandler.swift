@@ -278,6 +278,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: ProxyOptions.readBuffers)
+            .keepalive(route.cluster.config.tcpKeepalive, to: route.endpoint)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations

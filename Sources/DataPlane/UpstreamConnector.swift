@@ -41,6 +41,7 @@ final class UpstreamConnector: Sendable {
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: ProxyOptions.readBuffers)
+            .keepalive(cluster.config.tcpKeepalive, to: endpoint.address)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let upstreamTLS {

@@ -398,6 +398,11 @@ enum XDSResourceDecoder {
         try protocolOptions(proto.typedExtensionProtocolOptions, path: path, into: &cluster)
         cluster.healthCheck = try HealthCheckConfig.decode(proto.healthChecks, path: path, notActedOn: &cluster.fieldsNotActedOn)
         try outlierDetection(of: proto, path: path, into: &cluster)
+        // Its other fields are outside the subset, listed with the cluster's unknown fields.
+        if proto.upstreamConnectionOptions.hasTcpKeepalive {
+            cluster.tcpKeepalive = try TCPKeepalive.decode(proto.upstreamConnectionOptions.tcpKeepalive,
+                                                           path: "\(path).upstream_connection_options.tcp_keepalive")
+        }
         cluster.serviceHost = istioServiceHost(proto.metadata, notActedOn: &cluster.fieldsNotActedOn)
         if case .stringValue(let override)? = proto.metadata.filterMetadata["istio"]?.fields["alpn_override"]?.kind, override == "false" {
             cluster.allowsALPNOverride = false

@@ -138,6 +138,15 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
   /// Clears the value of `commonLbConfig`. Subsequent reads from it will return its default value.
   public mutating func clearCommonLbConfig() {_uniqueStorage()._commonLbConfig = nil}
 
+  public var upstreamConnectionOptions: Envoy_Config_Cluster_V3_UpstreamConnectionOptions {
+    get {_storage._upstreamConnectionOptions ?? Envoy_Config_Cluster_V3_UpstreamConnectionOptions()}
+    set {_uniqueStorage()._upstreamConnectionOptions = newValue}
+  }
+  /// Returns true if `upstreamConnectionOptions` has been explicitly set.
+  public var hasUpstreamConnectionOptions: Bool {_storage._upstreamConnectionOptions != nil}
+  /// Clears the value of `upstreamConnectionOptions`. Subsequent reads from it will return its default value.
+  public mutating func clearUpstreamConnectionOptions() {_uniqueStorage()._upstreamConnectionOptions = nil}
+
   public var loadAssignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment {
     get {_storage._loadAssignment ?? Envoy_Config_Endpoint_V3_ClusterLoadAssignment()}
     set {_uniqueStorage()._loadAssignment = newValue}
@@ -445,13 +454,36 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
+/// Options for the cluster's upstream sockets; Capstan acts on `tcp_keepalive` (istiod's
+/// `connectionPool.tcp.tcpKeepalive`).
+public nonisolated struct Envoy_Config_Cluster_V3_UpstreamConnectionOptions: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tcpKeepalive: Envoy_Config_Core_V3_TcpKeepalive {
+    get {_tcpKeepalive ?? Envoy_Config_Core_V3_TcpKeepalive()}
+    set {_tcpKeepalive = newValue}
+  }
+  /// Returns true if `tcpKeepalive` has been explicitly set.
+  public var hasTcpKeepalive: Bool {self._tcpKeepalive != nil}
+  /// Clears the value of `tcpKeepalive`. Subsequent reads from it will return its default value.
+  public mutating func clearTcpKeepalive() {self._tcpKeepalive = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _tcpKeepalive: Envoy_Config_Core_V3_TcpKeepalive? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "envoy.config.cluster.v3"
 
 nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Cluster"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{2}health_checks\0\u{4}\u{2}circuit_breakers\0\u{4}\u{9}outlier_detection\0\u{4}\u{4}ring_hash_lb_config\0\u{3}transport_socket\0\u{1}metadata\0\u{4}\u{2}common_lb_config\0\u{4}\u{6}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{7}transport_socket_matches\0\u{4}\u{9}maglev_lb_config\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{2}health_checks\0\u{4}\u{2}circuit_breakers\0\u{4}\u{9}outlier_detection\0\u{4}\u{4}ring_hash_lb_config\0\u{3}transport_socket\0\u{1}metadata\0\u{4}\u{2}common_lb_config\0\u{4}\u{3}upstream_connection_options\0\u{4}\u{3}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{7}transport_socket_matches\0\u{4}\u{9}maglev_lb_config\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -466,6 +498,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
     var _transportSocket: Envoy_Config_Core_V3_TransportSocket? = nil
     var _metadata: Envoy_Config_Core_V3_Metadata? = nil
     var _commonLbConfig: Envoy_Config_Cluster_V3_Cluster.CommonLbConfig? = nil
+    var _upstreamConnectionOptions: Envoy_Config_Cluster_V3_UpstreamConnectionOptions? = nil
     var _loadAssignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment? = nil
     var _typedExtensionProtocolOptions: Dictionary<String,SwiftProtobuf.Google_Protobuf_Any> = [:]
     var _transportSocketMatches: [Envoy_Config_Cluster_V3_Cluster.TransportSocketMatch] = []
@@ -491,6 +524,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       _transportSocket = source._transportSocket
       _metadata = source._metadata
       _commonLbConfig = source._commonLbConfig
+      _upstreamConnectionOptions = source._upstreamConnectionOptions
       _loadAssignment = source._loadAssignment
       _typedExtensionProtocolOptions = source._typedExtensionProtocolOptions
       _transportSocketMatches = source._transportSocketMatches
@@ -543,6 +577,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         case 24: try { try decoder.decodeSingularMessageField(value: &_storage._transportSocket) }()
         case 25: try { try decoder.decodeSingularMessageField(value: &_storage._metadata) }()
         case 27: try { try decoder.decodeSingularMessageField(value: &_storage._commonLbConfig) }()
+        case 30: try { try decoder.decodeSingularMessageField(value: &_storage._upstreamConnectionOptions) }()
         case 33: try { try decoder.decodeSingularMessageField(value: &_storage._loadAssignment) }()
         case 36: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.Google_Protobuf_Any>.self, value: &_storage._typedExtensionProtocolOptions) }()
         case 43: try { try decoder.decodeRepeatedMessageField(value: &_storage._transportSocketMatches) }()
@@ -607,6 +642,9 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       try { if let v = _storage._commonLbConfig {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 27)
       } }()
+      try { if let v = _storage._upstreamConnectionOptions {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+      } }()
       try { if let v = _storage._loadAssignment {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 33)
       } }()
@@ -640,6 +678,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         if _storage._transportSocket != rhs_storage._transportSocket {return false}
         if _storage._metadata != rhs_storage._metadata {return false}
         if _storage._commonLbConfig != rhs_storage._commonLbConfig {return false}
+        if _storage._upstreamConnectionOptions != rhs_storage._upstreamConnectionOptions {return false}
         if _storage._loadAssignment != rhs_storage._loadAssignment {return false}
         if _storage._typedExtensionProtocolOptions != rhs_storage._typedExtensionProtocolOptions {return false}
         if _storage._transportSocketMatches != rhs_storage._transportSocketMatches {return false}
@@ -854,6 +893,40 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster.EdsClusterConfig: SwiftPro
   public static func ==(lhs: Envoy_Config_Cluster_V3_Cluster.EdsClusterConfig, rhs: Envoy_Config_Cluster_V3_Cluster.EdsClusterConfig) -> Bool {
     if lhs._edsConfig != rhs._edsConfig {return false}
     if lhs.serviceName != rhs.serviceName {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Cluster_V3_UpstreamConnectionOptions: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpstreamConnectionOptions"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tcp_keepalive\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._tcpKeepalive) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._tcpKeepalive {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Cluster_V3_UpstreamConnectionOptions, rhs: Envoy_Config_Cluster_V3_UpstreamConnectionOptions) -> Bool {
+    if lhs._tcpKeepalive != rhs._tcpKeepalive {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -152,6 +152,49 @@ public nonisolated struct Envoy_Config_Core_V3_CidrRange: Sendable {
   fileprivate var _prefixLen: SwiftProtobuf.Google_Protobuf_UInt32Value? = nil
 }
 
+/// TCP keepalive on a socket: probes before the connection is dropped, idle seconds before the first
+/// probe, seconds between probes; unset ones keep the kernel's.
+public nonisolated struct Envoy_Config_Core_V3_TcpKeepalive: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var keepaliveProbes: SwiftProtobuf.Google_Protobuf_UInt32Value {
+    get {_keepaliveProbes ?? SwiftProtobuf.Google_Protobuf_UInt32Value()}
+    set {_keepaliveProbes = newValue}
+  }
+  /// Returns true if `keepaliveProbes` has been explicitly set.
+  public var hasKeepaliveProbes: Bool {self._keepaliveProbes != nil}
+  /// Clears the value of `keepaliveProbes`. Subsequent reads from it will return its default value.
+  public mutating func clearKeepaliveProbes() {self._keepaliveProbes = nil}
+
+  public var keepaliveTime: SwiftProtobuf.Google_Protobuf_UInt32Value {
+    get {_keepaliveTime ?? SwiftProtobuf.Google_Protobuf_UInt32Value()}
+    set {_keepaliveTime = newValue}
+  }
+  /// Returns true if `keepaliveTime` has been explicitly set.
+  public var hasKeepaliveTime: Bool {self._keepaliveTime != nil}
+  /// Clears the value of `keepaliveTime`. Subsequent reads from it will return its default value.
+  public mutating func clearKeepaliveTime() {self._keepaliveTime = nil}
+
+  public var keepaliveInterval: SwiftProtobuf.Google_Protobuf_UInt32Value {
+    get {_keepaliveInterval ?? SwiftProtobuf.Google_Protobuf_UInt32Value()}
+    set {_keepaliveInterval = newValue}
+  }
+  /// Returns true if `keepaliveInterval` has been explicitly set.
+  public var hasKeepaliveInterval: Bool {self._keepaliveInterval != nil}
+  /// Clears the value of `keepaliveInterval`. Subsequent reads from it will return its default value.
+  public mutating func clearKeepaliveInterval() {self._keepaliveInterval = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _keepaliveProbes: SwiftProtobuf.Google_Protobuf_UInt32Value? = nil
+  fileprivate var _keepaliveTime: SwiftProtobuf.Google_Protobuf_UInt32Value? = nil
+  fileprivate var _keepaliveInterval: SwiftProtobuf.Google_Protobuf_UInt32Value? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "envoy.config.core.v3"
@@ -342,6 +385,50 @@ nonisolated extension Envoy_Config_Core_V3_CidrRange: SwiftProtobuf.Message, Swi
   public static func ==(lhs: Envoy_Config_Core_V3_CidrRange, rhs: Envoy_Config_Core_V3_CidrRange) -> Bool {
     if lhs.addressPrefix != rhs.addressPrefix {return false}
     if lhs._prefixLen != rhs._prefixLen {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Core_V3_TcpKeepalive: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TcpKeepalive"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}keepalive_probes\0\u{3}keepalive_time\0\u{3}keepalive_interval\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._keepaliveProbes) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._keepaliveTime) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._keepaliveInterval) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._keepaliveProbes {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._keepaliveTime {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._keepaliveInterval {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Core_V3_TcpKeepalive, rhs: Envoy_Config_Core_V3_TcpKeepalive) -> Bool {
+    if lhs._keepaliveProbes != rhs._keepaliveProbes {return false}
+    if lhs._keepaliveTime != rhs._keepaliveTime {return false}
+    if lhs._keepaliveInterval != rhs._keepaliveInterval {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
