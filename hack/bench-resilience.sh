@@ -195,9 +195,9 @@ guarded=$(printf '%s\n' "${guarded_runs[@]}" | median)
 ratio=$(awk -v g="$guarded" -v p="$plain" 'BEGIN { printf "%.3f", g / p }')
 
 # success: h2load --h1 counts the statuses.
-statuses() {  # PORT -> "2xx 5xx total"
+statuses() {  # PORT -> "2xx 5xx"
   "${load_cpu[@]}" ip netns exec "$client" h2load --h1 -n "$requests" -c "$connections" "http://192.0.2.2:$1/" \
-    | awk '/^status codes:/ { gsub(",", ""); print $3, $9 } /^requests:/ { total = $2 } END { }' | head -1
+    | awk '/^status codes:/ { gsub(",", ""); print $3, $9 }' | head -1
 }
 read -r retried_ok retried_failed < <(statuses 10023)
 read -r bare_ok bare_failed < <(statuses 10024)

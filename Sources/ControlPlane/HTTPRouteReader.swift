@@ -117,29 +117,6 @@ enum HTTPRouteReader {
                      subset: try reader.optional("subset")?.string(), port: port, weight: 100)
     }
 
-    /// The references of a VirtualService's mirrors that do not hold (host, port, subset), as field and message.
-    static func mirrorProblems(_ service: VirtualService, config: MeshConfig) -> [(field: String, message: String)] {
-        var problems: [(field: String, message: String)] = []
-        for (routeIndex, route) in service.http.enumerated() {
-            for mirror in route.mirrors {
-                let field = "spec.http[\(routeIndex)].\(mirror.field)"
-                let destination = mirror.destination
-                guard let entry = config.serviceEntries.first(where: { $0.hosts.contains(destination.host) }) else {
-                    problems.append(("\(field).host", "\(destination.host) is not defined by any ServiceEntry"))
-                    continue
-                }
-                if let port = destination.port, !entry.ports.contains(where: { $0.number == port }) {
-                    problems.append(("\(field).port.number", "\(destination.host) has no port \(port)"))
-                }
-                if let subset = destination.subset,
-                   !config.destinationRules.contains(where: { $0.host == destination.host && $0.subsets.contains { $0.name == subset } }) {
-                    problems.append(("\(field).subset", "no DestinationRule for \(destination.host) defines subset \"\(subset)\""))
-                }
-            }
-        }
-        return problems
-    }
-
     /// `fault`: `delay` (`fixedDelay` above 0, `percentage.value` or the deprecated `percent`) and
     /// `abort` (`httpStatus` 200-599 or a gRPC code name as `grpcStatus`, `percentage.value`), as Istio's
     /// validation takes them; at least one of the two. `exponentialDelay` and `http2Error` are refused,

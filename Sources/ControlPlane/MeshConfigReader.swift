@@ -495,30 +495,37 @@ private struct Builder {
         var subsetsByHost: [String: Set<String>] = [:]
         for rule in config.destinationRules { subsetsByHost[rule.host, default: []].formUnion(rule.subsets.map(\.name)) }
         for service in config.virtualServices {
-            var routes = service.tcp.enumerated().map { ("tcp", $0.offset, $0.element.destinations) }
-            for (index, route) in service.http.enumerated() {
-                if case .route(let destinations) = route.action { routes.append(("http", index, destinations)) }
+            // Every destination the service names, with the field that names it: its routes' and its mirrors'.
+            var named: [(field: String, destination: VirtualService.Destination, tcp: Bool)] = []
+            for (routeIndex, route) in service.tcp.enumerated() {
+                for (index, destination) in route.destinations.enumerated() {
+                    named.append(("spec.tcp[\(routeIndex)].route[\(index)].destination", destination, true))
+                }
+            }
+            for (routeIndex, route) in service.http.enumerated() {
+                if case .route(let destinations) = route.action {
+                    for (index, destination) in destinations.enumerated() {
+                        named.append(("spec.http[\(routeIndex)].route[\(index)].destination", destination, false))
+                    }
+                }
+                for mirror in route.mirrors { named.append(("spec.http[\(routeIndex)].\(mirror.field)", mirror.destination, false)) }
             }
             checkHTTPRoutes(service, entryByHost: entryByHost)
-            for (field, message) in HTTPRouteReader.mirrorProblems(service, config: config) { problems.append(service.origin.problem(field, message)) }
-            for (kind, routeIndex, destinations) in routes {
-                for (index, destination) in destinations.enumerated() {
-                    let field = "spec.\(kind)[\(routeIndex)].route[\(index)].destination"
-                    guard let position = entryByHost[destination.host] else {
-                        problems.append(service.origin.problem("\(field).host", "\(destination.host) is not defined by any ServiceEntry"))
-                        continue
-                    }
-                    let ports = config.serviceEntries[position].ports
-                    if let port = destination.port, !ports.contains(where: { $0.number == port }) {
-                        problems.append(service.origin.problem("\(field).port.number", "\(destination.host) has no port \(port)"))
-                    }
-                    // An http route's destination without a port takes the port the request came to (Istio's rule).
-                    if kind == "tcp" && destination.port == nil && ports.count > 1 {
-                        problems.append(service.origin.problem("\(field).port", "\(destination.host) has several ports: say which"))
-                    }
-                    if let subset = destination.subset, subsetsByHost[destination.host]?.contains(subset) != true {
-                        problems.append(service.origin.problem("\(field).subset", "no DestinationRule for \(destination.host) defines subset \"\(subset)\""))
-                    }
+            for (field, destination, tcp) in named {
+                guard let position = entryByHost[destination.host] else {
+                    problems.append(service.origin.problem("\(field).host", "\(destination.host) is not defined by any ServiceEntry"))
+                    continue
+                }
+                let ports = config.serviceEntries[position].ports
+                if let port = destination.port, !ports.contains(where: { $0.number == port }) {
+                    problems.append(service.origin.problem("\(field).port.number", "\(destination.host) has no port \(port)"))
+                }
+                // An http route's destination without a port takes the port the request came to (Istio's rule).
+                if tcp && destination.port == nil && ports.count > 1 {
+                    problems.append(service.origin.problem("\(field).port", "\(destination.host) has several ports: say which"))
+                }
+                if let subset = destination.subset, subsetsByHost[destination.host]?.contains(subset) != true {
+                    problems.append(service.origin.problem("\(field).subset", "no DestinationRule for \(destination.host) defines subset \"\(subset)\""))
                 }
             }
         }

@@ -309,12 +309,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         ForwardedHeaders.prepareRequest(&upstreamRequest, config: connection.config, downstream: connection.downstream,
                                         decision: decision, forwarding: forwarding, upgrade: upgrade)
         if connection.config.recordsForAccessLog { record?.request?.headerFields = upstreamRequest.headerFields }
-        var version: UpstreamVersion
-        switch cluster.upstreamProtocol {
-        case .http1: version = .http1
-        case .http2: version = .http2
-        case .downstream: version = requestProtocol() == "HTTP/2" ? .http2 : .http1
-        }
+        var version = httpVersion(for: cluster)
         // An upgrade is HTTP/1.1's, on a connection of its own.
         if upgrade != nil { version = .http1 }
         if let limit = forwarding.timeout(for: request) {
@@ -391,6 +386,15 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// The HTTP version `cluster` is spoken to for this request: its own, or the downstream's.
+    private func httpVersion(for cluster: any UpstreamCluster) -> UpstreamVersion {
+        switch cluster.upstreamProtocol {
+        case .http1: .http1
+        case .http2: .http2
+        case .downstream: requestProtocol() == "HTTP/2" ? .http2 : .http1
+        }
+    }
+
     // MARK: Mirrors
 
     /// Envoy's shadowing: for each of the route's mirror policies whose fraction this request falls in, a
@@ -409,11 +413,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             var copy = head
             if let authority = copy.authority { copy.authority = policy.shadowAuthority(authority) }
-            let version: UpstreamVersion = switch cluster.upstreamProtocol {
-            case .http1: .http1
-            case .http2: .http2
-            case .downstream: requestProtocol() == "HTTP/2" ? .http2 : .http1
-            }
+            let version = httpVersion(for: cluster)
             let shadow = ShadowRequest(copy, to: endpoint, of: cluster, version: version,
                                        alpn: version == .http2 ? connection.upstreamALPN.http2 : connection.upstreamALPN.http1,
                                        pools: connection.pools, observer: connection.observer,
