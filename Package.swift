@@ -97,12 +97,23 @@ let package = Package(
             ]
         ),
 
+        // Envoy's role-based access control as immutable values: policies of permissions (what is asked)
+        // and principals (who asks), checked against a connection or a request. No NIO.
+        .target(
+            name: "Authorization",
+            dependencies: [
+                "XDS", "Configuration", "Routing",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+
         // Envoy's HTTP connection manager: HTTP/1.1 and HTTP/2 downstreams as one request type, the HTTP
         // filters in order, the router, and upstream connection pools per cluster and event loop.
         .target(
             name: "HTTPProxy",
             dependencies: [
-                "Routing", "Configuration", "XDS",
+                "Routing", "Authorization", "Configuration", "XDS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -159,7 +170,7 @@ let package = Package(
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
-                "CProcessIdentity", "Configuration", "HTTPEndpoints", "XDS", "Identity", "Routing", "HTTPProxy",
+                "CProcessIdentity", "Configuration", "HTTPEndpoints", "XDS", "Identity", "Routing", "Authorization", "HTTPProxy",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
             ]
@@ -251,7 +262,10 @@ let package = Package(
         .testTarget(name: "RoutingTests", dependencies: ["Routing", "XDS", "Configuration",
                                                          .product(name: "HTTPTypes", package: "swift-http-types"),
                                                          .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
-        .testTarget(name: "HTTPProxyTests", dependencies: ["HTTPProxy", "Routing", "XDS", "Configuration",
+        .testTarget(name: "AuthorizationTests", dependencies: ["Authorization", "Routing", "XDS", "Configuration",
+                                                               .product(name: "HTTPTypes", package: "swift-http-types"),
+                                                               .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .testTarget(name: "HTTPProxyTests", dependencies: ["HTTPProxy", "Authorization", "Routing", "XDS", "Configuration",
                                                            .product(name: "NIOCore", package: "swift-nio"),
                                                            .product(name: "NIOEmbedded", package: "swift-nio"),
                                                            .product(name: "NIOPosix", package: "swift-nio"),

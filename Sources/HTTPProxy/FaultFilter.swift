@@ -39,8 +39,9 @@ final class FaultFilter: HTTPFilter {
         self.observer = observer
     }
 
-    func decodeHeaders(_ request: HTTPRequest, route: RouteDecision?, stream: any HTTPFilterCallbacks) -> HTTPFilterStatus {
+    func decodeHeaders(_ request: inout HTTPRequest, route: RouteDecision?, stream: any HTTPFilterCallbacks) -> HTTPFilterStatus {
         guard policy.isEligible(request, cluster: route?.cluster) else { return .proceed }
+        let request = request
         var random = RequestRandomness()
         if let delay = policy.delay(for: request, randomValue: random.next()), count(within: policy) {
             stream.addFlags(.delayInjected)

@@ -1,3 +1,4 @@
+import Authorization
 import HTTPTypes
 import NIOCore
 import Routing
@@ -11,8 +12,10 @@ import Routing
 /// The body and trailers phases are not here yet: while a filter holds a request, the stream keeps its
 /// body parts and sends them on once the request goes on.
 protocol HTTPFilter: AnyObject {
-    /// The request's headers, with its route (nil: none matched; the router will answer 404).
-    func decodeHeaders(_ request: HTTPRequest, route: RouteDecision?, stream: any HTTPFilterCallbacks) -> HTTPFilterStatus
+    /// The request's headers, with its route (nil: none matched; the router will answer 404). A filter
+    /// may change them (the JWT filter removes the token it verified); later filters and the upstream
+    /// see the change.
+    func decodeHeaders(_ request: inout HTTPRequest, route: RouteDecision?, stream: any HTTPFilterCallbacks) -> HTTPFilterStatus
     /// The request is over (answered, its exchange done, or the client gone): timers are cancelled and
     /// what it held released. Called for every request, whatever the filter decided.
     func requestEnded()
@@ -40,10 +43,16 @@ struct HTTPLocalReply {
 /// The stream as its filters see it (Envoy's decoder filter callbacks), used on its event loop only.
 protocol HTTPFilterCallbacks: AnyObject {
     var eventLoop: any EventLoop { get }
+    /// The connection the request came on: its addresses and verified peer identity.
+    var downstream: DownstreamConnectionInfo { get }
+    /// What filters left on this request for later ones (Envoy's dynamic metadata), by filter name.
+    var metadata: DynamicMetadata { get set }
     /// A held request goes on to the next filter.
     func resume()
     /// A held request is answered here.
     func reply(_ reply: HTTPLocalReply)
     /// Response flags for the access log and metrics (`DI`).
     func addFlags(_ flags: ResponseFlags)
+    /// Envoy's `%RESPONSE_CODE_DETAILS%` for a reply a filter made (`rbac_access_denied_matched_policy[…]`).
+    func setResponseCodeDetails(_ details: String)
 }

@@ -1,3 +1,4 @@
+import Authorization
 import HTTPTypes
 import NIOCore
 import NIOHTTP1
@@ -83,6 +84,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var nextFilter = 0
     /// Request parts that came while a filter held the request; they follow its head upstream.
     private var heldParts: [HTTPRequestPart] = []
+    /// What the current request's filters left for later ones (Envoy's dynamic metadata).
+    var metadata = DynamicMetadata()
     /// The copies of the current request sent to its route's mirror clusters (none for most requests).
     private var shadows: [ShadowRequest] = []
 
@@ -213,6 +216,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         retry = nil
         upstreamRequest = nil
         requestHash = nil
+        if !metadata.isEmpty { metadata = DynamicMetadata() }
         var record = HTTPStreamRecord(start: .now(), requestProtocol: requestProtocol())
         record.method = request.method
         record.authority = request.authority
@@ -244,13 +248,14 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Asks the filters from `nextFilter` on, then the router, unless one holds or answers the request.
     private func runFilters() {
-        guard let (request, decision, snapshot) = filtered, let context else { return }
+        guard var (request, decision, snapshot) = filtered, let context else { return }
         while nextFilter < filters.count {
             let filter = filters[nextFilter]
             nextFilter += 1
-            switch filter.decodeHeaders(request, route: decision, stream: self) {
+            switch filter.decodeHeaders(&request, route: decision, stream: self) {
             case .proceed: continue
             case .hold:
+                filtered = (request, decision, snapshot)
                 state = .filtering
                 return
             case .reply(let reply):
@@ -837,5 +842,11 @@ extension HTTPStreamHandler: HTTPFilterCallbacks {
 
     func addFlags(_ flags: ResponseFlags) {
         record?.flags.formUnion(flags)
+    }
+
+    var downstream: DownstreamConnectionInfo { connection.downstream }
+
+    func setResponseCodeDetails(_ details: String) {
+        record?.filterDetails = details
     }
 }

@@ -29,6 +29,8 @@ public struct HTTPStreamRecord: Sendable {
     public var upstreamRetries = 0
     /// `grpc-status` of the response (trailers, or headers of a trailers-only response).
     public var grpcStatus: String?
+    /// Why an HTTP filter answered the request itself, in Envoy's words (`rbac_access_denied_matched_policy[none]`).
+    public var filterDetails: String?
     /// The response came from the upstream (Envoy's `via_upstream`), not from the proxy.
     public var respondedByUpstream = false
     /// When the request's last part arrived, and the upstream response's head.
@@ -59,6 +61,7 @@ public struct HTTPStreamRecord: Sendable {
     /// Envoy's `%RESPONSE_CODE_DETAILS%`: why the response is what it is, by Envoy's names, from the flags
     /// and where the response came from. nil when nothing was answered.
     public var responseCodeDetails: String? {
+        if let filterDetails { return filterDetails }
         if flags.contains(.faultInjected) { return "fault_filter_abort" }
         if flags.contains(.noRoute) { return "route_not_found" }
         if flags.contains(.noClusterFound) { return "cluster_not_found" }
