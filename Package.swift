@@ -238,7 +238,8 @@ let package = Package(
         ),
 
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CapstanTestSupport"]),
-        .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "Configuration", "XDS", "Identity", "HTTPProxy", "Routing",
+        .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "Configuration", "XDS", "Identity", "HTTPProxy", "Routing", "Authorization",
+                                                           .product(name: "HTTPTypes", package: "swift-http-types"),
                                                            .product(name: "NIOCore", package: "swift-nio"),
                                                            .product(name: "NIOPosix", package: "swift-nio"),
                                                            .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -119,6 +119,8 @@ public struct BootstrapConfig: Sendable {
         var applicationProtocols: [String] = []
         /// TLS terminated on this chain (its `DownstreamTlsContext`); nil: the bytes are relayed as they come.
         var transportSocket: TransportSocketConfig?
+        /// Its `envoy.filters.network.rbac` filters.
+        var authorization = NetworkAuthorization()
 
         /// `tcp_proxy`'s destination, for a chain that relays.
         var route: TCPRoute? {

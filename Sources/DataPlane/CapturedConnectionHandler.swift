@@ -1,3 +1,4 @@
+import Authorization
 import HTTPProxy
 import NIOCore
 import NIOPosix
@@ -202,19 +203,29 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             cluster.circuitBreakers.close(.connections)
             cluster.released(endpointIndex)
         }
-        if let tls = route.downstreamTLS {
-            terminateTLS(context: context, route: route, tls: tls)
-        } else {
-            connect(context: context, route: route, downstreamTLS: nil)
+        guard let tls = route.downstreamTLS else {
+            guard authorizes(route.authorization, context: context, destination: destination, principals: nil) else { return }
+            return connect(context: context, route: route, downstreamTLS: nil)
+        }
+        // The upstream is connected once the client is accepted, and its peer authorized.
+        terminateTLS(context: context, tls: tls) { [self] downstreamTLS in
+            guard authorizes(route.authorization, context: context, destination: destination, principals: downstreamTLS.principals) else { return }
+            connect(context: context, route: route, downstreamTLS: downstreamTLS)
         }
     }
 
-    /// Puts TLS with the chain's context between the socket and this handler, hands it what was read
-    /// so far (the ClientHello), and connects upstream once the client is accepted.
-    private func terminateTLS(context: ChannelHandlerContext, route: UpstreamRoute, tls: TransportSocketConfig) {
-        terminateTLS(context: context, tls: tls) { [self] downstreamTLS in
-            connect(context: context, route: route, downstreamTLS: downstreamTLS)
-        }
+    /// The chain's network RBAC filters' verdict on this connection, once its peer is known; a denied
+    /// connection is closed (and counted in `<stat_prefix>rbac.denied`).
+    private func authorizes(_ authorization: NetworkAuthorization, context: ChannelHandlerContext, destination: SocketAddress,
+                            principals: Principals?) -> Bool {
+        guard !authorization.isEmpty else { return true }
+        for engine in authorization.engines { runtime.stats.networkRBAC.bind(engine) }
+        let connection = DownstreamConnectionInfo(remoteAddress: context.channel.remoteAddress?.unmapped, localAddress: destination,
+                                                  isTLS: principals != nil, peerPrincipal: principals?.peer,
+                                                  localPrincipal: principals?.local.local)
+        if authorization.allows(AuthorizationRequest(connection: connection)) { return true }
+        context.close(promise: nil)
+        return false
     }
 
     /// TLS with `tls`'s context between the socket and this handler, fed what was read so far (the
@@ -355,9 +366,11 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private func serveHTTP(context: ChannelHandlerContext, config: HTTPConnectionManagerConfig, chain: BootstrapConfig.FilterChain,
                            destination: SocketAddress, inbound: Bool) {
         guard let tls = chain.transportSocket else {
+            guard authorizes(chain.authorization, context: context, destination: destination, principals: nil) else { return }
             return startHTTP(context: context, config: config, destination: destination, inbound: inbound, downstreamTLS: nil)
         }
         terminateTLS(context: context, tls: tls) { [self] downstreamTLS in
+            guard authorizes(chain.authorization, context: context, destination: destination, principals: downstreamTLS.principals) else { return }
             startHTTP(context: context, config: config, destination: destination, inbound: inbound, downstreamTLS: downstreamTLS)
         }
     }
@@ -371,7 +384,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                                                   localPrincipal: principals?.local.local, isInbound: inbound)
         let runtime = self.runtime
         let managerStats = runtime.stats.connectionManager(config.statPrefix)
-        if config.filters.contains(where: { if case .fault = $0.behaviour { true } else { false } }) { managerStats.noteFaultFilter() }
+        managerStats.adopt(config.filters)
         let manager = HTTPConnectionManager(config: config, downstream: downstream, routing: runtime,
                                             pools: runtime.upstreamPools(for: context.eventLoop),
                                             observer: RequestStatistics(istio: runtime.stats.istioHTTP,

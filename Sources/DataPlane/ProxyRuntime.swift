@@ -21,6 +21,8 @@ struct UpstreamRoute: Sendable {
     var direction = BootstrapConfig.Listener.Direction.outbound
     /// The chain's TLS, terminated before the upstream is connected; nil: relayed as it comes.
     var downstreamTLS: TransportSocketConfig?
+    /// The chain's `envoy.filters.network.rbac` filters, checked before the upstream is connected.
+    var authorization = NetworkAuthorization()
     /// The TLS to `endpoint`: the cluster's transport socket for it (``BootstrapConfig/Cluster/transportSocket(for:)``,
     /// by its `transport_socket_matches`); nil: plaintext.
     var upstreamTLS: TransportSocketConfig?
@@ -304,7 +306,8 @@ final class ProxyRuntime: Sendable {
         }
         var route = UpstreamRoute(cluster: cluster, endpoint: endpoint, endpointIndex: choice.index,
                                   idleTimeout: chain.idleTimeout.map { TimeAmount($0) } ?? options.idleTimeout,
-                                  direction: listener.direction, downstreamTLS: chain.transportSocket, upstreamTLS: choice.transportSocket)
+                                  direction: listener.direction, downstreamTLS: chain.transportSocket, authorization: chain.authorization,
+                                  upstreamTLS: choice.transportSocket)
         if listener.direction == .inbound {
             // Istio's inbound passthrough: the application sees 127.0.0.6 / ::6, or with TPROXY the client.
             if listener.transparent {

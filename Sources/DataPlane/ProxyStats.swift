@@ -173,9 +173,23 @@ final class ConnectionManagerStats: Sendable {
 
     init(statPrefix: String) { self.statPrefix = statPrefix }
 
-    /// A connection manager with this prefix has the fault filter: its statistics are listed from now on.
-    func noteFaultFilter() {
-        if !hasFaultFilter.load(ordering: .relaxed) { hasFaultFilter.store(true, ordering: .relaxed) }
+    /// The RBAC filters' counters.
+    private let rbac = RBACStats()
+
+    /// A connection on a connection manager with these filters starts: the fault filter's statistics are
+    /// listed from now on, and each RBAC filter counts into this prefix's counters of its names (bound
+    /// once per filter configuration, so requests take no lock).
+    func adopt(_ filters: [HTTPFilterConfig]) {
+        for filter in filters {
+            switch filter.behaviour {
+            case .fault:
+                if !hasFaultFilter.load(ordering: .relaxed) { hasFaultFilter.store(true, ordering: .relaxed) }
+            case .rbac(let config):
+                rbac.bind(config.engine)
+            default:
+                continue
+            }
+        }
     }
 
     var entries: [(String, Double)] {
@@ -186,7 +200,7 @@ final class ConnectionManagerStats: Sendable {
             entries += [("fault.aborts_injected", Double(faultAborts.value)), ("fault.delays_injected", Double(faultDelays.value)),
                         ("fault.active_faults", Double(activeFaults.value))]
         }
-        return entries
+        return entries + rbac.entries
     }
 }
 
@@ -203,6 +217,8 @@ final class ProxyStats: Sendable {
     private let connectionManagers = NIOLockedValueBox<[String: ConnectionManagerStats]>([:])
     /// RDS subscriptions' counters, by route configuration name (kept once made, as Envoy keeps them).
     private let routeConfigurations = NIOLockedValueBox<[String: RouteConfigurationStats]>([:])
+    /// The network RBAC filters' counters (`tcp.rbac.allowed`, … by their `stat_prefix`).
+    let networkRBAC = RBACStats()
     /// Envoy's `control_plane.connected_state`: 1 while the ADS stream is up.
     let controlPlaneConnected = Gauge()
     /// Capstan's `config.fields_not_acted_on`: how many fields of the configuration in force Capstan accepts
@@ -270,6 +286,7 @@ final class ProxyStats: Sendable {
             + [("listener_manager.total_listeners_warming", Double(listenersWarming.value)),
                ("control_plane.connected_state", Double(controlPlaneConnected.value)),
                ("config.fields_not_acted_on", Double(fieldsNotActedOn.value))]
+            + networkRBAC.entries
     }
 
     /// Server-wide entries that go up and down.

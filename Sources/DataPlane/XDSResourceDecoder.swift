@@ -177,7 +177,7 @@ enum XDSResourceDecoder {
             }
             return prefix
         }
-        let (action, idleTimeout) = try networkFilters(proto.filters, path: path, field: field, notActedOn: &notActedOn)
+        let (action, idleTimeout, authorization) = try networkFilters(proto.filters, path: path, field: field, notActedOn: &notActedOn)
         for (index, name) in match.applicationProtocols.enumerated() where name.isEmpty {
             throw ConfigError(path: "\(path).filter_chain_match.application_protocols[\(index)]", message: "is empty")
         }
@@ -187,7 +187,7 @@ enum XDSResourceDecoder {
             name: proto.name, destinationPort: port, prefixes: prefixes, action: action, idleTimeout: idleTimeout,
             terminalFilterIndex: proto.filters.count - 1,
             transportProtocol: match.transportProtocol.isEmpty ? nil : match.transportProtocol,
-            applicationProtocols: match.applicationProtocols, transportSocket: socket)
+            applicationProtocols: match.applicationProtocols, transportSocket: socket, authorization: authorization)
     }
 
     /// Network filters istiod puts before a chain's terminal filter that Capstan accepts without acting
@@ -207,18 +207,18 @@ enum XDSResourceDecoder {
     /// Network filters refused before a terminal filter, with why: skipping them would let through
     /// connections they stop.
     static let refusedNetworkFilters: [String: String] = [
-        "envoy.extensions.filters.network.rbac.v3.RBAC":
-            "Capstan does not enforce authorization policies yet, and passing the connections this filter would deny is not an option",
         "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz":
             "Capstan does not call external authorization yet, and passing the connections it would deny is not an option",
     ]
 
-    /// A chain's `filters`: zero or more leading filters Capstan counts as not acted on
-    /// (``leadingNetworkFilters``), then exactly one terminal filter, `tcp_proxy` (the connection's bytes
-    /// relayed to a cluster, with its idle timeout) or `http_connection_manager` (HTTP served on it).
-    /// `path` is the chain's, `field` its place in the listener, for the fields not acted on.
+    /// A chain's `filters`: zero or more leading filters, `envoy.filters.network.rbac` (acted on) or
+    /// those Capstan counts as not acted on (``leadingNetworkFilters``), then exactly one terminal
+    /// filter, `tcp_proxy` (the connection's bytes relayed to a cluster, with its idle timeout) or
+    /// `http_connection_manager` (HTTP served on it). `path` is the chain's, `field` its place in the
+    /// listener, for the fields not acted on.
     private static func networkFilters(_ filters: [Envoy_Config_Listener_V3_Filter], path: String, field: String,
-                                       notActedOn: inout [FieldNotActedOn]) throws(ConfigError) -> (BootstrapConfig.ChainAction, Duration?) {
+                                       notActedOn: inout [FieldNotActedOn]) throws(ConfigError) -> (BootstrapConfig.ChainAction, Duration?, NetworkAuthorization) {
+        var authorization = NetworkAuthorization()
         let terminals = "\(tcpProxyFilter) or \(httpConnectionManagerFilter)"
         guard !filters.isEmpty else {
             throw ConfigError(path: "\(path).filters", message: "needs a terminal filter, \(terminals)")
@@ -235,12 +235,15 @@ enum XDSResourceDecoder {
                 if terminal {
                     throw ConfigError(path: filterPath, message: "\(description) must be the chain's last filter")
                 }
-                if let reason = leadingNetworkFilters[type] {
+                if type == NetworkAuthorization.typeName {
+                    try authorization.add(filter.typedConfig, path: "\(filterPath).typed_config",
+                                          field: "\(field).filters[\(index)].typed_config", notActedOn: &notActedOn)
+                } else if let reason = leadingNetworkFilters[type] {
                     notActedOn.append(.init(path: "\(field).filters[\(index)]", reason: "\(description): \(reason)"))
                 } else if let reason = refusedNetworkFilters[type] {
                     throw ConfigError(path: filterPath, message: "\(description) is not supported: \(reason)")
                 } else {
-                    throw ConfigError(path: filterPath, message: "\(description) is not supported: before the terminal filter Capstan takes istio.metadata_exchange, istio.stats and istio_authn, not acted on")
+                    throw ConfigError(path: filterPath, message: "\(description) is not supported: before the terminal filter Capstan takes envoy.filters.network.rbac, and istio.metadata_exchange, istio.stats and istio_authn, not acted on")
                 }
                 continue
             }
@@ -252,7 +255,7 @@ enum XDSResourceDecoder {
                 }
                 let manager = try HTTPConnectionManagerConfig(proto, path: configPath)
                 notActedOn += manager.fieldsNotActedOn.map { FieldNotActedOn(path: "\(configField).\($0.path)", reason: $0.reason) }
-                return (.http(manager), nil)
+                return (.http(manager), nil, authorization)
             }
             guard terminal else {
                 throw ConfigError(path: filterPath, message: "\(description) is not supported: a chain ends in \(terminals)")
@@ -285,7 +288,7 @@ enum XDSResourceDecoder {
                 notActedOn.append(.init(path: "\(configField).stat_prefix",
                                         reason: "Capstan keeps no tcp.<stat_prefix>.* statistics (its cluster and listener statistics are Envoy's)"))
             }
-            return (.relay(route), tcpProxy.hasIdleTimeout ? duration(tcpProxy.idleTimeout) : nil)
+            return (.relay(route), tcpProxy.hasIdleTimeout ? duration(tcpProxy.idleTimeout) : nil, authorization)
         }
         // The loop returns at the last filter.
         throw ConfigError(path: "\(path).filters", message: "needs a terminal filter, \(terminals)")

@@ -38,8 +38,6 @@ public enum HTTPFilterRegistry {
         // istio.stats
         "stats.PluginConfig": .behaviour(.notActedOn(reason:
             "Capstan counts Istio's standard request metrics itself whatever this says: its custom dimensions, tags and disable_host_header_fallback are not read (destination_service is the cluster's Istio service, else the request's host)")),
-        "envoy.extensions.filters.http.rbac.v3.RBAC": .refused(reason:
-            "Capstan does not enforce authorization policies yet, and passing the requests this filter would deny is not an option"),
         "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication": .refused(reason:
             "Capstan does not verify JWTs yet, and passing the requests this filter would reject is not an option"),
         "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz": .refused(reason:
@@ -65,6 +63,9 @@ public enum HTTPFilterRegistry {
             let known = Self.known[typeName]
             if filter.disabled {
                 // Disabled by default, enabled per route (typed_per_filter_config), which Capstan does not read.
+                if typeName == rbacType {
+                    throw ConfigError(path: "\(filterPath).disabled", message: "is not supported for \"\(filter.name)\" (\(typeName)): Capstan does not enable filters per route, and the requests it would deny there would pass")
+                }
                 if case .refused(let reason)? = known {
                     throw ConfigError(path: filterPath, message: "\"\(filter.name)\" (\(typeName)) is not supported: \(reason)")
                 }
@@ -74,6 +75,12 @@ public enum HTTPFilterRegistry {
             if typeName == alpnType {
                 decoded.append(HTTPFilterConfig(name: filter.name, typeURL: typeURL,
                                                 behaviour: try upstreamALPN(filter, path: "\(filterPath).typed_config")))
+                continue
+            }
+            if typeName == rbacType {
+                decoded.append(HTTPFilterConfig(name: filter.name, typeURL: typeURL,
+                                                behaviour: .rbac(try RBACFilterConfig(unpacking: filter.typedConfig, path: "\(filterPath).typed_config",
+                                                                                      field: "\(field).typed_config", notActedOn: &notActedOn))))
                 continue
             }
             if typeName == faultType {
@@ -113,6 +120,7 @@ public enum HTTPFilterRegistry {
 
     static let alpnType = "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig"
     static let faultType = "envoy.extensions.filters.http.fault.v3.HTTPFault"
+    static let rbacType = "envoy.extensions.filters.http.rbac.v3.RBAC"
 
     /// The filters of `configs` with something to do on a request to `route`, made for it, in order; the
     /// router is not among them (the stream handler is it). A fault filter whose configuration (the
@@ -121,6 +129,10 @@ public enum HTTPFilterRegistry {
     static func makeFilters(_ configs: [HTTPFilterConfig], route: RouteDecision?, observer: (any HTTPStreamObserver)?) -> [any HTTPFilter] {
         var filters: [any HTTPFilter] = []
         for config in configs {
+            if case .rbac(let rbac) = config.behaviour {
+                filters.append(rbac)
+                continue
+            }
             guard case .fault(let fault) = config.behaviour else { continue }
             var policy = fault.policy
             if let faults = route?.filterConfigs.faults, !faults.isEmpty, let own = faults[config.name] { policy = own }
@@ -204,6 +216,6 @@ public enum HTTPFilterRegistry {
 
     /// The filters Capstan has, for refusals.
     private static var supportedList: String {
-        "\(routerName), envoy.filters.http.fault, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"
+        "\(routerName), envoy.filters.http.fault, envoy.filters.http.rbac, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"
     }
 }

@@ -268,11 +268,18 @@ public struct RouteFilterConfigs: Sendable {
             let typeName = Self.configurationTypeName(any)
             if typeName == FaultPolicy.typeName {
                 faults[name] = try FaultPolicy(unpacking: any, path: entryPath, notActedOn: &notActedOn)
+            } else if Self.refusedTypes.contains(typeName) {
+                throw ConfigError(path: entryPath, message: "\(typeName) is not supported: it changes a route's authorization, and the listener's rules applied in its place could let through what it stops")
             } else {
                 notActedOn.append(.init(path: entryPath, reason: "no HTTP filter of Capstan reads per-route configuration of type \(typeName)"))
             }
         }
     }
+
+    /// Per-route configurations of filters that enforce policy: refused, not skipped.
+    static let refusedTypes: Set<String> = ["envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+                                            "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
+                                            "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"]
 
     /// The type an `Any` holds, through a TypedStruct.
     private static func configurationTypeName(_ any: Google_Protobuf_Any) -> String {

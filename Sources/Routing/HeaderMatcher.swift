@@ -25,7 +25,7 @@ public struct HeaderMatcher: Sendable {
     let inverted: Bool
     let missingIsEmpty: Bool
 
-    init(_ proto: Envoy_Config_Route_V3_HeaderMatcher, path: String) throws(ConfigError) {
+    public init(_ proto: Envoy_Config_Route_V3_HeaderMatcher, path: String) throws(ConfigError) {
         name = proto.name.lowercased()
         switch name {
         case ":method": source = .method

@@ -29,7 +29,7 @@ public struct StringMatcher: Sendable {
         self.ignoreCase = ignoreCase
     }
 
-    init(_ proto: Envoy_Type_Matcher_V3_StringMatcher, path: String) throws(ConfigError) {
+    public init(_ proto: Envoy_Type_Matcher_V3_StringMatcher, path: String) throws(ConfigError) {
         switch proto.matchPattern {
         case .exact(let text)?: self.init(.exact(Array(text.utf8)), ignoreCase: proto.ignoreCase)
         case .prefix(let text)?: self.init(.prefix(try Self.nonEmpty(text, path: "\(path).prefix")), ignoreCase: proto.ignoreCase)

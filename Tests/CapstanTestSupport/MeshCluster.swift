@@ -149,7 +149,7 @@ public final class MeshCluster: @unchecked Sendable {
 
 extension MeshCluster {
     /// The service accounts of namespace `shop` the CA knows, each with its token.
-    public static let serviceAccounts = ["client", "payments", "reviews"]
+    public static let serviceAccounts = ["client", "payments", "reviews", "billing"]
     public static func token(for serviceAccount: String) -> String { "token-shop-\(serviceAccount)-0123456789abcdef" }
     public static let xdsAddress = "192.0.2.2:15010"
     public static let secureAddress = "192.0.2.2:15012"

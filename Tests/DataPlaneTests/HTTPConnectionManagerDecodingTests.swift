@@ -1,5 +1,6 @@
 import Configuration
 @testable import DataPlane
+import Foundation
 import HTTPProxy
 import NIOCore
 import Routing
@@ -150,7 +151,7 @@ import XDS
         let lua = Self.filter("envoy.filters.http.lua", type: "envoy.extensions.filters.http.lua.v3.Lua")
         let proto = try Self.listener(Self.manager(filters: [lua, Self.router]))
         #expect(throws: ConfigError(path: #"listener "0.0.0.0_8080".filter_chains[0].filters[0].typed_config.http_filters[0]"#,
-                                    message: #""envoy.filters.http.lua" (envoy.extensions.filters.http.lua.v3.Lua) is not supported: Capstan has envoy.filters.http.router, envoy.filters.http.fault, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"#)) {
+                                    message: #""envoy.filters.http.lua" (envoy.extensions.filters.http.lua.v3.Lua) is not supported: Capstan has envoy.filters.http.router, envoy.filters.http.fault, envoy.filters.http.rbac, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"#)) {
             try XDSResourceDecoder.listener(proto)
         }
         // Optional, and unknown: skipped and listed, as Envoy skips it.
@@ -167,10 +168,20 @@ import XDS
         #expect(Self.refusal(Self.manager(filters: [Self.router, fault]))
             == #"hcm.http_filters[1]: "envoy.filters.http.fault" comes after the router ("envoy.filters.http.router"), which must be the last HTTP filter"#)
         // Policy is never skipped, even when optional: requests it would stop would pass.
+        var extAuthz = Self.filter("envoy.filters.http.ext_authz", type: "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz")
+        extAuthz.isOptional = true
+        #expect(Self.refusal(Self.manager(filters: [extAuthz, Self.router]))?.hasPrefix(
+            #"hcm.http_filters[0]: "envoy.filters.http.ext_authz" (envoy.extensions.filters.http.ext_authz.v3.ExtAuthz) is not supported: Capstan does not call external authorization yet"#) == true)
+        // RBAC enabled per route only would not run where it is meant to.
         var rbac = Self.filter("envoy.filters.http.rbac", type: "envoy.extensions.filters.http.rbac.v3.RBAC")
-        rbac.isOptional = true
+        rbac.disabled = true
         #expect(Self.refusal(Self.manager(filters: [rbac, Self.router]))?.hasPrefix(
-            #"hcm.http_filters[0]: "envoy.filters.http.rbac" (envoy.extensions.filters.http.rbac.v3.RBAC) is not supported: Capstan does not enforce authorization policies yet"#) == true)
+            #"hcm.http_filters[0].disabled: is not supported for "envoy.filters.http.rbac""#) == true)
+        // An RBAC filter's xDS matcher form is not evaluated: refused rather than left out.
+        var matcherForm = Self.filter("envoy.filters.http.rbac", type: "envoy.extensions.filters.http.rbac.v3.RBAC")
+        matcherForm.typedConfig.value = Data([0x22, 0x00])
+        #expect(Self.refusal(Self.manager(filters: [matcherForm, Self.router]))?.hasPrefix(
+            #"hcm.http_filters[0].typed_config.#4: is not supported"#) == true)
         // The router by name alone, as hand-written bootstraps have it.
         #expect(try Self.decode(Self.manager(filters: [.with { $0.name = "envoy.filters.http.router" }])).filters.count == 1)
     }
@@ -224,7 +235,7 @@ import XDS
             == #"Capstan writes file, stdout and stderr access logs only: "envoy.access_loggers.http_grpc" (envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig) writes nothing"#)
     }
 
-    /// Leading network filters istiod sends are listed; policy filters are refused.
+    /// Leading network filters istiod sends are listed or, RBAC, acted on; other policy filters are refused.
     @Test func networkFiltersBeforeTheTerminalOneAreIstiosOrRefused() throws {
         var proto = try Self.listener(Self.manager())
         var stats = Envoy_Config_Listener_V3_Filter()
@@ -236,8 +247,17 @@ import XDS
         #expect(listener.fieldsNotActedOn.map(\.path) == ["filter_chains[0].filters[0]"])
         var rbac = Envoy_Config_Listener_V3_Filter()
         rbac.name = "envoy.filters.network.rbac"
-        rbac.typedConfig.typeURL = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
+        rbac.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Network_Rbac_V3_RBAC.with {
+            $0.statPrefix = "tcp."
+            $0.rules.policies["p"] = .with { $0.permissions = [.with { $0.destinationPort = 8080 }]; $0.principals = [.with { $0.any = true }] }
+        })
         proto.filterChains[0].filters[0] = rbac
+        let authorized = try XDSResourceDecoder.listener(proto)
+        #expect(authorized.chains.first?.authorization.engines.first?.statNames.allowed == "tcp.rbac.allowed")
+        var extAuthz = Envoy_Config_Listener_V3_Filter()
+        extAuthz.name = "envoy.filters.network.ext_authz"
+        extAuthz.typedConfig.typeURL = "type.googleapis.com/envoy.extensions.filters.network.ext_authz.v3.ExtAuthz"
+        proto.filterChains[0].filters[0] = extAuthz
         #expect(throws: ConfigError.self) { try XDSResourceDecoder.listener(proto) }
     }
 

@@ -1,0 +1,37 @@
+import HTTPTypes
+
+/// What RBAC is asked about: a connection, and on an HTTP connection manager, one request on it. Made
+/// per check from what the proxy already holds; the request is shared, not copied.
+public struct AuthorizationRequest: Sendable {
+    /// The verified peer certificate's SPIFFE ID, when the connection is mutual TLS.
+    public var peerPrincipal: String?
+    /// This proxy's own SPIFFE ID on the connection.
+    public var localPrincipal: String?
+    /// The connection's source (`source_ip`, `direct_remote_ip`; and `remote_ip`, since Capstan trusts no
+    /// `x-forwarded-for` hops).
+    public var sourceAddress: IPAddress?
+    /// Where the connection was going: its original destination.
+    public var destinationAddress: IPAddress?
+    public var destinationPort: Int?
+    /// nil on a TCP connection (the network filter): header, path and HTTP metadata rules match nothing.
+    public var request: HTTPRequest?
+    public var metadata: DynamicMetadata
+
+    public init(peerPrincipal: String? = nil, localPrincipal: String? = nil, sourceAddress: IPAddress? = nil,
+                destinationAddress: IPAddress? = nil, destinationPort: Int? = nil,
+                request: HTTPRequest? = nil, metadata: DynamicMetadata = DynamicMetadata()) {
+        self.peerPrincipal = peerPrincipal
+        self.localPrincipal = localPrincipal
+        self.sourceAddress = sourceAddress
+        self.destinationAddress = destinationAddress
+        self.destinationPort = destinationPort
+        self.request = request
+        self.metadata = metadata
+    }
+
+    /// The request's path without its query string, as `url_path` tests it.
+    var pathWithoutQuery: Substring? {
+        guard let path = request?.path else { return nil }
+        return path.firstIndex(of: "?").map { path[..<$0] } ?? Substring(path)
+    }
+}

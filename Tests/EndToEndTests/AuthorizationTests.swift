@@ -1,0 +1,131 @@
+import CapstanTestSupport
+import Foundation
+import Netfilter
+import Testing
+
+/// AuthorizationPolicy from `capstan control-plane`, enforced by the destination's sidecar on mutual TLS
+/// (``MeshCluster``): the seed's policy (only billing may call payments) over HTTP and over TCP, a DENY
+/// before it, and a dry-run policy that only counts.
+@Suite(.serialized) struct AuthorizationTests {
+    static let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers")
+    static let service = "http://198.51.100.200:9080"
+    static let paymentsV1 = IPAddress("192.0.2.10")!
+
+    /// Only billing may call payments (the seed document, with the principal as Istio writes it).
+    static let onlyBilling = """
+        apiVersion: security.istio.io/v1beta1
+        kind: AuthorizationPolicy
+        metadata:
+          name: payments-to-billing
+          namespace: shop
+        spec:
+          selector:
+            matchLabels:
+              app: payments
+          rules:
+          - from:
+            - source:
+                principals: ["cluster.local/ns/shop/sa/billing"]
+        """
+
+    /// Nobody may call /admin, whoever they are; and a dry run of refusing POST, counted only.
+    static let denials = """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata:
+          name: no-admin
+          namespace: shop
+        spec:
+          selector:
+            matchLabels:
+              app: payments
+          action: DENY
+          rules:
+          - to:
+            - operation:
+                paths: ["/admin*"]
+        ---
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata:
+          name: no-post
+          namespace: shop
+          annotations:
+            istio.io/dry-run: "true"
+        spec:
+          selector:
+            matchLabels:
+              app: payments
+          action: DENY
+          rules:
+          - to:
+            - operation:
+                methods: ["POST"]
+        """
+
+    /// The statuses of `count` requests to `path` from `pod`'s application (httpx through its sidecar).
+    static func statuses(from pod: String, _ path: String, method: String = "GET", count: Int = 3) throws -> [Int] {
+        let result = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", pod, "python3", peers.appendingPathComponent("http_client.py").path,
+                                                           "httpx", service + path, "--count", String(count), "--method", method])
+        let object = try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any]
+        return (object?["requests"] as? [[String: Any]] ?? []).map { $0["status"] as? Int ?? 0 }
+    }
+
+    @Test func onlyBillingMayCallPaymentsOverHTTP() throws {
+        let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
+            .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
+            .replacingOccurrences(of: "tcp-payments: 80", with: "http-payments: 8080")
+            .replacingOccurrences(of: "198.51.100.10", with: "\(Self.paymentsV1)")
+            .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+        try withMeshCluster { cluster in
+            try cluster.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.httpCanary(v1: 100, v2: 0),
+                                                  "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT"),
+                                                  "allow.yaml": Self.onlyBilling, "deny.yaml": Self.denials])
+            let payments = try cluster.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments", appPort: nil)
+            let upstream = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
+                                                  "--listen", "\(Self.paymentsV1):8080", "--name", "v1", "--log-requests"], in: payments.namespace,
+                                                 logPath: "\(cluster.directory)/payments-v1-upstream.log")
+            defer { upstream.stop() }
+            #expect(upstream.waitUntil(seconds: 20) { upstream.log.contains("READY") }, "\(upstream.log)")
+            _ = try cluster.addWorkload("billing", address: IPAddress("192.0.2.3")!, serviceAccount: "billing", appPort: nil)
+            _ = try cluster.addWorkload("client", address: IPAddress("192.0.2.1")!, serviceAccount: "client", appPort: nil)
+            let billing = "\(cluster.name)-billing", client = "\(cluster.name)-client"
+            // The first requests wait for the client sidecars' configuration.
+            #expect(upstream.waitUntil(seconds: 10) { (try? Self.statuses(from: billing, "/hello", count: 1)) == [200] })
+            #expect(try Self.statuses(from: billing, "/hello") == [200, 200, 200])
+            #expect(try Self.statuses(from: client, "/hello") == [403, 403, 403])
+            // DENY is checked before ALLOW: not even billing reaches /admin.
+            #expect(try Self.statuses(from: billing, "/admin/users", count: 1) == [403])
+            // The dry run lets POST through and counts it.
+            #expect(try Self.statuses(from: billing, "/hello", method: "POST", count: 2) == [200, 200])
+            let metrics = try payments.http("GET", "/stats/prometheus", port: 15020).body.split(separator: "\n")
+            func total(_ name: String) -> Int {
+                metrics.filter { $0.hasPrefix(name + "{") || $0.hasPrefix(name + " ") }.compactMap { Int($0.split(separator: " ").last ?? "") }.reduce(0, +)
+            }
+            #expect(total("envoy_http_rbac_denied") == 4, "\(metrics.filter { $0.contains("rbac") })")
+            #expect(total("envoy_http_rbac_istio_dry_run_deny_shadow_denied") == 2, "\(metrics.filter { $0.contains("rbac") })")
+            // The application saw the allowed requests, never the refused ones.
+            #expect(upstream.log.contains("REQUEST GET") && upstream.log.contains("/hello") && !upstream.log.contains("/admin"), "\(upstream.log)")
+        }
+    }
+
+    @Test func onlyBillingMayCallPaymentsOverTCP() throws {
+        let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
+            .replacingOccurrences(of: "198.51.100.10", with: "\(Self.paymentsV1)")
+            .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+        try withMeshCluster { cluster in
+            try cluster.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.canary(v1: 100, v2: 0),
+                                                  "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT"), "allow.yaml": Self.onlyBilling])
+            let payments = try cluster.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments")
+            let billing = try cluster.addWorkload("billing", address: IPAddress("192.0.2.3")!, serviceAccount: "billing", appPort: nil)
+            let client = try cluster.addWorkload("client", address: IPAddress("192.0.2.1")!, serviceAccount: "client", appPort: nil)
+            let target = SocketAddress(MeshSandbox.serviceVIP, MeshSandbox.servicePort)
+            let allowed = try EchoExchange.run(to: target, from: billing.namespace, payload: EchoExchange.payload(3000))
+            #expect(allowed.intact, "\(allowed)")
+            // The client's sidecar accepts, but payments' closes the mutual TLS connection unserved.
+            #expect(throws: (any Error).self) { try EchoExchange.run(to: target, from: client.namespace, payload: EchoExchange.payload(3000)) }
+            #expect(try cluster.metric("envoy_tcp_rbac_denied", in: payments) == "1")
+            #expect(try cluster.metric("envoy_tcp_rbac_allowed", in: payments) == "1")
+        }
+    }
+}
