@@ -36,7 +36,8 @@
 # build, without building), or else the release build from hack/build-release.sh, built first as the
 # other benchmarks do (its time is not part of the ~2.5 minutes the benchmark takes). A debug build works
 # for trying the script; the summary says its figures are not Capstan's. PEERS (default "direct haproxy
-# nginx capstan") limits the peers.
+# nginx capstan capstan-rbac") limits the peers. capstan-rbac is the same proxy with an
+# envoy.filters.http.rbac filter of 20 ALLOW policies in force (issue 18's target: ≥ 0.95 × capstan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/lib/root.sh
@@ -53,7 +54,7 @@ rounds=${ROUNDS:-3}
 connections=${CONNECTIONS:-50}   # wrk: enough to keep one proxy worker busy without queueing for long
 h2_clients=${H2_CLIENTS:-10}     # h2load: 10 connections x 10 streams = 100 requests in flight
 h2_streams=${H2_STREAMS:-10}
-peers=${PEERS:-direct haproxy nginx capstan}
+peers=${PEERS:-direct haproxy nginx capstan capstan-rbac}
 pin=${PIN:-1}
 (($(nproc) >= 2)) || pin=0
 if ((pin)); then workers=1 proxy_cpu=(taskset -c 1) load_cpu=(taskset -c 0)
@@ -68,7 +69,7 @@ hz=$(getconf CLK_TCK)
 capstan="" capstan_problem=""
 if [[ -n ${CAPSTAN:-} ]]; then
   capstan=$(realpath -m "$CAPSTAN")
-elif [[ " $peers " == *" capstan "* ]]; then
+elif [[ " $peers " == *" capstan"* ]]; then
   echo "hack/bench-http.sh: building the release capstan (hack/build-release.sh capstan)" >&2
   if bin=$(hack/build-release.sh capstan 2>/tmp/csthttp$$-build.log); then
     capstan=$bin/capstan
@@ -157,6 +158,7 @@ h1_url[direct]=http://198.51.100.10:8080/ h2_url[direct]=http://198.51.100.10:80
 h1_url[haproxy]=http://192.0.2.2:10001/ h2_url[haproxy]=http://192.0.2.2:10002/
 h1_url[nginx]=http://192.0.2.2:10011/ h2_url[nginx]=http://192.0.2.2:10012/
 h1_url[capstan]=http://192.0.2.2:10021/ h2_url[capstan]=http://192.0.2.2:10021/
+h1_url[capstan-rbac]=http://192.0.2.2:10031/ h2_url[capstan-rbac]=http://192.0.2.2:10031/
 
 # HAProxy 2.6: `mode http`, no logs. `http-reuse always` shares idle upstream connections between client
 # connections (the most reuse HAProxy offers; the upstream is one trusted server); keep-alive on both
@@ -229,7 +231,7 @@ fi
 # or HTTP/2 when the connection starts with its preface), an inline route sending everything to a STATIC
 # cluster of the upstream, and the router filter: the smallest Envoy configuration of a reverse proxy.
 # No access log, as for the peers.
-if [[ " $peers " == *" capstan "* ]]; then
+if [[ " $peers " == *" capstan"* ]]; then
   cat >"$work/capstan.yaml" <<'CFG'
 static_resources:
   listeners:
@@ -264,20 +266,55 @@ static_resources:
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: 198.51.100.10, port_value: 8080}}}
 CFG
-  if [[ -n $capstan_problem ]]; then
-    problem[capstan]=$capstan_problem
-  else
-    # --concurrency: as many event loops as the others have workers. --drain-time-s 1: at the end, SIGTERM
-    # drains; nothing is left to drain by then, and this bounds the wait if something is.
-    "${proxy_cpu[@]}" ip netns exec "$proxy" "$capstan" proxy --config "$work/capstan.yaml" --concurrency "$workers" \
-      --drain-time-s 1 >"$work/capstan.log" 2>&1 & proxy_pid[capstan]=$!
-    pids+=("${proxy_pid[capstan]}")
-  fi
 fi
+
+# capstan-rbac: the same, on 10031, with istiod's shape of a 20-rule ALLOW AuthorizationPolicy before the
+# router: policies policy-01 … policy-20, each GET on any path for one caller range. Every request of the
+# benchmark (GET / from 192.0.2.1) is allowed by the last one only: all 20 are tried, each matching the
+# method and path before its range does not.
+if [[ " $peers " == *" capstan-rbac "* ]]; then
+  {
+    sed -e 's/port_value: 10021/port_value: 10031/' -e 's/stat_prefix: http_bench/stat_prefix: http_bench_rbac/' \
+      -e '/^          http_filters:$/q' "$work/capstan.yaml"
+    cat <<'CFG'
+          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules:
+                action: ALLOW
+                policies:
+CFG
+    for i in $(seq -w 1 20); do
+      if ((10#$i < 20)); then range=10.$((10#$i)).0.0; else range=192.0.2.0; fi
+      cat <<CFG
+                  policy-$i:
+                    permissions:
+                    - and_rules: {rules: [{or_rules: {rules: [{header: {name: ":method", exact_match: GET}}]}},
+                                          {or_rules: {rules: [{url_path: {path: {prefix: "/"}}}]}}]}
+                    principals:
+                    - and_ids: {ids: [{or_ids: {ids: [{direct_remote_ip: {address_prefix: $range, prefix_len: 24}}]}}]}
+CFG
+    done
+    sed -n '/^          - name: envoy.filters.http.router$/,$p' "$work/capstan.yaml"
+  } >"$work/capstan-rbac.yaml"
+fi
+
+# --concurrency: as many event loops as the others have workers. --drain-time-s 1: at the end, SIGTERM
+# drains; nothing is left to drain by then, and this bounds the wait if something is.
+for peer in capstan capstan-rbac; do
+  [[ " $peers " == *" $peer "* ]] || continue
+  if [[ -n $capstan_problem ]]; then
+    problem[$peer]=$capstan_problem
+  else
+    "${proxy_cpu[@]}" ip netns exec "$proxy" "$capstan" proxy --config "$work/$peer.yaml" --concurrency "$workers" \
+      --drain-time-s 1 >"$work/$peer.log" 2>&1 & proxy_pid[$peer]=$!
+    pids+=("${proxy_pid[$peer]}")
+  fi
+done
 
 # The last lines a peer logged, on one line, for its row.
 log_tail() { [[ -s $1 ]] && tail -n 3 "$1" | tr '\n' ' ' | cut -c1-400 || echo "(nothing logged)"; }
-log_of() { case $1 in haproxy) echo "$work/haproxy.log" ;; nginx) echo "$work/nginx/error.log" ;; capstan) echo "$work/capstan.log" ;; esac; }
+log_of() { case $1 in haproxy) echo "$work/haproxy.log" ;; nginx) echo "$work/nginx/error.log" ;; capstan*) echo "$work/$1.log" ;; esac; }
 
 # Each proxy must listen, then answer one HTTP/1.1 request with the upstream's body and a few h2c
 # requests with 2xx; a proxy that does not is left out of that protocol's runs, its row saying why.
