@@ -306,8 +306,10 @@ for peer in capstan capstan-rbac; do
   if [[ -n $capstan_problem ]]; then
     problem[$peer]=$capstan_problem
   else
+    # The second proxy's admin, Prometheus and capture ports move aside.
+    ports=(); [[ $peer == capstan ]] || ports=(--admin-port 15100 --stats-port 15190 --outbound-port 15101 --inbound-port 15106)
     "${proxy_cpu[@]}" ip netns exec "$proxy" "$capstan" proxy --config "$work/$peer.yaml" --concurrency "$workers" \
-      --drain-time-s 1 >"$work/$peer.log" 2>&1 & proxy_pid[$peer]=$!
+      --drain-time-s 1 "${ports[@]}" >"$work/$peer.log" 2>&1 & proxy_pid[$peer]=$!
     pids+=("${proxy_pid[$peer]}")
   fi
 done

@@ -205,6 +205,31 @@ import XDS
         #expect(listener.chain(for: try address("::ffff:10.1.2.3", 80))?.route == .cluster("narrow"))
     }
 
+    /// RBAC filters in a bootstrap are read by their types, HTTP and network, with no warning.
+    @Test func rbacFiltersInABootstrapAreReadByTheirTypes() throws {
+        let rbac = #"{"policies": {"p": {"permissions": [{"destination_port": 8080}], "principals": [{"any": true}]}}}"#
+        let document = """
+            {"static_resources": {"listeners": [{"name": "in",
+                "address": {"socket_address": {"address": "0.0.0.0", "port_value": 8080}},
+                "filter_chains": [{"filters": [
+                  {"name": "envoy.filters.network.rbac", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC", "stat_prefix": "tcp.", "rules": \(rbac)}},
+                  {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "in", "route_config": {"name": "in"},
+                    "http_filters": [
+                      {"name": "envoy.filters.http.rbac", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC", "rules": \(rbac)}},
+                      {"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}]}}
+            """
+        let config = try BootstrapConfig.parse(document, format: .json)
+        #expect(config.warnings.isEmpty, "\(config.warnings)")
+        let chain = try #require(config.listeners.first?.chains.first)
+        #expect(chain.authorization.engines.count == 1)
+        #expect(chain.httpConnectionManager?.filters.map(\.name) == ["envoy.filters.http.rbac", "envoy.filters.http.router"])
+    }
+
     @Test func fieldsCapstanDoesNotHaveAreWarningsWithTheirPaths() throws {
         let document = """
             {"stats_sinks": [], "static_resources": {"secrets": [],
