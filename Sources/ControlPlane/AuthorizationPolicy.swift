@@ -29,6 +29,8 @@ public struct AuthorizationPolicy: Sendable, Equatable {
         public var principals = Match()
         /// JWT `iss/sub` (HTTP only).
         public var requestPrincipals = Match()
+        /// `ACCOUNT` (in the policy's namespace) or `NAMESPACE/ACCOUNT`.
+        public var serviceAccounts = Match()
         public var namespaces = Match()
         /// The connection's peer address (`source.ip`).
         public var ipBlocks = Match()
@@ -56,6 +58,7 @@ public struct AuthorizationPolicy: Sendable, Equatable {
         case sourceIP
         case remoteIP
         case sourceNamespace
+        case sourceServiceAccount
         case sourcePrincipal
         case requestPrincipal
         case requestAudiences

@@ -4,12 +4,14 @@ import Configuration
 /// validation refuses and what Capstan cannot generate, each refusal naming the field: `CUSTOM`
 /// (ext_authz is not built yet), `targetRef`s (they are for gateways and waypoints, not sidecars), path
 /// templates, unknown condition keys, bad CIDRs and ports, and empty sources, operations and values.
+/// Unknown fields are refused too, not ignored with a warning as elsewhere: a condition left out would
+/// let in what the policy keeps out.
 enum AuthorizationPolicyReader {
     static let dryRunAnnotation = "istio.io/dry-run"
 
     static func read(_ spec: ConfigReader, metadata: ConfigReader, origin: ResourceOrigin, namespace: String, name: String,
                      warnings: inout [String]) throws(ConfigError) -> AuthorizationPolicy {
-        try spec.ignoringUnknown(["selector", "action", "rules", "provider", "targetRef", "targetRefs"], warnings: &warnings)
+        try refusingUnknown(spec, ["selector", "action", "rules", "provider", "targetRef", "targetRefs"])
         for key in ["targetRef", "targetRefs"] {
             if let field = try spec.optional(key) {
                 throw field.fail("not supported: it attaches a policy to a gateway or waypoint, and Capstan configures sidecars (use spec.selector)")
@@ -17,7 +19,7 @@ enum AuthorizationPolicyReader {
         }
         var selector: [String: String]?
         if let reader = try spec.optional("selector") {
-            try reader.ignoringUnknown(["matchLabels"], warnings: &warnings)
+            try refusingUnknown(reader, ["matchLabels"])
             // An empty selector is none, as Istio reads it: the policy covers the namespace (or the mesh).
             if let labels = try reader.optional("matchLabels").map(MeshConfigReader.labels), !labels.isEmpty { selector = labels }
         }
@@ -37,7 +39,7 @@ enum AuthorizationPolicyReader {
         }
         var rules: [AuthorizationPolicy.Rule] = []
         for reader in try spec.optional("rules")?.list() ?? [] {
-            rules.append(try rule(reader, warnings: &warnings))
+            rules.append(try rule(reader))
         }
         for (index, rule) in rules.enumerated() where rule.hasHTTPOnlyFields {
             let effect = switch action {
@@ -64,30 +66,31 @@ enum AuthorizationPolicyReader {
         }
     }
 
-    static func rule(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> AuthorizationPolicy.Rule {
-        try reader.ignoringUnknown(["from", "to", "when"], warnings: &warnings)
+    static func rule(_ reader: ConfigReader) throws(ConfigError) -> AuthorizationPolicy.Rule {
+        try refusingUnknown(reader, ["from", "to", "when"])
         var rule = AuthorizationPolicy.Rule()
         for from in try reader.optional("from")?.list() ?? [] {
-            try from.ignoringUnknown(["source"], warnings: &warnings)
-            rule.from.append(try source(from.required("source"), warnings: &warnings))
+            try refusingUnknown(from, ["source"])
+            rule.from.append(try source(from.required("source")))
         }
         for to in try reader.optional("to")?.list() ?? [] {
-            try to.ignoringUnknown(["operation"], warnings: &warnings)
-            rule.to.append(try operation(to.required("operation"), warnings: &warnings))
+            try refusingUnknown(to, ["operation"])
+            rule.to.append(try operation(to.required("operation")))
         }
         for when in try reader.optional("when")?.list() ?? [] {
-            rule.when.append(try condition(when, warnings: &warnings))
+            rule.when.append(try condition(when))
         }
         return rule
     }
 
-    static func source(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> AuthorizationPolicy.Source {
-        try reader.ignoringUnknown(["principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "namespaces",
-                                    "notNamespaces", "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks"],
-                                   warnings: &warnings)
+    static func source(_ reader: ConfigReader) throws(ConfigError) -> AuthorizationPolicy.Source {
+        try refusingUnknown(reader, ["principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "serviceAccounts",
+                                     "notServiceAccounts", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks", "remoteIpBlocks",
+                                     "notRemoteIpBlocks"])
         var source = AuthorizationPolicy.Source()
         source.principals = try match(reader, "principals", "notPrincipals")
         source.requestPrincipals = try match(reader, "requestPrincipals", "notRequestPrincipals")
+        source.serviceAccounts = try match(reader, "serviceAccounts", "notServiceAccounts", check: serviceAccount)
         source.namespaces = try match(reader, "namespaces", "notNamespaces")
         source.ipBlocks = try match(reader, "ipBlocks", "notIpBlocks", check: cidr)
         source.remoteIPBlocks = try match(reader, "remoteIpBlocks", "notRemoteIpBlocks", check: cidr)
@@ -95,9 +98,8 @@ enum AuthorizationPolicyReader {
         return source
     }
 
-    static func operation(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> AuthorizationPolicy.Operation {
-        try reader.ignoringUnknown(["hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"],
-                                   warnings: &warnings)
+    static func operation(_ reader: ConfigReader) throws(ConfigError) -> AuthorizationPolicy.Operation {
+        try refusingUnknown(reader, ["hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"])
         var operation = AuthorizationPolicy.Operation()
         operation.hosts = try match(reader, "hosts", "notHosts")
         operation.methods = try match(reader, "methods", "notMethods")
@@ -107,16 +109,17 @@ enum AuthorizationPolicyReader {
         return operation
     }
 
-    static func condition(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> AuthorizationPolicy.Condition {
-        try reader.ignoringUnknown(["key", "values", "notValues"], warnings: &warnings)
+    static func condition(_ reader: ConfigReader) throws(ConfigError) -> AuthorizationPolicy.Condition {
+        try refusingUnknown(reader, ["key", "values", "notValues"])
         let keyReader = try reader.required("key")
         let key = try keyReader.string()
         guard let attribute = attribute(key) else {
-            throw keyReader.fail("\"\(key)\" is not a condition key Istio defines (request.headers[NAME], source.ip, remote.ip, source.namespace, source.principal, request.auth.principal, request.auth.audiences, request.auth.presenter, request.auth.claims[NAME], destination.ip, destination.port, connection.sni, experimental.envoy.filters.NAME[KEY])")
+            throw keyReader.fail("\"\(key)\" is not a condition key Istio defines (request.headers[NAME], source.ip, remote.ip, source.namespace, source.serviceAccount, source.principal, request.auth.principal, request.auth.audiences, request.auth.presenter, request.auth.claims[NAME], destination.ip, destination.port, connection.sni, experimental.envoy.filters.NAME[KEY])")
         }
         let check: (String) -> String? = switch attribute {
         case .sourceIP, .remoteIP, .destinationIP: cidr
         case .destinationPort: port
+        case .sourceServiceAccount: serviceAccount
         default: { _ in nil }
         }
         let match = try match(reader, "values", "notValues", check: check)
@@ -130,6 +133,7 @@ enum AuthorizationPolicyReader {
         case "source.ip": return .sourceIP
         case "remote.ip": return .remoteIP
         case "source.namespace": return .sourceNamespace
+        case "source.serviceAccount": return .sourceServiceAccount
         case "source.principal": return .sourcePrincipal
         case "request.auth.principal": return .requestPrincipal
         case "request.auth.audiences": return .requestAudiences
@@ -168,6 +172,14 @@ enum AuthorizationPolicyReader {
         return names.isEmpty ? nil : names
     }
 
+    /// Refuses a field the reader does not know, naming it.
+    static func refusingUnknown(_ reader: ConfigReader, _ known: Set<String>) throws(ConfigError) {
+        for key in try reader.fields().keys.sorted() where !known.contains(key) {
+            let path = reader.path.isEmpty ? key : "\(reader.path).\(key)"
+            throw ConfigError(path: path, message: "not a field Capstan knows here: refused, since leaving an authorization field out would change whom the policy lets in")
+        }
+    }
+
     // MARK: Values
 
     /// A field and its negation, each a list of non-empty strings `check` accepts (it returns why not).
@@ -188,6 +200,15 @@ enum AuthorizationPolicyReader {
             return values
         }
         return AuthorizationPolicy.Match(values: try values(key), notValues: try values(notKey))
+    }
+
+    /// `ACCOUNT` or `NAMESPACE/ACCOUNT`, Kubernetes names, no wildcards (they become a regex on the SPIFFE ID).
+    static func serviceAccount(_ text: String) -> String? {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        let valid = parts.count <= 2 && parts.allSatisfy { part in
+            !part.isEmpty && part.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "-" || $0 == "." }
+        }
+        return valid ? nil : "\"\(text)\" is not a service account (ACCOUNT or NAMESPACE/ACCOUNT, no wildcards)"
     }
 
     static func cidr(_ text: String) -> String? {

@@ -13,12 +13,13 @@ import XDS
 ///   as istiod leaves it, `istio_dry_run_allow_` otherwise (no shadow rules included).
 /// - Within a rule: a permission per `to` entry (an AND of hosts, methods, paths, ports, then the
 ///   request-side conditions) and a principal per `from` entry (an AND of principals, request
-///   principals, namespaces, remote IPs, source IPs, then the peer-side conditions); each field an OR
-///   of its values and a NOT of the OR of its negated values.
+///   principals, service accounts, namespaces, remote IPs, source IPs, then the peer-side conditions);
+///   each field an OR of its values and a NOT of the OR of its negated values.
 /// - Peer identities are matched on the filter state `io.istio.peer_principal` (newer istiod's form,
 ///   the one the Istio 1.2x dump in `istio-config/` shows), not `authenticated.principal_name`:
 ///   principal `cluster.local/ns/x/sa/y` matches `spiffe://cluster.local/ns/x/sa/y` exactly, as
-///   given (no trust domain is added), namespace `x` the regex `.*/ns/x/.*`. JWT attributes are
+///   given (no trust domain is added), namespace `x` the regex `.*/ns/x/.*`, service account `x/y` the
+///   regex `spiffe://.+/ns/x/(.+/|)sa/y(/.+)?` (newer istiod's `serviceAccounts`). JWT attributes are
 ///   dynamic metadata of filter `istio_authn`: `request.auth.principal`, `.audiences`, `.presenter`,
 ///   and `request.auth.claims` + the claim's path, as a list match.
 /// - On TCP chains, HTTP-only fields cannot be evaluated: an ALLOW rule using one is left out, a DENY
@@ -112,7 +113,7 @@ enum RBACGenerator {
             for policy in selected {
                 var rbac = (policy.dryRun ? set.shadowRules : set.rules) ?? { var rbac = RBAC(); rbac.action = rbacAction; return rbac }()
                 for (index, rule) in policy.rules.enumerated() {
-                    if let generated = self.policy(rule, action: action, forTCP: forTCP) {
+                    if let generated = self.policy(rule, namespace: policy.namespace, action: action, forTCP: forTCP) {
                         rbac.policies[policyName(policy, rule: index)] = generated
                     }
                 }
@@ -154,12 +155,12 @@ enum RBACGenerator {
     }
 
     /// The RBAC policy of one rule; nil when the rule is left out (an ALLOW rule using HTTP-only
-    /// fields, on TCP).
-    static func policy(_ rule: AuthorizationPolicy.Rule, action: AuthorizationPolicy.Action,
+    /// fields, on TCP). `namespace` is the policy's: service accounts without one are in it.
+    static func policy(_ rule: AuthorizationPolicy.Rule, namespace: String, action: AuthorizationPolicy.Action,
                        forTCP: Bool) -> Envoy_Config_Rbac_V3_Policy? {
         if forTCP && action == .allow && rule.hasHTTPOnlyFields { return nil }
         let permissionConditions = rule.when.filter { !$0.attribute.isPrincipal }.map(permissionField)
-        let principalConditions = rule.when.filter(\.attribute.isPrincipal).map(principalField)
+        let principalConditions = rule.when.filter(\.attribute.isPrincipal).map { principalField($0, namespace: namespace) }
         let operations: [AuthorizationPolicy.Operation?] = rule.to.isEmpty ? [nil] : rule.to
         let sources: [AuthorizationPolicy.Source?] = rule.from.isEmpty ? [nil] : rule.from
         var policy = Envoy_Config_Rbac_V3_Policy()
@@ -172,7 +173,7 @@ enum RBACGenerator {
             return and
         }
         policy.principals = sources.map { source in
-            let fields = (source.map(sourceFields) ?? []) + principalConditions
+            let fields = (source.map { sourceFields($0, namespace: namespace) } ?? []) + principalConditions
             var and = Principal()
             and.andIds.ids = combined(fields, forTCP: forTCP, any: { var any = Principal(); any.any = true; return any }(),
                                       or: { var or = Principal(); or.orIds.ids = $0; return or },
@@ -218,10 +219,11 @@ enum RBACGenerator {
         ]
     }
 
-    private static func sourceFields(_ source: AuthorizationPolicy.Source) -> [Field<Principal>] {
+    private static func sourceFields(_ source: AuthorizationPolicy.Source, namespace: String) -> [Field<Principal>] {
         [
             Field(match: source.principals, httpOnly: false, matcher: peerPrincipal),
             Field(match: source.requestPrincipals, httpOnly: true) { authnMetadata(["request.auth.principal"], $0) },
+            Field(match: source.serviceAccounts, httpOnly: false) { peerServiceAccount($0, namespace: namespace) },
             Field(match: source.namespaces, httpOnly: false, matcher: peerNamespace),
             Field(match: source.remoteIPBlocks, httpOnly: false) { value in
                 var principal = Principal()
@@ -260,7 +262,7 @@ enum RBACGenerator {
         }
     }
 
-    private static func principalField(_ condition: AuthorizationPolicy.Condition) -> Field<Principal> {
+    private static func principalField(_ condition: AuthorizationPolicy.Condition, namespace: String) -> Field<Principal> {
         Field(match: condition.match, httpOnly: condition.attribute.isHTTPOnly) { value in
             switch condition.attribute {
             case .requestHeader(let name):
@@ -276,6 +278,7 @@ enum RBACGenerator {
                 principal.remoteIp = cidrRange(value)
                 return principal
             case .sourceNamespace: return peerNamespace(value)
+            case .sourceServiceAccount: return peerServiceAccount(value, namespace: namespace)
             case .sourcePrincipal: return peerPrincipal(value)
             case .requestPrincipal: return authnMetadata(["request.auth.principal"], value)
             case .requestAudiences: return authnMetadata(["request.auth.audiences"], value)
@@ -316,6 +319,16 @@ enum RBACGenerator {
     static func peerNamespace(_ value: String) -> Principal {
         var matcher = StringMatcher()
         matcher.safeRegex.regex = ".*/ns/\(value.replacing("*", with: ".*"))/.*"
+        return peerIdentity(matcher)
+    }
+
+    /// Peers running as service account `value` (`ACCOUNT`, in `namespace`, or `NAMESPACE/ACCOUNT`), in
+    /// any trust domain: istiod's regex on the SPIFFE ID.
+    static func peerServiceAccount(_ value: String, namespace: String) -> Principal {
+        let parts = value.split(separator: "/", maxSplits: 1)
+        let (accountNamespace, account) = parts.count == 2 ? (String(parts[0]), String(parts[1])) : (namespace, value)
+        var matcher = StringMatcher()
+        matcher.safeRegex.regex = "spiffe://.+/ns/\(accountNamespace)/(.+/|)sa/\(account)(/.+)?"
         return peerIdentity(matcher)
     }
 

@@ -252,6 +252,19 @@ import XDS
         #expect(rules[1].orRules.rules[0].requestedServerName.suffix == ".local")
     }
 
+    @Test func serviceAccountsMatchTheSPIFFEPathInAnyTrustDomain() throws {
+        let policy = Self.policy("accounts", """
+              selector: {matchLabels: {app: payments}}
+              rules: [{from: [{source: {serviceAccounts: [web, billing/ledger]}}], when: [{key: source.serviceAccount, notValues: [shop/batch]}]}]
+            """)
+        let rbac = try httpRBAC(listener([policy]))
+        let ids = try #require(rbac.first?.rules.policies["ns[shop]-policy[accounts]-rule[0]"]?.principals.first?.andIds.ids)
+        #expect(ids.count == 2)
+        #expect(ids[0].orIds.ids.map(\.filterState.stringMatch.safeRegex.regex) == ["spiffe://.+/ns/shop/(.+/|)sa/web(/.+)?",
+                                                                                 "spiffe://.+/ns/billing/(.+/|)sa/ledger(/.+)?"])
+        #expect(ids[1].notID.orIds.ids.map(\.filterState.stringMatch.safeRegex.regex) == ["spiffe://.+/ns/shop/(.+/|)sa/batch(/.+)?"])
+    }
+
     @Test func emptyRulesAllowAllAndNoRulesMatchNothing() throws {
         let allowAll = Self.policy("all", "  selector: {matchLabels: {app: payments}}\n  rules: [{}]")
         let rbac = try httpRBAC(listener([allowAll]))
@@ -341,6 +354,9 @@ import XDS
         ("  targetRefs: [{kind: Gateway, name: gw}]", "spec.targetRefs: not supported"),
         ("  provider: {name: ext}", "spec.provider: only allowed with action CUSTOM"),
         ("  rules: [{when: [{key: destination.ip, values: [nowhere]}]}]", "spec.rules[0].when[0].values[0]: \"nowhere\" is not an IP address or CIDR"),
+        // A field Capstan does not know is refused: ignored, it would widen an ALLOW.
+        ("  rules: [{from: [{source: {namespaces: [shop], sourceLabels: {app: x}}}]}]", "spec.rules[0].from[0].source.sourceLabels: not a field Capstan knows here"),
+        ("  rules: [{from: [{source: {serviceAccounts: [\"shop/*\"]}}]}]", "spec.rules[0].from[0].source.serviceAccounts[0]: \"shop/*\" is not a service account"),
     ])
     func refusalsNameTheFileDocumentAndField(spec: String, message: String) {
         let reading = reading([Self.seed, Self.policy("bad", spec)])
