@@ -570,6 +570,18 @@ private struct Builder {
             }
         }
         checkPeerAuthentications()
+        checkAuthorizationPolicies()
+    }
+
+    /// A selector that reaches no workload (WorkloadEntry or inline endpoint) protects nothing: said.
+    mutating func checkAuthorizationPolicies() {
+        let workloads = config.workloadEntries.map { ($0.namespace, $0.endpoint.labels) }
+            + config.serviceEntries.flatMap { entry in entry.endpoints.map { (entry.namespace, $0.labels) } }
+        for policy in config.authorizationPolicies where policy.selector != nil {
+            guard !workloads.contains(where: { policy.applies(namespace: $0.0, labels: $0.1) }) else { continue }
+            let scope = policy.namespace == MeshConfig.rootNamespace ? "any namespace" : "namespace \(policy.namespace)"
+            warnings.append("\(policy.origin): AuthorizationPolicy \(policy.origin.name): spec.selector.matchLabels: selects no workload (WorkloadEntry or ServiceEntry endpoint) in \(scope)")
+        }
     }
 
     /// Route names once each in a VirtualService, and a warning for routes after one that takes every

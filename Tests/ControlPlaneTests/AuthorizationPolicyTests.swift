@@ -367,6 +367,14 @@ import XDS
         #expect(problem.contains("AuthorizationPolicy shop/bad: \(message)"), "\(problem)")
     }
 
+    @Test func aSelectorThatReachesNoWorkloadIsAWarning() {
+        let stray = Self.policy("stray", "  selector: {matchLabels: {app: nobody}}\n  rules: [{}]")
+        let reading = reading([Self.seed, stray])
+        #expect(reading.config != nil)
+        #expect(reading.warnings.filter { $0.contains("selects no workload") }.count == 1)
+        #expect(reading.warnings.contains { $0.contains("AuthorizationPolicy shop/stray: spec.selector.matchLabels: selects no workload (WorkloadEntry or ServiceEntry endpoint) in namespace shop") })
+    }
+
     @Test func dryRunAnnotationMustBeABoolean() {
         let bad = Self.policy("x", "  rules: [{}]").replacingOccurrences(of: "  namespace: shop\n", with: "  namespace: shop\n  annotations: {istio.io/dry-run: maybe}\n")
         let reading = reading([bad])
