@@ -43,7 +43,14 @@ enum RBACGenerator {
         var rules: RBAC?
         var shadowRules: RBAC?
 
-        var shadowRulesStatPrefix: String { shadowRules?.action == .deny ? dryRunDenyStatPrefix : dryRunAllowStatPrefix }
+        /// istiod's, by the shadow rules' action, ALLOW's when there are none: none for LOG.
+        var shadowRulesStatPrefix: String {
+            switch shadowRules?.action {
+            case .deny?: dryRunDenyStatPrefix
+            case .log?: ""
+            default: dryRunAllowStatPrefix
+            }
+        }
     }
 
     /// What one workload's RBAC filters are made of, on HTTP and on TCP chains, one rule set per

@@ -300,6 +300,11 @@ import XDS
         #expect(shadowAllow.map(\.hasRules) == [false])
         #expect(shadowAllow.first?.shadowRules.action == .allow)
         #expect(shadowAllow.first?.shadowRulesStatPrefix == "istio_dry_run_allow_")
+        // istiod gives dry-run AUDIT rules no prefix.
+        let audit = Self.policy("audit", dryRun: true, "  action: AUDIT\n  rules: [{}]")
+        let shadowAudit = try httpRBAC(listener([audit]))
+        #expect(shadowAudit.first?.shadowRules.action == .log)
+        #expect(shadowAudit.first?.shadowRulesStatPrefix == "")
     }
 
     @Test func httpOnlyFieldsOnTCPPortsNarrowAllowAndWidenDeny() throws {
