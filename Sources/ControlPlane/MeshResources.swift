@@ -7,8 +7,9 @@ struct MeshResources: Sendable {
     typealias Resource = (name: String, resource: Google_Protobuf_Any)
 
     /// What one workload's `virtualInbound` is made of: its ports (Istio's `inbound|PORT||` clusters),
-    /// the mutual TLS its PeerAuthentications require and the AuthorizationPolicies that apply to it. Two are equal exactly when the listeners
-    /// made from them are (for the same interception).
+    /// the mutual TLS its PeerAuthentications require and the RBAC rules of the AuthorizationPolicies
+    /// that apply to it. Two are equal exactly when the listeners made from them are (for the same
+    /// interception).
     struct InboundWorkload: Sendable, Equatable {
         /// Sorted, once each.
         let ports: [Int]

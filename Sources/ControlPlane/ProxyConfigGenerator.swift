@@ -201,7 +201,7 @@ struct ProxyConfigGenerator: Sendable {
             http.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Listener_HttpInspector_V3_HttpInspector())
             listener.listenerFilters.append(http)
         }
-        // The same RBAC filters on every chain (istiod's are per chain, and equal on a sidecar).
+        // Packed once: every HTTP chain gets the same RBAC filters, every TCP chain the same network ones, as from istiod.
         let rbac = try RBACGenerator.filters(for: workload.authorization)
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         for port in workload.ports {
