@@ -176,6 +176,31 @@ import XDS
         #expect(inDefault.map(\.rules.policies.count) == [1, 1])
     }
 
+    @Test func sniffedPortsGetTheHTTPFiltersOnHTTPChainsAndTheNetworkOnesOnTCP() throws {
+        let web = """
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: web, namespace: shop}
+            spec:
+              hosts: [web]
+              ports: [{number: 7000, name: web}]
+              resolution: STATIC
+              endpoints: [{address: 198.51.100.30, labels: {app: web}}]
+            """
+        let policy = Self.policy("web", "  selector: {matchLabels: {app: web}}\n  rules: [{}]")
+        let listener = try listener([web, policy], ip: "198.51.100.30")
+        let chains = listener.filterChains.filter { $0.filterChainMatch.destinationPort.value == 7000 }
+        #expect(chains.count == 4)
+        for chain in chains {
+            if chain.name.contains("-http-") {
+                let manager = try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(unpackingAny: chain.filters[0].typedConfig)
+                #expect(manager.httpFilters.first?.name == "envoy.filters.http.rbac", "\(chain.name)")
+            } else {
+                #expect(chain.filters.map(\.name) == ["envoy.filters.network.rbac", "envoy.filters.network.tcp_proxy"], "\(chain.name)")
+            }
+        }
+    }
+
     @Test func denyAndAuditFiltersComeBeforeAllow() throws {
         let documents = [
             Self.seed,
