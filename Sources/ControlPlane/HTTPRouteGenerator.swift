@@ -416,8 +416,10 @@ enum HTTPRouteGenerator {
     // MARK: Inbound
 
     /// The connection manager of an inbound HTTP chain on `port`: everything to `inbound|PORT||`, with
-    /// istiod's `x-forwarded-client-cert` handling (`APPEND_FORWARD`, subject, DNS and URI).
-    static func inboundConnectionManager(port: Int) throws -> Envoy_Config_Listener_V3_Filter {
+    /// istiod's `x-forwarded-client-cert` handling (`APPEND_FORWARD`, subject, DNS and URI), and the
+    /// workload's RBAC filters (``RBACGenerator``) before the others.
+    static func inboundConnectionManager(port: Int,
+                                         authorization: [Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter] = []) throws -> Envoy_Config_Listener_V3_Filter {
         var manager = baseConnectionManager(statPrefix: "inbound_0.0.0.0_\(port)")
         manager.forwardClientCertDetails = .appendForward
         manager.setCurrentClientCertDetails.subject = Google_Protobuf_BoolValue(true)
@@ -438,7 +440,8 @@ enum HTTPRouteGenerator {
         routes.virtualHosts = [virtualHost]
         routes.validateClusters = Google_Protobuf_BoolValue(false)
         manager.routeConfig = routes
-        manager.httpFilters = [try faultFilter(), try routerFilter()]
+        // Authorization first, as istiod orders a sidecar's inbound filters.
+        manager.httpFilters = authorization + [try faultFilter(), try routerFilter()]
         return try filter(manager)
     }
 

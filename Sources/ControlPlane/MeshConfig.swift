@@ -6,10 +6,12 @@ public struct MeshConfig: Sendable, Equatable {
     public var virtualServices: [VirtualService] = []
     public var destinationRules: [DestinationRule] = []
     public var peerAuthentications: [PeerAuthentication] = []
+    public var authorizationPolicies: [AuthorizationPolicy] = []
 
     public init() {}
 
-    /// Istio's root namespace: a PeerAuthentication here without a selector is the mesh-wide one.
+    /// Istio's root namespace: a PeerAuthentication or AuthorizationPolicy here without a selector is
+    /// the mesh-wide one (and an AuthorizationPolicy here with one selects in every namespace).
     public static let rootNamespace = "istio-system"
     /// The endpoint label Istio puts on workloads that run a sidecar (`istio`); auto mTLS keys on it.
     public static let tlsModeLabel = "security.istio.io/tlsMode"

@@ -26,8 +26,8 @@ public struct MeshConfigReading: Sendable {
 /// ``MeshConfig``, checking each resource and then the references between them.
 public enum MeshConfigReader {
     /// Istio kinds Capstan does not act on yet: read, reported, not refused.
-    static let ignoredKinds: Set<String> = ["AuthorizationPolicy", "Sidecar", "Gateway",
-                                            "RequestAuthentication", "Telemetry", "EnvoyFilter", "ProxyConfig", "WorkloadGroup"]
+    static let ignoredKinds: Set<String> = ["Sidecar", "Gateway", "RequestAuthentication", "Telemetry", "EnvoyFilter",
+                                            "ProxyConfig", "WorkloadGroup"]
 
     /// Every `*.yaml`, `*.yml` and `*.json` file directly in `directory` (hidden ones, such as a
     /// ConfigMap volume's `..data`, skipped), in name order.
@@ -73,6 +73,21 @@ public enum MeshConfigReader {
         builder.checkReferences()
         return MeshConfigReading(config: builder.problems.isEmpty ? builder.config : nil, problems: builder.problems,
                                  warnings: builder.warnings, files: sources.count)
+    }
+}
+
+extension MeshConfigReader {
+    /// Labels (`matchLabels`, a workload's `labels`): numbers and booleans read as their text.
+    static func labels(_ reader: ConfigReader) throws(ConfigError) -> [String: String] {
+        var labels: [String: String] = [:]
+        for (key, value) in try reader.fields() {
+            switch value {
+            case .string(let text): labels[key] = text
+            case .number, .bool: labels[key] = value.jsonText()
+            default: throw ConfigError(path: "\(reader.path).\(key)", message: "a label value must be a string")
+            }
+        }
+        return labels
     }
 }
 
@@ -123,10 +138,19 @@ private struct Builder {
                 }
                 config.peerAuthentications.append(try Self.peerAuthentication(spec, origin: origin, namespace: namespace,
                                                                               warnings: &resourceWarnings))
+            case "AuthorizationPolicy":
+                guard ["security.istio.io/v1", "security.istio.io/v1beta1"].contains(apiVersion) else {
+                    throw ConfigError(path: "apiVersion", message: "\"\(apiVersion)\" does not serve AuthorizationPolicy (security.istio.io/v1, security.istio.io/v1beta1)")
+                }
+                config.authorizationPolicies.append(try AuthorizationPolicyReader.read(spec, metadata: metadata, origin: origin, namespace: namespace,
+                                                                                       name: name, warnings: &resourceWarnings))
+            case "RequestAuthentication":
+                // Its JWTs are what request.auth.* and requestPrincipals match: without it they match nothing.
+                resourceWarnings.append("kind RequestAuthentication is not acted on by Capstan yet, ignored: no JWT is validated, so in AuthorizationPolicies requestPrincipals and request.auth.* conditions match no request, and notRequestPrincipals and notValues on them match every request")
             case let other where MeshConfigReader.ignoredKinds.contains(other):
                 resourceWarnings.append("kind \(other) is not acted on by Capstan yet, ignored")
             default:
-                throw ConfigError(path: "kind", message: "\"\(kind)\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, PeerAuthentication)")
+                throw ConfigError(path: "kind", message: "\"\(kind)\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy)")
             }
             warnings += resourceWarnings.map { "\(origin): \(kind) \(origin.name): \($0)" }
         } catch {
@@ -546,6 +570,18 @@ private struct Builder {
             }
         }
         checkPeerAuthentications()
+        checkAuthorizationPolicies()
+    }
+
+    /// A selector that reaches no workload (WorkloadEntry or inline endpoint) protects nothing: said.
+    mutating func checkAuthorizationPolicies() {
+        let workloads = config.workloadEntries.map { ($0.namespace, $0.endpoint.labels) }
+            + config.serviceEntries.flatMap { entry in entry.endpoints.map { (entry.namespace, $0.labels) } }
+        for policy in config.authorizationPolicies where policy.selector != nil {
+            guard !workloads.contains(where: { policy.applies(namespace: $0.0, labels: $0.1) }) else { continue }
+            let scope = policy.namespace == MeshConfig.rootNamespace ? "any namespace" : "namespace \(policy.namespace)"
+            warnings.append("\(policy.origin): AuthorizationPolicy \(policy.origin.name): spec.selector.matchLabels: selects no workload (WorkloadEntry or ServiceEntry endpoint) in \(scope)")
+        }
     }
 
     /// Route names once each in a VirtualService, and a warning for routes after one that takes every
@@ -630,15 +666,7 @@ private struct Builder {
     }
 
     static func labels(_ reader: ConfigReader) throws(ConfigError) -> [String: String] {
-        var labels: [String: String] = [:]
-        for (key, value) in try reader.fields() {
-            switch value {
-            case .string(let text): labels[key] = text
-            case .number, .bool: labels[key] = value.jsonText()
-            default: throw ConfigError(path: "\(reader.path).\(key)", message: "a label value must be a string")
-            }
-        }
-        return labels
+        try MeshConfigReader.labels(reader)
     }
 
     static func isDNSLabel(_ text: String) -> Bool {

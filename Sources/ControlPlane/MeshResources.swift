@@ -6,9 +6,10 @@ import XDS
 struct MeshResources: Sendable {
     typealias Resource = (name: String, resource: Google_Protobuf_Any)
 
-    /// What one workload's `virtualInbound` is made of: its ports (Istio's `inbound|PORT||` clusters)
-    /// and the mutual TLS its PeerAuthentications require. Two are equal exactly when the listeners
-    /// made from them are (for the same interception).
+    /// What one workload's `virtualInbound` is made of: its ports (Istio's `inbound|PORT||` clusters),
+    /// the mutual TLS its PeerAuthentications require and the RBAC rules of the AuthorizationPolicies
+    /// that apply to it. Two are equal exactly when the listeners made from them are (for the same
+    /// interception).
     struct InboundWorkload: Sendable, Equatable {
         /// Sorted, once each.
         let ports: [Int]
@@ -17,9 +18,13 @@ struct MeshResources: Sendable {
         let httpPorts: [Int]
         /// Those of `ports` with no protocol: HTTP chains (by ALPN or `http_inspector`) before the TCP ones.
         let sniffedPorts: [Int]
+        /// The RBAC filters of every inbound chain, from the AuthorizationPolicies that apply.
+        let authorization: RBACGenerator.WorkloadRules
 
-        init(ports: [Int], tls: MutualTLSPolicy.Inbound, httpPorts: [Int] = [], sniffedPorts: [Int] = []) {
+        init(ports: [Int], tls: MutualTLSPolicy.Inbound, httpPorts: [Int] = [], sniffedPorts: [Int] = [],
+             authorization: RBACGenerator.WorkloadRules = .none) {
             self.ports = ports
+            self.authorization = authorization
             self.httpPorts = httpPorts
             self.sniffedPorts = sniffedPorts
             // A port-level mode repeating the workload's, on one of its ports, changes no chain: left
@@ -41,11 +46,14 @@ struct MeshResources: Sendable {
     var inboundWorkloads: [String: InboundWorkload]
     /// The PeerAuthentications in force, for proxies at IPs no workload has.
     var mutualTLS: MutualTLSPolicy
+    /// The AuthorizationPolicies, for proxies at IPs no workload has.
+    var authorization = AuthorizationPolicyScope([])
 
     /// The inbound side of the proxy at `ip`, whose node id says it is in `namespace`: the workload's,
     /// or, for a proxy the configuration does not describe, no ports under its namespace's policy.
     func inbound(ip: String, namespace: String) -> InboundWorkload {
-        inboundWorkloads[ip] ?? InboundWorkload(ports: [], tls: mutualTLS.inbound(namespace: namespace))
+        inboundWorkloads[ip] ?? InboundWorkload(ports: [], tls: mutualTLS.inbound(namespace: namespace),
+                                                authorization: RBACGenerator.WorkloadRules(authorization.applying(namespace: namespace)))
     }
 
     /// Whether the resources of `type` differ from those in `other`, compared as values: the packed
@@ -59,6 +67,7 @@ struct MeshResources: Sendable {
         case .listener:
             !Self.same(outboundListeners, other.outboundListeners) || inboundWorkloads != other.inboundWorkloads
                 || mutualTLS.undescribedProxies != other.mutualTLS.undescribedProxies
+                || authorization.undescribedProxies != other.authorization.undescribedProxies
         case .route: !Self.same(routes, other.routes)
         // Secrets come from the agent over SDS, never from here.
         case .secret: false

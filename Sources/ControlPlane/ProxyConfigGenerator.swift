@@ -57,13 +57,15 @@ struct ProxyConfigGenerator: Sendable {
 
     func resources(for config: MeshConfig) throws -> MeshResources {
         let mutualTLS = MutualTLSPolicy(config.peerAuthentications)
+        let authorization = AuthorizationPolicyScope(config.authorizationPolicies)
         var clusters: [MeshResources.Resource] = []
         var endpoints: [MeshResources.Resource] = []
         for cluster in [Self.passthroughCluster, Self.inboundPassthroughCluster] {
             clusters.append((cluster, try .packed(Self.originalDestinationCluster(cluster), as: .cluster)))
         }
         // Each WorkloadEntry with its modes, resolved once however many services select it.
-        let workloadEntries = config.workloadEntries.map { Member(endpoint: $0.endpoint, namespace: $0.namespace, policy: mutualTLS) }
+        let workloadEntries = config.workloadEntries.map { Member(endpoint: $0.endpoint, namespace: $0.namespace, policy: mutualTLS,
+                                                                        authorization: authorization) }
         // The workload at each IP, for its PeerAuthentication: a WorkloadEntry's, else an inline endpoint's.
         var workloads: [String: Member] = [:]
         for workload in workloadEntries where workloads[workload.endpoint.address] == nil {
@@ -79,7 +81,7 @@ struct ProxyConfigGenerator: Sendable {
         // The services on each HTTP port, for RDS `PORT` and the listener `0.0.0.0_PORT`.
         var httpServices: [Int: [(host: String, entry: ServiceEntry)]] = [:]
         for entry in config.serviceEntries {
-            let members = Self.members(of: entry, workloadEntries: workloadEntries, policy: mutualTLS)
+            let members = Self.members(of: entry, workloadEntries: workloadEntries, policy: mutualTLS, authorization: authorization)
             for member in members where workloads[member.endpoint.address] == nil { workloads[member.endpoint.address] = member }
             let rule = config.destinationRules.first { rule in entry.hosts.contains(rule.host) }
             for port in entry.ports {
@@ -172,10 +174,11 @@ struct ProxyConfigGenerator: Sendable {
         for (address, member) in workloads {
             inboundWorkloads[address] = .init(ports: inboundPorts[address, default: []].sorted(), tls: member.tls,
                                               httpPorts: inboundHTTPPorts[address, default: []].sorted(),
-                                              sniffedPorts: inboundSniffedPorts[address, default: []].sorted())
+                                              sniffedPorts: inboundSniffedPorts[address, default: []].sorted(),
+                                              authorization: member.authorization)
         }
         return MeshResources(clusters: clusters, endpoints: endpoints, outboundListeners: listeners, routes: routes,
-                             inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS)
+                             inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS, authorization: authorization)
     }
 
     /// `virtualInbound` for one workload: `tls_inspector` first, then, for each of its ports, chains to
@@ -198,22 +201,24 @@ struct ProxyConfigGenerator: Sendable {
             http.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Listener_HttpInspector_V3_HttpInspector())
             listener.listenerFilters.append(http)
         }
+        // Packed once: every HTTP chain gets the same RBAC filters, every TCP chain the same network ones, as from istiod.
+        let rbac = try RBACGenerator.filters(for: workload.authorization)
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         for port in workload.ports {
             let cluster = "inbound|\(port)||"
             if workload.sniffedPorts.contains(port) {
                 // Istio's sniffing: HTTP first (by ALPN over mTLS, http_inspector in plaintext), else TCP.
                 chains += try inboundChains(name: "\(cluster)-http", port: port, cluster: cluster, mode: workload.tls.mode(forPort: port),
-                                            http: true, sniffed: true)
+                                            http: true, sniffed: true, rbac: rbac)
             }
             chains += try inboundChains(name: cluster, port: port, cluster: cluster, mode: workload.tls.mode(forPort: port),
-                                        http: workload.httpPorts.contains(port))
+                                        http: workload.httpPorts.contains(port), rbac: rbac)
         }
         // A port-level mode for a port no service declares: Istio gives it passthrough chains of its own.
         for (port, mode) in workload.tls.portModes.sorted(by: { $0.key < $1.key }) where !workload.ports.contains(port) {
-            chains += try inboundChains(name: "\(inboundPassthroughChain)-\(port)", port: port, cluster: inboundPassthroughCluster, mode: mode)
+            chains += try inboundChains(name: "\(inboundPassthroughChain)-\(port)", port: port, cluster: inboundPassthroughCluster, mode: mode, rbac: rbac)
         }
-        chains += try inboundChains(name: inboundPassthroughChain, port: nil, cluster: inboundPassthroughCluster, mode: workload.tls.mode)
+        chains += try inboundChains(name: inboundPassthroughChain, port: nil, cluster: inboundPassthroughCluster, mode: workload.tls.mode, rbac: rbac)
         listener.filterChains = chains
         return (inboundListenerName, try .packed(listener, as: .listener))
     }
@@ -232,16 +237,19 @@ struct ProxyConfigGenerator: Sendable {
     // MARK: Mutual TLS
 
     /// An endpoint with the namespace it belongs to (its WorkloadEntry's, or its ServiceEntry's if
-    /// inline) and the modes its PeerAuthentications give its sidecar, resolved when it is found.
+    /// inline), the modes its PeerAuthentications give its sidecar and the AuthorizationPolicies that
+    /// apply to it, resolved when it is found.
     private struct Member {
         var endpoint: WorkloadEndpoint
         var namespace: String
         var tls: MutualTLSPolicy.Inbound
+        var authorization: RBACGenerator.WorkloadRules
 
-        init(endpoint: WorkloadEndpoint, namespace: String, policy: MutualTLSPolicy) {
+        init(endpoint: WorkloadEndpoint, namespace: String, policy: MutualTLSPolicy, authorization: AuthorizationPolicyScope) {
             self.endpoint = endpoint
             self.namespace = namespace
             tls = policy.inbound(namespace: namespace, labels: endpoint.labels)
+            self.authorization = RBACGenerator.WorkloadRules(authorization.applying(namespace: namespace, labels: endpoint.labels))
         }
     }
 
@@ -331,13 +339,19 @@ struct ProxyConfigGenerator: Sendable {
 
     /// The chains of one inbound port (nil: any port) under `mode`: mutual TLS unless DISABLE,
     /// plaintext unless STRICT. Named after the port's cluster and the transport; stats keep `name`.
+    /// `rbac`'s filters go first in an HTTP chain's connection manager, or before a TCP chain's `tcp_proxy`.
     private static func inboundChains(name: String, port: Int?, cluster: String, mode: PeerAuthentication.Mode,
-                                      http: Bool = false, sniffed: Bool = false) throws -> [Envoy_Config_Listener_V3_FilterChain] {
+                                      http: Bool = false, sniffed: Bool = false,
+                                      rbac: RBACGenerator.Filters) throws -> [Envoy_Config_Listener_V3_FilterChain] {
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         for transport in ["tls", "raw_buffer"] {
             if transport == "tls" && mode == .disable || transport == "raw_buffer" && mode == .strict { continue }
             var chain = tcpProxyChain(name: "\(name)-\(transport)", statPrefix: name, route: .cluster(cluster))
-            if http, let port { chain.filters = [try HTTPRouteGenerator.inboundConnectionManager(port: port)] }
+            if http, let port {
+                chain.filters = [try HTTPRouteGenerator.inboundConnectionManager(port: port, authorization: rbac.http)]
+            } else {
+                chain.filters = rbac.network + chain.filters
+            }
             if let port { chain.filterChainMatch.destinationPort = Google_Protobuf_UInt32Value(UInt32(port)) }
             chain.filterChainMatch.transportProtocol = transport
             if sniffed {
@@ -354,8 +368,9 @@ struct ProxyConfigGenerator: Sendable {
 
     /// The endpoints of a service: inline ones and the WorkloadEntries (`workloadEntries`, resolved
     /// already) its selector picks.
-    private static func members(of entry: ServiceEntry, workloadEntries: [Member], policy: MutualTLSPolicy) -> [Member] {
-        var members = entry.endpoints.map { Member(endpoint: $0, namespace: entry.namespace, policy: policy) }
+    private static func members(of entry: ServiceEntry, workloadEntries: [Member], policy: MutualTLSPolicy,
+                                authorization: AuthorizationPolicyScope) -> [Member] {
+        var members = entry.endpoints.map { Member(endpoint: $0, namespace: entry.namespace, policy: policy, authorization: authorization) }
         if let selector = entry.workloadSelector {
             members += workloadEntries.filter { workload in
                 workload.namespace == entry.namespace && selector.allSatisfy { workload.endpoint.labels[$0.key] == $0.value }

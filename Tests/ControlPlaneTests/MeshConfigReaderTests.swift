@@ -81,7 +81,7 @@ enum Documents {
         (Documents.workload("broken", "payments.example", "v1"),
          "bad.yaml: document 1 (line 1): WorkloadEntry shop/broken: spec.address: \"payments.example\" is not an IP address (Capstan does not resolve names)"),
         ("apiVersion: networking.istio.io/v1\nkind: Gateway2\nmetadata: {name: g}\nspec: {}\n",
-         "bad.yaml: document 1 (line 1): Gateway2 default/g: kind: \"Gateway2\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, PeerAuthentication)"),
+         "bad.yaml: document 1 (line 1): Gateway2 default/g: kind: \"Gateway2\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy)"),
         ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
          "bad.yaml: document 1 (line 1): ConfigMap default/c: apiVersion: \"v1\" is not an Istio networking or security API"),
         (Documents.destinationRule.replacingOccurrences(of: "LEAST_CONN", with: "PASSTHROUGH"),
@@ -110,10 +110,10 @@ enum Documents {
 
     @Test func unsupportedFieldsAndKindsAreWarningsNotProblems() throws {
         let text = Documents.canary.replacingOccurrences(of: "  hosts: [payments]\n  tcp:", with: "  hosts: [payments]\n  trafficRoutes: []\n  tcp:")
-            + "\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: default}\nspec: {action: DENY}\n"
+            + "\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec: {}\n"
         let reading = MeshConfigReader.read([("mesh.yaml", text)])
         #expect(reading.config != nil, "\(reading.problems)")
         #expect(reading.warnings.contains { $0.hasSuffix("VirtualService shop/payments: spec.trafficRoutes: not supported by Capstan, ignored") })
-        #expect(reading.warnings.contains { $0.hasSuffix("AuthorizationPolicy default/default: kind AuthorizationPolicy is not acted on by Capstan yet, ignored") })
+        #expect(reading.warnings.contains { $0.hasSuffix("Sidecar default/default: kind Sidecar is not acted on by Capstan yet, ignored") })
     }
 }

@@ -233,7 +233,7 @@ import XDS
         #expect(store.snapshot(for: node).types[.cluster]?.version == "1")
         // Unrelated kinds change nothing; a namespace with no workload still moves listeners, since a
         // proxy outside the configuration in that namespace gets its policy.
-        let ignored = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: shop}\nspec: {action: DENY}"
+        let ignored = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\nspec: {}"
         #expect(store.update(try resources(strict + [ignored])).isEmpty)
         let billing = strict + [PA.peerAuthentication("default", namespace: "billing", mode: "DISABLE")]
         #expect(store.update(try resources(billing)) == [.listener])
