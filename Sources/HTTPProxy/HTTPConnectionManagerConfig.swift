@@ -117,6 +117,8 @@ public struct HTTPFilterConfig: Sendable {
         case upstreamALPN(http1: [String], http2: [String])
         /// `envoy.filters.http.fault`: delays and aborts (``FaultFilter``).
         case fault(FaultFilterConfig)
+        /// `envoy.filters.http.jwt_authn`: JWT verification (``JWTAuthenticationFilter``).
+        case jwtAuthentication(JWTAuthenticationConfig)
         /// Accepted and counted, not acted on yet (cors, grpc_stats, Istio's own before their
         /// issues): the reason is listed in the README and in `config.fields_not_acted_on`.
         case notActedOn(reason: String)

@@ -38,6 +38,8 @@ struct HTTPLocalReply {
     var flags: ResponseFlags
     /// For a gRPC request: answered as gRPC, HTTP 200 with this `grpc-status` (and the body as `grpc-message`).
     var grpcStatus: Int?
+    /// Headers of the reply (the JWT filter's `www-authenticate`); not sent on a gRPC reply.
+    var headers = HTTPFields()
 }
 
 /// The stream as its filters see it (Envoy's decoder filter callbacks), used on its event loop only.

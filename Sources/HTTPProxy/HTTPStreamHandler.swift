@@ -586,7 +586,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func localReply(_ reply: HTTPLocalReply, to request: HTTPRequest) {
         guard let grpcStatus = reply.grpcStatus, request.headerFields[.contentType]?.hasPrefix("application/grpc") == true,
               let context else {
-            return answer(reply.status, body: reply.body, flags: reply.flags)
+            return answer(reply.status, body: reply.body, flags: reply.flags, headers: reply.headers)
         }
         releaseEndpoint()
         state = .answered
