@@ -376,6 +376,30 @@ import _CryptoExtras
         #expect(Self.run(config, headers: Self.bearer(Self.token(Self.validClaims))).reply?.body == "Jwks doesn't have any valid public key")
     }
 
+    @Test func aRoutesOwnRequirementIsRefusedAndDisabledListed() throws {
+        func table(_ perRoute: Envoy_Extensions_Filters_Http_JwtAuthn_V3_PerRouteConfig) throws -> RouteTable {
+            var route = Envoy_Config_Route_V3_Route()
+            route.match.prefix = "/"
+            route.route.cluster = "backend"
+            route.typedPerFilterConfig["envoy.filters.http.jwt_authn"] = try Google_Protobuf_Any(message: perRoute)
+            var host = Envoy_Config_Route_V3_VirtualHost()
+            host.name = "app"
+            host.domains = ["*"]
+            host.routes = [route]
+            var proto = Envoy_Config_Route_V3_RouteConfiguration()
+            proto.name = "r"
+            proto.virtualHosts = [host]
+            return try RouteTable(proto, path: "r")
+        }
+        var named = Envoy_Extensions_Filters_Http_JwtAuthn_V3_PerRouteConfig()
+        named.requirementName = "strict"
+        let error = #expect(throws: ConfigError.self) { try table(named) }
+        #expect(error?.path.hasSuffix(#"typed_per_filter_config["envoy.filters.http.jwt_authn"].requirement_name"#) == true)
+        var disabled = Envoy_Extensions_Filters_Http_JwtAuthn_V3_PerRouteConfig()
+        disabled.disabled = true
+        #expect(try table(disabled).fieldsNotActedOn.map(\.path).contains { $0.hasSuffix(#"["envoy.filters.http.jwt_authn"].disabled"#) })
+    }
+
     @Test func base64URLRoundTrips() {
         for length in 0..<10 {
             let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 * 37 + 250) }
