@@ -146,8 +146,10 @@ struct JWTProvider: Sendable {
         }
     }
 
-    /// The first token in `request` at this provider's locations.
-    func findToken(in request: HTTPRequest) -> FoundToken? {
+    /// Every token in `request` at this provider's locations, in their order. Envoy verifies them all:
+    /// a request with a good token and a bad one fails, lest the upstream read the bad one as verified.
+    func findTokens(in request: HTTPRequest) -> [FoundToken] {
+        var found: [FoundToken] = []
         for location in locations {
             switch location {
             case .header(let name, let prefix):
@@ -155,14 +157,14 @@ struct JWTProvider: Sendable {
                     let value = field.value
                     guard value.hasPrefix(prefix) else { continue }
                     let token = value.dropFirst(prefix.count).drop { $0 == " " }
-                    if !token.isEmpty { return FoundToken(token: token, location: location) }
+                    if !token.isEmpty { found.append(FoundToken(token: token, location: location)) }
                 }
             case .query(let parameter):
                 guard let path = request.path, let mark = path.firstIndex(of: "?") else { continue }
                 for pair in path[path.index(after: mark)...].split(separator: "&") {
                     let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
                     if parts.count == 2, parts[0] == parameter, !parts[1].isEmpty {
-                        return FoundToken(token: parts[1], location: location)
+                        found.append(FoundToken(token: parts[1], location: location))
                     }
                 }
             case .cookie(let cookie):
@@ -170,13 +172,13 @@ struct JWTProvider: Sendable {
                     for pair in field.value.split(separator: ";") {
                         let parts = pair.drop { $0 == " " }.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
                         if parts.count == 2, parts[0] == cookie, !parts[1].isEmpty {
-                            return FoundToken(token: parts[1], location: location)
+                            found.append(FoundToken(token: parts[1], location: location))
                         }
                     }
                 }
             }
         }
-        return nil
+        return found
     }
 
     /// Envoy's checks of a found token, in its order: parse, issuer, time, audiences, signature.

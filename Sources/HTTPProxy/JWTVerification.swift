@@ -25,24 +25,22 @@ struct JWTVerification {
         self.now = now
     }
 
-    /// nil when `provider` finds a token in the request and it verifies (for `audiences`, when given).
+    /// nil when `provider` finds tokens in the request and every one verifies (for `audiences`, when given).
     mutating func verify(_ provider: JWTProvider, audiences: [String]?) -> JWTFailure? {
         let key = audiences.map { "\(provider.name)\u{0}\($0.joined(separator: "\u{0}"))" } ?? provider.name
         if let outcome = outcomes[key] { return outcome }
-        let outcome: JWTFailure?
-        if let found = provider.findToken(in: request) {
+        let found = provider.findTokens(in: request)
+        var outcome: JWTFailure? = found.isEmpty ? .missing : nil
+        var tokens: [Verified] = []
+        for candidate in found {
             do {
-                let token = try provider.verify(found, audiences: audiences, now: now)
-                if !verified.contains(where: { $0.provider.name == provider.name }) {
-                    verified.append(Verified(provider: provider, found: found, token: token))
-                }
-                outcome = nil
+                tokens.append(Verified(provider: provider, found: candidate, token: try provider.verify(candidate, audiences: audiences, now: now)))
             } catch {
                 outcome = error
+                break
             }
-        } else {
-            outcome = .missing
         }
+        if outcome == nil, !verified.contains(where: { $0.provider.name == provider.name }) { verified += tokens }
         outcomes[key] = outcome
         return outcome
     }

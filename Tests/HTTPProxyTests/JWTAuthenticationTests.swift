@@ -208,6 +208,13 @@ import _CryptoExtras
         #expect(bearer.reply?.body == "Jwt is missing")
     }
 
+    @Test func everyTokenFoundMustVerify() throws {
+        let good = Self.token(Self.validClaims)
+        let outcome = Self.run(try Self.config(), path: "/books?access_token=bad!.token.here", headers: Self.bearer(good))
+        #expect(outcome.reply?.body == "Jwt header is an invalid Base64url encoded")
+        #expect(Self.run(try Self.config(), path: "/books?access_token=\(good)", headers: Self.bearer(good)).proceeded)
+    }
+
     @Test func aTokenNotYetValidPassesWithinTheClockSkew() throws {
         let soon = #""iss":"https://issuer.example","sub":"a","nbf":1767225630"#
         #expect(Self.run(try Self.config(), headers: Self.bearer(Self.token(soon))).proceeded, "30 s early, within the default 60 s")
