@@ -51,6 +51,11 @@ protocol HTTPFilterCallbacks: AnyObject {
     var metadata: DynamicMetadata { get set }
     /// A held request goes on to the next filter.
     func resume()
+    /// A held request goes on to the next filter as `request` (the filter that held it changed it).
+    func resume(with request: HTTPRequest)
+    /// A request of the filter's own (the JWT filter's JWKS) through `cluster`, answered whole: its
+    /// status and body, or nil when the cluster is unknown, has no endpoint, or did not answer in `timeout`.
+    func fetch(_ request: HTTPRequest, cluster: String, timeout: TimeAmount) -> EventLoopFuture<(status: Int, body: ByteBuffer)?>
     /// A held request is answered here.
     func reply(_ reply: HTTPLocalReply)
     /// Response flags for the access log and metrics (`DI`).

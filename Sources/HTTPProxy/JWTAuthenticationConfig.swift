@@ -22,6 +22,8 @@ public final class JWTAuthenticationConfig: Sendable {
     }
 
     let providers: [JWTProvider]
+    /// The providers' `remote_jwks`, fetched before a request is verified.
+    let remoteKeySets: [RemoteJWKS]
     let rules: [Rule]
     /// `bypass_cors_preflight`: CORS preflight requests are not verified.
     let bypassesCORSPreflight: Bool
@@ -86,6 +88,10 @@ public final class JWTAuthenticationConfig: Sendable {
         }
         notActedOn += UnknownFields.paths(in: proto).map { FieldNotActedOn(path: "\(path).\($0)", reason: UnknownFields.reason) }
         self.providers = providers.keys.sorted().map { providers[$0]! }
+        remoteKeySets = self.providers.compactMap { provider in
+            if case .remote(let remote) = provider.keySource { return remote }
+            return nil
+        }
         self.rules = rules
         bypassesCORSPreflight = proto.bypassCorsPreflight
         stripsFailureResponse = proto.stripFailureResponse

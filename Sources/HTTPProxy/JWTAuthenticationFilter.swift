@@ -1,5 +1,6 @@
 import Authorization
 import HTTPTypes
+import NIOCore
 import Routing
 import SwiftProtobuf
 
@@ -11,10 +12,12 @@ import SwiftProtobuf
 /// `jwt_authn_access_denied{…}`. A request that meets it goes on with what verified tokens leave:
 /// the token's header removed (unless `forward`), `forward_payload_header`, `claim_to_headers`, the
 /// payload (and header) in dynamic metadata under `envoy.filters.http.jwt_authn`, and Istio's
-/// `istio_authn` view of the claims (``IstioAuthnMetadata``). Verification is synchronous: the keys are
-/// in memory, so the request is never held.
+/// `istio_authn` view of the claims (``IstioAuthnMetadata``). The request is held only while a remote
+/// JWKS is fetched for the first time (``RemoteJWKS``); otherwise the keys are in memory.
 final class JWTAuthenticationFilter: HTTPFilter {
     private let config: JWTAuthenticationConfig
+    /// The request ended while held for a JWKS fetch.
+    private var ended = false
 
     init(config: JWTAuthenticationConfig) {
         self.config = config
@@ -23,17 +26,38 @@ final class JWTAuthenticationFilter: HTTPFilter {
     func decodeHeaders(_ request: inout HTTPRequest, route: RouteDecision?, stream: any HTTPFilterCallbacks) -> HTTPFilterStatus {
         if config.bypassesCORSPreflight, Self.isCORSPreflight(request) { return .proceed }
         guard let requirement = config.requirement(for: request) else { return .proceed }
-        var verification = JWTVerification(request: request, providers: config.providers, now: config.now())
-        let failure = requirement.check(&verification)
-        if let failure {
+        let now = config.now()
+        // Remote key sets due are fetched again; the request waits only for sets never fetched yet.
+        var waits: [EventLoopFuture<Void>] = []
+        for remote in config.remoteKeySets {
+            if let refreshing = remote.refresh(through: stream, now: now), remote.keys == nil { waits.append(refreshing) }
+        }
+        guard !waits.isEmpty else { return verify(&request, requirement, now: now, stream: stream) }
+        let held = request
+        EventLoopFuture.andAllComplete(waits, on: stream.eventLoop).assumeIsolated().whenComplete { [self] _ in
+            guard !ended else { return }
+            var request = held
+            switch verify(&request, requirement, now: config.now(), stream: stream) {
+            case .proceed: stream.resume(with: request)
+            case .reply(let reply): stream.reply(reply)
+            case .hold: break
+            }
+        }
+        return .hold
+    }
+
+    func requestEnded() { ended = true }
+
+    /// Checks `requirement` now: on, with what verified tokens leave, or the failure's reply.
+    private func verify(_ request: inout HTTPRequest, _ requirement: JWTRequirement, now: Int64, stream: any HTTPFilterCallbacks) -> HTTPFilterStatus {
+        var verification = JWTVerification(request: request, providers: config.providers, now: now)
+        if let failure = requirement.check(&verification) {
             stream.setResponseCodeDetails(failure.responseCodeDetails)
             return .reply(reply(for: failure, request: request))
         }
         apply(verification.verified, to: &request, metadata: &stream.metadata)
         return .proceed
     }
-
-    func requestEnded() {}
 
     /// What the verified tokens leave on the request and in its metadata.
     private func apply(_ verified: [JWTVerification.Verified], to request: inout HTTPRequest, metadata: inout DynamicMetadata) {

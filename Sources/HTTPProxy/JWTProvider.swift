@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Configuration
 import HTTPTypes
+import NIOCore
 import SwiftProtobuf
 import XDS
 
@@ -37,7 +38,13 @@ struct JWTProvider: Sendable {
     let issuer: String
     /// Empty: tokens for any audience.
     let audiences: [String]
-    let keys: JSONWebKeySet
+    /// Where the keys come from.
+    enum KeySource: Sendable {
+        case local(JSONWebKeySet)
+        case remote(RemoteJWKS)
+    }
+
+    let keySource: KeySource
     /// `forward`: false (the default) removes the token's header before the upstream.
     let forwards: Bool
     /// `from_headers`, `from_params`, `from_cookies`; when none is given, Envoy's defaults:
@@ -74,34 +81,11 @@ struct JWTProvider: Sendable {
         }
         switch proto.jwksSourceSpecifier {
         case .localJwks(let source)?:
-            let json: String
-            switch source.specifier {
-            case .inlineString(let text)?: json = text
-            case .inlineBytes(let bytes)?: json = String(decoding: bytes, as: UTF8.self)
-            case .filename(let file)?:
-                guard let text = Self.readFile(file) else {
-                    throw ConfigError(path: "\(path).local_jwks.filename", message: "\"\(file)\" cannot be read (errno \(errno))")
-                }
-                json = text
-            case .environmentVariable?:
-                throw ConfigError(path: "\(path).local_jwks.environment_variable", message: "is not supported: give the JWKS inline or in a file")
-            case nil:
-                throw ConfigError(path: "\(path).local_jwks", message: "needs inline_string, inline_bytes or filename")
-            }
-            do {
-                keys = try JSONWebKeySet(json: json)
-            } catch {
-                // As Envoy: the configuration stands, and this provider's tokens all fail.
-                keys = JSONWebKeySet(keys: [])
-                notActedOn.append(.init(path: "\(path).local_jwks", reason: "the JWKS \(error): every token of this provider fails verification"))
-            }
-            if keys.keys.isEmpty, !notActedOn.contains(where: { $0.path == "\(path).local_jwks" }) {
-                notActedOn.append(.init(path: "\(path).local_jwks", reason: "the JWKS has no key Capstan can use: every token of this provider fails verification"))
-            }
-        case .remoteJwks?:
-            throw ConfigError(path: "\(path).remote_jwks", message: "remote_jwks is not supported yet: give the keys as local_jwks (istiod inlines them so unless PILOT_JWT_ENABLE_REMOTE_JWKS is set)")
+            keySource = .local(try Self.localKeys(source, path: "\(path).local_jwks", notActedOn: &notActedOn))
+        case .remoteJwks(let remote)?:
+            keySource = .remote(try Self.remoteKeys(remote, path: "\(path).remote_jwks", notActedOn: &notActedOn))
         case nil:
-            throw ConfigError(path: path, message: "needs local_jwks (or remote_jwks, which Capstan does not support yet)")
+            throw ConfigError(path: path, message: "needs local_jwks or remote_jwks")
         }
         forwards = proto.forward
         var locations: [Location] = []
@@ -192,7 +176,12 @@ struct JWTProvider: Sendable {
             let wanted = Set(allowed.map(Self.normalizedAudience))
             guard token.audiences.contains(where: { wanted.contains(Self.normalizedAudience($0)) }) else { throw .audienceNotAllowed }
         }
-        try keys.verify(token)
+        switch keySource {
+        case .local(let keys): try keys.verify(token)
+        case .remote(let remote):
+            guard let keys = remote.keys else { throw .jwksFetchFailed }
+            try keys.verify(token)
+        }
         return token
     }
 
@@ -213,6 +202,65 @@ struct JWTProvider: Sendable {
             payload.fields[claim] = Google_Protobuf_Value(listValue: Google_Protobuf_ListValue(values: text.split(separator: " ").map { Google_Protobuf_Value(stringValue: String($0)) }))
         }
         return payload
+    }
+
+    /// `local_jwks`: inline or from a file. A set that does not parse, or has no key Capstan can use,
+    /// is listed, and the configuration stands with every token of the provider failing, as Envoy does.
+    private static func localKeys(_ source: Envoy_Config_Core_V3_DataSource, path: String,
+                                  notActedOn: inout [FieldNotActedOn]) throws(ConfigError) -> JSONWebKeySet {
+        let json: String
+        switch source.specifier {
+        case .inlineString(let text)?: json = text
+        case .inlineBytes(let bytes)?: json = String(decoding: bytes, as: UTF8.self)
+        case .filename(let file)?:
+            guard let text = readFile(file) else {
+                throw ConfigError(path: "\(path).filename", message: "\"\(file)\" cannot be read (errno \(errno))")
+            }
+            json = text
+        case .environmentVariable?:
+            throw ConfigError(path: "\(path).environment_variable", message: "is not supported: give the JWKS inline or in a file")
+        case nil:
+            throw ConfigError(path: path, message: "needs inline_string, inline_bytes or filename")
+        }
+        do {
+            let keys = try JSONWebKeySet(json: json)
+            if keys.keys.isEmpty {
+                notActedOn.append(.init(path: path, reason: "the JWKS has no key Capstan can use: every token of this provider fails verification"))
+            }
+            return keys
+        } catch {
+            notActedOn.append(.init(path: path, reason: "the JWKS \(error): every token of this provider fails verification"))
+            return JSONWebKeySet(keys: [])
+        }
+    }
+
+    /// `remote_jwks`: fetched through the named cluster (``RemoteJWKS``).
+    private static func remoteKeys(_ remote: Envoy_Extensions_Filters_Http_JwtAuthn_V3_RemoteJwks, path: String,
+                                   notActedOn: inout [FieldNotActedOn]) throws(ConfigError) -> RemoteJWKS {
+        let uri = remote.httpUri
+        guard case .cluster(let cluster)? = uri.httpUpstreamType, !cluster.isEmpty else {
+            throw ConfigError(path: "\(path).http_uri.cluster", message: "is required: the JWKS is fetched through one of the proxy's clusters")
+        }
+        let schemeEnd = uri.uri.firstRange(of: "://")
+        guard let schemeEnd, ["http", "https"].contains(uri.uri[..<schemeEnd.lowerBound]) else {
+            throw ConfigError(path: "\(path).http_uri.uri", message: "\"\(uri.uri)\" is not an http:// or https:// URI")
+        }
+        let rest = uri.uri[schemeEnd.upperBound...]
+        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+        let authority = String(rest[..<slash])
+        let requestPath = slash == rest.endIndex ? "/" : String(rest[slash...])
+        guard !authority.isEmpty else {
+            throw ConfigError(path: "\(path).http_uri.uri", message: "\"\(uri.uri)\" has no host")
+        }
+        // The cluster's transport socket decides TLS; the request names the URI's scheme and host.
+        let request = HTTPRequest(method: .get, scheme: String(uri.uri[..<schemeEnd.lowerBound]), authority: authority, path: requestPath)
+        let timeout: TimeAmount = uri.hasTimeout && (uri.timeout.seconds > 0 || uri.timeout.nanos > 0)
+            ? .nanoseconds(uri.timeout.seconds * 1_000_000_000 + Int64(uri.timeout.nanos)) : .seconds(1)
+        let cacheDuration: Int64 = remote.hasCacheDuration && remote.cacheDuration.seconds > 0 ? remote.cacheDuration.seconds : 600
+        if remote.hasAsyncFetch {
+            notActedOn.append(.init(path: "\(path).async_fetch", reason: "the JWKS is fetched when a request first needs it, and that request waits for it"))
+        }
+        return RemoteJWKS(request: request, cluster: cluster, timeout: timeout, cacheDuration: cacheDuration)
     }
 
     /// A JWKS file's text (at most 1 MiB), read when the configuration is decoded, as Envoy reads it.

@@ -113,6 +113,10 @@ import _CryptoExtras
         var metadata = DynamicMetadata()
         var details: String?
         func resume() {}
+        func resume(with request: HTTPRequest) {}
+        func fetch(_ request: HTTPRequest, cluster: String, timeout: TimeAmount) -> EventLoopFuture<(status: Int, body: ByteBuffer)?> {
+            eventLoop.makeSucceededFuture(nil)
+        }
         func reply(_ reply: HTTPLocalReply) {}
         func addFlags(_ flags: ResponseFlags) {}
         func setResponseCodeDetails(_ details: String) { self.details = details }
@@ -356,8 +360,7 @@ import _CryptoExtras
         var remote = Self.provider()
         remote.remoteJwks.httpUri.uri = "https://issuer.example/jwks"
         let remoteError = #expect(throws: ConfigError.self) { try Self.config(remote) }
-        #expect(remoteError?.path == "jwt.providers[\"origins-0\"].remote_jwks")
-        #expect(remoteError?.message.contains("remote_jwks is not supported yet") == true)
+        #expect(remoteError?.path == "jwt.providers[\"origins-0\"].remote_jwks.http_uri.cluster")
 
         let subjects = Self.provider { $0.subjects.prefix = "spiffe://" }
         #expect((#expect(throws: ConfigError.self) { try Self.config(subjects) })?.path == "jwt.providers[\"origins-0\"].subjects")
@@ -465,6 +468,63 @@ import _CryptoExtras
         let upstream = try fixture.upstreamText()
         #expect(upstream.hasPrefix("GET /books HTTP/1.1\r\n"))
         #expect(!upstream.lowercased().contains("authorization:"))
+    }
+
+    /// jwt_authn with the provider's keys fetched from `http://jwks.local/keys` through `backend`.
+    static func remoteConnectionManager(cacheDuration: String = "600s") throws -> HTTPConnectionManagerConfig {
+        let json = """
+            {"stat_prefix": "test", "codec_type": "HTTP1", "server_name": "istio-envoy",
+             "route_config": {"name": "test", "virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [
+               {"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]},
+             "http_filters": [
+               {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+                 "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                 "providers": {"origins-0": {"issuer": "\(issuer)", "remote_jwks": {
+                   "http_uri": {"uri": "http://jwks.local/keys", "cluster": "backend", "timeout": "1s"}, "cache_duration": "\(cacheDuration)"}}},
+                 "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "origins-0"}}]}},
+               {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
+            """
+        Google_Protobuf_Any.register(messageType: Envoy_Extensions_Filters_Http_Router_V3_Router.self)
+        Google_Protobuf_Any.register(messageType: Envoy_Extensions_Filters_Http_JwtAuthn_V3_JwtAuthentication.self)
+        return try HTTPConnectionManagerConfig(try HTTPConnectionManagerConfig.Proto(jsonString: json), path: "hcm")
+    }
+
+    static func allUpstreamText(_ fixture: HTTPStreamHandlerTests.Fixture) throws -> String {
+        try fixture.backend.connections.indices.map { try fixture.upstreamText($0) }.joined()
+    }
+
+    @Test func aRemoteJWKSIsFetchedThroughItsClusterOnceThenCached() throws {
+        let fixture = try HTTPStreamHandlerTests.Fixture(config: try Self.remoteConnectionManager())
+        let exp = JWTAuthenticationConfig.systemTime() + 3600
+        let token = Self.token(#""iss":"https://issuer.example","sub":"alice","exp":\#(exp)"#)
+        try fixture.send("GET /books HTTP/1.1\r\nHost: bookinfo.local\r\nAuthorization: Bearer \(token)\r\n\r\n")
+        let fetch = try Self.allUpstreamText(fixture)
+        #expect(fetch.hasPrefix("GET /keys HTTP/1.1\r\n"), "the request waits for the JWKS: \(fetch)")
+        #expect(fetch.lowercased().contains("host: jwks.local"))
+        let jwks = Keys.jwks
+        try fixture.answer("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: \(jwks.utf8.count)\r\n\r\n\(jwks)")
+        let forwarded = try Self.allUpstreamText(fixture)
+        #expect(forwarded.contains("GET /books HTTP/1.1\r\n"), "verified with the fetched keys: \(forwarded)")
+        #expect(!forwarded.lowercased().contains("authorization:"))
+        try fixture.answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 200 OK"))
+        // The set is cached: the next request goes straight on.
+        try fixture.send("GET /reviews HTTP/1.1\r\nHost: bookinfo.local\r\nAuthorization: Bearer \(token)\r\n\r\n")
+        let next = try Self.allUpstreamText(fixture)
+        #expect(next.hasPrefix("GET /reviews HTTP/1.1\r\n"), "\(next)")
+        #expect(!next.contains("/keys"))
+    }
+
+    @Test func tokensFailWhileNoRemoteJWKSWasFetched() throws {
+        let fixture = try HTTPStreamHandlerTests.Fixture(config: try Self.remoteConnectionManager())
+        let exp = JWTAuthenticationConfig.systemTime() + 3600
+        let token = Self.token(#""iss":"https://issuer.example","sub":"alice","exp":\#(exp)"#)
+        try fixture.send("GET /books HTTP/1.1\r\nHost: bookinfo.local\r\nAuthorization: Bearer \(token)\r\n\r\n")
+        #expect(try Self.allUpstreamText(fixture).hasPrefix("GET /keys HTTP/1.1\r\n"))
+        try fixture.answer("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+        let refused = try fixture.downstreamText()
+        #expect(refused.hasPrefix("HTTP/1.1 401 Unauthorized\r\n"), "\(refused)")
+        #expect(refused.hasSuffix("Jwks remote fetch is failed"))
     }
 
     @Test func aDisabledJWTFilterIsRefused() throws {
