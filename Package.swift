@@ -125,6 +125,8 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
         ),
 
@@ -267,6 +269,8 @@ let package = Package(
                                                                .product(name: "HTTPTypes", package: "swift-http-types"),
                                                                .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "HTTPProxyTests", dependencies: ["HTTPProxy", "Authorization", "Routing", "XDS", "Configuration",
+                                                           .product(name: "Crypto", package: "swift-crypto"),
+                                                           .product(name: "_CryptoExtras", package: "swift-crypto"),
                                                            .product(name: "NIOCore", package: "swift-nio"),
                                                            .product(name: "NIOEmbedded", package: "swift-nio"),
                                                            .product(name: "NIOPosix", package: "swift-nio"),

@@ -38,6 +38,8 @@ struct HTTPLocalReply {
     var flags: ResponseFlags
     /// For a gRPC request: answered as gRPC, HTTP 200 with this `grpc-status` (and the body as `grpc-message`).
     var grpcStatus: Int?
+    /// Headers of the reply (the JWT filter's `www-authenticate`); not sent on a gRPC reply.
+    var headers = HTTPFields()
 }
 
 /// The stream as its filters see it (Envoy's decoder filter callbacks), used on its event loop only.
@@ -49,6 +51,11 @@ protocol HTTPFilterCallbacks: AnyObject {
     var metadata: DynamicMetadata { get set }
     /// A held request goes on to the next filter.
     func resume()
+    /// A held request goes on to the next filter as `request` (the filter that held it changed it).
+    func resume(with request: HTTPRequest)
+    /// A request of the filter's own (the JWT filter's JWKS) through `cluster`, answered whole: its
+    /// status and body, or nil when the cluster is unknown, has no endpoint, or did not answer in `timeout`.
+    func fetch(_ request: HTTPRequest, cluster: String, timeout: TimeAmount) -> EventLoopFuture<(status: Int, body: ByteBuffer)?>
     /// A held request is answered here.
     func reply(_ reply: HTTPLocalReply)
     /// Response flags for the access log and metrics (`DI`).

@@ -38,8 +38,6 @@ public enum HTTPFilterRegistry {
         // istio.stats
         "stats.PluginConfig": .behaviour(.notActedOn(reason:
             "Capstan counts Istio's standard request metrics itself whatever this says: its custom dimensions, tags and disable_host_header_fallback are not read (destination_service is the cluster's Istio service, else the request's host)")),
-        "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication": .refused(reason:
-            "Capstan does not verify JWTs yet, and passing the requests this filter would reject is not an option"),
         "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz": .refused(reason:
             "Capstan does not call external authorization yet, and passing the requests it would deny is not an option"),
     ]
@@ -65,6 +63,9 @@ public enum HTTPFilterRegistry {
                 // Disabled by default, enabled per route (typed_per_filter_config), which Capstan does not read.
                 if typeName == rbacType {
                     throw ConfigError(path: "\(filterPath).disabled", message: "is not supported for \"\(filter.name)\" (\(typeName)): Capstan does not enable filters per route, and the requests it would deny there would pass")
+                }
+                if typeName == JWTAuthenticationConfig.typeName {
+                    throw ConfigError(path: "\(filterPath).disabled", message: "\"\(filter.name)\" (\(typeName)) disabled here and enabled per route is not supported: routes that enable it would go unverified")
                 }
                 if case .refused(let reason)? = known {
                     throw ConfigError(path: filterPath, message: "\"\(filter.name)\" (\(typeName)) is not supported: \(reason)")
@@ -92,6 +93,13 @@ public enum HTTPFilterRegistry {
                                     reason: listed.reason)
                 }
                 decoded.append(HTTPFilterConfig(name: filter.name, typeURL: typeURL, behaviour: .fault(FaultFilterConfig(policy: policy))))
+                continue
+            }
+            if typeName == JWTAuthenticationConfig.typeName {
+                var listed: [FieldNotActedOn] = []
+                let config = try JWTAuthenticationConfig(unpacking: filter.typedConfig, path: "\(filterPath).typed_config", notActedOn: &listed)
+                notActedOn += listed.map { FieldNotActedOn(path: field + String($0.path.dropFirst(filterPath.count)), reason: $0.reason) }
+                decoded.append(HTTPFilterConfig(name: filter.name, typeURL: typeURL, behaviour: .jwtAuthentication(config)))
                 continue
             }
             switch known {
@@ -133,6 +141,7 @@ public enum HTTPFilterRegistry {
                 filters.append(rbac)
                 continue
             }
+            if case .jwtAuthentication(let jwt) = config.behaviour { filters.append(JWTAuthenticationFilter(config: jwt)); continue }
             guard case .fault(let fault) = config.behaviour else { continue }
             var policy = fault.policy
             if let faults = route?.filterConfigs.faults, !faults.isEmpty, let own = faults[config.name] { policy = own }
@@ -216,6 +225,6 @@ public enum HTTPFilterRegistry {
 
     /// The filters Capstan has, for refusals.
     private static var supportedList: String {
-        "\(routerName), envoy.filters.http.fault, envoy.filters.http.rbac, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"
+        "\(routerName), envoy.filters.http.fault, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"
     }
 }

@@ -586,7 +586,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func localReply(_ reply: HTTPLocalReply, to request: HTTPRequest) {
         guard let grpcStatus = reply.grpcStatus, request.headerFields[.contentType]?.hasPrefix("application/grpc") == true,
               let context else {
-            return answer(reply.status, body: reply.body, flags: reply.flags)
+            return answer(reply.status, body: reply.body, flags: reply.flags, headers: reply.headers)
         }
         releaseEndpoint()
         state = .answered
@@ -832,6 +832,25 @@ extension HTTPStreamHandler: HTTPFilterCallbacks {
     func resume() {
         guard case .filtering = state else { return }  // answered meanwhile (stream idle timeout) or gone
         runFilters()
+    }
+
+    func resume(with request: HTTPRequest) {
+        guard case .filtering = state else { return }
+        filtered?.request = request
+        runFilters()
+    }
+
+    func fetch(_ request: HTTPRequest, cluster name: String, timeout: TimeAmount) -> EventLoopFuture<(status: Int, body: ByteBuffer)?> {
+        let loop = connection.pools.eventLoop
+        guard let cluster = filtered?.snapshot.cluster(named: name),
+              case .success(let endpoint) = cluster.chooseEndpoint(for: connection.downstream, hash: nil) else {
+            return loop.makeSucceededFuture(nil)
+        }
+        return HealthProbe.exchange(request, body: nil, version: .http1, to: endpoint, of: cluster, pools: connection.pools, timeout: timeout)
+            .assumeIsolated().map { answer -> (status: Int, body: ByteBuffer)? in
+                cluster.requestEnded(at: endpoint)
+                return answer.status.map { ($0, answer.body) }
+            }.nonisolated()
     }
 
     func reply(_ reply: HTTPLocalReply) {

@@ -84,8 +84,9 @@ public enum HealthProbe {
         return bytes
     }
 
-    /// The response to one request, read whole (health check responses are small).
-    private static func exchange(_ request: HTTPRequest, body: ByteBuffer?, version: UpstreamVersion, to endpoint: UpstreamEndpoint,
+    /// The response to one request, read whole (health check responses are small; the JWT filter's
+    /// JWKS fetch uses it too).
+    static func exchange(_ request: HTTPRequest, body: ByteBuffer?, version: UpstreamVersion, to endpoint: UpstreamEndpoint,
                                  of cluster: any UpstreamCluster, pools: UpstreamPools, timeout: TimeAmount) -> EventLoopFuture<Answer> {
         let loop = pools.eventLoop
         let promise = loop.makePromise(of: Answer.self)

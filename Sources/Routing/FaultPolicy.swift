@@ -268,6 +268,8 @@ public struct RouteFilterConfigs: Sendable {
             let typeName = Self.configurationTypeName(any)
             if typeName == FaultPolicy.typeName {
                 faults[name] = try FaultPolicy(unpacking: any, path: entryPath, notActedOn: &notActedOn)
+            } else if typeName == Self.jwtPerRouteTypeName {
+                try Self.checkJWTPerRoute(any, path: entryPath, notActedOn: &notActedOn)
             } else if Self.refusedTypes.contains(typeName) {
                 throw ConfigError(path: entryPath, message: "\(typeName) is not supported: it changes a route's authorization, and the listener's rules applied in its place could let through what it stops")
             } else {
@@ -278,8 +280,24 @@ public struct RouteFilterConfigs: Sendable {
 
     /// Per-route configurations of filters that enforce policy: refused, not skipped.
     static let refusedTypes: Set<String> = ["envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
-                                            "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
                                             "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"]
+
+    static let jwtPerRouteTypeName = "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig"
+
+    /// jwt_authn's per-route choice is not read: `disabled` leaves the listener's rules in force (stricter,
+    /// listed), but a `requirement_name` the rules do not pick could go unenforced, so it is refused.
+    private static func checkJWTPerRoute(_ any: Google_Protobuf_Any, path: String, notActedOn: inout [FieldNotActedOn]) throws(ConfigError) {
+        let config: Envoy_Extensions_Filters_Http_JwtAuthn_V3_PerRouteConfig
+        do {
+            config = try .init(unpackingAny: any)
+        } catch {
+            throw ConfigError(path: path, message: "is not a \(jwtPerRouteTypeName): \(error)")
+        }
+        if case .requirementName(let name)? = config.requirementSpecifier {
+            throw ConfigError(path: "\(path).requirement_name", message: "\"\(name)\" is not supported: Capstan's JWT filter picks requirements by its own rules only, and the one named here would not be enforced")
+        }
+        notActedOn.append(.init(path: "\(path).disabled", reason: "a route's own JWT configuration is not read: the filter's rules still apply on this route"))
+    }
 
     /// The type an `Any` holds, through a TypedStruct.
     private static func configurationTypeName(_ any: Google_Protobuf_Any) -> String {

@@ -22,7 +22,7 @@ public struct RouteMatch: Sendable {
     /// `grpc`: the request's content-type is `application/grpc`, possibly with a suffix (`application/grpc+proto`), as Envoy tells gRPC.
     let grpcOnly: Bool
 
-    init(_ proto: Envoy_Config_Route_V3_RouteMatch, path: String) throws(ConfigError) {
+    public init(_ proto: Envoy_Config_Route_V3_RouteMatch, path: String) throws(ConfigError) {
         // A match field outside Capstan's subset (runtime_fraction, tls_context, dynamic_metadata, filter_state)
         // would narrow which requests match: refused, not listed and ignored.
         if let unknown = UnknownFields.paths(in: proto).first {
@@ -68,7 +68,7 @@ public struct RouteMatch: Sendable {
     }
 
     /// Whether the request matches; `path` is its whole `:path`, `pathOnly` that without query or fragment.
-    func matches(_ request: HTTPRequest, path: Substring, pathOnly: Substring) -> Bool {
+    public func matches(_ request: HTTPRequest, path: Substring, pathOnly: Substring) -> Bool {
         switch pathSpecifier {
         case .prefix(let matcher, _): guard matcher.matches(path) else { return false }
         case .path(let matcher): guard matcher.matches(pathOnly) else { return false }
@@ -91,7 +91,7 @@ public struct RouteMatch: Sendable {
     }
 
     /// The path without its query and fragment.
-    static func pathOnly(_ path: Substring) -> Substring {
+    public static func pathOnly(_ path: Substring) -> Substring {
         path.utf8.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }.map { path[..<$0] } ?? path
     }
 
