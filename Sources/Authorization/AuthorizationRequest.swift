@@ -14,7 +14,9 @@ public struct AuthorizationRequest: Sendable {
     public var destinationAddress: IPAddress?
     public var destinationPort: Int?
     /// nil on a TCP connection (the network filter): header, path and HTTP metadata rules match nothing.
-    public var request: HTTPRequest?
+    public var request: HTTPRequest? {
+        didSet { pathWithoutQuery = Self.pathWithoutQuery(of: request) }
+    }
     public var metadata: DynamicMetadata
 
     public init(peerPrincipal: String? = nil, localPrincipal: String? = nil, sourceAddress: IPAddress? = nil,
@@ -26,12 +28,15 @@ public struct AuthorizationRequest: Sendable {
         self.destinationAddress = destinationAddress
         self.destinationPort = destinationPort
         self.request = request
+        pathWithoutQuery = Self.pathWithoutQuery(of: request)
         self.metadata = metadata
     }
 
-    /// The request's path without its query string, as `url_path` tests it.
-    var pathWithoutQuery: Substring? {
+    /// The request's path without its query string, as `url_path` tests it: found once, for every policy.
+    private(set) var pathWithoutQuery: Substring?
+
+    private static func pathWithoutQuery(of request: HTTPRequest?) -> Substring? {
         guard let path = request?.path else { return nil }
-        return path.firstIndex(of: "?").map { path[..<$0] } ?? Substring(path)
+        return path.utf8.firstIndex(of: UInt8(ascii: "?")).map { path[..<$0] } ?? Substring(path)
     }
 }

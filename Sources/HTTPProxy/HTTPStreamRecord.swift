@@ -1,3 +1,4 @@
+import Authorization
 import HTTPTypes
 import NIOCore
 
@@ -86,9 +87,16 @@ public struct HTTPStreamRecord: Sendable {
 
 /// Who the downstream is: what XFCC, metrics and access logs say of the connection.
 public struct DownstreamConnectionInfo: Sendable {
-    public var remoteAddress: SocketAddress?
+    public var remoteAddress: SocketAddress? {
+        didSet { remoteIP = remoteAddress.flatMap(IPAddress.init(socketAddress:)) }
+    }
     /// The connection's original destination.
-    public var localAddress: SocketAddress?
+    public var localAddress: SocketAddress? {
+        didSet { localIP = localAddress.flatMap(IPAddress.init(socketAddress:)) }
+    }
+    /// Their IP addresses, as RBAC compares them: found once per connection, not per request.
+    public private(set) var remoteIP: IPAddress?
+    public private(set) var localIP: IPAddress?
     /// TLS was terminated on this connection.
     public var isTLS: Bool
     /// The verified peer certificate's SPIFFE ID (mutual TLS).
@@ -103,6 +111,8 @@ public struct DownstreamConnectionInfo: Sendable {
         self.isInbound = isInbound
         self.remoteAddress = remoteAddress
         self.localAddress = localAddress
+        remoteIP = remoteAddress.flatMap(IPAddress.init(socketAddress:))
+        localIP = localAddress.flatMap(IPAddress.init(socketAddress:))
         self.isTLS = isTLS
         self.peerPrincipal = peerPrincipal
         self.localPrincipal = localPrincipal

@@ -134,8 +134,7 @@ extension AuthorizationRequest {
     /// What RBAC checks of a connection (and, on an HTTP connection manager, of a request on it).
     public init(connection: DownstreamConnectionInfo, request: HTTPRequest? = nil, metadata: DynamicMetadata = DynamicMetadata()) {
         self.init(peerPrincipal: connection.peerPrincipal, localPrincipal: connection.localPrincipal,
-                  sourceAddress: connection.remoteAddress.flatMap(IPAddress.init(socketAddress:)),
-                  destinationAddress: connection.localAddress.flatMap(IPAddress.init(socketAddress:)),
+                  sourceAddress: connection.remoteIP, destinationAddress: connection.localIP,
                   destinationPort: connection.localAddress?.port,
                   request: request, metadata: metadata)
     }

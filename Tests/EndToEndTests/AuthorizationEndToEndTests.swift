@@ -6,7 +6,7 @@ import Testing
 /// AuthorizationPolicy from `capstan control-plane`, enforced by the destination's sidecar on mutual TLS
 /// (``MeshCluster``): the seed's policy (only billing may call payments) over HTTP and over TCP, a DENY
 /// before it, and a dry-run policy that only counts.
-@Suite(.serialized) struct AuthorizationPolicyTests {
+@Suite(.serialized) struct AuthorizationEndToEndTests {
     static let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers")
     static let service = "http://198.51.100.200:9080"
     static let paymentsV1 = IPAddress("192.0.2.10")!
