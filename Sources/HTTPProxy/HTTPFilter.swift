@@ -38,6 +38,8 @@ struct HTTPLocalReply {
     var flags: ResponseFlags
     /// For a gRPC request: answered as gRPC, HTTP 200 with this `grpc-status` (and the body as `grpc-message`).
     var grpcStatus: Int?
+    /// Headers of the reply (ext_authz's denied response carries the service's).
+    var headers = HTTPFields()
 }
 
 /// The stream as its filters see it (Envoy's decoder filter callbacks), used on its event loop only.
@@ -49,10 +51,17 @@ protocol HTTPFilterCallbacks: AnyObject {
     var metadata: DynamicMetadata { get set }
     /// A held request goes on to the next filter.
     func resume()
+    /// A held request goes on to the next filter, with `change` made to it first (ext_authz's headers).
+    func resume(_ change: (inout HTTPRequest) -> Void)
     /// A held request is answered here.
     func reply(_ reply: HTTPLocalReply)
     /// Response flags for the access log and metrics (`DI`).
     func addFlags(_ flags: ResponseFlags)
     /// Envoy's `%RESPONSE_CODE_DETAILS%` for a reply a filter made (`rbac_access_denied_matched_policy[…]`).
     func setResponseCodeDetails(_ details: String)
+    /// `HTTP/1.1` or `HTTP/2`: how the request came.
+    var protocolName: String { get }
+    /// A cluster of the configuration the request is routed by, with this event loop's connection
+    /// pools: for filters that call a service of their own (ext_authz). Nil: no such cluster.
+    func upstream(named cluster: String) -> (cluster: any UpstreamCluster, pools: UpstreamPools)?
 }

@@ -40,8 +40,6 @@ public enum HTTPFilterRegistry {
             "Capstan counts Istio's standard request metrics itself whatever this says: its custom dimensions, tags and disable_host_header_fallback are not read (destination_service is the cluster's Istio service, else the request's host)")),
         "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication": .refused(reason:
             "Capstan does not verify JWTs yet, and passing the requests this filter would reject is not an option"),
-        "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz": .refused(reason:
-            "Capstan does not call external authorization yet, and passing the requests it would deny is not an option"),
     ]
 
     /// The TypedStruct wrappers whose `type_url` names the configuration's real type.
@@ -63,7 +61,7 @@ public enum HTTPFilterRegistry {
             let known = Self.known[typeName]
             if filter.disabled {
                 // Disabled by default, enabled per route (typed_per_filter_config), which Capstan does not read.
-                if typeName == rbacType {
+                if typeName == rbacType || typeName == ExtAuthzFilterConfig.typeName {
                     throw ConfigError(path: "\(filterPath).disabled", message: "is not supported for \"\(filter.name)\" (\(typeName)): Capstan does not enable filters per route, and the requests it would deny there would pass")
                 }
                 if case .refused(let reason)? = known {
@@ -81,6 +79,11 @@ public enum HTTPFilterRegistry {
                 decoded.append(HTTPFilterConfig(name: filter.name, typeURL: typeURL,
                                                 behaviour: .rbac(try RBACFilterConfig(unpacking: filter.typedConfig, path: "\(filterPath).typed_config",
                                                                                       field: "\(field).typed_config", notActedOn: &notActedOn))))
+                continue
+            }
+            if typeName == ExtAuthzFilterConfig.typeName {
+                decoded.append(HTTPFilterConfig(name: filter.name, typeURL: typeURL, behaviour: .extAuthz(try ExtAuthzFilterConfig(
+                    unpacking: filter.typedConfig, path: "\(filterPath).typed_config", field: "\(field).typed_config", notActedOn: &notActedOn))))
                 continue
             }
             if typeName == faultType {
@@ -131,6 +134,10 @@ public enum HTTPFilterRegistry {
         for config in configs {
             if case .rbac(let rbac) = config.behaviour {
                 filters.append(rbac)
+                continue
+            }
+            if case .extAuthz(let extAuthz) = config.behaviour {
+                filters.append(ExtAuthzFilter(config: extAuthz))
                 continue
             }
             guard case .fault(let fault) = config.behaviour else { continue }
@@ -216,6 +223,6 @@ public enum HTTPFilterRegistry {
 
     /// The filters Capstan has, for refusals.
     private static var supportedList: String {
-        "\(routerName), envoy.filters.http.fault, envoy.filters.http.rbac, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"
+        "\(routerName), envoy.filters.http.fault, envoy.filters.http.rbac, envoy.filters.http.ext_authz, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"
     }
 }

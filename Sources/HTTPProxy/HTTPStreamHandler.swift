@@ -558,7 +558,9 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         record?.responseCode = status.code
         var response = HTTPResponse(status: status, headerFields: headers)
         response.headerFields[ForwardedHeaders.contentLength] = "\(body.utf8.count)"
-        if !body.isEmpty { response.headerFields[ForwardedHeaders.contentType] = "text/plain" }
+        if !body.isEmpty, response.headerFields[ForwardedHeaders.contentType] == nil {
+            response.headerFields[ForwardedHeaders.contentType] = "text/plain"
+        }
         response.headerFields[ForwardedHeaders.server] = connection.config.serverName
         if connection.config.recordsForAccessLog { record?.responseHeaders = response.headerFields }
         context.write(wrapOutboundOut(.head(response)), promise: nil)
@@ -586,7 +588,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func localReply(_ reply: HTTPLocalReply, to request: HTTPRequest) {
         guard let grpcStatus = reply.grpcStatus, request.headerFields[.contentType]?.hasPrefix("application/grpc") == true,
               let context else {
-            return answer(reply.status, body: reply.body, flags: reply.flags)
+            return answer(reply.status, body: reply.body, flags: reply.flags, headers: reply.headers)
         }
         releaseEndpoint()
         state = .answered
@@ -834,6 +836,12 @@ extension HTTPStreamHandler: HTTPFilterCallbacks {
         runFilters()
     }
 
+    func resume(_ change: (inout HTTPRequest) -> Void) {
+        guard case .filtering = state, filtered != nil else { return }
+        change(&filtered!.request)
+        runFilters()
+    }
+
     func reply(_ reply: HTTPLocalReply) {
         guard case .filtering = state, let request = filtered?.request else { return }
         filtered = nil
@@ -848,5 +856,12 @@ extension HTTPStreamHandler: HTTPFilterCallbacks {
 
     func setResponseCodeDetails(_ details: String) {
         record?.filterDetails = details
+    }
+
+    var protocolName: String { requestProtocol() }
+
+    func upstream(named name: String) -> (cluster: any UpstreamCluster, pools: UpstreamPools)? {
+        let snapshot = filtered?.snapshot ?? connection.routing()
+        return snapshot.cluster(named: name).map { ($0, connection.pools) }
     }
 }
