@@ -77,6 +77,12 @@ import Testing
             let refused = try mesh.curl(["-i", "-H", "x-allow: yes", "http://198.51.100.10/hello"])
             #expect(refused.standardOutput.hasPrefix("HTTP/1.1 403"), "\(refused)")
             #expect(!refused.standardOutput.contains("x-upstream-name"), "\(refused)")
+
+            // Envoy's counters, under the connection manager's prefix.
+            let stats = try mesh.proxy.admin("GET", "/stats").body.split(separator: "\n").filter { $0.contains("ext_authz") }
+            for expected in ["ok: 2", "denied: 1", "error: 1", "failure_mode_allowed: 0"] {
+                #expect(stats.contains { $0 == "http.outbound_0.0.0.0_80.ext_authz.\(expected)" }, "\(stats)")
+            }
         }
     }
 }
