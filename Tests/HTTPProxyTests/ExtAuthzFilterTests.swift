@@ -197,6 +197,17 @@ import XDS
         #expect(counters?.entries.first { $0.0 == "ext_authz.denied" }?.1 == 1)
     }
 
+    /// A gRPC request is answered as gRPC: HTTP 200 and the status Envoy maps 401 to (UNAUTHENTICATED).
+    @Test func aDeniedGRPCRequestIsAnsweredWithAGRPCStatus() throws {
+        let fixture = try AuthzFixture(config: try Self.config())
+        try fixture.proxy.send("POST /shop.Orders/List HTTP/1.1\r\nHost: app.local\r\ncontent-type: application/grpc\r\ncontent-length: 0\r\n\r\n")
+        try fixture.exchange()
+        let response = try fixture.proxy.downstreamText()
+        #expect(response.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(response.contains("grpc-status: 16\r\n"))
+        #expect(response.contains("grpc-message: denied by ext_authz\r\n"))
+    }
+
     @Test func anUnreachableServiceIs403UAEXUnlessFailureIsAllowed() throws {
         let fixture = try AuthzFixture(config: try Self.config(), reachable: false)
         try fixture.proxy.send("GET /orders HTTP/1.1\r\nHost: app.local\r\nx-allow: yes\r\n\r\n")
