@@ -1,6 +1,8 @@
 import Authorization
+import FoundationEssentials
 import HTTPTypes
 import NIOCore
+import NIOHTTPTypes
 import Routing
 import SwiftProtobuf
 import XDS
@@ -18,23 +20,77 @@ final class ExtAuthzFilter: HTTPFilter {
     private let config: ExtAuthzFilterConfig
     /// The check in flight, while the request is held.
     private var call: GRPCUnaryCall?
+    /// With `with_request_body`: the request whose body is being gathered for its check.
+    private var awaitingBody: HTTPRequest?
+    private var body: [UInt8] = []
 
     init(config: ExtAuthzFilterConfig) { self.config = config }
 
     func decodeHeaders(_ request: inout HTTPRequest, route: RouteDecision?, stream: any HTTPFilterCallbacks) -> HTTPFilterStatus {
         if let enabled = config.enabledMetadata, !enabled.matches(stream.metadata) { return .proceed }
+        if let settings = config.requestBody {
+            // Envoy answers 413 at once when the declared body is too long to be sent whole.
+            if !settings.allowsPartial, let length = request.headerFields[.contentLength].flatMap({ Int($0) }), length > settings.maxBytes {
+                stream.setResponseCodeDetails("request_payload_too_large")
+                return .reply(HTTPLocalReply(status: .contentTooLarge, body: "Payload Too Large", flags: [], grpcStatus: nil))
+            }
+            awaitingBody = request
+            return .hold
+        }
+        var changes: [(inout HTTPRequest) -> Void] = []
+        let status = check(request, body: nil, changes: &changes, stream: stream)
+        for change in changes { change(&request) }
+        return status
+    }
+
+    func decodeHeldPart(_ part: HTTPRequestPart, stream: any HTTPFilterCallbacks) {
+        guard let request = awaitingBody, let settings = config.requestBody else { return }
+        var partial = false
+        switch part {
+        case .head: return
+        case .body(let bytes):
+            body += bytes.readableBytesView.prefix(settings.maxBytes + 1 - body.count)
+            guard body.count > settings.maxBytes else { return }
+            guard settings.allowsPartial else {
+                awaitingBody = nil
+                stream.setResponseCodeDetails("request_payload_too_large")
+                return stream.reply(HTTPLocalReply(status: .contentTooLarge, body: "Payload Too Large", flags: [], grpcStatus: nil))
+            }
+            body.removeLast(body.count - settings.maxBytes)
+            partial = true
+        case .end:
+            break
+        }
+        awaitingBody = nil
+        var changes: [(inout HTTPRequest) -> Void] = []
+        let status = check(request, body: (body, partial), changes: &changes, stream: stream)
+        body = []
+        Self.go(on: status, changes: changes, stream: stream)
+    }
+
+    func requestEnded() {
+        call?.cancel()
+        call = nil
+        awaitingBody = nil
+    }
+
+    /// Asks the service about `request` (with `body`, when the filter waited for it): held until the
+    /// answer comes, unless the call ended before it was made; then decided here.
+    private func check(_ request: HTTPRequest, body: (bytes: [UInt8], partial: Bool)?, changes: inout [(inout HTTPRequest) -> Void],
+                       stream: any HTTPFilterCallbacks) -> HTTPFilterStatus {
         guard case let (cluster, pools)? = stream.upstream(named: config.clusterName) else {
-            return decision(.failed("no cluster \(config.clusterName)"), request: &request, stream: stream)
+            return decision(.failed("no cluster \(config.clusterName)"), changes: &changes, stream: stream)
         }
         guard case .success(let endpoint) = cluster.chooseEndpoint(for: stream.downstream, hash: nil) else {
-            return decision(.failed("no healthy endpoint in \(config.clusterName)"), request: &request, stream: stream)
+            return decision(.failed("no healthy endpoint in \(config.clusterName)"), changes: &changes, stream: stream)
         }
         let message: [UInt8]
         do {
-            message = try Self.checkRequest(for: request, stream: stream).serializedBytes()
+            message = try Self.checkRequest(for: request, body: body, packsAsBytes: config.requestBody?.packsAsBytes ?? false,
+                                            stream: stream).serializedBytes()
         } catch {
             cluster.requestEnded(at: endpoint)
-            return decision(.failed("CheckRequest not serialized: \(error)"), request: &request, stream: stream)
+            return decision(.failed("CheckRequest not serialized: \(error)"), changes: &changes, stream: stream)
         }
         // The call may end before it is made (no connection to be had): then the decision is made here.
         var deciding = true
@@ -44,34 +100,27 @@ final class ExtAuthzFilter: HTTPFilter {
             call = nil
             if deciding { early = outcome; return }
             var changes: [(inout HTTPRequest) -> Void] = []
-            switch decision(outcome, changes: &changes, stream: stream) {
-            case .proceed where changes.isEmpty: stream.resume()
-            case .proceed: stream.resume { request in for change in changes { change(&request) } }
-            case .reply(let reply): stream.reply(reply)
-            case .hold: break
-            }
+            Self.go(on: decision(outcome, changes: &changes, stream: stream), changes: changes, stream: stream)
         }
         deciding = false
         if let early {
             call = nil
-            return decision(early, request: &request, stream: stream)
+            return decision(early, changes: &changes, stream: stream)
         }
         return .hold
     }
 
-    func requestEnded() {
-        call?.cancel()
-        call = nil
+    /// A held request goes on (with `changes`) or is answered, as decided.
+    private static func go(on status: HTTPFilterStatus, changes: [(inout HTTPRequest) -> Void], stream: any HTTPFilterCallbacks) {
+        switch status {
+        case .proceed where changes.isEmpty: stream.resume()
+        case .proceed: stream.resume { request in for change in changes { change(&request) } }
+        case .reply(let reply): stream.reply(reply)
+        case .hold: break
+        }
     }
 
     // MARK: Deciding
-
-    private func decision(_ outcome: GRPCUnaryCall.Outcome, request: inout HTTPRequest, stream: any HTTPFilterCallbacks) -> HTTPFilterStatus {
-        var changes: [(inout HTTPRequest) -> Void] = []
-        let status = decision(outcome, changes: &changes, stream: stream)
-        for change in changes { change(&request) }
-        return status
-    }
 
     /// What the service's answer means for the request; the changes to make to its headers if it goes on.
     private func decision(_ outcome: GRPCUnaryCall.Outcome, changes: inout [(inout HTTPRequest) -> Void],
@@ -154,8 +203,9 @@ final class ExtAuthzFilter: HTTPFilter {
 
     /// What the service is told: the connection's peers (addresses, principals) and the request's
     /// method, path, host, scheme, protocol, id and headers (pseudo-headers included, lower-case names,
-    /// repeated ones joined by commas, as Envoy sends them).
-    static func checkRequest(for request: HTTPRequest, stream: any HTTPFilterCallbacks) -> Envoy_Service_Auth_V3_CheckRequest {
+    /// repeated ones joined by commas, as Envoy sends them), and its body when the filter waited for it.
+    static func checkRequest(for request: HTTPRequest, body: (bytes: [UInt8], partial: Bool)? = nil, packsAsBytes: Bool = false,
+                             stream: any HTTPFilterCallbacks) -> Envoy_Service_Auth_V3_CheckRequest {
         let connection = stream.downstream
         var check = Envoy_Service_Auth_V3_CheckRequest()
         check.attributes.source = peer(connection.remoteAddress, principal: connection.peerPrincipal)
@@ -173,6 +223,11 @@ final class ExtAuthzFilter: HTTPFilter {
             if let earlier = headers[name] { headers[name] = "\(earlier),\(field.value)" } else { headers[name] = field.value }
         }
         if let length = request.headerFields[.contentLength], let size = Int64(length) { http.size = size }
+        if let body {
+            // Envoy tells the service whether the body was cut at max_request_bytes.
+            headers["x-envoy-auth-partial-body"] = body.partial ? "true" : "false"
+            if packsAsBytes { http.rawBody = Data(body.bytes) } else { http.body = String(decoding: body.bytes, as: UTF8.self) }
+        }
         http.headers = headers
         check.attributes.request.http = http
         return check

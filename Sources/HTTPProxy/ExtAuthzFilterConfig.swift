@@ -30,6 +30,8 @@ public final class ExtAuthzFilterConfig: Sendable {
     /// Only requests whose dynamic metadata matches are checked (Istio: those the shadow RBAC filter's
     /// CUSTOM policies matched); nil: every request.
     public let enabledMetadata: MetadataMatcher?
+    /// `with_request_body`: the check waits for the body, up to this, and sends it along; nil: headers only.
+    public let requestBody: RequestBodySettings?
     public let statNames: ExtAuthzCounters.Names
     /// Bound by the proxy to the counters of `statNames` when a connection first uses the filter, so
     /// they outlive configuration updates, as Envoy's statistics do; unbound, nothing is counted.
@@ -37,7 +39,8 @@ public final class ExtAuthzFilterConfig: Sendable {
 
     public init(clusterName: String, authority: String? = nil, timeout: TimeAmount? = ExtAuthzFilterConfig.defaultTimeout, failureModeAllow: Bool = false,
                 failureModeAllowHeaderAdd: Bool = false, statusOnError: HTTPResponse.Status = .forbidden,
-                enabledMetadata: MetadataMatcher? = nil, statPrefix: String = "") {
+                enabledMetadata: MetadataMatcher? = nil, requestBody: RequestBodySettings? = nil, statPrefix: String = "") {
+        self.requestBody = requestBody
         self.clusterName = clusterName
         self.authority = authority.flatMap { $0.isEmpty ? nil : $0 } ?? clusterName
         self.timeout = timeout
@@ -80,8 +83,14 @@ public final class ExtAuthzFilterConfig: Sendable {
         default:
             throw ConfigError(path: "\(path).transport_api_version", message: "must be V3: Capstan speaks envoy.service.auth.v3 only")
         }
+        var requestBody: RequestBodySettings?
         if proto.hasWithRequestBody {
-            throw ConfigError(path: "\(path).with_request_body", message: "is not supported: Capstan does not buffer request bodies for the authorization service (Istio: includeRequestBodyInCheck)")
+            let settings = proto.withRequestBody
+            guard settings.maxRequestBytes > 0 else {
+                throw ConfigError(path: "\(path).with_request_body.max_request_bytes", message: "must be above 0")
+            }
+            requestBody = RequestBodySettings(maxBytes: Int(settings.maxRequestBytes), allowsPartial: settings.allowPartialMessage,
+                                              packsAsBytes: settings.packAsBytes)
         }
         var timeout: TimeAmount? = Self.defaultTimeout
         if service.hasTimeout {
@@ -116,7 +125,24 @@ public final class ExtAuthzFilterConfig: Sendable {
         }
         self.init(clusterName: envoyGRPC.clusterName, authority: envoyGRPC.authority, timeout: timeout,
                   failureModeAllow: proto.failureModeAllow, failureModeAllowHeaderAdd: proto.failureModeAllowHeaderAdd,
-                  statusOnError: status, enabledMetadata: enabled, statPrefix: proto.statPrefix)
+                  statusOnError: status, enabledMetadata: enabled, requestBody: requestBody, statPrefix: proto.statPrefix)
+    }
+}
+
+/// ext_authz's `with_request_body` (Envoy's `BufferSettings`): how much of a request's body a check
+/// waits for and carries.
+public struct RequestBodySettings: Sendable, Equatable {
+    /// `max_request_bytes`: at most this much is sent.
+    public var maxBytes: Int
+    /// `allow_partial_message`: a longer body is cut at `maxBytes`; else the request is answered 413.
+    public var allowsPartial: Bool
+    /// `pack_as_bytes`: sent as `raw_body`, not as the UTF-8 `body`.
+    public var packsAsBytes: Bool
+
+    public init(maxBytes: Int, allowsPartial: Bool = false, packsAsBytes: Bool = false) {
+        self.maxBytes = maxBytes
+        self.allowsPartial = allowsPartial
+        self.packsAsBytes = packsAsBytes
     }
 }
 

@@ -1,6 +1,7 @@
 import Authorization
 import HTTPTypes
 import NIOCore
+import NIOHTTPTypes
 import Routing
 
 /// One HTTP filter of a connection manager's chain, Envoy's decoder filter life cycle on the request's
@@ -10,7 +11,8 @@ import Routing
 /// something to do on (Envoy makes them per stream), once it is routed, and used on its event loop only.
 ///
 /// The body and trailers phases are not here yet: while a filter holds a request, the stream keeps its
-/// body parts and sends them on once the request goes on.
+/// body parts and sends them on once the request goes on; the holding filter sees them as they come
+/// (``decodeHeldPart(_:stream:)``: ext_authz's `with_request_body`).
 protocol HTTPFilter: AnyObject {
     /// The request's headers, with its route (nil: none matched; the router will answer 404). A filter
     /// may change them (the JWT filter removes the token it verified); later filters and the upstream
@@ -19,6 +21,13 @@ protocol HTTPFilter: AnyObject {
     /// The request is over (answered, its exchange done, or the client gone): timers are cancelled and
     /// what it held released. Called for every request, whatever the filter decided.
     func requestEnded()
+    /// A body part (or the end) of the request this filter holds, as it came; the stream keeps it for
+    /// the upstream whatever the filter does.
+    func decodeHeldPart(_ part: HTTPRequestPart, stream: any HTTPFilterCallbacks)
+}
+
+extension HTTPFilter {
+    func decodeHeldPart(_ part: HTTPRequestPart, stream: any HTTPFilterCallbacks) {}
 }
 
 /// What a filter decided about a request's headers.

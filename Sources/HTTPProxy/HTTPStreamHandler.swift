@@ -149,6 +149,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             state = .connecting(pending: pending)
         case .filtering:
             heldParts.append(part)
+            // The filter holding the request may be waiting for its body (ext_authz's with_request_body).
+            if nextFilter > 0, nextFilter <= filters.count { filters[nextFilter - 1].decodeHeldPart(part, stream: self) }
         case .forwarding(let upstream):
             upstream.channel.write(part, promise: nil)
             if !upstream.channel.isWritable { holdReads() }

@@ -9,8 +9,8 @@ import Testing
     static let authzAddress = "198.51.100.10"
     static let authzPort = 9191
 
-    /// Port 80 of 198.51.100.10: every request checked by `ext-authz` (as istiod writes the filter, without
-    /// the request body), then routed to v1.
+    /// Port 80 of 198.51.100.10: every request checked by `ext-authz` (as istiod writes the filter, with
+    /// up to 8,000 bytes of the request body), then routed to v1.
     static let bootstrap = """
         {
           "node": {"id": "sidecar~192.0.2.1~app.default~default.svc.cluster.local"},
@@ -31,7 +31,7 @@ import Testing
                    {"name": "envoy.filters.http.ext_authz", "typed_config": {
                      "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
                      "grpc_service": {"envoy_grpc": {"cluster_name": "ext-authz", "authority": "ext-authz.local"}, "timeout": "2s"},
-                     "transport_api_version": "V3"}},
+                     "with_request_body": {"max_request_bytes": 8000}, "transport_api_version": "V3"}},
                    {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}
             ],
             "clusters": [
@@ -64,6 +64,11 @@ import Testing
                 #expect(text.contains("\"x-ext-authz\": \"checked\""), "the upstream saw the service's header: \(allowed)")
             }
             #expect(authz.log.contains("CHECK GET 198.51.100.10 /hello ALLOWED"), "\(authz.log)")
+            // The body goes with the check, then upstream.
+            let posted = try mesh.curl(["-i", "-H", "x-allow: yes", "--data", "order=42", "http://198.51.100.10/orders"])
+            #expect(posted.standardOutput.hasPrefix("HTTP/1.1 200"), "\(posted)")
+            #expect(posted.standardOutput.contains("\"body_bytes\": 8"), "\(posted)")
+            #expect(authz.log.contains("CHECK POST 198.51.100.10 /orders ALLOWED body='order=42'"), "\(authz.log)")
 
             // Denied: the service's status, header and body; the upstream never sees it.
             let denied = try mesh.curl(["-i", "http://198.51.100.10/private"])
@@ -80,7 +85,7 @@ import Testing
 
             // Envoy's counters, under the connection manager's prefix.
             let stats = try mesh.proxy.admin("GET", "/stats").body.split(separator: "\n").filter { $0.contains("ext_authz") }
-            for expected in ["ok: 2", "denied: 1", "error: 1", "failure_mode_allowed: 0"] {
+            for expected in ["ok: 3", "denied: 1", "error: 1", "failure_mode_allowed: 0"] {
                 #expect(stats.contains { $0 == "http.outbound_0.0.0.0_80.ext_authz.\(expected)" }, "\(stats)")
             }
         }

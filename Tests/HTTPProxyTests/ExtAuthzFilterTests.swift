@@ -208,6 +208,32 @@ import XDS
         #expect(response.contains("grpc-message: denied by ext_authz\r\n"))
     }
 
+    /// `with_request_body`: the check waits for the body and carries it; a longer one than allowed is 413.
+    @Test func withRequestBodyTheCheckCarriesTheBody() throws {
+        let fixture = try AuthzFixture(config: try Self.config(extra: #""with_request_body": {"max_request_bytes": 8},"#))
+        try fixture.proxy.send("POST /orders HTTP/1.1\r\nHost: app.local\r\nx-allow: yes\r\ntransfer-encoding: chunked\r\n\r\n")
+        try fixture.exchange()
+        #expect(fixture.authz.connections.isEmpty, "no check before the body")
+        try fixture.proxy.send("5\r\nhello\r\n0\r\n\r\n")
+        try fixture.exchange()
+        let check = try #require(fixture.service.requests.first?.check)
+        #expect(check.attributes.request.http.body == "hello")
+        #expect(check.attributes.request.http.headers["x-envoy-auth-partial-body"] == "false")
+        let upstream = try #require(try fixture.proxy.backend.connections.first.map(Fixture.drain))
+        #expect(upstream.contains("x-ext-authz: checked\r\n") && upstream.contains("hello"), "the body follows upstream")
+
+        let tooLong = try AuthzFixture(config: try Self.config(extra: #""with_request_body": {"max_request_bytes": 8},"#))
+        try tooLong.proxy.send("POST /orders HTTP/1.1\r\nHost: app.local\r\ncontent-length: 9\r\n\r\n123456789")
+        #expect(try tooLong.proxy.downstreamText().hasPrefix("HTTP/1.1 413 "))
+        #expect(tooLong.authz.connections.isEmpty)
+
+        let partial = try AuthzFixture(config: try Self.config(extra: #""with_request_body": {"max_request_bytes": 4, "allow_partial_message": true},"#))
+        try partial.proxy.send("POST /orders HTTP/1.1\r\nHost: app.local\r\nx-allow: yes\r\ncontent-length: 9\r\n\r\n123456789")
+        try partial.exchange()
+        let cut = try #require(partial.service.requests.first?.check.attributes.request.http)
+        #expect(cut.body == "1234" && cut.headers["x-envoy-auth-partial-body"] == "true")
+    }
+
     @Test func anUnreachableServiceIs403UAEXUnlessFailureIsAllowed() throws {
         let fixture = try AuthzFixture(config: try Self.config(), reachable: false)
         try fixture.proxy.send("GET /orders HTTP/1.1\r\nHost: app.local\r\nx-allow: yes\r\n\r\n")
@@ -275,7 +301,7 @@ import XDS
     }
 
     @Test func whatWouldLetRequestsThroughIsRefused() throws {
-        #expect(throws: ConfigError.self) { try Self.config(extra: #""with_request_body": {"max_request_bytes": 8000},"#) }
+        #expect(throws: ConfigError.self) { try Self.config(extra: #""with_request_body": {"max_request_bytes": 0},"#) }
         var notActedOn: [FieldNotActedOn] = []
         var proto = Envoy_Extensions_Filters_Http_ExtAuthz_V3_ExtAuthz()
         proto.grpcService.googleGrpc.targetUri = "authz:9000"

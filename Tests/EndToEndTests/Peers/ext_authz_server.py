@@ -6,8 +6,8 @@ usage: ext_authz_server.py --listen IP:PORT
 
 Authorization/Check allows a request whose headers have `x-allow: yes`, adding `x-ext-authz: checked` to
 it; any other is denied: 403 with the body "denied by ext_authz" and `x-ext-authz-denied: yes`. Prints READY
-once serving, and `CHECK METHOD HOST PATH ALLOWED|DENIED` for each check (HOST: the request's host), so a
-test can see what it was asked.
+once serving, and `CHECK METHOD HOST PATH ALLOWED|DENIED body='BODY'` for each check (HOST: the request's
+host; BODY: the request body it was sent, with_request_body), so a test can see what it was asked.
 """
 import argparse
 import sys
@@ -24,7 +24,7 @@ class Authorization(external_auth_pb2_grpc.AuthorizationServicer):
     def Check(self, request, context):
         http = request.attributes.request.http
         allowed = http.headers.get("x-allow") == "yes"
-        print(f"CHECK {http.method} {http.host} {http.path} {'ALLOWED' if allowed else 'DENIED'}", flush=True)
+        print(f"CHECK {http.method} {http.host} {http.path} {'ALLOWED' if allowed else 'DENIED'} body={http.body!r}", flush=True)
         if allowed:
             return external_auth_pb2.CheckResponse(
                 status=status_pb2.Status(code=code_pb2.OK),
