@@ -157,7 +157,7 @@ final class ExtAuthzFilter: HTTPFilter {
         let allowed = response.okResponse
         if !allowed.headers.isEmpty || !allowed.headersToRemove.isEmpty {
             changes.append { request in
-                for option in allowed.headers { Self.apply(option, to: &request.headerFields) }
+                for option in allowed.headers { Self.apply(option, to: &request.headerFields, onlyAppendsToPresent: true) }
                 for text in allowed.headersToRemove {
                     // Envoy keeps pseudo-headers and host whatever the service says.
                     guard let name = HTTPField.Name(text), name.canonicalName != "host" else { continue }
@@ -169,14 +169,19 @@ final class ExtAuthzFilter: HTTPFilter {
     }
 
     /// One of the service's headers, added as its `append` (true: another value; false: in place of
-    /// those there) or, without it, its `append_action` says. Pseudo-headers, `host` and invalid names
-    /// are left alone, as Envoy leaves them.
-    static func apply(_ option: Envoy_Config_Core_V3_HeaderValueOption, to fields: inout HTTPFields) {
+    /// those there) or, without it, its `append_action` says. As in Envoy, `append: true` on a request
+    /// header (`onlyAppendsToPresent`) adds a value only to a header the request has. Pseudo-headers,
+    /// `host` and invalid names are left alone, as Envoy leaves them.
+    static func apply(_ option: Envoy_Config_Core_V3_HeaderValueOption, to fields: inout HTTPFields, onlyAppendsToPresent: Bool = false) {
         guard let name = HTTPField.Name(option.header.key), name.canonicalName != "host" else { return }
         let value = option.header.value
         let field = HTTPField(name: name, value: value)
         if option.hasAppend {
-            if option.append.value { fields.append(field) } else { fields[values: name] = [value] }
+            if !option.append.value {
+                fields[values: name] = [value]
+            } else if !onlyAppendsToPresent || fields.contains(name) {
+                fields.append(field)
+            }
             return
         }
         switch option.appendAction {

@@ -300,6 +300,29 @@ import XDS
         #expect(metadata.value(filter: "envoy.filters.http.rbac", path: ["istio_ext_authz_shadow_engine_result"])?.stringValue == "denied")
     }
 
+    /// The service's headers on a request: `append` (true only adds to a header there, as Envoy), else
+    /// `append_action`; never `host`.
+    @Test func theServicesHeadersAreAppliedAsEnvoyAppliesThem() {
+        func option(_ key: String, _ value: String, append: Bool? = nil,
+                    action: Envoy_Config_Core_V3_HeaderValueOption.HeaderAppendAction = .appendIfExistsOrAdd) -> Envoy_Config_Core_V3_HeaderValueOption {
+            var option = Envoy_Config_Core_V3_HeaderValueOption()
+            option.header.key = key
+            option.header.value = value
+            if let append { option.append = Google_Protobuf_BoolValue(append) }
+            option.appendAction = action
+            return option
+        }
+        var fields = HTTPFields()
+        fields[HTTPField.Name("x-a")!] = "1"
+        for each in [option("x-a", "2", append: true), option("x-b", "1", append: true), option("x-c", "1", append: false),
+                     option("x-a", "3"), option("x-d", "1", action: .addIfAbsent), option("x-d", "2", action: .addIfAbsent),
+                     option("x-e", "1", action: .overwriteIfExists), option("x-c", "2", action: .overwriteIfExistsOrAdd),
+                     option("host", "evil")] {
+            ExtAuthzFilter.apply(each, to: &fields, onlyAppendsToPresent: true)
+        }
+        #expect(fields.map { "\($0.name)=\($0.value)" } == ["x-a=1", "x-a=2", "x-c=2", "x-a=3", "x-d=1"])
+    }
+
     @Test func whatWouldLetRequestsThroughIsRefused() throws {
         #expect(throws: ConfigError.self) { try Self.config(extra: #""with_request_body": {"max_request_bytes": 0},"#) }
         var notActedOn: [FieldNotActedOn] = []
