@@ -12,7 +12,9 @@ import XDS
 /// service's header changes are made and the request goes on. Denied: answered with the service's
 /// status (403 by default), headers and body, `UAEX`, details `ext_authz_denied`. No answer (error,
 /// timeout, no cluster or endpoint): on with `failure_mode_allow`, else `status_on_error`, `UAEX`,
-/// `ext_authz_error`. Made by the registry for each request on a connection manager that has it.
+/// `ext_authz_error`. With `with_request_body`, the check waits for the body (up to
+/// `max_request_bytes`) and carries it. Made by the registry for each request on a connection manager
+/// that has it.
 final class ExtAuthzFilter: HTTPFilter {
     static let checkPath = "/envoy.service.auth.v3.Authorization/Check"
     static let failureModeAllowedHeader = HTTPField.Name("x-envoy-auth-failure-mode-allowed")!
