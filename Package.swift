@@ -276,6 +276,7 @@ let package = Package(
                                                            .product(name: "NIOPosix", package: "swift-nio"),
                                                            .product(name: "NIOHTTP1", package: "swift-nio"),
                                                            .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                                                           .product(name: "NIOHTTPTypes", package: "swift-nio-extras"), .product(name: "NIOHTTPTypesHTTP2", package: "swift-nio-extras"),
                                                            .product(name: "HTTPTypes", package: "swift-http-types"),
                                                            .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "CapstanCLITests", dependencies: ["CapstanCLI", "Capture"]),

@@ -8,7 +8,8 @@ import XDS
 public struct MetadataMatcher: Sendable {
     /// The filters whose metadata Capstan writes: a matcher on any other would never match, which in a
     /// DENY policy lets through what it means to stop, so it is refused.
-    public static let knownFilters: Set<String> = ["istio_authn", "envoy.filters.http.jwt_authn"]
+    public static let knownFilters: Set<String> = ["istio_authn", "envoy.filters.http.jwt_authn",
+                                                  "envoy.filters.http.rbac"]  // the shadow rules' outcome (ext_authz reads it)
 
     let filter: String
     let path: [String]

@@ -175,6 +175,8 @@ final class ConnectionManagerStats: Sendable {
 
     /// The RBAC filters' counters.
     private let rbac = RBACStats()
+    /// The ext_authz filters' counters.
+    private let extAuthz = ExtAuthzStats()
 
     /// A connection on a connection manager with these filters starts: the fault filter's statistics are
     /// listed from now on, and each RBAC filter counts into this prefix's counters of its names (bound
@@ -186,6 +188,8 @@ final class ConnectionManagerStats: Sendable {
                 if !hasFaultFilter.load(ordering: .relaxed) { hasFaultFilter.store(true, ordering: .relaxed) }
             case .rbac(let config):
                 rbac.bind(config.engine)
+            case .extAuthz(let config):
+                extAuthz.bind(config)
             default:
                 continue
             }
@@ -200,7 +204,7 @@ final class ConnectionManagerStats: Sendable {
             entries += [("fault.aborts_injected", Double(faultAborts.value)), ("fault.delays_injected", Double(faultDelays.value)),
                         ("fault.active_faults", Double(activeFaults.value))]
         }
-        return entries + rbac.entries
+        return entries + rbac.entries + extAuthz.entries
     }
 }
 

@@ -121,6 +121,8 @@ public struct HTTPFilterConfig: Sendable {
         case rbac(RBACFilterConfig)
         /// `envoy.filters.http.jwt_authn`: JWT verification (``JWTAuthenticationFilter``).
         case jwtAuthentication(JWTAuthenticationConfig)
+        /// `envoy.filters.http.ext_authz`: requests an authorization service checks (``ExtAuthzFilter``).
+        case extAuthz(ExtAuthzFilterConfig)
         /// Accepted and counted, not acted on yet (cors, grpc_stats, Istio's own before their
         /// issues): the reason is listed in the README and in `config.fields_not_acted_on`.
         case notActedOn(reason: String)

@@ -1,6 +1,7 @@
 import Authorization
 import HTTPTypes
 import NIOCore
+import NIOHTTPTypes
 import Routing
 
 /// One HTTP filter of a connection manager's chain, Envoy's decoder filter life cycle on the request's
@@ -10,7 +11,8 @@ import Routing
 /// something to do on (Envoy makes them per stream), once it is routed, and used on its event loop only.
 ///
 /// The body and trailers phases are not here yet: while a filter holds a request, the stream keeps its
-/// body parts and sends them on once the request goes on.
+/// body parts and sends them on once the request goes on; the holding filter sees them as they come
+/// (``decodeHeldPart(_:stream:)``: ext_authz's `with_request_body`).
 protocol HTTPFilter: AnyObject {
     /// The request's headers, with its route (nil: none matched; the router will answer 404). A filter
     /// may change them (the JWT filter removes the token it verified); later filters and the upstream
@@ -19,6 +21,13 @@ protocol HTTPFilter: AnyObject {
     /// The request is over (answered, its exchange done, or the client gone): timers are cancelled and
     /// what it held released. Called for every request, whatever the filter decided.
     func requestEnded()
+    /// A body part (or the end) of the request this filter holds, as it came; the stream keeps it for
+    /// the upstream whatever the filter does.
+    func decodeHeldPart(_ part: HTTPRequestPart, stream: any HTTPFilterCallbacks)
+}
+
+extension HTTPFilter {
+    func decodeHeldPart(_ part: HTTPRequestPart, stream: any HTTPFilterCallbacks) {}
 }
 
 /// What a filter decided about a request's headers.
@@ -38,7 +47,7 @@ struct HTTPLocalReply {
     var flags: ResponseFlags
     /// For a gRPC request: answered as gRPC, HTTP 200 with this `grpc-status` (and the body as `grpc-message`).
     var grpcStatus: Int?
-    /// Headers of the reply (the JWT filter's `www-authenticate`); not sent on a gRPC reply.
+    /// Headers of the reply (the JWT filter's `www-authenticate`, ext_authz's denied response's); not sent on a gRPC reply.
     var headers = HTTPFields()
 }
 
@@ -51,8 +60,9 @@ protocol HTTPFilterCallbacks: AnyObject {
     var metadata: DynamicMetadata { get set }
     /// A held request goes on to the next filter.
     func resume()
-    /// A held request goes on to the next filter as `request` (the filter that held it changed it).
-    func resume(with request: HTTPRequest)
+    /// A held request goes on to the next filter, with `change` made to it first (the JWT filter's
+    /// token removed, ext_authz's headers).
+    func resume(_ change: (inout HTTPRequest) -> Void)
     /// A request of the filter's own (the JWT filter's JWKS) through `cluster`, answered whole: its
     /// status and body, or nil when the cluster is unknown, has no endpoint, or did not answer in `timeout`.
     func fetch(_ request: HTTPRequest, cluster: String, timeout: TimeAmount) -> EventLoopFuture<(status: Int, body: ByteBuffer)?>
@@ -62,4 +72,9 @@ protocol HTTPFilterCallbacks: AnyObject {
     func addFlags(_ flags: ResponseFlags)
     /// Envoy's `%RESPONSE_CODE_DETAILS%` for a reply a filter made (`rbac_access_denied_matched_policy[…]`).
     func setResponseCodeDetails(_ details: String)
+    /// `HTTP/1.1` or `HTTP/2`: how the request came.
+    var protocolName: String { get }
+    /// A cluster of the configuration the request is routed by, with this event loop's connection
+    /// pools: for filters that call a service of their own (ext_authz). Nil: no such cluster.
+    func upstream(named cluster: String) -> (cluster: any UpstreamCluster, pools: UpstreamPools)?
 }

@@ -38,8 +38,6 @@ public enum HTTPFilterRegistry {
         // istio.stats
         "stats.PluginConfig": .behaviour(.notActedOn(reason:
             "Capstan counts Istio's standard request metrics itself whatever this says: its custom dimensions, tags and disable_host_header_fallback are not read (destination_service is the cluster's Istio service, else the request's host)")),
-        "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz": .refused(reason:
-            "Capstan does not call external authorization yet, and passing the requests it would deny is not an option"),
     ]
 
     /// The TypedStruct wrappers whose `type_url` names the configuration's real type.
@@ -61,7 +59,7 @@ public enum HTTPFilterRegistry {
             let known = Self.known[typeName]
             if filter.disabled {
                 // Disabled by default, enabled per route (typed_per_filter_config), which Capstan does not read.
-                if typeName == rbacType {
+                if typeName == rbacType || typeName == ExtAuthzFilterConfig.typeName {
                     throw ConfigError(path: "\(filterPath).disabled", message: "is not supported for \"\(filter.name)\" (\(typeName)): Capstan does not enable filters per route, and the requests it would deny there would pass")
                 }
                 if typeName == JWTAuthenticationConfig.typeName {
@@ -82,6 +80,11 @@ public enum HTTPFilterRegistry {
                 decoded.append(HTTPFilterConfig(name: filter.name, typeURL: typeURL,
                                                 behaviour: .rbac(try RBACFilterConfig(unpacking: filter.typedConfig, path: "\(filterPath).typed_config",
                                                                                       field: "\(field).typed_config", notActedOn: &notActedOn))))
+                continue
+            }
+            if typeName == ExtAuthzFilterConfig.typeName {
+                decoded.append(HTTPFilterConfig(name: filter.name, typeURL: typeURL, behaviour: .extAuthz(try ExtAuthzFilterConfig(
+                    unpacking: filter.typedConfig, path: "\(filterPath).typed_config", field: "\(field).typed_config", notActedOn: &notActedOn))))
                 continue
             }
             if typeName == faultType {
@@ -142,6 +145,10 @@ public enum HTTPFilterRegistry {
                 continue
             }
             if case .jwtAuthentication(let jwt) = config.behaviour { filters.append(JWTAuthenticationFilter(config: jwt)); continue }
+            if case .extAuthz(let extAuthz) = config.behaviour {
+                filters.append(ExtAuthzFilter(config: extAuthz))
+                continue
+            }
             guard case .fault(let fault) = config.behaviour else { continue }
             var policy = fault.policy
             if let faults = route?.filterConfigs.faults, !faults.isEmpty, let own = faults[config.name] { policy = own }
@@ -225,6 +232,6 @@ public enum HTTPFilterRegistry {
 
     /// The filters Capstan has, for refusals.
     private static var supportedList: String {
-        "\(routerName), envoy.filters.http.fault, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"
+        "\(routerName), envoy.filters.http.fault, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, envoy.filters.http.ext_authz, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"
     }
 }

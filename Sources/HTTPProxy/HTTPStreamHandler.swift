@@ -149,6 +149,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             state = .connecting(pending: pending)
         case .filtering:
             heldParts.append(part)
+            // The filter holding the request may be waiting for its body (ext_authz's with_request_body).
+            if nextFilter > 0, nextFilter <= filters.count { filters[nextFilter - 1].decodeHeldPart(part, stream: self) }
         case .forwarding(let upstream):
             upstream.channel.write(part, promise: nil)
             if !upstream.channel.isWritable { holdReads() }
@@ -558,7 +560,9 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         record?.responseCode = status.code
         var response = HTTPResponse(status: status, headerFields: headers)
         response.headerFields[ForwardedHeaders.contentLength] = "\(body.utf8.count)"
-        if !body.isEmpty { response.headerFields[ForwardedHeaders.contentType] = "text/plain" }
+        if !body.isEmpty, response.headerFields[ForwardedHeaders.contentType] == nil {
+            response.headerFields[ForwardedHeaders.contentType] = "text/plain"
+        }
         response.headerFields[ForwardedHeaders.server] = connection.config.serverName
         if connection.config.recordsForAccessLog { record?.responseHeaders = response.headerFields }
         context.write(wrapOutboundOut(.head(response)), promise: nil)
@@ -834,9 +838,9 @@ extension HTTPStreamHandler: HTTPFilterCallbacks {
         runFilters()
     }
 
-    func resume(with request: HTTPRequest) {
-        guard case .filtering = state else { return }
-        filtered?.request = request
+    func resume(_ change: (inout HTTPRequest) -> Void) {
+        guard case .filtering = state, filtered != nil else { return }
+        change(&filtered!.request)
         runFilters()
     }
 
@@ -867,5 +871,12 @@ extension HTTPStreamHandler: HTTPFilterCallbacks {
 
     func setResponseCodeDetails(_ details: String) {
         record?.filterDetails = details
+    }
+
+    var protocolName: String { requestProtocol() }
+
+    func upstream(named name: String) -> (cluster: any UpstreamCluster, pools: UpstreamPools)? {
+        let snapshot = filtered?.snapshot ?? connection.routing()
+        return snapshot.cluster(named: name).map { ($0, connection.pools) }
     }
 }

@@ -38,7 +38,7 @@ final class JWTAuthenticationFilter: HTTPFilter {
             guard !ended else { return }
             var request = held
             switch verify(&request, requirement, now: config.now(), stream: stream) {
-            case .proceed: stream.resume(with: request)
+            case .proceed: stream.resume { $0 = request }
             case .reply(let reply): stream.reply(reply)
             case .hold: break
             }

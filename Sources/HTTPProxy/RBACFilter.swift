@@ -15,6 +15,9 @@ public final class RBACEngine: Sendable {
     /// Tried and counted, never enforced.
     public let shadowRules: RoleBasedAccessControl?
     public let statNames: RBACCounters.Names
+    /// Envoy's dynamic metadata keys for the shadow rules' outcome (`<shadow_rules_stat_prefix>shadow_effective_policy_id`
+    /// and `…shadow_engine_result`), which ext_authz's `filter_enabled_metadata` reads; nil without shadow rules.
+    public let shadowMetadataKeys: (policyID: String, result: String)?
     /// Bound by the proxy to the counters of `statNames` when a connection first uses the filter, so they
     /// outlive configuration updates, as Envoy's statistics do; unbound, nothing is counted.
     public let counters = ManagedAtomicLazyReference<RBACCounters>()
@@ -27,6 +30,8 @@ public final class RBACEngine: Sendable {
         statNames = RBACCounters.Names(allowed: "\(statPrefix)rbac.\(rulesStatPrefix)allowed", denied: "\(statPrefix)rbac.\(rulesStatPrefix)denied",
                                        shadowAllowed: shadowRules == nil ? nil : "\(statPrefix)rbac.\(shadowRulesStatPrefix)shadow_allowed",
                                        shadowDenied: shadowRules == nil ? nil : "\(statPrefix)rbac.\(shadowRulesStatPrefix)shadow_denied")
+        shadowMetadataKeys = shadowRules == nil ? nil
+            : ("\(shadowRulesStatPrefix)shadow_effective_policy_id", "\(shadowRulesStatPrefix)shadow_engine_result")
     }
 
     /// From the rules of a filter's configuration: `path` names them in refusals, `field` in the fields
@@ -49,12 +54,18 @@ public final class RBACEngine: Sendable {
 
     /// The enforced rules' verdict on `request` (allowed when there are none); both outcomes counted.
     public func check(_ request: AuthorizationRequest) -> RoleBasedAccessControl.Verdict {
+        checkWithShadow(request).enforced
+    }
+
+    /// The enforced rules' verdict and the shadow rules' (nil without shadow rules); both counted.
+    public func checkWithShadow(_ request: AuthorizationRequest) -> (enforced: RoleBasedAccessControl.Verdict, shadow: RoleBasedAccessControl.Verdict?) {
         let counters = self.counters.load()
-        if let shadowRules { counters?.count(shadow: shadowRules.evaluate(request).allowed) }
-        guard let rules else { return .init(allowed: true, matchedPolicy: nil) }
+        let shadow = shadowRules?.evaluate(request)
+        if let shadow { counters?.count(shadow: shadow.allowed) }
+        guard let rules else { return (.init(allowed: true, matchedPolicy: nil), shadow) }
         let verdict = rules.evaluate(request)
         counters?.count(enforced: verdict.allowed)
-        return verdict
+        return (verdict, shadow)
     }
 }
 
@@ -86,13 +97,26 @@ public final class RBACFilterConfig: HTTPFilter, Sendable {
     }
 
     func decodeHeaders(_ request: inout HTTPRequest, route: RouteDecision?, stream: any HTTPFilterCallbacks) -> HTTPFilterStatus {
-        let verdict = engine.check(AuthorizationRequest(connection: stream.downstream, request: request, metadata: stream.metadata))
+        let (verdict, shadow) = engine.checkWithShadow(AuthorizationRequest(connection: stream.downstream, request: request, metadata: stream.metadata))
+        if let shadow, let keys = engine.shadowMetadataKeys { Self.record(shadow, keys: keys, in: &stream.metadata) }
         guard !verdict.allowed else { return .proceed }
         stream.setResponseCodeDetails("rbac_access_denied_matched_policy[\(verdict.matchedPolicy ?? "none")]")
         return .reply(HTTPLocalReply(status: .forbidden, body: Self.deniedBody, flags: [], grpcStatus: nil))
     }
 
     func requestEnded() {}
+
+    /// The shadow rules' outcome as Envoy leaves it under `envoy.filters.http.rbac`: the policy that
+    /// matched (only when one did) and `allowed` or `denied`. Istio's ext_authz runs on it.
+    static func record(_ shadow: RoleBasedAccessControl.Verdict, keys: (policyID: String, result: String), in metadata: inout DynamicMetadata) {
+        var fields = metadata[metadataNamespace] ?? Google_Protobuf_Struct()
+        if let policy = shadow.matchedPolicy { fields.fields[keys.policyID] = Google_Protobuf_Value(stringValue: policy) }
+        fields.fields[keys.result] = Google_Protobuf_Value(stringValue: shadow.allowed ? "allowed" : "denied")
+        metadata[metadataNamespace] = fields
+    }
+
+    /// The filter name Envoy's RBAC filter leaves its dynamic metadata under.
+    public static let metadataNamespace = "envoy.filters.http.rbac"
 }
 
 /// One RBAC filter's counters: Envoy's `rbac.allowed`, `rbac.denied`, `rbac.shadow_allowed` and

@@ -32,11 +32,13 @@ public struct ResponseFlags: OptionSet, Sendable, Hashable, CustomStringConverti
     public static let delayInjected = Self(rawValue: 1 << 12)
     /// `FI`: the fault filter aborted the request.
     public static let faultInjected = Self(rawValue: 1 << 13)
+    /// `UAEX`: the external authorization service denied the request, or could not be asked.
+    public static let unauthorizedExternalService = Self(rawValue: 1 << 14)
 
     /// In Envoy's order of printing.
     private static let names: [(Self, String)] = [
         (.noHealthyUpstream, "UH"), (.upstreamConnectionFailure, "UF"), (.upstreamOverflow, "UO"), (.noRoute, "NR"),
-        (.delayInjected, "DI"), (.faultInjected, "FI"),
+        (.delayInjected, "DI"), (.faultInjected, "FI"), (.unauthorizedExternalService, "UAEX"),
         (.upstreamRequestTimeout, "UT"), (.upstreamConnectionTermination, "UC"), (.downstreamConnectionTermination, "DC"),
         (.upstreamRetryLimitExceeded, "URX"),
         (.noClusterFound, "NC"), (.downstreamProtocolError, "DPE"), (.upstreamProtocolError, "UPE"), (.streamIdleTimeout, "SI"),

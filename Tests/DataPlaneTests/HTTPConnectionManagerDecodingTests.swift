@@ -151,7 +151,7 @@ import XDS
         let lua = Self.filter("envoy.filters.http.lua", type: "envoy.extensions.filters.http.lua.v3.Lua")
         let proto = try Self.listener(Self.manager(filters: [lua, Self.router]))
         #expect(throws: ConfigError(path: #"listener "0.0.0.0_8080".filter_chains[0].filters[0].typed_config.http_filters[0]"#,
-                                    message: #""envoy.filters.http.lua" (envoy.extensions.filters.http.lua.v3.Lua) is not supported: Capstan has envoy.filters.http.router, envoy.filters.http.fault, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"#)) {
+                                    message: #""envoy.filters.http.lua" (envoy.extensions.filters.http.lua.v3.Lua) is not supported: Capstan has envoy.filters.http.router, envoy.filters.http.fault, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, envoy.filters.http.ext_authz, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"#)) {
             try XDSResourceDecoder.listener(proto)
         }
         // Optional, and unknown: skipped and listed, as Envoy skips it.
@@ -170,8 +170,11 @@ import XDS
         // Policy is never skipped, even when optional: requests it would stop would pass.
         var extAuthz = Self.filter("envoy.filters.http.ext_authz", type: "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz")
         extAuthz.isOptional = true
+        #expect(Self.refusal(Self.manager(filters: [extAuthz, Self.router]))
+            == "hcm.http_filters[0].typed_config.grpc_service: is required: Capstan calls gRPC authorization services only")
+        extAuthz.disabled = true
         #expect(Self.refusal(Self.manager(filters: [extAuthz, Self.router]))?.hasPrefix(
-            #"hcm.http_filters[0]: "envoy.filters.http.ext_authz" (envoy.extensions.filters.http.ext_authz.v3.ExtAuthz) is not supported: Capstan does not call external authorization yet"#) == true)
+            #"hcm.http_filters[0].disabled: is not supported for "envoy.filters.http.ext_authz""#) == true)
         // RBAC enabled per route only would not run where it is meant to.
         var rbac = Self.filter("envoy.filters.http.rbac", type: "envoy.extensions.filters.http.rbac.v3.RBAC")
         rbac.disabled = true

@@ -114,11 +114,12 @@ import Testing
         }
     }
 
-    func withMesh<T>(_ body: (Mesh) throws -> T) throws -> T {
+    /// `bootstrap`: the proxy's, ``bootstrap`` unless a test brings its own (ext_authz's).
+    func withMesh<T>(bootstrap: String = Self.bootstrap, _ body: (Mesh) throws -> T) throws -> T {
         try withSandbox { sandbox in
             try sandbox.initialize()
             let file = FileManager.default.temporaryDirectory.appendingPathComponent("capstan-http-\(sandbox.name).json")
-            try Self.bootstrap.write(to: file, atomically: true, encoding: .utf8)
+            try bootstrap.write(to: file, atomically: true, encoding: .utf8)
             defer { try? FileManager.default.removeItem(at: file) }
             let upstream = Self.peers.appendingPathComponent("http_upstream.py").path
             var upstreams: [NamespacedProcess] = []

@@ -104,17 +104,20 @@ import XDS
     }
 
     struct Fixture {
-        let loop = EmbeddedEventLoop()
+        let loop: EmbeddedEventLoop
         let downstream: EmbeddedChannel
         let backend: TestCluster
         let records = Records()
 
-        init(config: HTTPConnectionManagerConfig? = nil, backends: Int = 1) throws {
+        /// `extraClusters` beside `backend` and `empty` (ext_authz's service), on `loop`.
+        init(config: HTTPConnectionManagerConfig? = nil, backends: Int = 1, loop: EmbeddedEventLoop = EmbeddedEventLoop(),
+             extraClusters: [String: TestCluster] = [:]) throws {
+            self.loop = loop
             downstream = EmbeddedChannel(loop: loop)
             backend = TestCluster(name: "backend", loop: loop,
                                   endpoints: try (0..<backends).map { try SocketAddress(ipAddress: "192.0.2.\(10 + $0)", port: 8080) })
             let empty = TestCluster(name: "empty", loop: loop, endpoints: [])
-            let snapshot = Snapshot(clusters: ["backend": backend, "empty": empty])
+            let snapshot = Snapshot(clusters: ["backend": backend, "empty": empty].merging(extraClusters) { $1 })
             let manager = HTTPConnectionManager(
                 config: try config ?? HTTPStreamHandlerTests.config(),
                 downstream: DownstreamConnectionInfo(remoteAddress: try SocketAddress(ipAddress: "192.0.2.1", port: 40000),

@@ -20,6 +20,7 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// A gRPC service Envoy calls: through one of its own clusters (envoy_grpc), or Google's gRPC client.
 public nonisolated struct Envoy_Config_Core_V3_GrpcService: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -43,6 +44,16 @@ public nonisolated struct Envoy_Config_Core_V3_GrpcService: Sendable {
     set {targetSpecifier = .googleGrpc(newValue)}
   }
 
+  /// Each call's deadline, sent as grpc-timeout.
+  public var timeout: SwiftProtobuf.Google_Protobuf_Duration {
+    get {_timeout ?? SwiftProtobuf.Google_Protobuf_Duration()}
+    set {_timeout = newValue}
+  }
+  /// Returns true if `timeout` has been explicitly set.
+  public var hasTimeout: Bool {self._timeout != nil}
+  /// Clears the value of `timeout`. Subsequent reads from it will return its default value.
+  public mutating func clearTimeout() {self._timeout = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_TargetSpecifier: Equatable, Sendable {
@@ -57,6 +68,9 @@ public nonisolated struct Envoy_Config_Core_V3_GrpcService: Sendable {
     // methods supported on all messages.
 
     public var clusterName: String = String()
+
+    /// The :authority of the calls (the cluster's name when empty).
+    public var authority: String = String()
 
     public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -76,6 +90,8 @@ public nonisolated struct Envoy_Config_Core_V3_GrpcService: Sendable {
   }
 
   public init() {}
+
+  fileprivate var _timeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -84,7 +100,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.core.v3"
 
 nonisolated extension Envoy_Config_Core_V3_GrpcService: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GrpcService"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}envoy_grpc\0\u{3}google_grpc\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}envoy_grpc\0\u{3}google_grpc\0\u{1}timeout\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -118,6 +134,7 @@ nonisolated extension Envoy_Config_Core_V3_GrpcService: SwiftProtobuf.Message, S
           self.targetSpecifier = .googleGrpc(v)
         }
       }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._timeout) }()
       default: break
       }
     }
@@ -139,11 +156,15 @@ nonisolated extension Envoy_Config_Core_V3_GrpcService: SwiftProtobuf.Message, S
     }()
     case nil: break
     }
+    try { if let v = self._timeout {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Envoy_Config_Core_V3_GrpcService, rhs: Envoy_Config_Core_V3_GrpcService) -> Bool {
     if lhs.targetSpecifier != rhs.targetSpecifier {return false}
+    if lhs._timeout != rhs._timeout {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -151,7 +172,7 @@ nonisolated extension Envoy_Config_Core_V3_GrpcService: SwiftProtobuf.Message, S
 
 nonisolated extension Envoy_Config_Core_V3_GrpcService.EnvoyGrpc: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = Envoy_Config_Core_V3_GrpcService.protoMessageName + ".EnvoyGrpc"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cluster_name\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cluster_name\0\u{1}authority\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -160,6 +181,7 @@ nonisolated extension Envoy_Config_Core_V3_GrpcService.EnvoyGrpc: SwiftProtobuf.
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.clusterName) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.authority) }()
       default: break
       }
     }
@@ -169,11 +191,15 @@ nonisolated extension Envoy_Config_Core_V3_GrpcService.EnvoyGrpc: SwiftProtobuf.
     if !self.clusterName.isEmpty {
       try visitor.visitSingularStringField(value: self.clusterName, fieldNumber: 1)
     }
+    if !self.authority.isEmpty {
+      try visitor.visitSingularStringField(value: self.authority, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Envoy_Config_Core_V3_GrpcService.EnvoyGrpc, rhs: Envoy_Config_Core_V3_GrpcService.EnvoyGrpc) -> Bool {
     if lhs.clusterName != rhs.clusterName {return false}
+    if lhs.authority != rhs.authority {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
