@@ -39,7 +39,7 @@ enum XDSResourceDecoder {
             Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.self,
             Envoy_Extensions_Filters_Http_Router_V3_Router.self, Envoy_Extensions_Filters_Http_Fault_V3_HTTPFault.self,
             Envoy_Extensions_Filters_Http_Rbac_V3_RBAC.self, Envoy_Extensions_Filters_Network_Rbac_V3_RBAC.self,
-            Envoy_Extensions_Filters_Http_JwtAuthn_V3_JwtAuthentication.self,
+            Envoy_Extensions_Filters_Http_JwtAuthn_V3_JwtAuthentication.self, Envoy_Extensions_Filters_Http_ExtAuthz_V3_ExtAuthz.self,
             Envoy_Extensions_Filters_Listener_HttpInspector_V3_HttpInspector.self,
             Envoy_Extensions_Filters_Listener_OriginalDst_V3_OriginalDst.self,
             Envoy_Extensions_Upstreams_Http_V3_HttpProtocolOptions.self,
