@@ -18,8 +18,8 @@ public indirect enum Permission: Sendable {
 
     public init(_ proto: Envoy_Config_Rbac_V3_Permission, path: String) throws(ConfigError) {
         switch proto.rule {
-        case .andRules(let set)?: self = .all(try Self.list(set.rules, path: "\(path).and_rules.rules"))
-        case .orRules(let set)?: self = .either(try Self.list(set.rules, path: "\(path).or_rules.rules"))
+        case .andRules(let set)?: self = Self.all(of: try Self.list(set.rules, path: "\(path).and_rules.rules"))
+        case .orRules(let set)?: self = Self.either(of: try Self.list(set.rules, path: "\(path).or_rules.rules"))
         case .any(let any)?:
             guard any else { throw ConfigError(path: "\(path).any", message: "must be true when set") }
             self = .anything
@@ -49,6 +49,25 @@ public indirect enum Permission: Sendable {
         var permissions: [Permission] = []
         for (index, rule) in rules.enumerated() { permissions.append(try Permission(rule, path: "\(path)[\(index)]")) }
         return permissions
+    }
+
+    /// `and` over `rules`, flattened as it is decoded: istiod wraps every condition in a one-element
+    /// `or` inside an `and`, and each level would cost a step on every request.
+    static func all(of rules: [Self]) -> Self {
+        var flat: [Self] = []
+        for rule in rules {
+            if case .all(let inner) = rule { flat += inner } else { flat.append(rule) }
+        }
+        return flat.count == 1 ? flat[0] : .all(flat)
+    }
+
+    /// `or` over `rules`, flattened likewise.
+    static func either(of rules: [Self]) -> Self {
+        var flat: [Self] = []
+        for rule in rules {
+            if case .either(let inner) = rule { flat += inner } else { flat.append(rule) }
+        }
+        return flat.count == 1 ? flat[0] : .either(flat)
     }
 
     public func matches(_ request: AuthorizationRequest) -> Bool {

@@ -26,8 +26,8 @@ public indirect enum Principal: Sendable {
 
     public init(_ proto: Envoy_Config_Rbac_V3_Principal, path: String) throws(ConfigError) {
         switch proto.identifier {
-        case .andIds(let set)?: self = .all(try Self.list(set.ids, path: "\(path).and_ids.ids"))
-        case .orIds(let set)?: self = .either(try Self.list(set.ids, path: "\(path).or_ids.ids"))
+        case .andIds(let set)?: self = Self.all(of: try Self.list(set.ids, path: "\(path).and_ids.ids"))
+        case .orIds(let set)?: self = Self.either(of: try Self.list(set.ids, path: "\(path).or_ids.ids"))
         case .any(let any)?:
             guard any else { throw ConfigError(path: "\(path).any", message: "must be true when set") }
             self = .anyone
@@ -58,6 +58,25 @@ public indirect enum Principal: Sendable {
         var principals: [Principal] = []
         for (index, id) in ids.enumerated() { principals.append(try Principal(id, path: "\(path)[\(index)]")) }
         return principals
+    }
+
+    /// `and` over `rules`, flattened as it is decoded: istiod wraps every condition in a one-element
+    /// `or` inside an `and`, and each level would cost a step on every request.
+    static func all(of rules: [Self]) -> Self {
+        var flat: [Self] = []
+        for rule in rules {
+            if case .all(let inner) = rule { flat += inner } else { flat.append(rule) }
+        }
+        return flat.count == 1 ? flat[0] : .all(flat)
+    }
+
+    /// `or` over `rules`, flattened likewise.
+    static func either(of rules: [Self]) -> Self {
+        var flat: [Self] = []
+        for rule in rules {
+            if case .either(let inner) = rule { flat += inner } else { flat.append(rule) }
+        }
+        return flat.count == 1 ? flat[0] : .either(flat)
     }
 
     public func matches(_ request: AuthorizationRequest) -> Bool {

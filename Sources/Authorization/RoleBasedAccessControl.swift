@@ -31,7 +31,15 @@ public struct RoleBasedAccessControl: Sendable {
         let principals: [Principal]
 
         func matches(_ request: AuthorizationRequest) -> Bool {
-            permissions.contains { $0.matches(request) } && principals.contains { $0.matches(request) }
+            // By index, so that no element is copied (and retained) per request.
+            var asked = false
+            for index in permissions.indices where permissions[index].matches(request) {
+                asked = true
+                break
+            }
+            guard asked else { return false }
+            for index in principals.indices where principals[index].matches(request) { return true }
+            return false
         }
     }
 
@@ -74,7 +82,11 @@ public struct RoleBasedAccessControl: Sendable {
     }
 
     public func evaluate(_ request: AuthorizationRequest) -> Verdict {
-        let matched = policies.first { $0.matches(request) }?.name
+        var matched: String?
+        for index in policies.indices where policies[index].matches(request) {
+            matched = policies[index].name
+            break
+        }
         switch action {
         case .allow: return Verdict(allowed: matched != nil, matchedPolicy: matched)
         case .deny: return Verdict(allowed: matched == nil, matchedPolicy: matched)
