@@ -15,7 +15,7 @@ public struct AuthorizationRequest: Sendable {
     public var destinationPort: Int?
     /// nil on a TCP connection (the network filter): header, path and HTTP metadata rules match nothing.
     public var request: HTTPRequest? {
-        didSet { pathWithoutQuery = Self.pathWithoutQuery(of: request) }
+        didSet { readRequest() }
     }
     public var metadata: DynamicMetadata
 
@@ -28,15 +28,25 @@ public struct AuthorizationRequest: Sendable {
         self.destinationAddress = destinationAddress
         self.destinationPort = destinationPort
         self.request = request
-        pathWithoutQuery = Self.pathWithoutQuery(of: request)
         self.metadata = metadata
+        readRequest()
     }
 
-    /// The request's path without its query string, as `url_path` tests it: found once, for every policy.
+    // What every policy reads of the request, found once per check rather than once per policy; the
+    // request itself is kept unwrapped (an empty one on a TCP connection), so that a header rule borrows
+    // it instead of copying it (and retaining its storage) out of an optional.
+    /// The request's path without its query string, as `url_path` tests it.
     private(set) var pathWithoutQuery: Substring?
+    private(set) var isHTTP = false
+    private(set) var headers = Self.noRequest
 
-    private static func pathWithoutQuery(of request: HTTPRequest?) -> Substring? {
-        guard let path = request?.path else { return nil }
-        return path.utf8.firstIndex(of: UInt8(ascii: "?")).map { path[..<$0] } ?? Substring(path)
+    private static let noRequest = HTTPRequest(method: .get, scheme: nil, authority: nil, path: nil)
+
+    private mutating func readRequest() {
+        isHTTP = request != nil
+        headers = request ?? Self.noRequest
+        pathWithoutQuery = request?.path.map { path in
+            path.utf8.firstIndex(of: UInt8(ascii: "?")).map { path[..<$0] } ?? Substring(path)
+        }
     }
 }

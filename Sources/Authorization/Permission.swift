@@ -8,8 +8,8 @@ public indirect enum Permission: Sendable {
     case all([Permission])
     case either([Permission])
     case anything
-    case header(HeaderMatcher)
-    case urlPath(StringMatcher)
+    case header(SharedMatcher<HeaderMatcher>)
+    case urlPath(SharedMatcher<StringMatcher>)
     case destinationIP(CIDRRange)
     case destinationPort(Int)
     case destinationPorts(ClosedRange<Int>)
@@ -23,8 +23,8 @@ public indirect enum Permission: Sendable {
         case .any(let any)?:
             guard any else { throw ConfigError(path: "\(path).any", message: "must be true when set") }
             self = .anything
-        case .header(let header)?: self = .header(try HeaderMatcher(header, path: "\(path).header"))
-        case .urlPath(let matcher)?: self = .urlPath(try Permission.urlPath(matcher, path: "\(path).url_path"))
+        case .header(let header)?: self = .header(SharedMatcher(try HeaderMatcher(header, path: "\(path).header")))
+        case .urlPath(let matcher)?: self = .urlPath(SharedMatcher(try Permission.urlPath(matcher, path: "\(path).url_path")))
         case .destinationIp(let range)?: self = .destinationIP(try CIDRRange(range, path: "\(path).destination_ip"))
         case .destinationPort(let port)?:
             guard port <= 65535 else { throw ConfigError(path: "\(path).destination_port", message: "\(port) is not a port") }
@@ -72,11 +72,15 @@ public indirect enum Permission: Sendable {
 
     public func matches(_ request: AuthorizationRequest) -> Bool {
         switch self {
-        case .all(let rules): return rules.allSatisfy { $0.matches(request) }
-        case .either(let rules): return rules.contains { $0.matches(request) }
+        case .all(let rules):
+            for index in rules.indices where !rules[index].matches(request) { return false }
+            return true
+        case .either(let rules):
+            for index in rules.indices where rules[index].matches(request) { return true }
+            return false
         case .anything: return true
-        case .header(let matcher): return request.request.map(matcher.matches) ?? false
-        case .urlPath(let matcher): return request.pathWithoutQuery.map(matcher.matches) ?? false
+        case .header(let shared): return request.isHTTP && shared.matcher.matches(request.headers)
+        case .urlPath(let shared): return request.pathWithoutQuery.map(shared.matcher.matches) ?? false
         case .destinationIP(let range): return request.destinationAddress.map(range.contains) ?? false
         case .destinationPort(let port): return request.destinationPort == port
         case .destinationPorts(let ports): return request.destinationPort.map(ports.contains) ?? false
