@@ -4,7 +4,7 @@
 /// namespace, or in every namespace when it is in the root namespace), its namespace (no selector), or
 /// the whole mesh (root namespace, no selector). ``AuthorizationPolicyScope`` resolves which apply;
 /// ``RBACGenerator`` turns them into Envoy's RBAC filters as istiod does.
-public struct AuthorizationPolicy: Sendable, Equatable {
+public struct AuthorizationPolicy: WorkloadScopedPolicy {
     /// `spec.action`. `CUSTOM` (ext_authz) is refused when read.
     public enum Action: String, Sendable, Equatable {
         case allow = "ALLOW"
@@ -120,10 +120,4 @@ public struct AuthorizationPolicy: Sendable, Equatable {
 
     /// Istio's mesh-wide policy: in the root namespace, selecting nothing.
     public var isMeshWide: Bool { selector == nil && namespace == MeshConfig.rootNamespace }
-
-    /// Whether it applies to a workload in `namespace` with `labels`.
-    func applies(namespace workloadNamespace: String, labels: [String: String]) -> Bool {
-        guard namespace == workloadNamespace || namespace == MeshConfig.rootNamespace else { return false }
-        return selector?.allSatisfy { labels[$0.key] == $0.value } ?? true
-    }
 }

@@ -7,6 +7,7 @@ public struct MeshConfig: Sendable, Equatable {
     public var destinationRules: [DestinationRule] = []
     public var peerAuthentications: [PeerAuthentication] = []
     public var authorizationPolicies: [AuthorizationPolicy] = []
+    public var requestAuthentications: [RequestAuthentication] = []
 
     public init() {}
 

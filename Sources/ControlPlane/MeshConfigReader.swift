@@ -26,7 +26,7 @@ public struct MeshConfigReading: Sendable {
 /// ``MeshConfig``, checking each resource and then the references between them.
 public enum MeshConfigReader {
     /// Istio kinds Capstan does not act on yet: read, reported, not refused.
-    static let ignoredKinds: Set<String> = ["Sidecar", "Gateway", "RequestAuthentication", "Telemetry", "EnvoyFilter",
+    static let ignoredKinds: Set<String> = ["Sidecar", "Gateway", "Telemetry", "EnvoyFilter",
                                             "ProxyConfig", "WorkloadGroup"]
 
     /// Every `*.yaml`, `*.yml` and `*.json` file directly in `directory` (hidden ones, such as a
@@ -145,12 +145,14 @@ private struct Builder {
                 config.authorizationPolicies.append(try AuthorizationPolicyReader.read(spec, metadata: metadata, origin: origin, namespace: namespace,
                                                                                        name: name, warnings: &resourceWarnings))
             case "RequestAuthentication":
-                // Its JWTs are what request.auth.* and requestPrincipals match: without it they match nothing.
-                resourceWarnings.append("kind RequestAuthentication is not acted on by Capstan yet, ignored: no JWT is validated, so in AuthorizationPolicies requestPrincipals and request.auth.* conditions match no request, and notRequestPrincipals and notValues on them match every request")
+                guard ["security.istio.io/v1", "security.istio.io/v1beta1"].contains(apiVersion) else {
+                    throw ConfigError(path: "apiVersion", message: "\"\(apiVersion)\" does not serve RequestAuthentication (security.istio.io/v1, security.istio.io/v1beta1)")
+                }
+                config.requestAuthentications.append(try RequestAuthenticationReader.read(spec, origin: origin, namespace: namespace, name: name))
             case let other where MeshConfigReader.ignoredKinds.contains(other):
                 resourceWarnings.append("kind \(other) is not acted on by Capstan yet, ignored")
             default:
-                throw ConfigError(path: "kind", message: "\"\(kind)\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy)")
+                throw ConfigError(path: "kind", message: "\"\(kind)\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)")
             }
             warnings += resourceWarnings.map { "\(origin): \(kind) \(origin.name): \($0)" }
         } catch {
@@ -571,6 +573,37 @@ private struct Builder {
         }
         checkPeerAuthentications()
         checkAuthorizationPolicies()
+        checkRequestAuthentications()
+    }
+
+    /// Each `jwksUri` names a service port of this mesh (its cluster `outbound|PORT||HOST` is where
+    /// the proxy fetches the keys), and a selector that reaches no workload is said.
+    mutating func checkRequestAuthentications() {
+        for index in config.requestAuthentications.indices {
+            let policy = config.requestAuthentications[index]
+            for (ruleIndex, rule) in policy.jwtRules.enumerated() {
+                guard case .remote(let uri, _) = rule.keys else { continue }
+                let field = "spec.jwtRules[\(ruleIndex)].jwksUri"
+                guard let (host, port) = RequestAuthenticationReader.meshServiceAddress(uri) else { continue }
+                guard let entry = config.serviceEntries.first(where: { $0.hosts.contains(host) }) else {
+                    problems.append(policy.origin.problem(field, "\(host) is not defined by any ServiceEntry: jwksUri can only name a service of this mesh (Capstan's control plane fetches nothing from the internet); give jwks inline"))
+                    continue
+                }
+                guard entry.ports.contains(where: { $0.number == port }) else {
+                    problems.append(policy.origin.problem(field, "\(host) has no port \(port): jwksUri can only name a service port of this mesh; give jwks inline"))
+                    continue
+                }
+                config.requestAuthentications[index].jwtRules[ruleIndex].keys =
+                    .remote(uri: uri, cluster: ProxyConfigGenerator.clusterName(port: port, subset: "", host: host))
+            }
+        }
+        let workloads = config.workloadEntries.map { ($0.namespace, $0.endpoint.labels) }
+            + config.serviceEntries.flatMap { entry in entry.endpoints.map { (entry.namespace, $0.labels) } }
+        for policy in config.requestAuthentications where policy.selector != nil {
+            guard !workloads.contains(where: { policy.applies(namespace: $0.0, labels: $0.1) }) else { continue }
+            let scope = policy.namespace == MeshConfig.rootNamespace ? "any namespace" : "namespace \(policy.namespace)"
+            warnings.append("\(policy.origin): RequestAuthentication \(policy.origin.name): spec.selector.matchLabels: selects no workload (WorkloadEntry or ServiceEntry endpoint) in \(scope)")
+        }
     }
 
     /// A selector that reaches no workload (WorkloadEntry or inline endpoint) protects nothing: said.

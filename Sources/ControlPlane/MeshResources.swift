@@ -20,11 +20,14 @@ struct MeshResources: Sendable {
         let sniffedPorts: [Int]
         /// The RBAC filters of every inbound chain, from the AuthorizationPolicies that apply.
         let authorization: RBACGenerator.WorkloadRules
+        /// The `jwt_authn` filter of every inbound HTTP chain, from the RequestAuthentications that apply; nil: none.
+        let authentication: JWTAuthnGenerator.Config?
 
         init(ports: [Int], tls: MutualTLSPolicy.Inbound, httpPorts: [Int] = [], sniffedPorts: [Int] = [],
-             authorization: RBACGenerator.WorkloadRules = .none) {
+             authorization: RBACGenerator.WorkloadRules = .none, authentication: JWTAuthnGenerator.Config? = nil) {
             self.ports = ports
             self.authorization = authorization
+            self.authentication = authentication
             self.httpPorts = httpPorts
             self.sniffedPorts = sniffedPorts
             // A port-level mode repeating the workload's, on one of its ports, changes no chain: left
@@ -48,12 +51,15 @@ struct MeshResources: Sendable {
     var mutualTLS: MutualTLSPolicy
     /// The AuthorizationPolicies, for proxies at IPs no workload has.
     var authorization = AuthorizationPolicyScope([])
+    /// The RequestAuthentications, for proxies at IPs no workload has.
+    var authentication = RequestAuthenticationScope([])
 
     /// The inbound side of the proxy at `ip`, whose node id says it is in `namespace`: the workload's,
     /// or, for a proxy the configuration does not describe, no ports under its namespace's policy.
     func inbound(ip: String, namespace: String) -> InboundWorkload {
         inboundWorkloads[ip] ?? InboundWorkload(ports: [], tls: mutualTLS.inbound(namespace: namespace),
-                                                authorization: RBACGenerator.WorkloadRules(authorization.applying(namespace: namespace)))
+                                                authorization: RBACGenerator.WorkloadRules(authorization.applying(namespace: namespace)),
+                                                authentication: JWTAuthnGenerator.config(for: authentication.applying(namespace: namespace)))
     }
 
     /// Whether the resources of `type` differ from those in `other`, compared as values: the packed
@@ -68,6 +74,7 @@ struct MeshResources: Sendable {
             !Self.same(outboundListeners, other.outboundListeners) || inboundWorkloads != other.inboundWorkloads
                 || mutualTLS.undescribedProxies != other.mutualTLS.undescribedProxies
                 || authorization.undescribedProxies != other.authorization.undescribedProxies
+                || authentication != other.authentication
         case .route: !Self.same(routes, other.routes)
         // Secrets come from the agent over SDS, never from here.
         case .secret: false

@@ -58,6 +58,7 @@ struct ProxyConfigGenerator: Sendable {
     func resources(for config: MeshConfig) throws -> MeshResources {
         let mutualTLS = MutualTLSPolicy(config.peerAuthentications)
         let authorization = AuthorizationPolicyScope(config.authorizationPolicies)
+        let authentication = RequestAuthenticationScope(config.requestAuthentications)
         var clusters: [MeshResources.Resource] = []
         var endpoints: [MeshResources.Resource] = []
         for cluster in [Self.passthroughCluster, Self.inboundPassthroughCluster] {
@@ -65,7 +66,7 @@ struct ProxyConfigGenerator: Sendable {
         }
         // Each WorkloadEntry with its modes, resolved once however many services select it.
         let workloadEntries = config.workloadEntries.map { Member(endpoint: $0.endpoint, namespace: $0.namespace, policy: mutualTLS,
-                                                                        authorization: authorization) }
+                                                                        authorization: authorization, authentication: authentication) }
         // The workload at each IP, for its PeerAuthentication: a WorkloadEntry's, else an inline endpoint's.
         var workloads: [String: Member] = [:]
         for workload in workloadEntries where workloads[workload.endpoint.address] == nil {
@@ -81,7 +82,8 @@ struct ProxyConfigGenerator: Sendable {
         // The services on each HTTP port, for RDS `PORT` and the listener `0.0.0.0_PORT`.
         var httpServices: [Int: [(host: String, entry: ServiceEntry)]] = [:]
         for entry in config.serviceEntries {
-            let members = Self.members(of: entry, workloadEntries: workloadEntries, policy: mutualTLS, authorization: authorization)
+            let members = Self.members(of: entry, workloadEntries: workloadEntries, policy: mutualTLS, authorization: authorization,
+                                       authentication: authentication)
             for member in members where workloads[member.endpoint.address] == nil { workloads[member.endpoint.address] = member }
             let rule = config.destinationRules.first { rule in entry.hosts.contains(rule.host) }
             for port in entry.ports {
@@ -175,10 +177,11 @@ struct ProxyConfigGenerator: Sendable {
             inboundWorkloads[address] = .init(ports: inboundPorts[address, default: []].sorted(), tls: member.tls,
                                               httpPorts: inboundHTTPPorts[address, default: []].sorted(),
                                               sniffedPorts: inboundSniffedPorts[address, default: []].sorted(),
-                                              authorization: member.authorization)
+                                              authorization: member.authorization, authentication: member.authentication)
         }
         return MeshResources(clusters: clusters, endpoints: endpoints, outboundListeners: listeners, routes: routes,
-                             inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS, authorization: authorization)
+                             inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS, authorization: authorization,
+                             authentication: authentication)
     }
 
     /// `virtualInbound` for one workload: `tls_inspector` first, then, for each of its ports, chains to
@@ -201,8 +204,10 @@ struct ProxyConfigGenerator: Sendable {
             http.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Listener_HttpInspector_V3_HttpInspector())
             listener.listenerFilters.append(http)
         }
-        // Packed once: every HTTP chain gets the same RBAC filters, every TCP chain the same network ones, as from istiod.
-        let rbac = try RBACGenerator.filters(for: workload.authorization)
+        // Packed once: every HTTP chain gets the same RBAC filters, every TCP chain the same network ones, as from istiod;
+        // HTTP chains get the JWT filter before them (authentication before authorization).
+        var rbac = try RBACGenerator.filters(for: workload.authorization)
+        rbac.http = try JWTAuthnGenerator.httpFilters(workload.authentication) + rbac.http
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         for port in workload.ports {
             let cluster = "inbound|\(port)||"
@@ -244,12 +249,15 @@ struct ProxyConfigGenerator: Sendable {
         var namespace: String
         var tls: MutualTLSPolicy.Inbound
         var authorization: RBACGenerator.WorkloadRules
+        var authentication: JWTAuthnGenerator.Config?
 
-        init(endpoint: WorkloadEndpoint, namespace: String, policy: MutualTLSPolicy, authorization: AuthorizationPolicyScope) {
+        init(endpoint: WorkloadEndpoint, namespace: String, policy: MutualTLSPolicy, authorization: AuthorizationPolicyScope,
+             authentication: RequestAuthenticationScope) {
             self.endpoint = endpoint
             self.namespace = namespace
             tls = policy.inbound(namespace: namespace, labels: endpoint.labels)
             self.authorization = RBACGenerator.WorkloadRules(authorization.applying(namespace: namespace, labels: endpoint.labels))
+            self.authentication = JWTAuthnGenerator.config(for: authentication.applying(namespace: namespace, labels: endpoint.labels))
         }
     }
 
@@ -369,8 +377,9 @@ struct ProxyConfigGenerator: Sendable {
     /// The endpoints of a service: inline ones and the WorkloadEntries (`workloadEntries`, resolved
     /// already) its selector picks.
     private static func members(of entry: ServiceEntry, workloadEntries: [Member], policy: MutualTLSPolicy,
-                                authorization: AuthorizationPolicyScope) -> [Member] {
-        var members = entry.endpoints.map { Member(endpoint: $0, namespace: entry.namespace, policy: policy, authorization: authorization) }
+                                authorization: AuthorizationPolicyScope, authentication: RequestAuthenticationScope) -> [Member] {
+        var members = entry.endpoints.map { Member(endpoint: $0, namespace: entry.namespace, policy: policy, authorization: authorization,
+                                                   authentication: authentication) }
         if let selector = entry.workloadSelector {
             members += workloadEntries.filter { workload in
                 workload.namespace == entry.namespace && selector.allSatisfy { workload.endpoint.labels[$0.key] == $0.value }

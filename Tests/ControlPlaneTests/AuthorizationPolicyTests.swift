@@ -411,13 +411,6 @@ import XDS
         #expect(reading.problems.map(\.description).first?.contains("metadata.annotations.istio.io/dry-run: \"maybe\" is not true or false") == true)
     }
 
-    @Test func requestAuthenticationStaysIgnoredWithAnHonestWarning() {
-        let text = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: shop}\nspec: {}"
-        let reading = reading([text])
-        #expect(reading.config != nil)
-        #expect(reading.warnings.contains { $0.contains("RequestAuthentication shop/jwt: kind RequestAuthentication is not acted on by Capstan yet") && $0.contains("requestPrincipals") })
-    }
-
     // MARK: istiod's output
 
     /// The `httpbin` ALLOW policy of the Istio documentation, whose RBAC filters istiod 1.2x generated in

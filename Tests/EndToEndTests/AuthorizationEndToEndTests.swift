@@ -64,9 +64,10 @@ import Testing
         """
 
     /// The statuses of `count` requests to `path` from `pod`'s application (httpx through its sidecar).
-    static func statuses(from pod: String, _ path: String, method: String = "GET", count: Int = 3) throws -> [Int] {
+    static func statuses(from pod: String, _ path: String, method: String = "GET", count: Int = 3, token: String? = nil) throws -> [Int] {
         let result = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", pod, "python3", peers.appendingPathComponent("http_client.py").path,
-                                                           "httpx", service + path, "--count", String(count), "--method", method])
+                                                           "httpx", service + path, "--count", String(count), "--method", method]
+                                                           + (token.map { ["--header", "Authorization:Bearer \($0)"] } ?? []))
         let object = try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any]
         return (object?["requests"] as? [[String: Any]] ?? []).map { $0["status"] as? Int ?? 0 }
     }
@@ -126,6 +127,78 @@ import Testing
             #expect(throws: (any Error).self) { try EchoExchange.run(to: target, from: client.namespace, payload: EchoExchange.payload(3000)) }
             #expect(try cluster.metric("envoy_tcp_rbac_denied", in: payments) == "1")
             #expect(try cluster.metric("envoy_tcp_rbac_allowed", in: payments) == "1")
+        }
+    }
+
+    /// RequestAuthentication from `capstan control-plane` (the issuer's JWKS inline; keys and tokens from
+    /// jwt_issuer.py, the `cryptography` package, not Capstan's code) with an AuthorizationPolicy that
+    /// wants a request principal in group admins: payments' sidecar verifies the token (`jwt_authn`)
+    /// before RBAC reads its claims, so a bad token is 401, a good one of the wrong group or none 403.
+    @Test func requestAuthenticationFeedsAuthorizationPolicysClaims() throws {
+        let tokens = try JWTAuthenticationEndToEndTests.issue()
+        let jwks = String(data: try JSONSerialization.data(withJSONObject: [tokens["jwks"]!], options: [.fragmentsAllowed]), encoding: .utf8)!
+            .dropFirst().dropLast()
+        let authentication = """
+            apiVersion: security.istio.io/v1
+            kind: RequestAuthentication
+            metadata:
+              name: payments-jwt
+              namespace: shop
+            spec:
+              selector:
+                matchLabels:
+                  app: payments
+              jwtRules:
+              - issuer: "\(JWTAuthenticationEndToEndTests.issuer)"
+                jwks: \(jwks)
+            ---
+            apiVersion: security.istio.io/v1
+            kind: AuthorizationPolicy
+            metadata:
+              name: payments-admins
+              namespace: shop
+            spec:
+              selector:
+                matchLabels:
+                  app: payments
+              rules:
+              - from:
+                - source:
+                    requestPrincipals: ["*"]
+                when:
+                - key: request.auth.claims[groups]
+                  values: ["admins"]
+            """
+        let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
+            .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
+            .replacingOccurrences(of: "tcp-payments: 80", with: "http-payments: 8080")
+            .replacingOccurrences(of: "198.51.100.10", with: "\(Self.paymentsV1)")
+            .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+        try withMeshCluster { cluster in
+            try cluster.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.httpCanary(v1: 100, v2: 0),
+                                                  "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT"), "jwt.yaml": authentication])
+            let payments = try cluster.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments", appPort: nil)
+            let upstream = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
+                                                  "--listen", "\(Self.paymentsV1):8080", "--name", "v1", "--log-requests"], in: payments.namespace,
+                                                 logPath: "\(cluster.directory)/payments-v1-upstream.log")
+            defer { upstream.stop() }
+            #expect(upstream.waitUntil(seconds: 20) { upstream.log.contains("READY") }, "\(upstream.log)")
+            _ = try cluster.addWorkload("billing", address: IPAddress("192.0.2.3")!, serviceAccount: "billing", appPort: nil)
+            _ = try cluster.addWorkload("client", address: IPAddress("192.0.2.1")!, serviceAccount: "client", appPort: nil)
+            let billing = "\(cluster.name)-billing", client = "\(cluster.name)-client"
+            // The first requests wait for the client sidecars' configuration.
+            #expect(upstream.waitUntil(seconds: 10) { (try? Self.statuses(from: billing, "/hello", count: 1, token: tokens["admins"])) == [200] })
+            #expect(try Self.statuses(from: billing, "/hello", count: 2, token: tokens["admins"]) == [200, 200])
+            #expect(try Self.statuses(from: client, "/hello", count: 1, token: tokens["admins"]) == [200])
+            // A valid token of another group: authenticated, not authorized.
+            #expect(try Self.statuses(from: client, "/hello", count: 1, token: tokens["guests"]) == [403])
+            // A token that fails verification is refused by jwt_authn before RBAC.
+            #expect(try Self.statuses(from: client, "/hello", count: 1, token: tokens["expired_admins"]) == [401])
+            #expect(try Self.statuses(from: client, "/hello", count: 1, token: tokens["other_issuer"]) == [401])
+            #expect(try Self.statuses(from: client, "/hello", count: 1, token: tokens["stranger"]) == [401])
+            // No token passes RequestAuthentication; requestPrincipals then refuses it.
+            #expect(try Self.statuses(from: client, "/hello", count: 1) == [403])
+            #expect(try Self.statuses(from: billing, "/hello", count: 1) == [403])
         }
     }
 }

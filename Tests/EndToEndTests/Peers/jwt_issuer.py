@@ -2,7 +2,8 @@
 """A JWT issuer for the proxy's jwt_authn tests, written with the `cryptography` package rather than
 Capstan's code: makes an RSA and a P-256 key, and prints one JSON object with their public JWKS and
 tokens signed with them (RS256 and ES256): valid ones, an expired one, one for another audience and one
-signed by a key the JWKS does not have."""
+signed by a key the JWKS does not have; and, for AuthorizationPolicy's claims, valid ones with `groups`
+["admins"] and ["guests"], and one from another issuer signed with the same key."""
 import base64, json, sys, time
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -54,4 +55,8 @@ print(json.dumps({
     "expired": token({"alg": "RS256", "kid": "rsa-1"}, dict(claims, exp=now - 3600), rs256),
     "other_audience": token({"alg": "RS256", "kid": "rsa-1"}, dict(claims, aud="reviews"), rs256),
     "stranger": token({"alg": "ES256", "kid": "ec-1"}, claims, es256(stranger)),
+    "admins": token({"alg": "RS256", "kid": "rsa-1"}, dict(claims, groups=["admins"]), rs256),
+    "guests": token({"alg": "RS256", "kid": "rsa-1"}, dict(claims, groups=["guests"]), rs256),
+    "expired_admins": token({"alg": "RS256", "kid": "rsa-1"}, dict(claims, groups=["admins"], exp=now - 3600), rs256),
+    "other_issuer": token({"alg": "RS256", "kid": "rsa-1"}, dict(claims, iss="https://other.example", groups=["admins"]), rs256),
 }))
