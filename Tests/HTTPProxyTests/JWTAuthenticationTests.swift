@@ -113,7 +113,9 @@ import _CryptoExtras
         var metadata = DynamicMetadata()
         var details: String?
         func resume() {}
-        func resume(with request: HTTPRequest) {}
+        func resume(_ change: (inout HTTPRequest) -> Void) {}
+        var protocolName: String { "HTTP/1.1" }
+        func upstream(named cluster: String) -> (cluster: any UpstreamCluster, pools: UpstreamPools)? { nil }
         func fetch(_ request: HTTPRequest, cluster: String, timeout: TimeAmount) -> EventLoopFuture<(status: Int, body: ByteBuffer)?> {
             eventLoop.makeSucceededFuture(nil)
         }
