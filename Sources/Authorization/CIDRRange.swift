@@ -4,7 +4,8 @@ import XDS
 /// Envoy's `CidrRange`: an address prefix, as RBAC's IP principals and `destination_ip` take it.
 public struct CIDRRange: Sendable, Hashable, CustomStringConvertible {
     let prefix: IPAddress
-    let length: Int
+    /// Its prefix length, in bits.
+    public let length: Int
 
     /// `path` names the range in refusals. Envoy masks the address to the prefix length, so
     /// `10.1.2.3/8` is `10.0.0.0/8`.

@@ -1,3 +1,4 @@
+import Authorization
 import Configuration
 import HTTPProxy
 import NIOCore
@@ -106,7 +107,7 @@ public struct BootstrapConfig: Sendable {
     struct FilterChain: Sendable, Equatable {
         var name: String
         var destinationPort: Int?
-        var prefixes: [DestinationPrefix]
+        var prefixes: [CIDRRange]
         /// What the chain does with a connection: its terminal network filter.
         var action: ChainAction
         /// `tcp_proxy`'s `idle_timeout`.
@@ -409,39 +410,10 @@ public struct BootstrapConfig: Sendable {
     }
 }
 
-/// A destination CIDR of a filter chain match, compared with a connection's original destination.
-struct DestinationPrefix: Sendable, Equatable {
-    let bytes: [UInt8]
-    let length: Int
-
-    init?(address: String, length: Int?) {
-        guard let parsed = try? SocketAddress(ipAddress: address, port: 0), let bytes = parsed.addressBytes else { return nil }
-        let length = length ?? bytes.count * 8
-        guard length <= bytes.count * 8 else { return nil }
-        self.bytes = bytes
-        self.length = length
-    }
-
+extension CIDRRange {
+    /// Whether `address` (an IPv4-mapped IPv6 address as the IPv4 address) is in the range: a filter
+    /// chain's `prefix_ranges` test the connection's original destination this way.
     func contains(_ address: SocketAddress) -> Bool {
-        guard let candidate = address.unmapped.addressBytes, candidate.count == bytes.count else { return false }
-        var remaining = length
-        for index in bytes.indices where remaining > 0 {
-            let bits = min(8, remaining)
-            let mask = UInt8(truncatingIfNeeded: 0xFF << (8 - bits))
-            if candidate[index] & mask != bytes[index] & mask { return false }
-            remaining -= bits
-        }
-        return true
-    }
-}
-
-extension SocketAddress {
-    /// The address bytes in network order (4 or 16), nil for non-IP addresses.
-    var addressBytes: [UInt8]? {
-        switch self {
-        case .v4(let address): withUnsafeBytes(of: address.address.sin_addr) { Array($0) }
-        case .v6(let address): withUnsafeBytes(of: address.address.sin6_addr) { Array($0) }
-        default: nil
-        }
+        IPAddress(socketAddress: address).map(contains) ?? false
     }
 }

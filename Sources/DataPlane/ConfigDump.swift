@@ -383,12 +383,3 @@ private struct AnyEncodable: Encodable {
     init(_ value: some Encodable) { encodeValue = value.encode }
     func encode(to encoder: any Encoder) throws { try encodeValue(encoder) }
 }
-
-extension DestinationPrefix: CustomStringConvertible {
-    var description: String {
-        let address = bytes.count == 4
-            ? bytes.map(String.init).joined(separator: ".")
-            : stride(from: 0, to: 16, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }.joined(separator: ":")
-        return "\(address)/\(length)"
-    }
-}

@@ -1,3 +1,4 @@
+import Authorization
 import Configuration
 import HTTPProxy
 import NIOCore
@@ -171,13 +172,10 @@ enum XDSResourceDecoder {
             }
             port = Int(match.destinationPort.value)
         }
+        // A filter chain's range without `prefix_len` is the one address (RBAC's, as Envoy reads it there, is 0).
         let prefixes = try match.prefixRanges.enumerated().map { index, range throws(ConfigError) in
-            let length = range.hasPrefixLen ? Int(range.prefixLen.value) : nil
-            guard let prefix = DestinationPrefix(address: range.addressPrefix, length: length) else {
-                throw ConfigError(path: "\(path).filter_chain_match.prefix_ranges[\(index)]",
-                                  message: "\"\(range.addressPrefix)/\(length.map(String.init) ?? "")\" is not an IP prefix")
-            }
-            return prefix
+            try CIDRRange(address: range.addressPrefix, length: range.hasPrefixLen ? Int(range.prefixLen.value) : nil,
+                          path: "\(path).filter_chain_match.prefix_ranges[\(index)]")
         }
         let (action, idleTimeout, authorization) = try networkFilters(proto.filters, path: path, field: field, notActedOn: &notActedOn)
         for (index, name) in match.applicationProtocols.enumerated() where name.isEmpty {
