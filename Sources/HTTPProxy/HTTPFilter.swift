@@ -63,9 +63,6 @@ protocol HTTPFilterCallbacks: AnyObject {
     /// A held request goes on to the next filter, with `change` made to it first (the JWT filter's
     /// token removed, ext_authz's headers).
     func resume(_ change: (inout HTTPRequest) -> Void)
-    /// A request of the filter's own (the JWT filter's JWKS) through `cluster`, answered whole: its
-    /// status and body, or nil when the cluster is unknown, has no endpoint, or did not answer in `timeout`.
-    func fetch(_ request: HTTPRequest, cluster: String, timeout: TimeAmount) -> EventLoopFuture<(status: Int, body: ByteBuffer)?>
     /// A held request is answered here.
     func reply(_ reply: HTTPLocalReply)
     /// Response flags for the access log and metrics (`DI`).
@@ -75,6 +72,6 @@ protocol HTTPFilterCallbacks: AnyObject {
     /// `HTTP/1.1` or `HTTP/2`: how the request came.
     var protocolName: String { get }
     /// A cluster of the configuration the request is routed by, with this event loop's connection
-    /// pools: for filters that call a service of their own (ext_authz). Nil: no such cluster.
+    /// pools: for filters that call a service of their own (ext_authz, the JWT filter's JWKS). Nil: no such cluster.
     func upstream(named cluster: String) -> (cluster: any UpstreamCluster, pools: UpstreamPools)?
 }

@@ -844,19 +844,6 @@ extension HTTPStreamHandler: HTTPFilterCallbacks {
         runFilters()
     }
 
-    func fetch(_ request: HTTPRequest, cluster name: String, timeout: TimeAmount) -> EventLoopFuture<(status: Int, body: ByteBuffer)?> {
-        let loop = connection.pools.eventLoop
-        guard let cluster = filtered?.snapshot.cluster(named: name),
-              case .success(let endpoint) = cluster.chooseEndpoint(for: connection.downstream, hash: nil) else {
-            return loop.makeSucceededFuture(nil)
-        }
-        return HealthProbe.exchange(request, body: nil, version: .http1, to: endpoint, of: cluster, pools: connection.pools, timeout: timeout)
-            .assumeIsolated().map { answer -> (status: Int, body: ByteBuffer)? in
-                cluster.requestEnded(at: endpoint)
-                return answer.status.map { ($0, answer.body) }
-            }.nonisolated()
-    }
-
     func reply(_ reply: HTTPLocalReply) {
         guard case .filtering = state, let request = filtered?.request else { return }
         filtered = nil

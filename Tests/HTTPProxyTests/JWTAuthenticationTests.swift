@@ -116,9 +116,6 @@ import _CryptoExtras
         func resume(_ change: (inout HTTPRequest) -> Void) {}
         var protocolName: String { "HTTP/1.1" }
         func upstream(named cluster: String) -> (cluster: any UpstreamCluster, pools: UpstreamPools)? { nil }
-        func fetch(_ request: HTTPRequest, cluster: String, timeout: TimeAmount) -> EventLoopFuture<(status: Int, body: ByteBuffer)?> {
-            eventLoop.makeSucceededFuture(nil)
-        }
         func reply(_ reply: HTTPLocalReply) {}
         func addFlags(_ flags: ResponseFlags) {}
         func setResponseCodeDetails(_ details: String) { self.details = details }
