@@ -26,6 +26,8 @@ struct ProxyConfigGenerator: Sendable {
     static let inboundListenerName = "virtualInbound"
     static let passthroughCluster = "PassthroughCluster"
     static let inboundPassthroughCluster = "InboundPassthroughCluster"
+    /// istiod's `upstream_bind_config` source on inbound clusters.
+    static let inboundPassthroughSource = "127.0.0.6"
     static let inboundPassthroughChain = "InboundPassthroughFilterChain"
     static let defaultConnectTimeout = Duration.seconds(10)
     static let defaultTrustDomain = "cluster.local"
@@ -62,7 +64,8 @@ struct ProxyConfigGenerator: Sendable {
         var clusters: [MeshResources.Resource] = []
         var endpoints: [MeshResources.Resource] = []
         for cluster in [Self.passthroughCluster, Self.inboundPassthroughCluster] {
-            clusters.append((cluster, try .packed(Self.originalDestinationCluster(cluster), as: .cluster)))
+            clusters.append((cluster, try .packed(Self.originalDestinationCluster(cluster, inbound: cluster == Self.inboundPassthroughCluster),
+                                                  as: .cluster)))
         }
         // Each WorkloadEntry with its modes, resolved once however many services select it.
         let workloadEntries = config.workloadEntries.map { Member(endpoint: $0.endpoint, namespace: $0.namespace, policy: mutualTLS,
@@ -170,7 +173,7 @@ struct ProxyConfigGenerator: Sendable {
         let inboundClusterPorts = Set(inboundPorts.values.flatMap { $0 }).sorted()
         for port in inboundClusterPorts {
             let name = "inbound|\(port)||"
-            clusters.append((name, try .packed(Self.originalDestinationCluster(name), as: .cluster)))
+            clusters.append((name, try .packed(Self.originalDestinationCluster(name, inbound: true), as: .cluster)))
         }
         var inboundWorkloads: [String: MeshResources.InboundWorkload] = [:]
         for (address, member) in workloads {
@@ -502,10 +505,16 @@ struct ProxyConfigGenerator: Sendable {
         return result
     }
 
-    private static func originalDestinationCluster(_ name: String) -> Envoy_Config_Cluster_V3_Cluster {
+    /// An ORIGINAL_DST cluster; an `inbound` one binds its connections to 127.0.0.6, as istiod's do, so
+    /// the application's own traffic and the proxy's are told apart (and the latter is not captured).
+    private static func originalDestinationCluster(_ name: String, inbound: Bool = false) -> Envoy_Config_Cluster_V3_Cluster {
         var cluster = Envoy_Config_Cluster_V3_Cluster()
         cluster.name = name
         cluster.type = .originalDst
+        if inbound {
+            cluster.upstreamBindConfig.sourceAddress.address = inboundPassthroughSource
+            cluster.upstreamBindConfig.sourceAddress.portValue = 0
+        }
         cluster.lbPolicy = .clusterProvided
         cluster.connectTimeout = protoDuration(defaultConnectTimeout)
         cluster.circuitBreakers.thresholds = [circuitBreakerThreshold(nil)]

@@ -267,6 +267,15 @@ public struct BootstrapConfig: Sendable {
         /// Whether `istio.alpn` may replace the ALPN of this cluster's TLS (istiod's `istio.alpn_override`
         /// metadata says `"false"` for TLS it does not own, such as a DestinationRule's SIMPLE TLS).
         public var allowsALPNOverride = true
+        /// `upstream_bind_config.source_address`: the address upstream connections come from (istiod's
+        /// 127.0.0.6 on inbound clusters, which the capture rules let through to the application).
+        public var bindSource: SocketAddress?
+
+        /// `bindSource` for a connection to `endpoint`, if it is of the same address family (Envoy's
+        /// other-family source addresses are outside the subset).
+        func bindSource(for endpoint: SocketAddress) -> SocketAddress? {
+            bindSource.flatMap { $0.protocol == endpoint.protocol ? $0 : nil }
+        }
 
         /// The transport socket for a connection to `endpoint`: that of the first of
         /// `transport_socket_matches` whose every `match` field the endpoint's metadata has with the same

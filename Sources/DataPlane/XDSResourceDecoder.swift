@@ -406,11 +406,34 @@ enum XDSResourceDecoder {
             cluster.tcpKeepalive = try TCPKeepalive.decode(proto.upstreamConnectionOptions.tcpKeepalive,
                                                            path: "\(path).upstream_connection_options.tcp_keepalive")
         }
+        if proto.hasUpstreamBindConfig {
+            cluster.bindSource = try bindSource(proto.upstreamBindConfig, path: "\(path).upstream_bind_config")
+        }
         cluster.serviceHost = istioServiceHost(proto.metadata, notActedOn: &cluster.fieldsNotActedOn)
         if case .stringValue(let override)? = proto.metadata.filterMetadata["istio"]?.fields["alpn_override"]?.kind, override == "false" {
             cluster.allowsALPNOverride = false
         }
         return DiscoveredCluster(cluster: cluster, endpointService: service)
+    }
+
+    /// `upstream_bind_config`'s source: an IP address, with port 0 (any) or a fixed one.
+    private static func bindSource(_ config: Envoy_Config_Core_V3_BindConfig, path: String) throws(ConfigError) -> SocketAddress {
+        guard config.hasSourceAddress else { throw ConfigError(path: "\(path).source_address", message: "is required") }
+        let socket = config.sourceAddress
+        guard socket.protocol == .tcp else {
+            throw ConfigError(path: "\(path).source_address.protocol", message: "UDP is not supported: Capstan relays TCP")
+        }
+        let port: Int
+        switch socket.portSpecifier {
+        case .portValue(let value)? where value <= 65535: port = Int(value)
+        case .portValue(let value)?: throw ConfigError(path: "\(path).source_address.port_value", message: "\(value) is out of range 0-65535")
+        case nil: port = 0
+        }
+        do {
+            return try SocketAddress(ipAddress: socket.address, port: port)
+        } catch {
+            throw ConfigError(path: "\(path).source_address.address", message: "\"\(socket.address)\" is not an IP address")
+        }
     }
 
     /// RING_HASH with Envoy's bounds: 1,024 points at least, 8M at most (each at most 8M, the first no
