@@ -181,13 +181,26 @@ enum XDSResourceDecoder {
         for (index, name) in match.applicationProtocols.enumerated() where name.isEmpty {
             throw ConfigError(path: "\(path).filter_chain_match.application_protocols[\(index)]", message: "is empty")
         }
+        var serverNames = BootstrapConfig.ServerNames()
+        for (index, name) in match.serverNames.enumerated() {
+            let lowered = name.lowercased()
+            if lowered.hasPrefix("*.") && lowered.count > 2 && !lowered.dropFirst(2).contains("*") {
+                serverNames.wildcardSuffixes.insert(String(lowered.dropFirst(2)))
+            } else if !lowered.isEmpty && !lowered.contains("*") {
+                serverNames.exact.insert(lowered)
+            } else {
+                throw ConfigError(path: "\(path).filter_chain_match.server_names[\(index)]",
+                                  message: "\"\(name)\" is not a server name (a host name, or *. before one)")
+            }
+        }
         let socket = proto.hasTransportSocket
             ? try TransportSocketConfig.downstream(proto.transportSocket, path: "\(path).transport_socket") : nil
         return BootstrapConfig.FilterChain(
             name: proto.name, destinationPort: port, prefixes: prefixes, action: action, idleTimeout: idleTimeout,
             terminalFilterIndex: proto.filters.count - 1,
             transportProtocol: match.transportProtocol.isEmpty ? nil : match.transportProtocol,
-            applicationProtocols: match.applicationProtocols, transportSocket: socket, authorization: authorization)
+            applicationProtocols: match.applicationProtocols, serverNames: serverNames, transportSocket: socket,
+            authorization: authorization)
     }
 
     /// Network filters istiod puts before a chain's terminal filter that Capstan accepts without acting
