@@ -63,6 +63,25 @@ import Testing
                 methods: ["POST"]
         """
 
+    /// payments (v1 at ``paymentsV1``, v2 at 192.0.2.11) with sidecars, serving HTTP on 8080 behind port 9080.
+    static let httpWorkloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
+        .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
+        .replacingOccurrences(of: "tcp-payments: 80", with: "http-payments: 8080")
+        .replacingOccurrences(of: "198.51.100.10", with: "\(paymentsV1)")
+        .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+
+    /// payments v1's application: the HTTP upstream peer on 8080, logging each request, started.
+    static func startUpstream(in payments: MeshCluster.Pod, of cluster: MeshCluster) throws -> NamespacedProcess {
+        let upstream = try NamespacedProcess(["python3", peers.appendingPathComponent("http_upstream.py").path,
+                                              "--listen", "\(paymentsV1):8080", "--name", "v1", "--log-requests"], in: payments.namespace,
+                                             logPath: "\(cluster.directory)/payments-v1-upstream.log")
+        guard upstream.waitUntil(seconds: 20, { upstream.log.contains("READY") }) else {
+            upstream.stop()
+            throw SandboxError("http_upstream.py did not start: \(upstream.log)")
+        }
+        return upstream
+    }
+
     /// The statuses of `count` requests to `path` from `pod`'s application (httpx through its sidecar).
     static func statuses(from pod: String, _ path: String, method: String = "GET", count: Int = 3, token: String? = nil,
                          headers: [String] = []) throws -> [Int] {
@@ -74,21 +93,14 @@ import Testing
     }
 
     @Test func onlyBillingMayCallPaymentsOverHTTP() throws {
-        let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
-            .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
-            .replacingOccurrences(of: "tcp-payments: 80", with: "http-payments: 8080")
-            .replacingOccurrences(of: "198.51.100.10", with: "\(Self.paymentsV1)")
-            .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+        let workloads = Self.httpWorkloads
         try withMeshCluster { cluster in
             try cluster.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.httpCanary(v1: 100, v2: 0),
                                                   "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT"),
                                                   "allow.yaml": Self.onlyBilling, "deny.yaml": Self.denials])
             let payments = try cluster.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments", appPort: nil)
-            let upstream = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
-                                                  "--listen", "\(Self.paymentsV1):8080", "--name", "v1", "--log-requests"], in: payments.namespace,
-                                                 logPath: "\(cluster.directory)/payments-v1-upstream.log")
+            let upstream = try Self.startUpstream(in: payments, of: cluster)
             defer { upstream.stop() }
-            #expect(upstream.waitUntil(seconds: 20) { upstream.log.contains("READY") }, "\(upstream.log)")
             _ = try cluster.addWorkload("billing", address: IPAddress("192.0.2.3")!, serviceAccount: "billing", appPort: nil)
             _ = try cluster.addWorkload("client", address: IPAddress("192.0.2.1")!, serviceAccount: "client", appPort: nil)
             let billing = "\(cluster.name)-billing", client = "\(cluster.name)-client"
@@ -201,22 +213,15 @@ import Testing
                 - operation:
                     paths: ["/private*"]
             """)
-        let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
-            .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
-            .replacingOccurrences(of: "tcp-payments: 80", with: "http-payments: 8080")
-            .replacingOccurrences(of: "198.51.100.10", with: "\(Self.paymentsV1)")
-            .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+        let workloads = Self.httpWorkloads
         try withMeshCluster { cluster in
             try cluster.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.httpCanary(v1: 100, v2: 0),
                                                   "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT"), "custom.yaml": custom])
             let authorizer = try Self.startAuthorizer(in: cluster)
             defer { authorizer.stop() }
             let payments = try cluster.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments", appPort: nil)
-            let upstream = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
-                                                  "--listen", "\(Self.paymentsV1):8080", "--name", "v1", "--log-requests"], in: payments.namespace,
-                                                 logPath: "\(cluster.directory)/payments-v1-upstream.log")
+            let upstream = try Self.startUpstream(in: payments, of: cluster)
             defer { upstream.stop() }
-            #expect(upstream.waitUntil(seconds: 20) { upstream.log.contains("READY") }, "\(upstream.log)")
             _ = try cluster.addWorkload("billing", address: IPAddress("192.0.2.3")!, serviceAccount: "billing", appPort: nil)
             let billing = "\(cluster.name)-billing"
             #expect(upstream.waitUntil(seconds: 10) { (try? Self.statuses(from: billing, "/hello", count: 1)) == [200] })
@@ -302,20 +307,13 @@ import Testing
                 - key: request.auth.claims[groups]
                   values: ["admins"]
             """
-        let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
-            .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
-            .replacingOccurrences(of: "tcp-payments: 80", with: "http-payments: 8080")
-            .replacingOccurrences(of: "198.51.100.10", with: "\(Self.paymentsV1)")
-            .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+        let workloads = Self.httpWorkloads
         try withMeshCluster { cluster in
             try cluster.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.httpCanary(v1: 100, v2: 0),
                                                   "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT"), "jwt.yaml": authentication])
             let payments = try cluster.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments", appPort: nil)
-            let upstream = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
-                                                  "--listen", "\(Self.paymentsV1):8080", "--name", "v1", "--log-requests"], in: payments.namespace,
-                                                 logPath: "\(cluster.directory)/payments-v1-upstream.log")
+            let upstream = try Self.startUpstream(in: payments, of: cluster)
             defer { upstream.stop() }
-            #expect(upstream.waitUntil(seconds: 20) { upstream.log.contains("READY") }, "\(upstream.log)")
             _ = try cluster.addWorkload("billing", address: IPAddress("192.0.2.3")!, serviceAccount: "billing", appPort: nil)
             _ = try cluster.addWorkload("client", address: IPAddress("192.0.2.1")!, serviceAccount: "client", appPort: nil)
             let billing = "\(cluster.name)-billing", client = "\(cluster.name)-client"
