@@ -24,6 +24,10 @@ struct ControlPlaneCommand: AsyncParsableCommand {
             --ca-tokens (lines "TOKEN NAMESPACE/SERVICE_ACCOUNT"); a certificate names the token's identity, \
             never what the CSR asks for. The CA and ADS are served over TLS on --secure-xds-address (default \
             0.0.0.0:15012), with a certificate from the same CA for istiod.istio-system.svc.
+
+            Gateways configure gateway proxies (router~ nodes, `capstan agent --type router`) whose labels \
+            their selector matches; VirtualServices bind to them with gateways:. A server's credentialName is \
+            read from --secrets-dir/NAME/{tls.crt,tls.key,ca.crt} and served over ADS as kubernetes://NAME.
             """
     )
 
@@ -41,6 +45,8 @@ struct ControlPlaneCommand: AsyncParsableCommand {
     var trustDomain = "cluster.local"
     @Option(name: .customLong("secure-xds-address"), help: "Where to serve ADS and the CA over TLS (repeatable; default 0.0.0.0:15012 with --ca-dir).")
     var secureAddresses: [String] = []
+    @Option(name: .customLong("secrets-dir"), help: "Directory of TLS secrets Gateways name by credentialName: one directory per secret with tls.crt, tls.key and optional ca.crt (served over ADS as kubernetes://NAME).")
+    var secretsDirectory: String?
     @Option(name: .customLong("log-level"), help: "debug, info, warning or error.")
     var logLevel = "info"
 
@@ -86,7 +92,7 @@ struct ControlPlaneCommand: AsyncParsableCommand {
         logger.logLevel = Logger.Level(rawValue: logLevel)!
         let server: ControlPlaneServer
         do {
-            server = try ControlPlaneServer(directory: configDir!, trustDomain: trustDomain, logger: logger)
+            server = try ControlPlaneServer(directory: configDir!, secretsDirectory: secretsDirectory, trustDomain: trustDomain, logger: logger)
         } catch {
             for problem in error.problems { printError("capstan control-plane: error: \(problem)") }
             throw ExitCode(1)

@@ -9,6 +9,8 @@ import XDS
 /// with file, document and field, and the last good configuration keeps being served.
 public final class ControlPlaneServer: Sendable {
     public let directory: String
+    /// Where Gateways' `credentialName` secrets are read (``GatewaySecrets``); nil: none can be named.
+    public let secretsDirectory: String?
     public let ads: ADSServer
     private let store = MeshSnapshotStore()
     private let generator: ProxyConfigGenerator
@@ -17,8 +19,10 @@ public final class ControlPlaneServer: Sendable {
     /// Reads `directory` once; fails with every problem found if it is not valid, so that a control
     /// plane never starts by serving less than the proxies already have. `trustDomain` is the one the
     /// SPIFFE IDs of the mesh's workloads are in.
-    public init(directory: String, trustDomain: String = "cluster.local", logger: Logger) throws(MeshConfigProblems) {
+    public init(directory: String, secretsDirectory: String? = nil, trustDomain: String = "cluster.local",
+                logger: Logger) throws(MeshConfigProblems) {
         self.directory = directory
+        self.secretsDirectory = secretsDirectory
         do {
             self.generator = try ProxyConfigGenerator(trustDomain: trustDomain)
         } catch {
@@ -29,14 +33,19 @@ public final class ControlPlaneServer: Sendable {
         let reading = MeshConfigReader.read(directory: directory)
         for warning in reading.warnings { logger.warning("\(warning)") }
         guard let config = reading.config else { throw MeshConfigProblems(problems: reading.problems) }
+        let secrets = GatewaySecrets.read(for: config, directory: secretsDirectory)
+        guard secrets.problems.isEmpty else { throw MeshConfigProblems(problems: secrets.problems) }
         do {
-            store.update(try generator.resources(for: config))
+            var resources = try generator.resources(for: config)
+            resources.gatewaySecrets = secrets.secrets
+            store.update(resources)
         } catch {
             throw MeshConfigProblems(problems: [MeshConfigProblem(origin: directory, resource: nil, field: "", message: "\(error)")])
         }
         logger.info("configuration loaded", metadata: [
             "directory": "\(directory)", "files": "\(reading.files)", "version": "\(store.version)",
             "services": "\(config.serviceEntries.count)", "workloads": "\(config.workloadEntries.count)",
+            "gateways": "\(config.gateways.count)", "credentials": "\(secrets.secrets.credentials.count)",
         ])
     }
 
@@ -61,6 +70,11 @@ public final class ControlPlaneServer: Sendable {
     public func run(at endpoints: Endpoints, listening: @escaping @Sendable (XDSServerAddress, String) -> Void = { _, _ in }) async throws {
         let watcher = try ConfigDirectoryWatcher(directory: directory) { [self] in reload() }
         defer { watcher.stop() }
+        // A secret added, replaced or removed (its directory, at the top level) is read again too.
+        let secretsWatcher = try secretsDirectory.map { directory throws(WatchError) in
+            try ConfigDirectoryWatcher(directory: directory) { [self] in reload() }
+        }
+        defer { secretsWatcher?.stop() }
         var secure: GRPCEndpoint.ServerCredentials?
         if let certificates = endpoints.certificates, !endpoints.secure.isEmpty {
             let issued = try certificates.authority.issueServingCertificate(for: Self.servingNames(endpoints.secure),
@@ -91,9 +105,16 @@ public final class ControlPlaneServer: Sendable {
             for problem in reading.problems { logger.error("invalid configuration, still serving version \(store.version): \(problem)") }
             return
         }
+        let secrets = GatewaySecrets.read(for: config, directory: secretsDirectory)
+        guard secrets.problems.isEmpty else {
+            for problem in secrets.problems { logger.error("invalid configuration, still serving version \(store.version): \(problem)") }
+            return
+        }
         let changed: [XDSResourceType]
         do {
-            changed = store.update(try generator.resources(for: config))
+            var resources = try generator.resources(for: config)
+            resources.gatewaySecrets = secrets.secrets
+            changed = store.update(resources)
         } catch {
             logger.error("cannot build resources, still serving version \(store.version): \(error)")
             return

@@ -55,7 +55,9 @@ struct ProxyConfigGenerator: Sendable {
         try ProxyConfigGenerator().resources(for: config)
     }
 
-    func resources(for config: MeshConfig) throws -> MeshResources {
+    func resources(for everything: MeshConfig) throws -> MeshResources {
+        // Sidecars see the VirtualServices bound to `mesh`; gateways are made per proxy from `everything`.
+        let config = everything.sidecarView
         let mutualTLS = MutualTLSPolicy(config.peerAuthentications)
         let authorization = AuthorizationPolicyScope(config.authorizationPolicies)
         let authentication = RequestAuthenticationScope(config.requestAuthentications)
@@ -179,9 +181,11 @@ struct ProxyConfigGenerator: Sendable {
                                               sniffedPorts: inboundSniffedPorts[address, default: []].sorted(),
                                               authorization: member.authorization, authentication: member.authentication)
         }
-        return MeshResources(clusters: clusters, endpoints: endpoints, outboundListeners: listeners, routes: routes,
-                             inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS, authorization: authorization,
-                             authentication: authentication)
+        var resources = MeshResources(clusters: clusters, endpoints: endpoints, outboundListeners: listeners, routes: routes,
+                                      inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS, authorization: authorization,
+                                      authentication: authentication)
+        resources.gateways = .init(everything)
+        return resources
     }
 
     /// `virtualInbound` for one workload: `tls_inspector` first, then, for each of its ports, chains to

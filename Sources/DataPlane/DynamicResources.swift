@@ -83,13 +83,23 @@ final class DynamicResources: ADSResponseHandler {
             case .endpoint: try applyEndpoints(response, client: client)
             case .listener: try await applyListeners(response, client: client)
             case .route: try await applyRoutes(response, client: client)
-            case .secret: return .reject("secrets are served over SDS, not on the ADS stream")
+            case .secret: try applySecrets(response)
             }
             runtime.versions.withLockedValue { $0.accepted[type.service] = response.versionInfo }
             return .accept
         } catch {
             return .reject(error.description)
         }
+    }
+
+    // MARK: SDS on the ADS stream
+
+    /// Secrets the configuration asks for with `sds_config: {ads: {}}` (istiod's gateway credentials):
+    /// parsed whole, as on an SDS stream, before the store changes.
+    private func applySecrets(_ response: DiscoveryResponse) throws(ConfigError) {
+        let contents = try SecretStore.decode(response.resources)
+        runtime.secrets.update(contents, version: response.versionInfo)
+        logger.info("secrets in force", metadata: ["version": "\(response.versionInfo)", "secrets": "\(contents.keys.sorted())"])
     }
 
     // MARK: CDS
