@@ -139,7 +139,9 @@ import Testing
 
             // The proxy is a router node, with istiod's listeners and routes for it.
             let dump = try gateway.http("GET", "/config_dump", port: 15000).body.replacingOccurrences(of: " ", with: "")
-            #expect(dump.contains("\"id\":\"router~\(Self.gatewayV4)~ingress-7d9f.shop~shop.svc.cluster.local\""))
+            let bootstrap = try String(contentsOfFile: "\(cluster.directory)/ingress/sockets/envoy-rev.json", encoding: .utf8)
+                .replacingOccurrences(of: " ", with: "")
+            #expect(bootstrap.contains("\"id\":\"router~\(Self.gatewayV4)~ingress-7d9f.shop~shop.svc.cluster.local\""), "\(bootstrap.prefix(400))")
             #expect(dump.contains("\"name\":\"0.0.0.0_80\"") && dump.contains("\"name\":\"0.0.0.0_443\""))
             #expect(!dump.contains("virtualOutbound") && !dump.contains("virtualInbound"))
             #expect(dump.contains("\"route_config_name\":\"https.443.https.api-gateway.shop\"") || dump.contains("\"rds_route_config_name\":\"https.443.https.api-gateway.shop\""))
