@@ -134,8 +134,9 @@ enum GatewayGenerator {
                                    config: MeshConfig) -> Envoy_Config_Route_V3_RouteConfiguration {
         var routes = Envoy_Config_Route_V3_RouteConfiguration()
         routes.name = name
-        // Domains in the order first met, each with the VirtualServices bound to it and whether its server redirects.
-        var domains: [(domain: String, services: [VirtualService], redirect: Bool)] = []
+        // Domains in the order first met, each with the VirtualServices bound to it (and the Gateway they
+        // are bound through, which their matches' `gateways` name) and whether its server redirects.
+        var domains: [(domain: String, services: [(service: VirtualService, gateway: String)], redirect: Bool)] = []
         for (gateway, server) in servers {
             for service in config.virtualServices where service.gateways.contains(gateway.reference) {
                 for host in service.hosts {
@@ -143,9 +144,11 @@ enum GatewayGenerator {
                         guard let domain = serverHost.domain(forVirtualServiceHost: host, namespace: service.namespace,
                                                              gatewayNamespace: gateway.namespace) else { continue }
                         if let index = domains.firstIndex(where: { $0.domain == domain }) {
-                            if !domains[index].services.contains(service) { domains[index].services.append(service) }
+                            if !domains[index].services.contains(where: { $0.service == service }) {
+                                domains[index].services.append((service, gateway.reference))
+                            }
                         } else {
-                            domains.append((domain, [service], server.tls?.httpsRedirect == true))
+                            domains.append((domain, [(service, gateway.reference)], server.tls?.httpsRedirect == true))
                         }
                     }
                 }
@@ -165,8 +168,8 @@ enum GatewayGenerator {
                 route.redirect.responseCode = .movedPermanently
                 virtualHost.routes = [route]
             } else {
-                virtualHost.routes = services.flatMap { service in
-                    service.http.flatMap { HTTPRouteGenerator.routes($0, port: port, config: config) }
+                virtualHost.routes = services.flatMap { service, gateway in
+                    service.http.flatMap { HTTPRouteGenerator.routes($0, port: port, config: config, gateway: gateway) }
                 }
             }
             return virtualHost

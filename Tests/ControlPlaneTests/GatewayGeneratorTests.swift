@@ -231,6 +231,22 @@ import XDS
         #expect(decoded.count == 2)
     }
 
+    @Test func aMatchsGatewaysChooseWhereItApplies() throws {
+        let text = Self.seed().replacingOccurrences(of: "  gateways: [api-gateway]\n  http:\n  - match: [{uri: {prefix: /status}}, {uri: {prefix: /delay}}]",
+                                                    with: "  gateways: [api-gateway, mesh]\n  http:\n  - match: [{uri: {prefix: /status}, gateways: [api-gateway]}, {uri: {prefix: /delay}, gateways: [mesh]}]")
+        #expect(text != Self.seed())
+        let config = try config(text.replacingOccurrences(of: "hosts: [api.myapp.com]\n  gateways", with: "hosts: [api.myapp.com, httpbin]\n  gateways"))
+        #expect(config.virtualServices[0].http[0].matches.map(\.gateways) == [["shop/api-gateway"], ["mesh"]])
+        let gateway = try GatewayGenerator.resources(for: config.gateways, config: config)
+        let table = try RouteTable(try routes(gateway, "http.80"))
+        let request = { (path: String) in HTTPRequest(method: .get, scheme: "http", authority: "api.myapp.com", path: path) }
+        #expect(table.route(request("/status/200"), randomValue: 0)?.cluster == "outbound|8000||httpbin.shop.svc.cluster.local")
+        #expect(table.route(request("/delay/1"), randomValue: 0) == nil)
+        let sidecar = try ProxyConfigGenerator.resources(for: config)
+        let sidecarRoutes = try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: [UInt8](try #require(sidecar.routes.first { $0.name == "8000" }).resource.value))
+        #expect(sidecarRoutes.virtualHosts.first?.routes.map(\.match.prefix) == ["/delay"])
+    }
+
     @Test func gatewayReferencesResolveAsIstioDoes() throws {
         #expect(try MeshConfigReader.gatewayReference("mesh", namespace: "shop", path: "p") == "mesh")
         #expect(try MeshConfigReader.gatewayReference("api-gateway", namespace: "shop", path: "p") == "shop/api-gateway")
