@@ -40,6 +40,15 @@ import Testing
                 tls:
                   mode: SIMPLE
                   credentialName: api-cert
+              - port:
+                  number: 8443
+                  name: https-mtls
+                  protocol: HTTPS
+                hosts:
+                - api.myapp.com
+                tls:
+                  mode: MUTUAL
+                  credentialName: api-mtls
             ---
             apiVersion: networking.istio.io/v1
             kind: VirtualService
@@ -81,10 +90,12 @@ import Testing
     }
 
     /// A test CA and a certificate for api.myapp.com in `DIRECTORY/secrets/api-cert` (as a Kubernetes TLS
-    /// secret is mounted); the CA's path.
+    /// secret is mounted), the same with the CA as `ca.crt` in `secrets/api-mtls`, and a client
+    /// certificate from the CA (`pki/client.crt`, `pki/client.key`); the CA's path.
     static func makeCertificate(in cluster: MeshCluster) throws -> String {
         let work = try cluster.makeDirectory("pki")
         let secret = try cluster.makeDirectory("secrets/api-cert")
+        let mutual = try cluster.makeDirectory("secrets/api-mtls")
         func openssl(_ arguments: [String]) throws {
             let result = try ChildProcess.run("/usr/bin/openssl", arguments)
             guard result.status == 0 else { throw SandboxError("openssl \(arguments.joined(separator: " ")): \(result)") }
@@ -95,6 +106,12 @@ import Testing
         try "subjectAltName=DNS:api.myapp.com\n".write(toFile: "\(work)/san.ext", atomically: true, encoding: .utf8)
         try openssl(["x509", "-req", "-in", "\(work)/tls.csr", "-CA", "\(work)/ca.crt", "-CAkey", "\(work)/ca.key", "-CAcreateserial",
                      "-out", "\(secret)/tls.crt", "-days", "1", "-extfile", "\(work)/san.ext"])
+        try openssl(["req"] + curve + ["-keyout", "\(work)/client.key", "-out", "\(work)/client.csr", "-subj", "/CN=partner"])
+        try openssl(["x509", "-req", "-in", "\(work)/client.csr", "-CA", "\(work)/ca.crt", "-CAkey", "\(work)/ca.key", "-CAcreateserial",
+                     "-out", "\(work)/client.crt", "-days", "1"])
+        for (from, to) in [("\(secret)/tls.crt", "\(mutual)/tls.crt"), ("\(secret)/tls.key", "\(mutual)/tls.key"), ("\(work)/ca.crt", "\(mutual)/ca.crt")] {
+            try FileManager.default.copyItem(atPath: from, toPath: to)
+        }
         return "\(work)/ca.crt"
     }
 
@@ -159,11 +176,27 @@ import Testing
             #expect(secrets.contains("kubernetes://api-cert"))
             #expect(!secrets.contains("PRIVATE KEY-----\\nM"), "the key is not dumped")
 
+            // MUTUAL: the client certificate from the test CA (kubernetes://api-mtls-cacert) is required.
+            let mutual = ["--resolve", "api.myapp.com:8443:\(Self.gatewayV4)", "--cacert", ca, "https://api.myapp.com:8443/status/418"]
+            #expect(try Self.curl(cluster, ["--cert", "\(cluster.directory)/pki/client.crt", "--key", "\(cluster.directory)/pki/client.key"] + mutual) == "418")
+            #expect(try Self.curl(cluster, mutual).hasPrefix("000"), "no client certificate, no request")
+
             // httpsRedirect on port 80, pushed as a change.
             try cluster.write("mesh/gateway.yaml", Self.documents(redirect: true)["gateway.yaml"]!)
             let redirected = agent.waitUntil(seconds: 10) { (try? Self.plain(cluster, "/status/418")) == "301 https://api.myapp.com/status/418" }
             #expect(redirected, "\((try? Self.plain(cluster, "/status/418")) ?? "")")
             #expect(try Self.secure(cluster, "/status/418", ca: ca) == "418")
+
+            // A secret whose key is not its certificate's is refused, naming the secret and the file, never the key.
+            try FileManager.default.removeItem(atPath: "\(cluster.directory)/secrets/api-mtls/tls.key")
+            try FileManager.default.copyItem(atPath: "\(cluster.directory)/pki/client.key", toPath: "\(cluster.directory)/secrets/api-mtls/tls.key")
+            let refused = try ChildProcess.run("/usr/bin/timeout", ["10", "/usr/sbin/ip", "netns", "exec", "\(cluster.name)-client", Sandbox.capstanExecutable,
+                                                                    "control-plane", "--config-dir", "\(cluster.directory)/mesh",
+                                                                    "--secrets-dir", "\(cluster.directory)/secrets", "--xds-address", "127.0.0.1:15999"])
+            #expect(refused.status == 1)
+            #expect(refused.standardError.contains("spec.servers[2].tls.credentialName: secret \"api-mtls\""), "\(refused)")
+            #expect(refused.standardError.contains("tls.key: is not the key of the first certificate in tls.crt"), "\(refused)")
+            #expect(!refused.standardError.contains("PRIVATE KEY"))
 
             // Drain: not ready at once, but the listeners keep serving through the termination drain time.
             let started = ContinuousClock.now
