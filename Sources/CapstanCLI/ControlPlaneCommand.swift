@@ -83,8 +83,13 @@ struct ControlPlaneCommand: AsyncParsableCommand {
         if let validateDir {
             let reading = MeshConfigReader.read(directory: validateDir)
             for warning in reading.warnings { printError("warning: \(warning)") }
-            for problem in reading.problems { printError("error: \(problem)") }
-            guard reading.config != nil else { throw ExitCode(1) }
+            var problems = reading.problems
+            // With --secrets-dir, the Gateways' credentials are checked too, as a serving control plane reads them.
+            if let config = reading.config, let secretsDirectory {
+                problems += ControlPlaneServer.secretProblems(for: config, secretsDirectory: secretsDirectory)
+            }
+            for problem in problems { printError("error: \(problem)") }
+            guard reading.config != nil, problems.isEmpty else { throw ExitCode(1) }
             writeLine("\(validateDir): \(reading.files) files valid")
             return
         }

@@ -129,6 +129,12 @@ public final class ControlPlaneServer: Sendable {
 }
 
 extension ControlPlaneServer {
+    /// What is wrong with the TLS secrets `config`'s Gateways name, read from `secretsDirectory` as the
+    /// server reads them (for `--validate`); empty when all are there and fit together.
+    public static func secretProblems(for config: MeshConfig, secretsDirectory: String) -> [MeshConfigProblem] {
+        GatewaySecrets.read(for: config, directory: secretsDirectory).problems
+    }
+
     /// istiod's names, plus the address the secure port is bound to when it is a specific one (agents
     /// in VMs and tests dial an IP address and verify it).
     static func servingNames(_ addresses: [XDSServerAddress]) -> [String] {

@@ -197,6 +197,9 @@ import Testing
             #expect(refused.standardError.contains("spec.servers[2].tls.credentialName: secret \"api-mtls\""), "\(refused)")
             #expect(refused.standardError.contains("tls.key: is not the key of the first certificate in tls.crt"), "\(refused)")
             #expect(!refused.standardError.contains("PRIVATE KEY"))
+            let validated = try ChildProcess.run(Sandbox.capstanExecutable, ["control-plane", "--validate", "\(cluster.directory)/mesh",
+                                                                             "--secrets-dir", "\(cluster.directory)/secrets"])
+            #expect(validated.status == 1 && validated.standardError.contains("secret \"api-mtls\""), "\(validated)")
 
             // Drain: not ready at once, but the listeners keep serving through the termination drain time.
             let started = ContinuousClock.now
