@@ -13,6 +13,10 @@ public final class ControlPlaneServer: Sendable {
     public let secretsDirectory: String?
     public let ads: ADSServer
     private let store = MeshSnapshotStore()
+    /// The credentials the Gateways named at the last good read, and, while ``run(at:listening:)`` runs,
+    /// a watcher on each one's directory, so that a certificate rotated in place (a Kubernetes secret
+    /// volume swaps its `..data` link inside that directory) is pushed too.
+    private let credentials = Mutex<(names: Set<String>, watchers: [String: ConfigDirectoryWatcher]?)>(([], nil))
     private let generator: ProxyConfigGenerator
     private let logger: Logger
 
@@ -39,6 +43,7 @@ public final class ControlPlaneServer: Sendable {
             var resources = try generator.resources(for: config)
             resources.gatewaySecrets = secrets.secrets
             store.update(resources)
+            credentials.withLock { $0.names = Set(secrets.secrets.credentials.keys) }
         } catch {
             throw MeshConfigProblems(problems: [MeshConfigProblem(origin: directory, resource: nil, field: "", message: "\(error)")])
         }
@@ -75,6 +80,15 @@ public final class ControlPlaneServer: Sendable {
             try ConfigDirectoryWatcher(directory: directory) { [self] in reload() }
         }
         defer { secretsWatcher?.stop() }
+        credentials.withLock { $0.watchers = [:] }
+        watchCredentials()
+        defer {
+            let watchers = credentials.withLock { credentials in
+                defer { credentials.watchers = nil }
+                return credentials.watchers ?? [:]
+            }
+            for watcher in watchers.values { watcher.stop() }
+        }
         var secure: GRPCEndpoint.ServerCredentials?
         if let certificates = endpoints.certificates, !endpoints.secure.isEmpty {
             let issued = try certificates.authority.issueServingCertificate(for: Self.servingNames(endpoints.secure),
@@ -115,6 +129,8 @@ public final class ControlPlaneServer: Sendable {
             var resources = try generator.resources(for: config)
             resources.gatewaySecrets = secrets.secrets
             changed = store.update(resources)
+            credentials.withLock { $0.names = Set(secrets.secrets.credentials.keys) }
+            watchCredentials()
         } catch {
             logger.error("cannot build resources, still serving version \(store.version): \(error)")
             return
@@ -129,6 +145,29 @@ public final class ControlPlaneServer: Sendable {
 }
 
 extension ControlPlaneServer {
+    /// Watches the directory of every credential in use that is not watched yet (while running).
+    private func watchCredentials() {
+        guard let secretsDirectory else { return }
+        let fresh = credentials.withLock { credentials -> [String] in
+            guard let watchers = credentials.watchers else { return [] }
+            return credentials.names.filter { watchers[$0] == nil }.sorted()
+        }
+        for name in fresh {
+            let path = "\(secretsDirectory.hasSuffix("/") ? String(secretsDirectory.dropLast()) : secretsDirectory)/\(name)"
+            do {
+                let watcher = try ConfigDirectoryWatcher(directory: path) { [self] in reload() }
+                let kept = credentials.withLock { credentials -> Bool in
+                    guard credentials.watchers != nil, credentials.watchers?[name] == nil else { return false }
+                    credentials.watchers?[name] = watcher
+                    return true
+                }
+                if !kept { watcher.stop() }
+            } catch {
+                logger.warning("a change to secret \(name) will be read at the next reload only: \(error)")
+            }
+        }
+    }
+
     /// What is wrong with the TLS secrets `config`'s Gateways name, read from `secretsDirectory` as the
     /// server reads them (for `--validate`); empty when all are there and fit together.
     public static func secretProblems(for config: MeshConfig, secretsDirectory: String) -> [MeshConfigProblem] {

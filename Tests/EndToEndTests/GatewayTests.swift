@@ -181,6 +181,25 @@ import Testing
             #expect(try Self.curl(cluster, ["--cert", "\(cluster.directory)/pki/client.crt", "--key", "\(cluster.directory)/pki/client.key"] + mutual) == "418")
             #expect(try Self.curl(cluster, mutual).hasPrefix("000"), "no client certificate, no request")
 
+            // The certificate rotated in place (files renamed into the secret's directory): pushed, and served.
+            let pki = "\(cluster.directory)/pki"
+            let curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+            _ = try ChildProcess.run("/usr/bin/openssl", ["req"] + curve + ["-keyout", "\(pki)/new.key", "-out", "\(pki)/new.csr", "-subj", "/CN=api.myapp.com"])
+            _ = try ChildProcess.run("/usr/bin/openssl", ["x509", "-req", "-in", "\(pki)/new.csr", "-CA", "\(pki)/ca.crt", "-CAkey", "\(pki)/ca.key",
+                                                          "-CAcreateserial", "-out", "\(pki)/new.crt", "-days", "1", "-extfile", "\(pki)/san.ext"])
+            let serial = try ChildProcess.run("/usr/bin/openssl", ["x509", "-noout", "-serial", "-in", "\(pki)/new.crt"]).standardOutput
+            #expect(serial.hasPrefix("serial="), "\(serial)")
+            for file in ["tls.key", "tls.crt"] {
+                try FileManager.default.copyItem(atPath: "\(pki)/new.\(file.dropFirst(4))", toPath: "\(cluster.directory)/secrets/api-cert/.\(file).new")
+                #expect(rename("\(cluster.directory)/secrets/api-cert/.\(file).new", "\(cluster.directory)/secrets/api-cert/\(file)") == 0)
+            }
+            func served() -> String {
+                (try? ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(cluster.name)-client", "bash", "-c",
+                    "openssl s_client -connect \(Self.gatewayV4):443 -servername api.myapp.com </dev/null 2>/dev/null | openssl x509 -noout -serial"]))?.standardOutput ?? ""
+            }
+            #expect(agent.waitUntil(seconds: 10) { served() == serial }, "served \(served()), rotated \(serial)")
+            #expect(try Self.secure(cluster, "/status/418", ca: ca) == "418")
+
             // httpsRedirect on port 80, pushed as a change.
             try cluster.write("mesh/gateway.yaml", Self.documents(redirect: true)["gateway.yaml"]!)
             let redirected = agent.waitUntil(seconds: 10) { (try? Self.plain(cluster, "/status/418")) == "301 https://api.myapp.com/status/418" }
