@@ -2,13 +2,15 @@
 /// the gateway proxies (`router~` nodes) whose labels `selector` matches. VirtualServices bind to it
 /// by `gateways:`; ``GatewayGenerator`` makes the router's listeners and routes from both.
 public struct Gateway: Sendable, Equatable {
-    /// `servers[].port.protocol`, in the subset Capstan serves: HTTP-speaking ones (TCP and TLS
-    /// passthrough are refused when read).
+    /// `servers[].port.protocol`, in the subset Capstan serves: HTTP-speaking ones and TCP (TLS
+    /// passthrough is refused when read).
     public enum PortProtocol: String, Sendable, Equatable {
         case http = "HTTP"
         case https = "HTTPS"
         case http2 = "HTTP2"
         case grpc = "GRPC"
+        /// Bytes relayed by the bound VirtualServices' `tcp` routes.
+        case tcp = "TCP"
 
         /// Whether the server terminates TLS (its `tls` is required).
         var terminatesTLS: Bool { self == .https }

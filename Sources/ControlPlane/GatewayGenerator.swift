@@ -8,6 +8,7 @@ import XDS
 ///   RDS: `http.PORT` for plaintext servers (all of a port's servers together), and
 ///   `https.PORT.PORTNAME.GATEWAY.NAMESPACE` for an HTTPS server, whose chain terminates TLS with the
 ///   certificate `kubernetes://CREDENTIAL` fetched over ADS (SDS through the aggregated stream);
+/// - a TCP server's listener relays to the first bound `tcp` route for its port (none bound: no listener);
 /// - virtual hosts `HOST:PORT`, one per host a server and a bound VirtualService have in common (the
 ///   more specific of the two), with the VirtualServices' routes in order; a server with
 ///   `httpsRedirect` answers every request with a 301 to `https://`; a port with no host bound gets
@@ -46,6 +47,11 @@ enum GatewayGenerator {
                 listener.filterChains[0].transportSocket = try downstreamTLS(credential: credential, mutual: tls.mode == .mutual)
                 result.listeners.append((listener.name, try .packed(listener, as: .listener)))
                 result.credentials.insert(credential)
+            } else if servers.contains(where: { $0.server.protocol == .tcp }) {
+                // As istiod: no bound VirtualService with a `tcp` route for the port, no listener.
+                guard let route = tcpRoute(port: port, servers: servers, config: config) else { continue }
+                let listener = try tcpListener(port: port, route: route, config: config)
+                result.listeners.append((listener.name, try .packed(listener, as: .listener)))
             } else {
                 let name = "http.\(port)"
                 result.routes.append((name, try .packed(routeConfiguration(name: name, port: port, servers: servers, config: config), as: .route)))
@@ -54,6 +60,54 @@ enum GatewayGenerator {
             }
         }
         return result
+    }
+
+    /// The first `tcp` route for `port` of the VirtualServices bound to one of `servers`' Gateways whose
+    /// hosts a server's hosts take, in configuration order.
+    static func tcpRoute(port: Int, servers: [(gateway: Gateway, server: Gateway.Server)], config: MeshConfig) -> VirtualService.TCPRoute? {
+        for (gateway, server) in servers {
+            for service in config.virtualServices where service.gateways.contains(gateway.reference) {
+                let bound = service.hosts.contains { host in
+                    server.hosts.contains { $0.domain(forVirtualServiceHost: host, namespace: service.namespace, gatewayNamespace: gateway.namespace) != nil }
+                }
+                guard bound else { continue }
+                if let route = service.tcp.first(where: { $0.ports.isEmpty || $0.ports.contains(port) }) { return route }
+            }
+        }
+        return nil
+    }
+
+    /// A TCP server's listener: `tcp_proxy` to the route's cluster, or its weighted clusters.
+    static func tcpListener(port: Int, route: VirtualService.TCPRoute, config: MeshConfig) throws -> Envoy_Config_Listener_V3_Listener {
+        var listener = Envoy_Config_Listener_V3_Listener()
+        listener.name = HTTPRouteGenerator.outboundListenerName(port: port)
+        listener.address = ProxyConfigGenerator.socketAddress("0.0.0.0", port: port)
+        listener.trafficDirection = .outbound
+        var proxy = Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy()
+        let clusters = route.destinations.map { destination in
+            (HTTPRouteGenerator.clusterName(destination, port: port, config: config), destination.weight)
+        }
+        if clusters.count == 1 {
+            proxy.cluster = clusters[0].0
+            proxy.statPrefix = clusters[0].0
+        } else {
+            var weighted = Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.WeightedCluster()
+            weighted.clusters = clusters.map { name, weight in
+                var cluster = Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.WeightedCluster.ClusterWeight()
+                cluster.name = name
+                cluster.weight = UInt32(weight)
+                return cluster
+            }
+            proxy.weightedClusters = weighted
+            proxy.statPrefix = "outbound_0.0.0.0_\(port)"
+        }
+        var filter = Envoy_Config_Listener_V3_Filter()
+        filter.name = "envoy.filters.network.tcp_proxy"
+        filter.typedConfig = try Google_Protobuf_Any(message: proxy)
+        var chain = Envoy_Config_Listener_V3_FilterChain()
+        chain.filters = [filter]
+        listener.filterChains = [chain]
+        return listener
     }
 
     /// istiod's RDS name of an HTTPS server: `https.PORT.PORTNAME.GATEWAY.NAMESPACE`.

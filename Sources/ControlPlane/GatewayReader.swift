@@ -48,8 +48,8 @@ enum GatewayReader {
         let protocolReader = try port.required("protocol")
         let protocolText = try protocolReader.string()
         guard let proto = Gateway.PortProtocol(rawValue: protocolText.uppercased()) else {
-            if ["TCP", "TLS", "MONGO", "REDIS", "MYSQL"].contains(protocolText.uppercased()) {
-                throw protocolReader.fail("\(protocolText) servers are not supported by Capstan's gateway yet (HTTP, HTTPS, HTTP2, GRPC)")
+            if ["TLS", "MONGO", "REDIS", "MYSQL"].contains(protocolText.uppercased()) {
+                throw protocolReader.fail("\(protocolText) servers are not supported by Capstan's gateway yet (HTTP, HTTPS, HTTP2, GRPC, TCP)")
             }
             throw protocolReader.fail("\"\(protocolText)\" is not a Gateway protocol (HTTP, HTTPS, HTTP2, GRPC, TCP, TLS)")
         }
@@ -65,6 +65,8 @@ enum GatewayReader {
             guard let tls, tls.mode != nil else {
                 throw ConfigError(path: "\(path).tls.mode", message: "an HTTPS server needs tls.mode (SIMPLE or MUTUAL)")
             }
+        } else if proto == .tcp, tls != nil {
+            throw ConfigError(path: "\(path).tls", message: "a TCP server relays bytes: it has no TLS settings")
         } else if tls?.mode != nil {
             throw ConfigError(path: "\(path).tls.mode", message: "a \(proto.rawValue) server does not terminate TLS: use protocol HTTPS")
         }

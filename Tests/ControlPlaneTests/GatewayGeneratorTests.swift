@@ -281,8 +281,42 @@ import XDS
         #expect(reading.problems.contains { $0.field == field && $0.message.hasPrefix(message) }, "\(reading.problems)")
     }
 
-    @Test func tcpServersAndMissingCredentialsAreRefused() {
-        let tcp = Self.seed().replacingOccurrences(of: "protocol: HTTP}", with: "protocol: TCP}")
+    @Test func aTCPServerRelaysToItsBoundTCPRoute() throws {
+        let text = Self.seed(tls: "  - port: {number: 9000, name: tcp-echo, protocol: TCP}\n    hosts: [\"*\"]\n") + """
+
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: echo, namespace: shop}
+            spec:
+              hosts: [echo.shop.svc.cluster.local]
+              ports: [{number: 7000, name: tcp-echo, protocol: TCP}]
+              resolution: STATIC
+              endpoints: [{address: 192.0.2.20}]
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: echo, namespace: shop}
+            spec:
+              hosts: [echo.shop.svc.cluster.local]
+              gateways: [api-gateway]
+              tcp:
+              - match: [{port: 9000}]
+                route: [{destination: {host: echo}}]
+            """
+        let resources = try router(text)
+        #expect(resources.listeners.map(\.name) == ["0.0.0.0_80", "0.0.0.0_9000"])
+        let listener = try listener(resources, "0.0.0.0_9000")
+        let proxy = try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: listener.filterChains[0].filters[0].typedConfig)
+        #expect(proxy.cluster == "outbound|7000||echo.shop.svc.cluster.local" && proxy.statPrefix == proxy.cluster)
+        #expect(!listener.hasBindToPort && !listener.hasUseOriginalDst)
+        _ = try XDSResourceDecoder.listeners(resources.listeners.map(\.resource))
+        // No tcp route bound for the port: no listener, as istiod.
+        #expect(try router(Self.seed(tls: "  - port: {number: 9000, name: tcp-echo, protocol: TCP}\n    hosts: [\"*\"]\n")).listeners.map(\.name) == ["0.0.0.0_80"])
+    }
+
+    @Test func tlsServersAndMissingCredentialsAreRefused() {
+        let tcp = Self.seed().replacingOccurrences(of: "protocol: HTTP}", with: "protocol: TLS}")
         #expect(MeshConfigReader.read([("mesh.yaml", tcp)]).problems.map(\.field) == ["spec.servers[0].port.protocol"])
         let noCredential = Self.seed(tls: "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [api.myapp.com]\n    tls: {mode: SIMPLE}\n")
         #expect(MeshConfigReader.read([("mesh.yaml", noCredential)]).problems.map(\.field) == ["spec.servers[1].tls.credentialName"])

@@ -49,6 +49,45 @@ import Testing
                 tls:
                   mode: MUTUAL
                   credentialName: api-mtls
+              - port:
+                  number: 9000
+                  name: tcp-echo
+                  protocol: TCP
+                hosts:
+                - "*"
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata:
+              name: echo
+              namespace: shop
+            spec:
+              hosts:
+              - echo.shop.svc.cluster.local
+              gateways:
+              - api-gateway
+              tcp:
+              - match:
+                - port: 9000
+                route:
+                - destination:
+                    host: echo
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata:
+              name: echo
+              namespace: shop
+            spec:
+              hosts:
+              - echo.shop.svc.cluster.local
+              ports:
+              - number: 7000
+                name: tcp-echo
+                protocol: TCP
+              resolution: STATIC
+              endpoints:
+              - address: \(httpbinV4)
             ---
             apiVersion: networking.istio.io/v1
             kind: VirtualService
@@ -139,6 +178,7 @@ import Testing
                                                   "--listen", "\(Self.httpbinV4):8000", "--name", "httpbin"],
                                                  in: httpbin.namespace, logPath: "\(cluster.directory)/httpbin.log")
             httpbin.processes.append(upstream)
+            httpbin.servers.append(try EchoServer(in: httpbin.namespace, port: 7000))
             #expect(upstream.waitUntil(seconds: 20) { upstream.log.contains("READY") }, "\(upstream.log)")
             try cluster.addPod("client", address: Self.clientV4)
 
@@ -175,6 +215,11 @@ import Testing
             let secrets = try gateway.http("GET", "/config_dump", port: 15000).body
             #expect(secrets.contains("kubernetes://api-cert"))
             #expect(!secrets.contains("PRIVATE KEY-----\\nM"), "the key is not dumped")
+
+            // TCP on 9000: bytes relayed by the bound tcp route to the echo server.
+            let client = try #require(cluster.pods["client"])
+            let echo = try EchoExchange.run(to: SocketAddress(Self.gatewayV4, 9000), from: client.namespace, payload: EchoExchange.payload(4096))
+            #expect(echo.intact && echo.serverAddress == "\(Self.httpbinV4):7000", "\(echo)")
 
             // MUTUAL: the client certificate from the test CA (kubernetes://api-mtls-cacert) is required.
             let mutual = ["--resolve", "api.myapp.com:8443:\(Self.gatewayV4)", "--cacert", ca, "https://api.myapp.com:8443/status/418"]
