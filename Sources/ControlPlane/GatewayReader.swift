@@ -39,7 +39,7 @@ enum GatewayReader {
         try port.ignoringUnknown(["number", "name", "protocol", "targetPort"], warnings: &warnings)
         let number = try port.required("number").integer(in: 1...65535)
         if try port.optional("targetPort") != nil {
-            throw ConfigError(path: "\(port.path).targetPort", message: "is not supported (Istio ignores it too): the listener binds port.number")
+            warnings.append("\(port.path).targetPort: ignored, as Istio ignores it: the listener binds port.number")
         }
         let portName = try port.required("name").string()
         guard !portName.isEmpty, !portName.contains("."), !portName.contains("|") else {
