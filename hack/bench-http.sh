@@ -36,8 +36,11 @@
 # build, without building), or else the release build from hack/build-release.sh, built first as the
 # other benchmarks do (its time is not part of the ~2.5 minutes the benchmark takes). A debug build works
 # for trying the script; the summary says its figures are not Capstan's. PEERS (default "direct haproxy
-# nginx capstan capstan-rbac") limits the peers. capstan-rbac is the same proxy with an
+# nginx capstan capstan-rbac capstan-gateway") limits the peers. capstan-rbac is the same proxy with an
 # envoy.filters.http.rbac filter of 20 ALLOW policies in force (issue 18's target: ≥ 0.95 × capstan).
+# capstan-gateway is the proxy as an ingress gateway (issue 19): a router node configured over ADS by
+# `capstan control-plane` (in the proxy's namespace, on 127.0.0.1) from a Gateway on 10041 and a
+# VirtualService bound to it, so its path is istiod's gateway listener, routes and EDS cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/lib/root.sh
@@ -54,7 +57,7 @@ rounds=${ROUNDS:-3}
 connections=${CONNECTIONS:-50}   # wrk: enough to keep one proxy worker busy without queueing for long
 h2_clients=${H2_CLIENTS:-10}     # h2load: 10 connections x 10 streams = 100 requests in flight
 h2_streams=${H2_STREAMS:-10}
-peers=${PEERS:-direct haproxy nginx capstan capstan-rbac}
+peers=${PEERS:-direct haproxy nginx capstan capstan-rbac capstan-gateway}
 pin=${PIN:-1}
 (($(nproc) >= 2)) || pin=0
 if ((pin)); then workers=1 proxy_cpu=(taskset -c 1) load_cpu=(taskset -c 0)
@@ -159,6 +162,7 @@ h1_url[haproxy]=http://192.0.2.2:10001/ h2_url[haproxy]=http://192.0.2.2:10002/
 h1_url[nginx]=http://192.0.2.2:10011/ h2_url[nginx]=http://192.0.2.2:10012/
 h1_url[capstan]=http://192.0.2.2:10021/ h2_url[capstan]=http://192.0.2.2:10021/
 h1_url[capstan-rbac]=http://192.0.2.2:10031/ h2_url[capstan-rbac]=http://192.0.2.2:10031/
+h1_url[capstan-gateway]=http://192.0.2.2:10041/ h2_url[capstan-gateway]=http://192.0.2.2:10041/
 
 # HAProxy 2.6: `mode http`, no logs. `http-reuse always` shares idle upstream connections between client
 # connections (the most reuse HAProxy offers; the upstream is one trusted server); keep-alive on both
@@ -299,15 +303,77 @@ CFG
   } >"$work/capstan-rbac.yaml"
 fi
 
+# capstan-gateway: the Istio ingress of issue 19, a Gateway on 10041 for every host and a VirtualService
+# bound to it sending everything to the upstream (a ServiceEntry with one endpoint), served by `capstan
+# control-plane` to a proxy whose bootstrap names a router node with the gateway's labels.
+if [[ " $peers " == *" capstan-gateway "* ]]; then
+  mkdir -p "$work/gateway-mesh"
+  cat >"$work/gateway-mesh/gateway.yaml" <<'CFG'
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bench-gateway, namespace: bench}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 10041, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: upstream, namespace: bench}
+spec:
+  hosts: ["*"]
+  gateways: [bench-gateway]
+  http:
+  - route:
+    - destination: {host: upstream.bench.svc.cluster.local, port: {number: 8080}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: upstream, namespace: bench}
+spec:
+  hosts: [upstream.bench.svc.cluster.local]
+  ports: [{number: 8080, name: http}]
+  resolution: STATIC
+  endpoints: [{address: 198.51.100.10}]
+CFG
+  cat >"$work/capstan-gateway.yaml" <<'CFG'
+node:
+  id: router~192.0.2.2~gateway-bench.bench~bench.svc.cluster.local
+  cluster: istio-ingressgateway.bench
+  metadata: {NAMESPACE: bench, LABELS: {istio: ingressgateway}}
+dynamic_resources:
+  lds_config: {ads: {}, resource_api_version: V3}
+  cds_config: {ads: {}, resource_api_version: V3}
+  ads_config: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: xds-grpc}}]}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 15310}}}
+CFG
+  if [[ -z $capstan_problem ]]; then
+    ip netns exec "$proxy" "$capstan" control-plane --config-dir "$work/gateway-mesh" --xds-address 127.0.0.1:15310 \
+      >"$work/gateway-control-plane.log" 2>&1 & pids+=($!)
+  fi
+fi
+
 # --concurrency: as many event loops as the others have workers. --drain-time-s 1: at the end, SIGTERM
 # drains; nothing is left to drain by then, and this bounds the wait if something is.
-for peer in capstan capstan-rbac; do
+for peer in capstan capstan-rbac capstan-gateway; do
   [[ " $peers " == *" $peer "* ]] || continue
   if [[ -n $capstan_problem ]]; then
     problem[$peer]=$capstan_problem
   else
     # The second proxy's admin, Prometheus and capture ports move aside.
-    ports=(); [[ $peer == capstan ]] || ports=(--admin-port 15100 --stats-port 15190 --outbound-port 15101 --inbound-port 15106)
+    ports=()
+    [[ $peer == capstan-rbac ]] && ports=(--admin-port 15100 --stats-port 15190 --outbound-port 15101 --inbound-port 15106)
+    [[ $peer == capstan-gateway ]] && ports=(--admin-port 15200 --stats-port 15290 --outbound-port 15201 --inbound-port 15206)
     "${proxy_cpu[@]}" ip netns exec "$proxy" "$capstan" proxy --config "$work/$peer.yaml" --concurrency "$workers" \
       --drain-time-s 1 "${ports[@]}" >"$work/$peer.log" 2>&1 & proxy_pid[$peer]=$!
     pids+=("${proxy_pid[$peer]}")

@@ -23,9 +23,20 @@ struct AgentCommand: ParsableCommand {
             connections are gone (after MINIMUM_DRAIN_DURATION) or at TERMINATION_DRAIN_DURATION_SECONDS. \
             Started as root, the agent becomes the proxy's uid first (1337), as istio-proxy runs, so its own \
             traffic to the control plane is not captured.
+
+            As a gateway (--type router, or Istio's `proxy router` arguments) the node id is router~…, nothing \
+            is captured, the control plane's listeners bind the Gateway's ports, and SIGTERM makes readiness \
+            fail while those listeners keep serving for TERMINATION_DRAIN_DURATION_SECONDS, so a load balancer \
+            can take the pod out before the proxy stops.
             """
     )
 
+    @Argument(help: ArgumentHelp("Istio's form: `proxy sidecar` or `proxy router` (as pilot-agent is invoked).", valueName: "proxy TYPE"))
+    var istioArguments: [String] = []
+    @Option(name: .customLong("type"), help: "sidecar (default) or router: a gateway, with no capture, its listeners on the Gateway's ports (pilot-agent's `proxy router`).")
+    var type: String?
+    @Option(name: .customLong("domain"), help: "Istio's --domain (POD_NAMESPACE.svc.cluster.local); only that value is accepted.")
+    var domain: String?
     @Option(name: .customLong("socket-dir"), help: "Directory for the XDS and SDS sockets and the bootstrap (default /etc/istio/proxy).")
     var socketDirectory: String?
     @Option(name: .customLong("token-path"), help: "The bearer token for the CA and control plane (default per JWT_POLICY).")
@@ -43,7 +54,30 @@ struct AgentCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "debug, info, warning or error.")
     var logLevel = "info"
 
+    /// The proxy type from `--type` or Istio's `proxy TYPE` arguments, refused when they disagree.
+    func proxyType() throws -> ProxyType {
+        var fromArguments: ProxyType?
+        if !istioArguments.isEmpty {
+            guard istioArguments.count == 2, istioArguments[0] == "proxy", let parsed = ProxyType(rawValue: istioArguments[1]) else {
+                throw ValidationError("invalid arguments \"\(istioArguments.joined(separator: " "))\": expected `proxy sidecar` or `proxy router`")
+            }
+            fromArguments = parsed
+        }
+        var fromFlag: ProxyType?
+        if let type {
+            guard let parsed = ProxyType(rawValue: type) else {
+                throw ValidationError("invalid value \"\(type)\" for --type: must be sidecar or router")
+            }
+            fromFlag = parsed
+        }
+        if let fromFlag, let fromArguments, fromFlag != fromArguments {
+            throw ValidationError("--type \(fromFlag.rawValue) and `proxy \(fromArguments.rawValue)` disagree")
+        }
+        return fromFlag ?? fromArguments ?? .sidecar
+    }
+
     func validate() throws {
+        _ = try proxyType()
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("invalid value \"\(logLevel)\" for --log-level: must be debug, info, warning or error")
         }
@@ -60,6 +94,10 @@ struct AgentCommand: ParsableCommand {
                 settings.caRootCertPath = rootCert
             }
             if plaintext { settings.plaintextControlPlane = true }
+            settings.proxyType = try proxyType()
+            if let domain, domain != settings.nodeID.dnsDomain {
+                throw ValidationError("invalid value \"\(domain)\" for --domain: the node id's domain is \(settings.nodeID.dnsDomain)")
+            }
             if let statusPort { settings.statusPort = statusPort }
             if let readinessPort { settings.readinessPort = readinessPort }
             try settings.validate()
@@ -87,7 +125,7 @@ struct AgentCommand: ParsableCommand {
         let agent = Agent(settings: settings, proxyExecutable: proxyBinary ?? Self.ownExecutable,
                           proxyArguments: proxyArguments, logger: logger)
         let signals = AgentSignals(agent: agent)
-        printError("capstan agent: \(settings.identity) on \(settings.instanceIPs.joined(separator: ",")), control plane \(settings.discoveryAddress), CA \(settings.caAddress)")
+        printError("capstan agent: \(settings.proxyType.rawValue) \(settings.identity) on \(settings.instanceIPs.joined(separator: ",")), control plane \(settings.discoveryAddress), CA \(settings.caAddress)")
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var ending = Agent.Ending.stopped
         Task.detached {

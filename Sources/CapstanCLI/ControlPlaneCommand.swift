@@ -24,6 +24,10 @@ struct ControlPlaneCommand: AsyncParsableCommand {
             --ca-tokens (lines "TOKEN NAMESPACE/SERVICE_ACCOUNT"); a certificate names the token's identity, \
             never what the CSR asks for. The CA and ADS are served over TLS on --secure-xds-address (default \
             0.0.0.0:15012), with a certificate from the same CA for istiod.istio-system.svc.
+
+            Gateways configure gateway proxies (router~ nodes, `capstan agent --type router`) whose labels \
+            their selector matches; VirtualServices bind to them with gateways:. A server's credentialName is \
+            read from --secrets-dir/NAME/{tls.crt,tls.key,ca.crt} and served over ADS as kubernetes://NAME.
             """
     )
 
@@ -41,6 +45,8 @@ struct ControlPlaneCommand: AsyncParsableCommand {
     var trustDomain = "cluster.local"
     @Option(name: .customLong("secure-xds-address"), help: "Where to serve ADS and the CA over TLS (repeatable; default 0.0.0.0:15012 with --ca-dir).")
     var secureAddresses: [String] = []
+    @Option(name: .customLong("secrets-dir"), help: "Directory of TLS secrets Gateways name by credentialName: one directory per secret with tls.crt, tls.key and optional ca.crt (served over ADS as kubernetes://NAME).")
+    var secretsDirectory: String?
     @Option(name: .customLong("log-level"), help: "debug, info, warning or error.")
     var logLevel = "info"
 
@@ -77,8 +83,13 @@ struct ControlPlaneCommand: AsyncParsableCommand {
         if let validateDir {
             let reading = MeshConfigReader.read(directory: validateDir)
             for warning in reading.warnings { printError("warning: \(warning)") }
-            for problem in reading.problems { printError("error: \(problem)") }
-            guard reading.config != nil else { throw ExitCode(1) }
+            var problems = reading.problems
+            // With --secrets-dir, the Gateways' credentials are checked too, as a serving control plane reads them.
+            if let config = reading.config, let secretsDirectory {
+                problems += ControlPlaneServer.secretProblems(for: config, secretsDirectory: secretsDirectory)
+            }
+            for problem in problems { printError("error: \(problem)") }
+            guard reading.config != nil, problems.isEmpty else { throw ExitCode(1) }
             writeLine("\(validateDir): \(reading.files) files valid")
             return
         }
@@ -86,7 +97,7 @@ struct ControlPlaneCommand: AsyncParsableCommand {
         logger.logLevel = Logger.Level(rawValue: logLevel)!
         let server: ControlPlaneServer
         do {
-            server = try ControlPlaneServer(directory: configDir!, trustDomain: trustDomain, logger: logger)
+            server = try ControlPlaneServer(directory: configDir!, secretsDirectory: secretsDirectory, trustDomain: trustDomain, logger: logger)
         } catch {
             for problem in error.problems { printError("capstan control-plane: error: \(problem)") }
             throw ExitCode(1)

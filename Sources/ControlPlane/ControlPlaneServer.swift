@@ -9,16 +9,24 @@ import XDS
 /// with file, document and field, and the last good configuration keeps being served.
 public final class ControlPlaneServer: Sendable {
     public let directory: String
+    /// Where Gateways' `credentialName` secrets are read (``GatewaySecrets``); nil: none can be named.
+    public let secretsDirectory: String?
     public let ads: ADSServer
     private let store = MeshSnapshotStore()
+    /// The credentials the Gateways named at the last good read, and, while ``run(at:listening:)`` runs,
+    /// a watcher on each one's directory, so that a certificate rotated in place (a Kubernetes secret
+    /// volume swaps its `..data` link inside that directory) is pushed too.
+    private let credentials = Mutex<(names: Set<String>, watchers: [String: ConfigDirectoryWatcher]?)>(([], nil))
     private let generator: ProxyConfigGenerator
     private let logger: Logger
 
     /// Reads `directory` once; fails with every problem found if it is not valid, so that a control
     /// plane never starts by serving less than the proxies already have. `trustDomain` is the one the
     /// SPIFFE IDs of the mesh's workloads are in.
-    public init(directory: String, trustDomain: String = "cluster.local", logger: Logger) throws(MeshConfigProblems) {
+    public init(directory: String, secretsDirectory: String? = nil, trustDomain: String = "cluster.local",
+                logger: Logger) throws(MeshConfigProblems) {
         self.directory = directory
+        self.secretsDirectory = secretsDirectory
         do {
             self.generator = try ProxyConfigGenerator(trustDomain: trustDomain)
         } catch {
@@ -29,14 +37,20 @@ public final class ControlPlaneServer: Sendable {
         let reading = MeshConfigReader.read(directory: directory)
         for warning in reading.warnings { logger.warning("\(warning)") }
         guard let config = reading.config else { throw MeshConfigProblems(problems: reading.problems) }
+        let secrets = GatewaySecrets.read(for: config, directory: secretsDirectory)
+        guard secrets.problems.isEmpty else { throw MeshConfigProblems(problems: secrets.problems) }
         do {
-            store.update(try generator.resources(for: config))
+            var resources = try generator.resources(for: config)
+            resources.gatewaySecrets = secrets.secrets
+            store.update(resources)
+            credentials.withLock { $0.names = Set(secrets.secrets.credentials.keys) }
         } catch {
             throw MeshConfigProblems(problems: [MeshConfigProblem(origin: directory, resource: nil, field: "", message: "\(error)")])
         }
         logger.info("configuration loaded", metadata: [
             "directory": "\(directory)", "files": "\(reading.files)", "version": "\(store.version)",
             "services": "\(config.serviceEntries.count)", "workloads": "\(config.workloadEntries.count)",
+            "gateways": "\(config.gateways.count)", "credentials": "\(secrets.secrets.credentials.count)",
         ])
     }
 
@@ -61,6 +75,20 @@ public final class ControlPlaneServer: Sendable {
     public func run(at endpoints: Endpoints, listening: @escaping @Sendable (XDSServerAddress, String) -> Void = { _, _ in }) async throws {
         let watcher = try ConfigDirectoryWatcher(directory: directory) { [self] in reload() }
         defer { watcher.stop() }
+        // A secret added, replaced or removed (its directory, at the top level) is read again too.
+        let secretsWatcher = try secretsDirectory.map { directory throws(WatchError) in
+            try ConfigDirectoryWatcher(directory: directory) { [self] in reload() }
+        }
+        defer { secretsWatcher?.stop() }
+        credentials.withLock { $0.watchers = [:] }
+        watchCredentials()
+        defer {
+            let watchers = credentials.withLock { credentials in
+                defer { credentials.watchers = nil }
+                return credentials.watchers ?? [:]
+            }
+            for watcher in watchers.values { watcher.stop() }
+        }
         var secure: GRPCEndpoint.ServerCredentials?
         if let certificates = endpoints.certificates, !endpoints.secure.isEmpty {
             let issued = try certificates.authority.issueServingCertificate(for: Self.servingNames(endpoints.secure),
@@ -91,9 +119,18 @@ public final class ControlPlaneServer: Sendable {
             for problem in reading.problems { logger.error("invalid configuration, still serving version \(store.version): \(problem)") }
             return
         }
+        let secrets = GatewaySecrets.read(for: config, directory: secretsDirectory)
+        guard secrets.problems.isEmpty else {
+            for problem in secrets.problems { logger.error("invalid configuration, still serving version \(store.version): \(problem)") }
+            return
+        }
         let changed: [XDSResourceType]
         do {
-            changed = store.update(try generator.resources(for: config))
+            var resources = try generator.resources(for: config)
+            resources.gatewaySecrets = secrets.secrets
+            changed = store.update(resources)
+            credentials.withLock { $0.names = Set(secrets.secrets.credentials.keys) }
+            watchCredentials()
         } catch {
             logger.error("cannot build resources, still serving version \(store.version): \(error)")
             return
@@ -108,6 +145,35 @@ public final class ControlPlaneServer: Sendable {
 }
 
 extension ControlPlaneServer {
+    /// Watches the directory of every credential in use that is not watched yet (while running).
+    private func watchCredentials() {
+        guard let secretsDirectory else { return }
+        let fresh = credentials.withLock { credentials -> [String] in
+            guard let watchers = credentials.watchers else { return [] }
+            return credentials.names.filter { watchers[$0] == nil }.sorted()
+        }
+        for name in fresh {
+            let path = "\(secretsDirectory.hasSuffix("/") ? String(secretsDirectory.dropLast()) : secretsDirectory)/\(name)"
+            do {
+                let watcher = try ConfigDirectoryWatcher(directory: path) { [self] in reload() }
+                let kept = credentials.withLock { credentials -> Bool in
+                    guard credentials.watchers != nil, credentials.watchers?[name] == nil else { return false }
+                    credentials.watchers?[name] = watcher
+                    return true
+                }
+                if !kept { watcher.stop() }
+            } catch {
+                logger.warning("a change to secret \(name) will be read at the next reload only: \(error)")
+            }
+        }
+    }
+
+    /// What is wrong with the TLS secrets `config`'s Gateways name, read from `secretsDirectory` as the
+    /// server reads them (for `--validate`); empty when all are there and fit together.
+    public static func secretProblems(for config: MeshConfig, secretsDirectory: String) -> [MeshConfigProblem] {
+        GatewaySecrets.read(for: config, directory: secretsDirectory).problems
+    }
+
     /// istiod's names, plus the address the secure port is bound to when it is a specific one (agents
     /// in VMs and tests dial an IP address and verify it).
     static func servingNames(_ addresses: [XDSServerAddress]) -> [String] {

@@ -170,11 +170,12 @@ enum HTTPRouteGenerator {
         return virtualHost
     }
 
-    /// The Envoy routes of one `http` route on `port`: one per match that applies to the port (matches
-    /// are ORed), none when every match names another port.
-    static func routes(_ route: VirtualService.HTTPRoute, port: Int, config: MeshConfig) -> [Envoy_Config_Route_V3_Route] {
+    /// The Envoy routes of one `http` route on `port` for `gateway` (`mesh`: sidecars): one per match
+    /// that applies to both (matches are ORed), none when every match names another port or gateway.
+    static func routes(_ route: VirtualService.HTTPRoute, port: Int, config: MeshConfig,
+                       gateway: String = VirtualService.meshGateway) -> [Envoy_Config_Route_V3_Route] {
         let matches: [VirtualService.HTTPMatch?] = route.matches.isEmpty ? [nil]
-            : route.matches.filter { $0.port == nil || $0.port == port }.map { Optional($0) }
+            : route.matches.filter { ($0.port == nil || $0.port == port) && ($0.gateways?.contains(gateway) ?? true) }.map { Optional($0) }
         return matches.map { match in
             var result = Envoy_Config_Route_V3_Route()
             let names = [route.name, match?.name].compactMap { $0 }

@@ -12,7 +12,7 @@ enum HTTPRouteReader {
                                    warnings: &warnings)
         let name = try reader.optional("name")?.string()
         var matches: [VirtualService.HTTPMatch] = []
-        for match in try reader.optional("match")?.list() ?? [] { matches.append(try self.match(match, warnings: &warnings)) }
+        for match in try reader.optional("match")?.list() ?? [] { matches.append(try self.match(match, namespace: namespace, warnings: &warnings)) }
         let destinations = try reader.optional("route")?.list() ?? []
         let redirect = try reader.optional("redirect")
         let direct = try reader.optional("directResponse")
@@ -201,14 +201,17 @@ enum HTTPRouteReader {
         "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable",
     ]
 
-    static func match(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPMatch {
+    static func match(_ reader: ConfigReader, namespace: String, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPMatch {
         try reader.ignoringUnknown(["name", "uri", "scheme", "method", "authority", "headers", "withoutHeaders", "queryParams",
                                     "ignoreUriCase", "port", "gateways"], warnings: &warnings)
-        // Sidecars are the `mesh` gateway; a match for other gateways is the gateway issue's.
-        if let gateways = try reader.optional("gateways"), try gateways.list().map({ item throws(ConfigError) in try item.string() }) != ["mesh"] {
-            warnings.append("\(gateways.path): only the mesh gateway (sidecars) is configured by Capstan: the match applies to sidecars")
-        }
         var match = VirtualService.HTTPMatch()
+        // The gateways (`mesh` for sidecars) this match applies to, resolved as the VirtualService's own.
+        if let gateways = try reader.optional("gateways") {
+            let names = try gateways.list().enumerated().map { index, item throws(ConfigError) in
+                try MeshConfigReader.gatewayReference(try item.string(), namespace: namespace, path: "\(gateways.path)[\(index)]")
+            }
+            if !names.isEmpty { match.gateways = names }
+        }
         match.name = try reader.optional("name")?.string()
         match.uri = try reader.optional("uri").map(stringMatch)
         match.scheme = try reader.optional("scheme").map(stringMatch)

@@ -10,8 +10,17 @@ public struct MeshConfig: Sendable, Equatable {
     public var requestAuthentications: [RequestAuthentication] = []
     /// The mesh-wide settings: Istio's defaults unless an `istio` ConfigMap gives them.
     public var mesh = MeshSettings()
+    /// Gateways, for the gateway proxies (`router~` nodes) they select.
+    public var gateways: [Gateway] = []
 
     public init() {}
+
+    /// What sidecars are configured from: the VirtualServices bound to the `mesh` gateway only.
+    var sidecarView: MeshConfig {
+        var view = self
+        view.virtualServices = virtualServices.filter { $0.gateways.contains(VirtualService.meshGateway) }
+        return view
+    }
 
     /// Istio's root namespace: a PeerAuthentication or AuthorizationPolicy here without a selector is
     /// the mesh-wide one (and an AuthorizationPolicy here with one selects in every namespace).
@@ -102,6 +111,11 @@ public struct VirtualService: Sendable, Equatable {
     public var hosts: [String]
     public var http: [HTTPRoute] = []
     public var tcp: [TCPRoute]
+    /// `gateways`, each resolved to `namespace/name`, or `mesh` (the sidecars; the default when none is given).
+    public var gateways: [String] = [VirtualService.meshGateway]
+
+    /// Istio's name for the sidecars as a gateway.
+    public static let meshGateway = "mesh"
 }
 
 /// `networking.istio.io` DestinationRule: subsets by labels, load balancing, connection limits, and

@@ -26,7 +26,7 @@ public struct MeshConfigReading: Sendable {
 /// ``MeshConfig``, checking each resource and then the references between them.
 public enum MeshConfigReader {
     /// Istio kinds Capstan does not act on yet: read, reported, not refused.
-    static let ignoredKinds: Set<String> = ["Sidecar", "Gateway", "Telemetry", "EnvoyFilter",
+    static let ignoredKinds: Set<String> = ["Sidecar", "Telemetry", "EnvoyFilter",
                                             "ProxyConfig", "WorkloadGroup"]
 
     /// Every `*.yaml`, `*.yml` and `*.json` file directly in `directory` (hidden ones, such as a
@@ -77,6 +77,29 @@ public enum MeshConfigReader {
 }
 
 extension MeshConfigReader {
+    /// A `gateways` entry as Istio resolves it: `mesh`, `namespace/name`, a bare name in the
+    /// VirtualService's namespace, or the older `name.namespace.svc.cluster.local`.
+    static func gatewayReference(_ text: String, namespace: String, path: String) throws(ConfigError) -> String {
+        if text == VirtualService.meshGateway { return text }
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        var gatewayNamespace = namespace
+        var name = text
+        if parts.count == 2 {
+            gatewayNamespace = parts[0]
+            name = parts[1]
+        } else if parts.count == 1, text.contains(".") {
+            let labels = text.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+            gatewayNamespace = labels[1]
+            name = labels[0]
+        } else if parts.count != 1 {
+            throw ConfigError(path: path, message: "\"\(text)\" is not a gateway (mesh, namespace/name or name)")
+        }
+        guard GatewaySecrets.isSecretName(gatewayNamespace), !gatewayNamespace.contains("."), GatewaySecrets.isSecretName(name) else {
+            throw ConfigError(path: path, message: "\"\(text)\" is not a gateway (mesh, namespace/name or name)")
+        }
+        return "\(gatewayNamespace)/\(name)"
+    }
+
     /// Labels (`matchLabels`, a workload's `labels`): numbers and booleans read as their text.
     static func labels(_ reader: ConfigReader) throws(ConfigError) -> [String: String] {
         var labels: [String: String] = [:]
@@ -148,6 +171,8 @@ private struct Builder {
                 }
                 config.authorizationPolicies.append(try AuthorizationPolicyReader.read(spec, metadata: metadata, origin: origin, namespace: namespace,
                                                                                        name: name, warnings: &resourceWarnings))
+            case "Gateway":
+                config.gateways.append(try GatewayReader.read(spec, origin: origin, namespace: namespace, name: name, warnings: &resourceWarnings))
             case "RequestAuthentication":
                 guard ["security.istio.io/v1", "security.istio.io/v1beta1"].contains(apiVersion) else {
                     throw ConfigError(path: "apiVersion", message: "\"\(apiVersion)\" does not serve RequestAuthentication (security.istio.io/v1, security.istio.io/v1beta1)")
@@ -156,7 +181,7 @@ private struct Builder {
             case let other where MeshConfigReader.ignoredKinds.contains(other):
                 resourceWarnings.append("kind \(other) is not acted on by Capstan yet, ignored")
             default:
-                throw ConfigError(path: "kind", message: "\"\(kind)\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)")
+                throw ConfigError(path: "kind", message: "\"\(kind)\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, Gateway, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)")
             }
             warnings += resourceWarnings.map { "\(origin): \(kind) \(origin.name): \($0)" }
         } catch {
@@ -270,8 +295,15 @@ private struct Builder {
     static func virtualService(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
                                warnings: inout [String]) throws(ConfigError) -> VirtualService {
         try spec.ignoringUnknown(["hosts", "gateways", "http", "tcp", "exportTo"], warnings: &warnings)
-        if let gateways = try spec.optional("gateways"), try strings(gateways, nonEmpty: false) != ["mesh"] {
-            warnings.append("spec.gateways: only the mesh gateway (sidecars) is configured by Capstan")
+        var gateways = [VirtualService.meshGateway]
+        if let reader = try spec.optional("gateways") {
+            let names = try strings(reader, nonEmpty: false)
+            if !names.isEmpty {
+                gateways = []
+                for (index, name) in names.enumerated() {
+                    gateways.append(try MeshConfigReader.gatewayReference(name, namespace: namespace, path: "\(reader.path)[\(index)]"))
+                }
+            }
         }
         let hosts = try strings(spec.required("hosts"), nonEmpty: true).map { MeshConfig.qualified($0, namespace: namespace) }
         var routes: [VirtualService.TCPRoute] = []
@@ -292,7 +324,7 @@ private struct Builder {
         for route in try spec.optional("http")?.list() ?? [] {
             http.append(try HTTPRouteReader.route(route, namespace: namespace, warnings: &warnings))
         }
-        return VirtualService(origin: origin, namespace: namespace, hosts: hosts, http: http, tcp: routes)
+        return VirtualService(origin: origin, namespace: namespace, hosts: hosts, http: http, tcp: routes, gateways: gateways)
     }
 
     static func destinationRule(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
@@ -592,6 +624,30 @@ private struct Builder {
         checkPeerAuthentications()
         checkAuthorizationPolicies()
         checkRequestAuthentications()
+        checkGateways()
+    }
+
+    /// A VirtualService naming a Gateway that is not defined binds to nothing: said. Two Gateways that
+    /// may select the same proxy (their selectors do not contradict) may not share a TLS port: the
+    /// proxy could not tell their servers apart without SNI matching.
+    mutating func checkGateways() {
+        let defined = Set(config.gateways.map(\.reference))
+        for service in config.virtualServices {
+            for (index, name) in service.gateways.enumerated() where name != VirtualService.meshGateway && !defined.contains(name) {
+                warnings.append("\(service.origin): VirtualService \(service.origin.name): spec.gateways[\(index)]: Gateway \(name) is not defined: the routes apply to no gateway through it")
+            }
+        }
+        for (index, gateway) in config.gateways.enumerated() {
+            for other in config.gateways[..<index] {
+                let compatible = gateway.selector.allSatisfy { key, value in other.selector[key].map { $0 == value } ?? true }
+                guard compatible else { continue }
+                for (serverIndex, server) in gateway.servers.enumerated() {
+                    guard let clash = other.servers.first(where: { $0.portNumber == server.portNumber }),
+                          clash.protocol.terminatesTLS || server.protocol.terminatesTLS || clash.protocol != server.protocol else { continue }
+                    problems.append(gateway.origin.problem("spec.servers[\(serverIndex)].port.number", "port \(server.portNumber) is also a server port of Gateway \(other.reference) (\(other.origin)), which may select the same proxies: with TLS (or another protocol) on it, the proxy cannot tell them apart"))
+                }
+            }
+        }
     }
 
     /// Each `jwksUri` names a service port of this mesh (its cluster `outbound|PORT||HOST` is where

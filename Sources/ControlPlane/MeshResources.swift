@@ -55,6 +55,27 @@ struct MeshResources: Sendable {
     var authentication = RequestAuthenticationScope([])
     /// NDS: the name tables for the agents' DNS proxies, with and without auto-allocated VIPs.
     var nameTables = NameTableGenerator.Tables()
+    /// What gateway proxies (`router~` nodes) are configured from, per proxy on request (``GatewayGenerator``).
+    var gateways = GatewayInputs()
+    /// The TLS secrets the Gateways name, served to the gateway proxies they select.
+    var gatewaySecrets = GatewaySecrets()
+
+    /// The parts of the configuration a gateway proxy's listeners and routes are made of. Equal when
+    /// there are no Gateways, so that edits elsewhere do not resend sidecars their listeners.
+    struct GatewayInputs: Sendable, Equatable {
+        var config = MeshConfig()
+
+        init() {}
+
+        init(_ config: MeshConfig) {
+            guard !config.gateways.isEmpty else { return }
+            self.config.gateways = config.gateways
+            self.config.virtualServices = config.virtualServices.filter { $0.gateways != [VirtualService.meshGateway] }
+            self.config.serviceEntries = config.serviceEntries
+            self.config.destinationRules = config.destinationRules
+            self.config.workloadEntries = config.workloadEntries
+        }
+    }
 
     /// The inbound side of the proxy at `ip`, whose node id says it is in `namespace`: the workload's,
     /// or, for a proxy the configuration does not describe, no ports under its namespace's policy.
@@ -76,11 +97,11 @@ struct MeshResources: Sendable {
             !Self.same(outboundListeners, other.outboundListeners) || inboundWorkloads != other.inboundWorkloads
                 || mutualTLS.undescribedProxies != other.mutualTLS.undescribedProxies
                 || authorization.undescribedProxies != other.authorization.undescribedProxies
-                || authentication != other.authentication
-        case .route: !Self.same(routes, other.routes)
+                || authentication != other.authentication || gateways != other.gateways
+        case .route: !Self.same(routes, other.routes) || gateways != other.gateways
         case .nameTable: nameTables != other.nameTables
-        // Secrets come from the agent over SDS, never from here.
-        case .secret: false
+        // Sidecars' secrets come from the agent over SDS; gateways' credentials from here.
+        case .secret: gatewaySecrets != other.gatewaySecrets || gateways != other.gateways
         }
     }
 

@@ -11,12 +11,21 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         var versions: [XDSResourceType: String] = [:]
         /// Inbound listeners made for proxies so far, by IP, namespace and interception, for this generation.
         var inbound: [String: MeshResources.Resource] = [:]
+        /// Gateway proxies' resources made so far, by the Gateways that select them, for this generation.
+        var routers: [[String]: RouterSnapshot] = [:]
     }
 
     private let generation = Mutex(Generation())
 
-    /// The types the control plane serves; secrets come from the agent.
-    static let servedTypes: [XDSResourceType] = [.cluster, .endpoint, .listener, .route, .nameTable]
+    /// What a gateway proxy gets besides the shared clusters and endpoints.
+    private struct RouterSnapshot {
+        var listeners: [MeshResources.Resource]
+        var routes: [MeshResources.Resource]
+        var secrets: [MeshResources.Resource]
+    }
+
+    /// The types the control plane serves; sidecars' secrets come from the agent, gateways' from here.
+    static let servedTypes: [XDSResourceType] = [.cluster, .endpoint, .listener, .route, .secret, .nameTable]
 
     /// Puts new resources in force; returns the types whose content changed (all, the first time).
     @discardableResult
@@ -24,11 +33,13 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         generation.withLock { generation in
             generation.number += 1
             let changed = Self.servedTypes.filter { type in
-                generation.resources.map { resources.differs(from: $0, in: type) } ?? true
+                // The first time, secrets count only when some Gateway has a credential.
+                generation.resources.map { resources.differs(from: $0, in: type) } ?? (type != .secret || !resources.gatewaySecrets.credentials.isEmpty)
             }
             for type in changed { generation.versions[type] = String(generation.number) }
             generation.resources = resources
             if changed.contains(.listener) { generation.inbound = [:] }
+            if !changed.isEmpty { generation.routers = [:] }
             return changed
         }
     }
@@ -43,6 +54,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         let autoAllocate = node.metadata.fields["DNS_AUTO_ALLOCATE"]?.stringValue.lowercased() == "true"
         return generation.withLock { generation in
             guard let resources = generation.resources else { return XDSSnapshot(types: [:]) }
+            if id?.type == "router" { return Self.routerSnapshot(node: node, ip: ip, resources: resources, generation: &generation) }
             let key = "\(ip)|\(namespace)|\(transparent)"
             let inbound: MeshResources.Resource
             if let made = generation.inbound[key] {
@@ -65,5 +77,38 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                 ]),
             ])
         }
+    }
+
+    /// A gateway proxy's resources: the shared clusters and endpoints, and the listeners, routes and
+    /// credentials of the Gateways whose selectors match its labels (node metadata `LABELS`, else those
+    /// of the WorkloadEntry at its IP). No sidecar listeners, and no secrets of other Gateways.
+    private static func routerSnapshot(node: Envoy_Config_Core_V3_Node, ip: String, resources: MeshResources,
+                                       generation: inout Generation) -> XDSSnapshot {
+        let config = resources.gateways.config
+        var labels: [String: String] = [:]
+        if let given = node.metadata.fields["LABELS"], case .structValue(let fields)? = given.kind {
+            for (key, value) in fields.fields { if case .stringValue(let text)? = value.kind { labels[key] = text } }
+        } else if let workload = config.workloadEntries.first(where: { $0.endpoint.address == ip }) {
+            labels = workload.endpoint.labels
+        }
+        let gateways = GatewayGenerator.gateways(in: config, selecting: labels)
+        let key = gateways.map(\.reference)
+        let router: RouterSnapshot
+        if let made = generation.routers[key] {
+            router = made
+        } else {
+            // Packing cannot fail for resources built here; nothing served beats a half-built listener.
+            let made = (try? GatewayGenerator.resources(for: gateways, config: config)) ?? .init()
+            router = RouterSnapshot(listeners: made.listeners, routes: made.routes,
+                                    secrets: (try? resources.gatewaySecrets.resources(made.credentials)) ?? [])
+            generation.routers[key] = router
+        }
+        return XDSSnapshot(types: [
+            .cluster: VersionedResources(version: generation.versions[.cluster] ?? "", resources: resources.clusters),
+            .endpoint: VersionedResources(version: generation.versions[.endpoint] ?? "", resources: resources.endpoints),
+            .listener: VersionedResources(version: generation.versions[.listener] ?? "", resources: router.listeners),
+            .route: VersionedResources(version: generation.versions[.route] ?? "", resources: resources.routes + router.routes),
+            .secret: VersionedResources(version: generation.versions[.secret] ?? "", resources: router.secrets),
+        ])
     }
 }

@@ -57,7 +57,9 @@ struct ProxyConfigGenerator: Sendable {
         try ProxyConfigGenerator().resources(for: config)
     }
 
-    func resources(for config: MeshConfig) throws -> MeshResources {
+    func resources(for everything: MeshConfig) throws -> MeshResources {
+        // Sidecars see the VirtualServices bound to `mesh`; gateways are made per proxy from `everything`.
+        let config = everything.sidecarView
         let mutualTLS = MutualTLSPolicy(config.peerAuthentications)
         let authorization = AuthorizationPolicyScope(config.authorizationPolicies)
         let authentication = RequestAuthenticationScope(config.requestAuthentications)
@@ -185,7 +187,8 @@ struct ProxyConfigGenerator: Sendable {
         var resources = MeshResources(clusters: clusters, endpoints: endpoints, outboundListeners: listeners, routes: routes,
                                       inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS, authorization: authorization,
                                       authentication: authentication)
-        resources.nameTables = NameTableGenerator.tables(for: config.serviceEntries)
+        resources.nameTables = NameTableGenerator.tables(for: everything.serviceEntries)
+        resources.gateways = .init(everything)
         return resources
     }
 

@@ -105,6 +105,8 @@ extension VirtualService {
         public var ignoreURICase = false
         /// Only requests to this service port; nil: any.
         public var port: Int?
+        /// Only on these gateways (`mesh`: sidecars; else `namespace/name`); nil: every one the VirtualService is bound to.
+        public var gateways: [String]?
 
         public static func == (lhs: Self, rhs: Self) -> Bool {
             func same(_ a: [(name: String, match: StringMatch)], _ b: [(name: String, match: StringMatch)]) -> Bool {
@@ -113,6 +115,7 @@ extension VirtualService {
             return lhs.name == rhs.name && lhs.uri == rhs.uri && lhs.scheme == rhs.scheme && lhs.method == rhs.method
                 && lhs.authority == rhs.authority && same(lhs.headers, rhs.headers) && same(lhs.withoutHeaders, rhs.withoutHeaders)
                 && same(lhs.queryParams, rhs.queryParams) && lhs.ignoreURICase == rhs.ignoreURICase && lhs.port == rhs.port
+                && lhs.gateways == rhs.gateways
         }
     }
 

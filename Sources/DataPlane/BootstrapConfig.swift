@@ -447,10 +447,18 @@ public struct BootstrapConfig: Sendable {
     }
 
     /// Refuses a transport socket whose SDS secrets come from a cluster that is not one of this
-    /// bootstrap's static clusters with an endpoint.
+    /// bootstrap's static clusters with an endpoint, or over ADS when there is no ADS.
     func checkSecretSources(_ socket: TransportSocketConfig?, path: String) throws(ConfigError) {
-        for reference in socket?.secretReferences ?? [] where grpcServer(cluster: reference.cluster) == nil {
-            throw ConfigError(path: path, message: "SDS secret \"\(reference.name)\" comes from cluster \"\(reference.cluster)\", which is not a static cluster of the bootstrap with an endpoint")
+        for reference in socket?.secretReferences ?? [] {
+            guard let cluster = reference.cluster else {
+                guard dynamicResources != nil else {
+                    throw ConfigError(path: path, message: "SDS secret \"\(reference.name)\" comes over ADS, but the bootstrap has no ads_config")
+                }
+                continue
+            }
+            guard grpcServer(cluster: cluster) != nil else {
+                throw ConfigError(path: path, message: "SDS secret \"\(reference.name)\" comes from cluster \"\(cluster)\", which is not a static cluster of the bootstrap with an endpoint")
+            }
         }
     }
 }

@@ -31,8 +31,9 @@ public final class Proxy: Sendable {
         var drained: Set<String> = []
         var healthCheckFailing = false
         var stopping = false
-        /// The ADS subscription, while it runs.
+        /// The ADS subscription, while it runs, and its client (secrets with `sds_config: {ads: {}}` are asked there).
         var controlPlane: Task<Void, Never>?
+        var controlPlaneClient: ADSClient?
         /// The SDS streams, once the configuration names a secret.
         var secretDiscovery: SecretDiscovery?
     }
@@ -90,7 +91,15 @@ public final class Proxy: Sendable {
         let handler = DynamicResources(proxy: self, bootstrap: bootstrap, warmingTimeout: runtime.options.warmingTimeout, logger: logger)
         client.subscribe(.cluster, to: [])
         let task = Task { await client.run(handler: handler) }
-        mutable.withLockedValue { $0.controlPlane = task }
+        mutable.withLockedValue {
+            $0.controlPlane = task
+            $0.controlPlaneClient = client
+        }
+        // Secrets named before the stream existed (static listeners) are asked for on it now.
+        subscribedSecrets.withLockedValue { subscribed in
+            let names = subscribed.filter { $0.cluster == nil }.map(\.name)
+            if !names.isEmpty { client.subscribe(.secret, to: Set(names).sorted()) }
+        }
     }
 
     /// From PRE_INITIALIZING to LIVE (not back from DRAINING), once the SDS secrets the configuration
@@ -136,6 +145,12 @@ public final class Proxy: Sendable {
             }
             guard let discovery else { return }
             discovery.request(references)
+            // Those with `sds_config: {ads: {}}` come on the ADS stream, as istiod serves gateways' credentials.
+            let overADS = Set(references.filter { $0.cluster == nil }.map(\.name))
+            if overADS != Set(subscribed.filter { $0.cluster == nil }.map(\.name)),
+               let client = mutable.withLockedValue({ $0.controlPlaneClient }) {
+                client.subscribe(.secret, to: overADS.sorted())
+            }
             subscribed = references
         }
     }

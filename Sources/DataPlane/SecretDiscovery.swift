@@ -4,17 +4,19 @@ import Synchronization
 import XDS
 
 /// An SDS secret by name (`default`, `ROOTCA`), and the static cluster of the bootstrap it is fetched
-/// from (Istio's `sds-grpc`, the agent's unix socket).
+/// from (Istio's `sds-grpc`, the agent's unix socket), or nil for the ADS stream itself (`sds_config:
+/// {ads: {}}`, as istiod configures a gateway's `kubernetes://NAME` credentials).
 struct SecretReference: Sendable, Hashable {
     var name: String
-    var cluster: String
+    var cluster: String?
 
-    init(name: String, cluster: String) {
+    init(name: String, cluster: String?) {
         self.name = name
         self.cluster = cluster
     }
 
-    /// Reads `SdsSecretConfig`: a name, and an `api_config_source` of type GRPC naming an `envoy_grpc` cluster.
+    /// Reads `SdsSecretConfig`: a name, and an `api_config_source` of type GRPC naming an `envoy_grpc`
+    /// cluster, or `ads`.
     init(_ proto: Envoy_Extensions_TransportSockets_Tls_V3_SdsSecretConfig, path: String) throws(ConfigError) {
         guard !proto.name.isEmpty else { throw ConfigError(path: "\(path).name", message: "is required") }
         guard proto.hasSdsConfig else {
@@ -32,8 +34,7 @@ struct SecretReference: Sendable, Hashable {
             }
             self.init(name: proto.name, cluster: grpc.clusterName)
         case .ads?:
-            throw ConfigError(path: "\(sourcePath).ads",
-                              message: "SDS over ADS is not supported: name the agent's SDS cluster (Istio's sds-grpc) in api_config_source")
+            self.init(name: proto.name, cluster: nil)
         case nil:
             throw ConfigError(path: sourcePath, message: "needs api_config_source")
         }
@@ -73,7 +74,8 @@ final class SecretDiscovery: ADSResponseHandler {
     /// before they get here).
     func request(_ references: Set<SecretReference>) {
         guard !stopped.withLock({ $0 }) else { return }
-        for (cluster, wanted) in Dictionary(grouping: references, by: \.cluster) {
+        // Those on the ADS stream are subscribed to there (``Proxy/requestSecrets()``).
+        for (cluster, wanted) in Dictionary(grouping: references.filter { $0.cluster != nil }, by: { $0.cluster! }) {
             let names = Set(wanted.map(\.name)).sorted()
             let client = streams.withLock { streams -> ADSClient? in
                 if let open = streams[cluster] { return open.client }

@@ -37,9 +37,11 @@ public struct AgentSettings: Sendable {
     public var podInfoDirectory: String
     /// The node's `cluster` (PROXY_CONFIG `serviceCluster`; Istio's default `istio-proxy`).
     public let serviceCluster: String
-    /// `sidecar~INSTANCE_IP~POD_NAME.POD_NAMESPACE~POD_NAMESPACE.svc.cluster.local`.
+    /// `sidecar` (the default) or `router` (`--type router`, Istio's `proxy router`).
+    public var proxyType: ProxyType = .sidecar
+    /// `TYPE~INSTANCE_IP~POD_NAME.POD_NAMESPACE~POD_NAMESPACE.svc.cluster.local`, TYPE `sidecar` or `router`.
     public var nodeID: ProxyNodeID {
-        ProxyNodeID(type: "sidecar", ipAddresses: instanceIPs, podName: podName, namespace: podNamespace)
+        ProxyNodeID(type: proxyType.rawValue, ipAddresses: instanceIPs, podName: podName, namespace: podNamespace)
     }
 
     // MARK: The control plane and certificates

@@ -17,6 +17,10 @@ public final class DrainCoordinator: Sendable {
         public var pollInterval: Duration
         /// How long the proxy gets between SIGTERM and SIGKILL.
         public var stopGrace: Duration
+        /// A gateway's drain (`--type router`): readiness fails at once so the load balancer takes the
+        /// pod out, but the listeners stay open and keep taking connections until `termination`, since
+        /// clients keep arriving until the load balancer has noticed; no early end on zero connections.
+        public var keepsServing = false
 
         public init(minimum: Duration = .seconds(5), termination: Duration = .seconds(5),
                     pollInterval: Duration = .seconds(1), stopGrace: Duration = .seconds(5)) {
@@ -30,6 +34,7 @@ public final class DrainCoordinator: Sendable {
         public init(settings: AgentSettings, pollInterval: Duration = .seconds(1), stopGrace: Duration = .seconds(5)) {
             self.init(minimum: settings.minimumDrainDuration, termination: settings.terminationDrainDuration,
                       pollInterval: pollInterval, stopGrace: stopGrace)
+            keepsServing = settings.proxyType == .router
         }
     }
 
@@ -122,7 +127,33 @@ public final class DrainCoordinator: Sendable {
         return await child.stop(grace: timing.stopGrace)
     }
 
+    /// The gateway's drain: not ready from now on, listeners open until the termination drain time.
+    private func serveThroughDrain() async -> Report {
+        let start = now()
+        state.withLockedValue { $0.inboundDrainAsked = true }
+        log("draining a gateway: not ready, listeners keep serving for \(GoDuration.format(timing.termination))")
+        var ending = Ending.deadline(activeConnections: nil)
+        while true {
+            if state.withLockedValue({ $0.quitting }) || Task.isCancelled {
+                ending = .quit
+                break
+            }
+            let left = timing.termination - (now() - start)
+            if left <= .zero { break }
+            if !child.isRunning {
+                ending = .proxyNotRunning
+                break
+            }
+            do { try await sleep(min(timing.pollInterval, left)) } catch {}
+        }
+        let drainedFor = now() - start
+        log("drain over after \(GoDuration.format(drainedFor)) (\(ending)): stopping the proxy")
+        let outcome = await child.stop(grace: timing.stopGrace)
+        return Report(ending: ending, drainedFor: drainedFor, proxy: outcome)
+    }
+
     private func run() async -> Report {
+        if timing.keepsServing { return await serveThroughDrain() }
         let start = now()
         log("draining: inbound for at least \(GoDuration.format(timing.minimum)), at most \(GoDuration.format(timing.termination))")
         await drainInbound()

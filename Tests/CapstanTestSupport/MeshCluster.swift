@@ -149,7 +149,7 @@ public final class MeshCluster: @unchecked Sendable {
 
 extension MeshCluster {
     /// The service accounts of namespace `shop` the CA knows, each with its token.
-    public static let serviceAccounts = ["client", "payments", "reviews", "billing"]
+    public static let serviceAccounts = ["client", "payments", "reviews", "billing", "istio-ingressgateway"]
     public static func token(for serviceAccount: String) -> String { "token-shop-\(serviceAccount)-0123456789abcdef" }
     public static let xdsAddress = "192.0.2.2:15010"
     public static let secureAddress = "192.0.2.2:15012"
@@ -187,10 +187,11 @@ extension MeshCluster {
         return pod
     }
 
-    /// Starts `capstan agent` in `pod` (as root; it becomes uid 1337 itself).
+    /// Starts `capstan agent` in `pod` (as root; it becomes uid 1337 itself), with `arguments` after its
+    /// own (`["proxy", "router"]` for a gateway).
     @discardableResult
     public func startAgent(in pod: Pod, serviceAccount: String, environment: [String: String] = [:],
-                           label: String = "agent") throws -> NamespacedProcess {
+                           label: String = "agent", arguments: [String] = []) throws -> NamespacedProcess {
         let sockets = try makeDirectory("\(pod.name)/sockets", owner: 1337)
         let certificates = try makeDirectory("\(pod.name)/certs", owner: 1337)
         let token = try write("\(pod.name)/token", Self.token(for: serviceAccount) + "\n", mode: 0o600, owner: 1337)
@@ -200,7 +201,7 @@ extension MeshCluster {
             "OUTPUT_CERTS": certificates, "MINIMUM_DRAIN_DURATION": "1s", "TERMINATION_DRAIN_DURATION_SECONDS": "5",
         ]
         variables.merge(environment) { $1 }
-        return try run(["agent", "--socket-dir", sockets, "--token-path", token, "--root-cert", "\(directory)/root-cert.pem"],
+        return try run(["agent", "--socket-dir", sockets, "--token-path", token, "--root-cert", "\(directory)/root-cert.pem"] + arguments,
                        in: pod, label: label, environment: variables)
     }
 

@@ -81,7 +81,7 @@ enum Documents {
         (Documents.workload("broken", "payments.example", "v1"),
          "bad.yaml: document 1 (line 1): WorkloadEntry shop/broken: spec.address: \"payments.example\" is not an IP address (Capstan does not resolve names)"),
         ("apiVersion: networking.istio.io/v1\nkind: Gateway2\nmetadata: {name: g}\nspec: {}\n",
-         "bad.yaml: document 1 (line 1): Gateway2 default/g: kind: \"Gateway2\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)"),
+         "bad.yaml: document 1 (line 1): Gateway2 default/g: kind: \"Gateway2\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, Gateway, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)"),
         ("apiVersion: v1\nkind: Secret\nmetadata: {name: c}\n",
          "bad.yaml: document 1 (line 1): Secret default/c: apiVersion: \"v1\" is not an Istio networking or security API"),
         (Documents.destinationRule.replacingOccurrences(of: "LEAST_CONN", with: "PASSTHROUGH"),

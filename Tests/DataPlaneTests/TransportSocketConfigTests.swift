@@ -53,12 +53,16 @@ import XDS
             == "\(Self.inbound).typed_config.common_tls_context: needs a certificate to present: tls_certificates or tls_certificate_sds_secret_configs")
     }
 
-    @Test func otherBadContextsAreRefusedNamingTheField() throws {
+    /// istiod's gateway credentials: `sds_config: {ads: {}}`, fetched on the ADS stream itself.
+    @Test func aSecretOverADSIsTakenAsTheADSStreams() throws {
         var overADS = Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext()
         overADS.commonTlsContext = IstioShapes.commonContext()
         overADS.commonTlsContext.tlsCertificateSdsSecretConfigs[0].sdsConfig.ads = .init()
-        #expect(refusal(try inboundListener(try IstioShapes.socket(overADS)))?.hasPrefix(
-            "\(Self.inbound).typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config.ads: SDS over ADS is not supported") == true)
+        let socket = try #require(try TransportSocketConfig.downstream(try IstioShapes.socket(overADS), path: "socket"))
+        #expect(socket.certificate == .secret(SecretReference(name: "default", cluster: nil)))
+    }
+
+    @Test func otherBadContextsAreRefusedNamingTheField() throws {
 
         var untrusted = Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext()
         untrusted.commonTlsContext.tlsCertificateSdsSecretConfigs = [IstioShapes.sdsSecret("default")]

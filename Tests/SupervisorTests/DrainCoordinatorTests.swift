@@ -47,6 +47,26 @@ import Testing
         #expect(child.isRunning == false)
     }
 
+    /// A gateway (`--type router`): no drain asked of the proxy (its listeners keep taking connections),
+    /// not ready from the start, and no early end with zero connections: the full termination time.
+    @Test func aGatewayKeepsServingUntilTheTerminationTime() async throws {
+        let fake = try await FakeProxyAdmin()
+        defer { Task { await fake.close() } }
+        let child = try Self.sleeper()
+        var timing = DrainCoordinator.Timing(minimum: .milliseconds(100), termination: .milliseconds(700), pollInterval: .milliseconds(50),
+                                             stopGrace: .seconds(2))
+        timing.keepsServing = true
+        let drain = DrainCoordinator(admin: ProxyAdminClient(port: fake.port, timeout: .milliseconds(500)), child: child, timing: timing)
+        let report = await drain.drain()
+        #expect(drain.isDraining)
+        #expect(fake.drainCalls.count == 0, "the listeners were not drained")
+        #expect(report.ending == .deadline(activeConnections: nil))
+        #expect(report.drainedFor >= .milliseconds(700))
+        #expect(report.drainedFor < .seconds(3))
+        #expect(report.proxy == .stopped(.killed(signal: SIGTERM)))
+        #expect(child.isRunning == false)
+    }
+
     @Test func stopsAtTheTerminationDeadlineWhenConnectionsStay() async throws {
         let fake = try await FakeProxyAdmin()
         defer { Task { await fake.close() } }

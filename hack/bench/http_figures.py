@@ -190,7 +190,8 @@ def summarize(rows):
     for kind, table in figures.items():
         ratios = {}
         for a, b in (("capstan", "haproxy"), ("capstan", "nginx"), ("capstan", "direct"),
-                     ("haproxy", "direct"), ("nginx", "direct"), ("capstan-rbac", "capstan")):
+                     ("haproxy", "direct"), ("nginx", "direct"), ("capstan-rbac", "capstan"),
+                     ("capstan-gateway", "haproxy"), ("capstan-gateway", "capstan")):
             if "req_per_s" in table.get(a, {}) and "req_per_s" in table.get(b, {}):
                 ratios[f"{a}/{b}"] = table[a]["req_per_s"] / table[b]["req_per_s"]
         for a, b in (("capstan", "haproxy"), ("capstan", "nginx")):
@@ -220,7 +221,7 @@ def print_table(figures, meta):
         print(f"\n{titles[kind]}  (medians of {meta.get('rounds')} rounds of {meta.get('seconds')} s, peers taking turns)")
         print(f"  {'peer':<8} {'req/s':>9} {'p50 ms':>7} {'p75 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
               f"{'cpu s/1k':>8} {'cores':>5} {'RSS MB':>7} {'HWM MB':>7}  {'busy per CPU':<12} {'others':>6}")
-        for peer in ("direct", "haproxy", "nginx", "capstan", "capstan-rbac"):
+        for peer in ("direct", "haproxy", "nginx", "capstan", "capstan-rbac", "capstan-gateway"):
             entry = table.get(peer)
             if entry is None:
                 continue

@@ -1,0 +1,99 @@
+/// `networking.istio.io` Gateway: the ports, hosts and TLS of a load balancer at the mesh's edge, for
+/// the gateway proxies (`router~` nodes) whose labels `selector` matches. VirtualServices bind to it
+/// by `gateways:`; ``GatewayGenerator`` makes the router's listeners and routes from both.
+public struct Gateway: Sendable, Equatable {
+    /// `servers[].port.protocol`, in the subset Capstan serves: HTTP-speaking ones and TCP (TLS
+    /// passthrough is refused when read).
+    public enum PortProtocol: String, Sendable, Equatable {
+        case http = "HTTP"
+        case https = "HTTPS"
+        case http2 = "HTTP2"
+        case grpc = "GRPC"
+        /// Bytes relayed by the bound VirtualServices' `tcp` routes.
+        case tcp = "TCP"
+
+        /// Whether the server terminates TLS (its `tls` is required).
+        var terminatesTLS: Bool { self == .https }
+    }
+
+    /// `servers[].tls.mode`, in the subset Capstan serves end to end.
+    public enum TLSMode: String, Sendable, Equatable {
+        /// A server certificate from `credentialName`, no client certificate asked.
+        case simple = "SIMPLE"
+        /// As SIMPLE, and a client certificate verified against the secret's `ca.crt`
+        /// (`kubernetes://NAME-cacert`).
+        case mutual = "MUTUAL"
+    }
+
+    /// A `servers[].hosts` entry: `namespace/host`, where the namespace (`*` any, `.` the Gateway's
+    /// own) limits which VirtualServices may bind; the host may be `*` or start with `*.`.
+    public struct Host: Sendable, Equatable, CustomStringConvertible {
+        /// nil: any namespace.
+        public var namespace: String?
+        public var host: String
+
+        public var description: String { "\(namespace ?? "*")/\(host)" }
+    }
+
+    public struct TLS: Sendable, Equatable {
+        /// nil for a server that only redirects (`httpsRedirect` on a plaintext port).
+        public var mode: TLSMode?
+        /// The secret (in the secrets directory) with `tls.crt`, `tls.key` and, for MUTUAL, `ca.crt`.
+        public var credentialName: String?
+        /// `httpsRedirect`: plaintext requests are answered 301 to `https://`.
+        public var httpsRedirect: Bool
+    }
+
+    public struct Server: Sendable, Equatable {
+        public var portNumber: Int
+        /// `port.name`: part of an HTTPS server's route configuration name (`https.443.NAME.GATEWAY.NS`).
+        public var portName: String
+        public var `protocol`: PortProtocol
+        public var hosts: [Host]
+        public var tls: TLS?
+        /// `servers[].name`, if given.
+        public var name: String?
+    }
+
+    public var origin: ResourceOrigin
+    public var namespace: String
+    public var name: String
+    /// `spec.selector`: labels of the gateway workloads (a proxy's `LABELS`, or its WorkloadEntry's).
+    public var selector: [String: String]
+    public var servers: [Server]
+
+    /// `namespace/name`, as a VirtualService's `gateways:` names it once resolved.
+    public var reference: String { "\(namespace)/\(name)" }
+
+    /// Whether the proxy with `labels` is one of this Gateway's workloads. An empty selector selects
+    /// every gateway proxy, as in Istio.
+    func selects(_ labels: [String: String]) -> Bool {
+        selector.allSatisfy { labels[$0.key] == $0.value }
+    }
+}
+
+extension Gateway.Host {
+    /// Whether a VirtualService in `namespace` for `host` may bind to this entry, and the domain the
+    /// two have in common (the more specific of them), as istiod intersects them.
+    func domain(forVirtualServiceHost host: String, namespace: String, gatewayNamespace: String) -> String? {
+        switch self.namespace {
+        case nil: break
+        case "."?: guard namespace == gatewayNamespace else { return nil }
+        case let required?: guard namespace == required else { return nil }
+        }
+        if Self.matches(pattern: self.host, host) { return host }
+        if Self.matches(pattern: host, self.host) { return self.host }
+        return nil
+    }
+
+    /// `*` matches every name, `*.example.com` every name ending in `.example.com`, anything else itself.
+    static func matches(pattern: String, _ name: String) -> Bool {
+        if pattern == "*" { return true }
+        if pattern.hasPrefix("*.") {
+            let suffix = pattern.dropFirst()
+            return name.hasSuffix(suffix) && name.count > suffix.count
+                || name.hasPrefix("*.") && name.dropFirst().hasSuffix(suffix)
+        }
+        return pattern == name
+    }
+}

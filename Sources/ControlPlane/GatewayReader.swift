@@ -1,0 +1,127 @@
+import Configuration
+
+/// Reads a `Gateway` spec. What Capstan does not serve end to end is refused with the field's path
+/// (TCP and TLS ports, PASSTHROUGH, ISTIO_MUTUAL and AUTO_PASSTHROUGH), never accepted silently.
+enum GatewayReader {
+    static func read(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String, name: String,
+                     warnings: inout [String]) throws(ConfigError) -> Gateway {
+        try spec.ignoringUnknown(["selector", "servers"], warnings: &warnings)
+        let selector = try spec.optional("selector").map(MeshConfigReader.labels) ?? [:]
+        var servers: [Gateway.Server] = []
+        let list = try spec.required("servers").list()
+        guard !list.isEmpty else { throw ConfigError(path: "spec.servers", message: "needs at least one server") }
+        for reader in list {
+            servers.append(try server(reader, warnings: &warnings))
+        }
+        // Two plaintext servers on one port share its route configuration (istiod merges them); a TLS
+        // port's servers would need SNI filter chain matching, which Capstan's proxy does not do.
+        for (index, server) in servers.enumerated() {
+            let samePort = servers[..<index].filter { $0.portNumber == server.portNumber }
+            if samePort.contains(where: { $0.protocol != server.protocol }) {
+                throw ConfigError(path: "spec.servers[\(index)].port", message: "port \(server.portNumber) is used by another server with another protocol")
+            }
+            if server.protocol.terminatesTLS, !samePort.isEmpty {
+                throw ConfigError(path: "spec.servers[\(index)].port.number",
+                                  message: "port \(server.portNumber) has several TLS servers: telling them apart needs SNI filter chain matching (server_names), which Capstan does not do; give each its own port")
+            }
+        }
+        return Gateway(origin: origin, namespace: namespace, name: name, selector: selector, servers: servers)
+    }
+
+    private static func server(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> Gateway.Server {
+        try reader.ignoringUnknown(["port", "hosts", "tls", "name", "bind", "defaultEndpoint"], warnings: &warnings)
+        for field in ["bind", "defaultEndpoint"] {
+            if try reader.optional(field) != nil {
+                throw ConfigError(path: "\(reader.path).\(field)", message: "is not supported by Capstan (listeners bind 0.0.0.0)")
+            }
+        }
+        let port = try reader.required("port")
+        try port.ignoringUnknown(["number", "name", "protocol", "targetPort"], warnings: &warnings)
+        let number = try port.required("number").integer(in: 1...65535)
+        if try port.optional("targetPort") != nil {
+            warnings.append("\(port.path).targetPort: ignored, as Istio ignores it: the listener binds port.number")
+        }
+        let portName = try port.required("name").string()
+        guard !portName.isEmpty, !portName.contains("."), !portName.contains("|") else {
+            throw ConfigError(path: "\(port.path).name", message: "\"\(portName)\" is not a port name")
+        }
+        let protocolReader = try port.required("protocol")
+        let protocolText = try protocolReader.string()
+        guard let proto = Gateway.PortProtocol(rawValue: protocolText.uppercased()) else {
+            if ["TLS", "MONGO", "REDIS", "MYSQL"].contains(protocolText.uppercased()) {
+                throw protocolReader.fail("\(protocolText) servers are not supported by Capstan's gateway yet (HTTP, HTTPS, HTTP2, GRPC, TCP)")
+            }
+            throw protocolReader.fail("\"\(protocolText)\" is not a Gateway protocol (HTTP, HTTPS, HTTP2, GRPC, TCP, TLS)")
+        }
+        let hostsReader = try reader.required("hosts")
+        var hosts: [Gateway.Host] = []
+        for (index, item) in try hostsReader.list().enumerated() {
+            hosts.append(try host(try item.string(), path: "\(hostsReader.path)[\(index)]"))
+        }
+        guard !hosts.isEmpty else { throw hostsReader.fail("needs at least one entry") }
+        let tls = try reader.optional("tls").map { reader throws(ConfigError) in try self.tls(reader, warnings: &warnings) }
+        let path = reader.path
+        if proto.terminatesTLS {
+            guard let tls, tls.mode != nil else {
+                throw ConfigError(path: "\(path).tls.mode", message: "an HTTPS server needs tls.mode (SIMPLE or MUTUAL)")
+            }
+        } else if proto == .tcp, tls != nil {
+            throw ConfigError(path: "\(path).tls", message: "a TCP server relays bytes: it has no TLS settings")
+        } else if tls?.mode != nil {
+            throw ConfigError(path: "\(path).tls.mode", message: "a \(proto.rawValue) server does not terminate TLS: use protocol HTTPS")
+        }
+        if let tls, tls.httpsRedirect, proto.terminatesTLS {
+            warnings.append("\(path).tls.httpsRedirect: applies to plaintext servers; on an HTTPS server it changes nothing")
+        }
+        let name = try reader.optional("name")?.string()
+        return Gateway.Server(portNumber: number, portName: portName, protocol: proto, hosts: hosts, tls: tls, name: name)
+    }
+
+    private static func tls(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> Gateway.TLS {
+        try reader.ignoringUnknown(["mode", "credentialName", "httpsRedirect", "serverCertificate", "privateKey", "caCertificates",
+                                    "subjectAltNames", "minProtocolVersion", "maxProtocolVersion", "cipherSuites",
+                                    "verifyCertificateSpki", "verifyCertificateHash"], warnings: &warnings)
+        for field in ["serverCertificate", "privateKey", "caCertificates", "subjectAltNames", "minProtocolVersion", "maxProtocolVersion",
+                      "cipherSuites", "verifyCertificateSpki", "verifyCertificateHash"] where try reader.optional(field) != nil {
+            throw ConfigError(path: "\(reader.path).\(field)", message: "is not supported by Capstan: give the certificate with credentialName")
+        }
+        let httpsRedirect = try reader.optional("httpsRedirect")?.bool() ?? false
+        var mode: Gateway.TLSMode?
+        if let modeReader = try reader.optional("mode") {
+            let text = try modeReader.string()
+            switch text {
+            case "SIMPLE": mode = .simple
+            case "MUTUAL": mode = .mutual
+            case "PASSTHROUGH", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL":
+                throw modeReader.fail("\(text) is not supported by Capstan's gateway yet (SIMPLE, MUTUAL)")
+            default:
+                throw modeReader.fail("\"\(text)\" is not a TLS mode (SIMPLE, MUTUAL, PASSTHROUGH, ISTIO_MUTUAL, AUTO_PASSTHROUGH)")
+            }
+        }
+        let credential = try reader.optional("credentialName").map { name throws(ConfigError) in
+            let text = try name.string()
+            guard GatewaySecrets.isSecretName(text) else { throw name.fail("\"\(text)\" is not a Kubernetes secret name (DNS-1123 subdomain)") }
+            return text
+        }
+        if mode != nil, credential == nil {
+            throw ConfigError(path: "\(reader.path).credentialName", message: "is required: Capstan reads server certificates from the secrets directory only")
+        }
+        return Gateway.TLS(mode: mode, credentialName: credential, httpsRedirect: httpsRedirect)
+    }
+
+    /// `namespace/host` or `host`; `.` and `*` namespaces as Istio reads them.
+    static func host(_ text: String, path: String) throws(ConfigError) -> Gateway.Host {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count <= 2 else { throw ConfigError(path: path, message: "\"\(text)\" is not namespace/host") }
+        let namespace: String? = parts.count == 2 ? (parts[0] == "*" ? nil : parts[0]) : nil
+        if let namespace, namespace != ".", !GatewaySecrets.isSecretName(namespace) || namespace.contains(".") {
+            throw ConfigError(path: path, message: "\"\(namespace)\" is not a namespace (a DNS-1123 label, `.` or `*`)")
+        }
+        let host = parts.last!
+        let name = host.hasPrefix("*.") ? String(host.dropFirst(2)) : host
+        guard host == "*" || (!name.isEmpty && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") }) else {
+            throw ConfigError(path: path, message: "\"\(host)\" is not a host name (a name, *.name or *)")
+        }
+        return Gateway.Host(namespace: namespace, host: host.lowercased())
+    }
+}

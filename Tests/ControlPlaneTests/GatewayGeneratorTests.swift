@@ -1,0 +1,349 @@
+import Configuration
+@testable import ControlPlane
+@testable import DataPlane
+import Foundation
+import Routing
+import HTTPTypes
+import SwiftProtobuf
+import Testing
+import XDS
+
+/// Gateways and the VirtualServices bound to them, as a gateway proxy (`router~` node) gets them,
+/// field by field against istiod 1.20's istio-ingressgateway (`../shared/istio-config/`, read by path).
+@Suite struct GatewayGeneratorTests {
+    static let istioDump = "/work/shared/istio-config/ingressgateway-istio1.20.8.config_dump.json"
+
+    /// istiod's example in the dump: hello-openshift behind a Gateway on 8080 for every host, `/dani` routed.
+    static let helloOpenShift = """
+        apiVersion: networking.istio.io/v1beta1
+        kind: Gateway
+        metadata: {name: external-traffic-gateway, namespace: vanilla-playground}
+        spec:
+          selector: {istio: ingressgateway}
+          servers:
+          - port: {number: 8080, name: http, protocol: HTTP}
+            hosts: ["*"]
+        ---
+        apiVersion: networking.istio.io/v1beta1
+        kind: VirtualService
+        metadata: {name: external-traffic-vs, namespace: vanilla-playground}
+        spec:
+          hosts: ["*"]
+          gateways: [external-traffic-gateway]
+          http:
+          - match: [{uri: {exact: /dani}}]
+            route:
+            - destination: {host: hello-openshift, port: {number: 8080}}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: hello-openshift, namespace: vanilla-playground}
+        spec:
+          hosts: [hello-openshift.vanilla-playground.svc.cluster.local]
+          addresses: [172.30.10.10]
+          ports: [{number: 8080, name: http}]
+          resolution: STATIC
+          endpoints: [{address: 10.130.0.40}]
+        """
+
+    /// The seed's ingress example: api.myapp.com on 80 (redirecting to https when `redirect`) and on
+    /// 443 with a certificate, only /status and /delay of httpbin exposed.
+    static func seed(redirect: Bool = false, tls: String = "") -> String {
+        """
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: api-gateway, namespace: shop}
+        spec:
+          selector: {istio: ingressgateway}
+          servers:
+          - port: {number: 80, name: http, protocol: HTTP}
+            hosts: [api.myapp.com]
+        \(redirect ? "    tls: {httpsRedirect: true}\n" : "")\(tls)
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: httpbin, namespace: shop}
+        spec:
+          hosts: [api.myapp.com]
+          gateways: [api-gateway]
+          http:
+          - match: [{uri: {prefix: /status}}, {uri: {prefix: /delay}}]
+            route:
+            - destination: {host: httpbin, port: {number: 8000}}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: httpbin, namespace: shop}
+        spec:
+          hosts: [httpbin.shop.svc.cluster.local]
+          ports: [{number: 8000, name: http}]
+          resolution: STATIC
+          endpoints: [{address: 192.0.2.20}]
+        """
+    }
+
+    static let httpsServer = """
+          - port: {number: 443, name: https, protocol: HTTPS}
+            hosts: [api.myapp.com]
+            tls: {mode: SIMPLE, credentialName: api-cert}
+        """
+
+    func config(_ text: String) throws -> MeshConfig {
+        let reading = MeshConfigReader.read([("mesh.yaml", text)])
+        return try #require(reading.config, "\(reading.problems)")
+    }
+
+    func router(_ text: String, labels: [String: String] = ["istio": "ingressgateway"]) throws -> GatewayGenerator.RouterResources {
+        let config = try config(text)
+        return try GatewayGenerator.resources(for: GatewayGenerator.gateways(in: config, selecting: labels), config: config)
+    }
+
+    static func istiod(_ kind: String) throws -> [[String: Any]] {
+        let dump = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: istioDump))) as! [String: Any]
+        let configs = dump["configs"] as! [[String: Any]]
+        if kind == "listeners" {
+            let section = configs.first { ($0["@type"] as? String)?.hasSuffix("ListenersConfigDump") == true }!
+            return (section["dynamic_listeners"] as! [[String: Any]]).compactMap { ($0["active_state"] as? [String: Any])?["listener"] as? [String: Any] }
+        }
+        let section = configs.first { ($0["@type"] as? String)?.hasSuffix(".RoutesConfigDump") == true }!
+        return (section["dynamic_route_configs"] as! [[String: Any]]).map { $0["route_config"] as! [String: Any] }
+    }
+
+    func listener(_ resources: GatewayGenerator.RouterResources, _ name: String) throws -> Envoy_Config_Listener_V3_Listener {
+        let resource = try #require(resources.listeners.first { $0.name == name }, "no \(name) in \(resources.listeners.map(\.name))")
+        return try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](resource.resource.value))
+    }
+
+    func routes(_ resources: GatewayGenerator.RouterResources, _ name: String) throws -> Envoy_Config_Route_V3_RouteConfiguration {
+        let resource = try #require(resources.routes.first { $0.name == name }, "no \(name) in \(resources.routes.map(\.name))")
+        return try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: [UInt8](resource.resource.value))
+    }
+
+    @Test func theListenerIsIstiodsFieldByField() throws {
+        let resources = try router(Self.helloOpenShift)
+        #expect(resources.listeners.map(\.name) == ["0.0.0.0_8080"])
+        let listener = try listener(resources, "0.0.0.0_8080")
+        let istiod = try #require(try Self.istiod("listeners").first { $0["name"] as? String == "0.0.0.0_8080" })
+        let address = (istiod["address"] as! [String: Any])["socket_address"] as! [String: Any]
+        #expect(listener.address.socketAddress.address == address["address"] as? String)
+        #expect(Int(listener.address.socketAddress.portValue) == address["port_value"] as? Int)
+        // Bound on its port (the default), and no original destination: nothing is captured on a gateway.
+        #expect(!listener.hasBindToPort && istiod["bind_to_port"] == nil)
+        #expect(!listener.hasUseOriginalDst && istiod["use_original_dst"] == nil)
+        #expect(listener.trafficDirection == .outbound && istiod["traffic_direction"] as? String == "OUTBOUND")
+        #expect(listener.listenerFilters.isEmpty && istiod["listener_filters"] == nil)
+        let istiodChains = istiod["filter_chains"] as! [[String: Any]]
+        #expect(listener.filterChains.count == istiodChains.count)
+        #expect(!listener.filterChains[0].hasFilterChainMatch && istiodChains[0]["filter_chain_match"] == nil)
+        let manager = try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(
+            unpackingAny: listener.filterChains[0].filters[0].typedConfig)
+        let istiodManager = ((istiodChains[0]["filters"] as! [[String: Any]])[0]["typed_config"]) as! [String: Any]
+        #expect(manager.statPrefix == istiodManager["stat_prefix"] as? String)
+        let rds = istiodManager["rds"] as! [String: Any]
+        #expect(manager.rds.routeConfigName == rds["route_config_name"] as? String)
+        #expect(manager.rds.configSource.ads == Envoy_Config_Core_V3_AggregatedConfigSource())
+        #expect(manager.serverName == istiodManager["server_name"] as? String)
+        #expect(manager.useRemoteAddress.value == istiodManager["use_remote_address"] as? Bool)
+        #expect(istiodManager["forward_client_cert_details"] as? String == "SANITIZE_SET" && manager.forwardClientCertDetails == .sanitizeSet)
+        let certDetails = istiodManager["set_current_client_cert_details"] as! [String: Any]
+        #expect(manager.setCurrentClientCertDetails.subject.value == certDetails["subject"] as? Bool)
+        #expect(manager.setCurrentClientCertDetails.cert == certDetails["cert"] as? Bool)
+        #expect(manager.setCurrentClientCertDetails.dns == certDetails["dns"] as? Bool)
+        #expect(manager.setCurrentClientCertDetails.uri == certDetails["uri"] as? Bool)
+        #expect(manager.normalizePath.value == istiodManager["normalize_path"] as? Bool)
+        #expect(istiodManager["path_with_escaped_slashes_action"] as? String == "KEEP_UNCHANGED" && manager.pathWithEscapedSlashesAction == .keepUnchanged)
+        #expect(manager.streamIdleTimeout == Google_Protobuf_Duration(seconds: 0) && istiodManager["stream_idle_timeout"] as? String == "0s")
+        #expect(manager.upgradeConfigs.map(\.upgradeType) == (istiodManager["upgrade_configs"] as! [[String: Any]]).map { $0["upgrade_type"] as! String })
+        // istiod's filters, of those the proxy acts on, in istiod's order.
+        let istiodFilters = (istiodManager["http_filters"] as! [[String: Any]]).map { $0["name"] as! String }
+        #expect(manager.httpFilters.map(\.name) == istiodFilters.filter { ["istio.alpn", "envoy.filters.http.fault", "envoy.filters.http.router"].contains($0) })
+
+        // The proxy takes it whole.
+        let decoded = try XDSResourceDecoder.listeners(resources.listeners.map(\.resource))
+        #expect(decoded.map(\.name) == ["0.0.0.0_8080"] && decoded[0].bindsToPort && !decoded[0].usesOriginalDestination)
+        _ = try XDSResourceDecoder.routeConfigurations(resources.routes.map(\.resource))
+    }
+
+    @Test func theRouteConfigurationIsIstiodsFieldByField() throws {
+        let routes = try routes(try router(Self.helloOpenShift), "http.8080")
+        let istiod = try #require(try Self.istiod("routes").first { $0["name"] as? String == "http.8080" })
+        #expect(routes.validateClusters.value == istiod["validate_clusters"] as? Bool)
+        #expect(Int(routes.maxDirectResponseBodySizeBytes.value) == istiod["max_direct_response_body_size_bytes"] as? Int)
+        #expect(routes.ignorePortInHostMatching == istiod["ignore_port_in_host_matching"] as? Bool)
+        let istiodHosts = istiod["virtual_hosts"] as! [[String: Any]]
+        #expect(routes.virtualHosts.map(\.name) == istiodHosts.map { $0["name"] as! String })
+        #expect(routes.virtualHosts.map(\.domains) == istiodHosts.map { $0["domains"] as! [String] })
+        #expect(routes.virtualHosts[0].includeRequestAttemptCount == istiodHosts[0]["include_request_attempt_count"] as? Bool)
+        let istiodRoute = (istiodHosts[0]["routes"] as! [[String: Any]])[0]
+        let route = routes.virtualHosts[0].routes[0]
+        #expect(route.match.path == (istiodRoute["match"] as! [String: Any])["path"] as? String)
+        let istiodAction = istiodRoute["route"] as! [String: Any]
+        #expect(route.route.cluster == istiodAction["cluster"] as? String)
+        #expect(istiodAction["timeout"] as? String == "0s" && route.route.timeout == Google_Protobuf_Duration(seconds: 0))
+        let istiodRetry = istiodAction["retry_policy"] as! [String: Any]
+        #expect(route.route.retryPolicy.retryOn == istiodRetry["retry_on"] as? String)
+        #expect(Int(route.route.retryPolicy.numRetries.value) == istiodRetry["num_retries"] as? Int)
+    }
+
+    @Test func theSeedExposesOnlyItsPrefixesOnItsHost() throws {
+        let resources = try router(Self.seed())
+        let table = try RouteTable(try routes(resources, "http.80"))
+        func cluster(_ authority: String, _ path: String) -> String? {
+            table.route(HTTPRequest(method: .get, scheme: "http", authority: authority, path: path), randomValue: 0)?.cluster
+        }
+        #expect(cluster("api.myapp.com", "/status/418") == "outbound|8000||httpbin.shop.svc.cluster.local")
+        #expect(cluster("api.myapp.com:80", "/delay/1") == "outbound|8000||httpbin.shop.svc.cluster.local")
+        #expect(cluster("api.myapp.com", "/headers") == nil)
+        #expect(cluster("other.example.com", "/status/418") == nil)
+        let routes = try routes(resources, "http.80")
+        #expect(routes.virtualHosts.map(\.name) == ["api.myapp.com:80"])
+        #expect(routes.virtualHosts[0].domains == ["api.myapp.com"])
+    }
+
+    @Test func aVirtualServiceBoundOnlyToAGatewayDoesNotReachSidecars() throws {
+        let config = try config(Self.seed())
+        let resources = try ProxyConfigGenerator.resources(for: config)
+        // Sidecars get the service's default route, not the gateway's prefixes.
+        let sidecar = try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: [UInt8](try #require(resources.routes.first { $0.name == "8000" }).resource.value))
+        #expect(sidecar.virtualHosts.first?.routes.map(\.name) == ["default"])
+        #expect(config.virtualServices[0].gateways == ["shop/api-gateway"])
+        // And a proxy whose labels no Gateway selects gets no listener.
+        #expect(try router(Self.seed(), labels: ["app": "web"]).listeners.isEmpty)
+    }
+
+    @Test func httpsRedirectAndSimpleTLSAreIstiods() throws {
+        let resources = try router(Self.seed(redirect: true, tls: Self.httpsServer))
+        #expect(resources.listeners.map(\.name) == ["0.0.0.0_80", "0.0.0.0_443"])
+        #expect(resources.routes.map(\.name) == ["http.80", "https.443.https.api-gateway.shop"])
+        #expect(resources.credentials == ["api-cert"])
+        let redirect = try routes(resources, "http.80").virtualHosts[0].routes
+        #expect(redirect.count == 1 && redirect[0].redirect.httpsRedirect && redirect[0].redirect.responseCode == .movedPermanently)
+        let secure = try routes(resources, "https.443.https.api-gateway.shop").virtualHosts[0]
+        #expect(secure.name == "api.myapp.com:443" && secure.routes.count == 2)
+        let listener = try listener(resources, "0.0.0.0_443")
+        #expect(listener.listenerFilters.map(\.name) == ["envoy.filters.listener.tls_inspector"])
+        let context = try Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext(unpackingAny: listener.filterChains[0].transportSocket.typedConfig)
+        #expect(context.commonTlsContext.tlsCertificateSdsSecretConfigs.map(\.name) == ["kubernetes://api-cert"])
+        #expect(context.commonTlsContext.tlsCertificateSdsSecretConfigs[0].sdsConfig.ads == Envoy_Config_Core_V3_AggregatedConfigSource())
+        #expect(context.commonTlsContext.alpnProtocols == ["h2", "http/1.1"])
+        #expect(context.requireClientCertificate.value == false)
+        let decoded = try XDSResourceDecoder.listeners(resources.listeners.map(\.resource))
+        #expect(decoded.count == 2)
+    }
+
+    @Test func aMatchsGatewaysChooseWhereItApplies() throws {
+        let text = Self.seed().replacingOccurrences(of: "  gateways: [api-gateway]\n  http:\n  - match: [{uri: {prefix: /status}}, {uri: {prefix: /delay}}]",
+                                                    with: "  gateways: [api-gateway, mesh]\n  http:\n  - match: [{uri: {prefix: /status}, gateways: [api-gateway]}, {uri: {prefix: /delay}, gateways: [mesh]}]")
+        #expect(text != Self.seed())
+        let config = try config(text.replacingOccurrences(of: "hosts: [api.myapp.com]\n  gateways", with: "hosts: [api.myapp.com, httpbin]\n  gateways"))
+        #expect(config.virtualServices[0].http[0].matches.map(\.gateways) == [["shop/api-gateway"], ["mesh"]])
+        let gateway = try GatewayGenerator.resources(for: config.gateways, config: config)
+        let table = try RouteTable(try routes(gateway, "http.80"))
+        let request = { (path: String) in HTTPRequest(method: .get, scheme: "http", authority: "api.myapp.com", path: path) }
+        #expect(table.route(request("/status/200"), randomValue: 0)?.cluster == "outbound|8000||httpbin.shop.svc.cluster.local")
+        #expect(table.route(request("/delay/1"), randomValue: 0) == nil)
+        let sidecar = try ProxyConfigGenerator.resources(for: config)
+        let sidecarRoutes = try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: [UInt8](try #require(sidecar.routes.first { $0.name == "8000" }).resource.value))
+        #expect(sidecarRoutes.virtualHosts.first?.routes.map(\.match.prefix) == ["/delay"])
+    }
+
+    @Test func gatewayReferencesResolveAsIstioDoes() throws {
+        #expect(try MeshConfigReader.gatewayReference("mesh", namespace: "shop", path: "p") == "mesh")
+        #expect(try MeshConfigReader.gatewayReference("api-gateway", namespace: "shop", path: "p") == "shop/api-gateway")
+        #expect(try MeshConfigReader.gatewayReference("istio-system/ingress", namespace: "shop", path: "p") == "istio-system/ingress")
+        #expect(try MeshConfigReader.gatewayReference("ingress.istio-system.svc.cluster.local", namespace: "shop", path: "p") == "istio-system/ingress")
+        #expect(throws: ConfigError.self) { try MeshConfigReader.gatewayReference("a/b/c", namespace: "shop", path: "p") }
+    }
+
+    @Test func serverHostsBindByNamespaceAndWildcard() {
+        let any = Gateway.Host(namespace: nil, host: "*")
+        #expect(any.domain(forVirtualServiceHost: "api.myapp.com", namespace: "shop", gatewayNamespace: "istio-system") == "api.myapp.com")
+        let wildcard = Gateway.Host(namespace: "shop", host: "*.myapp.com")
+        #expect(wildcard.domain(forVirtualServiceHost: "api.myapp.com", namespace: "shop", gatewayNamespace: "x") == "api.myapp.com")
+        #expect(wildcard.domain(forVirtualServiceHost: "api.myapp.com", namespace: "web", gatewayNamespace: "x") == nil)
+        #expect(wildcard.domain(forVirtualServiceHost: "*", namespace: "shop", gatewayNamespace: "x") == "*.myapp.com")
+        let own = Gateway.Host(namespace: ".", host: "api.myapp.com")
+        #expect(own.domain(forVirtualServiceHost: "api.myapp.com", namespace: "x", gatewayNamespace: "x") == "api.myapp.com")
+        #expect(own.domain(forVirtualServiceHost: "api.myapp.com", namespace: "y", gatewayNamespace: "x") == nil)
+        #expect(own.domain(forVirtualServiceHost: "web.myapp.com", namespace: "x", gatewayNamespace: "x") == nil)
+    }
+
+    @Test(arguments: [
+        ("    tls: {mode: PASSTHROUGH}\n", "spec.servers[0].tls.mode", "PASSTHROUGH is not supported"),
+        ("    tls: {mode: ISTIO_MUTUAL}\n", "spec.servers[0].tls.mode", "ISTIO_MUTUAL is not supported"),
+        ("    tls: {mode: AUTO_PASSTHROUGH}\n", "spec.servers[0].tls.mode", "AUTO_PASSTHROUGH is not supported"),
+    ])
+    func unsupportedModesAreRefusedNamingTheField(tls: String, field: String, message: String) throws {
+        let text = Self.seed().replacingOccurrences(of: "protocol: HTTP}\n    hosts: [api.myapp.com]\n",
+                                                    with: "protocol: HTTPS}\n    hosts: [api.myapp.com]\n\(tls)")
+        let reading = MeshConfigReader.read([("mesh.yaml", text)])
+        #expect(reading.config == nil)
+        #expect(reading.problems.contains { $0.field == field && $0.message.hasPrefix(message) }, "\(reading.problems)")
+    }
+
+    @Test func aTCPServerRelaysToItsBoundTCPRoute() throws {
+        let text = Self.seed(tls: "  - port: {number: 9000, name: tcp-echo, protocol: TCP}\n    hosts: [\"*\"]\n") + """
+
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: echo, namespace: shop}
+            spec:
+              hosts: [echo.shop.svc.cluster.local]
+              ports: [{number: 7000, name: tcp-echo, protocol: TCP}]
+              resolution: STATIC
+              endpoints: [{address: 192.0.2.20}]
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: echo, namespace: shop}
+            spec:
+              hosts: [echo.shop.svc.cluster.local]
+              gateways: [api-gateway]
+              tcp:
+              - match: [{port: 9000}]
+                route: [{destination: {host: echo}}]
+            """
+        let resources = try router(text)
+        #expect(resources.listeners.map(\.name) == ["0.0.0.0_80", "0.0.0.0_9000"])
+        let listener = try listener(resources, "0.0.0.0_9000")
+        let proxy = try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: listener.filterChains[0].filters[0].typedConfig)
+        #expect(proxy.cluster == "outbound|7000||echo.shop.svc.cluster.local" && proxy.statPrefix == proxy.cluster)
+        #expect(!listener.hasBindToPort && !listener.hasUseOriginalDst)
+        _ = try XDSResourceDecoder.listeners(resources.listeners.map(\.resource))
+        // No tcp route bound for the port: no listener, as istiod.
+        #expect(try router(Self.seed(tls: "  - port: {number: 9000, name: tcp-echo, protocol: TCP}\n    hosts: [\"*\"]\n")).listeners.map(\.name) == ["0.0.0.0_80"])
+    }
+
+    @Test func tlsServersAndMissingCredentialsAreRefused() {
+        let tcp = Self.seed().replacingOccurrences(of: "protocol: HTTP}", with: "protocol: TLS}")
+        #expect(MeshConfigReader.read([("mesh.yaml", tcp)]).problems.map(\.field) == ["spec.servers[0].port.protocol"])
+        let noCredential = Self.seed(tls: "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [api.myapp.com]\n    tls: {mode: SIMPLE}\n")
+        #expect(MeshConfigReader.read([("mesh.yaml", noCredential)]).problems.map(\.field) == ["spec.servers[1].tls.credentialName"])
+        // Named, but nowhere to read it from.
+        let config = try? config(Self.seed(tls: Self.httpsServer))
+        let read = GatewaySecrets.read(for: config ?? MeshConfig(), directory: nil)
+        #expect(read.problems.map(\.field) == ["spec.servers[1].tls.credentialName"])
+    }
+
+    @Test func aRouterNodeGetsItsGatewaysAndCredentialsOnly() throws {
+        let config = try config(Self.seed(tls: Self.httpsServer))
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("capstan-gateway-secrets-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let secrets = GatewaySecrets.read(for: config, directory: directory.path)
+        // The directory has no such secret yet: refused naming the secret.
+        #expect(secrets.problems.first?.message.contains("secret \"api-cert\"") == true, "\(secrets.problems)")
+        var resources = try ProxyConfigGenerator.resources(for: config)
+        resources.gatewaySecrets = GatewaySecrets()
+        let store = MeshSnapshotStore()
+        store.update(resources)
+        var node = Envoy_Config_Core_V3_Node()
+        node.id = "router~192.0.2.10~ingress-7d9f.shop~shop.svc.cluster.local"
+        node.metadata.fields["LABELS"] = Google_Protobuf_Value(structValue: Google_Protobuf_Struct(fields: ["istio": Google_Protobuf_Value(stringValue: "ingressgateway")]))
+        let snapshot = store.snapshot(for: node)
+        #expect(snapshot.types[.listener]?.resources.map(\.name) == ["0.0.0.0_80", "0.0.0.0_443"])
+        #expect(snapshot.types[.route]?.resources.map(\.name).contains("https.443.https.api-gateway.shop") == true)
+        node.id = "sidecar~192.0.2.1~client-7d9f.shop~shop.svc.cluster.local"
+        #expect(store.snapshot(for: node).types[.listener]?.resources.map(\.name).contains("0.0.0.0_443") == false)
+    }
+}
