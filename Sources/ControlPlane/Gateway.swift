@@ -53,6 +53,19 @@ public struct Gateway: Sendable, Equatable {
         public var tls: TLS?
         /// `servers[].name`, if given.
         public var name: String?
+
+        /// The TLS server names (SNI) its filter chain matches, as istiod writes `server_names`: its
+        /// hosts, lowercased; none (any name) when one of them is `*`.
+        var serverNames: [String] {
+            hosts.contains { $0.host == "*" } ? [] : hosts.map { $0.host.lowercased() }
+        }
+
+        /// Whether a TLS chain for `other` on the same port would match a name this one's does: the
+        /// proxy could not tell the two apart (Envoy refuses such a listener).
+        func sharesServerName(with other: Server) -> Bool {
+            let mine = serverNames, theirs = other.serverNames
+            return mine.isEmpty || theirs.isEmpty || !Set(mine).isDisjoint(with: theirs)
+        }
     }
 
     public var origin: ResourceOrigin

@@ -35,18 +35,28 @@ enum GatewayGenerator {
             for server in gateway.servers { ports[server.portNumber, default: []].append((gateway, server)) }
         }
         for (port, servers) in ports.sorted(by: { $0.key < $1.key }) {
-            if let secure = servers.first(where: { $0.server.protocol.terminatesTLS }), let tls = secure.server.tls,
-               let credential = tls.credentialName {
-                let (gateway, server) = secure
-                // One TLS server per port (the reader and the reference check make sure of it).
-                let name = httpsRouteName(port: port, portName: server.portName, gateway: gateway)
-                result.routes.append((name, try .packed(routeConfiguration(name: name, port: port, servers: [(gateway, server)], config: config),
-                                                        as: .route)))
-                var listener = listener(port: port, routeName: name)
-                listener.listenerFilters = [try tlsInspector()]
-                listener.filterChains[0].transportSocket = try downstreamTLS(credential: credential, mutual: tls.mode == .mutual)
-                result.listeners.append((listener.name, try .packed(listener, as: .listener)))
-                result.credentials.insert(credential)
+            let secure = servers.filter { $0.server.protocol.terminatesTLS && $0.server.tls?.credentialName != nil }
+            if !secure.isEmpty {
+                // A chain per TLS server, told apart by SNI (the readers make sure their names differ),
+                // each with its certificate and its own route configuration, as istiod makes them.
+                var combined: Envoy_Config_Listener_V3_Listener?
+                for (gateway, server) in secure {
+                    guard let tls = server.tls, let credential = tls.credentialName else { continue }
+                    let name = httpsRouteName(port: port, portName: server.portName, gateway: gateway)
+                    result.routes.append((name, try .packed(routeConfiguration(name: name, port: port, servers: [(gateway, server)], config: config),
+                                                            as: .route)))
+                    var chain = listener(port: port, routeName: name).filterChains[0]
+                    chain.filterChainMatch.serverNames = server.serverNames
+                    chain.transportSocket = try downstreamTLS(credential: credential, mutual: tls.mode == .mutual)
+                    if combined == nil {
+                        combined = listener(port: port, routeName: name)
+                        combined?.listenerFilters = [try tlsInspector()]
+                        combined?.filterChains = []
+                    }
+                    combined?.filterChains.append(chain)
+                    result.credentials.insert(credential)
+                }
+                if let combined { result.listeners.append((combined.name, try .packed(combined, as: .listener))) }
             } else if servers.contains(where: { $0.server.protocol == .tcp }) {
                 // As istiod: no bound VirtualService with a `tcp` route for the port, no listener.
                 guard let route = tcpRoute(port: port, servers: servers, config: config) else { continue }

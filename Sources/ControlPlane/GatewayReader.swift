@@ -14,15 +14,15 @@ enum GatewayReader {
             servers.append(try server(reader, warnings: &warnings))
         }
         // Two plaintext servers on one port share its route configuration (istiod merges them); a TLS
-        // port's servers would need SNI filter chain matching, which Capstan's proxy does not do.
+        // port's servers get a filter chain each, told apart by SNI, so their host names must differ.
         for (index, server) in servers.enumerated() {
             let samePort = servers[..<index].filter { $0.portNumber == server.portNumber }
             if samePort.contains(where: { $0.protocol != server.protocol }) {
                 throw ConfigError(path: "spec.servers[\(index)].port", message: "port \(server.portNumber) is used by another server with another protocol")
             }
-            if server.protocol.terminatesTLS, !samePort.isEmpty {
-                throw ConfigError(path: "spec.servers[\(index)].port.number",
-                                  message: "port \(server.portNumber) has several TLS servers: telling them apart needs SNI filter chain matching (server_names), which Capstan does not do; give each its own port")
+            if server.protocol.terminatesTLS, let clash = samePort.first(where: server.sharesServerName) {
+                throw ConfigError(path: "spec.servers[\(index)].hosts",
+                                  message: "port \(server.portNumber) has another TLS server for the same host names (\(clash.hosts.map(\.description).joined(separator: ", "))): the proxy tells a port's TLS servers apart by SNI only")
             }
         }
         return Gateway(origin: origin, namespace: namespace, name: name, selector: selector, servers: servers)

@@ -642,9 +642,12 @@ private struct Builder {
                 let compatible = gateway.selector.allSatisfy { key, value in other.selector[key].map { $0 == value } ?? true }
                 guard compatible else { continue }
                 for (serverIndex, server) in gateway.servers.enumerated() {
-                    guard let clash = other.servers.first(where: { $0.portNumber == server.portNumber }),
-                          clash.protocol.terminatesTLS || server.protocol.terminatesTLS || clash.protocol != server.protocol else { continue }
-                    problems.append(gateway.origin.problem("spec.servers[\(serverIndex)].port.number", "port \(server.portNumber) is also a server port of Gateway \(other.reference) (\(other.origin)), which may select the same proxies: with TLS (or another protocol) on it, the proxy cannot tell them apart"))
+                    // TLS servers on one port are told apart by SNI; plaintext ones of one protocol share the port's routes.
+                    guard let clash = other.servers.first(where: { clash in
+                        clash.portNumber == server.portNumber
+                            && (clash.protocol != server.protocol || (server.protocol.terminatesTLS && server.sharesServerName(with: clash)))
+                    }) else { continue }
+                    problems.append(gateway.origin.problem("spec.servers[\(serverIndex)].port.number", "port \(server.portNumber) is also a server port of Gateway \(other.reference) (\(other.origin)), which may select the same proxies: with another protocol, or TLS for the same host names (\(clash.hosts.map(\.description).joined(separator: ", "))), the proxy cannot tell them apart"))
                 }
             }
         }

@@ -2,6 +2,7 @@ import Configuration
 @testable import ControlPlane
 @testable import DataPlane
 import Foundation
+import NIOCore
 import Routing
 import HTTPTypes
 import SwiftProtobuf
@@ -229,6 +230,37 @@ import XDS
         #expect(context.requireClientCertificate.value == false)
         let decoded = try XDSResourceDecoder.listeners(resources.listeners.map(\.resource))
         #expect(decoded.count == 2)
+    }
+
+    /// Two HTTPS servers on 443 for different hosts: a filter chain each, told apart by SNI
+    /// (`server_names`), each with its certificate and route configuration; the proxy picks by the
+    /// ClientHello's name. Servers for the same names on one port are refused.
+    @Test func tlsServersShareAPortByServerName() throws {
+        let two = Self.httpsServer + """
+
+              - port: {number: 443, name: https-admin, protocol: HTTPS}
+                hosts: [admin.myapp.com]
+                tls: {mode: SIMPLE, credentialName: admin-cert}
+            """
+        let resources = try router(Self.seed(tls: two))
+        #expect(resources.listeners.map(\.name) == ["0.0.0.0_80", "0.0.0.0_443"])
+        #expect(resources.routes.map(\.name) == ["http.80", "https.443.https.api-gateway.shop", "https.443.https-admin.api-gateway.shop"])
+        #expect(resources.credentials == ["api-cert", "admin-cert"])
+        let listener = try listener(resources, "0.0.0.0_443")
+        #expect(listener.filterChains.map(\.filterChainMatch.serverNames) == [["api.myapp.com"], ["admin.myapp.com"]])
+        let decoded = try XDSResourceDecoder.listeners(resources.listeners.map(\.resource))
+        let secure = try #require(decoded.first { $0.port == 443 })
+        let address = try SocketAddress(ipAddress: "10.0.0.7", port: 443)
+        func routeName(_ sni: String?) -> String? {
+            secure.chain(for: address, detected: .init(transportProtocol: "tls", serverName: sni))?.httpConnectionManager?.discoveredRouteName
+        }
+        #expect(routeName("api.myapp.com") == "https.443.https.api-gateway.shop")
+        #expect(routeName("admin.myapp.com") == "https.443.https-admin.api-gateway.shop")
+        #expect(routeName("other.myapp.com") == nil && routeName(nil) == nil)
+
+        let clash = Self.seed(tls: Self.httpsServer + "\n  - port: {number: 443, name: https-2, protocol: HTTPS}\n    hosts: [\"*/api.myapp.com\"]\n    tls: {mode: SIMPLE, credentialName: other}\n")
+        let problems = MeshConfigReader.read([("mesh.yaml", clash)]).problems
+        #expect(problems.map(\.field) == ["spec.servers[2].hosts"], "\(problems)")
     }
 
     @Test func aMatchsGatewaysChooseWhereItApplies() throws {
