@@ -112,11 +112,12 @@ public final class Agent: Sendable {
         if let dnsProxy {
             do {
                 try await dnsProxy.start()
-                logger.info("DNS proxy listening", metadata: ["address": "127.0.0.1:\(AgentDNSProxy.port)",
+                logger.info("DNS proxy listening", metadata: ["addresses": "\(dnsProxy.listenAddresses)", "port": "\(AgentDNSProxy.port)",
                                                               "upstreams": "\(dnsProxy.upstreams.map(\.description))"])
             } catch {
+                await dnsProxy.stop()
                 await status.close()
-                return .failedToStart("DNS proxy on 127.0.0.1:\(AgentDNSProxy.port): \(error)")
+                return .failedToStart("DNS proxy on \(dnsProxy.listenAddresses) port \(AgentDNSProxy.port): \(error)")
             }
         }
 

@@ -29,9 +29,18 @@ public final class AgentDNSProxy: Sendable {
 
     public var upstreams: [HostAddress] { configuration.nameservers }
 
-    /// Binds UDP and TCP on `host`:`port`.
-    public func start(host: String = "127.0.0.1", port: Int = AgentDNSProxy.port) async throws {
-        try await server.start(host: host, port: port)
+    /// The loopback addresses the proxy listens on, as pilot-agent chooses them: 127.0.0.1 when a
+    /// nameserver is IPv4 (or there is none), ::1 when one is IPv6 (where REDIRECT sends IPv6 queries).
+    public var listenAddresses: [String] {
+        var hosts: [String] = []
+        if upstreams.isEmpty || upstreams.contains(where: \.isIPv4) { hosts.append("127.0.0.1") }
+        if upstreams.contains(where: { !$0.isIPv4 }) { hosts.append("::1") }
+        return hosts
+    }
+
+    /// Binds UDP and TCP on each of `listenAddresses` at `port`.
+    public func start(port: Int = AgentDNSProxy.port) async throws {
+        for host in listenAddresses { try await server.start(host: host, port: port) }
     }
 
     public func stop() async { await server.stop() }

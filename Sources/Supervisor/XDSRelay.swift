@@ -114,7 +114,8 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
                             self.logger.info("xDS upstream connected", metadata: ["server": "\(self.upstream)"])
                         }
                         if message.typeURL == Self.nameTableTypeURL, let nameTables = self.nameTables {
-                            session.forward(self.consumeNameTable(message, into: nameTables))
+                            session.forward(self.consumeNameTable(message, into: nameTables,
+                                                                  accepted: session.latestVersion(of: Self.nameTableTypeURL)))
                             continue
                         }
                         try await deliver(message)
@@ -137,10 +138,12 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
     /// Decodes an NDS response for the DNS proxy and returns the ACK (or, for an undecodable table, the NACK
     /// naming why, keeping the table in force).
     private func consumeNameTable(_ response: DiscoveryResponse,
-                                  into sink: @Sendable (Istio_Networking_Nds_V1_NameTable) -> Void) -> DiscoveryRequest {
+                                  into sink: @Sendable (Istio_Networking_Nds_V1_NameTable) -> Void,
+                                  accepted: String) -> DiscoveryRequest {
         var reply = DiscoveryRequest()
         reply.typeURL = Self.nameTableTypeURL
         reply.responseNonce = response.nonce
+        reply.versionInfo = accepted
         do {
             guard response.resources.count <= 1 else {
                 throw XDSRelayNameTableError(reason: "\(response.resources.count) resources, expected one NameTable")
@@ -151,6 +154,7 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
             reply.versionInfo = response.versionInfo
             logger.info("NDS name table", metadata: ["version": "\(response.versionInfo)", "hosts": "\(table.table.count)"])
         } catch {
+            // A NACK names the version still in force.
             reply.errorDetail.code = 3
             reply.errorDetail.message = "NameTable: \(error)"
             logger.warning("NDS name table refused", metadata: ["error": "\(error)"])
@@ -210,6 +214,11 @@ private final class RelaySession: Sendable {
             }
         }
         return requests
+    }
+
+    /// The version in the latest request of `typeURL` sent up (the last one accepted), "" before any.
+    func latestVersion(of typeURL: String) -> String {
+        state.withLock { $0.latest[typeURL]?.versionInfo ?? "" }
     }
 
     func closeUpstream() {
