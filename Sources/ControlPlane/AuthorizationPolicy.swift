@@ -5,12 +5,15 @@
 /// the whole mesh (root namespace, no selector). ``AuthorizationPolicyScope`` resolves which apply;
 /// ``RBACGenerator`` turns them into Envoy's RBAC filters as istiod does.
 public struct AuthorizationPolicy: WorkloadScopedPolicy {
-    /// `spec.action`. `CUSTOM` (ext_authz) is refused when read.
+    /// `spec.action`.
     public enum Action: String, Sendable, Equatable {
         case allow = "ALLOW"
         case deny = "DENY"
         /// Envoy's RBAC action LOG: matching requests are marked for the access log, and allowed.
         case audit = "AUDIT"
+        /// Requests the rules match are decided by the external authorizer `spec.provider` names
+        /// (Envoy's ext_authz), before any DENY or ALLOW.
+        case custom = "CUSTOM"
     }
 
     /// A field and its negation, as Istio pairs them (`principals`/`notPrincipals`, a condition's
@@ -117,6 +120,11 @@ public struct AuthorizationPolicy: WorkloadScopedPolicy {
     /// Annotation `istio.io/dry-run: "true"`: evaluated and logged (RBAC `shadow_rules`), not enforced.
     public var dryRun: Bool
     public var rules: [Rule]
+    /// `spec.provider.name`, with action CUSTOM: one of the mesh config's `extensionProviders`.
+    public var providerName: String?
+    /// That provider, resolved against the mesh config and the services once every document is read;
+    /// nil when either does not know it (istiod then denies what the rules match, and so does Capstan).
+    public var authorizer: ExternalAuthorizer?
 
     /// Istio's mesh-wide policy: in the root namespace, selecting nothing.
     public var isMeshWide: Bool { selector == nil && namespace == MeshConfig.rootNamespace }

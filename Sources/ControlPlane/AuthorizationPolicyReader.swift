@@ -2,7 +2,7 @@ import Configuration
 
 /// Reads an AuthorizationPolicy's `spec` (and its `istio.io/dry-run` annotation), refusing what Istio's
 /// validation refuses and what Capstan cannot generate, each refusal naming the field: `CUSTOM`
-/// (ext_authz is not built yet), `targetRef`s (they are for gateways and waypoints, not sidecars), path
+/// without a provider or in dry run, `targetRef`s (they are for gateways and waypoints, not sidecars), path
 /// templates, unknown condition keys, bad CIDRs and ports, and empty sources, operations and values.
 /// Unknown fields are refused too, not ignored with a warning as elsewhere: a condition left out would
 /// let in what the policy keeps out.
@@ -26,16 +26,24 @@ enum AuthorizationPolicyReader {
         var action = AuthorizationPolicy.Action.allow
         if let field = try spec.optional("action") {
             let text = try field.string()
-            if text == "CUSTOM" {
-                throw field.fail("CUSTOM is not supported yet (it needs ext_authz, which Capstan does not generate): the policy is refused rather than left unenforced")
-            }
             guard let parsed = AuthorizationPolicy.Action(rawValue: text) else {
-                throw field.fail("\"\(text)\" is not an action (ALLOW, DENY, AUDIT; CUSTOM is not supported yet)")
+                throw field.fail("\"\(text)\" is not an action (ALLOW, DENY, AUDIT, CUSTOM)")
             }
             action = parsed
         }
+        var providerName: String?
         if let field = try spec.optional("provider") {
-            throw field.fail("only allowed with action CUSTOM")
+            guard action == .custom else { throw field.fail("only allowed with action CUSTOM") }
+            try refusingUnknown(field, ["name"])
+            let name = try field.required("name").string()
+            guard !name.isEmpty else { throw ConfigError(path: "\(field.path).name", message: "must not be empty") }
+            providerName = name
+        } else if action == .custom {
+            throw ConfigError(path: "spec.provider", message: "is required with action CUSTOM: it names one of the mesh config's extensionProviders")
+        }
+        let dryRun = try dryRun(metadata)
+        if dryRun && action == .custom {
+            throw ConfigError(path: "metadata.annotations.\(dryRunAnnotation)", message: "is not supported with action CUSTOM: the external authorizer would be called and obeyed all the same")
         }
         var rules: [AuthorizationPolicy.Rule] = []
         for reader in try spec.optional("rules")?.list() ?? [] {
@@ -46,11 +54,15 @@ enum AuthorizationPolicyReader {
             case .allow: "the rule is left out there (it allows nothing on them)"
             case .deny: "its HTTP-only fields are dropped there, so it denies the whole port when the rest matches"
             case .audit: "its HTTP-only fields are dropped there, so it audits the whole port when the rest matches"
+            case .custom: "its HTTP-only fields are dropped there, so it denies the whole port when the rest matches (see CUSTOM on TCP)"
             }
             warnings.append("spec.rules[\(index)]: uses HTTP-only fields (hosts, methods, paths, requestPrincipals or request.* conditions); on TCP ports (ports not declared HTTP, and passthrough) \(effect), as istiod does")
         }
+        if action == .custom {
+            warnings.append("spec.action: CUSTOM on TCP ports (ports not declared HTTP, and passthrough) denies the connections its rules match: Capstan's proxy has no network ext_authz to ask the provider")
+        }
         return AuthorizationPolicy(origin: origin, namespace: namespace, name: name, selector: selector, action: action,
-                                   dryRun: try dryRun(metadata), rules: rules)
+                                   dryRun: dryRun, rules: rules, providerName: providerName)
     }
 
     /// `metadata.annotations["istio.io/dry-run"]`, as Go's `strconv.ParseBool` reads it.

@@ -8,6 +8,8 @@ public struct MeshConfig: Sendable, Equatable {
     public var peerAuthentications: [PeerAuthentication] = []
     public var authorizationPolicies: [AuthorizationPolicy] = []
     public var requestAuthentications: [RequestAuthentication] = []
+    /// The mesh-wide settings: Istio's defaults unless an `istio` ConfigMap gives them.
+    public var mesh = MeshSettings()
 
     public init() {}
 

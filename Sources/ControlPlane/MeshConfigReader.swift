@@ -113,6 +113,10 @@ private struct Builder {
             }
             origin.kind = kind
             origin.name = "\(namespace)/\(name)"
+            if apiVersion == "v1" && kind == "ConfigMap" {
+                try addConfigMap(root, name: name, origin: origin)
+                return
+            }
             guard apiVersion.hasPrefix("networking.istio.io/") || apiVersion.hasPrefix("security.istio.io/") else {
                 throw ConfigError(path: "apiVersion", message: "\"\(apiVersion)\" is not an Istio networking or security API")
             }
@@ -159,6 +163,20 @@ private struct Builder {
             problems.append(MeshConfigProblem(origin: origin.description, resource: origin.kind.isEmpty ? nil : "\(origin.kind) \(origin.name)",
                                               field: error.path, message: error.message))
         }
+    }
+
+    /// A ConfigMap: Istio's `istio` one holds the mesh config; any other is not the control plane's.
+    private mutating func addConfigMap(_ root: ConfigReader, name: String, origin: ResourceOrigin) throws(ConfigError) {
+        guard name == MeshSettingsReader.configMapName else {
+            warnings.append("\(origin): ConfigMap \(origin.name): only the \"\(MeshSettingsReader.configMapName)\" ConfigMap (the mesh config) is read, ignored")
+            return
+        }
+        if let earlier = config.mesh.origin {
+            throw ConfigError(path: "metadata.name", message: "a second mesh config: the first is \(earlier)")
+        }
+        var resourceWarnings: [String] = []
+        config.mesh = try MeshSettingsReader.read(configMap: root, origin: origin, warnings: &resourceWarnings)
+        warnings += resourceWarnings.map { "\(origin): ConfigMap \(origin.name): \($0)" }
     }
 
     // MARK: Kinds
@@ -607,7 +625,17 @@ private struct Builder {
     }
 
     /// A selector that reaches no workload (WorkloadEntry or inline endpoint) protects nothing: said.
+    /// A CUSTOM policy's provider is resolved; one that cannot be is said, and its rules deny.
     mutating func checkAuthorizationPolicies() {
+        for index in config.authorizationPolicies.indices {
+            guard let name = config.authorizationPolicies[index].providerName else { continue }
+            let policy = config.authorizationPolicies[index]
+            switch ExternalAuthorizer.resolve(name, mesh: config.mesh, services: config.serviceEntries) {
+            case .success(let authorizer): config.authorizationPolicies[index].authorizer = authorizer
+            case .failure(let unresolved):
+                warnings.append("\(policy.origin): AuthorizationPolicy \(policy.origin.name): spec.provider.name: \(unresolved.reason): the requests its rules match are denied, as istiod does")
+            }
+        }
         let workloads = config.workloadEntries.map { ($0.namespace, $0.endpoint.labels) }
             + config.serviceEntries.flatMap { entry in entry.endpoints.map { (entry.namespace, $0.labels) } }
         for policy in config.authorizationPolicies where policy.selector != nil {

@@ -205,9 +205,9 @@ struct ProxyConfigGenerator: Sendable {
             listener.listenerFilters.append(http)
         }
         // Packed once: every HTTP chain gets the same RBAC filters, every TCP chain the same network ones, as from istiod;
-        // HTTP chains get the JWT filter before them (authentication before authorization).
-        var rbac = try RBACGenerator.filters(for: workload.authorization)
-        rbac.http = try JWTAuthnGenerator.httpFilters(workload.authentication) + rbac.http
+        // HTTP chains get the JWT filter before them (authentication before authorization), after CUSTOM's.
+        let rbac = try RBACGenerator.filters(for: workload.authorization,
+                                             authentication: JWTAuthnGenerator.httpFilters(workload.authentication))
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         for port in workload.ports {
             let cluster = "inbound|\(port)||"

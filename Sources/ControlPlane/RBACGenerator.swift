@@ -3,6 +3,10 @@ import XDS
 
 /// Envoy's RBAC filters for the AuthorizationPolicies that apply to one workload, in the shape istiod
 /// 1.2x generates (`pilot/pkg/security/authz/builder`):
+/// - CUSTOM policies first (istiod puts them before authentication): an RBAC filter whose shadow
+///   rules mark the requests they match, and `envoy.filters.http.ext_authz` calling the provider for
+///   those (see ``customHTTPFilters(_:)``). On TCP chains their rules deny: Capstan's proxy has no
+///   network ext_authz.
 /// - One filter per action present, in the order AUDIT (RBAC action LOG), DENY, ALLOW, so a DENY is
 ///   decided before any ALLOW. With no ALLOW policy there is no ALLOW filter: everything not denied
 ///   is allowed. HTTP chains get `envoy.filters.http.rbac` first among the connection manager's
@@ -54,20 +58,54 @@ enum RBACGenerator {
     }
 
     /// What one workload's RBAC filters are made of, on HTTP and on TCP chains, one rule set per
-    /// filter: two are equal exactly when the filters are (wherever the policies came from).
+    /// filter, and its CUSTOM policies' rules: two are equal exactly when the filters are (wherever the
+    /// policies came from).
     struct WorkloadRules: Sendable, Equatable {
         var http: [RuleSet]
         var tcp: [RuleSet]
+        var custom: CustomRules?
 
         static let none = WorkloadRules(http: [], tcp: [])
 
-        init(http: [RuleSet], tcp: [RuleSet]) {
+        init(http: [RuleSet], tcp: [RuleSet], custom: CustomRules? = nil) {
             self.http = http
             self.tcp = tcp
+            self.custom = custom
         }
 
         init(_ policies: [AuthorizationPolicy]) {
-            self.init(http: ruleSets(for: policies, forTCP: false), tcp: ruleSets(for: policies, forTCP: true))
+            self.init(http: ruleSets(for: policies, forTCP: false), tcp: ruleSets(for: policies, forTCP: true),
+                      custom: CustomRules(policies.filter { $0.action == .custom }))
+        }
+    }
+
+    /// The rules of a workload's CUSTOM policies (action DENY: a match is what the provider decides),
+    /// each named `istio-ext-authz-ns[NS]-policy[NAME]-rule[N]`, and the provider they call.
+    struct CustomRules: Sendable, Equatable {
+        var http: RBAC
+        var tcp: RBAC
+        /// nil when a policy's provider is not resolved, or the policies name more than one (istiod 1.2x
+        /// allows one per workload): then what the rules match is denied.
+        var authorizer: ExternalAuthorizer?
+
+        init?(_ policies: [AuthorizationPolicy]) {
+            guard let first = policies.first else { return nil }
+            func rules(forTCP: Bool) -> RBAC {
+                var rbac = RBAC()
+                rbac.action = .deny
+                for policy in policies {
+                    for (index, rule) in policy.rules.enumerated() {
+                        if let generated = RBACGenerator.policy(rule, namespace: policy.namespace, action: .custom, forTCP: forTCP) {
+                            rbac.policies[customPrefix + policyName(policy, rule: index)] = generated
+                        }
+                    }
+                    if policy.rules.isEmpty { rbac.policies[customPrefix + policyName(policy, rule: 0)] = matchNever }
+                }
+                return rbac
+            }
+            http = rules(forTCP: false)
+            tcp = rules(forTCP: true)
+            authorizer = policies.allSatisfy { $0.authorizer != nil && $0.authorizer == first.authorizer } ? first.authorizer : nil
         }
     }
 
@@ -77,8 +115,76 @@ enum RBACGenerator {
         var network: [Envoy_Config_Listener_V3_Filter]
     }
 
-    static func filters(for rules: WorkloadRules) throws -> Filters {
-        Filters(http: try httpFilters(rules.http), network: try networkFilters(rules.tcp))
+    /// The filters, with a workload's authentication filters (`jwt_authn`) where istiod puts them: after
+    /// CUSTOM's, before the other RBAC filters.
+    static func filters(for rules: WorkloadRules,
+                        authentication: [Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter] = []) throws -> Filters {
+        var filters = try Filters(http: authentication + httpFilters(rules.http), network: networkFilters(rules.tcp))
+        if let custom = rules.custom {
+            filters.http = try customHTTPFilters(custom) + filters.http
+            filters.network = try networkFilters([RuleSet(rules: denying(custom.tcp, suffix: noNetworkExtAuthzSuffix))]) + filters.network
+        }
+        return filters
+    }
+
+    // MARK: CUSTOM
+
+    static let customPrefix = "istio-ext-authz-"
+    static let extAuthzFilterName = "envoy.filters.http.ext_authz"
+    /// istiod's: the RBAC filter's shadow rules mark the requests the provider decides on.
+    static let customShadowStatPrefix = "istio_ext_authz_"
+    /// istiod's, on the rules that deny in place of a provider that cannot be called.
+    static let badCustomSuffix = "-deny-due-to-bad-CUSTOM-action"
+    /// Capstan's, on TCP chains: no network ext_authz asks the provider there, so its rules deny.
+    static let noNetworkExtAuthzSuffix = "-deny-without-network-ext-authz"
+
+    /// istiod's pair for a resolved provider: an RBAC filter whose shadow rules (never enforced) mark
+    /// the requests the policies match in dynamic metadata, and the ext_authz filter that calls the
+    /// provider for exactly those. Without a provider, an RBAC filter denying them.
+    static func customHTTPFilters(_ custom: CustomRules) throws -> [Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter] {
+        guard let authorizer = custom.authorizer else {
+            return try httpFilters([RuleSet(rules: denying(custom.http, suffix: badCustomSuffix))])
+        }
+        var rbac = Envoy_Extensions_Filters_Http_Rbac_V3_RBAC()
+        rbac.shadowRules = custom.http
+        rbac.shadowRulesStatPrefix = customShadowStatPrefix
+        var marker = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
+        marker.name = httpFilterName
+        marker.typedConfig = try Google_Protobuf_Any(message: rbac)
+
+        let settings = authorizer.settings
+        var config = Envoy_Extensions_Filters_Http_ExtAuthz_V3_ExtAuthz()
+        config.grpcService.envoyGrpc.clusterName = authorizer.cluster
+        config.grpcService.envoyGrpc.authority = authorizer.authority
+        config.grpcService.timeout = .init(seconds: settings.timeout.components.seconds,
+                                           nanos: Int32(settings.timeout.components.attoseconds / 1_000_000_000))
+        config.transportApiVersion = .v3
+        config.failureModeAllow = settings.failOpen
+        if let status = settings.statusOnError {
+            config.statusOnError.code = Envoy_Type_V3_StatusCode(rawValue: status) ?? .UNRECOGNIZED(status)
+        }
+        if let body = settings.requestBody {
+            config.withRequestBody.maxRequestBytes = UInt32(body.maxRequestBytes)
+            config.withRequestBody.allowPartialMessage = body.allowPartialMessage
+            config.withRequestBody.packAsBytes = body.packAsBytes
+        }
+        config.filterEnabledMetadata.filter = httpFilterName
+        var segment = Envoy_Type_Matcher_V3_MetadataMatcher.PathSegment()
+        segment.key = customShadowStatPrefix + "shadow_effective_policy_id"
+        config.filterEnabledMetadata.path = [segment]
+        config.filterEnabledMetadata.value.stringMatch.prefix = String(customPrefix.dropLast())
+        var extAuthz = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
+        extAuthz.name = extAuthzFilterName
+        extAuthz.typedConfig = try Google_Protobuf_Any(message: config)
+        return [marker, extAuthz]
+    }
+
+    /// `rules` as enforced DENY rules, each policy's name with `suffix`.
+    static func denying(_ rules: RBAC, suffix: String) -> RBAC {
+        var rbac = RBAC()
+        rbac.action = .deny
+        for (name, policy) in rules.policies { rbac.policies[name + suffix] = policy }
+        return rbac
     }
 
     /// The connection manager's RBAC filters, to go first in its `http_filters`.

@@ -370,8 +370,9 @@ import XDS
     // MARK: Refusals
 
     @Test(arguments: [
-        ("  action: CUSTOM\n  provider: {name: ext}", "spec.action: CUSTOM is not supported yet"),
-        ("  action: REJECT", "spec.action: \"REJECT\" is not an action"),
+        ("  action: CUSTOM", "spec.provider: is required with action CUSTOM"),
+        ("  action: CUSTOM\n  provider: {name: \"\"}", "spec.provider.name: must not be empty"),
+        ("  action: REJECT", "spec.action: \"REJECT\" is not an action (ALLOW, DENY, AUDIT, CUSTOM)"),
         ("  rules: [{from: [{source: {ipBlocks: [10.0.0.0/33]}}]}]", "spec.rules[0].from[0].source.ipBlocks[0]: \"10.0.0.0/33\" is not an IP address or CIDR"),
         ("  rules: [{to: [{operation: {ports: [\"99999\"]}}]}]", "spec.rules[0].to[0].operation.ports[0]: \"99999\" is not a port number"),
         ("  rules: [{when: [{key: request.colour, values: [red]}]}]", "spec.rules[0].when[0].key: \"request.colour\" is not a condition key"),
@@ -416,7 +417,7 @@ import XDS
     /// The `httpbin` ALLOW policy of the Istio documentation, whose RBAC filters istiod 1.2x generated in
     /// `istio-config/`'s dump (read by path): ours must equal them field by field, on the HTTP chains
     /// (`0.0.0.0_80`) and on the TCP ones, where the rule uses HTTP-only fields and so leaves an ALLOW
-    /// filter with no policy. (The dump's second RBAC filter is for a CUSTOM policy, which Capstan refuses.)
+    /// filter with no policy. (The dump's second RBAC filter is for a CUSTOM policy: see the next test.)
     @Test func rbacFiltersEqualIstiodsForTheSamePolicy() throws {
         let httpbin = """
             apiVersion: networking.istio.io/v1
@@ -478,6 +479,120 @@ import XDS
         #expect(istiodTCP.hasRules && istiodTCP.rules.policies.isEmpty && istiodTCP.statPrefix == "tcp.")
         #expect(try networkRBAC(listener, port: 9000) == [istiodTCP])
         #expect(try networkRBAC(listener, port: nil) == [istiodTCP])
+    }
+
+    // MARK: CUSTOM
+
+    /// The mesh config as Istio's `istio` ConfigMap, with the gRPC authorizer of Istio's ext_authz task.
+    static let meshConfigMap = """
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: istio, namespace: istio-system}
+        data:
+          mesh: |-
+            extensionProviders:
+            - name: sample-ext-authz-grpc
+              envoyExtAuthzGrpc:
+                service: ext-authz.shop.svc.cluster.local
+                port: 9191
+                includeRequestBodyInCheck: {maxRequestBytes: 8000}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: ext-authz, namespace: shop}
+        spec:
+          hosts: [ext-authz]
+          ports: [{number: 9191, name: grpc, protocol: GRPC}]
+          resolution: STATIC
+          endpoints: [{address: 198.51.100.91}]
+        """
+
+    /// The CUSTOM policy of the dump (`ext-authz` in `default`, the same rules as `httpbin`'s ALLOW):
+    /// ours must equal istiod's marking RBAC filter and, but for the cluster and authority of the
+    /// dump's made-up provider, its ext_authz filter; both come before the other authorization filters.
+    @Test func customFiltersEqualIstiodsForTheSamePolicy() throws {
+        let custom = Self.policy("ext-authz", """
+              selector: {matchLabels: {app: payments}}
+              action: CUSTOM
+              provider: {name: sample-ext-authz-grpc}
+              rules:
+              - from:
+                - source: {principals: [cluster.local/ns/default/sa/sleep]}
+                - source: {namespaces: [test]}
+                to:
+                - operation: {methods: [GET], paths: ["/info*"]}
+                - operation: {methods: [POST], paths: [/data]}
+                when:
+                - key: request.auth.claims[iss]
+                  values: ["https://accounts.google.com"]
+            """)
+        let reading = reading([Self.meshConfigMap, Self.seed, custom])
+        let config = try #require(reading.config, "\(reading.problems)")
+        #expect(reading.warnings.contains { $0.contains("CUSTOM on TCP ports") })
+        let resources = try ProxyConfigGenerator().resources(for: config)
+        let packed = try ProxyConfigGenerator.inboundListener(resources.inbound(ip: Self.payments, namespace: "shop"), transparent: false)
+        let listener = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](packed.resource.value))
+        let filters = try httpFilters(listener)
+        #expect(filters.map(\.name).prefix(3) == ["envoy.filters.http.rbac", "envoy.filters.http.ext_authz", "envoy.filters.http.rbac"])
+
+        let dump = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.rbacDump))) as! [String: Any]
+        let section = (dump["configs"] as! [[String: Any]]).first { ($0["@type"] as? String)?.hasSuffix("ListenersConfigDump") == true }!
+        let inbound = (section["dynamic_listeners"] as! [[String: Any]]).compactMap { ($0["active_state"] as? [String: Any])?["listener"] as? [String: Any] }
+            .first { $0["name"] as? String == "virtualInbound" }!
+        let httpChain = (inbound["filter_chains"] as! [[String: Any]]).first { $0["name"] as? String == "0.0.0.0_80" }!
+        let manager = (httpChain["filters"] as! [[String: Any]]).first { $0["name"] as? String == "envoy.filters.network.http_connection_manager" }!
+        let istiod = (manager["typed_config"] as! [String: Any])["http_filters"] as! [[String: Any]]
+        // The dump's policy is in `default`, ours in `shop`: only the policy name says so.
+        let marker = try Envoy_Extensions_Filters_Http_Rbac_V3_RBAC(jsonString: Self.typedConfigJSON(istiod.first {
+            (($0["typed_config"] as? [String: Any])?["shadow_rules_stat_prefix"] as? String) == "istio_ext_authz_" }!)
+            .replacingOccurrences(of: "ns[default]-policy", with: "ns[shop]-policy"))
+        #expect(marker.shadowRules.policies.keys.sorted() == ["istio-ext-authz-ns[shop]-policy[ext-authz]-rule[0]"])
+        #expect(try Envoy_Extensions_Filters_Http_Rbac_V3_RBAC(unpackingAny: filters[0].typedConfig) == marker)
+        var theirs = try Envoy_Extensions_Filters_Http_ExtAuthz_V3_ExtAuthz(jsonString: Self.typedConfigJSON(istiod.first { $0["name"] as? String == "envoy.filters.http.ext_authz" }!))
+        #expect(theirs.grpcService.envoyGrpc.clusterName == "outbound|9191||sample-ext-authz-grpc")
+        theirs.grpcService.envoyGrpc.clusterName = "outbound|9191||ext-authz.shop.svc.cluster.local"
+        theirs.grpcService.envoyGrpc.authority = "ext-authz.shop.svc.cluster.local"
+        #expect(try Envoy_Extensions_Filters_Http_ExtAuthz_V3_ExtAuthz(unpackingAny: filters[1].typedConfig) == theirs)
+
+        // TCP chains: no network ext_authz in Capstan's proxy, so what the rules match there is denied.
+        let network = try chain(listener, port: 9000).filters
+        #expect(network.map(\.name) == ["envoy.filters.network.rbac", "envoy.filters.network.rbac", "envoy.filters.network.tcp_proxy"])
+        let denying = try Envoy_Extensions_Filters_Network_Rbac_V3_RBAC(unpackingAny: network[0].typedConfig)
+        #expect(denying.rules.action == .deny)
+        #expect(denying.rules.policies.keys.sorted() == ["istio-ext-authz-ns[shop]-policy[ext-authz]-rule[0]-deny-without-network-ext-authz"])
+    }
+
+    /// A provider the mesh config lacks, or whose service no ServiceEntry declares: said, and what the
+    /// rules match is denied (istiod's `-deny-due-to-bad-CUSTOM-action` rules), never let through.
+    @Test(arguments: [("missing", "the mesh config has no extension provider \"missing\" (it has sample-ext-authz-grpc, elsewhere)"),
+                      ("elsewhere", "extension provider \"elsewhere\": no ServiceEntry declares its service authz.example.com")])
+    func anUnresolvedProviderDeniesWhatItsRulesMatch(provider: String, reason: String) throws {
+        let mesh = Self.meshConfigMap.replacingOccurrences(of: "        includeRequestBodyInCheck: {maxRequestBytes: 8000}\n", with: """
+                    includeRequestBodyInCheck: {maxRequestBytes: 8000}
+                - name: elsewhere
+                  envoyExtAuthzGrpc: {service: authz.example.com, port: 9191}
+
+            """)
+        let custom = Self.policy("guard", """
+              selector: {matchLabels: {app: payments}}
+              action: CUSTOM
+              provider: {name: \(provider)}
+              rules: [{to: [{operation: {paths: ["/private*"]}}]}]
+            """)
+        let reading = reading([mesh, custom])
+        #expect(reading.warnings.contains { $0.contains("AuthorizationPolicy shop/guard: spec.provider.name: \(reason): the requests its rules match are denied") },
+                "\(reading.warnings)")
+        let rbac = try httpRBAC(listener([mesh, custom]))
+        #expect(rbac.count == 1)
+        #expect(rbac.first?.rules.action == .deny)
+        #expect(rbac.first?.rules.policies.keys.sorted() == ["istio-ext-authz-ns[shop]-policy[guard]-rule[0]-deny-due-to-bad-CUSTOM-action"])
+        #expect(try !httpFilters(listener([mesh, custom])).contains { $0.name == "envoy.filters.http.ext_authz" })
+    }
+
+    @Test func customInDryRunIsRefused() {
+        let reading = reading([Self.meshConfigMap, Self.policy("guard", dryRun: true, "  action: CUSTOM\n  provider: {name: sample-ext-authz-grpc}\n  rules: [{}]")])
+        #expect(reading.config == nil)
+        #expect(reading.problems.first?.description.contains("metadata.annotations.istio.io/dry-run: is not supported with action CUSTOM") == true, "\(reading.problems)")
     }
 
     /// A filter's `typed_config` without `@type`, as JSON for SwiftProtobuf (unknown fields refused).

@@ -1,0 +1,54 @@
+/// Istio's mesh-wide settings (`istio.mesh.v1alpha1.MeshConfig`, the `mesh` key of the `istio`
+/// ConfigMap), in the subset Capstan acts on. Named apart from ``MeshConfig``, which holds the mesh's
+/// resources; every other field of Istio's is reported when read, never silently ignored.
+public struct MeshSettings: Sendable, Equatable {
+    /// `outboundTrafficPolicy.mode`: where a sidecar sends traffic for hosts no service declares.
+    public enum OutboundTrafficPolicy: String, Sendable, Equatable {
+        /// Out through `PassthroughCluster`, to the address the application asked for (Istio's default).
+        case allowAny = "ALLOW_ANY"
+        /// Into `BlackHoleCluster`: only registered services are reachable.
+        case registryOnly = "REGISTRY_ONLY"
+    }
+
+    public var outboundTrafficPolicy: OutboundTrafficPolicy = .allowAny
+    /// `extensionProviders`, by name: what an AuthorizationPolicy with `action: CUSTOM` names.
+    public var extensionProviders: [ExtensionProvider] = []
+    /// Where the settings came from, for messages; nil for the defaults.
+    public var origin: ResourceOrigin?
+
+    public init() {}
+
+    public func extensionProvider(named name: String) -> ExtensionProvider? {
+        extensionProviders.first { $0.name == name }
+    }
+}
+
+/// One of the mesh config's `extensionProviders`: an external authorization service, as Istio's
+/// CUSTOM action calls it.
+public struct ExtensionProvider: Sendable, Equatable {
+    /// `envoyExtAuthzGrpc`: a service speaking `envoy.service.auth.v3.Authorization` over gRPC.
+    /// (Istio's `envoyExtAuthzHttp` is refused when read: the proxy's ext_authz calls gRPC services only.)
+    public struct ExternalAuthorization: Sendable, Equatable {
+        /// The service's host, fully qualified, as a ServiceEntry declares it (Istio's `service`, without
+        /// an optional `namespace/` prefix).
+        public var service: String
+        public var port: Int
+        /// Istio's default is 600 s.
+        public var timeout: Duration = .seconds(600)
+        /// `failOpen`: let requests through when the service cannot be reached.
+        public var failOpen = false
+        /// `statusOnError`: the status sent when the service fails (Envoy's default, 403, when nil).
+        public var statusOnError: Int?
+        /// `includeRequestBodyInCheck`: the body is sent along, up to `maxRequestBytes`.
+        public var requestBody: RequestBody?
+
+        public struct RequestBody: Sendable, Equatable {
+            public var maxRequestBytes: Int
+            public var allowPartialMessage: Bool
+            public var packAsBytes: Bool
+        }
+    }
+
+    public var name: String
+    public var externalAuthorization: ExternalAuthorization
+}

@@ -1,0 +1,150 @@
+import Configuration
+
+/// Reads ``MeshSettings`` from Istio's `istio` ConfigMap (`data.mesh`, a YAML text), the form
+/// `kubectl get configmap istio -n istio-system -o yaml` prints, so an operator's mesh config can be
+/// dropped into the control plane's directory as it is.
+enum MeshSettingsReader {
+    /// The ConfigMap's name (a revision's is `istio-REVISION`, which this control plane does not serve).
+    static let configMapName = "istio"
+
+    /// Istio's MeshConfig fields that this control plane reads but does not act on: warned about, one
+    /// warning each, so nobody takes them for applied.
+    static let fieldsNotActedOn: Set<String> = [
+        "accessLogEncoding", "accessLogFile", "accessLogFormat", "connectTimeout", "defaultConfig",
+        "defaultDestinationRuleExportTo", "defaultServiceExportTo", "defaultVirtualServiceExportTo",
+        "defaultProviders", "discoverySelectors", "enableAutoMtls", "enablePrometheusMerge", "enableTracing",
+        "ingressClass", "ingressControllerMode", "ingressService", "localityLbSetting", "outboundClusterStatName",
+        "inboundClusterStatName", "protocolDetectionTimeout", "trustDomainAliases", "dnsRefreshRate",
+        "serviceSettings", "tcpKeepalive", "h2UpgradePolicy", "meshNetworks", "caCertificates",
+        "verifyCertificateAtClient", "pathNormalization", "proxyHttpPort", "proxyListenPort", "proxyInboundListenPort",
+    ]
+
+    /// The settings in `data.mesh` of the ConfigMap document `root` (already known to be `v1 ConfigMap`
+    /// named `istio`). Problems name their field under `data.mesh`.
+    static func read(configMap root: ConfigReader, origin: ResourceOrigin, warnings: inout [String]) throws(ConfigError) -> MeshSettings {
+        try root.ignoringUnknown(["apiVersion", "kind", "metadata", "data"], warnings: &warnings)
+        let data = try root.required("data")
+        try data.ignoringUnknown(["mesh", "meshNetworks"], warnings: &warnings)
+        if try data.optional("meshNetworks") != nil {
+            warnings.append("data.meshNetworks: multi-network meshes are not supported by Capstan, ignored")
+        }
+        let meshField = try data.required("mesh")
+        let text = try meshField.string()
+        let documents: [YAMLDocument]
+        do throws(YAMLError) {
+            documents = try YAMLDocument.parseAll(text)
+        } catch {
+            throw ConfigError(path: meshField.path, message: "not valid YAML: line \(error.line), column \(error.column): \(error.message)")
+        }
+        guard documents.count <= 1 else { throw meshField.fail("holds \(documents.count) YAML documents; the mesh config is one") }
+        var settings = MeshSettings()
+        settings.origin = origin
+        guard let document = documents.first, document.value != .null else { return settings }
+        let mesh = ConfigReader(document.value, path: meshField.path)
+        try read(mesh, into: &settings, warnings: &warnings)
+        return settings
+    }
+
+    static func read(_ mesh: ConfigReader, into settings: inout MeshSettings, warnings: inout [String]) throws(ConfigError) {
+        let acted: Set<String> = ["outboundTrafficPolicy", "extensionProviders", "rootNamespace", "trustDomain"]
+        for key in try mesh.fields().keys.sorted() where !acted.contains(key) {
+            if fieldsNotActedOn.contains(key) {
+                warnings.append("\(mesh.path).\(key): not acted on by Capstan's control plane, ignored")
+            } else {
+                warnings.append("\(mesh.path).\(key): not a mesh config field Capstan knows, ignored")
+            }
+        }
+        if let root = try mesh.optional("rootNamespace") {
+            let namespace = try root.string()
+            guard namespace == MeshConfig.rootNamespace else {
+                throw root.fail("\"\(namespace)\" is not supported: Capstan's root namespace is \(MeshConfig.rootNamespace)")
+            }
+        }
+        if try mesh.optional("trustDomain") != nil {
+            warnings.append("\(mesh.path).trustDomain: the control plane's --trust-domain is the one in force, this is ignored")
+        }
+        if let policy = try mesh.optional("outboundTrafficPolicy") {
+            try policy.ignoringUnknown(["mode", "egressProxy"], warnings: &warnings)
+            if try policy.optional("egressProxy") != nil {
+                throw ConfigError(path: "\(policy.path).egressProxy", message: "is not supported by Capstan: use an egress gateway")
+            }
+            if let mode = try policy.optional("mode") {
+                let text = try mode.string()
+                guard let parsed = MeshSettings.OutboundTrafficPolicy(rawValue: text) else {
+                    throw mode.fail("\"\(text)\" is not ALLOW_ANY or REGISTRY_ONLY")
+                }
+                settings.outboundTrafficPolicy = parsed
+            }
+        }
+        for entry in try mesh.optional("extensionProviders")?.list() ?? [] {
+            let provider = try extensionProvider(entry, warnings: &warnings)
+            guard settings.extensionProvider(named: provider.name) == nil else {
+                throw ConfigError(path: "\(entry.path).name", message: "\"\(provider.name)\" names two extension providers")
+            }
+            settings.extensionProviders.append(provider)
+        }
+    }
+
+    /// Istio's provider kinds other than the external authorizers: tracing, logging and metrics.
+    private static let telemetryProviders: Set<String> = [
+        "zipkin", "lightstep", "datadog", "stackdriver", "opencensus", "skywalking", "opentelemetry",
+        "prometheus", "envoyFileAccessLog", "envoyHttpAls", "envoyTcpAls", "envoyOtelAls", "sds",
+    ]
+
+    static func extensionProvider(_ entry: ConfigReader, warnings: inout [String]) throws(ConfigError) -> ExtensionProvider {
+        let nameField = try entry.required("name")
+        let name = try nameField.string()
+        guard !name.isEmpty else { throw nameField.fail("must not be empty") }
+        let kinds = try entry.fields().keys.filter { $0 != "name" }.sorted()
+        guard kinds.count == 1, let kind = kinds.first else {
+            throw entry.fail("needs exactly one provider kind (envoyExtAuthzGrpc, …), found \(kinds.isEmpty ? "none" : kinds.joined(separator: ", "))")
+        }
+        let config = try entry.required(kind)
+        switch kind {
+        case "envoyExtAuthzGrpc":
+            return ExtensionProvider(name: name, externalAuthorization: try externalAuthorization(config, warnings: &warnings))
+        case "envoyExtAuthzHttp":
+            throw config.fail("is not supported: Capstan's proxy calls external authorizers over gRPC only (envoyExtAuthzGrpc)")
+        case let other where telemetryProviders.contains(other):
+            throw config.fail("\(other) providers are not supported by Capstan")
+        default:
+            throw config.fail("\"\(kind)\" is not an extension provider kind Istio defines")
+        }
+    }
+
+    private static func externalAuthorization(_ config: ConfigReader, warnings: inout [String]) throws(ConfigError) -> ExtensionProvider.ExternalAuthorization {
+        try config.ignoringUnknown(["service", "port", "timeout", "failOpen", "statusOnError", "includeRequestBodyInCheck",
+                                    "clearRouteCache"], warnings: &warnings)
+        if let clear = try config.optional("clearRouteCache"), try clear.bool() {
+            warnings.append("\(clear.path): not acted on: Capstan's ext_authz does not clear the route cache")
+        }
+        let serviceField = try config.required("service")
+        var service = try serviceField.string()
+        // Istio's `namespace/host` form: the host is what names the service.
+        if let slash = service.firstIndex(of: "/") { service = String(service[service.index(after: slash)...]) }
+        guard !service.isEmpty, !service.contains(where: { $0 == " " || $0 == "|" }) else {
+            throw serviceField.fail("\"\(service)\" is not a service host")
+        }
+        var provider = ExtensionProvider.ExternalAuthorization(service: service, port: try config.required("port").integer(in: 1...65535))
+        if let timeout = try config.optional("timeout") {
+            provider.timeout = try timeout.duration()
+            guard provider.timeout > .zero else { throw timeout.fail("must be above 0") }
+        }
+        provider.failOpen = try config.optional("failOpen")?.bool() ?? false
+        if let status = try config.optional("statusOnError") {
+            let text = try status.string()
+            guard let code = Int(text), (100...599).contains(code) else { throw status.fail("\"\(text)\" is not an HTTP status code") }
+            provider.statusOnError = code
+        }
+        if let body = try config.optional("includeRequestBodyInCheck") {
+            try body.ignoringUnknown(["maxRequestBytes", "allowPartialMessage", "packAsBytes"], warnings: &warnings)
+            guard let max = try body.optional("maxRequestBytes") else {
+                throw ConfigError(path: "\(body.path).maxRequestBytes", message: "is required: Envoy buffers no body without a limit")
+            }
+            provider.requestBody = .init(maxRequestBytes: try max.integer(in: 1...Int(UInt32.max)),
+                                         allowPartialMessage: try body.optional("allowPartialMessage")?.bool() ?? false,
+                                         packAsBytes: try body.optional("packAsBytes")?.bool() ?? false)
+        }
+        return provider
+    }
+}
