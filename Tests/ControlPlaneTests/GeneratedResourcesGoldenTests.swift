@@ -77,6 +77,7 @@ import XDS
 
     @Test func theGeneratedResourcesAreByteForByteThoseRecorded() throws {
         let recorded: [String: String] = [
+            "CDS BlackHoleCluster": "b54427d8d9e24854",
             "CDS InboundPassthroughCluster": "60d18445f9f9c050",
             "CDS PassthroughCluster": "ea2d3c22fcba827c",
             "CDS inbound|7071||": "0a634dc5b8f74278",

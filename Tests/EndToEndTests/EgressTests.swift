@@ -61,9 +61,12 @@ import Testing
         try withSandbox { sandbox in
             let caFile = "/tmp/\(sandbox.name)-external-ca.pem"
             let resolvConfDirectory = "/etc/netns/\(sandbox.name)-pod"
+            let hadNetnsDirectory = FileManager.default.fileExists(atPath: "/etc/netns")
             defer {
                 try? FileManager.default.removeItem(atPath: caFile)
                 try? FileManager.default.removeItem(atPath: resolvConfDirectory)
+                // /etc/netns as it was: removed if this test made it and nothing else is in it.
+                if !hadNetnsDirectory { rmdir("/etc/netns") }
             }
             try FileManager.default.createDirectory(atPath: resolvConfDirectory, withIntermediateDirectories: true)
             try "nameserver \(Self.dnsAddress)\noptions timeout:1 attempts:2\n"
