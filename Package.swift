@@ -40,7 +40,18 @@ let package = Package(
         .target(name: "Netfilter", dependencies: ["CNFTables", "CMNL"]),
 
         // What to capture and how: CaptureSpec, ruleset rendering, read-back, drift, packet trace.
-        .target(name: "Capture", dependencies: ["Netfilter"]),
+        .target(name: "Capture", dependencies: ["Netfilter", "DNS"]),
+
+        // DNS: the wire format as values (no NIO in the codec), resolv.conf, a stub resolver over UDP and TCP,
+        // and the name table the agent's DNS proxy answers from. Imported by the agent and the proxy alike.
+        .target(
+            name: "DNS",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]
+        ),
 
         // Configuration documents (JSON and YAML) read with the field path in every error.
         .target(name: "Configuration", dependencies: ["CYAML"]),
@@ -182,8 +193,9 @@ let package = Package(
         .target(
             name: "Supervisor",
             dependencies: [
-                "Identity", "XDS", "HTTPEndpoints", "Configuration", "CProcessSpawn",
+                "Identity", "XDS", "HTTPEndpoints", "Configuration", "CProcessSpawn", "DNS",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -198,7 +210,7 @@ let package = Package(
         .executableTarget(
             name: "CapstanCLI",
             dependencies: [
-                "Capture", "Netfilter", "DataPlane", "NodeAgent", "ControlPlane", "XDS", "Identity", "Supervisor", "HTTPEndpoints",
+                "Capture", "Netfilter", "DataPlane", "NodeAgent", "ControlPlane", "XDS", "Identity", "Supervisor", "HTTPEndpoints", "DNS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -240,6 +252,10 @@ let package = Package(
         ),
 
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CapstanTestSupport"]),
+        .testTarget(name: "DNSTests", dependencies: ["DNS",
+                                                     .product(name: "NIOCore", package: "swift-nio"),
+                                                     .product(name: "NIOEmbedded", package: "swift-nio"),
+                                                     .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "Configuration", "XDS", "Identity", "HTTPProxy", "Routing", "Authorization",
                                                            .product(name: "HTTPTypes", package: "swift-http-types"),
                                                            .product(name: "NIOCore", package: "swift-nio"),
@@ -281,7 +297,7 @@ let package = Package(
                                                            .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "CapstanCLITests", dependencies: ["CapstanCLI", "Capture"]),
         .testTarget(name: "EndToEndTests",
-                    dependencies: ["Capture", "Netfilter", "NodeAgent", "Configuration", "CapstanTestSupport", "CapstanCLI"],
+                    dependencies: ["Capture", "Netfilter", "NodeAgent", "Configuration", "CapstanTestSupport", "CapstanCLI", "DNS"],
                     // Protocol peers we did not write (Python), run by the tests.
                     exclude: ["Peers"]),
     ]

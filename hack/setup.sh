@@ -27,6 +27,9 @@ packages=(
   ca-certificates   # the CA bundle the image carries
   util-linux        # unshare: hack/build-image.sh --check runs the image's binary in a mount namespace of its own
   binutils          # readelf: hack/build-image.sh finds the binary's program interpreter
+  bind9-dnsutils    # dig: the DNS proxy tests check its answers as an operator would read them
+  dnsmasq-base      # the DNS tests' outside-world nameserver, only ever started by a test in its namespace (no service)
+  dnsperf           # hack/bench-dns.sh: rate-limited DNS load and latency
 )
 
 missing=()
