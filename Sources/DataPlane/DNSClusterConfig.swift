@@ -43,6 +43,8 @@ struct DNSClusterConfig: Sendable, Equatable {
     var family = LookupFamily.auto
     /// The nameservers to ask (c-ares' `resolvers`); empty: /etc/resolv.conf's.
     var nameservers: [SocketAddress] = []
+    /// `envoy.network.dns_resolver.getaddrinfo`: the C library's resolver (no TTLs), not the stub resolver.
+    var usesSystemResolver = false
 
     static let caresResolverName = "envoy.network.dns_resolver.cares"
     static let getaddrinfoResolverName = "envoy.network.dns_resolver.getaddrinfo"
@@ -112,8 +114,9 @@ struct DNSClusterConfig: Sendable, Equatable {
         case .UNRECOGNIZED(let number): throw ConfigError(path: "\(path).dns_lookup_family", message: "\(number) is not a lookup family")
         }
         if proto.hasTypedDnsResolverConfig {
-            nameservers = try Self.nameservers(proto.typedDnsResolverConfig, path: "\(path).typed_dns_resolver_config",
-                                               notActedOn: &notActedOn)
+            let config = proto.typedDnsResolverConfig
+            usesSystemResolver = config.name == Self.getaddrinfoResolverName || config.typedConfig.typeURL == Self.getaddrinfoType
+            nameservers = try Self.nameservers(config, path: "\(path).typed_dns_resolver_config", notActedOn: &notActedOn)
         }
     }
 

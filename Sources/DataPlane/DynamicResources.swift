@@ -70,7 +70,7 @@ final class DynamicResources: ADSResponseHandler {
     private let clusterInstalls = Mutex<Void>(())
 
     init(proxy: Proxy, bootstrap: BootstrapConfig, warmingTimeout: Duration = .seconds(15),
-         hostnameResolution: any HostnameResolution = SystemHostnameResolver(), logger: Logger) {
+         hostnameResolution: any HostnameResolution = StubHostnameResolution(), logger: Logger) {
         self.hostnameResolution = hostnameResolution
         self.proxy = proxy
         self.bootstrap = bootstrap
@@ -117,9 +117,9 @@ final class DynamicResources: ADSResponseHandler {
             }
             for cluster in clusters {
                 try bootstrap.checkSecretSources(cluster.cluster.transportSocket, path: "cluster \"\(cluster.cluster.name)\".transport_socket")
-                if let dns = cluster.dns, !dns.nameservers.isEmpty, !hostnameResolution.takesNameservers {
+                if let dns = cluster.dns, !dns.nameservers.isEmpty, dns.usesSystemResolver || !hostnameResolution.takesNameservers {
                     throw ConfigError(path: "cluster \"\(cluster.cluster.name)\".typed_dns_resolver_config.typed_config.resolvers",
-                                      message: "this proxy's resolver reads /etc/resolv.conf only: nameservers cannot be given per cluster")
+                                      message: "the getaddrinfo resolver reads /etc/resolv.conf only: nameservers cannot be given per cluster")
                 }
             }
         } catch {
@@ -244,7 +244,8 @@ final class DynamicResources: ADSResponseHandler {
                 if wanted[name] == nil { state.dnsEndpoints[name] = nil }
             }
             for (name, config) in wanted where state.resolvers[name] == nil {
-                let resolver = DNSClusterResolver(config: config, resolver: hostnameResolution, stats: runtime.stats.cluster(name)) {
+                let resolution: any HostnameResolution = config.usesSystemResolver ? SystemHostnameResolver() : hostnameResolution
+                let resolver = DNSClusterResolver(config: config, resolver: resolution, stats: runtime.stats.cluster(name)) {
                     [weak self] hosts in self?.dnsResolved(name, hosts: hosts)
                 }
                 state.resolvers[name] = resolver

@@ -73,7 +73,7 @@ import Testing
                 .write(toFile: "\(resolvConfDirectory)/resolv.conf", atomically: true, encoding: .utf8)
             let dns = try NamespacedProcess(["/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
                                              "--listen-address=\(Self.dnsAddress)", "--bind-interfaces", "--port=53", "--log-queries",
-                                             "--log-facility=-", "--pid-file=", "--user=root",
+                                             "--log-facility=-", "--pid-file=", "--user=root", "--local-ttl=2",
                                              "--host-record=\(Self.host),\(Self.serverAddress)"],
                                             in: sandbox.peer, logPath: "/tmp/\(sandbox.name)-dnsmasq.log")
             defer { dns.stop() }
@@ -118,8 +118,19 @@ import Testing
             // The proxy, not the application, looked the name up, through the sandbox's DNS.
             #expect(dns.log.contains("query[A] \(Self.host) from 192.0.2.1"), "\(dns.log)")
             #expect(Int(try mesh.stat("\(cluster).update_success") ?? "") ?? 0 >= 1)
-            #expect(try mesh.stat("\(cluster).update_failure") == "0")
+            #expect(try mesh.stat("\(cluster).update_failure") == "0", "dnsmasq answered every lookup so far")
             #expect(Int(try mesh.stat("\(cluster).upstream_cx_total") ?? "") ?? 0 >= 1)
+            // The answer's TTL (2 s), not istiod's 60 s refresh rate, paces the proxy's lookups.
+            let query = "query[A] \(Self.host) from 192.0.2.1"
+            let requeried = dns.waitUntil(seconds: 10) { dns.log.components(separatedBy: query).count - 1 >= 3 }
+            #expect(requeried, "\(dns.log)")
+            // Without its DNS, the cluster keeps the address it had: requests still reach the server.
+            dns.stop()
+            let failed = mesh.proxy?.waitUntil(seconds: 15) { (Int((try? mesh.stat("\(cluster).update_failure")) ?? nil ?? "") ?? 0) >= 1 } ?? false
+            let statsAfterFailure = try mesh.proxy?.admin("GET", "/stats").body ?? ""
+            #expect(failed, "\(statsAfterFailure)")
+            let kept = try curl(mesh, "http://\(Self.host)/after")
+            #expect(kept.standardOutput.contains("\"path\": \"/after\""), "\(kept)")
             // The server refuses a handshake without its name: the proxy's SNI is what got through.
             let direct = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-peer", "curl", "-sSk", "--max-time", "5",
                                                                "--resolve", "other.example.com:443:\(Self.serverAddress)", "https://other.example.com/"])
