@@ -19,7 +19,6 @@ packages=(
   python3           # the demo's HTTP server and client, benchmark summaries
   python3-pip       # installs kubernetes-validate (manifest checks) from PyPI
   openssl           # tests make throw-away CAs and certificates
-  dnsmasq-base      # the outside world's DNS in egress tests (the binary only, no service), in a sandbox namespace
   containernetworking-plugins  # the reference CNI plugins (bridge, host-local) node-mode tests chain after
   protobuf-compiler # protoc: hack/check-proto-subset.py compiles proto/ to compare it with Envoy's and Istio's
   libprotobuf-dev   # google/protobuf/*.proto (any, struct, wrappers), which protoc only recommends
