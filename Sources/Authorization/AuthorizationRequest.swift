@@ -13,6 +13,9 @@ public struct AuthorizationRequest: Sendable {
     /// Where the connection was going: its original destination.
     public var destinationAddress: IPAddress?
     public var destinationPort: Int?
+    /// The TLS server name (SNI) the client asked for; nil without TLS or without one (Envoy then
+    /// matches `requested_server_name` against the empty string).
+    public var requestedServerName: String?
     /// nil on a TCP connection (the network filter): header, path and HTTP metadata rules match nothing.
     public var request: HTTPRequest? {
         didSet { readRequest() }
@@ -20,8 +23,9 @@ public struct AuthorizationRequest: Sendable {
     public var metadata: DynamicMetadata
 
     public init(peerPrincipal: String? = nil, localPrincipal: String? = nil, sourceAddress: IPAddress? = nil,
-                destinationAddress: IPAddress? = nil, destinationPort: Int? = nil,
+                destinationAddress: IPAddress? = nil, destinationPort: Int? = nil, requestedServerName: String? = nil,
                 request: HTTPRequest? = nil, metadata: DynamicMetadata = DynamicMetadata()) {
+        self.requestedServerName = requestedServerName
         self.peerPrincipal = peerPrincipal
         self.localPrincipal = localPrincipal
         self.sourceAddress = sourceAddress

@@ -14,6 +14,8 @@ public indirect enum Permission: Sendable {
     case destinationPort(Int)
     case destinationPorts(ClosedRange<Int>)
     case metadata(MetadataMatcher)
+    /// The TLS server name the client asked for (the empty string without one, as Envoy matches it).
+    case requestedServerName(SharedMatcher<StringMatcher>)
     case not(Permission)
 
     public init(_ proto: Envoy_Config_Rbac_V3_Permission, path: String) throws(ConfigError) {
@@ -37,11 +39,10 @@ public indirect enum Permission: Sendable {
             self = .destinationPorts(Int(range.start)...Int(range.end) - 1)
         case .metadata(let matcher)?: self = .metadata(try MetadataMatcher(matcher, path: "\(path).metadata"))
         case .notRule(let rule)?: self = .not(try Permission(rule, path: "\(path).not_rule"))
-        case .requestedServerName?:
-            // Never matching would let a DENY policy's connections through.
-            throw ConfigError(path: "\(path).requested_server_name", message: "is not supported: Capstan does not read the TLS server name a client asks for yet")
+        case .requestedServerName(let matcher)?:
+            self = .requestedServerName(SharedMatcher(try StringMatcher(matcher, path: "\(path).requested_server_name")))
         case nil:
-            throw ConfigError(path: path, message: "needs a rule: and_rules, or_rules, any, header, url_path, destination_ip, destination_port, destination_port_range, metadata or not_rule")
+            throw ConfigError(path: path, message: "needs a rule: and_rules, or_rules, any, header, url_path, destination_ip, destination_port, destination_port_range, metadata, requested_server_name or not_rule")
         }
     }
 
@@ -85,6 +86,7 @@ public indirect enum Permission: Sendable {
         case .destinationPort(let port): return request.destinationPort == port
         case .destinationPorts(let ports): return request.destinationPort.map(ports.contains) ?? false
         case .metadata(let matcher): return matcher.matches(request.metadata)
+        case .requestedServerName(let shared): return shared.matcher.matches(Substring(request.requestedServerName ?? ""))
         case .not(let rule): return !rule.matches(request)
         }
     }

@@ -28,6 +28,8 @@ struct ProxyConfigGenerator: Sendable {
     /// istiod's cluster with no endpoints: where REGISTRY_ONLY sends connections to hosts no service declares.
     static let blackHoleCluster = "BlackHoleCluster"
     static let inboundPassthroughCluster = "InboundPassthroughCluster"
+    /// istiod's `upstream_bind_config` source on inbound clusters.
+    static let inboundPassthroughSource = "127.0.0.6"
     static let inboundPassthroughChain = "InboundPassthroughFilterChain"
     static let defaultConnectTimeout = Duration.seconds(10)
     static let defaultTrustDomain = "cluster.local"
@@ -64,7 +66,8 @@ struct ProxyConfigGenerator: Sendable {
         var clusters: [MeshResources.Resource] = []
         var endpoints: [MeshResources.Resource] = []
         for cluster in [Self.passthroughCluster, Self.inboundPassthroughCluster] {
-            clusters.append((cluster, try .packed(Self.originalDestinationCluster(cluster), as: .cluster)))
+            clusters.append((cluster, try .packed(Self.originalDestinationCluster(cluster, inbound: cluster == Self.inboundPassthroughCluster),
+                                                  as: .cluster)))
         }
         clusters.append((Self.blackHoleCluster, try .packed(Self.blackHole(), as: .cluster)))
         let outboundPolicy = config.mesh.outboundTrafficPolicy
@@ -183,7 +186,7 @@ struct ProxyConfigGenerator: Sendable {
         let inboundClusterPorts = Set(inboundPorts.values.flatMap { $0 }).sorted()
         for port in inboundClusterPorts {
             let name = "inbound|\(port)||"
-            clusters.append((name, try .packed(Self.originalDestinationCluster(name), as: .cluster)))
+            clusters.append((name, try .packed(Self.originalDestinationCluster(name, inbound: true), as: .cluster)))
         }
         var inboundWorkloads: [String: MeshResources.InboundWorkload] = [:]
         for (address, member) in workloads {
@@ -533,10 +536,16 @@ struct ProxyConfigGenerator: Sendable {
         return cluster
     }
 
-    private static func originalDestinationCluster(_ name: String) -> Envoy_Config_Cluster_V3_Cluster {
+    /// An ORIGINAL_DST cluster; an `inbound` one binds its connections to 127.0.0.6, as istiod's do, so
+    /// the application's own traffic and the proxy's are told apart (and the latter is not captured).
+    private static func originalDestinationCluster(_ name: String, inbound: Bool = false) -> Envoy_Config_Cluster_V3_Cluster {
         var cluster = Envoy_Config_Cluster_V3_Cluster()
         cluster.name = name
         cluster.type = .originalDst
+        if inbound {
+            cluster.upstreamBindConfig.sourceAddress.address = inboundPassthroughSource
+            cluster.upstreamBindConfig.sourceAddress.portValue = 0
+        }
         cluster.lbPolicy = .clusterProvided
         cluster.connectTimeout = protoDuration(defaultConnectTimeout)
         cluster.circuitBreakers.thresholds = [circuitBreakerThreshold(nil)]

@@ -74,7 +74,8 @@ public struct BootstrapConfig: Sendable {
 
         /// Envoy's choice, one criterion after the other, each keeping only its most specific matches:
         /// chains for the destination port (or, if none, those without a port); the longest matching
-        /// prefix (no prefix matches anything, least specifically); the detected transport protocol
+        /// prefix (no prefix matches anything, least specifically); the TLS server name, exactly, else
+        /// by the nearest `*.` wildcard (no names match anything, least specifically); the detected transport protocol
         /// (or, if no chain names it, chains naming none); an offered ALPN protocol (or chains naming
         /// none). Without a match, the default chain.
         func chain(for destination: SocketAddress, detected: TransportDetection = .plaintext) -> FilterChain? {
@@ -89,9 +90,15 @@ public struct BootstrapConfig: Sendable {
             }
             guard let bestLength else { return defaultChain }
             func forPrefix(_ chain: FilterChain) -> Bool { forPort(chain) && chain.prefixLength(matching: destination) == bestLength }
-            let transportSpecific = chains.contains { forPrefix($0) && $0.transportProtocol == detected.transportProtocol }
+            var bestName: Int?
+            for chain in chains where forPrefix(chain) {
+                if let rank = chain.serverNameRank(detected.serverName), rank < bestName ?? Int.max || bestName == nil { bestName = rank }
+            }
+            guard let bestName else { return defaultChain }
+            func forName(_ chain: FilterChain) -> Bool { forPrefix(chain) && chain.serverNameRank(detected.serverName) == bestName }
+            let transportSpecific = chains.contains { forName($0) && $0.transportProtocol == detected.transportProtocol }
             func forTransport(_ chain: FilterChain) -> Bool {
-                forPrefix(chain) && chain.transportProtocol == (transportSpecific ? detected.transportProtocol : nil)
+                forName(chain) && chain.transportProtocol == (transportSpecific ? detected.transportProtocol : nil)
             }
             let offered = detected.applicationProtocols
             let protocolSpecific = !offered.isEmpty && chains.contains { chain in
@@ -118,6 +125,9 @@ public struct BootstrapConfig: Sendable {
         var transportProtocol: String?
         /// `filter_chain_match.application_protocols` (ALPN); empty for any.
         var applicationProtocols: [String] = []
+        /// `filter_chain_match.server_names` (SNI), lowercased: exact names, and `*.SUFFIX` wildcards kept
+        /// as their suffix; both empty for any.
+        var serverNames = ServerNames()
         /// TLS terminated on this chain (its `DownstreamTlsContext`); nil: the bytes are relayed as they come.
         var transportSocket: TransportSocketConfig?
         /// Its `envoy.filters.network.rbac` filters.
@@ -133,6 +143,23 @@ public struct BootstrapConfig: Sendable {
             if case .http(let manager) = action { manager } else { nil }
         }
 
+        /// How closely this chain's server names match `name`: 0 exactly, N by the wildcard N labels up
+        /// (`*.example.com` is 1 for `www.example.com`), nil when none does; `Int.max` for a chain
+        /// without names (it matches anything, least specifically).
+        func serverNameRank(_ name: String?) -> Int? {
+            if serverNames.isEmpty { return Int.max }
+            guard let name else { return nil }
+            if serverNames.exact.contains(name) { return 0 }
+            var labels = 0
+            var rest = Substring(name)
+            while let dot = rest.firstIndex(of: ".") {
+                rest = rest[rest.index(after: dot)...]
+                labels += 1
+                if serverNames.wildcardSuffixes.contains(String(rest)) { return labels }
+            }
+            return nil
+        }
+
         /// The longest of this chain's prefixes that holds `destination`; -1 for a chain without prefixes
         /// (it matches anything, least specifically), nil when none holds it.
         func prefixLength(matching destination: SocketAddress) -> Int? {
@@ -141,6 +168,15 @@ public struct BootstrapConfig: Sendable {
             for prefix in prefixes where prefix.contains(destination) && prefix.length > longest ?? Int.min { longest = prefix.length }
             return longest
         }
+    }
+
+    /// A filter chain's `server_names`, split for matching.
+    struct ServerNames: Sendable, Equatable {
+        var exact: Set<String> = []
+        /// `*.example.com` as `example.com`.
+        var wildcardSuffixes: Set<String> = []
+
+        var isEmpty: Bool { exact.isEmpty && wildcardSuffixes.isEmpty }
     }
 
     /// A filter chain's terminal network filter: `tcp_proxy` relays the connection's bytes to a cluster;
@@ -267,6 +303,15 @@ public struct BootstrapConfig: Sendable {
         /// Whether `istio.alpn` may replace the ALPN of this cluster's TLS (istiod's `istio.alpn_override`
         /// metadata says `"false"` for TLS it does not own, such as a DestinationRule's SIMPLE TLS).
         public var allowsALPNOverride = true
+        /// `upstream_bind_config.source_address`: the address upstream connections come from (istiod's
+        /// 127.0.0.6 on inbound clusters, which the capture rules let through to the application).
+        public var bindSource: SocketAddress?
+
+        /// `bindSource` for a connection to `endpoint`, if it is of the same address family (Envoy's
+        /// other-family source addresses are outside the subset).
+        func bindSource(for endpoint: SocketAddress) -> SocketAddress? {
+            bindSource.flatMap { $0.protocol == endpoint.protocol ? $0 : nil }
+        }
 
         /// The transport socket for a connection to `endpoint`: that of the first of
         /// `transport_socket_matches` whose every `match` field the endpoint's metadata has with the same

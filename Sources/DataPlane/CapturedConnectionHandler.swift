@@ -92,6 +92,8 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private var inspection: (destination: SocketAddress, listener: String, configuration: ActiveConfiguration, deadline: Scheduled<Void>)?
     /// Once TLS is terminated here, reads go on to the TLS handler behind this one.
     private var passingThrough = false
+    /// The TLS server name the client asked for, as tls_inspector read it (RBAC's `requested_server_name`).
+    private var requestedServerName: String?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if passingThrough {
@@ -170,6 +172,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         }
         deadline.cancel()
         inspection = nil
+        requestedServerName = detected.serverName
         forward(context: context, to: destination, detected: detected, listener: serving, in: configuration)
     }
 
@@ -222,7 +225,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         for engine in authorization.engines { runtime.stats.networkRBAC.bind(engine) }
         let connection = DownstreamConnectionInfo(remoteAddress: context.channel.remoteAddress?.unmapped, localAddress: destination,
                                                   isTLS: principals != nil, peerPrincipal: principals?.peer,
-                                                  localPrincipal: principals?.local.local)
+                                                  localPrincipal: principals?.local.local, requestedServerName: requestedServerName)
         if authorization.allows(AuthorizationRequest(connection: connection)) { return true }
         context.close(promise: nil)
         return false
@@ -381,7 +384,8 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         let principals = downstreamTLS?.principals
         let downstream = DownstreamConnectionInfo(remoteAddress: channel.remoteAddress?.unmapped, localAddress: destination,
                                                   isTLS: principals != nil, peerPrincipal: principals?.peer,
-                                                  localPrincipal: principals?.local.local, isInbound: inbound)
+                                                  localPrincipal: principals?.local.local, requestedServerName: requestedServerName,
+                                                  isInbound: inbound)
         let runtime = self.runtime
         let managerStats = runtime.stats.connectionManager(config.statPrefix)
         managerStats.adopt(config.filters)

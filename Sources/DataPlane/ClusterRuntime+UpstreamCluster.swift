@@ -21,9 +21,14 @@ extension ClusterRuntime: UpstreamCluster {
     func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
         switch endpoint(originalDestination: downstream.localAddress ?? Self.unspecified, hash: hash) {
         case .success(let choice):
-            var source: SocketAddress?
-            if downstream.isInbound {
-                // Istio's inbound passthrough: the application sees the request come from 127.0.0.6 (::6).
+            // The cluster's `upstream_bind_config` (istiod's 127.0.0.6 on inbound clusters), for endpoints
+            // of its address family. Without one, an ORIGINAL_DST cluster behind an inbound listener is
+            // Istio's inbound passthrough all the same: the application sees the request come from
+            // 127.0.0.6 (::6), not the pod's own address, which would be captured back into the inbound
+            // listener. Other clusters (an ext_authz service's, a JWKS server's) are reached from the
+            // pod's address, as from Envoy.
+            var source = config.bindSource(for: choice.address)
+            if source == nil, downstream.isInbound, case .originalDestination = config.discovery {
                 source = choice.address.protocol == .inet6 ? Self.inboundPassthroughV6 : Self.inboundPassthroughV4
             }
             return .success(UpstreamEndpoint(address: choice.address, source: source, token: choice.index, transport: choice.transport))

@@ -314,7 +314,8 @@ final class ProxyRuntime: Sendable {
                 route.source = client.map { $0.withPort(0) }
                 route.transparent = true
             } else {
-                route.source = try? SocketAddress(ipAddress: endpoint.protocol == .inet6 ? "::6" : "127.0.0.6", port: 0)
+                route.source = cluster.config.bindSource(for: endpoint)
+                    ?? (try? SocketAddress(ipAddress: endpoint.protocol == .inet6 ? "::6" : "127.0.0.6", port: 0))
             }
         }
         return .success(route)

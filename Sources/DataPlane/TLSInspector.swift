@@ -1,12 +1,14 @@
 import NIOCore
 
 /// What a listener filter found out about a new connection before a filter chain is chosen: its
-/// transport protocol and, for TLS, the ALPN protocols its ClientHello offers (filter chains match on
-/// both; nothing matches on the server name, so it is not read).
+/// transport protocol and, for TLS, the server name (SNI) and ALPN protocols its ClientHello asks for.
+/// Filter chains match on all three; RBAC's `requested_server_name` reads the server name.
 struct TransportDetection: Sendable, Equatable {
     /// Envoy's names: `tls` (found by tls_inspector) or `raw_buffer` (everything else).
     var transportProtocol: String
     var applicationProtocols: [String] = []
+    /// The ClientHello's `server_name` (a host name, lowercased as Envoy keeps it); nil without one.
+    var serverName: String?
 
     static let tls = "tls"
     static let rawBuffer = "raw_buffer"
@@ -18,8 +20,8 @@ struct TransportDetection: Sendable, Equatable {
 /// them: they still go to whatever handles the connection) and says whether they are a TLS ClientHello.
 ///
 /// TLS is a handshake record (0x16), version 3.x, whose first message is a ClientHello (type 1). The
-/// ClientHello is parsed for ALPN when its record is complete; a ClientHello split over several records
-/// is still TLS, only without that detail.
+/// ClientHello is parsed for server name and ALPN when its record is complete; a ClientHello split over
+/// several records is still TLS, only without those details.
 enum TLSInspector {
     /// A record's header: type, version, length.
     private static let recordHeader = 5
@@ -47,15 +49,17 @@ enum TLSInspector {
         if view.count < recordEnd && !complete { return nil }
         var detection = TransportDetection(transportProtocol: TransportDetection.tls)
         if view.count >= recordEnd, var message = bytes.getSlice(at: bytes.readerIndex + recordHeader, length: length),
-           let protocols = offeredProtocols(inClientHello: &message) {
-            detection.applicationProtocols = protocols
+           let details = clientHelloDetails(&message) {
+            detection.applicationProtocols = details.protocols
+            detection.serverName = details.serverName
         }
         return detection
     }
 
-    /// The ALPN protocols a ClientHello handshake message offers (none without the extension); nil when
-    /// the message is cut short or malformed. Every read is bounds-checked by ByteBuffer.
-    private static func offeredProtocols(inClientHello message: inout ByteBuffer) -> [String]? {
+    /// The ALPN protocols a ClientHello handshake message offers (none without the extension) and the
+    /// host name it asks for; nil when the message is cut short or malformed. Every read is
+    /// bounds-checked by ByteBuffer.
+    private static func clientHelloDetails(_ message: inout ByteBuffer) -> (protocols: [String], serverName: String?)? {
         guard message.readInteger(as: UInt8.self) == 0x01, let high = message.readInteger(as: UInt8.self),
               let low = message.readInteger(as: UInt16.self), var hello = message.readSlice(length: Int(high) << 16 | Int(low))
         else { return nil }
@@ -65,20 +69,32 @@ enum TLSInspector {
               let suites = hello.readInteger(as: UInt16.self), hello.readSlice(length: Int(suites)) != nil,
               let compression = hello.readInteger(as: UInt8.self), hello.readSlice(length: Int(compression)) != nil
         else { return nil }
-        guard hello.readableBytes > 0 else { return [] }  // No extensions at all.
+        guard hello.readableBytes > 0 else { return ([], nil) }  // No extensions at all.
         guard let extensionsLength = hello.readInteger(as: UInt16.self),
               var extensions = hello.readSlice(length: Int(extensionsLength)) else { return nil }
         var protocols: [String] = []
+        var serverName: String?
         while extensions.readableBytes > 0 {
             guard let type = extensions.readInteger(as: UInt16.self), let length = extensions.readInteger(as: UInt16.self),
                   var body = extensions.readSlice(length: Int(length)) else { return nil }
-            guard type == 16 else { continue }  // application_layer_protocol_negotiation: length-prefixed names.
-            guard let listLength = body.readInteger(as: UInt16.self), var list = body.readSlice(length: Int(listLength)) else { return nil }
-            while list.readableBytes > 0 {
-                guard let nameLength = list.readInteger(as: UInt8.self), let name = list.readString(length: Int(nameLength)) else { return nil }
-                protocols.append(name)
+            switch type {
+            case 0:  // server_name: a list of (type, length-prefixed name); type 0 is host_name, the only one defined.
+                guard let listLength = body.readInteger(as: UInt16.self), var list = body.readSlice(length: Int(listLength)) else { return nil }
+                while list.readableBytes > 0 {
+                    guard let nameType = list.readInteger(as: UInt8.self), let nameLength = list.readInteger(as: UInt16.self),
+                          let name = list.readString(length: Int(nameLength)) else { return nil }
+                    if nameType == 0 && serverName == nil && !name.isEmpty { serverName = name.lowercased() }
+                }
+            case 16:  // application_layer_protocol_negotiation: length-prefixed names.
+                guard let listLength = body.readInteger(as: UInt16.self), var list = body.readSlice(length: Int(listLength)) else { return nil }
+                while list.readableBytes > 0 {
+                    guard let nameLength = list.readInteger(as: UInt8.self), let name = list.readString(length: Int(nameLength)) else { return nil }
+                    protocols.append(name)
+                }
+            default:
+                continue
             }
         }
-        return protocols
+        return (protocols, serverName)
     }
 }

@@ -183,13 +183,26 @@ enum XDSResourceDecoder {
         for (index, name) in match.applicationProtocols.enumerated() where name.isEmpty {
             throw ConfigError(path: "\(path).filter_chain_match.application_protocols[\(index)]", message: "is empty")
         }
+        var serverNames = BootstrapConfig.ServerNames()
+        for (index, name) in match.serverNames.enumerated() {
+            let lowered = name.lowercased()
+            if lowered.hasPrefix("*.") && lowered.count > 2 && !lowered.dropFirst(2).contains("*") {
+                serverNames.wildcardSuffixes.insert(String(lowered.dropFirst(2)))
+            } else if !lowered.isEmpty && !lowered.contains("*") {
+                serverNames.exact.insert(lowered)
+            } else {
+                throw ConfigError(path: "\(path).filter_chain_match.server_names[\(index)]",
+                                  message: "\"\(name)\" is not a server name (a host name, or *. before one)")
+            }
+        }
         let socket = proto.hasTransportSocket
             ? try TransportSocketConfig.downstream(proto.transportSocket, path: "\(path).transport_socket") : nil
         return BootstrapConfig.FilterChain(
             name: proto.name, destinationPort: port, prefixes: prefixes, action: action, idleTimeout: idleTimeout,
             terminalFilterIndex: proto.filters.count - 1,
             transportProtocol: match.transportProtocol.isEmpty ? nil : match.transportProtocol,
-            applicationProtocols: match.applicationProtocols, transportSocket: socket, authorization: authorization)
+            applicationProtocols: match.applicationProtocols, serverNames: serverNames, transportSocket: socket,
+            authorization: authorization)
     }
 
     /// Network filters istiod puts before a chain's terminal filter that Capstan accepts without acting
@@ -421,6 +434,9 @@ enum XDSResourceDecoder {
             cluster.tcpKeepalive = try TCPKeepalive.decode(proto.upstreamConnectionOptions.tcpKeepalive,
                                                            path: "\(path).upstream_connection_options.tcp_keepalive")
         }
+        if proto.hasUpstreamBindConfig {
+            cluster.bindSource = try bindSource(proto.upstreamBindConfig, path: "\(path).upstream_bind_config")
+        }
         cluster.serviceHost = istioServiceHost(proto.metadata, notActedOn: &cluster.fieldsNotActedOn)
         if case .stringValue(let override)? = proto.metadata.filterMetadata["istio"]?.fields["alpn_override"]?.kind, override == "false" {
             cluster.allowsALPNOverride = false
@@ -442,6 +458,26 @@ enum XDSResourceDecoder {
                                 reason: "a host's name is not used (no auto host rewrite, no health check host from it)"))
         }
         return fields
+    }
+
+    /// `upstream_bind_config`'s source: an IP address, with port 0 (any) or a fixed one.
+    private static func bindSource(_ config: Envoy_Config_Core_V3_BindConfig, path: String) throws(ConfigError) -> SocketAddress {
+        guard config.hasSourceAddress else { throw ConfigError(path: "\(path).source_address", message: "is required") }
+        let socket = config.sourceAddress
+        guard socket.protocol == .tcp else {
+            throw ConfigError(path: "\(path).source_address.protocol", message: "UDP is not supported: Capstan relays TCP")
+        }
+        let port: Int
+        switch socket.portSpecifier {
+        case .portValue(let value)? where value <= 65535: port = Int(value)
+        case .portValue(let value)?: throw ConfigError(path: "\(path).source_address.port_value", message: "\(value) is out of range 0-65535")
+        case nil: port = 0
+        }
+        do {
+            return try SocketAddress(ipAddress: socket.address, port: port)
+        } catch {
+            throw ConfigError(path: "\(path).source_address.address", message: "\"\(socket.address)\" is not an IP address")
+        }
     }
 
     /// RING_HASH with Envoy's bounds: 1,024 points at least, 8M at most (each at most 8M, the first no

@@ -103,12 +103,16 @@ public struct DownstreamConnectionInfo: Sendable {
     public var peerPrincipal: String?
     /// This proxy's own SPIFFE ID on that connection.
     public var localPrincipal: String?
+    /// The TLS server name (SNI) the client asked for, when tls_inspector read one.
+    public var requestedServerName: String?
     /// Accepted by an inbound listener (Istio's `reporter="destination"`).
     public var isInbound: Bool
 
     public init(remoteAddress: SocketAddress?, localAddress: SocketAddress?, isTLS: Bool = false,
-                peerPrincipal: String? = nil, localPrincipal: String? = nil, isInbound: Bool = false) {
+                peerPrincipal: String? = nil, localPrincipal: String? = nil, requestedServerName: String? = nil,
+                isInbound: Bool = false) {
         self.isInbound = isInbound
+        self.requestedServerName = requestedServerName
         self.remoteAddress = remoteAddress
         self.localAddress = localAddress
         remoteIP = remoteAddress.flatMap(IPAddress.init(socketAddress:))

@@ -159,7 +159,7 @@ extension AuthorizationRequest {
     public init(connection: DownstreamConnectionInfo, request: HTTPRequest? = nil, metadata: DynamicMetadata = DynamicMetadata()) {
         self.init(peerPrincipal: connection.peerPrincipal, localPrincipal: connection.localPrincipal,
                   sourceAddress: connection.remoteIP, destinationAddress: connection.localIP,
-                  destinationPort: connection.localAddress?.port,
+                  destinationPort: connection.localAddress?.port, requestedServerName: connection.requestedServerName,
                   request: request, metadata: metadata)
     }
 }

@@ -6,7 +6,7 @@ import XDS
 /// fingerprint per resource: refactors of the generator must leave every byte the proxies get as it was.
 /// Recorded from the generator that resolved PeerAuthentications per cluster and packed the inbound TLS
 /// context per chain; a deliberate change of output re-records them from this test's failure messages
-/// (last: the circuit breaker threshold istiod puts on every cluster).
+/// (last: the 127.0.0.6 `upstream_bind_config` istiod puts on inbound clusters).
 @Suite struct GeneratedResourcesGoldenTests {
     typealias PA = MutualTLSDocuments
 
@@ -78,10 +78,10 @@ import XDS
     @Test func theGeneratedResourcesAreByteForByteThoseRecorded() throws {
         let recorded: [String: String] = [
             "CDS BlackHoleCluster": "b54427d8d9e24854",
-            "CDS InboundPassthroughCluster": "60d18445f9f9c050",
+            "CDS InboundPassthroughCluster": "162d1e240e0a9042",
             "CDS PassthroughCluster": "ea2d3c22fcba827c",
-            "CDS inbound|7071||": "0a634dc5b8f74278",
-            "CDS inbound|8080||": "9cf046da63dce39f",
+            "CDS inbound|7071||": "c4cf20febed7983a",
+            "CDS inbound|8080||": "28865bef4315b24d",
             "CDS outbound|7070||ledger.billing.svc.cluster.local": "2ae3e31c9f7809ee",
             "CDS outbound|9080|v1|payments.shop.svc.cluster.local": "c824d0fdd50c87b1",
             "CDS outbound|9080|v2|payments.shop.svc.cluster.local": "fec38d9aaf62b7ae",

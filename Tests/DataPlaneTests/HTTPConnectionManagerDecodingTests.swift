@@ -337,6 +337,29 @@ import XDS
         #expect(throws: ConfigError.self) { try cluster([key: .with { $0.explicitHTTPConfig.http3ProtocolOptions = .init() }]) }
     }
 
+    /// istiod's inbound clusters bind to 127.0.0.6; that source is used for endpoints of its family only,
+    /// and the rest of `upstream_bind_config` is listed, not acted on.
+    @Test func upstreamBindConfigGivesTheSourceAddress() throws {
+        func cluster(_ bind: (inout Envoy_Config_Core_V3_BindConfig) -> Void) throws -> BootstrapConfig.Cluster {
+            var proto = Envoy_Config_Cluster_V3_Cluster()
+            proto.name = "inbound|8080||"
+            proto.type = .originalDst
+            proto.lbPolicy = .clusterProvided
+            bind(&proto.upstreamBindConfig)
+            return try XDSResourceDecoder.cluster(proto).cluster
+        }
+        let inbound = try cluster { $0.sourceAddress.address = "127.0.0.6"; $0.sourceAddress.portValue = 0 }
+        #expect(inbound.bindSource == (try SocketAddress(ipAddress: "127.0.0.6", port: 0)))
+        #expect(inbound.bindSource(for: try SocketAddress(ipAddress: "10.1.0.5", port: 8080)) == inbound.bindSource)
+        #expect(inbound.bindSource(for: try SocketAddress(ipAddress: "2001:db8::5", port: 8080)) == nil)
+        #expect(throws: ConfigError(path: "cluster \"inbound|8080||\".upstream_bind_config.source_address.address", message: "\"pod\" is not an IP address")) {
+            try cluster { $0.sourceAddress.address = "pod" }
+        }
+        #expect(throws: ConfigError(path: "cluster \"inbound|8080||\".upstream_bind_config.source_address", message: "is required")) {
+            try cluster { _ in }
+        }
+    }
+
     /// Istio's auto mTLS: endpoints labelled `tlsMode: istio` in EDS get the TLS socket, the others plaintext.
     @Test func eachEndpointGetsTheTransportSocketItsMetadataMatches() throws {
         var proto = Envoy_Config_Cluster_V3_Cluster()

@@ -53,6 +53,9 @@ import Testing
         let detected = try #require(TLSInspector.inspect(hello, complete: false))
         #expect(detected.transportProtocol == "tls")
         #expect(detected.applicationProtocols == ["istio-peer-exchange", "istio"])
+        #expect(detected.serverName == sni)
+        // Names are compared lowercased, as Envoy keeps them.
+        #expect(try await TLSInspector.inspect(clientHello(alpn: [], serverName: "API.MyApp.com"), complete: false)?.serverName == "api.myapp.com")
         // Part of the record: wait for more, unless no more will come (then TLS without the details).
         let start = hello.getSlice(at: hello.readerIndex, length: 40)!
         #expect(TLSInspector.inspect(start, complete: false) == nil)
@@ -94,5 +97,35 @@ import Testing
         strict.chains.removeAll { $0.name == "plaintext" }
         strict.defaultChain = nil
         #expect(strict.chain(for: http, detected: .plaintext) == nil)
+    }
+
+    /// Envoy's `server_names`, between the prefix and the transport protocol: the exact name, else the
+    /// nearest wildcard (`*.myapp.com` before `*.com`), else chains without names; a connection without
+    /// a name only reaches those.
+    @Test func chainsAreChosenByServerNameExactThenNearestWildcard() throws {
+        func chain(_ name: String, names: [String] = [], transport: String? = "tls") -> BootstrapConfig.FilterChain {
+            var chain = BootstrapConfig.FilterChain(name: name, destinationPort: nil, prefixes: [], action: .relay(.cluster(name)), idleTimeout: nil,
+                                                    transportProtocol: transport)
+            for name in names {
+                if name.hasPrefix("*.") { chain.serverNames.wildcardSuffixes.insert(String(name.dropFirst(2))) } else { chain.serverNames.exact.insert(name) }
+            }
+            return chain
+        }
+        let listener = BootstrapConfig.Listener(
+            name: "0.0.0.0_443", port: 443, direction: .outbound, transparent: false,
+            chains: [chain("any-com", names: ["*.com"]), chain("myapp", names: ["*.myapp.com"]), chain("api", names: ["api.myapp.com", "api.example.org"]),
+                     chain("unnamed", transport: nil)],
+            defaultChain: nil, inspectsTLS: true)
+        let address = try SocketAddress(ipAddress: "10.0.0.7", port: 443)
+        func chosen(_ name: String?) -> String? {
+            listener.chain(for: address, detected: .init(transportProtocol: "tls", serverName: name))?.name
+        }
+        #expect(chosen("api.myapp.com") == "api")
+        #expect(chosen("api.example.org") == "api")
+        #expect(chosen("www.myapp.com") == "myapp")
+        #expect(chosen("a.b.myapp.com") == "myapp")
+        #expect(chosen("shop.com") == "any-com")
+        #expect(chosen("example.net") == "unnamed")
+        #expect(chosen(nil) == "unnamed")
     }
 }

@@ -64,10 +64,11 @@ import Testing
         """
 
     /// The statuses of `count` requests to `path` from `pod`'s application (httpx through its sidecar).
-    static func statuses(from pod: String, _ path: String, method: String = "GET", count: Int = 3, token: String? = nil) throws -> [Int] {
+    static func statuses(from pod: String, _ path: String, method: String = "GET", count: Int = 3, token: String? = nil,
+                         headers: [String] = []) throws -> [Int] {
         let result = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", pod, "python3", peers.appendingPathComponent("http_client.py").path,
                                                            "httpx", service + path, "--count", String(count), "--method", method]
-                                                           + (token.map { ["--header", "Authorization:Bearer \($0)"] } ?? []))
+                                                           + ((token.map { ["Authorization:Bearer \($0)"] } ?? []) + headers).flatMap { ["--header", $0] })
         let object = try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any]
         return (object?["requests"] as? [[String: Any]] ?? []).map { $0["status"] as? Int ?? 0 }
     }
@@ -127,6 +128,94 @@ import Testing
             #expect(throws: (any Error).self) { try EchoExchange.run(to: target, from: client.namespace, payload: EchoExchange.payload(3000)) }
             #expect(try cluster.metric("envoy_tcp_rbac_denied", in: payments) == "1")
             #expect(try cluster.metric("envoy_tcp_rbac_allowed", in: payments) == "1")
+        }
+    }
+
+    /// A CUSTOM policy from `capstan control-plane`: the mesh config's provider (an `istio` ConfigMap)
+    /// is the gRPC authorizer built from xds-protos (Peers/ext_authz_server.py) in a pod of its own, and
+    /// payments' sidecar asks it about `/private` only, as the policy's rules say, and obeys it.
+    @Test func customPolicyAsksTheExternalAuthorizer() throws {
+        let authorizerAddress = "192.0.2.5"
+        let custom = """
+            apiVersion: v1
+            kind: ConfigMap
+            metadata:
+              name: istio
+              namespace: istio-system
+            data:
+              mesh: |-
+                extensionProviders:
+                - name: shop-authz
+                  envoyExtAuthzGrpc:
+                    service: ext-authz.shop.svc.cluster.local
+                    port: 9191
+                    timeout: 2s
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata:
+              name: ext-authz
+              namespace: shop
+            spec:
+              hosts: [ext-authz]
+              ports: [{number: 9191, name: grpc, protocol: GRPC}]
+              resolution: STATIC
+              endpoints: [{address: \(authorizerAddress)}]
+            ---
+            apiVersion: security.istio.io/v1
+            kind: AuthorizationPolicy
+            metadata:
+              name: private-asks
+              namespace: shop
+            spec:
+              selector:
+                matchLabels:
+                  app: payments
+              action: CUSTOM
+              provider:
+                name: shop-authz
+              rules:
+              - to:
+                - operation:
+                    paths: ["/private*"]
+            """
+        let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
+            .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
+            .replacingOccurrences(of: "tcp-payments: 80", with: "http-payments: 8080")
+            .replacingOccurrences(of: "198.51.100.10", with: "\(Self.paymentsV1)")
+            .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+        try withMeshCluster { cluster in
+            try cluster.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.httpCanary(v1: 100, v2: 0),
+                                                  "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT"), "custom.yaml": custom])
+            let authorizerPod = try cluster.addPod("ext-authz", address: IPAddress(authorizerAddress)!)
+            let authorizer = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("ext_authz_server.py").path,
+                                                    "--listen", "\(authorizerAddress):9191"], in: authorizerPod.namespace,
+                                                   logPath: "\(cluster.directory)/ext-authz.log")
+            defer { authorizer.stop() }
+            #expect(authorizer.waitUntil(seconds: 20) { authorizer.log.contains("READY") }, "\(authorizer.log)")
+            let payments = try cluster.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments", appPort: nil)
+            let upstream = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
+                                                  "--listen", "\(Self.paymentsV1):8080", "--name", "v1", "--log-requests"], in: payments.namespace,
+                                                 logPath: "\(cluster.directory)/payments-v1-upstream.log")
+            defer { upstream.stop() }
+            #expect(upstream.waitUntil(seconds: 20) { upstream.log.contains("READY") }, "\(upstream.log)")
+            _ = try cluster.addWorkload("billing", address: IPAddress("192.0.2.3")!, serviceAccount: "billing", appPort: nil)
+            let billing = "\(cluster.name)-billing"
+            #expect(upstream.waitUntil(seconds: 10) { (try? Self.statuses(from: billing, "/hello", count: 1)) == [200] })
+            // Outside the rules: never asked.
+            #expect(try Self.statuses(from: billing, "/hello", count: 2) == [200, 200])
+            #expect(!authorizer.log.contains("CHECK"), "\(authorizer.log)")
+            // Inside them: the authorizer decides, on the header it looks for.
+            #expect(try Self.statuses(from: billing, "/private/ledger", count: 2, headers: ["x-allow:yes"]) == [200, 200])
+            #expect(try Self.statuses(from: billing, "/private/ledger", count: 1) == [403])
+            #expect(authorizer.log.contains("CHECK GET 198.51.100.200:9080 /private/ledger ALLOWED"), "\(authorizer.log)")
+            #expect(authorizer.log.contains("/private/ledger DENIED"), "\(authorizer.log)")
+            // The upstream saw the allowed ones, never the denied one.
+            #expect(upstream.log.components(separatedBy: "/private/ledger").count - 1 == 2, "\(upstream.log)")
+            authorizer.stop()
+            // Unreachable is denied (failOpen is false).
+            #expect(try Self.statuses(from: billing, "/private/ledger", count: 1, headers: ["x-allow:yes"]) == [403])
+            #expect(try Self.statuses(from: billing, "/hello", count: 1) == [200])
         }
     }
 

@@ -126,6 +126,15 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
   /// Clears the value of `outlierDetection`. Subsequent reads from it will return its default value.
   public mutating func clearOutlierDetection() {_uniqueStorage()._outlierDetection = nil}
 
+  public var upstreamBindConfig: Envoy_Config_Core_V3_BindConfig {
+    get {_storage._upstreamBindConfig ?? Envoy_Config_Core_V3_BindConfig()}
+    set {_uniqueStorage()._upstreamBindConfig = newValue}
+  }
+  /// Returns true if `upstreamBindConfig` has been explicitly set.
+  public var hasUpstreamBindConfig: Bool {_storage._upstreamBindConfig != nil}
+  /// Clears the value of `upstreamBindConfig`. Subsequent reads from it will return its default value.
+  public mutating func clearUpstreamBindConfig() {_uniqueStorage()._upstreamBindConfig = nil}
+
   public var transportSocket: Envoy_Config_Core_V3_TransportSocket {
     get {_storage._transportSocket ?? Envoy_Config_Core_V3_TransportSocket()}
     set {_uniqueStorage()._transportSocket = newValue}
@@ -562,7 +571,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.cluster.v3"
 
 nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Cluster"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{2}health_checks\0\u{4}\u{2}circuit_breakers\0\u{4}\u{6}dns_refresh_rate\0\u{3}dns_lookup_family\0\u{4}\u{2}outlier_detection\0\u{4}\u{4}ring_hash_lb_config\0\u{3}transport_socket\0\u{1}metadata\0\u{4}\u{2}common_lb_config\0\u{4}\u{3}upstream_connection_options\0\u{4}\u{3}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{3}respect_dns_ttl\0\u{4}\u{4}transport_socket_matches\0\u{4}\u{9}maglev_lb_config\0\u{4}\u{3}typed_dns_resolver_config\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{2}health_checks\0\u{4}\u{2}circuit_breakers\0\u{4}\u{6}dns_refresh_rate\0\u{3}dns_lookup_family\0\u{4}\u{2}outlier_detection\0\u{4}\u{2}upstream_bind_config\0\u{4}\u{2}ring_hash_lb_config\0\u{3}transport_socket\0\u{1}metadata\0\u{4}\u{2}common_lb_config\0\u{4}\u{3}upstream_connection_options\0\u{4}\u{3}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{3}respect_dns_ttl\0\u{4}\u{4}transport_socket_matches\0\u{4}\u{9}maglev_lb_config\0\u{4}\u{3}typed_dns_resolver_config\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -576,6 +585,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
     var _dnsRefreshRate: SwiftProtobuf.Google_Protobuf_Duration? = nil
     var _dnsLookupFamily: Envoy_Config_Cluster_V3_Cluster.DnsLookupFamily = .auto
     var _outlierDetection: Envoy_Config_Cluster_V3_OutlierDetection? = nil
+    var _upstreamBindConfig: Envoy_Config_Core_V3_BindConfig? = nil
     var _transportSocket: Envoy_Config_Core_V3_TransportSocket? = nil
     var _metadata: Envoy_Config_Core_V3_Metadata? = nil
     var _commonLbConfig: Envoy_Config_Cluster_V3_Cluster.CommonLbConfig? = nil
@@ -606,6 +616,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       _dnsRefreshRate = source._dnsRefreshRate
       _dnsLookupFamily = source._dnsLookupFamily
       _outlierDetection = source._outlierDetection
+      _upstreamBindConfig = source._upstreamBindConfig
       _transportSocket = source._transportSocket
       _metadata = source._metadata
       _commonLbConfig = source._commonLbConfig
@@ -650,6 +661,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         case 16: try { try decoder.decodeSingularMessageField(value: &_storage._dnsRefreshRate) }()
         case 17: try { try decoder.decodeSingularEnumField(value: &_storage._dnsLookupFamily) }()
         case 19: try { try decoder.decodeSingularMessageField(value: &_storage._outlierDetection) }()
+        case 21: try { try decoder.decodeSingularMessageField(value: &_storage._upstreamBindConfig) }()
         case 23: try {
           var v: Envoy_Config_Cluster_V3_Cluster.RingHashLbConfig?
           var hadOneofValue = false
@@ -727,6 +739,9 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       try { if let v = _storage._outlierDetection {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
       } }()
+      try { if let v = _storage._upstreamBindConfig {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+      } }()
       try { if case .ringHashLbConfig(let v)? = _storage._lbConfig {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
       } }()
@@ -780,6 +795,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         if _storage._dnsRefreshRate != rhs_storage._dnsRefreshRate {return false}
         if _storage._dnsLookupFamily != rhs_storage._dnsLookupFamily {return false}
         if _storage._outlierDetection != rhs_storage._outlierDetection {return false}
+        if _storage._upstreamBindConfig != rhs_storage._upstreamBindConfig {return false}
         if _storage._transportSocket != rhs_storage._transportSocket {return false}
         if _storage._metadata != rhs_storage._metadata {return false}
         if _storage._commonLbConfig != rhs_storage._commonLbConfig {return false}

@@ -97,6 +97,9 @@ public nonisolated struct Envoy_Config_Listener_V3_FilterChainMatch: Sendable {
 
   public var applicationProtocols: [String] = []
 
+  /// The TLS server name (SNI) the ClientHello asks for: exact, or `*.example.com`.
+  public var serverNames: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -247,7 +250,7 @@ nonisolated extension Envoy_Config_Listener_V3_ListenerFilter: SwiftProtobuf.Mes
 
 nonisolated extension Envoy_Config_Listener_V3_FilterChainMatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FilterChainMatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{3}prefix_ranges\0\u{4}\u{5}destination_port\0\u{3}transport_protocol\0\u{3}application_protocols\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{3}prefix_ranges\0\u{4}\u{5}destination_port\0\u{3}transport_protocol\0\u{3}application_protocols\0\u{3}server_names\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -259,6 +262,7 @@ nonisolated extension Envoy_Config_Listener_V3_FilterChainMatch: SwiftProtobuf.M
       case 8: try { try decoder.decodeSingularMessageField(value: &self._destinationPort) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.transportProtocol) }()
       case 10: try { try decoder.decodeRepeatedStringField(value: &self.applicationProtocols) }()
+      case 11: try { try decoder.decodeRepeatedStringField(value: &self.serverNames) }()
       default: break
       }
     }
@@ -281,6 +285,9 @@ nonisolated extension Envoy_Config_Listener_V3_FilterChainMatch: SwiftProtobuf.M
     if !self.applicationProtocols.isEmpty {
       try visitor.visitRepeatedStringField(value: self.applicationProtocols, fieldNumber: 10)
     }
+    if !self.serverNames.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.serverNames, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -289,6 +296,7 @@ nonisolated extension Envoy_Config_Listener_V3_FilterChainMatch: SwiftProtobuf.M
     if lhs._destinationPort != rhs._destinationPort {return false}
     if lhs.transportProtocol != rhs.transportProtocol {return false}
     if lhs.applicationProtocols != rhs.applicationProtocols {return false}
+    if lhs.serverNames != rhs.serverNames {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
