@@ -119,4 +119,46 @@ extension ProxyConfigGenerator {
         socket.typedConfig = try Google_Protobuf_Any(message: context)
         return socket
     }
+
+    /// istiod's chain for a TLS or HTTPS service port without addresses: it matches the service's host
+    /// as the ClientHello's server name, and relays to the service's cluster.
+    static func serverNameChain(host: String, port: Int) throws -> Envoy_Config_Listener_V3_FilterChain {
+        let cluster = clusterName(port: port, subset: "", host: host)
+        var proxy = Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy()
+        proxy.statPrefix = cluster
+        proxy.cluster = cluster
+        var filter = Envoy_Config_Listener_V3_Filter()
+        filter.name = "envoy.filters.network.tcp_proxy"
+        filter.typedConfig = try Google_Protobuf_Any(message: proxy)
+        var chain = Envoy_Config_Listener_V3_FilterChain()
+        chain.filterChainMatch.serverNames = [host]
+        chain.filterChainMatch.destinationPort = Google_Protobuf_UInt32Value(UInt32(port))
+        chain.filters = [filter]
+        return chain
+    }
+
+    /// `0.0.0.0_PORT` for a port only TLS services without addresses (and TCP ones with addresses)
+    /// have: `tls_inspector` reads the server name, the chains choose by it, and anything else takes
+    /// the passthrough chain (ALLOW_ANY) or the black hole (REGISTRY_ONLY). It binds no port:
+    /// `virtualOutbound` hands it the connections to that port.
+    static func serverNameListener(port: Int, chains: [Envoy_Config_Listener_V3_FilterChain],
+                                   policy: MeshSettings.OutboundTrafficPolicy) throws -> Envoy_Config_Listener_V3_Listener {
+        var listener = Envoy_Config_Listener_V3_Listener()
+        listener.name = HTTPRouteGenerator.outboundListenerName(port: port)
+        listener.address = socketAddress("0.0.0.0", port: port)
+        listener.bindToPort = Google_Protobuf_BoolValue(false)
+        listener.trafficDirection = .outbound
+        var inspector = Envoy_Config_Listener_V3_ListenerFilter()
+        inspector.name = tlsInspectorFilter
+        inspector.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Listener_TlsInspector_V3_TlsInspector())
+        listener.listenerFilters = [inspector]
+        listener.filterChains = chains.map { chain in
+            // The listener is the port's: its chains need not match it again.
+            var chain = chain
+            chain.filterChainMatch.clearDestinationPort()
+            return chain
+        }
+        listener.defaultFilterChain = passthroughChain(policy)
+        return listener
+    }
 }

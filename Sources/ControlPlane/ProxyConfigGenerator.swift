@@ -88,6 +88,8 @@ struct ProxyConfigGenerator: Sendable {
         var sniffedRoutes: [MeshResources.Resource] = []
         // The services on each HTTP port, for RDS `PORT` and the listener `0.0.0.0_PORT`.
         var httpServices: [Int: [(host: String, entry: ServiceEntry)]] = [:]
+        // TLS services without addresses, by port: chains matching their hosts as server names.
+        var sniChains: [Int: [Envoy_Config_Listener_V3_FilterChain]] = [:]
         for entry in config.serviceEntries {
             let members = Self.members(of: entry, workloadEntries: workloadEntries, policy: mutualTLS, authorization: authorization,
                                        authentication: authentication)
@@ -154,6 +156,9 @@ struct ProxyConfigGenerator: Sendable {
                     } else if !entry.addresses.isEmpty {
                         chains.append(Self.outboundChain(host: host, port: port.number, addresses: entry.addresses,
                                                          route: Self.route(host: host, port: port.number, config: config)))
+                    } else if port.protocol == .https || port.protocol == .tls {
+                        // No address to match: istiod tells TLS services apart by the SNI their clients send.
+                        sniChains[port.number, default: []].append(try Self.serverNameChain(host: host, port: port.number))
                     }
                 }
             }
@@ -171,7 +176,7 @@ struct ProxyConfigGenerator: Sendable {
         routes += sniffedRoutes
         for (port, services) in httpServices.sorted(by: { $0.key < $1.key }) {
             // TCP services on the same port: the hand-off brings their connections here too.
-            let tcpChains = chains.filter { $0.filterChainMatch.destinationPort.value == UInt32(port) }
+            let tcpChains = chains.filter { $0.filterChainMatch.destinationPort.value == UInt32(port) } + sniChains[port, default: []]
             listeners.append((HTTPRouteGenerator.outboundListenerName(port: port),
                               try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains, policy: outboundPolicy), as: .listener)))
             // IPv6 clients are handed off by `::`: the same listener there when a service on the port has an IPv6 address.
@@ -182,6 +187,12 @@ struct ProxyConfigGenerator: Sendable {
             }
             routes.append((String(port), try .packed(HTTPRouteGenerator.routeConfiguration(port: port, services: services, config: config),
                                                      as: .route)))
+        }
+        for (port, serverNameChains) in sniChains.sorted(by: { $0.key < $1.key }) where httpServices[port] == nil {
+            let tcpChains = chains.filter { $0.filterChainMatch.destinationPort.value == UInt32(port) }
+            listeners.append((HTTPRouteGenerator.outboundListenerName(port: port),
+                              try .packed(Self.serverNameListener(port: port, chains: tcpChains + serverNameChains, policy: outboundPolicy),
+                                          as: .listener)))
         }
         let inboundClusterPorts = Set(inboundPorts.values.flatMap { $0 }).sorted()
         for port in inboundClusterPorts {

@@ -7,6 +7,7 @@ import XDS
 /// ServiceEntries with resolution DNS (istiod's STRICT_DNS / LOGICAL_DNS clusters), their endpoints'
 /// weight and locality, `location`, and DestinationRule TLS origination (SIMPLE, MUTUAL).
 @Suite struct ExternalServiceGeneratorTests {
+    static let host = "auth.external-service.com"
     /// The seed's external service: HTTPS on 443, and HTTP on 80 that leaves as HTTPS to 443.
     static let seed = """
         apiVersion: networking.istio.io/v1
@@ -236,6 +237,23 @@ import XDS
             }
             let host = try catchAll(resources)
             #expect(host.name == "allow_any" && host.routes.first?.route.cluster == "PassthroughCluster")
+        }
+    }
+
+    @Test func anHTTPSPortWithoutAddressesIsChosenByServerName() throws {
+        for mode in ["ALLOW_ANY", "REGISTRY_ONLY"] {
+            let resources = try outbound(mode)
+            let packed = try #require(resources.outboundListeners.first { $0.name == "0.0.0.0_443" })
+            let listener = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](packed.resource.value))
+            #expect(listener.bindToPort.value == false && listener.hasBindToPort)
+            #expect(listener.listenerFilters.map(\.name) == ["envoy.filters.listener.tls_inspector"])
+            let chain = try #require(listener.filterChains.first)
+            #expect(listener.filterChains.count == 1)
+            #expect(chain.filterChainMatch.serverNames == [Self.host] && !chain.filterChainMatch.hasDestinationPort)
+            let proxy = try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: try #require(chain.filters.first).typedConfig)
+            #expect(proxy.cluster == "outbound|443||\(Self.host)")
+            let fallback = try defaultChainRoute(resources, listener: "0.0.0.0_443")
+            #expect(fallback.cluster == (mode == "ALLOW_ANY" ? "PassthroughCluster" : "BlackHoleCluster"))
         }
     }
 }

@@ -164,6 +164,13 @@ import Testing
                                                                 "-o", "/dev/null", "-w", "%{http_code}", "http://198.51.100.10/"])
             #expect(blocked.standardOutput == "502", "\(blocked)")
             #expect(!server.log.contains("request: \"GET / "), "\(server.log)")
+            // …the registered HTTPS port (no address: chosen by the SNI the client sends) goes out through its cluster…
+            let caFile = "/tmp/\(mesh.sandbox.name)-external-ca.pem"
+            let https = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "curl", "-sS", "--max-time", "10",
+                                                              "--cacert", caFile, "--resolve", "\(Self.host):443:\(Self.serverAddress)",
+                                                              "https://\(Self.host)/direct-tls"])
+            #expect(https.standardOutput.contains("\"path\": \"/direct-tls\""), "\(https)")
+            #expect(Int(try mesh.stat("cluster.outbound|443||\(Self.host).upstream_cx_total") ?? "") ?? 0 >= 1)
             // …and a connection to a port no service declares goes into BlackHoleCluster, not out.
             let tcp = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "curl", "-sS", "--max-time", "5",
                                                             "http://198.51.100.10:8081/"])
