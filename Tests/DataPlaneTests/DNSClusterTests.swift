@@ -186,4 +186,22 @@ import XDS
             try await SystemHostnameResolver().lookup("localhost", ipv6: false, nameservers: [try SocketAddress(ipAddress: "192.0.2.53", port: 53)])
         }
     }
+
+    // MARK: Server names of external services
+
+    @Test func dnsNamesMatchWildcardCertificatesAsEnvoyMatchesThem() {
+        func accepts(_ pattern: String, _ name: String, kind: SubjectAltNameMatcher.Kind = .uriOrDNS,
+                     nameKind: PeerIdentity.SubjectAltName.Kind = .dns) -> Bool {
+            SubjectAltNameMatcher(kind: kind, pattern: .exact(pattern)).matches([.init(kind: nameKind, value: name)])
+        }
+        #expect(accepts("auth.external-service.com", "auth.external-service.com"))
+        #expect(accepts("auth.external-service.com", "*.external-service.com"))
+        #expect(accepts("auth.external-service.com", "*.EXTERNAL-service.com"))
+        #expect(accepts("auth.external-service.com", "*.external-service.com", kind: .dns))
+        // One label only, and never for URIs.
+        #expect(!accepts("a.auth.external-service.com", "*.external-service.com"))
+        #expect(!accepts("external-service.com", "*.external-service.com"))
+        #expect(!accepts("spiffe://auth.external-service.com", "*.external-service.com", nameKind: .uri))
+        #expect(!accepts("auth.external-service.com", "*.other.com"))
+    }
 }

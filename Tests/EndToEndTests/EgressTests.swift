@@ -15,7 +15,13 @@ import Testing
     static let serverAddress = "198.51.100.99"
     static let dnsAddress = "198.51.100.53"
 
-    static func documents(caFile: String) -> String {
+    /// The seed's documents; with `client` (certificate and key files), the rule's mode is MUTUAL.
+    static func documents(caFile: String, client: (certificate: String, key: String)? = nil) -> String {
+        let mode = client.map { "MUTUAL\n        clientCertificate: \($0.certificate)\n        privateKey: \($0.key)" } ?? "SIMPLE"
+        return seedDocuments(caFile: caFile).replacingOccurrences(of: "mode: SIMPLE", with: "mode: \(mode)")
+    }
+
+    static func seedDocuments(caFile: String) -> String {
         """
         apiVersion: networking.istio.io/v1
         kind: ServiceEntry
@@ -57,9 +63,18 @@ import Testing
     /// The sandbox with the outside world (dnsmasq, the HTTPS server) in its peer, the pod's
     /// resolv.conf pointing at that dnsmasq (`ip netns exec` mounts /etc/netns/POD/resolv.conf), the
     /// seed's documents served to the pod's proxy.
-    func withExternalService<T>(files: [String: String] = [:], _ body: (MeshSandbox, NamespacedProcess, NamespacedProcess) throws -> T) throws -> T {
+    /// `mutual`: the server requires a client certificate, which the rule's MUTUAL mode gives the proxy.
+    func withExternalService<T>(files: [String: String] = [:], mutual: Bool = false,
+                                _ body: (MeshSandbox, NamespacedProcess, NamespacedProcess) throws -> T) throws -> T {
         try withSandbox { sandbox in
             let caFile = "/tmp/\(sandbox.name)-external-ca.pem"
+            let client = mutual ? (certificate: "/tmp/\(sandbox.name)-client.pem", key: "/tmp/\(sandbox.name)-client-key.pem") : nil
+            defer {
+                if let client {
+                    try? FileManager.default.removeItem(atPath: client.certificate)
+                    try? FileManager.default.removeItem(atPath: client.key)
+                }
+            }
             let resolvConfDirectory = "/etc/netns/\(sandbox.name)-pod"
             let hadNetnsDirectory = FileManager.default.fileExists(atPath: "/etc/netns")
             defer {
@@ -78,7 +93,8 @@ import Testing
                                             in: sandbox.peer, logPath: "/tmp/\(sandbox.name)-dnsmasq.log")
             defer { dns.stop() }
             let server = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("tls_origin_server.py").path,
-                                                "--listen", "\(Self.serverAddress):443", "--host", Self.host, "--ca-out", caFile],
+                                                "--listen", "\(Self.serverAddress):443", "--host", Self.host, "--ca-out", caFile]
+                                                + (client.map { ["--client-cert-out", $0.certificate, "--client-key-out", $0.key] } ?? []),
                                                in: sandbox.peer, logPath: "/tmp/\(sandbox.name)-tls-origin.log")
             defer { server.stop() }
             guard server.waitUntil(seconds: 20, { server.log.contains("READY") }) else {
@@ -87,7 +103,7 @@ import Testing
             guard dns.waitUntil(seconds: 10, { dns.log.contains("started") }) else {
                 throw SandboxError("dnsmasq did not start: \(dns.log)")
             }
-            let mesh = try MeshSandbox(sandbox, files: files.merging(["external.yaml": Self.documents(caFile: caFile)]) { given, _ in given })
+            let mesh = try MeshSandbox(sandbox, files: files.merging(["external.yaml": Self.documents(caFile: caFile, client: client)]) { given, _ in given })
             try mesh.startControlPlane()
             try mesh.startProxy()
             return try body(mesh, dns, server)
@@ -177,6 +193,21 @@ import Testing
             #expect(tcp.status != 0, "\(tcp)")
             let stats = try mesh.proxy?.admin("GET", "/stats").body ?? ""
             #expect(Int(try mesh.stat("cluster.BlackHoleCluster.upstream_cx_none_healthy") ?? "") ?? 0 >= 1, "\(stats)")
+        }
+    }
+
+    @Test func mutualTLSOriginationPresentsTheRulesClientCertificate() throws {
+        try withExternalService(mutual: true) { mesh, dns, server in
+            var answer: ChildProcess.Result?
+            let reached = mesh.proxy?.waitUntil(seconds: 15) {
+                answer = try? curl(mesh, "http://\(Self.host)/mutual")
+                return answer?.standardOutput.contains("\"path\": \"/mutual\"") == true
+            } ?? false
+            #expect(reached, "\(answer.map(String.init(describing:)) ?? "")\nproxy: \(mesh.proxy?.errorOutput ?? "")\nserver: \(server.log)")
+            let json = try answer.map { try JSONSerialization.jsonObject(with: Data($0.standardOutput.utf8)) as? [String: Any] } ?? nil
+            // The server required a client certificate from its CA, and the proxy presented the rule's.
+            #expect(json?["client"] as? String == "capstan-client", "\(answer?.standardOutput ?? "")")
+            #expect(json?["sni"] as? String == Self.host)
         }
     }
 }
