@@ -5,9 +5,6 @@ import XDS
 /// DNS or DNS_ROUND_ROBIN become `STRICT_DNS` / `LOGICAL_DNS` clusters whose endpoints the proxy looks
 /// up itself, and a DestinationRule's `tls.mode` SIMPLE or MUTUAL makes the sidecar originate TLS.
 extension ProxyConfigGenerator {
-    /// istiod's `dns_refresh_rate` without a mesh config (its `dnsRefreshRate` default, 60 s); with
-    /// `respect_dns_ttl` the records' TTL decides instead.
-    static let dnsRefreshRate = Duration.seconds(60)
     /// The roots istiod's `system` stands for when `caCertificates` is not given: the system's bundle,
     /// which the agent reads on Debian-based images from this path.
     static let systemRootsFile = "/etc/ssl/certs/ca-certificates.crt"
@@ -69,14 +66,15 @@ extension ProxyConfigGenerator {
     }
 
     /// Makes an EDS cluster a DNS one, as istiod's: `STRICT_DNS` (resolution DNS) or `LOGICAL_DNS`
-    /// (DNS_ROUND_ROBIN), its endpoints inline, re-resolved every 60 s unless the TTL says otherwise,
-    /// IPv4 lookups (istiod's choice for an IPv4 proxy; Capstan's snapshot serves every proxy alike).
+    /// (DNS_ROUND_ROBIN), its endpoints inline, re-resolved every `refreshRate` (the mesh config's
+    /// `dnsRefreshRate`) unless the answer's TTL says otherwise (`respect_dns_ttl`), IPv4 lookups
+    /// (istiod's choice for an IPv4 proxy; Capstan's snapshot serves every proxy alike).
     static func makeDNSCluster(_ cluster: inout Envoy_Config_Cluster_V3_Cluster, resolution: ServiceEntry.Resolution,
-                               endpoints: [AssignedEndpoint]) {
+                               endpoints: [AssignedEndpoint], refreshRate: Duration) {
         cluster.type = resolution == .dnsRoundRobin ? .logicalDns : .strictDns
         cluster.clearEdsClusterConfig()
         cluster.loadAssignment = loadAssignment(cluster.name, endpoints)
-        cluster.dnsRefreshRate = protoDuration(dnsRefreshRate)
+        cluster.dnsRefreshRate = protoDuration(refreshRate)
         cluster.respectDnsTtl = true
         cluster.dnsLookupFamily = .v4Only
     }

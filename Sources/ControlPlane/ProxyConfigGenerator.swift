@@ -127,7 +127,8 @@ struct ProxyConfigGenerator: Sendable {
                         }
                         let assigned = Self.assignedEndpoints(entry, host: host, port: port, selected: selected.map(\.endpoint))
                         if entry.resolution.resolvesNames {
-                            Self.makeDNSCluster(&cluster, resolution: entry.resolution, endpoints: assigned)
+                            Self.makeDNSCluster(&cluster, resolution: entry.resolution, endpoints: assigned,
+                                                refreshRate: config.mesh.dnsRefreshRate)
                         } else {
                             endpoints.append((name, try .packed(Self.loadAssignment(name, assigned), as: .endpoint)))
                         }

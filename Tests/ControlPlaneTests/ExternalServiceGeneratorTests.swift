@@ -256,4 +256,15 @@ import XDS
             #expect(fallback.cluster == (mode == "ALLOW_ANY" ? "PassthroughCluster" : "BlackHoleCluster"))
         }
     }
+
+    @Test func theMeshConfigsDNSRefreshRateIsTheClusters() throws {
+        let mesh = MeshSettingsTests.configMap("dnsRefreshRate: 15s")
+        let reading = MeshConfigReader.read([("mesh.yaml", Self.seed + "\n---\n" + mesh)])
+        let config = try #require(reading.config, "\(reading.problems)")
+        #expect(!reading.warnings.contains { $0.contains("dnsRefreshRate") }, "\(reading.warnings)")
+        let resources = try ProxyConfigGenerator.resources(for: config)
+        #expect(try cluster(resources, "outbound|443||\(Self.host)").dnsRefreshRate.seconds == 15)
+        #expect(MeshConfigReader.read([("mesh.yaml", MeshSettingsTests.configMap("dnsRefreshRate: 0s"))]).problems
+            .contains { $0.description.contains("dnsRefreshRate: must be at least 1ms") })
+    }
 }
