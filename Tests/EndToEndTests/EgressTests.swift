@@ -136,6 +136,9 @@ import Testing
             #expect(Int(try mesh.stat("\(cluster).update_success") ?? "") ?? 0 >= 1)
             #expect(try mesh.stat("\(cluster).update_failure") == "0", "dnsmasq answered every lookup so far")
             #expect(Int(try mesh.stat("\(cluster).upstream_cx_total") ?? "") ?? 0 >= 1)
+            // Envoy's /clusters lists the address the name resolved to as the cluster's host.
+            let hosts = try #require(mesh.proxy).admin("GET", "/clusters").body
+            #expect(hosts.contains("outbound|80||\(Self.host)::\(Self.serverAddress):443::health_flags::healthy"), "\(hosts)")
             // The answer's TTL (2 s), not istiod's 60 s refresh rate, paces the proxy's lookups.
             let query = "query[A] \(Self.host) from 192.0.2.1"
             let requeried = dns.waitUntil(seconds: 10) { dns.log.components(separatedBy: query).count - 1 >= 3 }
