@@ -79,6 +79,8 @@ import Testing
             let hadNetnsDirectory = FileManager.default.fileExists(atPath: "/etc/netns")
             defer {
                 try? FileManager.default.removeItem(atPath: caFile)
+                try? FileManager.default.removeItem(atPath: "/tmp/\(sandbox.name)-dnsmasq.log")
+                try? FileManager.default.removeItem(atPath: "/tmp/\(sandbox.name)-tls-origin.log")
                 try? FileManager.default.removeItem(atPath: resolvConfDirectory)
                 // /etc/netns as it was: removed if this test made it and nothing else is in it.
                 if !hadNetnsDirectory { rmdir("/etc/netns") }
