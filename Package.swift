@@ -244,6 +244,9 @@ let package = Package(
         .executableTarget(name: "AgentBenchmarks", dependencies: ["CapstanTestSupport", "Netfilter"],
                           path: "Benchmarks/AgentBenchmarks"),
 
+        // The agent's DNS proxy alone with a generated name table, loaded by hack/bench-dns.sh.
+        .executableTarget(name: "DNSBenchmarks", dependencies: ["DNS"], path: "Benchmarks/DNSBenchmarks"),
+
         // Test helpers shared by test targets: throw-away network namespaces and probe sockets.
         .target(
             name: "CapstanTestSupport",

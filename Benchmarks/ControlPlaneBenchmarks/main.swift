@@ -176,7 +176,7 @@ final class CountingProxy: ADSResponseHandler {
             case .route:
                 // The port's route configuration: a virtual host per service.
                 if fresh && response.resources.count == 1 { state.routes = true }
-            case .secret:
+            case .secret, .nameTable:
                 break
             }
             if state.completedAt == nil && state.clusters && state.endpoints && state.listeners && state.routes { state.completedAt = .now }

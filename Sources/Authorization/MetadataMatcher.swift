@@ -9,7 +9,8 @@ public struct MetadataMatcher: Sendable {
     /// The filters whose metadata Capstan writes: a matcher on any other would never match, which in a
     /// DENY policy lets through what it means to stop, so it is refused.
     public static let knownFilters: Set<String> = ["istio_authn", "envoy.filters.http.jwt_authn",
-                                                  "envoy.filters.http.rbac"]  // the shadow rules' outcome (ext_authz reads it)
+                                                  // the shadow rules' outcome (ext_authz reads it), on requests and on connections
+                                                  "envoy.filters.http.rbac", "envoy.filters.network.rbac"]
 
     let filter: String
     let path: [String]

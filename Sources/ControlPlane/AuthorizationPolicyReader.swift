@@ -54,12 +54,9 @@ enum AuthorizationPolicyReader {
             case .allow: "the rule is left out there (it allows nothing on them)"
             case .deny: "its HTTP-only fields are dropped there, so it denies the whole port when the rest matches"
             case .audit: "its HTTP-only fields are dropped there, so it audits the whole port when the rest matches"
-            case .custom: "its HTTP-only fields are dropped there, so it denies the whole port when the rest matches (see CUSTOM on TCP)"
+            case .custom: "its HTTP-only fields are dropped there, so the provider is asked about every connection to the port when the rest matches"
             }
             warnings.append("spec.rules[\(index)]: uses HTTP-only fields (hosts, methods, paths, requestPrincipals or request.* conditions); on TCP ports (ports not declared HTTP, and passthrough) \(effect), as istiod does")
-        }
-        if action == .custom {
-            warnings.append("spec.action: CUSTOM on TCP ports (ports not declared HTTP, and passthrough) denies the connections its rules match: Capstan's proxy has no network ext_authz to ask the provider")
         }
         return AuthorizationPolicy(origin: origin, namespace: namespace, name: name, selector: selector, action: action,
                                    dryRun: dryRun, rules: rules, providerName: providerName)

@@ -53,6 +53,8 @@ struct MeshResources: Sendable {
     var authorization = AuthorizationPolicyScope([])
     /// The RequestAuthentications, for proxies at IPs no workload has.
     var authentication = RequestAuthenticationScope([])
+    /// NDS: the name tables for the agents' DNS proxies, with and without auto-allocated VIPs.
+    var nameTables = NameTableGenerator.Tables()
 
     /// The inbound side of the proxy at `ip`, whose node id says it is in `namespace`: the workload's,
     /// or, for a proxy the configuration does not describe, no ports under its namespace's policy.
@@ -76,6 +78,7 @@ struct MeshResources: Sendable {
                 || authorization.undescribedProxies != other.authorization.undescribedProxies
                 || authentication != other.authentication
         case .route: !Self.same(routes, other.routes)
+        case .nameTable: nameTables != other.nameTables
         // Secrets come from the agent over SDS, never from here.
         case .secret: false
         }

@@ -16,7 +16,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
     private let generation = Mutex(Generation())
 
     /// The types the control plane serves; secrets come from the agent.
-    static let servedTypes: [XDSResourceType] = [.cluster, .endpoint, .listener, .route]
+    static let servedTypes: [XDSResourceType] = [.cluster, .endpoint, .listener, .route, .nameTable]
 
     /// Puts new resources in force; returns the types whose content changed (all, the first time).
     @discardableResult
@@ -40,6 +40,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         let ip = id?.ipAddresses.first ?? ""
         let namespace = id?.namespace ?? ""
         let transparent = node.metadata.fields["INTERCEPTION_MODE"]?.stringValue == "TPROXY"
+        let autoAllocate = node.metadata.fields["DNS_AUTO_ALLOCATE"]?.stringValue.lowercased() == "true"
         return generation.withLock { generation in
             guard let resources = generation.resources else { return XDSSnapshot(types: [:]) }
             let key = "\(ip)|\(namespace)|\(transparent)"
@@ -58,6 +59,10 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                 .listener: VersionedResources(version: generation.versions[.listener] ?? "",
                                               resources: resources.outboundListeners + [inbound]),
                 .route: VersionedResources(version: generation.versions[.route] ?? "", resources: resources.routes),
+                // Packing a name table cannot fail; an empty table stands in if it did.
+                .nameTable: VersionedResources(version: generation.versions[.nameTable] ?? "", resources: [
+                    ("", (try? resources.nameTables.packed(autoAllocate: autoAllocate)) ?? .init()),
+                ]),
             ])
         }
     }

@@ -207,9 +207,11 @@ struct ProxyConfigGenerator: Sendable {
                                               sniffedPorts: inboundSniffedPorts[address, default: []].sorted(),
                                               authorization: member.authorization, authentication: member.authentication)
         }
-        return MeshResources(clusters: clusters, endpoints: endpoints, outboundListeners: listeners, routes: routes,
-                             inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS, authorization: authorization,
-                             authentication: authentication)
+        var resources = MeshResources(clusters: clusters, endpoints: endpoints, outboundListeners: listeners, routes: routes,
+                                      inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS, authorization: authorization,
+                                      authentication: authentication)
+        resources.nameTables = NameTableGenerator.tables(for: config.serviceEntries)
+        return resources
     }
 
     /// `virtualInbound` for one workload: `tls_inspector` first, then, for each of its ports, chains to

@@ -5,8 +5,7 @@ import XDS
 /// 1.2x generates (`pilot/pkg/security/authz/builder`):
 /// - CUSTOM policies first (istiod puts them before authentication): an RBAC filter whose shadow
 ///   rules mark the requests they match, and `envoy.filters.http.ext_authz` calling the provider for
-///   those (see ``customHTTPFilters(_:)``). On TCP chains their rules deny: Capstan's proxy has no
-///   network ext_authz.
+///   those (see ``customHTTPFilters(_:)``); on TCP chains the network pair (``customNetworkFilters(_:)``).
 /// - One filter per action present, in the order AUDIT (RBAC action LOG), DENY, ALLOW, so a DENY is
 ///   decided before any ALLOW. With no ALLOW policy there is no ALLOW filter: everything not denied
 ///   is allowed. HTTP chains get `envoy.filters.http.rbac` first among the connection manager's
@@ -122,7 +121,7 @@ enum RBACGenerator {
         var filters = try Filters(http: authentication + httpFilters(rules.http), network: networkFilters(rules.tcp))
         if let custom = rules.custom {
             filters.http = try customHTTPFilters(custom) + filters.http
-            filters.network = try networkFilters([RuleSet(rules: denying(custom.tcp, suffix: noNetworkExtAuthzSuffix))]) + filters.network
+            filters.network = try customNetworkFilters(custom) + filters.network
         }
         return filters
     }
@@ -135,8 +134,7 @@ enum RBACGenerator {
     static let customShadowStatPrefix = "istio_ext_authz_"
     /// istiod's, on the rules that deny in place of a provider that cannot be called.
     static let badCustomSuffix = "-deny-due-to-bad-CUSTOM-action"
-    /// Capstan's, on TCP chains: no network ext_authz asks the provider there, so its rules deny.
-    static let noNetworkExtAuthzSuffix = "-deny-without-network-ext-authz"
+    static let networkExtAuthzFilterName = "envoy.filters.network.ext_authz"
 
     /// istiod's pair for a resolved provider: an RBAC filter whose shadow rules (never enforced) mark
     /// the requests the policies match in dynamic metadata, and the ext_authz filter that calls the
@@ -154,10 +152,7 @@ enum RBACGenerator {
 
         let settings = authorizer.settings
         var config = Envoy_Extensions_Filters_Http_ExtAuthz_V3_ExtAuthz()
-        config.grpcService.envoyGrpc.clusterName = authorizer.cluster
-        config.grpcService.envoyGrpc.authority = authorizer.authority
-        config.grpcService.timeout = .init(seconds: settings.timeout.components.seconds,
-                                           nanos: Int32(settings.timeout.components.attoseconds / 1_000_000_000))
+        config.grpcService = grpcService(authorizer)
         config.transportApiVersion = .v3
         config.failureModeAllow = settings.failOpen
         if let status = settings.statusOnError {
@@ -168,15 +163,58 @@ enum RBACGenerator {
             config.withRequestBody.allowPartialMessage = body.allowPartialMessage
             config.withRequestBody.packAsBytes = body.packAsBytes
         }
-        config.filterEnabledMetadata.filter = httpFilterName
-        var segment = Envoy_Type_Matcher_V3_MetadataMatcher.PathSegment()
-        segment.key = customShadowStatPrefix + "shadow_effective_policy_id"
-        config.filterEnabledMetadata.path = [segment]
-        config.filterEnabledMetadata.value.stringMatch.prefix = String(customPrefix.dropLast())
+        config.filterEnabledMetadata = customMarker(filter: httpFilterName)
         var extAuthz = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
         extAuthz.name = extAuthzFilterName
         extAuthz.typedConfig = try Google_Protobuf_Any(message: config)
         return [marker, extAuthz]
+    }
+
+    /// istiod's pair on TCP chains, for a provider: a network RBAC filter whose shadow rules mark the
+    /// connections the policies match, and `envoy.filters.network.ext_authz` asking the provider about
+    /// those. Without a provider, a network RBAC filter denying them.
+    static func customNetworkFilters(_ custom: CustomRules) throws -> [Envoy_Config_Listener_V3_Filter] {
+        guard let authorizer = custom.authorizer else {
+            return try networkFilters([RuleSet(rules: denying(custom.tcp, suffix: badCustomSuffix))])
+        }
+        var rbac = Envoy_Extensions_Filters_Network_Rbac_V3_RBAC()
+        rbac.shadowRules = custom.tcp
+        rbac.statPrefix = tcpStatPrefix
+        rbac.shadowRulesStatPrefix = customShadowStatPrefix
+        var marker = Envoy_Config_Listener_V3_Filter()
+        marker.name = networkFilterName
+        marker.typedConfig = try Google_Protobuf_Any(message: rbac)
+        var config = Envoy_Extensions_Filters_Network_ExtAuthz_V3_ExtAuthz()
+        config.statPrefix = tcpStatPrefix
+        config.grpcService = grpcService(authorizer)
+        config.failureModeAllow = authorizer.settings.failOpen
+        config.transportApiVersion = .v3
+        config.filterEnabledMetadata = customMarker(filter: networkFilterName)
+        var extAuthz = Envoy_Config_Listener_V3_Filter()
+        extAuthz.name = networkExtAuthzFilterName
+        extAuthz.typedConfig = try Google_Protobuf_Any(message: config)
+        return [marker, extAuthz]
+    }
+
+    /// The provider's service as an `envoy_grpc` target, with its deadline.
+    private static func grpcService(_ authorizer: ExternalAuthorizer) -> Envoy_Config_Core_V3_GrpcService {
+        var service = Envoy_Config_Core_V3_GrpcService()
+        service.envoyGrpc.clusterName = authorizer.cluster
+        service.envoyGrpc.authority = authorizer.authority
+        let timeout = authorizer.settings.timeout.components
+        service.timeout = .init(seconds: timeout.seconds, nanos: Int32(timeout.attoseconds / 1_000_000_000))
+        return service
+    }
+
+    /// ext_authz's `filter_enabled_metadata`: the marking RBAC filter (`filter`) matched a CUSTOM policy.
+    private static func customMarker(filter: String) -> Envoy_Type_Matcher_V3_MetadataMatcher {
+        var matcher = Envoy_Type_Matcher_V3_MetadataMatcher()
+        matcher.filter = filter
+        var segment = Envoy_Type_Matcher_V3_MetadataMatcher.PathSegment()
+        segment.key = customShadowStatPrefix + "shadow_effective_policy_id"
+        matcher.path = [segment]
+        matcher.value.stringMatch.prefix = String(customPrefix.dropLast())
+        return matcher
     }
 
     /// `rules` as enforced DENY rules, each policy's name with `suffix`.

@@ -36,8 +36,11 @@ public final class DNSProxyServer: Sendable {
     /// Binds UDP and TCP on `host`:`port` (port 0 picks one, the same for both); returns the port.
     @discardableResult
     public func start(host: String = "127.0.0.1", port: Int = 15053) async throws -> Int {
+        // Up to 32 datagrams per read (recvmmsg), answers flushed together at the end of the read (sendmmsg).
         let udp = try await DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.datagramVectorReadMessageCount, value: 32)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(UDPHandler(server: self))
@@ -104,7 +107,7 @@ public final class DNSProxyServer: Sendable {
             case .answer(let bytes):
                 var buffer = context.channel.allocator.buffer(capacity: bytes.count)
                 buffer.writeBytes(bytes)
-                context.writeAndFlush(Self.wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: buffer)), promise: nil)
+                context.write(Self.wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: buffer)), promise: nil)
             case .forward(let limit):
                 let channel = context.channel
                 let client = envelope.remoteAddress
@@ -112,6 +115,10 @@ public final class DNSProxyServer: Sendable {
                     channel.writeAndFlush(AddressedEnvelope(remoteAddress: client, data: response), promise: nil)
                 }
             }
+        }
+
+        func channelReadComplete(context: ChannelHandlerContext) {
+            context.flush()
         }
 
         func errorCaught(context: ChannelHandlerContext, error: any Error) {

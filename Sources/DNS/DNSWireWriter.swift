@@ -1,10 +1,14 @@
-/// Writes the wire form, compressing names: each name suffix written at an offset below 0x4000 is
-/// remembered and later occurrences become two-byte pointers to it.
+/// Writes the wire form, compressing names: the offset of each name suffix written below 0x4000 is
+/// remembered, and a later equal suffix (ignoring case) becomes a two-byte pointer to it. Suffixes are
+/// compared in place against the bytes already written, so compression allocates nothing per name.
 struct DNSWireWriter {
     private(set) var bytes: [UInt8] = []
-    private var suffixOffsets: [[UInt8]: Int] = [:]
+    private var suffixOffsets: [Int] = []
 
-    init() { bytes.reserveCapacity(512) }
+    init() {
+        bytes.reserveCapacity(512)
+        suffixOffsets.reserveCapacity(16)
+    }
 
     mutating func writeUInt16(_ value: UInt16) {
         bytes.append(UInt8(value >> 8))
@@ -39,17 +43,38 @@ struct DNSWireWriter {
         }
     }
 
+    /// Whether the labels of `wire` from `index` equal, ignoring case, the name written at `offset`
+    /// (following the pointers written there, which all point backwards).
+    private func written(_ wire: [UInt8], from index: Int, equalsNameAt offset: Int) -> Bool {
+        var index = index
+        var offset = offset
+        while true {
+            while bytes[offset] & 0xC0 == 0xC0 {
+                offset = Int(bytes[offset] & 0x3F) << 8 | Int(bytes[offset + 1])
+            }
+            let length = Int(wire[index])
+            guard Int(bytes[offset]) == length else { return false }
+            if length == 0 { return true }
+            for step in 1...length where DNSName.lowercased(wire[index + step]) != DNSName.lowercased(bytes[offset + step]) {
+                return false
+            }
+            index += 1 + length
+            offset += 1 + length
+        }
+    }
+
     mutating func write(_ name: DNSName, compress: Bool) {
         let wire = name.wireBytes
         var index = 0
+        // Only names written whole are compared against (a half-written one would be read past its end).
+        let complete = suffixOffsets.count
         while wire[index] != 0 {
             if compress {
-                let key = wire[index...].map(DNSName.lowercased)
-                if let offset = suffixOffsets[key] {
+                if let offset = suffixOffsets[..<complete].first(where: { written(wire, from: index, equalsNameAt: $0) }) {
                     writeUInt16(0xC000 | UInt16(offset))
                     return
                 }
-                if bytes.count < 0x4000 { suffixOffsets[key] = bytes.count }
+                if bytes.count < 0x4000 { suffixOffsets.append(bytes.count) }
             }
             let length = Int(wire[index])
             bytes.append(contentsOf: wire[index ... index + length])

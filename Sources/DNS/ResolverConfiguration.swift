@@ -65,3 +65,25 @@ public struct ResolverConfiguration: Sendable, Hashable {
         nameservers.compactMap { try? SocketAddress(ipAddress: $0.description, port: port) }
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+extension ResolverConfiguration {
+    /// Reads resolv.conf at `path` (nil when it cannot be read; at most 64 KiB are read).
+    public static func text(atPath path: String) -> String? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while bytes.count < 65536 {
+            let count = fread(&chunk, 1, chunk.count, file)
+            if count <= 0 { break }
+            bytes += chunk[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -3,6 +3,7 @@ import HTTPProxy
 import NIOCore
 import NIOPosix
 import NIOSSL
+import XDS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -207,28 +208,78 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             cluster.released(endpointIndex)
         }
         guard let tls = route.downstreamTLS else {
-            guard authorizes(route.authorization, context: context, destination: destination, principals: nil) else { return }
-            return connect(context: context, route: route, downstreamTLS: nil)
+            return authorize(route.authorization, context: context, destination: destination, principals: nil) { [self] in
+                connect(context: context, route: route, downstreamTLS: nil)
+            }
         }
         // The upstream is connected once the client is accepted, and its peer authorized.
         terminateTLS(context: context, tls: tls) { [self] downstreamTLS in
-            guard authorizes(route.authorization, context: context, destination: destination, principals: downstreamTLS.principals) else { return }
-            connect(context: context, route: route, downstreamTLS: downstreamTLS)
+            authorize(route.authorization, context: context, destination: destination, principals: downstreamTLS.principals) { [self] in
+                connect(context: context, route: route, downstreamTLS: downstreamTLS)
+            }
         }
     }
 
-    /// The chain's network RBAC filters' verdict on this connection, once its peer is known; a denied
-    /// connection is closed (and counted in `<stat_prefix>rbac.denied`).
-    private func authorizes(_ authorization: NetworkAuthorization, context: ChannelHandlerContext, destination: SocketAddress,
-                            principals: Principals?) -> Bool {
-        guard !authorization.isEmpty else { return true }
+    /// The chain's network authorization filters' verdict on this connection, once its peer is known:
+    /// `allowed` runs (at once, or when an external authorization service has answered) unless one
+    /// denies, and then the connection is closed (RBAC counting it in `<stat_prefix>rbac.denied`).
+    private func authorize(_ authorization: NetworkAuthorization, context: ChannelHandlerContext, destination: SocketAddress,
+                           principals: Principals?, allowed: @escaping () -> Void) {
+        guard !authorization.isEmpty else { return allowed() }
         for engine in authorization.engines { runtime.stats.networkRBAC.bind(engine) }
         let connection = DownstreamConnectionInfo(remoteAddress: context.channel.remoteAddress?.unmapped, localAddress: destination,
                                                   isTLS: principals != nil, peerPrincipal: principals?.peer,
                                                   localPrincipal: principals?.local.local, requestedServerName: requestedServerName)
-        if authorization.allows(AuthorizationRequest(connection: connection)) { return true }
-        context.close(promise: nil)
-        return false
+        authorize(authorization.steps[...], request: AuthorizationRequest(connection: connection), connection: connection,
+                  context: context, allowed: allowed)
+    }
+
+    /// The steps in order, until one denies or asks a service (then the rest once it allows).
+    private func authorize(_ steps: ArraySlice<NetworkAuthorization.Step>, request: AuthorizationRequest, connection: DownstreamConnectionInfo,
+                           context: ChannelHandlerContext, allowed: @escaping () -> Void) {
+        var request = request
+        for (index, step) in zip(steps.indices, steps) {
+            switch step {
+            case .rbac(let engine):
+                let (verdict, shadow) = engine.checkWithShadow(request)
+                if let shadow, let keys = engine.shadowMetadataKeys {
+                    RBACFilterConfig.record(shadow, keys: keys, in: &request.metadata, under: NetworkAuthorization.rbacMetadataNamespace)
+                }
+                guard verdict.allowed else { return context.close(promise: nil) }
+            case .externalAuthorization(let external):
+                if let enabled = external.enabledMetadata, !enabled.matches(request.metadata) { continue }
+                let rest = steps[(index + 1)...]
+                return ask(external, connection: connection, context: context) { [self] in
+                    authorize(rest, request: request, connection: connection, context: context, allowed: allowed)
+                }
+            }
+        }
+        allowed()
+    }
+
+    /// Asks `external`'s service about the connection, which is held meanwhile (nothing read is sent
+    /// on): `allowed` runs when it answers OK, or fails with `failure_mode_allow`; else the connection
+    /// is closed.
+    private func ask(_ external: NetworkExternalAuthorization, connection: DownstreamConnectionInfo, context: ChannelHandlerContext,
+                     allowed: @escaping () -> Void) {
+        let service = external.service
+        let decide = { (outcome: Result<Envoy_Service_Auth_V3_CheckResponse, ExternalAuthorizationService.CheckFailure>) in
+            switch outcome {
+            case .success(let response) where response.status.code == 0: allowed()
+            case .failure where external.failureModeAllow: allowed()
+            case .success, .failure: context.close(promise: nil)
+            }
+        }
+        guard let cluster = runtime.configuration.cluster(named: service.clusterName) else {
+            return decide(.failure(.init(reason: "no cluster \(service.clusterName)")))
+        }
+        guard case .success(let endpoint) = cluster.chooseEndpoint(for: connection, hash: nil) else {
+            return decide(.failure(.init(reason: "no healthy endpoint in \(service.clusterName)")))
+        }
+        let call = service.check(ExternalAuthorizationService.checkRequest(for: connection), cluster: cluster, endpoint: endpoint,
+                                 pools: runtime.upstreamPools(for: context.eventLoop), completion: decide)
+        // A connection closed while the service decides needs no answer.
+        if let call { context.channel.closeFuture.assumeIsolated().whenComplete { _ in call.cancel() } }
     }
 
     /// TLS with `tls`'s context between the socket and this handler, fed what was read so far (the
@@ -369,12 +420,14 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private func serveHTTP(context: ChannelHandlerContext, config: HTTPConnectionManagerConfig, chain: BootstrapConfig.FilterChain,
                            destination: SocketAddress, inbound: Bool) {
         guard let tls = chain.transportSocket else {
-            guard authorizes(chain.authorization, context: context, destination: destination, principals: nil) else { return }
-            return startHTTP(context: context, config: config, destination: destination, inbound: inbound, downstreamTLS: nil)
+            return authorize(chain.authorization, context: context, destination: destination, principals: nil) { [self] in
+                startHTTP(context: context, config: config, destination: destination, inbound: inbound, downstreamTLS: nil)
+            }
         }
         terminateTLS(context: context, tls: tls) { [self] downstreamTLS in
-            guard authorizes(chain.authorization, context: context, destination: destination, principals: downstreamTLS.principals) else { return }
-            startHTTP(context: context, config: config, destination: destination, inbound: inbound, downstreamTLS: downstreamTLS)
+            authorize(chain.authorization, context: context, destination: destination, principals: downstreamTLS.principals) { [self] in
+                startHTTP(context: context, config: config, destination: destination, inbound: inbound, downstreamTLS: downstreamTLS)
+            }
         }
     }
 

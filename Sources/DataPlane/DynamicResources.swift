@@ -96,6 +96,7 @@ final class DynamicResources: ADSResponseHandler {
             case .listener: try await applyListeners(response, client: client)
             case .route: try await applyRoutes(response, client: client)
             case .secret: return .reject("secrets are served over SDS, not on the ADS stream")
+            case .nameTable: return .reject("name tables are for the agent's DNS proxy, which subscribes to them itself")
             }
             runtime.versions.withLockedValue { $0.accepted[type.service] = response.versionInfo }
             return .accept

@@ -219,14 +219,8 @@ enum XDSResourceDecoder {
             "Capstan takes each TLS connection's verified peer identity itself; this filter's configuration is not read",
     ]
 
-    /// Network filters refused before a terminal filter, with why: skipping them would let through
-    /// connections they stop.
-    static let refusedNetworkFilters: [String: String] = [
-        "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz":
-            "Capstan does not call external authorization yet, and passing the connections it would deny is not an option",
-    ]
-
-    /// A chain's `filters`: zero or more leading filters, `envoy.filters.network.rbac` (acted on) or
+    /// A chain's `filters`: zero or more leading filters, `envoy.filters.network.rbac` and
+    /// `envoy.filters.network.ext_authz` (acted on) or
     /// those Capstan counts as not acted on (``leadingNetworkFilters``), then exactly one terminal
     /// filter, `tcp_proxy` (the connection's bytes relayed to a cluster, with its idle timeout) or
     /// `http_connection_manager` (HTTP served on it). `path` is the chain's, `field` its place in the
@@ -253,12 +247,13 @@ enum XDSResourceDecoder {
                 if type == NetworkAuthorization.typeName {
                     try authorization.add(filter.typedConfig, path: "\(filterPath).typed_config",
                                           field: "\(field).filters[\(index)].typed_config", notActedOn: &notActedOn)
+                } else if type == NetworkExternalAuthorization.typeName {
+                    try authorization.addExternalAuthorization(filter.typedConfig, path: "\(filterPath).typed_config",
+                                                               field: "\(field).filters[\(index)].typed_config", notActedOn: &notActedOn)
                 } else if let reason = leadingNetworkFilters[type] {
                     notActedOn.append(.init(path: "\(field).filters[\(index)]", reason: "\(description): \(reason)"))
-                } else if let reason = refusedNetworkFilters[type] {
-                    throw ConfigError(path: filterPath, message: "\(description) is not supported: \(reason)")
                 } else {
-                    throw ConfigError(path: filterPath, message: "\(description) is not supported: before the terminal filter Capstan takes envoy.filters.network.rbac, and istio.metadata_exchange, istio.stats and istio_authn, not acted on")
+                    throw ConfigError(path: filterPath, message: "\(description) is not supported: before the terminal filter Capstan takes envoy.filters.network.rbac and envoy.filters.network.ext_authz, and istio.metadata_exchange, istio.stats and istio_authn, not acted on")
                 }
                 continue
             }

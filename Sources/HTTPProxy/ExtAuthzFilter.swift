@@ -16,7 +16,6 @@ import XDS
 /// `max_request_bytes`) and carries it. Made by the registry for each request on a connection manager
 /// that has it.
 final class ExtAuthzFilter: HTTPFilter {
-    static let checkPath = "/envoy.service.auth.v3.Authorization/Check"
     static let failureModeAllowedHeader = HTTPField.Name("x-envoy-auth-failure-mode-allowed")!
 
     private let config: ExtAuthzFilterConfig
@@ -81,24 +80,16 @@ final class ExtAuthzFilter: HTTPFilter {
     private func check(_ request: HTTPRequest, body: (bytes: [UInt8], partial: Bool)?, changes: inout [(inout HTTPRequest) -> Void],
                        stream: any HTTPFilterCallbacks) -> HTTPFilterStatus {
         guard case let (cluster, pools)? = stream.upstream(named: config.clusterName) else {
-            return decision(.failed("no cluster \(config.clusterName)"), changes: &changes, stream: stream)
+            return decision(.failure(.init(reason: "no cluster \(config.clusterName)")), changes: &changes, stream: stream)
         }
         guard case .success(let endpoint) = cluster.chooseEndpoint(for: stream.downstream, hash: nil) else {
-            return decision(.failed("no healthy endpoint in \(config.clusterName)"), changes: &changes, stream: stream)
+            return decision(.failure(.init(reason: "no healthy endpoint in \(config.clusterName)")), changes: &changes, stream: stream)
         }
-        let message: [UInt8]
-        do {
-            message = try Self.checkRequest(for: request, body: body, packsAsBytes: config.requestBody?.packsAsBytes ?? false,
-                                            stream: stream).serializedBytes()
-        } catch {
-            cluster.requestEnded(at: endpoint)
-            return decision(.failed("CheckRequest not serialized: \(error)"), changes: &changes, stream: stream)
-        }
+        let check = Self.checkRequest(for: request, body: body, packsAsBytes: config.requestBody?.packsAsBytes ?? false, stream: stream)
         // The call may end before it is made (no connection to be had): then the decision is made here.
         var deciding = true
-        var early: GRPCUnaryCall.Outcome?
-        call = GRPCUnaryCall(path: Self.checkPath, authority: config.authority, message: message, timeout: config.timeout,
-                             to: endpoint, of: cluster, pools: pools) { [self] outcome in
+        var early: Result<Envoy_Service_Auth_V3_CheckResponse, ExternalAuthorizationService.CheckFailure>?
+        call = config.service.check(check, cluster: cluster, endpoint: endpoint, pools: pools) { [self] outcome in
             call = nil
             if deciding { early = outcome; return }
             var changes: [(inout HTTPRequest) -> Void] = []
@@ -125,11 +116,10 @@ final class ExtAuthzFilter: HTTPFilter {
     // MARK: Deciding
 
     /// What the service's answer means for the request; the changes to make to its headers if it goes on.
-    private func decision(_ outcome: GRPCUnaryCall.Outcome, changes: inout [(inout HTTPRequest) -> Void],
-                          stream: any HTTPFilterCallbacks) -> HTTPFilterStatus {
+    private func decision(_ outcome: Result<Envoy_Service_Auth_V3_CheckResponse, ExternalAuthorizationService.CheckFailure>,
+                          changes: inout [(inout HTTPRequest) -> Void], stream: any HTTPFilterCallbacks) -> HTTPFilterStatus {
         let counters = config.counters.load()
-        guard case .ok(let bytes) = outcome,
-              let response = try? Envoy_Service_Auth_V3_CheckResponse(serializedBytes: bytes) else {
+        guard case .success(let response) = outcome else {
             counters?.count(.error)
             if config.failureModeAllow {
                 counters?.count(.failureModeAllowed)
@@ -214,9 +204,7 @@ final class ExtAuthzFilter: HTTPFilter {
     static func checkRequest(for request: HTTPRequest, body: (bytes: [UInt8], partial: Bool)? = nil, packsAsBytes: Bool = false,
                              stream: any HTTPFilterCallbacks) -> Envoy_Service_Auth_V3_CheckRequest {
         let connection = stream.downstream
-        var check = Envoy_Service_Auth_V3_CheckRequest()
-        check.attributes.source = peer(connection.remoteAddress, principal: connection.peerPrincipal)
-        check.attributes.destination = peer(connection.localAddress, principal: connection.localPrincipal)
+        var check = ExternalAuthorizationService.checkRequest(for: connection)
         var http = Envoy_Service_Auth_V3_AttributeContext.HttpRequest()
         http.method = request.method.rawValue
         http.path = request.path ?? ""
@@ -238,15 +226,5 @@ final class ExtAuthzFilter: HTTPFilter {
         http.headers = headers
         check.attributes.request.http = http
         return check
-    }
-
-    private static func peer(_ address: SocketAddress?, principal: String?) -> Envoy_Service_Auth_V3_AttributeContext.Peer {
-        var peer = Envoy_Service_Auth_V3_AttributeContext.Peer()
-        if let address, let ip = address.ipAddress {
-            peer.address.socketAddress.address = ip
-            peer.address.socketAddress.portValue = UInt32(address.port ?? 0)
-        }
-        peer.principal = principal ?? ""
-        return peer
     }
 }

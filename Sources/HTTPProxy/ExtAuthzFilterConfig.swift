@@ -12,15 +12,13 @@ import XDS
 /// Envoy stops are refused; the others Capstan does not act on are listed.
 public final class ExtAuthzFilterConfig: Sendable {
     static let typeName = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
-    /// Envoy's default deadline of a check when `grpc_service.timeout` is not given.
-    public static let defaultTimeout = TimeAmount.milliseconds(200)
+    public static let defaultTimeout = ExternalAuthorizationService.defaultTimeout
 
-    /// `grpc_service.envoy_grpc.cluster_name`: the cluster the checks go to.
-    public let clusterName: String
-    /// `:authority` of the checks (`envoy_grpc.authority`, else the cluster's name, as Envoy's).
-    public let authority: String
-    /// Each check's deadline; nil: none (a `timeout` of 0).
-    public let timeout: TimeAmount?
+    /// The service asked: its cluster, `:authority` and deadline.
+    public let service: ExternalAuthorizationService
+    public var clusterName: String { service.clusterName }
+    public var authority: String { service.authority }
+    public var timeout: TimeAmount? { service.timeout }
     /// A check that fails (unreachable, timed out, an error) lets the request go on.
     public let failureModeAllow: Bool
     /// … with `x-envoy-auth-failure-mode-allowed: true` added to it.
@@ -41,9 +39,7 @@ public final class ExtAuthzFilterConfig: Sendable {
                 failureModeAllowHeaderAdd: Bool = false, statusOnError: HTTPResponse.Status = .forbidden,
                 enabledMetadata: MetadataMatcher? = nil, requestBody: RequestBodySettings? = nil, statPrefix: String = "") {
         self.requestBody = requestBody
-        self.clusterName = clusterName
-        self.authority = authority.flatMap { $0.isEmpty ? nil : $0 } ?? clusterName
-        self.timeout = timeout
+        service = ExternalAuthorizationService(clusterName: clusterName, authority: authority, timeout: timeout)
         self.failureModeAllow = failureModeAllow
         self.failureModeAllowHeaderAdd = failureModeAllowHeaderAdd
         self.statusOnError = statusOnError
@@ -72,17 +68,7 @@ public final class ExtAuthzFilterConfig: Sendable {
         guard case .grpcService(let service)? = proto.services else {
             throw ConfigError(path: "\(path).grpc_service", message: "is required: Capstan calls gRPC authorization services only")
         }
-        guard case .envoyGrpc(let envoyGRPC)? = service.targetSpecifier else {
-            throw ConfigError(path: "\(path).grpc_service.google_grpc", message: "is not supported: give envoy_grpc, a cluster of the proxy's")
-        }
-        guard !envoyGRPC.clusterName.isEmpty else {
-            throw ConfigError(path: "\(path).grpc_service.envoy_grpc.cluster_name", message: "is required")
-        }
-        switch proto.transportApiVersion {
-        case .v3, .auto: break
-        default:
-            throw ConfigError(path: "\(path).transport_api_version", message: "must be V3: Capstan speaks envoy.service.auth.v3 only")
-        }
+        let target = try ExternalAuthorizationService(service, apiVersion: proto.transportApiVersion, path: path)
         var requestBody: RequestBodySettings?
         if proto.hasWithRequestBody {
             let settings = proto.withRequestBody
@@ -91,16 +77,6 @@ public final class ExtAuthzFilterConfig: Sendable {
             }
             requestBody = RequestBodySettings(maxBytes: Int(settings.maxRequestBytes), allowsPartial: settings.allowPartialMessage,
                                               packsAsBytes: settings.packAsBytes)
-        }
-        var timeout: TimeAmount? = Self.defaultTimeout
-        if service.hasTimeout {
-            let duration = service.timeout
-            guard duration.seconds >= 0, duration.nanos >= 0 else {
-                throw ConfigError(path: "\(path).grpc_service.timeout", message: "must not be negative")
-            }
-            let nanoseconds = duration.seconds.multipliedReportingOverflow(by: 1_000_000_000)
-            timeout = nanoseconds.overflow ? nil : .nanoseconds(nanoseconds.partialValue + Int64(duration.nanos))
-            if timeout == .nanoseconds(0) { timeout = nil }
         }
         var status = HTTPResponse.Status.forbidden
         if proto.hasStatusOnError, proto.statusOnError.code.rawValue >= 100 {
@@ -123,7 +99,7 @@ public final class ExtAuthzFilterConfig: Sendable {
         if proto.includeTlsSession {
             notActedOn.append(.init(path: "\(field).include_tls_session", reason: "Capstan sends no TLS session (SNI) with a check"))
         }
-        self.init(clusterName: envoyGRPC.clusterName, authority: envoyGRPC.authority, timeout: timeout,
+        self.init(clusterName: target.clusterName, authority: target.authority, timeout: target.timeout,
                   failureModeAllow: proto.failureModeAllow, failureModeAllowHeaderAdd: proto.failureModeAllowHeaderAdd,
                   statusOnError: status, enabledMetadata: enabled, requestBody: requestBody, statPrefix: proto.statPrefix)
     }

@@ -9,7 +9,7 @@ import Routing
 enum ForwardedHeaders {
     /// Connection-specific headers, never forwarded (RFC 9110 §7.6.1), plus those the connection header
     /// names; with `internalHeaders`, also Envoy's `x-envoy-*` (from outside the mesh). One pass.
-    static func removeHopByHop(from fields: inout HTTPFields, internalHeaders: Bool = false) {
+    static func removeHopByHop(from fields: inout HTTPFields) {
         var named: [HTTPField.Name] = []
         if let connection = fields[.connection] {
             for token in ConnectionTokens(connection) where !token.isKeepAlive && !token.isClose {
@@ -20,7 +20,7 @@ enum ForwardedHeaders {
             let name = field.name
             if hopByHop.contains(name) || (!named.isEmpty && named.contains(name)) { return true }
             if name == .te { return field.value.lowercased() != "trailers" }
-            return internalHeaders && name.canonicalName.utf8.starts(with: envoyPrefix)
+            return false
         }
     }
 
@@ -53,8 +53,7 @@ enum ForwardedHeaders {
     static func prepareRequest(_ request: inout HTTPRequest, config: HTTPConnectionManagerConfig, downstream: DownstreamConnectionInfo,
                                decision: RouteDecision, forwarding: Forwarding, upgrade: String? = nil) {
         var fields = request.headerFields
-        // Envoy's internal headers steer retries, timeouts and routing: not from outside the mesh.
-        removeHopByHop(from: &fields, internalHeaders: isExternal(downstream, config: config))
+        removeHopByHop(from: &fields)
         if let upgrade {
             fields[.connection] = "upgrade"
             fields[.upgrade] = upgrade
@@ -71,6 +70,15 @@ enum ForwardedHeaders {
         request.headerFields = fields
         if let path = request.path, let rewritten = forwarding.rewrittenPath(path) { request.path = rewritten }
         if let host = forwarding.hostRewrite { request.authority = host }
+    }
+
+    /// Envoy's internal headers (`x-envoy-*`) steer retries, timeouts and routing: from outside the mesh
+    /// they are removed as the request arrives, before routing and the filters, as Envoy's connection
+    /// manager removes them (headers a filter adds later, such as an authorization service's, stay).
+    static func removeInternalHeaders(_ request: inout HTTPRequest, config: HTTPConnectionManagerConfig, downstream: DownstreamConnectionInfo) {
+        guard isExternal(downstream, config: config),
+              request.headerFields.contains(where: { $0.name.canonicalName.utf8.starts(with: envoyPrefix) }) else { return }
+        request.headerFields.removeAll { $0.name.canonicalName.utf8.starts(with: envoyPrefix) }
     }
 
     /// A request from outside the mesh: the connection manager uses the remote address and the client

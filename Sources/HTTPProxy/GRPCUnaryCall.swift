@@ -6,7 +6,7 @@ import NIOHTTPTypes
 /// `envoy_grpc` sends it: over a cluster's own HTTP/2 connections, from the pools of the caller's event
 /// loop, so a request never leaves its loop. The message goes in one gRPC frame (uncompressed, 4-byte
 /// length), with `grpc-timeout`; the answer is read whole. Used on the pools' event loop only.
-final class GRPCUnaryCall: UpstreamResponseReceiver {
+public final class GRPCUnaryCall: UpstreamResponseReceiver {
     /// How the call ended.
     enum Outcome: Equatable {
         /// grpc-status 0 and the reply's message (its frame's payload).
@@ -78,7 +78,7 @@ final class GRPCUnaryCall: UpstreamResponseReceiver {
 
     /// The caller no longer needs the answer (its request ended): the stream is reset, and
     /// `completion` is not called.
-    func cancel() {
+    public func cancel() {
         completion = nil
         finish(nil, reusable: false)
     }

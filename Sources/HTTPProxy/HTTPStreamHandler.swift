@@ -206,6 +206,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func begin(_ request: HTTPRequest, context: ChannelHandlerContext) {
         var request = request
+        ForwardedHeaders.removeInternalHeaders(&request, config: connection.config, downstream: connection.downstream)
         ForwardedHeaders.assignRequestID(&request, config: connection.config)
         requestEnded = false
         responseStarted = false

@@ -108,11 +108,13 @@ public final class RBACFilterConfig: HTTPFilter, Sendable {
 
     /// The shadow rules' outcome as Envoy leaves it under `envoy.filters.http.rbac`: the policy that
     /// matched (only when one did) and `allowed` or `denied`. Istio's ext_authz runs on it.
-    static func record(_ shadow: RoleBasedAccessControl.Verdict, keys: (policyID: String, result: String), in metadata: inout DynamicMetadata) {
-        var fields = metadata[metadataNamespace] ?? Google_Protobuf_Struct()
+    /// `filter`: the network RBAC filter's name on a connection's metadata.
+    public static func record(_ shadow: RoleBasedAccessControl.Verdict, keys: (policyID: String, result: String), in metadata: inout DynamicMetadata,
+                              under filter: String = metadataNamespace) {
+        var fields = metadata[filter] ?? Google_Protobuf_Struct()
         if let policy = shadow.matchedPolicy { fields.fields[keys.policyID] = Google_Protobuf_Value(stringValue: policy) }
         fields.fields[keys.result] = Google_Protobuf_Value(stringValue: shadow.allowed ? "allowed" : "denied")
-        metadata[metadataNamespace] = fields
+        metadata[filter] = fields
     }
 
     /// The filter name Envoy's RBAC filter leaves its dynamic metadata under.

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import GRPCCore
+import DNS
 import Identity
 import Logging
 import XDS
@@ -49,6 +50,16 @@ public final class Agent: Sendable {
         let relay: XDSRelay
         let bootstrapPath: String
         let authority: CertificateAuthorityClient
+        // ISTIO_META_DNS_CAPTURE: the DNS proxy on :15053, fed by NDS through the relay.
+        let dnsProxy: AgentDNSProxy? = AgentDNSProxy.isEnabled(settings)
+            ? AgentDNSProxy(resolvConf: ResolverConfiguration.text(atPath: ResolverConfiguration.defaultPath) ?? "",
+                            proxyNamespace: settings.podNamespace, proxyDomain: "\(settings.podNamespace).svc.cluster.local")
+            : nil
+        let nameTableSink: (@Sendable (Istio_Networking_Nds_V1_NameTable) -> Void)? = dnsProxy.map { proxy in
+            { @Sendable [logger] table in
+                for refusal in proxy.update(table) { logger.warning("NDS: \(refusal)") }
+            }
+        }
         do {
             try SocketDirectory.prepare(settings.socketDirectory)
             // The token is read afresh for every upstream stream; a failure fails that attempt, which is retried.
@@ -56,7 +67,7 @@ public final class Agent: Sendable {
                                  credentials: { [settings] in
                                      try CertificateAuthorityClient.credentials(tokenPath: settings.tokenPath, clusterID: settings.clusterID)
                                  },
-                                 logger: logger)
+                                 logger: logger, nameTables: nameTableSink)
             // An unreadable root is a start failure, never a reason to talk to the CA in plaintext.
             authority = CertificateAuthorityClient(address: settings.caAddress, security: try controlPlaneSecurity(rootPath: settings.caRootCertPath),
                                                    tokenPath: settings.tokenPath, clusterID: settings.clusterID)
@@ -96,6 +107,17 @@ public final class Agent: Sendable {
                                drain: { await drain.drainInbound() }))
         } catch {
             return .failedToStart("\(error)")
+        }
+
+        if let dnsProxy {
+            do {
+                try await dnsProxy.start()
+                logger.info("DNS proxy listening", metadata: ["address": "127.0.0.1:\(AgentDNSProxy.port)",
+                                                              "upstreams": "\(dnsProxy.upstreams.map(\.description))"])
+            } catch {
+                await status.close()
+                return .failedToStart("DNS proxy on 127.0.0.1:\(AgentDNSProxy.port): \(error)")
+            }
         }
 
         let ending: Ending = await withTaskGroup(of: Ending?.self) { group in
@@ -164,6 +186,7 @@ public final class Agent: Sendable {
             return ending
         }
         _ = await child.stop(grace: .seconds(5))
+        await dnsProxy?.stop()
         await status.close()
         unlink(settings.xdsSocketPath)
         unlink(settings.sdsSocketPath)

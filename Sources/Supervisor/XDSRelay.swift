@@ -1,6 +1,7 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
+import SwiftProtobuf
 import Synchronization
 import XDS
 
@@ -26,12 +27,20 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
     private let logger: Logger
     private let state = Mutex(Status())
     private let client: GRPCClient<HTTP2ClientTransport.Posix>
+    private let nameTables: (@Sendable (Istio_Networking_Nds_V1_NameTable) -> Void)?
+
+    /// Istio's NDS type: the name table for the agent's DNS proxy.
+    public static let nameTableTypeURL = "type.googleapis.com/istio.networking.nds.v1.NameTable"
 
     /// `credentials` is asked afresh for every upstream stream (the token file may have been rotated).
+    /// With `nameTables` (DNS capture on), the relay subscribes to NDS on each upstream stream, as
+    /// pilot-agent does, and hands every name table to it (ACKed upstream, never forwarded to the proxy).
     public init(upstream: XDSServerAddress, security: XDSTransportSecurity,
                 credentials: @escaping @Sendable () throws -> Metadata = { [:] },
-                backoff: RetryBackoff = .init(), logger: Logger) throws {
+                backoff: RetryBackoff = .init(), logger: Logger,
+                nameTables: (@Sendable (Istio_Networking_Nds_V1_NameTable) -> Void)? = nil) throws {
         self.upstream = upstream
+        self.nameTables = nameTables
         self.credentials = credentials
         self.backoff = backoff
         self.logger = logger
@@ -62,9 +71,17 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
             let session = RelaySession()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
+                    var subscribed = false
                     for try await message in request.messages {
                         self.observe(message)
                         session.forward(message)
+                        // After the proxy's first request (which carries the node), the agent's own NDS subscription.
+                        if self.nameTables != nil, !subscribed {
+                            subscribed = true
+                            var nds = DiscoveryRequest()
+                            nds.typeURL = Self.nameTableTypeURL
+                            session.forward(nds)
+                        }
                     }
                 }
                 group.addTask {
@@ -96,6 +113,10 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
                             self.state.withLock { $0.upstreamConnected = true }
                             self.logger.info("xDS upstream connected", metadata: ["server": "\(self.upstream)"])
                         }
+                        if message.typeURL == Self.nameTableTypeURL, let nameTables = self.nameTables {
+                            session.forward(self.consumeNameTable(message, into: nameTables))
+                            continue
+                        }
                         try await deliver(message)
                     }
                 }
@@ -113,12 +134,42 @@ public final class XDSRelay: Envoy_Service_Discovery_V3_AggregatedDiscoveryServi
         }
     }
 
+    /// Decodes an NDS response for the DNS proxy and returns the ACK (or, for an undecodable table, the NACK
+    /// naming why, keeping the table in force).
+    private func consumeNameTable(_ response: DiscoveryResponse,
+                                  into sink: @Sendable (Istio_Networking_Nds_V1_NameTable) -> Void) -> DiscoveryRequest {
+        var reply = DiscoveryRequest()
+        reply.typeURL = Self.nameTableTypeURL
+        reply.responseNonce = response.nonce
+        do {
+            guard response.resources.count <= 1 else {
+                throw XDSRelayNameTableError(reason: "\(response.resources.count) resources, expected one NameTable")
+            }
+            let table = try response.resources.first.map { try Istio_Networking_Nds_V1_NameTable(unpackingAny: $0) }
+                ?? Istio_Networking_Nds_V1_NameTable()
+            sink(table)
+            reply.versionInfo = response.versionInfo
+            logger.info("NDS name table", metadata: ["version": "\(response.versionInfo)", "hosts": "\(table.table.count)"])
+        } catch {
+            reply.errorDetail.code = 3
+            reply.errorDetail.message = "NameTable: \(error)"
+            logger.warning("NDS name table refused", metadata: ["error": "\(error)"])
+        }
+        return reply
+    }
+
     /// Notes ACKs on their way up (a NACK leaves the accepted version as it was).
     private func observe(_ request: DiscoveryRequest) {
         guard let type = XDSResourceType(rawValue: request.typeURL), !request.responseNonce.isEmpty,
               !request.hasErrorDetail else { return }
         state.withLock { $0.accepted[type] = request.versionInfo }
     }
+}
+
+/// Why an NDS response was NACKed.
+struct XDSRelayNameTableError: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { reason }
 }
 
 /// One proxy stream's side of the relay: its latest request per type (what a new upstream stream must

@@ -9,6 +9,8 @@ public enum XDSResourceType: String, Sendable, CaseIterable, Comparable {
     case endpoint = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
     case listener = "type.googleapis.com/envoy.config.listener.v3.Listener"
     case route = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+    /// Istio's NDS: the name table the agent's DNS proxy answers from (the agent consumes it; the proxy never asks).
+    case nameTable = "type.googleapis.com/istio.networking.nds.v1.NameTable"
     case secret = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
     public var typeURL: String { rawValue }
@@ -20,13 +22,14 @@ public enum XDSResourceType: String, Sendable, CaseIterable, Comparable {
         case .endpoint: "EDS"
         case .listener: "LDS"
         case .route: "RDS"
+        case .nameTable: "NDS"
         case .secret: "SDS"
         }
     }
 
     /// Whether an empty subscription means "all of them" (state of the world's wildcard): for LDS and
-    /// CDS; endpoints, routes and secrets are asked for by name.
-    public var isWildcardByDefault: Bool { self == .cluster || self == .listener }
+    /// CDS, and NDS's one table; endpoints, routes and secrets are asked for by name.
+    public var isWildcardByDefault: Bool { self == .cluster || self == .listener || self == .nameTable }
 
     public static func < (lhs: Self, rhs: Self) -> Bool {
         allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!

@@ -528,7 +528,6 @@ import XDS
             """)
         let reading = reading([Self.meshConfigMap, Self.seed, custom])
         let config = try #require(reading.config, "\(reading.problems)")
-        #expect(reading.warnings.contains { $0.contains("CUSTOM on TCP ports") })
         let resources = try ProxyConfigGenerator().resources(for: config)
         let packed = try ProxyConfigGenerator.inboundListener(resources.inbound(ip: Self.payments, namespace: "shop"), transparent: false)
         let listener = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](packed.resource.value))
@@ -554,12 +553,20 @@ import XDS
         theirs.grpcService.envoyGrpc.authority = "ext-authz.shop.svc.cluster.local"
         #expect(try Envoy_Extensions_Filters_Http_ExtAuthz_V3_ExtAuthz(unpackingAny: filters[1].typedConfig) == theirs)
 
-        // TCP chains: no network ext_authz in Capstan's proxy, so what the rules match there is denied.
+        // TCP chains: istiod's network pair, the marking RBAC filter and envoy.filters.network.ext_authz
+        // (the rule's HTTP-only fields dropped, so every connection from those peers is asked about).
         let network = try chain(listener, port: 9000).filters
-        #expect(network.map(\.name) == ["envoy.filters.network.rbac", "envoy.filters.network.rbac", "envoy.filters.network.tcp_proxy"])
-        let denying = try Envoy_Extensions_Filters_Network_Rbac_V3_RBAC(unpackingAny: network[0].typedConfig)
-        #expect(denying.rules.action == .deny)
-        #expect(denying.rules.policies.keys.sorted() == ["istio-ext-authz-ns[shop]-policy[ext-authz]-rule[0]-deny-without-network-ext-authz"])
+        #expect(network.map(\.name) == ["envoy.filters.network.rbac", "envoy.filters.network.ext_authz", "envoy.filters.network.rbac",
+                                        "envoy.filters.network.tcp_proxy"])
+        let tcpMarker = try Envoy_Extensions_Filters_Network_Rbac_V3_RBAC(unpackingAny: network[0].typedConfig)
+        #expect(!tcpMarker.hasRules && tcpMarker.shadowRules.action == .deny && tcpMarker.statPrefix == "tcp."
+                && tcpMarker.shadowRulesStatPrefix == "istio_ext_authz_")
+        #expect(tcpMarker.shadowRules.policies.keys.sorted() == ["istio-ext-authz-ns[shop]-policy[ext-authz]-rule[0]"])
+        let tcpExtAuthz = try Envoy_Extensions_Filters_Network_ExtAuthz_V3_ExtAuthz(unpackingAny: network[1].typedConfig)
+        #expect(tcpExtAuthz.statPrefix == "tcp." && tcpExtAuthz.grpcService == theirs.grpcService && tcpExtAuthz.transportApiVersion == .v3)
+        #expect(tcpExtAuthz.filterEnabledMetadata.filter == "envoy.filters.network.rbac")
+        #expect(tcpExtAuthz.filterEnabledMetadata.path.map(\.key) == ["istio_ext_authz_shadow_effective_policy_id"])
+        #expect(tcpExtAuthz.filterEnabledMetadata.value.stringMatch.prefix == "istio-ext-authz")
     }
 
     /// A provider the mesh config lacks, or whose service no ServiceEntry declares: said, and what the

@@ -250,7 +250,7 @@ import XDS
 
     @Test func theStoreServesRoutesAndVersionsThemByContent() throws {
         let store = MeshSnapshotStore()
-        #expect(store.update(try resources(HTTPDocuments.mesh([HTTPDocuments.canary]))) == [.cluster, .endpoint, .listener, .route])
+        #expect(store.update(try resources(HTTPDocuments.mesh([HTTPDocuments.canary]))) == [.cluster, .endpoint, .listener, .route, .nameTable])
         var node = Envoy_Config_Core_V3_Node()
         node.id = "sidecar~192.0.2.1~client.shop~shop.svc.cluster.local"
         #expect(store.snapshot(for: node).types[.route]?.resources.map(\.name) == ["7070", "9080"])

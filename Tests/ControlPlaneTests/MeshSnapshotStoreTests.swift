@@ -23,7 +23,7 @@ import XDS
     @Test func anUnchangedConfigurationKeepsEveryVersionAndAChangedOneMovesItsTypes() throws {
         let store = MeshSnapshotStore()
         let base = PA.mesh() + [PA.peerAuthentication("default", namespace: "istio-system", mode: "STRICT")]
-        #expect(store.update(try resources(base)) == [.cluster, .endpoint, .listener, .route])
+        #expect(store.update(try resources(base)) == [.cluster, .endpoint, .listener, .route, .nameTable])
         #expect(versions(store) == ["1", "1", "1"])
 
         // The same documents again, and the same policy moved to another place in the files (its

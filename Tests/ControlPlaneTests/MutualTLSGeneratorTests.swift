@@ -217,7 +217,7 @@ import XDS
     @Test func aPeerAuthenticationChangeMovesTheListenerVersionOnly() throws {
         let store = MeshSnapshotStore()
         let base = PA.mesh(sidecars: false)
-        #expect(store.update(try resources(base)) == [.cluster, .endpoint, .listener, .route])
+        #expect(store.update(try resources(base)) == [.cluster, .endpoint, .listener, .route, .nameTable])
         var node = Envoy_Config_Core_V3_Node()
         node.id = "sidecar~\(Self.v1)~payments-v1.shop~shop.svc.cluster.local"
         func inboundChains() throws -> [String] {

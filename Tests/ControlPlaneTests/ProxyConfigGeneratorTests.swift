@@ -115,7 +115,7 @@ import XDS
 
     @Test func eachWorkloadGetsAnInboundListenerForItsPortsAndTheStoreVersionsOnlyWhatChanged() throws {
         let store = MeshSnapshotStore()
-        #expect(store.update(try resources()) == [.cluster, .endpoint, .listener, .route])
+        #expect(store.update(try resources()) == [.cluster, .endpoint, .listener, .route, .nameTable])
         var node = Envoy_Config_Core_V3_Node()
         node.id = "sidecar~198.51.100.10~payments-v1.shop~shop.svc.cluster.local"
         node.metadata.fields["INTERCEPTION_MODE"] = Google_Protobuf_Value(stringValue: "TPROXY")

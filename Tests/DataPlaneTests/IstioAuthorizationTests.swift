@@ -40,7 +40,7 @@ import XDS
             let any = try Google_Protobuf_Any(message: try IstioDumps.message(json, as: Envoy_Extensions_Filters_Network_Rbac_V3_RBAC.self))
             try authorization.add(any, path: "tcp[\(index)]", field: "tcp[\(index)]", notActedOn: &notActedOn)
             // `rules: {}`: an ALLOW without policies, istiod's way to refuse a TCP port an HTTP-only rule was for.
-            #expect(!authorization.allows(AuthorizationRequest(peerPrincipal: "spiffe://cluster.local/ns/default/sa/sleep")))
+            #expect(authorization.engines.first?.check(AuthorizationRequest(peerPrincipal: "spiffe://cluster.local/ns/default/sa/sleep")).allowed == false)
             #expect(authorization.engines.first?.statNames.denied == "tcp.rbac.denied")
         }
         #expect(notActedOn.isEmpty)

@@ -63,6 +63,25 @@ import Testing
                 methods: ["POST"]
         """
 
+    /// payments (v1 at ``paymentsV1``, v2 at 192.0.2.11) with sidecars, serving HTTP on 8080 behind port 9080.
+    static let httpWorkloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
+        .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
+        .replacingOccurrences(of: "tcp-payments: 80", with: "http-payments: 8080")
+        .replacingOccurrences(of: "198.51.100.10", with: "\(paymentsV1)")
+        .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+
+    /// payments v1's application: the HTTP upstream peer on 8080, logging each request, started.
+    static func startUpstream(in payments: MeshCluster.Pod, of cluster: MeshCluster) throws -> NamespacedProcess {
+        let upstream = try NamespacedProcess(["python3", peers.appendingPathComponent("http_upstream.py").path,
+                                              "--listen", "\(paymentsV1):8080", "--name", "v1", "--log-requests"], in: payments.namespace,
+                                             logPath: "\(cluster.directory)/payments-v1-upstream.log")
+        guard upstream.waitUntil(seconds: 20, { upstream.log.contains("READY") }) else {
+            upstream.stop()
+            throw SandboxError("http_upstream.py did not start: \(upstream.log)")
+        }
+        return upstream
+    }
+
     /// The statuses of `count` requests to `path` from `pod`'s application (httpx through its sidecar).
     static func statuses(from pod: String, _ path: String, method: String = "GET", count: Int = 3, token: String? = nil,
                          headers: [String] = []) throws -> [Int] {
@@ -74,21 +93,14 @@ import Testing
     }
 
     @Test func onlyBillingMayCallPaymentsOverHTTP() throws {
-        let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
-            .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
-            .replacingOccurrences(of: "tcp-payments: 80", with: "http-payments: 8080")
-            .replacingOccurrences(of: "198.51.100.10", with: "\(Self.paymentsV1)")
-            .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+        let workloads = Self.httpWorkloads
         try withMeshCluster { cluster in
             try cluster.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.httpCanary(v1: 100, v2: 0),
                                                   "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT"),
                                                   "allow.yaml": Self.onlyBilling, "deny.yaml": Self.denials])
             let payments = try cluster.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments", appPort: nil)
-            let upstream = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
-                                                  "--listen", "\(Self.paymentsV1):8080", "--name", "v1", "--log-requests"], in: payments.namespace,
-                                                 logPath: "\(cluster.directory)/payments-v1-upstream.log")
+            let upstream = try Self.startUpstream(in: payments, of: cluster)
             defer { upstream.stop() }
-            #expect(upstream.waitUntil(seconds: 20) { upstream.log.contains("READY") }, "\(upstream.log)")
             _ = try cluster.addWorkload("billing", address: IPAddress("192.0.2.3")!, serviceAccount: "billing", appPort: nil)
             _ = try cluster.addWorkload("client", address: IPAddress("192.0.2.1")!, serviceAccount: "client", appPort: nil)
             let billing = "\(cluster.name)-billing", client = "\(cluster.name)-client"
@@ -131,74 +143,85 @@ import Testing
         }
     }
 
+    static let authorizerAddress = "192.0.2.5"
+
+    /// The mesh config naming the gRPC authorizer (Peers/ext_authz_server.py) at ``authorizerAddress``, its
+    /// ServiceEntry, and a CUSTOM policy on payments with `rules` (YAML under `rules:`).
+    static func custom(rules: String) -> String {
+        """
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: istio
+          namespace: istio-system
+        data:
+          mesh: |-
+            extensionProviders:
+            - name: shop-authz
+              envoyExtAuthzGrpc:
+                service: ext-authz.shop.svc.cluster.local
+                port: 9191
+                timeout: 2s
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata:
+          name: ext-authz
+          namespace: shop
+        spec:
+          hosts: [ext-authz]
+          ports: [{number: 9191, name: grpc, protocol: GRPC}]
+          resolution: STATIC
+          endpoints: [{address: \(authorizerAddress)}]
+        ---
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata:
+          name: private-asks
+          namespace: shop
+        spec:
+          selector:
+            matchLabels:
+              app: payments
+          action: CUSTOM
+          provider:
+            name: shop-authz
+          rules:
+        \(rules)
+        """
+    }
+
+    /// Starts the authorizer in a pod of its own, allowing TCP connections from `principals`.
+    static func startAuthorizer(in cluster: MeshCluster, allowing principals: [String] = []) throws -> NamespacedProcess {
+        let pod = try cluster.addPod("ext-authz", address: IPAddress(authorizerAddress)!)
+        let authorizer = try NamespacedProcess(["python3", peers.appendingPathComponent("ext_authz_server.py").path,
+                                                "--listen", "\(authorizerAddress):9191"] + principals.flatMap { ["--allow-principal", $0] },
+                                               in: pod.namespace, logPath: "\(cluster.directory)/ext-authz.log")
+        guard authorizer.waitUntil(seconds: 20, { authorizer.log.contains("READY") }) else {
+            authorizer.stop()
+            throw SandboxError("ext_authz_server.py did not start: \(authorizer.log)")
+        }
+        return authorizer
+    }
+
     /// A CUSTOM policy from `capstan control-plane`: the mesh config's provider (an `istio` ConfigMap)
     /// is the gRPC authorizer built from xds-protos (Peers/ext_authz_server.py) in a pod of its own, and
     /// payments' sidecar asks it about `/private` only, as the policy's rules say, and obeys it.
     @Test func customPolicyAsksTheExternalAuthorizer() throws {
-        let authorizerAddress = "192.0.2.5"
-        let custom = """
-            apiVersion: v1
-            kind: ConfigMap
-            metadata:
-              name: istio
-              namespace: istio-system
-            data:
-              mesh: |-
-                extensionProviders:
-                - name: shop-authz
-                  envoyExtAuthzGrpc:
-                    service: ext-authz.shop.svc.cluster.local
-                    port: 9191
-                    timeout: 2s
-            ---
-            apiVersion: networking.istio.io/v1
-            kind: ServiceEntry
-            metadata:
-              name: ext-authz
-              namespace: shop
-            spec:
-              hosts: [ext-authz]
-              ports: [{number: 9191, name: grpc, protocol: GRPC}]
-              resolution: STATIC
-              endpoints: [{address: \(authorizerAddress)}]
-            ---
-            apiVersion: security.istio.io/v1
-            kind: AuthorizationPolicy
-            metadata:
-              name: private-asks
-              namespace: shop
-            spec:
-              selector:
-                matchLabels:
-                  app: payments
-              action: CUSTOM
-              provider:
-                name: shop-authz
-              rules:
+        let custom = Self.custom(rules: """
               - to:
                 - operation:
                     paths: ["/private*"]
-            """
-        let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
-            .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
-            .replacingOccurrences(of: "tcp-payments: 80", with: "http-payments: 8080")
-            .replacingOccurrences(of: "198.51.100.10", with: "\(Self.paymentsV1)")
-            .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+            """)
+        let workloads = Self.httpWorkloads
         try withMeshCluster { cluster in
             try cluster.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.httpCanary(v1: 100, v2: 0),
                                                   "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT"), "custom.yaml": custom])
-            let authorizerPod = try cluster.addPod("ext-authz", address: IPAddress(authorizerAddress)!)
-            let authorizer = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("ext_authz_server.py").path,
-                                                    "--listen", "\(authorizerAddress):9191"], in: authorizerPod.namespace,
-                                                   logPath: "\(cluster.directory)/ext-authz.log")
+            let authorizer = try Self.startAuthorizer(in: cluster)
             defer { authorizer.stop() }
-            #expect(authorizer.waitUntil(seconds: 20) { authorizer.log.contains("READY") }, "\(authorizer.log)")
             let payments = try cluster.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments", appPort: nil)
-            let upstream = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
-                                                  "--listen", "\(Self.paymentsV1):8080", "--name", "v1", "--log-requests"], in: payments.namespace,
-                                                 logPath: "\(cluster.directory)/payments-v1-upstream.log")
+            let upstream = try Self.startUpstream(in: payments, of: cluster)
             defer { upstream.stop() }
-            #expect(upstream.waitUntil(seconds: 20) { upstream.log.contains("READY") }, "\(upstream.log)")
             _ = try cluster.addWorkload("billing", address: IPAddress("192.0.2.3")!, serviceAccount: "billing", appPort: nil)
             let billing = "\(cluster.name)-billing"
             #expect(upstream.waitUntil(seconds: 10) { (try? Self.statuses(from: billing, "/hello", count: 1)) == [200] })
@@ -216,6 +239,32 @@ import Testing
             // Unreachable is denied (failOpen is false).
             #expect(try Self.statuses(from: billing, "/private/ledger", count: 1, headers: ["x-allow:yes"]) == [403])
             #expect(try Self.statuses(from: billing, "/hello", count: 1) == [200])
+        }
+    }
+
+    /// The same provider on a TCP port: payments' sidecar asks it about each connection (the network
+    /// ext_authz filter, after mutual TLS, before connecting upstream), with the peer's principal; it
+    /// allows billing's only.
+    @Test func customPolicyAsksTheExternalAuthorizerAboutTCPConnections() throws {
+        let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
+            .replacingOccurrences(of: "198.51.100.10", with: "\(Self.paymentsV1)")
+            .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+        try withMeshCluster { cluster in
+            try cluster.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.canary(v1: 100, v2: 0),
+                                                  "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT"),
+                                                  "custom.yaml": Self.custom(rules: "  - {}")])
+            let authorizer = try Self.startAuthorizer(in: cluster, allowing: ["spiffe://cluster.local/ns/shop/sa/billing"])
+            defer { authorizer.stop() }
+            _ = try cluster.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments")
+            let billing = try cluster.addWorkload("billing", address: IPAddress("192.0.2.3")!, serviceAccount: "billing", appPort: nil)
+            let client = try cluster.addWorkload("client", address: IPAddress("192.0.2.1")!, serviceAccount: "client", appPort: nil)
+            let target = SocketAddress(MeshSandbox.serviceVIP, MeshSandbox.servicePort)
+            let allowed = try EchoExchange.run(to: target, from: billing.namespace, payload: EchoExchange.payload(3000))
+            #expect(allowed.intact, "\(allowed)")
+            // The client's sidecar accepts, but payments' closes the mutual TLS connection once the authorizer says no.
+            #expect(throws: (any Error).self) { try EchoExchange.run(to: target, from: client.namespace, payload: EchoExchange.payload(3000)) }
+            #expect(authorizer.log.contains("CHECK TCP spiffe://cluster.local/ns/shop/sa/billing ALLOWED"), "\(authorizer.log)")
+            #expect(authorizer.log.contains("CHECK TCP spiffe://cluster.local/ns/shop/sa/client DENIED"), "\(authorizer.log)")
         }
     }
 
@@ -258,20 +307,13 @@ import Testing
                 - key: request.auth.claims[groups]
                   values: ["admins"]
             """
-        let workloads = MeshDocuments.sidecarWorkloads(destinationTLS: "ISTIO_MUTUAL")
-            .replacingOccurrences(of: "    name: tcp-payments\n    protocol: TCP\n", with: "    name: http-payments\n")
-            .replacingOccurrences(of: "tcp-payments: 80", with: "http-payments: 8080")
-            .replacingOccurrences(of: "198.51.100.10", with: "\(Self.paymentsV1)")
-            .replacingOccurrences(of: "198.51.100.99", with: "192.0.2.11")
+        let workloads = Self.httpWorkloads
         try withMeshCluster { cluster in
             try cluster.startControlPlane(files: ["workloads.yaml": workloads, "canary.yaml": MeshDocuments.httpCanary(v1: 100, v2: 0),
                                                   "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT"), "jwt.yaml": authentication])
             let payments = try cluster.addWorkload("payments-v1", address: Self.paymentsV1, serviceAccount: "payments", appPort: nil)
-            let upstream = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
-                                                  "--listen", "\(Self.paymentsV1):8080", "--name", "v1", "--log-requests"], in: payments.namespace,
-                                                 logPath: "\(cluster.directory)/payments-v1-upstream.log")
+            let upstream = try Self.startUpstream(in: payments, of: cluster)
             defer { upstream.stop() }
-            #expect(upstream.waitUntil(seconds: 20) { upstream.log.contains("READY") }, "\(upstream.log)")
             _ = try cluster.addWorkload("billing", address: IPAddress("192.0.2.3")!, serviceAccount: "billing", appPort: nil)
             _ = try cluster.addWorkload("client", address: IPAddress("192.0.2.1")!, serviceAccount: "client", appPort: nil)
             let billing = "\(cluster.name)-billing", client = "\(cluster.name)-client"

@@ -219,6 +219,8 @@ import XDS
         let check = try #require(fixture.service.requests.first?.check)
         #expect(check.attributes.request.http.body == "hello")
         #expect(check.attributes.request.http.headers["x-envoy-auth-partial-body"] == "false")
+        // The connection manager made the request's id before the filters, as Envoy's does.
+        #expect(check.attributes.request.http.id.utf8.count == 36 && check.attributes.request.http.headers["x-request-id"] == check.attributes.request.http.id)
         let upstream = try #require(try fixture.proxy.backend.connections.first.map(Fixture.drain))
         #expect(upstream.contains("x-ext-authz: checked\r\n") && upstream.contains("hello"), "the body follows upstream")
 

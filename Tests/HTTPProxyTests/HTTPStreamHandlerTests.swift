@@ -423,18 +423,25 @@ import XDS
 
     @Test func externalEnvoyHeadersAreDroppedWithUseRemoteAddress() throws {
         var config = try Self.config()
+        let inside = DownstreamConnectionInfo(remoteAddress: try SocketAddress(ipAddress: "10.1.0.7", port: 1), localAddress: nil)
         config.useRemoteAddress = true
         var fields = HTTPFields()
         fields[HTTPField.Name("x-envoy-retry-on")!] = "5xx"
         fields[HTTPField.Name("x-keep")!] = "1"
         var request = HTTPRequest(method: .get, scheme: "http", authority: "app.local", path: "/", headerFields: fields)
         let external = DownstreamConnectionInfo(remoteAddress: try SocketAddress(ipAddress: "203.0.113.7", port: 1), localAddress: nil)
+        // Removed as the request arrives (before routing and the filters), as Envoy's connection manager does.
+        ForwardedHeaders.removeInternalHeaders(&request, config: config, downstream: external)
+        #expect(request.headerFields[HTTPField.Name("x-envoy-retry-on")!] == nil)
         let decision = try #require(Self.table().route(request, randomValue: 0))
         guard case .forward(let forwarding) = decision.action else { Issue.record("not forwarded"); return }
         ForwardedHeaders.prepareRequest(&request, config: config, downstream: external, decision: decision, forwarding: forwarding)
-        #expect(request.headerFields[HTTPField.Name("x-envoy-retry-on")!] == nil)
         #expect(request.headerFields[HTTPField.Name("x-keep")!] == "1")
         #expect(request.headerFields[HTTPField.Name("x-forwarded-for")!] == "203.0.113.7")
+        // From inside the mesh (an internal address), they are the mesh's own and stay.
+        var internalRequest = HTTPRequest(method: .get, scheme: "http", authority: "app.local", path: "/", headerFields: fields)
+        ForwardedHeaders.removeInternalHeaders(&internalRequest, config: config, downstream: inside)
+        #expect(internalRequest.headerFields[HTTPField.Name("x-envoy-retry-on")!] == "5xx")
     }
 
     @Test func aLocalReplyCarriesTheRequestIDInItsRecord() throws {
