@@ -176,6 +176,7 @@ let package = Package(
         .target(
             name: "DataPlane",
             dependencies: [
+                "DNS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -17,6 +17,7 @@ enum HTTPRouteGenerator {
     static let connectionManagerFilter = "envoy.filters.network.http_connection_manager"
     static let httpInspectorFilter = "envoy.filters.listener.http_inspector"
     static let allowAny = "allow_any"
+    static let blockAll = "block_all"
     /// What `http_inspector` names plaintext HTTP as, in istiod's chain match.
     static let plaintextHTTP = ["http/1.1", "h2c"]
 
@@ -28,10 +29,11 @@ enum HTTPRouteGenerator {
     /// `tcpChains`: the chains of TCP services on the same port (by their addresses), which take their
     /// connections before the HTTP chain does (a longer destination prefix wins, as in Envoy).
     /// `ipv6`: the same on `::` (named `[::]_PORT`, its statistics shared with `0.0.0.0_PORT`'s).
+    /// `policy`: the mesh's outbound traffic policy, which the default chain follows.
     static func outboundListener(port: Int, tcpChains: [Envoy_Config_Listener_V3_FilterChain] = [],
-                                 ipv6: Bool = false) throws -> Envoy_Config_Listener_V3_Listener {
+                                 ipv6: Bool = false, policy: MeshSettings.OutboundTrafficPolicy = .allowAny) throws -> Envoy_Config_Listener_V3_Listener {
         var listener = try outboundListener(address: "0.0.0.0", port: port, routeConfigName: String(port), tcpChains: tcpChains,
-                                            defaultChain: ProxyConfigGenerator.passthroughChain())
+                                            defaultChain: ProxyConfigGenerator.passthroughChain(policy))
         if ipv6 {
             listener.name = outboundListenerName(port: port, ipv6: true)
             listener.address = ProxyConfigGenerator.socketAddress("::", port: port)
@@ -108,22 +110,35 @@ enum HTTPRouteGenerator {
         routes.virtualHosts = services.sorted { $0.host < $1.host }.map { host, entry in
             virtualHost(host: host, port: port, entry: entry, config: config, bareName: bareName(host).map { names[$0] == 1 } ?? false)
         }
-        var any = Envoy_Config_Route_V3_VirtualHost()
-        any.name = allowAny
-        any.domains = ["*"]
-        var passthrough = Envoy_Config_Route_V3_Route()
-        passthrough.name = allowAny
-        passthrough.match.prefix = "/"
-        passthrough.route.cluster = ProxyConfigGenerator.passthroughCluster
-        passthrough.route.timeout = Google_Protobuf_Duration(seconds: 0)
-        passthrough.route.maxGrpcTimeout = Google_Protobuf_Duration(seconds: 0)
-        any.routes = [passthrough]
-        any.includeRequestAttemptCount = true
-        routes.virtualHosts.append(any)
+        routes.virtualHosts.append(catchAllVirtualHost(config.mesh.outboundTrafficPolicy))
         routes.validateClusters = Google_Protobuf_BoolValue(false)
         routes.maxDirectResponseBodySizeBytes = Google_Protobuf_UInt32Value(1_048_576)
         routes.ignorePortInHostMatching = true
         return routes
+    }
+
+    /// istiod's last virtual host of an outbound route configuration, for hosts the mesh does not know:
+    /// `allow_any` to `PassthroughCluster` (ALLOW_ANY), or `block_all` answering 502 (REGISTRY_ONLY).
+    static func catchAllVirtualHost(_ policy: MeshSettings.OutboundTrafficPolicy) -> Envoy_Config_Route_V3_VirtualHost {
+        var any = Envoy_Config_Route_V3_VirtualHost()
+        any.domains = ["*"]
+        var route = Envoy_Config_Route_V3_Route()
+        route.match.prefix = "/"
+        switch policy {
+        case .allowAny:
+            any.name = allowAny
+            route.name = allowAny
+            route.route.cluster = ProxyConfigGenerator.passthroughCluster
+            route.route.timeout = Google_Protobuf_Duration(seconds: 0)
+            route.route.maxGrpcTimeout = Google_Protobuf_Duration(seconds: 0)
+        case .registryOnly:
+            any.name = blockAll
+            route.name = blockAll
+            route.directResponse.status = 502
+        }
+        any.routes = [route]
+        any.includeRequestAttemptCount = true
+        return any
     }
 
     /// `NAME` of a Kubernetes-style `NAME.NS.svc.cluster.local`.

@@ -58,6 +58,23 @@ public struct ServiceEntry: Sendable, Equatable {
     public enum Resolution: String, Sendable, Equatable {
         case `static` = "STATIC"
         case none = "NONE"
+        /// The proxy resolves the endpoints' names (the hosts, when there are no endpoints) and uses
+        /// every address: a `STRICT_DNS` cluster.
+        case dns = "DNS"
+        /// As DNS, but each new connection goes to the first address of the latest answer: `LOGICAL_DNS`.
+        case dnsRoundRobin = "DNS_ROUND_ROBIN"
+
+        /// Whether the proxy resolves names for this service.
+        public var resolvesNames: Bool { self == .dns || self == .dnsRoundRobin }
+    }
+
+    /// `location`: whether the service is part of the mesh (its endpoints run sidecars, Istio's
+    /// mTLS hint from PeerAuthentication applies) or outside it. Istio's default is MESH_EXTERNAL; Capstan
+    /// reads a ServiceEntry without one as its own services (its stand-in for Kubernetes Services),
+    /// which behave as MESH_INTERNAL.
+    public enum Location: String, Sendable, Equatable {
+        case meshExternal = "MESH_EXTERNAL"
+        case meshInternal = "MESH_INTERNAL"
     }
 
     public var origin: ResourceOrigin
@@ -70,15 +87,22 @@ public struct ServiceEntry: Sendable, Equatable {
     public var endpoints: [WorkloadEndpoint]
     /// Labels of the WorkloadEntries that are also endpoints of this service.
     public var workloadSelector: [String: String]?
+    /// nil: not given (see ``Location``).
+    public var location: Location? = nil
 }
 
 /// An endpoint of a service: inline in a ServiceEntry or a WorkloadEntry.
 public struct WorkloadEndpoint: Sendable, Equatable {
+    /// An IP address; with resolution DNS, a host name the proxy resolves.
     public var address: String
     public var labels: [String: String]
     /// Port by service port name, when the workload listens elsewhere.
     public var ports: [String: Int]
     public var serviceAccount: String?
+    /// `weight`: the endpoint's `load_balancing_weight` (nil: Envoy's 1).
+    public var weight: Int? = nil
+    /// `locality` (`region/zone/subzone`), as istiod sends it with the endpoint's `LocalityLbEndpoints`.
+    public var locality: String? = nil
 }
 
 /// `networking.istio.io` WorkloadEntry: a workload (a VM, or a pod in tests) with its labels.
@@ -126,9 +150,35 @@ public struct DestinationRule: Sendable, Equatable {
     public enum TLSMode: String, Sendable, Equatable {
         /// Plaintext to the service, even to endpoints that have a sidecar (auto mTLS off).
         case disable = "DISABLE"
+        /// TLS originated by the sidecar (``OriginatedTLS``): the server is verified, no client certificate.
+        case simple = "SIMPLE"
+        /// TLS originated by the sidecar with the client certificate and key the rule names.
+        case mutual = "MUTUAL"
         /// The workload certificate (SDS `default`), the mesh roots (SDS `ROOTCA`), and the endpoints'
         /// SPIFFE identities as the accepted server names.
         case istioMutual = "ISTIO_MUTUAL"
+    }
+
+    /// The rest of `tls` for SIMPLE and MUTUAL: what the sidecar sends and checks when it originates TLS.
+    /// Files are paths on the proxy's machine, as Istio's are in the sidecar's pod.
+    public struct OriginatedTLS: Sendable, Equatable {
+        /// `sni`; nil: the service's host (istiod sets Envoy's `auto_sni` instead: see the generator).
+        public var sni: String?
+        /// `subjectAltNames`: the server names accepted (any of them); empty: any the roots verify.
+        public var subjectAltNames: [String] = []
+        /// `caCertificates`; nil: the system's roots (Istio's `system`).
+        public var caCertificates: String?
+        /// `clientCertificate` and `privateKey` (MUTUAL).
+        public var clientCertificate: String?
+        public var privateKey: String?
+        /// `insecureSkipVerify`: the server's certificate is not verified at all.
+        public var insecureSkipVerify = false
+
+        public init(sni: String? = nil, subjectAltNames: [String] = [], caCertificates: String? = nil) {
+            self.sni = sni
+            self.subjectAltNames = subjectAltNames
+            self.caCertificates = caCertificates
+        }
     }
 
     /// `trafficPolicy.connectionPool`: the cluster's circuit breakers and connection settings. Values of
@@ -205,6 +255,8 @@ public struct DestinationRule: Sendable, Equatable {
         public var connectionPool: ConnectionPool?
         /// nil: no `tls` setting, so Istio's auto mTLS decides (see ``ProxyConfigGenerator``).
         public var tlsMode: TLSMode?
+        /// With `tlsMode` SIMPLE or MUTUAL: the rest of the `tls` setting.
+        public var originatedTLS: OriginatedTLS? = nil
         /// `outlierDetection`; a subset's replaces the rule's whole, as istiod merges it.
         public var outlierDetection: OutlierDetection? = nil
         /// `portLevelSettings` by port number: each entry's four components (its `portLevelSettings`
@@ -219,6 +271,8 @@ public struct DestinationRule: Sendable, Equatable {
             var merged = TrafficPolicy(loadBalancer: other.loadBalancer ?? loadBalancer, connectionPool: other.connectionPool ?? connectionPool,
                                        tlsMode: other.tlsMode ?? tlsMode)
             merged.outlierDetection = other.outlierDetection ?? outlierDetection
+            // `tls` is one component: the mode and its settings come from the same policy.
+            merged.originatedTLS = other.tlsMode != nil ? other.originatedTLS : originatedTLS
             return merged
         }
 

@@ -245,15 +245,17 @@ private struct Builder {
         if let reader = try spec.optional("resolution") {
             let text = try reader.string()
             guard let parsed = ServiceEntry.Resolution(rawValue: text) else {
-                throw reader.fail("\"\(text)\" is not supported (STATIC, NONE)")
+                throw reader.fail("\"\(text)\" is not supported (STATIC, NONE, DNS, DNS_ROUND_ROBIN)")
             }
             resolution = parsed
         } else {
             resolution = .none
         }
+        let location = try ServiceEntryReader.location(spec)
+        try ServiceEntryReader.checkExportTo(spec, warnings: &warnings)
         var endpoints: [WorkloadEndpoint] = []
         for reader in try spec.optional("endpoints")?.list() ?? [] {
-            let endpoint = try endpoint(reader, warnings: &warnings)
+            let endpoint = try endpoint(reader, hostNames: resolution.resolvesNames, warnings: &warnings)
             for (name, _) in endpoint.ports where !ports.contains(where: { $0.name == name }) {
                 throw ConfigError(path: "\(reader.path).ports.\(name)", message: "names no port of the service")
             }
@@ -266,17 +268,27 @@ private struct Builder {
         if resolution == .static && endpoints.isEmpty && selector == nil {
             warnings.append("spec: resolution STATIC with no endpoints and no workloadSelector: the service has no endpoints")
         }
-        return ServiceEntry(origin: origin, namespace: namespace, hosts: hosts, addresses: addresses, ports: ports,
-                            resolution: resolution, endpoints: endpoints, workloadSelector: selector)
+        try ServiceEntryReader.checkResolution(resolution, hosts: hosts, endpoints: endpoints, selector: selector, spec: spec)
+        var entry = ServiceEntry(origin: origin, namespace: namespace, hosts: hosts, addresses: addresses, ports: ports,
+                                 resolution: resolution, endpoints: endpoints, workloadSelector: selector)
+        entry.location = location
+        return entry
     }
 
     /// A ServiceEntry endpoint or a WorkloadEntry spec: the same fields.
-    static func endpoint(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> WorkloadEndpoint {
+    /// `hostNames`: a ServiceEntry's with resolution DNS, whose endpoint addresses may be names the proxy resolves.
+    static func endpoint(_ reader: ConfigReader, hostNames: Bool = false, warnings: inout [String]) throws(ConfigError) -> WorkloadEndpoint {
         try reader.ignoringUnknown(["address", "labels", "ports", "serviceAccount", "network", "locality", "weight"], warnings: &warnings)
         let addressReader = try reader.required("address")
-        let address = try addressReader.string()
-        guard let network = IPNetwork(address), network.isSingleAddress else {
-            throw addressReader.fail("\"\(address)\" is not an IP address (Capstan does not resolve names)")
+        let text = try addressReader.string()
+        let address: String
+        if let network = IPNetwork(text), network.isSingleAddress {
+            address = network.address
+        } else if hostNames, ServiceEntryReader.isHostName(text) {
+            address = text
+        } else {
+            throw addressReader.fail(hostNames ? "\"\(text)\" is not an IP address or a host name"
+                                               : "\"\(text)\" is not an IP address (names are resolved only for a ServiceEntry with resolution DNS or DNS_ROUND_ROBIN)")
         }
         var ports: [String: Int] = [:]
         if let reader = try reader.optional("ports") {
@@ -288,8 +300,10 @@ private struct Builder {
             guard isDNSLabel(name) else { throw account.fail("\"\(name)\" is not a Kubernetes service account name (DNS-1123)") }
             return name
         }
-        return WorkloadEndpoint(address: network.address, labels: try reader.optional("labels").map(labels) ?? [:], ports: ports,
-                                serviceAccount: serviceAccount)
+        var endpoint = WorkloadEndpoint(address: address, labels: try reader.optional("labels").map(labels) ?? [:], ports: ports,
+                                        serviceAccount: serviceAccount)
+        try ServiceEntryReader.readPlacement(reader, into: &endpoint, warnings: &warnings)
+        return endpoint
     }
 
     static func virtualService(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
@@ -378,14 +392,22 @@ private struct Builder {
             try OutlierDetectionReader.read(reader, warnings: &warnings)
         }
         if let tls = try reader.optional("tls") {
-            try tls.ignoringUnknown(["mode"], warnings: &warnings)
+            try tls.ignoringUnknown(["mode", "sni", "subjectAltNames", "caCertificates", "clientCertificate", "privateKey",
+                                     "credentialName", "insecureSkipVerify", "caCrl"], warnings: &warnings)
             if let mode = try tls.optional("mode") {
                 switch try mode.string() {
                 case "DISABLE": policy.tlsMode = .disable
                 case "ISTIO_MUTUAL": policy.tlsMode = .istioMutual
-                case let other where ["SIMPLE", "MUTUAL"].contains(other):
-                    throw mode.fail("\(other) is not supported by Capstan: it needs certificates the user supplies (DISABLE, ISTIO_MUTUAL)")
+                case "SIMPLE":
+                    policy.tlsMode = .simple
+                    policy.originatedTLS = try OriginatedTLSReader.read(tls, mutual: false)
+                case "MUTUAL":
+                    policy.tlsMode = .mutual
+                    policy.originatedTLS = try OriginatedTLSReader.read(tls, mutual: true)
                 case let other: throw mode.fail("\"\(other)\" is not a TLS mode (DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL)")
+                }
+                if policy.originatedTLS == nil {
+                    try OriginatedTLSReader.warnUnused(tls, mode: policy.tlsMode ?? .disable, warnings: &warnings)
                 }
             } else {
                 // The proto's zero value: a `tls` without a mode turns auto mTLS off.

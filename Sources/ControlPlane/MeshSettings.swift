@@ -11,6 +11,9 @@ public struct MeshSettings: Sendable, Equatable {
     }
 
     public var outboundTrafficPolicy: OutboundTrafficPolicy = .allowAny
+    /// `dnsRefreshRate`: how often sidecars look up the names of DNS clusters when the answer's TTL does
+    /// not say (Istio's default, 60 s).
+    public var dnsRefreshRate: Duration = .seconds(60)
     /// `extensionProviders`, by name: what an AuthorizationPolicy with `action: CUSTOM` names.
     public var extensionProviders: [ExtensionProvider] = []
     /// Where the settings came from, for messages; nil for the defaults.

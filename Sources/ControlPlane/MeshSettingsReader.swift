@@ -14,7 +14,7 @@ enum MeshSettingsReader {
         "defaultDestinationRuleExportTo", "defaultServiceExportTo", "defaultVirtualServiceExportTo",
         "defaultProviders", "discoverySelectors", "enableAutoMtls", "enablePrometheusMerge", "enableTracing",
         "ingressClass", "ingressControllerMode", "ingressService", "localityLbSetting", "outboundClusterStatName",
-        "inboundClusterStatName", "protocolDetectionTimeout", "trustDomainAliases", "dnsRefreshRate",
+        "inboundClusterStatName", "protocolDetectionTimeout", "trustDomainAliases",
         "serviceSettings", "tcpKeepalive", "h2UpgradePolicy", "meshNetworks", "caCertificates",
         "verifyCertificateAtClient", "pathNormalization", "proxyHttpPort", "proxyListenPort", "proxyInboundListenPort",
     ]
@@ -46,7 +46,7 @@ enum MeshSettingsReader {
     }
 
     static func read(_ mesh: ConfigReader, into settings: inout MeshSettings, warnings: inout [String]) throws(ConfigError) {
-        let acted: Set<String> = ["outboundTrafficPolicy", "extensionProviders", "rootNamespace", "trustDomain"]
+        let acted: Set<String> = ["outboundTrafficPolicy", "extensionProviders", "rootNamespace", "trustDomain", "dnsRefreshRate"]
         for key in try mesh.fields().keys.sorted() where !acted.contains(key) {
             if fieldsNotActedOn.contains(key) {
                 warnings.append("\(mesh.path).\(key): not acted on by Capstan's control plane, ignored")
@@ -62,6 +62,12 @@ enum MeshSettingsReader {
         }
         if try mesh.optional("trustDomain") != nil {
             warnings.append("\(mesh.path).trustDomain: the control plane's --trust-domain is the one in force, this is ignored")
+        }
+        if let rate = try mesh.optional("dnsRefreshRate") {
+            let value = try rate.goDuration()
+            // Istio's validation: at least 1 ms (Envoy's bound on dns_refresh_rate).
+            guard value >= .milliseconds(1) else { throw rate.fail("must be at least 1ms") }
+            settings.dnsRefreshRate = value
         }
         if let policy = try mesh.optional("outboundTrafficPolicy") {
             try policy.ignoringUnknown(["mode", "egressProxy"], warnings: &warnings)

@@ -25,6 +25,8 @@ struct ProxyConfigGenerator: Sendable {
     static let outboundListenerName = "virtualOutbound"
     static let inboundListenerName = "virtualInbound"
     static let passthroughCluster = "PassthroughCluster"
+    /// istiod's cluster with no endpoints: where REGISTRY_ONLY sends connections to hosts no service declares.
+    static let blackHoleCluster = "BlackHoleCluster"
     static let inboundPassthroughCluster = "InboundPassthroughCluster"
     /// istiod's `upstream_bind_config` source on inbound clusters.
     static let inboundPassthroughSource = "127.0.0.6"
@@ -69,6 +71,8 @@ struct ProxyConfigGenerator: Sendable {
             clusters.append((cluster, try .packed(Self.originalDestinationCluster(cluster, inbound: cluster == Self.inboundPassthroughCluster),
                                                   as: .cluster)))
         }
+        clusters.append((Self.blackHoleCluster, try .packed(Self.blackHole(), as: .cluster)))
+        let outboundPolicy = config.mesh.outboundTrafficPolicy
         // Each WorkloadEntry with its modes, resolved once however many services select it.
         let workloadEntries = config.workloadEntries.map { Member(endpoint: $0.endpoint, namespace: $0.namespace, policy: mutualTLS,
                                                                         authorization: authorization, authentication: authentication) }
@@ -86,13 +90,17 @@ struct ProxyConfigGenerator: Sendable {
         var sniffedRoutes: [MeshResources.Resource] = []
         // The services on each HTTP port, for RDS `PORT` and the listener `0.0.0.0_PORT`.
         var httpServices: [Int: [(host: String, entry: ServiceEntry)]] = [:]
+        // TLS services without addresses, by port: chains matching their hosts as server names.
+        var sniChains: [Int: [Envoy_Config_Listener_V3_FilterChain]] = [:]
         for entry in config.serviceEntries {
             let members = Self.members(of: entry, workloadEntries: workloadEntries, policy: mutualTLS, authorization: authorization,
                                        authentication: authentication)
-            for member in members where workloads[member.endpoint.address] == nil { workloads[member.endpoint.address] = member }
+            // Endpoints of a DNS service are names outside the mesh: no inbound configuration is made for them.
+            let workloadMembers = entry.resolution.resolvesNames ? [] : members
+            for member in workloadMembers where workloads[member.endpoint.address] == nil { workloads[member.endpoint.address] = member }
             let rule = config.destinationRules.first { rule in entry.hosts.contains(rule.host) }
             for port in entry.ports {
-                for member in members {
+                for member in workloadMembers {
                     let target = Self.targetPort(of: member.endpoint, port: port)
                     inboundPorts[member.endpoint.address, default: []].insert(target)
                     if port.protocol.isHTTP { inboundHTTPPorts[member.endpoint.address, default: []].insert(target) }
@@ -113,13 +121,20 @@ struct ProxyConfigGenerator: Sendable {
                         var cluster = Self.edsCluster(name, policy: subset.policy)
                         cluster.typedExtensionProtocolOptions = try HTTPRouteGenerator.protocolOptions(port.protocol, policy: subset.policy, sniffed: true)
                         cluster.metadata = Self.serviceMetadata(host: host, namespace: entry.namespace)
-                        if Self.usesMutualTLS(subset.policy.tlsMode, members: selected, port: port) {
+                        if let mode = subset.policy.tlsMode, mode == .simple || mode == .mutual, let settings = subset.policy.originatedTLS {
+                            cluster.transportSocket = try Self.originatedTLS(mode, settings, host: host,
+                                                                             http2: port.protocol == .http2 || port.protocol == .grpc)
+                        } else if Self.usesMutualTLS(subset.policy.tlsMode, members: selected, port: port, external: entry.location == .meshExternal) {
                             cluster.transportSocket = try upstreamTLS(to: selected, sni: Self.sni(port: port.number, subset: subset.name, host: host))
                         }
+                        let assigned = Self.assignedEndpoints(entry, host: host, port: port, selected: selected.map(\.endpoint))
+                        if entry.resolution.resolvesNames {
+                            Self.makeDNSCluster(&cluster, resolution: entry.resolution, endpoints: assigned,
+                                                refreshRate: config.mesh.dnsRefreshRate)
+                        } else {
+                            endpoints.append((name, try .packed(Self.loadAssignment(name, assigned), as: .endpoint)))
+                        }
                         clusters.append((name, try .packed(cluster, as: .cluster)))
-                        endpoints.append((name, try .packed(Self.assignment(name, selected.map {
-                            ($0.endpoint.address, Self.targetPort(of: $0.endpoint, port: port))
-                        }), as: .endpoint)))
                     }
                     let networks = entry.addresses.compactMap(IPNetwork.init)
                     if port.protocol.isHTTP {
@@ -144,6 +159,9 @@ struct ProxyConfigGenerator: Sendable {
                     } else if !entry.addresses.isEmpty {
                         chains.append(Self.outboundChain(host: host, port: port.number, addresses: entry.addresses,
                                                          route: Self.route(host: host, port: port.number, config: config)))
+                    } else if port.protocol == .https || port.protocol == .tls {
+                        // No address to match: istiod tells TLS services apart by the SNI their clients send.
+                        sniChains[port.number, default: []].append(try Self.serverNameChain(host: host, port: port.number))
                     }
                 }
             }
@@ -154,23 +172,30 @@ struct ProxyConfigGenerator: Sendable {
         listener.useOriginalDst = Google_Protobuf_BoolValue(true)
         listener.trafficDirection = .outbound
         listener.filterChains = chains
-        listener.defaultFilterChain = Self.passthroughChain()
+        listener.defaultFilterChain = Self.passthroughChain(outboundPolicy)
         var listeners: [MeshResources.Resource] = [(Self.outboundListenerName, try .packed(listener, as: .listener))]
         var routes: [MeshResources.Resource] = []
         listeners += sniffing
         routes += sniffedRoutes
         for (port, services) in httpServices.sorted(by: { $0.key < $1.key }) {
             // TCP services on the same port: the hand-off brings their connections here too.
-            let tcpChains = chains.filter { $0.filterChainMatch.destinationPort.value == UInt32(port) }
+            let tcpChains = chains.filter { $0.filterChainMatch.destinationPort.value == UInt32(port) } + sniChains[port, default: []]
             listeners.append((HTTPRouteGenerator.outboundListenerName(port: port),
-                              try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains), as: .listener)))
+                              try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains, policy: outboundPolicy), as: .listener)))
             // IPv6 clients are handed off by `::`: the same listener there when a service on the port has an IPv6 address.
             if services.contains(where: { $0.entry.addresses.contains { $0.contains(":") } }) {
                 listeners.append((HTTPRouteGenerator.outboundListenerName(port: port, ipv6: true),
-                                  try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains, ipv6: true), as: .listener)))
+                                  try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains, ipv6: true,
+                                                                                  policy: outboundPolicy), as: .listener)))
             }
             routes.append((String(port), try .packed(HTTPRouteGenerator.routeConfiguration(port: port, services: services, config: config),
                                                      as: .route)))
+        }
+        for (port, serverNameChains) in sniChains.sorted(by: { $0.key < $1.key }) where httpServices[port] == nil {
+            let tcpChains = chains.filter { $0.filterChainMatch.destinationPort.value == UInt32(port) }
+            listeners.append((HTTPRouteGenerator.outboundListenerName(port: port),
+                              try .packed(Self.serverNameListener(port: port, chains: tcpChains + serverNameChains, policy: outboundPolicy),
+                                          as: .listener)))
         }
         let inboundClusterPorts = Set(inboundPorts.values.flatMap { $0 }).sorted()
         for port in inboundClusterPorts {
@@ -271,14 +296,17 @@ struct ProxyConfigGenerator: Sendable {
 
     /// Whether a cluster of `members` on service port `port` speaks mutual TLS: the DestinationRule's
     /// mode if it has one, else auto mTLS (every endpoint has a sidecar that does not DISABLE mTLS there).
-    private static func usesMutualTLS(_ mode: DestinationRule.TLSMode?, members: [Member], port: ServiceEntry.Port) -> Bool {
+    /// `external` (MESH_EXTERNAL): istiod takes no hint from PeerAuthentication for a service outside the
+    /// mesh, so only the endpoints' labels decide.
+    private static func usesMutualTLS(_ mode: DestinationRule.TLSMode?, members: [Member], port: ServiceEntry.Port,
+                                      external: Bool = false) -> Bool {
         switch mode {
         case .istioMutual: return true
-        case .disable: return false
+        case .disable, .simple, .mutual: return false
         case nil:
             return !members.isEmpty && members.allSatisfy { member in
                 member.endpoint.labels[MeshConfig.tlsModeLabel] == "istio"
-                    && member.tls.mode(forPort: targetPort(of: member.endpoint, port: port)) != .disable
+                    && (external || member.tls.mode(forPort: targetPort(of: member.endpoint, port: port)) != .disable)
             }
         }
     }
@@ -452,9 +480,15 @@ struct ProxyConfigGenerator: Sendable {
         return metadata
     }
 
-    /// `PassthroughFilterChain`: connections no chain takes go to their original destination.
-    static func passthroughChain() -> Envoy_Config_Listener_V3_FilterChain {
-        tcpProxyChain(name: "PassthroughFilterChain", route: .cluster(passthroughCluster))
+    /// `PassthroughFilterChain`: connections no chain takes go to their original destination
+    /// (ALLOW_ANY), or into `BlackHoleCluster` (REGISTRY_ONLY, its stat prefix istiod's too).
+    static func passthroughChain(_ policy: MeshSettings.OutboundTrafficPolicy = .allowAny) -> Envoy_Config_Listener_V3_FilterChain {
+        switch policy {
+        case .allowAny:
+            return tcpProxyChain(name: "PassthroughFilterChain", route: .cluster(passthroughCluster))
+        case .registryOnly:
+            return tcpProxyChain(name: "PassthroughFilterChain", statPrefix: blackHoleCluster, route: .cluster(blackHoleCluster))
+        }
     }
 
     private static func tcpProxyChain(name: String, statPrefix: String? = nil,
@@ -510,6 +544,15 @@ struct ProxyConfigGenerator: Sendable {
         return result
     }
 
+    /// `BlackHoleCluster`, as istiod always sends it: STATIC, no endpoints, so every connection to it fails.
+    private static func blackHole() -> Envoy_Config_Cluster_V3_Cluster {
+        var cluster = Envoy_Config_Cluster_V3_Cluster()
+        cluster.name = blackHoleCluster
+        cluster.type = .static
+        cluster.connectTimeout = protoDuration(defaultConnectTimeout)
+        return cluster
+    }
+
     /// An ORIGINAL_DST cluster; an `inbound` one binds its connections to 127.0.0.6, as istiod's do, so
     /// the application's own traffic and the proxy's are told apart (and the latter is not captured).
     private static func originalDestinationCluster(_ name: String, inbound: Bool = false) -> Envoy_Config_Cluster_V3_Cluster {
@@ -537,20 +580,6 @@ struct ProxyConfigGenerator: Sendable {
         threshold.maxRetries = pool?.maxRetries.map { Google_Protobuf_UInt32Value(UInt32($0)) } ?? unlimited
         threshold.trackRemaining = true
         return threshold
-    }
-
-    private static func assignment(_ name: String, _ endpoints: [(address: String, port: Int)]) -> Envoy_Config_Endpoint_V3_ClusterLoadAssignment {
-        var assignment = Envoy_Config_Endpoint_V3_ClusterLoadAssignment()
-        assignment.clusterName = name
-        var locality = Envoy_Config_Endpoint_V3_LocalityLbEndpoints()
-        locality.lbEndpoints = endpoints.map { address, port in
-            var endpoint = Envoy_Config_Endpoint_V3_LbEndpoint()
-            endpoint.endpoint.address = socketAddress(address, port: port)
-            endpoint.healthStatus = .healthy
-            return endpoint
-        }
-        assignment.endpoints = endpoints.isEmpty ? [] : [locality]
-        return assignment
     }
 
     static func socketAddress(_ address: String, port: Int) -> Envoy_Config_Core_V3_Address {

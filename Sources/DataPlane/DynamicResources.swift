@@ -37,6 +37,10 @@ final class DynamicResources: ADSResponseHandler {
         var routesTimedOut: Set<String> = []
         /// Route configurations whose warming timer has started.
         var routeTimers: Set<String> = []
+        /// The DNS clusters' lookups at work, and the hosts each last found (absent: the first round
+        /// has not finished, so the cluster is warming), by cluster name.
+        var resolvers: [String: DNSClusterResolver] = [:]
+        var dnsEndpoints: [String: [BootstrapConfig.Cluster.Endpoint]] = [:]
     }
 
     /// What one install puts in force.
@@ -59,7 +63,15 @@ final class DynamicResources: ADSResponseHandler {
     /// LDS or RDS response or a warming timer asks.
     private let lastInstall = Mutex<Task<Void, Never>?>(nil)
 
-    init(proxy: Proxy, bootstrap: BootstrapConfig, warmingTimeout: Duration = .seconds(15), logger: Logger) {
+    /// Looks up the DNS clusters' names.
+    private let hostnameResolution: any HostnameResolution
+    /// The ADS client of the last CDS response, for installs a DNS lookup starts.
+    private let lastClient = Mutex<ADSClient?>(nil)
+    private let clusterInstalls = Mutex<Void>(())
+
+    init(proxy: Proxy, bootstrap: BootstrapConfig, warmingTimeout: Duration = .seconds(15),
+         hostnameResolution: any HostnameResolution = StubHostnameResolution(), logger: Logger) {
+        self.hostnameResolution = hostnameResolution
         self.proxy = proxy
         self.bootstrap = bootstrap
         self.staticClusters = bootstrap.clusters
@@ -116,6 +128,10 @@ final class DynamicResources: ADSResponseHandler {
             }
             for cluster in clusters {
                 try bootstrap.checkSecretSources(cluster.cluster.transportSocket, path: "cluster \"\(cluster.cluster.name)\".transport_socket")
+                if let dns = cluster.dns, !dns.nameservers.isEmpty, dns.usesSystemResolver || !hostnameResolution.takesNameservers {
+                    throw ConfigError(path: "cluster \"\(cluster.cluster.name)\".typed_dns_resolver_config.typed_config.resolvers",
+                                      message: "the getaddrinfo resolver reads /etc/resolv.conf only: nameservers cannot be given per cluster")
+                }
             }
         } catch {
             stats.rejections.increment()
@@ -134,6 +150,8 @@ final class DynamicResources: ADSResponseHandler {
             return state.clusters
         }
         client.subscribe(.endpoint, to: services)
+        lastClient.withLock { $0 = client }
+        reconcileResolvers(clusters)
         let version = response.versionInfo
         runtime.versions.withLockedValue { versions in
             let now = Self.timestamp()
@@ -164,12 +182,25 @@ final class DynamicResources: ADSResponseHandler {
     /// Puts in force every accepted cluster that is warm, with its endpoints, beside the bootstrap's
     /// static clusters. A cluster still warming keeps its previous version, if it had one.
     private func installClusters(client: ADSClient) {
+        // One install at a time: a DNS cluster's lookups install from their own task, beside the ADS stream's.
+        clusterInstalls.withLock { _ in installClustersSerially(client: client) }
+    }
+
+    private func installClustersSerially(client: ADSClient) {
         let (clusters, warming, firstTime) = state.withLock { state -> ([BootstrapConfig.Cluster], [String], Bool) in
             var ready: [BootstrapConfig.Cluster] = []
             var warming: [String] = []
             for discovered in state.clusters {
                 var cluster = discovered.cluster
-                if let service = discovered.endpointService {
+                if discovered.dns != nil {
+                    // Warm once its first round of lookups is over, as in Envoy.
+                    guard let hosts = state.dnsEndpoints[cluster.name] else {
+                        warming.append(cluster.name)
+                        if let previous = runtime.configuration.clusters[cluster.name] { ready.append(previous.config) }
+                        continue
+                    }
+                    cluster.discovery = .endpoints(hosts)
+                } else if let service = discovered.endpointService {
                     guard let assignment = state.assignments[service] else {
                         warming.append(cluster.name)
                         if let previous = runtime.configuration.clusters[cluster.name] { ready.append(previous.config) }
@@ -206,6 +237,55 @@ final class DynamicResources: ADSResponseHandler {
         guard !expired.isEmpty else { return }
         logger.warning("clusters served without endpoints after the warming timeout", metadata: ["services": "\(expired)"])
         installClusters(client: client)
+    }
+
+    // MARK: DNS clusters
+
+    /// Starts lookups for the DNS clusters that are new or whose names or lookup settings changed, and
+    /// stops those of clusters gone or changed. A cluster whose lookups restart keeps its hosts until
+    /// the new round gives others.
+    private func reconcileResolvers(_ clusters: [XDSResourceDecoder.DiscoveredCluster]) {
+        let wanted = Dictionary(clusters.compactMap { cluster in cluster.dns.map { (cluster.cluster.name, $0) } }) { first, _ in first }
+        let (started, stopped) = state.withLock { state -> ([DNSClusterResolver], [DNSClusterResolver]) in
+            var started: [DNSClusterResolver] = []
+            var stopped: [DNSClusterResolver] = []
+            for (name, resolver) in state.resolvers where wanted[name] != resolver.config {
+                stopped.append(resolver)
+                state.resolvers[name] = nil
+                if wanted[name] == nil { state.dnsEndpoints[name] = nil }
+            }
+            for (name, config) in wanted where state.resolvers[name] == nil {
+                let resolution: any HostnameResolution = config.usesSystemResolver ? SystemHostnameResolver() : hostnameResolution
+                let resolver = DNSClusterResolver(config: config, resolver: resolution, stats: runtime.stats.cluster(name)) {
+                    [weak self] hosts in self?.dnsResolved(name, hosts: hosts)
+                }
+                state.resolvers[name] = resolver
+                started.append(resolver)
+            }
+            return (started, stopped)
+        }
+        for resolver in stopped { resolver.stop() }
+        for resolver in started { resolver.start() }
+    }
+
+    /// A DNS cluster's lookups found `hosts`: they are put in force (ignored if the cluster is gone).
+    private func dnsResolved(_ name: String, hosts: [BootstrapConfig.Cluster.Endpoint]) {
+        let current = state.withLock { state -> Bool in
+            guard state.resolvers[name] != nil else { return false }
+            state.dnsEndpoints[name] = hosts
+            return true
+        }
+        guard current, let client = lastClient.withLock({ $0 }) else { return }
+        installClusters(client: client)
+    }
+
+    /// Stops every DNS cluster's lookups (the proxy's control plane stream has ended).
+    func stopResolvers() {
+        let resolvers = state.withLock { state in
+            defer { state.resolvers = [:] }
+            return Array(state.resolvers.values)
+        }
+        for resolver in resolvers { resolver.stop() }
     }
 
     // MARK: EDS

@@ -90,7 +90,10 @@ public final class Proxy: Sendable {
                                backoff: runtime.options.controlPlaneBackoff, logger: logger)
         let handler = DynamicResources(proxy: self, bootstrap: bootstrap, warmingTimeout: runtime.options.warmingTimeout, logger: logger)
         client.subscribe(.cluster, to: [])
-        let task = Task { await client.run(handler: handler) }
+        let task = Task {
+            await client.run(handler: handler)
+            handler.stopResolvers()
+        }
         mutable.withLockedValue {
             $0.controlPlane = task
             $0.controlPlaneClient = client

@@ -65,6 +65,8 @@ final class ClusterStats: Sendable {
     /// EDS responses for this cluster applied and refused.
     let membershipUpdates = Counter()
     let membershipRejections = Counter()
+    /// A DNS cluster's lookups that failed (its hosts were kept).
+    let membershipFailures = Counter()
     /// Bytes from the upstream (toward the downstream client).
     let bytesReceived = Counter()
     /// Bytes to the upstream.
@@ -109,6 +111,7 @@ final class ClusterStats: Sendable {
          ("upstream_cx_none_healthy", Double(noHealthyUpstream.value)),
          ("update_success", Double(membershipUpdates.value)),
          ("update_rejected", Double(membershipRejections.value)),
+         ("update_failure", Double(membershipFailures.value)),
          ("upstream_cx_rx_bytes_total", Double(bytesReceived.value)),
          ("upstream_cx_tx_bytes_total", Double(bytesSent.value)),
          ("upstream_rq_total", Double(requestsTotal.value)), ("upstream_rq_timeout", Double(requestTimeouts.value)),

@@ -26,12 +26,23 @@ struct SubjectAltNameMatcher: Sendable, Hashable {
     func matches(_ names: [PeerIdentity.SubjectAltName]) -> Bool {
         names.contains { name in
             switch (kind, name.kind) {
-            case (.uriOrDNS, .uri), (.uriOrDNS, .dns), (.uri, .uri), (.dns, .dns), (.email, .email), (.ipAddress, .ipAddress):
+            case (.uriOrDNS, .dns), (.dns, .dns):
+                return matches(name.value) || matchesWildcard(name.value)
+            case (.uriOrDNS, .uri), (.uri, .uri), (.email, .email), (.ipAddress, .ipAddress):
                 return matches(name.value)
             default:
                 return false
             }
         }
+    }
+
+    /// A certificate's wildcard DNS name (`*.example.com`) against an exact pattern, as Envoy matches
+    /// them: the wildcard stands for the pattern's whole first label (`api.example.com`, not
+    /// `a.b.example.com`), compared without case as DNS names are.
+    private func matchesWildcard(_ value: String) -> Bool {
+        guard case .exact(let text) = pattern, value.hasPrefix("*."), let dot = text.firstIndex(of: "."),
+              dot != text.startIndex else { return false }
+        return text[dot...].lowercased() == value.dropFirst().lowercased()
     }
 
     /// With `ignoreCase`, the pattern is lowercased once when decoded (``decode(_:path:)``); only the

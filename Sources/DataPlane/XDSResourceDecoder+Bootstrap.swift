@@ -16,6 +16,10 @@ extension XDSResourceDecoder {
         for (index, message) in resources.clusters.enumerated() {
             let path = "static_resources.clusters[\(index)]"
             let decoded = try cluster(message, path: path)
+            if decoded.dns != nil {
+                throw ConfigError(path: "\(path).type",
+                                  message: "STRICT_DNS and LOGICAL_DNS are supported for clusters from CDS, not in a bootstrap yet")
+            }
             if decoded.endpointService != nil {
                 throw ConfigError(path: "\(path).type",
                                   message: "EDS is not supported in a bootstrap: Capstan asks for endpoints only for clusters from CDS")

@@ -25,6 +25,8 @@ enum XDSResourceDecoder {
     struct DiscoveredCluster: Equatable {
         var cluster: BootstrapConfig.Cluster
         var endpointService: String?
+        /// STRICT_DNS and LOGICAL_DNS: the names the proxy looks up for the cluster's hosts.
+        var dns: DNSClusterConfig? = nil
     }
 
     /// The message types an `Any` in Capstan's configuration may hold, so that JSON and YAML name them by
@@ -368,14 +370,27 @@ enum XDSResourceDecoder {
         if case .maglevLbConfig? = proto.lbConfig, proto.lbPolicy != .maglev {
             throw ConfigError(path: "\(path).maglev_lb_config", message: "is for lb_policy MAGLEV")
         }
-        let notActedOn = unknownFields(in: proto)
+        var notActedOn = unknownFields(in: proto)
+        if proto.type != .strictDns && proto.type != .logicalDns {
+            for (set, field) in [(proto.hasDnsRefreshRate, "dns_refresh_rate"), (proto.respectDnsTtl, "respect_dns_ttl"),
+                                 (proto.dnsLookupFamily != .auto, "dns_lookup_family"), (proto.hasTypedDnsResolverConfig, "typed_dns_resolver_config")] where set {
+                notActedOn.append(.init(path: field, reason: "only STRICT_DNS and LOGICAL_DNS clusters look names up"))
+            }
+        }
         let circuitBreakers = try circuitBreakers(proto.circuitBreakers, path: path)
         let discovery: BootstrapConfig.Cluster.Discovery
         var service: String?
+        var dns: DNSClusterConfig?
+        var dnsNotActedOn: [FieldNotActedOn] = []
         switch proto.type {
         case .static:
             // Without endpoints (istiod's BlackHoleCluster) every connection to it fails, as in Envoy.
             discovery = .endpoints(try endpoints(of: proto.loadAssignment, path: "\(path).load_assignment"))
+            dnsNotActedOn = localityNotActedOn(proto.loadAssignment, under: "load_assignment")
+        case .strictDns, .logicalDns:
+            // The hosts come from the proxy's own lookups; until the first, none.
+            dns = try DNSClusterConfig(proto, path: path, notActedOn: &dnsNotActedOn)
+            discovery = .endpoints([])
         case .eds:
             if proto.edsClusterConfig.hasEdsConfig, case .apiConfigSource? = proto.edsClusterConfig.edsConfig.configSourceSpecifier {
                 throw ConfigError(path: "\(path).eds_cluster_config.eds_config", message: "only ADS is supported")
@@ -389,7 +404,7 @@ enum XDSResourceDecoder {
             }
             discovery = .originalDestination
         default:
-            throw ConfigError(path: "\(path).type", message: "\(spelling("type", in: proto)) is not supported (STATIC, EDS, ORIGINAL_DST)")
+            throw ConfigError(path: "\(path).type", message: "\(spelling("type", in: proto)) is not supported (STATIC, STRICT_DNS, LOGICAL_DNS, EDS, ORIGINAL_DST)")
         }
         let socket = proto.hasTransportSocket
             ? try TransportSocketConfig.upstream(proto.transportSocket, path: "\(path).transport_socket") : nil
@@ -405,7 +420,7 @@ enum XDSResourceDecoder {
         var cluster = BootstrapConfig.Cluster(
             name: proto.name, discovery: discovery,
             connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, circuitBreakers: circuitBreakers,
-            loadBalancing: loadBalancing, transportSocket: socket, fieldsNotActedOn: notActedOn, transportSocketMatches: matches)
+            loadBalancing: loadBalancing, transportSocket: socket, fieldsNotActedOn: notActedOn + dnsNotActedOn, transportSocketMatches: matches)
         try protocolOptions(proto.typedExtensionProtocolOptions, path: path, into: &cluster)
         cluster.healthCheck = try HealthCheckConfig.decode(proto.healthChecks, path: path, notActedOn: &cluster.fieldsNotActedOn)
         try outlierDetection(of: proto, path: path, into: &cluster)
@@ -421,7 +436,23 @@ enum XDSResourceDecoder {
         if case .stringValue(let override)? = proto.metadata.filterMetadata["istio"]?.fields["alpn_override"]?.kind, override == "false" {
             cluster.allowsALPNOverride = false
         }
-        return DiscoveredCluster(cluster: cluster, endpointService: service)
+        return DiscoveredCluster(cluster: cluster, endpointService: service, dns: dns)
+    }
+
+    /// An assignment's locality groups' `locality` and `load_balancing_weight`, which only locality-aware
+    /// load balancing (not in Capstan) would use: listed, once each.
+    static func localityNotActedOn(_ assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment, under prefix: String) -> [FieldNotActedOn] {
+        var fields: [FieldNotActedOn] = []
+        let reason = "Capstan has no locality-aware load balancing: every locality's endpoints take connections alike"
+        if assignment.endpoints.contains(where: \.hasLocality) { fields.append(.init(path: "\(prefix).endpoints[*].locality", reason: reason)) }
+        if assignment.endpoints.contains(where: \.hasLoadBalancingWeight) {
+            fields.append(.init(path: "\(prefix).endpoints[*].load_balancing_weight", reason: reason))
+        }
+        if assignment.endpoints.contains(where: { $0.lbEndpoints.contains { !$0.endpoint.hostname.isEmpty } }) {
+            fields.append(.init(path: "\(prefix).endpoints[*].lb_endpoints[*].endpoint.hostname",
+                                reason: "a host's name is not used (no auto host rewrite, no health check host from it)"))
+        }
+        return fields
     }
 
     /// `upstream_bind_config`'s source: an IP address, with port 0 (any) or a fixed one.
@@ -600,7 +631,7 @@ enum XDSResourceDecoder {
         for resource in resources {
             let proto: Envoy_Config_Endpoint_V3_ClusterLoadAssignment = try unpack(resource, as: .endpoint)
             guard !proto.clusterName.isEmpty else { throw ConfigError(path: "cluster_load_assignment", message: "needs a cluster_name") }
-            var notActedOn = unknownFields(in: proto, under: "load_assignment (EDS)")
+            var notActedOn = unknownFields(in: proto, under: "load_assignment (EDS)") + localityNotActedOn(proto, under: "load_assignment (EDS)")
             // Endpoint metadata other than the transport socket match's, named once per assignment.
             let otherMetadata = Set(proto.endpoints.flatMap { $0.lbEndpoints.flatMap { $0.metadata.filterMetadata.keys } })
                 .subtracting([transportSocketMatchKey]).sorted()

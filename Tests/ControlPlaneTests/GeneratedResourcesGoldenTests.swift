@@ -77,6 +77,7 @@ import XDS
 
     @Test func theGeneratedResourcesAreByteForByteThoseRecorded() throws {
         let recorded: [String: String] = [
+            "CDS BlackHoleCluster": "b54427d8d9e24854",
             "CDS InboundPassthroughCluster": "162d1e240e0a9042",
             "CDS PassthroughCluster": "ea2d3c22fcba827c",
             "CDS inbound|7071||": "c4cf20febed7983a",

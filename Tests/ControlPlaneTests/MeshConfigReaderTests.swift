@@ -79,7 +79,7 @@ enum Documents {
         (Documents.virtualService(90, 10).replacingOccurrences(of: "subset: v2", with: "subset: v3"),
          "bad.yaml: document 1 (line 1): VirtualService shop/payments: spec.tcp[0].route[1].destination.subset: no DestinationRule for payments.shop.svc.cluster.local defines subset \"v3\""),
         (Documents.workload("broken", "payments.example", "v1"),
-         "bad.yaml: document 1 (line 1): WorkloadEntry shop/broken: spec.address: \"payments.example\" is not an IP address (Capstan does not resolve names)"),
+         "bad.yaml: document 1 (line 1): WorkloadEntry shop/broken: spec.address: \"payments.example\" is not an IP address (names are resolved only for a ServiceEntry with resolution DNS or DNS_ROUND_ROBIN)"),
         ("apiVersion: networking.istio.io/v1\nkind: Gateway2\nmetadata: {name: g}\nspec: {}\n",
          "bad.yaml: document 1 (line 1): Gateway2 default/g: kind: \"Gateway2\" is not a kind Capstan reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, Gateway, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)"),
         ("apiVersion: v1\nkind: Secret\nmetadata: {name: c}\n",

@@ -13,13 +13,13 @@ import XDS
     @Test func clustersAreNamedAsIstioNamesThem() throws {
         let clusters = try resources().clusters
         #expect(clusters.map(\.name) == [
-            "PassthroughCluster", "InboundPassthroughCluster",
+            "PassthroughCluster", "InboundPassthroughCluster", "BlackHoleCluster",
             "outbound|9080||payments.shop.svc.cluster.local", "outbound|9080|v1|payments.shop.svc.cluster.local",
             "outbound|9080|v2|payments.shop.svc.cluster.local", "inbound|8080||",
         ])
-        let v2 = try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](clusters[4].resource.value))
+        let v2 = try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](clusters[5].resource.value))
         #expect(v2.type == .eds)
-        #expect(v2.edsClusterConfig.serviceName == clusters[4].name)
+        #expect(v2.edsClusterConfig.serviceName == clusters[5].name)
         #expect(v2.lbPolicy == .leastRequest)
         // The subset's connectionPool replaces the rule's (and its connectTimeout) whole, as in istiod.
         #expect(v2.connectTimeout == Google_Protobuf_Duration(seconds: 10))
@@ -27,7 +27,7 @@ import XDS
         #expect(threshold.maxConnections.value == 10)
         #expect([threshold.maxPendingRequests, threshold.maxRequests, threshold.maxRetries].map(\.value) == [UInt32.max, UInt32.max, UInt32.max])
         #expect(threshold.trackRemaining)
-        let v1 = try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](clusters[3].resource.value))
+        let v1 = try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](clusters[4].resource.value))
         #expect(v1.connectTimeout == Google_Protobuf_Duration(seconds: 0, nanos: 250_000_000))
         #expect(v1.circuitBreakers.thresholds.first?.maxConnections.value == 100)
     }

@@ -254,8 +254,8 @@ import XDS
     @Test(arguments: [
         (#"{"static_resources": {"clusters": [{"name": "a", "connect_timeout": "soon", "type": "ORIGINAL_DST"}]}}"#,
          #"static_resources.clusters[0].connect_timeout: expected a duration such as "1s" or "0.25s", found "soon""#),
-        (#"{"static_resources": {"clusters": [{"name": "a", "type": "LOGICAL_DNS"}]}}"#,
-         "static_resources.clusters[0].type: LOGICAL_DNS is not supported (STATIC, EDS, ORIGINAL_DST)"),
+        (#"{"static_resources": {"clusters": [{"name": "a", "type": "LOGICAL_DNS", "load_assignment": {"endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "example.org", "port_value": 80}}}}]}]}}]}}"#,
+         "static_resources.clusters[0].type: STRICT_DNS and LOGICAL_DNS are supported for clusters from CDS, not in a bootstrap yet"),
         (#"{"static_resources": {"clusters": [{"name": "a", "type": "MAGIC"}]}}"#,
          #"static_resources.clusters[0].type: "MAGIC" is not a value Capstan knows for this field"#),
         (#"{"static_resources": {"clusters": [{"name": "a", "type": "EDS"}]}}"#,

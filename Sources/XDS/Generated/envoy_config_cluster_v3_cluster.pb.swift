@@ -101,6 +101,22 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
   /// Clears the value of `circuitBreakers`. Subsequent reads from it will return its default value.
   public mutating func clearCircuitBreakers() {_uniqueStorage()._circuitBreakers = nil}
 
+  /// STRICT_DNS / LOGICAL_DNS: how often the proxy looks the names up again (5 s), unless
+  /// `respect_dns_ttl` lets the records' TTL decide; which families it asks for.
+  public var dnsRefreshRate: SwiftProtobuf.Google_Protobuf_Duration {
+    get {_storage._dnsRefreshRate ?? SwiftProtobuf.Google_Protobuf_Duration()}
+    set {_uniqueStorage()._dnsRefreshRate = newValue}
+  }
+  /// Returns true if `dnsRefreshRate` has been explicitly set.
+  public var hasDnsRefreshRate: Bool {_storage._dnsRefreshRate != nil}
+  /// Clears the value of `dnsRefreshRate`. Subsequent reads from it will return its default value.
+  public mutating func clearDnsRefreshRate() {_uniqueStorage()._dnsRefreshRate = nil}
+
+  public var dnsLookupFamily: Envoy_Config_Cluster_V3_Cluster.DnsLookupFamily {
+    get {_storage._dnsLookupFamily}
+    set {_uniqueStorage()._dnsLookupFamily = newValue}
+  }
+
   public var outlierDetection: Envoy_Config_Cluster_V3_OutlierDetection {
     get {_storage._outlierDetection ?? Envoy_Config_Cluster_V3_OutlierDetection()}
     set {_uniqueStorage()._outlierDetection = newValue}
@@ -170,10 +186,26 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
     set {_uniqueStorage()._typedExtensionProtocolOptions = newValue}
   }
 
+  public var respectDnsTtl: Bool {
+    get {_storage._respectDnsTtl}
+    set {_uniqueStorage()._respectDnsTtl = newValue}
+  }
+
   public var transportSocketMatches: [Envoy_Config_Cluster_V3_Cluster.TransportSocketMatch] {
     get {_storage._transportSocketMatches}
     set {_uniqueStorage()._transportSocketMatches = newValue}
   }
+
+  /// The DNS resolver of a DNS cluster: Capstan reads `envoy.network.dns_resolver.cares` with its
+  /// `resolvers` (else /etc/resolv.conf's nameservers).
+  public var typedDnsResolverConfig: Envoy_Config_Core_V3_TypedExtensionConfig {
+    get {_storage._typedDnsResolverConfig ?? Envoy_Config_Core_V3_TypedExtensionConfig()}
+    set {_uniqueStorage()._typedDnsResolverConfig = newValue}
+  }
+  /// Returns true if `typedDnsResolverConfig` has been explicitly set.
+  public var hasTypedDnsResolverConfig: Bool {_storage._typedDnsResolverConfig != nil}
+  /// Clears the value of `typedDnsResolverConfig`. Subsequent reads from it will return its default value.
+  public mutating func clearTypedDnsResolverConfig() {_uniqueStorage()._typedDnsResolverConfig = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -230,6 +262,53 @@ public nonisolated struct Envoy_Config_Cluster_V3_Cluster: @unchecked Sendable {
       .logicalDns,
       .eds,
       .originalDst,
+    ]
+
+  }
+
+  /// How a STRICT_DNS or LOGICAL_DNS cluster's names are looked up (A, AAAA, or both).
+  public nonisolated enum DnsLookupFamily: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case auto // = 0
+    case v4Only // = 1
+    case v6Only // = 2
+    case v4Preferred // = 3
+    case all // = 4
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .auto
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .auto
+      case 1: self = .v4Only
+      case 2: self = .v6Only
+      case 3: self = .v4Preferred
+      case 4: self = .all
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .auto: return 0
+      case .v4Only: return 1
+      case .v6Only: return 2
+      case .v4Preferred: return 3
+      case .all: return 4
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Envoy_Config_Cluster_V3_Cluster.DnsLookupFamily] = [
+      .auto,
+      .v4Only,
+      .v6Only,
+      .v4Preferred,
+      .all,
     ]
 
   }
@@ -492,7 +571,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.cluster.v3"
 
 nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Cluster"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{2}health_checks\0\u{4}\u{2}circuit_breakers\0\u{4}\u{9}outlier_detection\0\u{4}\u{2}upstream_bind_config\0\u{4}\u{2}ring_hash_lb_config\0\u{3}transport_socket\0\u{1}metadata\0\u{4}\u{2}common_lb_config\0\u{4}\u{3}upstream_connection_options\0\u{4}\u{3}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{7}transport_socket_matches\0\u{4}\u{9}maglev_lb_config\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{3}eds_cluster_config\0\u{3}connect_timeout\0\u{4}\u{2}lb_policy\0\u{4}\u{2}health_checks\0\u{4}\u{2}circuit_breakers\0\u{4}\u{6}dns_refresh_rate\0\u{3}dns_lookup_family\0\u{4}\u{2}outlier_detection\0\u{4}\u{2}upstream_bind_config\0\u{4}\u{2}ring_hash_lb_config\0\u{3}transport_socket\0\u{1}metadata\0\u{4}\u{2}common_lb_config\0\u{4}\u{3}upstream_connection_options\0\u{4}\u{3}load_assignment\0\u{4}\u{3}typed_extension_protocol_options\0\u{4}\u{3}respect_dns_ttl\0\u{4}\u{4}transport_socket_matches\0\u{4}\u{9}maglev_lb_config\0\u{4}\u{3}typed_dns_resolver_config\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -503,6 +582,8 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
     var _lbConfig: Envoy_Config_Cluster_V3_Cluster.OneOf_LbConfig?
     var _healthChecks: [Envoy_Config_Core_V3_HealthCheck] = []
     var _circuitBreakers: Envoy_Config_Cluster_V3_CircuitBreakers? = nil
+    var _dnsRefreshRate: SwiftProtobuf.Google_Protobuf_Duration? = nil
+    var _dnsLookupFamily: Envoy_Config_Cluster_V3_Cluster.DnsLookupFamily = .auto
     var _outlierDetection: Envoy_Config_Cluster_V3_OutlierDetection? = nil
     var _upstreamBindConfig: Envoy_Config_Core_V3_BindConfig? = nil
     var _transportSocket: Envoy_Config_Core_V3_TransportSocket? = nil
@@ -511,7 +592,9 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
     var _upstreamConnectionOptions: Envoy_Config_Cluster_V3_UpstreamConnectionOptions? = nil
     var _loadAssignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment? = nil
     var _typedExtensionProtocolOptions: Dictionary<String,SwiftProtobuf.Google_Protobuf_Any> = [:]
+    var _respectDnsTtl: Bool = false
     var _transportSocketMatches: [Envoy_Config_Cluster_V3_Cluster.TransportSocketMatch] = []
+    var _typedDnsResolverConfig: Envoy_Config_Core_V3_TypedExtensionConfig? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -530,6 +613,8 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       _lbConfig = source._lbConfig
       _healthChecks = source._healthChecks
       _circuitBreakers = source._circuitBreakers
+      _dnsRefreshRate = source._dnsRefreshRate
+      _dnsLookupFamily = source._dnsLookupFamily
       _outlierDetection = source._outlierDetection
       _upstreamBindConfig = source._upstreamBindConfig
       _transportSocket = source._transportSocket
@@ -538,7 +623,9 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       _upstreamConnectionOptions = source._upstreamConnectionOptions
       _loadAssignment = source._loadAssignment
       _typedExtensionProtocolOptions = source._typedExtensionProtocolOptions
+      _respectDnsTtl = source._respectDnsTtl
       _transportSocketMatches = source._transportSocketMatches
+      _typedDnsResolverConfig = source._typedDnsResolverConfig
     }
   }
 
@@ -571,6 +658,8 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         case 6: try { try decoder.decodeSingularEnumField(value: &_storage._lbPolicy) }()
         case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._healthChecks) }()
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._circuitBreakers) }()
+        case 16: try { try decoder.decodeSingularMessageField(value: &_storage._dnsRefreshRate) }()
+        case 17: try { try decoder.decodeSingularEnumField(value: &_storage._dnsLookupFamily) }()
         case 19: try { try decoder.decodeSingularMessageField(value: &_storage._outlierDetection) }()
         case 21: try { try decoder.decodeSingularMessageField(value: &_storage._upstreamBindConfig) }()
         case 23: try {
@@ -592,6 +681,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         case 30: try { try decoder.decodeSingularMessageField(value: &_storage._upstreamConnectionOptions) }()
         case 33: try { try decoder.decodeSingularMessageField(value: &_storage._loadAssignment) }()
         case 36: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.Google_Protobuf_Any>.self, value: &_storage._typedExtensionProtocolOptions) }()
+        case 39: try { try decoder.decodeSingularBoolField(value: &_storage._respectDnsTtl) }()
         case 43: try { try decoder.decodeRepeatedMessageField(value: &_storage._transportSocketMatches) }()
         case 52: try {
           var v: Envoy_Config_Cluster_V3_Cluster.MaglevLbConfig?
@@ -606,6 +696,7 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
             _storage._lbConfig = .maglevLbConfig(v)
           }
         }()
+        case 55: try { try decoder.decodeSingularMessageField(value: &_storage._typedDnsResolverConfig) }()
         default: break
         }
       }
@@ -639,6 +730,12 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       try { if let v = _storage._circuitBreakers {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
       } }()
+      try { if let v = _storage._dnsRefreshRate {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
+      } }()
+      if _storage._dnsLookupFamily != .auto {
+        try visitor.visitSingularEnumField(value: _storage._dnsLookupFamily, fieldNumber: 17)
+      }
       try { if let v = _storage._outlierDetection {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
       } }()
@@ -666,11 +763,17 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
       if !_storage._typedExtensionProtocolOptions.isEmpty {
         try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.Google_Protobuf_Any>.self, value: _storage._typedExtensionProtocolOptions, fieldNumber: 36)
       }
+      if _storage._respectDnsTtl != false {
+        try visitor.visitSingularBoolField(value: _storage._respectDnsTtl, fieldNumber: 39)
+      }
       if !_storage._transportSocketMatches.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._transportSocketMatches, fieldNumber: 43)
       }
       try { if case .maglevLbConfig(let v)? = _storage._lbConfig {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 52)
+      } }()
+      try { if let v = _storage._typedDnsResolverConfig {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 55)
       } }()
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -689,6 +792,8 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         if _storage._lbConfig != rhs_storage._lbConfig {return false}
         if _storage._healthChecks != rhs_storage._healthChecks {return false}
         if _storage._circuitBreakers != rhs_storage._circuitBreakers {return false}
+        if _storage._dnsRefreshRate != rhs_storage._dnsRefreshRate {return false}
+        if _storage._dnsLookupFamily != rhs_storage._dnsLookupFamily {return false}
         if _storage._outlierDetection != rhs_storage._outlierDetection {return false}
         if _storage._upstreamBindConfig != rhs_storage._upstreamBindConfig {return false}
         if _storage._transportSocket != rhs_storage._transportSocket {return false}
@@ -697,7 +802,9 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
         if _storage._upstreamConnectionOptions != rhs_storage._upstreamConnectionOptions {return false}
         if _storage._loadAssignment != rhs_storage._loadAssignment {return false}
         if _storage._typedExtensionProtocolOptions != rhs_storage._typedExtensionProtocolOptions {return false}
+        if _storage._respectDnsTtl != rhs_storage._respectDnsTtl {return false}
         if _storage._transportSocketMatches != rhs_storage._transportSocketMatches {return false}
+        if _storage._typedDnsResolverConfig != rhs_storage._typedDnsResolverConfig {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -709,6 +816,10 @@ nonisolated extension Envoy_Config_Cluster_V3_Cluster: SwiftProtobuf.Message, Sw
 
 nonisolated extension Envoy_Config_Cluster_V3_Cluster.DiscoveryType: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0STATIC\0\u{1}STRICT_DNS\0\u{1}LOGICAL_DNS\0\u{1}EDS\0\u{1}ORIGINAL_DST\0")
+}
+
+nonisolated extension Envoy_Config_Cluster_V3_Cluster.DnsLookupFamily: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0AUTO\0\u{1}V4_ONLY\0\u{1}V6_ONLY\0\u{1}V4_PREFERRED\0\u{1}ALL\0")
 }
 
 nonisolated extension Envoy_Config_Cluster_V3_Cluster.LbPolicy: SwiftProtobuf._ProtoNameProviding {

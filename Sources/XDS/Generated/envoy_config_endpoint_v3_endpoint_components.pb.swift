@@ -34,6 +34,9 @@ public nonisolated struct Envoy_Config_Endpoint_V3_Endpoint: Sendable {
   /// Clears the value of `address`. Subsequent reads from it will return its default value.
   public mutating func clearAddress() {self._address = nil}
 
+  /// The name a DNS cluster's endpoint was resolved from (for the admin API).
+  public var hostname: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -95,13 +98,34 @@ public nonisolated struct Envoy_Config_Endpoint_V3_LocalityLbEndpoints: Sendable
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  public var locality: Envoy_Config_Core_V3_Locality {
+    get {_locality ?? Envoy_Config_Core_V3_Locality()}
+    set {_locality = newValue}
+  }
+  /// Returns true if `locality` has been explicitly set.
+  public var hasLocality: Bool {self._locality != nil}
+  /// Clears the value of `locality`. Subsequent reads from it will return its default value.
+  public mutating func clearLocality() {self._locality = nil}
+
   public var lbEndpoints: [Envoy_Config_Endpoint_V3_LbEndpoint] = []
+
+  public var loadBalancingWeight: SwiftProtobuf.Google_Protobuf_UInt32Value {
+    get {_loadBalancingWeight ?? SwiftProtobuf.Google_Protobuf_UInt32Value()}
+    set {_loadBalancingWeight = newValue}
+  }
+  /// Returns true if `loadBalancingWeight` has been explicitly set.
+  public var hasLoadBalancingWeight: Bool {self._loadBalancingWeight != nil}
+  /// Clears the value of `loadBalancingWeight`. Subsequent reads from it will return its default value.
+  public mutating func clearLoadBalancingWeight() {self._loadBalancingWeight = nil}
 
   public var priority: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _locality: Envoy_Config_Core_V3_Locality? = nil
+  fileprivate var _loadBalancingWeight: SwiftProtobuf.Google_Protobuf_UInt32Value? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -110,7 +134,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.endpoint.v3"
 
 nonisolated extension Envoy_Config_Endpoint_V3_Endpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Endpoint"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}address\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}address\0\u{2}\u{2}hostname\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -119,6 +143,7 @@ nonisolated extension Envoy_Config_Endpoint_V3_Endpoint: SwiftProtobuf.Message, 
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._address) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.hostname) }()
       default: break
       }
     }
@@ -132,11 +157,15 @@ nonisolated extension Envoy_Config_Endpoint_V3_Endpoint: SwiftProtobuf.Message, 
     try { if let v = self._address {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
+    if !self.hostname.isEmpty {
+      try visitor.visitSingularStringField(value: self.hostname, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Envoy_Config_Endpoint_V3_Endpoint, rhs: Envoy_Config_Endpoint_V3_Endpoint) -> Bool {
     if lhs._address != rhs._address {return false}
+    if lhs.hostname != rhs.hostname {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -205,7 +234,7 @@ nonisolated extension Envoy_Config_Endpoint_V3_LbEndpoint: SwiftProtobuf.Message
 
 nonisolated extension Envoy_Config_Endpoint_V3_LocalityLbEndpoints: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LocalityLbEndpoints"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{2}lb_endpoints\0\u{2}\u{3}priority\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}locality\0\u{3}lb_endpoints\0\u{3}load_balancing_weight\0\u{2}\u{2}priority\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -213,7 +242,9 @@ nonisolated extension Envoy_Config_Endpoint_V3_LocalityLbEndpoints: SwiftProtobu
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._locality) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.lbEndpoints) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._loadBalancingWeight) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.priority) }()
       default: break
       }
@@ -221,9 +252,19 @@ nonisolated extension Envoy_Config_Endpoint_V3_LocalityLbEndpoints: SwiftProtobu
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._locality {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
     if !self.lbEndpoints.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.lbEndpoints, fieldNumber: 2)
     }
+    try { if let v = self._loadBalancingWeight {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     if self.priority != 0 {
       try visitor.visitSingularUInt32Field(value: self.priority, fieldNumber: 5)
     }
@@ -231,7 +272,9 @@ nonisolated extension Envoy_Config_Endpoint_V3_LocalityLbEndpoints: SwiftProtobu
   }
 
   public static func ==(lhs: Envoy_Config_Endpoint_V3_LocalityLbEndpoints, rhs: Envoy_Config_Endpoint_V3_LocalityLbEndpoints) -> Bool {
+    if lhs._locality != rhs._locality {return false}
     if lhs.lbEndpoints != rhs.lbEndpoints {return false}
+    if lhs._loadBalancingWeight != rhs._loadBalancingWeight {return false}
     if lhs.priority != rhs.priority {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
