@@ -16,10 +16,12 @@ import Testing
             let mesh = try MeshSandbox(sandbox, files: ["workloads.yaml": MeshDocuments.workloads, "canary.yaml": MeshDocuments.canary(v1: 90, v2: 10)])
             try mesh.startControlPlane()
             try mesh.startProxy()
+            // 400 connections: v1's share is 360 ± 6 (binomial), so ± 19 (3.2 σ) fails a correct split
+            // once in 700 runs; fewer connections than before, for a run beside other suites.
             var answeredBy: [String: Int] = [:]
-            for _ in 0..<1000 { answeredBy[try mesh.connect(), default: 0] += 1 }
-            #expect(answeredBy[Self.v1, default: 0] + answeredBy[Self.v2, default: 0] == 1000, "\(answeredBy)")
-            #expect((870...930).contains(answeredBy[Self.v1, default: 0]), "\(answeredBy)")
+            for _ in 0..<400 { answeredBy[try mesh.connect(), default: 0] += 1 }
+            #expect(answeredBy[Self.v1, default: 0] + answeredBy[Self.v2, default: 0] == 400, "\(answeredBy)")
+            #expect((341...379).contains(answeredBy[Self.v1, default: 0]), "\(answeredBy)")
             let dump = try #require(mesh.proxy).admin("GET", "/config_dump").body
             #expect(dump.contains("outbound|9080|v1|payments.shop.svc.cluster.local"))
             #expect(dump.contains("\"dynamic_active_clusters\""))
