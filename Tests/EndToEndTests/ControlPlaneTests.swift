@@ -18,8 +18,21 @@ import Testing
             try mesh.startProxy()
             // 400 connections: v1's share is 360 ± 6 (binomial), so ± 19 (3.2 σ) fails a correct split
             // once in 700 runs; fewer connections than before, for a run beside other suites.
+            // CI starts every suite at once: a connection may wait out its 5 s deadline behind them. Such a
+            // one is made again (it is chosen afresh, so the split's count is not skewed), twice at most.
             var answeredBy: [String: Int] = [:]
-            for _ in 0..<400 { answeredBy[try mesh.connect(), default: 0] += 1 }
+            var stalled = 0
+            for _ in 0..<400 {
+                let server: String
+                do {
+                    server = try mesh.connect()
+                } catch {
+                    stalled += 1
+                    server = try mesh.connect()
+                }
+                answeredBy[server, default: 0] += 1
+            }
+            #expect(stalled <= 2, "\(stalled) connections stalled")
             #expect(answeredBy[Self.v1, default: 0] + answeredBy[Self.v2, default: 0] == 400, "\(answeredBy)")
             #expect((341...379).contains(answeredBy[Self.v1, default: 0]), "\(answeredBy)")
             let dump = try #require(mesh.proxy).admin("GET", "/config_dump").body
