@@ -32,7 +32,7 @@ import Testing
         }
     }
 
-    let client = OneShotHTTPClient(timeout: .seconds(2))
+    let client = OneShotHTTPClient(timeout: .seconds(10))  // a bound, not a measure: the unit tests all run at once
 
     func withServer(_ agent: FakeAgent, _ body: (StatusServer) async throws -> Void) async throws {
         let server = try await StatusServer.start(host: "127.0.0.1", statusPort: 0, readinessPort: 0, sources: agent.sources)
