@@ -23,6 +23,7 @@ import envoy.extensions.filters.network.http_connection_manager.v3.http_connecti
 import envoy.extensions.upstreams.http.v3.http_protocol_options_pb2  # noqa: F401
 import envoy.extensions.filters.http.router.v3.router_pb2  # noqa: F401
 import envoy.extensions.filters.http.fault.v3.fault_pb2  # noqa: F401  (with common fault, percent)
+import envoy.extensions.filters.http.cors.v3.cors_pb2  # noqa: F401
 import envoy.extensions.filters.listener.http_inspector.v3.http_inspector_pb2  # noqa: F401
 import envoy.extensions.filters.listener.original_dst.v3.original_dst_pb2  # noqa: F401
 import envoy.extensions.access_loggers.file.v3.file_pb2  # noqa: F401  (with substitution_format_string, extension)

@@ -150,7 +150,7 @@ enum GatewayGenerator {
         manager.rds = rds
         // Packing these fixed filters cannot fail.
         manager.httpFilters = [try? HTTPRouteGenerator.upstreamALPNFilter(), try? HTTPRouteGenerator.faultFilter(),
-                               try? HTTPRouteGenerator.routerFilter()].compactMap { $0 }
+                               try? HTTPRouteGenerator.corsFilter(), try? HTTPRouteGenerator.routerFilter()].compactMap { $0 }
         var chain = Envoy_Config_Listener_V3_FilterChain()
         chain.filters = [(try? HTTPRouteGenerator.filter(manager)) ?? Envoy_Config_Listener_V3_Filter()]
         listener.filterChains = [chain]

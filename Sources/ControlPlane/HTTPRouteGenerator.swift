@@ -69,7 +69,7 @@ enum HTTPRouteGenerator {
         rds.configSource.resourceApiVersion = .v3
         rds.routeConfigName = routeConfigName
         manager.rds = rds
-        manager.httpFilters = [try upstreamALPNFilter(), try faultFilter(), try routerFilter()]
+        manager.httpFilters = [try upstreamALPNFilter(), try faultFilter(), try corsFilter(), try routerFilter()]
         var chain = Envoy_Config_Listener_V3_FilterChain()
         chain.filterChainMatch.transportProtocol = "raw_buffer"
         chain.filterChainMatch.applicationProtocols = plaintextHTTP
@@ -260,6 +260,9 @@ enum HTTPRouteGenerator {
             }
             if let fault = route.fault, let config = try? Google_Protobuf_Any(message: faultConfig(fault)) {
                 result.typedPerFilterConfig[faultFilterName] = config
+            }
+            if let cors = route.cors, let config = try? Google_Protobuf_Any(message: corsConfig(cors)) {
+                result.typedPerFilterConfig[corsFilterName] = config
             }
             if let headers = route.headers {
                 result.requestHeadersToAdd = headerOptions(headers.request)
@@ -457,7 +460,7 @@ enum HTTPRouteGenerator {
         routes.validateClusters = Google_Protobuf_BoolValue(false)
         manager.routeConfig = routes
         // Authorization first, as istiod orders a sidecar's inbound filters.
-        manager.httpFilters = authorization + [try faultFilter(), try routerFilter()]
+        manager.httpFilters = authorization + [try faultFilter(), try corsFilter(), try routerFilter()]
         return try filter(manager)
     }
 
@@ -505,6 +508,33 @@ enum HTTPRouteGenerator {
         filter.name = faultFilterName
         filter.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Http_Fault_V3_HTTPFault())
         return filter
+    }
+
+    static let corsFilterName = "envoy.filters.http.cors"
+
+    /// `envoy.filters.http.cors`, as istiod puts it after the fault filter on both sides: it acts only on
+    /// routes that carry a policy (a VirtualService's `corsPolicy`).
+    static func corsFilter() throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter {
+        var filter = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
+        filter.name = corsFilterName
+        filter.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Http_Cors_V3_Cors())
+        return filter
+    }
+
+    /// A route's `corsPolicy` as istiod's `TranslateCORSPolicy` writes it: lists joined by commas, `maxAge`
+    /// in whole seconds, enabled for every request, and unmatched preflights forwarded unless `IGNORE`.
+    static func corsConfig(_ cors: VirtualService.HTTPRoute.CORSPolicy) -> Envoy_Extensions_Filters_Http_Cors_V3_CorsPolicy {
+        var config = Envoy_Extensions_Filters_Http_Cors_V3_CorsPolicy()
+        config.forwardNotMatchingPreflights = .init(!cors.ignoresUnmatchedPreflights)
+        config.allowOriginStringMatch = cors.allowOrigins.map(stringMatcher)
+        config.filterEnabled.defaultValue.numerator = 100
+        config.filterEnabled.defaultValue.denominator = .hundred
+        if let credentials = cors.allowCredentials { config.allowCredentials = .init(credentials) }
+        config.allowHeaders = cors.allowHeaders.joined(separator: ",")
+        config.allowMethods = cors.allowMethods.joined(separator: ",")
+        config.exposeHeaders = cors.exposeHeaders.joined(separator: ",")
+        if let maxAge = cors.maxAge { config.maxAge = String(maxAge.components.seconds) }
+        return config
     }
 
     /// A route's `fault` as istiod translates it: `percentage.value` as a fraction of a million (value ×

@@ -3,12 +3,12 @@ import Routing
 
 /// Reads a VirtualService's `http` routes: what Capstan acts on is read and checked (regexes compiled
 /// with RE2, as the proxy will compile them; weights adding up to 100); Istio fields it does not act on
-/// yet (`corsPolicy`, `delegate`, `sourceLabels`, …) are warnings naming
+/// yet (`delegate`, `sourceLabels`, …) are warnings naming
 /// the field, never silently dropped.
 enum HTTPRouteReader {
     static func route(_ reader: ConfigReader, namespace: String, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPRoute {
         try reader.ignoringUnknown(["name", "match", "route", "redirect", "directResponse", "rewrite", "timeout", "headers", "retries", "fault",
-                                    "mirror", "mirrorPercentage", "mirrorPercent", "mirror_percent", "mirrors"],
+                                    "mirror", "mirrorPercentage", "mirrorPercent", "mirror_percent", "mirrors", "corsPolicy"],
                                    warnings: &warnings)
         let name = try reader.optional("name")?.string()
         var matches: [VirtualService.HTTPMatch] = []
@@ -66,7 +66,65 @@ enum HTTPRouteReader {
                                         retries: try reader.optional("retries").map { reader throws(ConfigError) in try retries(reader, warnings: &warnings) },
                                         fault: try reader.optional("fault").map { reader throws(ConfigError) in try fault(reader, warnings: &warnings) })
         route.mirrors = mirrors
+        route.cors = try reader.optional("corsPolicy").map { reader throws(ConfigError) in try cors(reader, warnings: &warnings) }
         return route
+    }
+
+    /// The methods Istio's validation lets a `corsPolicy` allow.
+    static let corsMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "*"]
+
+    /// `corsPolicy`, checked as Istio's validation does: origins as string matches (regexes compiled),
+    /// methods among HTTP's (or `*`), header names as tokens (or `*`), `maxAge` a duration of at least 1 ms.
+    static func cors(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPRoute.CORSPolicy {
+        try reader.ignoringUnknown(["allowOrigins", "allowOrigin", "allowMethods", "allowHeaders", "exposeHeaders", "maxAge",
+                                    "allowCredentials", "unmatchedPreflights"], warnings: &warnings)
+        var policy = VirtualService.HTTPRoute.CORSPolicy()
+        if let origins = try reader.optional("allowOrigins") {
+            for item in try origins.list() { policy.allowOrigins.append(try stringMatch(item)) }
+        } else if let origins = try reader.optional("allowOrigin") {
+            warnings.append("\(origins.path): deprecated, as in Istio: allowOrigins is read the same way (exact matches)")
+            for item in try origins.list() { policy.allowOrigins.append(.exact(try item.string())) }
+        }
+        if let methods = try reader.optional("allowMethods") {
+            for item in try methods.list() {
+                let method = try item.string()
+                guard corsMethods.contains(method) else {
+                    throw item.fail("\"\(method)\" is not an HTTP method (\(corsMethods.sorted().joined(separator: ", ")))")
+                }
+                policy.allowMethods.append(method)
+            }
+        }
+        for (field, keyPath) in [("allowHeaders", \VirtualService.HTTPRoute.CORSPolicy.allowHeaders), ("exposeHeaders", \.exposeHeaders)] {
+            for item in try reader.optional(field)?.list() ?? [] {
+                let name = try item.string()
+                guard name == "*" || (!name.isEmpty && name.utf8.allSatisfy(Self.isTokenByte)) else {
+                    throw item.fail("\"\(name)\" is not a header name")
+                }
+                policy[keyPath: keyPath].append(name)
+            }
+        }
+        if let maxAge = try reader.optional("maxAge") {
+            let value = try maxAge.goDuration()
+            guard value >= .milliseconds(1) else { throw maxAge.fail("must be at least 1ms") }
+            policy.maxAge = value
+        }
+        policy.allowCredentials = try reader.optional("allowCredentials")?.bool()
+        if let unmatched = try reader.optional("unmatchedPreflights") {
+            switch try unmatched.string() {
+            case "UNSPECIFIED", "FORWARD": policy.ignoresUnmatchedPreflights = false
+            case "IGNORE": policy.ignoresUnmatchedPreflights = true
+            case let other: throw unmatched.fail("\"\(other)\" is not UNSPECIFIED, FORWARD or IGNORE")
+            }
+        }
+        return policy
+    }
+
+    /// A byte of an HTTP token (RFC 9110): header names are made of these.
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        default: "!#$%&'*+-.^_`|~".utf8.contains(byte)
+        }
     }
 
     /// `mirror` with `mirrorPercentage` (or the deprecated `mirrorPercent`), or `mirrors`, each with its

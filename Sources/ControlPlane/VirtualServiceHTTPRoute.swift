@@ -29,6 +29,23 @@ extension VirtualService {
         public var fault: Fault?
         /// `mirror` (with `mirrorPercentage`) and `mirrors`: where copies of the requests go, in order.
         public var mirrors: [Mirror] = []
+        /// `corsPolicy`: which origins browsers may call the route from.
+        public var cors: CORSPolicy?
+
+        /// `corsPolicy` of a route, as Istio defines it.
+        public struct CORSPolicy: Sendable, Equatable {
+            /// `allowOrigins` (or the deprecated `allowOrigin`, exact matches).
+            public var allowOrigins: [StringMatch] = []
+            public var allowMethods: [String] = []
+            public var allowHeaders: [String] = []
+            public var exposeHeaders: [String] = []
+            /// `maxAge`, sent in whole seconds.
+            public var maxAge: Duration?
+            public var allowCredentials: Bool?
+            /// `unmatchedPreflights: IGNORE`: a preflight from another origin is answered by the proxy
+            /// rather than sent upstream (`FORWARD`, the default).
+            public var ignoresUnmatchedPreflights = false
+        }
 
         /// A destination requests are copied to (shadowed), and on which share of them.
         public struct Mirror: Sendable, Equatable {

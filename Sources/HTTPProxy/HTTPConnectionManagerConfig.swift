@@ -117,13 +117,15 @@ public struct HTTPFilterConfig: Sendable {
         case upstreamALPN(http1: [String], http2: [String])
         /// `envoy.filters.http.fault`: delays and aborts (``FaultFilter``).
         case fault(FaultFilterConfig)
+        /// `envoy.filters.http.cors`: the route's CORS policy (``CORSFilter``).
+        case cors
         /// `envoy.filters.http.rbac`: requests its rules deny are answered 403 (``RBACFilterConfig``).
         case rbac(RBACFilterConfig)
         /// `envoy.filters.http.jwt_authn`: JWT verification (``JWTAuthenticationFilter``).
         case jwtAuthentication(JWTAuthenticationConfig)
         /// `envoy.filters.http.ext_authz`: requests an authorization service checks (``ExtAuthzFilter``).
         case extAuthz(ExtAuthzFilterConfig)
-        /// Accepted and counted, not acted on yet (cors, grpc_stats, Istio's own before their
+        /// Accepted and counted, not acted on yet (grpc_stats, Istio's own before their
         /// issues): the reason is listed in the README and in `config.fields_not_acted_on`.
         case notActedOn(reason: String)
     }

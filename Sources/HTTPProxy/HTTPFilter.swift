@@ -24,10 +24,14 @@ protocol HTTPFilter: AnyObject {
     /// A body part (or the end) of the request this filter holds, as it came; the stream keeps it for
     /// the upstream whatever the filter does.
     func decodeHeldPart(_ part: HTTPRequestPart, stream: any HTTPFilterCallbacks)
+    /// The response's headers on their way downstream, the upstream's or a local reply, for each filter
+    /// that let the request on, last first (Envoy's encoder order): CORS adds its `Access-Control-*`.
+    func encodeHeaders(_ response: inout HTTPResponse)
 }
 
 extension HTTPFilter {
     func decodeHeldPart(_ part: HTTPRequestPart, stream: any HTTPFilterCallbacks) {}
+    func encodeHeaders(_ response: inout HTTPResponse) {}
 }
 
 /// What a filter decided about a request's headers.

@@ -33,8 +33,7 @@ public enum HTTPFilterRegistry {
             "Capstan exchanges no Istio peer metadata in request headers (x-envoy-peer-metadata, baggage): peers are known by their mTLS identities only")),
         "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig": .behaviour(.notActedOn(reason:
             "Capstan keeps no gRPC statistics (grpc.*) yet")),
-        "envoy.extensions.filters.http.cors.v3.Cors": .behaviour(.notActedOn(reason:
-            "Capstan does not handle CORS yet: preflight requests go upstream and no CORS response headers are added")),
+        "envoy.extensions.filters.http.cors.v3.Cors": .behaviour(.cors),
         // istio.stats
         "stats.PluginConfig": .behaviour(.notActedOn(reason:
             "Capstan counts Istio's standard request metrics itself whatever this says: its custom dimensions, tags and disable_host_header_fallback are not read (destination_service is the cluster's Istio service, else the request's host)")),
@@ -149,6 +148,14 @@ public enum HTTPFilterRegistry {
                 filters.append(ExtAuthzFilter(config: extAuthz))
                 continue
             }
+            if case .cors = config.behaviour {
+                // Only where the route (or its virtual host) has a policy for this filter, as Envoy's.
+                var random = RequestRandomness()
+                if let policy = route?.filterConfigs.cors[config.name], policy.applies(random: random.next()) {
+                    filters.append(CORSFilter(policy: policy))
+                }
+                continue
+            }
             guard case .fault(let fault) = config.behaviour else { continue }
             var policy = fault.policy
             if let faults = route?.filterConfigs.faults, !faults.isEmpty, let own = faults[config.name] { policy = own }
@@ -232,6 +239,6 @@ public enum HTTPFilterRegistry {
 
     /// The filters Capstan has, for refusals.
     private static var supportedList: String {
-        "\(routerName), envoy.filters.http.fault, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, envoy.filters.http.ext_authz, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"
+        "\(routerName), envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, envoy.filters.http.ext_authz, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, istio.stats"
     }
 }

@@ -82,6 +82,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The request the filters are deciding on, while one holds it, and the filter to ask next.
     private var filtered: (request: HTTPRequest, decision: RouteDecision?, snapshot: any HTTPRoutingSnapshot)?
     private var nextFilter = 0
+    /// How many filters, from the first, let the request on: they see its response's headers.
+    private var passedFilters = 0
     /// Request parts that came while a filter held the request; they follow its head upstream.
     private var heldParts: [HTTPRequestPart] = []
     /// What the current request's filters left for later ones (Envoy's dynamic metadata).
@@ -206,6 +208,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func begin(_ request: HTTPRequest, context: ChannelHandlerContext) {
         var request = request
+        passedFilters = 0
         ForwardedHeaders.removeInternalHeaders(&request, config: connection.config, downstream: connection.downstream)
         ForwardedHeaders.assignRequestID(&request, config: connection.config)
         requestEnded = false
@@ -254,6 +257,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let (held, decision, snapshot) = filtered, let context else { return }
         var request = held
         while nextFilter < filters.count {
+            passedFilters = nextFilter
             let filter = filters[nextFilter]
             nextFilter += 1
             switch filter.decodeHeaders(&request, route: decision, stream: self) {
@@ -268,7 +272,14 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
         }
         filtered = nil
+        passedFilters = filters.count
         route(request, decision: decision, snapshot: snapshot, context: context)
+    }
+
+    /// The response's headers through the filters that let the request on, last first.
+    private func encodeHeaders(_ response: inout HTTPResponse) {
+        guard passedFilters > 0 else { return }
+        for index in (0..<min(passedFilters, filters.count)).reversed() { filters[index].encodeHeaders(&response) }
     }
 
     /// The router: forwards the request by its route, or answers it (no route, a direct response, a redirect).
@@ -566,6 +577,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             response.headerFields[ForwardedHeaders.contentType] = "text/plain"
         }
         response.headerFields[ForwardedHeaders.server] = connection.config.serverName
+        encodeHeaders(&response)
         if connection.config.recordsForAccessLog { record?.responseHeaders = response.headerFields }
         context.write(wrapOutboundOut(.head(response)), promise: nil)
         if !body.isEmpty {
@@ -602,6 +614,7 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var response = HTTPResponse(status: .ok)
         response.headerFields[ForwardedHeaders.contentType] = "application/grpc"
         response.headerFields[ForwardedHeaders.server] = connection.config.serverName
+        encodeHeaders(&response)
         var status = HTTPFields()
         status[RequestHeaderNames.grpcStatus] = String(grpcStatus)
         status[RequestHeaderNames.grpcMessage] = reply.body
@@ -718,6 +731,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
                 ForwardedHeaders.prepareResponse(&response, config: connection.config, forwarding: forwarding)
                 response.headerFields[.connection] = "upgrade"
                 response.headerFields[.upgrade] = upgrade
+                encodeHeaders(&response)
                 context.writeAndFlush(wrapOutboundOut(.head(response)), promise: nil)
                 return
             }
@@ -736,6 +750,7 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
             if let grpc = response.headerFields[RequestHeaderNames.grpcStatus] { record?.grpcStatus = grpc }
             ForwardedHeaders.prepareResponse(&response, config: connection.config, forwarding: forwarding)
             if let cookie = requestHash?.setCookie { response.headerFields.append(HTTPField(name: .setCookie, value: cookie)) }
+            encodeHeaders(&response)
             if connection.config.recordsForAccessLog { record?.responseHeaders = response.headerFields }
             context.write(wrapOutboundOut(.head(response)), promise: nil)
         case .body(let body):

@@ -127,7 +127,7 @@ import XDS
     @Test func seedPolicyAllowsOnlyTheBillingPrincipalIntoPayments() throws {
         let listener = try listener([Self.seed])
         let filters = try httpFilters(listener)
-        #expect(filters.map(\.name) == ["envoy.filters.http.rbac", "envoy.filters.http.fault", "envoy.filters.http.router"])
+        #expect(filters.map(\.name) == ["envoy.filters.http.rbac", "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"])
         let rbac = try httpRBAC(listener)
         #expect(rbac.count == 1)
         #expect(rbac[0].rules.action == .allow)
@@ -336,7 +336,7 @@ import XDS
         #expect(deny.map(\.rules.action) == [.deny])
         #expect(deny.first?.rules.policies["ns[shop]-policy[deny-none]-rule[0]"] == never)
         // No policy at all: no filter.
-        #expect(try httpFilters(listener([])).map(\.name) == ["envoy.filters.http.fault", "envoy.filters.http.router"])
+        #expect(try httpFilters(listener([])).map(\.name) == ["envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"])
     }
 
     @Test func dryRunPoliciesGoToShadowRules() throws {

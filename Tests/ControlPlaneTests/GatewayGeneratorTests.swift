@@ -157,7 +157,7 @@ import XDS
         #expect(manager.upgradeConfigs.map(\.upgradeType) == (istiodManager["upgrade_configs"] as! [[String: Any]]).map { $0["upgrade_type"] as! String })
         // istiod's filters, of those the proxy acts on, in istiod's order.
         let istiodFilters = (istiodManager["http_filters"] as! [[String: Any]]).map { $0["name"] as! String }
-        #expect(manager.httpFilters.map(\.name) == istiodFilters.filter { ["istio.alpn", "envoy.filters.http.fault", "envoy.filters.http.router"].contains($0) })
+        #expect(manager.httpFilters.map(\.name) == istiodFilters.filter { ["istio.alpn", "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"].contains($0) })
 
         // The proxy takes it whole.
         let decoded = try XDSResourceDecoder.listeners(resources.listeners.map(\.resource))

@@ -85,7 +85,7 @@ import XDS
         #expect(manager.useRemoteAddress.value == istiodManager["use_remote_address"] as? Bool)
         // istiod's filters, of those the proxy acts on, in istiod's order.
         let istiodFilters = (istiodManager["http_filters"] as! [[String: Any]]).map { $0["name"] as! String }
-        #expect(manager.httpFilters.map(\.name) == istiodFilters.filter { ["istio.alpn", "envoy.filters.http.fault", "envoy.filters.http.router"].contains($0) })
+        #expect(manager.httpFilters.map(\.name) == istiodFilters.filter { ["istio.alpn", "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"].contains($0) })
 
         // The proxy takes it whole: no refusal.
         let inbound = try ProxyConfigGenerator.inboundListener(resources.inbound(ip: "198.51.100.10", namespace: "shop"), transparent: false)

@@ -51,7 +51,6 @@ import Testing
     @Test func fieldsNotActedOnAreWarningsNamingThem() throws {
         let routes = """
               - mirror: {host: payments, subset: v2}
-                corsPolicy: {allowOrigins: [{exact: "*"}]}
                 retries: {attempts: 3}
                 match: [{sourceLabels: {app: web}, uri: {prefix: /}}]
                 route: [{destination: {host: payments, subset: v1}}]
@@ -59,7 +58,7 @@ import Testing
             """
         let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(routes)]))])
         #expect(reading.config != nil, "\(reading.problems)")
-        for field in ["spec.http[0].corsPolicy", "spec.http[0].match[0].sourceLabels"] {
+        for field in ["spec.http[0].match[0].sourceLabels"] {
             #expect(reading.warnings.contains { $0.hasSuffix("VirtualService shop/payments: \(field): not supported by Capstan, ignored") }, "\(field): \(reading.warnings)")
         }
         #expect(reading.warnings.contains { $0.hasSuffix("spec.http[1...]: never applies: spec.http[0] takes every request before it") }, "\(reading.warnings)")
@@ -200,6 +199,57 @@ import Testing
         #expect(reading.config == nil)
         #expect(reading.problems.contains { $0.description.contains("mesh.yaml") && $0.description.contains("VirtualService shop/payments: " + message) },
                 "\(reading.problems)")
+    }
+
+    /// `corsPolicy` as istiod's `TranslateCORSPolicy` writes it, on the route under the filter's name.
+    @Test func corsPoliciesBecomeEnvoysAsIstiodTranslatesThem() throws {
+        let routes = """
+              - match: [{uri: {prefix: /api}}]
+                corsPolicy:
+                  allowOrigins: [{exact: "https://shop.example"}, {prefix: "https://dev."}, {regex: "https://.*[.]test"}]
+                  allowMethods: [GET, POST]
+                  allowHeaders: [x-user, authorization]
+                  exposeHeaders: [x-trace]
+                  maxAge: 24h
+                  allowCredentials: false
+                  unmatchedPreflights: IGNORE
+                route: [{destination: {host: payments, subset: v1}}]
+              - corsPolicy: {allowOrigin: ["https://old.example"]}
+                route: [{destination: {host: payments, subset: v2}}]
+            """
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(routes)]))])
+        let config = try #require(reading.config, "\(reading.problems)")
+        let http = try #require(config.virtualServices.first?.http)
+        let first = HTTPRouteGenerator.corsConfig(try #require(http[0].cors))
+        #expect(first.allowOriginStringMatch.map(\.exact) == ["https://shop.example", "", ""])
+        #expect(first.allowOriginStringMatch[1].prefix == "https://dev." && first.allowOriginStringMatch[2].safeRegex.regex == "https://.*[.]test")
+        #expect(first.allowMethods == "GET,POST" && first.allowHeaders == "x-user,authorization" && first.exposeHeaders == "x-trace")
+        #expect(first.maxAge == "86400")
+        #expect(first.hasAllowCredentials && !first.allowCredentials.value)
+        #expect(first.hasForwardNotMatchingPreflights && !first.forwardNotMatchingPreflights.value)
+        #expect(first.filterEnabled.defaultValue.numerator == 100 && first.filterEnabled.defaultValue.denominator == .hundred)
+        // The deprecated allowOrigin: exact matches (with a warning); unset fields stay unset, preflights forwarded.
+        let second = HTTPRouteGenerator.corsConfig(try #require(http[1].cors))
+        #expect(second.allowOriginStringMatch.map(\.exact) == ["https://old.example"])
+        #expect(!second.hasAllowCredentials && second.maxAge.isEmpty && second.forwardNotMatchingPreflights.value)
+        #expect(reading.warnings.contains { $0.contains("spec.http[1].corsPolicy.allowOrigin: deprecated") }, "\(reading.warnings)")
+        let generated = HTTPRouteGenerator.routes(http[0], port: 9080, config: config)
+        let any = try #require(generated.first?.typedPerFilterConfig["envoy.filters.http.cors"])
+        #expect(any.typeURL == "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy")
+    }
+
+    @Test(arguments: [
+        ("corsPolicy: {allowMethods: [FETCH]}", "spec.http[0].corsPolicy.allowMethods[0]: \"FETCH\" is not an HTTP method"),
+        ("corsPolicy: {allowHeaders: [\"x user\"]}", "spec.http[0].corsPolicy.allowHeaders[0]: \"x user\" is not a header name"),
+        ("corsPolicy: {maxAge: 0s}", "spec.http[0].corsPolicy.maxAge: must be at least 1ms"),
+        ("corsPolicy: {allowOrigins: [{regex: \"(\"}]}", "spec.http[0].corsPolicy.allowOrigins[0].regex"),
+        ("corsPolicy: {unmatchedPreflights: DROP}", "spec.http[0].corsPolicy.unmatchedPreflights: \"DROP\" is not UNSPECIFIED, FORWARD or IGNORE"),
+    ])
+    func corsProblemsNameTheField(cors: String, message: String) {
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(
+            "  - \(cors)\n    route: [{destination: {host: payments}}]")]))])
+        #expect(reading.config == nil)
+        #expect(reading.problems.contains { $0.description.contains("VirtualService shop/payments: " + message) }, "\(reading.problems)")
     }
 
     @Test func routesOfTheWrongKindForAHostsPortsAreWarnings() throws {

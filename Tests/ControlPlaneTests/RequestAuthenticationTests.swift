@@ -97,7 +97,7 @@ import XDS
     @Test func jwtFilterGoesBeforeTheRBACFilters() throws {
         let allow = AuthorizationPolicyTests.policy("payments", "  selector: {matchLabels: {app: payments}}\n  rules: [{from: [{source: {requestPrincipals: [\"*\"]}}]}]")
         let filters = try httpFilters([Self.paymentsOnly, allow])
-        #expect(filters.map(\.name) == ["envoy.filters.http.jwt_authn", "envoy.filters.http.rbac", "envoy.filters.http.fault", "envoy.filters.http.router"])
+        #expect(filters.map(\.name) == ["envoy.filters.http.jwt_authn", "envoy.filters.http.rbac", "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"])
     }
 
     @Test func tcpChainsGetNoJWTFilter() throws {

@@ -319,6 +319,46 @@ import Testing
         }
     }
 
+    /// A VirtualService's `corsPolicy`, served by the caller's sidecar as Envoy's CORS filter serves it: a
+    /// preflight from an allowed origin is answered there (v1 never sees it), one from another origin goes
+    /// on to v1, and v1's answers carry `Access-Control-Allow-Origin` for allowed origins only.
+    @Test func corsPolicyAnswersPreflightsAndMarksResponses() throws {
+        let routes = MeshDocuments.httpVirtualService("""
+              - corsPolicy:
+                  allowOrigins: [{exact: "https://shop.example"}]
+                  allowMethods: [GET, POST]
+                  allowHeaders: [x-user]
+                  exposeHeaders: [x-upstream-name]
+                  maxAge: 1h
+                route:
+                - destination:
+                    host: payments
+                    subset: v1
+            """)
+        try withHTTPMesh(["routes.yaml": routes]) { mesh in
+            #expect(waitFor("v1", mesh, path: "/pay"), "\(mesh.proxy?.errorOutput ?? "")")
+            func curl(_ arguments: [String]) throws -> String {
+                try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "curl", "-sS", "--max-time", "10", "-i"]
+                                     + arguments + [Self.service + "/pay"]).standardOutput.lowercased()
+            }
+            let preflight = ["-X", "OPTIONS", "-H", "Access-Control-Request-Method: POST", "-H", "Access-Control-Request-Headers: x-user"]
+            let answered = try curl(preflight + ["-H", "Origin: https://shop.example"])
+            #expect(answered.hasPrefix("http/1.1 200"), "\(answered)")
+            for line in ["access-control-allow-origin: https://shop.example", "access-control-allow-methods: get,post",
+                         "access-control-allow-headers: x-user", "access-control-max-age: 3600"] {
+                #expect(answered.contains(line), "\(line): \(answered)")
+            }
+            #expect(!answered.contains("x-upstream-name"), "the sidecar answered, not v1: \(answered)")
+            let forwarded = try curl(preflight + ["-H", "Origin: https://evil.example"])
+            #expect(forwarded.contains("x-upstream-name: v1") && !forwarded.contains("access-control-allow-origin"), "\(forwarded)")
+            let allowed = try curl(["-H", "Origin: https://shop.example"])
+            #expect(allowed.contains("x-upstream-name: v1") && allowed.contains("access-control-allow-origin: https://shop.example")
+                    && allowed.contains("access-control-expose-headers: x-upstream-name"), "\(allowed)")
+            let other = try curl(["-H", "Origin: https://evil.example"])
+            #expect(other.contains("x-upstream-name: v1") && !other.contains("access-control-"), "\(other)")
+        }
+    }
+
     /// Seed 4: every request mirrored to v2 while v1 answers. v2 sees each request as a copy, addressed
     /// to the `-shadow` host, and its answers never reach the client; the copies count in v2's cluster.
     @Test func mirrorSendsACopyOfEveryRequestToV2WhileV1Answers() throws {
