@@ -333,7 +333,7 @@ import XDS
                                             .key("filters"), .index(0), .key("typed_config"), .key("http_filters")])
         let refusals: [(path: String, message: String, fix: (inout ConfigValue) -> Void)] = [
             ("static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0]",
-             #""envoy.filters.http.compressor.brotli" (envoy.extensions.filters.http.compressor.v3.Compressor) is not supported: Capstan has envoy.filters.http.router, envoy.filters.http.fault, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, envoy.filters.http.ext_authz, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"#,
+             #""envoy.filters.http.compressor.brotli" (envoy.extensions.filters.http.compressor.v3.Compressor) is not supported: Capstan has envoy.filters.http.router, envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, envoy.filters.http.ext_authz, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, istio.stats"#,
              { document in
                  // Without the three compressors, only the router is left.
                  guard case .array(let list)? = filters.value(in: document) else { return }

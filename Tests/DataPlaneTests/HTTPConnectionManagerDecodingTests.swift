@@ -151,7 +151,7 @@ import XDS
         let lua = Self.filter("envoy.filters.http.lua", type: "envoy.extensions.filters.http.lua.v3.Lua")
         let proto = try Self.listener(Self.manager(filters: [lua, Self.router]))
         #expect(throws: ConfigError(path: #"listener "0.0.0.0_8080".filter_chains[0].filters[0].typed_config.http_filters[0]"#,
-                                    message: #""envoy.filters.http.lua" (envoy.extensions.filters.http.lua.v3.Lua) is not supported: Capstan has envoy.filters.http.router, envoy.filters.http.fault, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, envoy.filters.http.ext_authz, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, envoy.filters.http.cors, istio.stats"#)) {
+                                    message: #""envoy.filters.http.lua" (envoy.extensions.filters.http.lua.v3.Lua) is not supported: Capstan has envoy.filters.http.router, envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, envoy.filters.http.ext_authz, istio.alpn and, not acted on yet, istio.metadata_exchange, envoy.filters.http.grpc_stats, istio.stats"#)) {
             try XDSResourceDecoder.listener(proto)
         }
         // Optional, and unknown: skipped and listed, as Envoy skips it.

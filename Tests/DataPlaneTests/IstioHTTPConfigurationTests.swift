@@ -79,13 +79,14 @@ import XDS
         #expect(http.routeConfigNames == ["8188"])
         let notActedOn = http.fieldsNotActedOn.map(\.path)
         for field in ["tracing", "request_id_extension", "rds.config_source.initial_fetch_timeout",
-                      "http_filters[0]", "http_filters[1]", "http_filters[4]", "http_filters[5]"] {
+                      "http_filters[0]", "http_filters[1]", "http_filters[5]"] {
             #expect(notActedOn.contains("filter_chains[0].filters[0].typed_config.\(field)"), "\(field): \(notActedOn)")
         }
-        // istio.alpn and the fault filter are acted on: upstream TLS offers Istio's ALPN for the request's
-        // HTTP version, and routes' faults are injected.
-        #expect(!notActedOn.contains { $0.hasSuffix("http_filters[2]") || $0.hasSuffix("http_filters[3]") || $0.hasSuffix("http_filters[6]") })
+        // istio.alpn, the fault and the CORS filters are acted on: upstream TLS offers Istio's ALPN for the
+        // request's HTTP version, routes' faults are injected and their CORS policies applied.
+        #expect(!notActedOn.contains { ["http_filters[2]", "http_filters[3]", "http_filters[4]", "http_filters[6]"].contains(where: $0.hasSuffix) })
         #expect(manager.filters.contains { if case .fault = $0.behaviour { $0.name == "envoy.filters.http.fault" } else { false } })
+        #expect(manager.filters.contains { if case .cors = $0.behaviour { $0.name == "envoy.filters.http.cors" } else { false } })
         #expect(manager.upstreamALPN(for: .http1) == ["istio-http/1.1", "istio", "http/1.1"])
         #expect(manager.upstreamALPN(for: .http2) == ["istio-h2", "istio", "h2"])
         #expect(http.fieldsNotActedOn.first { $0.path.hasSuffix("http_filters[5]") }?.reason.hasPrefix("\"istio.stats\" (stats.PluginConfig)") == true)
