@@ -23,6 +23,10 @@ public struct Gateway: Sendable, Equatable {
         /// As SIMPLE, and a client certificate verified against the secret's `ca.crt`
         /// (`kubernetes://NAME-cacert`).
         case mutual = "MUTUAL"
+        /// Mesh mutual TLS, as a sidecar's inbound: the gateway's own workload certificate (SDS
+        /// `default`), a client certificate required and verified against the mesh roots (`ROOTCA`).
+        /// What an egress gateway serves the sidecars that send it external traffic.
+        case istioMutual = "ISTIO_MUTUAL"
     }
 
     /// A `servers[].hosts` entry: `namespace/host`, where the namespace (`*` any, `.` the Gateway's
@@ -38,7 +42,8 @@ public struct Gateway: Sendable, Equatable {
     public struct TLS: Sendable, Equatable {
         /// nil for a server that only redirects (`httpsRedirect` on a plaintext port).
         public var mode: TLSMode?
-        /// The secret (in the secrets directory) with `tls.crt`, `tls.key` and, for MUTUAL, `ca.crt`.
+        /// The secret (in the secrets directory) with `tls.crt`, `tls.key` and, for MUTUAL, `ca.crt`;
+        /// nil for ISTIO_MUTUAL, whose certificate is the gateway's workload certificate.
         public var credentialName: String?
         /// `httpsRedirect`: plaintext requests are answered 301 to `https://`.
         public var httpsRedirect: Bool

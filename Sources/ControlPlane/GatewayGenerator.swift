@@ -7,7 +7,8 @@ import XDS
 ///   `virtualOutbound`/`virtualInbound`), whose one chain's connection manager takes its routes over
 ///   RDS: `http.PORT` for plaintext servers (all of a port's servers together), and
 ///   `https.PORT.PORTNAME.GATEWAY.NAMESPACE` for an HTTPS server, whose chain terminates TLS with the
-///   certificate `kubernetes://CREDENTIAL` fetched over ADS (SDS through the aggregated stream);
+///   certificate `kubernetes://CREDENTIAL` fetched over ADS (SDS through the aggregated stream), or,
+///   for ISTIO_MUTUAL, mesh mutual TLS with the gateway's workload certificate from its agent;
 /// - a TCP server's listener relays to the first bound `tcp` route for its port (none bound: no listener);
 /// - virtual hosts `HOST:PORT`, one per host a server and a bound VirtualService have in common (the
 ///   more specific of the two), with the VirtualServices' routes in order; a server with
@@ -35,26 +36,32 @@ enum GatewayGenerator {
             for server in gateway.servers { ports[server.portNumber, default: []].append((gateway, server)) }
         }
         for (port, servers) in ports.sorted(by: { $0.key < $1.key }) {
-            let secure = servers.filter { $0.server.protocol.terminatesTLS && $0.server.tls?.credentialName != nil }
+            let secure = servers.filter { $0.server.protocol.terminatesTLS && $0.server.tls?.mode != nil }
             if !secure.isEmpty {
                 // A chain per TLS server, told apart by SNI (the readers make sure their names differ),
                 // each with its certificate and its own route configuration, as istiod makes them.
                 var combined: Envoy_Config_Listener_V3_Listener?
                 for (gateway, server) in secure {
-                    guard let tls = server.tls, let credential = tls.credentialName else { continue }
+                    guard let tls = server.tls, let mode = tls.mode else { continue }
                     let name = httpsRouteName(port: port, portName: server.portName, gateway: gateway)
                     result.routes.append((name, try .packed(routeConfiguration(name: name, port: port, servers: [(gateway, server)], config: config),
                                                             as: .route)))
-                    var chain = listener(port: port, routeName: name).filterChains[0]
+                    var chain = listener(port: port, routeName: name, mesh: config.mesh).filterChains[0]
                     chain.filterChainMatch.serverNames = server.serverNames
-                    chain.transportSocket = try downstreamTLS(credential: credential, mutual: tls.mode == .mutual)
+                    if mode == .istioMutual {
+                        chain.transportSocket = try istioMutualTLS()
+                    } else if let credential = tls.credentialName {
+                        chain.transportSocket = try downstreamTLS(credential: credential, mutual: mode == .mutual)
+                        result.credentials.insert(credential)
+                    } else {
+                        continue
+                    }
                     if combined == nil {
-                        combined = listener(port: port, routeName: name)
+                        combined = listener(port: port, routeName: name, mesh: config.mesh)
                         combined?.listenerFilters = [try tlsInspector()]
                         combined?.filterChains = []
                     }
                     combined?.filterChains.append(chain)
-                    result.credentials.insert(credential)
                 }
                 if let combined { result.listeners.append((combined.name, try .packed(combined, as: .listener))) }
             } else if servers.contains(where: { $0.server.protocol == .tcp }) {
@@ -65,7 +72,7 @@ enum GatewayGenerator {
             } else {
                 let name = "http.\(port)"
                 result.routes.append((name, try .packed(routeConfiguration(name: name, port: port, servers: servers, config: config), as: .route)))
-                let listener = listener(port: port, routeName: name)
+                let listener = listener(port: port, routeName: name, mesh: config.mesh)
                 result.listeners.append((listener.name, try .packed(listener, as: .listener)))
             }
         }
@@ -127,7 +134,7 @@ enum GatewayGenerator {
 
     // MARK: Listeners
 
-    static func listener(port: Int, routeName: String) -> Envoy_Config_Listener_V3_Listener {
+    static func listener(port: Int, routeName: String, mesh: MeshSettings = MeshSettings()) -> Envoy_Config_Listener_V3_Listener {
         var listener = Envoy_Config_Listener_V3_Listener()
         listener.name = HTTPRouteGenerator.outboundListenerName(port: port)
         listener.address = ProxyConfigGenerator.socketAddress("0.0.0.0", port: port)
@@ -149,12 +156,27 @@ enum GatewayGenerator {
         rds.routeConfigName = routeName
         manager.rds = rds
         // Packing these fixed filters cannot fail.
+        if let file = mesh.accessLogFile, let log = try? accessLog(file: file, format: mesh.accessLogFormat ?? MeshSettings.istioTextLogFormat) {
+            manager.accessLog = [log]
+        }
         manager.httpFilters = [try? HTTPRouteGenerator.upstreamALPNFilter(), try? HTTPRouteGenerator.faultFilter(),
                                try? HTTPRouteGenerator.routerFilter()].compactMap { $0 }
         var chain = Envoy_Config_Listener_V3_FilterChain()
         chain.filters = [(try? HTTPRouteGenerator.filter(manager)) ?? Envoy_Config_Listener_V3_Filter()]
         listener.filterChains = [chain]
         return listener
+    }
+
+    /// The mesh config's `accessLogFile` as istiod writes it: `envoy.access_loggers.file` with the text
+    /// format inline.
+    static func accessLog(file: String, format: String) throws -> Envoy_Config_Accesslog_V3_AccessLog {
+        var config = Envoy_Extensions_AccessLoggers_File_V3_FileAccessLog()
+        config.path = file
+        config.logFormat.textFormatSource.inlineString = format
+        var log = Envoy_Config_Accesslog_V3_AccessLog()
+        log.name = "envoy.access_loggers.file"
+        log.typedConfig = try Google_Protobuf_Any(message: config)
+        return log
     }
 
     private static func tlsInspector() throws -> Envoy_Config_Listener_V3_ListenerFilter {
@@ -177,6 +199,20 @@ enum GatewayGenerator {
             context.commonTlsContext.combinedValidationContext = combined
         }
         context.requireClientCertificate = Google_Protobuf_BoolValue(mutual)
+        var socket = Envoy_Config_Core_V3_TransportSocket()
+        socket.name = ProxyConfigGenerator.tlsTransportSocket
+        socket.typedConfig = try Google_Protobuf_Any(message: context)
+        return socket
+    }
+
+    /// istiod's server side of ISTIO_MUTUAL on an HTTPS server (`BuildListenerTLSContext`): `h2` and
+    /// `http/1.1` offered, the gateway's workload certificate (`default`) and the mesh roots (`ROOTCA`)
+    /// from the agent's SDS (`sds-grpc`), as a sidecar's inbound has them, and a client certificate
+    /// required: only mesh workloads get through.
+    static func istioMutualTLS() throws -> Envoy_Config_Core_V3_TransportSocket {
+        var context = Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext()
+        context.commonTlsContext = ProxyConfigGenerator.commonTLSContext(validation: .init(), alpn: ["h2", "http/1.1"])
+        context.requireClientCertificate = Google_Protobuf_BoolValue(true)
         var socket = Envoy_Config_Core_V3_TransportSocket()
         socket.name = ProxyConfigGenerator.tlsTransportSocket
         socket.typedConfig = try Google_Protobuf_Any(message: context)

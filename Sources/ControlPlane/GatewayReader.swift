@@ -1,7 +1,7 @@
 import Configuration
 
 /// Reads a `Gateway` spec. What Capstan does not serve end to end is refused with the field's path
-/// (TCP and TLS ports, PASSTHROUGH, ISTIO_MUTUAL and AUTO_PASSTHROUGH), never accepted silently.
+/// (TLS ports, PASSTHROUGH and AUTO_PASSTHROUGH), never accepted silently.
 enum GatewayReader {
     static func read(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String, name: String,
                      warnings: inout [String]) throws(ConfigError) -> Gateway {
@@ -63,7 +63,7 @@ enum GatewayReader {
         let path = reader.path
         if proto.terminatesTLS {
             guard let tls, tls.mode != nil else {
-                throw ConfigError(path: "\(path).tls.mode", message: "an HTTPS server needs tls.mode (SIMPLE or MUTUAL)")
+                throw ConfigError(path: "\(path).tls.mode", message: "an HTTPS server needs tls.mode (SIMPLE, MUTUAL or ISTIO_MUTUAL)")
             }
         } else if proto == .tcp, tls != nil {
             throw ConfigError(path: "\(path).tls", message: "a TCP server relays bytes: it has no TLS settings")
@@ -81,9 +81,13 @@ enum GatewayReader {
         try reader.ignoringUnknown(["mode", "credentialName", "httpsRedirect", "serverCertificate", "privateKey", "caCertificates",
                                     "subjectAltNames", "minProtocolVersion", "maxProtocolVersion", "cipherSuites",
                                     "verifyCertificateSpki", "verifyCertificateHash"], warnings: &warnings)
-        for field in ["serverCertificate", "privateKey", "caCertificates", "subjectAltNames", "minProtocolVersion", "maxProtocolVersion",
-                      "cipherSuites", "verifyCertificateSpki", "verifyCertificateHash"] where try reader.optional(field) != nil {
-            throw ConfigError(path: "\(reader.path).\(field)", message: "is not supported by Capstan: give the certificate with credentialName")
+        for field in ["serverCertificate", "privateKey", "caCertificates"] where try reader.optional(field) != nil {
+            throw ConfigError(path: "\(reader.path).\(field)",
+                              message: "is not supported by Capstan: give the certificate with credentialName (or use ISTIO_MUTUAL)")
+        }
+        for field in ["subjectAltNames", "minProtocolVersion", "maxProtocolVersion", "cipherSuites", "verifyCertificateSpki",
+                      "verifyCertificateHash"] where try reader.optional(field) != nil {
+            throw ConfigError(path: "\(reader.path).\(field)", message: "is not supported by Capstan's gateway yet")
         }
         let httpsRedirect = try reader.optional("httpsRedirect")?.bool() ?? false
         var mode: Gateway.TLSMode?
@@ -92,8 +96,9 @@ enum GatewayReader {
             switch text {
             case "SIMPLE": mode = .simple
             case "MUTUAL": mode = .mutual
-            case "PASSTHROUGH", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL":
-                throw modeReader.fail("\(text) is not supported by Capstan's gateway yet (SIMPLE, MUTUAL)")
+            case "ISTIO_MUTUAL": mode = .istioMutual
+            case "PASSTHROUGH", "AUTO_PASSTHROUGH", "OPTIONAL_MUTUAL":
+                throw modeReader.fail("\(text) is not supported by Capstan's gateway yet (SIMPLE, MUTUAL, ISTIO_MUTUAL)")
             default:
                 throw modeReader.fail("\"\(text)\" is not a TLS mode (SIMPLE, MUTUAL, PASSTHROUGH, ISTIO_MUTUAL, AUTO_PASSTHROUGH)")
             }
@@ -103,7 +108,11 @@ enum GatewayReader {
             guard GatewaySecrets.isSecretName(text) else { throw name.fail("\"\(text)\" is not a Kubernetes secret name (DNS-1123 subdomain)") }
             return text
         }
-        if mode != nil, credential == nil {
+        if mode == .istioMutual, credential != nil {
+            // As Istio validates it: the certificate is the gateway's workload certificate.
+            throw ConfigError(path: "\(reader.path).credentialName", message: "cannot be given with ISTIO_MUTUAL, which serves the gateway's workload certificate")
+        }
+        if mode == .simple || mode == .mutual, credential == nil {
             throw ConfigError(path: "\(reader.path).credentialName", message: "is required: Capstan reads server certificates from the secrets directory only")
         }
         return Gateway.TLS(mode: mode, credentialName: credential, httpsRedirect: httpsRedirect)

@@ -255,7 +255,8 @@ public struct DestinationRule: Sendable, Equatable {
         public var connectionPool: ConnectionPool?
         /// nil: no `tls` setting, so Istio's auto mTLS decides (see ``ProxyConfigGenerator``).
         public var tlsMode: TLSMode?
-        /// With `tlsMode` SIMPLE or MUTUAL: the rest of the `tls` setting.
+        /// With `tlsMode` SIMPLE or MUTUAL: the rest of the `tls` setting; with ISTIO_MUTUAL, only its
+        /// `sni` (nil when none is given).
         public var originatedTLS: OriginatedTLS? = nil
         /// `outlierDetection`; a subset's replaces the rule's whole, as istiod merges it.
         public var outlierDetection: OutlierDetection? = nil

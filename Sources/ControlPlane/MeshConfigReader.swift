@@ -397,7 +397,9 @@ private struct Builder {
             if let mode = try tls.optional("mode") {
                 switch try mode.string() {
                 case "DISABLE": policy.tlsMode = .disable
-                case "ISTIO_MUTUAL": policy.tlsMode = .istioMutual
+                case "ISTIO_MUTUAL":
+                    policy.tlsMode = .istioMutual
+                    policy.originatedTLS = try OriginatedTLSReader.readIstioMutual(tls)
                 case "SIMPLE":
                     policy.tlsMode = .simple
                     policy.originatedTLS = try OriginatedTLSReader.read(tls, mutual: false)
@@ -406,7 +408,7 @@ private struct Builder {
                     policy.originatedTLS = try OriginatedTLSReader.read(tls, mutual: true)
                 case let other: throw mode.fail("\"\(other)\" is not a TLS mode (DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL)")
                 }
-                if policy.originatedTLS == nil {
+                if policy.originatedTLS == nil || policy.tlsMode == .istioMutual {
                     try OriginatedTLSReader.warnUnused(tls, mode: policy.tlsMode ?? .disable, warnings: &warnings)
                 }
             } else {

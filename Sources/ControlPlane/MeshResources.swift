@@ -74,6 +74,8 @@ struct MeshResources: Sendable {
             self.config.serviceEntries = config.serviceEntries
             self.config.destinationRules = config.destinationRules
             self.config.workloadEntries = config.workloadEntries
+            // The mesh config: its `accessLogFile` is the gateways' access log.
+            self.config.mesh = config.mesh
         }
     }
 

@@ -16,7 +16,8 @@ import XDS
 ///   cluster gets mutual TLS only when every one of its endpoints qualifies (an endpoint without a
 ///   sidecar keeps the whole cluster plaintext, which PERMISSIVE, the default, accepts). The server
 ///   identities accepted are the endpoints' SPIFFE IDs, `spiffe://TRUST_DOMAIN/ns/NS/sa/ACCOUNT`
-///   (account `default` when the WorkloadEntry names none); SNI is `outbound_.PORT_.SUBSET_.HOST`.
+///   (account `default` when the WorkloadEntry names none); SNI is `outbound_.PORT_.SUBSET_.HOST`, or
+///   the rule's `sni` with ISTIO_MUTUAL.
 /// - Inbound, per workload port (its ``MutualTLSPolicy``): STRICT has one chain for
 ///   `transport_protocol: tls` that terminates mutual TLS, DISABLE one for `raw_buffer`, PERMISSIVE
 ///   both; `tls_inspector` tells them apart. Ports no service declares pass through under the
@@ -125,7 +126,9 @@ struct ProxyConfigGenerator: Sendable {
                             cluster.transportSocket = try Self.originatedTLS(mode, settings, host: host,
                                                                              http2: port.protocol == .http2 || port.protocol == .grpc)
                         } else if Self.usesMutualTLS(subset.policy.tlsMode, members: selected, port: port, external: entry.location == .meshExternal) {
-                            cluster.transportSocket = try upstreamTLS(to: selected, sni: Self.sni(port: port.number, subset: subset.name, host: host))
+                            // ISTIO_MUTUAL's `sni`, if the rule gives one (an egress gateway chooses its server by it).
+                            let sni = subset.policy.tlsMode == .istioMutual ? subset.policy.originatedTLS?.sni : nil
+                            cluster.transportSocket = try upstreamTLS(to: selected, sni: sni ?? Self.sni(port: port.number, subset: subset.name, host: host))
                         }
                         let assigned = Self.assignedEndpoints(entry, host: host, port: port, selected: selected.map(\.endpoint))
                         if entry.resolution.resolvesNames {
@@ -346,7 +349,7 @@ struct ProxyConfigGenerator: Sendable {
         return try transportSocket(context)
     }
 
-    private static func commonTLSContext(validation: Envoy_Extensions_TransportSockets_Tls_V3_CertificateValidationContext,
+    static func commonTLSContext(validation: Envoy_Extensions_TransportSockets_Tls_V3_CertificateValidationContext,
                                          alpn: [String]) -> Envoy_Extensions_TransportSockets_Tls_V3_CommonTlsContext {
         var combined = Envoy_Extensions_TransportSockets_Tls_V3_CommonTlsContext.CombinedCertificateValidationContext()
         combined.defaultValidationContext = validation

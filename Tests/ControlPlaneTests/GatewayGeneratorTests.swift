@@ -302,8 +302,11 @@ import XDS
 
     @Test(arguments: [
         ("    tls: {mode: PASSTHROUGH}\n", "spec.servers[0].tls.mode", "PASSTHROUGH is not supported"),
-        ("    tls: {mode: ISTIO_MUTUAL}\n", "spec.servers[0].tls.mode", "ISTIO_MUTUAL is not supported"),
+        ("    tls: {mode: OPTIONAL_MUTUAL}\n", "spec.servers[0].tls.mode", "OPTIONAL_MUTUAL is not supported"),
         ("    tls: {mode: AUTO_PASSTHROUGH}\n", "spec.servers[0].tls.mode", "AUTO_PASSTHROUGH is not supported"),
+        ("    tls: {mode: ISTIO_MUTUAL, credentialName: api-cert}\n", "spec.servers[0].tls.credentialName", "cannot be given with ISTIO_MUTUAL"),
+        ("    tls: {mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://cluster.local/ns/shop/sa/client]}\n", "spec.servers[0].tls.subjectAltNames",
+         "is not supported by Capstan's gateway yet"),
     ])
     func unsupportedModesAreRefusedNamingTheField(tls: String, field: String, message: String) throws {
         let text = Self.seed().replacingOccurrences(of: "protocol: HTTP}\n    hosts: [api.myapp.com]\n",
@@ -377,5 +380,184 @@ import XDS
         #expect(snapshot.types[.route]?.resources.map(\.name).contains("https.443.https.api-gateway.shop") == true)
         node.id = "sidecar~192.0.2.1~client-7d9f.shop~shop.svc.cluster.local"
         #expect(store.snapshot(for: node).types[.listener]?.resources.map(\.name).contains("0.0.0.0_443") == false)
+    }
+
+    // MARK: The egress gateway task (ISTIO_MUTUAL)
+
+    static let sidecarDump = "/work/shared/istio-config/sidecar-istio1.20.8-hello-openshift.config_dump.json"
+
+    /// Istio's egress gateway task, HTTP variant: the Gateway on 80 (HTTPS, ISTIO_MUTUAL) for the external
+    /// host, the rule giving the sidecar's cluster to the gateway's subset ISTIO_MUTUAL with the host as SNI,
+    /// and one VirtualService bound to the sidecars (to the gateway) and to the gateway (out).
+    static let egressTask = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: cnn, namespace: shop}
+        spec:
+          hosts: [edition.cnn.com]
+          ports: [{number: 80, name: http-port, protocol: HTTP}, {number: 443, name: https, protocol: HTTPS}]
+          resolution: DNS
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: istio-egressgateway, namespace: shop}
+        spec:
+          hosts: [istio-egressgateway.shop.svc.cluster.local]
+          ports: [{number: 80, name: http2, protocol: HTTP2}]
+          resolution: STATIC
+          endpoints: [{address: 192.0.2.40, labels: {istio: egressgateway}, serviceAccount: istio-egressgateway}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: istio-egressgateway, namespace: shop}
+        spec:
+          selector: {istio: egressgateway}
+          servers:
+          - port: {number: 80, name: https, protocol: HTTPS}
+            hosts: [edition.cnn.com]
+            tls: {mode: ISTIO_MUTUAL}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: egressgateway-for-cnn, namespace: shop}
+        spec:
+          host: istio-egressgateway.shop.svc.cluster.local
+          subsets:
+          - name: cnn
+            trafficPolicy:
+              loadBalancer: {simple: ROUND_ROBIN}
+              portLevelSettings:
+              - port: {number: 80}
+                tls: {mode: ISTIO_MUTUAL, sni: edition.cnn.com}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: direct-cnn-through-egress-gateway, namespace: shop}
+        spec:
+          hosts: [edition.cnn.com]
+          gateways: [istio-egressgateway, mesh]
+          http:
+          - match: [{gateways: [mesh], port: 80}]
+            route: [{destination: {host: istio-egressgateway.shop.svc.cluster.local, subset: cnn, port: {number: 80}}, weight: 100}]
+          - match: [{gateways: [istio-egressgateway], port: 80}]
+            route: [{destination: {host: edition.cnn.com, port: {number: 80}}, weight: 100}]
+        """
+
+    /// The downstream TLS of istiod's sidecar inbound chain `virtualInbound-catchall-http` in the dump:
+    /// istiod builds ISTIO_MUTUAL gateway servers with the same function (`ApplyToCommonTLSContext`).
+    static func istiodInboundTLS() throws -> [String: Any] {
+        let dump = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: sidecarDump))) as! [String: Any]
+        let section = (dump["configs"] as! [[String: Any]]).first { ($0["@type"] as? String)?.hasSuffix("ListenersConfigDump") == true }!
+        let listeners = (section["dynamic_listeners"] as! [[String: Any]]).compactMap { ($0["active_state"] as? [String: Any])?["listener"] as? [String: Any] }
+        let inbound = listeners.first { $0["name"] as? String == "virtualInbound" }!
+        let chain = (inbound["filter_chains"] as! [[String: Any]]).first { $0["name"] as? String == "virtualInbound-catchall-http" }!
+        return (chain["transport_socket"] as! [String: Any])["typed_config"] as! [String: Any]
+    }
+
+    @Test func anIstioMutualServerTerminatesMeshTLSAsIstiodDoes() throws {
+        let resources = try router(Self.egressTask, labels: ["istio": "egressgateway"])
+        #expect(resources.listeners.map(\.name) == ["0.0.0.0_80"])
+        #expect(resources.routes.map(\.name) == ["https.80.https.istio-egressgateway.shop"])
+        #expect(resources.credentials.isEmpty, "no secret: the gateway's workload certificate")
+        let listener = try listener(resources, "0.0.0.0_80")
+        #expect(listener.listenerFilters.map(\.name) == ["envoy.filters.listener.tls_inspector"])
+        #expect(listener.filterChains.map(\.filterChainMatch.serverNames) == [["edition.cnn.com"]])
+        let socket = listener.filterChains[0].transportSocket
+        #expect(socket.name == "envoy.transport_sockets.tls")
+        let context = try Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext(unpackingAny: socket.typedConfig)
+
+        // Field by field against istiod's inbound mTLS context (the same SDS secrets from the agent).
+        let istiod = try Self.istiodInboundTLS()
+        let common = istiod["common_tls_context"] as! [String: Any]
+        #expect(context.requireClientCertificate.value == istiod["require_client_certificate"] as? Bool)
+        #expect(context.commonTlsContext.alpnProtocols == common["alpn_protocols"] as? [String])
+        let istiodCertificate = (common["tls_certificate_sds_secret_configs"] as! [[String: Any]])[0]
+        let certificate = try #require(context.commonTlsContext.tlsCertificateSdsSecretConfigs.first)
+        #expect(context.commonTlsContext.tlsCertificateSdsSecretConfigs.count == 1)
+        let combined = common["combined_validation_context"] as! [String: Any]
+        let istiodRoot = combined["validation_context_sds_secret_config"] as! [String: Any]
+        let root = context.commonTlsContext.combinedValidationContext.validationContextSdsSecretConfig
+        for (ours, theirs) in [(certificate, istiodCertificate), (root, istiodRoot)] {
+            #expect(ours.name == theirs["name"] as? String)
+            let source = (theirs["sds_config"] as! [String: Any])["api_config_source"] as! [String: Any]
+            let api = ours.sdsConfig.apiConfigSource
+            #expect(source["api_type"] as? String == "GRPC" && api.apiType == .grpc)
+            let cluster = ((source["grpc_services"] as! [[String: Any]])[0]["envoy_grpc"] as! [String: Any])["cluster_name"] as? String
+            #expect(api.grpcServices.map(\.envoyGrpc.clusterName) == [cluster].compactMap { $0 })
+            #expect(api.setNodeOnFirstMessageOnly == source["set_node_on_first_message_only"] as? Bool)
+            #expect(source["transport_api_version"] as? String == "V3" && api.transportApiVersion == .v3)
+            #expect((theirs["sds_config"] as! [String: Any])["resource_api_version"] as? String == "V3" && ours.sdsConfig.resourceApiVersion == .v3)
+        }
+
+        // The gateway's routes: only the VirtualService's gateway match, out to the external host.
+        let table = try RouteTable(try routes(resources, "https.80.https.istio-egressgateway.shop"))
+        let request = HTTPRequest(method: .get, scheme: "https", authority: "edition.cnn.com", path: "/politics")
+        #expect(table.route(request, randomValue: 0)?.cluster == "outbound|80||edition.cnn.com")
+        #expect(try routes(resources, "https.80.https.istio-egressgateway.shop").virtualHosts.map(\.name) == ["edition.cnn.com:80"])
+
+        // The proxy takes it, and picks the chain by the SNI the sidecar sends.
+        let decoded = try XDSResourceDecoder.listeners(resources.listeners.map(\.resource))
+        let address = try SocketAddress(ipAddress: "192.0.2.40", port: 80)
+        #expect(decoded[0].chain(for: address, detected: .init(transportProtocol: "tls", serverName: "edition.cnn.com")) != nil)
+        #expect(decoded[0].chain(for: address, detected: .init(transportProtocol: "tls", serverName: "outbound_.80_.cnn_.istio-egressgateway.shop.svc.cluster.local")) == nil)
+        #expect(decoded[0].chain(for: address, detected: .init(transportProtocol: "raw_buffer", serverName: nil)) == nil)
+    }
+
+    @Test func theSidecarSendsTheExternalHostToTheGatewayOverMutualTLSWithItsName() throws {
+        let config = try config(Self.egressTask)
+        let resources = try ProxyConfigGenerator.resources(for: config)
+        func cluster(_ name: String) throws -> Envoy_Config_Cluster_V3_Cluster {
+            try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](try #require(resources.clusters.first { $0.name == name }, "no \(name)").resource.value))
+        }
+        let subset = try cluster("outbound|80|cnn|istio-egressgateway.shop.svc.cluster.local")
+        let tls = try Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext(unpackingAny: subset.transportSocket.typedConfig)
+        // The rule's SNI, not istiod's `outbound_.80_.cnn_.…`: the gateway's chain matches the host's name.
+        #expect(tls.sni == "edition.cnn.com")
+        #expect(tls.commonTlsContext.tlsCertificateSdsSecretConfigs.map(\.name) == ["default"])
+        #expect(tls.commonTlsContext.combinedValidationContext.validationContextSdsSecretConfig.name == "ROOTCA")
+        #expect(tls.commonTlsContext.combinedValidationContext.defaultValidationContext.matchTypedSubjectAltNames.map(\.matcher.exact)
+                == ["spiffe://cluster.local/ns/shop/sa/istio-egressgateway"])
+        // The service's own cluster (no rule for its port) stays plaintext: the gateway's endpoint has no sidecar label.
+        #expect(!(try cluster("outbound|80||istio-egressgateway.shop.svc.cluster.local")).hasTransportSocket)
+        // The sidecar's route for the host: to the gateway's subset, the gateway's own match left out.
+        let sidecar = try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: [UInt8](try #require(resources.routes.first { $0.name == "80" }).resource.value))
+        let table = try RouteTable(sidecar)
+        let request = HTTPRequest(method: .get, scheme: "http", authority: "edition.cnn.com", path: "/politics")
+        #expect(table.route(request, randomValue: 0)?.cluster == "outbound|80|cnn|istio-egressgateway.shop.svc.cluster.local")
+        // Without `sni`, istiod's name for the cluster.
+        let plain = try ProxyConfigGenerator.resources(for: try self.config(Self.egressTask.replacingOccurrences(of: ", sni: edition.cnn.com", with: "")))
+        let plainCluster = try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](try #require(plain.clusters.first {
+            $0.name == "outbound|80|cnn|istio-egressgateway.shop.svc.cluster.local" }).resource.value))
+        #expect(try Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext(unpackingAny: plainCluster.transportSocket.typedConfig).sni
+                == "outbound_.80_.cnn_.istio-egressgateway.shop.svc.cluster.local")
+        // Its other settings are still said to be unused.
+        let reading = MeshConfigReader.read([("mesh.yaml", Self.egressTask.replacingOccurrences(of: "sni: edition.cnn.com", with: "sni: edition.cnn.com, caCertificates: /etc/ca.pem"))])
+        #expect(reading.warnings.contains { $0.contains("tls.caCertificates: not acted on with mode ISTIO_MUTUAL") }, "\(reading.warnings)")
+        #expect(!reading.warnings.contains { $0.contains("tls.sni") }, "\(reading.warnings)")
+    }
+
+    @Test func theMeshAccessLogFileIsWrittenByGatewayConnectionManagers() throws {
+        let mesh = """
+
+            ---
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {name: istio, namespace: istio-system}
+            data:
+              mesh: |-
+                accessLogFile: /dev/stdout
+            """
+        let listener = try listener(try router(Self.egressTask + mesh, labels: ["istio": "egressgateway"]), "0.0.0.0_80")
+        let manager = try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(
+            unpackingAny: listener.filterChains[0].filters[0].typedConfig)
+        #expect(manager.accessLog.map(\.name) == ["envoy.access_loggers.file"])
+        let file = try Envoy_Extensions_AccessLoggers_File_V3_FileAccessLog(unpackingAny: manager.accessLog[0].typedConfig)
+        #expect(file.path == "/dev/stdout" && file.logFormat.textFormatSource.inlineString == MeshSettings.istioTextLogFormat)
+        // The proxy compiles the format.
+        _ = try XDSResourceDecoder.listeners([try Google_Protobuf_Any.packed(listener, as: .listener)])
+        // Without it, no access log, as istiod.
+        let quiet = try self.listener(try router(Self.egressTask, labels: ["istio": "egressgateway"]), "0.0.0.0_80")
+        #expect(try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(
+            unpackingAny: quiet.filterChains[0].filters[0].typedConfig).accessLog.isEmpty)
     }
 }

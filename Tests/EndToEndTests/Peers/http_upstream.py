@@ -23,7 +23,7 @@ on stdout for every HTTP request as it arrives, so a test can see what reached t
 addressed.
 The JSON: {"name", "method", "path" (the request target, query included), "http_version" ("HTTP/1.0",
 "HTTP/1.1" or "HTTP/2"), "headers" ({lower-case name: value, or a list of values when repeated; on
-HTTP/2, `host` holds :authority}), "body_bytes", "body_sha256"}.
+HTTP/2, `host` holds :authority}), "body_bytes", "body_sha256", "client" (the connection's source address)}.
 
 With --grpc-port, capstan.test.Echo is served on the same IP: replies carry NAME and the request metadata,
 and a non-zero fail_with_code ends the call with that status. Every gRPC response has the initial metadata
@@ -161,6 +161,7 @@ class Application:
             "name": self.name, "method": scope["method"], "path": request_target(scope),
             "http_version": "HTTP/2" if version == "2" else f"HTTP/{version}",
             "headers": header_map(scope["headers"]), "body_bytes": body_bytes, "body_sha256": body_sha256,
+            "client": (scope.get("client") or ["-"])[0],
         }
         body = b"" if status in (204, 304) else json.dumps(description).encode() + b"\n"
         headers = [self.name_header, (b"content-type", b"application/json")]

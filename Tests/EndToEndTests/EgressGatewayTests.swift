@@ -1,0 +1,254 @@
+import CapstanTestSupport
+import Foundation
+import Netfilter
+import Testing
+
+/// Istio's egress gateway task (HTTP, with mutual TLS from the sidecar to the gateway) end to end: a
+/// captured pod's `curl http://edition.cnn.com/politics` goes to `istio-egressgateway` (a `capstan agent
+/// proxy router`) over mesh mTLS, with the external host as SNI, and the gateway sends it on to the
+/// outside world. The outside world is a namespace beyond the gateway only (documentation addresses
+/// 203.0.113.0/24, reachable from nowhere else): its dnsmasq (203.0.113.53) answers the gateway's lookups
+/// for edition.cnn.com, its HTTP server (203.0.113.99:80) answers with what it saw. The client pod's own
+/// route to 203.0.113.0/24 leads to the cluster's hub, which forwards nothing: the direct path is dead.
+/// Everything runs in namespace `shop` (the CA's tokens are for it), the egress gateway's Service as a
+/// ServiceEntry, since this control plane has no Kubernetes registry.
+@Suite(.serialized) struct EgressGatewayTests {
+    static let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers")
+    static let host = "edition.cnn.com"
+    static let clientV4 = IPAddress("192.0.2.30")!
+    static let gatewayV4 = IPAddress("192.0.2.40")!
+    static let outsiderV4 = IPAddress("192.0.2.50")!
+    /// The gateway's address towards the outside world, and the outside world's server and DNS.
+    static let gatewayExternalV4 = IPAddress("203.0.113.1")!
+    static let serverV4 = IPAddress("203.0.113.99")!
+    static let dnsV4 = IPAddress("203.0.113.53")!
+
+    /// The task's documents, as istio.io gives them (the gateway's namespace aside), and the mesh config
+    /// with the access log the task reads (`accessLogFile`).
+    static func documents(accessLog: String) -> [String: String] {
+        ["egress.yaml": """
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: cnn, namespace: shop}
+            spec:
+              hosts: [\(host)]
+              ports:
+              - {number: 80, name: http-port, protocol: HTTP}
+              - {number: 443, name: https, protocol: HTTPS}
+              resolution: DNS
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: istio-egressgateway, namespace: shop}
+            spec:
+              hosts: [istio-egressgateway.shop.svc.cluster.local]
+              ports:
+              - {number: 80, name: http2, protocol: HTTP2}
+              resolution: STATIC
+              endpoints:
+              - address: \(gatewayV4)
+                labels: {istio: egressgateway}
+                serviceAccount: istio-egressgateway
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: Gateway
+            metadata: {name: istio-egressgateway, namespace: shop}
+            spec:
+              selector:
+                istio: egressgateway
+              servers:
+              - port:
+                  number: 80
+                  name: https
+                  protocol: HTTPS
+                hosts:
+                - \(host)
+                tls:
+                  mode: ISTIO_MUTUAL
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: DestinationRule
+            metadata: {name: egressgateway-for-cnn, namespace: shop}
+            spec:
+              host: istio-egressgateway.shop.svc.cluster.local
+              subsets:
+              - name: cnn
+                trafficPolicy:
+                  loadBalancer:
+                    simple: ROUND_ROBIN
+                  portLevelSettings:
+                  - port:
+                      number: 80
+                    tls:
+                      mode: ISTIO_MUTUAL
+                      sni: \(host)
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: direct-cnn-through-egress-gateway, namespace: shop}
+            spec:
+              hosts:
+              - \(host)
+              gateways:
+              - istio-egressgateway
+              - mesh
+              http:
+              - match:
+                - gateways:
+                  - mesh
+                  port: 80
+                route:
+                - destination:
+                    host: istio-egressgateway.shop.svc.cluster.local
+                    subset: cnn
+                    port:
+                      number: 80
+                  weight: 100
+              - match:
+                - gateways:
+                  - istio-egressgateway
+                  port: 80
+                route:
+                - destination:
+                    host: \(host)
+                    port:
+                      number: 80
+                  weight: 100
+            """,
+         "istio.yaml": """
+            apiVersion: v1
+            kind: ConfigMap
+            metadata:
+              name: istio
+              namespace: istio-system
+            data:
+              mesh: |-
+                accessLogFile: \(accessLog)
+            """]
+    }
+
+    /// `/etc/netns/NAMESPACE/resolv.conf` (which `ip netns exec` mounts) naming the outside world's DNS, for
+    /// `pods`; removed afterwards with `/etc/netns` itself if this made it.
+    static func withResolvConf<T>(_ cluster: MeshCluster, pods: [String], _ body: () throws -> T) throws -> T {
+        let hadNetnsDirectory = FileManager.default.fileExists(atPath: "/etc/netns")
+        let directories = pods.map { "/etc/netns/\(cluster.name)-\($0)" }
+        defer {
+            for directory in directories { try? FileManager.default.removeItem(atPath: directory) }
+            if !hadNetnsDirectory { rmdir("/etc/netns") }
+        }
+        for directory in directories {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try "nameserver \(dnsV4)\noptions timeout:1 attempts:2\n".write(toFile: "\(directory)/resolv.conf", atomically: true, encoding: .utf8)
+        }
+        return try body()
+    }
+
+    static func run(_ cluster: MeshCluster, in pod: String, _ arguments: [String]) throws -> ChildProcess.Result {
+        try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(cluster.name)-\(pod)"] + arguments)
+    }
+
+    /// The first line of `pod`'s proxy's /stats named `name`, its value.
+    static func stat(_ pod: MeshCluster.Pod, _ name: String) throws -> Int? {
+        try pod.http("GET", "/stats", port: 15000).body.split(separator: "\n").first { $0.hasPrefix("\(name): ") }
+            .flatMap { Int($0.dropFirst(name.count + 2)) }
+    }
+
+    @Test func aPodReachesAnExternalHostThroughTheEgressGatewayOverMutualTLS() throws {
+        try withMeshCluster { cluster in
+            try Self.withResolvConf(cluster, pods: ["egress", "sleep"]) {
+                let logs = try cluster.makeDirectory("egress-logs", owner: 1337)
+                try cluster.startControlPlane(files: Self.documents(accessLog: "\(logs)/access.log"))
+
+                // The gateway pod, no capture, its proxy binding port 80 (as Istio's gateway pods, with
+                // unprivileged ports from 0 in its own namespace), and the outside world behind it.
+                let gateway = try cluster.addPod("egress", address: Self.gatewayV4)
+                let sysctl = try Self.run(cluster, in: "egress", ["sysctl", "-w", "net.ipv4.ip_unprivileged_port_start=0"])
+                #expect(sysctl.status == 0, "\(sysctl)")
+                let internet = try cluster.addNetwork("internet", beyond: gateway, gatewayAddress: Self.gatewayExternalV4,
+                                                      addresses: [Self.serverV4, Self.dnsV4])
+                let dns = try NamespacedProcess(["/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                                                 "--listen-address=\(Self.dnsV4)", "--bind-interfaces", "--port=53", "--log-queries",
+                                                 "--log-facility=-", "--pid-file=", "--user=root", "--local-ttl=30",
+                                                 "--host-record=\(Self.host),\(Self.serverV4)"],
+                                                in: internet.namespace, logPath: "\(cluster.directory)/dnsmasq.log")
+                internet.processes.append(dns)
+                let server = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
+                                                    "--listen", "\(Self.serverV4):80", "--name", "internet", "--log-requests"],
+                                                   in: internet.namespace, logPath: "\(cluster.directory)/internet.log")
+                internet.processes.append(server)
+                #expect(server.waitUntil(seconds: 20) { server.log.contains("READY") }, "\(server.log)")
+                #expect(dns.waitUntil(seconds: 10) { dns.log.contains("started") }, "\(dns.log)")
+
+                let agent = try cluster.startAgent(in: gateway, serviceAccount: "istio-egressgateway",
+                                                   environment: ["ISTIO_METAJSON_LABELS": #"{"istio": "egressgateway", "app": "istio-egressgateway"}"#],
+                                                   arguments: ["proxy", "router"])
+                try cluster.waitReady(gateway, agent: agent, seconds: 20)
+
+                // The captured pod (curl's), whose route to the outside world ends at the hub.
+                let client = try cluster.addWorkload("sleep", address: Self.clientV4, serviceAccount: "client", appPort: nil)
+                let route = try Self.run(cluster, in: "sleep", ["ip", "route", "add", "203.0.113.0/24", "via", "\(MeshCluster.hubV4)"])
+                #expect(route.status == 0, "\(route)")
+
+                // The gateway's listener on 80 takes mesh mTLS for the external host's name, with its workload certificate.
+                let dump = try gateway.http("GET", "/config_dump", port: 15000).body.replacingOccurrences(of: " ", with: "")
+                // (The proxy's dump does not show chains' server names: GatewayGeneratorTests checks the chain is chosen by SNI.)
+                #expect(dump.contains("\"name\":\"0.0.0.0_80\"") && dump.contains("\"rds_route_config_name\":\"https.80.https.istio-egressgateway.shop\""))
+                #expect(dump.contains("\"require_client_certificate\":true") && dump.contains("\"name\":\"ROOTCA\"") && dump.contains("\"name\":\"default\""))
+                // The sidecar's cluster to the gateway's subset does ISTIO_MUTUAL with the task's SNI.
+                let sidecarDump = try client.http("GET", "/config_dump", port: 15000).body.replacingOccurrences(of: " ", with: "")
+                #expect(sidecarDump.contains("\"sni\":\"\(Self.host)\""), "the rule's sni on outbound|80|cnn|istio-egressgateway")
+
+                // The task's check: curl the external host from the pod; the answer comes from the outside world.
+                var answer: ChildProcess.Result?
+                let reached = agent.waitUntil(seconds: 20) {
+                    answer = try? Self.run(cluster, in: "sleep", ["curl", "-sS", "--max-time", "5",
+                                                                  "--resolve", "\(Self.host):80:\(Self.serverV4)", "http://\(Self.host)/politics"])
+                    return answer?.standardOutput.contains("\"path\": \"/politics\"") == true
+                }
+                #expect(reached, "\(answer.map(String.init(describing:)) ?? "")\ngateway: \(agent.log.suffix(3000))\nserver: \(server.log)\ndns: \(dns.log)")
+                let json = try answer.flatMap { try JSONSerialization.jsonObject(with: Data($0.standardOutput.utf8)) as? [String: Any] }
+                let headers = json?["headers"] as? [String: Any]
+                // The outside world saw the gateway's address, not the pod's: the request left through the gateway.
+                #expect(json?["client"] as? String == "\(Self.gatewayExternalV4)", "\(json ?? [:])")
+                #expect(headers?["host"] as? String == Self.host)
+                // The gateway terminated the sidecar's mutual TLS: it names the client's workload identity.
+                let certificateDetails = headers?["x-forwarded-client-cert"] as? String ?? ""
+                #expect(certificateDetails.contains("URI=spiffe://cluster.local/ns/shop/sa/client"), "\(headers ?? [:])")
+                // The gateway looked the name up, in the outside world's DNS.
+                #expect(dns.log.contains("query[A] \(Self.host) from \(Self.gatewayExternalV4)"), "\(dns.log)")
+
+                // The gateway's access log shows the request: from the pod, for the host, out by the host's cluster.
+                // (The proxy flushes its access logs every second.)
+                var accessLog = ""
+                _ = agent.waitUntil(seconds: 5) {
+                    accessLog = (try? String(contentsOfFile: "\(logs)/access.log", encoding: .utf8)) ?? ""
+                    return accessLog.contains("/politics")
+                }
+                let line = accessLog.split(separator: "\n").first { $0.contains("\"GET /politics HTTP/") } ?? ""
+                #expect(line.contains(" 200 "), "\(accessLog)\n\(agent.log.suffix(4000))")
+                #expect(line.contains("outbound|80||\(Self.host)") && line.contains("\"\(Self.serverV4):80\""), "\(line)")
+                // (%REQUESTED_SERVER_NAME% prints `-`: the proxy does not record it for access logs yet.)
+                #expect(line.contains(" \(Self.clientV4):") && line.contains("\"\(Self.host)\""), "\(line)")
+
+                // The sidecar sent it to the gateway's subset, never to the host's own cluster.
+                #expect(try Self.stat(client, "cluster.outbound|80|cnn|istio-egressgateway.shop.svc.cluster.local.upstream_rq_total") ?? 0 >= 1)
+                #expect(try Self.stat(client, "cluster.outbound|80||\(Self.host).upstream_cx_total") ?? 0 == 0)
+                // And the pod has no path of its own: without the sidecar (uid 1337 is not captured), nothing answers.
+                let direct = try Self.run(cluster, in: "sleep", ["setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups",
+                                                                 "curl", "-sS", "--max-time", "3", "http://\(Self.serverV4)/direct"])
+                #expect(direct.status != 0, "\(direct)")
+                #expect(!server.log.contains("/direct"), "\(server.log)")
+
+                // Only mesh workloads get through the gateway: a pod without a workload certificate is refused in the handshake.
+                try cluster.addPod("outsider", address: Self.outsiderV4)
+                let outsider = try Self.run(cluster, in: "outsider", ["curl", "-sSk", "--max-time", "5", "--resolve", "\(Self.host):80:\(Self.gatewayV4)",
+                                                                       "https://\(Self.host):80/outsider"])
+                #expect(outsider.status != 0, "\(outsider)")
+                let plaintext = try Self.run(cluster, in: "outsider", ["curl", "-sS", "--max-time", "5", "-H", "Host: \(Self.host)",
+                                                                        "http://\(Self.gatewayV4)/outsider"])
+                #expect(plaintext.status != 0 || !plaintext.standardOutput.contains("/outsider"), "\(plaintext)")
+                #expect(!server.log.contains("/outsider"), "\(server.log)")
+            }
+        }
+    }
+}
