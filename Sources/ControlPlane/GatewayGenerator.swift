@@ -10,6 +10,7 @@ import XDS
 ///   certificate `kubernetes://CREDENTIAL` fetched over ADS (SDS through the aggregated stream), or,
 ///   for ISTIO_MUTUAL, mesh mutual TLS with the gateway's workload certificate from its agent;
 /// - a TCP server's listener relays to the first bound `tcp` route for its port (none bound: no listener);
+/// - a PASSTHROUGH server's chains relay TLS as it is, by SNI, to its bound `tls` routes' destinations;
 /// - virtual hosts `HOST:PORT`, one per host a server and a bound VirtualService have in common (the
 ///   more specific of the two), with the VirtualServices' routes in order; a server with
 ///   `httpsRedirect` answers every request with a 301 to `https://`; a port with no host bound gets
@@ -36,13 +37,19 @@ enum GatewayGenerator {
             for server in gateway.servers { ports[server.portNumber, default: []].append((gateway, server)) }
         }
         for (port, servers) in ports.sorted(by: { $0.key < $1.key }) {
-            let secure = servers.filter { $0.server.protocol.terminatesTLS && $0.server.tls?.mode != nil }
+            let secure = servers.filter { $0.server.protocol.matchesServerName && $0.server.tls?.mode != nil }
             if !secure.isEmpty {
                 // A chain per TLS server, told apart by SNI (the readers make sure their names differ),
-                // each with its certificate and its own route configuration, as istiod makes them.
-                var combined: Envoy_Config_Listener_V3_Listener?
+                // each with its certificate and its own route configuration, as istiod makes them; a
+                // PASSTHROUGH server's chains come from its bound `tls` routes, one per match.
+                var chains: [Envoy_Config_Listener_V3_FilterChain] = []
+                var taken: Set<String> = []
                 for (gateway, server) in secure {
                     guard let tls = server.tls, let mode = tls.mode else { continue }
+                    if mode == .passthrough {
+                        chains += try passthroughChains(port: port, gateway: gateway, server: server, config: config, taken: &taken)
+                        continue
+                    }
                     let name = httpsRouteName(port: port, portName: server.portName, gateway: gateway)
                     result.routes.append((name, try .packed(routeConfiguration(name: name, port: port, servers: [(gateway, server)], config: config),
                                                             as: .route)))
@@ -56,14 +63,15 @@ enum GatewayGenerator {
                     } else {
                         continue
                     }
-                    if combined == nil {
-                        combined = listener(port: port, routeName: name, mesh: config.mesh)
-                        combined?.listenerFilters = [try tlsInspector()]
-                        combined?.filterChains = []
-                    }
-                    combined?.filterChains.append(chain)
+                    taken.formUnion(server.serverNames)
+                    chains.append(chain)
                 }
-                if let combined { result.listeners.append((combined.name, try .packed(combined, as: .listener))) }
+                // As istiod: no chain (no bound route for a PASSTHROUGH port), no listener.
+                guard !chains.isEmpty else { continue }
+                var combined = listener(port: port, routeName: "", mesh: config.mesh)
+                combined.listenerFilters = [try tlsInspector()]
+                combined.filterChains = chains
+                result.listeners.append((combined.name, try .packed(combined, as: .listener)))
             } else if servers.contains(where: { $0.server.protocol == .tcp }) {
                 // As istiod: no bound VirtualService with a `tcp` route for the port, no listener.
                 guard let route = tcpRoute(port: port, servers: servers, config: config) else { continue }
@@ -94,14 +102,52 @@ enum GatewayGenerator {
         return nil
     }
 
+    /// A PASSTHROUGH server's chains, as istiod's `buildGatewayNetworkFiltersFromTLSRoutes` makes them: for
+    /// each VirtualService bound to its Gateway whose hosts its hosts take, each `tls` route's matches
+    /// that apply to the port and Gateway give a chain matching their `sniHosts` (`*`: any name), no TLS
+    /// context, `tcp_proxy` to the route's destinations. A match naming a server name an earlier chain
+    /// of the port has is left out, as istiod does (Envoy refuses two chains with one match); the
+    /// reader warns about it.
+    static func passthroughChains(port: Int, gateway: Gateway, server: Gateway.Server, config: MeshConfig,
+                                  taken: inout Set<String>) throws -> [Envoy_Config_Listener_V3_FilterChain] {
+        var chains: [Envoy_Config_Listener_V3_FilterChain] = []
+        for service in config.virtualServices where !service.tls.isEmpty && service.gateways.contains(gateway.reference) {
+            let bound = service.hosts.contains { host in
+                server.hosts.contains { $0.domain(forVirtualServiceHost: host, namespace: service.namespace, gatewayNamespace: gateway.namespace) != nil }
+            }
+            guard bound else { continue }
+            for route in service.tls {
+                for match in route.matches where (match.port ?? port) == port && (match.gateways.isEmpty || match.gateways.contains(gateway.reference)) {
+                    let names = match.sniHosts.contains("*") ? ["*"] : match.sniHosts
+                    guard taken.isDisjoint(with: names), !taken.contains("*") else { continue }
+                    taken.formUnion(names)
+                    var chain = Envoy_Config_Listener_V3_FilterChain()
+                    if names != ["*"] { chain.filterChainMatch.serverNames = names }
+                    chain.filters = [try tcpProxyFilter(route.destinations, port: port, config: config)]
+                    chains.append(chain)
+                }
+            }
+        }
+        return chains
+    }
+
     /// A TCP server's listener: `tcp_proxy` to the route's cluster, or its weighted clusters.
     static func tcpListener(port: Int, route: VirtualService.TCPRoute, config: MeshConfig) throws -> Envoy_Config_Listener_V3_Listener {
         var listener = Envoy_Config_Listener_V3_Listener()
         listener.name = HTTPRouteGenerator.outboundListenerName(port: port)
         listener.address = ProxyConfigGenerator.socketAddress("0.0.0.0", port: port)
         listener.trafficDirection = .outbound
+        var chain = Envoy_Config_Listener_V3_FilterChain()
+        chain.filters = [try tcpProxyFilter(route.destinations, port: port, config: config)]
+        listener.filterChains = [chain]
+        return listener
+    }
+
+    /// `tcp_proxy` to a route's cluster (its stat prefix), or its weighted clusters.
+    static func tcpProxyFilter(_ destinations: [VirtualService.Destination], port: Int,
+                               config: MeshConfig) throws -> Envoy_Config_Listener_V3_Filter {
         var proxy = Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy()
-        let clusters = route.destinations.map { destination in
+        let clusters = destinations.map { destination in
             (HTTPRouteGenerator.clusterName(destination, port: port, config: config), destination.weight)
         }
         if clusters.count == 1 {
@@ -121,10 +167,7 @@ enum GatewayGenerator {
         var filter = Envoy_Config_Listener_V3_Filter()
         filter.name = "envoy.filters.network.tcp_proxy"
         filter.typedConfig = try Google_Protobuf_Any(message: proxy)
-        var chain = Envoy_Config_Listener_V3_FilterChain()
-        chain.filters = [filter]
-        listener.filterChains = [chain]
-        return listener
+        return filter
     }
 
     /// istiod's RDS name of an HTTPS server: `https.PORT.PORTNAME.GATEWAY.NAMESPACE`.

@@ -130,11 +130,28 @@ public struct VirtualService: Sendable, Equatable {
         public var destinations: [Destination]
     }
 
+    /// A `tls` route: connections whose TLS ClientHello names one of a match's `sniHosts` are relayed,
+    /// still encrypted, to the destinations. Gateways' PASSTHROUGH servers act on them (sidecars do
+    /// not: the reader warns).
+    public struct TLSRoute: Sendable, Equatable {
+        public struct Match: Sendable, Equatable {
+            /// `sniHosts`, lowercased.
+            public var sniHosts: [String]
+            /// `port`: the gateway server port it applies to; nil: any.
+            public var port: Int?
+            /// `gateways`, resolved as the VirtualService's are; empty: the VirtualService's.
+            public var gateways: [String]
+        }
+        public var matches: [Match]
+        public var destinations: [Destination]
+    }
+
     public var origin: ResourceOrigin
     public var namespace: String
     public var hosts: [String]
     public var http: [HTTPRoute] = []
     public var tcp: [TCPRoute]
+    public var tls: [TLSRoute] = []
     /// `gateways`, each resolved to `namespace/name`, or `mesh` (the sidecars; the default when none is given).
     public var gateways: [String] = [VirtualService.meshGateway]
 

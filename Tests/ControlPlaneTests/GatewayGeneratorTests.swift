@@ -301,7 +301,7 @@ import XDS
     }
 
     @Test(arguments: [
-        ("    tls: {mode: PASSTHROUGH}\n", "spec.servers[0].tls.mode", "PASSTHROUGH is not supported"),
+        ("    tls: {mode: PASSTHROUGH, credentialName: api-cert}\n", "spec.servers[0].tls.credentialName", "is not used with PASSTHROUGH"),
         ("    tls: {mode: OPTIONAL_MUTUAL}\n", "spec.servers[0].tls.mode", "OPTIONAL_MUTUAL is not supported"),
         ("    tls: {mode: AUTO_PASSTHROUGH}\n", "spec.servers[0].tls.mode", "AUTO_PASSTHROUGH is not supported"),
         ("    tls: {mode: ISTIO_MUTUAL, credentialName: api-cert}\n", "spec.servers[0].tls.credentialName", "cannot be given with ISTIO_MUTUAL"),
@@ -351,8 +351,14 @@ import XDS
     }
 
     @Test func tlsServersAndMissingCredentialsAreRefused() {
-        let tcp = Self.seed().replacingOccurrences(of: "protocol: HTTP}", with: "protocol: TLS}")
-        #expect(MeshConfigReader.read([("mesh.yaml", tcp)]).problems.map(\.field) == ["spec.servers[0].port.protocol"])
+        let tls = Self.seed().replacingOccurrences(of: "protocol: HTTP}", with: "protocol: TLS}")
+        #expect(MeshConfigReader.read([("mesh.yaml", tls)]).problems.map(\.field) == ["spec.servers[0].tls.mode"])
+        // A TLS server that would terminate TLS (then relay by a tcp route) is refused; Mongo is not served.
+        let terminating = tls.replacingOccurrences(of: "    hosts: [api.myapp.com]\n", with: "    hosts: [api.myapp.com]\n    tls: {mode: ISTIO_MUTUAL}\n")
+        let problems = MeshConfigReader.read([("mesh.yaml", terminating)]).problems
+        #expect(problems.map(\.field) == ["spec.servers[0].tls.mode"] && problems.first?.message.contains("PASSTHROUGH only") == true, "\(problems)")
+        let mongo = Self.seed().replacingOccurrences(of: "protocol: HTTP}", with: "protocol: MONGO}")
+        #expect(MeshConfigReader.read([("mesh.yaml", mongo)]).problems.map(\.field) == ["spec.servers[0].port.protocol"])
         let noCredential = Self.seed(tls: "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [api.myapp.com]\n    tls: {mode: SIMPLE}\n")
         #expect(MeshConfigReader.read([("mesh.yaml", noCredential)]).problems.map(\.field) == ["spec.servers[1].tls.credentialName"])
         // Named, but nowhere to read it from.
@@ -559,5 +565,103 @@ import XDS
         let quiet = try self.listener(try router(Self.egressTask, labels: ["istio": "egressgateway"]), "0.0.0.0_80")
         #expect(try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(
             unpackingAny: quiet.filterChains[0].filters[0].typedConfig).accessLog.isEmpty)
+    }
+
+    // MARK: TLS passthrough
+
+    /// Istio's "ingress gateway without TLS termination" task: nginx.example.com passed through, by SNI,
+    /// to my-nginx's 443; `protocol` is the task's HTTPS or TLS.
+    static func passthrough(protocol: String = "HTTPS", more: String = "") -> String {
+        """
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: mygateway, namespace: shop}
+        spec:
+          selector: {istio: ingressgateway}
+          servers:
+          - port: {number: 443, name: https, protocol: \(`protocol`)}
+            tls: {mode: PASSTHROUGH}
+            hosts: [nginx.example.com, other.example.com]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: nginx, namespace: shop}
+        spec:
+          hosts: [nginx.example.com]
+          gateways: [mygateway]
+          tls:
+          - match: [{port: 443, sniHosts: [nginx.example.com]}]
+            route: [{destination: {host: my-nginx, port: {number: 443}}}]
+        \(more)---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: my-nginx, namespace: shop}
+        spec:
+          hosts: [my-nginx.shop.svc.cluster.local]
+          ports: [{number: 443, name: https, protocol: HTTPS}]
+          resolution: STATIC
+          endpoints: [{address: 192.0.2.20}]
+        """
+    }
+
+    @Test(arguments: ["HTTPS", "TLS"])
+    func aPassthroughServerRelaysTLSBySNIToItsTLSRoutes(protocol: String) throws {
+        let resources = try router(Self.passthrough(protocol: `protocol`))
+        #expect(resources.listeners.map(\.name) == ["0.0.0.0_443"])
+        #expect(resources.routes.isEmpty && resources.credentials.isEmpty)
+        let listener = try listener(resources, "0.0.0.0_443")
+        #expect(listener.listenerFilters.map(\.name) == ["envoy.filters.listener.tls_inspector"])
+        #expect(listener.filterChains.count == 1)
+        let chain = listener.filterChains[0]
+        #expect(chain.filterChainMatch.serverNames == ["nginx.example.com"])
+        #expect(!chain.hasTransportSocket, "passthrough: no TLS context")
+        let proxy = try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: chain.filters[0].typedConfig)
+        #expect(chain.filters.map(\.name) == ["envoy.filters.network.tcp_proxy"])
+        #expect(proxy.cluster == "outbound|443||my-nginx.shop.svc.cluster.local" && proxy.statPrefix == proxy.cluster)
+        // The proxy takes it and chooses by the ClientHello's name only.
+        let decoded = try XDSResourceDecoder.listeners(resources.listeners.map(\.resource))
+        let address = try SocketAddress(ipAddress: "192.0.2.10", port: 443)
+        #expect(decoded[0].chain(for: address, detected: .init(transportProtocol: "tls", serverName: "nginx.example.com")) != nil)
+        #expect(decoded[0].chain(for: address, detected: .init(transportProtocol: "tls", serverName: "other.example.com")) == nil)
+        #expect(decoded[0].chain(for: address, detected: .init(transportProtocol: "raw_buffer", serverName: nil)) == nil)
+    }
+
+    @Test func passthroughMatchesAreFilteredAndDuplicatesLeftOutAsIstiod() throws {
+        let more = """
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: more, namespace: shop}
+            spec:
+              hosts: [other.example.com, nginx.example.com]
+              gateways: [mygateway, mesh]
+              tls:
+              - match: [{sniHosts: [nginx.example.com]}]
+                route: [{destination: {host: my-nginx, port: {number: 443}}}]
+              - match: [{port: 8443, sniHosts: [other.example.com]}, {gateways: [mesh], sniHosts: [other.example.com]}]
+                route: [{destination: {host: my-nginx, port: {number: 443}}}]
+              - match: [{sniHosts: [other.example.com]}]
+                route: [{destination: {host: my-nginx, port: {number: 443}}, weight: 50}, {destination: {host: my-nginx, port: {number: 443}}, weight: 50}]
+
+            """
+        let reading = MeshConfigReader.read([("mesh.yaml", Self.passthrough(more: more))])
+        let config = try #require(reading.config, "\(reading.problems)")
+        // Said: the repeated name (left out of the chains) and the routes sidecars do not act on.
+        #expect(reading.warnings.contains { $0.contains("spec.tls[0].match[0].sniHosts: nginx.example.com already routed on port 443") }, "\(reading.warnings)")
+        #expect(reading.warnings.contains { $0.contains("spec.tls: not acted on for sidecars") }, "\(reading.warnings)")
+        let resources = try GatewayGenerator.resources(for: GatewayGenerator.gateways(in: config, selecting: ["istio": "ingressgateway"]), config: config)
+        let listener = try listener(resources, "0.0.0.0_443")
+        // nginx once (the first VirtualService's), other.example.com by the third route (port 8443 and gateway mesh do not apply).
+        #expect(listener.filterChains.map(\.filterChainMatch.serverNames) == [["nginx.example.com"], ["other.example.com"]])
+        let weighted = try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: listener.filterChains[1].filters[0].typedConfig)
+        #expect(weighted.weightedClusters.clusters.map(\.weight) == [50, 50])
+        // No bound tls route: no listener, as istiod.
+        let unbound = Self.passthrough().replacingOccurrences(of: "gateways: [mygateway]", with: "gateways: [mesh]")
+        #expect(try router(unbound).listeners.isEmpty)
+        // A tls route naming what is not a server name, or a match field Capstan does not serve, is refused with its path.
+        let badName = Self.passthrough().replacingOccurrences(of: "sniHosts: [nginx.example.com]", with: "sniHosts: [\"nginx example\"]")
+        #expect(MeshConfigReader.read([("mesh.yaml", badName)]).problems.map(\.field) == ["spec.tls[0].match[0].sniHosts[0]"])
+        let source = Self.passthrough().replacingOccurrences(of: "{port: 443, sniHosts", with: "{sourceNamespace: shop, sniHosts")
+        #expect(MeshConfigReader.read([("mesh.yaml", source)]).problems.map(\.field) == ["spec.tls[0].match[0].sourceNamespace"])
     }
 }
