@@ -344,7 +344,7 @@ private struct Builder {
                 service.tls.append(try tlsRoute(route, namespace: namespace, warnings: &warnings))
             }
             if !service.tls.isEmpty, gateways.contains(VirtualService.meshGateway) {
-                warnings.append("\(list.path): not acted on for sidecars (gateway mesh): only gateways' PASSTHROUGH servers route by tls routes in Capstan")
+                warnings.append("\(list.path): on sidecars (gateway mesh) acted on for HTTPS and TLS services without addresses only (chosen by SNI); services with addresses keep their tcp routes")
             }
         }
         return service

@@ -164,7 +164,9 @@ struct ProxyConfigGenerator: Sendable {
                                                          route: Self.route(host: host, port: port.number, config: config)))
                     } else if port.protocol == .https || port.protocol == .tls {
                         // No address to match: istiod tells TLS services apart by the SNI their clients send.
-                        sniChains[port.number, default: []].append(try Self.serverNameChain(host: host, port: port.number))
+                        // A mesh-bound VirtualService's `tls` route for the name, if any (the egress gateway task's).
+                        sniChains[port.number, default: []].append(try Self.serverNameChain(host: host, port: port.number,
+                                                                                            route: Self.tlsRoute(host: host, port: port.number, config: config)))
                     }
                 }
             }
@@ -438,7 +440,29 @@ struct ProxyConfigGenerator: Sendable {
               let tcp = service.tcp.first(where: { $0.ports.isEmpty || $0.ports.contains(port) }) else {
             return .cluster(defaultCluster)
         }
-        let clusters = tcp.destinations.map { destination -> (String, Int) in
+        return clusterSpecifier(tcp.destinations, port: port, config: config)
+    }
+
+    /// The first `tls` route of the (mesh-bound) VirtualServices for `host` with a match for the sidecars
+    /// (no `gateways`, or `mesh`) on `port` whose `sniHosts` take the name; nil: none.
+    static func tlsRoute(host: String, port: Int, config: MeshConfig) -> Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.OneOf_ClusterSpecifier? {
+        for service in config.virtualServices where service.hosts.contains(host) && service.gateways.contains(VirtualService.meshGateway) {
+            for route in service.tls {
+                let applies = route.matches.contains { match in
+                    (match.port ?? port) == port && (match.gateways.isEmpty || match.gateways.contains(VirtualService.meshGateway))
+                        && match.sniHosts.contains { Gateway.Host.matches(pattern: $0, host) }
+                }
+                if applies { return clusterSpecifier(route.destinations, port: port, config: config) }
+            }
+        }
+        return nil
+    }
+
+    /// `tcp_proxy`'s cluster for a route's destinations: one, or weighted (a destination without a port
+    /// takes its service's first port, else `port`).
+    private static func clusterSpecifier(_ destinations: [VirtualService.Destination], port: Int,
+                                         config: MeshConfig) -> Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.OneOf_ClusterSpecifier {
+        let clusters = destinations.map { destination -> (String, Int) in
             let destinationPort = destination.port
                 ?? config.serviceEntries.first { $0.hosts.contains(destination.host) }?.ports.first?.number ?? port
             return (clusterName(port: destinationPort, subset: destination.subset ?? "", host: destination.host), destination.weight)

@@ -648,7 +648,7 @@ import XDS
         let config = try #require(reading.config, "\(reading.problems)")
         // Said: the repeated name (left out of the chains) and the routes sidecars do not act on.
         #expect(reading.warnings.contains { $0.contains("spec.tls[0].match[0].sniHosts: nginx.example.com already routed on port 443") }, "\(reading.warnings)")
-        #expect(reading.warnings.contains { $0.contains("spec.tls: not acted on for sidecars") }, "\(reading.warnings)")
+        #expect(reading.warnings.contains { $0.contains("spec.tls: on sidecars (gateway mesh) acted on for HTTPS and TLS services without addresses only") }, "\(reading.warnings)")
         let resources = try GatewayGenerator.resources(for: GatewayGenerator.gateways(in: config, selecting: ["istio": "ingressgateway"]), config: config)
         let listener = try listener(resources, "0.0.0.0_443")
         // nginx once (the first VirtualService's), other.example.com by the third route (port 8443 and gateway mesh do not apply).
@@ -663,5 +663,44 @@ import XDS
         #expect(MeshConfigReader.read([("mesh.yaml", badName)]).problems.map(\.field) == ["spec.tls[0].match[0].sniHosts[0]"])
         let source = Self.passthrough().replacingOccurrences(of: "{port: 443, sniHosts", with: "{sourceNamespace: shop, sniHosts")
         #expect(MeshConfigReader.read([("mesh.yaml", source)]).problems.map(\.field) == ["spec.tls[0].match[0].sourceNamespace"])
+    }
+
+    /// The egress task's HTTPS variant: the sidecar's chain for the host's name relays to the gateway's
+    /// subset (the `mesh` tls match), the gateway's PASSTHROUGH chain out to the host (its own match).
+    @Test func theEgressTasksTLSRoutesSendTheNameThroughTheGateway() throws {
+        let text = Self.egressTask
+            .replacingOccurrences(of: "ports: [{number: 80, name: http2, protocol: HTTP2}]",
+                                  with: "ports: [{number: 80, name: http2, protocol: HTTP2}, {number: 443, name: https, protocol: HTTPS}]")
+            .replacingOccurrences(of: "- port: {number: 80, name: https, protocol: HTTPS}\n    hosts: [edition.cnn.com]\n    tls: {mode: ISTIO_MUTUAL}",
+                                  with: "- port: {number: 443, name: tls, protocol: TLS}\n    hosts: [edition.cnn.com]\n    tls: {mode: PASSTHROUGH}")
+            .replacingOccurrences(of: """
+                  http:
+                  - match: [{gateways: [mesh], port: 80}]
+                    route: [{destination: {host: istio-egressgateway.shop.svc.cluster.local, subset: cnn, port: {number: 80}}, weight: 100}]
+                  - match: [{gateways: [istio-egressgateway], port: 80}]
+                    route: [{destination: {host: edition.cnn.com, port: {number: 80}}, weight: 100}]
+                """, with: """
+                  tls:
+                  - match: [{gateways: [mesh], port: 443, sniHosts: [edition.cnn.com]}]
+                    route: [{destination: {host: istio-egressgateway.shop.svc.cluster.local, subset: cnn, port: {number: 443}}}]
+                  - match: [{gateways: [istio-egressgateway], port: 443, sniHosts: [edition.cnn.com]}]
+                    route: [{destination: {host: edition.cnn.com, port: {number: 443}}, weight: 100}]
+                """)
+        #expect(text.contains("protocol: TLS") && text.contains("sniHosts"))
+        let config = try config(text)
+        let sidecar = try ProxyConfigGenerator.resources(for: config)
+        let listener = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](try #require(sidecar.outboundListeners.first { $0.name == "0.0.0.0_443" }).resource.value))
+        func cluster(_ chain: Envoy_Config_Listener_V3_FilterChain) throws -> String {
+            try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: chain.filters[0].typedConfig).cluster
+        }
+        let named = try #require(listener.filterChains.first { $0.filterChainMatch.serverNames == ["edition.cnn.com"] })
+        #expect(try cluster(named) == "outbound|443|cnn|istio-egressgateway.shop.svc.cluster.local")
+        // The gateway's own name keeps its cluster.
+        let own = try #require(listener.filterChains.first { $0.filterChainMatch.serverNames == ["istio-egressgateway.shop.svc.cluster.local"] })
+        #expect(try cluster(own) == "outbound|443||istio-egressgateway.shop.svc.cluster.local")
+        let gateway = try router(text, labels: ["istio": "egressgateway"])
+        let passthrough = try self.listener(gateway, "0.0.0.0_443")
+        #expect(passthrough.filterChains.map(\.filterChainMatch.serverNames) == [["edition.cnn.com"]])
+        #expect(try cluster(passthrough.filterChains[0]) == "outbound|443||edition.cnn.com")
     }
 }

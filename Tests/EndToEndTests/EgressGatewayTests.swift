@@ -153,102 +153,242 @@ import Testing
             .flatMap { Int($0.dropFirst(name.count + 2)) }
     }
 
-    @Test func aPodReachesAnExternalHostThroughTheEgressGatewayOverMutualTLS() throws {
-        try withMeshCluster { cluster in
-            try Self.withResolvConf(cluster, pods: ["egress", "sleep"]) {
-                let logs = try cluster.makeDirectory("egress-logs", owner: 1337)
-                try cluster.startControlPlane(files: Self.documents(accessLog: "\(logs)/access.log"))
+    /// The parts of the sandbox a test looks at.
+    struct World {
+        var cluster: MeshCluster
+        var gateway: MeshCluster.Pod
+        var client: MeshCluster.Pod
+        var agent: NamespacedProcess
+        var dns: NamespacedProcess
+        var server: NamespacedProcess
+        /// The gateway's access log file.
+        var accessLog: String
+    }
 
-                // The gateway pod, no capture, its proxy binding port 80 (as Istio's gateway pods, with
-                // unprivileged ports from 0 in its own namespace), and the outside world behind it.
-                let gateway = try cluster.addPod("egress", address: Self.gatewayV4)
-                let sysctl = try Self.run(cluster, in: "egress", ["sysctl", "-w", "net.ipv4.ip_unprivileged_port_start=0"])
+    /// The control plane serving `files` (given the access log's path), the egress gateway pod (no
+    /// capture, its proxy binding ports below 1024 as Istio's gateway pods do, with unprivileged ports
+    /// from 0 in its own namespace), the outside world behind it (dnsmasq, and the server `serve` starts
+    /// there), and the captured pod (curl's) whose route to the outside world ends at the hub.
+    static func withWorld<T>(files: (String) -> [String: String], serve: (MeshCluster, NetworkNamespace) throws -> NamespacedProcess,
+                             _ body: (World) throws -> T) throws -> T {
+        try withMeshCluster { cluster in
+            try withResolvConf(cluster, pods: ["egress", "sleep"]) {
+                let logs = try cluster.makeDirectory("egress-logs", owner: 1337)
+                try cluster.startControlPlane(files: files("\(logs)/access.log"))
+                let gateway = try cluster.addPod("egress", address: gatewayV4)
+                let sysctl = try run(cluster, in: "egress", ["sysctl", "-w", "net.ipv4.ip_unprivileged_port_start=0"])
                 #expect(sysctl.status == 0, "\(sysctl)")
-                let internet = try cluster.addNetwork("internet", beyond: gateway, gatewayAddress: Self.gatewayExternalV4,
-                                                      addresses: [Self.serverV4, Self.dnsV4])
+                let internet = try cluster.addNetwork("internet", beyond: gateway, gatewayAddress: gatewayExternalV4, addresses: [serverV4, dnsV4])
                 let dns = try NamespacedProcess(["/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                                                 "--listen-address=\(Self.dnsV4)", "--bind-interfaces", "--port=53", "--log-queries",
+                                                 "--listen-address=\(dnsV4)", "--bind-interfaces", "--port=53", "--log-queries",
                                                  "--log-facility=-", "--pid-file=", "--user=root", "--local-ttl=30",
-                                                 "--host-record=\(Self.host),\(Self.serverV4)"],
+                                                 "--host-record=\(host),\(serverV4)"],
                                                 in: internet.namespace, logPath: "\(cluster.directory)/dnsmasq.log")
                 internet.processes.append(dns)
-                let server = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
-                                                    "--listen", "\(Self.serverV4):80", "--name", "internet", "--log-requests"],
-                                                   in: internet.namespace, logPath: "\(cluster.directory)/internet.log")
+                let server = try serve(cluster, internet.namespace)
                 internet.processes.append(server)
                 #expect(server.waitUntil(seconds: 20) { server.log.contains("READY") }, "\(server.log)")
                 #expect(dns.waitUntil(seconds: 10) { dns.log.contains("started") }, "\(dns.log)")
-
                 let agent = try cluster.startAgent(in: gateway, serviceAccount: "istio-egressgateway",
                                                    environment: ["ISTIO_METAJSON_LABELS": #"{"istio": "egressgateway", "app": "istio-egressgateway"}"#],
                                                    arguments: ["proxy", "router"])
                 try cluster.waitReady(gateway, agent: agent, seconds: 20)
-
-                // The captured pod (curl's), whose route to the outside world ends at the hub.
-                let client = try cluster.addWorkload("sleep", address: Self.clientV4, serviceAccount: "client", appPort: nil)
-                let route = try Self.run(cluster, in: "sleep", ["ip", "route", "add", "203.0.113.0/24", "via", "\(MeshCluster.hubV4)"])
+                let client = try cluster.addWorkload("sleep", address: clientV4, serviceAccount: "client", appPort: nil)
+                let route = try run(cluster, in: "sleep", ["ip", "route", "add", "203.0.113.0/24", "via", "\(MeshCluster.hubV4)"])
                 #expect(route.status == 0, "\(route)")
-
-                // The gateway's listener on 80 takes mesh mTLS for the external host's name, with its workload certificate.
-                let dump = try gateway.http("GET", "/config_dump", port: 15000).body.replacingOccurrences(of: " ", with: "")
-                // (The proxy's dump does not show chains' server names: GatewayGeneratorTests checks the chain is chosen by SNI.)
-                #expect(dump.contains("\"name\":\"0.0.0.0_80\"") && dump.contains("\"rds_route_config_name\":\"https.80.https.istio-egressgateway.shop\""))
-                #expect(dump.contains("\"require_client_certificate\":true") && dump.contains("\"name\":\"ROOTCA\"") && dump.contains("\"name\":\"default\""))
-                // The sidecar's cluster to the gateway's subset does ISTIO_MUTUAL with the task's SNI.
-                let sidecarDump = try client.http("GET", "/config_dump", port: 15000).body.replacingOccurrences(of: " ", with: "")
-                #expect(sidecarDump.contains("\"sni\":\"\(Self.host)\""), "the rule's sni on outbound|80|cnn|istio-egressgateway")
-
-                // The task's check: curl the external host from the pod; the answer comes from the outside world.
-                var answer: ChildProcess.Result?
-                let reached = agent.waitUntil(seconds: 20) {
-                    answer = try? Self.run(cluster, in: "sleep", ["curl", "-sS", "--max-time", "5",
-                                                                  "--resolve", "\(Self.host):80:\(Self.serverV4)", "http://\(Self.host)/politics"])
-                    return answer?.standardOutput.contains("\"path\": \"/politics\"") == true
-                }
-                #expect(reached, "\(answer.map(String.init(describing:)) ?? "")\ngateway: \(agent.log.suffix(3000))\nserver: \(server.log)\ndns: \(dns.log)")
-                let json = try answer.flatMap { try JSONSerialization.jsonObject(with: Data($0.standardOutput.utf8)) as? [String: Any] }
-                let headers = json?["headers"] as? [String: Any]
-                // The outside world saw the gateway's address, not the pod's: the request left through the gateway.
-                #expect(json?["client"] as? String == "\(Self.gatewayExternalV4)", "\(json ?? [:])")
-                #expect(headers?["host"] as? String == Self.host)
-                // The gateway terminated the sidecar's mutual TLS: it names the client's workload identity.
-                let certificateDetails = headers?["x-forwarded-client-cert"] as? String ?? ""
-                #expect(certificateDetails.contains("URI=spiffe://cluster.local/ns/shop/sa/client"), "\(headers ?? [:])")
-                // The gateway looked the name up, in the outside world's DNS.
-                #expect(dns.log.contains("query[A] \(Self.host) from \(Self.gatewayExternalV4)"), "\(dns.log)")
-
-                // The gateway's access log shows the request: from the pod, for the host, out by the host's cluster.
-                // (The proxy flushes its access logs every second.)
-                var accessLog = ""
-                _ = agent.waitUntil(seconds: 5) {
-                    accessLog = (try? String(contentsOfFile: "\(logs)/access.log", encoding: .utf8)) ?? ""
-                    return accessLog.contains("/politics")
-                }
-                let line = accessLog.split(separator: "\n").first { $0.contains("\"GET /politics HTTP/") } ?? ""
-                #expect(line.contains(" 200 "), "\(accessLog)\n\(agent.log.suffix(4000))")
-                #expect(line.contains("outbound|80||\(Self.host)") && line.contains("\"\(Self.serverV4):80\""), "\(line)")
-                // (%REQUESTED_SERVER_NAME% prints `-`: the proxy does not record it for access logs yet.)
-                #expect(line.contains(" \(Self.clientV4):") && line.contains("\"\(Self.host)\""), "\(line)")
-
-                // The sidecar sent it to the gateway's subset, never to the host's own cluster.
-                #expect(try Self.stat(client, "cluster.outbound|80|cnn|istio-egressgateway.shop.svc.cluster.local.upstream_rq_total") ?? 0 >= 1)
-                #expect(try Self.stat(client, "cluster.outbound|80||\(Self.host).upstream_cx_total") ?? 0 == 0)
-                // And the pod has no path of its own: without the sidecar (uid 1337 is not captured), nothing answers.
-                let direct = try Self.run(cluster, in: "sleep", ["setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups",
-                                                                 "curl", "-sS", "--max-time", "3", "http://\(Self.serverV4)/direct"])
-                #expect(direct.status != 0, "\(direct)")
-                #expect(!server.log.contains("/direct"), "\(server.log)")
-
-                // Only mesh workloads get through the gateway: a pod without a workload certificate is refused in the handshake.
-                try cluster.addPod("outsider", address: Self.outsiderV4)
-                let outsider = try Self.run(cluster, in: "outsider", ["curl", "-sSk", "--max-time", "5", "--resolve", "\(Self.host):80:\(Self.gatewayV4)",
-                                                                       "https://\(Self.host):80/outsider"])
-                #expect(outsider.status != 0, "\(outsider)")
-                let plaintext = try Self.run(cluster, in: "outsider", ["curl", "-sS", "--max-time", "5", "-H", "Host: \(Self.host)",
-                                                                        "http://\(Self.gatewayV4)/outsider"])
-                #expect(plaintext.status != 0 || !plaintext.standardOutput.contains("/outsider"), "\(plaintext)")
-                #expect(!server.log.contains("/outsider"), "\(server.log)")
+                return try body(World(cluster: cluster, gateway: gateway, client: client, agent: agent, dns: dns, server: server,
+                                      accessLog: "\(logs)/access.log"))
             }
+        }
+    }
+
+    @Test func aPodReachesAnExternalHostThroughTheEgressGatewayOverMutualTLS() throws {
+        try Self.withWorld(files: Self.documents(accessLog:), serve: { cluster, namespace in
+            try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
+                                   "--listen", "\(Self.serverV4):80", "--name", "internet", "--log-requests"],
+                                  in: namespace, logPath: "\(cluster.directory)/internet.log")
+        }) { world in
+            let (cluster, gateway, client, agent, dns, server) = (world.cluster, world.gateway, world.client, world.agent, world.dns, world.server)
+
+            // The gateway's listener on 80 takes mesh mTLS for the external host's name, with its workload certificate.
+            let dump = try gateway.http("GET", "/config_dump", port: 15000).body.replacingOccurrences(of: " ", with: "")
+            // (The proxy's dump does not show chains' server names: GatewayGeneratorTests checks the chain is chosen by SNI.)
+            #expect(dump.contains("\"name\":\"0.0.0.0_80\"") && dump.contains("\"rds_route_config_name\":\"https.80.https.istio-egressgateway.shop\""))
+            #expect(dump.contains("\"require_client_certificate\":true") && dump.contains("\"name\":\"ROOTCA\"") && dump.contains("\"name\":\"default\""))
+            // The sidecar's cluster to the gateway's subset does ISTIO_MUTUAL with the task's SNI.
+            let sidecarDump = try client.http("GET", "/config_dump", port: 15000).body.replacingOccurrences(of: " ", with: "")
+            #expect(sidecarDump.contains("\"sni\":\"\(Self.host)\""), "the rule's sni on outbound|80|cnn|istio-egressgateway")
+
+            // The task's check: curl the external host from the pod; the answer comes from the outside world.
+            var answer: ChildProcess.Result?
+            let reached = agent.waitUntil(seconds: 20) {
+                answer = try? Self.run(cluster, in: "sleep", ["curl", "-sS", "--max-time", "5",
+                                                              "--resolve", "\(Self.host):80:\(Self.serverV4)", "http://\(Self.host)/politics"])
+                return answer?.standardOutput.contains("\"path\": \"/politics\"") == true
+            }
+            #expect(reached, "\(answer.map(String.init(describing:)) ?? "")\ngateway: \(agent.log.suffix(3000))\nserver: \(server.log)\ndns: \(dns.log)")
+            let json = try answer.flatMap { try JSONSerialization.jsonObject(with: Data($0.standardOutput.utf8)) as? [String: Any] }
+            let headers = json?["headers"] as? [String: Any]
+            // The outside world saw the gateway's address, not the pod's: the request left through the gateway.
+            #expect(json?["client"] as? String == "\(Self.gatewayExternalV4)", "\(json ?? [:])")
+            #expect(headers?["host"] as? String == Self.host)
+            // The gateway terminated the sidecar's mutual TLS: it names the client's workload identity.
+            let certificateDetails = headers?["x-forwarded-client-cert"] as? String ?? ""
+            #expect(certificateDetails.contains("URI=spiffe://cluster.local/ns/shop/sa/client"), "\(headers ?? [:])")
+            // The gateway looked the name up, in the outside world's DNS.
+            #expect(dns.log.contains("query[A] \(Self.host) from \(Self.gatewayExternalV4)"), "\(dns.log)")
+
+            // The gateway's access log shows the request: from the pod, for the host, out by the host's cluster.
+            // (The proxy flushes its access logs every second.)
+            var accessLog = ""
+            _ = agent.waitUntil(seconds: 5) {
+                accessLog = (try? String(contentsOfFile: world.accessLog, encoding: .utf8)) ?? ""
+                return accessLog.contains("/politics")
+            }
+            let line = accessLog.split(separator: "\n").first { $0.contains("\"GET /politics HTTP/") } ?? ""
+            #expect(line.contains(" 200 "), "\(accessLog)\n\(agent.log.suffix(4000))")
+            #expect(line.contains("outbound|80||\(Self.host)") && line.contains("\"\(Self.serverV4):80\""), "\(line)")
+            // (%REQUESTED_SERVER_NAME% prints `-`: the proxy does not record it for access logs yet.)
+            #expect(line.contains(" \(Self.clientV4):") && line.contains("\"\(Self.host)\""), "\(line)")
+
+            // The sidecar sent it to the gateway's subset, never to the host's own cluster.
+            #expect(try Self.stat(client, "cluster.outbound|80|cnn|istio-egressgateway.shop.svc.cluster.local.upstream_rq_total") ?? 0 >= 1)
+            #expect(try Self.stat(client, "cluster.outbound|80||\(Self.host).upstream_cx_total") ?? 0 == 0)
+            // And the pod has no path of its own: without the sidecar (uid 1337 is not captured), nothing answers.
+            let direct = try Self.run(cluster, in: "sleep", ["setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups",
+                                                             "curl", "-sS", "--max-time", "3", "http://\(Self.serverV4)/direct"])
+            #expect(direct.status != 0, "\(direct)")
+            #expect(!server.log.contains("/direct"), "\(server.log)")
+
+            // Only mesh workloads get through the gateway: a pod without a workload certificate is refused in the handshake.
+            try cluster.addPod("outsider", address: Self.outsiderV4)
+            let outsider = try Self.run(cluster, in: "outsider", ["curl", "-sSk", "--max-time", "5", "--resolve", "\(Self.host):80:\(Self.gatewayV4)",
+                                                                   "https://\(Self.host):80/outsider"])
+            #expect(outsider.status != 0, "\(outsider)")
+            let plaintext = try Self.run(cluster, in: "outsider", ["curl", "-sS", "--max-time", "5", "-H", "Host: \(Self.host)",
+                                                                    "http://\(Self.gatewayV4)/outsider"])
+            #expect(plaintext.status != 0 || !plaintext.standardOutput.contains("/outsider"), "\(plaintext)")
+            #expect(!server.log.contains("/outsider"), "\(server.log)")
+        }
+    }
+
+    /// The task's HTTPS variant ("Egress gateway for HTTPS traffic"): the application's own TLS goes
+    /// through, untouched, from its sidecar (a `tls` route for `mesh`: the name, by SNI, to the gateway's
+    /// subset) to the gateway (a PASSTHROUGH server on 443, protocol TLS, whose `tls` route sends the name
+    /// out to the host's 443).
+    static let httpsDocuments = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: cnn, namespace: shop}
+        spec:
+          hosts: [\(host)]
+          ports:
+          - {number: 80, name: http-port, protocol: HTTP}
+          - {number: 443, name: https, protocol: HTTPS}
+          resolution: DNS
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: istio-egressgateway, namespace: shop}
+        spec:
+          hosts: [istio-egressgateway.shop.svc.cluster.local]
+          ports:
+          - {number: 80, name: http2, protocol: HTTP2}
+          - {number: 443, name: https, protocol: HTTPS}
+          resolution: STATIC
+          endpoints:
+          - address: \(gatewayV4)
+            labels: {istio: egressgateway}
+            serviceAccount: istio-egressgateway
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: istio-egressgateway, namespace: shop}
+        spec:
+          selector:
+            istio: egressgateway
+          servers:
+          - port:
+              number: 443
+              name: tls
+              protocol: TLS
+            hosts:
+            - \(host)
+            tls:
+              mode: PASSTHROUGH
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: egressgateway-for-cnn, namespace: shop}
+        spec:
+          host: istio-egressgateway.shop.svc.cluster.local
+          subsets:
+          - name: cnn
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: direct-cnn-through-egress-gateway, namespace: shop}
+        spec:
+          hosts:
+          - \(host)
+          gateways:
+          - mesh
+          - istio-egressgateway
+          tls:
+          - match:
+            - gateways:
+              - mesh
+              port: 443
+              sniHosts:
+              - \(host)
+            route:
+            - destination:
+                host: istio-egressgateway.shop.svc.cluster.local
+                subset: cnn
+                port:
+                  number: 443
+          - match:
+            - gateways:
+              - istio-egressgateway
+              port: 443
+              sniHosts:
+              - \(host)
+            route:
+            - destination:
+                host: \(host)
+                port:
+                  number: 443
+              weight: 100
+        """
+
+    @Test func aPodsOwnTLSPassesThroughTheEgressGateway() throws {
+        try Self.withWorld(files: { _ in ["egress.yaml": Self.httpsDocuments] }, serve: { cluster, namespace in
+            try NamespacedProcess(["python3", Self.peers.appendingPathComponent("tls_origin_server.py").path,
+                                   "--listen", "\(Self.serverV4):443", "--host", Self.host, "--ca-out", "\(cluster.directory)/cnn-ca.pem"],
+                                  in: namespace, logPath: "\(cluster.directory)/internet.log")
+        }) { world in
+            let (cluster, gateway, client, agent, dns, server) = (world.cluster, world.gateway, world.client, world.agent, world.dns, world.server)
+            // The task's check: curl https://edition.cnn.com from the pod, verifying the server's own certificate.
+            var answer: ChildProcess.Result?
+            let reached = agent.waitUntil(seconds: 20) {
+                answer = try? Self.run(cluster, in: "sleep", ["curl", "-sS", "--max-time", "5", "--cacert", "\(cluster.directory)/cnn-ca.pem",
+                                                              "--resolve", "\(Self.host):443:\(Self.serverV4)", "https://\(Self.host)/politics"])
+                return answer?.standardOutput.contains("\"path\": \"/politics\"") == true
+            }
+            #expect(reached, "\(answer.map(String.init(describing:)) ?? "")\ngateway: \(agent.log.suffix(3000))\nserver: \(server.log)\ndns: \(dns.log)")
+            // Nobody terminated it: the server saw the application's SNI, and curl verified the server's certificate.
+            #expect(answer?.standardOutput.contains("\"sni\": \"\(Self.host)\"") == true, "\(answer.map(String.init(describing:)) ?? "")")
+            // The sidecar relayed it to the gateway's subset, the gateway out by the host's cluster, resolved in the outside world's DNS.
+            #expect(try Self.stat(client, "cluster.outbound|443|cnn|istio-egressgateway.shop.svc.cluster.local.upstream_cx_total") ?? 0 >= 1)
+            #expect(try Self.stat(client, "cluster.outbound|443||\(Self.host).upstream_cx_total") ?? 0 == 0)
+            #expect(try Self.stat(gateway, "cluster.outbound|443||\(Self.host).upstream_cx_total") ?? 0 >= 1)
+            #expect(dns.log.contains("query[A] \(Self.host) from \(Self.gatewayExternalV4)"), "\(dns.log)")
+            // Without the sidecar, the pod reaches nothing.
+            let direct = try Self.run(cluster, in: "sleep", ["setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups", "curl", "-sS",
+                                                             "--max-time", "3", "--cacert", "\(cluster.directory)/cnn-ca.pem",
+                                                             "--resolve", "\(Self.host):443:\(Self.serverV4)", "https://\(Self.host)/direct"])
+            #expect(direct.status != 0, "\(direct)")
+            #expect(!server.log.contains("/direct"), "\(server.log)")
         }
     }
 }
