@@ -169,12 +169,12 @@ import Testing
     /// capture, its proxy binding ports below 1024 as Istio's gateway pods do, with unprivileged ports
     /// from 0 in its own namespace), the outside world behind it (dnsmasq, and the server `serve` starts
     /// there), and the captured pod (curl's) whose route to the outside world ends at the hub.
-    static func withWorld<T>(files: (String) -> [String: String], serve: (MeshCluster, NetworkNamespace) throws -> NamespacedProcess,
+    static func withWorld<T>(files: (MeshCluster, String) -> [String: String], serve: (MeshCluster, NetworkNamespace) throws -> NamespacedProcess,
                              _ body: (World) throws -> T) throws -> T {
         try withMeshCluster { cluster in
             try withResolvConf(cluster, pods: ["egress", "sleep"]) {
                 let logs = try cluster.makeDirectory("egress-logs", owner: 1337)
-                try cluster.startControlPlane(files: files("\(logs)/access.log"))
+                try cluster.startControlPlane(files: files(cluster, "\(logs)/access.log"))
                 let gateway = try cluster.addPod("egress", address: gatewayV4)
                 let sysctl = try run(cluster, in: "egress", ["sysctl", "-w", "net.ipv4.ip_unprivileged_port_start=0"])
                 #expect(sysctl.status == 0, "\(sysctl)")
@@ -203,7 +203,7 @@ import Testing
     }
 
     @Test func aPodReachesAnExternalHostThroughTheEgressGatewayOverMutualTLS() throws {
-        try Self.withWorld(files: Self.documents(accessLog:), serve: { cluster, namespace in
+        try Self.withWorld(files: { Self.documents(accessLog: $1) }, serve: { cluster, namespace in
             try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
                                    "--listen", "\(Self.serverV4):80", "--name", "internet", "--log-requests"],
                                   in: namespace, logPath: "\(cluster.directory)/internet.log")
@@ -362,7 +362,7 @@ import Testing
         """
 
     @Test func aPodsOwnTLSPassesThroughTheEgressGateway() throws {
-        try Self.withWorld(files: { _ in ["egress.yaml": Self.httpsDocuments] }, serve: { cluster, namespace in
+        try Self.withWorld(files: { _, _ in ["egress.yaml": Self.httpsDocuments] }, serve: { cluster, namespace in
             try NamespacedProcess(["python3", Self.peers.appendingPathComponent("tls_origin_server.py").path,
                                    "--listen", "\(Self.serverV4):443", "--host", Self.host, "--ca-out", "\(cluster.directory)/cnn-ca.pem"],
                                   in: namespace, logPath: "\(cluster.directory)/internet.log")
@@ -389,6 +389,59 @@ import Testing
                                                              "--resolve", "\(Self.host):443:\(Self.serverV4)", "https://\(Self.host)/direct"])
             #expect(direct.status != 0, "\(direct)")
             #expect(!server.log.contains("/direct"), "\(server.log)")
+        }
+    }
+
+    /// The task's TLS-origination variant ("Egress gateways with TLS origination"): the same mTLS hop to
+    /// the gateway, whose route sends the host to its port 443, where the rule on the host's cluster
+    /// (SIMPLE, the outside server's CA: the sandbox's server is not one the system roots know) makes
+    /// the gateway originate TLS.
+    static func originationDocuments(accessLog: String, ca: String) -> [String: String] {
+        var files = documents(accessLog: accessLog)
+        files["egress.yaml"] = files["egress.yaml"]!
+            .replacingOccurrences(of: "host: \(host)\n        port:\n          number: 80\n",
+                                  with: "host: \(host)\n        port:\n          number: 443\n")
+            + """
+
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: DestinationRule
+            metadata: {name: originate-tls-for-edition-cnn-com, namespace: shop}
+            spec:
+              host: \(host)
+              trafficPolicy:
+                loadBalancer:
+                  simple: ROUND_ROBIN
+                portLevelSettings:
+                - port:
+                    number: 443
+                  tls:
+                    mode: SIMPLE
+                    sni: \(host)
+                    caCertificates: \(ca)
+            """
+        return files
+    }
+
+    @Test func theEgressGatewayOriginatesTLSForAPodsHTTP() throws {
+        // The outside server's CA, which it writes at start (before any proxy reads the rule's file).
+        try Self.withWorld(files: { cluster, log in Self.originationDocuments(accessLog: log, ca: "\(cluster.directory)/cnn-ca.pem") },
+                           serve: { cluster, namespace in
+            try NamespacedProcess(["python3", Self.peers.appendingPathComponent("tls_origin_server.py").path,
+                                   "--listen", "\(Self.serverV4):443", "--host", Self.host, "--ca-out", "\(cluster.directory)/cnn-ca.pem"],
+                                  in: namespace, logPath: "\(cluster.directory)/internet.log")
+        }) { world throws in
+            var answer: ChildProcess.Result?
+            let reached = world.agent.waitUntil(seconds: 20) {
+                answer = try? Self.run(world.cluster, in: "sleep", ["curl", "-sS", "--max-time", "5",
+                                                                    "--resolve", "\(Self.host):80:\(Self.serverV4)", "http://\(Self.host)/politics"])
+                return answer?.standardOutput.contains("\"path\": \"/politics\"") == true
+            }
+            #expect(reached, "\(answer.map(String.init(describing:)) ?? "")\ngateway: \(world.agent.log.suffix(3000))\nserver: \(world.server.log)")
+            // The outside server got TLS with the host's name, from the gateway (the pod sent plain HTTP to its sidecar).
+            #expect(answer?.standardOutput.contains("\"sni\": \"\(Self.host)\"") == true, "\(answer.map(String.init(describing:)) ?? "")")
+            #expect(try Self.stat(world.gateway, "cluster.outbound|443||\(Self.host).upstream_cx_total") ?? 0 >= 1)
+            #expect(try Self.stat(world.client, "cluster.outbound|80|cnn|istio-egressgateway.shop.svc.cluster.local.upstream_rq_total") ?? 0 >= 1)
         }
     }
 }
