@@ -2,8 +2,7 @@
 /// the gateway proxies (`router~` nodes) whose labels `selector` matches. VirtualServices bind to it
 /// by `gateways:`; ``GatewayGenerator`` makes the router's listeners and routes from both.
 public struct Gateway: Sendable, Equatable {
-    /// `servers[].port.protocol`, in the subset Capstan serves: HTTP-speaking ones, TCP, and TLS with
-    /// PASSTHROUGH.
+    /// `servers[].port.protocol`, in the subset Capstan serves: HTTP-speaking ones, TCP, and TLS.
     public enum PortProtocol: String, Sendable, Equatable {
         case http = "HTTP"
         case https = "HTTPS"
@@ -11,7 +10,8 @@ public struct Gateway: Sendable, Equatable {
         case grpc = "GRPC"
         /// Bytes relayed by the bound VirtualServices' `tcp` routes.
         case tcp = "TCP"
-        /// TLS relayed as it is (PASSTHROUGH), by the SNI the bound VirtualServices' `tls` routes match.
+        /// TLS relayed as it is (PASSTHROUGH), by the SNI the bound VirtualServices' `tls` routes match;
+        /// or terminated (SIMPLE, MUTUAL, ISTIO_MUTUAL) and the bytes relayed by a bound `tcp` route.
         case tls = "TLS"
 
         /// Whether the server terminates TLS (its `tls` is required).

@@ -50,6 +50,25 @@ enum GatewayGenerator {
                         chains += try passthroughChains(port: port, gateway: gateway, server: server, config: config, taken: &taken)
                         continue
                     }
+                    if server.protocol == .tls {
+                        // TLS terminated, then bytes: istiod's chain with the first bound `tcp` route for the
+                        // server (none: no chain); ISTIO_MUTUAL offers `istio-peer-exchange` first, as istiod does.
+                        guard let route = tcpRoute(port: port, servers: [(gateway, server)], config: config) else { continue }
+                        var chain = Envoy_Config_Listener_V3_FilterChain()
+                        chain.filterChainMatch.serverNames = server.serverNames
+                        if mode == .istioMutual {
+                            chain.transportSocket = try istioMutualTLS(alpn: ["istio-peer-exchange", "h2", "http/1.1"])
+                        } else if let credential = tls.credentialName {
+                            chain.transportSocket = try downstreamTLS(credential: credential, mutual: mode == .mutual)
+                            result.credentials.insert(credential)
+                        } else {
+                            continue
+                        }
+                        chain.filters = [try tcpProxyFilter(route.destinations, port: port, config: config)]
+                        taken.formUnion(server.serverNames)
+                        chains.append(chain)
+                        continue
+                    }
                     let name = httpsRouteName(port: port, portName: server.portName, gateway: gateway)
                     result.routes.append((name, try .packed(routeConfiguration(name: name, port: port, servers: [(gateway, server)], config: config),
                                                             as: .route)))
@@ -96,7 +115,7 @@ enum GatewayGenerator {
                     server.hosts.contains { $0.domain(forVirtualServiceHost: host, namespace: service.namespace, gatewayNamespace: gateway.namespace) != nil }
                 }
                 guard bound else { continue }
-                if let route = service.tcp.first(where: { $0.ports.isEmpty || $0.ports.contains(port) }) { return route }
+                if let route = service.tcp.first(where: { $0.applies(port: port, gateway: gateway.reference) }) { return route }
             }
         }
         return nil
@@ -248,13 +267,13 @@ enum GatewayGenerator {
         return socket
     }
 
-    /// istiod's server side of ISTIO_MUTUAL on an HTTPS server (`BuildListenerTLSContext`): `h2` and
-    /// `http/1.1` offered, the gateway's workload certificate (`default`) and the mesh roots (`ROOTCA`)
+    /// istiod's server side of ISTIO_MUTUAL (`BuildListenerTLSContext`): `h2` and `http/1.1` offered
+    /// on an HTTPS server (`alpn`: `istio-peer-exchange` first on a TLS one), the gateway's workload certificate (`default`) and the mesh roots (`ROOTCA`)
     /// from the agent's SDS (`sds-grpc`), as a sidecar's inbound has them, and a client certificate
     /// required: only mesh workloads get through.
-    static func istioMutualTLS() throws -> Envoy_Config_Core_V3_TransportSocket {
+    static func istioMutualTLS(alpn: [String] = ["h2", "http/1.1"]) throws -> Envoy_Config_Core_V3_TransportSocket {
         var context = Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext()
-        context.commonTlsContext = ProxyConfigGenerator.commonTLSContext(validation: .init(), alpn: ["h2", "http/1.1"])
+        context.commonTlsContext = ProxyConfigGenerator.commonTLSContext(validation: .init(), alpn: alpn)
         context.requireClientCertificate = Google_Protobuf_BoolValue(true)
         var socket = Envoy_Config_Core_V3_TransportSocket()
         socket.name = ProxyConfigGenerator.tlsTransportSocket

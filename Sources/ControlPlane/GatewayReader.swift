@@ -1,7 +1,7 @@
 import Configuration
 
 /// Reads a `Gateway` spec. What Capstan does not serve end to end is refused with the field's path
-/// (TLS ports that terminate TLS, AUTO_PASSTHROUGH, OPTIONAL_MUTUAL), never accepted silently.
+/// (AUTO_PASSTHROUGH, OPTIONAL_MUTUAL, inline certificates), never accepted silently.
 enum GatewayReader {
     static func read(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String, name: String,
                      warnings: inout [String]) throws(ConfigError) -> Gateway {
@@ -66,9 +66,8 @@ enum GatewayReader {
                 throw ConfigError(path: "\(path).tls.mode", message: "an HTTPS server needs tls.mode (SIMPLE, MUTUAL, ISTIO_MUTUAL or PASSTHROUGH)")
             }
         } else if proto == .tls {
-            guard let tls, tls.mode == .passthrough else {
-                throw ConfigError(path: "\(path).tls.mode",
-                                  message: "a TLS server is served with PASSTHROUGH only: terminating TLS on it (SIMPLE, MUTUAL, ISTIO_MUTUAL) before a tcp route is not supported by Capstan's gateway yet")
+            guard let tls, tls.mode != nil else {
+                throw ConfigError(path: "\(path).tls.mode", message: "a TLS server needs tls.mode (PASSTHROUGH, or SIMPLE, MUTUAL or ISTIO_MUTUAL before a tcp route)")
             }
         } else if proto == .tcp, tls != nil {
             throw ConfigError(path: "\(path).tls", message: "a TCP server relays bytes: it has no TLS settings")

@@ -125,9 +125,22 @@ public struct VirtualService: Sendable, Equatable {
     }
 
     public struct TCPRoute: Sendable, Equatable {
+        /// One `match`: a port (nil: any) and `gateways` (resolved; empty: the VirtualService's).
+        public struct Match: Sendable, Equatable {
+            public var port: Int?
+            public var gateways: [String]
+        }
         /// Service ports this route applies to; empty: all.
         public var ports: [Int]
         public var destinations: [Destination]
+        /// `match`; empty: every connection.
+        public var matches: [Match] = []
+
+        /// Whether the route takes connections to `port` through `gateway` (`mesh` for the sidecars), for
+        /// a VirtualService bound to it: a match with that port (or none) and that gateway (or none named).
+        func applies(port: Int, gateway: String) -> Bool {
+            matches.isEmpty || matches.contains { ($0.port ?? port) == port && ($0.gateways.isEmpty || $0.gateways.contains(gateway)) }
+        }
     }
 
     /// A `tls` route: connections whose TLS ClientHello names one of a match's `sniHosts` are relayed,

@@ -324,15 +324,24 @@ private struct Builder {
         for route in try spec.optional("tcp")?.list() ?? [] {
             try route.ignoringUnknown(["match", "route"], warnings: &warnings)
             var ports: [Int] = []
+            var matches: [VirtualService.TCPRoute.Match] = []
             for match in try route.optional("match")?.list() ?? [] {
-                try match.ignoringUnknown(["port"], warnings: &warnings)
-                if let port = try match.optional("port") { ports.append(try port.integer(in: 1...65535)) }
+                try match.ignoringUnknown(["port", "gateways"], warnings: &warnings)
+                let port = try match.optional("port").map { reader throws(ConfigError) in try reader.integer(in: 1...65535) }
+                if let port { ports.append(port) }
+                var names: [String] = []
+                if let reader = try match.optional("gateways") {
+                    for (index, name) in try strings(reader, nonEmpty: false).enumerated() {
+                        names.append(try MeshConfigReader.gatewayReference(name, namespace: namespace, path: "\(reader.path)[\(index)]"))
+                    }
+                }
+                matches.append(.init(port: port, gateways: names))
             }
             let destinations = try route.required("route").list()
             guard !destinations.isEmpty else { throw route.fail("needs at least one route destination") }
             let parsed = try HTTPRouteReader.destinations(destinations, path: "\(route.path).route", namespace: namespace,
                                                           withHeaders: false, warnings: &warnings)
-            routes.append(.init(ports: ports, destinations: parsed))
+            routes.append(.init(ports: ports, destinations: parsed, matches: matches))
         }
         var http: [VirtualService.HTTPRoute] = []
         for route in try spec.optional("http")?.list() ?? [] {

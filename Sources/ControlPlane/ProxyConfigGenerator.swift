@@ -437,7 +437,7 @@ struct ProxyConfigGenerator: Sendable {
     private static func route(host: String, port: Int, config: MeshConfig) -> Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.OneOf_ClusterSpecifier {
         let defaultCluster = clusterName(port: port, subset: "", host: host)
         guard let service = config.virtualServices.first(where: { $0.hosts.contains(host) }),
-              let tcp = service.tcp.first(where: { $0.ports.isEmpty || $0.ports.contains(port) }) else {
+              let tcp = service.tcp.first(where: { $0.applies(port: port, gateway: VirtualService.meshGateway) }) else {
             return .cluster(defaultCluster)
         }
         return clusterSpecifier(tcp.destinations, port: port, config: config)

@@ -353,10 +353,7 @@ import XDS
     @Test func tlsServersAndMissingCredentialsAreRefused() {
         let tls = Self.seed().replacingOccurrences(of: "protocol: HTTP}", with: "protocol: TLS}")
         #expect(MeshConfigReader.read([("mesh.yaml", tls)]).problems.map(\.field) == ["spec.servers[0].tls.mode"])
-        // A TLS server that would terminate TLS (then relay by a tcp route) is refused; Mongo is not served.
-        let terminating = tls.replacingOccurrences(of: "    hosts: [api.myapp.com]\n", with: "    hosts: [api.myapp.com]\n    tls: {mode: ISTIO_MUTUAL}\n")
-        let problems = MeshConfigReader.read([("mesh.yaml", terminating)]).problems
-        #expect(problems.map(\.field) == ["spec.servers[0].tls.mode"] && problems.first?.message.contains("PASSTHROUGH only") == true, "\(problems)")
+        // Mongo is not served.
         let mongo = Self.seed().replacingOccurrences(of: "protocol: HTTP}", with: "protocol: MONGO}")
         #expect(MeshConfigReader.read([("mesh.yaml", mongo)]).problems.map(\.field) == ["spec.servers[0].port.protocol"])
         let noCredential = Self.seed(tls: "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [api.myapp.com]\n    tls: {mode: SIMPLE}\n")
@@ -702,5 +699,91 @@ import XDS
         let passthrough = try self.listener(gateway, "0.0.0.0_443")
         #expect(passthrough.filterChains.map(\.filterChainMatch.serverNames) == [["edition.cnn.com"]])
         #expect(try cluster(passthrough.filterChains[0]) == "outbound|443||edition.cnn.com")
+    }
+
+    /// Istio's egress gateway for TCP with mTLS (its MongoDB task's shape): the sidecar's tcp match for
+    /// `mesh` sends 27017 to the gateway's subset over ISTIO_MUTUAL with the service's name as SNI; the
+    /// gateway's TLS server on 7777 terminates it (ISTIO_MUTUAL, `istio-peer-exchange` first) and its
+    /// own tcp match relays the bytes out to 27017.
+    static let tcpEgress = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: mongo, namespace: shop}
+        spec:
+          hosts: [my-mongo.tcp.svc]
+          addresses: [203.0.113.99/32]
+          ports: [{number: 27017, name: mongo, protocol: TCP}]
+          location: MESH_EXTERNAL
+          resolution: STATIC
+          endpoints: [{address: 203.0.113.99}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: istio-egressgateway, namespace: shop}
+        spec:
+          hosts: [istio-egressgateway.shop.svc.cluster.local]
+          ports: [{number: 7777, name: tcp, protocol: TCP}]
+          resolution: STATIC
+          endpoints: [{address: 192.0.2.40, serviceAccount: istio-egressgateway}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: istio-egressgateway, namespace: shop}
+        spec:
+          selector: {istio: egressgateway}
+          servers:
+          - port: {number: 7777, name: tls, protocol: TLS}
+            hosts: [my-mongo.tcp.svc]
+            tls: {mode: ISTIO_MUTUAL}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: egressgateway-for-mongo, namespace: shop}
+        spec:
+          host: istio-egressgateway.shop.svc.cluster.local
+          subsets:
+          - name: mongo
+            trafficPolicy:
+              portLevelSettings:
+              - port: {number: 7777}
+                tls: {mode: ISTIO_MUTUAL, sni: my-mongo.tcp.svc}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: direct-mongo-through-egress-gateway, namespace: shop}
+        spec:
+          hosts: [my-mongo.tcp.svc]
+          gateways: [mesh, istio-egressgateway]
+          tcp:
+          - match: [{gateways: [mesh], port: 27017}]
+            route: [{destination: {host: istio-egressgateway.shop.svc.cluster.local, subset: mongo, port: {number: 7777}}}]
+          - match: [{gateways: [istio-egressgateway], port: 7777}]
+            route: [{destination: {host: my-mongo.tcp.svc, port: {number: 27017}}}]
+        """
+
+    @Test func aTLSServerTerminatesIstioMutualBeforeItsTCPRoute() throws {
+        let gateway = try router(Self.tcpEgress, labels: ["istio": "egressgateway"])
+        #expect(gateway.listeners.map(\.name) == ["0.0.0.0_7777"])
+        let listener = try listener(gateway, "0.0.0.0_7777")
+        #expect(listener.listenerFilters.map(\.name) == ["envoy.filters.listener.tls_inspector"])
+        #expect(listener.filterChains.map(\.filterChainMatch.serverNames) == [["my-mongo.tcp.svc"]])
+        let context = try Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext(unpackingAny: listener.filterChains[0].transportSocket.typedConfig)
+        #expect(context.commonTlsContext.alpnProtocols == ["istio-peer-exchange", "h2", "http/1.1"])
+        #expect(context.requireClientCertificate.value && context.commonTlsContext.tlsCertificateSdsSecretConfigs.map(\.name) == ["default"])
+        let proxy = try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: listener.filterChains[0].filters[0].typedConfig)
+        #expect(proxy.cluster == "outbound|27017||my-mongo.tcp.svc")
+        _ = try XDSResourceDecoder.listeners(gateway.listeners.map(\.resource))
+        // The sidecar: its chain for the service's address takes the `mesh` match, to the gateway's subset, over ISTIO_MUTUAL with the SNI.
+        let sidecar = try ProxyConfigGenerator.resources(for: try config(Self.tcpEgress))
+        let outbound = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](sidecar.outboundListener.resource.value))
+        let chain = try #require(outbound.filterChains.first { $0.filterChainMatch.destinationPort.value == 27017 })
+        #expect(try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: chain.filters.last!.typedConfig).cluster
+                == "outbound|7777|mongo|istio-egressgateway.shop.svc.cluster.local")
+        let subset = try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](try #require(sidecar.clusters.first {
+            $0.name == "outbound|7777|mongo|istio-egressgateway.shop.svc.cluster.local" }).resource.value))
+        #expect(try Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext(unpackingAny: subset.transportSocket.typedConfig).sni == "my-mongo.tcp.svc")
+        // No tcp route bound for the TLS server: no listener.
+        let unbound = Self.tcpEgress.replacingOccurrences(of: "gateways: [mesh, istio-egressgateway]", with: "gateways: [mesh]")
+        #expect(try router(unbound, labels: ["istio": "egressgateway"]).listeners.isEmpty)
     }
 }

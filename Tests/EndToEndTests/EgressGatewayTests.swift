@@ -161,6 +161,8 @@ import Testing
         var agent: NamespacedProcess
         var dns: NamespacedProcess
         var server: NamespacedProcess
+        /// The outside world's namespace.
+        var internet: MeshCluster.Pod
         /// The gateway's access log file.
         var accessLog: String
     }
@@ -197,7 +199,7 @@ import Testing
                 let route = try run(cluster, in: "sleep", ["ip", "route", "add", "203.0.113.0/24", "via", "\(MeshCluster.hubV4)"])
                 #expect(route.status == 0, "\(route)")
                 return try body(World(cluster: cluster, gateway: gateway, client: client, agent: agent, dns: dns, server: server,
-                                      accessLog: "\(logs)/access.log"))
+                                      internet: internet, accessLog: "\(logs)/access.log"))
             }
         }
     }
@@ -442,6 +444,125 @@ import Testing
             #expect(answer?.standardOutput.contains("\"sni\": \"\(Self.host)\"") == true, "\(answer.map(String.init(describing:)) ?? "")")
             #expect(try Self.stat(world.gateway, "cluster.outbound|443||\(Self.host).upstream_cx_total") ?? 0 >= 1)
             #expect(try Self.stat(world.client, "cluster.outbound|80|cnn|istio-egressgateway.shop.svc.cluster.local.upstream_rq_total") ?? 0 >= 1)
+        }
+    }
+
+    /// Istio's egress gateway for TCP with mTLS (the shape of its MongoDB task, with an echo server for
+    /// the database): the sidecar sends the service's address and port to the gateway's subset over
+    /// ISTIO_MUTUAL with the service's name as SNI; the gateway's TLS server terminates it and relays the
+    /// bytes out.
+    static let tcpDocuments = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: mongo, namespace: shop}
+        spec:
+          hosts: [my-mongo.tcp.svc]
+          addresses: [\(serverV4)/32]
+          ports:
+          - {number: 27017, name: mongo, protocol: TCP}
+          location: MESH_EXTERNAL
+          resolution: STATIC
+          endpoints:
+          - address: \(serverV4)
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: istio-egressgateway, namespace: shop}
+        spec:
+          hosts: [istio-egressgateway.shop.svc.cluster.local]
+          ports:
+          - {number: 7777, name: tcp, protocol: TCP}
+          resolution: STATIC
+          endpoints:
+          - address: \(gatewayV4)
+            labels: {istio: egressgateway}
+            serviceAccount: istio-egressgateway
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: istio-egressgateway, namespace: shop}
+        spec:
+          selector:
+            istio: egressgateway
+          servers:
+          - port:
+              number: 7777
+              name: tls
+              protocol: TLS
+            hosts:
+            - my-mongo.tcp.svc
+            tls:
+              mode: ISTIO_MUTUAL
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: egressgateway-for-mongo, namespace: shop}
+        spec:
+          host: istio-egressgateway.shop.svc.cluster.local
+          subsets:
+          - name: mongo
+            trafficPolicy:
+              loadBalancer:
+                simple: ROUND_ROBIN
+              portLevelSettings:
+              - port:
+                  number: 7777
+                tls:
+                  mode: ISTIO_MUTUAL
+                  sni: my-mongo.tcp.svc
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: direct-mongo-through-egress-gateway, namespace: shop}
+        spec:
+          hosts:
+          - my-mongo.tcp.svc
+          gateways:
+          - mesh
+          - istio-egressgateway
+          tcp:
+          - match:
+            - gateways:
+              - mesh
+              destinationSubnets:
+              - \(serverV4)/32
+              port: 27017
+            route:
+            - destination:
+                host: istio-egressgateway.shop.svc.cluster.local
+                subset: mongo
+                port:
+                  number: 7777
+          - match:
+            - gateways:
+              - istio-egressgateway
+              port: 7777
+            route:
+            - destination:
+                host: my-mongo.tcp.svc
+                port:
+                  number: 27017
+              weight: 100
+        """
+
+    @Test func aPodsTCPGoesThroughTheEgressGatewayOverMutualTLS() throws {
+        try Self.withWorld(files: { _, _ in ["egress.yaml": Self.tcpDocuments] }, serve: { cluster, namespace in
+            try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
+                                   "--listen", "\(Self.serverV4):80", "--name", "internet"],
+                                  in: namespace, logPath: "\(cluster.directory)/internet.log")
+        }) { world throws in
+            world.internet.servers.append(try EchoServer(in: world.internet.namespace, port: 27017))
+            var exchange: EchoExchange?
+            let reached = world.agent.waitUntil(seconds: 20) {
+                exchange = try? EchoExchange.run(to: SocketAddress(Self.serverV4, 27017), from: world.client.namespace,
+                                                 payload: EchoExchange.payload(4096))
+                return exchange?.intact == true
+            }
+            #expect(reached, "\(exchange.map(String.init(describing:)) ?? "")\ngateway: \(world.agent.log.suffix(3000))")
+            // The database saw the gateway's address: the bytes left through it.
+            #expect(exchange?.peerSeenByServer.hasPrefix("\(Self.gatewayExternalV4)") == true, "\(exchange.map(String.init(describing:)) ?? "")")
+            #expect(try Self.stat(world.client, "cluster.outbound|7777|mongo|istio-egressgateway.shop.svc.cluster.local.upstream_cx_total") ?? 0 >= 1)
+            #expect(try Self.stat(world.gateway, "cluster.outbound|27017||my-mongo.tcp.svc.upstream_cx_total") ?? 0 >= 1)
         }
     }
 }
