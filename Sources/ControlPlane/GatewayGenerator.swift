@@ -217,10 +217,10 @@ enum GatewayGenerator {
         rds.configSource.resourceApiVersion = .v3
         rds.routeConfigName = routeName
         manager.rds = rds
-        // Packing these fixed filters cannot fail.
         if let file = mesh.accessLogFile, let log = try? accessLog(file: file, format: mesh.accessLogFormat ?? MeshSettings.istioTextLogFormat) {
             manager.accessLog = [log]
         }
+        // Packing these fixed filters cannot fail.
         manager.httpFilters = [try? HTTPRouteGenerator.upstreamALPNFilter(), try? HTTPRouteGenerator.faultFilter(),
                                try? HTTPRouteGenerator.routerFilter()].compactMap { $0 }
         var chain = Envoy_Config_Listener_V3_FilterChain()
@@ -267,10 +267,10 @@ enum GatewayGenerator {
         return socket
     }
 
-    /// istiod's server side of ISTIO_MUTUAL (`BuildListenerTLSContext`): `h2` and `http/1.1` offered
-    /// on an HTTPS server (`alpn`: `istio-peer-exchange` first on a TLS one), the gateway's workload certificate (`default`) and the mesh roots (`ROOTCA`)
-    /// from the agent's SDS (`sds-grpc`), as a sidecar's inbound has them, and a client certificate
-    /// required: only mesh workloads get through.
+    /// istiod's server side of ISTIO_MUTUAL (`BuildListenerTLSContext`): `h2` and `http/1.1` offered on
+    /// an HTTPS server (`alpn`: `istio-peer-exchange` first on a TLS one), the gateway's workload
+    /// certificate (`default`) and the mesh roots (`ROOTCA`) from the agent's SDS (`sds-grpc`), as a
+    /// sidecar's inbound has them, and a client certificate required: only mesh workloads get through.
     static func istioMutualTLS(alpn: [String] = ["h2", "http/1.1"]) throws -> Envoy_Config_Core_V3_TransportSocket {
         var context = Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext()
         context.commonTlsContext = ProxyConfigGenerator.commonTLSContext(validation: .init(), alpn: alpn)

@@ -74,8 +74,8 @@ enum GatewayReader {
         } else if tls?.mode != nil {
             throw ConfigError(path: "\(path).tls.mode", message: "a \(proto.rawValue) server does not terminate TLS: use protocol HTTPS")
         }
-        if let tls, tls.httpsRedirect, proto.terminatesTLS {
-            warnings.append("\(path).tls.httpsRedirect: applies to plaintext servers; on an HTTPS server it changes nothing")
+        if let tls, tls.httpsRedirect, proto.matchesServerName {
+            warnings.append("\(path).tls.httpsRedirect: applies to plaintext servers; on an \(proto.rawValue) server it changes nothing")
         }
         let name = try reader.optional("name")?.string()
         return Gateway.Server(portNumber: number, portName: portName, protocol: proto, hosts: hosts, tls: tls, name: name)

@@ -352,7 +352,7 @@ struct ProxyConfigGenerator: Sendable {
     }
 
     static func commonTLSContext(validation: Envoy_Extensions_TransportSockets_Tls_V3_CertificateValidationContext,
-                                         alpn: [String]) -> Envoy_Extensions_TransportSockets_Tls_V3_CommonTlsContext {
+                                 alpn: [String]) -> Envoy_Extensions_TransportSockets_Tls_V3_CommonTlsContext {
         var combined = Envoy_Extensions_TransportSockets_Tls_V3_CommonTlsContext.CombinedCertificateValidationContext()
         combined.defaultValidationContext = validation
         combined.validationContextSdsSecretConfig = sdsSecret(rootCASecret)
