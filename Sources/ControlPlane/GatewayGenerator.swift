@@ -201,7 +201,8 @@ enum GatewayGenerator {
         listener.name = HTTPRouteGenerator.outboundListenerName(port: port)
         listener.address = ProxyConfigGenerator.socketAddress("0.0.0.0", port: port)
         listener.trafficDirection = .outbound
-        var manager = HTTPRouteGenerator.baseConnectionManager(statPrefix: "outbound_0.0.0.0_\(port)")
+        var manager = HTTPRouteGenerator.baseConnectionManager(statPrefix: "outbound_0.0.0.0_\(port)",
+                                                               accessLog: (try? HTTPRouteGenerator.accessLogs(mesh)) ?? [])
         // The edge: the client's address is the peer's, and client certificate headers from outside are replaced.
         manager.useRemoteAddress = Google_Protobuf_BoolValue(true)
         manager.forwardClientCertDetails = .sanitizeSet
@@ -217,9 +218,6 @@ enum GatewayGenerator {
         rds.configSource.resourceApiVersion = .v3
         rds.routeConfigName = routeName
         manager.rds = rds
-        if let file = mesh.accessLogFile, let log = try? accessLog(file: file, format: mesh.accessLogFormat ?? MeshSettings.istioTextLogFormat) {
-            manager.accessLog = [log]
-        }
         // Packing these fixed filters cannot fail.
         manager.httpFilters = [try? HTTPRouteGenerator.upstreamALPNFilter(), try? HTTPRouteGenerator.faultFilter(),
                                try? HTTPRouteGenerator.routerFilter()].compactMap { $0 }
@@ -227,18 +225,6 @@ enum GatewayGenerator {
         chain.filters = [(try? HTTPRouteGenerator.filter(manager)) ?? Envoy_Config_Listener_V3_Filter()]
         listener.filterChains = [chain]
         return listener
-    }
-
-    /// The mesh config's `accessLogFile` as istiod writes it: `envoy.access_loggers.file` with the text
-    /// format inline.
-    static func accessLog(file: String, format: String) throws -> Envoy_Config_Accesslog_V3_AccessLog {
-        var config = Envoy_Extensions_AccessLoggers_File_V3_FileAccessLog()
-        config.path = file
-        config.logFormat.textFormatSource.inlineString = format
-        var log = Envoy_Config_Accesslog_V3_AccessLog()
-        log.name = "envoy.access_loggers.file"
-        log.typedConfig = try Google_Protobuf_Any(message: config)
-        return log
     }
 
     private static func tlsInspector() throws -> Envoy_Config_Listener_V3_ListenerFilter {

@@ -14,8 +14,8 @@ public struct MeshSettings: Sendable, Equatable {
     /// `dnsRefreshRate`: how often sidecars look up the names of DNS clusters when the answer's TTL does
     /// not say (Istio's default, 60 s).
     public var dnsRefreshRate: Duration = .seconds(60)
-    /// `accessLogFile`: where gateways' HTTP connection managers write Istio's access log (nil: none).
-    /// Sidecars write none yet (the reader warns).
+    /// `accessLogFile`: where HTTP connection managers (sidecars' and gateways') write Istio's access
+    /// log (nil: none). TCP relays write none yet (the reader warns).
     public var accessLogFile: String?
     /// `accessLogFormat`: the text format of those lines; nil: Istio's default (``istioTextLogFormat``).
     public var accessLogFormat: String?

@@ -75,7 +75,7 @@ enum MeshSettingsReader {
             if !path.isEmpty {
                 guard path.hasPrefix("/"), !path.utf8.contains(0) else { throw file.fail("\"\(path)\" is not an absolute file path") }
                 settings.accessLogFile = path
-                warnings.append("\(file.path): acted on for gateways' HTTP servers only: sidecars and TCP relays write no access log yet")
+                warnings.append("\(file.path): acted on for HTTP connection managers (sidecars' and gateways'): TCP relays write no access log yet")
             }
         }
         if let format = try mesh.optional("accessLogFormat") {

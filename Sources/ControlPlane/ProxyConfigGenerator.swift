@@ -74,6 +74,8 @@ struct ProxyConfigGenerator: Sendable {
         }
         clusters.append((Self.blackHoleCluster, try .packed(Self.blackHole(), as: .cluster)))
         let outboundPolicy = config.mesh.outboundTrafficPolicy
+        // The mesh config's `accessLogFile`, on every HTTP connection manager.
+        let accessLog = try HTTPRouteGenerator.accessLogs(config.mesh)
         // Each WorkloadEntry with its modes, resolved once however many services select it.
         let workloadEntries = config.workloadEntries.map { Member(endpoint: $0.endpoint, namespace: $0.namespace, policy: mutualTLS,
                                                                         authorization: authorization, authentication: authentication) }
@@ -151,7 +153,8 @@ struct ProxyConfigGenerator: Sendable {
                             let name = "\(network.address)_\(port.number)"
                             guard !sniffing.contains(where: { $0.name == name }) else { continue }
                             sniffing.append((name, try .packed(HTTPRouteGenerator.sniffingListener(address: network.address, port: port.number,
-                                                                                                   host: host, tcp: tcp), as: .listener)))
+                                                                                                   host: host, tcp: tcp, accessLog: accessLog),
+                                                               as: .listener)))
                         }
                         sniffedRoutes.append(("\(host):\(port.number)", try .packed(HTTPRouteGenerator.sniffedRouteConfiguration(
                             host: host, port: port.number, entry: entry, config: config), as: .route)))
@@ -186,12 +189,13 @@ struct ProxyConfigGenerator: Sendable {
             // TCP services on the same port: the hand-off brings their connections here too.
             let tcpChains = chains.filter { $0.filterChainMatch.destinationPort.value == UInt32(port) } + sniChains[port, default: []]
             listeners.append((HTTPRouteGenerator.outboundListenerName(port: port),
-                              try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains, policy: outboundPolicy), as: .listener)))
+                              try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains, policy: outboundPolicy,
+                                                                              accessLog: accessLog), as: .listener)))
             // IPv6 clients are handed off by `::`: the same listener there when a service on the port has an IPv6 address.
             if services.contains(where: { $0.entry.addresses.contains { $0.contains(":") } }) {
                 listeners.append((HTTPRouteGenerator.outboundListenerName(port: port, ipv6: true),
                                   try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains, ipv6: true,
-                                                                                  policy: outboundPolicy), as: .listener)))
+                                                                                  policy: outboundPolicy, accessLog: accessLog), as: .listener)))
             }
             routes.append((String(port), try .packed(HTTPRouteGenerator.routeConfiguration(port: port, services: services, config: config),
                                                      as: .route)))
@@ -218,6 +222,7 @@ struct ProxyConfigGenerator: Sendable {
                                       inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS, authorization: authorization,
                                       authentication: authentication)
         resources.nameTables = NameTableGenerator.tables(for: everything.serviceEntries)
+        resources.accessLog = accessLog
         resources.gateways = .init(everything)
         return resources
     }
@@ -226,7 +231,7 @@ struct ProxyConfigGenerator: Sendable {
     /// `inbound|PORT||` as its mTLS mode allows (see the type's comment), and passthrough chains for
     /// the other ports. `transparent` for TPROXY interception.
     static func inboundListener(_ workload: MeshResources.InboundWorkload, transparent: Bool,
-                                inboundPort: Int = 15006) throws -> MeshResources.Resource {
+                                inboundPort: Int = 15006, accessLog: [Envoy_Config_Accesslog_V3_AccessLog] = []) throws -> MeshResources.Resource {
         var listener = Envoy_Config_Listener_V3_Listener()
         listener.name = inboundListenerName
         listener.address = socketAddress("0.0.0.0", port: inboundPort)
@@ -252,10 +257,10 @@ struct ProxyConfigGenerator: Sendable {
             if workload.sniffedPorts.contains(port) {
                 // Istio's sniffing: HTTP first (by ALPN over mTLS, http_inspector in plaintext), else TCP.
                 chains += try inboundChains(name: "\(cluster)-http", port: port, cluster: cluster, mode: workload.tls.mode(forPort: port),
-                                            http: true, sniffed: true, rbac: rbac)
+                                            http: true, sniffed: true, rbac: rbac, accessLog: accessLog)
             }
             chains += try inboundChains(name: cluster, port: port, cluster: cluster, mode: workload.tls.mode(forPort: port),
-                                        http: workload.httpPorts.contains(port), rbac: rbac)
+                                        http: workload.httpPorts.contains(port), rbac: rbac, accessLog: accessLog)
         }
         // A port-level mode for a port no service declares: Istio gives it passthrough chains of its own.
         for (port, mode) in workload.tls.portModes.sorted(by: { $0.key < $1.key }) where !workload.ports.contains(port) {
@@ -391,13 +396,13 @@ struct ProxyConfigGenerator: Sendable {
     /// `rbac`'s filters go first in an HTTP chain's connection manager, or before a TCP chain's `tcp_proxy`.
     private static func inboundChains(name: String, port: Int?, cluster: String, mode: PeerAuthentication.Mode,
                                       http: Bool = false, sniffed: Bool = false,
-                                      rbac: RBACGenerator.Filters) throws -> [Envoy_Config_Listener_V3_FilterChain] {
+                                      rbac: RBACGenerator.Filters, accessLog: [Envoy_Config_Accesslog_V3_AccessLog] = []) throws -> [Envoy_Config_Listener_V3_FilterChain] {
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         for transport in ["tls", "raw_buffer"] {
             if transport == "tls" && mode == .disable || transport == "raw_buffer" && mode == .strict { continue }
             var chain = tcpProxyChain(name: "\(name)-\(transport)", statPrefix: name, route: .cluster(cluster))
             if http, let port {
-                chain.filters = [try HTTPRouteGenerator.inboundConnectionManager(port: port, authorization: rbac.http)]
+                chain.filters = [try HTTPRouteGenerator.inboundConnectionManager(port: port, authorization: rbac.http, accessLog: accessLog)]
             } else {
                 chain.filters = rbac.network + chain.filters
             }

@@ -539,7 +539,7 @@ import XDS
         #expect(!reading.warnings.contains { $0.contains("tls.sni") }, "\(reading.warnings)")
     }
 
-    @Test func theMeshAccessLogFileIsWrittenByGatewayConnectionManagers() throws {
+    @Test func theMeshAccessLogFileIsWrittenByEveryHTTPConnectionManager() throws {
         let mesh = """
 
             ---
@@ -562,6 +562,22 @@ import XDS
         let quiet = try self.listener(try router(Self.egressTask, labels: ["istio": "egressgateway"]), "0.0.0.0_80")
         #expect(try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(
             unpackingAny: quiet.filterChains[0].filters[0].typedConfig).accessLog.isEmpty)
+        // Sidecars' connection managers too: the outbound listener of an HTTP port, and inbound HTTP chains.
+        let sidecar = try ProxyConfigGenerator.resources(for: try config(Self.egressTask + mesh))
+        let outbound = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](try #require(sidecar.outboundListeners.first { $0.name == "0.0.0.0_80" }).resource.value))
+        let outboundManagers = try outbound.filterChains.filter { $0.filters.first?.name == "envoy.filters.network.http_connection_manager" }.map {
+            try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(unpackingAny: $0.filters[0].typedConfig)
+        }
+        #expect(!outboundManagers.isEmpty && outboundManagers.allSatisfy { $0.accessLog == manager.accessLog })
+        let inbound = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](try ProxyConfigGenerator.inboundListener(
+            sidecar.inbound(ip: "192.0.2.40", namespace: "shop"), transparent: false, accessLog: sidecar.accessLog).resource.value))
+        let inboundManagers = try inbound.filterChains.filter { $0.filters.last?.name == "envoy.filters.network.http_connection_manager" }.map {
+            try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(unpackingAny: $0.filters.last!.typedConfig)
+        }
+        #expect(!inboundManagers.isEmpty && inboundManagers.allSatisfy { $0.accessLog == manager.accessLog })
+        // A change of the file alone resends listeners.
+        let other = try ProxyConfigGenerator.resources(for: try config(Self.egressTask + mesh.replacingOccurrences(of: "/dev/stdout", with: "/dev/stderr")))
+        #expect(sidecar.differs(from: other, in: .listener))
     }
 
     // MARK: TLS passthrough
