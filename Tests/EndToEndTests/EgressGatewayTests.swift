@@ -207,7 +207,7 @@ import Testing
     @Test func aPodReachesAnExternalHostThroughTheEgressGatewayOverMutualTLS() throws {
         try Self.withWorld(files: { Self.documents(accessLog: $1) }, serve: { cluster, namespace in
             try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
-                                   "--listen", "\(Self.serverV4):80", "--name", "internet", "--log-requests"],
+                                   "--listen", "\(Self.serverV4):80", "--name", "internet", "--log-requests", "--report-client"],
                                   in: namespace, logPath: "\(cluster.directory)/internet.log")
         }) { world in
             let (cluster, gateway, client, agent, dns, server) = (world.cluster, world.gateway, world.client, world.agent, world.dns, world.server)
