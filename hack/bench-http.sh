@@ -54,6 +54,7 @@ done
 
 seconds=${SECONDS_PER_RUN:-5}
 rounds=${ROUNDS:-3}
+kinds=${KINDS:-h1 h2}            # KINDS=h1 or KINDS=h2: one protocol's runs only
 connections=${CONNECTIONS:-50}   # wrk: enough to keep one proxy worker busy without queueing for long
 h2_clients=${H2_CLIENTS:-10}     # h2load: 10 connections x 10 streams = 100 requests in flight
 h2_streams=${H2_STREAMS:-10}
@@ -510,7 +511,7 @@ started=$(date +%s)
 # Each round starts with the next peer, so that no peer always runs first (or right after another).
 read -ra order <<<"$peers"
 for round in $(seq 1 "$rounds"); do
-  for kind in h1 h2; do
+  for kind in $kinds; do
     for i in "${!order[@]}"; do run "$kind" "${order[$(((i + round - 1) % ${#order[@]}))]}" "$round"; done
   done
 done

@@ -39,8 +39,9 @@ public struct AuthorizationRequest: Sendable {
     // What every policy reads of the request, found once per check rather than once per policy; the
     // request itself is kept unwrapped (an empty one on a TCP connection), so that a header rule borrows
     // it instead of copying it (and retaining its storage) out of an optional.
-    /// The request's path without its query string, as `url_path` tests it.
-    private(set) var pathWithoutQuery: Substring?
+    /// The request's path without its query string, as `url_path` tests it (`hasPath`: it has one).
+    private(set) var pathWithoutQuery: Substring = ""
+    private(set) var hasPath = false
     private(set) var isHTTP = false
     private(set) var headers = Self.noRequest
 
@@ -49,8 +50,9 @@ public struct AuthorizationRequest: Sendable {
     private mutating func readRequest() {
         isHTTP = request != nil
         headers = request ?? Self.noRequest
+        hasPath = request?.path != nil
         pathWithoutQuery = request?.path.map { path in
             path.utf8.firstIndex(of: UInt8(ascii: "?")).map { path[..<$0] } ?? Substring(path)
-        }
+        } ?? ""
     }
 }

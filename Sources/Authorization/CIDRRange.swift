@@ -2,7 +2,7 @@ import Configuration
 import XDS
 
 /// Envoy's `CidrRange`: an address prefix, as RBAC's IP principals and `destination_ip` take it.
-public struct CIDRRange: Sendable, Hashable, CustomStringConvertible {
+public struct CIDRRange: Sendable, Hashable, BitwiseCopyable, CustomStringConvertible {
     let prefix: IPAddress
     /// Its prefix length, in bits.
     public let length: Int

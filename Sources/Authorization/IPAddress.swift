@@ -5,7 +5,7 @@ import Glibc
 
 /// An IPv4 or IPv6 address as RBAC compares it: 128 bits, IPv4 in the low 32 (an IPv4-mapped IPv6
 /// address is the IPv4 address it maps). A value, made per check without allocating.
-public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
+public struct IPAddress: Sendable, Hashable, BitwiseCopyable, CustomStringConvertible {
     let high: UInt64
     let low: UInt64
     public let isIPv6: Bool

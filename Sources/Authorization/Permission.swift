@@ -8,14 +8,14 @@ public indirect enum Permission: Sendable {
     case all([Permission])
     case either([Permission])
     case anything
-    case header(SharedMatcher<HeaderMatcher>)
-    case urlPath(SharedMatcher<StringMatcher>)
+    case header(HeaderMatcher)
+    case urlPath(StringMatcher)
     case destinationIP(CIDRRange)
     case destinationPort(Int)
     case destinationPorts(ClosedRange<Int>)
     case metadata(MetadataMatcher)
     /// The TLS server name the client asked for (the empty string without one, as Envoy matches it).
-    case requestedServerName(SharedMatcher<StringMatcher>)
+    case requestedServerName(StringMatcher)
     case not(Permission)
 
     public init(_ proto: Envoy_Config_Rbac_V3_Permission, path: String) throws(ConfigError) {
@@ -25,8 +25,8 @@ public indirect enum Permission: Sendable {
         case .any(let any)?:
             guard any else { throw ConfigError(path: "\(path).any", message: "must be true when set") }
             self = .anything
-        case .header(let header)?: self = .header(SharedMatcher(try HeaderMatcher(header, path: "\(path).header")))
-        case .urlPath(let matcher)?: self = .urlPath(SharedMatcher(try Permission.urlPath(matcher, path: "\(path).url_path")))
+        case .header(let header)?: self = .header(try HeaderMatcher(header, path: "\(path).header"))
+        case .urlPath(let matcher)?: self = .urlPath(try Permission.urlPath(matcher, path: "\(path).url_path"))
         case .destinationIp(let range)?: self = .destinationIP(try CIDRRange(range, path: "\(path).destination_ip"))
         case .destinationPort(let port)?:
             guard port <= 65535 else { throw ConfigError(path: "\(path).destination_port", message: "\(port) is not a port") }
@@ -40,7 +40,7 @@ public indirect enum Permission: Sendable {
         case .metadata(let matcher)?: self = .metadata(try MetadataMatcher(matcher, path: "\(path).metadata"))
         case .notRule(let rule)?: self = .not(try Permission(rule, path: "\(path).not_rule"))
         case .requestedServerName(let matcher)?:
-            self = .requestedServerName(SharedMatcher(try StringMatcher(matcher, path: "\(path).requested_server_name")))
+            self = .requestedServerName(try StringMatcher(matcher, path: "\(path).requested_server_name"))
         case nil:
             throw ConfigError(path: path, message: "needs a rule: and_rules, or_rules, any, header, url_path, destination_ip, destination_port, destination_port_range, metadata, requested_server_name or not_rule")
         }
@@ -69,26 +69,6 @@ public indirect enum Permission: Sendable {
             if case .either(let inner) = rule { flat += inner } else { flat.append(rule) }
         }
         return flat.count == 1 ? flat[0] : .either(flat)
-    }
-
-    public func matches(_ request: AuthorizationRequest) -> Bool {
-        switch self {
-        case .all(let rules):
-            for index in rules.indices where !rules[index].matches(request) { return false }
-            return true
-        case .either(let rules):
-            for index in rules.indices where rules[index].matches(request) { return true }
-            return false
-        case .anything: return true
-        case .header(let shared): return request.isHTTP && shared.matcher.matches(request.headers)
-        case .urlPath(let shared): return request.pathWithoutQuery.map(shared.matcher.matches) ?? false
-        case .destinationIP(let range): return request.destinationAddress.map(range.contains) ?? false
-        case .destinationPort(let port): return request.destinationPort == port
-        case .destinationPorts(let ports): return request.destinationPort.map(ports.contains) ?? false
-        case .metadata(let matcher): return matcher.matches(request.metadata)
-        case .requestedServerName(let shared): return shared.matcher.matches(Substring(request.requestedServerName ?? ""))
-        case .not(let rule): return !rule.matches(request)
-        }
     }
 }
 

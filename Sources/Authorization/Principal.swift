@@ -9,17 +9,17 @@ public indirect enum Principal: Sendable {
     case either([Principal])
     case anyone
     /// A peer with a verified certificate, whose SPIFFE ID the matcher accepts (nil: any).
-    case authenticated(SharedMatcher<StringMatcher>?)
+    case authenticated(StringMatcher?)
     case sourceIP(CIDRRange)
-    case header(SharedMatcher<HeaderMatcher>)
-    case urlPath(SharedMatcher<StringMatcher>)
+    case header(HeaderMatcher)
+    case urlPath(StringMatcher)
     case metadata(MetadataMatcher)
     /// Istio's filter state: the peer's (`io.istio.peer_principal`) or this proxy's
     /// (`io.istio.local_principal`) SPIFFE ID.
-    case filterState(FilterStateKey, SharedMatcher<StringMatcher>)
+    case filterState(FilterStateKey, StringMatcher)
     case not(Principal)
 
-    public enum FilterStateKey: String, Sendable, CaseIterable {
+    public enum FilterStateKey: String, Sendable, CaseIterable, BitwiseCopyable {
         case peerPrincipal = "io.istio.peer_principal"
         case localPrincipal = "io.istio.local_principal"
     }
@@ -33,12 +33,12 @@ public indirect enum Principal: Sendable {
             self = .anyone
         case .authenticated(let authenticated)?:
             self = .authenticated(authenticated.hasPrincipalName
-                ? SharedMatcher(try StringMatcher(authenticated.principalName, path: "\(path).authenticated.principal_name")) : nil)
+                ? try StringMatcher(authenticated.principalName, path: "\(path).authenticated.principal_name") : nil)
         case .sourceIp(let range)?: self = .sourceIP(try CIDRRange(range, path: "\(path).source_ip"))
         case .directRemoteIp(let range)?: self = .sourceIP(try CIDRRange(range, path: "\(path).direct_remote_ip"))
         case .remoteIp(let range)?: self = .sourceIP(try CIDRRange(range, path: "\(path).remote_ip"))
-        case .header(let header)?: self = .header(SharedMatcher(try HeaderMatcher(header, path: "\(path).header")))
-        case .urlPath(let matcher)?: self = .urlPath(SharedMatcher(try Permission.urlPath(matcher, path: "\(path).url_path")))
+        case .header(let header)?: self = .header(try HeaderMatcher(header, path: "\(path).header"))
+        case .urlPath(let matcher)?: self = .urlPath(try Permission.urlPath(matcher, path: "\(path).url_path"))
         case .metadata(let matcher)?: self = .metadata(try MetadataMatcher(matcher, path: "\(path).metadata"))
         case .filterState(let state)?:
             guard let key = FilterStateKey(rawValue: state.key) else {
@@ -47,7 +47,7 @@ public indirect enum Principal: Sendable {
             guard case .stringMatch(let matcher)? = state.matcher else {
                 throw ConfigError(path: "\(path).filter_state", message: "needs string_match")
             }
-            self = .filterState(key, SharedMatcher(try StringMatcher(matcher, path: "\(path).filter_state.string_match")))
+            self = .filterState(key, try StringMatcher(matcher, path: "\(path).filter_state.string_match"))
         case .notID(let id)?: self = .not(try Principal(id, path: "\(path).not_id"))
         case nil:
             throw ConfigError(path: path, message: "needs an identifier: and_ids, or_ids, any, authenticated, source_ip, direct_remote_ip, remote_ip, header, url_path, metadata, filter_state or not_id")
@@ -77,28 +77,5 @@ public indirect enum Principal: Sendable {
             if case .either(let inner) = rule { flat += inner } else { flat.append(rule) }
         }
         return flat.count == 1 ? flat[0] : .either(flat)
-    }
-
-    public func matches(_ request: AuthorizationRequest) -> Bool {
-        switch self {
-        case .all(let ids):
-            for index in ids.indices where !ids[index].matches(request) { return false }
-            return true
-        case .either(let ids):
-            for index in ids.indices where ids[index].matches(request) { return true }
-            return false
-        case .anyone: return true
-        case .authenticated(let matcher):
-            guard let principal = request.peerPrincipal else { return false }
-            return matcher?.matcher.matches(Substring(principal)) ?? true
-        case .sourceIP(let range): return request.sourceAddress.map(range.contains) ?? false
-        case .header(let shared): return request.isHTTP && shared.matcher.matches(request.headers)
-        case .urlPath(let shared): return request.pathWithoutQuery.map(shared.matcher.matches) ?? false
-        case .metadata(let matcher): return matcher.matches(request.metadata)
-        case .filterState(let key, let matcher):
-            let value = key == .peerPrincipal ? request.peerPrincipal : request.localPrincipal
-            return value.map { matcher.matcher.matches(Substring($0)) } ?? false
-        case .not(let id): return !id.matches(request)
-        }
     }
 }

@@ -25,26 +25,10 @@ public struct RoleBasedAccessControl: Sendable {
         }
     }
 
-    public struct Policy: Sendable {
-        public let name: String
-        let permissions: [Permission]
-        let principals: [Principal]
-
-        func matches(_ request: AuthorizationRequest) -> Bool {
-            // By index, so that no element is copied (and retained) per request.
-            var asked = false
-            for index in permissions.indices where permissions[index].matches(request) {
-                asked = true
-                break
-            }
-            guard asked else { return false }
-            for index in principals.indices where principals[index].matches(request) { return true }
-            return false
-        }
-    }
-
     public let action: Action
-    public let policies: [Policy]
+    /// The policies' names, in the order they are tried.
+    public let policyNames: [String]
+    private let policies: CompiledPolicies
 
     /// `path` names the rules in refusals. A policy with a CEL `condition` (outside Capstan's subset) is
     /// refused: leaving it out would widen an ALLOW policy or narrow a DENY one.
@@ -55,7 +39,7 @@ public struct RoleBasedAccessControl: Sendable {
         case .log: action = .log
         case .UNRECOGNIZED(let number): throw ConfigError(path: "\(path).action", message: "\(number) is not ALLOW, DENY or LOG")
         }
-        var policies: [Policy] = []
+        var names: [String] = [], policies: [(permissions: [Permission], principals: [Principal])] = []
         for (name, policy) in proto.policies.sorted(by: { $0.key < $1.key }) {
             let policyPath = "\(path).policies[\"\(name)\"]"
             let unknown = UnknownFields.paths(in: policy)
@@ -71,22 +55,15 @@ public struct RoleBasedAccessControl: Sendable {
             for (index, principal) in policy.principals.enumerated() {
                 principals.append(try Principal(principal, path: "\(policyPath).principals[\(index)]"))
             }
-            policies.append(Policy(name: name, permissions: permissions, principals: principals))
+            names.append(name)
+            policies.append((permissions, principals))
         }
-        self.policies = policies
-    }
-
-    public init(action: Action, policies: [Policy]) {
-        self.action = action
-        self.policies = policies
+        policyNames = names
+        self.policies = CompiledPolicies(policies)
     }
 
     public func evaluate(_ request: AuthorizationRequest) -> Verdict {
-        var matched: String?
-        for index in policies.indices where policies[index].matches(request) {
-            matched = policies[index].name
-            break
-        }
+        let matched = policies.firstMatch(request).map { policyNames[$0] }
         switch action {
         case .allow: return Verdict(allowed: matched != nil, matchedPolicy: matched)
         case .deny: return Verdict(allowed: matched == nil, matchedPolicy: matched)

@@ -21,6 +21,9 @@ public struct MeshSettings: Sendable, Equatable {
     public var accessLogFormat: String?
     /// `extensionProviders`, by name: what an AuthorizationPolicy with `action: CUSTOM` names.
     public var extensionProviders: [ExtensionProvider] = []
+    /// `trustDomainAliases`: other trust domains whose identities AuthorizationPolicies treat as this
+    /// mesh's (a trust domain migration), in their order.
+    public var trustDomainAliases: [String] = []
     /// Where the settings came from, for messages; nil for the defaults.
     public var origin: ResourceOrigin?
 

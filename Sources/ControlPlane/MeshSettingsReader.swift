@@ -1,4 +1,5 @@
 import Configuration
+import Identity
 
 /// Reads ``MeshSettings`` from Istio's `istio` ConfigMap (`data.mesh`, a YAML text), the form
 /// `kubectl get configmap istio -n istio-system -o yaml` prints, so an operator's mesh config can be
@@ -14,7 +15,7 @@ enum MeshSettingsReader {
         "defaultDestinationRuleExportTo", "defaultServiceExportTo", "defaultVirtualServiceExportTo",
         "defaultProviders", "discoverySelectors", "enableAutoMtls", "enablePrometheusMerge", "enableTracing",
         "ingressClass", "ingressControllerMode", "ingressService", "localityLbSetting", "outboundClusterStatName",
-        "inboundClusterStatName", "protocolDetectionTimeout", "trustDomainAliases",
+        "inboundClusterStatName", "protocolDetectionTimeout",
         "serviceSettings", "tcpKeepalive", "h2UpgradePolicy", "meshNetworks", "caCertificates",
         "verifyCertificateAtClient", "pathNormalization", "proxyHttpPort", "proxyListenPort", "proxyInboundListenPort",
     ]
@@ -46,8 +47,8 @@ enum MeshSettingsReader {
     }
 
     static func read(_ mesh: ConfigReader, into settings: inout MeshSettings, warnings: inout [String]) throws(ConfigError) {
-        let acted: Set<String> = ["outboundTrafficPolicy", "extensionProviders", "rootNamespace", "trustDomain", "dnsRefreshRate",
-                                  "accessLogFile", "accessLogFormat", "accessLogEncoding"]
+        let acted: Set<String> = ["outboundTrafficPolicy", "extensionProviders", "rootNamespace", "trustDomain", "trustDomainAliases",
+                                  "dnsRefreshRate", "accessLogFile", "accessLogFormat", "accessLogEncoding"]
         for key in try mesh.fields().keys.sorted() where !acted.contains(key) {
             if fieldsNotActedOn.contains(key) {
                 warnings.append("\(mesh.path).\(key): not acted on by Capstan's control plane, ignored")
@@ -63,6 +64,16 @@ enum MeshSettingsReader {
         }
         if try mesh.optional("trustDomain") != nil {
             warnings.append("\(mesh.path).trustDomain: the control plane's --trust-domain is the one in force, this is ignored")
+        }
+        if let aliases = try mesh.optional("trustDomainAliases") {
+            for (index, item) in try aliases.list().enumerated() {
+                let alias = try item.string()
+                do throws(WorkloadIdentityError) {
+                    settings.trustDomainAliases.append(try WorkloadIdentity.checkTrustDomain(alias))
+                } catch {
+                    throw ConfigError(path: "\(aliases.path)[\(index)]", message: "\"\(alias)\" is not a trust domain: \(error)")
+                }
+            }
         }
         if let rate = try mesh.optional("dnsRefreshRate") {
             let value = try rate.goDuration()

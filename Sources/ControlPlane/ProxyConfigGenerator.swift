@@ -64,7 +64,9 @@ struct ProxyConfigGenerator: Sendable {
         // Sidecars see the VirtualServices bound to `mesh`; gateways are made per proxy from `everything`.
         let config = everything.sidecarView
         let mutualTLS = MutualTLSPolicy(config.peerAuthentications)
-        let authorization = AuthorizationPolicyScope(config.authorizationPolicies)
+        // Peer principals in the mesh's trust domain, its aliases or `cluster.local` stand for all of them, as in istiod.
+        let trustDomains = TrustDomainBundle(trustDomain: trustDomain, aliases: config.mesh.trustDomainAliases)
+        let authorization = AuthorizationPolicyScope(config.authorizationPolicies.map(trustDomains.applied))
         let authentication = RequestAuthenticationScope(config.requestAuthentications)
         var clusters: [MeshResources.Resource] = []
         var endpoints: [MeshResources.Resource] = []

@@ -21,7 +21,7 @@ import XDS
 /// - Peer identities are matched on the filter state `io.istio.peer_principal` (newer istiod's form,
 ///   the one the Istio 1.2x dump in `istio-config/` shows), not `authenticated.principal_name`:
 ///   principal `cluster.local/ns/x/sa/y` matches `spiffe://cluster.local/ns/x/sa/y` exactly, as
-///   given (no trust domain is added), namespace `x` the regex `.*/ns/x/.*`, service account `x/y` the
+///   given (``TrustDomainBundle`` has put it in the mesh's trust domain and aliases first), namespace `x` the regex `.*/ns/x/.*`, service account `x/y` the
 ///   regex `spiffe://.+/ns/x/(.+/|)sa/y(/.+)?` (newer istiod's `serviceAccounts`). JWT attributes are
 ///   dynamic metadata of filter `istio_authn`: `request.auth.principal`, `.audiences`, `.presenter`,
 ///   and `request.auth.claims` + the claim's path, as a list match.

@@ -251,7 +251,8 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Asks the filters from `nextFilter` on, then the router, unless one holds or answers the request.
     private func runFilters() {
-        guard var (request, decision, snapshot) = filtered, let context else { return }
+        guard let (held, decision, snapshot) = filtered, let context else { return }
+        var request = held
         while nextFilter < filters.count {
             let filter = filters[nextFilter]
             nextFilter += 1

@@ -83,6 +83,44 @@ import XDS
         #expect(!rules.evaluate(Self.request(.get, "/info", peer: "spiffe://cluster.local/ns/other/sa/billing")).allowed)
     }
 
+    /// Operators inside operators, each with several operands: the compiled checks must step over an
+    /// operand's whole subtree (matched or not) to reach the next, and report the first policy by name.
+    @Test func nestedOperatorsAndManyPoliciesAreTriedInOrder() throws {
+        // or(and(POST, /a*), not(or(/b*, /c*)), and(GET, or(/d*, /e*)))
+        let permission = Permission.with {
+            $0.orRules.rules = [
+                .with { $0.andRules.rules = [Self.method("POST"), Self.path(prefix: "/a")] },
+                .with { $0.notRule = .with { $0.orRules.rules = [Self.path(prefix: "/b"), Self.path(prefix: "/c")] } },
+                .with { $0.andRules.rules = [Self.method("GET"), .with { $0.orRules.rules = [Self.path(prefix: "/d"), Self.path(prefix: "/e")] }] },
+            ]
+        }
+        let anyone = Principal.with { $0.any = true }
+        let nested = try Self.rules(.allow, ["p": ([permission], [anyone])])
+        #expect(nested.evaluate(Self.request(.post, "/a1")).allowed)
+        #expect(nested.evaluate(Self.request(.put, "/z")).allowed)       // not(/b or /c)
+        #expect(!nested.evaluate(Self.request(.post, "/b1")).allowed)
+        #expect(!nested.evaluate(Self.request(.put, "/c")).allowed)
+        #expect(nested.evaluate(Self.request(.get, "/e9")).allowed)      // the last operand, after two subtrees
+        #expect(!nested.evaluate(Self.request(.post, "/c/e")).allowed)
+
+        // 20 policies as the benchmark's: each GET on any path for one caller range; the last one's range matches.
+        var policies: [String: ([Permission], [Principal])] = [:]
+        for index in 1...20 {
+            let range = index < 20 ? "10.\(index).0.0" : "10.0.0.0"
+            let permission = Permission.with { $0.andRules.rules = [.with { $0.orRules.rules = [Self.method("GET")] }, .with { $0.orRules.rules = [Self.path(prefix: "/")] }] }
+            let principal = Principal.with { $0.andIds.ids = [.with { $0.orIds.ids = [.with { $0.directRemoteIp = .with { $0.addressPrefix = range; $0.prefixLen = .init(24) } }] }] }
+            policies["policy-\(index < 10 ? "0" : "")\(index)"] = ([permission], [principal, Self.principal("spiffe://cluster.local/ns/x/sa/p\(index)")])
+        }
+        let many = try Self.rules(.allow, policies)
+        #expect(many.policyNames.first == "policy-01" && many.policyNames.count == 20)
+        #expect(many.evaluate(Self.request()) == .init(allowed: true, matchedPolicy: "policy-20"))
+        #expect(many.evaluate(Self.request(source: "10.7.0.1")) == .init(allowed: true, matchedPolicy: "policy-07"))
+        // A principal after the first: policy-03's second principal, though 10.9.9.9 is in no range.
+        #expect(many.evaluate(Self.request(peer: "spiffe://cluster.local/ns/x/sa/p3", source: "10.9.9.9")) == .init(allowed: true, matchedPolicy: "policy-03"))
+        #expect(!many.evaluate(Self.request(.post)).allowed)
+        #expect(!many.evaluate(Self.request(source: "10.21.0.1")).allowed)
+    }
+
     @Test func portsAndHTTPRulesOnATCPConnection() throws {
         let rules = try Self.rules(.allow, [
             "tcp": ([.with { $0.destinationPortRange = .with { $0.start = 9000; $0.end = 9100 } }], [.with { $0.any = true }]),

@@ -57,10 +57,11 @@ import XDS
         MeshConfigReader.read([("mesh.yaml", ([Self.mesh] + documents).joined(separator: "\n---\n"))])
     }
 
-    func listener(_ documents: [String], ip: String = payments, namespace: String = "shop") throws -> Envoy_Config_Listener_V3_Listener {
+    func listener(_ documents: [String], ip: String = payments, namespace: String = "shop",
+                  trustDomain: String = "cluster.local") throws -> Envoy_Config_Listener_V3_Listener {
         let reading = reading(documents)
         let config = try #require(reading.config, "\(reading.problems)")
-        let resources = try ProxyConfigGenerator().resources(for: config)
+        let resources = try ProxyConfigGenerator(trustDomain: trustDomain).resources(for: config)
         let listener = try ProxyConfigGenerator.inboundListener(resources.inbound(ip: ip, namespace: namespace), transparent: false)
         return try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](listener.resource.value))
     }
@@ -149,6 +150,33 @@ import XDS
         let other = try self.listener([Self.seed], ip: Self.billing)
         #expect(try httpRBAC(other).isEmpty)
         #expect(try networkRBAC(other).isEmpty)
+    }
+
+    /// istiod's trust domain handling: `cluster.local` in a principal means the mesh's own trust domain,
+    /// and a principal in the trust domain or one of `trustDomainAliases` matches callers of each.
+    @Test func peerPrincipalsFollowTheTrustDomainAndItsAliases() throws {
+        let meshConfig = MeshSettingsTests.configMap("trustDomainAliases: [old-td]")
+        let policy = Self.policy("payments", """
+              selector: {matchLabels: {app: payments}}
+              rules:
+              - from: [{source: {principals: ["cluster.local/ns/shop/sa/billing", "*/ns/shop/sa/audit", "partner.example/ns/x/sa/y"],
+                                 notPrincipals: ["old-td/ns/shop/sa/intern"]}}]
+                when: [{key: source.principal, values: ["new-td/ns/shop/sa/billing"]}]
+            """)
+        let rbac = try httpRBAC(listener([meshConfig, policy], trustDomain: "new-td"))
+        let principals = try #require(rbac.first?.rules.policies["ns[shop]-policy[payments]-rule[0]"]?.principals.first)
+        let exact: (String) -> Envoy_Config_Rbac_V3_Principal = { value in Self.peer { $0.exact = "spiffe://" + value } }
+        var notIntern = Envoy_Config_Rbac_V3_Principal()
+        notIntern.notID = Self.or([exact("new-td/ns/shop/sa/intern"), exact("old-td/ns/shop/sa/intern")])
+        #expect(principals == Self.and([
+            Self.or([exact("new-td/ns/shop/sa/billing"), exact("old-td/ns/shop/sa/billing"),
+                     Self.peer { $0.safeRegex.regex = "spiffe://.*/ns/shop/sa/audit" }, exact("partner.example/ns/x/sa/y")]),
+            notIntern,
+            Self.or([exact("new-td/ns/shop/sa/billing"), exact("old-td/ns/shop/sa/billing")]),
+        ]))
+        // Without aliases, in the default trust domain, the principal stays as written.
+        let plain = try httpRBAC(listener([Self.seed]))
+        #expect(plain.first?.rules.policies.first?.value.principals == [Self.and([Self.or([exact("billing.myapp.com")])])])
     }
 
     @Test func namespaceAndMeshWidePoliciesReachEveryWorkloadThere() throws {
