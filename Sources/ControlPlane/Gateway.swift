@@ -2,8 +2,7 @@
 /// the gateway proxies (`router~` nodes) whose labels `selector` matches. VirtualServices bind to it
 /// by `gateways:`; ``GatewayGenerator`` makes the router's listeners and routes from both.
 public struct Gateway: Sendable, Equatable {
-    /// `servers[].port.protocol`, in the subset Capstan serves: HTTP-speaking ones and TCP (TLS
-    /// passthrough is refused when read).
+    /// `servers[].port.protocol`, in the subset Capstan serves: HTTP-speaking ones, TCP, and TLS.
     public enum PortProtocol: String, Sendable, Equatable {
         case http = "HTTP"
         case https = "HTTPS"
@@ -11,9 +10,14 @@ public struct Gateway: Sendable, Equatable {
         case grpc = "GRPC"
         /// Bytes relayed by the bound VirtualServices' `tcp` routes.
         case tcp = "TCP"
+        /// TLS relayed as it is (PASSTHROUGH), by the SNI the bound VirtualServices' `tls` routes match;
+        /// or terminated (SIMPLE, MUTUAL, ISTIO_MUTUAL) and the bytes relayed by a bound `tcp` route.
+        case tls = "TLS"
 
         /// Whether the server terminates TLS (its `tls` is required).
         var terminatesTLS: Bool { self == .https }
+        /// Whether the port's servers are told apart by SNI (HTTPS, TLS).
+        var matchesServerName: Bool { self == .https || self == .tls }
     }
 
     /// `servers[].tls.mode`, in the subset Capstan serves end to end.
@@ -23,6 +27,13 @@ public struct Gateway: Sendable, Equatable {
         /// As SIMPLE, and a client certificate verified against the secret's `ca.crt`
         /// (`kubernetes://NAME-cacert`).
         case mutual = "MUTUAL"
+        /// Mesh mutual TLS, as a sidecar's inbound: the gateway's own workload certificate (SDS
+        /// `default`), a client certificate required and verified against the mesh roots (`ROOTCA`).
+        /// What an egress gateway serves the sidecars that send it external traffic.
+        case istioMutual = "ISTIO_MUTUAL"
+        /// No termination: the connection is relayed as it is to the `tls` route whose `sniHosts` has
+        /// the ClientHello's name.
+        case passthrough = "PASSTHROUGH"
     }
 
     /// A `servers[].hosts` entry: `namespace/host`, where the namespace (`*` any, `.` the Gateway's
@@ -38,7 +49,8 @@ public struct Gateway: Sendable, Equatable {
     public struct TLS: Sendable, Equatable {
         /// nil for a server that only redirects (`httpsRedirect` on a plaintext port).
         public var mode: TLSMode?
-        /// The secret (in the secrets directory) with `tls.crt`, `tls.key` and, for MUTUAL, `ca.crt`.
+        /// The secret (in the secrets directory) with `tls.crt`, `tls.key` and, for MUTUAL, `ca.crt`;
+        /// nil for ISTIO_MUTUAL, whose certificate is the gateway's workload certificate.
         public var credentialName: String?
         /// `httpsRedirect`: plaintext requests are answered 301 to `https://`.
         public var httpsRedirect: Bool
@@ -53,6 +65,9 @@ public struct Gateway: Sendable, Equatable {
         public var tls: TLS?
         /// `servers[].name`, if given.
         public var name: String?
+
+        /// A PASSTHROUGH server (protocol TLS or HTTPS): SNI-routed by `tls` routes, TLS left alone.
+        var isPassthrough: Bool { tls?.mode == .passthrough }
 
         /// The TLS server names (SNI) its filter chain matches, as istiod writes `server_names`: its
         /// hosts, lowercased; none (any name) when one of them is `*`.

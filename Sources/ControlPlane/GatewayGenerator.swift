@@ -7,8 +7,10 @@ import XDS
 ///   `virtualOutbound`/`virtualInbound`), whose one chain's connection manager takes its routes over
 ///   RDS: `http.PORT` for plaintext servers (all of a port's servers together), and
 ///   `https.PORT.PORTNAME.GATEWAY.NAMESPACE` for an HTTPS server, whose chain terminates TLS with the
-///   certificate `kubernetes://CREDENTIAL` fetched over ADS (SDS through the aggregated stream);
+///   certificate `kubernetes://CREDENTIAL` fetched over ADS (SDS through the aggregated stream), or,
+///   for ISTIO_MUTUAL, mesh mutual TLS with the gateway's workload certificate from its agent;
 /// - a TCP server's listener relays to the first bound `tcp` route for its port (none bound: no listener);
+/// - a PASSTHROUGH server's chains relay TLS as it is, by SNI, to its bound `tls` routes' destinations;
 /// - virtual hosts `HOST:PORT`, one per host a server and a bound VirtualService have in common (the
 ///   more specific of the two), with the VirtualServices' routes in order; a server with
 ///   `httpsRedirect` answers every request with a 301 to `https://`; a port with no host bound gets
@@ -35,28 +37,60 @@ enum GatewayGenerator {
             for server in gateway.servers { ports[server.portNumber, default: []].append((gateway, server)) }
         }
         for (port, servers) in ports.sorted(by: { $0.key < $1.key }) {
-            let secure = servers.filter { $0.server.protocol.terminatesTLS && $0.server.tls?.credentialName != nil }
+            let secure = servers.filter { $0.server.protocol.matchesServerName && $0.server.tls?.mode != nil }
             if !secure.isEmpty {
                 // A chain per TLS server, told apart by SNI (the readers make sure their names differ),
-                // each with its certificate and its own route configuration, as istiod makes them.
-                var combined: Envoy_Config_Listener_V3_Listener?
+                // each with its certificate and its own route configuration, as istiod makes them; a
+                // PASSTHROUGH server's chains come from its bound `tls` routes, one per match.
+                var chains: [Envoy_Config_Listener_V3_FilterChain] = []
+                var taken: Set<String> = []
                 for (gateway, server) in secure {
-                    guard let tls = server.tls, let credential = tls.credentialName else { continue }
+                    guard let tls = server.tls, let mode = tls.mode else { continue }
+                    if mode == .passthrough {
+                        chains += try passthroughChains(port: port, gateway: gateway, server: server, config: config, taken: &taken)
+                        continue
+                    }
+                    if server.protocol == .tls {
+                        // TLS terminated, then bytes: istiod's chain with the first bound `tcp` route for the
+                        // server (none: no chain); ISTIO_MUTUAL offers `istio-peer-exchange` first, as istiod does.
+                        guard let route = tcpRoute(port: port, servers: [(gateway, server)], config: config) else { continue }
+                        var chain = Envoy_Config_Listener_V3_FilterChain()
+                        chain.filterChainMatch.serverNames = server.serverNames
+                        if mode == .istioMutual {
+                            chain.transportSocket = try istioMutualTLS(alpn: ["istio-peer-exchange", "h2", "http/1.1"])
+                        } else if let credential = tls.credentialName {
+                            chain.transportSocket = try downstreamTLS(credential: credential, mutual: mode == .mutual)
+                            result.credentials.insert(credential)
+                        } else {
+                            continue
+                        }
+                        chain.filters = [try tcpProxyFilter(route.destinations, port: port, config: config)]
+                        taken.formUnion(server.serverNames)
+                        chains.append(chain)
+                        continue
+                    }
                     let name = httpsRouteName(port: port, portName: server.portName, gateway: gateway)
                     result.routes.append((name, try .packed(routeConfiguration(name: name, port: port, servers: [(gateway, server)], config: config),
                                                             as: .route)))
-                    var chain = listener(port: port, routeName: name).filterChains[0]
+                    var chain = listener(port: port, routeName: name, mesh: config.mesh).filterChains[0]
                     chain.filterChainMatch.serverNames = server.serverNames
-                    chain.transportSocket = try downstreamTLS(credential: credential, mutual: tls.mode == .mutual)
-                    if combined == nil {
-                        combined = listener(port: port, routeName: name)
-                        combined?.listenerFilters = [try tlsInspector()]
-                        combined?.filterChains = []
+                    if mode == .istioMutual {
+                        chain.transportSocket = try istioMutualTLS()
+                    } else if let credential = tls.credentialName {
+                        chain.transportSocket = try downstreamTLS(credential: credential, mutual: mode == .mutual)
+                        result.credentials.insert(credential)
+                    } else {
+                        continue
                     }
-                    combined?.filterChains.append(chain)
-                    result.credentials.insert(credential)
+                    taken.formUnion(server.serverNames)
+                    chains.append(chain)
                 }
-                if let combined { result.listeners.append((combined.name, try .packed(combined, as: .listener))) }
+                // As istiod: no chain (no bound route for a PASSTHROUGH port), no listener.
+                guard !chains.isEmpty else { continue }
+                var combined = listener(port: port, routeName: "", mesh: config.mesh)
+                combined.listenerFilters = [try tlsInspector()]
+                combined.filterChains = chains
+                result.listeners.append((combined.name, try .packed(combined, as: .listener)))
             } else if servers.contains(where: { $0.server.protocol == .tcp }) {
                 // As istiod: no bound VirtualService with a `tcp` route for the port, no listener.
                 guard let route = tcpRoute(port: port, servers: servers, config: config) else { continue }
@@ -65,7 +99,7 @@ enum GatewayGenerator {
             } else {
                 let name = "http.\(port)"
                 result.routes.append((name, try .packed(routeConfiguration(name: name, port: port, servers: servers, config: config), as: .route)))
-                let listener = listener(port: port, routeName: name)
+                let listener = listener(port: port, routeName: name, mesh: config.mesh)
                 result.listeners.append((listener.name, try .packed(listener, as: .listener)))
             }
         }
@@ -81,10 +115,39 @@ enum GatewayGenerator {
                     server.hosts.contains { $0.domain(forVirtualServiceHost: host, namespace: service.namespace, gatewayNamespace: gateway.namespace) != nil }
                 }
                 guard bound else { continue }
-                if let route = service.tcp.first(where: { $0.ports.isEmpty || $0.ports.contains(port) }) { return route }
+                if let route = service.tcp.first(where: { $0.applies(port: port, gateway: gateway.reference) }) { return route }
             }
         }
         return nil
+    }
+
+    /// A PASSTHROUGH server's chains, as istiod's `buildGatewayNetworkFiltersFromTLSRoutes` makes them: for
+    /// each VirtualService bound to its Gateway whose hosts its hosts take, each `tls` route's matches
+    /// that apply to the port and Gateway give a chain matching their `sniHosts` (`*`: any name), no TLS
+    /// context, `tcp_proxy` to the route's destinations. A match naming a server name an earlier chain
+    /// of the port has is left out, as istiod does (Envoy refuses two chains with one match); the
+    /// reader warns about it.
+    static func passthroughChains(port: Int, gateway: Gateway, server: Gateway.Server, config: MeshConfig,
+                                  taken: inout Set<String>) throws -> [Envoy_Config_Listener_V3_FilterChain] {
+        var chains: [Envoy_Config_Listener_V3_FilterChain] = []
+        for service in config.virtualServices where !service.tls.isEmpty && service.gateways.contains(gateway.reference) {
+            let bound = service.hosts.contains { host in
+                server.hosts.contains { $0.domain(forVirtualServiceHost: host, namespace: service.namespace, gatewayNamespace: gateway.namespace) != nil }
+            }
+            guard bound else { continue }
+            for route in service.tls {
+                for match in route.matches where (match.port ?? port) == port && (match.gateways.isEmpty || match.gateways.contains(gateway.reference)) {
+                    let names = match.sniHosts.contains("*") ? ["*"] : match.sniHosts
+                    guard taken.isDisjoint(with: names), !taken.contains("*") else { continue }
+                    taken.formUnion(names)
+                    var chain = Envoy_Config_Listener_V3_FilterChain()
+                    if names != ["*"] { chain.filterChainMatch.serverNames = names }
+                    chain.filters = [try tcpProxyFilter(route.destinations, port: port, config: config)]
+                    chains.append(chain)
+                }
+            }
+        }
+        return chains
     }
 
     /// A TCP server's listener: `tcp_proxy` to the route's cluster, or its weighted clusters.
@@ -93,8 +156,17 @@ enum GatewayGenerator {
         listener.name = HTTPRouteGenerator.outboundListenerName(port: port)
         listener.address = ProxyConfigGenerator.socketAddress("0.0.0.0", port: port)
         listener.trafficDirection = .outbound
+        var chain = Envoy_Config_Listener_V3_FilterChain()
+        chain.filters = [try tcpProxyFilter(route.destinations, port: port, config: config)]
+        listener.filterChains = [chain]
+        return listener
+    }
+
+    /// `tcp_proxy` to a route's cluster (its stat prefix), or its weighted clusters.
+    static func tcpProxyFilter(_ destinations: [VirtualService.Destination], port: Int,
+                               config: MeshConfig) throws -> Envoy_Config_Listener_V3_Filter {
         var proxy = Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy()
-        let clusters = route.destinations.map { destination in
+        let clusters = destinations.map { destination in
             (HTTPRouteGenerator.clusterName(destination, port: port, config: config), destination.weight)
         }
         if clusters.count == 1 {
@@ -114,10 +186,7 @@ enum GatewayGenerator {
         var filter = Envoy_Config_Listener_V3_Filter()
         filter.name = "envoy.filters.network.tcp_proxy"
         filter.typedConfig = try Google_Protobuf_Any(message: proxy)
-        var chain = Envoy_Config_Listener_V3_FilterChain()
-        chain.filters = [filter]
-        listener.filterChains = [chain]
-        return listener
+        return filter
     }
 
     /// istiod's RDS name of an HTTPS server: `https.PORT.PORTNAME.GATEWAY.NAMESPACE`.
@@ -127,12 +196,13 @@ enum GatewayGenerator {
 
     // MARK: Listeners
 
-    static func listener(port: Int, routeName: String) -> Envoy_Config_Listener_V3_Listener {
+    static func listener(port: Int, routeName: String, mesh: MeshSettings = MeshSettings()) -> Envoy_Config_Listener_V3_Listener {
         var listener = Envoy_Config_Listener_V3_Listener()
         listener.name = HTTPRouteGenerator.outboundListenerName(port: port)
         listener.address = ProxyConfigGenerator.socketAddress("0.0.0.0", port: port)
         listener.trafficDirection = .outbound
-        var manager = HTTPRouteGenerator.baseConnectionManager(statPrefix: "outbound_0.0.0.0_\(port)")
+        var manager = HTTPRouteGenerator.baseConnectionManager(statPrefix: "outbound_0.0.0.0_\(port)",
+                                                               accessLog: (try? HTTPRouteGenerator.accessLogs(mesh)) ?? [])
         // The edge: the client's address is the peer's, and client certificate headers from outside are replaced.
         manager.useRemoteAddress = Google_Protobuf_BoolValue(true)
         manager.forwardClientCertDetails = .sanitizeSet
@@ -177,6 +247,20 @@ enum GatewayGenerator {
             context.commonTlsContext.combinedValidationContext = combined
         }
         context.requireClientCertificate = Google_Protobuf_BoolValue(mutual)
+        var socket = Envoy_Config_Core_V3_TransportSocket()
+        socket.name = ProxyConfigGenerator.tlsTransportSocket
+        socket.typedConfig = try Google_Protobuf_Any(message: context)
+        return socket
+    }
+
+    /// istiod's server side of ISTIO_MUTUAL (`BuildListenerTLSContext`): `h2` and `http/1.1` offered on
+    /// an HTTPS server (`alpn`: `istio-peer-exchange` first on a TLS one), the gateway's workload
+    /// certificate (`default`) and the mesh roots (`ROOTCA`) from the agent's SDS (`sds-grpc`), as a
+    /// sidecar's inbound has them, and a client certificate required: only mesh workloads get through.
+    static func istioMutualTLS(alpn: [String] = ["h2", "http/1.1"]) throws -> Envoy_Config_Core_V3_TransportSocket {
+        var context = Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext()
+        context.commonTlsContext = ProxyConfigGenerator.commonTLSContext(validation: .init(), alpn: alpn)
+        context.requireClientCertificate = Google_Protobuf_BoolValue(true)
         var socket = Envoy_Config_Core_V3_TransportSocket()
         socket.name = ProxyConfigGenerator.tlsTransportSocket
         socket.typedConfig = try Google_Protobuf_Any(message: context)

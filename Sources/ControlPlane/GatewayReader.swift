@@ -1,7 +1,7 @@
 import Configuration
 
 /// Reads a `Gateway` spec. What Capstan does not serve end to end is refused with the field's path
-/// (TCP and TLS ports, PASSTHROUGH, ISTIO_MUTUAL and AUTO_PASSTHROUGH), never accepted silently.
+/// (AUTO_PASSTHROUGH, OPTIONAL_MUTUAL, inline certificates), never accepted silently.
 enum GatewayReader {
     static func read(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String, name: String,
                      warnings: inout [String]) throws(ConfigError) -> Gateway {
@@ -20,7 +20,7 @@ enum GatewayReader {
             if samePort.contains(where: { $0.protocol != server.protocol }) {
                 throw ConfigError(path: "spec.servers[\(index)].port", message: "port \(server.portNumber) is used by another server with another protocol")
             }
-            if server.protocol.terminatesTLS, let clash = samePort.first(where: server.sharesServerName) {
+            if server.protocol.matchesServerName, let clash = samePort.first(where: server.sharesServerName) {
                 throw ConfigError(path: "spec.servers[\(index)].hosts",
                                   message: "port \(server.portNumber) has another TLS server for the same host names (\(clash.hosts.map(\.description).joined(separator: ", "))): the proxy tells a port's TLS servers apart by SNI only")
             }
@@ -48,8 +48,8 @@ enum GatewayReader {
         let protocolReader = try port.required("protocol")
         let protocolText = try protocolReader.string()
         guard let proto = Gateway.PortProtocol(rawValue: protocolText.uppercased()) else {
-            if ["TLS", "MONGO", "REDIS", "MYSQL"].contains(protocolText.uppercased()) {
-                throw protocolReader.fail("\(protocolText) servers are not supported by Capstan's gateway yet (HTTP, HTTPS, HTTP2, GRPC, TCP)")
+            if ["MONGO", "REDIS", "MYSQL"].contains(protocolText.uppercased()) {
+                throw protocolReader.fail("\(protocolText) servers are not supported by Capstan's gateway yet (HTTP, HTTPS, HTTP2, GRPC, TCP, TLS)")
             }
             throw protocolReader.fail("\"\(protocolText)\" is not a Gateway protocol (HTTP, HTTPS, HTTP2, GRPC, TCP, TLS)")
         }
@@ -63,15 +63,19 @@ enum GatewayReader {
         let path = reader.path
         if proto.terminatesTLS {
             guard let tls, tls.mode != nil else {
-                throw ConfigError(path: "\(path).tls.mode", message: "an HTTPS server needs tls.mode (SIMPLE or MUTUAL)")
+                throw ConfigError(path: "\(path).tls.mode", message: "an HTTPS server needs tls.mode (SIMPLE, MUTUAL, ISTIO_MUTUAL or PASSTHROUGH)")
+            }
+        } else if proto == .tls {
+            guard let tls, tls.mode != nil else {
+                throw ConfigError(path: "\(path).tls.mode", message: "a TLS server needs tls.mode (PASSTHROUGH, or SIMPLE, MUTUAL or ISTIO_MUTUAL before a tcp route)")
             }
         } else if proto == .tcp, tls != nil {
             throw ConfigError(path: "\(path).tls", message: "a TCP server relays bytes: it has no TLS settings")
         } else if tls?.mode != nil {
             throw ConfigError(path: "\(path).tls.mode", message: "a \(proto.rawValue) server does not terminate TLS: use protocol HTTPS")
         }
-        if let tls, tls.httpsRedirect, proto.terminatesTLS {
-            warnings.append("\(path).tls.httpsRedirect: applies to plaintext servers; on an HTTPS server it changes nothing")
+        if let tls, tls.httpsRedirect, proto.matchesServerName {
+            warnings.append("\(path).tls.httpsRedirect: applies to plaintext servers; on an \(proto.rawValue) server it changes nothing")
         }
         let name = try reader.optional("name")?.string()
         return Gateway.Server(portNumber: number, portName: portName, protocol: proto, hosts: hosts, tls: tls, name: name)
@@ -81,9 +85,13 @@ enum GatewayReader {
         try reader.ignoringUnknown(["mode", "credentialName", "httpsRedirect", "serverCertificate", "privateKey", "caCertificates",
                                     "subjectAltNames", "minProtocolVersion", "maxProtocolVersion", "cipherSuites",
                                     "verifyCertificateSpki", "verifyCertificateHash"], warnings: &warnings)
-        for field in ["serverCertificate", "privateKey", "caCertificates", "subjectAltNames", "minProtocolVersion", "maxProtocolVersion",
-                      "cipherSuites", "verifyCertificateSpki", "verifyCertificateHash"] where try reader.optional(field) != nil {
-            throw ConfigError(path: "\(reader.path).\(field)", message: "is not supported by Capstan: give the certificate with credentialName")
+        for field in ["serverCertificate", "privateKey", "caCertificates"] where try reader.optional(field) != nil {
+            throw ConfigError(path: "\(reader.path).\(field)",
+                              message: "is not supported by Capstan: give the certificate with credentialName (or use ISTIO_MUTUAL)")
+        }
+        for field in ["subjectAltNames", "minProtocolVersion", "maxProtocolVersion", "cipherSuites", "verifyCertificateSpki",
+                      "verifyCertificateHash"] where try reader.optional(field) != nil {
+            throw ConfigError(path: "\(reader.path).\(field)", message: "is not supported by Capstan's gateway yet")
         }
         let httpsRedirect = try reader.optional("httpsRedirect")?.bool() ?? false
         var mode: Gateway.TLSMode?
@@ -92,8 +100,10 @@ enum GatewayReader {
             switch text {
             case "SIMPLE": mode = .simple
             case "MUTUAL": mode = .mutual
-            case "PASSTHROUGH", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL":
-                throw modeReader.fail("\(text) is not supported by Capstan's gateway yet (SIMPLE, MUTUAL)")
+            case "ISTIO_MUTUAL": mode = .istioMutual
+            case "PASSTHROUGH": mode = .passthrough
+            case "AUTO_PASSTHROUGH", "OPTIONAL_MUTUAL":
+                throw modeReader.fail("\(text) is not supported by Capstan's gateway yet (SIMPLE, MUTUAL, ISTIO_MUTUAL, PASSTHROUGH)")
             default:
                 throw modeReader.fail("\"\(text)\" is not a TLS mode (SIMPLE, MUTUAL, PASSTHROUGH, ISTIO_MUTUAL, AUTO_PASSTHROUGH)")
             }
@@ -103,7 +113,14 @@ enum GatewayReader {
             guard GatewaySecrets.isSecretName(text) else { throw name.fail("\"\(text)\" is not a Kubernetes secret name (DNS-1123 subdomain)") }
             return text
         }
-        if mode != nil, credential == nil {
+        if mode == .istioMutual, credential != nil {
+            // As Istio validates it: the certificate is the gateway's workload certificate.
+            throw ConfigError(path: "\(reader.path).credentialName", message: "cannot be given with ISTIO_MUTUAL, which serves the gateway's workload certificate")
+        }
+        if mode == .passthrough, credential != nil {
+            throw ConfigError(path: "\(reader.path).credentialName", message: "is not used with PASSTHROUGH: the gateway does not terminate TLS")
+        }
+        if mode == .simple || mode == .mutual, credential == nil {
             throw ConfigError(path: "\(reader.path).credentialName", message: "is required: Capstan reads server certificates from the secrets directory only")
         }
         return Gateway.TLS(mode: mode, credentialName: credential, httpsRedirect: httpsRedirect)

@@ -31,9 +31,10 @@ enum HTTPRouteGenerator {
     /// `ipv6`: the same on `::` (named `[::]_PORT`, its statistics shared with `0.0.0.0_PORT`'s).
     /// `policy`: the mesh's outbound traffic policy, which the default chain follows.
     static func outboundListener(port: Int, tcpChains: [Envoy_Config_Listener_V3_FilterChain] = [],
-                                 ipv6: Bool = false, policy: MeshSettings.OutboundTrafficPolicy = .allowAny) throws -> Envoy_Config_Listener_V3_Listener {
+                                 ipv6: Bool = false, policy: MeshSettings.OutboundTrafficPolicy = .allowAny,
+                                 accessLog: [Envoy_Config_Accesslog_V3_AccessLog] = []) throws -> Envoy_Config_Listener_V3_Listener {
         var listener = try outboundListener(address: "0.0.0.0", port: port, routeConfigName: String(port), tcpChains: tcpChains,
-                                            defaultChain: ProxyConfigGenerator.passthroughChain(policy))
+                                            defaultChain: ProxyConfigGenerator.passthroughChain(policy), accessLog: accessLog)
         if ipv6 {
             listener.name = outboundListenerName(port: port, ipv6: true)
             listener.address = ProxyConfigGenerator.socketAddress("::", port: port)
@@ -44,13 +45,15 @@ enum HTTPRouteGenerator {
     /// Istio's protocol sniffing for a service port that declares no protocol, on one of the
     /// service's addresses: listener `ADDRESS_PORT`, whose HTTP chain routes by RDS `HOST:PORT` and
     /// whose default chain (anything `http_inspector` does not take for HTTP) is the service's TCP one.
-    static func sniffingListener(address: String, port: Int, host: String,
-                                 tcp: Envoy_Config_Listener_V3_FilterChain) throws -> Envoy_Config_Listener_V3_Listener {
-        try outboundListener(address: address, port: port, routeConfigName: "\(host):\(port)", tcpChains: [], defaultChain: tcp)
+    static func sniffingListener(address: String, port: Int, host: String, tcp: Envoy_Config_Listener_V3_FilterChain,
+                                 accessLog: [Envoy_Config_Accesslog_V3_AccessLog] = []) throws -> Envoy_Config_Listener_V3_Listener {
+        try outboundListener(address: address, port: port, routeConfigName: "\(host):\(port)", tcpChains: [], defaultChain: tcp,
+                             accessLog: accessLog)
     }
 
     private static func outboundListener(address: String, port: Int, routeConfigName: String, tcpChains: [Envoy_Config_Listener_V3_FilterChain],
-                                         defaultChain: Envoy_Config_Listener_V3_FilterChain) throws -> Envoy_Config_Listener_V3_Listener {
+                                         defaultChain: Envoy_Config_Listener_V3_FilterChain,
+                                         accessLog: [Envoy_Config_Accesslog_V3_AccessLog]) throws -> Envoy_Config_Listener_V3_Listener {
         var listener = Envoy_Config_Listener_V3_Listener()
         listener.name = "\(address)_\(port)"
         listener.address = ProxyConfigGenerator.socketAddress(address, port: port)
@@ -63,7 +66,7 @@ enum HTTPRouteGenerator {
         httpInspector.name = httpInspectorFilter
         httpInspector.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Listener_HttpInspector_V3_HttpInspector())
         listener.listenerFilters = [tlsInspector, httpInspector]
-        var manager = baseConnectionManager(statPrefix: "outbound_\(address)_\(port)")
+        var manager = baseConnectionManager(statPrefix: "outbound_\(address)_\(port)", accessLog: accessLog)
         var rds = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_Rds()
         rds.configSource.ads = Envoy_Config_Core_V3_AggregatedConfigSource()
         rds.configSource.resourceApiVersion = .v3
@@ -438,8 +441,9 @@ enum HTTPRouteGenerator {
     /// istiod's `x-forwarded-client-cert` handling (`APPEND_FORWARD`, subject, DNS and URI), and the
     /// workload's RBAC filters (``RBACGenerator``) before the others.
     static func inboundConnectionManager(port: Int,
-                                         authorization: [Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter] = []) throws -> Envoy_Config_Listener_V3_Filter {
-        var manager = baseConnectionManager(statPrefix: "inbound_0.0.0.0_\(port)")
+                                         authorization: [Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter] = [],
+                                         accessLog: [Envoy_Config_Accesslog_V3_AccessLog] = []) throws -> Envoy_Config_Listener_V3_Filter {
+        var manager = baseConnectionManager(statPrefix: "inbound_0.0.0.0_\(port)", accessLog: accessLog)
         manager.forwardClientCertDetails = .appendForward
         manager.setCurrentClientCertDetails.subject = Google_Protobuf_BoolValue(true)
         manager.setCurrentClientCertDetails.dns = true
@@ -468,9 +472,11 @@ enum HTTPRouteGenerator {
 
     /// What istiod sets on both sides: no `x-forwarded-for` from the sidecar's address, WebSocket
     /// upgrades, no stream idle timeout, `istio-envoy` as the server name.
-    static func baseConnectionManager(statPrefix: String) -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager {
+    static func baseConnectionManager(statPrefix: String,
+                                      accessLog: [Envoy_Config_Accesslog_V3_AccessLog] = []) -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager {
         var manager = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager()
         manager.statPrefix = statPrefix
+        manager.accessLog = accessLog
         manager.serverName = "istio-envoy"
         manager.useRemoteAddress = Google_Protobuf_BoolValue(false)
         var websocket = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager.UpgradeConfig()
@@ -478,6 +484,20 @@ enum HTTPRouteGenerator {
         manager.upgradeConfigs = [websocket]
         manager.streamIdleTimeout = Google_Protobuf_Duration(seconds: 0)
         return manager
+    }
+
+    /// The mesh config's `accessLogFile` as istiod writes it on every HTTP connection manager:
+    /// `envoy.access_loggers.file` with the text format (`accessLogFormat`, else Istio's) inline. None
+    /// without a file.
+    static func accessLogs(_ mesh: MeshSettings) throws -> [Envoy_Config_Accesslog_V3_AccessLog] {
+        guard let file = mesh.accessLogFile else { return [] }
+        var config = Envoy_Extensions_AccessLoggers_File_V3_FileAccessLog()
+        config.path = file
+        config.logFormat.textFormatSource.inlineString = mesh.accessLogFormat ?? MeshSettings.istioTextLogFormat
+        var log = Envoy_Config_Accesslog_V3_AccessLog()
+        log.name = "envoy.access_loggers.file"
+        log.typedConfig = try Google_Protobuf_Any(message: config)
+        return [log]
     }
 
     /// `istio.alpn` as istiod configures it: the upstream TLS of a request offers `istio-http/1.0`,

@@ -125,8 +125,37 @@ public struct VirtualService: Sendable, Equatable {
     }
 
     public struct TCPRoute: Sendable, Equatable {
+        /// One `match`: a port (nil: any) and `gateways` (resolved; empty: the VirtualService's).
+        public struct Match: Sendable, Equatable {
+            public var port: Int?
+            public var gateways: [String]
+        }
         /// Service ports this route applies to; empty: all.
         public var ports: [Int]
+        public var destinations: [Destination]
+        /// `match`; empty: every connection.
+        public var matches: [Match] = []
+
+        /// Whether the route takes connections to `port` through `gateway` (`mesh` for the sidecars), for
+        /// a VirtualService bound to it: a match with that port (or none) and that gateway (or none named).
+        func applies(port: Int, gateway: String) -> Bool {
+            matches.isEmpty || matches.contains { ($0.port ?? port) == port && ($0.gateways.isEmpty || $0.gateways.contains(gateway)) }
+        }
+    }
+
+    /// A `tls` route: connections whose TLS ClientHello names one of a match's `sniHosts` are relayed,
+    /// still encrypted, to the destinations. Gateways' PASSTHROUGH servers act on them (sidecars do
+    /// not: the reader warns).
+    public struct TLSRoute: Sendable, Equatable {
+        public struct Match: Sendable, Equatable {
+            /// `sniHosts`, lowercased.
+            public var sniHosts: [String]
+            /// `port`: the gateway server port it applies to; nil: any.
+            public var port: Int?
+            /// `gateways`, resolved as the VirtualService's are; empty: the VirtualService's.
+            public var gateways: [String]
+        }
+        public var matches: [Match]
         public var destinations: [Destination]
     }
 
@@ -135,6 +164,7 @@ public struct VirtualService: Sendable, Equatable {
     public var hosts: [String]
     public var http: [HTTPRoute] = []
     public var tcp: [TCPRoute]
+    public var tls: [TLSRoute] = []
     /// `gateways`, each resolved to `namespace/name`, or `mesh` (the sidecars; the default when none is given).
     public var gateways: [String] = [VirtualService.meshGateway]
 
@@ -255,7 +285,8 @@ public struct DestinationRule: Sendable, Equatable {
         public var connectionPool: ConnectionPool?
         /// nil: no `tls` setting, so Istio's auto mTLS decides (see ``ProxyConfigGenerator``).
         public var tlsMode: TLSMode?
-        /// With `tlsMode` SIMPLE or MUTUAL: the rest of the `tls` setting.
+        /// With `tlsMode` SIMPLE or MUTUAL: the rest of the `tls` setting; with ISTIO_MUTUAL, only its
+        /// `sni` (nil when none is given).
         public var originatedTLS: OriginatedTLS? = nil
         /// `outlierDetection`; a subset's replaces the rule's whole, as istiod merges it.
         public var outlierDetection: OutlierDetection? = nil

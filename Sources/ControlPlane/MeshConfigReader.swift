@@ -308,7 +308,7 @@ private struct Builder {
 
     static func virtualService(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
                                warnings: inout [String]) throws(ConfigError) -> VirtualService {
-        try spec.ignoringUnknown(["hosts", "gateways", "http", "tcp", "exportTo"], warnings: &warnings)
+        try spec.ignoringUnknown(["hosts", "gateways", "http", "tcp", "tls", "exportTo"], warnings: &warnings)
         var gateways = [VirtualService.meshGateway]
         if let reader = try spec.optional("gateways") {
             let names = try strings(reader, nonEmpty: false)
@@ -324,21 +324,75 @@ private struct Builder {
         for route in try spec.optional("tcp")?.list() ?? [] {
             try route.ignoringUnknown(["match", "route"], warnings: &warnings)
             var ports: [Int] = []
+            var matches: [VirtualService.TCPRoute.Match] = []
             for match in try route.optional("match")?.list() ?? [] {
-                try match.ignoringUnknown(["port"], warnings: &warnings)
-                if let port = try match.optional("port") { ports.append(try port.integer(in: 1...65535)) }
+                try match.ignoringUnknown(["port", "gateways"], warnings: &warnings)
+                let port = try match.optional("port").map { reader throws(ConfigError) in try reader.integer(in: 1...65535) }
+                if let port { ports.append(port) }
+                var names: [String] = []
+                if let reader = try match.optional("gateways") {
+                    for (index, name) in try strings(reader, nonEmpty: false).enumerated() {
+                        names.append(try MeshConfigReader.gatewayReference(name, namespace: namespace, path: "\(reader.path)[\(index)]"))
+                    }
+                }
+                matches.append(.init(port: port, gateways: names))
             }
             let destinations = try route.required("route").list()
             guard !destinations.isEmpty else { throw route.fail("needs at least one route destination") }
             let parsed = try HTTPRouteReader.destinations(destinations, path: "\(route.path).route", namespace: namespace,
                                                           withHeaders: false, warnings: &warnings)
-            routes.append(.init(ports: ports, destinations: parsed))
+            routes.append(.init(ports: ports, destinations: parsed, matches: matches))
         }
         var http: [VirtualService.HTTPRoute] = []
         for route in try spec.optional("http")?.list() ?? [] {
             http.append(try HTTPRouteReader.route(route, namespace: namespace, warnings: &warnings))
         }
-        return VirtualService(origin: origin, namespace: namespace, hosts: hosts, http: http, tcp: routes, gateways: gateways)
+        var service = VirtualService(origin: origin, namespace: namespace, hosts: hosts, http: http, tcp: routes, gateways: gateways)
+        if let list = try spec.optional("tls") {
+            for route in try list.list() {
+                service.tls.append(try tlsRoute(route, namespace: namespace, warnings: &warnings))
+            }
+            if !service.tls.isEmpty, gateways.contains(VirtualService.meshGateway) {
+                warnings.append("\(list.path): on sidecars (gateway mesh) acted on for HTTPS and TLS services without addresses only (chosen by SNI); services with addresses keep their tcp routes")
+            }
+        }
+        return service
+    }
+
+    /// A VirtualService's `tls` route: matches by `sniHosts` (with `port` and `gateways`), and its destinations.
+    static func tlsRoute(_ route: ConfigReader, namespace: String, warnings: inout [String]) throws(ConfigError) -> VirtualService.TLSRoute {
+        try route.ignoringUnknown(["match", "route"], warnings: &warnings)
+        let matchList = try route.required("match").list()
+        guard !matchList.isEmpty else { throw route.fail("needs at least one match (with sniHosts)") }
+        var matches: [VirtualService.TLSRoute.Match] = []
+        for match in matchList {
+            try match.ignoringUnknown(["sniHosts", "port", "gateways", "destinationSubnets", "sourceLabels", "sourceNamespace"], warnings: &warnings)
+            for field in ["destinationSubnets", "sourceLabels", "sourceNamespace"] where try match.optional(field) != nil {
+                throw ConfigError(path: "\(match.path).\(field)", message: "is not supported by Capstan's tls routes (sniHosts, port, gateways)")
+            }
+            let hostsReader = try match.required("sniHosts")
+            var sniHosts: [String] = []
+            for (index, host) in try strings(hostsReader, nonEmpty: true).enumerated() {
+                let name = host.hasPrefix("*.") ? String(host.dropFirst(2)) : host
+                guard host == "*" || (ServiceEntryReader.isHostName(name) && !name.contains("*")) else {
+                    throw ConfigError(path: "\(hostsReader.path)[\(index)]", message: "\"\(host)\" is not a server name (a name, *.name or *)")
+                }
+                sniHosts.append(host.lowercased())
+            }
+            let port = try match.optional("port").map { reader throws(ConfigError) in try reader.integer(in: 1...65535) }
+            var gateways: [String] = []
+            if let reader = try match.optional("gateways") {
+                for (index, name) in try strings(reader, nonEmpty: false).enumerated() {
+                    gateways.append(try MeshConfigReader.gatewayReference(name, namespace: namespace, path: "\(reader.path)[\(index)]"))
+                }
+            }
+            matches.append(.init(sniHosts: sniHosts, port: port, gateways: gateways))
+        }
+        let destinations = try route.required("route").list()
+        guard !destinations.isEmpty else { throw route.fail("needs at least one route destination") }
+        let parsed = try HTTPRouteReader.destinations(destinations, path: "\(route.path).route", namespace: namespace,
+                                                      withHeaders: false, warnings: &warnings)
+        return .init(matches: matches, destinations: parsed)
     }
 
     static func destinationRule(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String,
@@ -397,7 +451,9 @@ private struct Builder {
             if let mode = try tls.optional("mode") {
                 switch try mode.string() {
                 case "DISABLE": policy.tlsMode = .disable
-                case "ISTIO_MUTUAL": policy.tlsMode = .istioMutual
+                case "ISTIO_MUTUAL":
+                    policy.tlsMode = .istioMutual
+                    policy.originatedTLS = try OriginatedTLSReader.readIstioMutual(tls)
                 case "SIMPLE":
                     policy.tlsMode = .simple
                     policy.originatedTLS = try OriginatedTLSReader.read(tls, mutual: false)
@@ -406,7 +462,7 @@ private struct Builder {
                     policy.originatedTLS = try OriginatedTLSReader.read(tls, mutual: true)
                 case let other: throw mode.fail("\"\(other)\" is not a TLS mode (DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL)")
                 }
-                if policy.originatedTLS == nil {
+                if policy.originatedTLS == nil || policy.tlsMode == .istioMutual {
                     try OriginatedTLSReader.warnUnused(tls, mode: policy.tlsMode ?? .disable, warnings: &warnings)
                 }
             } else {
@@ -600,6 +656,11 @@ private struct Builder {
                     named.append(("spec.tcp[\(routeIndex)].route[\(index)].destination", destination, true))
                 }
             }
+            for (routeIndex, route) in service.tls.enumerated() {
+                for (index, destination) in route.destinations.enumerated() {
+                    named.append(("spec.tls[\(routeIndex)].route[\(index)].destination", destination, true))
+                }
+            }
             for (routeIndex, route) in service.http.enumerated() {
                 if case .route(let destinations) = route.action {
                     for (index, destination) in destinations.enumerated() {
@@ -667,9 +728,27 @@ private struct Builder {
                     // TLS servers on one port are told apart by SNI; plaintext ones of one protocol share the port's routes.
                     guard let clash = other.servers.first(where: { clash in
                         clash.portNumber == server.portNumber
-                            && (clash.protocol != server.protocol || (server.protocol.terminatesTLS && server.sharesServerName(with: clash)))
+                            && (clash.protocol != server.protocol || (server.protocol.matchesServerName && server.sharesServerName(with: clash)))
                     }) else { continue }
                     problems.append(gateway.origin.problem("spec.servers[\(serverIndex)].port.number", "port \(server.portNumber) is also a server port of Gateway \(other.reference) (\(other.origin)), which may select the same proxies: with another protocol, or TLS for the same host names (\(clash.hosts.map(\.description).joined(separator: ", "))), the proxy cannot tell them apart"))
+                }
+            }
+        }
+        // PASSTHROUGH servers: a server name a port's earlier tls match has is left out of the chains (as istiod does): said.
+        for gateway in config.gateways {
+            for port in Set(gateway.servers.filter(\.isPassthrough).map(\.portNumber)).sorted() {
+                var seen: Set<String> = []
+                for service in config.virtualServices where service.gateways.contains(gateway.reference) {
+                    for (routeIndex, route) in service.tls.enumerated() {
+                        for (matchIndex, match) in route.matches.enumerated()
+                        where (match.port ?? port) == port && (match.gateways.isEmpty || match.gateways.contains(gateway.reference)) {
+                            let repeated = match.sniHosts.filter(seen.contains)
+                            if !repeated.isEmpty {
+                                warnings.append("\(service.origin): VirtualService \(service.origin.name): spec.tls[\(routeIndex)].match[\(matchIndex)].sniHosts: \(repeated.joined(separator: ", ")) already routed on port \(port) of Gateway \(gateway.reference): this match is left out, as istiod does")
+                            }
+                            seen.formUnion(match.sniHosts)
+                        }
+                    }
                 }
             }
         }

@@ -55,6 +55,9 @@ struct MeshResources: Sendable {
     var authentication = RequestAuthenticationScope([])
     /// NDS: the name tables for the agents' DNS proxies, with and without auto-allocated VIPs.
     var nameTables = NameTableGenerator.Tables()
+    /// The access log of every HTTP connection manager (the mesh config's `accessLogFile`), for the
+    /// inbound listeners made per proxy.
+    var accessLog: [Envoy_Config_Accesslog_V3_AccessLog] = []
     /// What gateway proxies (`router~` nodes) are configured from, per proxy on request (``GatewayGenerator``).
     var gateways = GatewayInputs()
     /// The TLS secrets the Gateways name, served to the gateway proxies they select.
@@ -74,6 +77,8 @@ struct MeshResources: Sendable {
             self.config.serviceEntries = config.serviceEntries
             self.config.destinationRules = config.destinationRules
             self.config.workloadEntries = config.workloadEntries
+            // The mesh config: its `accessLogFile` is the gateways' access log.
+            self.config.mesh = config.mesh
         }
     }
 
@@ -97,7 +102,7 @@ struct MeshResources: Sendable {
             !Self.same(outboundListeners, other.outboundListeners) || inboundWorkloads != other.inboundWorkloads
                 || mutualTLS.undescribedProxies != other.mutualTLS.undescribedProxies
                 || authorization.undescribedProxies != other.authorization.undescribedProxies
-                || authentication != other.authentication || gateways != other.gateways
+                || authentication != other.authentication || gateways != other.gateways || accessLog != other.accessLog
         case .route: !Self.same(routes, other.routes) || gateways != other.gateways
         case .nameTable: nameTables != other.nameTables
         // Sidecars' secrets come from the agent over SDS; gateways' credentials from here.

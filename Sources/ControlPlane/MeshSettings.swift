@@ -14,6 +14,11 @@ public struct MeshSettings: Sendable, Equatable {
     /// `dnsRefreshRate`: how often sidecars look up the names of DNS clusters when the answer's TTL does
     /// not say (Istio's default, 60 s).
     public var dnsRefreshRate: Duration = .seconds(60)
+    /// `accessLogFile`: where HTTP connection managers (sidecars' and gateways') write Istio's access
+    /// log (nil: none). TCP relays write none yet (the reader warns).
+    public var accessLogFile: String?
+    /// `accessLogFormat`: the text format of those lines; nil: Istio's default (``istioTextLogFormat``).
+    public var accessLogFormat: String?
     /// `extensionProviders`, by name: what an AuthorizationPolicy with `action: CUSTOM` names.
     public var extensionProviders: [ExtensionProvider] = []
     /// `trustDomainAliases`: other trust domains whose identities AuthorizationPolicies treat as this
@@ -23,6 +28,14 @@ public struct MeshSettings: Sendable, Equatable {
     public var origin: ResourceOrigin?
 
     public init() {}
+
+    /// Istio's default access log line (its `EnvoyTextLogFormat`), used when `accessLogFormat` is not given.
+    public static let istioTextLogFormat = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" "
+        + "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "
+        + "\"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "
+        + "\"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" "
+        + "%UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% "
+        + "%REQUESTED_SERVER_NAME% %ROUTE_NAME%\n"
 
     public func extensionProvider(named name: String) -> ExtensionProvider? {
         extensionProviders.first { $0.name == name }

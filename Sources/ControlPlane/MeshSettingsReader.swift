@@ -11,7 +11,7 @@ enum MeshSettingsReader {
     /// Istio's MeshConfig fields that this control plane reads but does not act on: warned about, one
     /// warning each, so nobody takes them for applied.
     static let fieldsNotActedOn: Set<String> = [
-        "accessLogEncoding", "accessLogFile", "accessLogFormat", "connectTimeout", "defaultConfig",
+        "connectTimeout", "defaultConfig",
         "defaultDestinationRuleExportTo", "defaultServiceExportTo", "defaultVirtualServiceExportTo",
         "defaultProviders", "discoverySelectors", "enableAutoMtls", "enablePrometheusMerge", "enableTracing",
         "ingressClass", "ingressControllerMode", "ingressService", "localityLbSetting", "outboundClusterStatName",
@@ -47,7 +47,8 @@ enum MeshSettingsReader {
     }
 
     static func read(_ mesh: ConfigReader, into settings: inout MeshSettings, warnings: inout [String]) throws(ConfigError) {
-        let acted: Set<String> = ["outboundTrafficPolicy", "extensionProviders", "rootNamespace", "trustDomain", "trustDomainAliases", "dnsRefreshRate"]
+        let acted: Set<String> = ["outboundTrafficPolicy", "extensionProviders", "rootNamespace", "trustDomain", "trustDomainAliases",
+                                  "dnsRefreshRate", "accessLogFile", "accessLogFormat", "accessLogEncoding"]
         for key in try mesh.fields().keys.sorted() where !acted.contains(key) {
             if fieldsNotActedOn.contains(key) {
                 warnings.append("\(mesh.path).\(key): not acted on by Capstan's control plane, ignored")
@@ -79,6 +80,25 @@ enum MeshSettingsReader {
             // Istio's validation: at least 1 ms (Envoy's bound on dns_refresh_rate).
             guard value >= .milliseconds(1) else { throw rate.fail("must be at least 1ms") }
             settings.dnsRefreshRate = value
+        }
+        if let file = try mesh.optional("accessLogFile") {
+            let path = try file.string()
+            if !path.isEmpty {
+                guard path.hasPrefix("/"), !path.utf8.contains(0) else { throw file.fail("\"\(path)\" is not an absolute file path") }
+                settings.accessLogFile = path
+                warnings.append("\(file.path): acted on for HTTP connection managers (sidecars' and gateways'): TCP relays write no access log yet")
+            }
+        }
+        if let format = try mesh.optional("accessLogFormat") {
+            let text = try format.string()
+            settings.accessLogFormat = text.isEmpty ? nil : (text.hasSuffix("\n") ? text : text + "\n")
+        }
+        if let encoding = try mesh.optional("accessLogEncoding") {
+            switch try encoding.string() {
+            case "TEXT": break
+            case "JSON": warnings.append("\(encoding.path): JSON is not acted on: Capstan's gateways write the TEXT format")
+            case let other: throw encoding.fail("\"\(other)\" is not TEXT or JSON")
+            }
         }
         if let policy = try mesh.optional("outboundTrafficPolicy") {
             try policy.ignoringUnknown(["mode", "egressProxy"], warnings: &warnings)

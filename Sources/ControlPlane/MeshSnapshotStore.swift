@@ -61,7 +61,8 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                 inbound = made
             } else {
                 // Packing cannot fail for a listener built here; an empty one would be refused by the proxy.
-                inbound = (try? ProxyConfigGenerator.inboundListener(resources.inbound(ip: ip, namespace: namespace), transparent: transparent))
+                inbound = (try? ProxyConfigGenerator.inboundListener(resources.inbound(ip: ip, namespace: namespace), transparent: transparent,
+                                                                     accessLog: resources.accessLog))
                     ?? (ProxyConfigGenerator.inboundListenerName, .init())
                 generation.inbound[key] = inbound
             }

@@ -51,10 +51,22 @@ enum OriginatedTLSReader {
         return settings
     }
 
-    /// Settings given with a mode that does not use them (DISABLE, ISTIO_MUTUAL): said, not silent.
+    /// ISTIO_MUTUAL's one setting Capstan acts on: `sni`, sent instead of istiod's
+    /// `outbound_.PORT_.SUBSET_.HOST`, as Istio's egress gateway task sets the external host for the
+    /// gateway to choose its server by. nil when not given.
+    static func readIstioMutual(_ tls: ConfigReader) throws(ConfigError) -> DestinationRule.OriginatedTLS? {
+        guard let sni = try tls.optional("sni") else { return nil }
+        let name = try sni.string()
+        guard !name.isEmpty else { return nil }
+        guard ServiceEntryReader.isHostName(name) else { throw sni.fail("\"\(name)\" is not a host name to send as SNI") }
+        return DestinationRule.OriginatedTLS(sni: name)
+    }
+
+    /// Settings given with a mode that does not use them (DISABLE; ISTIO_MUTUAL but its `sni`): said, not silent.
     static func warnUnused(_ tls: ConfigReader, mode: DestinationRule.TLSMode, warnings: inout [String]) throws(ConfigError) {
         for key in ["sni", "subjectAltNames", "caCertificates", "clientCertificate", "privateKey", "credentialName",
                     "insecureSkipVerify", "caCrl"] where try tls.optional(key) != nil {
+            if key == "sni", mode == .istioMutual { continue }
             warnings.append("\(tls.path).\(key): not acted on with mode \(mode.rawValue) (Capstan uses it for SIMPLE and MUTUAL)")
         }
     }

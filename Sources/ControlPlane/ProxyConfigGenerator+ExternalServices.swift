@@ -119,12 +119,14 @@ extension ProxyConfigGenerator {
     }
 
     /// istiod's chain for a TLS or HTTPS service port without addresses: it matches the service's host
-    /// as the ClientHello's server name, and relays to the service's cluster.
-    static func serverNameChain(host: String, port: Int) throws -> Envoy_Config_Listener_V3_FilterChain {
+    /// as the ClientHello's server name, and relays to the service's cluster, or to `route` (a mesh-bound
+    /// VirtualService's `tls` route for the name, as Istio's egress gateway task sends it to the gateway).
+    static func serverNameChain(host: String, port: Int,
+                                route: Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.OneOf_ClusterSpecifier? = nil) throws -> Envoy_Config_Listener_V3_FilterChain {
         let cluster = clusterName(port: port, subset: "", host: host)
         var proxy = Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy()
-        proxy.statPrefix = cluster
-        proxy.cluster = cluster
+        proxy.clusterSpecifier = route ?? .cluster(cluster)
+        if case .cluster(let name)? = proxy.clusterSpecifier { proxy.statPrefix = name } else { proxy.statPrefix = cluster }
         var filter = Envoy_Config_Listener_V3_Filter()
         filter.name = "envoy.filters.network.tcp_proxy"
         filter.typedConfig = try Google_Protobuf_Any(message: proxy)

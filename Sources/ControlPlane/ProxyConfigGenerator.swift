@@ -16,7 +16,8 @@ import XDS
 ///   cluster gets mutual TLS only when every one of its endpoints qualifies (an endpoint without a
 ///   sidecar keeps the whole cluster plaintext, which PERMISSIVE, the default, accepts). The server
 ///   identities accepted are the endpoints' SPIFFE IDs, `spiffe://TRUST_DOMAIN/ns/NS/sa/ACCOUNT`
-///   (account `default` when the WorkloadEntry names none); SNI is `outbound_.PORT_.SUBSET_.HOST`.
+///   (account `default` when the WorkloadEntry names none); SNI is `outbound_.PORT_.SUBSET_.HOST`, or
+///   the rule's `sni` with ISTIO_MUTUAL.
 /// - Inbound, per workload port (its ``MutualTLSPolicy``): STRICT has one chain for
 ///   `transport_protocol: tls` that terminates mutual TLS, DISABLE one for `raw_buffer`, PERMISSIVE
 ///   both; `tls_inspector` tells them apart. Ports no service declares pass through under the
@@ -75,6 +76,8 @@ struct ProxyConfigGenerator: Sendable {
         }
         clusters.append((Self.blackHoleCluster, try .packed(Self.blackHole(), as: .cluster)))
         let outboundPolicy = config.mesh.outboundTrafficPolicy
+        // The mesh config's `accessLogFile`, on every HTTP connection manager.
+        let accessLog = try HTTPRouteGenerator.accessLogs(config.mesh)
         // Each WorkloadEntry with its modes, resolved once however many services select it.
         let workloadEntries = config.workloadEntries.map { Member(endpoint: $0.endpoint, namespace: $0.namespace, policy: mutualTLS,
                                                                         authorization: authorization, authentication: authentication) }
@@ -127,7 +130,9 @@ struct ProxyConfigGenerator: Sendable {
                             cluster.transportSocket = try Self.originatedTLS(mode, settings, host: host,
                                                                              http2: port.protocol == .http2 || port.protocol == .grpc)
                         } else if Self.usesMutualTLS(subset.policy.tlsMode, members: selected, port: port, external: entry.location == .meshExternal) {
-                            cluster.transportSocket = try upstreamTLS(to: selected, sni: Self.sni(port: port.number, subset: subset.name, host: host))
+                            // ISTIO_MUTUAL's `sni`, if the rule gives one (an egress gateway chooses its server by it).
+                            let sni = subset.policy.tlsMode == .istioMutual ? subset.policy.originatedTLS?.sni : nil
+                            cluster.transportSocket = try upstreamTLS(to: selected, sni: sni ?? Self.sni(port: port.number, subset: subset.name, host: host))
                         }
                         let assigned = Self.assignedEndpoints(entry, host: host, port: port, selected: selected.map(\.endpoint))
                         if entry.resolution.resolvesNames {
@@ -150,7 +155,8 @@ struct ProxyConfigGenerator: Sendable {
                             let name = "\(network.address)_\(port.number)"
                             guard !sniffing.contains(where: { $0.name == name }) else { continue }
                             sniffing.append((name, try .packed(HTTPRouteGenerator.sniffingListener(address: network.address, port: port.number,
-                                                                                                   host: host, tcp: tcp), as: .listener)))
+                                                                                                   host: host, tcp: tcp, accessLog: accessLog),
+                                                               as: .listener)))
                         }
                         sniffedRoutes.append(("\(host):\(port.number)", try .packed(HTTPRouteGenerator.sniffedRouteConfiguration(
                             host: host, port: port.number, entry: entry, config: config), as: .route)))
@@ -163,7 +169,9 @@ struct ProxyConfigGenerator: Sendable {
                                                          route: Self.route(host: host, port: port.number, config: config)))
                     } else if port.protocol == .https || port.protocol == .tls {
                         // No address to match: istiod tells TLS services apart by the SNI their clients send.
-                        sniChains[port.number, default: []].append(try Self.serverNameChain(host: host, port: port.number))
+                        // A mesh-bound VirtualService's `tls` route for the name, if any (the egress gateway task's).
+                        sniChains[port.number, default: []].append(try Self.serverNameChain(host: host, port: port.number,
+                                                                                            route: Self.tlsRoute(host: host, port: port.number, config: config)))
                     }
                 }
             }
@@ -183,12 +191,13 @@ struct ProxyConfigGenerator: Sendable {
             // TCP services on the same port: the hand-off brings their connections here too.
             let tcpChains = chains.filter { $0.filterChainMatch.destinationPort.value == UInt32(port) } + sniChains[port, default: []]
             listeners.append((HTTPRouteGenerator.outboundListenerName(port: port),
-                              try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains, policy: outboundPolicy), as: .listener)))
+                              try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains, policy: outboundPolicy,
+                                                                              accessLog: accessLog), as: .listener)))
             // IPv6 clients are handed off by `::`: the same listener there when a service on the port has an IPv6 address.
             if services.contains(where: { $0.entry.addresses.contains { $0.contains(":") } }) {
                 listeners.append((HTTPRouteGenerator.outboundListenerName(port: port, ipv6: true),
                                   try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains, ipv6: true,
-                                                                                  policy: outboundPolicy), as: .listener)))
+                                                                                  policy: outboundPolicy, accessLog: accessLog), as: .listener)))
             }
             routes.append((String(port), try .packed(HTTPRouteGenerator.routeConfiguration(port: port, services: services, config: config),
                                                      as: .route)))
@@ -215,6 +224,7 @@ struct ProxyConfigGenerator: Sendable {
                                       inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS, authorization: authorization,
                                       authentication: authentication)
         resources.nameTables = NameTableGenerator.tables(for: everything.serviceEntries)
+        resources.accessLog = accessLog
         resources.gateways = .init(everything)
         return resources
     }
@@ -223,7 +233,7 @@ struct ProxyConfigGenerator: Sendable {
     /// `inbound|PORT||` as its mTLS mode allows (see the type's comment), and passthrough chains for
     /// the other ports. `transparent` for TPROXY interception.
     static func inboundListener(_ workload: MeshResources.InboundWorkload, transparent: Bool,
-                                inboundPort: Int = 15006) throws -> MeshResources.Resource {
+                                inboundPort: Int = 15006, accessLog: [Envoy_Config_Accesslog_V3_AccessLog] = []) throws -> MeshResources.Resource {
         var listener = Envoy_Config_Listener_V3_Listener()
         listener.name = inboundListenerName
         listener.address = socketAddress("0.0.0.0", port: inboundPort)
@@ -249,10 +259,10 @@ struct ProxyConfigGenerator: Sendable {
             if workload.sniffedPorts.contains(port) {
                 // Istio's sniffing: HTTP first (by ALPN over mTLS, http_inspector in plaintext), else TCP.
                 chains += try inboundChains(name: "\(cluster)-http", port: port, cluster: cluster, mode: workload.tls.mode(forPort: port),
-                                            http: true, sniffed: true, rbac: rbac)
+                                            http: true, sniffed: true, rbac: rbac, accessLog: accessLog)
             }
             chains += try inboundChains(name: cluster, port: port, cluster: cluster, mode: workload.tls.mode(forPort: port),
-                                        http: workload.httpPorts.contains(port), rbac: rbac)
+                                        http: workload.httpPorts.contains(port), rbac: rbac, accessLog: accessLog)
         }
         // A port-level mode for a port no service declares: Istio gives it passthrough chains of its own.
         for (port, mode) in workload.tls.portModes.sorted(by: { $0.key < $1.key }) where !workload.ports.contains(port) {
@@ -348,8 +358,8 @@ struct ProxyConfigGenerator: Sendable {
         return try transportSocket(context)
     }
 
-    private static func commonTLSContext(validation: Envoy_Extensions_TransportSockets_Tls_V3_CertificateValidationContext,
-                                         alpn: [String]) -> Envoy_Extensions_TransportSockets_Tls_V3_CommonTlsContext {
+    static func commonTLSContext(validation: Envoy_Extensions_TransportSockets_Tls_V3_CertificateValidationContext,
+                                 alpn: [String]) -> Envoy_Extensions_TransportSockets_Tls_V3_CommonTlsContext {
         var combined = Envoy_Extensions_TransportSockets_Tls_V3_CommonTlsContext.CombinedCertificateValidationContext()
         combined.defaultValidationContext = validation
         combined.validationContextSdsSecretConfig = sdsSecret(rootCASecret)
@@ -388,13 +398,13 @@ struct ProxyConfigGenerator: Sendable {
     /// `rbac`'s filters go first in an HTTP chain's connection manager, or before a TCP chain's `tcp_proxy`.
     private static func inboundChains(name: String, port: Int?, cluster: String, mode: PeerAuthentication.Mode,
                                       http: Bool = false, sniffed: Bool = false,
-                                      rbac: RBACGenerator.Filters) throws -> [Envoy_Config_Listener_V3_FilterChain] {
+                                      rbac: RBACGenerator.Filters, accessLog: [Envoy_Config_Accesslog_V3_AccessLog] = []) throws -> [Envoy_Config_Listener_V3_FilterChain] {
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         for transport in ["tls", "raw_buffer"] {
             if transport == "tls" && mode == .disable || transport == "raw_buffer" && mode == .strict { continue }
             var chain = tcpProxyChain(name: "\(name)-\(transport)", statPrefix: name, route: .cluster(cluster))
             if http, let port {
-                chain.filters = [try HTTPRouteGenerator.inboundConnectionManager(port: port, authorization: rbac.http)]
+                chain.filters = [try HTTPRouteGenerator.inboundConnectionManager(port: port, authorization: rbac.http, accessLog: accessLog)]
             } else {
                 chain.filters = rbac.network + chain.filters
             }
@@ -434,10 +444,32 @@ struct ProxyConfigGenerator: Sendable {
     private static func route(host: String, port: Int, config: MeshConfig) -> Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.OneOf_ClusterSpecifier {
         let defaultCluster = clusterName(port: port, subset: "", host: host)
         guard let service = config.virtualServices.first(where: { $0.hosts.contains(host) }),
-              let tcp = service.tcp.first(where: { $0.ports.isEmpty || $0.ports.contains(port) }) else {
+              let tcp = service.tcp.first(where: { $0.applies(port: port, gateway: VirtualService.meshGateway) }) else {
             return .cluster(defaultCluster)
         }
-        let clusters = tcp.destinations.map { destination -> (String, Int) in
+        return clusterSpecifier(tcp.destinations, port: port, config: config)
+    }
+
+    /// The first `tls` route of the (mesh-bound) VirtualServices for `host` with a match for the sidecars
+    /// (no `gateways`, or `mesh`) on `port` whose `sniHosts` take the name; nil: none.
+    static func tlsRoute(host: String, port: Int, config: MeshConfig) -> Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.OneOf_ClusterSpecifier? {
+        for service in config.virtualServices where service.hosts.contains(host) && service.gateways.contains(VirtualService.meshGateway) {
+            for route in service.tls {
+                let applies = route.matches.contains { match in
+                    (match.port ?? port) == port && (match.gateways.isEmpty || match.gateways.contains(VirtualService.meshGateway))
+                        && match.sniHosts.contains { Gateway.Host.matches(pattern: $0, host) }
+                }
+                if applies { return clusterSpecifier(route.destinations, port: port, config: config) }
+            }
+        }
+        return nil
+    }
+
+    /// `tcp_proxy`'s cluster for a route's destinations: one, or weighted (a destination without a port
+    /// takes its service's first port, else `port`).
+    private static func clusterSpecifier(_ destinations: [VirtualService.Destination], port: Int,
+                                         config: MeshConfig) -> Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.OneOf_ClusterSpecifier {
+        let clusters = destinations.map { destination -> (String, Int) in
             let destinationPort = destination.port
                 ?? config.serviceEntries.first { $0.hosts.contains(destination.host) }?.ports.first?.number ?? port
             return (clusterName(port: destinationPort, subset: destination.subset ?? "", host: destination.host), destination.weight)

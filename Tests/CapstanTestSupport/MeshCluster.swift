@@ -82,6 +82,27 @@ public final class MeshCluster: @unchecked Sendable {
         return pod
     }
 
+    /// A namespace reachable from `gateway` only, standing in for the internet behind an egress gateway:
+    /// a veth from the gateway pod's `eth1` (`gatewayAddress`/24) to the new namespace's `eth0`
+    /// (`addresses`, each /24 on one subnet no other pod has a route to). Nothing in it routes anywhere
+    /// else, so only the gateway's connections reach it (and it sees the gateway's `gatewayAddress`).
+    @discardableResult
+    public func addNetwork(_ short: String, beyond gateway: Pod, gatewayAddress: IPAddress, addresses: [IPAddress]) throws -> Pod {
+        let namespace = "\(name)-\(short)"
+        try ChildProcess.require("/usr/sbin/ip", ["netns", "add", namespace])
+        namespaceNames.append(namespace)
+        let gatewayNamespace = "\(name)-\(gateway.name)"
+        try ip(namespace, "link", "set", "lo", "up")
+        try ip(gatewayNamespace, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", namespace)
+        try ip(gatewayNamespace, "addr", "add", "\(gatewayAddress)/24", "dev", "eth1")
+        try ip(gatewayNamespace, "link", "set", "eth1", "up")
+        for address in addresses { try ip(namespace, "addr", "add", "\(address)/24", "dev", "eth0") }
+        try ip(namespace, "link", "set", "eth0", "up")
+        let pod = Pod(name: short, namespace: NetworkNamespace(path: "/run/netns/\(namespace)"), address: addresses[0])
+        pods[short] = pod
+        return pod
+    }
+
     /// Istio's sidecar capture in `pod`, with the injector's flags (inbound: every port but the agent's and
     /// the proxy's own).
     public func capture(_ pod: Pod, extraFlags: [String] = []) throws {
@@ -149,7 +170,7 @@ public final class MeshCluster: @unchecked Sendable {
 
 extension MeshCluster {
     /// The service accounts of namespace `shop` the CA knows, each with its token.
-    public static let serviceAccounts = ["client", "payments", "reviews", "billing", "istio-ingressgateway"]
+    public static let serviceAccounts = ["client", "payments", "reviews", "billing", "istio-ingressgateway", "istio-egressgateway"]
     public static func token(for serviceAccount: String) -> String { "token-shop-\(serviceAccount)-0123456789abcdef" }
     public static let xdsAddress = "192.0.2.2:15010"
     public static let secureAddress = "192.0.2.2:15012"

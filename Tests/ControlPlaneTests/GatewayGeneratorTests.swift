@@ -301,9 +301,12 @@ import XDS
     }
 
     @Test(arguments: [
-        ("    tls: {mode: PASSTHROUGH}\n", "spec.servers[0].tls.mode", "PASSTHROUGH is not supported"),
-        ("    tls: {mode: ISTIO_MUTUAL}\n", "spec.servers[0].tls.mode", "ISTIO_MUTUAL is not supported"),
+        ("    tls: {mode: PASSTHROUGH, credentialName: api-cert}\n", "spec.servers[0].tls.credentialName", "is not used with PASSTHROUGH"),
+        ("    tls: {mode: OPTIONAL_MUTUAL}\n", "spec.servers[0].tls.mode", "OPTIONAL_MUTUAL is not supported"),
         ("    tls: {mode: AUTO_PASSTHROUGH}\n", "spec.servers[0].tls.mode", "AUTO_PASSTHROUGH is not supported"),
+        ("    tls: {mode: ISTIO_MUTUAL, credentialName: api-cert}\n", "spec.servers[0].tls.credentialName", "cannot be given with ISTIO_MUTUAL"),
+        ("    tls: {mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://cluster.local/ns/shop/sa/client]}\n", "spec.servers[0].tls.subjectAltNames",
+         "is not supported by Capstan's gateway yet"),
     ])
     func unsupportedModesAreRefusedNamingTheField(tls: String, field: String, message: String) throws {
         let text = Self.seed().replacingOccurrences(of: "protocol: HTTP}\n    hosts: [api.myapp.com]\n",
@@ -348,8 +351,11 @@ import XDS
     }
 
     @Test func tlsServersAndMissingCredentialsAreRefused() {
-        let tcp = Self.seed().replacingOccurrences(of: "protocol: HTTP}", with: "protocol: TLS}")
-        #expect(MeshConfigReader.read([("mesh.yaml", tcp)]).problems.map(\.field) == ["spec.servers[0].port.protocol"])
+        let tls = Self.seed().replacingOccurrences(of: "protocol: HTTP}", with: "protocol: TLS}")
+        #expect(MeshConfigReader.read([("mesh.yaml", tls)]).problems.map(\.field) == ["spec.servers[0].tls.mode"])
+        // Mongo is not served.
+        let mongo = Self.seed().replacingOccurrences(of: "protocol: HTTP}", with: "protocol: MONGO}")
+        #expect(MeshConfigReader.read([("mesh.yaml", mongo)]).problems.map(\.field) == ["spec.servers[0].port.protocol"])
         let noCredential = Self.seed(tls: "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [api.myapp.com]\n    tls: {mode: SIMPLE}\n")
         #expect(MeshConfigReader.read([("mesh.yaml", noCredential)]).problems.map(\.field) == ["spec.servers[1].tls.credentialName"])
         // Named, but nowhere to read it from.
@@ -377,5 +383,423 @@ import XDS
         #expect(snapshot.types[.route]?.resources.map(\.name).contains("https.443.https.api-gateway.shop") == true)
         node.id = "sidecar~192.0.2.1~client-7d9f.shop~shop.svc.cluster.local"
         #expect(store.snapshot(for: node).types[.listener]?.resources.map(\.name).contains("0.0.0.0_443") == false)
+    }
+
+    // MARK: The egress gateway task (ISTIO_MUTUAL)
+
+    static let sidecarDump = "/work/shared/istio-config/sidecar-istio1.20.8-hello-openshift.config_dump.json"
+
+    /// Istio's egress gateway task, HTTP variant: the Gateway on 80 (HTTPS, ISTIO_MUTUAL) for the external
+    /// host, the rule giving the sidecar's cluster to the gateway's subset ISTIO_MUTUAL with the host as SNI,
+    /// and one VirtualService bound to the sidecars (to the gateway) and to the gateway (out).
+    static let egressTask = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: cnn, namespace: shop}
+        spec:
+          hosts: [edition.cnn.com]
+          ports: [{number: 80, name: http-port, protocol: HTTP}, {number: 443, name: https, protocol: HTTPS}]
+          resolution: DNS
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: istio-egressgateway, namespace: shop}
+        spec:
+          hosts: [istio-egressgateway.shop.svc.cluster.local]
+          ports: [{number: 80, name: http2, protocol: HTTP2}]
+          resolution: STATIC
+          endpoints: [{address: 192.0.2.40, labels: {istio: egressgateway}, serviceAccount: istio-egressgateway}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: istio-egressgateway, namespace: shop}
+        spec:
+          selector: {istio: egressgateway}
+          servers:
+          - port: {number: 80, name: https, protocol: HTTPS}
+            hosts: [edition.cnn.com]
+            tls: {mode: ISTIO_MUTUAL}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: egressgateway-for-cnn, namespace: shop}
+        spec:
+          host: istio-egressgateway.shop.svc.cluster.local
+          subsets:
+          - name: cnn
+            trafficPolicy:
+              loadBalancer: {simple: ROUND_ROBIN}
+              portLevelSettings:
+              - port: {number: 80}
+                tls: {mode: ISTIO_MUTUAL, sni: edition.cnn.com}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: direct-cnn-through-egress-gateway, namespace: shop}
+        spec:
+          hosts: [edition.cnn.com]
+          gateways: [istio-egressgateway, mesh]
+          http:
+          - match: [{gateways: [mesh], port: 80}]
+            route: [{destination: {host: istio-egressgateway.shop.svc.cluster.local, subset: cnn, port: {number: 80}}, weight: 100}]
+          - match: [{gateways: [istio-egressgateway], port: 80}]
+            route: [{destination: {host: edition.cnn.com, port: {number: 80}}, weight: 100}]
+        """
+
+    /// The downstream TLS of istiod's sidecar inbound chain `virtualInbound-catchall-http` in the dump:
+    /// istiod builds ISTIO_MUTUAL gateway servers with the same function (`ApplyToCommonTLSContext`).
+    static func istiodInboundTLS() throws -> [String: Any] {
+        let dump = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: sidecarDump))) as! [String: Any]
+        let section = (dump["configs"] as! [[String: Any]]).first { ($0["@type"] as? String)?.hasSuffix("ListenersConfigDump") == true }!
+        let listeners = (section["dynamic_listeners"] as! [[String: Any]]).compactMap { ($0["active_state"] as? [String: Any])?["listener"] as? [String: Any] }
+        let inbound = listeners.first { $0["name"] as? String == "virtualInbound" }!
+        let chain = (inbound["filter_chains"] as! [[String: Any]]).first { $0["name"] as? String == "virtualInbound-catchall-http" }!
+        return (chain["transport_socket"] as! [String: Any])["typed_config"] as! [String: Any]
+    }
+
+    @Test func anIstioMutualServerTerminatesMeshTLSAsIstiodDoes() throws {
+        let resources = try router(Self.egressTask, labels: ["istio": "egressgateway"])
+        #expect(resources.listeners.map(\.name) == ["0.0.0.0_80"])
+        #expect(resources.routes.map(\.name) == ["https.80.https.istio-egressgateway.shop"])
+        #expect(resources.credentials.isEmpty, "no secret: the gateway's workload certificate")
+        let listener = try listener(resources, "0.0.0.0_80")
+        #expect(listener.listenerFilters.map(\.name) == ["envoy.filters.listener.tls_inspector"])
+        #expect(listener.filterChains.map(\.filterChainMatch.serverNames) == [["edition.cnn.com"]])
+        let socket = listener.filterChains[0].transportSocket
+        #expect(socket.name == "envoy.transport_sockets.tls")
+        let context = try Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext(unpackingAny: socket.typedConfig)
+
+        // Field by field against istiod's inbound mTLS context (the same SDS secrets from the agent).
+        let istiod = try Self.istiodInboundTLS()
+        let common = istiod["common_tls_context"] as! [String: Any]
+        #expect(context.requireClientCertificate.value == istiod["require_client_certificate"] as? Bool)
+        #expect(context.commonTlsContext.alpnProtocols == common["alpn_protocols"] as? [String])
+        let istiodCertificate = (common["tls_certificate_sds_secret_configs"] as! [[String: Any]])[0]
+        let certificate = try #require(context.commonTlsContext.tlsCertificateSdsSecretConfigs.first)
+        #expect(context.commonTlsContext.tlsCertificateSdsSecretConfigs.count == 1)
+        let combined = common["combined_validation_context"] as! [String: Any]
+        let istiodRoot = combined["validation_context_sds_secret_config"] as! [String: Any]
+        let root = context.commonTlsContext.combinedValidationContext.validationContextSdsSecretConfig
+        for (ours, theirs) in [(certificate, istiodCertificate), (root, istiodRoot)] {
+            #expect(ours.name == theirs["name"] as? String)
+            let source = (theirs["sds_config"] as! [String: Any])["api_config_source"] as! [String: Any]
+            let api = ours.sdsConfig.apiConfigSource
+            #expect(source["api_type"] as? String == "GRPC" && api.apiType == .grpc)
+            let cluster = ((source["grpc_services"] as! [[String: Any]])[0]["envoy_grpc"] as! [String: Any])["cluster_name"] as? String
+            #expect(api.grpcServices.map(\.envoyGrpc.clusterName) == [cluster].compactMap { $0 })
+            #expect(api.setNodeOnFirstMessageOnly == source["set_node_on_first_message_only"] as? Bool)
+            #expect(source["transport_api_version"] as? String == "V3" && api.transportApiVersion == .v3)
+            #expect((theirs["sds_config"] as! [String: Any])["resource_api_version"] as? String == "V3" && ours.sdsConfig.resourceApiVersion == .v3)
+        }
+
+        // The gateway's routes: only the VirtualService's gateway match, out to the external host.
+        let table = try RouteTable(try routes(resources, "https.80.https.istio-egressgateway.shop"))
+        let request = HTTPRequest(method: .get, scheme: "https", authority: "edition.cnn.com", path: "/politics")
+        #expect(table.route(request, randomValue: 0)?.cluster == "outbound|80||edition.cnn.com")
+        #expect(try routes(resources, "https.80.https.istio-egressgateway.shop").virtualHosts.map(\.name) == ["edition.cnn.com:80"])
+
+        // The proxy takes it, and picks the chain by the SNI the sidecar sends.
+        let decoded = try XDSResourceDecoder.listeners(resources.listeners.map(\.resource))
+        let address = try SocketAddress(ipAddress: "192.0.2.40", port: 80)
+        #expect(decoded[0].chain(for: address, detected: .init(transportProtocol: "tls", serverName: "edition.cnn.com")) != nil)
+        #expect(decoded[0].chain(for: address, detected: .init(transportProtocol: "tls", serverName: "outbound_.80_.cnn_.istio-egressgateway.shop.svc.cluster.local")) == nil)
+        #expect(decoded[0].chain(for: address, detected: .init(transportProtocol: "raw_buffer", serverName: nil)) == nil)
+    }
+
+    @Test func theSidecarSendsTheExternalHostToTheGatewayOverMutualTLSWithItsName() throws {
+        let config = try config(Self.egressTask)
+        let resources = try ProxyConfigGenerator.resources(for: config)
+        func cluster(_ name: String) throws -> Envoy_Config_Cluster_V3_Cluster {
+            try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](try #require(resources.clusters.first { $0.name == name }, "no \(name)").resource.value))
+        }
+        let subset = try cluster("outbound|80|cnn|istio-egressgateway.shop.svc.cluster.local")
+        let tls = try Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext(unpackingAny: subset.transportSocket.typedConfig)
+        // The rule's SNI, not istiod's `outbound_.80_.cnn_.…`: the gateway's chain matches the host's name.
+        #expect(tls.sni == "edition.cnn.com")
+        #expect(tls.commonTlsContext.tlsCertificateSdsSecretConfigs.map(\.name) == ["default"])
+        #expect(tls.commonTlsContext.combinedValidationContext.validationContextSdsSecretConfig.name == "ROOTCA")
+        #expect(tls.commonTlsContext.combinedValidationContext.defaultValidationContext.matchTypedSubjectAltNames.map(\.matcher.exact)
+                == ["spiffe://cluster.local/ns/shop/sa/istio-egressgateway"])
+        // The service's own cluster (no rule for its port) stays plaintext: the gateway's endpoint has no sidecar label.
+        #expect(!(try cluster("outbound|80||istio-egressgateway.shop.svc.cluster.local")).hasTransportSocket)
+        // The sidecar's route for the host: to the gateway's subset, the gateway's own match left out.
+        let sidecar = try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: [UInt8](try #require(resources.routes.first { $0.name == "80" }).resource.value))
+        let table = try RouteTable(sidecar)
+        let request = HTTPRequest(method: .get, scheme: "http", authority: "edition.cnn.com", path: "/politics")
+        #expect(table.route(request, randomValue: 0)?.cluster == "outbound|80|cnn|istio-egressgateway.shop.svc.cluster.local")
+        // Without `sni`, istiod's name for the cluster.
+        let plain = try ProxyConfigGenerator.resources(for: try self.config(Self.egressTask.replacingOccurrences(of: ", sni: edition.cnn.com", with: "")))
+        let plainCluster = try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](try #require(plain.clusters.first {
+            $0.name == "outbound|80|cnn|istio-egressgateway.shop.svc.cluster.local" }).resource.value))
+        #expect(try Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext(unpackingAny: plainCluster.transportSocket.typedConfig).sni
+                == "outbound_.80_.cnn_.istio-egressgateway.shop.svc.cluster.local")
+        // Its other settings are still said to be unused.
+        let reading = MeshConfigReader.read([("mesh.yaml", Self.egressTask.replacingOccurrences(of: "sni: edition.cnn.com", with: "sni: edition.cnn.com, caCertificates: /etc/ca.pem"))])
+        #expect(reading.warnings.contains { $0.contains("tls.caCertificates: not acted on with mode ISTIO_MUTUAL") }, "\(reading.warnings)")
+        #expect(!reading.warnings.contains { $0.contains("tls.sni") }, "\(reading.warnings)")
+    }
+
+    @Test func theMeshAccessLogFileIsWrittenByEveryHTTPConnectionManager() throws {
+        let mesh = """
+
+            ---
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {name: istio, namespace: istio-system}
+            data:
+              mesh: |-
+                accessLogFile: /dev/stdout
+            """
+        let listener = try listener(try router(Self.egressTask + mesh, labels: ["istio": "egressgateway"]), "0.0.0.0_80")
+        let manager = try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(
+            unpackingAny: listener.filterChains[0].filters[0].typedConfig)
+        #expect(manager.accessLog.map(\.name) == ["envoy.access_loggers.file"])
+        let file = try Envoy_Extensions_AccessLoggers_File_V3_FileAccessLog(unpackingAny: manager.accessLog[0].typedConfig)
+        #expect(file.path == "/dev/stdout" && file.logFormat.textFormatSource.inlineString == MeshSettings.istioTextLogFormat)
+        // The proxy compiles the format.
+        _ = try XDSResourceDecoder.listeners([try Google_Protobuf_Any.packed(listener, as: .listener)])
+        // Without it, no access log, as istiod.
+        let quiet = try self.listener(try router(Self.egressTask, labels: ["istio": "egressgateway"]), "0.0.0.0_80")
+        #expect(try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(
+            unpackingAny: quiet.filterChains[0].filters[0].typedConfig).accessLog.isEmpty)
+        // Sidecars' connection managers too: the outbound listener of an HTTP port, and inbound HTTP chains.
+        let sidecar = try ProxyConfigGenerator.resources(for: try config(Self.egressTask + mesh))
+        let outbound = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](try #require(sidecar.outboundListeners.first { $0.name == "0.0.0.0_80" }).resource.value))
+        let outboundManagers = try outbound.filterChains.filter { $0.filters.first?.name == "envoy.filters.network.http_connection_manager" }.map {
+            try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(unpackingAny: $0.filters[0].typedConfig)
+        }
+        #expect(!outboundManagers.isEmpty && outboundManagers.allSatisfy { $0.accessLog == manager.accessLog })
+        let inbound = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](try ProxyConfigGenerator.inboundListener(
+            sidecar.inbound(ip: "192.0.2.40", namespace: "shop"), transparent: false, accessLog: sidecar.accessLog).resource.value))
+        let inboundManagers = try inbound.filterChains.filter { $0.filters.last?.name == "envoy.filters.network.http_connection_manager" }.map {
+            try Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpConnectionManager(unpackingAny: $0.filters.last!.typedConfig)
+        }
+        #expect(!inboundManagers.isEmpty && inboundManagers.allSatisfy { $0.accessLog == manager.accessLog })
+        // A change of the file alone resends listeners.
+        let other = try ProxyConfigGenerator.resources(for: try config(Self.egressTask + mesh.replacingOccurrences(of: "/dev/stdout", with: "/dev/stderr")))
+        #expect(sidecar.differs(from: other, in: .listener))
+    }
+
+    // MARK: TLS passthrough
+
+    /// Istio's "ingress gateway without TLS termination" task: nginx.example.com passed through, by SNI,
+    /// to my-nginx's 443; `protocol` is the task's HTTPS or TLS.
+    static func passthrough(protocol: String = "HTTPS", more: String = "") -> String {
+        """
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: mygateway, namespace: shop}
+        spec:
+          selector: {istio: ingressgateway}
+          servers:
+          - port: {number: 443, name: https, protocol: \(`protocol`)}
+            tls: {mode: PASSTHROUGH}
+            hosts: [nginx.example.com, other.example.com]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: nginx, namespace: shop}
+        spec:
+          hosts: [nginx.example.com]
+          gateways: [mygateway]
+          tls:
+          - match: [{port: 443, sniHosts: [nginx.example.com]}]
+            route: [{destination: {host: my-nginx, port: {number: 443}}}]
+        \(more)---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: my-nginx, namespace: shop}
+        spec:
+          hosts: [my-nginx.shop.svc.cluster.local]
+          ports: [{number: 443, name: https, protocol: HTTPS}]
+          resolution: STATIC
+          endpoints: [{address: 192.0.2.20}]
+        """
+    }
+
+    @Test(arguments: ["HTTPS", "TLS"])
+    func aPassthroughServerRelaysTLSBySNIToItsTLSRoutes(protocol: String) throws {
+        let resources = try router(Self.passthrough(protocol: `protocol`))
+        #expect(resources.listeners.map(\.name) == ["0.0.0.0_443"])
+        #expect(resources.routes.isEmpty && resources.credentials.isEmpty)
+        let listener = try listener(resources, "0.0.0.0_443")
+        #expect(listener.listenerFilters.map(\.name) == ["envoy.filters.listener.tls_inspector"])
+        #expect(listener.filterChains.count == 1)
+        let chain = listener.filterChains[0]
+        #expect(chain.filterChainMatch.serverNames == ["nginx.example.com"])
+        #expect(!chain.hasTransportSocket, "passthrough: no TLS context")
+        let proxy = try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: chain.filters[0].typedConfig)
+        #expect(chain.filters.map(\.name) == ["envoy.filters.network.tcp_proxy"])
+        #expect(proxy.cluster == "outbound|443||my-nginx.shop.svc.cluster.local" && proxy.statPrefix == proxy.cluster)
+        // The proxy takes it and chooses by the ClientHello's name only.
+        let decoded = try XDSResourceDecoder.listeners(resources.listeners.map(\.resource))
+        let address = try SocketAddress(ipAddress: "192.0.2.10", port: 443)
+        #expect(decoded[0].chain(for: address, detected: .init(transportProtocol: "tls", serverName: "nginx.example.com")) != nil)
+        #expect(decoded[0].chain(for: address, detected: .init(transportProtocol: "tls", serverName: "other.example.com")) == nil)
+        #expect(decoded[0].chain(for: address, detected: .init(transportProtocol: "raw_buffer", serverName: nil)) == nil)
+    }
+
+    @Test func passthroughMatchesAreFilteredAndDuplicatesLeftOutAsIstiod() throws {
+        let more = """
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: more, namespace: shop}
+            spec:
+              hosts: [other.example.com, nginx.example.com]
+              gateways: [mygateway, mesh]
+              tls:
+              - match: [{sniHosts: [nginx.example.com]}]
+                route: [{destination: {host: my-nginx, port: {number: 443}}}]
+              - match: [{port: 8443, sniHosts: [other.example.com]}, {gateways: [mesh], sniHosts: [other.example.com]}]
+                route: [{destination: {host: my-nginx, port: {number: 443}}}]
+              - match: [{sniHosts: [other.example.com]}]
+                route: [{destination: {host: my-nginx, port: {number: 443}}, weight: 50}, {destination: {host: my-nginx, port: {number: 443}}, weight: 50}]
+
+            """
+        let reading = MeshConfigReader.read([("mesh.yaml", Self.passthrough(more: more))])
+        let config = try #require(reading.config, "\(reading.problems)")
+        // Said: the repeated name (left out of the chains) and the routes sidecars do not act on.
+        #expect(reading.warnings.contains { $0.contains("spec.tls[0].match[0].sniHosts: nginx.example.com already routed on port 443") }, "\(reading.warnings)")
+        #expect(reading.warnings.contains { $0.contains("spec.tls: on sidecars (gateway mesh) acted on for HTTPS and TLS services without addresses only") }, "\(reading.warnings)")
+        let resources = try GatewayGenerator.resources(for: GatewayGenerator.gateways(in: config, selecting: ["istio": "ingressgateway"]), config: config)
+        let listener = try listener(resources, "0.0.0.0_443")
+        // nginx once (the first VirtualService's), other.example.com by the third route (port 8443 and gateway mesh do not apply).
+        #expect(listener.filterChains.map(\.filterChainMatch.serverNames) == [["nginx.example.com"], ["other.example.com"]])
+        let weighted = try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: listener.filterChains[1].filters[0].typedConfig)
+        #expect(weighted.weightedClusters.clusters.map(\.weight) == [50, 50])
+        // No bound tls route: no listener, as istiod.
+        let unbound = Self.passthrough().replacingOccurrences(of: "gateways: [mygateway]", with: "gateways: [mesh]")
+        #expect(try router(unbound).listeners.isEmpty)
+        // A tls route naming what is not a server name, or a match field Capstan does not serve, is refused with its path.
+        let badName = Self.passthrough().replacingOccurrences(of: "sniHosts: [nginx.example.com]", with: "sniHosts: [\"nginx example\"]")
+        #expect(MeshConfigReader.read([("mesh.yaml", badName)]).problems.map(\.field) == ["spec.tls[0].match[0].sniHosts[0]"])
+        let source = Self.passthrough().replacingOccurrences(of: "{port: 443, sniHosts", with: "{sourceNamespace: shop, sniHosts")
+        #expect(MeshConfigReader.read([("mesh.yaml", source)]).problems.map(\.field) == ["spec.tls[0].match[0].sourceNamespace"])
+    }
+
+    /// The egress task's HTTPS variant: the sidecar's chain for the host's name relays to the gateway's
+    /// subset (the `mesh` tls match), the gateway's PASSTHROUGH chain out to the host (its own match).
+    @Test func theEgressTasksTLSRoutesSendTheNameThroughTheGateway() throws {
+        let text = Self.egressTask
+            .replacingOccurrences(of: "ports: [{number: 80, name: http2, protocol: HTTP2}]",
+                                  with: "ports: [{number: 80, name: http2, protocol: HTTP2}, {number: 443, name: https, protocol: HTTPS}]")
+            .replacingOccurrences(of: "- port: {number: 80, name: https, protocol: HTTPS}\n    hosts: [edition.cnn.com]\n    tls: {mode: ISTIO_MUTUAL}",
+                                  with: "- port: {number: 443, name: tls, protocol: TLS}\n    hosts: [edition.cnn.com]\n    tls: {mode: PASSTHROUGH}")
+            .replacingOccurrences(of: """
+                  http:
+                  - match: [{gateways: [mesh], port: 80}]
+                    route: [{destination: {host: istio-egressgateway.shop.svc.cluster.local, subset: cnn, port: {number: 80}}, weight: 100}]
+                  - match: [{gateways: [istio-egressgateway], port: 80}]
+                    route: [{destination: {host: edition.cnn.com, port: {number: 80}}, weight: 100}]
+                """, with: """
+                  tls:
+                  - match: [{gateways: [mesh], port: 443, sniHosts: [edition.cnn.com]}]
+                    route: [{destination: {host: istio-egressgateway.shop.svc.cluster.local, subset: cnn, port: {number: 443}}}]
+                  - match: [{gateways: [istio-egressgateway], port: 443, sniHosts: [edition.cnn.com]}]
+                    route: [{destination: {host: edition.cnn.com, port: {number: 443}}, weight: 100}]
+                """)
+        #expect(text.contains("protocol: TLS") && text.contains("sniHosts"))
+        let config = try config(text)
+        let sidecar = try ProxyConfigGenerator.resources(for: config)
+        let listener = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](try #require(sidecar.outboundListeners.first { $0.name == "0.0.0.0_443" }).resource.value))
+        func cluster(_ chain: Envoy_Config_Listener_V3_FilterChain) throws -> String {
+            try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: chain.filters[0].typedConfig).cluster
+        }
+        let named = try #require(listener.filterChains.first { $0.filterChainMatch.serverNames == ["edition.cnn.com"] })
+        #expect(try cluster(named) == "outbound|443|cnn|istio-egressgateway.shop.svc.cluster.local")
+        // The gateway's own name keeps its cluster.
+        let own = try #require(listener.filterChains.first { $0.filterChainMatch.serverNames == ["istio-egressgateway.shop.svc.cluster.local"] })
+        #expect(try cluster(own) == "outbound|443||istio-egressgateway.shop.svc.cluster.local")
+        let gateway = try router(text, labels: ["istio": "egressgateway"])
+        let passthrough = try self.listener(gateway, "0.0.0.0_443")
+        #expect(passthrough.filterChains.map(\.filterChainMatch.serverNames) == [["edition.cnn.com"]])
+        #expect(try cluster(passthrough.filterChains[0]) == "outbound|443||edition.cnn.com")
+    }
+
+    /// Istio's egress gateway for TCP with mTLS (its MongoDB task's shape): the sidecar's tcp match for
+    /// `mesh` sends 27017 to the gateway's subset over ISTIO_MUTUAL with the service's name as SNI; the
+    /// gateway's TLS server on 7777 terminates it (ISTIO_MUTUAL, `istio-peer-exchange` first) and its
+    /// own tcp match relays the bytes out to 27017.
+    static let tcpEgress = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: mongo, namespace: shop}
+        spec:
+          hosts: [my-mongo.tcp.svc]
+          addresses: [203.0.113.99/32]
+          ports: [{number: 27017, name: mongo, protocol: TCP}]
+          location: MESH_EXTERNAL
+          resolution: STATIC
+          endpoints: [{address: 203.0.113.99}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: istio-egressgateway, namespace: shop}
+        spec:
+          hosts: [istio-egressgateway.shop.svc.cluster.local]
+          ports: [{number: 7777, name: tcp, protocol: TCP}]
+          resolution: STATIC
+          endpoints: [{address: 192.0.2.40, serviceAccount: istio-egressgateway}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: istio-egressgateway, namespace: shop}
+        spec:
+          selector: {istio: egressgateway}
+          servers:
+          - port: {number: 7777, name: tls, protocol: TLS}
+            hosts: [my-mongo.tcp.svc]
+            tls: {mode: ISTIO_MUTUAL}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: egressgateway-for-mongo, namespace: shop}
+        spec:
+          host: istio-egressgateway.shop.svc.cluster.local
+          subsets:
+          - name: mongo
+            trafficPolicy:
+              portLevelSettings:
+              - port: {number: 7777}
+                tls: {mode: ISTIO_MUTUAL, sni: my-mongo.tcp.svc}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: direct-mongo-through-egress-gateway, namespace: shop}
+        spec:
+          hosts: [my-mongo.tcp.svc]
+          gateways: [mesh, istio-egressgateway]
+          tcp:
+          - match: [{gateways: [mesh], port: 27017}]
+            route: [{destination: {host: istio-egressgateway.shop.svc.cluster.local, subset: mongo, port: {number: 7777}}}]
+          - match: [{gateways: [istio-egressgateway], port: 7777}]
+            route: [{destination: {host: my-mongo.tcp.svc, port: {number: 27017}}}]
+        """
+
+    @Test func aTLSServerTerminatesIstioMutualBeforeItsTCPRoute() throws {
+        let gateway = try router(Self.tcpEgress, labels: ["istio": "egressgateway"])
+        #expect(gateway.listeners.map(\.name) == ["0.0.0.0_7777"])
+        let listener = try listener(gateway, "0.0.0.0_7777")
+        #expect(listener.listenerFilters.map(\.name) == ["envoy.filters.listener.tls_inspector"])
+        #expect(listener.filterChains.map(\.filterChainMatch.serverNames) == [["my-mongo.tcp.svc"]])
+        let context = try Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext(unpackingAny: listener.filterChains[0].transportSocket.typedConfig)
+        #expect(context.commonTlsContext.alpnProtocols == ["istio-peer-exchange", "h2", "http/1.1"])
+        #expect(context.requireClientCertificate.value && context.commonTlsContext.tlsCertificateSdsSecretConfigs.map(\.name) == ["default"])
+        let proxy = try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: listener.filterChains[0].filters[0].typedConfig)
+        #expect(proxy.cluster == "outbound|27017||my-mongo.tcp.svc")
+        _ = try XDSResourceDecoder.listeners(gateway.listeners.map(\.resource))
+        // The sidecar: its chain for the service's address takes the `mesh` match, to the gateway's subset, over ISTIO_MUTUAL with the SNI.
+        let sidecar = try ProxyConfigGenerator.resources(for: try config(Self.tcpEgress))
+        let outbound = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](sidecar.outboundListener.resource.value))
+        let chain = try #require(outbound.filterChains.first { $0.filterChainMatch.destinationPort.value == 27017 })
+        #expect(try Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy(unpackingAny: chain.filters.last!.typedConfig).cluster
+                == "outbound|7777|mongo|istio-egressgateway.shop.svc.cluster.local")
+        let subset = try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](try #require(sidecar.clusters.first {
+            $0.name == "outbound|7777|mongo|istio-egressgateway.shop.svc.cluster.local" }).resource.value))
+        #expect(try Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext(unpackingAny: subset.transportSocket.typedConfig).sni == "my-mongo.tcp.svc")
+        // No tcp route bound for the TLS server: no listener.
+        let unbound = Self.tcpEgress.replacingOccurrences(of: "gateways: [mesh, istio-egressgateway]", with: "gateways: [mesh]")
+        #expect(try router(unbound, labels: ["istio": "egressgateway"]).listeners.isEmpty)
     }
 }

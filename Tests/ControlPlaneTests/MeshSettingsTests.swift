@@ -46,7 +46,8 @@ import Testing
         #expect(provider.service == "ext-authz.shop.svc.cluster.local")
         #expect(provider.port == 9191 && provider.timeout == .milliseconds(500) && provider.failOpen && provider.statusOnError == 503)
         #expect(provider.requestBody == .init(maxRequestBytes: 4096, allowPartialMessage: false, packAsBytes: true))
-        #expect(reading.warnings.contains { $0.contains("data.mesh.accessLogFile: not acted on by Capstan's control plane") }, "\(reading.warnings)")
+        #expect(mesh.accessLogFile == "/dev/stdout" && mesh.accessLogFormat == nil)
+        #expect(reading.warnings.contains { $0.contains("data.mesh.accessLogFile: acted on for HTTP connection managers") }, "\(reading.warnings)")
         #expect(reading.warnings.contains { $0.contains("data.mesh.enableFancyThings: not a mesh config field Capstan knows") }, "\(reading.warnings)")
     }
 

@@ -276,4 +276,91 @@ import Testing
             #expect(ContinuousClock.now - started >= .seconds(4), "the drain lasted TERMINATION_DRAIN_DURATION_SECONDS")
         }
     }
+
+    /// Istio's "ingress gateway without TLS termination" task: a PASSTHROUGH server on 443 for
+    /// nginx.example.com, and a VirtualService whose `tls` route sends that SNI to my-nginx's 443 (an
+    /// HTTPS server with its own CA, refusing any other SNI, standing in for nginx).
+    static let passthroughDocuments = """
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: mygateway, namespace: shop}
+        spec:
+          selector:
+            istio: ingressgateway
+          servers:
+          - port:
+              number: 443
+              name: https
+              protocol: HTTPS
+            tls:
+              mode: PASSTHROUGH
+            hosts:
+            - nginx.example.com
+            - other.example.com
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: nginx, namespace: shop}
+        spec:
+          hosts:
+          - nginx.example.com
+          gateways:
+          - mygateway
+          tls:
+          - match:
+            - port: 443
+              sniHosts:
+              - nginx.example.com
+            route:
+            - destination:
+                host: my-nginx
+                port:
+                  number: 443
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: my-nginx, namespace: shop}
+        spec:
+          hosts: [my-nginx.shop.svc.cluster.local]
+          ports: [{number: 443, name: https, protocol: HTTPS}]
+          resolution: STATIC
+          endpoints: [{address: \(httpbinV4)}]
+        """
+
+    @Test func aPassthroughServerRelaysTLSBySNIWithoutTerminatingIt() throws {
+        try withMeshCluster { cluster in
+            try cluster.startControlPlane(files: ["gateway.yaml": Self.passthroughDocuments])
+            let nginx = try cluster.addPod("nginx", address: Self.httpbinV4)
+            let ca = "\(cluster.directory)/nginx-ca.pem"
+            let server = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("tls_origin_server.py").path,
+                                                "--listen", "\(Self.httpbinV4):443", "--host", "nginx.example.com", "--ca-out", ca],
+                                               in: nginx.namespace, logPath: "\(cluster.directory)/nginx.log")
+            nginx.processes.append(server)
+            #expect(server.waitUntil(seconds: 20) { server.log.contains("READY") }, "\(server.log)")
+            try cluster.addPod("client", address: Self.clientV4)
+            let gateway = try cluster.addPod("ingress", address: Self.gatewayV4)
+            let sysctl = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(cluster.name)-ingress", "sysctl", "-w",
+                                                               "net.ipv4.ip_unprivileged_port_start=0"])
+            #expect(sysctl.status == 0, "\(sysctl)")
+            let agent = try cluster.startAgent(in: gateway, serviceAccount: "istio-ingressgateway",
+                                               environment: ["ISTIO_METAJSON_LABELS": #"{"istio": "ingressgateway"}"#],
+                                               arguments: ["proxy", "router"])
+            try cluster.waitReady(gateway, agent: agent, seconds: 20)
+
+            // The task's check: curl verifies nginx's own certificate (its CA, not the gateway's), through the gateway.
+            let answer = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(cluster.name)-client", "curl", "-sS", "--max-time", "5",
+                                                               "--resolve", "nginx.example.com:443:\(Self.gatewayV4)", "--cacert", ca,
+                                                               "https://nginx.example.com/passthrough"])
+            #expect(answer.standardOutput.contains("\"path\": \"/passthrough\""), "\(answer)\n\(agent.log.suffix(3000))\n\(server.log)")
+            #expect(answer.standardOutput.contains("\"sni\": \"nginx.example.com\""), "\(answer)")
+            #expect(Int((try gateway.http("GET", "/stats", port: 15000).body.split(separator: "\n")
+                .first { $0.hasPrefix("cluster.outbound|443||my-nginx.shop.svc.cluster.local.upstream_cx_total: ") }?
+                .split(separator: " ").last).map(String.init) ?? "") ?? 0 >= 1)
+            // A name of the server no tls route takes: no chain, the connection is closed before any byte reaches nginx.
+            let other = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(cluster.name)-client", "curl", "-sS", "--max-time", "5", "-k",
+                                                              "--resolve", "other.example.com:443:\(Self.gatewayV4)", "https://other.example.com/other"])
+            #expect(other.status != 0, "\(other)")
+            #expect(!server.log.contains("other.example.com"), "\(server.log)")
+        }
+    }
 }

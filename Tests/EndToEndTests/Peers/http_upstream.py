@@ -4,7 +4,7 @@ port, and grpcio serves the test echo service (echo.proto, compiled at start by 
 Tests run it inside a network namespace they made.
 
 usage: http_upstream.py --listen IP:PORT --name NAME [--grpc-port N] [--keep-alive-timeout SECONDS]
-                         [--fail-status NNN] [--log-requests]
+                         [--fail-status NNN] [--log-requests] [--report-client]
 
 The HTTP port speaks HTTP/1.1 (keep-alive, chunked requests, Expect: 100-continue, which Hypercorn answers
 before the application reads the body), HTTP/1.0, and HTTP/2 over cleartext with prior knowledge (Hypercorn
@@ -23,7 +23,8 @@ on stdout for every HTTP request as it arrives, so a test can see what reached t
 addressed.
 The JSON: {"name", "method", "path" (the request target, query included), "http_version" ("HTTP/1.0",
 "HTTP/1.1" or "HTTP/2"), "headers" ({lower-case name: value, or a list of values when repeated; on
-HTTP/2, `host` holds :authority}), "body_bytes", "body_sha256"}.
+HTTP/2, `host` holds :authority}), "body_bytes", "body_sha256"}; with --report-client, also "client" (the
+connection's source address).
 
 With --grpc-port, capstan.test.Echo is served on the same IP: replies carry NAME and the request metadata,
 and a non-zero fail_with_code ends the call with that status. Every gRPC response has the initial metadata
@@ -116,10 +117,11 @@ def query_parameters(scope):
 class Application:
     """The ASGI application behind the HTTP port."""
 
-    def __init__(self, name, fail_status=None, log_requests=False):
+    def __init__(self, name, fail_status=None, log_requests=False, report_client=False):
         self.name = name
         self.fail_status = fail_status
         self.log_requests = log_requests
+        self.report_client = report_client
         self.name_header = (b"x-upstream-name", name.encode())
 
     async def __call__(self, scope, receive, send):
@@ -162,6 +164,8 @@ class Application:
             "http_version": "HTTP/2" if version == "2" else f"HTTP/{version}",
             "headers": header_map(scope["headers"]), "body_bytes": body_bytes, "body_sha256": body_sha256,
         }
+        if self.report_client:
+            description["client"] = (scope.get("client") or ["-"])[0]
         body = b"" if status in (204, 304) else json.dumps(description).encode() + b"\n"
         headers = [self.name_header, (b"content-type", b"application/json")]
         if status != 204:
@@ -303,7 +307,7 @@ async def main(arguments):
             sys.exit(f"http_upstream.py: cannot listen on {grpc_address} for gRPC")
         await grpc_server.start()
 
-    http_server = asyncio.create_task(serve(Application(arguments.name, arguments.fail_status, arguments.log_requests), config, shutdown_trigger=stop.wait))
+    http_server = asyncio.create_task(serve(Application(arguments.name, arguments.fail_status, arguments.log_requests, arguments.report_client), config, shutdown_trigger=stop.wait))
     print("READY", flush=True)
     await http_server
     if grpc_server is not None:
@@ -319,6 +323,8 @@ if __name__ == "__main__":
                         help="seconds an idle keep-alive connection stays open (default 75, as nginx)")
     parser.add_argument("--fail-status", type=int, choices=range(200, 600), metavar="NNN",
                         help="answer every HTTP request with this status (and print FAILED for each)")
+    parser.add_argument("--report-client", action="store_true",
+                        help='add "client", the connection\'s source address, to every JSON body')
     parser.add_argument("--log-requests", action="store_true",
                         help="print REQUEST METHOD HOST PATH for every HTTP request")
     asyncio.run(main(parser.parse_args()))
