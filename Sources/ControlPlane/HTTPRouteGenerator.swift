@@ -192,6 +192,8 @@ enum HTTPRouteGenerator {
     /// that applies to both (matches are ORed), none when every match names another port or gateway.
     static func routes(_ route: VirtualService.HTTPRoute, port: Int, config: MeshConfig,
                        gateway: String = VirtualService.meshGateway) -> [Envoy_Config_Route_V3_Route] {
+        // Merged away when the mesh was read (``VirtualServiceDelegation``): none is left delegating.
+        if case .delegate = route.action { return [] }
         let matches: [VirtualService.HTTPMatch?] = route.matches.isEmpty ? [nil]
             : route.matches.filter { ($0.port == nil || $0.port == port) && ($0.gateways?.contains(gateway) ?? true) }.map { Optional($0) }
         return matches.map { match in
@@ -260,6 +262,8 @@ enum HTTPRouteGenerator {
                 action.status = UInt32(status)
                 if let body { action.body.inlineString = body }
                 result.directResponse = action
+            case .delegate:
+                break  // not reached: delegating routes are left out above
             }
             if let fault = route.fault, let config = try? Google_Protobuf_Any(message: faultConfig(fault)) {
                 result.typedPerFilterConfig[faultFilterName] = config

@@ -7,6 +7,9 @@ extension VirtualService {
             case route([Destination])
             case redirect(Redirect)
             case directResponse(status: Int, body: String?)
+            /// `delegate`: the routes of another VirtualService (one without hosts), merged into this one's
+            /// place as Istio merges them (``VirtualServiceDelegation``); none is left once the mesh is read.
+            case delegate(name: String, namespace: String)
         }
 
         public var name: String?
@@ -104,6 +107,7 @@ extension VirtualService {
                 && lhs.rewriteURI == rhs.rewriteURI && lhs.rewriteURIRegex?.match == rhs.rewriteURIRegex?.match
                 && lhs.rewriteURIRegex?.rewrite == rhs.rewriteURIRegex?.rewrite && lhs.rewriteAuthority == rhs.rewriteAuthority
                 && lhs.timeout == rhs.timeout && lhs.retries == rhs.retries && lhs.fault == rhs.fault && lhs.mirrors == rhs.mirrors
+                && lhs.cors == rhs.cors
         }
     }
 
