@@ -274,7 +274,7 @@ enum HTTPRouteReader {
 
     static func match(_ reader: ConfigReader, namespace: String, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPMatch {
         try reader.ignoringUnknown(["name", "uri", "scheme", "method", "authority", "headers", "withoutHeaders", "queryParams",
-                                    "ignoreUriCase", "port", "gateways"], warnings: &warnings)
+                                    "ignoreUriCase", "port", "gateways", "sourceLabels", "sourceNamespace"], warnings: &warnings)
         var match = VirtualService.HTTPMatch()
         // The gateways (`mesh` for sidecars) this match applies to, resolved as the VirtualService's own.
         if let gateways = try reader.optional("gateways") {
@@ -298,6 +298,8 @@ enum HTTPRouteReader {
         }
         match.ignoreURICase = try reader.optional("ignoreUriCase")?.bool() ?? false
         match.port = try reader.optional("port")?.integer(in: 1...65535)
+        match.sourceLabels = try reader.optional("sourceLabels").map(MeshConfigReader.labels) ?? [:]
+        match.sourceNamespace = try reader.optional("sourceNamespace")?.string()
         return match
     }
 

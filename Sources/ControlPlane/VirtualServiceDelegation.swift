@@ -4,7 +4,7 @@
 ///
 /// - matches: each of the delegate route's matches must fall within one of the root route's (a prefix
 ///   within its prefix, an exact path under it, the same exact value; a regex on one side only if the
-///   other says nothing there; headers, query parameters and gateways no looser) and takes the root's
+///   other says nothing there; headers, query parameters, gateways and callers no looser) and takes the root's
 ///   conditions it does not set; a delegate route with a match outside every root match is left out;
 /// - the delegate route's name is prefixed with the root route's (`root-delegate`);
 /// - `rewrite`, `timeout`, `retries`, `fault`, `mirror`, `corsPolicy` and `headers` are the delegate
@@ -70,6 +70,8 @@ enum VirtualServiceDelegation {
         match.queryParams = overlaid(root.queryParams, leaf.queryParams)
         match.port = leaf.port ?? root.port
         match.gateways = leaf.gateways ?? root.gateways
+        match.sourceLabels = root.sourceLabels.merging(leaf.sourceLabels) { _, leaf in leaf }
+        match.sourceNamespace = leaf.sourceNamespace ?? root.sourceNamespace
         return match
     }
 
@@ -89,6 +91,9 @@ enum VirtualServiceDelegation {
         if root.ignoreURICase != leaf.ignoreURICase { return true }
         if let rootPort = root.port, let leafPort = leaf.port, rootPort != leafPort { return true }
         if let rootGateways = root.gateways, let leafGateways = leaf.gateways, !Set(leafGateways).isSubset(of: rootGateways) { return true }
+        // The caller: the delegate names the root's namespace again, and no label against the root's.
+        if let namespace = root.sourceNamespace, leaf.sourceNamespace != namespace { return true }
+        if leaf.sourceLabels.contains(where: { key, value in root.sourceLabels[key].map { $0 != value } ?? false }) { return true }
         return false
     }
 

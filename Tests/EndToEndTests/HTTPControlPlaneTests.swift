@@ -396,6 +396,40 @@ import Testing
         }
     }
 
+    /// `sourceLabels` and `sourceNamespace`, decided per caller as istiod decides them: the pod (in `shop`,
+    /// labelled `app: web` by its WorkloadEntry) is sent to v2 by the routes naming it, and a route naming
+    /// other callers does not apply to it.
+    @Test func routesNamingTheCallerApplyToItsSidecarOnly() throws {
+        let routes = MeshDocuments.httpVirtualService("""
+              - match:
+                - sourceLabels: {app: batch}
+                route:
+                - destination: {host: payments, subset: v1}
+              - match:
+                - sourceLabels: {app: web}
+                  sourceNamespace: shop
+                  uri: {prefix: /web}
+                route:
+                - destination: {host: payments, subset: v2}
+              - route:
+                - destination: {host: payments, subset: v1}
+            """)
+        let client = """
+            apiVersion: networking.istio.io/v1
+            kind: WorkloadEntry
+            metadata: {name: client, namespace: shop}
+            spec:
+              address: 192.0.2.1
+              labels: {app: web}
+            """
+        try withHTTPMesh(["routes.yaml": routes, "client.yaml": client]) { mesh in
+            #expect(waitFor("v2", mesh, path: "/web/x"), "\(mesh.proxy?.errorOutput ?? "")")
+            let web = try requests(mesh, path: "/web/x", count: 20).upstreams
+            let other = try requests(mesh, path: "/other", count: 20).upstreams
+            #expect(Set(web) == ["v2"] && Set(other) == ["v1"], "\(web) \(other)")
+        }
+    }
+
     /// Seed 4: every request mirrored to v2 while v1 answers. v2 sees each request as a copy, addressed
     /// to the `-shadow` host, and its answers never reach the client; the copies count in v2's cluster.
     @Test func mirrorSendsACopyOfEveryRequestToV2WhileV1Answers() throws {
