@@ -528,10 +528,7 @@ enum HTTPRouteGenerator {
     /// `envoy.filters.http.fault` with an empty configuration, as istiod puts it before the router on
     /// both sides: it acts only on routes that carry their own (a VirtualService's `fault`).
     static func faultFilter() throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter {
-        var filter = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
-        filter.name = faultFilterName
-        filter.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Http_Fault_V3_HTTPFault())
-        return filter
+        try httpFilter(faultFilterName, Envoy_Extensions_Filters_Http_Fault_V3_HTTPFault())
     }
 
     static let corsFilterName = "envoy.filters.http.cors"
@@ -539,10 +536,7 @@ enum HTTPRouteGenerator {
     /// `envoy.filters.http.cors`, as istiod puts it after the fault filter on both sides: it acts only on
     /// routes that carry a policy (a VirtualService's `corsPolicy`).
     static func corsFilter() throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter {
-        var filter = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
-        filter.name = corsFilterName
-        filter.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Http_Cors_V3_Cors())
-        return filter
+        try httpFilter(corsFilterName, Envoy_Extensions_Filters_Http_Cors_V3_Cors())
     }
 
     /// A route's `corsPolicy` as istiod's `TranslateCORSPolicy` writes it: lists joined by commas, `maxAge`
@@ -592,9 +586,14 @@ enum HTTPRouteGenerator {
     }
 
     static func routerFilter() throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter {
+        try httpFilter("envoy.filters.http.router", Envoy_Extensions_Filters_Http_Router_V3_Router())
+    }
+
+    /// An HTTP filter named `name` with `config` as its `typed_config`.
+    static func httpFilter(_ name: String, _ config: some SwiftProtobuf.Message) throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter {
         var filter = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
-        filter.name = "envoy.filters.http.router"
-        filter.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Http_Router_V3_Router())
+        filter.name = name
+        filter.typedConfig = try Google_Protobuf_Any(message: config)
         return filter
     }
 
