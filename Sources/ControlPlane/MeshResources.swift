@@ -47,6 +47,9 @@ struct MeshResources: Sendable {
     /// What each sidecar's routes are made of, when they depend on the caller (`sourceLabels`,
     /// `sourceNamespace`); nil: every sidecar gets `routes`.
     var sidecarRoutes: SidecarRoutes?
+    /// The outbound listeners of proxies that ask for DNS auto-allocation are made from this; nil: no
+    /// ServiceEntry gets a VIP, and they share `outboundListeners`.
+    var autoAllocation: AutoAllocatedAddresses?
     var outboundListener: Resource { outboundListeners[0] }
     /// The workloads the configuration describes (WorkloadEntries and inline endpoints), by IP.
     var inboundWorkloads: [String: InboundWorkload]

@@ -15,6 +15,8 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         var routers: [[String]: RouterSnapshot] = [:]
         /// Sidecars' routes made so far, by workload, when routes depend on the caller.
         var sidecarRoutes: [ProxyWorkload: [MeshResources.Resource]] = [:]
+        /// The outbound listeners of proxies asking for DNS auto-allocation, once made for this generation.
+        var autoAllocatedListeners: [MeshResources.Resource]?
     }
 
     private let generation = Mutex(Generation())
@@ -34,9 +36,16 @@ final class MeshSnapshotStore: ADSSnapshotSource {
     func update(_ resources: MeshResources) -> [XDSResourceType] {
         generation.withLock { generation in
             generation.number += 1
-            let changed = Self.servedTypes.filter { type in
+            var changed = Self.servedTypes.filter { type in
                 // The first time, secrets count only when some Gateway has a credential.
                 generation.resources.map { resources.differs(from: $0, in: type) } ?? (type != .secret || !resources.gatewaySecrets.credentials.isEmpty)
+            }
+            // Proxies asking for DNS auto-allocation have listeners of their own: when some did, theirs
+            // are made now and compared, so that their listeners' version follows their content too.
+            if let served = generation.autoAllocatedListeners {
+                let made = resources.autoAllocation.flatMap { try? $0.outboundListeners() } ?? resources.outboundListeners
+                generation.autoAllocatedListeners = made
+                if !changed.contains(.listener), !Self.same(made, served) { changed.append(.listener) }
             }
             for type in changed { generation.versions[type] = String(generation.number) }
             generation.resources = resources
@@ -69,6 +78,16 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                     ?? (ProxyConfigGenerator.inboundListenerName, .init())
                 generation.inbound[key] = inbound
             }
+            var outbound = resources.outboundListeners
+            if autoAllocate, let allocation = resources.autoAllocation {
+                if let made = generation.autoAllocatedListeners {
+                    outbound = made
+                } else {
+                    // Building them cannot fail where the shared ones did not; those stand in if it did.
+                    outbound = (try? allocation.outboundListeners()) ?? resources.outboundListeners
+                    generation.autoAllocatedListeners = outbound
+                }
+            }
             var routes = resources.routes
             if let sidecarRoutes = resources.sidecarRoutes {
                 // Routes that depend on the caller: this workload's, made once per workload and generation.
@@ -85,7 +104,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                 .cluster: VersionedResources(version: generation.versions[.cluster] ?? "", resources: resources.clusters),
                 .endpoint: VersionedResources(version: generation.versions[.endpoint] ?? "", resources: resources.endpoints),
                 .listener: VersionedResources(version: generation.versions[.listener] ?? "",
-                                              resources: resources.outboundListeners + [inbound]),
+                                              resources: outbound + [inbound]),
                 .route: VersionedResources(version: generation.versions[.route] ?? "", resources: routes),
                 // Packing a name table cannot fail; an empty table stands in if it did.
                 .nameTable: VersionedResources(version: generation.versions[.nameTable] ?? "", resources: [
@@ -121,6 +140,10 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             .route: VersionedResources(version: generation.versions[.route] ?? "", resources: resources.routes + router.routes),
             .secret: VersionedResources(version: generation.versions[.secret] ?? "", resources: router.secrets),
         ])
+    }
+
+    private static func same(_ resources: [MeshResources.Resource], _ others: [MeshResources.Resource]) -> Bool {
+        resources.count == others.count && zip(resources, others).allSatisfy { $0.name == $1.name && $0.resource == $1.resource }
     }
 
     /// A proxy's workload labels: its node metadata's `LABELS` (as pilot-agent sends them), else those of

@@ -222,6 +222,7 @@ struct ProxyConfigGenerator: Sendable {
                                       inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS, authorization: authorization,
                                       authentication: authentication)
         if sidecarRoutes.dependOnSource { resources.sidecarRoutes = sidecarRoutes }
+        resources.autoAllocation = AutoAllocatedAddresses(config: everything, generator: self)
         resources.nameTables = NameTableGenerator.tables(for: everything.serviceEntries)
         resources.accessLog = accessLog
         resources.gateways = .init(everything)

@@ -97,4 +97,48 @@ import XDS
         node.metadata.fields["DNS_AUTO_ALLOCATE"] = Google_Protobuf_Value(stringValue: "true")
         #expect(try table(node).table["api.example.org"]?.ips == ["240.240.0.1"])
     }
+
+    /// The listener side of auto-allocation: a proxy that asked for VIPs reaches a TCP service without
+    /// addresses at its VIP (a chain for 240.240.0.x), a proxy that did not gets no such chain, and the
+    /// allocating proxies' listener version follows their own listeners' content.
+    @Test func autoAllocatedVIPsGetOutboundChainsForTheProxiesThatAskedForThem() throws {
+        let tcp = """
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: mongo, namespace: shop}
+            spec:
+              hosts: [mongo.example.org]
+              ports: [{number: 27017, name: tcp-mongo, protocol: TCP}]
+              resolution: STATIC
+              endpoints: [{address: 192.0.2.60}]
+            """
+        let store = MeshSnapshotStore()
+        func update(_ documents: String) throws -> [XDSResourceType] {
+            store.update(try ProxyConfigGenerator().resources(for: try #require(MeshConfigReader.read([("mesh.yaml", documents)]).config)))
+        }
+        _ = try update(Self.documents + "\n---\n" + tcp)
+        var plain = Envoy_Config_Core_V3_Node()
+        plain.id = "sidecar~192.0.2.1~client.shop~shop.svc.cluster.local"
+        var allocating = plain
+        allocating.metadata.fields["DNS_AUTO_ALLOCATE"] = Google_Protobuf_Value(stringValue: "true")
+        func chains(_ node: Envoy_Config_Core_V3_Node) throws -> [(prefix: String, port: UInt32)] {
+            let resource = try #require(store.snapshot(for: node).types[.listener]?.resources.first { $0.name == ProxyConfigGenerator.outboundListenerName })
+            let listener = try Envoy_Config_Listener_V3_Listener(unpackingAny: resource.resource)
+            return listener.filterChains.flatMap { chain in
+                chain.filterChainMatch.prefixRanges.map { ($0.addressPrefix, chain.filterChainMatch.destinationPort.value) }
+            }
+        }
+        // mongo.example.org sorts after api. and ledger.example.org: the third VIP.
+        let allocated = try chains(allocating)
+        #expect(allocated.contains { $0.prefix == "240.240.0.3" && $0.port == 27017 }, "\(allocated)")
+        #expect(try !chains(plain).contains { $0.prefix.hasPrefix("240.240.") })
+        // Another host without addresses moves mongo's VIP: the allocating proxies' listeners change with it.
+        let version = store.snapshot(for: allocating).types[.listener]?.version
+        let extra = tcp.replacingOccurrences(of: "name: mongo,", with: "name: cache,").replacingOccurrences(of: "mongo.example.org", with: "cache.example.org")
+            .replacingOccurrences(of: "27017", with: "6379").replacingOccurrences(of: "tcp-mongo", with: "tcp-cache")
+        #expect(try update(Self.documents + "\n---\n" + tcp + "\n---\n" + extra).contains(.listener))
+        #expect(store.snapshot(for: allocating).types[.listener]?.version != version)
+        let moved = try chains(allocating)
+        #expect(moved.contains { $0.prefix == "240.240.0.4" && $0.port == 27017 }, "\(moved)")
+    }
 }

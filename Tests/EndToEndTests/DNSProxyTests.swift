@@ -101,4 +101,53 @@ import Testing
             #expect(unknown.contains("status: REFUSED"), "\(unknown)")
         }
     }
+
+    /// `ISTIO_META_DNS_AUTO_ALLOCATE`: a TCP ServiceEntry without addresses gets a VIP from 240.240.0.0/16 in
+    /// the agent's answers, and the pod's sidecar has a chain for it, so an application that resolved the
+    /// name and connects to the VIP reaches the service's endpoint (a plain TCP echo outside the mesh).
+    @Test func autoAllocatedAddressesReachTCPServicesWithoutAddresses() throws {
+        try withMeshCluster { mesh in
+            var files = AgentTests.meshFiles()
+            files["legacy.yaml"] = """
+                apiVersion: networking.istio.io/v1
+                kind: ServiceEntry
+                metadata: {name: legacy, namespace: shop}
+                spec:
+                  hosts: [legacy.example.org]
+                  ports: [{number: 7000, name: tcp-legacy, protocol: TCP}]
+                  location: MESH_EXTERNAL
+                  resolution: STATIC
+                  endpoints: [{address: 192.0.2.70}]
+                """
+            try mesh.startControlPlane(files: files)
+            let legacy = try mesh.addPod("legacy", address: IPAddress("192.0.2.70")!)
+            legacy.servers.append(try EchoServer(in: legacy.namespace, port: 7000))
+            let pod = try mesh.addPod("client", address: Self.client)
+            let namespaceName = "\(mesh.name)-client"
+            let etc = "/etc/netns/\(namespaceName)"
+            try FileManager.default.createDirectory(atPath: etc, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: etc) }
+            try "nameserver \(Self.nameserver)\n".write(toFile: "\(etc)/resolv.conf", atomically: true, encoding: .utf8)
+            // A pod's default route would take 240.240.0.0/16; this one leads to the cluster's hub, which
+            // routes it nowhere: only the sidecar's capture can carry the connection on.
+            try ChildProcess.require("/usr/sbin/ip", ["netns", "exec", namespaceName, "ip", "route", "add", "240.240.0.0/16", "via", "\(MeshCluster.hubV4)"])
+            try mesh.capture(pod, extraFlags: ["--redirect-dns", "--dns-servers", "\(Self.nameserver)"])
+            let agent = try mesh.startAgent(in: pod, serviceAccount: "client",
+                                            environment: ["ISTIO_META_DNS_CAPTURE": "true", "ISTIO_META_DNS_AUTO_ALLOCATE": "true"])
+            try mesh.waitReady(pod, agent: agent)
+            #expect(agent.waitUntil(seconds: 5) { agent.log.contains("NDS name table") }, "\(agent.log)")
+            let answer = try Self.dig(namespaceName, ["@\(Self.nameserver)", "legacy.example.org", "A"])
+            #expect(Self.answers(answer) == ["legacy.example.org. 30 IN A 240.240.0.1"], "\(answer)\n\(agent.log)")
+            var exchange: EchoExchange?
+            let reached = agent.waitUntil(seconds: 10) {
+                exchange = try? EchoExchange.run(to: SocketAddress(IPAddress("240.240.0.1")!, 7000), from: pod.namespace,
+                                                 payload: EchoExchange.payload(2048))
+                return exchange?.intact == true
+            }
+            #expect(reached, "\(exchange.map(String.init(describing:)) ?? "no exchange")\n\(agent.log.suffix(3000))")
+            // Through the service's own cluster, not the passthrough.
+            let connections = try mesh.metric("envoy_cluster_upstream_cx_total{envoy_cluster_name=\"outbound|7000||legacy.example.org\"}", in: pod)
+            #expect(Int(connections ?? "") ?? 0 >= 1, "\(connections ?? "no such metric")")
+        }
+    }
 }
