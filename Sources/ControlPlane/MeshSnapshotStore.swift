@@ -13,6 +13,8 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         var inbound: [String: MeshResources.Resource] = [:]
         /// Gateway proxies' resources made so far, by the Gateways that select them, for this generation.
         var routers: [[String]: RouterSnapshot] = [:]
+        /// EDS resources made for proxies' localities so far (by locality and labels), for this generation.
+        var localEndpoints: [String: [MeshResources.Resource]] = [:]
     }
 
     private let generation = Mutex(Generation())
@@ -40,6 +42,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             generation.resources = resources
             if changed.contains(.listener) { generation.inbound = [:] }
             if !changed.isEmpty { generation.routers = [:] }
+            if changed.contains(.endpoint) { generation.localEndpoints = [:] }
             return changed
         }
     }
@@ -66,9 +69,20 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                     ?? (ProxyConfigGenerator.inboundListenerName, .init())
                 generation.inbound[key] = inbound
             }
+            var endpoints = resources.endpoints
+            if !resources.localityAware.isEmpty {
+                let (locality, labels) = Self.locality(of: node)
+                let key = locality + "|" + labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+                if let made = generation.localEndpoints[key] {
+                    endpoints = made
+                } else {
+                    endpoints = resources.endpoints(locality: locality, labels: labels)
+                    generation.localEndpoints[key] = endpoints
+                }
+            }
             return XDSSnapshot(types: [
                 .cluster: VersionedResources(version: generation.versions[.cluster] ?? "", resources: resources.clusters),
-                .endpoint: VersionedResources(version: generation.versions[.endpoint] ?? "", resources: resources.endpoints),
+                .endpoint: VersionedResources(version: generation.versions[.endpoint] ?? "", resources: endpoints),
                 .listener: VersionedResources(version: generation.versions[.listener] ?? "",
                                               resources: resources.outboundListeners + [inbound]),
                 .route: VersionedResources(version: generation.versions[.route] ?? "", resources: resources.routes),
@@ -78,6 +92,26 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                 ]),
             ])
         }
+    }
+
+    /// The proxy's locality, `region/zone/subzone`, as istiod takes it: the node's `locality`, else its
+    /// labels' `topology.kubernetes.io/region` and `zone` and `topology.istio.io/subzone`, else its
+    /// `istio-locality` label (`region.zone.subzone`); and its labels (node metadata `LABELS`).
+    static func locality(of node: Envoy_Config_Core_V3_Node) -> (String, [String: String]) {
+        var labels: [String: String] = [:]
+        if let given = node.metadata.fields["LABELS"], case .structValue(let fields)? = given.kind {
+            for (key, value) in fields.fields { if case .stringValue(let text)? = value.kind { labels[key] = text } }
+        }
+        var parts = [node.locality.region, node.locality.zone, node.locality.subZone]
+        if parts[0].isEmpty {
+            parts = [labels["topology.kubernetes.io/region"] ?? "", labels["topology.kubernetes.io/zone"] ?? "",
+                     labels["topology.istio.io/subzone"] ?? ""]
+        }
+        if parts[0].isEmpty, let label = labels["istio-locality"] {
+            parts = (label.split(separator: ".", omittingEmptySubsequences: false).map(String.init) + ["", "", ""]).prefix(3).map { $0 }
+        }
+        guard !parts[0].isEmpty else { return ("", labels) }
+        return (parts.joined(separator: "/"), labels)
     }
 
     /// A gateway proxy's resources: the shared clusters and endpoints, and the listeners, routes and

@@ -207,6 +207,8 @@ final class DynamicResources: ADSResponseHandler {
                         continue
                     }
                     cluster.discovery = .endpoints(assignment.endpoints)
+                    cluster.localities = assignment.localities
+                    cluster.overprovisioningFactor = assignment.overprovisioningFactor
                     cluster.fieldsNotActedOn += assignment.fieldsNotActedOn
                 }
                 ready.append(cluster)
