@@ -19,13 +19,16 @@ extension ClusterRuntime {
         let panicThreshold: Double
         /// The load while every kept host is available (the common case, computed once).
         let allAvailable: PriorityLoad
+        /// Each locality's kept hosts (its available ones while none is out).
+        let keptByLocality: [Int]
 
         /// nil when there is one priority and no locality weighting: then every endpoint is alike.
         init?(_ config: BootstrapConfig.Cluster) {
             guard case .endpoints(let endpoints) = config.discovery, !endpoints.isEmpty, !config.localities.isEmpty else { return nil }
             let localities = config.localities
             let priorities = Array(Set(localities.map(\.priority))).sorted()
-            guard priorities.count > 1 || config.localityWeighted else { return nil }
+            // One priority of one locality (istiod's usual cluster, locality-weighted or not): nothing to draw.
+            guard priorities.count > 1 || (config.localityWeighted && localities.count > 1) else { return nil }
             let rank = Dictionary(uniqueKeysWithValues: priorities.enumerated().map { ($1, $0) })
             localityPriority = localities.map { rank[$0.priority] ?? 0 }
             localityWeight = localities.map(\.weight)
@@ -41,6 +44,9 @@ extension ClusterRuntime {
             panicThreshold = config.healthyPanicThreshold
             var kept = Array(repeating: 0, count: priorities.count)
             for priority in priorityOf { kept[priority] += 1 }
+            var keptByLocality = Array(repeating: 0, count: localities.count)
+            for endpoint in endpoints where keptByLocality.indices.contains(endpoint.locality) { keptByLocality[endpoint.locality] += 1 }
+            self.keptByLocality = keptByLocality
             allAvailable = PriorityLoad(available: kept, total: totals, overprovisioningFactor: overprovisioningFactor,
                                         panicThreshold: panicThreshold)
         }
@@ -80,17 +86,17 @@ extension ClusterRuntime {
         let detector = outlierDetector
         let anyOut = detector?.anyEjected == true || (checker?.failingCount ?? 0) > 0
         func isOut(_ index: Int) -> Bool { anyOut && (detector?.isEjected(index) == true || checker?.isFailing(index) == true) }
-        var availableByLocality = Array(repeating: 0, count: plan.localityTotals.count)
-        let load: PriorityLoad
-        if anyOut || plan.localityWeighted {
+        // While no host is out (the common case), the loads computed once; else from the hosts now in.
+        var availableByLocality = plan.keptByLocality
+        var load = plan.allAvailable
+        if anyOut {
+            availableByLocality = Array(repeating: 0, count: plan.localityTotals.count)
             var available = Array(repeating: 0, count: plan.totals.count)
             for index in endpoints.indices where !isOut(index) {
                 available[plan.priorityOf[index]] += 1
                 if availableByLocality.indices.contains(endpoints[index].locality) { availableByLocality[endpoints[index].locality] += 1 }
             }
-            load = anyOut ? plan.load(available: available) : plan.allAvailable
-        } else {
-            load = plan.allAvailable
+            load = plan.load(available: available)
         }
         var random = RequestRandomness()
         let priority = load.priority(for: Int((hash ?? random.next()) % 100))
