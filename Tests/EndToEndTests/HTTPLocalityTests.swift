@@ -35,6 +35,9 @@ extension HTTPControlPlaneTests {
             let hosts = try proxy.admin("GET", "/clusters").body
             #expect(hosts.contains("\(cluster)::198.51.100.10:8080::priority::0") && hosts.contains("\(cluster)::198.51.100.10:8080::zone::za"), "\(hosts)")
             #expect(hosts.contains("\(cluster)::198.51.100.99:8080::priority::1") && hosts.contains("\(cluster)::198.51.100.99:8080::zone::zb"), "\(hosts)")
+            // The assignment in force, as EDS gave it for this proxy's locality.
+            let eds = try proxy.admin("GET", "/config_dump?include_eds").body.replacingOccurrences(of: " ", with: "").replacingOccurrences(of: "\n", with: "")
+            #expect(eds.contains(#""zone":"zb""#) && eds.contains(#""priority":1"#), "\(eds.prefix(3000))")
 
             // v1 answers 503 (the path asks for it) until it is ejected.
             let ejected = proxy.waitUntil(seconds: 20) {
