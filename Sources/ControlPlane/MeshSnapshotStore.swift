@@ -95,20 +95,22 @@ final class MeshSnapshotStore: ADSSnapshotSource {
     }
 
     /// The proxy's locality, `region/zone/subzone`, as istiod takes it: the node's `locality`, else its
-    /// labels' `topology.kubernetes.io/region` and `zone` and `topology.istio.io/subzone`, else its
-    /// `istio-locality` label (`region.zone.subzone`); and its labels (node metadata `LABELS`).
+    /// `topology.istio.io/locality` or `istio-locality` label (`region.zone.subzone`), else its labels'
+    /// `topology.kubernetes.io/region` and `zone` and `topology.istio.io/subzone`; and its labels (node
+    /// metadata `LABELS`).
     static func locality(of node: Envoy_Config_Core_V3_Node) -> (String, [String: String]) {
         var labels: [String: String] = [:]
         if let given = node.metadata.fields["LABELS"], case .structValue(let fields)? = given.kind {
             for (key, value) in fields.fields { if case .stringValue(let text)? = value.kind { labels[key] = text } }
         }
         var parts = [node.locality.region, node.locality.zone, node.locality.subZone]
+        if parts[0].isEmpty, let label = labels["topology.istio.io/locality"] ?? labels["istio-locality"] {
+            let separator: Character = label.contains("/") ? "/" : "."
+            parts = (label.split(separator: separator, omittingEmptySubsequences: false).map(String.init) + ["", "", ""]).prefix(3).map { $0 }
+        }
         if parts[0].isEmpty {
             parts = [labels["topology.kubernetes.io/region"] ?? "", labels["topology.kubernetes.io/zone"] ?? "",
                      labels["topology.istio.io/subzone"] ?? ""]
-        }
-        if parts[0].isEmpty, let label = labels["istio-locality"] {
-            parts = (label.split(separator: ".", omittingEmptySubsequences: false).map(String.init) + ["", "", ""]).prefix(3).map { $0 }
         }
         guard !parts[0].isEmpty else { return ("", labels) }
         return (parts.joined(separator: "/"), labels)

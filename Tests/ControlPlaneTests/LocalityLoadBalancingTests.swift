@@ -62,6 +62,9 @@ import XDS
         // The locality from the topology labels when the node has none.
         #expect(try groups(store, labels: ["topology.kubernetes.io/region": "r2", "topology.kubernetes.io/zone": "z1"])
                 == ["r1/z1/s1@1×1", "r1/z1/s2@1×1", "r1/z2/@1×1", "r2/z1/@0×1", "r3/z1/@1×1"])
+        // Or from Istio's locality label (dots for slashes), which comes first.
+        #expect(try groups(store, labels: ["istio-locality": "r1.z2", "topology.kubernetes.io/region": "r2"])
+                == ["r1/z1/s1@1×1", "r1/z1/s2@1×1", "r1/z2/@0×1", "r2/z1/@2×1", "r3/z1/@2×1"])
         // A proxy without a locality gets the shared assignment, all of priority 0.
         #expect(try groups(store).allSatisfy { $0.contains("@0×") })
         // Without outlier detection, no failover (Envoy would never fail over), as istiod.
