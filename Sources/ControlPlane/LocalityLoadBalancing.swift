@@ -10,7 +10,8 @@ import XDS
 ///   setting is not disabled: priorities by how much of the proxy's locality an endpoint's shares (0 the
 ///   same region, zone and subzone; 1 region and zone; 2 region; 3 none), the other regions a `failover`
 ///   rule does not name for the proxy's region pushed after those it names; or with `failoverPriority`,
-///   by how many of the listed labels, in order, an endpoint shares with the proxy.
+///   by how many of the listed labels, in order, an endpoint shares with the proxy (and, when `failover`
+///   is given too, by locality within each of those).
 /// Priorities are then renumbered from 0 without gaps, as Envoy expects.
 public struct LocalityLoadBalancing: Sendable, Equatable {
     /// One `distribute` rule: from the proxies of `from`, `to` localities with percentages summing to 100.
@@ -117,7 +118,9 @@ public struct LocalityLoadBalancing: Sendable, Equatable {
                 }
             }
             assignment.endpoints = groups
-        } else {
+        }
+        // By locality (with failoverPriority, only when failover is given too, within each label priority).
+        if failoverPriority.isEmpty || !failover.isEmpty {
             for index in assignment.endpoints.indices {
                 let locality = Self.parts(assignment.endpoints[index].locality)
                 var priority = Self.priority(of: locality, proxy: proxy)

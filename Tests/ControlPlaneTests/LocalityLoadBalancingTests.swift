@@ -91,6 +91,10 @@ import XDS
         let store = try store("{loadBalancer: {localityLbSetting: {failoverPriority: [version]}}, outlierDetection: {consecutive5xxErrors: 1}}")
         // Every endpoint is version v1: those share the label with a v1 proxy (priority 0), none with a v2 one.
         #expect(try groups(store, locality: here, labels: ["version": "v1"]).allSatisfy { $0.contains("@0×") })
+        #expect(try groups(store, locality: here, labels: ["version": "v2"]).allSatisfy { $0.contains("@0×") })
+        // With failover too, by locality within each label priority.
+        let both = try self.store("{loadBalancer: {localityLbSetting: {failoverPriority: [version], failover: [{from: r1, to: r3}]}}, outlierDetection: {consecutive5xxErrors: 1}}")
+        #expect(try groups(both, locality: here, labels: ["version": "v1"]) == ["r1/z1/s1@0×1", "r1/z1/s2@1×1", "r1/z2/@2×1", "r2/z1/@4×1", "r3/z1/@3×1"])
     }
 
     @Test(arguments: [
