@@ -71,7 +71,9 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             }
             var endpoints = resources.endpoints
             if !resources.localityAware.isEmpty {
-                let (locality, labels) = Self.locality(of: node)
+                var (locality, labels) = Self.locality(of: node)
+                // Labels matter only to failoverPriority: without one, proxies of a locality share their EDS.
+                if !resources.localityAware.values.contains(where: { !$0.setting.failoverPriority.isEmpty }) { labels = [:] }
                 let key = locality + "|" + labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
                 if let made = generation.localEndpoints[key] {
                     endpoints = made
