@@ -192,6 +192,8 @@ enum HTTPRouteGenerator {
     /// that applies to both (matches are ORed), none when every match names another port or gateway.
     static func routes(_ route: VirtualService.HTTPRoute, port: Int, config: MeshConfig,
                        gateway: String = VirtualService.meshGateway) -> [Envoy_Config_Route_V3_Route] {
+        // Merged away when the mesh was read (``VirtualServiceDelegation``): none is left delegating.
+        if case .delegate = route.action { return [] }
         let matches: [VirtualService.HTTPMatch?] = route.matches.isEmpty ? [nil]
             : route.matches.filter { ($0.port == nil || $0.port == port) && ($0.gateways?.contains(gateway) ?? true) }.map { Optional($0) }
         return matches.map { match in
@@ -260,6 +262,8 @@ enum HTTPRouteGenerator {
                 action.status = UInt32(status)
                 if let body { action.body.inlineString = body }
                 result.directResponse = action
+            case .delegate:
+                break  // not reached: delegating routes are left out above
             }
             if let fault = route.fault, let config = try? Google_Protobuf_Any(message: faultConfig(fault)) {
                 result.typedPerFilterConfig[faultFilterName] = config
@@ -524,10 +528,7 @@ enum HTTPRouteGenerator {
     /// `envoy.filters.http.fault` with an empty configuration, as istiod puts it before the router on
     /// both sides: it acts only on routes that carry their own (a VirtualService's `fault`).
     static func faultFilter() throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter {
-        var filter = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
-        filter.name = faultFilterName
-        filter.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Http_Fault_V3_HTTPFault())
-        return filter
+        try httpFilter(faultFilterName, Envoy_Extensions_Filters_Http_Fault_V3_HTTPFault())
     }
 
     static let corsFilterName = "envoy.filters.http.cors"
@@ -535,10 +536,7 @@ enum HTTPRouteGenerator {
     /// `envoy.filters.http.cors`, as istiod puts it after the fault filter on both sides: it acts only on
     /// routes that carry a policy (a VirtualService's `corsPolicy`).
     static func corsFilter() throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter {
-        var filter = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
-        filter.name = corsFilterName
-        filter.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Http_Cors_V3_Cors())
-        return filter
+        try httpFilter(corsFilterName, Envoy_Extensions_Filters_Http_Cors_V3_Cors())
     }
 
     /// A route's `corsPolicy` as istiod's `TranslateCORSPolicy` writes it: lists joined by commas, `maxAge`
@@ -588,9 +586,14 @@ enum HTTPRouteGenerator {
     }
 
     static func routerFilter() throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter {
+        try httpFilter("envoy.filters.http.router", Envoy_Extensions_Filters_Http_Router_V3_Router())
+    }
+
+    /// An HTTP filter named `name` with `config` as its `typed_config`.
+    static func httpFilter(_ name: String, _ config: some SwiftProtobuf.Message) throws -> Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter {
         var filter = Envoy_Extensions_Filters_Network_HttpConnectionManager_V3_HttpFilter()
-        filter.name = "envoy.filters.http.router"
-        filter.typedConfig = try Google_Protobuf_Any(message: Envoy_Extensions_Filters_Http_Router_V3_Router())
+        filter.name = name
+        filter.typedConfig = try Google_Protobuf_Any(message: config)
         return filter
     }
 

@@ -8,7 +8,7 @@ import Routing
 enum HTTPRouteReader {
     static func route(_ reader: ConfigReader, namespace: String, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPRoute {
         try reader.ignoringUnknown(["name", "match", "route", "redirect", "directResponse", "rewrite", "timeout", "headers", "retries", "fault",
-                                    "mirror", "mirrorPercentage", "mirrorPercent", "mirror_percent", "mirrors", "corsPolicy"],
+                                    "mirror", "mirrorPercentage", "mirrorPercent", "mirror_percent", "mirrors", "corsPolicy", "delegate"],
                                    warnings: &warnings)
         let name = try reader.optional("name")?.string()
         var matches: [VirtualService.HTTPMatch] = []
@@ -16,13 +16,20 @@ enum HTTPRouteReader {
         let destinations = try reader.optional("route")?.list() ?? []
         let redirect = try reader.optional("redirect")
         let direct = try reader.optional("directResponse")
-        let given = [destinations.isEmpty ? nil : "route", redirect == nil ? nil : "redirect", direct == nil ? nil : "directResponse"].compactMap { $0 }
+        let delegate = try reader.optional("delegate")
+        let given = [destinations.isEmpty ? nil : "route", redirect == nil ? nil : "redirect", direct == nil ? nil : "directResponse",
+                     delegate == nil ? nil : "delegate"].compactMap { $0 }
         guard given.count == 1 else {
-            throw reader.fail(given.isEmpty ? "needs one of route, redirect or directResponse"
+            throw reader.fail(given.isEmpty ? "needs one of route, redirect, directResponse or delegate"
                                             : "has \(given.joined(separator: " and ")): a route takes one of them")
         }
         let action: VirtualService.HTTPRoute.Action
-        if let redirect {
+        if let delegate {
+            try delegate.ignoringUnknown(["name", "namespace"], warnings: &warnings)
+            let name = try delegate.required("name").string()
+            guard !name.isEmpty else { throw delegate.fail("name must not be empty") }
+            action = .delegate(name: name, namespace: try delegate.optional("namespace")?.string() ?? namespace)
+        } else if let redirect {
             action = .redirect(try self.redirect(redirect, warnings: &warnings))
         } else if let direct {
             try direct.ignoringUnknown(["status", "body"], warnings: &warnings)
@@ -40,7 +47,10 @@ enum HTTPRouteReader {
         var rewriteURIRegex: (match: String, rewrite: String)?
         if let rewrite = try reader.optional("rewrite") {
             try rewrite.ignoringUnknown(["uri", "authority", "uriRegexRewrite"], warnings: &warnings)
-            guard case .route = action else { throw rewrite.fail("applies to route destinations only, not to a redirect or a direct response") }
+            switch action {
+            case .route, .delegate: break
+            case .redirect, .directResponse: throw rewrite.fail("applies to route destinations only, not to a redirect or a direct response")
+            }
             rewriteURI = try rewrite.optional("uri")?.string()
             if let regex = try rewrite.optional("uriRegexRewrite") {
                 guard rewriteURI == nil else { throw regex.fail("cannot be given with uri: a route rewrites its path one way") }
@@ -56,7 +66,10 @@ enum HTTPRouteReader {
             }
         }
         let mirrors = try self.mirrors(reader, namespace: namespace, warnings: &warnings)
-        if case .route = action {} else if !mirrors.isEmpty {
+        if case .redirect = action, !mirrors.isEmpty {
+            throw reader.fail("mirrors copies of requests sent to route destinations: not with a redirect or a direct response")
+        }
+        if case .directResponse = action, !mirrors.isEmpty {
             throw reader.fail("mirrors copies of requests sent to route destinations: not with a redirect or a direct response")
         }
         var route = VirtualService.HTTPRoute(name: name, matches: matches, action: action,
@@ -261,7 +274,7 @@ enum HTTPRouteReader {
 
     static func match(_ reader: ConfigReader, namespace: String, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPMatch {
         try reader.ignoringUnknown(["name", "uri", "scheme", "method", "authority", "headers", "withoutHeaders", "queryParams",
-                                    "ignoreUriCase", "port", "gateways"], warnings: &warnings)
+                                    "ignoreUriCase", "port", "gateways", "sourceLabels", "sourceNamespace"], warnings: &warnings)
         var match = VirtualService.HTTPMatch()
         // The gateways (`mesh` for sidecars) this match applies to, resolved as the VirtualService's own.
         if let gateways = try reader.optional("gateways") {
@@ -285,6 +298,8 @@ enum HTTPRouteReader {
         }
         match.ignoreURICase = try reader.optional("ignoreUriCase")?.bool() ?? false
         match.port = try reader.optional("port")?.integer(in: 1...65535)
+        match.sourceLabels = try reader.optional("sourceLabels").map(MeshConfigReader.labels) ?? [:]
+        match.sourceNamespace = try reader.optional("sourceNamespace")?.string()
         return match
     }
 

@@ -4,6 +4,8 @@ public struct MeshConfig: Sendable, Equatable {
     public var serviceEntries: [ServiceEntry] = []
     public var workloadEntries: [WorkloadEntry] = []
     public var virtualServices: [VirtualService] = []
+    /// VirtualServices without hosts: routes that others take by `delegate` (merged into them when read).
+    public var delegateVirtualServices: [VirtualService] = []
     public var destinationRules: [DestinationRule] = []
     public var peerAuthentications: [PeerAuthentication] = []
     public var authorizationPolicies: [AuthorizationPolicy] = []

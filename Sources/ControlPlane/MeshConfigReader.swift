@@ -156,7 +156,8 @@ private struct Builder {
                 config.workloadEntries.append(WorkloadEntry(origin: origin, namespace: namespace,
                                                             endpoint: try Self.endpoint(spec, warnings: &resourceWarnings)))
             case "VirtualService":
-                config.virtualServices.append(try Self.virtualService(spec, origin: origin, namespace: namespace, warnings: &resourceWarnings))
+                let service = try Self.virtualService(spec, origin: origin, namespace: namespace, warnings: &resourceWarnings)
+                if service.hosts.isEmpty { config.delegateVirtualServices.append(service) } else { config.virtualServices.append(service) }
             case "DestinationRule":
                 config.destinationRules.append(try Self.destinationRule(spec, origin: origin, namespace: namespace, warnings: &resourceWarnings))
             case "PeerAuthentication":
@@ -319,7 +320,14 @@ private struct Builder {
                 }
             }
         }
-        let hosts = try strings(spec.required("hosts"), nonEmpty: true).map { MeshConfig.qualified($0, namespace: namespace) }
+        // Without hosts, a delegate: routes other VirtualServices take by `delegate` (Istio's rules for one).
+        let hosts = try spec.optional("hosts").map { reader throws(ConfigError) in try strings(reader, nonEmpty: false) }?
+            .map { MeshConfig.qualified($0, namespace: namespace) } ?? []
+        if hosts.isEmpty {
+            for field in ["gateways", "tcp", "tls"] where try spec.optional(field) != nil {
+                throw ConfigError(path: "spec.\(field)", message: "is not allowed in a delegate VirtualService (one without hosts): only http routes are delegated")
+            }
+        }
         var routes: [VirtualService.TCPRoute] = []
         for route in try spec.optional("tcp")?.list() ?? [] {
             try route.ignoringUnknown(["match", "route"], warnings: &warnings)
@@ -345,8 +353,13 @@ private struct Builder {
         }
         var http: [VirtualService.HTTPRoute] = []
         for route in try spec.optional("http")?.list() ?? [] {
-            http.append(try HTTPRouteReader.route(route, namespace: namespace, warnings: &warnings))
+            let read = try HTTPRouteReader.route(route, namespace: namespace, warnings: &warnings)
+            if hosts.isEmpty, case .delegate = read.action {
+                throw ConfigError(path: "\(route.path).delegate", message: "a delegate VirtualService (one without hosts) cannot delegate again: Istio delegates one level deep")
+            }
+            http.append(read)
         }
+        if hosts.isEmpty && http.isEmpty { throw ConfigError(path: "spec.hosts", message: "is required (a VirtualService without hosts is a delegate, and needs http routes)") }
         var service = VirtualService(origin: origin, namespace: namespace, hosts: hosts, http: http, tcp: routes, gateways: gateways)
         if let list = try spec.optional("tls") {
             for route in try list.list() {
@@ -711,7 +724,7 @@ private struct Builder {
         }
         var subsetsByHost: [String: Set<String>] = [:]
         for rule in config.destinationRules { subsetsByHost[rule.host, default: []].formUnion(rule.subsets.map(\.name)) }
-        for service in config.virtualServices {
+        for service in config.virtualServices + config.delegateVirtualServices {
             // Every destination the service names, with the field that names it: its routes' and its mirrors'.
             var named: [(field: String, destination: VirtualService.Destination, tcp: Bool)] = []
             for (routeIndex, route) in service.tcp.enumerated() {
@@ -732,7 +745,6 @@ private struct Builder {
                 }
                 for mirror in route.mirrors { named.append(("spec.http[\(routeIndex)].\(mirror.field)", mirror.destination, false)) }
             }
-            checkHTTPRoutes(service, entryByHost: entryByHost)
             for (field, destination, tcp) in named {
                 guard let position = entryByHost[destination.host] else {
                     problems.append(service.origin.problem("\(field).host", "\(destination.host) is not defined by any ServiceEntry"))
@@ -751,6 +763,8 @@ private struct Builder {
                 }
             }
         }
+        mergeDelegates()
+        for service in config.virtualServices + config.delegateVirtualServices { checkHTTPRoutes(service, entryByHost: entryByHost) }
         var ruled: [String: ResourceOrigin] = [:]
         for rule in config.destinationRules {
             if let other = ruled[rule.host] {
@@ -771,6 +785,47 @@ private struct Builder {
         checkAuthorizationPolicies()
         checkRequestAuthentications()
         checkGateways()
+    }
+
+    /// Each delegating route replaced by its delegate's routes (``VirtualServiceDelegation``). A delegate
+    /// that is not defined, a delegate route that conflicts with its root route, and a delegate no route
+    /// takes are warnings, as istiod leaves them out.
+    mutating func mergeDelegates() {
+        var delegates: [String: VirtualService] = [:]
+        for delegate in config.delegateVirtualServices {
+            let key = delegate.origin.name  // namespace/name
+            if let other = delegates[key] {
+                problems.append(delegate.origin.problem("metadata.name", "VirtualService \(key) is also defined in \(other.origin)"))
+            }
+            delegates[key] = delegate
+        }
+        var taken: Set<String> = []
+        for serviceIndex in config.virtualServices.indices {
+            let service = config.virtualServices[serviceIndex]
+            guard service.http.contains(where: { if case .delegate = $0.action { true } else { false } }) else { continue }
+            var routes: [VirtualService.HTTPRoute] = []
+            for (index, route) in service.http.enumerated() {
+                guard case .delegate(let name, let namespace) = route.action else {
+                    routes.append(route)
+                    continue
+                }
+                let key = "\(namespace)/\(name)"
+                guard let delegate = delegates[key] else {
+                    warnings.append("\(service.origin): VirtualService \(service.origin.name): spec.http[\(index)].delegate: no VirtualService \(key) without hosts is defined: this route is left out, as istiod leaves it")
+                    continue
+                }
+                taken.insert(key)
+                let merged = VirtualServiceDelegation.merged(root: route, delegate: delegate.http)
+                for conflicting in merged.conflicting {
+                    warnings.append("\(delegate.origin): VirtualService \(delegate.origin.name): spec.http[\(conflicting)].match: outside every match of \(service.origin.name)'s spec.http[\(index)], which delegates to it: this route is left out, as istiod leaves it")
+                }
+                routes += merged.routes
+            }
+            config.virtualServices[serviceIndex].http = routes
+        }
+        for (key, delegate) in delegates.sorted(by: { $0.key < $1.key }) where !taken.contains(key) {
+            warnings.append("\(delegate.origin): VirtualService \(delegate.origin.name): no route delegates to it (it has no hosts): its routes apply nowhere")
+        }
     }
 
     /// A VirtualService naming a Gateway that is not defined binds to nothing: said. Two Gateways that

@@ -42,8 +42,11 @@ struct MeshResources: Sendable {
     var endpoints: [Resource]
     /// `virtualOutbound` first, then a `0.0.0.0_PORT` per HTTP port.
     var outboundListeners: [Resource]
-    /// RDS: a `PORT` route configuration per HTTP port.
+    /// RDS: a `PORT` route configuration per HTTP port (and `HOST:PORT` per sniffed service).
     var routes: [Resource]
+    /// What each sidecar's routes are made of, when they depend on the caller (`sourceLabels`,
+    /// `sourceNamespace`); nil: every sidecar gets `routes`.
+    var sidecarRoutes: SidecarRoutes?
     var outboundListener: Resource { outboundListeners[0] }
     /// The workloads the configuration describes (WorkloadEntries and inline endpoints), by IP.
     var inboundWorkloads: [String: InboundWorkload]
@@ -129,7 +132,7 @@ struct MeshResources: Sendable {
                 || mutualTLS.undescribedProxies != other.mutualTLS.undescribedProxies
                 || authorization.undescribedProxies != other.authorization.undescribedProxies
                 || authentication != other.authentication || gateways != other.gateways || accessLog != other.accessLog
-        case .route: !Self.same(routes, other.routes) || gateways != other.gateways
+        case .route: !Self.same(routes, other.routes) || gateways != other.gateways || sidecarRoutes != other.sidecarRoutes
         case .nameTable: nameTables != other.nameTables
         // Sidecars' secrets come from the agent over SDS; gateways' credentials from here.
         case .secret: gatewaySecrets != other.gatewaySecrets || gateways != other.gateways

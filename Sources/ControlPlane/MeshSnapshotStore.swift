@@ -15,6 +15,8 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         var routers: [[String]: RouterSnapshot] = [:]
         /// EDS resources made for proxies' localities so far (by locality and labels), for this generation.
         var localEndpoints: [String: [MeshResources.Resource]] = [:]
+        /// Sidecars' routes made so far, by workload, when routes depend on the caller.
+        var sidecarRoutes: [ProxyWorkload: [MeshResources.Resource]] = [:]
     }
 
     private let generation = Mutex(Generation())
@@ -43,6 +45,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             if changed.contains(.listener) { generation.inbound = [:] }
             if !changed.isEmpty { generation.routers = [:] }
             if changed.contains(.endpoint) { generation.localEndpoints = [:] }
+            if changed.contains(.route) { generation.sidecarRoutes = [:] }
             return changed
         }
     }
@@ -82,12 +85,24 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                     generation.localEndpoints[key] = endpoints
                 }
             }
+            var routes = resources.routes
+            if let sidecarRoutes = resources.sidecarRoutes {
+                // Routes that depend on the caller: this workload's, made once per workload and generation.
+                let workload = ProxyWorkload(labels: Self.labels(of: node, ip: ip, in: sidecarRoutes.config), namespace: namespace)
+                if let made = generation.sidecarRoutes[workload] {
+                    routes = made
+                } else {
+                    // Packing cannot fail for routes built here; the caller-less routes stand in if it did.
+                    routes = (try? sidecarRoutes.resources(for: workload)) ?? resources.routes
+                    generation.sidecarRoutes[workload] = routes
+                }
+            }
             return XDSSnapshot(types: [
                 .cluster: VersionedResources(version: generation.versions[.cluster] ?? "", resources: resources.clusters),
                 .endpoint: VersionedResources(version: generation.versions[.endpoint] ?? "", resources: endpoints),
                 .listener: VersionedResources(version: generation.versions[.listener] ?? "",
                                               resources: resources.outboundListeners + [inbound]),
-                .route: VersionedResources(version: generation.versions[.route] ?? "", resources: resources.routes),
+                .route: VersionedResources(version: generation.versions[.route] ?? "", resources: routes),
                 // Packing a name table cannot fail; an empty table stands in if it did.
                 .nameTable: VersionedResources(version: generation.versions[.nameTable] ?? "", resources: [
                     ("", (try? resources.nameTables.packed(autoAllocate: autoAllocate)) ?? .init()),
@@ -124,12 +139,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
     private static func routerSnapshot(node: Envoy_Config_Core_V3_Node, ip: String, resources: MeshResources,
                                        generation: inout Generation) -> XDSSnapshot {
         let config = resources.gateways.config
-        var labels: [String: String] = [:]
-        if let given = node.metadata.fields["LABELS"], case .structValue(let fields)? = given.kind {
-            for (key, value) in fields.fields { if case .stringValue(let text)? = value.kind { labels[key] = text } }
-        } else if let workload = config.workloadEntries.first(where: { $0.endpoint.address == ip }) {
-            labels = workload.endpoint.labels
-        }
+        let labels = Self.labels(of: node, ip: ip, in: config)
         let gateways = GatewayGenerator.gateways(in: config, selecting: labels)
         let key = gateways.map(\.reference)
         let router: RouterSnapshot
@@ -149,5 +159,17 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             .route: VersionedResources(version: generation.versions[.route] ?? "", resources: resources.routes + router.routes),
             .secret: VersionedResources(version: generation.versions[.secret] ?? "", resources: router.secrets),
         ])
+    }
+
+    /// A proxy's workload labels: its node metadata's `LABELS` (as pilot-agent sends them), else those of
+    /// the WorkloadEntry at its IP.
+    private static func labels(of node: Envoy_Config_Core_V3_Node, ip: String, in config: MeshConfig) -> [String: String] {
+        var labels: [String: String] = [:]
+        if let given = node.metadata.fields["LABELS"], case .structValue(let fields)? = given.kind {
+            for (key, value) in fields.fields { if case .stringValue(let text)? = value.kind { labels[key] = text } }
+        } else if let workload = config.workloadEntries.first(where: { $0.endpoint.address == ip }) {
+            labels = workload.endpoint.labels
+        }
+        return labels
     }
 }

@@ -93,7 +93,7 @@ struct ProxyConfigGenerator: Sendable {
         var chains: [Envoy_Config_Listener_V3_FilterChain] = []
         // Istio's sniffing, per service address and port: `ADDRESS_PORT` listeners and RDS `HOST:PORT`.
         var sniffing: [MeshResources.Resource] = []
-        var sniffedRoutes: [MeshResources.Resource] = []
+        var sidecarRoutes = SidecarRoutes(config: config)
         // The services on each HTTP port, for RDS `PORT` and the listener `0.0.0.0_PORT`.
         var httpServices: [Int: [(host: String, entry: ServiceEntry)]] = [:]
         // TLS services without addresses, by port: chains matching their hosts as server names.
@@ -155,6 +155,7 @@ struct ProxyConfigGenerator: Sendable {
                     let networks = entry.addresses.compactMap(IPNetwork.init)
                     if port.protocol.isHTTP {
                         httpServices[port.number, default: []].append((host, entry))
+                        sidecarRoutes.http.append(.init(host: host, port: port.number, entry: entry))
                     } else if port.protocol == .unknown, networks.contains(where: \.isSingleAddress) {
                         // Sniffed on each single address; CIDRs (no listener of their own) stay TCP below.
                         let route = Self.route(host: host, port: port.number, config: config)
@@ -167,8 +168,7 @@ struct ProxyConfigGenerator: Sendable {
                                                                                                    host: host, tcp: tcp, accessLog: accessLog),
                                                                as: .listener)))
                         }
-                        sniffedRoutes.append(("\(host):\(port.number)", try .packed(HTTPRouteGenerator.sniffedRouteConfiguration(
-                            host: host, port: port.number, entry: entry, config: config), as: .route)))
+                        sidecarRoutes.sniffed.append(.init(host: host, port: port.number, entry: entry))
                         let ranges = entry.addresses.filter { IPNetwork($0)?.isSingleAddress == false }
                         if !ranges.isEmpty {
                             chains.append(Self.outboundChain(host: host, port: port.number, addresses: ranges, route: route))
@@ -193,9 +193,9 @@ struct ProxyConfigGenerator: Sendable {
         listener.filterChains = chains
         listener.defaultFilterChain = Self.passthroughChain(outboundPolicy)
         var listeners: [MeshResources.Resource] = [(Self.outboundListenerName, try .packed(listener, as: .listener))]
-        var routes: [MeshResources.Resource] = []
+        // Routes for a caller no VirtualService names; per caller too when some route depends on it.
+        let routes = try sidecarRoutes.resources(for: .anonymous)
         listeners += sniffing
-        routes += sniffedRoutes
         for (port, services) in httpServices.sorted(by: { $0.key < $1.key }) {
             // TCP services on the same port: the hand-off brings their connections here too.
             let tcpChains = chains.filter { $0.filterChainMatch.destinationPort.value == UInt32(port) } + sniChains[port, default: []]
@@ -208,8 +208,6 @@ struct ProxyConfigGenerator: Sendable {
                                   try .packed(HTTPRouteGenerator.outboundListener(port: port, tcpChains: tcpChains, ipv6: true,
                                                                                   policy: outboundPolicy, accessLog: accessLog), as: .listener)))
             }
-            routes.append((String(port), try .packed(HTTPRouteGenerator.routeConfiguration(port: port, services: services, config: config),
-                                                     as: .route)))
         }
         for (port, serverNameChains) in sniChains.sorted(by: { $0.key < $1.key }) where httpServices[port] == nil {
             let tcpChains = chains.filter { $0.filterChainMatch.destinationPort.value == UInt32(port) }
@@ -232,6 +230,7 @@ struct ProxyConfigGenerator: Sendable {
         var resources = MeshResources(clusters: clusters, endpoints: endpoints, outboundListeners: listeners, routes: routes,
                                       inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS, authorization: authorization,
                                       authentication: authentication)
+        if sidecarRoutes.dependOnSource { resources.sidecarRoutes = sidecarRoutes }
         resources.nameTables = NameTableGenerator.tables(for: everything.serviceEntries)
         resources.accessLog = accessLog
         resources.localityAware = localityAware

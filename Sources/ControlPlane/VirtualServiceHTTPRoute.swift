@@ -7,6 +7,9 @@ extension VirtualService {
             case route([Destination])
             case redirect(Redirect)
             case directResponse(status: Int, body: String?)
+            /// `delegate`: the routes of another VirtualService (one without hosts), merged into this one's
+            /// place as Istio merges them (``VirtualServiceDelegation``); none is left once the mesh is read.
+            case delegate(name: String, namespace: String)
         }
 
         public var name: String?
@@ -104,6 +107,7 @@ extension VirtualService {
                 && lhs.rewriteURI == rhs.rewriteURI && lhs.rewriteURIRegex?.match == rhs.rewriteURIRegex?.match
                 && lhs.rewriteURIRegex?.rewrite == rhs.rewriteURIRegex?.rewrite && lhs.rewriteAuthority == rhs.rewriteAuthority
                 && lhs.timeout == rhs.timeout && lhs.retries == rhs.retries && lhs.fault == rhs.fault && lhs.mirrors == rhs.mirrors
+                && lhs.cors == rhs.cors
         }
     }
 
@@ -124,6 +128,21 @@ extension VirtualService {
         public var port: Int?
         /// Only on these gateways (`mesh`: sidecars; else `namespace/name`); nil: every one the VirtualService is bound to.
         public var gateways: [String]?
+        /// `sourceLabels`: only for callers (sidecars) whose workload has these labels.
+        public var sourceLabels: [String: String] = [:]
+        /// `sourceNamespace`: only for callers in this namespace.
+        public var sourceNamespace: String?
+
+        /// Whether the match may apply to requests from `workload`'s sidecar, as istiod's `sourceMatchHTTP`
+        /// decides when it builds that proxy's routes: with `gateways` named, those alone decide (later);
+        /// else the caller must carry `sourceLabels` and be in `sourceNamespace`.
+        func applies(to workload: ProxyWorkload) -> Bool {
+            if gateways != nil { return true }
+            return sourceLabels.allSatisfy { workload.labels[$0.key] == $0.value } && (sourceNamespace.map { $0 == workload.namespace } ?? true)
+        }
+
+        /// Whether the match depends on who calls.
+        var namesSource: Bool { !sourceLabels.isEmpty || sourceNamespace != nil }
 
         public static func == (lhs: Self, rhs: Self) -> Bool {
             func same(_ a: [(name: String, match: StringMatch)], _ b: [(name: String, match: StringMatch)]) -> Bool {
@@ -132,7 +151,7 @@ extension VirtualService {
             return lhs.name == rhs.name && lhs.uri == rhs.uri && lhs.scheme == rhs.scheme && lhs.method == rhs.method
                 && lhs.authority == rhs.authority && same(lhs.headers, rhs.headers) && same(lhs.withoutHeaders, rhs.withoutHeaders)
                 && same(lhs.queryParams, rhs.queryParams) && lhs.ignoreURICase == rhs.ignoreURICase && lhs.port == rhs.port
-                && lhs.gateways == rhs.gateways
+                && lhs.gateways == rhs.gateways && lhs.sourceLabels == rhs.sourceLabels && lhs.sourceNamespace == rhs.sourceNamespace
         }
     }
 

@@ -43,6 +43,8 @@ public struct AccessLogCommand: Sendable, Equatable {
         case downstreamRemotePort
         case routeName
         case downstreamPeerURISAN
+        /// The TLS server name (SNI) the client asked for.
+        case requestedServerName
         case downstreamLocalURISAN
         case grpcStatusNumber
         case hostname(String)
@@ -86,14 +88,14 @@ public struct AccessLogCommand: Sendable, Equatable {
         // No proxy protocol or trusted X-Forwarded-For hops: the direct peer is the remote address.
         "DOWNSTREAM_DIRECT_REMOTE_ADDRESS": .downstreamRemoteAddress,
         "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT": .downstreamRemoteAddressWithoutPort,
-        "ROUTE_NAME": .routeName, "DOWNSTREAM_PEER_URI_SAN": .downstreamPeerURISAN,
+        "ROUTE_NAME": .routeName, "DOWNSTREAM_PEER_URI_SAN": .downstreamPeerURISAN, "REQUESTED_SERVER_NAME": .requestedServerName,
         "DOWNSTREAM_LOCAL_URI_SAN": .downstreamLocalURISAN, "GRPC_STATUS_NUMBER": .grpcStatusNumber,
     ]
 
     /// Envoy's operators whose data Capstan does not have: they print `-`. Those that take an argument
     /// are marked.
     static let withoutData: [String: Bool] = [
-        "REQUESTED_SERVER_NAME": false, "UPSTREAM_TRANSPORT_FAILURE_REASON": false, "CONNECTION_TERMINATION_DETAILS": false,
+        "UPSTREAM_TRANSPORT_FAILURE_REASON": false, "CONNECTION_TERMINATION_DETAILS": false,
         "CONNECTION_ID": false, "DOWNSTREAM_TLS_VERSION": false, "DOWNSTREAM_TLS_CIPHER": false,
         "DOWNSTREAM_TLS_SESSION_ID": false, "DOWNSTREAM_PEER_SUBJECT": false, "DOWNSTREAM_PEER_ISSUER": false,
         "DOWNSTREAM_PEER_DNS_SAN": false, "DOWNSTREAM_LOCAL_DNS_SAN": false, "DOWNSTREAM_LOCAL_SUBJECT": false,

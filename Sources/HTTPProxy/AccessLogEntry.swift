@@ -71,6 +71,7 @@ public struct AccessLogEntry: Sendable {
         case .downstreamRemotePort: return connection.remoteAddress?.port.map { .number($0) } ?? .absent
         case .routeName: return text(record.routeName)
         case .downstreamPeerURISAN: return text(connection.peerPrincipal)
+        case .requestedServerName: return text(connection.requestedServerName)
         case .downstreamLocalURISAN: return text(connection.localPrincipal)
         case .grpcStatusNumber: return record.grpcStatus.flatMap { Int($0) }.map { .number($0) } ?? .absent
         case .hostname(let name): return .text(name)

@@ -260,6 +260,37 @@ import XDS
         #expect(store.snapshot(for: node).types[.listener]?.version == "1")
     }
 
+    /// `sourceLabels` and `sourceNamespace`: each sidecar gets the routes for its own workload, as istiod
+    /// builds them per proxy (labels from the node's `LABELS`, namespace from its id); a caller no match
+    /// names gets the rest. A change only to who is named is pushed as a route change.
+    @Test func routesByCallerAreMadePerSidecar() throws {
+        let routes = HTTPDocuments.virtualService("""
+              - match: [{sourceLabels: {app: web}, uri: {prefix: /}}, {sourceNamespace: ops, uri: {prefix: /ops}}]
+                route: [{destination: {host: payments, subset: v2}}]
+              - route: [{destination: {host: payments, subset: v1}}]
+            """)
+        let store = MeshSnapshotStore()
+        store.update(try resources(HTTPDocuments.mesh([routes])))
+        func clusters(_ id: String, labels: [String: String]) throws -> [String] {
+            var node = Envoy_Config_Core_V3_Node()
+            node.id = id
+            if !labels.isEmpty {
+                node.metadata.fields["LABELS"] = .init(structValue: .with { $0.fields = labels.mapValues { .init(stringValue: $0) } })
+            }
+            let resource = try #require(store.snapshot(for: node).types[.route]?.resources.first { $0.name == "9080" }?.resource)
+            let config = try Envoy_Config_Route_V3_RouteConfiguration(unpackingAny: resource)
+            let host = try #require(config.virtualHosts.first { $0.name.hasPrefix("payments.shop") })
+            return host.routes.map { $0.route.cluster }
+        }
+        let v1 = "outbound|9080|v1|payments.shop.svc.cluster.local", v2 = "outbound|9080|v2|payments.shop.svc.cluster.local"
+        #expect(try clusters("sidecar~192.0.2.1~web-1.shop~shop.svc.cluster.local", labels: ["app": "web", "version": "v3"]) == [v2, v1])
+        #expect(try clusters("sidecar~192.0.2.2~api-1.shop~shop.svc.cluster.local", labels: ["app": "api"]) == [v1])
+        #expect(try clusters("sidecar~192.0.2.3~tool-1.ops~ops.svc.cluster.local", labels: [:]) == [v2, v1])
+        let renamed = routes.replacingOccurrences(of: "app: web", with: "app: api")
+        #expect(store.update(try resources(HTTPDocuments.mesh([renamed]))) == [.route])
+        #expect(try clusters("sidecar~192.0.2.2~api-1.shop~shop.svc.cluster.local", labels: ["app": "api"]) == [v2, v1])
+    }
+
     @Test func aPortWithNoProtocolIsSniffedAsIstiodSniffsIt() throws {
         let web = """
             apiVersion: networking.istio.io/v1

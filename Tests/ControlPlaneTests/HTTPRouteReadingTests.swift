@@ -52,13 +52,13 @@ import Testing
         let routes = """
               - mirror: {host: payments, subset: v2}
                 retries: {attempts: 3}
-                match: [{sourceLabels: {app: web}, uri: {prefix: /}}]
+                match: [{uri: {prefix: /}, statPrefix: payments-root}]
                 route: [{destination: {host: payments, subset: v1}}]
               - route: [{destination: {host: payments, subset: v2}}]
             """
         let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(routes)]))])
         #expect(reading.config != nil, "\(reading.problems)")
-        for field in ["spec.http[0].match[0].sourceLabels"] {
+        for field in ["spec.http[0].match[0].statPrefix"] {
             #expect(reading.warnings.contains { $0.hasSuffix("VirtualService shop/payments: \(field): not supported by Capstan, ignored") }, "\(field): \(reading.warnings)")
         }
         #expect(reading.warnings.contains { $0.hasSuffix("spec.http[1...]: never applies: spec.http[0] takes every request before it") }, "\(reading.warnings)")

@@ -47,7 +47,7 @@ import XDS
             #expect(sameFormat, "Istio's format, compiled")
             #expect(config.fieldsNotActedOn.filter { $0.path.hasPrefix("access_log") }.map(\.description)
                 == ["access_log[0].typed_config: accepted, not acted on: Capstan does not record %CONNECTION_TERMINATION_DETAILS%, "
-                    + "%UPSTREAM_TRANSPORT_FAILURE_REASON%, %REQUESTED_SERVER_NAME%: printed as - (null in JSON)"])
+                    + "%UPSTREAM_TRANSPORT_FAILURE_REASON%: printed as - (null in JSON)"])
         }
     }
 }

@@ -251,8 +251,9 @@ import Testing
             let lines = accessLog.split(separator: "\n").filter { $0.contains("\"GET /politics HTTP/") }
             let line = lines.first { $0.contains("outbound|80||\(Self.host)") } ?? ""
             #expect(line.contains(" 200 ") && line.contains("\"\(Self.serverV4):80\""), "\(accessLog)\n\(agent.log.suffix(4000))")
-            // (%REQUESTED_SERVER_NAME% prints `-`: the proxy does not record it for access logs yet.)
+            // The client's sidecar, and the SNI it asked the gateway for (%REQUESTED_SERVER_NAME%, before the route name).
             #expect(line.contains(" \(Self.clientV4):") && line.contains("\"\(Self.host)\""), "\(line)")
+            #expect(line.contains(" \(Self.host) "), "the SNI: \(line)")
             let sidecarLine = lines.first { $0.contains("outbound|80|cnn|istio-egressgateway.shop.svc.cluster.local") } ?? ""
             #expect(sidecarLine.contains(" 200 ") && sidecarLine.contains("\"\(Self.gatewayV4):80\""), "\(accessLog)")
 

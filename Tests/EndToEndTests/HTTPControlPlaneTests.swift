@@ -359,6 +359,77 @@ import Testing
         }
     }
 
+    /// Istio's delegation: the root VirtualService hands `/team` to a VirtualService without hosts (another
+    /// team's), whose routes split it by header; the rest stays with the root's own route.
+    @Test func delegatedRoutesServeTheirPartOfTheRootsPaths() throws {
+        let root = MeshDocuments.httpVirtualService("""
+              - match:
+                - uri:
+                    prefix: /team
+                delegate:
+                  name: team-routes
+              - route:
+                - destination:
+                    host: payments
+                    subset: v1
+            """)
+        let delegate = """
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: team-routes, namespace: shop}
+            spec:
+              http:
+              - match: [{headers: {end-user: {exact: jason}}}]
+                route: [{destination: {host: payments, subset: v2}}]
+              - match: [{uri: {prefix: /team/v1}}]
+                route: [{destination: {host: payments, subset: v1}}]
+              - route: [{destination: {host: payments, subset: v2}}]
+            """
+        try withHTTPMesh(["routes.yaml": root, "team.yaml": delegate]) { mesh in
+            #expect(waitFor("v2", mesh, path: "/team/x"), "\(mesh.proxy?.errorOutput ?? "")")
+            let team = try requests(mesh, path: "/team/x", count: 20).upstreams
+            let teamV1 = try requests(mesh, path: "/team/v1/x", count: 20).upstreams
+            let jason = try requests(mesh, path: "/team/v1/x", count: 20, headers: ["end-user: jason"]).upstreams
+            // Outside /team the delegate's catch-all does not apply: the root's own route.
+            let other = try requests(mesh, path: "/other", count: 20, headers: ["end-user: jason"]).upstreams
+            #expect(Set(team) == ["v2"] && Set(teamV1) == ["v1"] && Set(jason) == ["v2"] && Set(other) == ["v1"], "\(team) \(teamV1) \(jason) \(other)")
+        }
+    }
+
+    /// `sourceLabels` and `sourceNamespace`, decided per caller as istiod decides them: the pod (in `shop`,
+    /// labelled `app: web` by its WorkloadEntry) is sent to v2 by the routes naming it, and a route naming
+    /// other callers does not apply to it.
+    @Test func routesNamingTheCallerApplyToItsSidecarOnly() throws {
+        let routes = MeshDocuments.httpVirtualService("""
+              - match:
+                - sourceLabels: {app: batch}
+                route:
+                - destination: {host: payments, subset: v1}
+              - match:
+                - sourceLabels: {app: web}
+                  sourceNamespace: shop
+                  uri: {prefix: /web}
+                route:
+                - destination: {host: payments, subset: v2}
+              - route:
+                - destination: {host: payments, subset: v1}
+            """)
+        let client = """
+            apiVersion: networking.istio.io/v1
+            kind: WorkloadEntry
+            metadata: {name: client, namespace: shop}
+            spec:
+              address: 192.0.2.1
+              labels: {app: web}
+            """
+        try withHTTPMesh(["routes.yaml": routes, "client.yaml": client]) { mesh in
+            #expect(waitFor("v2", mesh, path: "/web/x"), "\(mesh.proxy?.errorOutput ?? "")")
+            let web = try requests(mesh, path: "/web/x", count: 20).upstreams
+            let other = try requests(mesh, path: "/other", count: 20).upstreams
+            #expect(Set(web) == ["v2"] && Set(other) == ["v1"], "\(web) \(other)")
+        }
+    }
+
     /// Seed 4: every request mirrored to v2 while v1 answers. v2 sees each request as a copy, addressed
     /// to the `-shadow` host, and its answers never reach the client; the copies count in v2's cluster.
     @Test func mirrorSendsACopyOfEveryRequestToV2WhileV1Answers() throws {

@@ -41,7 +41,7 @@ import XDS
              {"name": "envoy.access_loggers.http_grpc", "typed_config": {
                "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"}},
              {"name": "envoy.access_loggers.file", "typed_config": {"@type": "\(Self.file)", "path": "/tmp/b.log",
-               "log_format": {"text_format": "%REQUESTED_SERVER_NAME% %FILTER_STATE(x)%"}}}]
+               "log_format": {"text_format": "%CONNECTION_ID% %FILTER_STATE(x)%"}}}]
             """)
         #expect(config.recordsForAccessLog)
         #expect(config.accessLogs.map(\.path) == ["/tmp/a.log", "/dev/stdout", "/dev/stderr", "/tmp/b.log"])
@@ -50,7 +50,7 @@ import XDS
         #expect(config.accessLogs[2].format == (try AccessLogFormat(json: try Google_Protobuf_Struct(jsonString: #"{"code": "%RESPONSE_CODE%"}"#))))
         let listed = config.fieldsNotActedOn.map(\.path)
         #expect(listed == ["access_log[1].filter", "access_log[3]", "access_log[4].typed_config"])
-        #expect(config.fieldsNotActedOn.last?.reason == "Capstan does not record %REQUESTED_SERVER_NAME%, %FILTER_STATE(x)%: printed as - (null in JSON)")
+        #expect(config.fieldsNotActedOn.last?.reason == "Capstan does not record %CONNECTION_ID%, %FILTER_STATE(x)%: printed as - (null in JSON)")
     }
 
     @Test func withoutAccessLogsNothingIsRecorded() throws {

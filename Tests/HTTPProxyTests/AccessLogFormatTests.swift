@@ -55,7 +55,8 @@ import XDS
         let connection = DownstreamConnectionInfo(remoteAddress: try SocketAddress(ipAddress: "192.0.2.1", port: 40000),
                                                   localAddress: try SocketAddress(ipAddress: "192.0.2.10", port: 8080),
                                                   isTLS: true, peerPrincipal: "spiffe://cluster.local/ns/a/sa/client",
-                                                  localPrincipal: "spiffe://cluster.local/ns/b/sa/server")
+                                                  localPrincipal: "spiffe://cluster.local/ns/b/sa/server",
+                                                  requestedServerName: "outbound_.8080_._.app.local")
         return AccessLogEntry(record: record, connection: connection, startSeconds: startSeconds, startNanoseconds: startNanoseconds)
     }
 
@@ -97,7 +98,7 @@ import XDS
         let line = try Self.text(Self.istioFormat, try Self.forwarded())
         #expect(line == "[2026-12-02T12:38:56.123Z] \"GET /hello?x=1 HTTP/1.1\" 200 - via_upstream - \"-\" 3 5 12 9 \"192.0.2.1\" "
             + "\"curl/8.5.0\" \"4f1c0f1e-0000-4000-8000-000000000001\" \"app.local\" \"192.0.2.10:8080\" outbound|8080||app.local "
-            + "192.0.2.2:51000 192.0.2.10:8080 192.0.2.1:40000 - default\n")
+            + "192.0.2.2:51000 192.0.2.10:8080 192.0.2.1:40000 outbound_.8080_._.app.local default\n")
     }
 
     @Test func istiosFormatForALocalReply() throws {
@@ -130,6 +131,7 @@ import XDS
             == "192.0.2.1 40000 8080")
         #expect(try Self.text("%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_LOCAL_URI_SAN%", entry)
             == "spiffe://cluster.local/ns/a/sa/client spiffe://cluster.local/ns/b/sa/server")
+        #expect(try Self.text("%REQUESTED_SERVER_NAME%", entry) == "outbound_.8080_._.app.local")
         #expect(try Self.text("%UPSTREAM_CLUSTER_RAW% %GRPC_STATUS_NUMBER% %DYNAMIC_METADATA(istio.mixer:status)%", entry)
             == "outbound|8080||app.local - -")
         #expect(try Self.text("100%% %PROTOCOL%", entry) == "100% HTTP/1.1")
