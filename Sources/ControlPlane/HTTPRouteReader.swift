@@ -250,7 +250,7 @@ enum HTTPRouteReader {
     static func retries(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPRoute.Retries {
         try reader.ignoringUnknown(["attempts", "perTryTimeout", "retryOn", "retryRemoteLocalities"], warnings: &warnings)
         if try reader.optional("retryRemoteLocalities") != nil {
-            warnings.append("\(reader.path).retryRemoteLocalities: Capstan has no locality-aware load balancing yet: not acted on")
+            warnings.append("\(reader.path).retryRemoteLocalities: Capstan generates no previous_priorities retry predicate: not acted on")
         }
         var conditions: [String] = []
         if let retryOn = try reader.optional("retryOn") {

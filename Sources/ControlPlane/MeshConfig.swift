@@ -292,6 +292,8 @@ public struct DestinationRule: Sendable, Equatable {
         public var originatedTLS: OriginatedTLS? = nil
         /// `outlierDetection`; a subset's replaces the rule's whole, as istiod merges it.
         public var outlierDetection: OutlierDetection? = nil
+        /// `loadBalancer.localityLbSetting` (it goes with `loadBalancer` when policies merge).
+        public var localityLoadBalancing: LocalityLoadBalancing? = nil
         /// `portLevelSettings` by port number: each entry's four components (its `portLevelSettings`
         /// always empty) for that service port's clusters.
         public var portLevelSettings: [Int: TrafficPolicy] = [:]
@@ -304,6 +306,8 @@ public struct DestinationRule: Sendable, Equatable {
             var merged = TrafficPolicy(loadBalancer: other.loadBalancer ?? loadBalancer, connectionPool: other.connectionPool ?? connectionPool,
                                        tlsMode: other.tlsMode ?? tlsMode)
             merged.outlierDetection = other.outlierDetection ?? outlierDetection
+            let otherGivesBalancer = other.loadBalancer != nil || other.localityLoadBalancing != nil
+            merged.localityLoadBalancing = otherGivesBalancer ? other.localityLoadBalancing : localityLoadBalancing
             // `tls` is one component: the mode and its settings come from the same policy.
             merged.originatedTLS = other.tlsMode != nil ? other.originatedTLS : originatedTLS
             return merged

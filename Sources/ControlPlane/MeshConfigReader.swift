@@ -451,6 +451,9 @@ private struct Builder {
         }
         if let balancer = try reader.optional("loadBalancer") {
             policy.loadBalancer = try loadBalancer(balancer, warnings: &warnings)
+            policy.localityLoadBalancing = try balancer.optional("localityLbSetting").map { setting throws(ConfigError) in
+                try localityLoadBalancing(setting, warnings: &warnings)
+            }
         }
         if let pool = try reader.optional("connectionPool") {
             policy.connectionPool = try connectionPool(pool, warnings: &warnings)
@@ -487,10 +490,70 @@ private struct Builder {
         return policy
     }
 
+    /// `loadBalancer.localityLbSetting`, with Istio's validation: `distribute` and `failover` not
+    /// together; each `distribute` rule's `to` weights sum to 100; localities are `region/zone/subzone`
+    /// with `*` only as a whole last part; `failover` names two different regions (no `/`).
+    static func localityLoadBalancing(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> LocalityLoadBalancing {
+        try reader.ignoringUnknown(["enabled", "distribute", "failover", "failoverPriority"], warnings: &warnings)
+        var setting = LocalityLoadBalancing(enabled: try reader.optional("enabled")?.bool())
+        func locality(_ field: ConfigReader) throws(ConfigError) -> String {
+            let text = try field.string()
+            let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+            guard !text.isEmpty, parts.count <= 3, !parts.contains(where: \.isEmpty),
+                  parts.dropLast().allSatisfy({ !$0.contains("*") }), parts.last.map({ $0 == "*" || !$0.contains("*") }) ?? false else {
+                throw field.fail("\"\(text)\" is not a locality (region, region/zone or region/zone/subzone, * only as a whole last part)")
+            }
+            return text
+        }
+        if let distribute = try reader.optional("distribute") {
+            for rule in try distribute.list() {
+                try rule.ignoringUnknown(["from", "to"], warnings: &warnings)
+                guard let fromField = try rule.optional("from") else { throw rule.fail("needs from") }
+                let from = try locality(fromField)
+                guard let toField = try rule.optional("to") else { throw rule.fail("needs to") }
+                var to: [(locality: String, weight: Int)] = []
+                for key in try toField.fields().keys.sorted() {
+                    let value = try toField.required(key)
+                    let weight = try value.integer(in: 1...100)
+                    guard !key.isEmpty else { throw value.fail("is not a locality") }
+                    to.append((key, weight))
+                }
+                guard to.reduce(0, { $0 + $1.weight }) == 100 else {
+                    throw toField.fail("weights sum to \(to.reduce(0) { $0 + $1.weight }), not 100, as Istio requires")
+                }
+                setting.distribute.append(.init(from: from, to: to))
+            }
+        }
+        if let failover = try reader.optional("failover") {
+            if !setting.distribute.isEmpty { throw failover.fail("cannot be given with distribute, as Istio requires") }
+            for rule in try failover.list() {
+                try rule.ignoringUnknown(["from", "to"], warnings: &warnings)
+                guard let fromField = try rule.optional("from"), let toField = try rule.optional("to") else { throw rule.fail("needs from and to") }
+                let from = try fromField.string(), to = try toField.string()
+                guard !from.contains("/"), !to.contains("/"), !from.isEmpty, !to.isEmpty else {
+                    throw rule.fail("failover names regions only (no /): \"\(from)\" to \"\(to)\"")
+                }
+                guard from != to else { throw rule.fail("failover from \"\(from)\" to itself: the regions must differ") }
+                setting.failover.append((from, to))
+            }
+        }
+        if let priority = try reader.optional("failoverPriority") {
+            if !setting.distribute.isEmpty { throw priority.fail("cannot be given with distribute") }
+            for label in try priority.list() {
+                let key = try label.string()
+                // Istio's `key=value` form (a value given in the rule instead of the proxy's) is refused.
+                guard !key.isEmpty, !key.contains("=") else { throw label.fail("\"\(key)\" is not a label key (key=value is not supported)") }
+                setting.failoverPriority.append(key)
+            }
+        }
+        return setting
+    }
+
     /// `loadBalancer`: `simple`, or `consistentHash` with one hash key and its ring or Maglev table
-    /// (`localityLbSetting` and `warmupDurationSecs` are warned as ignored).
+    /// (`localityLbSetting` is read by ``localityLoadBalancing(_:warnings:)``; `warmupDurationSecs` is
+    /// warned as ignored).
     static func loadBalancer(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> DestinationRule.LoadBalancer? {
-        try reader.ignoringUnknown(["simple", "consistentHash"], warnings: &warnings)
+        try reader.ignoringUnknown(["simple", "consistentHash", "localityLbSetting"], warnings: &warnings)
         if let simple = try reader.optional("simple") {
             if try reader.optional("consistentHash") != nil { throw simple.fail("cannot be given with consistentHash") }
             switch try simple.string() {

@@ -68,6 +68,32 @@ struct MeshResources: Sendable {
     var gateways = GatewayInputs()
     /// The TLS secrets the Gateways name, served to the gateway proxies they select.
     var gatewaySecrets = GatewaySecrets()
+    /// The EDS assignments that depend on the proxy's locality (``LocalityLoadBalancing``), by name:
+    /// each proxy gets them applied for its own locality (``endpoints(locality:labels:)``).
+    var localityAware: [String: LocalityAwareAssignment] = [:]
+
+    /// An assignment as made for every proxy, and what makes it a proxy's own.
+    struct LocalityAwareAssignment: Sendable, Equatable {
+        var assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment
+        var setting: LocalityLoadBalancing
+        /// The cluster has outlier detection (failover needs it).
+        var failoverAllowed: Bool
+        /// Each locality group's endpoints' labels (for `failoverPriority`).
+        var endpointLabels: [[[String: String]]]
+    }
+
+    /// The EDS resources for a proxy at `locality` (`region/zone/subzone`; empty: unknown, and then
+    /// every proxy's alike, as istiod does for a proxy without one) with `labels`.
+    func endpoints(locality: String, labels: [String: String]) -> [Resource] {
+        guard !locality.isEmpty, !localityAware.isEmpty else { return endpoints }
+        return endpoints.map { resource in
+            guard let aware = localityAware[resource.name] else { return resource }
+            let applied = aware.setting.applied(to: aware.assignment, proxyLocality: locality, proxyLabels: labels,
+                                                endpointLabels: aware.endpointLabels, failoverAllowed: aware.failoverAllowed)
+            // Packing a message built here cannot fail; the shared one stands in if it did.
+            return (resource.name, (try? Google_Protobuf_Any.packed(applied, as: .endpoint)) ?? resource.resource)
+        }
+    }
 
     /// The parts of the configuration a gateway proxy's listeners and routes are made of. Equal when
     /// there are no Gateways, so that edits elsewhere do not resend sidecars their listeners.
@@ -103,7 +129,7 @@ struct MeshResources: Sendable {
     func differs(from other: MeshResources, in type: XDSResourceType) -> Bool {
         switch type {
         case .cluster: !Self.same(clusters, other.clusters)
-        case .endpoint: !Self.same(endpoints, other.endpoints)
+        case .endpoint: !Self.same(endpoints, other.endpoints) || localityAware != other.localityAware
         case .listener:
             !Self.same(outboundListeners, other.outboundListeners) || inboundWorkloads != other.inboundWorkloads
                 || mutualTLS.undescribedProxies != other.mutualTLS.undescribedProxies

@@ -13,6 +13,8 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         var inbound: [String: MeshResources.Resource] = [:]
         /// Gateway proxies' resources made so far, by the Gateways that select them, for this generation.
         var routers: [[String]: RouterSnapshot] = [:]
+        /// EDS resources made for proxies' localities so far (by locality and labels), for this generation.
+        var localEndpoints: [String: [MeshResources.Resource]] = [:]
         /// Sidecars' routes made so far, by workload, when routes depend on the caller.
         var sidecarRoutes: [ProxyWorkload: [MeshResources.Resource]] = [:]
         /// The outbound listeners of proxies asking for DNS auto-allocation, once made for this generation.
@@ -51,6 +53,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             generation.resources = resources
             if changed.contains(.listener) { generation.inbound = [:] }
             if !changed.isEmpty { generation.routers = [:] }
+            if changed.contains(.endpoint) { generation.localEndpoints = [:] }
             if changed.contains(.route) { generation.sidecarRoutes = [:] }
             return changed
         }
@@ -88,6 +91,19 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                     generation.autoAllocatedListeners = outbound
                 }
             }
+            var endpoints = resources.endpoints
+            if !resources.localityAware.isEmpty {
+                var (locality, labels) = Self.locality(of: node)
+                // Labels matter only to failoverPriority: without one, proxies of a locality share their EDS.
+                if !resources.localityAware.values.contains(where: { !$0.setting.failoverPriority.isEmpty }) { labels = [:] }
+                let key = locality + "|" + labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+                if let made = generation.localEndpoints[key] {
+                    endpoints = made
+                } else {
+                    endpoints = resources.endpoints(locality: locality, labels: labels)
+                    generation.localEndpoints[key] = endpoints
+                }
+            }
             var routes = resources.routes
             if let sidecarRoutes = resources.sidecarRoutes {
                 // Routes that depend on the caller: this workload's, made once per workload and generation.
@@ -102,7 +118,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             }
             return XDSSnapshot(types: [
                 .cluster: VersionedResources(version: generation.versions[.cluster] ?? "", resources: resources.clusters),
-                .endpoint: VersionedResources(version: generation.versions[.endpoint] ?? "", resources: resources.endpoints),
+                .endpoint: VersionedResources(version: generation.versions[.endpoint] ?? "", resources: endpoints),
                 .listener: VersionedResources(version: generation.versions[.listener] ?? "",
                                               resources: outbound + [inbound]),
                 .route: VersionedResources(version: generation.versions[.route] ?? "", resources: routes),
@@ -112,6 +128,28 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                 ]),
             ])
         }
+    }
+
+    /// The proxy's locality, `region/zone/subzone`, as istiod takes it: the node's `locality`, else its
+    /// `topology.istio.io/locality` or `istio-locality` label (`region.zone.subzone`), else its labels'
+    /// `topology.kubernetes.io/region` and `zone` and `topology.istio.io/subzone`; and its labels (node
+    /// metadata `LABELS`).
+    static func locality(of node: Envoy_Config_Core_V3_Node) -> (String, [String: String]) {
+        var labels: [String: String] = [:]
+        if let given = node.metadata.fields["LABELS"], case .structValue(let fields)? = given.kind {
+            for (key, value) in fields.fields { if case .stringValue(let text)? = value.kind { labels[key] = text } }
+        }
+        var parts = [node.locality.region, node.locality.zone, node.locality.subZone]
+        if parts[0].isEmpty, let label = labels["topology.istio.io/locality"] ?? labels["istio-locality"] {
+            let separator: Character = label.contains("/") ? "/" : "."
+            parts = (label.split(separator: separator, omittingEmptySubsequences: false).map(String.init) + ["", "", ""]).prefix(3).map { $0 }
+        }
+        if parts[0].isEmpty {
+            parts = [labels["topology.kubernetes.io/region"] ?? "", labels["topology.kubernetes.io/zone"] ?? "",
+                     labels["topology.istio.io/subzone"] ?? ""]
+        }
+        guard !parts[0].isEmpty else { return ("", labels) }
+        return (parts.joined(separator: "/"), labels)
     }
 
     /// A gateway proxy's resources: the shared clusters and endpoints, and the listeners, routes and

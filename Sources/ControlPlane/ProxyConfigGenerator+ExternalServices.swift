@@ -58,11 +58,25 @@ extension ProxyConfigGenerator {
                 group.locality.region = parts[0]
                 if parts.count > 1 { group.locality.zone = parts[1] }
                 if parts.count > 2 { group.locality.subZone = parts[2] }
-                group.loadBalancingWeight = Google_Protobuf_UInt32Value(UInt32(clamping: members.reduce(0) { $0 + ($1.weight ?? 1) }))
             }
+            // Every group has its weight, as istiod sends it (with locality-weighted balancing a group
+            // without one would take no requests).
+            group.loadBalancingWeight = Google_Protobuf_UInt32Value(UInt32(clamping: members.reduce(0) { $0 + ($1.weight ?? 1) }))
             return group
         }
         return assignment
+    }
+
+    /// The endpoints' labels grouped as ``loadAssignment(_:_:)`` groups the endpoints (by locality, in
+    /// order of first appearance).
+    static func groupedLabels(_ endpoints: [WorkloadEndpoint]) -> [[[String: String]]] {
+        var order: [String?] = []
+        var groups: [String?: [[String: String]]] = [:]
+        for endpoint in endpoints {
+            if groups[endpoint.locality] == nil { order.append(endpoint.locality) }
+            groups[endpoint.locality, default: []].append(endpoint.labels)
+        }
+        return order.map { groups[$0] ?? [] }
     }
 
     /// Makes an EDS cluster a DNS one, as istiod's: `STRICT_DNS` (resolution DNS) or `LOGICAL_DNS`
@@ -74,6 +88,10 @@ extension ProxyConfigGenerator {
         cluster.type = resolution == .dnsRoundRobin ? .logicalDns : .strictDns
         cluster.clearEdsClusterConfig()
         cluster.loadAssignment = loadAssignment(cluster.name, endpoints)
+        // Resolved hosts have no locality-weighted balancing: a group without a locality keeps no weight.
+        for index in cluster.loadAssignment.endpoints.indices where !cluster.loadAssignment.endpoints[index].hasLocality {
+            cluster.loadAssignment.endpoints[index].clearLoadBalancingWeight()
+        }
         cluster.dnsRefreshRate = protoDuration(refreshRate)
         cluster.respectDnsTtl = true
         cluster.dnsLookupFamily = .v4Only

@@ -70,6 +70,7 @@ struct ProxyConfigGenerator: Sendable {
         let authentication = RequestAuthenticationScope(config.requestAuthentications)
         var clusters: [MeshResources.Resource] = []
         var endpoints: [MeshResources.Resource] = []
+        var localityAware: [String: MeshResources.LocalityAwareAssignment] = [:]
         for cluster in [Self.passthroughCluster, Self.inboundPassthroughCluster] {
             clusters.append((cluster, try .packed(Self.originalDestinationCluster(cluster, inbound: cluster == Self.inboundPassthroughCluster),
                                                   as: .cluster)))
@@ -139,7 +140,15 @@ struct ProxyConfigGenerator: Sendable {
                             Self.makeDNSCluster(&cluster, resolution: entry.resolution, endpoints: assigned,
                                                 refreshRate: config.mesh.dnsRefreshRate)
                         } else {
-                            endpoints.append((name, try .packed(Self.loadAssignment(name, assigned), as: .endpoint)))
+                            let assignment = Self.loadAssignment(name, assigned)
+                            endpoints.append((name, try .packed(assignment, as: .endpoint)))
+                            // istiod's default: failover by locality whenever the cluster has outlier detection.
+                            let setting = subset.policy.localityLoadBalancing ?? LocalityLoadBalancing()
+                            if setting.appliesTo(failoverAllowed: subset.policy.outlierDetection != nil) {
+                                localityAware[name] = .init(assignment: assignment, setting: setting,
+                                                            failoverAllowed: subset.policy.outlierDetection != nil,
+                                                            endpointLabels: Self.groupedLabels(selected.map(\.endpoint)))
+                            }
                         }
                         clusters.append((name, try .packed(cluster, as: .cluster)))
                     }
@@ -225,6 +234,7 @@ struct ProxyConfigGenerator: Sendable {
         resources.autoAllocation = AutoAllocatedAddresses(config: everything, generator: self)
         resources.nameTables = NameTableGenerator.tables(for: everything.serviceEntries)
         resources.accessLog = accessLog
+        resources.localityAware = localityAware
         resources.gateways = .init(everything)
         return resources
     }
@@ -561,6 +571,8 @@ struct ProxyConfigGenerator: Sendable {
         default: cluster.lbPolicy = .roundRobin
         }
         cluster.circuitBreakers.thresholds = [circuitBreakerThreshold(policy.connectionPool)]
+        // As istiod sets it on every outbound EDS cluster: localities take load by their weights.
+        cluster.commonLbConfig.localityWeightedLbConfig = .init()
         if let outlier = policy.outlierDetection { applyOutlierDetection(outlier, to: &cluster) }
         if let keepalive = policy.connectionPool?.tcpKeepalive { cluster.upstreamConnectionOptions.tcpKeepalive = tcpKeepalive(keepalive) }
         return cluster

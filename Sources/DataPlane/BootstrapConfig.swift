@@ -237,11 +237,37 @@ public struct BootstrapConfig: Sendable {
             /// Its `metadata.filter_metadata["envoy.transport_socket_match"]`, which the cluster's
             /// `transport_socket_matches` compare (Istio: `tlsMode: istio` for endpoints with a sidecar).
             public var transportSocketMatch: [String: Google_Protobuf_Value]
+            /// Its place among ``Cluster/localities`` (the `LocalityLbEndpoints` it came in); its priority
+            /// is that locality's.
+            public var locality: Int
 
-            public init(_ address: SocketAddress, weight: Int = 1, transportSocketMatch: [String: Google_Protobuf_Value] = [:]) {
+            public init(_ address: SocketAddress, weight: Int = 1, transportSocketMatch: [String: Google_Protobuf_Value] = [:],
+                        locality: Int = 0) {
                 self.address = address
                 self.weight = weight
                 self.transportSocketMatch = transportSocketMatch
+                self.locality = locality
+            }
+        }
+
+        /// One `LocalityLbEndpoints` of the assignment: where it is, its priority and weight, and how many
+        /// of its hosts EDS gave as not healthy (they count in its priority's and its own total, as in
+        /// Envoy, but take no requests, not even in panic: Capstan does not keep them).
+        public struct Locality: Sendable, Equatable {
+            /// `region/zone/sub_zone`, for `/clusters`.
+            public var name: String
+            /// Its `priority` (0 first).
+            public var priority: Int
+            /// Its `load_balancing_weight` (0 when not given: no share under locality-weighted balancing).
+            public var weight: Int
+            /// Hosts given as UNHEALTHY, DRAINING, TIMEOUT or (while others are healthy) DEGRADED.
+            public var unavailable: Int
+
+            public init(name: String = "", priority: Int = 0, weight: Int = 0, unavailable: Int = 0) {
+                self.name = name
+                self.priority = priority
+                self.weight = weight
+                self.unavailable = unavailable
             }
         }
 
@@ -289,6 +315,14 @@ public struct BootstrapConfig: Sendable {
         /// `common_lb_config.healthy_panic_threshold`: below this percent of healthy hosts, the load
         /// balancer uses all hosts, ejected ones too (Envoy's panic mode); 0 disables it.
         public var healthyPanicThreshold = 50.0
+        /// The assignment's localities, which ``Endpoint/locality`` indexes (empty: one locality, priority
+        /// 0, every endpoint in it).
+        public var localities: [Locality] = []
+        /// The assignment's `policy.overprovisioning_factor`, in percent (Envoy's default 140).
+        public var overprovisioningFactor = 140
+        /// `common_lb_config.locality_weighted_lb_config` is set: within a priority, localities take
+        /// requests by their effective weights.
+        public var localityWeighted = false
         /// The HTTP version spoken to the endpoints by the router (the TCP relay sends bytes as they come).
         public var upstreamHTTP = UpstreamHTTPProtocol.http1
         /// `common_http_protocol_options.idle_timeout` of the upstream HTTP protocol options: how long an

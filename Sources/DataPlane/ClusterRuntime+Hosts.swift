@@ -2,7 +2,8 @@ import NIOCore
 
 /// The cluster's hosts as Envoy's `/clusters` lists them: `NAME::10.0.0.1:80::health_flags::healthy`,
 /// or `/failed_active_hc` for a host failing its health checks and `/failed_outlier_check` for one its
-/// outlier detector ejected (both, joined, for a host that is both), and each host's weight.
+/// outlier detector ejected (both, joined, for a host that is both), each host's weight, and where the
+/// assignment gave localities, its `region`, `zone`, `sub_zone` and `priority`.
 extension ClusterRuntime {
     var hostLines: [String] {
         guard case .endpoints(let endpoints) = config.discovery else { return [] }
@@ -14,6 +15,14 @@ extension ClusterRuntime {
             let flags = (failing ? "/failed_active_hc" : "") + (ejected ? "/failed_outlier_check" : "")
             lines.append("\(host)::health_flags::\(flags.isEmpty ? "healthy" : flags)")
             lines.append("\(host)::weight::\(endpoint.weight)")
+            if config.localities.indices.contains(endpoint.locality) {
+                let locality = config.localities[endpoint.locality]
+                let parts = locality.name.split(separator: "/", omittingEmptySubsequences: false).map(String.init) + ["", "", ""]
+                lines.append("\(host)::region::\(parts[0])")
+                lines.append("\(host)::zone::\(parts[1])")
+                lines.append("\(host)::sub_zone::\(parts[2])")
+                lines.append("\(host)::priority::\(locality.priority)")
+            }
         }
         return lines
     }

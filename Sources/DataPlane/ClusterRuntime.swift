@@ -51,6 +51,9 @@ final class ClusterRuntime: Sendable {
     /// The transport socket of an original destination, which has no metadata (matches with an empty
     /// `match` take it, as in Envoy), and of every endpoint without matches.
     private let originalDestinationTransport: EndpointTransport?
+    /// The endpoints' priorities and localities, when requests are spread over more than one priority
+    /// or by locality weights; nil otherwise (every endpoint alike).
+    let priorityPlan: PriorityPlan?
 
     /// `previous`: the runtime this one replaces, whose hosts' outlier state carries over (same outlier
     /// settings, same addresses). `timerLoop`: where the outlier detector's interval timer runs (none:
@@ -80,6 +83,7 @@ final class ClusterRuntime: Sendable {
         }
         originalDestinationTransport = config.transportSocket(matching: [:]).map(EndpointTransport.init)
         hashTable = Self.hashTable(config)
+        priorityPlan = PriorityPlan(config)
         if let settings = config.healthCheck, case .endpoints(let endpoints) = config.discovery, !endpoints.isEmpty, let timerLoop {
             let checker = HealthChecker(config: settings, cluster: self, endpoints: endpoints, stats: self.stats.healthChecks, on: timerLoop,
                                         previous: previous?.healthChecker,
@@ -133,6 +137,7 @@ final class ClusterRuntime: Sendable {
             }
             if !carriedTraffic.load(ordering: .relaxed) { carriedTraffic.store(true, ordering: .relaxed) }
             let checker = healthChecker
+            if let priorityPlan { return plannedChoice(endpoints, plan: priorityPlan, checker: checker, hash: hash) }
             if outlierDetector?.anyEjected == true || (checker?.failingCount ?? 0) > 0,
                let choice = choiceAvoidingUnavailable(endpoints, checker: checker, hash: hash) {
                 return choice
@@ -208,6 +213,16 @@ final class ClusterRuntime: Sendable {
             stats.outlierDetection.panics.increment()
             return nil
         }
+        guard let index = select(endpoints, healthy: healthy, excluding: isOut, hash: hash) else {
+            stats.noHealthyUpstream.increment()
+            return .failure(.noHealthyUpstream)
+        }
+        return .success(Choice(address: endpoints[index].address, index: index, transport: transport(ofEndpoint: index)))
+    }
+
+    /// Among the `healthy` endpoints that `isOut` does not exclude, one by the cluster's `lb_policy`
+    /// (nil when none is left).
+    func select(_ endpoints: [BootstrapConfig.Cluster.Endpoint], healthy: Int, excluding isOut: (Int) -> Bool, hash: UInt64?) -> Int? {
         /// The `n`th endpoint not out (flags may change meanwhile: then the first one).
         func healthyEndpoint(_ n: Int) -> Int? {
             var left = n, first: Int?
@@ -258,10 +273,6 @@ final class ClusterRuntime: Sendable {
                 }
             }
         }
-        guard let index = chosen else {
-            stats.noHealthyUpstream.increment()
-            return .failure(.noHealthyUpstream)
-        }
-        return .success(Choice(address: endpoints[index].address, index: index, transport: transport(ofEndpoint: index)))
+        return chosen
     }
 }

@@ -183,9 +183,16 @@ struct ConfigDump {
             var endpoint_config: Assignment
             var last_updated: String
         }
-        /// A `ClusterLoadAssignment` in Envoy's JSON: one locality with its endpoints.
+        /// A `ClusterLoadAssignment` in Envoy's JSON: its localities (one without localities given) with
+        /// their endpoints, `locality`, `load_balancing_weight` and `priority` where given.
         struct Assignment: Encodable {
-            struct Locality: Encodable { var lb_endpoints: [LoadBalanced] }
+            struct Locality: Encodable {
+                struct Place: Encodable { var region: String; var zone: String; var sub_zone: String }
+                var locality: Place?
+                var lb_endpoints: [LoadBalanced]
+                var load_balancing_weight: Int?
+                var priority: Int?
+            }
             struct LoadBalanced: Encodable {
                 /// An IP endpoint's `socket_address`, or a unix socket's `pipe`.
                 struct EndpointAddress: Encodable {
@@ -206,19 +213,31 @@ struct ConfigDump {
                 case type = "@type", cluster_name, endpoints
             }
 
-            init(clusterName: String, endpoints: [BootstrapConfig.Cluster.Endpoint]) {
+            init(clusterName: String, endpoints: [BootstrapConfig.Cluster.Endpoint], localities: [BootstrapConfig.Cluster.Locality] = []) {
                 cluster_name = clusterName
-                let addresses = endpoints.compactMap { endpoint -> LoadBalanced? in
+                let addresses = endpoints.compactMap { endpoint -> (Int, LoadBalanced)? in
                     let weight = endpoint.weight == 1 ? nil : endpoint.weight
                     let address = endpoint.address
                     if let path = address.pathname {
-                        return LoadBalanced(endpoint: .init(address: .init(pipe: .init(path: path))), load_balancing_weight: weight)
+                        return (endpoint.locality, LoadBalanced(endpoint: .init(address: .init(pipe: .init(path: path))), load_balancing_weight: weight))
                     }
                     guard let ip = address.ipAddress else { return nil }
-                    return LoadBalanced(endpoint: .init(address: .init(socket_address: .init(address: ip, port_value: address.port ?? 0))),
-                                        load_balancing_weight: weight)
+                    return (endpoint.locality, LoadBalanced(endpoint: .init(address: .init(socket_address: .init(address: ip, port_value: address.port ?? 0))),
+                                                            load_balancing_weight: weight))
                 }
-                self.endpoints = addresses.isEmpty ? [] : [Locality(lb_endpoints: addresses)]
+                guard !localities.isEmpty else {
+                    self.endpoints = addresses.isEmpty ? [] : [Locality(lb_endpoints: addresses.map(\.1))]
+                    return
+                }
+                // Each locality that has endpoints, in the assignment's order.
+                self.endpoints = localities.enumerated().compactMap { index, given in
+                    let members = addresses.filter { $0.0 == index }.map(\.1)
+                    guard !members.isEmpty else { return nil }
+                    let parts = given.name.split(separator: "/", omittingEmptySubsequences: false).map(String.init) + ["", "", ""]
+                    return Locality(locality: given.name.isEmpty ? nil : .init(region: parts[0], zone: parts[1], sub_zone: parts[2]),
+                                    lb_endpoints: members, load_balancing_weight: given.weight > 0 ? given.weight : nil,
+                                    priority: given.priority > 0 ? given.priority : nil)
+                }
             }
         }
         var type = "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump"
@@ -343,13 +362,14 @@ struct ConfigDump {
             for cluster in configuration.clusters.values.sorted(by: { $0.name < $1.name })
             where versions.clusters[cluster.name] == nil {
                 if case .endpoints(let addresses) = cluster.config.discovery {
-                    endpoints.static_endpoint_configs.append(.init(endpoint_config: .init(clusterName: cluster.name, endpoints: addresses)))
+                    endpoints.static_endpoint_configs.append(.init(endpoint_config: .init(clusterName: cluster.name, endpoints: addresses,
+                                                                                              localities: cluster.config.localities)))
                 }
             }
             for (service, assignment) in versions.assignments.sorted(by: { $0.key < $1.key }) {
                 endpoints.dynamic_endpoint_configs.append(.init(
                     version_info: assignment.entry.version,
-                    endpoint_config: .init(clusterName: service, endpoints: assignment.endpoints),
+                    endpoint_config: .init(clusterName: service, endpoints: assignment.endpoints, localities: assignment.localities),
                     last_updated: assignment.entry.lastUpdated))
             }
             self.endpoints = endpoints

@@ -61,7 +61,7 @@ struct DNSClusterConfig: Sendable, Equatable {
             let groupPath = "\(assignmentPath).endpoints[\(groupIndex)]"
             if group.hasLocality || group.hasLoadBalancingWeight {
                 notActedOn.append(.init(path: "load_assignment.endpoints[\(groupIndex)].\(group.hasLocality ? "locality" : "load_balancing_weight")",
-                                        reason: "Capstan has no locality-aware load balancing: every locality's endpoints take connections alike"))
+                                        reason: "a DNS cluster's resolved hosts are one locality: its groups' locality and weight are not used"))
             }
             if group.priority != 0 {
                 throw ConfigError(path: "\(groupPath).priority", message: "priorities are not supported for DNS clusters (0 only)")

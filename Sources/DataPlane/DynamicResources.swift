@@ -207,6 +207,8 @@ final class DynamicResources: ADSResponseHandler {
                         continue
                     }
                     cluster.discovery = .endpoints(assignment.endpoints)
+                    cluster.localities = assignment.localities
+                    cluster.overprovisioningFactor = assignment.overprovisioningFactor
                     cluster.fieldsNotActedOn += assignment.fieldsNotActedOn
                 }
                 ready.append(cluster)
@@ -307,7 +309,7 @@ final class DynamicResources: ADSResponseHandler {
         runtime.versions.withLockedValue { versions in
             let entry = ResourceVersions.Entry(version: response.versionInfo, lastUpdated: Self.timestamp())
             for (service, assignment) in assignments {
-                versions.assignments[service] = .init(entry: entry, endpoints: assignment.endpoints)
+                versions.assignments[service] = .init(entry: entry, endpoints: assignment.endpoints, localities: assignment.localities)
             }
         }
         for cluster in clusterNames(using: Set(assignments.keys)) { runtime.stats.cluster(cluster).membershipUpdates.increment() }

@@ -94,6 +94,8 @@ struct ResourceVersions: Sendable {
     struct Assignment: Sendable {
         var entry: Entry
         var endpoints: [BootstrapConfig.Cluster.Endpoint]
+        /// The localities the endpoints index (priority, weight, name).
+        var localities: [BootstrapConfig.Cluster.Locality] = []
     }
 
     /// A listener waiting for route configurations, and the version it came in.

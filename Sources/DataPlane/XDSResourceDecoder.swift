@@ -382,10 +382,12 @@ enum XDSResourceDecoder {
         var service: String?
         var dns: DNSClusterConfig?
         var dnsNotActedOn: [FieldNotActedOn] = []
+        var staticPlacement: EndpointAssignment?
         switch proto.type {
         case .static:
             // Without endpoints (istiod's BlackHoleCluster) every connection to it fails, as in Envoy.
-            discovery = .endpoints(try endpoints(of: proto.loadAssignment, path: "\(path).load_assignment"))
+            staticPlacement = try placement(of: proto.loadAssignment, path: "\(path).load_assignment")
+            discovery = .endpoints(staticPlacement!.endpoints)
             dnsNotActedOn = localityNotActedOn(proto.loadAssignment, under: "load_assignment")
         case .strictDns, .logicalDns:
             // The hosts come from the proxy's own lookups; until the first, none.
@@ -421,6 +423,13 @@ enum XDSResourceDecoder {
             name: proto.name, discovery: discovery,
             connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, circuitBreakers: circuitBreakers,
             loadBalancing: loadBalancing, transportSocket: socket, fieldsNotActedOn: notActedOn + dnsNotActedOn, transportSocketMatches: matches)
+        if let staticPlacement {
+            cluster.localities = staticPlacement.localities
+            cluster.overprovisioningFactor = staticPlacement.overprovisioningFactor
+        }
+        if proto.hasCommonLbConfig, case .localityWeightedLbConfig? = proto.commonLbConfig.localityConfigSpecifier {
+            cluster.localityWeighted = true
+        }
         try protocolOptions(proto.typedExtensionProtocolOptions, path: path, into: &cluster)
         cluster.healthCheck = try HealthCheckConfig.decode(proto.healthChecks, path: path, notActedOn: &cluster.fieldsNotActedOn)
         try outlierDetection(of: proto, path: path, into: &cluster)
@@ -439,15 +448,10 @@ enum XDSResourceDecoder {
         return DiscoveredCluster(cluster: cluster, endpointService: service, dns: dns)
     }
 
-    /// An assignment's locality groups' `locality` and `load_balancing_weight`, which only locality-aware
-    /// load balancing (not in Capstan) would use: listed, once each.
+    /// An assignment's fields that nothing of Capstan's reads: listed, once each. (Localities, their
+    /// weights and priorities are acted on: see ``PriorityLoad``.)
     static func localityNotActedOn(_ assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment, under prefix: String) -> [FieldNotActedOn] {
         var fields: [FieldNotActedOn] = []
-        let reason = "Capstan has no locality-aware load balancing: every locality's endpoints take connections alike"
-        if assignment.endpoints.contains(where: \.hasLocality) { fields.append(.init(path: "\(prefix).endpoints[*].locality", reason: reason)) }
-        if assignment.endpoints.contains(where: \.hasLoadBalancingWeight) {
-            fields.append(.init(path: "\(prefix).endpoints[*].load_balancing_weight", reason: reason))
-        }
         if assignment.endpoints.contains(where: { $0.lbEndpoints.contains { !$0.endpoint.hostname.isEmpty } }) {
             fields.append(.init(path: "\(prefix).endpoints[*].lb_endpoints[*].endpoint.hostname",
                                 reason: "a host's name is not used (no auto host rewrite, no health check host from it)"))
@@ -623,6 +627,10 @@ enum XDSResourceDecoder {
     struct EndpointAssignment: Equatable {
         var endpoints: [BootstrapConfig.Cluster.Endpoint]
         var fieldsNotActedOn: [FieldNotActedOn] = []
+        /// The `LocalityLbEndpoints` the endpoints index, with their priorities and weights.
+        var localities: [BootstrapConfig.Cluster.Locality] = []
+        /// `policy.overprovisioning_factor` (percent).
+        var overprovisioningFactor = 140
     }
 
     /// Assignments by EDS service name.
@@ -639,24 +647,38 @@ enum XDSResourceDecoder {
                 notActedOn.append(.init(path: "load_assignment (EDS).endpoints[*].lb_endpoints[*].metadata.filter_metadata[\"\(key)\"]",
                                         reason: "endpoint metadata no filter of Capstan's reads (only \(transportSocketMatchKey) is)"))
             }
-            assignments[proto.clusterName] = EndpointAssignment(
-                endpoints: try endpoints(of: proto, path: "cluster_load_assignment \"\(proto.clusterName)\""),
-                fieldsNotActedOn: notActedOn)
+            var assignment = try placement(of: proto, path: "cluster_load_assignment \"\(proto.clusterName)\"")
+            assignment.fieldsNotActedOn = notActedOn
+            assignments[proto.clusterName] = assignment
         }
         return assignments
     }
 
-    /// The endpoints that take connections, chosen by priority and health as Envoy does while every
-    /// priority is either healthy or not at all (Capstan knows health only from EDS, so the choice is made
-    /// once, here): the priority (0 first) that has healthy endpoints (HEALTHY or UNKNOWN), and of it those;
-    /// if no priority has one, the first that has DEGRADED ones, and of it those. UNHEALTHY, DRAINING and
-    /// TIMEOUT endpoints take none. Envoy's partial spill-over to the next priority when a priority is
-    /// partly unhealthy, and its panic threshold, are not done (README).
-    private static func endpoints(of assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment,
-                                  path: String) throws(ConfigError) -> [BootstrapConfig.Cluster.Endpoint] {
-        var healthy: [UInt32: [BootstrapConfig.Cluster.Endpoint]] = [:]
-        var degraded: [UInt32: [BootstrapConfig.Cluster.Endpoint]] = [:]
+    /// The endpoints that may take connections, with the localities (priority, weight) they belong to.
+    /// HEALTHY and UNKNOWN endpoints are kept, of every priority; if there are none, DEGRADED ones. The
+    /// others (UNHEALTHY, DRAINING, TIMEOUT, and DEGRADED beside healthy ones) are counted in their
+    /// locality's `unavailable`, so that their priority's health is what Envoy computes. How requests are
+    /// spread over priorities and localities is ``PriorityLoad``'s.
+    static func placement(of assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment,
+                          path: String) throws(ConfigError) -> EndpointAssignment {
+        var healthy: [BootstrapConfig.Cluster.Endpoint] = []
+        var degraded: [BootstrapConfig.Cluster.Endpoint] = []
+        var localities: [BootstrapConfig.Cluster.Locality] = []
+        var unavailable: [Int] = []
+        var degradedCount: [Int] = []
         for (localityIndex, locality) in assignment.endpoints.enumerated() {
+            var weight = 0
+            if locality.hasLoadBalancingWeight {
+                guard locality.loadBalancingWeight.value >= 1 else {
+                    throw ConfigError(path: "\(path).endpoints[\(localityIndex)].load_balancing_weight", message: "must be at least 1")
+                }
+                weight = Int(locality.loadBalancingWeight.value)
+            }
+            let place = locality.locality
+            let name = [place.region, place.zone, place.subZone].joined(separator: "/")
+            localities.append(.init(name: locality.hasLocality ? name : "", priority: Int(locality.priority), weight: weight))
+            unavailable.append(0)
+            degradedCount.append(0)
             for (index, lbEndpoint) in locality.lbEndpoints.enumerated() {
                 let endpointPath = "\(path).endpoints[\(localityIndex)].lb_endpoints[\(index)]"
                 guard case .endpoint(let inner)? = lbEndpoint.hostIdentifier else {
@@ -671,18 +693,36 @@ enum XDSResourceDecoder {
                     weight = Int(lbEndpoint.loadBalancingWeight.value)
                 }
                 let metadata = lbEndpoint.metadata.filterMetadata[transportSocketMatchKey]?.fields ?? [:]
-                let endpoint = BootstrapConfig.Cluster.Endpoint(address, weight: weight, transportSocketMatch: metadata)
+                let endpoint = BootstrapConfig.Cluster.Endpoint(address, weight: weight, transportSocketMatch: metadata, locality: localityIndex)
                 switch lbEndpoint.healthStatus {
-                case .unknown, .healthy: healthy[locality.priority, default: []].append(endpoint)
-                case .degraded: degraded[locality.priority, default: []].append(endpoint)
-                case .unhealthy, .draining, .timeout: continue
+                case .unknown, .healthy: healthy.append(endpoint)
+                case .degraded:
+                    degraded.append(endpoint)
+                    degradedCount[localityIndex] += 1
+                case .unhealthy, .draining, .timeout: unavailable[localityIndex] += 1
                 case .UNRECOGNIZED(let number):
                     throw ConfigError(path: "\(endpointPath).health_status", message: "\(number) is not a health status")
                 }
             }
         }
-        let chosen = healthy.isEmpty ? degraded : healthy
-        return chosen.min { $0.key < $1.key }?.value ?? []
+        var factor = 140
+        if assignment.hasPolicy && assignment.policy.hasOverprovisioningFactor {
+            guard assignment.policy.overprovisioningFactor.value >= 1 else {
+                throw ConfigError(path: "\(path).policy.overprovisioning_factor", message: "must be above 0")
+            }
+            factor = Int(assignment.policy.overprovisioningFactor.value)
+        }
+        // Degraded hosts beside healthy ones take no requests (Envoy's degraded load is not done): they
+        // count as unavailable.
+        let useDegraded = healthy.isEmpty
+        for index in localities.indices {
+            localities[index].unavailable = unavailable[index] + (useDegraded ? 0 : degradedCount[index])
+        }
+        // By priority, so that each priority's endpoints are together (the order within one is kept).
+        let endpoints = (useDegraded ? degraded : healthy).enumerated()
+            .sorted { (localities[$0.element.locality].priority, $0.offset) < (localities[$1.element.locality].priority, $1.offset) }
+            .map(\.element)
+        return EndpointAssignment(endpoints: endpoints, localities: localities, overprovisioningFactor: factor)
     }
 
     /// An endpoint's address: an IP address and port, or a unix socket (`pipe`).

@@ -42,6 +42,17 @@ public struct ProxyBootstrap: Sendable {
         self.sdsSocketPath = sdsSocketPath
     }
 
+    /// The node's locality as pilot-agent takes it from the pod's labels: `topology.istio.io/locality`,
+    /// else `istio-locality`, `region.zone.subzone` (or with `/`); nil without either.
+    static func locality(labels: ConfigValue?) -> [String]? {
+        guard case .object(let fields)? = labels else { return nil }
+        let given = [fields["topology.istio.io/locality"], fields["istio-locality"]].lazy.compactMap { $0?.stringValue }.first { !$0.isEmpty }
+        guard let given else { return nil }
+        let separator: Character = given.contains("/") ? "/" : "."
+        let parts = given.split(separator: separator, omittingEmptySubsequences: false).map(String.init) + ["", "", ""]
+        return parts[0].isEmpty ? nil : Array(parts.prefix(3))
+    }
+
     /// The bootstrap as a JSON tree.
     public var document: ConfigValue {
         func object(_ fields: [String: ConfigValue]) -> ConfigValue { .object(fields) }
@@ -59,12 +70,12 @@ public struct ProxyBootstrap: Sendable {
             ])
         }
         let adsSource = object(["ads": object([:]), "resource_api_version": .string("V3"), "initial_fetch_timeout": .string("0s")])
+        var node: [String: ConfigValue] = ["id": .string(nodeID), "cluster": .string(serviceCluster), "metadata": .object(metadata)]
+        if let locality = Self.locality(labels: metadata["LABELS"]) {
+            node["locality"] = object(["region": .string(locality[0]), "zone": .string(locality[1]), "sub_zone": .string(locality[2])])
+        }
         return object([
-            "node": object([
-                "id": .string(nodeID),
-                "cluster": .string(serviceCluster),
-                "metadata": .object(metadata),
-            ]),
+            "node": object(node),
             "admin": object(["address": object(["socket_address": object([
                 "address": .string("127.0.0.1"), "port_value": .number(Double(adminPort)),
             ])])]),

@@ -176,11 +176,14 @@ public enum MeshDocuments {
     }
 
     /// The proxy's bootstrap: ADS through the static `xds-grpc` cluster, as Istio's bootstrap has it.
-    public static func bootstrap(server: String) -> String {
+    /// `locality`: the node's `region/zone/subzone` (none when nil).
+    public static func bootstrap(server: String, locality: String? = nil) -> String {
         let parts = server.split(separator: ":")
+        let place = locality.map { $0.split(separator: "/", omittingEmptySubsequences: false).map(String.init) + ["", "", ""] }
+        let node = place.map { #", "locality": {"region": "\#($0[0])", "zone": "\#($0[1])", "sub_zone": "\#($0[2])"}"# } ?? ""
         return """
             {"node": {"id": "sidecar~192.0.2.1~client-7d9f.shop~shop.svc.cluster.local", "cluster": "client.shop",
-                      "metadata": {"NAMESPACE": "shop", "INTERCEPTION_MODE": "REDIRECT"}},
+                      "metadata": {"NAMESPACE": "shop", "INTERCEPTION_MODE": "REDIRECT"}\(node)},
              "dynamic_resources": {"lds_config": {"ads": {}, "resource_api_version": "V3"},
                                    "cds_config": {"ads": {}, "resource_api_version": "V3"},
                                    "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
@@ -250,9 +253,10 @@ public final class MeshSandbox: @unchecked Sendable {
     }
 
     /// The pod's proxy, bootstrapped to `server`, with `arguments` besides its bootstrap (`--concurrency 1`).
-    public func startProxy(server: String = MeshSandbox.xdsAddress, arguments: [String] = []) throws {
+    /// `locality`: the proxy node's `region/zone/subzone`, as a bootstrap gives it (none when nil).
+    public func startProxy(server: String = MeshSandbox.xdsAddress, arguments: [String] = [], locality: String? = nil) throws {
         let file = directory.deletingLastPathComponent().appendingPathComponent("\(sandbox.name)-bootstrap.json")
-        try MeshDocuments.bootstrap(server: server).write(to: file, atomically: true, encoding: .utf8)
+        try MeshDocuments.bootstrap(server: server, locality: locality).write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
         proxy = try ProxyProcess(in: sandbox.pod, arguments: ["--config", file.path] + arguments)
     }

@@ -6,7 +6,7 @@ import XDS
 /// fingerprint per resource: refactors of the generator must leave every byte the proxies get as it was.
 /// Recorded from the generator that resolved PeerAuthentications per cluster and packed the inbound TLS
 /// context per chain; a deliberate change of output re-records them from this test's failure messages
-/// (last: the 127.0.0.6 `upstream_bind_config` istiod puts on inbound clusters).
+/// (last: the `locality_weighted_lb_config` and locality group weights istiod puts on outbound clusters and their EDS).
 @Suite struct GeneratedResourcesGoldenTests {
     typealias PA = MutualTLSDocuments
 
@@ -82,14 +82,14 @@ import XDS
             "CDS PassthroughCluster": "ea2d3c22fcba827c",
             "CDS inbound|7071||": "c4cf20febed7983a",
             "CDS inbound|8080||": "28865bef4315b24d",
-            "CDS outbound|7070||ledger.billing.svc.cluster.local": "2ae3e31c9f7809ee",
-            "CDS outbound|9080|v1|payments.shop.svc.cluster.local": "c824d0fdd50c87b1",
-            "CDS outbound|9080|v2|payments.shop.svc.cluster.local": "fec38d9aaf62b7ae",
-            "CDS outbound|9080||payments.shop.svc.cluster.local": "8e81f1a04ce18ffb",
-            "EDS outbound|7070||ledger.billing.svc.cluster.local": "1059af41b05d78b1",
-            "EDS outbound|9080|v1|payments.shop.svc.cluster.local": "63162c3b4d7c76a2",
-            "EDS outbound|9080|v2|payments.shop.svc.cluster.local": "d6a382adfae895da",
-            "EDS outbound|9080||payments.shop.svc.cluster.local": "46b20bc9fe20bb77",
+            "CDS outbound|7070||ledger.billing.svc.cluster.local": "db5f7932e661c42d",
+            "CDS outbound|9080|v1|payments.shop.svc.cluster.local": "a4342fe3506d0d8c",
+            "CDS outbound|9080|v2|payments.shop.svc.cluster.local": "b6a6718b4009a6ed",
+            "CDS outbound|9080||payments.shop.svc.cluster.local": "821005b30867c456",
+            "EDS outbound|7070||ledger.billing.svc.cluster.local": "9070610ec6cbe032",
+            "EDS outbound|9080|v1|payments.shop.svc.cluster.local": "529a268b56133c0d",
+            "EDS outbound|9080|v2|payments.shop.svc.cluster.local": "c88e5a09553c53bd",
+            "EDS outbound|9080||payments.shop.svc.cluster.local": "18bc0e3bfc60dae1",
             "LDS virtualInbound 192.0.2.1 billing": "800b0eccc5f90ce8",
             "LDS virtualInbound 192.0.2.1 billing tproxy": "fae6d96eba9bf5e1",
             "LDS virtualInbound 192.0.2.1 web": "0e57c2f4f9b89f21",

@@ -129,18 +129,42 @@ import XDS
         } ?? []
     }
 
-    @Test func theFirstPriorityWithHealthyEndpointsTakesTheConnections() throws {
-        // Priority 1 is a failover: unused while priority 0 has a healthy endpoint.
-        #expect(try endpoints(assignment([(1, [("192.0.2.20", .healthy, nil)]),
-                                          (0, [("192.0.2.10", .unknown, 2), ("192.0.2.11", .unhealthy, nil)])])) == ["192.0.2.10×2"])
+    @Test func everyPriorityIsKeptInOrderAndUnhealthyHostsCountInTheirLocality() throws {
+        // Healthy (or UNKNOWN) endpoints of every priority, priority 0's first; the others count as
+        // unavailable hosts of their locality, so that their priority's health is Envoy's.
+        let decoded = try #require(try XDSResourceDecoder.assignments([try .packed(assignment([
+            (1, [("192.0.2.20", .healthy, nil)]),
+            (0, [("192.0.2.10", .unknown, 2), ("192.0.2.11", .unhealthy, nil)])]), as: .endpoint)])["svc"])
+        #expect(decoded.endpoints.map { "\($0.address.ipAddress ?? "")×\($0.weight)@\($0.locality)" } == ["192.0.2.10×2@1", "192.0.2.20×1@0"])
+        #expect(decoded.localities.map(\.priority) == [1, 0])
+        #expect(decoded.localities.map(\.unavailable) == [0, 1])
+        #expect(decoded.overprovisioningFactor == 140)
         #expect(try endpoints(assignment([(0, [("192.0.2.10", .draining, nil), ("192.0.2.11", .timeout, nil)]),
                                           (1, [("192.0.2.20", .healthy, nil), ("192.0.2.21", .healthy, 5)])])) == ["192.0.2.20×1", "192.0.2.21×5"])
-        // DEGRADED endpoints only when no priority has a healthy one.
+        // DEGRADED endpoints only when no priority has a healthy one (else they count as unavailable).
         #expect(try endpoints(assignment([(0, [("192.0.2.10", .degraded, nil)]), (1, [("192.0.2.20", .healthy, nil)])])) == ["192.0.2.20×1"])
         #expect(try endpoints(assignment([(0, [("192.0.2.10", .degraded, nil), ("192.0.2.11", .unhealthy, nil)])])) == ["192.0.2.10×1"])
         #expect(try endpoints(assignment([(0, [("192.0.2.10", .unhealthy, nil)])])).isEmpty)
         #expect(throws: ConfigError(path: "cluster_load_assignment \"svc\".endpoints[0].lb_endpoints[0].load_balancing_weight", message: "must be at least 1")) {
             try endpoints(assignment([(0, [("192.0.2.10", .healthy, 0)])]))
+        }
+        // The locality's weight and name, and the policy's overprovisioning factor.
+        var weighted = assignment([(0, [("192.0.2.10", .healthy, nil)])])
+        weighted.endpoints[0].locality = .with { $0.region = "r1"; $0.zone = "z1" }
+        weighted.endpoints[0].loadBalancingWeight = Google_Protobuf_UInt32Value(80)
+        weighted.policy.overprovisioningFactor = Google_Protobuf_UInt32Value(100)
+        let read = try #require(try XDSResourceDecoder.assignments([try .packed(weighted, as: .endpoint)])["svc"])
+        #expect(read.localities == [.init(name: "r1/z1/", priority: 0, weight: 80)])
+        #expect(read.overprovisioningFactor == 100)
+        #expect(read.fieldsNotActedOn.isEmpty)
+        weighted.endpoints[0].loadBalancingWeight = Google_Protobuf_UInt32Value(0)
+        #expect(throws: ConfigError(path: "cluster_load_assignment \"svc\".endpoints[0].load_balancing_weight", message: "must be at least 1")) {
+            try XDSResourceDecoder.assignments([try .packed(weighted, as: .endpoint)])
+        }
+        weighted.endpoints[0].loadBalancingWeight = Google_Protobuf_UInt32Value(1)
+        weighted.policy.overprovisioningFactor = Google_Protobuf_UInt32Value(0)
+        #expect(throws: ConfigError(path: "cluster_load_assignment \"svc\".policy.overprovisioning_factor", message: "must be above 0")) {
+            try XDSResourceDecoder.assignments([try .packed(weighted, as: .endpoint)])
         }
     }
 

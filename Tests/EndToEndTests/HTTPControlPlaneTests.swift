@@ -16,7 +16,7 @@ import Testing
     /// the pod's proxy runs with `proxyArguments`; `upstreamArguments` are added to the named upstream's
     /// command line (`["v2": ["--fail-status", "503"]]`).
     func withHTTPMesh<T>(_ files: [String: String], proxyArguments: [String] = [], upstreamArguments: [String: [String]] = [:],
-                         _ body: (MeshSandbox) throws -> T) throws -> T {
+                         proxyLocality: String? = nil, _ body: (MeshSandbox) throws -> T) throws -> T {
         try withSandbox { sandbox in
             let mesh = try MeshSandbox(sandbox, files: files.merging(["workloads.yaml": MeshDocuments.httpWorkloads]) { given, _ in given })
             var upstreams: [NamespacedProcess] = []
@@ -33,7 +33,7 @@ import Testing
                 }
             }
             try mesh.startControlPlane()
-            try mesh.startProxy(arguments: proxyArguments)
+            try mesh.startProxy(arguments: proxyArguments, locality: proxyLocality)
             return try body(mesh)
         }
     }

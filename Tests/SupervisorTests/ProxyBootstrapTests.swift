@@ -24,6 +24,19 @@ import Testing
         return object(address["pipe"])["path"] as? String
     }
 
+    @Test func theNodesLocalityComesFromThePodsLocalityLabel() throws {
+        var metadata = NodeMetadata(settings: try Self.settings())
+        func locality() throws -> [String: Any] {
+            let root = object(try JSONSerialization.jsonObject(with: Data(ProxyBootstrap(settings: try Self.settings(), metadata: metadata).json.utf8)))
+            return object(object(root["node"])["locality"])
+        }
+        #expect(try locality().isEmpty)
+        metadata.fields["LABELS"] = .object(["app": .string("reviews"), "istio-locality": .string("us-east1.us-east1-b")])
+        #expect(try locality() as? [String: String] == ["region": "us-east1", "zone": "us-east1-b", "sub_zone": ""])
+        metadata.fields["LABELS"] = .object(["topology.istio.io/locality": .string("eu/west/rack1"), "istio-locality": .string("us.a")])
+        #expect(try locality() as? [String: String] == ["region": "eu", "zone": "west", "sub_zone": "rack1"])
+    }
+
     @Test func hasIstiosShape() throws {
         let bootstrap = ProxyBootstrap(settings: try Self.settings(), metadata: NodeMetadata(settings: try Self.settings()))
         let root = object(try JSONSerialization.jsonObject(with: Data(bootstrap.json.utf8)))

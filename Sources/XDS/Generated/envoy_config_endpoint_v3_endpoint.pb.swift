@@ -29,9 +29,43 @@ public nonisolated struct Envoy_Config_Endpoint_V3_ClusterLoadAssignment: Sendab
 
   public var endpoints: [Envoy_Config_Endpoint_V3_LocalityLbEndpoints] = []
 
+  public var policy: Envoy_Config_Endpoint_V3_ClusterLoadAssignment.Policy {
+    get {_policy ?? Envoy_Config_Endpoint_V3_ClusterLoadAssignment.Policy()}
+    set {_policy = newValue}
+  }
+  /// Returns true if `policy` has been explicitly set.
+  public var hasPolicy: Bool {self._policy != nil}
+  /// Clears the value of `policy`. Subsequent reads from it will return its default value.
+  public mutating func clearPolicy() {self._policy = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
+  /// How the endpoints' load is spread: Capstan reads `overprovisioning_factor` (priority and locality
+  /// load, Envoy's default 140).
+  public nonisolated struct Policy: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var overprovisioningFactor: SwiftProtobuf.Google_Protobuf_UInt32Value {
+      get {_overprovisioningFactor ?? SwiftProtobuf.Google_Protobuf_UInt32Value()}
+      set {_overprovisioningFactor = newValue}
+    }
+    /// Returns true if `overprovisioningFactor` has been explicitly set.
+    public var hasOverprovisioningFactor: Bool {self._overprovisioningFactor != nil}
+    /// Clears the value of `overprovisioningFactor`. Subsequent reads from it will return its default value.
+    public mutating func clearOverprovisioningFactor() {self._overprovisioningFactor = nil}
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+
+    fileprivate var _overprovisioningFactor: SwiftProtobuf.Google_Protobuf_UInt32Value? = nil
+  }
+
   public init() {}
+
+  fileprivate var _policy: Envoy_Config_Endpoint_V3_ClusterLoadAssignment.Policy? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -40,7 +74,7 @@ fileprivate nonisolated let _protobuf_package = "envoy.config.endpoint.v3"
 
 nonisolated extension Envoy_Config_Endpoint_V3_ClusterLoadAssignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterLoadAssignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cluster_name\0\u{1}endpoints\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cluster_name\0\u{1}endpoints\0\u{2}\u{2}policy\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -50,24 +84,67 @@ nonisolated extension Envoy_Config_Endpoint_V3_ClusterLoadAssignment: SwiftProto
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.clusterName) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.endpoints) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._policy) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.clusterName.isEmpty {
       try visitor.visitSingularStringField(value: self.clusterName, fieldNumber: 1)
     }
     if !self.endpoints.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.endpoints, fieldNumber: 2)
     }
+    try { if let v = self._policy {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Envoy_Config_Endpoint_V3_ClusterLoadAssignment, rhs: Envoy_Config_Endpoint_V3_ClusterLoadAssignment) -> Bool {
     if lhs.clusterName != rhs.clusterName {return false}
     if lhs.endpoints != rhs.endpoints {return false}
+    if lhs._policy != rhs._policy {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Endpoint_V3_ClusterLoadAssignment.Policy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Config_Endpoint_V3_ClusterLoadAssignment.protoMessageName + ".Policy"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{3}overprovisioning_factor\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._overprovisioningFactor) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._overprovisioningFactor {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Endpoint_V3_ClusterLoadAssignment.Policy, rhs: Envoy_Config_Endpoint_V3_ClusterLoadAssignment.Policy) -> Bool {
+    if lhs._overprovisioningFactor != rhs._overprovisioningFactor {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

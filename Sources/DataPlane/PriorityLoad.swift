@@ -1,0 +1,74 @@
+/// How a cluster's traffic is shared among its priorities, as Envoy computes it from the hosts that are
+/// available (not ejected, not failing health checks) in each: a priority's health is its available
+/// share × the overprovisioning factor (capped at 100 %); priority 0 takes its health in percent, the
+/// next takes what is left up to its own health, and so on; when the healths add up to less than 100
+/// (the normalized total), every load is scaled up by 100 / total. Below 100 % total, a priority whose
+/// available share is under the panic threshold is in panic (its hosts are used whatever their health);
+/// when every priority is, load follows the number of hosts instead (Envoy's total panic).
+struct PriorityLoad: Equatable {
+    /// Percent of requests for each priority (sums to 100).
+    private(set) var percent: [Int]
+    /// Whether each priority is in panic.
+    private(set) var panic: [Bool]
+
+    /// `available[i]` of `total[i]` hosts of priority `i` may take requests; `overprovisioningFactor` in
+    /// percent (Envoy's default 140); `panicThreshold` in percent (0 disables panic).
+    init(available: [Int], total: [Int], overprovisioningFactor: Int, panicThreshold: Double) {
+        let count = total.count
+        percent = Array(repeating: 0, count: count)
+        panic = Array(repeating: false, count: count)
+        guard count > 0 else { return }
+        let health = (0..<count).map { total[$0] > 0 ? min(100, overprovisioningFactor * available[$0] / total[$0]) : 0 }
+        let normalizedTotal = min(100, health.reduce(0, +))
+        if normalizedTotal > 0 {
+            var left = 100
+            for index in 0..<count {
+                percent[index] = min(left, health[index] * 100 / normalizedTotal)
+                left -= percent[index]
+            }
+            // Rounding's remainder goes to the first priority with any health.
+            if left > 0, let first = health.firstIndex(where: { $0 > 0 }) { percent[first] += left }
+        }
+        if panicThreshold == 0 && normalizedTotal == 0 {
+            percent[0] = 100
+            return
+        }
+        var totalPanic = true
+        for index in 0..<count {
+            let share = total[index] > 0 ? Double(available[index]) * 100 / Double(total[index]) : 0
+            panic[index] = normalizedTotal == 100 ? false : share < panicThreshold
+            totalPanic = totalPanic && panic[index]
+        }
+        guard totalPanic else { return }
+        let hosts = total.reduce(0, +)
+        percent = Array(repeating: 0, count: count)
+        guard hosts > 0 else {
+            percent[0] = 100
+            return
+        }
+        var left = 100
+        for index in 0..<count {
+            percent[index] = 100 * total[index] / hosts
+            left -= percent[index]
+        }
+        if let first = total.firstIndex(where: { $0 > 0 }) { percent[first] += left }
+    }
+
+    /// The priority for a draw in 0..<100 (a random number or a request's hash, modulo 100).
+    func priority(for draw: Int) -> Int {
+        var upTo = 0
+        for (index, share) in percent.enumerated() {
+            upTo += share
+            if draw < upTo { return index }
+        }
+        return 0
+    }
+
+    /// A locality's effective weight within its priority (Envoy's locality-weighted balancing): its
+    /// `load_balancing_weight` × its available share × the overprovisioning factor, the product of the
+    /// last two capped at 1.
+    static func localityWeight(_ weight: Int, available: Int, total: Int, overprovisioningFactor: Int) -> Double {
+        guard total > 0, weight > 0 else { return 0 }
+        return Double(weight) * min(1, Double(overprovisioningFactor) / 100 * Double(available) / Double(total))
+    }
+}
