@@ -7,6 +7,8 @@ import Routing
 ///
 /// A policy is two steps, its permissions' `either` and its principals' `either`, each followed by what
 /// it holds. An operator step records where its operands end, so a check skips what it need not ask.
+/// A policy matches when both sides do, so the side with the cheaper tests is asked first: a caller's
+/// address or identity usually rules a policy out before its header and path tests need running.
 struct CompiledPolicies: Sendable {
     enum Step: Sendable, BitwiseCopyable {
         /// The steps up to `end` (exclusive) are its operands, each with what follows it.
@@ -32,10 +34,10 @@ struct CompiledPolicies: Sendable {
         case destinationPorts(lower: Int, upper: Int)
     }
 
-    /// Where a policy's permissions and principals start in `steps`.
+    /// Where a policy's two sides (permissions and principals) start in `steps`, the cheaper to check first.
     struct Entry: Sendable, BitwiseCopyable {
-        var permissions: Int
-        var principals: Int
+        var first: Int
+        var second: Int
     }
 
     private(set) var steps: [Step] = []
@@ -54,7 +56,8 @@ struct CompiledPolicies: Sendable {
             appendEither(policy.permissions, append: { $0.append($1) })
             let principals = steps.count
             appendEither(policy.principals, append: { $0.append($1) })
-            entries.append(Entry(permissions: permissions, principals: principals))
+            let cheaperPrincipals = cost(principals..<steps.count) < cost(permissions..<principals)
+            entries.append(cheaperPrincipals ? Entry(first: principals, second: permissions) : Entry(first: permissions, second: principals))
         }
         headerMatchers = headers.map(Unmanaged.passUnretained)
         stringMatchers = strings.map(Unmanaged.passUnretained)
@@ -64,7 +67,7 @@ struct CompiledPolicies: Sendable {
     func firstMatch(_ request: AuthorizationRequest) -> Int? {
         for index in entries.indices {
             let entry = entries[index]
-            if matches(at: entry.permissions, request), matches(at: entry.principals, request) { return index }
+            if matches(at: entry.first, request), matches(at: entry.second, request) { return index }
         }
         return nil
     }
@@ -120,6 +123,21 @@ struct CompiledPolicies: Sendable {
     }
 
     // MARK: Compiling
+
+    /// A rough cost of checking `range` of `steps`: addresses and ports are compared as numbers, names
+    /// and paths byte by byte, headers found among the request's first, metadata looked up by path.
+    private func cost(_ range: Range<Int>) -> Int {
+        steps[range].reduce(0) { total, step in
+            total + {
+                switch step {
+                case .all, .either, .not, .always, .sourceIP, .destinationIP, .destinationPort, .destinationPorts: 1
+                case .urlPath, .requestedServerName, .authenticated, .filterState: 4
+                case .header: 8
+                case .metadata: 16
+                }
+            }()
+        }
+    }
 
     /// `either` over `operands`, or the one operand itself.
     private mutating func appendEither<Rule>(_ operands: [Rule], append: (inout Self, Rule) -> Void) {
