@@ -2,7 +2,8 @@
 /// hosts of ServiceEntries without addresses with VIPs from 240.240.0.0/16 (``NameTableGenerator``), and
 /// a proxy that asked for them gets outbound listeners in which those entries have their VIPs as
 /// addresses, so a TCP connection to a VIP reaches the service, as istiod gives such proxies the
-/// allocated addresses. Made once per configuration, on the first such proxy's request.
+/// allocated addresses. Made when the first such proxy asks, then again at each configuration update
+/// while such proxies are served (``MeshSnapshotStore``), so their listener version follows their content.
 struct AutoAllocatedAddresses: Sendable {
     /// The whole mesh, as read.
     var config: MeshConfig

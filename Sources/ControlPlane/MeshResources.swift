@@ -142,7 +142,8 @@ struct MeshResources: Sendable {
         }
     }
 
-    private static func same(_ resources: [Resource], _ others: [Resource]) -> Bool {
+    /// Whether two resource lists hold the same names and contents, in order.
+    static func same(_ resources: [Resource], _ others: [Resource]) -> Bool {
         resources.count == others.count && zip(resources, others).allSatisfy { $0.name == $1.name && $0.resource == $1.resource }
     }
 }

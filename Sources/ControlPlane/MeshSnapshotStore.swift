@@ -47,7 +47,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             if let served = generation.autoAllocatedListeners {
                 let made = resources.autoAllocation.flatMap { try? $0.outboundListeners() } ?? resources.outboundListeners
                 generation.autoAllocatedListeners = made
-                if !changed.contains(.listener), !Self.same(made, served) { changed.append(.listener) }
+                if !changed.contains(.listener), !MeshResources.same(made, served) { changed.append(.listener) }
             }
             for type in changed { generation.versions[type] = String(generation.number) }
             generation.resources = resources
@@ -178,10 +178,6 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             .route: VersionedResources(version: generation.versions[.route] ?? "", resources: resources.routes + router.routes),
             .secret: VersionedResources(version: generation.versions[.secret] ?? "", resources: router.secrets),
         ])
-    }
-
-    private static func same(_ resources: [MeshResources.Resource], _ others: [MeshResources.Resource]) -> Bool {
-        resources.count == others.count && zip(resources, others).allSatisfy { $0.name == $1.name && $0.resource == $1.resource }
     }
 
     /// A proxy's workload labels: its node metadata's `LABELS` (as pilot-agent sends them), else those of

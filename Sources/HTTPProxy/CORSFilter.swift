@@ -32,8 +32,7 @@ final class CORSFilter: HTTPFilter {
         if policy.allowPrivateNetworkAccess == true, request.headerFields[Self.requestPrivateNetwork] == "true" {
             headers[Self.allowPrivateNetwork] = "true"
         }
-        // Answered here: its own response headers are complete, and this filter does not see them again.
-        allowedOrigin = nil
+        // Answered here, with its own headers: the filter that replies is not asked to encode its reply.
         stream.setResponseCodeDetails("cors_response")
         return .reply(HTTPLocalReply(status: .ok, body: "", flags: [], grpcStatus: nil, headers: headers))
     }
