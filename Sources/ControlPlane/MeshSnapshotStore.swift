@@ -9,25 +9,36 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         var number = 0
         var resources: MeshResources?
         var versions: [XDSResourceType: String] = [:]
-        /// Inbound listeners made for proxies so far, by IP, namespace and interception, for this generation.
-        var inbound: [String: MeshResources.Resource] = [:]
+        /// Lists shared by every proxy (clusters; endpoints and routes unless they depend on the proxy),
+        /// encoded once they are first asked for, for this generation.
+        var shared: [XDSResourceType: XDSResourceList] = [:]
+        /// Listeners made for proxies so far (the outbound ones and the proxy's inbound one), by IP,
+        /// namespace, interception and DNS auto-allocation, for this generation.
+        var listeners: [String: XDSResourceList] = [:]
+        /// Name tables made so far, with auto-allocated addresses or without, for this generation.
+        var nameTables: [Bool: XDSResourceList] = [:]
         /// Gateway proxies' resources made so far, by the Gateways that select them, for this generation.
         var routers: [[String]: RouterSnapshot] = [:]
         /// EDS resources made for proxies' localities so far (by locality and labels), for this generation.
-        var localEndpoints: [String: [MeshResources.Resource]] = [:]
+        var localEndpoints: [String: XDSResourceList] = [:]
         /// Sidecars' routes made so far, by workload, when routes depend on the caller.
-        var sidecarRoutes: [ProxyWorkload: [MeshResources.Resource]] = [:]
+        var sidecarRoutes: [ProxyWorkload: XDSResourceList] = [:]
         /// The outbound listeners of proxies asking for DNS auto-allocation, once made for this generation.
         var autoAllocatedListeners: [MeshResources.Resource]?
+
+        func versioned(_ type: XDSResourceType, _ list: XDSResourceList) -> VersionedResources {
+            VersionedResources(version: versions[type] ?? "", list: list)
+        }
     }
 
     private let generation = Mutex(Generation())
 
     /// What a gateway proxy gets besides the shared clusters and endpoints.
     private struct RouterSnapshot {
-        var listeners: [MeshResources.Resource]
-        var routes: [MeshResources.Resource]
-        var secrets: [MeshResources.Resource]
+        var listeners: XDSResourceList
+        /// The sidecars' routes and the gateway's.
+        var routes: XDSResourceList
+        var secrets: XDSResourceList
     }
 
     /// The types the control plane serves; sidecars' secrets come from the agent, gateways' from here.
@@ -51,7 +62,9 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             }
             for type in changed { generation.versions[type] = String(generation.number) }
             generation.resources = resources
-            if changed.contains(.listener) { generation.inbound = [:] }
+            for type in changed { generation.shared[type] = nil }
+            if changed.contains(.listener) { generation.listeners = [:] }
+            if changed.contains(.nameTable) { generation.nameTables = [:] }
             if !changed.isEmpty { generation.routers = [:] }
             if changed.contains(.endpoint) { generation.localEndpoints = [:] }
             if changed.contains(.route) { generation.sidecarRoutes = [:] }
@@ -70,28 +83,26 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         return generation.withLock { generation in
             guard let resources = generation.resources else { return XDSSnapshot(types: [:]) }
             if id?.type == "router" { return Self.routerSnapshot(node: node, ip: ip, resources: resources, generation: &generation) }
-            let key = "\(ip)|\(namespace)|\(transparent)"
-            let inbound: MeshResources.Resource
-            if let made = generation.inbound[key] {
-                inbound = made
-            } else {
+            let listeners = generation.listeners["\(ip)|\(namespace)|\(transparent)|\(autoAllocate)"] ?? {
                 // Packing cannot fail for a listener built here; an empty one would be refused by the proxy.
-                inbound = (try? ProxyConfigGenerator.inboundListener(resources.inbound(ip: ip, namespace: namespace), transparent: transparent,
-                                                                     accessLog: resources.accessLog))
+                let inbound = (try? ProxyConfigGenerator.inboundListener(resources.inbound(ip: ip, namespace: namespace), transparent: transparent,
+                                                                         accessLog: resources.accessLog))
                     ?? (ProxyConfigGenerator.inboundListenerName, .init())
-                generation.inbound[key] = inbound
-            }
-            var outbound = resources.outboundListeners
-            if autoAllocate, let allocation = resources.autoAllocation {
-                if let made = generation.autoAllocatedListeners {
-                    outbound = made
-                } else {
-                    // Building them cannot fail where the shared ones did not; those stand in if it did.
-                    outbound = (try? allocation.outboundListeners()) ?? resources.outboundListeners
-                    generation.autoAllocatedListeners = outbound
+                var outbound = resources.outboundListeners
+                if autoAllocate, let allocation = resources.autoAllocation {
+                    if let made = generation.autoAllocatedListeners {
+                        outbound = made
+                    } else {
+                        // Building them cannot fail where the shared ones did not; those stand in if it did.
+                        outbound = (try? allocation.outboundListeners()) ?? resources.outboundListeners
+                        generation.autoAllocatedListeners = outbound
+                    }
                 }
-            }
-            var endpoints = resources.endpoints
+                let made = XDSResourceList(outbound + [inbound])
+                generation.listeners["\(ip)|\(namespace)|\(transparent)|\(autoAllocate)"] = made
+                return made
+            }()
+            var endpoints: XDSResourceList
             if !resources.localityAware.isEmpty {
                 var (locality, labels) = Self.locality(of: node)
                 // Labels matter only to failoverPriority: without one, proxies of a locality share their EDS.
@@ -100,11 +111,13 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                 if let made = generation.localEndpoints[key] {
                     endpoints = made
                 } else {
-                    endpoints = resources.endpoints(locality: locality, labels: labels)
+                    endpoints = XDSResourceList(resources.endpoints(locality: locality, labels: labels))
                     generation.localEndpoints[key] = endpoints
                 }
+            } else {
+                endpoints = Self.shared(.endpoint, resources, &generation)
             }
-            var routes = resources.routes
+            var routes: XDSResourceList
             if let sidecarRoutes = resources.sidecarRoutes {
                 // Routes that depend on the caller: this workload's, made once per workload and generation.
                 let workload = ProxyWorkload(labels: Self.labels(of: node, ip: ip, in: sidecarRoutes.config), namespace: namespace)
@@ -112,22 +125,41 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                     routes = made
                 } else {
                     // Packing cannot fail for routes built here; the caller-less routes stand in if it did.
-                    routes = (try? sidecarRoutes.resources(for: workload)) ?? resources.routes
+                    routes = XDSResourceList((try? sidecarRoutes.resources(for: workload)) ?? resources.routes)
                     generation.sidecarRoutes[workload] = routes
                 }
+            } else {
+                routes = Self.shared(.route, resources, &generation)
             }
-            return XDSSnapshot(types: [
-                .cluster: VersionedResources(version: generation.versions[.cluster] ?? "", resources: resources.clusters),
-                .endpoint: VersionedResources(version: generation.versions[.endpoint] ?? "", resources: endpoints),
-                .listener: VersionedResources(version: generation.versions[.listener] ?? "",
-                                              resources: outbound + [inbound]),
-                .route: VersionedResources(version: generation.versions[.route] ?? "", resources: routes),
+            let names = generation.nameTables[autoAllocate] ?? {
                 // Packing a name table cannot fail; an empty table stands in if it did.
-                .nameTable: VersionedResources(version: generation.versions[.nameTable] ?? "", resources: [
-                    ("", (try? resources.nameTables.packed(autoAllocate: autoAllocate)) ?? .init()),
-                ]),
+                let made = XDSResourceList([("", (try? resources.nameTables.packed(autoAllocate: autoAllocate)) ?? .init())])
+                generation.nameTables[autoAllocate] = made
+                return made
+            }()
+            return XDSSnapshot(types: [
+                .cluster: generation.versioned(.cluster, Self.shared(.cluster, resources, &generation)),
+                .endpoint: generation.versioned(.endpoint, endpoints),
+                .listener: generation.versioned(.listener, listeners),
+                .route: generation.versioned(.route, routes),
+                .nameTable: generation.versioned(.nameTable, names),
             ])
         }
+    }
+
+    /// The list of `type` every proxy shares (clusters, and endpoints and routes when they do not depend
+    /// on the proxy), encoded the first time it is asked for in a generation.
+    private static func shared(_ type: XDSResourceType, _ resources: MeshResources, _ generation: inout Generation) -> XDSResourceList {
+        if let made = generation.shared[type] { return made }
+        let made: XDSResourceList
+        switch type {
+        case .cluster: made = XDSResourceList(resources.clusters)
+        case .endpoint: made = XDSResourceList(resources.endpoints)
+        case .route: made = XDSResourceList(resources.routes)
+        case .listener, .nameTable, .secret: preconditionFailure("\(type.service) is not shared by every proxy")
+        }
+        generation.shared[type] = made
+        return made
     }
 
     /// The proxy's locality, `region/zone/subzone`, as istiod takes it: the node's `locality`, else its
@@ -167,16 +199,16 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         } else {
             // Packing cannot fail for resources built here; nothing served beats a half-built listener.
             let made = (try? GatewayGenerator.resources(for: gateways, config: config)) ?? .init()
-            router = RouterSnapshot(listeners: made.listeners, routes: made.routes,
-                                    secrets: (try? resources.gatewaySecrets.resources(made.credentials)) ?? [])
+            router = RouterSnapshot(listeners: XDSResourceList(made.listeners), routes: XDSResourceList(resources.routes + made.routes),
+                                    secrets: XDSResourceList((try? resources.gatewaySecrets.resources(made.credentials)) ?? []))
             generation.routers[key] = router
         }
         return XDSSnapshot(types: [
-            .cluster: VersionedResources(version: generation.versions[.cluster] ?? "", resources: resources.clusters),
-            .endpoint: VersionedResources(version: generation.versions[.endpoint] ?? "", resources: resources.endpoints),
-            .listener: VersionedResources(version: generation.versions[.listener] ?? "", resources: router.listeners),
-            .route: VersionedResources(version: generation.versions[.route] ?? "", resources: resources.routes + router.routes),
-            .secret: VersionedResources(version: generation.versions[.secret] ?? "", resources: router.secrets),
+            .cluster: generation.versioned(.cluster, shared(.cluster, resources, &generation)),
+            .endpoint: generation.versioned(.endpoint, shared(.endpoint, resources, &generation)),
+            .listener: generation.versioned(.listener, router.listeners),
+            .route: generation.versioned(.route, router.routes),
+            .secret: generation.versioned(.secret, router.secrets),
         ])
     }
 

@@ -1,4 +1,5 @@
 import GRPCCore
+import GRPCProtobuf
 import Logging
 import SwiftProtobuf
 import Synchronization
@@ -7,15 +8,22 @@ import GRPCNIOTransportHTTP2Posix
 import Glibc
 #endif
 
-/// One type's resources for a proxy, packed, with the version the server gives them.
+/// One type's resources for a proxy, packed and encoded, with the version the server gives them.
 public struct VersionedResources: Sendable {
     public var version: String
+    /// Shared by the streams sent the same list: keep one per content and reuse it.
+    public var list: XDSResourceList
     /// By resource name, in a stable order.
-    public var resources: [(name: String, resource: Google_Protobuf_Any)]
+    public var resources: [(name: String, resource: Google_Protobuf_Any)] { list.resources }
 
-    public init(version: String, resources: [(name: String, resource: Google_Protobuf_Any)]) {
+    public init(version: String, list: XDSResourceList) {
         self.version = version
-        self.resources = resources
+        self.list = list
+    }
+
+    /// A list of its own: for resources sent to one stream, or rarely.
+    public init(version: String, resources: [(name: String, resource: Google_Protobuf_Any)]) {
+        self.init(version: version, list: XDSResourceList(resources))
     }
 }
 
@@ -52,7 +60,10 @@ public final class ADSServerStats: Sendable {
 /// A state-of-the-world ADS server: each stream gets its proxy's snapshot for the types it subscribes
 /// to, and again whenever ``push()`` finds a type's version changed. ACKs and NACKs are matched to the
 /// nonce last sent; stale ones are ignored, as the protocol says.
-public final class ADSServer: Envoy_Service_Discovery_V3_AggregatedDiscoveryService.StreamingServiceProtocol {
+///
+/// Responses are written from the shared, already encoded ``XDSResourceList``s, and equal subscriptions
+/// are shared, so that what a stream costs does not grow with the size of the mesh.
+public final class ADSServer: RegistrableRPCService {
     private enum StreamEvent: Sendable {
         case request(DiscoveryRequest)
         case configChanged
@@ -63,6 +74,7 @@ public final class ADSServer: Envoy_Service_Discovery_V3_AggregatedDiscoveryServ
     private let logger: Logger
     private let streams = Mutex<[Int: AsyncStream<StreamEvent>.Continuation]>([:])
     private let nextStreamID = Atomic<Int>(0)
+    private let subscriptions = ResourceSubscriptions()
 
     public init(source: some ADSSnapshotSource, logger: Logger) {
         self.source = source
@@ -74,9 +86,17 @@ public final class ADSServer: Envoy_Service_Discovery_V3_AggregatedDiscoveryServ
         for stream in streams.withLock({ Array($0.values) }) { stream.yield(.configChanged) }
     }
 
-    public func streamAggregatedResources(
-        request: StreamingServerRequest<DiscoveryRequest>, context: ServerContext
-    ) async throws -> StreamingServerResponse<DiscoveryResponse> {
+    public func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
+        register(Envoy_Service_Discovery_V3_AggregatedDiscoveryService.Method.StreamAggregatedResources.descriptor, with: &router)
+    }
+
+    /// Serves `method` (ADS's, or SDS's: the same messages on another name) with this server's streams.
+    fileprivate func register<Transport: ServerTransport>(_ method: MethodDescriptor, with router: inout RPCRouter<Transport>) {
+        router.registerHandler(forMethod: method, deserializer: ProtobufDeserializer<DiscoveryRequest>(),
+                               serializer: EncodedDiscoveryResponse.Serializer()) { request, _ in self.stream(request) }
+    }
+
+    private func stream(_ request: StreamingServerRequest<DiscoveryRequest>) -> StreamingServerResponse<EncodedDiscoveryResponse> {
         StreamingServerResponse { writer in
             let (events, continuation) = AsyncStream.makeStream(of: StreamEvent.self)
             let id = self.nextStreamID.add(1, ordering: .relaxed).newValue
@@ -104,7 +124,7 @@ public final class ADSServer: Envoy_Service_Discovery_V3_AggregatedDiscoveryServ
         }
     }
 
-    private func respond(to event: StreamEvent, session: inout ADSStreamSession) throws -> [DiscoveryResponse] {
+    private func respond(to event: StreamEvent, session: inout ADSStreamSession) throws -> [EncodedDiscoveryResponse] {
         switch event {
         case .configChanged:
             guard let node = session.node else { return [] }
@@ -138,9 +158,9 @@ public final class ADSServer: Envoy_Service_Discovery_V3_AggregatedDiscoveryServ
                     stats.acks.add(1, ordering: .relaxed)
                 }
             }
-            let names = request.resourceNames
-            let unchanged = session.subscribed[type] == names && sent != nil
-            session.subscribed[type] = names
+            let subscription = request.resourceNames.isEmpty ? nil : subscriptions.subscription(to: request.resourceNames)
+            let unchanged = sent != nil && session.subscribed[type].map { $0 === subscription } == true
+            session.subscribed[type] = .some(subscription)
             if unchanged { return [] }
             guard let current = source.snapshot(for: session.node!).types[type] else { return [] }
             return [session.response(type, from: current)]
@@ -151,24 +171,20 @@ public final class ADSServer: Envoy_Service_Discovery_V3_AggregatedDiscoveryServ
 /// What one stream has asked for and been sent.
 private struct ADSStreamSession {
     var node: Envoy_Config_Core_V3_Node?
-    var subscribed: [XDSResourceType: [String]] = [:]
+    /// By type; nil (asked with no names): all of them, for the wildcard types, else none.
+    var subscribed: [XDSResourceType: ResourceSubscription?] = [:]
     var sent: [XDSResourceType: (version: String, nonce: String)] = [:]
     private var nonces = 0
 
-
-    mutating func response(_ type: XDSResourceType, from current: VersionedResources) -> DiscoveryResponse {
+    mutating func response(_ type: XDSResourceType, from current: VersionedResources) -> EncodedDiscoveryResponse {
         nonces += 1
-        var response = DiscoveryResponse()
-        response.typeURL = type.typeURL
-        response.versionInfo = current.version
-        response.nonce = String(nonces)
-        let names = subscribed[type] ?? []
-        if names.isEmpty && type.isWildcardByDefault {
-            response.resources = current.resources.map(\.resource)
-        } else {
-            let wanted = Set(names)
-            response.resources = current.resources.filter { wanted.contains($0.name) }.map(\.resource)
+        let selection: [Int]?
+        switch subscribed[type] {
+        case .some(.some(let subscription)): selection = subscription.selection(in: current.list)
+        case .some(.none), .none: selection = type.isWildcardByDefault ? nil : []
         }
+        let response = EncodedDiscoveryResponse(versionInfo: current.version, typeURL: type.typeURL, nonce: String(nonces),
+                                                list: current.list, selection: selection)
         sent[type] = (current.version, response.nonce)
         return response
     }
@@ -186,12 +202,10 @@ extension ADSServer {
 }
 
 /// SDS speaks ADS's messages on another service name; the stream logic is the same.
-private struct SecretDiscoveryService: Envoy_Service_Secret_V3_SecretDiscoveryService.StreamingServiceProtocol {
+private struct SecretDiscoveryService: RegistrableRPCService {
     let server: ADSServer
 
-    func streamSecrets(
-        request: StreamingServerRequest<DiscoveryRequest>, context: ServerContext
-    ) async throws -> StreamingServerResponse<DiscoveryResponse> {
-        try await server.streamAggregatedResources(request: request, context: context)
+    func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
+        server.register(Envoy_Service_Secret_V3_SecretDiscoveryService.Method.StreamSecrets.descriptor, with: &router)
     }
 }

@@ -44,6 +44,31 @@ import XDS
         #expect(versions(store) == ["1", "1", "5"])
     }
 
+    /// Proxies are sent the same encoded lists, not copies: what a connected proxy costs the control plane
+    /// must not grow with the mesh.
+    @Test func proxiesShareTheEncodedListsOfAGeneration() throws {
+        let store = MeshSnapshotStore()
+        store.update(try resources(PA.mesh()))
+        func snapshot(_ ip: String) -> XDSSnapshot {
+            var node = Envoy_Config_Core_V3_Node()
+            node.id = "sidecar~\(ip)~payments-v1.shop~shop.svc.cluster.local"
+            return store.snapshot(for: node)
+        }
+        let first = snapshot("198.51.100.10"), again = snapshot("198.51.100.10"), other = snapshot("198.51.100.11")
+        for type in [XDSResourceType.cluster, .endpoint, .route, .nameTable] {
+            #expect(first.types[type]?.list === other.types[type]?.list, "\(type.service)")
+        }
+        // Listeners hold the proxy's own inbound listener: shared by asks of the same proxy only.
+        #expect(first.types[.listener]?.list === again.types[.listener]?.list)
+        #expect(first.types[.listener]?.list !== other.types[.listener]?.list)
+
+        // A change to listeners only: the other lists stay the ones already encoded.
+        store.update(try resources(PA.mesh() + [PA.peerAuthentication("default", namespace: "istio-system", mode: "STRICT")]))
+        let changed = snapshot("198.51.100.10")
+        #expect(changed.types[.cluster]?.list === first.types[.cluster]?.list)
+        #expect(changed.types[.listener]?.list !== first.types[.listener]?.list)
+    }
+
     @Test func policiesThatChangeNoListenerPushNothing() throws {
         let store = MeshSnapshotStore()
         let base = PA.mesh() + [PA.peerAuthentication("default", namespace: "istio-system", mode: "STRICT")]
