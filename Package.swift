@@ -88,7 +88,7 @@ let package = Package(
         .target(
             name: "ControlPlane",
             dependencies: [
-                "XDS", "Configuration", "Identity", "Routing",
+                "XDS", "Configuration", "Identity", "Routing", "CAllocator",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -171,6 +171,9 @@ let package = Package(
 
         // Closing the agent's descriptors in the proxy child (glibc's posix_spawn close-from action).
         .target(name: "CProcessSpawn"),
+
+        // glibc's allocator settings: the control plane's large, short-lived response buffers.
+        .target(name: "CAllocator"),
 
         // The packaged proxy: capture listeners, original destination, TCP relay, admin API, stats, drain.
         .target(

@@ -1,3 +1,4 @@
+import CAllocator
 import FoundationEssentials
 import Identity
 import Logging
@@ -73,6 +74,10 @@ public final class ControlPlaneServer: Sendable {
 
     /// Serves `endpoints` and watches the directory until the task is cancelled.
     public func run(at endpoints: Endpoints, listening: @escaping @Sendable (XDSServerAddress, String) -> Void = { _, _ in }) async throws {
+        // A push writes every stream a response the size of the mesh's configuration, hundreds of them at
+        // once; the buffers live until the proxy has read them. Mapped apart, they go back to the system
+        // when freed, instead of staying in the heap as the largest burst left it.
+        _ = capstan_map_large_allocations(Self.largeAllocation)
         let watcher = try ConfigDirectoryWatcher(directory: directory) { [self] in reload() }
         defer { watcher.stop() }
         // A secret added, replaced or removed (its directory, at the top level) is read again too.
@@ -110,6 +115,9 @@ public final class ControlPlaneServer: Sendable {
             group.cancelAll()
         }
     }
+
+    /// The size from which an allocation is mapped apart (glibc's initial threshold, kept fixed).
+    static let largeAllocation = 128 * 1024
 
     /// Reads the directory again and pushes what changed; keeps the last good version on a problem.
     public func reload() {
