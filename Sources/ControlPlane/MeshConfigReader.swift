@@ -442,6 +442,8 @@ private struct Builder {
         if let field = try spec.optional("exportTo") {
             rule.exportTo = try ExportTo.read(field, namespace: namespace, kind: .destinationRule(workloadSelector: selector != nil))
         }
+        // istiod keeps a rule with a workloadSelector to its own namespace, whatever the mesh default.
+        if selector != nil, rule.exportTo.isEmpty { rule.exportTo = ExportTo(["."]) }
         return rule
     }
 

@@ -279,12 +279,17 @@ import XDS
         #expect(reading.problems.map(\.description) == ["bad.yaml: document 1 (line 1): " + message])
     }
 
-    @Test func whatIsAcceptedButNotActedOnIsSaid() {
+    @Test func whatIsAcceptedButNotActedOnIsSaid() throws {
         let rule = Self.destinationRule(namespace: "web", balancer: "{simple: RANDOM}", exportTo: "['.']") + "\n  workloadSelector: {matchLabels: {app: web}}"
         let gatewayBound = HTTPDocuments.virtualService(Self.toV2).replacingOccurrences(of: "  hosts: [payments]\n", with: "  hosts: [payments]\n  gateways: [mesh, shop/ingress]\n")
             + "\n  exportTo: ['.']"
         let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([rule, gatewayBound, Self.meshConfig("defaultDestinationRuleExportTo: [web]")]))])
         #expect(reading.config != nil, "\(reading.problems)")
+        // Without exportTo, a rule with a workloadSelector stays in its namespace, as istiod keeps it.
+        let unexported = rule.replacingOccurrences(of: "  exportTo: ['.']\n", with: "")
+        #expect(unexported != rule)
+        let selecting = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([unexported]))])
+        #expect(try #require(selecting.config).destinationRules.first { $0.namespace == "web" }?.exportTo == ExportTo(["."]))
         for suffix in ["DestinationRule web/payments: spec.workloadSelector: not acted on: the rule applies to every proxy it is exported to, not only the workloads selected",
                        "VirtualService shop/payments: spec.exportTo: acted on for sidecars only: gateway proxies take this VirtualService's routes whatever their namespace",
                        "ConfigMap istio-system/istio: data.mesh.defaultDestinationRuleExportTo: [\"web\"] acts as [\"*\"]: istiod honours only \".\" in this default (a DestinationRule without exportTo is otherwise exported everywhere)"] {
