@@ -11,7 +11,8 @@ enum MeshSettingsReader {
     /// Istio's MeshConfig fields that this control plane reads but does not act on: warned about, one
     /// warning each, so nobody takes them for applied.
     static let fieldsNotActedOn: Set<String> = [
-        "connectTimeout", "defaultConfig", "defaultProviders", "discoverySelectors", "enableAutoMtls", "enablePrometheusMerge", "enableTracing",
+        "connectTimeout", "defaultConfig",
+        "defaultProviders", "discoverySelectors", "enableAutoMtls", "enablePrometheusMerge", "enableTracing",
         "ingressClass", "ingressControllerMode", "ingressService", "localityLbSetting", "outboundClusterStatName",
         "inboundClusterStatName", "protocolDetectionTimeout",
         "serviceSettings", "tcpKeepalive", "h2UpgradePolicy", "meshNetworks", "caCertificates",
