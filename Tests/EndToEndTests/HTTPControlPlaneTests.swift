@@ -464,6 +464,27 @@ import Testing
         }
     }
 
+    /// A VirtualService with `exportTo: ["."]` routes the sidecars of its namespace only: sending every
+    /// request to v2, it applies to the pod as a pod of shop; the pod as a pod of web, which sees the
+    /// service (exported everywhere) but not the VirtualService, is balanced over v1 and v2.
+    @Test func aVirtualServiceExportedToItsOwnNamespaceRoutesOnlyThere() throws {
+        let routes = MeshDocuments.httpVirtualService("""
+              - route:
+                - destination: {host: payments, subset: v2}
+            """) + "\n  exportTo: [\".\"]"
+        try withHTTPMesh(["routes.yaml": routes], proxyNamespace: "web") { mesh in
+            let reached = mesh.proxy?.waitUntil(seconds: 10) { (try? requests(mesh, count: 1)) != nil } ?? false
+            #expect(reached, "proxy: \(mesh.proxy?.errorOutput ?? "")\ncontrol plane: \(mesh.controlPlane?.log ?? "")")
+            let web = try requests(mesh, count: 20).upstreams
+            #expect(Set(web) == ["v1", "v2"], "\(web)")
+            mesh.proxy?.stop()
+            try mesh.startProxy(namespace: "shop")
+            #expect(waitFor("v2", mesh), "\(mesh.proxy?.errorOutput ?? "")")
+            let shop = try requests(mesh, count: 20).upstreams
+            #expect(Set(shop) == ["v2"], "\(shop)")
+        }
+    }
+
     /// Seed 4: every request mirrored to v2 while v1 answers. v2 sees each request as a copy, addressed
     /// to the `-shadow` host, and its answers never reach the client; the copies count in v2's cluster.
     @Test func mirrorSendsACopyOfEveryRequestToV2WhileV1Answers() throws {
