@@ -10,13 +10,16 @@ struct AutoAllocatedAddresses: Sendable {
     /// The VIP of each host auto-allocation covers.
     var allocations: [String: String]
     var generator: ProxyConfigGenerator
+    /// The namespace whose sidecars' listeners these are (nil: every service seen).
+    var namespace: String?
 
     /// nil when no ServiceEntry gets a VIP.
-    init?(config: MeshConfig, generator: ProxyConfigGenerator) {
+    init?(config: MeshConfig, generator: ProxyConfigGenerator, namespace: String? = nil) {
         allocations = NameTableGenerator.allocations(for: config.serviceEntries)
         guard !allocations.isEmpty else { return nil }
         self.config = config
         self.generator = generator
+        self.namespace = namespace
     }
 
     /// The mesh with each covered entry's VIPs as its addresses.
@@ -30,6 +33,6 @@ struct AutoAllocatedAddresses: Sendable {
 
     /// The outbound listeners of a proxy that asked for auto-allocation.
     func outboundListeners() throws -> [MeshResources.Resource] {
-        try generator.resources(for: allocatedConfig).outboundListeners
+        try generator.resources(for: allocatedConfig, namespace: namespace).outboundListeners
     }
 }

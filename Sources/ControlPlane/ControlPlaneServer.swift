@@ -52,6 +52,8 @@ public final class ControlPlaneServer: Sendable {
             "directory": "\(directory)", "files": "\(reading.files)", "version": "\(store.version)",
             "services": "\(config.serviceEntries.count)", "workloads": "\(config.workloadEntries.count)",
             "gateways": "\(config.gateways.count)", "credentials": "\(secrets.secrets.credentials.count)",
+            // Whether some exportTo makes sidecars' resources differ by namespace (made per namespace on request).
+            "sidecar_resources": "\(config.dependsOnNamespace ? "per namespace" : "shared")",
         ])
     }
 

@@ -91,6 +91,8 @@ public struct ServiceEntry: Sendable, Equatable {
     public var workloadSelector: [String: String]?
     /// nil: not given (see ``Location``).
     public var location: Location? = nil
+    /// `exportTo`; empty: the mesh config's `defaultServiceExportTo`.
+    public var exportTo = ExportTo()
 }
 
 /// An endpoint of a service: inline in a ServiceEntry or a WorkloadEntry.
@@ -169,6 +171,8 @@ public struct VirtualService: Sendable, Equatable {
     public var tls: [TLSRoute] = []
     /// `gateways`, each resolved to `namespace/name`, or `mesh` (the sidecars; the default when none is given).
     public var gateways: [String] = [VirtualService.meshGateway]
+    /// `exportTo`; empty: the mesh config's `defaultVirtualServiceExportTo`.
+    public var exportTo = ExportTo()
 
     /// Istio's name for the sidecars as a gateway.
     public static let meshGateway = "mesh"
@@ -344,6 +348,9 @@ public struct DestinationRule: Sendable, Equatable {
     public var host: String
     public var trafficPolicy: TrafficPolicy
     public var subsets: [Subset]
+    /// `exportTo`; empty: the mesh config's `defaultDestinationRuleExportTo` (of which istiod honours `.`
+    /// only: see ``MeshVisibility``).
+    public var exportTo = ExportTo()
 
     /// What requests to `subset` on `port` hash by, as istiod picks it for routes: the subset's
     /// port-level hash, the subset's, the rule's port-level, the rule's, first given wins. `port` is

@@ -253,7 +253,9 @@ private struct Builder {
             resolution = .none
         }
         let location = try ServiceEntryReader.location(spec)
-        try ServiceEntryReader.checkExportTo(spec, warnings: &warnings)
+        let exportTo = try spec.optional("exportTo").map { field throws(ConfigError) in
+            try ExportTo.read(field, namespace: namespace, kind: .serviceEntry)
+        } ?? ExportTo()
         var endpoints: [WorkloadEndpoint] = []
         for reader in try spec.optional("endpoints")?.list() ?? [] {
             let endpoint = try endpoint(reader, hostNames: resolution.resolvesNames, warnings: &warnings)
@@ -273,6 +275,7 @@ private struct Builder {
         var entry = ServiceEntry(origin: origin, namespace: namespace, hosts: hosts, addresses: addresses, ports: ports,
                                  resolution: resolution, endpoints: endpoints, workloadSelector: selector)
         entry.location = location
+        entry.exportTo = exportTo
         return entry
     }
 
@@ -361,6 +364,12 @@ private struct Builder {
         }
         if hosts.isEmpty && http.isEmpty { throw ConfigError(path: "spec.hosts", message: "is required (a VirtualService without hosts is a delegate, and needs http routes)") }
         var service = VirtualService(origin: origin, namespace: namespace, hosts: hosts, http: http, tcp: routes, gateways: gateways)
+        if let field = try spec.optional("exportTo") {
+            service.exportTo = try ExportTo.read(field, namespace: namespace, kind: .virtualService)
+            if !service.exportTo.isEmpty, !service.exportTo.isPublic, gateways.contains(where: { $0 != VirtualService.meshGateway }) {
+                warnings.append("\(field.path): acted on for sidecars only: gateway proxies take this VirtualService's routes whatever their namespace")
+            }
+        }
         if let list = try spec.optional("tls") {
             for route in try list.list() {
                 service.tls.append(try tlsRoute(route, namespace: namespace, warnings: &warnings))
@@ -424,8 +433,18 @@ private struct Builder {
                                      try trafficPolicy(reader, warnings: &warnings)
                                  }))
         }
-        return DestinationRule(origin: origin, namespace: namespace, host: host,
-                               trafficPolicy: policy ?? DestinationRule.TrafficPolicy(), subsets: subsets)
+        let selector = try spec.optional("workloadSelector")
+        if let selector {
+            warnings.append("\(selector.path): not acted on: the rule applies to every proxy it is exported to, not only the workloads selected")
+        }
+        var rule = DestinationRule(origin: origin, namespace: namespace, host: host,
+                                   trafficPolicy: policy ?? DestinationRule.TrafficPolicy(), subsets: subsets)
+        if let field = try spec.optional("exportTo") {
+            rule.exportTo = try ExportTo.read(field, namespace: namespace, kind: .destinationRule(workloadSelector: selector != nil))
+        }
+        // istiod keeps a rule with a workloadSelector to its own namespace, whatever the mesh default.
+        if selector != nil, rule.exportTo.isEmpty { rule.exportTo = ExportTo(["."]) }
+        return rule
     }
 
     /// A `trafficPolicy`, or (`portLevel`) one entry of its `portLevelSettings`, whose `port` the caller reads.
@@ -765,12 +784,15 @@ private struct Builder {
         }
         mergeDelegates()
         for service in config.virtualServices + config.delegateVirtualServices { checkHTTPRoutes(service, entryByHost: entryByHost) }
+        // One rule per host and namespace: rules in different namespaces are chosen between per proxy
+        // namespace, as istiod chooses (``MeshVisibility``); istiod's merging of one namespace's rules is not done.
         var ruled: [String: ResourceOrigin] = [:]
         for rule in config.destinationRules {
-            if let other = ruled[rule.host] {
-                problems.append(rule.origin.problem("spec.host", "\(rule.host) already has DestinationRule \(other.name) (\(other))"))
+            let key = "\(rule.namespace)/\(rule.host)"
+            if let other = ruled[key] {
+                problems.append(rule.origin.problem("spec.host", "\(rule.host) already has DestinationRule \(other.name) (\(other)) in namespace \(rule.namespace)"))
             }
-            ruled[rule.host] = rule.origin
+            ruled[key] = rule.origin
             // Istio ignores settings for a port the service does not have: said, not silent.
             guard let entry = config.serviceEntries.first(where: { $0.hosts.contains(rule.host) }) else { continue }
             let policies = [("spec.trafficPolicy", rule.trafficPolicy)]
@@ -815,6 +837,12 @@ private struct Builder {
                     continue
                 }
                 taken.insert(key)
+                // istiod takes a delegate only when it is exported to the root's namespace.
+                let exportTo = delegate.exportTo.isEmpty ? config.mesh.defaultVirtualServiceExportTo : delegate.exportTo
+                guard exportTo.includes(service.namespace, owner: delegate.namespace) else {
+                    warnings.append("\(service.origin): VirtualService \(service.origin.name): spec.http[\(index)].delegate: VirtualService \(key) is not exported to namespace \(service.namespace) (its exportTo \(exportTo)): this route is left out, as istiod leaves it")
+                    continue
+                }
                 let merged = VirtualServiceDelegation.merged(root: route, delegate: delegate.http)
                 for conflicting in merged.conflicting {
                     warnings.append("\(delegate.origin): VirtualService \(delegate.origin.name): spec.http[\(conflicting)].match: outside every match of \(service.origin.name)'s spec.http[\(index)], which delegates to it: this route is left out, as istiod leaves it")

@@ -68,6 +68,9 @@ struct MeshResources: Sendable {
     var gateways = GatewayInputs()
     /// The TLS secrets the Gateways name, served to the gateway proxies they select.
     var gatewaySecrets = GatewaySecrets()
+    /// How each namespace's sidecar resources are made when namespaces see the mesh differently
+    /// (``MeshConfig/dependsOnNamespace``: some `exportTo` restricts); nil: every sidecar shares these.
+    var namespaceViews: NamespaceViews?
     /// The EDS assignments that depend on the proxy's locality (``LocalityLoadBalancing``), by name:
     /// each proxy gets them applied for its own locality (``endpoints(locality:labels:)``).
     var localityAware: [String: LocalityAwareAssignment] = [:]
@@ -92,6 +95,17 @@ struct MeshResources: Sendable {
                                                 endpointLabels: aware.endpointLabels, failoverAllowed: aware.failoverAllowed)
             // Packing a message built here cannot fail; the shared one stands in if it did.
             return (resource.name, (try? Google_Protobuf_Any.packed(applied, as: .endpoint)) ?? resource.resource)
+        }
+    }
+
+    /// The whole configuration, from which a namespace's sidecar resources are made on request
+    /// (``ProxyConfigGenerator/resources(for:namespace:)``), once per configuration and namespace.
+    struct NamespaceViews: Sendable, Equatable {
+        var config: MeshConfig
+        var generator: ProxyConfigGenerator
+
+        func resources(for namespace: String) throws -> MeshResources {
+            try generator.resources(for: config, namespace: namespace)
         }
     }
 
@@ -127,7 +141,9 @@ struct MeshResources: Sendable {
     /// of (those are built per proxy, on request), so that a proxy is sent a type again exactly when
     /// something in it changed.
     func differs(from other: MeshResources, in type: XDSResourceType) -> Bool {
-        switch type {
+        // Each namespace's resources are made on request: a change to what they are made of may change any of them.
+        if type != .secret, namespaceViews != other.namespaceViews { return true }
+        return switch type {
         case .cluster: !Self.same(clusters, other.clusters)
         case .endpoint: !Self.same(endpoints, other.endpoints) || localityAware != other.localityAware
         case .listener:

@@ -24,6 +24,11 @@ public struct MeshSettings: Sendable, Equatable {
     /// `trustDomainAliases`: other trust domains whose identities AuthorizationPolicies treat as this
     /// mesh's (a trust domain migration), in their order.
     public var trustDomainAliases: [String] = []
+    /// `defaultServiceExportTo`, `defaultVirtualServiceExportTo`, `defaultDestinationRuleExportTo`: the
+    /// `exportTo` of resources of each kind that give none (Istio's default, `*`, for all three).
+    public var defaultServiceExportTo = ExportTo.everywhere
+    public var defaultVirtualServiceExportTo = ExportTo.everywhere
+    public var defaultDestinationRuleExportTo = ExportTo.everywhere
     /// Where the settings came from, for messages; nil for the defaults.
     public var origin: ResourceOrigin?
 

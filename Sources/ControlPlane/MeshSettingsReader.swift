@@ -12,7 +12,6 @@ enum MeshSettingsReader {
     /// warning each, so nobody takes them for applied.
     static let fieldsNotActedOn: Set<String> = [
         "connectTimeout", "defaultConfig",
-        "defaultDestinationRuleExportTo", "defaultServiceExportTo", "defaultVirtualServiceExportTo",
         "defaultProviders", "discoverySelectors", "enableAutoMtls", "enablePrometheusMerge", "enableTracing",
         "ingressClass", "ingressControllerMode", "ingressService", "localityLbSetting", "outboundClusterStatName",
         "inboundClusterStatName", "protocolDetectionTimeout",
@@ -48,7 +47,8 @@ enum MeshSettingsReader {
 
     static func read(_ mesh: ConfigReader, into settings: inout MeshSettings, warnings: inout [String]) throws(ConfigError) {
         let acted: Set<String> = ["outboundTrafficPolicy", "extensionProviders", "rootNamespace", "trustDomain", "trustDomainAliases",
-                                  "dnsRefreshRate", "accessLogFile", "accessLogFormat", "accessLogEncoding"]
+                                  "dnsRefreshRate", "accessLogFile", "accessLogFormat", "accessLogEncoding",
+                                  "defaultServiceExportTo", "defaultVirtualServiceExportTo", "defaultDestinationRuleExportTo"]
         for key in try mesh.fields().keys.sorted() where !acted.contains(key) {
             if fieldsNotActedOn.contains(key) {
                 warnings.append("\(mesh.path).\(key): not acted on by Capstan's control plane, ignored")
@@ -99,6 +99,20 @@ enum MeshSettingsReader {
             case "JSON": warnings.append("\(encoding.path): JSON is not acted on: Capstan's gateways write the TEXT format")
             case let other: throw encoding.fail("\"\(other)\" is not TEXT or JSON")
             }
+        }
+        if let field = try mesh.optional("defaultServiceExportTo") {
+            settings.defaultServiceExportTo = try ExportTo.readDefault(field, warnings: &warnings)
+        }
+        if let field = try mesh.optional("defaultVirtualServiceExportTo") {
+            settings.defaultVirtualServiceExportTo = try ExportTo.readDefault(field, warnings: &warnings)
+        }
+        if let field = try mesh.optional("defaultDestinationRuleExportTo") {
+            let value = try ExportTo.readDefault(field, warnings: &warnings)
+            // istiod's DestinationRule index honours `.` of this default, and reads anything else as `*`.
+            if !value.targets.contains(".") && value != .everywhere {
+                warnings.append("\(field.path): \(value) acts as [\"*\"]: istiod honours only \".\" in this default (a DestinationRule without exportTo is otherwise exported everywhere)")
+            }
+            settings.defaultDestinationRuleExportTo = value
         }
         if let policy = try mesh.optional("outboundTrafficPolicy") {
             try policy.ignoringUnknown(["mode", "egressProxy"], warnings: &warnings)

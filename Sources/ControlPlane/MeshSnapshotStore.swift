@@ -15,8 +15,9 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         /// Listeners made for proxies so far (the outbound ones and the proxy's inbound one), by IP,
         /// namespace, interception and DNS auto-allocation, for this generation.
         var listeners: [String: XDSResourceList] = [:]
-        /// Name tables made so far, with auto-allocated addresses or without, for this generation.
-        var nameTables: [Bool: XDSResourceList] = [:]
+        /// Name tables made so far, with auto-allocated addresses or without (and by namespace, with
+        /// namespace views), for this generation.
+        var nameTables: [String: XDSResourceList] = [:]
         /// Gateway proxies' resources made so far, by the Gateways that select them, for this generation.
         var routers: [[String]: RouterSnapshot] = [:]
         /// EDS resources made for proxies' localities so far (by locality and labels), for this generation.
@@ -25,6 +26,12 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         var sidecarRoutes: [ProxyWorkload: XDSResourceList] = [:]
         /// The outbound listeners of proxies asking for DNS auto-allocation, once made for this generation.
         var autoAllocatedListeners: [MeshResources.Resource]?
+        /// Sidecars' resources by namespace, when namespaces see the mesh differently (`exportTo`), made
+        /// so far for this generation; the lists their sidecars share (by namespace and type), and the
+        /// outbound listeners of those asking for auto-allocation.
+        var namespaces: [String: MeshResources] = [:]
+        var namespaceShared: [String: XDSResourceList] = [:]
+        var namespaceAutoAllocated: [String: [MeshResources.Resource]] = [:]
 
         func versioned(_ type: XDSResourceType, _ list: XDSResourceList) -> VersionedResources {
             VersionedResources(version: versions[type] ?? "", list: list)
@@ -68,6 +75,11 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             if !changed.isEmpty { generation.routers = [:] }
             if changed.contains(.endpoint) { generation.localEndpoints = [:] }
             if changed.contains(.route) { generation.sidecarRoutes = [:] }
+            if !changed.isEmpty {
+                generation.namespaces = [:]
+                generation.namespaceShared = [:]
+                generation.namespaceAutoAllocated = [:]
+            }
             return changed
         }
     }
@@ -81,15 +93,25 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         let transparent = node.metadata.fields["INTERCEPTION_MODE"]?.stringValue == "TPROXY"
         let autoAllocate = node.metadata.fields["DNS_AUTO_ALLOCATE"]?.stringValue.lowercased() == "true"
         return generation.withLock { generation in
-            guard let resources = generation.resources else { return XDSSnapshot(types: [:]) }
-            if id?.type == "router" { return Self.routerSnapshot(node: node, ip: ip, resources: resources, generation: &generation) }
+            guard let shared = generation.resources else { return XDSSnapshot(types: [:]) }
+            if id?.type == "router" { return Self.routerSnapshot(node: node, ip: ip, resources: shared, generation: &generation) }
+            let resources = Self.sidecarResources(shared, namespace: namespace, generation: &generation)
+            // With namespace views, what sidecars would share is kept per namespace.
+            let view = shared.namespaceViews == nil ? nil : namespace
             let listeners = generation.listeners["\(ip)|\(namespace)|\(transparent)|\(autoAllocate)"] ?? {
                 // Packing cannot fail for a listener built here; an empty one would be refused by the proxy.
                 let inbound = (try? ProxyConfigGenerator.inboundListener(resources.inbound(ip: ip, namespace: namespace), transparent: transparent,
                                                                          accessLog: resources.accessLog))
                     ?? (ProxyConfigGenerator.inboundListenerName, .init())
                 var outbound = resources.outboundListeners
-                if autoAllocate, let allocation = resources.autoAllocation {
+                if autoAllocate, let allocation = resources.autoAllocation, let view {
+                    if let made = generation.namespaceAutoAllocated[view] {
+                        outbound = made
+                    } else {
+                        outbound = (try? allocation.outboundListeners()) ?? resources.outboundListeners
+                        generation.namespaceAutoAllocated[view] = outbound
+                    }
+                } else if autoAllocate, let allocation = resources.autoAllocation {
                     if let made = generation.autoAllocatedListeners {
                         outbound = made
                     } else {
@@ -107,7 +129,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                 var (locality, labels) = Self.locality(of: node)
                 // Labels matter only to failoverPriority: without one, proxies of a locality share their EDS.
                 if !resources.localityAware.values.contains(where: { !$0.setting.failoverPriority.isEmpty }) { labels = [:] }
-                let key = locality + "|" + labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+                let key = (view.map { $0 + "|" } ?? "") + locality + "|" + labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
                 if let made = generation.localEndpoints[key] {
                     endpoints = made
                 } else {
@@ -115,7 +137,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                     generation.localEndpoints[key] = endpoints
                 }
             } else {
-                endpoints = Self.shared(.endpoint, resources, &generation)
+                endpoints = Self.shared(.endpoint, resources, &generation, namespace: view)
             }
             var routes: XDSResourceList
             if let sidecarRoutes = resources.sidecarRoutes {
@@ -129,16 +151,17 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                     generation.sidecarRoutes[workload] = routes
                 }
             } else {
-                routes = Self.shared(.route, resources, &generation)
+                routes = Self.shared(.route, resources, &generation, namespace: view)
             }
-            let names = generation.nameTables[autoAllocate] ?? {
+            let namesKey = "\(view ?? "")|\(autoAllocate)"
+            let names = generation.nameTables[namesKey] ?? {
                 // Packing a name table cannot fail; an empty table stands in if it did.
                 let made = XDSResourceList([("", (try? resources.nameTables.packed(autoAllocate: autoAllocate)) ?? .init())])
-                generation.nameTables[autoAllocate] = made
+                generation.nameTables[namesKey] = made
                 return made
             }()
             return XDSSnapshot(types: [
-                .cluster: generation.versioned(.cluster, Self.shared(.cluster, resources, &generation)),
+                .cluster: generation.versioned(.cluster, Self.shared(.cluster, resources, &generation, namespace: view)),
                 .endpoint: generation.versioned(.endpoint, endpoints),
                 .listener: generation.versioned(.listener, listeners),
                 .route: generation.versioned(.route, routes),
@@ -147,10 +170,25 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         }
     }
 
+    /// The resources of sidecars in `namespace`: the shared ones, or, when namespaces see the mesh
+    /// differently, the namespace's own, made on its first proxy's request for this generation.
+    private static func sidecarResources(_ shared: MeshResources, namespace: String, generation: inout Generation) -> MeshResources {
+        guard let views = shared.namespaceViews else { return shared }
+        if let made = generation.namespaces[namespace] { return made }
+        // Making them cannot fail where the shared ones did not; those stand in if it did.
+        let made = (try? views.resources(for: namespace)) ?? shared
+        generation.namespaces[namespace] = made
+        return made
+    }
+
     /// The list of `type` every proxy shares (clusters, and endpoints and routes when they do not depend
-    /// on the proxy), encoded the first time it is asked for in a generation.
-    private static func shared(_ type: XDSResourceType, _ resources: MeshResources, _ generation: inout Generation) -> XDSResourceList {
-        if let made = generation.shared[type] { return made }
+    /// on the proxy), encoded the first time it is asked for in a generation; with `namespace` (namespace
+    /// views), every proxy of that namespace.
+    private static func shared(_ type: XDSResourceType, _ resources: MeshResources, _ generation: inout Generation,
+                               namespace: String? = nil) -> XDSResourceList {
+        let key = namespace.map { "\($0)|\(type.service)" }
+        if let key, let made = generation.namespaceShared[key] { return made }
+        if key == nil, let made = generation.shared[type] { return made }
         let made: XDSResourceList
         switch type {
         case .cluster: made = XDSResourceList(resources.clusters)
@@ -158,7 +196,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         case .route: made = XDSResourceList(resources.routes)
         case .listener, .nameTable, .secret: preconditionFailure("\(type.service) is not shared by every proxy")
         }
-        generation.shared[type] = made
+        if let key { generation.namespaceShared[key] = made } else { generation.shared[type] = made }
         return made
     }
 

@@ -28,9 +28,11 @@ enum NameTableGenerator {
     static let clusterDomainSuffix = ".svc.cluster.local"
     static let autoAllocationBase: UInt32 = 240 << 24 | 240 << 16
 
-    static func tables(for serviceEntries: [ServiceEntry]) -> Tables {
+    /// The tables of `serviceEntries` (those a proxy sees), their VIPs allocated over `all` (every
+    /// ServiceEntry; by default the same), so that a host has one VIP whichever proxy asks.
+    static func tables(for serviceEntries: [ServiceEntry], allocatingOver all: [ServiceEntry]? = nil) -> Tables {
         Tables(plain: table(for: serviceEntries, allocated: [:]),
-               autoAllocated: table(for: serviceEntries, allocated: allocations(for: serviceEntries)))
+               autoAllocated: table(for: serviceEntries, allocated: allocations(for: all ?? serviceEntries)))
     }
 
     /// VIPs for the hosts auto-allocation covers, by host, sequential in host order.

@@ -22,7 +22,7 @@ import XDS
 ///   `transport_protocol: tls` that terminates mutual TLS, DISABLE one for `raw_buffer`, PERMISSIVE
 ///   both; `tls_inspector` tells them apart. Ports no service declares pass through under the
 ///   workload's mode, or a port-level mode of their own, in the same way.
-struct ProxyConfigGenerator: Sendable {
+struct ProxyConfigGenerator: Sendable, Equatable {
     static let outboundListenerName = "virtualOutbound"
     static let inboundListenerName = "virtualInbound"
     static let passthroughCluster = "PassthroughCluster"
@@ -60,9 +60,16 @@ struct ProxyConfigGenerator: Sendable {
         try ProxyConfigGenerator().resources(for: config)
     }
 
-    func resources(for everything: MeshConfig) throws -> MeshResources {
+    /// The resources for sidecars in `namespace` (nil: every resource seen, whatever its `exportTo`): their
+    /// outbound side from what is exported to the namespace (``MeshConfig/exported(to:)``), their
+    /// inbound side from every service. Without a namespace, when some namespace sees the mesh otherwise,
+    /// ``MeshResources/namespaceViews`` says how to make each namespace's.
+    func resources(for everything: MeshConfig, namespace: String? = nil) throws -> MeshResources {
         // Sidecars see the VirtualServices bound to `mesh`; gateways are made per proxy from `everything`.
-        let config = everything.sidecarView
+        let all = everything.sidecarView
+        // What this namespace's sidecars route by: the services, VirtualServices and DestinationRules exported to it.
+        let config = namespace.map(all.exported(to:)) ?? all
+        let visibility = MeshVisibility(all.mesh)
         let mutualTLS = MutualTLSPolicy(config.peerAuthentications)
         // Peer principals in the mesh's trust domain, its aliases or `cluster.local` stand for all of them, as in istiod.
         let trustDomains = TrustDomainBundle(trustDomain: trustDomain, aliases: config.mesh.trustDomainAliases)
@@ -98,7 +105,9 @@ struct ProxyConfigGenerator: Sendable {
         var httpServices: [Int: [(host: String, entry: ServiceEntry)]] = [:]
         // TLS services without addresses, by port: chains matching their hosts as server names.
         var sniChains: [Int: [Envoy_Config_Listener_V3_FilterChain]] = [:]
-        for entry in config.serviceEntries {
+        for entry in all.serviceEntries {
+            // Every service selecting a workload makes its inbound side; only those exported here make outbound ones.
+            let exported = namespace.map { visibility.exports(entry, to: $0) } ?? true
             let members = Self.members(of: entry, workloadEntries: workloadEntries, policy: mutualTLS, authorization: authorization,
                                        authentication: authentication)
             // Endpoints of a DNS service are names outside the mesh: no inbound configuration is made for them.
@@ -112,6 +121,7 @@ struct ProxyConfigGenerator: Sendable {
                     if port.protocol.isHTTP { inboundHTTPPorts[member.endpoint.address, default: []].insert(target) }
                     if port.protocol == .unknown { inboundSniffedPorts[member.endpoint.address, default: []].insert(target) }
                 }
+                guard exported else { continue }
                 for host in entry.hosts {
                     // Each cluster's policy for this port, port-level settings included, as istiod merges them.
                     let rulePolicy = rule?.trafficPolicy ?? .init()
@@ -231,8 +241,10 @@ struct ProxyConfigGenerator: Sendable {
                                       inboundWorkloads: inboundWorkloads, mutualTLS: mutualTLS, authorization: authorization,
                                       authentication: authentication)
         if sidecarRoutes.dependOnSource { resources.sidecarRoutes = sidecarRoutes }
-        resources.autoAllocation = AutoAllocatedAddresses(config: everything, generator: self)
-        resources.nameTables = NameTableGenerator.tables(for: everything.serviceEntries)
+        resources.autoAllocation = AutoAllocatedAddresses(config: everything, generator: self, namespace: namespace)
+        // VIPs are allocated over every service, so that a host has the same one in every namespace.
+        resources.nameTables = NameTableGenerator.tables(for: config.serviceEntries, allocatingOver: everything.serviceEntries)
+        if namespace == nil, everything.dependsOnNamespace { resources.namespaceViews = .init(config: everything, generator: self) }
         resources.accessLog = accessLog
         resources.localityAware = localityAware
         resources.gateways = .init(everything)

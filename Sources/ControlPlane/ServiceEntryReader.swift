@@ -1,7 +1,7 @@
 import Configuration
 
 /// The ServiceEntry fields that concern where a service lives and how its endpoints are found:
-/// `location`, `exportTo`, resolution DNS, and an endpoint's `locality`, `weight` and `network`.
+/// `location`, resolution DNS, and an endpoint's `locality`, `weight` and `network`.
 enum ServiceEntryReader {
     /// `location`: MESH_EXTERNAL or MESH_INTERNAL; nil when not given.
     static func location(_ spec: ConfigReader) throws(ConfigError) -> ServiceEntry.Location? {
@@ -11,19 +11,6 @@ enum ServiceEntryReader {
             throw field.fail("\"\(text)\" is not a location (MESH_EXTERNAL, MESH_INTERNAL)")
         }
         return location
-    }
-
-    /// `exportTo`: Capstan's control plane gives every proxy the same services, so only `*` (or none)
-    /// is acted on as written; a narrower list is said to be not acted on.
-    static func checkExportTo(_ spec: ConfigReader, warnings: inout [String]) throws(ConfigError) {
-        guard let field = try spec.optional("exportTo") else { return }
-        let targets = try field.list().map { item throws(ConfigError) in try item.string() }
-        for (index, target) in targets.enumerated() where target != "*" && target != "." && !isNamespace(target) {
-            throw ConfigError(path: "\(field.path)[\(index)]", message: "\"\(target)\" is not a namespace, \".\" or \"*\"")
-        }
-        if !targets.isEmpty && targets != ["*"] {
-            warnings.append("\(field.path): \(targets) is not acted on: Capstan's control plane shows every service to every proxy, as exportTo [\"*\"]")
-        }
     }
 
     /// Istio's validation for DNS resolution: without endpoints, the hosts themselves are looked up, so
@@ -74,9 +61,5 @@ enum ServiceEntryReader {
             !label.isEmpty && label.utf8.count <= 63 && label.first != "-" && label.last != "-"
                 && label.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") }
         }
-    }
-
-    private static func isNamespace(_ text: String) -> Bool {
-        !text.isEmpty && text.utf8.count <= 63 && text.allSatisfy { ($0.isASCII && $0.isLowercase) || $0.isNumber || $0 == "-" }
     }
 }

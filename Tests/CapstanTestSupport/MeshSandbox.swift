@@ -176,14 +176,14 @@ public enum MeshDocuments {
     }
 
     /// The proxy's bootstrap: ADS through the static `xds-grpc` cluster, as Istio's bootstrap has it.
-    /// `locality`: the node's `region/zone/subzone` (none when nil).
-    public static func bootstrap(server: String, locality: String? = nil) -> String {
+    /// `locality`: the node's `region/zone/subzone` (none when nil); `namespace`: the pod's, in the node id.
+    public static func bootstrap(server: String, locality: String? = nil, namespace: String = "shop") -> String {
         let parts = server.split(separator: ":")
         let place = locality.map { $0.split(separator: "/", omittingEmptySubsequences: false).map(String.init) + ["", "", ""] }
         let node = place.map { #", "locality": {"region": "\#($0[0])", "zone": "\#($0[1])", "sub_zone": "\#($0[2])"}"# } ?? ""
         return """
-            {"node": {"id": "sidecar~192.0.2.1~client-7d9f.shop~shop.svc.cluster.local", "cluster": "client.shop",
-                      "metadata": {"NAMESPACE": "shop", "INTERCEPTION_MODE": "REDIRECT"}\(node)},
+            {"node": {"id": "sidecar~192.0.2.1~client-7d9f.\(namespace)~\(namespace).svc.cluster.local", "cluster": "client.\(namespace)",
+                      "metadata": {"NAMESPACE": "\(namespace)", "INTERCEPTION_MODE": "REDIRECT"}\(node)},
              "dynamic_resources": {"lds_config": {"ads": {}, "resource_api_version": "V3"},
                                    "cds_config": {"ads": {}, "resource_api_version": "V3"},
                                    "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
@@ -253,10 +253,12 @@ public final class MeshSandbox: @unchecked Sendable {
     }
 
     /// The pod's proxy, bootstrapped to `server`, with `arguments` besides its bootstrap (`--concurrency 1`).
-    /// `locality`: the proxy node's `region/zone/subzone`, as a bootstrap gives it (none when nil).
-    public func startProxy(server: String = MeshSandbox.xdsAddress, arguments: [String] = [], locality: String? = nil) throws {
+    /// `locality`: the proxy node's `region/zone/subzone`, as a bootstrap gives it (none when nil);
+    /// `namespace`: the pod's namespace in the node id (what `exportTo` is decided by).
+    public func startProxy(server: String = MeshSandbox.xdsAddress, arguments: [String] = [], locality: String? = nil,
+                           namespace: String = "shop") throws {
         let file = directory.deletingLastPathComponent().appendingPathComponent("\(sandbox.name)-bootstrap.json")
-        try MeshDocuments.bootstrap(server: server, locality: locality).write(to: file, atomically: true, encoding: .utf8)
+        try MeshDocuments.bootstrap(server: server, locality: locality, namespace: namespace).write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
         proxy = try ProxyProcess(in: sandbox.pod, arguments: ["--config", file.path] + arguments)
     }

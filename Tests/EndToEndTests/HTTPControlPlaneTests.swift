@@ -14,9 +14,9 @@ import Testing
     /// A mesh whose workloads are HTTP servers named v1 and v2 (on 8080, gRPC on 9090) and echo servers (on 80), with
     /// `files` besides the workloads (a `workloads.yaml` among them replaces ``MeshDocuments/httpWorkloads``);
     /// the pod's proxy runs with `proxyArguments`; `upstreamArguments` are added to the named upstream's
-    /// command line (`["v2": ["--fail-status", "503"]]`).
+    /// command line (`["v2": ["--fail-status", "503"]]`); the pod is in `proxyNamespace` (its node id's).
     func withHTTPMesh<T>(_ files: [String: String], proxyArguments: [String] = [], upstreamArguments: [String: [String]] = [:],
-                         proxyLocality: String? = nil, _ body: (MeshSandbox) throws -> T) throws -> T {
+                         proxyLocality: String? = nil, proxyNamespace: String = "shop", _ body: (MeshSandbox) throws -> T) throws -> T {
         try withSandbox { sandbox in
             let mesh = try MeshSandbox(sandbox, files: files.merging(["workloads.yaml": MeshDocuments.httpWorkloads]) { given, _ in given })
             var upstreams: [NamespacedProcess] = []
@@ -33,7 +33,7 @@ import Testing
                 }
             }
             try mesh.startControlPlane()
-            try mesh.startProxy(arguments: proxyArguments, locality: proxyLocality)
+            try mesh.startProxy(arguments: proxyArguments, locality: proxyLocality, namespace: proxyNamespace)
             return try body(mesh)
         }
     }
@@ -427,6 +427,61 @@ import Testing
             let web = try requests(mesh, path: "/web/x", count: 20).upstreams
             let other = try requests(mesh, path: "/other", count: 20).upstreams
             #expect(Set(web) == ["v2"] && Set(other) == ["v1"], "\(web) \(other)")
+        }
+    }
+
+    /// `exportTo: ["."]`, as istiod applies it: payments (namespace shop) is sent to shop's sidecars only.
+    /// The pod as a pod of namespace web, in a REGISTRY_ONLY mesh, has no cluster, listener or route for
+    /// it, and its request goes into BlackHoleCluster; the same pod as a pod of shop reaches v1 and v2.
+    @Test func aServiceExportedToItsOwnNamespaceIsReachedFromThereOnly() throws {
+        let workloads = MeshDocuments.httpWorkloads.replacingOccurrences(of: "  resolution: STATIC\n", with: "  resolution: STATIC\n  exportTo: [\".\"]\n")
+        #expect(workloads != MeshDocuments.httpWorkloads)
+        try withHTTPMesh(["workloads.yaml": workloads, "istio.yaml": EgressTests.registryOnly], proxyNamespace: "web") { mesh in
+            let proxy = try #require(mesh.proxy)
+            // Configured (the control plane's clusters are in force), without payments.
+            let configured = proxy.waitUntil(seconds: 10) {
+                let dump = (try? proxy.admin("GET", "/config_dump").body) ?? ""
+                return dump.contains("BlackHoleCluster") && dump.contains("virtualOutbound")
+            }
+            let dump = try proxy.admin("GET", "/config_dump").body
+            #expect(configured, "\(dump.prefix(3000))\nproxy: \(proxy.errorOutput)")
+            let clusters = try proxy.admin("GET", "/clusters").body
+            #expect(!clusters.contains("payments.shop.svc.cluster.local"), "\(clusters)")
+            #expect(!dump.contains("payments.shop.svc.cluster.local") && !dump.contains("0.0.0.0_9080"), "\(dump.prefix(3000))")
+            let blocked = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(mesh.sandbox.name)-pod", "curl", "-sS", "--max-time", "5",
+                                                                "http://198.51.100.200:9080/"])
+            #expect(blocked.status != 0, "\(blocked)")
+            let stats = try proxy.admin("GET", "/stats").body
+            #expect(Int(try mesh.stat("cluster.BlackHoleCluster.upstream_cx_none_healthy") ?? "") ?? 0 >= 1, "\(stats)")
+
+            // The same pod in shop: payments is there, and both versions answer.
+            proxy.stop()
+            try mesh.startProxy(namespace: "shop")
+            let reached = mesh.proxy?.waitUntil(seconds: 10) { (try? requests(mesh, count: 1)) != nil } ?? false
+            #expect(reached, "proxy: \(mesh.proxy?.errorOutput ?? "")\ncontrol plane: \(mesh.controlPlane?.log ?? "")")
+            let answered = try requests(mesh, count: 20).upstreams
+            #expect(Set(answered) == ["v1", "v2"], "\(answered)")
+        }
+    }
+
+    /// A VirtualService with `exportTo: ["."]` routes the sidecars of its namespace only: sending every
+    /// request to v2, it applies to the pod as a pod of shop; the pod as a pod of web, which sees the
+    /// service (exported everywhere) but not the VirtualService, is balanced over v1 and v2.
+    @Test func aVirtualServiceExportedToItsOwnNamespaceRoutesOnlyThere() throws {
+        let routes = MeshDocuments.httpVirtualService("""
+              - route:
+                - destination: {host: payments, subset: v2}
+            """) + "\n  exportTo: [\".\"]"
+        try withHTTPMesh(["routes.yaml": routes], proxyNamespace: "web") { mesh in
+            let reached = mesh.proxy?.waitUntil(seconds: 10) { (try? requests(mesh, count: 1)) != nil } ?? false
+            #expect(reached, "proxy: \(mesh.proxy?.errorOutput ?? "")\ncontrol plane: \(mesh.controlPlane?.log ?? "")")
+            let web = try requests(mesh, count: 20).upstreams
+            #expect(Set(web) == ["v1", "v2"], "\(web)")
+            mesh.proxy?.stop()
+            try mesh.startProxy(namespace: "shop")
+            #expect(waitFor("v2", mesh), "\(mesh.proxy?.errorOutput ?? "")")
+            let shop = try requests(mesh, count: 20).upstreams
+            #expect(Set(shop) == ["v2"], "\(shop)")
         }
     }
 
