@@ -68,6 +68,11 @@ struct MeshResources: Sendable {
     var gateways = GatewayInputs()
     /// The TLS secrets the Gateways name, served to the gateway proxies they select.
     var gatewaySecrets = GatewaySecrets()
+    /// AUTO_PASSTHROUGH gateways' SNI-DNAT clusters (`outbound_.PORT_.SUBSET_.HOST`) and their EDS
+    /// assignments, made when some Gateway has such a server; served only to the gateway proxies it
+    /// selects, as istiod does.
+    var sniDnatClusters: [Resource] = []
+    var sniDnatEndpoints: [Resource] = []
     /// The EDS assignments that depend on the proxy's locality (``LocalityLoadBalancing``), by name:
     /// each proxy gets them applied for its own locality (``endpoints(locality:labels:)``).
     var localityAware: [String: LocalityAwareAssignment] = [:]
@@ -128,8 +133,10 @@ struct MeshResources: Sendable {
     /// something in it changed.
     func differs(from other: MeshResources, in type: XDSResourceType) -> Bool {
         switch type {
-        case .cluster: !Self.same(clusters, other.clusters)
-        case .endpoint: !Self.same(endpoints, other.endpoints) || localityAware != other.localityAware
+        case .cluster: !Self.same(clusters, other.clusters) || !Self.same(sniDnatClusters, other.sniDnatClusters)
+        case .endpoint:
+            !Self.same(endpoints, other.endpoints) || localityAware != other.localityAware
+                || !Self.same(sniDnatEndpoints, other.sniDnatEndpoints)
         case .listener:
             !Self.same(outboundListeners, other.outboundListeners) || inboundWorkloads != other.inboundWorkloads
                 || mutualTLS.undescribedProxies != other.mutualTLS.undescribedProxies
