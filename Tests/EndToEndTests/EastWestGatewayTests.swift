@@ -80,8 +80,11 @@ import Testing
         let json = try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [String: Any]
         let configs = json?["configs"] as? [[String: Any]] ?? []
         let listeners = configs.first { ($0["@type"] as? String)?.hasSuffix("ListenersConfigDump") == true }
-        let entry = (listeners?["dynamic_listeners"] as? [[String: Any]] ?? []).first { $0["name"] as? String == listener }
-        return ((entry?["active_state"] as? [String: Any])?["listener"] as? [String: Any])?["filter_chains"] as? [[String: Any]] ?? []
+        // From xDS (active) or from a bootstrap (static).
+        let dynamic = (listeners?["dynamic_listeners"] as? [[String: Any]] ?? []).compactMap { ($0["active_state"] as? [String: Any])?["listener"] }
+        let all = dynamic + (listeners?["static_listeners"] as? [[String: Any]] ?? []).compactMap { $0["listener"] }
+        let found = all.compactMap { $0 as? [String: Any] }.first { $0["name"] as? String == listener }
+        return found?["filter_chains"] as? [[String: Any]] ?? []
     }
 
     /// The first line of `pod`'s proxy's /stats named `name`, its value.
@@ -90,13 +93,20 @@ import Testing
             .flatMap { Int($0.dropFirst(name.count + 2)) }
     }
 
-    @Test func aSidecarsMutualTLSReachesAnotherNetworksWorkloadThroughTheGatewayUnterminated() throws {
+    /// The control plane, payments (captured, STRICT), the client workload (for its certificate), the
+    /// remote pod its TLS client runs in, and the gateway's pod (nothing started in it yet).
+    static func withNetwork<T>(_ body: (MeshCluster, _ payments: MeshCluster.Pod, _ gateway: MeshCluster.Pod) throws -> T) throws -> T {
         try withMeshCluster { cluster in
             try cluster.startControlPlane(files: ["gateway.yaml": Self.documents, "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT")])
             let payments = try cluster.addWorkload("payments", address: Self.paymentsV4, serviceAccount: "payments", appPort: 8080)
             try cluster.addWorkload("sleep", address: Self.clientV4, serviceAccount: "client", appPort: nil)
             try cluster.addPod("remote", address: Self.remoteV4)
-            let gateway = try cluster.addPod("eastwest", address: Self.gatewayV4)
+            return try body(cluster, payments, try cluster.addPod("eastwest", address: Self.gatewayV4))
+        }
+    }
+
+    @Test func aSidecarsMutualTLSReachesAnotherNetworksWorkloadThroughTheGatewayUnterminated() throws {
+        try Self.withNetwork { cluster, payments, gateway in
             let agent = try cluster.startAgent(in: gateway, serviceAccount: "istio-ingressgateway",
                                                environment: ["ISTIO_METAJSON_LABELS": #"{"istio": "eastwestgateway"}"#],
                                                arguments: ["proxy", "router"])
@@ -136,6 +146,60 @@ import Testing
             let browser = try Self.connect(cluster, alpn: "h2,http/1.1", payload: "browser")
             #expect(browser.status != 0, "\(browser.output)")
             #expect(try Self.stat(gateway, "listener.0.0.0.0_15443.no_filter_chain_match") ?? 0 >= before + 2)
+        }
+    }
+
+    /// istiod before 1.19 (`PILOT_ENABLE_LEGACY_AUTO_PASSTHROUGH`) gave the server one chain for its hosts
+    /// with `envoy.filters.network.sni_cluster` (by name, no configuration) before a `tcp_proxy` to
+    /// `BlackHoleCluster`: here from a bootstrap to `capstan proxy`. The SNI names the cluster; a name no
+    /// cluster has is closed, counted in `downstream_cx_no_cluster`.
+    static let legacyBootstrap = """
+        node: {id: "router~\(gatewayV4)~eastwest-7d9f.shop~shop.svc.cluster.local"}
+        static_resources:
+          listeners:
+          - name: 0.0.0.0_15443
+            address: {socket_address: {address: 0.0.0.0, port_value: 15443}}
+            listener_filters:
+            - name: envoy.filters.listener.tls_inspector
+              typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}
+            filter_chains:
+            - filter_chain_match: {server_names: ["*.local"]}
+              filters:
+              - name: envoy.filters.network.sni_cluster
+              - name: envoy.filters.network.tcp_proxy
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+                  stat_prefix: BlackHoleCluster
+                  cluster: BlackHoleCluster
+          clusters:
+          - {name: BlackHoleCluster, type: STATIC, connect_timeout: 1s}
+          - name: \(sni)
+            type: STATIC
+            connect_timeout: 1s
+            load_assignment:
+              cluster_name: \(sni)
+              endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: \(paymentsV4), port_value: 8080}}}}]}]
+        """
+
+    @Test func theOlderSNIClusterFormRoutesByTheNameItselfAndClosesAnUnknownOne() throws {
+        try Self.withNetwork { cluster, _, gateway in
+            let file = try cluster.write("eastwest/bootstrap.yaml", Self.legacyBootstrap)
+            let proxy = try ProxyProcess(in: gateway.namespace, arguments: ["--config", file], logPath: "\(cluster.directory)/eastwest-proxy.log")
+            defer { proxy.stop() }
+            let dump = try gateway.http("GET", "/config_dump", port: 15000).body
+            let chain = try #require(Self.chains(in: dump, listener: "0.0.0.0_15443").first, "\(dump.prefix(3000))")
+            #expect(chain["sni_cluster"] as? Bool == true && chain["server_names"] as? [String] == ["*.local"], "\(chain)")
+
+            let reached = try Self.connect(cluster, payload: "by the name itself")
+            #expect(reached.status == 0, "\(reached.output)")
+            #expect(reached.json["peer_uris"] as? [String] == ["spiffe://cluster.local/ns/shop/sa/payments"], "\(reached.output)")
+            #expect((reached.json["received"] as? String ?? "").contains("by the name itself"), "\(reached.output)")
+            #expect(try Self.stat(gateway, "cluster.\(Self.sni).upstream_cx_total") == 1)
+            // A name under *.local that no cluster has: the chain matches, sni_cluster names nothing, closed and counted.
+            let unknown = try Self.connect(cluster, sni: "outbound_.8080_._.reviews.shop.svc.cluster.local", payload: "reviews")
+            #expect(unknown.status != 0, "\(unknown.output)")
+            #expect(try Self.stat(gateway, "listener.0.0.0.0_15443.downstream_cx_no_cluster") == 1)
+            #expect(try Self.stat(gateway, "listener.0.0.0.0_15443.no_filter_chain_match") == 0)
         }
     }
 }
