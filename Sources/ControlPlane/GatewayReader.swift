@@ -74,6 +74,12 @@ enum GatewayReader {
         } else if tls?.mode != nil {
             throw ConfigError(path: "\(path).tls.mode", message: "a \(proto.rawValue) server does not terminate TLS: use protocol HTTPS")
         }
+        if tls?.mode == .autoPassthrough {
+            // As istiod: the services an AUTO_PASSTHROUGH server exposes are chosen by host name only.
+            for (index, host) in hosts.enumerated() where host.namespace != nil {
+                warnings.append("\(hostsReader.path)[\(index)]: the namespace \"\(host.namespace!)\" is not used by AUTO_PASSTHROUGH, as in istiod: every mesh service whose host \"\(host.host)\" takes is reachable")
+            }
+        }
         if let tls, tls.httpsRedirect, proto.matchesServerName {
             warnings.append("\(path).tls.httpsRedirect: applies to plaintext servers; on an \(proto.rawValue) server it changes nothing")
         }

@@ -97,6 +97,9 @@ import XDS
         let everything = try router(try config(Self.eastWest(hosts: "[\"*\"]")))
         let all = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](everything.listeners[0].resource.value))
         #expect(all.filterChains.map(\.filterChainMatch.serverNames[0]) == names + [Self.name(7000, host: "ledger.example.org")])
+        let namespaced = MeshConfigReader.read([("mesh.yaml", Self.eastWest(hosts: "[\"istio-system/ledger.example.org\"]"))])
+        #expect(namespaced.warnings.contains { $0.hasSuffix("spec.servers[0].hosts[0]: the namespace \"istio-system\" is not used by AUTO_PASSTHROUGH, as in istiod: every mesh service whose host \"ledger.example.org\" takes is reachable") },
+                "\(namespaced.warnings)")
         let one = try router(try config(Self.eastWest(hosts: "[\"istio-system/ledger.example.org\"]")))
         let single = try Envoy_Config_Listener_V3_Listener(serializedBytes: [UInt8](one.listeners[0].resource.value))
         #expect(single.filterChains.map(\.filterChainMatch.serverNames) == [[Self.name(7000, host: "ledger.example.org")]])
