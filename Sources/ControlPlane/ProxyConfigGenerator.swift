@@ -156,8 +156,8 @@ struct ProxyConfigGenerator: Sendable {
                         }
                         clusters.append((name, try .packed(cluster, as: .cluster)))
                         if sniDnat, entry.location != .meshExternal {
-                            let dnat = try Self.sniDnatCluster(from: cluster, port: port, subset: subset.name, host: host, entry: entry,
-                                                               selected: selected.map(\.endpoint), dnsRefreshRate: config.mesh.dnsRefreshRate)
+                            let dnat = Self.sniDnatCluster(from: cluster, port: port, subset: subset.name, host: host, entry: entry,
+                                                           selected: selected.map(\.endpoint), dnsRefreshRate: config.mesh.dnsRefreshRate)
                             sniDnatClusters.append((dnat.cluster.name, try .packed(dnat.cluster, as: .cluster)))
                             if let assignment = dnat.assignment {
                                 sniDnatEndpoints.append((assignment.clusterName, try .packed(assignment, as: .endpoint)))
@@ -261,8 +261,8 @@ struct ProxyConfigGenerator: Sendable {
     /// The assignment is nil for a DNS service, whose endpoints are in the cluster.
     static func sniDnatCluster(from sidecarCluster: Envoy_Config_Cluster_V3_Cluster, port: ServiceEntry.Port, subset: String, host: String,
                                entry: ServiceEntry, selected: [WorkloadEndpoint],
-                               dnsRefreshRate: Duration) throws -> (cluster: Envoy_Config_Cluster_V3_Cluster,
-                                                                    assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment?) {
+                               dnsRefreshRate: Duration) -> (cluster: Envoy_Config_Cluster_V3_Cluster,
+                                                             assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment?) {
         var cluster = sidecarCluster
         cluster.name = sni(port: port.number, subset: subset, host: host)
         cluster.clearTransportSocket()
