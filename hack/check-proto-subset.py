@@ -13,6 +13,7 @@ import envoy.service.discovery.v3.ads_pb2  # noqa: F401  (loads the discovery se
 import envoy.config.listener.v3.listener_pb2, envoy.config.cluster.v3.cluster_pb2  # noqa: F401,E401
 import envoy.config.endpoint.v3.endpoint_pb2  # noqa: F401
 import envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2  # noqa: F401
+import envoy.extensions.filters.network.sni_cluster.v3.sni_cluster_pb2  # noqa: F401
 import envoy.extensions.filters.network.ext_authz.v3.ext_authz_pb2  # noqa: F401
 import envoy.extensions.transport_sockets.tls.v3.tls_pb2  # noqa: F401
 import envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2  # noqa: F401

@@ -10,8 +10,9 @@ public struct Gateway: Sendable, Equatable {
         case grpc = "GRPC"
         /// Bytes relayed by the bound VirtualServices' `tcp` routes.
         case tcp = "TCP"
-        /// TLS relayed as it is (PASSTHROUGH), by the SNI the bound VirtualServices' `tls` routes match;
-        /// or terminated (SIMPLE, MUTUAL, ISTIO_MUTUAL) and the bytes relayed by a bound `tcp` route.
+        /// TLS relayed as it is (PASSTHROUGH), by the SNI the bound VirtualServices' `tls` routes match,
+        /// or (AUTO_PASSTHROUGH) by the mesh cluster the SNI names; or terminated (SIMPLE, MUTUAL,
+        /// OPTIONAL_MUTUAL, ISTIO_MUTUAL) and the bytes relayed by a bound `tcp` route.
         case tls = "TLS"
 
         /// Whether the server terminates TLS (its `tls` is required).
@@ -20,7 +21,7 @@ public struct Gateway: Sendable, Equatable {
         var matchesServerName: Bool { self == .https || self == .tls }
     }
 
-    /// `servers[].tls.mode`, in the subset Capstan serves end to end.
+    /// `servers[].tls.mode`: all of Istio's.
     public enum TLSMode: String, Sendable, Equatable {
         /// A server certificate from `credentialName`, no client certificate asked.
         case simple = "SIMPLE"
@@ -34,6 +35,22 @@ public struct Gateway: Sendable, Equatable {
         /// No termination: the connection is relayed as it is to the `tls` route whose `sniHosts` has
         /// the ClientHello's name.
         case passthrough = "PASSTHROUGH"
+        /// Istio's east-west (multi-network) gateway: no termination and no route; the ClientHello's name
+        /// is a mesh cluster's SNI, `outbound_.PORT_.SUBSET_.HOST` (what a sidecar sends with
+        /// ISTIO_MUTUAL), and the connection is relayed as it is to that cluster's workloads (mutual
+        /// TLS ones only), whose sidecars terminate it. The services reachable are those the server's
+        /// hosts take.
+        case autoPassthrough = "AUTO_PASSTHROUGH"
+        /// As MUTUAL, but a client certificate is optional: one presented is verified against the
+        /// secret's `ca.crt`, a connection without one is served too.
+        case optionalMutual = "OPTIONAL_MUTUAL"
+
+        /// Whether the connection is relayed as it is (PASSTHROUGH, AUTO_PASSTHROUGH).
+        var passesThrough: Bool { self == .passthrough || self == .autoPassthrough }
+        /// Whether the server's certificate comes from `credentialName` (SIMPLE, MUTUAL, OPTIONAL_MUTUAL).
+        var usesCredential: Bool { self == .simple || self == .mutual || self == .optionalMutual }
+        /// Whether a client certificate is verified against the credential's `ca.crt` (MUTUAL, OPTIONAL_MUTUAL).
+        var verifiesClientsWithCredential: Bool { self == .mutual || self == .optionalMutual }
     }
 
     /// A `servers[].hosts` entry: `namespace/host`, where the namespace (`*` any, `.` the Gateway's
@@ -49,8 +66,9 @@ public struct Gateway: Sendable, Equatable {
     public struct TLS: Sendable, Equatable {
         /// nil for a server that only redirects (`httpsRedirect` on a plaintext port).
         public var mode: TLSMode?
-        /// The secret (in the secrets directory) with `tls.crt`, `tls.key` and, for MUTUAL, `ca.crt`;
-        /// nil for ISTIO_MUTUAL, whose certificate is the gateway's workload certificate.
+        /// The secret (in the secrets directory) with `tls.crt`, `tls.key` and, for MUTUAL and
+        /// OPTIONAL_MUTUAL, `ca.crt`; nil for ISTIO_MUTUAL, whose certificate is the gateway's workload
+        /// certificate, and for the passthrough modes.
         public var credentialName: String?
         /// `httpsRedirect`: plaintext requests are answered 301 to `https://`.
         public var httpsRedirect: Bool
@@ -68,6 +86,8 @@ public struct Gateway: Sendable, Equatable {
 
         /// A PASSTHROUGH server (protocol TLS or HTTPS): SNI-routed by `tls` routes, TLS left alone.
         var isPassthrough: Bool { tls?.mode == .passthrough }
+        /// An AUTO_PASSTHROUGH server: SNI-routed to the mesh cluster its name spells, TLS left alone.
+        var isAutoPassthrough: Bool { tls?.mode == .autoPassthrough }
 
         /// The TLS server names (SNI) its filter chain matches, as istiod writes `server_names`: its
         /// hosts, lowercased; none (any name) when one of them is `*`.

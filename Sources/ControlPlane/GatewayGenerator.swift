@@ -11,6 +11,10 @@ import XDS
 ///   for ISTIO_MUTUAL, mesh mutual TLS with the gateway's workload certificate from its agent;
 /// - a TCP server's listener relays to the first bound `tcp` route for its port (none bound: no listener);
 /// - a PASSTHROUGH server's chains relay TLS as it is, by SNI, to its bound `tls` routes' destinations;
+/// - an AUTO_PASSTHROUGH server's chains relay TLS as it is to the mesh cluster whose SNI the client
+///   sends (``autoPassthroughChains(server:config:taken:)``), and the router gets the SNI-DNAT
+///   clusters those name (``ProxyConfigGenerator/sniDnatCluster(from:port:subset:host:entry:selected:dnsRefreshRate:)``);
+/// - OPTIONAL_MUTUAL is MUTUAL with the client certificate optional (`require_client_certificate: false`);
 /// - virtual hosts `HOST:PORT`, one per host a server and a bound VirtualService have in common (the
 ///   more specific of the two), with the VirtualServices' routes in order; a server with
 ///   `httpsRedirect` answers every request with a 301 to `https://`; a port with no host bound gets
@@ -22,6 +26,8 @@ enum GatewayGenerator {
         var routes: [MeshResources.Resource] = []
         /// The `credentialName`s its listeners use, whose secrets it may fetch.
         var credentials: Set<String> = []
+        /// Some server is AUTO_PASSTHROUGH: the router gets the SNI-DNAT clusters and their endpoints.
+        var autoPassthrough = false
     }
 
     /// The Gateways (in configuration order) selecting a proxy with `labels`.
@@ -50,6 +56,11 @@ enum GatewayGenerator {
                         chains += try passthroughChains(port: port, gateway: gateway, server: server, config: config, taken: &taken)
                         continue
                     }
+                    if mode == .autoPassthrough {
+                        chains += try autoPassthroughChains(server: server, config: config, taken: &taken)
+                        result.autoPassthrough = true
+                        continue
+                    }
                     if server.protocol == .tls {
                         // TLS terminated, then bytes: istiod's chain with the first bound `tcp` route for the
                         // server (none: no chain); ISTIO_MUTUAL offers `istio-peer-exchange` first, as istiod does.
@@ -59,7 +70,7 @@ enum GatewayGenerator {
                         if mode == .istioMutual {
                             chain.transportSocket = try istioMutualTLS(alpn: ["istio-peer-exchange", "h2", "http/1.1"])
                         } else if let credential = tls.credentialName {
-                            chain.transportSocket = try downstreamTLS(credential: credential, mutual: mode == .mutual)
+                            chain.transportSocket = try downstreamTLS(credential: credential, mode: mode)
                             result.credentials.insert(credential)
                         } else {
                             continue
@@ -77,7 +88,7 @@ enum GatewayGenerator {
                     if mode == .istioMutual {
                         chain.transportSocket = try istioMutualTLS()
                     } else if let credential = tls.credentialName {
-                        chain.transportSocket = try downstreamTLS(credential: credential, mutual: mode == .mutual)
+                        chain.transportSocket = try downstreamTLS(credential: credential, mode: mode)
                         result.credentials.insert(credential)
                     } else {
                         continue
@@ -144,6 +155,51 @@ enum GatewayGenerator {
                     if names != ["*"] { chain.filterChainMatch.serverNames = names }
                     chain.filters = [try tcpProxyFilter(route.destinations, port: port, config: config)]
                     chains.append(chain)
+                }
+            }
+        }
+        return chains
+    }
+
+    /// Istio's mutual TLS ALPNs (`allIstioMtlsALPNs`): what a sidecar offers when it originates
+    /// ISTIO_MUTUAL. An AUTO_PASSTHROUGH chain takes only these, so that the bytes it relays reach a
+    /// sidecar's mutual TLS chain and nothing else.
+    static let istioMutualTLSALPN = ["istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2"]
+
+    /// An AUTO_PASSTHROUGH server's chains, as istiod (1.19 on: `builtAutoPassthroughFilterChains`)
+    /// makes them: for each port of each mesh-internal service whose host one of the server's hosts
+    /// takes (their namespaces play no part), a chain matching the SNI-DNAT cluster's name
+    /// `outbound_.PORT_._.HOST` as server name and Istio's mutual TLS ALPNs, with no TLS context and
+    /// `tcp_proxy` to that cluster; the same for each subset of the host's DestinationRule
+    /// (`outbound_.PORT_.SUBSET_.HOST`). No VirtualService takes part. A name an earlier chain of the
+    /// port has is left out.
+    ///
+    /// istiod before 1.19 could instead send one chain matching the server's hosts with
+    /// `envoy.filters.network.sni_cluster` before a `tcp_proxy` (PILOT_ENABLE_LEGACY_AUTO_PASSTHROUGH),
+    /// which let a client name any cluster; the proxy takes that form too.
+    static func autoPassthroughChains(server: Gateway.Server, config: MeshConfig,
+                                      taken: inout Set<String>) throws -> [Envoy_Config_Listener_V3_FilterChain] {
+        var chains: [Envoy_Config_Listener_V3_FilterChain] = []
+        for entry in config.serviceEntries where entry.location != .meshExternal {
+            let rule = config.destinationRules.first { rule in entry.hosts.contains(rule.host) }
+            for host in entry.hosts where server.hosts.contains(where: { Gateway.Host.matches(pattern: $0.host, host) }) {
+                for port in entry.ports {
+                    for subset in [""] + (rule?.subsets.map(\.name) ?? []) {
+                        let name = ProxyConfigGenerator.sni(port: port.number, subset: subset, host: host)
+                        guard !taken.contains(name) else { continue }
+                        taken.insert(name)
+                        var proxy = Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy()
+                        proxy.statPrefix = name
+                        proxy.cluster = name
+                        var filter = Envoy_Config_Listener_V3_Filter()
+                        filter.name = "envoy.filters.network.tcp_proxy"
+                        filter.typedConfig = try Google_Protobuf_Any(message: proxy)
+                        var chain = Envoy_Config_Listener_V3_FilterChain()
+                        chain.filterChainMatch.serverNames = [name]
+                        chain.filterChainMatch.applicationProtocols = istioMutualTLSALPN
+                        chain.filters = [filter]
+                        chains.append(chain)
+                    }
                 }
             }
         }
@@ -234,19 +290,21 @@ enum GatewayGenerator {
         return inspector
     }
 
-    /// istiod's server side of SIMPLE and MUTUAL: the credential's certificate over ADS, `h2` and
-    /// `http/1.1` offered, and for MUTUAL the client verified against `kubernetes://NAME-cacert`.
-    static func downstreamTLS(credential: String, mutual: Bool) throws -> Envoy_Config_Core_V3_TransportSocket {
+    /// istiod's server side of SIMPLE, MUTUAL and OPTIONAL_MUTUAL: the credential's certificate over
+    /// ADS, `h2` and `http/1.1` offered, and for MUTUAL and OPTIONAL_MUTUAL a client certificate
+    /// verified against `kubernetes://NAME-cacert`: required with MUTUAL; with OPTIONAL_MUTUAL one
+    /// presented is verified, and a client without one is served too (`require_client_certificate: false`).
+    static func downstreamTLS(credential: String, mode: Gateway.TLSMode) throws -> Envoy_Config_Core_V3_TransportSocket {
         var context = Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext()
         context.commonTlsContext.alpnProtocols = ["h2", "http/1.1"]
         context.commonTlsContext.tlsCertificateSdsSecretConfigs = [adsSecret(GatewaySecrets.certificateResourceName(credential))]
-        if mutual {
+        if mode.verifiesClientsWithCredential {
             var combined = Envoy_Extensions_TransportSockets_Tls_V3_CommonTlsContext.CombinedCertificateValidationContext()
             combined.defaultValidationContext = .init()
             combined.validationContextSdsSecretConfig = adsSecret(GatewaySecrets.caResourceName(credential))
             context.commonTlsContext.combinedValidationContext = combined
         }
-        context.requireClientCertificate = Google_Protobuf_BoolValue(mutual)
+        context.requireClientCertificate = Google_Protobuf_BoolValue(mode == .mutual)
         var socket = Envoy_Config_Core_V3_TransportSocket()
         socket.name = ProxyConfigGenerator.tlsTransportSocket
         socket.typedConfig = try Google_Protobuf_Any(message: context)

@@ -1,7 +1,7 @@
 import Configuration
 
 /// Reads a `Gateway` spec. What Capstan does not serve end to end is refused with the field's path
-/// (AUTO_PASSTHROUGH, OPTIONAL_MUTUAL, inline certificates), never accepted silently.
+/// (inline certificates, `bind`, TLS versions and ciphers), never accepted silently.
 enum GatewayReader {
     static func read(_ spec: ConfigReader, origin: ResourceOrigin, namespace: String, name: String,
                      warnings: inout [String]) throws(ConfigError) -> Gateway {
@@ -63,16 +63,22 @@ enum GatewayReader {
         let path = reader.path
         if proto.terminatesTLS {
             guard let tls, tls.mode != nil else {
-                throw ConfigError(path: "\(path).tls.mode", message: "an HTTPS server needs tls.mode (SIMPLE, MUTUAL, ISTIO_MUTUAL or PASSTHROUGH)")
+                throw ConfigError(path: "\(path).tls.mode", message: "an HTTPS server needs tls.mode (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL, PASSTHROUGH or AUTO_PASSTHROUGH)")
             }
         } else if proto == .tls {
             guard let tls, tls.mode != nil else {
-                throw ConfigError(path: "\(path).tls.mode", message: "a TLS server needs tls.mode (PASSTHROUGH, or SIMPLE, MUTUAL or ISTIO_MUTUAL before a tcp route)")
+                throw ConfigError(path: "\(path).tls.mode", message: "a TLS server needs tls.mode (PASSTHROUGH, AUTO_PASSTHROUGH, or SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL before a tcp route)")
             }
         } else if proto == .tcp, tls != nil {
             throw ConfigError(path: "\(path).tls", message: "a TCP server relays bytes: it has no TLS settings")
         } else if tls?.mode != nil {
             throw ConfigError(path: "\(path).tls.mode", message: "a \(proto.rawValue) server does not terminate TLS: use protocol HTTPS")
+        }
+        if tls?.mode == .autoPassthrough {
+            // As istiod: the services an AUTO_PASSTHROUGH server exposes are chosen by host name only.
+            for (index, host) in hosts.enumerated() where host.namespace != nil {
+                warnings.append("\(hostsReader.path)[\(index)]: the namespace \"\(host.namespace!)\" is not used by AUTO_PASSTHROUGH, as in istiod: every mesh service whose host \"\(host.host)\" takes is reachable")
+            }
         }
         if let tls, tls.httpsRedirect, proto.matchesServerName {
             warnings.append("\(path).tls.httpsRedirect: applies to plaintext servers; on an \(proto.rawValue) server it changes nothing")
@@ -102,10 +108,10 @@ enum GatewayReader {
             case "MUTUAL": mode = .mutual
             case "ISTIO_MUTUAL": mode = .istioMutual
             case "PASSTHROUGH": mode = .passthrough
-            case "AUTO_PASSTHROUGH", "OPTIONAL_MUTUAL":
-                throw modeReader.fail("\(text) is not supported by Capstan's gateway yet (SIMPLE, MUTUAL, ISTIO_MUTUAL, PASSTHROUGH)")
+            case "AUTO_PASSTHROUGH": mode = .autoPassthrough
+            case "OPTIONAL_MUTUAL": mode = .optionalMutual
             default:
-                throw modeReader.fail("\"\(text)\" is not a TLS mode (SIMPLE, MUTUAL, PASSTHROUGH, ISTIO_MUTUAL, AUTO_PASSTHROUGH)")
+                throw modeReader.fail("\"\(text)\" is not a TLS mode (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, PASSTHROUGH, ISTIO_MUTUAL, AUTO_PASSTHROUGH)")
             }
         }
         let credential = try reader.optional("credentialName").map { name throws(ConfigError) in
@@ -117,10 +123,10 @@ enum GatewayReader {
             // As Istio validates it: the certificate is the gateway's workload certificate.
             throw ConfigError(path: "\(reader.path).credentialName", message: "cannot be given with ISTIO_MUTUAL, which serves the gateway's workload certificate")
         }
-        if mode == .passthrough, credential != nil {
-            throw ConfigError(path: "\(reader.path).credentialName", message: "is not used with PASSTHROUGH: the gateway does not terminate TLS")
+        if let mode, mode.passesThrough, credential != nil {
+            throw ConfigError(path: "\(reader.path).credentialName", message: "is not used with \(mode.rawValue): the gateway does not terminate TLS")
         }
-        if mode == .simple || mode == .mutual, credential == nil {
+        if let mode, mode.usesCredential, credential == nil {
             throw ConfigError(path: "\(reader.path).credentialName", message: "is required: Capstan reads server certificates from the secrets directory only")
         }
         return Gateway.TLS(mode: mode, credentialName: credential, httpsRedirect: httpsRedirect)

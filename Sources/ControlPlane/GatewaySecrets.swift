@@ -6,7 +6,8 @@ import XDS
 /// The TLS secrets Gateways name by `credentialName`, read from a directory laid out as Kubernetes
 /// TLS secrets are mounted: `DIR/NAME/tls.crt`, `DIR/NAME/tls.key` and, optionally, `DIR/NAME/ca.crt`.
 /// They are served to gateway proxies over ADS under istiod's names: `kubernetes://NAME` (certificate
-/// and key) and `kubernetes://NAME-cacert` (the CA bundle MUTUAL servers verify clients with).
+/// and key) and `kubernetes://NAME-cacert` (the CA bundle MUTUAL and OPTIONAL_MUTUAL servers verify
+/// clients with).
 /// Only the secrets some Gateway names are read; every one is checked (``ServingCredential``) and a
 /// refusal names the secret and the file, never the key.
 struct GatewaySecrets: Sendable, Equatable {
@@ -44,8 +45,8 @@ struct GatewaySecrets: Sendable, Equatable {
                 }
                 do throws(ServingCredentialError) {
                     let credential = try readCredential(name, directory: directory)
-                    if server.tls?.mode == .mutual, credential.caPEM == nil {
-                        problems.append(gateway.origin.problem(field, "secret \"\(name)\" has no ca.crt, which tls.mode MUTUAL verifies clients with"))
+                    if let mode = server.tls?.mode, mode.verifiesClientsWithCredential, credential.caPEM == nil {
+                        problems.append(gateway.origin.problem(field, "secret \"\(name)\" has no ca.crt, which tls.mode \(mode.rawValue) verifies clients with"))
                         continue
                     }
                     secrets.credentials[name] = credential

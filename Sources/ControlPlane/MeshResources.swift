@@ -71,6 +71,11 @@ struct MeshResources: Sendable {
     /// How each namespace's sidecar resources are made when namespaces see the mesh differently
     /// (``MeshConfig/dependsOnNamespace``: some `exportTo` restricts); nil: every sidecar shares these.
     var namespaceViews: NamespaceViews?
+    /// AUTO_PASSTHROUGH gateways' SNI-DNAT clusters (`outbound_.PORT_.SUBSET_.HOST`) and their EDS
+    /// assignments, made when some Gateway has such a server; served only to the gateway proxies it
+    /// selects, as istiod does.
+    var sniDnatClusters: [Resource] = []
+    var sniDnatEndpoints: [Resource] = []
     /// The EDS assignments that depend on the proxy's locality (``LocalityLoadBalancing``), by name:
     /// each proxy gets them applied for its own locality (``endpoints(locality:labels:)``).
     var localityAware: [String: LocalityAwareAssignment] = [:]
@@ -144,8 +149,10 @@ struct MeshResources: Sendable {
         // Each namespace's resources are made on request: a change to what they are made of may change any of them.
         if type != .secret, namespaceViews != other.namespaceViews { return true }
         return switch type {
-        case .cluster: !Self.same(clusters, other.clusters)
-        case .endpoint: !Self.same(endpoints, other.endpoints) || localityAware != other.localityAware
+        case .cluster: !Self.same(clusters, other.clusters) || !Self.same(sniDnatClusters, other.sniDnatClusters)
+        case .endpoint:
+            !Self.same(endpoints, other.endpoints) || localityAware != other.localityAware
+                || !Self.same(sniDnatEndpoints, other.sniDnatEndpoints)
         case .listener:
             !Self.same(outboundListeners, other.outboundListeners) || inboundWorkloads != other.inboundWorkloads
                 || mutualTLS.undescribedProxies != other.mutualTLS.undescribedProxies

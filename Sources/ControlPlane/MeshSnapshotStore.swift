@@ -46,6 +46,10 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         /// The sidecars' routes and the gateway's.
         var routes: XDSResourceList
         var secrets: XDSResourceList
+        /// With an AUTO_PASSTHROUGH server: the shared clusters and endpoints and the SNI-DNAT ones; nil:
+        /// the shared ones alone.
+        var clusters: XDSResourceList?
+        var endpoints: XDSResourceList?
     }
 
     /// The types the control plane serves; sidecars' secrets come from the agent, gateways' from here.
@@ -224,7 +228,8 @@ final class MeshSnapshotStore: ADSSnapshotSource {
 
     /// A gateway proxy's resources: the shared clusters and endpoints, and the listeners, routes and
     /// credentials of the Gateways whose selectors match its labels (node metadata `LABELS`, else those
-    /// of the WorkloadEntry at its IP). No sidecar listeners, and no secrets of other Gateways.
+    /// of the WorkloadEntry at its IP), with the SNI-DNAT clusters when one has an AUTO_PASSTHROUGH
+    /// server. No sidecar listeners, and no secrets of other Gateways.
     private static func routerSnapshot(node: Envoy_Config_Core_V3_Node, ip: String, resources: MeshResources,
                                        generation: inout Generation) -> XDSSnapshot {
         let config = resources.gateways.config
@@ -238,12 +243,14 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             // Packing cannot fail for resources built here; nothing served beats a half-built listener.
             let made = (try? GatewayGenerator.resources(for: gateways, config: config)) ?? .init()
             router = RouterSnapshot(listeners: XDSResourceList(made.listeners), routes: XDSResourceList(resources.routes + made.routes),
-                                    secrets: XDSResourceList((try? resources.gatewaySecrets.resources(made.credentials)) ?? []))
+                                    secrets: XDSResourceList((try? resources.gatewaySecrets.resources(made.credentials)) ?? []),
+                                    clusters: made.autoPassthrough ? XDSResourceList(resources.clusters + resources.sniDnatClusters) : nil,
+                                    endpoints: made.autoPassthrough ? XDSResourceList(resources.endpoints + resources.sniDnatEndpoints) : nil)
             generation.routers[key] = router
         }
         return XDSSnapshot(types: [
-            .cluster: generation.versioned(.cluster, shared(.cluster, resources, &generation)),
-            .endpoint: generation.versioned(.endpoint, shared(.endpoint, resources, &generation)),
+            .cluster: generation.versioned(.cluster, router.clusters ?? shared(.cluster, resources, &generation)),
+            .endpoint: generation.versioned(.endpoint, router.endpoints ?? shared(.endpoint, resources, &generation)),
             .listener: generation.versioned(.listener, router.listeners),
             .route: generation.versioned(.route, router.routes),
             .secret: generation.versioned(.secret, router.secrets),

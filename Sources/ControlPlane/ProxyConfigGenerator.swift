@@ -105,6 +105,10 @@ struct ProxyConfigGenerator: Sendable, Equatable {
         var httpServices: [Int: [(host: String, entry: ServiceEntry)]] = [:]
         // TLS services without addresses, by port: chains matching their hosts as server names.
         var sniChains: [Int: [Envoy_Config_Listener_V3_FilterChain]] = [:]
+        // AUTO_PASSTHROUGH gateways' clusters, made only when a Gateway has such a server (as istiod makes them).
+        let sniDnat = namespace == nil && everything.gateways.contains { $0.servers.contains(where: \.isAutoPassthrough) }
+        var sniDnatClusters: [MeshResources.Resource] = []
+        var sniDnatEndpoints: [MeshResources.Resource] = []
         for entry in all.serviceEntries {
             // Every service selecting a workload makes its inbound side; only those exported here make outbound ones.
             let exported = namespace.map { visibility.exports(entry, to: $0) } ?? true
@@ -161,6 +165,14 @@ struct ProxyConfigGenerator: Sendable, Equatable {
                             }
                         }
                         clusters.append((name, try .packed(cluster, as: .cluster)))
+                        if sniDnat, entry.location != .meshExternal {
+                            let dnat = Self.sniDnatCluster(from: cluster, port: port, subset: subset.name, host: host, entry: entry,
+                                                           selected: selected.map(\.endpoint), dnsRefreshRate: config.mesh.dnsRefreshRate)
+                            sniDnatClusters.append((dnat.cluster.name, try .packed(dnat.cluster, as: .cluster)))
+                            if let assignment = dnat.assignment {
+                                sniDnatEndpoints.append((assignment.clusterName, try .packed(assignment, as: .endpoint)))
+                            }
+                        }
                     }
                     let networks = entry.addresses.compactMap(IPNetwork.init)
                     if port.protocol.isHTTP {
@@ -248,7 +260,32 @@ struct ProxyConfigGenerator: Sendable, Equatable {
         resources.accessLog = accessLog
         resources.localityAware = localityAware
         resources.gateways = .init(everything)
+        resources.sniDnatClusters = sniDnatClusters
+        resources.sniDnatEndpoints = sniDnatEndpoints
         return resources
+    }
+
+    /// istiod's SNI-DNAT cluster (`buildOutboundSniDnatClusters`) for an AUTO_PASSTHROUGH gateway: the
+    /// sidecars' cluster `outbound|PORT|SUBSET|HOST` under its SNI's name, `outbound_.PORT_.SUBSET_.HOST`,
+    /// with the same traffic policy but no TLS of its own (the client's passes through to the workload's
+    /// sidecar), and only the endpoints that run a sidecar (label `security.istio.io/tlsMode: istio`), as
+    /// istiod's EDS keeps for these names: a workload without one would take the bytes unauthenticated.
+    /// The assignment is nil for a DNS service, whose endpoints are in the cluster.
+    static func sniDnatCluster(from sidecarCluster: Envoy_Config_Cluster_V3_Cluster, port: ServiceEntry.Port, subset: String, host: String,
+                               entry: ServiceEntry, selected: [WorkloadEndpoint],
+                               dnsRefreshRate: Duration) -> (cluster: Envoy_Config_Cluster_V3_Cluster,
+                                                             assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment?) {
+        var cluster = sidecarCluster
+        cluster.name = sni(port: port.number, subset: subset, host: host)
+        cluster.clearTransportSocket()
+        let mutual = selected.filter { $0.labels[MeshConfig.tlsModeLabel] == "istio" }
+        let assigned = assignedEndpoints(entry, host: host, port: port, selected: mutual)
+        if entry.resolution.resolvesNames {
+            makeDNSCluster(&cluster, resolution: entry.resolution, endpoints: assigned, refreshRate: dnsRefreshRate)
+            return (cluster, nil)
+        }
+        cluster.edsClusterConfig.serviceName = cluster.name
+        return (cluster, loadAssignment(cluster.name, assigned))
     }
 
     /// `virtualInbound` for one workload: `tls_inspector` first, then, for each of its ports, chains to

@@ -132,6 +132,10 @@ public struct BootstrapConfig: Sendable {
         var transportSocket: TransportSocketConfig?
         /// Its `envoy.filters.network.rbac` filters.
         var authorization = NetworkAuthorization()
+        /// `envoy.filters.network.sni_cluster` before `tcp_proxy`: a connection with a TLS server name
+        /// (as tls_inspector read it) is relayed to the cluster of that name instead of `route`'s; one
+        /// without goes to `route`.
+        var clusterFromServerName = false
 
         /// `tcp_proxy`'s destination, for a chain that relays.
         var route: TCPRoute? {

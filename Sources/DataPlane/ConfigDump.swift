@@ -26,8 +26,12 @@ struct ConfigDump {
             var prefix_ranges: [String]
             var transport_protocol: String?
             var application_protocols: [String]?
+            /// `filter_chain_match.server_names`, exact names then `*.` wildcards, sorted.
+            var server_names: [String]?
             /// A `tcp_proxy` chain's clusters.
             var clusters: [String]?
+            /// True when `envoy.filters.network.sni_cluster` names the cluster by the connection's SNI.
+            var sni_cluster: Bool?
             var http_connection_manager: HTTPConnectionManager?
             var transport_socket: ConfigValue?
         }
@@ -293,7 +297,10 @@ struct ConfigDump {
             return .init(name: chain.name, destination_port: chain.destinationPort, prefix_ranges: chain.prefixes.map(\.description),
                          transport_protocol: chain.transportProtocol,
                          application_protocols: chain.applicationProtocols.isEmpty ? nil : chain.applicationProtocols,
-                         clusters: chain.route?.clusterNames, http_connection_manager: manager, transport_socket: chain.transportSocket?.dump)
+                         server_names: chain.serverNames.isEmpty ? nil
+                             : chain.serverNames.exact.sorted() + chain.serverNames.wildcardSuffixes.sorted().map { "*.\($0)" },
+                         clusters: chain.route?.clusterNames, sni_cluster: chain.clusterFromServerName ? true : nil,
+                         http_connection_manager: manager, transport_socket: chain.transportSocket?.dump)
         }
         func entry(_ listener: BootstrapConfig.Listener) -> ListenerEntry {
             ListenerEntry(name: listener.name,

@@ -286,6 +286,9 @@ final class ProxyRuntime: Sendable {
         }
         let name: String
         switch chain.action {
+        case .relay where chain.clusterFromServerName && detected.serverName?.isEmpty == false:
+            // sni_cluster: the SNI names the cluster (Istio's `outbound_.PORT_.SUBSET_.HOST`); none by that name, no relay.
+            name = detected.serverName!
         case .relay(.cluster(let cluster)): name = cluster
         case .relay(.weighted(let clusters)): name = Self.pick(clusters)
         case .http: return .failure(.servesHTTP(chain))

@@ -17,6 +17,8 @@ enum XDSResourceDecoder {
     static let tcpProxyType = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
     static let httpConnectionManagerFilter = "envoy.filters.network.http_connection_manager"
     static let httpConnectionManagerType = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+    static let sniClusterFilter = "envoy.filters.network.sni_cluster"
+    static let sniClusterTypeName = "envoy.extensions.filters.network.sni_cluster.v3.SniCluster"
     /// The key of `typed_extension_protocol_options` that says how a cluster speaks HTTP.
     static let upstreamHTTPOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -36,6 +38,7 @@ enum XDSResourceDecoder {
             Envoy_Config_Listener_V3_Listener.self, Envoy_Config_Cluster_V3_Cluster.self,
             Envoy_Config_Endpoint_V3_ClusterLoadAssignment.self, Envoy_Extensions_TransportSockets_Tls_V3_Secret.self,
             Envoy_Extensions_Filters_Network_TcpProxy_V3_TcpProxy.self,
+            Envoy_Extensions_Filters_Network_SniCluster_V3_SniCluster.self,
             Envoy_Extensions_Filters_Listener_TlsInspector_V3_TlsInspector.self,
             Envoy_Extensions_TransportSockets_Tls_V3_UpstreamTlsContext.self,
             Envoy_Extensions_TransportSockets_Tls_V3_DownstreamTlsContext.self,
@@ -179,7 +182,8 @@ enum XDSResourceDecoder {
             try CIDRRange(address: range.addressPrefix, length: range.hasPrefixLen ? Int(range.prefixLen.value) : nil,
                           path: "\(path).filter_chain_match.prefix_ranges[\(index)]")
         }
-        let (action, idleTimeout, authorization) = try networkFilters(proto.filters, path: path, field: field, notActedOn: &notActedOn)
+        let (action, idleTimeout, authorization, clusterFromServerName) = try networkFilters(proto.filters, path: path, field: field,
+                                                                                             notActedOn: &notActedOn)
         for (index, name) in match.applicationProtocols.enumerated() where name.isEmpty {
             throw ConfigError(path: "\(path).filter_chain_match.application_protocols[\(index)]", message: "is empty")
         }
@@ -202,7 +206,7 @@ enum XDSResourceDecoder {
             terminalFilterIndex: proto.filters.count - 1,
             transportProtocol: match.transportProtocol.isEmpty ? nil : match.transportProtocol,
             applicationProtocols: match.applicationProtocols, serverNames: serverNames, transportSocket: socket,
-            authorization: authorization)
+            authorization: authorization, clusterFromServerName: clusterFromServerName)
     }
 
     /// Network filters istiod puts before a chain's terminal filter that Capstan accepts without acting
@@ -219,15 +223,19 @@ enum XDSResourceDecoder {
             "Capstan takes each TLS connection's verified peer identity itself; this filter's configuration is not read",
     ]
 
-    /// A chain's `filters`: zero or more leading filters, `envoy.filters.network.rbac` and
-    /// `envoy.filters.network.ext_authz` (acted on) or
+    /// A chain's `filters`: zero or more leading filters, `envoy.filters.network.rbac`,
+    /// `envoy.filters.network.ext_authz` and `envoy.filters.network.sni_cluster` (acted on) or
     /// those Capstan counts as not acted on (``leadingNetworkFilters``), then exactly one terminal
     /// filter, `tcp_proxy` (the connection's bytes relayed to a cluster, with its idle timeout) or
     /// `http_connection_manager` (HTTP served on it). `path` is the chain's, `field` its place in the
-    /// listener, for the fields not acted on.
+    /// listener, for the fields not acted on. The last value says whether `sni_cluster` names the
+    /// `tcp_proxy`'s cluster by the connection's SNI.
     private static func networkFilters(_ filters: [Envoy_Config_Listener_V3_Filter], path: String, field: String,
-                                       notActedOn: inout [FieldNotActedOn]) throws(ConfigError) -> (BootstrapConfig.ChainAction, Duration?, NetworkAuthorization) {
+                                       notActedOn: inout [FieldNotActedOn]) throws(ConfigError)
+        -> (BootstrapConfig.ChainAction, Duration?, NetworkAuthorization, Bool) {
         var authorization = NetworkAuthorization()
+        // `sni_cluster`'s place among the filters, once met.
+        var serverNameCluster: Int?
         let terminals = "\(tcpProxyFilter) or \(httpConnectionManagerFilter)"
         guard !filters.isEmpty else {
             throw ConfigError(path: "\(path).filters", message: "needs a terminal filter, \(terminals)")
@@ -250,10 +258,19 @@ enum XDSResourceDecoder {
                 } else if type == NetworkExternalAuthorization.typeName {
                     try authorization.addExternalAuthorization(filter.typedConfig, path: "\(filterPath).typed_config",
                                                                field: "\(field).filters[\(index)].typed_config", notActedOn: &notActedOn)
+                } else if type == sniClusterTypeName || (typeURL == nil && filter.name == sniClusterFilter) {
+                    // An empty message: istiod before 1.19 sent it without typed_config, by name only.
+                    if filter.configType != nil, HTTPFilterRegistry.typeName(filter.typedConfig.typeURL) == sniClusterTypeName {
+                        guard let config = try? Envoy_Extensions_Filters_Network_SniCluster_V3_SniCluster(unpackingAny: filter.typedConfig) else {
+                            throw ConfigError(path: "\(filterPath).typed_config", message: "does not decode as \(sniClusterTypeName)")
+                        }
+                        notActedOn += unknownFields(in: config, under: "\(field).filters[\(index)].typed_config")
+                    }
+                    serverNameCluster = index
                 } else if let reason = leadingNetworkFilters[type] {
                     notActedOn.append(.init(path: "\(field).filters[\(index)]", reason: "\(description): \(reason)"))
                 } else {
-                    throw ConfigError(path: filterPath, message: "\(description) is not supported: before the terminal filter Capstan takes envoy.filters.network.rbac and envoy.filters.network.ext_authz, and istio.metadata_exchange, istio.stats and istio_authn, not acted on")
+                    throw ConfigError(path: filterPath, message: "\(description) is not supported: before the terminal filter Capstan takes envoy.filters.network.rbac, envoy.filters.network.ext_authz and envoy.filters.network.sni_cluster, and istio.metadata_exchange, istio.stats and istio_authn, not acted on")
                 }
                 continue
             }
@@ -265,7 +282,12 @@ enum XDSResourceDecoder {
                 }
                 let manager = try HTTPConnectionManagerConfig(proto, path: configPath)
                 notActedOn += manager.fieldsNotActedOn.map { FieldNotActedOn(path: "\(configField).\($0.path)", reason: $0.reason) }
-                return (.http(manager), nil, authorization)
+                if let serverNameCluster {
+                    // As in Envoy: the filter state it sets is tcp_proxy's; a connection manager routes each request itself.
+                    notActedOn.append(.init(path: "\(field).filters[\(serverNameCluster)]",
+                                            reason: "\(sniClusterFilter) names tcp_proxy's cluster; before an HTTP connection manager it changes nothing"))
+                }
+                return (.http(manager), nil, authorization, false)
             }
             guard terminal else {
                 throw ConfigError(path: filterPath, message: "\(description) is not supported: a chain ends in \(terminals)")
@@ -298,7 +320,7 @@ enum XDSResourceDecoder {
                 notActedOn.append(.init(path: "\(configField).stat_prefix",
                                         reason: "Capstan keeps no tcp.<stat_prefix>.* statistics (its cluster and listener statistics are Envoy's)"))
             }
-            return (.relay(route), tcpProxy.hasIdleTimeout ? duration(tcpProxy.idleTimeout) : nil, authorization)
+            return (.relay(route), tcpProxy.hasIdleTimeout ? duration(tcpProxy.idleTimeout) : nil, authorization, serverNameCluster != nil)
         }
         // The loop returns at the last filter.
         throw ConfigError(path: "\(path).filters", message: "needs a terminal filter, \(terminals)")

@@ -302,8 +302,8 @@ import XDS
 
     @Test(arguments: [
         ("    tls: {mode: PASSTHROUGH, credentialName: api-cert}\n", "spec.servers[0].tls.credentialName", "is not used with PASSTHROUGH"),
-        ("    tls: {mode: OPTIONAL_MUTUAL}\n", "spec.servers[0].tls.mode", "OPTIONAL_MUTUAL is not supported"),
-        ("    tls: {mode: AUTO_PASSTHROUGH}\n", "spec.servers[0].tls.mode", "AUTO_PASSTHROUGH is not supported"),
+        ("    tls: {mode: OPTIONAL_MUTUAL}\n", "spec.servers[0].tls.credentialName", "is required"),
+        ("    tls: {mode: AUTO_PASSTHROUGH, credentialName: api-cert}\n", "spec.servers[0].tls.credentialName", "is not used with AUTO_PASSTHROUGH"),
         ("    tls: {mode: ISTIO_MUTUAL, credentialName: api-cert}\n", "spec.servers[0].tls.credentialName", "cannot be given with ISTIO_MUTUAL"),
         ("    tls: {mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://cluster.local/ns/shop/sa/client]}\n", "spec.servers[0].tls.subjectAltNames",
          "is not supported by Capstan's gateway yet"),

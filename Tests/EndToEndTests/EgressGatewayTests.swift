@@ -214,7 +214,7 @@ import Testing
 
             // The gateway's listener on 80 takes mesh mTLS for the external host's name, with its workload certificate.
             let dump = try gateway.http("GET", "/config_dump", port: 15000).body.replacingOccurrences(of: " ", with: "")
-            // (The proxy's dump does not show chains' server names: GatewayGeneratorTests checks the chain is chosen by SNI.)
+            // (GatewayGeneratorTests checks the chain is chosen by SNI; the dump lists its `server_names`.)
             #expect(dump.contains("\"name\":\"0.0.0.0_80\"") && dump.contains("\"rds_route_config_name\":\"https.80.https.istio-egressgateway.shop\""))
             #expect(dump.contains("\"require_client_certificate\":true") && dump.contains("\"name\":\"ROOTCA\"") && dump.contains("\"name\":\"default\""))
             // The sidecar's cluster to the gateway's subset does ISTIO_MUTUAL with the task's SNI.

@@ -363,4 +363,101 @@ import Testing
             #expect(!server.log.contains("other.example.com"), "\(server.log)")
         }
     }
+
+    /// OPTIONAL_MUTUAL on 8443 with the `api-mtls` secret (its `ca.crt` verifies clients): served with a
+    /// client certificate from that CA (the gateway tells the upstream who the client is) and without
+    /// one; a certificate from another CA is refused in the handshake. A secret without `ca.crt` is
+    /// refused for it, as for MUTUAL.
+    static let optionalMutualDocuments = """
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: api-gateway, namespace: shop}
+        spec:
+          selector:
+            istio: ingressgateway
+          servers:
+          - port: {number: 8443, name: https-optional, protocol: HTTPS}
+            hosts: [api.myapp.com]
+            tls: {mode: OPTIONAL_MUTUAL, credentialName: api-mtls}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: httpbin, namespace: shop}
+        spec:
+          hosts: [api.myapp.com]
+          gateways: [api-gateway]
+          http:
+          - route: [{destination: {host: httpbin, port: {number: 8000}}}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: httpbin, namespace: shop}
+        spec:
+          hosts: [httpbin.shop.svc.cluster.local]
+          ports: [{number: 8000, name: http}]
+          resolution: STATIC
+          endpoints: [{address: \(httpbinV4)}]
+        """
+
+    @Test func anOptionalMutualServerVerifiesACertificateWhenOneIsPresented() throws {
+        try withMeshCluster { cluster in
+            let ca = try Self.makeCertificate(in: cluster)
+            let pki = "\(cluster.directory)/pki"
+            func openssl(_ arguments: [String]) throws {
+                let result = try ChildProcess.run("/usr/bin/openssl", arguments)
+                guard result.status == 0 else { throw SandboxError("openssl \(arguments.joined(separator: " ")): \(result)") }
+            }
+            let curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+            // The partner's certificate from the secret's CA, with a SPIFFE ID the gateway passes on; and one from another CA.
+            try "subjectAltName=URI:spiffe://partner.example/ns/web/sa/checkout\n".write(toFile: "\(pki)/partner.ext", atomically: true, encoding: .utf8)
+            try openssl(["req"] + curve + ["-keyout", "\(pki)/partner.key", "-out", "\(pki)/partner.csr", "-subj", "/CN=partner"])
+            try openssl(["x509", "-req", "-in", "\(pki)/partner.csr", "-CA", "\(pki)/ca.crt", "-CAkey", "\(pki)/ca.key", "-CAcreateserial",
+                         "-out", "\(pki)/partner.crt", "-days", "1", "-extfile", "\(pki)/partner.ext"])
+            try openssl(["req", "-x509"] + curve + ["-keyout", "\(pki)/rogue-ca.key", "-out", "\(pki)/rogue-ca.crt", "-subj", "/CN=rogue CA", "-days", "1"])
+            try openssl(["x509", "-req", "-in", "\(pki)/partner.csr", "-CA", "\(pki)/rogue-ca.crt", "-CAkey", "\(pki)/rogue-ca.key", "-CAcreateserial",
+                         "-out", "\(pki)/rogue.crt", "-days", "1", "-extfile", "\(pki)/partner.ext"])
+
+            try cluster.startControlPlane(files: ["gateway.yaml": Self.optionalMutualDocuments],
+                                          arguments: ["--secrets-dir", "\(cluster.directory)/secrets"])
+            let httpbin = try cluster.addPod("httpbin", address: Self.httpbinV4)
+            let upstream = try NamespacedProcess(["python3", Self.peers.appendingPathComponent("http_upstream.py").path,
+                                                  "--listen", "\(Self.httpbinV4):8000", "--name", "httpbin"],
+                                                 in: httpbin.namespace, logPath: "\(cluster.directory)/httpbin.log")
+            httpbin.processes.append(upstream)
+            #expect(upstream.waitUntil(seconds: 20) { upstream.log.contains("READY") }, "\(upstream.log)")
+            try cluster.addPod("client", address: Self.clientV4)
+            let gateway = try cluster.addPod("ingress", address: Self.gatewayV4)
+            let agent = try cluster.startAgent(in: gateway, serviceAccount: "istio-ingressgateway",
+                                               environment: ["ISTIO_METAJSON_LABELS": #"{"istio": "ingressgateway"}"#],
+                                               arguments: ["proxy", "router"])
+            try cluster.waitReady(gateway, agent: agent, seconds: 20)
+
+            func get(_ certificate: [String]) throws -> (status: Int32, headers: [String: Any], output: String) {
+                let result = try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", "\(cluster.name)-client", "curl", "-sS", "--max-time", "5",
+                                                                   "--resolve", "api.myapp.com:8443:\(Self.gatewayV4)", "--cacert", ca]
+                                                  + certificate + ["https://api.myapp.com:8443/headers"])
+                let json = (try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any]) ?? [:]
+                return (result.status, json["headers"] as? [String: Any] ?? [:], "\(result)")
+            }
+            // With the partner's certificate: verified, and its identity goes on in x-forwarded-client-cert.
+            let partner = try get(["--cert", "\(pki)/partner.crt", "--key", "\(pki)/partner.key"])
+            #expect(partner.status == 0, "\(partner.output)\n\(agent.log.suffix(3000))")
+            #expect((partner.headers["x-forwarded-client-cert"] as? String)?.contains("URI=spiffe://partner.example/ns/web/sa/checkout") == true,
+                    "\(partner.output)")
+            // Without one: served all the same, with no client identity.
+            let anonymous = try get([])
+            #expect(anonymous.status == 0 && anonymous.headers["host"] as? String == "api.myapp.com:8443", "\(anonymous.output)")
+            #expect(anonymous.headers["x-forwarded-client-cert"] == nil, "\(anonymous.output)")
+            // Another CA's certificate: presented, so verified, and refused.
+            let rogue = try get(["--cert", "\(pki)/rogue.crt", "--key", "\(pki)/partner.key"])
+            #expect(rogue.status != 0 && rogue.headers.isEmpty, "\(rogue.output)")
+
+            // The secret without its ca.crt: nothing to verify a presented certificate with, refused.
+            try FileManager.default.removeItem(atPath: "\(cluster.directory)/secrets/api-mtls/ca.crt")
+            let validated = try ChildProcess.run(Sandbox.capstanExecutable, ["control-plane", "--validate", "\(cluster.directory)/mesh",
+                                                                             "--secrets-dir", "\(cluster.directory)/secrets"])
+            #expect(validated.status == 1 && validated.standardError.contains("has no ca.crt, which tls.mode OPTIONAL_MUTUAL verifies clients with"),
+                    "\(validated)")
+        }
+    }
 }
