@@ -79,10 +79,11 @@ extension ClusterRuntime {
     }
 
     /// The choice when the cluster has priorities or locality weights: the priority by its load (drawn
-    /// from the request's hash where there is one, as Envoy does), then the locality, then the host among
-    /// those available (all of the priority's when it is in panic).
+    /// from the request's hash where there is one, as Envoy does; a retry's `retryLoad` may replace the
+    /// load, given the priorities' health), then the locality, then the host among those available (all
+    /// of the priority's when it is in panic).
     func plannedChoice(_ endpoints: [BootstrapConfig.Cluster.Endpoint], plan: PriorityPlan, checker: HealthChecker?,
-                       hash: UInt64?) -> Result<Choice, ProxyRuntime.RouteFailure> {
+                       hash: UInt64?, retryLoad: (_ health: [Int]) -> [Int]? = { _ in nil }) -> Result<Choice, ProxyRuntime.RouteFailure> {
         let detector = outlierDetector
         let anyOut = detector?.anyEjected == true || (checker?.failingCount ?? 0) > 0
         func isOut(_ index: Int) -> Bool { anyOut && (detector?.isEjected(index) == true || checker?.isFailing(index) == true) }
@@ -99,7 +100,8 @@ extension ClusterRuntime {
             load = plan.load(available: available)
         }
         var random = RequestRandomness()
-        let priority = load.priority(for: Int((hash ?? random.next()) % 100))
+        let draw = Int((hash ?? random.next()) % 100)
+        let priority = retryLoad(load.health).map { PriorityLoad.priority(in: $0, for: draw) } ?? load.priority(for: draw)
         let panic = load.panic[priority]
         if panic { stats.outlierDetection.panics.increment() }
         var locality: Int?
@@ -116,6 +118,7 @@ extension ClusterRuntime {
             return .failure(.noHealthyUpstream)
         }
         let tracked = outlierDetector != nil || config.loadBalancing == .leastRequest
-        return .success(Choice(address: endpoints[index].address, index: tracked ? index : nil, transport: transport(ofEndpoint: index)))
+        return .success(Choice(address: endpoints[index].address, index: tracked ? index : nil, transport: transport(ofEndpoint: index),
+                               priority: plan.priorityOf[index]))
     }
 }

@@ -12,6 +12,8 @@ final class ClusterRuntime: Sendable {
         var index: Int?
         /// The TLS to it (the cluster's, or by `transport_socket_matches` the endpoint's); nil: plaintext.
         var transport: EndpointTransport?
+        /// The endpoint's priority (its rank among the cluster's; 0 where there is one).
+        var priority = 0
 
         var transportSocket: TransportSocketConfig? { transport?.socket }
     }
@@ -126,7 +128,9 @@ final class ClusterRuntime: Sendable {
     /// Where the next connection or request goes, or why nowhere: there are no endpoints (an EDS cluster
     /// before or without its assignment).
     /// RING_HASH and MAGLEV place `hash` (nil, as for a TCP connection: a random place).
-    func endpoint(originalDestination: SocketAddress, hash: UInt64? = nil) -> Result<Choice, ProxyRuntime.RouteFailure> {
+    /// `retryLoad`: a retry's priority load under `previous_priorities`, given the priorities' health.
+    func endpoint(originalDestination: SocketAddress, hash: UInt64? = nil,
+                  retryLoad: (_ health: [Int]) -> [Int]? = { _ in nil }) -> Result<Choice, ProxyRuntime.RouteFailure> {
         switch config.discovery {
         case .originalDestination:
             return .success(Choice(address: originalDestination, index: nil, transport: transport(ofEndpoint: nil)))
@@ -137,7 +141,7 @@ final class ClusterRuntime: Sendable {
             }
             if !carriedTraffic.load(ordering: .relaxed) { carriedTraffic.store(true, ordering: .relaxed) }
             let checker = healthChecker
-            if let priorityPlan { return plannedChoice(endpoints, plan: priorityPlan, checker: checker, hash: hash) }
+            if let priorityPlan { return plannedChoice(endpoints, plan: priorityPlan, checker: checker, hash: hash, retryLoad: retryLoad) }
             if outlierDetector?.anyEjected == true || (checker?.failingCount ?? 0) > 0,
                let choice = choiceAvoidingUnavailable(endpoints, checker: checker, hash: hash) {
                 return choice

@@ -10,6 +10,9 @@ struct PriorityLoad: Equatable {
     private(set) var percent: [Int]
     /// Whether each priority is in panic.
     private(set) var panic: [Bool]
+    /// Each priority's health in percent: its available share × the overprovisioning factor, at most 100
+    /// (what `previous_priorities` shares a retry's load by).
+    private(set) var health: [Int]
 
     /// `available[i]` of `total[i]` hosts of priority `i` may take requests; `overprovisioningFactor` in
     /// percent (Envoy's default 140); `panicThreshold` in percent (0 disables panic).
@@ -17,8 +20,9 @@ struct PriorityLoad: Equatable {
         let count = total.count
         percent = Array(repeating: 0, count: count)
         panic = Array(repeating: false, count: count)
+        health = Array(repeating: 0, count: count)
         guard count > 0 else { return }
-        let health = (0..<count).map { total[$0] > 0 ? min(100, overprovisioningFactor * available[$0] / total[$0]) : 0 }
+        health = (0..<count).map { total[$0] > 0 ? min(100, overprovisioningFactor * available[$0] / total[$0]) : 0 }
         let normalizedTotal = min(100, health.reduce(0, +))
         if normalizedTotal > 0 {
             var left = 100
@@ -56,6 +60,11 @@ struct PriorityLoad: Equatable {
 
     /// The priority for a draw in 0..<100 (a random number or a request's hash, modulo 100).
     func priority(for draw: Int) -> Int {
+        Self.priority(in: percent, for: draw)
+    }
+
+    /// The priority for a draw in 0..<100 under `percent` (a load summing to 100).
+    static func priority(in percent: [Int], for draw: Int) -> Int {
         var upTo = 0
         for (index, share) in percent.enumerated() {
             upTo += share
