@@ -300,6 +300,9 @@ public struct BootstrapConfig: Sendable {
         /// `health_checks`: how the endpoints are actively checked (nil: they are not).
         var healthCheck: HealthCheckConfig?
         var loadBalancing = LoadBalancing.roundRobin
+        /// `round_robin_lb_config` / `least_request_lb_config` `slow_start_config`: new hosts' weights ramp
+        /// up (nil: no slow start).
+        var slowStart: SlowStart?
         /// TLS to the endpoints (its `UpstreamTlsContext`); nil: plaintext. With `transportSocketMatches`,
         /// the socket of endpoints no match takes.
         var transportSocket: TransportSocketConfig?

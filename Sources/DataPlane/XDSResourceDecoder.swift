@@ -370,6 +370,25 @@ enum XDSResourceDecoder {
         if case .maglevLbConfig? = proto.lbConfig, proto.lbPolicy != .maglev {
             throw ConfigError(path: "\(path).maglev_lb_config", message: "is for lb_policy MAGLEV")
         }
+        var slowStart: BootstrapConfig.Cluster.SlowStart?
+        switch proto.lbConfig {
+        case .roundRobinLbConfig(let config)?:
+            guard proto.lbPolicy == .roundRobin else {
+                throw ConfigError(path: "\(path).round_robin_lb_config", message: "is for lb_policy ROUND_ROBIN")
+            }
+            if config.hasSlowStartConfig {
+                slowStart = try .init(config.slowStartConfig, path: "\(path).round_robin_lb_config.slow_start_config")
+            }
+        case .leastRequestLbConfig(let config)?:
+            guard proto.lbPolicy == .leastRequest else {
+                throw ConfigError(path: "\(path).least_request_lb_config", message: "is for lb_policy LEAST_REQUEST")
+            }
+            if config.hasSlowStartConfig {
+                slowStart = try .init(config.slowStartConfig, path: "\(path).least_request_lb_config.slow_start_config")
+            }
+        default:
+            break
+        }
         var notActedOn = unknownFields(in: proto)
         if proto.type != .strictDns && proto.type != .logicalDns {
             for (set, field) in [(proto.hasDnsRefreshRate, "dns_refresh_rate"), (proto.respectDnsTtl, "respect_dns_ttl"),
@@ -423,6 +442,7 @@ enum XDSResourceDecoder {
             name: proto.name, discovery: discovery,
             connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, circuitBreakers: circuitBreakers,
             loadBalancing: loadBalancing, transportSocket: socket, fieldsNotActedOn: notActedOn + dnsNotActedOn, transportSocketMatches: matches)
+        cluster.slowStart = slowStart
         if let staticPlacement {
             cluster.localities = staticPlacement.localities
             cluster.overprovisioningFactor = staticPlacement.overprovisioningFactor
