@@ -115,6 +115,13 @@ extension MeshConfigReader {
 }
 
 /// Collects resources and problems document by document.
+extension MeshConfigReader {
+    /// A `localityLbSetting` with Istio's validation: a DestinationRule's, or the mesh config's.
+    static func localityLoadBalancing(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> LocalityLoadBalancing {
+        try Builder.localityLoadBalancing(reader, warnings: &warnings)
+    }
+}
+
 private struct Builder {
     var config = MeshConfig()
     var problems: [MeshConfigProblem] = []

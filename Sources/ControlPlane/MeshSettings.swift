@@ -24,6 +24,10 @@ public struct MeshSettings: Sendable, Equatable {
     /// `trustDomainAliases`: other trust domains whose identities AuthorizationPolicies treat as this
     /// mesh's (a trust domain migration), in their order.
     public var trustDomainAliases: [String] = []
+    /// `localityLbSetting`: the locality load balancing of DestinationRules that give none (as istiod's
+    /// `GetLocalityLbSetting`); nil: Istio's default (`enabled: true`, no rules: failover by locality
+    /// where a cluster has outlier detection).
+    public var localityLoadBalancing: LocalityLoadBalancing?
     /// Where the settings came from, for messages; nil for the defaults.
     public var origin: ResourceOrigin?
 

@@ -142,8 +142,9 @@ struct ProxyConfigGenerator: Sendable {
                         } else {
                             let assignment = Self.loadAssignment(name, assigned)
                             endpoints.append((name, try .packed(assignment, as: .endpoint)))
-                            // istiod's default: failover by locality whenever the cluster has outlier detection.
-                            let setting = subset.policy.localityLoadBalancing ?? LocalityLoadBalancing()
+                            // The rule's setting, else the mesh's (istiod's default: failover by locality whenever
+                            // the cluster has outlier detection).
+                            let setting = subset.policy.localityLoadBalancing ?? config.mesh.localityLoadBalancing ?? LocalityLoadBalancing()
                             if setting.appliesTo(failoverAllowed: subset.policy.outlierDetection != nil) {
                                 localityAware[name] = .init(assignment: assignment, setting: setting,
                                                             failoverAllowed: subset.policy.outlierDetection != nil,
