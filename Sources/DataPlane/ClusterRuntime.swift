@@ -56,8 +56,8 @@ final class ClusterRuntime: Sendable {
     /// The endpoints' priorities and localities, when requests are spread over more than one priority
     /// or by locality weights; nil otherwise (every endpoint alike).
     let priorityPlan: PriorityPlan?
-    /// When each endpoint joined the cluster: carried over by address from the version this one
-    /// replaces, else when this version was made (slow start ramps a host's weight from it).
+    /// Under slow start, when each endpoint joined the cluster: carried over by address from the version
+    /// this one replaces, else when this version was made (slow start ramps a host's weight from it).
     let joined: [NIODeadline]
     /// Under slow start, when the last host to join leaves its window (after it, weights are as given).
     private let slowStartEnds: NIODeadline
@@ -107,8 +107,10 @@ final class ClusterRuntime: Sendable {
         }
     }
 
+    /// Kept only under slow start (a version without it records none, so its hosts count as joining now,
+    /// all alike).
     private static func joinTimes(_ config: BootstrapConfig.Cluster, previous: ClusterRuntime?, now: NIODeadline) -> [NIODeadline] {
-        guard case .endpoints(let endpoints) = config.discovery else { return [] }
+        guard config.slowStart != nil, case .endpoints(let endpoints) = config.discovery else { return [] }
         var before: [SocketAddress: NIODeadline] = [:]
         if let previous, case .endpoints(let old) = previous.config.discovery, old.count == previous.joined.count {
             for (index, endpoint) in old.enumerated() where before[endpoint.address] == nil { before[endpoint.address] = previous.joined[index] }
