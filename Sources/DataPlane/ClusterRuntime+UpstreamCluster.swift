@@ -24,11 +24,12 @@ extension ClusterRuntime: UpstreamCluster {
 
     func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?,
                         priorities: inout PreviousPriorities) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
-        choose(for: downstream, hash: hash) { health in priorities.load(health: health) }
+        choose(for: downstream, hash: hash) { health, degraded in priorities.load(health: health, degraded: degraded) }
     }
 
     private func choose(for downstream: DownstreamConnectionInfo, hash: UInt64?,
-                        retryLoad: (_ health: [Int]) -> [Int]? = { _ in nil }) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
+                        retryLoad: (_ health: [Int], _ degraded: [Int]) -> (healthy: [Int], degraded: [Int])? = { _, _ in nil })
+        -> Result<UpstreamEndpoint, UpstreamUnavailable> {
         switch endpoint(originalDestination: downstream.localAddress ?? Self.unspecified, hash: hash, retryLoad: retryLoad) {
         case .success(let choice):
             // The cluster's `upstream_bind_config` (istiod's 127.0.0.6 on inbound clusters), for endpoints

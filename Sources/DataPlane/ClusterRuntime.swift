@@ -150,9 +150,11 @@ final class ClusterRuntime: Sendable {
     /// Where the next connection or request goes, or why nowhere: there are no endpoints (an EDS cluster
     /// before or without its assignment).
     /// RING_HASH and MAGLEV place `hash` (nil, as for a TCP connection: a random place).
-    /// `retryLoad`: a retry's priority load under `previous_priorities`, given the priorities' health.
+    /// `retryLoad`: a retry's priority load under `previous_priorities`, given the priorities' health and
+    /// degraded health.
     func endpoint(originalDestination: SocketAddress, hash: UInt64? = nil,
-                  retryLoad: (_ health: [Int]) -> [Int]? = { _ in nil }) -> Result<Choice, ProxyRuntime.RouteFailure> {
+                  retryLoad: (_ health: [Int], _ degraded: [Int]) -> (healthy: [Int], degraded: [Int])? = { _, _ in nil })
+        -> Result<Choice, ProxyRuntime.RouteFailure> {
         switch config.discovery {
         case .originalDestination:
             return .success(Choice(address: originalDestination, index: nil, transport: transport(ofEndpoint: nil)))

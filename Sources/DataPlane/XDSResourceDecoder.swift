@@ -675,17 +675,15 @@ enum XDSResourceDecoder {
     }
 
     /// The endpoints that may take connections, with the localities (priority, weight) they belong to.
-    /// HEALTHY and UNKNOWN endpoints are kept, of every priority; if there are none, DEGRADED ones. The
-    /// others (UNHEALTHY, DRAINING, TIMEOUT, and DEGRADED beside healthy ones) are counted in their
+    /// HEALTHY and UNKNOWN endpoints are kept, of every priority, and DEGRADED ones marked so (they take
+    /// their priority's degraded load). The others (UNHEALTHY, DRAINING, TIMEOUT) are counted in their
     /// locality's `unavailable`, so that their priority's health is what Envoy computes. How requests are
-    /// spread over priorities and localities is ``PriorityLoad``'s.
+    /// spread over priorities, healthy and degraded hosts, and localities is ``PriorityLoad``'s.
     static func placement(of assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment,
                           path: String) throws(ConfigError) -> EndpointAssignment {
-        var healthy: [BootstrapConfig.Cluster.Endpoint] = []
-        var degraded: [BootstrapConfig.Cluster.Endpoint] = []
+        var kept: [BootstrapConfig.Cluster.Endpoint] = []
         var localities: [BootstrapConfig.Cluster.Locality] = []
         var unavailable: [Int] = []
-        var degradedCount: [Int] = []
         for (localityIndex, locality) in assignment.endpoints.enumerated() {
             var weight = 0
             if locality.hasLoadBalancingWeight {
@@ -698,7 +696,6 @@ enum XDSResourceDecoder {
             let name = [place.region, place.zone, place.subZone].joined(separator: "/")
             localities.append(.init(name: locality.hasLocality ? name : "", priority: Int(locality.priority), weight: weight))
             unavailable.append(0)
-            degradedCount.append(0)
             for (index, lbEndpoint) in locality.lbEndpoints.enumerated() {
                 let endpointPath = "\(path).endpoints[\(localityIndex)].lb_endpoints[\(index)]"
                 guard case .endpoint(let inner)? = lbEndpoint.hostIdentifier else {
@@ -713,12 +710,10 @@ enum XDSResourceDecoder {
                     weight = Int(lbEndpoint.loadBalancingWeight.value)
                 }
                 let metadata = lbEndpoint.metadata.filterMetadata[transportSocketMatchKey]?.fields ?? [:]
-                let endpoint = BootstrapConfig.Cluster.Endpoint(address, weight: weight, transportSocketMatch: metadata, locality: localityIndex)
+                let endpoint = BootstrapConfig.Cluster.Endpoint(address, weight: weight, transportSocketMatch: metadata, locality: localityIndex,
+                                                                degraded: lbEndpoint.healthStatus == .degraded)
                 switch lbEndpoint.healthStatus {
-                case .unknown, .healthy: healthy.append(endpoint)
-                case .degraded:
-                    degraded.append(endpoint)
-                    degradedCount[localityIndex] += 1
+                case .unknown, .healthy, .degraded: kept.append(endpoint)
                 case .unhealthy, .draining, .timeout: unavailable[localityIndex] += 1
                 case .UNRECOGNIZED(let number):
                     throw ConfigError(path: "\(endpointPath).health_status", message: "\(number) is not a health status")
@@ -732,14 +727,9 @@ enum XDSResourceDecoder {
             }
             factor = Int(assignment.policy.overprovisioningFactor.value)
         }
-        // Degraded hosts beside healthy ones take no requests (Envoy's degraded load is not done): they
-        // count as unavailable.
-        let useDegraded = healthy.isEmpty
-        for index in localities.indices {
-            localities[index].unavailable = unavailable[index] + (useDegraded ? 0 : degradedCount[index])
-        }
+        for index in localities.indices { localities[index].unavailable = unavailable[index] }
         // By priority, so that each priority's endpoints are together (the order within one is kept).
-        let endpoints = (useDegraded ? degraded : healthy).enumerated()
+        let endpoints = kept.enumerated()
             .sorted { (localities[$0.element.locality].priority, $0.offset) < (localities[$1.element.locality].priority, $1.offset) }
             .map(\.element)
         return EndpointAssignment(endpoints: endpoints, localities: localities, overprovisioningFactor: factor)

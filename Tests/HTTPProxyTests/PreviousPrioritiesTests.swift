@@ -57,3 +57,19 @@ import Testing
         #expect(gone.load(health: [100, 100]) == [100, 0])
     }
 }
+
+extension PreviousPrioritiesTests {
+    /// Degraded health counts as availability, and the load goes to the degraded hosts of a priority not
+    /// tried when that is where it is (Envoy's adjusted healthy and degraded loads).
+    @Test func degradedHostsShareTheLoadAfterTheHealthyOnes() {
+        var priorities = PreviousPriorities(updateFrequency: 1)
+        priorities.attempted(priority: 0)
+        let toDegraded = priorities.load(health: [100, 0, 0], degraded: [0, 0, 70])
+        #expect(toDegraded?.healthy == [0, 0, 0] && toDegraded?.degraded == [0, 0, 100])
+        var mixed = PreviousPriorities(updateFrequency: 1)
+        mixed.attempted(priority: 0)
+        // 30 healthy and 50 degraded of 80 in priority 1: 37 and 62, rounding's point to the healthy share.
+        let shared = mixed.load(health: [100, 30], degraded: [0, 50])
+        #expect(shared?.healthy == [0, 38] && shared?.degraded == [0, 62])
+    }
+}
