@@ -371,25 +371,29 @@ enum XDSResourceDecoder {
             throw ConfigError(path: "\(path).maglev_lb_config", message: "is for lb_policy MAGLEV")
         }
         var slowStart: BootstrapConfig.Cluster.SlowStart?
+        var slowStartConfig: (field: String, config: Envoy_Config_Cluster_V3_Cluster.SlowStartConfig)?
         switch proto.lbConfig {
         case .roundRobinLbConfig(let config)?:
             guard proto.lbPolicy == .roundRobin else {
                 throw ConfigError(path: "\(path).round_robin_lb_config", message: "is for lb_policy ROUND_ROBIN")
             }
-            if config.hasSlowStartConfig {
-                slowStart = try .init(config.slowStartConfig, path: "\(path).round_robin_lb_config.slow_start_config")
-            }
+            if config.hasSlowStartConfig { slowStartConfig = ("round_robin_lb_config.slow_start_config", config.slowStartConfig) }
         case .leastRequestLbConfig(let config)?:
             guard proto.lbPolicy == .leastRequest else {
                 throw ConfigError(path: "\(path).least_request_lb_config", message: "is for lb_policy LEAST_REQUEST")
             }
-            if config.hasSlowStartConfig {
-                slowStart = try .init(config.slowStartConfig, path: "\(path).least_request_lb_config.slow_start_config")
-            }
+            if config.hasSlowStartConfig { slowStartConfig = ("least_request_lb_config.slow_start_config", config.slowStartConfig) }
         default:
             break
         }
         var notActedOn = unknownFields(in: proto)
+        if let given = slowStartConfig {
+            slowStart = try .init(given.config, path: "\(path).\(given.field)")
+            // istiod's warmup sets one ("("): Capstan has no runtime, so the default value applies.
+            if !given.config.aggression.runtimeKey.isEmpty {
+                notActedOn.append(.init(path: "\(given.field).aggression.runtime_key", reason: "Capstan has no runtime: default_value applies"))
+            }
+        }
         if proto.type != .strictDns && proto.type != .logicalDns {
             for (set, field) in [(proto.hasDnsRefreshRate, "dns_refresh_rate"), (proto.respectDnsTtl, "respect_dns_ttl"),
                                  (proto.dnsLookupFamily != .auto, "dns_lookup_family"), (proto.hasTypedDnsResolverConfig, "typed_dns_resolver_config")] where set {

@@ -109,13 +109,16 @@ import XDS
         proto.lbPolicy = .roundRobin
         proto.roundRobinLbConfig.slowStartConfig.slowStartWindow = .init(seconds: 30)
         #expect(try XDSResourceDecoder.cluster(proto).cluster.slowStart == .init(window: .seconds(30), aggression: 1, minimumWeight: 0.1))
+        #expect(try XDSResourceDecoder.cluster(proto).cluster.fieldsNotActedOn.isEmpty)
         // istiod's `warmup`: aggression and minimum given (its runtime key "(" is not read).
         proto.lbPolicy = .leastRequest
         proto.leastRequestLbConfig.slowStartConfig.slowStartWindow = .init(seconds: 30)
         proto.leastRequestLbConfig.slowStartConfig.aggression.defaultValue = 1.5
         proto.leastRequestLbConfig.slowStartConfig.aggression.runtimeKey = "("
         proto.leastRequestLbConfig.slowStartConfig.minWeightPercent.value = 25
-        #expect(try XDSResourceDecoder.cluster(proto).cluster.slowStart == .init(window: .seconds(30), aggression: 1.5, minimumWeight: 0.25))
+        let decoded = try XDSResourceDecoder.cluster(proto).cluster
+        #expect(decoded.slowStart == .init(window: .seconds(30), aggression: 1.5, minimumWeight: 0.25))
+        #expect(decoded.fieldsNotActedOn.map(\.path) == ["least_request_lb_config.slow_start_config.aggression.runtime_key"])
         proto.lbPolicy = .roundRobin
         #expect(throws: ConfigError(path: #"cluster "svc".least_request_lb_config"#, message: "is for lb_policy LEAST_REQUEST")) {
             try XDSResourceDecoder.cluster(proto)
