@@ -325,14 +325,15 @@ final class ClusterRuntime: Sendable {
     }
 
     /// A host's weight now under slow start: its weight (LEAST_REQUEST: divided by its open requests + 1,
-    /// Envoy's `active_request_bias` 1.0) × its slow-start factor.
-    func slowStartWeight(_ endpoints: [BootstrapConfig.Cluster.Endpoint], _ index: Int, _ slowStart: BootstrapConfig.Cluster.SlowStart,
+    /// Envoy's `active_request_bias` 1.0) × its slow-start factor, which only healthy hosts get (a
+    /// degraded one keeps its weight, as in Envoy).
+    private func slowStartWeight(_ endpoints: [BootstrapConfig.Cluster.Endpoint], _ index: Int, _ slowStart: BootstrapConfig.Cluster.SlowStart,
                          now: NIODeadline) -> Double {
         var weight = Double(endpoints[index].weight)
         if config.loadBalancing == .leastRequest, openByEndpoint.indices.contains(index) {
             weight /= Double(openByEndpoint[index].load(ordering: .relaxed) + 1)
         }
-        guard joined.indices.contains(index) else { return weight }
+        guard joined.indices.contains(index), !endpoints[index].degraded else { return weight }
         return weight * slowStart.factor(age: .nanoseconds((now - joined[index]).nanoseconds))
     }
 
