@@ -34,6 +34,7 @@ import envoy.extensions.filters.http.rbac.v3.rbac_pb2, envoy.extensions.filters.
 import envoy.extensions.filters.http.jwt_authn.v3.config_pb2  # noqa: F401  (with http_uri)
 import envoy.extensions.filters.http.ext_authz.v3.ext_authz_pb2, envoy.service.auth.v3.external_auth_pb2  # noqa: F401,E401  (with grpc_service, attribute_context, http_status)
 import envoy.extensions.network.dns_resolver.cares.v3.cares_dns_resolver_pb2  # noqa: F401  (a DNS cluster's typed_dns_resolver_config)
+import envoy.extensions.retry.priority.previous_priorities.v3.previous_priorities_config_pb2  # noqa: F401  (a retry policy's retry_priority)
 
 repository = pathlib.Path(__file__).resolve().parent.parent
 ours_root = repository / "proto"

@@ -338,7 +338,8 @@ enum HTTPRouteGenerator {
 
     /// A route's `retries` as istiod converts them: none when `attempts` is 0; `retryOn` split into
     /// conditions and status codes (a code adds `retriable-status-codes`), Istio's default conditions
-    /// and 503 when it is empty; always on other hosts (`previous_hosts`, five tries to find one).
+    /// and 503 when it is empty; always on other hosts (`previous_hosts`, five tries to find one);
+    /// `retryRemoteLocalities` as `previous_priorities`.
     static func retryPolicy(_ retries: VirtualService.HTTPRoute.Retries?) -> Envoy_Config_Route_V3_RetryPolicy? {
         guard let retries else { return defaultRetryPolicy }
         guard retries.attempts > 0 else { return nil }
@@ -352,8 +353,20 @@ enum HTTPRouteGenerator {
             policy.retryOn = conditions.joined(separator: ",")
             policy.retriableStatusCodes = codes
         }
+        if retries.retryRemoteLocalities { policy.retryPriority = previousPriorities }
         return policy
     }
+
+    /// `retryRemoteLocalities`, as istiod converts it: Envoy's `previous_priorities`, updated every second
+    /// attempt.
+    static let previousPriorities: Envoy_Config_Route_V3_RetryPolicy.RetryPriority = {
+        var priority = Envoy_Config_Route_V3_RetryPolicy.RetryPriority()
+        priority.name = "envoy.retry_priorities.previous_priorities"
+        var config = Envoy_Extensions_Retry_Priority_PreviousPriorities_V3_PreviousPrioritiesConfig()
+        config.updateFrequency = 2
+        priority.typedConfig = try! Google_Protobuf_Any(message: config)
+        return priority
+    }()
 
     /// Istio's default when a route sets no `retries`: two attempts more on connect failures, refused
     /// streams, `unavailable`, `cancelled` and 503, each on another host.

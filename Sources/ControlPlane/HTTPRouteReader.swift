@@ -246,12 +246,10 @@ enum HTTPRouteReader {
                             "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
                             "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"]
 
-    /// `retries`: `attempts`, `perTryTimeout` and `retryOn` (Envoy's condition names, or HTTP status codes).
+    /// `retries`: `attempts`, `perTryTimeout`, `retryOn` (Envoy's condition names, or HTTP status codes) and
+    /// `retryRemoteLocalities`.
     static func retries(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> VirtualService.HTTPRoute.Retries {
         try reader.ignoringUnknown(["attempts", "perTryTimeout", "retryOn", "retryRemoteLocalities"], warnings: &warnings)
-        if try reader.optional("retryRemoteLocalities") != nil {
-            warnings.append("\(reader.path).retryRemoteLocalities: Capstan generates no previous_priorities retry predicate: not acted on")
-        }
         var conditions: [String] = []
         if let retryOn = try reader.optional("retryOn") {
             for token in try retryOn.string().split(separator: ",").map({ String($0.filter { $0 != " " && $0 != "\t" }) }) where !token.isEmpty {
@@ -262,7 +260,8 @@ enum HTTPRouteReader {
             }
         }
         return .init(attempts: try reader.optional("attempts")?.integer(in: 0...Int(Int32.max)) ?? 2,
-                     perTryTimeout: try reader.optional("perTryTimeout")?.goDuration(), retryOn: conditions)
+                     perTryTimeout: try reader.optional("perTryTimeout")?.goDuration(), retryOn: conditions,
+                     retryRemoteLocalities: try reader.optional("retryRemoteLocalities")?.bool() ?? false)
     }
 
     /// Envoy's `retry_on` conditions, HTTP's and gRPC's.

@@ -268,6 +268,16 @@ public struct DestinationRule: Sendable, Equatable {
         case consistentHash(ConsistentHash)
     }
 
+    /// `loadBalancer.warmup` (or the older `warmupDurationSecs`): new endpoints' share ramps up over
+    /// `duration` (Envoy's slow start, for ROUND_ROBIN and LEAST_REQUEST clusters).
+    public struct Warmup: Sendable, Equatable {
+        public var duration: Duration
+        /// `warmup.aggression` (1 when not given); nil for `warmupDurationSecs`, which istiod sends without it.
+        public var aggression: Double?
+        /// `warmup.minimumPercent` (10 when not given); nil for `warmupDurationSecs`.
+        public var minimumPercent: Double?
+    }
+
     /// `loadBalancer.consistentHash`: what requests hash by (the routes' `hash_policy`), and the cluster's
     /// RING_HASH ring or MAGLEV table.
     public struct ConsistentHash: Sendable, Equatable {
@@ -298,6 +308,8 @@ public struct DestinationRule: Sendable, Equatable {
         public var outlierDetection: OutlierDetection? = nil
         /// `loadBalancer.localityLbSetting` (it goes with `loadBalancer` when policies merge).
         public var localityLoadBalancing: LocalityLoadBalancing? = nil
+        /// `loadBalancer.warmup` or `warmupDurationSecs` (it goes with `loadBalancer` when policies merge).
+        public var warmup: Warmup? = nil
         /// `portLevelSettings` by port number: each entry's four components (its `portLevelSettings`
         /// always empty) for that service port's clusters.
         public var portLevelSettings: [Int: TrafficPolicy] = [:]
@@ -310,8 +322,9 @@ public struct DestinationRule: Sendable, Equatable {
             var merged = TrafficPolicy(loadBalancer: other.loadBalancer ?? loadBalancer, connectionPool: other.connectionPool ?? connectionPool,
                                        tlsMode: other.tlsMode ?? tlsMode)
             merged.outlierDetection = other.outlierDetection ?? outlierDetection
-            let otherGivesBalancer = other.loadBalancer != nil || other.localityLoadBalancing != nil
+            let otherGivesBalancer = other.loadBalancer != nil || other.localityLoadBalancing != nil || other.warmup != nil
             merged.localityLoadBalancing = otherGivesBalancer ? other.localityLoadBalancing : localityLoadBalancing
+            merged.warmup = otherGivesBalancer ? other.warmup : warmup
             // `tls` is one component: the mode and its settings come from the same policy.
             merged.originatedTLS = other.tlsMode != nil ? other.originatedTLS : originatedTLS
             return merged

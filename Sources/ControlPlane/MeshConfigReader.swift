@@ -115,6 +115,13 @@ extension MeshConfigReader {
 }
 
 /// Collects resources and problems document by document.
+extension MeshConfigReader {
+    /// A `localityLbSetting` with Istio's validation: a DestinationRule's, or the mesh config's.
+    static func localityLoadBalancing(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> LocalityLoadBalancing {
+        try Builder.localityLoadBalancing(reader, warnings: &warnings)
+    }
+}
+
 private struct Builder {
     var config = MeshConfig()
     var problems: [MeshConfigProblem] = []
@@ -473,6 +480,7 @@ private struct Builder {
             policy.localityLoadBalancing = try balancer.optional("localityLbSetting").map { setting throws(ConfigError) in
                 try localityLoadBalancing(setting, warnings: &warnings)
             }
+            policy.warmup = try warmup(balancer, warnings: &warnings)
         }
         if let pool = try reader.optional("connectionPool") {
             policy.connectionPool = try connectionPool(pool, warnings: &warnings)
@@ -568,11 +576,51 @@ private struct Builder {
         return setting
     }
 
+    /// `loadBalancer.warmup` (`duration`, `aggression`, `minimumPercent`), else the older
+    /// `warmupDurationSecs`, as istiod prefers them; only with a ROUND_ROBIN or LEAST_REQUEST policy (or
+    /// none), where istiod sets Envoy's slow start.
+    static func warmup(_ balancer: ConfigReader, warnings: inout [String]) throws(ConfigError) -> DestinationRule.Warmup? {
+        var result: DestinationRule.Warmup?
+        if let warmup = try balancer.optional("warmup") {
+            try warmup.ignoringUnknown(["duration", "aggression", "minimumPercent"], warnings: &warnings)
+            guard let field = try warmup.optional("duration") else { throw warmup.fail("needs a duration") }
+            let duration = try field.goDuration()
+            guard duration > .zero else { throw field.fail("must be above 0") }
+            var aggression = 1.0
+            if let given = try warmup.optional("aggression") {
+                guard case .number(let value) = given.value else { throw given.fail("expected a number, found \(given.value.kind)") }
+                // Envoy would take a value not above 0 as 1.0: refused rather than changed.
+                guard value > 0 else { throw given.fail("\(value) must be above 0") }
+                aggression = value
+            }
+            var minimum = 10.0
+            if let given = try warmup.optional("minimumPercent") {
+                guard case .number(let value) = given.value else { throw given.fail("expected a number, found \(given.value.kind)") }
+                guard (0...100).contains(value) else { throw given.fail("\(value) is out of range 0-100") }
+                minimum = value
+            }
+            result = .init(duration: duration, aggression: aggression, minimumPercent: minimum)
+        } else if let field = try balancer.optional("warmupDurationSecs") {
+            let duration = try field.goDuration()
+            guard duration > .zero else { throw field.fail("must be above 0") }
+            result = .init(duration: duration, aggression: nil, minimumPercent: nil)
+        }
+        if result != nil, try balancer.optional("consistentHash") != nil {
+            warnings.append("\(balancer.path): a warmup with consistentHash: istiod sets no slow start on RING_HASH or MAGLEV clusters: not acted on")
+            return nil
+        }
+        if result != nil, let simple = try balancer.optional("simple"), try simple.string() == "RANDOM" {
+            warnings.append("\(balancer.path): a warmup with simple RANDOM: istiod sets no slow start on RANDOM clusters: not acted on")
+            return nil
+        }
+        return result
+    }
+
     /// `loadBalancer`: `simple`, or `consistentHash` with one hash key and its ring or Maglev table
-    /// (`localityLbSetting` is read by ``localityLoadBalancing(_:warnings:)``; `warmupDurationSecs` is
-    /// warned as ignored).
+    /// (`localityLbSetting` is read by ``localityLoadBalancing(_:warnings:)``, `warmup` and
+    /// `warmupDurationSecs` by ``warmup(_:warnings:)``).
     static func loadBalancer(_ reader: ConfigReader, warnings: inout [String]) throws(ConfigError) -> DestinationRule.LoadBalancer? {
-        try reader.ignoringUnknown(["simple", "consistentHash", "localityLbSetting"], warnings: &warnings)
+        try reader.ignoringUnknown(["simple", "consistentHash", "localityLbSetting", "warmup", "warmupDurationSecs"], warnings: &warnings)
         if let simple = try reader.optional("simple") {
             if try reader.optional("consistentHash") != nil { throw simple.fail("cannot be given with consistentHash") }
             switch try simple.string() {

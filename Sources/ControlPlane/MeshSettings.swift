@@ -29,6 +29,10 @@ public struct MeshSettings: Sendable, Equatable {
     public var defaultServiceExportTo = ExportTo.everywhere
     public var defaultVirtualServiceExportTo = ExportTo.everywhere
     public var defaultDestinationRuleExportTo = ExportTo.everywhere
+    /// `localityLbSetting`: the locality load balancing of DestinationRules that give none (as istiod's
+    /// `GetLocalityLbSetting`); nil: Istio's default (`enabled: true`, no rules: failover by locality
+    /// where a cluster has outlier detection).
+    public var localityLoadBalancing: LocalityLoadBalancing?
     /// Where the settings came from, for messages; nil for the defaults.
     public var origin: ResourceOrigin?
 

@@ -13,7 +13,7 @@ enum MeshSettingsReader {
     static let fieldsNotActedOn: Set<String> = [
         "connectTimeout", "defaultConfig",
         "defaultProviders", "discoverySelectors", "enableAutoMtls", "enablePrometheusMerge", "enableTracing",
-        "ingressClass", "ingressControllerMode", "ingressService", "localityLbSetting", "outboundClusterStatName",
+        "ingressClass", "ingressControllerMode", "ingressService", "outboundClusterStatName",
         "inboundClusterStatName", "protocolDetectionTimeout",
         "serviceSettings", "tcpKeepalive", "h2UpgradePolicy", "meshNetworks", "caCertificates",
         "verifyCertificateAtClient", "pathNormalization", "proxyHttpPort", "proxyListenPort", "proxyInboundListenPort",
@@ -48,7 +48,8 @@ enum MeshSettingsReader {
     static func read(_ mesh: ConfigReader, into settings: inout MeshSettings, warnings: inout [String]) throws(ConfigError) {
         let acted: Set<String> = ["outboundTrafficPolicy", "extensionProviders", "rootNamespace", "trustDomain", "trustDomainAliases",
                                   "dnsRefreshRate", "accessLogFile", "accessLogFormat", "accessLogEncoding",
-                                  "defaultServiceExportTo", "defaultVirtualServiceExportTo", "defaultDestinationRuleExportTo"]
+                                  "defaultServiceExportTo", "defaultVirtualServiceExportTo", "defaultDestinationRuleExportTo",
+                                  "localityLbSetting"]
         for key in try mesh.fields().keys.sorted() where !acted.contains(key) {
             if fieldsNotActedOn.contains(key) {
                 warnings.append("\(mesh.path).\(key): not acted on by Capstan's control plane, ignored")
@@ -74,6 +75,10 @@ enum MeshSettingsReader {
                     throw ConfigError(path: "\(aliases.path)[\(index)]", message: "\"\(alias)\" is not a trust domain: \(error)")
                 }
             }
+        }
+        if let setting = try mesh.optional("localityLbSetting") {
+            // With Istio's validation, as a DestinationRule's.
+            settings.localityLoadBalancing = try MeshConfigReader.localityLoadBalancing(setting, warnings: &warnings)
         }
         if let rate = try mesh.optional("dnsRefreshRate") {
             let value = try rate.goDuration()

@@ -156,8 +156,9 @@ struct ProxyConfigGenerator: Sendable, Equatable {
                         } else {
                             let assignment = Self.loadAssignment(name, assigned)
                             endpoints.append((name, try .packed(assignment, as: .endpoint)))
-                            // istiod's default: failover by locality whenever the cluster has outlier detection.
-                            let setting = subset.policy.localityLoadBalancing ?? LocalityLoadBalancing()
+                            // The rule's setting, else the mesh's (istiod's default: failover by locality whenever
+                            // the cluster has outlier detection).
+                            let setting = subset.policy.localityLoadBalancing ?? config.mesh.localityLoadBalancing ?? LocalityLoadBalancing()
                             if setting.appliesTo(failoverAllowed: subset.policy.outlierDetection != nil) {
                                 localityAware[name] = .init(assignment: assignment, setting: setting,
                                                             failoverAllowed: subset.policy.outlierDetection != nil,
@@ -598,6 +599,24 @@ struct ProxyConfigGenerator: Sendable, Equatable {
         return chain
     }
 
+    /// A warmup as istiod's `setWarmup` (or, for `warmupDurationSecs`, `setSlowStartConfig`) writes it:
+    /// the slow start of a ROUND_ROBIN or LEAST_REQUEST cluster's lb config; `warmup` always with its
+    /// aggression and minimum weight (and istiod's runtime key "(").
+    static func applyWarmup(_ warmup: DestinationRule.Warmup, to cluster: inout Envoy_Config_Cluster_V3_Cluster) {
+        var slowStart = Envoy_Config_Cluster_V3_Cluster.SlowStartConfig()
+        slowStart.slowStartWindow = protoDuration(warmup.duration)
+        if let aggression = warmup.aggression {
+            slowStart.aggression.defaultValue = aggression
+            slowStart.aggression.runtimeKey = "("
+        }
+        if let minimum = warmup.minimumPercent { slowStart.minWeightPercent.value = minimum }
+        switch cluster.lbPolicy {
+        case .roundRobin: cluster.roundRobinLbConfig.slowStartConfig = slowStart
+        case .leastRequest: cluster.leastRequestLbConfig.slowStartConfig = slowStart
+        default: break
+        }
+    }
+
     private static func edsCluster(_ name: String, policy: DestinationRule.TrafficPolicy) -> Envoy_Config_Cluster_V3_Cluster {
         var cluster = Envoy_Config_Cluster_V3_Cluster()
         cluster.name = name
@@ -619,6 +638,7 @@ struct ProxyConfigGenerator: Sendable, Equatable {
             }
         default: cluster.lbPolicy = .roundRobin
         }
+        if let warmup = policy.warmup { applyWarmup(warmup, to: &cluster) }
         cluster.circuitBreakers.thresholds = [circuitBreakerThreshold(policy.connectionPool)]
         // As istiod sets it on every outbound EDS cluster: localities take load by their weights.
         cluster.commonLbConfig.localityWeightedLbConfig = .init()

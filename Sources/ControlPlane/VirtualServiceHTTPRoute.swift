@@ -100,6 +100,9 @@ extension VirtualService {
             public var perTryTimeout: Duration?
             /// `retryOn`: Envoy's conditions, and HTTP status codes (retried as `retriable-status-codes`).
             public var retryOn: [String]
+            /// `retryRemoteLocalities`: retries leave out the priorities (localities) tried, as Envoy's
+            /// `previous_priorities`.
+            public var retryRemoteLocalities = false
         }
 
         public static func == (lhs: Self, rhs: Self) -> Bool {

@@ -244,13 +244,16 @@ public struct BootstrapConfig: Sendable {
             /// Its place among ``Cluster/localities`` (the `LocalityLbEndpoints` it came in); its priority
             /// is that locality's.
             public var locality: Int
+            /// Given as DEGRADED: it takes its priority's degraded load (Envoy's), not the healthy one.
+            public var degraded: Bool
 
             public init(_ address: SocketAddress, weight: Int = 1, transportSocketMatch: [String: Google_Protobuf_Value] = [:],
-                        locality: Int = 0) {
+                        locality: Int = 0, degraded: Bool = false) {
                 self.address = address
                 self.weight = weight
                 self.transportSocketMatch = transportSocketMatch
                 self.locality = locality
+                self.degraded = degraded
             }
         }
 
@@ -264,7 +267,7 @@ public struct BootstrapConfig: Sendable {
             public var priority: Int
             /// Its `load_balancing_weight` (0 when not given: no share under locality-weighted balancing).
             public var weight: Int
-            /// Hosts given as UNHEALTHY, DRAINING, TIMEOUT or (while others are healthy) DEGRADED.
+            /// Hosts given as UNHEALTHY, DRAINING or TIMEOUT.
             public var unavailable: Int
 
             public init(name: String = "", priority: Int = 0, weight: Int = 0, unavailable: Int = 0) {
@@ -304,6 +307,9 @@ public struct BootstrapConfig: Sendable {
         /// `health_checks`: how the endpoints are actively checked (nil: they are not).
         var healthCheck: HealthCheckConfig?
         var loadBalancing = LoadBalancing.roundRobin
+        /// `round_robin_lb_config` / `least_request_lb_config` `slow_start_config`: new hosts' weights ramp
+        /// up (nil: no slow start).
+        var slowStart: SlowStart?
         /// TLS to the endpoints (its `UpstreamTlsContext`); nil: plaintext. With `transportSocketMatches`,
         /// the socket of endpoints no match takes.
         var transportSocket: TransportSocketConfig?

@@ -1,8 +1,9 @@
 import NIOCore
 
 /// The cluster's hosts as Envoy's `/clusters` lists them: `NAME::10.0.0.1:80::health_flags::healthy`,
-/// or `/failed_active_hc` for a host failing its health checks and `/failed_outlier_check` for one its
-/// outlier detector ejected (both, joined, for a host that is both), each host's weight, and where the
+/// or `/failed_active_hc` for a host failing its health checks, `/failed_outlier_check` for one its
+/// outlier detector ejected and `/degraded_eds_health` for one EDS gave as DEGRADED (joined, in Envoy's
+/// order, for a host with several), each host's weight, and where the
 /// assignment gave localities, its `region`, `zone`, `sub_zone` and `priority`.
 extension ClusterRuntime {
     var hostLines: [String] {
@@ -12,7 +13,7 @@ extension ClusterRuntime {
             let host = "\(name)::\(Self.text(of: endpoint.address))"
             let ejected = outlierDetector.map { $0.addresses.indices.contains(index) && $0.isEjected(index) } ?? false
             let failing = healthChecker?.isFailing(index) ?? false
-            let flags = (failing ? "/failed_active_hc" : "") + (ejected ? "/failed_outlier_check" : "")
+            let flags = (failing ? "/failed_active_hc" : "") + (ejected ? "/failed_outlier_check" : "") + (endpoint.degraded ? "/degraded_eds_health" : "")
             lines.append("\(host)::health_flags::\(flags.isEmpty ? "healthy" : flags)")
             lines.append("\(host)::weight::\(endpoint.weight)")
             if config.localities.indices.contains(endpoint.locality) {

@@ -19,7 +19,18 @@ extension ClusterRuntime: UpstreamCluster {
     var circuitBreakers: CircuitBreakers { stats.circuitBreakers }
 
     func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
-        switch endpoint(originalDestination: downstream.localAddress ?? Self.unspecified, hash: hash) {
+        choose(for: downstream, hash: hash)
+    }
+
+    func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?,
+                        priorities: inout PreviousPriorities) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
+        choose(for: downstream, hash: hash) { health, degraded in priorities.load(health: health, degraded: degraded) }
+    }
+
+    private func choose(for downstream: DownstreamConnectionInfo, hash: UInt64?,
+                        retryLoad: (_ health: [Int], _ degraded: [Int]) -> (healthy: [Int], degraded: [Int])? = { _, _ in nil })
+        -> Result<UpstreamEndpoint, UpstreamUnavailable> {
+        switch endpoint(originalDestination: downstream.localAddress ?? Self.unspecified, hash: hash, retryLoad: retryLoad) {
         case .success(let choice):
             // The cluster's `upstream_bind_config` (istiod's 127.0.0.6 on inbound clusters), for endpoints
             // of its address family. Without one, an ORIGINAL_DST cluster behind an inbound listener is
@@ -31,7 +42,8 @@ extension ClusterRuntime: UpstreamCluster {
             if source == nil, downstream.isInbound, case .originalDestination = config.discovery {
                 source = choice.address.protocol == .inet6 ? Self.inboundPassthroughV6 : Self.inboundPassthroughV4
             }
-            return .success(UpstreamEndpoint(address: choice.address, source: source, token: choice.index, transport: choice.transport))
+            return .success(UpstreamEndpoint(address: choice.address, source: source, token: choice.index, transport: choice.transport,
+                                              priority: choice.priority))
         case .failure(.overflow):
             return .failure(.overflow)
         case .failure:

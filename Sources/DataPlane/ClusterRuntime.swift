@@ -12,6 +12,8 @@ final class ClusterRuntime: Sendable {
         var index: Int?
         /// The TLS to it (the cluster's, or by `transport_socket_matches` the endpoint's); nil: plaintext.
         var transport: EndpointTransport?
+        /// The endpoint's priority (its rank among the cluster's; 0 where there is one).
+        var priority = 0
 
         var transportSocket: TransportSocketConfig? { transport?.socket }
     }
@@ -54,13 +56,24 @@ final class ClusterRuntime: Sendable {
     /// The endpoints' priorities and localities, when requests are spread over more than one priority
     /// or by locality weights; nil otherwise (every endpoint alike).
     let priorityPlan: PriorityPlan?
+    /// Under slow start, when each endpoint joined the cluster: carried over by address from the version
+    /// this one replaces, else when this version was made (slow start ramps a host's weight from it).
+    let joined: [NIODeadline]
+    /// Under slow start, when the last host to join leaves its window (after it, weights are as given).
+    private let slowStartEnds: NIODeadline
+    /// The time for slow start (tests set their own).
+    private let clock: @Sendable () -> NIODeadline
 
     /// `previous`: the runtime this one replaces, whose hosts' outlier state carries over (same outlier
     /// settings, same addresses). `timerLoop`: where the outlier detector's interval timer runs (none:
     /// ejected hosts only come back through ``OutlierDetector/sweep(now:)`` called directly).
     init(_ config: BootstrapConfig.Cluster, stats: ClusterStats? = nil, connector: UpstreamConnector? = nil,
-         previous: ClusterRuntime? = nil, timerLoop: (any EventLoop)? = nil) {
+         previous: ClusterRuntime? = nil, timerLoop: (any EventLoop)? = nil, clock: @escaping @Sendable () -> NIODeadline = { .now() }) {
         self.config = config
+        self.clock = clock
+        let joined = Self.joinTimes(config, previous: previous, now: clock())
+        self.joined = joined
+        slowStartEnds = config.slowStart.map { (joined.max() ?? .distantPast) + TimeAmount($0.window) } ?? .distantPast
         self.connector = connector
         self.stats = stats ?? ClusterStats(name: config.name)
         self.stats.circuitBreakers.limits = config.circuitBreakers
@@ -92,6 +105,17 @@ final class ClusterRuntime: Sendable {
             healthChecker = checker
             checker.start()
         }
+    }
+
+    /// Kept only under slow start (a version without it records none, so its hosts count as joining now,
+    /// all alike).
+    private static func joinTimes(_ config: BootstrapConfig.Cluster, previous: ClusterRuntime?, now: NIODeadline) -> [NIODeadline] {
+        guard config.slowStart != nil, case .endpoints(let endpoints) = config.discovery else { return [] }
+        var before: [SocketAddress: NIODeadline] = [:]
+        if let previous, case .endpoints(let old) = previous.config.discovery, old.count == previous.joined.count {
+            for (index, endpoint) in old.enumerated() where before[endpoint.address] == nil { before[endpoint.address] = previous.joined[index] }
+        }
+        return endpoints.map { before[$0.address] ?? now }
     }
 
     /// This version of the cluster is no longer in force: its health checks stop (its requests in flight
@@ -126,7 +150,11 @@ final class ClusterRuntime: Sendable {
     /// Where the next connection or request goes, or why nowhere: there are no endpoints (an EDS cluster
     /// before or without its assignment).
     /// RING_HASH and MAGLEV place `hash` (nil, as for a TCP connection: a random place).
-    func endpoint(originalDestination: SocketAddress, hash: UInt64? = nil) -> Result<Choice, ProxyRuntime.RouteFailure> {
+    /// `retryLoad`: a retry's priority load under `previous_priorities`, given the priorities' health and
+    /// degraded health.
+    func endpoint(originalDestination: SocketAddress, hash: UInt64? = nil,
+                  retryLoad: (_ health: [Int], _ degraded: [Int]) -> (healthy: [Int], degraded: [Int])? = { _, _ in nil })
+        -> Result<Choice, ProxyRuntime.RouteFailure> {
         switch config.discovery {
         case .originalDestination:
             return .success(Choice(address: originalDestination, index: nil, transport: transport(ofEndpoint: nil)))
@@ -137,13 +165,17 @@ final class ClusterRuntime: Sendable {
             }
             if !carriedTraffic.load(ordering: .relaxed) { carriedTraffic.store(true, ordering: .relaxed) }
             let checker = healthChecker
-            if let priorityPlan { return plannedChoice(endpoints, plan: priorityPlan, checker: checker, hash: hash) }
+            if let priorityPlan { return plannedChoice(endpoints, plan: priorityPlan, checker: checker, hash: hash, retryLoad: retryLoad) }
             if outlierDetector?.anyEjected == true || (checker?.failingCount ?? 0) > 0,
                let choice = choiceAvoidingUnavailable(endpoints, checker: checker, hash: hash) {
                 return choice
             }
             // The index goes with the choice where the outlier detector needs it to record the outcome.
             let tracked = outlierDetector != nil
+            if let inForce = slowStartInForce(), let index = slowStartPick(endpoints, excluding: { _ in false }, inForce.slowStart, now: inForce.now) {
+                let counted = tracked || config.loadBalancing == .leastRequest
+                return .success(Choice(address: endpoints[index].address, index: counted ? index : nil, transport: transport(ofEndpoint: index)))
+            }
             switch config.loadBalancing {
             case .ringHash, .maglev:
                 var random = RequestRandomness()
@@ -235,6 +267,9 @@ final class ClusterRuntime: Sendable {
         }
         var random = RequestRandomness()
         var chosen: Int?
+        if healthy > 0, let inForce = slowStartInForce() {
+            return slowStartPick(endpoints, excluding: isOut, inForce.slowStart, now: inForce.now)
+        }
         if healthy > 0 {
             switch config.loadBalancing {
             case .ringHash, .maglev:
@@ -272,6 +307,55 @@ final class ClusterRuntime: Sendable {
                     chosen = index
                 }
             }
+        }
+        return chosen
+    }
+
+    // MARK: Slow start
+
+    /// The slow start and the time now, while some host is in its window (ROUND_ROBIN and LEAST_REQUEST).
+    private func slowStartInForce() -> (slowStart: BootstrapConfig.Cluster.SlowStart, now: NIODeadline)? {
+        guard let slowStart = config.slowStart else { return nil }
+        switch config.loadBalancing {
+        case .roundRobin, .leastRequest: break
+        case .random, .ringHash, .maglev: return nil
+        }
+        let now = clock()
+        return now < slowStartEnds ? (slowStart, now) : nil
+    }
+
+    /// A host's weight now under slow start: its weight (LEAST_REQUEST: divided by its open requests + 1,
+    /// Envoy's `active_request_bias` 1.0) × its slow-start factor, which only healthy hosts get (a
+    /// degraded one keeps its weight, as in Envoy).
+    private func slowStartWeight(_ endpoints: [BootstrapConfig.Cluster.Endpoint], _ index: Int, _ slowStart: BootstrapConfig.Cluster.SlowStart,
+                         now: NIODeadline) -> Double {
+        var weight = Double(endpoints[index].weight)
+        if config.loadBalancing == .leastRequest, openByEndpoint.indices.contains(index) {
+            weight /= Double(openByEndpoint[index].load(ordering: .relaxed) + 1)
+        }
+        guard joined.indices.contains(index), !endpoints[index].degraded else { return weight }
+        return weight * slowStart.factor(age: .nanoseconds((now - joined[index]).nanoseconds))
+    }
+
+    /// While hosts are in slow start: the host where the next ticket's place (its multiple of the golden
+    /// ratio, modulo 1) falls on the line of the weights now, so that each host gets its share of turns in
+    /// order, as Envoy's weighted scheduler gives them, though the weights change with every pick. Not
+    /// Envoy's EDF schedule itself: the picks follow the same shares in another order.
+    private func slowStartPick(_ endpoints: [BootstrapConfig.Cluster.Endpoint], excluding isOut: (Int) -> Bool,
+                               _ slowStart: BootstrapConfig.Cluster.SlowStart, now: NIODeadline) -> Int? {
+        var total = 0.0
+        for index in endpoints.indices where !isOut(index) { total += slowStartWeight(endpoints, index, slowStart, now: now) }
+        guard total > 0 else { return nil }
+        let ticket = UInt(bitPattern: next.loadThenWrappingIncrement(ordering: .relaxed))
+        let place = (Double(ticket & 0xFFFF_FFFF) * 0.618_033_988_749_894_9).truncatingRemainder(dividingBy: 1) * total
+        var upTo = 0.0, chosen: Int?
+        for index in endpoints.indices where !isOut(index) {
+            upTo += slowStartWeight(endpoints, index, slowStart, now: now)
+            chosen = index
+            if place < upTo { break }
+        }
+        if let chosen, config.loadBalancing == .leastRequest, openByEndpoint.indices.contains(chosen) {
+            openByEndpoint[chosen].wrappingIncrement(ordering: .relaxed)
         }
         return chosen
     }

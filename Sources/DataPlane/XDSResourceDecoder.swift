@@ -392,7 +392,30 @@ enum XDSResourceDecoder {
         if case .maglevLbConfig? = proto.lbConfig, proto.lbPolicy != .maglev {
             throw ConfigError(path: "\(path).maglev_lb_config", message: "is for lb_policy MAGLEV")
         }
+        var slowStart: BootstrapConfig.Cluster.SlowStart?
+        var slowStartConfig: (field: String, config: Envoy_Config_Cluster_V3_Cluster.SlowStartConfig)?
+        switch proto.lbConfig {
+        case .roundRobinLbConfig(let config)?:
+            guard proto.lbPolicy == .roundRobin else {
+                throw ConfigError(path: "\(path).round_robin_lb_config", message: "is for lb_policy ROUND_ROBIN")
+            }
+            if config.hasSlowStartConfig { slowStartConfig = ("round_robin_lb_config.slow_start_config", config.slowStartConfig) }
+        case .leastRequestLbConfig(let config)?:
+            guard proto.lbPolicy == .leastRequest else {
+                throw ConfigError(path: "\(path).least_request_lb_config", message: "is for lb_policy LEAST_REQUEST")
+            }
+            if config.hasSlowStartConfig { slowStartConfig = ("least_request_lb_config.slow_start_config", config.slowStartConfig) }
+        default:
+            break
+        }
         var notActedOn = unknownFields(in: proto)
+        if let given = slowStartConfig {
+            slowStart = try .init(given.config, path: "\(path).\(given.field)")
+            // istiod's warmup sets one ("("): Capstan has no runtime, so the default value applies.
+            if !given.config.aggression.runtimeKey.isEmpty {
+                notActedOn.append(.init(path: "\(given.field).aggression.runtime_key", reason: "Capstan has no runtime: default_value applies"))
+            }
+        }
         if proto.type != .strictDns && proto.type != .logicalDns {
             for (set, field) in [(proto.hasDnsRefreshRate, "dns_refresh_rate"), (proto.respectDnsTtl, "respect_dns_ttl"),
                                  (proto.dnsLookupFamily != .auto, "dns_lookup_family"), (proto.hasTypedDnsResolverConfig, "typed_dns_resolver_config")] where set {
@@ -445,6 +468,7 @@ enum XDSResourceDecoder {
             name: proto.name, discovery: discovery,
             connectTimeout: proto.hasConnectTimeout ? duration(proto.connectTimeout) : nil, circuitBreakers: circuitBreakers,
             loadBalancing: loadBalancing, transportSocket: socket, fieldsNotActedOn: notActedOn + dnsNotActedOn, transportSocketMatches: matches)
+        cluster.slowStart = slowStart
         if let staticPlacement {
             cluster.localities = staticPlacement.localities
             cluster.overprovisioningFactor = staticPlacement.overprovisioningFactor
@@ -677,17 +701,15 @@ enum XDSResourceDecoder {
     }
 
     /// The endpoints that may take connections, with the localities (priority, weight) they belong to.
-    /// HEALTHY and UNKNOWN endpoints are kept, of every priority; if there are none, DEGRADED ones. The
-    /// others (UNHEALTHY, DRAINING, TIMEOUT, and DEGRADED beside healthy ones) are counted in their
+    /// HEALTHY and UNKNOWN endpoints are kept, of every priority, and DEGRADED ones marked so (they take
+    /// their priority's degraded load). The others (UNHEALTHY, DRAINING, TIMEOUT) are counted in their
     /// locality's `unavailable`, so that their priority's health is what Envoy computes. How requests are
-    /// spread over priorities and localities is ``PriorityLoad``'s.
+    /// spread over priorities, healthy and degraded hosts, and localities is ``PriorityLoad``'s.
     static func placement(of assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment,
                           path: String) throws(ConfigError) -> EndpointAssignment {
-        var healthy: [BootstrapConfig.Cluster.Endpoint] = []
-        var degraded: [BootstrapConfig.Cluster.Endpoint] = []
+        var kept: [BootstrapConfig.Cluster.Endpoint] = []
         var localities: [BootstrapConfig.Cluster.Locality] = []
         var unavailable: [Int] = []
-        var degradedCount: [Int] = []
         for (localityIndex, locality) in assignment.endpoints.enumerated() {
             var weight = 0
             if locality.hasLoadBalancingWeight {
@@ -700,7 +722,6 @@ enum XDSResourceDecoder {
             let name = [place.region, place.zone, place.subZone].joined(separator: "/")
             localities.append(.init(name: locality.hasLocality ? name : "", priority: Int(locality.priority), weight: weight))
             unavailable.append(0)
-            degradedCount.append(0)
             for (index, lbEndpoint) in locality.lbEndpoints.enumerated() {
                 let endpointPath = "\(path).endpoints[\(localityIndex)].lb_endpoints[\(index)]"
                 guard case .endpoint(let inner)? = lbEndpoint.hostIdentifier else {
@@ -715,12 +736,10 @@ enum XDSResourceDecoder {
                     weight = Int(lbEndpoint.loadBalancingWeight.value)
                 }
                 let metadata = lbEndpoint.metadata.filterMetadata[transportSocketMatchKey]?.fields ?? [:]
-                let endpoint = BootstrapConfig.Cluster.Endpoint(address, weight: weight, transportSocketMatch: metadata, locality: localityIndex)
+                let endpoint = BootstrapConfig.Cluster.Endpoint(address, weight: weight, transportSocketMatch: metadata, locality: localityIndex,
+                                                                degraded: lbEndpoint.healthStatus == .degraded)
                 switch lbEndpoint.healthStatus {
-                case .unknown, .healthy: healthy.append(endpoint)
-                case .degraded:
-                    degraded.append(endpoint)
-                    degradedCount[localityIndex] += 1
+                case .unknown, .healthy, .degraded: kept.append(endpoint)
                 case .unhealthy, .draining, .timeout: unavailable[localityIndex] += 1
                 case .UNRECOGNIZED(let number):
                     throw ConfigError(path: "\(endpointPath).health_status", message: "\(number) is not a health status")
@@ -734,14 +753,9 @@ enum XDSResourceDecoder {
             }
             factor = Int(assignment.policy.overprovisioningFactor.value)
         }
-        // Degraded hosts beside healthy ones take no requests (Envoy's degraded load is not done): they
-        // count as unavailable.
-        let useDegraded = healthy.isEmpty
-        for index in localities.indices {
-            localities[index].unavailable = unavailable[index] + (useDegraded ? 0 : degradedCount[index])
-        }
+        for index in localities.indices { localities[index].unavailable = unavailable[index] }
         // By priority, so that each priority's endpoints are together (the order within one is kept).
-        let endpoints = (useDegraded ? degraded : healthy).enumerated()
+        let endpoints = kept.enumerated()
             .sorted { (localities[$0.element.locality].priority, $0.offset) < (localities[$1.element.locality].priority, $1.offset) }
             .map(\.element)
         return EndpointAssignment(endpoints: endpoints, localities: localities, overprovisioningFactor: factor)

@@ -486,15 +486,24 @@ final class HTTPStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// The retry's endpoint (another host than those tried, under `previous_hosts`, within
-    /// `host_selection_retry_max_attempts` choices), then the request again.
+    /// `host_selection_retry_max_attempts` choices; of another priority than those tried, under
+    /// `previous_priorities`), then the request again.
     private func nextAttempt(context: ChannelHandlerContext) {
-        guard case .backingOff = state, let cluster, let retry else { return }
+        guard case .backingOff = state, let cluster, var retry else { return }
         releaseRetry()
         var chosen: UpstreamEndpoint?
         for selection in 0..<retry.policy.hostSelectionAttempts {
             if let previous = chosen { cluster.requestEnded(at: previous) }
             let hash = requestHash?.value.map { HashPolicy.rehash($0, try: retry.attempts - 1 + selection) }
-            switch cluster.chooseEndpoint(for: connection.downstream, hash: hash) {
+            let choice: Result<UpstreamEndpoint, UpstreamUnavailable>
+            if var priorities = retry.priorities {
+                choice = cluster.chooseEndpoint(for: connection.downstream, hash: hash, priorities: &priorities)
+                retry.priorities = priorities
+                self.retry = retry
+            } else {
+                choice = cluster.chooseEndpoint(for: connection.downstream, hash: hash)
+            }
+            switch choice {
             case .success(let endpoint): chosen = endpoint
             case .failure(.noHealthyUpstream):
                 return answer(.serviceUnavailable, body: "no healthy upstream", flags: .noHealthyUpstream)

@@ -14,6 +14,8 @@ struct RetryState {
     private(set) var attempts = 1
     /// The hosts attempts went to, for `previous_hosts`.
     private(set) var triedHosts: [UpstreamEndpoint] = []
+    /// Under `previous_priorities`: the priorities tried, and the load retries use.
+    var priorities: PreviousPriorities?
     /// The request's parts after its head, as the downstream sent them; nil once they outgrew the limit.
     private(set) var keptParts: [HTTPRequestPart]? = []
     private var keptBytes = 0
@@ -25,6 +27,7 @@ struct RetryState {
         self.policy = policy
         idempotent = [.get, .head, .put, .delete, .options, .trace].contains(method)
         self.limit = limit
+        priorities = policy.previousPrioritiesUpdateFrequency.map(PreviousPriorities.init(updateFrequency:))
     }
 
     /// Keeps a body part or the end, to send again on the next attempt.
@@ -55,6 +58,7 @@ struct RetryState {
 
     mutating func attemptFailed(at host: UpstreamEndpoint) {
         triedHosts.append(host.pooled)
+        priorities?.attempted(priority: host.priority)
         attempts += 1
     }
 

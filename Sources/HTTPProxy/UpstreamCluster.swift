@@ -25,12 +25,17 @@ public struct UpstreamEndpoint: Sendable, Hashable {
     /// `tlsMode`): connections are pooled by it too, so a plaintext one never serves a TLS endpoint. The
     /// cluster gives the same object each time it chooses the same endpoint; pools compare it by identity.
     public var transport: (any AnyObject & Sendable)?
+    /// The priority the cluster placed it in (its rank among the cluster's priorities, 0 first), for
+    /// `previous_priorities`; not part of its identity.
+    public var priority: Int
 
-    public init(address: SocketAddress, source: SocketAddress? = nil, token: Int? = nil, transport: (any AnyObject & Sendable)? = nil) {
+    public init(address: SocketAddress, source: SocketAddress? = nil, token: Int? = nil, transport: (any AnyObject & Sendable)? = nil,
+                priority: Int = 0) {
         self.address = address
         self.source = source
         self.token = token
         self.transport = transport
+        self.priority = priority
     }
 
     public static func == (lhs: Self, rhs: Self) -> Bool {
@@ -87,6 +92,10 @@ public protocol UpstreamCluster: AnyObject, Sendable {
     /// ORIGINAL_DST cluster: the connection's original destination); RING_HASH and MAGLEV place `hash`
     /// (the route's hash policies', ``HashPolicy``; nil: a random place).
     func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?) -> Result<UpstreamEndpoint, UpstreamUnavailable>
+    /// The endpoint for a retry under `previous_priorities`: as ``chooseEndpoint(for:hash:)``, with the
+    /// priority drawn from the load `priorities` gives for the cluster's priorities' health.
+    func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?,
+                        priorities: inout PreviousPriorities) -> Result<UpstreamEndpoint, UpstreamUnavailable>
     /// The request sent to `endpoint` has ended.
     func requestEnded(at endpoint: UpstreamEndpoint)
     /// How an attempt at `endpoint` went (its outlier detection counts it); reported before
@@ -103,4 +112,10 @@ public protocol UpstreamCluster: AnyObject, Sendable {
 extension UpstreamCluster {
     /// Clusters without outlier detection (tests' own) need not listen.
     public func record(_ outcome: UpstreamOutcome, at endpoint: UpstreamEndpoint) {}
+
+    /// Clusters of one priority (tests' own) have nothing to leave out.
+    public func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?,
+                               priorities: inout PreviousPriorities) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
+        chooseEndpoint(for: downstream, hash: hash)
+    }
 }

@@ -67,10 +67,14 @@ public struct RetryPolicy: Sendable, Equatable {
     /// `retry_back_off`: Envoy's defaults are 25 ms and ten times the base.
     public var backOffBase: Duration
     public var backOffMax: Duration
+    /// `retry_priority` `envoy.retry_priorities.previous_priorities`: its `update_frequency` (every that
+    /// many attempts, a retry's priority load leaves out the priorities tried); nil without it.
+    public var previousPrioritiesUpdateFrequency: Int?
 
     static let previousHosts = "envoy.retry_host_predicates.previous_hosts"
+    static let previousPriorities = "envoy.retry_priorities.previous_priorities"
 
-    init(_ proto: Envoy_Config_Route_V3_RetryPolicy, path: String, notActedOn: inout [FieldNotActedOn]) {
+    init(_ proto: Envoy_Config_Route_V3_RetryPolicy, path: String, notActedOn: inout [FieldNotActedOn]) throws(ConfigError) {
         var conditions = Conditions()
         for name in proto.retryOn.split(separator: ",").map({ String($0.filter { !$0.isWhitespace }) }) where !name.isEmpty {
             if let condition = Conditions.byName[name] {
@@ -95,6 +99,29 @@ public struct RetryPolicy: Sendable, Equatable {
         hostSelectionAttempts = max(1, Int(proto.hostSelectionRetryMaxAttempts))
         backOffBase = proto.retryBackOff.hasBaseInterval ? Duration(proto.retryBackOff.baseInterval) : .milliseconds(25)
         backOffMax = proto.retryBackOff.hasMaxInterval ? Duration(proto.retryBackOff.maxInterval) : backOffBase * 10
+        previousPrioritiesUpdateFrequency = nil
+        if proto.hasRetryPriority {
+            previousPrioritiesUpdateFrequency = try Self.previousPriorities(proto.retryPriority, path: "\(path).retry_priority")
+        }
+    }
+
+    /// The `update_frequency` of a `retry_priority`, which must be `previous_priorities` (Envoy has no other
+    /// built in) with a `PreviousPrioritiesConfig` whose `update_frequency` is above 0, as Envoy validates it.
+    private static func previousPriorities(_ priority: Envoy_Config_Route_V3_RetryPolicy.RetryPriority,
+                                           path: String) throws(ConfigError) -> Int {
+        guard priority.name == previousPriorities else {
+            throw ConfigError(path: "\(path).name", message: "\"\(priority.name)\" is not a retry priority Capstan has (\(previousPriorities) is)")
+        }
+        let config: Envoy_Extensions_Retry_Priority_PreviousPriorities_V3_PreviousPrioritiesConfig
+        do {
+            config = try .init(unpackingAny: priority.typedConfig)
+        } catch {
+            throw ConfigError(path: "\(path).typed_config", message: "is not a PreviousPrioritiesConfig: \(error)")
+        }
+        guard config.updateFrequency > 0 else {
+            throw ConfigError(path: "\(path).typed_config.update_frequency", message: "must be above 0, not \(config.updateFrequency)")
+        }
+        return Int(config.updateFrequency)
     }
 
     /// Whether `failure` is one this policy retries. A request that is not idempotent (POST, PATCH,

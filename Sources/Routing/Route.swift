@@ -98,7 +98,7 @@ struct Route: Sendable {
         // The route's own policy replaces the virtual host's, as in Envoy.
         var retryPolicy = enclosing.retryPolicy
         if proto.hasRetryPolicy {
-            retryPolicy = RetryPolicy(proto.retryPolicy, path: "\(path).retry_policy", notActedOn: &notActedOn)
+            retryPolicy = try RetryPolicy(proto.retryPolicy, path: "\(path).retry_policy", notActedOn: &notActedOn)
         }
         var hashPolicies: [HashPolicy] = []
         for (index, policy) in proto.hashPolicy.enumerated() {

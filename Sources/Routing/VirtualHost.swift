@@ -24,7 +24,7 @@ public struct VirtualHost: Sendable {
             try HeaderMutations(adding: proto.responseHeadersToAdd, removing: proto.responseHeadersToRemove,
                                 path: path, fields: ("response_headers_to_add", "response_headers_to_remove")), at: 0)
         if proto.hasRetryPolicy {
-            enclosing.retryPolicy = RetryPolicy(proto.retryPolicy, path: "\(path).retry_policy", notActedOn: &notActedOn)
+            enclosing.retryPolicy = try RetryPolicy(proto.retryPolicy, path: "\(path).retry_policy", notActedOn: &notActedOn)
         }
         for (field, given, reason) in [
             ("include_attempt_count_in_response", proto.includeAttemptCountInResponse, "responses carry no x-envoy-attempt-count yet"),

@@ -1,5 +1,7 @@
 @testable import ControlPlane
+import SwiftProtobuf
 import Testing
+import XDS
 
 @Suite struct HTTPRouteReadingTests {
     static let jason = HTTPDocuments.virtualService("""
@@ -151,6 +153,41 @@ import Testing
         let bad = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(
             "  - retries: {attempts: 2, retryOn: \"5xx,sometimes\"}\n    route: [{destination: {host: payments}}]")]))])
         #expect(bad.problems.contains { $0.description.contains("spec.http[0].retries.retryOn: \"sometimes\" is neither") }, "\(bad.problems)")
+    }
+
+    /// istiod's `ConvertPolicy`: `retryRemoteLocalities: true` adds `retry_priority`
+    /// `envoy.retry_priorities.previous_priorities` with `PreviousPrioritiesConfig{update_frequency: 2}` to
+    /// the policy it would make anyway; false or absent adds nothing. No warning either way.
+    @Test func retryRemoteLocalitiesBecomesPreviousPrioritiesAsIstiodConvertsIt() throws {
+        let routes = """
+              - match: [{uri: {prefix: /remote}}]
+                retries: {attempts: 3, retryRemoteLocalities: true}
+                route: [{destination: {host: payments, subset: v1}}]
+              - match: [{uri: {prefix: /local}}]
+                retries: {attempts: 3, retryRemoteLocalities: false}
+                route: [{destination: {host: payments, subset: v1}}]
+            """
+        let reading = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(routes)]))])
+        let config = try #require(reading.config, "\(reading.problems)")
+        #expect(!reading.warnings.contains { $0.contains("retryRemoteLocalities") }, "\(reading.warnings)")
+        let http = try #require(config.virtualServices.first?.http)
+        #expect(http.map { $0.retries?.retryRemoteLocalities } == [true, false])
+        let remote = try #require(HTTPRouteGenerator.retryPolicy(http[0].retries))
+        #expect(remote.hasRetryPriority)
+        #expect(remote.retryPriority.name == "envoy.retry_priorities.previous_priorities")
+        #expect(remote.retryPriority.typedConfig.typeURL
+                == "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig")
+        let priorities = try Envoy_Extensions_Retry_Priority_PreviousPriorities_V3_PreviousPrioritiesConfig(unpackingAny: remote.retryPriority.typedConfig)
+        #expect(priorities.updateFrequency == 2)
+        // The rest is the policy istiod makes without the flag.
+        var rest = remote
+        rest.clearRetryPriority()
+        let local = try #require(HTTPRouteGenerator.retryPolicy(http[1].retries))
+        #expect(rest == local && !local.hasRetryPriority)
+        #expect(remote.numRetries.value == 3 && remote.retryHostPredicate.map(\.name) == ["envoy.retry_host_predicates.previous_hosts"])
+        let bad = MeshConfigReader.read([("mesh.yaml", HTTPDocuments.mesh([HTTPDocuments.virtualService(
+            "  - retries: {attempts: 2, retryRemoteLocalities: sometimes}\n    route: [{destination: {host: payments}}]")]))])
+        #expect(bad.problems.contains { $0.description.contains("spec.http[0].retries.retryRemoteLocalities") }, "\(bad.problems)")
     }
 
     @Test func faultsBecomeEnvoysFaultFilterConfigurationAsIstiodTranslatesThem() throws {

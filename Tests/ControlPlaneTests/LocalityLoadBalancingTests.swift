@@ -117,3 +117,50 @@ import XDS
         #expect(cluster.commonLbConfig.localityWeightedLbConfig == .init())
     }
 }
+
+/// The mesh config's `localityLbSetting`: the default of DestinationRules without their own, as istiod's
+/// `GetLocalityLbSetting` takes it (a rule's own setting wins, `enabled: false` in the mesh turns off the
+/// default failover).
+extension LocalityLoadBalancingTests {
+    func store(_ trafficPolicy: String?, mesh: String) throws -> MeshSnapshotStore {
+        var documents = [Documents.serviceEntry, workload("a", "198.51.100.10", "r1/z1/s1"), workload("b", "198.51.100.11", "r1/z1/s2"),
+                         workload("c", "198.51.100.12", "r1/z2"), workload("d", "198.51.100.13", "r2/z1"), workload("e", "198.51.100.14", "r3/z1"),
+                         MeshSettingsTests.configMap(mesh)]
+        if let trafficPolicy { documents.append(rule(trafficPolicy)) }
+        let reading = MeshConfigReader.read([("mesh.yaml", documents.joined(separator: "\n---\n"))])
+        let config = try #require(reading.config, "\(reading.problems)")
+        #expect(!reading.warnings.contains { $0.contains("localityLbSetting") }, "\(reading.warnings)")
+        let store = MeshSnapshotStore()
+        store.update(try ProxyConfigGenerator().resources(for: config))
+        return store
+    }
+
+    @Test func theMeshWideSettingIsTheDefaultOfRulesWithoutOne() throws {
+        let outlier = "{outlierDetection: {consecutive5xxErrors: 1}}"
+        // The mesh's failover applies to a rule that gives none.
+        let failover = try store(outlier, mesh: "localityLbSetting: {failover: [{from: r1, to: r3}]}")
+        #expect(try groups(failover, locality: here) == ["r1/z1/s1@0×1", "r1/z1/s2@1×1", "r1/z2/@2×1", "r2/z1/@4×1", "r3/z1/@3×1"])
+        // Its distribute too, with or without outlier detection, and to services without a rule.
+        let distribute = "localityLbSetting: {distribute: [{from: r1/z1/*, to: {r1/z1/*: 80, r2/*: 20}}]}"
+        let expected = ["r1/z1/s1@0×40", "r1/z1/s2@0×40", "r1/z2/@0×1 empty", "r2/z1/@0×20", "r3/z1/@0×1 empty"]
+        #expect(try groups(try store(nil, mesh: distribute), locality: here) == expected)
+        #expect(try groups(try store("{connectionPool: {tcp: {maxConnections: 10}}}", mesh: distribute), locality: here) == expected)
+        // Off in the mesh: no default failover, even with outlier detection.
+        let off = try store(outlier, mesh: "localityLbSetting: {enabled: false}")
+        #expect(try groups(off, locality: here).allSatisfy { $0.contains("@0×") })
+        // A rule's own setting wins over the mesh's, whether the mesh's is off or another.
+        let own = try store("{loadBalancer: {localityLbSetting: {enabled: true}}, outlierDetection: {consecutive5xxErrors: 1}}",
+                            mesh: "localityLbSetting: {enabled: false}")
+        #expect(try groups(own, locality: here) == ["r1/z1/s1@0×1", "r1/z1/s2@1×1", "r1/z2/@2×1", "r2/z1/@3×1", "r3/z1/@3×1"])
+        let ruleOff = try store("{loadBalancer: {localityLbSetting: {enabled: false}}, outlierDetection: {consecutive5xxErrors: 1}}",
+                                mesh: "localityLbSetting: {failover: [{from: r1, to: r3}]}")
+        #expect(try groups(ruleOff, locality: here).allSatisfy { $0.contains("@0×") })
+    }
+
+    @Test func theMeshWideSettingIsCheckedAsARulesIs() {
+        let reading = MeshConfigReader.read([("istio.yaml", MeshSettingsTests.configMap("localityLbSetting: {failover: [{from: r1, to: r1}]}"))])
+        #expect(reading.config == nil)
+        #expect(reading.problems.contains { $0.description.contains("data.mesh.localityLbSetting.failover[0]: failover from \"r1\" to itself") },
+                "\(reading.problems)")
+    }
+}

@@ -123,3 +123,62 @@ extension PriorityLoadTests {
         #expect(runtime.hostLines.contains("svc::192.0.2.10:80::region::us-east"))
     }
 }
+
+/// Envoy's degraded load: DEGRADED hosts take what their priorities' healthy hosts leave, by their own
+/// health, and count toward panic; with locality weights, their localities by their degraded hosts.
+extension PriorityLoadTests {
+    @Test func degradedHostsTakeWhatTheHealthyOnesLeaveAsEnvoyComputesIt() {
+        // Envoy's own example: healths of 10, 20 and 10 %, degraded 20, 10 and 0 %: 16/28/14 % to the
+        // healthy hosts (the first takes rounding's 2 points), 28/14/0 % to the degraded ones.
+        let three = PriorityLoad(available: [10, 20, 10], degraded: [20, 10, 0], total: [100, 100, 100], overprovisioningFactor: 100,
+                                 panicThreshold: 0)
+        #expect(three.percent == [16, 28, 14] && three.degradedPercent == [28, 14, 0])
+        #expect(three.choice(for: 57) == (2, false) && three.choice(for: 58) == (0, true) && three.choice(for: 99) == (1, true))
+        // One priority, 3 healthy and 5 degraded of 10: healths 42 and 70, so 42 % and the 58 % left.
+        let one = PriorityLoad(available: [3], degraded: [5], total: [10], overprovisioningFactor: 140, panicThreshold: 50)
+        #expect(one.percent == [42] && one.degradedPercent == [58] && one.panic == [false])
+        // Only degraded hosts: all to them.
+        let only = PriorityLoad(available: [0], degraded: [2], total: [2], overprovisioningFactor: 140, panicThreshold: 50)
+        #expect(only.percent == [0] && only.degradedPercent == [100])
+        // Degraded hosts count against panic: 1 healthy and 1 degraded of 10 is 20 %, below 50 %.
+        let short = PriorityLoad(available: [1], degraded: [1], total: [10], overprovisioningFactor: 140, panicThreshold: 50)
+        #expect(short.panic == [true] && short.percent == [100] && short.degradedPercent == [0])
+        let enough = PriorityLoad(available: [3], degraded: [3], total: [10], overprovisioningFactor: 140, panicThreshold: 50)
+        #expect(enough.panic == [false] && enough.percent == [50] && enough.degradedPercent == [50])
+    }
+
+    @Test func aDegradedHostTakesItsShareAndIsListedSo() throws {
+        // Priority 0: .10 healthy, .11 degraded, and three hosts EDS gave as unhealthy: healths 28 and 28.
+        var config = BootstrapConfig.Cluster(name: "svc", discovery: .endpoints([.init(try SocketAddress(ipAddress: "192.0.2.10", port: 80)),
+                                                                                 .init(try SocketAddress(ipAddress: "192.0.2.11", port: 80), degraded: true)]))
+        config.localities = [.init(name: "r/a/", priority: 0, unavailable: 3)]
+        config.healthyPanicThreshold = 0
+        let runtime = ClusterRuntime(config)
+        #expect(runtime.priorityPlan?.allAvailable.percent == [50] && runtime.priorityPlan?.allAvailable.degradedPercent == [50])
+        let split = try picks(runtime)
+        #expect((1800...2200).contains(split["192.0.2.11"] ?? 0), "\(split)")
+        #expect(runtime.hostLines.contains("svc::192.0.2.11:80::health_flags::/degraded_eds_health"))
+        #expect(runtime.hostLines.contains("svc::192.0.2.10:80::health_flags::healthy"))
+        // Beside a priority whose healthy hosts make 100 % (3 of 4 × 140 %), the degraded host takes nothing.
+        var healthy = config
+        healthy.discovery = .endpoints(try ["192.0.2.10", "192.0.2.12", "192.0.2.13"].map { .init(try SocketAddress(ipAddress: $0, port: 80)) }
+                                       + [.init(try SocketAddress(ipAddress: "192.0.2.11", port: 80), degraded: true)])
+        healthy.localities = [.init(name: "r/a/", priority: 0)]
+        #expect(try picks(ClusterRuntime(healthy), 400)["192.0.2.11"] == nil)
+    }
+
+    @Test func localitiesTakeTheirTurnsInAFixedOrderByEffectiveWeight() throws {
+        let localities: [BootstrapConfig.Cluster.Locality] = [.init(name: "r/a/", priority: 0, weight: 80), .init(name: "r/b/", priority: 0, weight: 20)]
+        let first = try cluster(localities: localities, hosts: [1, 1], weighted: true)
+        let second = try cluster(localities: localities, hosts: [1, 1], weighted: true)
+        let original = try SocketAddress(ipAddress: "10.0.0.1", port: 80)
+        let orderOf = { (runtime: ClusterRuntime) in try (0..<1000).map { _ in try runtime.endpoint(originalDestination: original).get().address.ipAddress ?? "" } }
+        let order = try orderOf(first)
+        // The same order for the same weights, and 80 % within a few turns over 1,000 (not a random draw's ±25).
+        #expect(try orderOf(second) == order)
+        let toA = order.filter { $0 == "192.0.2.10" }.count
+        #expect((795...805).contains(toA), "\(toA)")
+        // Spread out: never more than a short run of the light locality in the first hundred.
+        #expect(!order.prefix(100).joined(separator: ",").contains(Array(repeating: "192.0.2.20", count: 3).joined(separator: ",")))
+    }
+}

@@ -141,8 +141,11 @@ import XDS
         #expect(decoded.overprovisioningFactor == 140)
         #expect(try endpoints(assignment([(0, [("192.0.2.10", .draining, nil), ("192.0.2.11", .timeout, nil)]),
                                           (1, [("192.0.2.20", .healthy, nil), ("192.0.2.21", .healthy, 5)])])) == ["192.0.2.20×1", "192.0.2.21×5"])
-        // DEGRADED endpoints only when no priority has a healthy one (else they count as unavailable).
-        #expect(try endpoints(assignment([(0, [("192.0.2.10", .degraded, nil)]), (1, [("192.0.2.20", .healthy, nil)])])) == ["192.0.2.20×1"])
+        // DEGRADED endpoints are kept, marked, beside healthy ones (they take their priority's degraded load).
+        let degraded = try #require(try XDSResourceDecoder.assignments([try .packed(assignment([
+            (0, [("192.0.2.10", .degraded, nil)]), (1, [("192.0.2.20", .healthy, nil)])]), as: .endpoint)])["svc"])
+        #expect(degraded.endpoints.map { "\($0.address.ipAddress ?? "")\($0.degraded ? " degraded" : "")" } == ["192.0.2.10 degraded", "192.0.2.20"])
+        #expect(degraded.localities.map(\.unavailable) == [0, 0])
         #expect(try endpoints(assignment([(0, [("192.0.2.10", .degraded, nil), ("192.0.2.11", .unhealthy, nil)])])) == ["192.0.2.10×1"])
         #expect(try endpoints(assignment([(0, [("192.0.2.10", .unhealthy, nil)])])).isEmpty)
         #expect(throws: ConfigError(path: "cluster_load_assignment \"svc\".endpoints[0].lb_endpoints[0].load_balancing_weight", message: "must be at least 1")) {

@@ -73,4 +73,44 @@ extension HTTPControlPlaneTests {
             #expect((760...840).contains(v1), "v1 \(v1), v2 \(v2)")
         }
     }
+
+    /// `retryRemoteLocalities` (istiod's `previous_priorities`, updated every second attempt): v1, in the
+    /// pod's zone (priority 0), answers every request 503; v2 is in the other zone (priority 1), where
+    /// nothing goes while v1 is in (its failures never eject it here). Under /remote, the first retry still
+    /// goes to priority 0 (one host tried is below the update frequency, and v1 is its only host) and the
+    /// second leaves priority 0 out: v2 answers, after exactly two failures at v1. Elsewhere, without the
+    /// flag, all three attempts go to v1 and the client gets its 503.
+    @Test func retryRemoteLocalitiesSendsTheSecondRetryToTheOtherPriority() throws {
+        let workloads = Self.zonedWorkloads(trafficPolicy: "    outlierDetection: {consecutive5xxErrors: 1000, interval: 60s, baseEjectionTime: 30s}")
+        let routes = MeshDocuments.httpVirtualService("""
+              - match:
+                - uri: {prefix: /remote}
+                retries: {attempts: 2, retryRemoteLocalities: true}
+                route:
+                - destination: {host: payments}
+              - route:
+                - destination: {host: payments}
+            """)
+        try withHTTPMesh(["workloads.yaml": workloads, "routes.yaml": routes], upstreamArguments: ["v1": ["--fail-status", "503"]],
+                         proxyLocality: "r1/za") { mesh in
+            let proxy = try #require(mesh.proxy)
+            let cluster = "outbound|9080||payments.shop.svc.cluster.local"
+            #expect(waitFor("v2", mesh, path: "/remote/ready"), "\(proxy.errorOutput)")
+            let hosts = try proxy.admin("GET", "/clusters").body
+            #expect(hosts.contains("\(cluster)::198.51.100.10:8080::priority::0") && hosts.contains("\(cluster)::198.51.100.99:8080::priority::1"),
+                    "\(hosts)")
+            let v1Log = "/tmp/\(mesh.sandbox.name)-upstream-v1.log"
+            func failuresAtV1() -> Int {
+                ((try? String(contentsOfFile: v1Log, encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.hasPrefix("FAILED ") }.count
+            }
+            let before = failuresAtV1()
+            let (upstreams, _) = try requests(mesh, path: "/remote/pay", count: 20)
+            #expect(upstreams == Array(repeating: "v2", count: 20), "\(upstreams)")
+            #expect(failuresAtV1() - before == 40, "two attempts at v1 before each failover")
+            #expect((try mesh.stat("cluster.\(cluster).outlier_detection.ejections_active") ?? "0") == "0")
+            // Without the flag: the default policy's three attempts all go to v1.
+            let (statuses, _) = try self.statuses(mesh, path: "/pay", count: 5)
+            #expect(statuses == [503: 5], "\(statuses)")
+        }
+    }
 }

@@ -30,6 +30,10 @@ import XDS
         /// Endpoints are chosen in turn.
         private var next = 0
         private(set) var activeRequests = 0
+        /// Each endpoint's priority (none given: all 0).
+        var priorities: [Int] = []
+        /// What a retry under `previous_priorities` brought: the priorities tried so far.
+        private(set) var retryAttempted: [[Int]] = []
 
         init(name: String, loop: EmbeddedEventLoop, endpoints: [SocketAddress]) {
             self.name = name
@@ -41,7 +45,22 @@ import XDS
             guard !endpoints.isEmpty else { return .failure(.noHealthyUpstream) }
             activeRequests += 1
             defer { next += 1 }
-            return .success(UpstreamEndpoint(address: endpoints[next % endpoints.count]))
+            let index = next % endpoints.count
+            return .success(UpstreamEndpoint(address: endpoints[index], priority: priorities.indices.contains(index) ? priorities[index] : 0))
+        }
+
+        /// Under `previous_priorities`: the first endpoint of the first priority the retry load gives
+        /// requests to (every priority fully healthy), else in turn.
+        func chooseEndpoint(for downstream: DownstreamConnectionInfo, hash: UInt64?,
+                            priorities retry: inout PreviousPriorities) -> Result<UpstreamEndpoint, UpstreamUnavailable> {
+            retryAttempted.append(retry.attempted)
+            let count = (priorities.max() ?? 0) + 1
+            guard let load = retry.load(health: Array(repeating: 100, count: count)), let priority = load.firstIndex(where: { $0 > 0 }),
+                  let index = priorities.firstIndex(of: priority) else {
+                return chooseEndpoint(for: downstream, hash: hash)
+            }
+            activeRequests += 1
+            return .success(UpstreamEndpoint(address: endpoints[index], priority: priority))
         }
 
         func requestEnded(at endpoint: UpstreamEndpoint) { activeRequests -= 1 }
@@ -93,6 +112,11 @@ import XDS
                {"match": {"prefix": "/retry"}, "route": {"cluster": "backend", "retry_policy": {"retry_on": "5xx,connect-failure", "num_retries": 2,
                  "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts"}], "host_selection_retry_max_attempts": 3,
                  "retry_back_off": {"base_interval": "0.01s"}}}},
+               {"match": {"prefix": "/remote"}, "route": {"cluster": "backend", "retry_policy": {"retry_on": "5xx", "num_retries": 1,
+                 "retry_priority": {"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
+                   "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                   "update_frequency": 1}},
+                 "retry_back_off": {"base_interval": "0.01s"}}}},
                {"match": {"prefix": "/empty"}, "route": {"cluster": "empty"}},
                {"match": {"prefix": "/"}, "route": {"cluster": "backend"}, "response_headers_to_add": [
                  {"header": {"key": "x-route", "value": "backend"}}]}]}]},
@@ -100,6 +124,7 @@ import XDS
                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
             """
         Google_Protobuf_Any.register(messageType: Envoy_Extensions_Filters_Http_Router_V3_Router.self)
+        Google_Protobuf_Any.register(messageType: Envoy_Extensions_Retry_Priority_PreviousPriorities_V3_PreviousPrioritiesConfig.self)
         return try HTTPConnectionManagerConfig(try HCM(jsonString: json), path: "hcm")
     }
 
@@ -234,6 +259,31 @@ import XDS
         #expect(fixture.records.ended.first?.upstreamRetries == 1)
         #expect(fixture.records.ended.first?.flags.description == "-")
         #expect(fixture.backend.activeRequests == 0, "each attempt's endpoint is released")
+    }
+
+    /// `previous_priorities`: the retry asks the cluster with the priorities its attempts went to (the first
+    /// attempt's included), and goes where that load sends it; without it, the next host in turn.
+    @Test func aRetryUnderPreviousPrioritiesGoesToAPriorityNotTried() throws {
+        let fixture = try Fixture(backends: 3)
+        fixture.backend.priorities = [0, 0, 1]
+        try fixture.send("GET /remote HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        _ = try fixture.upstreamText(0)
+        try fixture.answer("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n", on: 0)
+        fixture.loop.advanceTime(by: .milliseconds(20))
+        #expect(fixture.backend.retryAttempted == [[0]])
+        #expect(try fixture.backend.connections[1].remoteAddress?.ipAddress == "192.0.2.12", "priority 1's host, not .11 in turn")
+        try fixture.answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", on: 1)
+        #expect(try fixture.downstreamText().hasPrefix("HTTP/1.1 200 OK"))
+        #expect(fixture.backend.activeRequests == 0)
+        // The /retry route has no retry priority: its retry never asks with priorities.
+        let plain = try Fixture(backends: 3)
+        plain.backend.priorities = [0, 0, 1]
+        try plain.send("GET /retry HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        _ = try plain.upstreamText(0)
+        try plain.answer("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n", on: 0)
+        plain.loop.advanceTime(by: .milliseconds(20))
+        #expect(plain.backend.retryAttempted.isEmpty)
+        #expect(try plain.backend.connections[1].remoteAddress?.ipAddress == "192.0.2.11")
     }
 
     @Test func aClientThatLeavesDuringTheBackOffReleasesEachEndpointOnce() throws {

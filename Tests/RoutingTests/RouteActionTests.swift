@@ -228,3 +228,34 @@ extension RouteActionTests {
         #expect(plain.timeout(for: grpc("250m")) == .seconds(7), "without max_grpc_timeout the header is not read")
     }
 }
+
+extension RouteActionTests {
+    /// A route with istiod's retry policy and `retry_priority` `priority` (its config `config`).
+    func retryPriority(_ name: String, config: (any SwiftProtobuf.Message)?) throws -> Envoy_Config_Route_V3_RouteConfiguration {
+        var proto = try Envoy_Config_Route_V3_RouteConfiguration(jsonString: oneHost(routes: #"{"match": {"prefix": "/"}, "route": {"cluster": "c", "retry_policy": {"num_retries": 2}}}"#))
+        var priority = Envoy_Config_Route_V3_RetryPolicy.RetryPriority()
+        priority.name = name
+        if let config { priority.typedConfig = try Google_Protobuf_Any(message: config) }
+        proto.virtualHosts[0].routes[0].route.retryPolicy.retryPriority = priority
+        return proto
+    }
+
+    /// `retryRemoteLocalities` as istiod sends it: `previous_priorities` with `update_frequency` 2. Another
+    /// retry priority, or a frequency Envoy's validation refuses, is refused.
+    @Test func readsPreviousPrioritiesAndRefusesOthers() throws {
+        var config = Envoy_Extensions_Retry_Priority_PreviousPriorities_V3_PreviousPrioritiesConfig()
+        config.updateFrequency = 2
+        let table = try RouteTable(try retryPriority("envoy.retry_priorities.previous_priorities", config: config))
+        #expect(table.fieldsNotActedOn.isEmpty)
+        guard case .forward(let forwarding)? = table.route(request(), randomValue: 0)?.action else { Issue.record("not forwarded"); return }
+        #expect(forwarding.retryPolicy?.previousPrioritiesUpdateFrequency == 2)
+
+        let path = #"route_config "test".virtual_hosts[0].routes[0].route.retry_policy.retry_priority"#
+        #expect(refusal(try retryPriority("envoy.retry_priorities.other", config: config))?.path == "\(path).name")
+        config.updateFrequency = 0
+        #expect(refusal(try retryPriority("envoy.retry_priorities.previous_priorities", config: config))?.path
+                == "\(path).typed_config.update_frequency")
+        #expect(refusal(try retryPriority("envoy.retry_priorities.previous_priorities", config: Google_Protobuf_Duration()))?.path
+                == "\(path).typed_config")
+    }
+}

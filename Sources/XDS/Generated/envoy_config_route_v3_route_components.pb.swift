@@ -945,6 +945,15 @@ public nonisolated struct Envoy_Config_Route_V3_RetryPolicy: Sendable {
   /// Clears the value of `perTryTimeout`. Subsequent reads from it will return its default value.
   public mutating func clearPerTryTimeout() {self._perTryTimeout = nil}
 
+  public var retryPriority: Envoy_Config_Route_V3_RetryPolicy.RetryPriority {
+    get {_retryPriority ?? Envoy_Config_Route_V3_RetryPolicy.RetryPriority()}
+    set {_retryPriority = newValue}
+  }
+  /// Returns true if `retryPriority` has been explicitly set.
+  public var hasRetryPriority: Bool {self._retryPriority != nil}
+  /// Clears the value of `retryPriority`. Subsequent reads from it will return its default value.
+  public mutating func clearRetryPriority() {self._retryPriority = nil}
+
   public var perTryIdleTimeout: SwiftProtobuf.Google_Protobuf_Duration {
     get {_perTryIdleTimeout ?? SwiftProtobuf.Google_Protobuf_Duration()}
     set {_perTryIdleTimeout = newValue}
@@ -1029,10 +1038,40 @@ public nonisolated struct Envoy_Config_Route_V3_RetryPolicy: Sendable {
     fileprivate var _maxInterval: SwiftProtobuf.Google_Protobuf_Duration? = nil
   }
 
+  /// Which priorities a retry may go to: Capstan reads `envoy.retry_priorities.previous_priorities`
+  /// (istiod's `retryRemoteLocalities`).
+  public nonisolated struct RetryPriority: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var name: String = String()
+
+    public var configType: Envoy_Config_Route_V3_RetryPolicy.RetryPriority.OneOf_ConfigType? = nil
+
+    public var typedConfig: SwiftProtobuf.Google_Protobuf_Any {
+      get {
+        if case .typedConfig(let v)? = configType {return v}
+        return SwiftProtobuf.Google_Protobuf_Any()
+      }
+      set {configType = .typedConfig(newValue)}
+    }
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public nonisolated enum OneOf_ConfigType: Equatable, Sendable {
+      case typedConfig(SwiftProtobuf.Google_Protobuf_Any)
+
+    }
+
+    public init() {}
+  }
+
   public init() {}
 
   fileprivate var _numRetries: SwiftProtobuf.Google_Protobuf_UInt32Value? = nil
   fileprivate var _perTryTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
+  fileprivate var _retryPriority: Envoy_Config_Route_V3_RetryPolicy.RetryPriority? = nil
   fileprivate var _perTryIdleTimeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
   fileprivate var _retryBackOff: Envoy_Config_Route_V3_RetryPolicy.RetryBackOff? = nil
 }
@@ -2653,7 +2692,7 @@ nonisolated extension Envoy_Config_Route_V3_WeightedCluster.ClusterWeight: Swift
 
 nonisolated extension Envoy_Config_Route_V3_RetryPolicy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RetryPolicy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}retry_on\0\u{3}num_retries\0\u{3}per_try_timeout\0\u{4}\u{2}retry_host_predicate\0\u{3}host_selection_retry_max_attempts\0\u{3}retriable_status_codes\0\u{3}retry_back_off\0\u{4}\u{5}per_try_idle_timeout\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}retry_on\0\u{3}num_retries\0\u{3}per_try_timeout\0\u{3}retry_priority\0\u{3}retry_host_predicate\0\u{3}host_selection_retry_max_attempts\0\u{3}retriable_status_codes\0\u{3}retry_back_off\0\u{4}\u{5}per_try_idle_timeout\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2664,6 +2703,7 @@ nonisolated extension Envoy_Config_Route_V3_RetryPolicy: SwiftProtobuf.Message, 
       case 1: try { try decoder.decodeSingularStringField(value: &self.retryOn) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._numRetries) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._perTryTimeout) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._retryPriority) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.retryHostPredicate) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.hostSelectionRetryMaxAttempts) }()
       case 7: try { try decoder.decodeRepeatedUInt32Field(value: &self.retriableStatusCodes) }()
@@ -2688,6 +2728,9 @@ nonisolated extension Envoy_Config_Route_V3_RetryPolicy: SwiftProtobuf.Message, 
     try { if let v = self._perTryTimeout {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    try { if let v = self._retryPriority {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
     if !self.retryHostPredicate.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.retryHostPredicate, fieldNumber: 5)
     }
@@ -2710,6 +2753,7 @@ nonisolated extension Envoy_Config_Route_V3_RetryPolicy: SwiftProtobuf.Message, 
     if lhs.retryOn != rhs.retryOn {return false}
     if lhs._numRetries != rhs._numRetries {return false}
     if lhs._perTryTimeout != rhs._perTryTimeout {return false}
+    if lhs._retryPriority != rhs._retryPriority {return false}
     if lhs._perTryIdleTimeout != rhs._perTryIdleTimeout {return false}
     if lhs.retryHostPredicate != rhs.retryHostPredicate {return false}
     if lhs.hostSelectionRetryMaxAttempts != rhs.hostSelectionRetryMaxAttempts {return false}
@@ -2805,6 +2849,57 @@ nonisolated extension Envoy_Config_Route_V3_RetryPolicy.RetryBackOff: SwiftProto
   public static func ==(lhs: Envoy_Config_Route_V3_RetryPolicy.RetryBackOff, rhs: Envoy_Config_Route_V3_RetryPolicy.RetryBackOff) -> Bool {
     if lhs._baseInterval != rhs._baseInterval {return false}
     if lhs._maxInterval != rhs._maxInterval {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Envoy_Config_Route_V3_RetryPolicy.RetryPriority: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Envoy_Config_Route_V3_RetryPolicy.protoMessageName + ".RetryPriority"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{4}\u{2}typed_config\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try {
+        var v: SwiftProtobuf.Google_Protobuf_Any?
+        var hadOneofValue = false
+        if let current = self.configType {
+          hadOneofValue = true
+          if case .typedConfig(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.configType = .typedConfig(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    try { if case .typedConfig(let v)? = self.configType {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Envoy_Config_Route_V3_RetryPolicy.RetryPriority, rhs: Envoy_Config_Route_V3_RetryPolicy.RetryPriority) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.configType != rhs.configType {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
