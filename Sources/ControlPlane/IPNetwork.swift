@@ -35,3 +35,25 @@ struct IPNetwork: Sendable, Equatable {
         address = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
+
+extension IPNetwork {
+    /// The address's bytes (4 or 16).
+    var bytes: [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: 16)
+        _ = inet_pton(isIPv6 ? AF_INET6 : AF_INET, address, &buffer)
+        return Array(buffer.prefix(isIPv6 ? 16 : 4))
+    }
+
+    /// Whether `other`'s address lies in this range (same family, the first `prefixLength` bits equal).
+    func contains(_ other: IPNetwork) -> Bool {
+        guard other.isIPv6 == isIPv6 else { return false }
+        let (mine, theirs) = (bytes, other.bytes)
+        var bits = prefixLength
+        for index in mine.indices where bits > 0 {
+            let mask: UInt8 = bits >= 8 ? 0xFF : ~(0xFF >> UInt8(bits))
+            if mine[index] & mask != theirs[index] & mask { return false }
+            bits -= 8
+        }
+        return true
+    }
+}

@@ -107,6 +107,8 @@ public struct WorkloadEndpoint: Sendable, Equatable {
     public var weight: Int? = nil
     /// `locality` (`region/zone/subzone`), as istiod sends it with the endpoint's `LocalityLbEndpoints`.
     public var locality: String? = nil
+    /// `network`: the network the endpoint is on (``MeshNetworks``); nil: none given.
+    public var network: String? = nil
 }
 
 /// `networking.istio.io` WorkloadEntry: a workload (a VM, or a pod in tests) with its labels.

@@ -279,6 +279,9 @@ private struct Builder {
             warnings.append("spec: resolution STATIC with no endpoints and no workloadSelector: the service has no endpoints")
         }
         try ServiceEntryReader.checkResolution(resolution, hosts: hosts, endpoints: endpoints, selector: selector, spec: spec)
+        if resolution.resolvesNames, let index = endpoints.firstIndex(where: { $0.network != nil }) {
+            warnings.append("spec.endpoints[\(index)].network: not acted on for resolution \(resolution.rawValue): the proxy resolves these endpoints itself, so every proxy reaches them directly")
+        }
         var entry = ServiceEntry(origin: origin, namespace: namespace, hosts: hosts, addresses: addresses, ports: ports,
                                  resolution: resolution, endpoints: endpoints, workloadSelector: selector)
         entry.location = location

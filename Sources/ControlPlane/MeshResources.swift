@@ -79,6 +79,12 @@ struct MeshResources: Sendable {
     /// The EDS assignments that depend on the proxy's locality (``LocalityLoadBalancing``), by name:
     /// each proxy gets them applied for its own locality (``endpoints(locality:labels:)``).
     var localityAware: [String: LocalityAwareAssignment] = [:]
+    /// The EDS assignments with endpoints on a network (``NetworkEndpoints``), by name: a proxy on a
+    /// network gets them for its network (``endpoints(locality:labels:network:)``). `endpoints` holds them
+    /// as a proxy on no network gets them.
+    var networkAware: [String: NetworkEndpoints] = [:]
+    /// The mesh networks' gateways, for ``networkAware``.
+    var networks = MeshNetworks()
 
     /// An assignment as made for every proxy, and what makes it a proxy's own.
     struct LocalityAwareAssignment: Sendable, Equatable {
@@ -91,15 +97,25 @@ struct MeshResources: Sendable {
     }
 
     /// The EDS resources for a proxy at `locality` (`region/zone/subzone`; empty: unknown, and then
-    /// every proxy's alike, as istiod does for a proxy without one) with `labels`.
-    func endpoints(locality: String, labels: [String: String]) -> [Resource] {
-        guard !locality.isEmpty, !localityAware.isEmpty else { return endpoints }
+    /// every proxy's alike, as istiod does for a proxy without one) with `labels`, on `network` (empty:
+    /// none): split by network first (``NetworkEndpoints``), then by locality.
+    func endpoints(locality: String, labels: [String: String], network: String = "") -> [Resource] {
+        let byLocality = !locality.isEmpty && !localityAware.isEmpty
+        let byNetwork = !network.isEmpty && !networkAware.isEmpty
+        guard byLocality || byNetwork else { return endpoints }
         return endpoints.map { resource in
-            guard let aware = localityAware[resource.name] else { return resource }
-            let applied = aware.setting.applied(to: aware.assignment, proxyLocality: locality, proxyLabels: labels,
-                                                endpointLabels: aware.endpointLabels, failoverAllowed: aware.failoverAllowed)
+            var split: (assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment, labels: [[[String: String]]])?
+            if byNetwork, let aware = networkAware[resource.name] {
+                split = aware.applied(proxyNetwork: network, networks: networks)
+            }
+            var assignment = split?.assignment
+            if byLocality, let aware = localityAware[resource.name] {
+                assignment = aware.setting.applied(to: split?.assignment ?? aware.assignment, proxyLocality: locality, proxyLabels: labels,
+                                                   endpointLabels: split?.labels ?? aware.endpointLabels, failoverAllowed: aware.failoverAllowed)
+            }
+            guard let assignment else { return resource }
             // Packing a message built here cannot fail; the shared one stands in if it did.
-            return (resource.name, (try? Google_Protobuf_Any.packed(applied, as: .endpoint)) ?? resource.resource)
+            return (resource.name, (try? Google_Protobuf_Any.packed(assignment, as: .endpoint)) ?? resource.resource)
         }
     }
 
@@ -152,6 +168,7 @@ struct MeshResources: Sendable {
         case .cluster: !Self.same(clusters, other.clusters) || !Self.same(sniDnatClusters, other.sniDnatClusters)
         case .endpoint:
             !Self.same(endpoints, other.endpoints) || localityAware != other.localityAware
+                || networkAware != other.networkAware || networks != other.networks
                 || !Self.same(sniDnatEndpoints, other.sniDnatEndpoints)
         case .listener:
             !Self.same(outboundListeners, other.outboundListeners) || inboundWorkloads != other.inboundWorkloads

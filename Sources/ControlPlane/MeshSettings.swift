@@ -33,6 +33,9 @@ public struct MeshSettings: Sendable, Equatable {
     /// `GetLocalityLbSetting`); nil: Istio's default (`enabled: true`, no rules: failover by locality
     /// where a cluster has outlier detection).
     public var localityLoadBalancing: LocalityLoadBalancing?
+    /// `meshNetworks` (the ConfigMap's key beside `mesh`): the networks' gateways and ranges; empty: one
+    /// network, every endpoint sent as it is.
+    public var networks = MeshNetworks()
     /// Where the settings came from, for messages; nil for the defaults.
     public var origin: ResourceOrigin?
 

@@ -25,24 +25,87 @@ enum MeshSettingsReader {
         try root.ignoringUnknown(["apiVersion", "kind", "metadata", "data"], warnings: &warnings)
         let data = try root.required("data")
         try data.ignoringUnknown(["mesh", "meshNetworks"], warnings: &warnings)
-        if try data.optional("meshNetworks") != nil {
-            warnings.append("data.meshNetworks: multi-network meshes are not supported by Capstan, ignored")
+        var settings = MeshSettings()
+        settings.origin = origin
+        if let networksField = try data.optional("meshNetworks"), let networks = try document(networksField, what: "mesh networks") {
+            settings.networks = try readNetworks(networks, warnings: &warnings)
         }
         let meshField = try data.required("mesh")
-        let text = try meshField.string()
+        guard let mesh = try document(meshField, what: "mesh config") else { return settings }
+        try read(mesh, into: &settings, warnings: &warnings)
+        return settings
+    }
+
+    /// The one YAML document in the text of `field` (nil when empty), read under the field's path.
+    private static func document(_ field: ConfigReader, what: String) throws(ConfigError) -> ConfigReader? {
+        let text = try field.string()
         let documents: [YAMLDocument]
         do throws(YAMLError) {
             documents = try YAMLDocument.parseAll(text)
         } catch {
-            throw ConfigError(path: meshField.path, message: "not valid YAML: line \(error.line), column \(error.column): \(error.message)")
+            throw ConfigError(path: field.path, message: "not valid YAML: line \(error.line), column \(error.column): \(error.message)")
         }
-        guard documents.count <= 1 else { throw meshField.fail("holds \(documents.count) YAML documents; the mesh config is one") }
-        var settings = MeshSettings()
-        settings.origin = origin
-        guard let document = documents.first, document.value != .null else { return settings }
-        let mesh = ConfigReader(document.value, path: meshField.path)
-        try read(mesh, into: &settings, warnings: &warnings)
-        return settings
+        guard documents.count <= 1 else { throw field.fail("holds \(documents.count) YAML documents; the \(what) is one") }
+        guard let document = documents.first, document.value != .null else { return nil }
+        return ConfigReader(document.value, path: field.path)
+    }
+
+    /// `meshNetworks` (Istio's `MeshNetworks`): `networks.NAME.endpoints` (`fromCidr`, `fromRegistry`)
+    /// and `networks.NAME.gateways` (`address` and `port`), with istiod's validation. A gateway given by
+    /// `registryServiceName` is refused (istiod finds its address in the Kubernetes registry), and so is
+    /// one whose address is a name (istiod resolves those only with RESOLVE_HOSTNAME_GATEWAYS).
+    static func readNetworks(_ root: ConfigReader, warnings: inout [String]) throws(ConfigError) -> MeshNetworks {
+        try root.ignoringUnknown(["networks"], warnings: &warnings)
+        var result = MeshNetworks()
+        guard let networks = try root.optional("networks") else { return result }
+        for name in try networks.fields().keys.sorted() {
+            let network = try networks.required(name)
+            guard !name.isEmpty else { throw network.fail("a network needs a name") }
+            try network.ignoringUnknown(["endpoints", "gateways"], warnings: &warnings)
+            for entry in try network.optional("endpoints")?.list() ?? [] {
+                let kinds = try entry.fields().keys.sorted()
+                guard kinds.count == 1, let kind = kinds.first else {
+                    throw entry.fail("needs exactly one of fromCidr, fromRegistry, found \(kinds.isEmpty ? "none" : kinds.joined(separator: ", "))")
+                }
+                let field = try entry.required(kind)
+                let text = try field.string()
+                switch kind {
+                case "fromCidr":
+                    guard let range = IPNetwork(text) else { throw field.fail("\"\(text)\" is not an IP address range (CIDR)") }
+                    result.ranges.append((range, name))
+                case "fromRegistry":
+                    // Istio's label check, letters of either case (its own default is `Kubernetes`).
+                    guard !text.isEmpty, text.utf8.count <= 63, text.first != "-", text.last != "-",
+                          text.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-") }) else {
+                        throw field.fail("\"\(text)\" is not a registry name (a DNS-1123 label)")
+                    }
+                    warnings.append("\(field.path): not acted on: Capstan's control plane has one registry (its directory); its endpoints take their network from `network`, the label \(MeshNetworks.networkLabel) or a fromCidr range")
+                default:
+                    throw field.fail("\"\(kind)\" is not fromCidr or fromRegistry")
+                }
+            }
+            var gateways: [MeshNetworks.Gateway] = []
+            for entry in try network.optional("gateways")?.list() ?? [] {
+                try entry.ignoringUnknown(["address", "registryServiceName", "port", "locality"], warnings: &warnings)
+                if let service = try entry.optional("registryServiceName") {
+                    guard try entry.optional("address") == nil else { throw entry.fail("gives both address and registryServiceName; a gateway has one") }
+                    throw service.fail("is not supported by Capstan: give the gateway's address (istiod reads a registry service's from Kubernetes)")
+                }
+                let addressField = try entry.required("address")
+                let text = try addressField.string()
+                guard let address = IPNetwork(text), address.isSingleAddress, !text.contains("/") else {
+                    throw addressField.fail("\"\(text)\" is not an IP address (Capstan, as istiod without RESOLVE_HOSTNAME_GATEWAYS, resolves no gateway names)")
+                }
+                let port = try entry.required("port").integer(in: 1...65535)
+                if let locality = try entry.optional("locality") {
+                    warnings.append("\(locality.path): not acted on (istiod sends gateway endpoints without a locality too)")
+                }
+                let gateway = MeshNetworks.Gateway(network: name, address: address.address, port: port)
+                if !gateways.contains(gateway) { gateways.append(gateway) }
+            }
+            if !gateways.isEmpty { result.gateways[name] = gateways.sorted() }
+        }
+        return result
     }
 
     static func read(_ mesh: ConfigReader, into settings: inout MeshSettings, warnings: inout [String]) throws(ConfigError) {

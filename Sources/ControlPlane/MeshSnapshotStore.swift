@@ -20,7 +20,8 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         var nameTables: [String: XDSResourceList] = [:]
         /// Gateway proxies' resources made so far, by the Gateways that select them, for this generation.
         var routers: [[String]: RouterSnapshot] = [:]
-        /// EDS resources made for proxies' localities so far (by locality and labels), for this generation.
+        /// EDS resources made for proxies' localities and networks so far (by network, locality and labels),
+        /// for this generation.
         var localEndpoints: [String: XDSResourceList] = [:]
         /// Sidecars' routes made so far, by workload, when routes depend on the caller.
         var sidecarRoutes: [ProxyWorkload: XDSResourceList] = [:]
@@ -129,15 +130,18 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                 return made
             }()
             var endpoints: XDSResourceList
-            if !resources.localityAware.isEmpty {
-                var (locality, labels) = Self.locality(of: node)
+            // The proxy's network matters only when some assignment has endpoints on a network (split horizon EDS).
+            let network = resources.networkAware.isEmpty ? "" : node.metadata.fields["NETWORK"]?.stringValue ?? ""
+            if !resources.localityAware.isEmpty || !network.isEmpty {
+                var (locality, labels) = resources.localityAware.isEmpty ? ("", [:]) : Self.locality(of: node)
                 // Labels matter only to failoverPriority: without one, proxies of a locality share their EDS.
                 if !resources.localityAware.values.contains(where: { !$0.setting.failoverPriority.isEmpty }) { labels = [:] }
-                let key = (view.map { $0 + "|" } ?? "") + locality + "|" + labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+                let key = (view.map { $0 + "|" } ?? "") + network + "|" + locality + "|"
+                    + labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
                 if let made = generation.localEndpoints[key] {
                     endpoints = made
                 } else {
-                    endpoints = XDSResourceList(resources.endpoints(locality: locality, labels: labels))
+                    endpoints = XDSResourceList(resources.endpoints(locality: locality, labels: labels, network: network))
                     generation.localEndpoints[key] = endpoints
                 }
             } else {

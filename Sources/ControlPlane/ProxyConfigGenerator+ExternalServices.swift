@@ -79,6 +79,18 @@ extension ProxyConfigGenerator {
         return order.map { groups[$0] ?? [] }
     }
 
+    /// The endpoints' networks (``MeshNetworks/network(of:)``) grouped as ``loadAssignment(_:_:)`` groups
+    /// the endpoints.
+    static func groupedNetworks(_ endpoints: [WorkloadEndpoint], _ networks: MeshNetworks) -> [[String?]] {
+        var order: [String?] = []
+        var groups: [String?: [String?]] = [:]
+        for endpoint in endpoints {
+            if groups[endpoint.locality] == nil { order.append(endpoint.locality) }
+            groups[endpoint.locality, default: []].append(networks.network(of: endpoint))
+        }
+        return order.map { groups[$0] ?? [] }
+    }
+
     /// Makes an EDS cluster a DNS one, as istiod's: `STRICT_DNS` (resolution DNS) or `LOGICAL_DNS`
     /// (DNS_ROUND_ROBIN), its endpoints inline, re-resolved every `refreshRate` (the mesh config's
     /// `dnsRefreshRate`) unless the answer's TTL says otherwise (`respect_dns_ttl`), IPv4 lookups

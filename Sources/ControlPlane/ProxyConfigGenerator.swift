@@ -78,6 +78,10 @@ struct ProxyConfigGenerator: Sendable, Equatable {
         var clusters: [MeshResources.Resource] = []
         var endpoints: [MeshResources.Resource] = []
         var localityAware: [String: MeshResources.LocalityAwareAssignment] = [:]
+        // Split horizon EDS: with network gateways, each assignment as a proxy on no network gets it (weights
+        // scaled), and those with endpoints on a network per proxy network.
+        let networks = all.mesh.networks
+        var networkAware: [String: NetworkEndpoints] = [:]
         for cluster in [Self.passthroughCluster, Self.inboundPassthroughCluster] {
             clusters.append((cluster, try .packed(Self.originalDestinationCluster(cluster, inbound: cluster == Self.inboundPassthroughCluster),
                                                   as: .cluster)))
@@ -144,7 +148,10 @@ struct ProxyConfigGenerator: Sendable, Equatable {
                         if let mode = subset.policy.tlsMode, mode == .simple || mode == .mutual, let settings = subset.policy.originatedTLS {
                             cluster.transportSocket = try Self.originatedTLS(mode, settings, host: host,
                                                                              http2: port.protocol == .http2 || port.protocol == .grpc)
-                        } else if Self.usesMutualTLS(subset.policy.tlsMode, members: selected, port: port, external: entry.location == .meshExternal) {
+                        }
+                        // (SIMPLE and MUTUAL are never Istio mTLS.)
+                        let istioMutual = Self.usesMutualTLS(subset.policy.tlsMode, members: selected, port: port, external: entry.location == .meshExternal)
+                        if istioMutual {
                             // ISTIO_MUTUAL's `sni`, if the rule gives one (an egress gateway chooses its server by it).
                             let sni = subset.policy.tlsMode == .istioMutual ? subset.policy.originatedTLS?.sni : nil
                             cluster.transportSocket = try upstreamTLS(to: selected, sni: sni ?? Self.sni(port: port.number, subset: subset.name, host: host))
@@ -154,7 +161,14 @@ struct ProxyConfigGenerator: Sendable, Equatable {
                             Self.makeDNSCluster(&cluster, resolution: entry.resolution, endpoints: assigned,
                                                 refreshRate: config.mesh.dnsRefreshRate)
                         } else {
-                            let assignment = Self.loadAssignment(name, assigned)
+                            var assignment = Self.loadAssignment(name, assigned)
+                            var endpointLabels = Self.groupedLabels(selected.map(\.endpoint))
+                            if networks.isMultiNetwork {
+                                let aware = NetworkEndpoints(assignment: assignment, endpointNetworks: Self.groupedNetworks(selected.map(\.endpoint), networks),
+                                                             endpointLabels: endpointLabels, mutualTLS: istioMutual)
+                                if aware.dependsOnNetwork { networkAware[name] = aware }
+                                (assignment, endpointLabels) = aware.applied(proxyNetwork: "", networks: networks)
+                            }
                             endpoints.append((name, try .packed(assignment, as: .endpoint)))
                             // The rule's setting, else the mesh's (istiod's default: failover by locality whenever
                             // the cluster has outlier detection).
@@ -162,7 +176,7 @@ struct ProxyConfigGenerator: Sendable, Equatable {
                             if setting.appliesTo(failoverAllowed: subset.policy.outlierDetection != nil) {
                                 localityAware[name] = .init(assignment: assignment, setting: setting,
                                                             failoverAllowed: subset.policy.outlierDetection != nil,
-                                                            endpointLabels: Self.groupedLabels(selected.map(\.endpoint)))
+                                                            endpointLabels: endpointLabels)
                             }
                         }
                         clusters.append((name, try .packed(cluster, as: .cluster)))
@@ -260,6 +274,8 @@ struct ProxyConfigGenerator: Sendable, Equatable {
         if namespace == nil, everything.dependsOnNamespace { resources.namespaceViews = .init(config: everything, generator: self) }
         resources.accessLog = accessLog
         resources.localityAware = localityAware
+        resources.networkAware = networkAware
+        resources.networks = networks
         resources.gateways = .init(everything)
         resources.sniDnatClusters = sniDnatClusters
         resources.sniDnatEndpoints = sniDnatEndpoints

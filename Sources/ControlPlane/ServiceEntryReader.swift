@@ -47,9 +47,7 @@ enum ServiceEntryReader {
         }
         if let field = try reader.optional("network") {
             let network = try field.string()
-            if !network.isEmpty {
-                warnings.append("\(field.path): \"\(network)\" is not acted on: Capstan's mesh is one network (no east-west gateways)")
-            }
+            if !network.isEmpty { endpoint.network = network }
         }
     }
 

@@ -151,7 +151,7 @@ import XDS
             """
         let reading = MeshConfigReader.read([("mesh.yaml", text)])
         let config = try #require(reading.config, "\(reading.problems)")
-        #expect(reading.warnings.contains { $0.contains("spec.endpoints[0].network: \"far\" is not acted on") })
+        #expect(reading.warnings.contains { $0.contains("spec.endpoints[0].network: not acted on for resolution DNS") }, "\(reading.warnings)")
         let resources = try ProxyConfigGenerator.resources(for: config)
         let mirrors = try cluster(resources, "outbound|8080||mirrors.example.org")
         #expect(mirrors.type == .strictDns)
