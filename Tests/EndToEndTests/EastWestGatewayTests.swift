@@ -149,6 +149,71 @@ import Testing
         }
     }
 
+    /// The same mesh split in two networks (Istio's multi-primary, multi-network install): payments and the
+    /// gateway on network-b, the client on network-a, and `meshNetworks` naming the gateway of network-b.
+    /// Payments gets a VIP, so that the client's application connects to it as it would to a service.
+    static let serviceVIP = IPAddress("198.51.100.200")!
+    static var networkDocuments: String {
+        documents
+            .replacingOccurrences(of: "hosts: [\(host)]\n", with: "hosts: [\(host)]\n  addresses: [\(serviceVIP)]\n")
+            .replacingOccurrences(of: "serviceAccount: payments\n", with: "serviceAccount: payments\n    network: network-b\n")
+            .replacingOccurrences(of: "serviceAccount: client", with: "serviceAccount: client\n    network: network-a")
+            + """
+
+            ---
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {name: istio, namespace: istio-system}
+            data:
+              mesh: |-
+                {}
+              meshNetworks: |-
+                networks:
+                  network-b:
+                    gateways: [{address: \(gatewayV4), port: 15443}]
+            """
+    }
+
+    /// Split horizon EDS end to end: the client's own sidecar (captured, on network-a) gets the gateway's
+    /// address for payments instead of payments' own, and its mutual TLS, with the SNI
+    /// `outbound_.8080_._.payments…`, goes through the gateway unterminated to payments' sidecar, which
+    /// knows the client by its workload identity.
+    @Test func aClientSidecarOnAnotherNetworkIsSentTheGatewayAndReachesPaymentsThroughIt() throws {
+        try withMeshCluster { cluster in
+            try cluster.startControlPlane(files: ["gateway.yaml": Self.networkDocuments, "mtls.yaml": MeshDocuments.peerAuthentication(mode: "STRICT")])
+            let payments = try cluster.addWorkload("payments", address: Self.paymentsV4, serviceAccount: "payments", appPort: 8080,
+                                                   environment: ["ISTIO_META_NETWORK": "network-b"])
+            let gateway = try cluster.addPod("eastwest", address: Self.gatewayV4)
+            let agent = try cluster.startAgent(in: gateway, serviceAccount: "istio-ingressgateway",
+                                               environment: ["ISTIO_METAJSON_LABELS": #"{"istio": "eastwestgateway"}"#, "ISTIO_META_NETWORK": "network-b"],
+                                               arguments: ["proxy", "router"])
+            try cluster.waitReady(gateway, agent: agent, seconds: 20)
+            let client = try cluster.addWorkload("sleep", address: Self.clientV4, serviceAccount: "client", appPort: nil,
+                                                 environment: ["ISTIO_META_NETWORK": "network-a"])
+
+            // The client's EDS: the gateway (weight 1, the one endpoint behind it), not payments' own address.
+            let cluster8080 = "outbound|8080||\(Self.host)"
+            let hosts = try client.http("GET", "/clusters", port: 15000).body.split(separator: "\n").filter { $0.hasPrefix("\(cluster8080)::") }
+            #expect(hosts.contains { $0 == "\(cluster8080)::\(Self.gatewayV4):15443::weight::1" }, "\(hosts)")
+            #expect(!hosts.contains { $0.contains("::\(Self.paymentsV4):") }, "\(hosts)")
+            // Payments' own sidecar, on network-b, is sent payments directly.
+            let own = try payments.http("GET", "/clusters", port: 15000).body
+            #expect(own.contains("\(cluster8080)::\(Self.paymentsV4):8080::weight::1"), "\(own.split(separator: "\n").filter { $0.hasPrefix(cluster8080) })")
+
+            // The application's connection to the VIP: captured, mutual TLS through the gateway, echoed by payments.
+            let exchange = try EchoExchange.run(to: SocketAddress(Self.serviceVIP, 8080), from: client.namespace, payload: EchoExchange.payload(2000))
+            #expect(exchange.intact, "\(exchange)\ngateway: \(agent.log.suffix(3000))")
+            #expect(exchange.serverAddress.hasPrefix("\(Self.paymentsV4)"), "\(exchange.serverAddress)")
+            #expect(try Self.stat(gateway, "cluster.\(Self.sni).upstream_cx_total") ?? 0 >= 1)
+            #expect(try Self.stat(client, "cluster.\(cluster8080).upstream_cx_total") ?? 0 >= 1)
+            // Payments' sidecar terminated the client's mutual TLS (STRICT) and knows it by its identity.
+            let metrics = try payments.http("GET", "/stats/prometheus", port: 15020).body
+            #expect(metrics.split(separator: "\n").contains { $0.hasPrefix("istio_tcp_connections_opened_total")
+                && $0.contains("source_principal=\"spiffe://cluster.local/ns/shop/sa/client\"") && $0.contains("reporter=\"destination\"") },
+                    "\(metrics.split(separator: "\n").filter { $0.contains("istio_tcp") })")
+        }
+    }
+
     /// istiod before 1.19 (`PILOT_ENABLE_LEGACY_AUTO_PASSTHROUGH`) gave the server one chain for its hosts
     /// with `envoy.filters.network.sni_cluster` (by name, no configuration) before a `tcp_proxy` to
     /// `BlackHoleCluster`: here from a bootstrap to `capstan proxy`. The SNI names the cluster; a name no
