@@ -79,9 +79,10 @@ struct MeshResources: Sendable {
     /// The EDS assignments that depend on the proxy's locality (``LocalityLoadBalancing``), by name:
     /// each proxy gets them applied for its own locality (``endpoints(locality:labels:)``).
     var localityAware: [String: LocalityAwareAssignment] = [:]
-    /// The EDS assignments with endpoints on a network (``NetworkEndpoints``), by name: a proxy on a
-    /// network gets them for its network (``endpoints(locality:labels:network:)``). `endpoints` holds them
-    /// as a proxy on no network gets them.
+    /// The EDS assignments with endpoints on a network (``NetworkEndpoints``), by name (sidecars' and
+    /// SNI-DNAT ones): a proxy on a network gets them for its network (``endpoints(locality:labels:network:)``,
+    /// ``sniDnatEndpoints(network:)``). `endpoints` and `sniDnatEndpoints` hold them as a proxy on no network
+    /// gets them.
     var networkAware: [String: NetworkEndpoints] = [:]
     /// The mesh networks' gateways, for ``networkAware``.
     var networks = MeshNetworks()
@@ -114,6 +115,17 @@ struct MeshResources: Sendable {
                                                    endpointLabels: split?.labels ?? aware.endpointLabels, failoverAllowed: aware.failoverAllowed)
             }
             guard let assignment else { return resource }
+            // Packing a message built here cannot fail; the shared one stands in if it did.
+            return (resource.name, (try? Google_Protobuf_Any.packed(assignment, as: .endpoint)) ?? resource.resource)
+        }
+    }
+
+    /// The SNI-DNAT assignments for a gateway proxy on `network` (empty: none).
+    func sniDnatEndpoints(network: String) -> [Resource] {
+        guard !network.isEmpty, !networkAware.isEmpty else { return sniDnatEndpoints }
+        return sniDnatEndpoints.map { resource in
+            guard let aware = networkAware[resource.name] else { return resource }
+            let assignment = aware.applied(proxyNetwork: network, networks: networks).assignment
             // Packing a message built here cannot fail; the shared one stands in if it did.
             return (resource.name, (try? Google_Protobuf_Any.packed(assignment, as: .endpoint)) ?? resource.resource)
         }

@@ -47,8 +47,9 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         /// The sidecars' routes and the gateway's.
         var routes: XDSResourceList
         var secrets: XDSResourceList
-        /// With an AUTO_PASSTHROUGH server: the shared clusters and endpoints and the SNI-DNAT ones; nil:
-        /// the shared ones alone.
+        /// With an AUTO_PASSTHROUGH server: the shared clusters and endpoints and the SNI-DNAT ones (the
+        /// endpoints for the gateway's network); endpoints also for a gateway on a network; nil: the shared
+        /// ones alone.
         var clusters: XDSResourceList?
         var endpoints: XDSResourceList?
     }
@@ -230,7 +231,8 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         return (parts.joined(separator: "/"), labels)
     }
 
-    /// A gateway proxy's resources: the shared clusters and endpoints, and the listeners, routes and
+    /// A gateway proxy's resources: the shared clusters and endpoints (for its network, node metadata
+    /// `NETWORK`, when some endpoint is on one), and the listeners, routes and
     /// credentials of the Gateways whose selectors match its labels (node metadata `LABELS`, else those
     /// of the WorkloadEntry at its IP), with the SNI-DNAT clusters when one has an AUTO_PASSTHROUGH
     /// server. No sidecar listeners, and no secrets of other Gateways.
@@ -239,7 +241,9 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         let config = resources.gateways.config
         let labels = Self.labels(of: node, ip: ip, in: config)
         let gateways = GatewayGenerator.gateways(in: config, selecting: labels)
-        let key = gateways.map(\.reference)
+        // Split horizon EDS: a gateway on a network gets its network's view, when some endpoint is on one.
+        let network = resources.networkAware.isEmpty ? "" : node.metadata.fields["NETWORK"]?.stringValue ?? ""
+        let key = gateways.map(\.reference) + (network.isEmpty ? [] : ["network=" + network])
         let router: RouterSnapshot
         if let made = generation.routers[key] {
             router = made
@@ -249,7 +253,9 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             router = RouterSnapshot(listeners: XDSResourceList(made.listeners), routes: XDSResourceList(resources.routes + made.routes),
                                     secrets: XDSResourceList((try? resources.gatewaySecrets.resources(made.credentials)) ?? []),
                                     clusters: made.autoPassthrough ? XDSResourceList(resources.clusters + resources.sniDnatClusters) : nil,
-                                    endpoints: made.autoPassthrough ? XDSResourceList(resources.endpoints + resources.sniDnatEndpoints) : nil)
+                                    endpoints: made.autoPassthrough
+                                        ? XDSResourceList(resources.endpoints(locality: "", labels: [:], network: network) + resources.sniDnatEndpoints(network: network))
+                                        : network.isEmpty ? nil : XDSResourceList(resources.endpoints(locality: "", labels: [:], network: network)))
             generation.routers[key] = router
         }
         return XDSSnapshot(types: [

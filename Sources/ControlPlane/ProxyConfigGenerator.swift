@@ -184,7 +184,15 @@ struct ProxyConfigGenerator: Sendable, Equatable {
                             let dnat = Self.sniDnatCluster(from: cluster, port: port, subset: subset.name, host: host, entry: entry,
                                                            selected: selected.map(\.endpoint), dnsRefreshRate: config.mesh.dnsRefreshRate)
                             sniDnatClusters.append((dnat.cluster.name, try .packed(dnat.cluster, as: .cluster)))
-                            if let assignment = dnat.assignment {
+                            if var assignment = dnat.assignment {
+                                if networks.isMultiNetwork {
+                                    // The gateway's endpoints are split by its network too, as istiod does for every proxy.
+                                    let mutual = selected.map(\.endpoint).filter { $0.labels[MeshConfig.tlsModeLabel] == "istio" }
+                                    let aware = NetworkEndpoints(assignment: assignment, endpointNetworks: Self.groupedNetworks(mutual, networks),
+                                                                 endpointLabels: Self.groupedLabels(mutual), mutualTLS: istioMutual)
+                                    if aware.dependsOnNetwork { networkAware[assignment.clusterName] = aware }
+                                    assignment = aware.applied(proxyNetwork: "", networks: networks).assignment
+                                }
                                 sniDnatEndpoints.append((assignment.clusterName, try .packed(assignment, as: .endpoint)))
                             }
                         }

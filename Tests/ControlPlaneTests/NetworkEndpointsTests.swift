@@ -123,6 +123,38 @@ import XDS
         #expect(try Self.endpoints(auto, network: "n1") == "198.51.100.10:8080×2 198.51.100.12:8080×2 198.51.100.13:8080×2 =6")
     }
 
+    @Test func aGatewayProxyOnANetworkGetsItsNetworksViewOfTheServiceAndOfItsSNIDNATCluster() throws {
+        let gateway = """
+            apiVersion: networking.istio.io/v1
+            kind: Gateway
+            metadata: {name: cross-network-gateway, namespace: istio-system}
+            spec:
+              selector: {istio: eastwestgateway}
+              servers:
+              - port: {number: 15443, name: tls, protocol: TLS}
+                tls: {mode: AUTO_PASSTHROUGH}
+                hosts: ["*.local"]
+            """
+        let (store, _) = try Self.store([Documents.serviceEntry, Self.configMap(networks: Self.networks), gateway] + Self.workloads)
+        func endpoints(_ name: String, network: String?) throws -> String {
+            var node = Envoy_Config_Core_V3_Node()
+            node.id = "router~192.0.2.60~eastwest.istio-system~istio-system.svc.cluster.local"
+            node.metadata.fields["LABELS"] = .init(structValue: .with { $0.fields = ["istio": .init(stringValue: "eastwestgateway")] })
+            if let network { node.metadata.fields["NETWORK"] = .init(stringValue: network) }
+            let resource = try #require(store.snapshot(for: node).types[.endpoint]?.resources.first { $0.name == name }, "\(name)")
+            let assignment = try Envoy_Config_Endpoint_V3_ClusterLoadAssignment(serializedBytes: [UInt8](resource.resource.value))
+            return assignment.endpoints.flatMap(\.lbEndpoints).map { "\($0.endpoint.address.socketAddress.address):\($0.endpoint.address.socketAddress.portValue)" }
+                .joined(separator: " ")
+        }
+        let dnat = "outbound_.9080_._.payments.shop.svc.cluster.local"
+        // On n2: a (n1) through n1's gateway, the rest directly; its SNI-DNAT cluster alike.
+        let n2 = "198.51.100.11:8080 198.51.100.12:8080 198.51.100.13:8080 198.51.100.14:8080 198.51.100.70:8080 192.0.2.9:15443"
+        #expect(try endpoints(Self.cluster, network: "n2") == n2)
+        #expect(try endpoints(dnat, network: "n2") == n2)
+        // On no network: every endpoint directly.
+        #expect(try endpoints(dnat, network: nil) == "198.51.100.10:8080 198.51.100.11:8080 198.51.100.12:8080 198.51.100.13:8080 198.51.100.14:8080 198.51.100.70:8080")
+    }
+
     @Test func aGroupLeftEmptyHasNoWeightAndLocalitiesApplyAfterwards() throws {
         let located = [Self.workload("a", "198.51.100.10", network: "n1") + "\n  locality: r1/z1",
                        Self.workload("b", "198.51.100.11", network: "n2") + "\n  locality: r2/z1"]
