@@ -10,7 +10,8 @@ import Testing
 /// mesh CA to its agent, `OUTPUT_CERTS`), the SNI `outbound_.8080_._.payments.shop.svc.cluster.local`
 /// and Istio's ALPN, from a pod of its own (no capture). The
 /// gateway relays the bytes by that name without terminating them: the certificate the client sees is
-/// payments', and payments' sidecar verifies the client's.
+/// payments', and payments' sidecar verifies the client's. With `meshNetworks`, a real client sidecar on
+/// the other network is sent the gateway by split horizon EDS and does the same on its own.
 @Suite(.serialized) struct EastWestGatewayTests {
     static let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers")
     static let gatewayV4 = IPAddress("192.0.2.10")!
