@@ -162,12 +162,14 @@ struct ProxyConfigGenerator: Sendable, Equatable {
                                                 refreshRate: config.mesh.dnsRefreshRate)
                         } else {
                             var assignment = Self.loadAssignment(name, assigned)
-                            var endpointLabels = Self.groupedLabels(selected.map(\.endpoint))
+                            // Grouped labels only where something reads them (a mesh without networks pays nothing here).
+                            var endpointLabels: [[[String: String]]]?
                             if networks.isMultiNetwork {
                                 let aware = NetworkEndpoints(assignment: assignment, endpointNetworks: Self.groupedNetworks(selected.map(\.endpoint), networks),
-                                                             endpointLabels: endpointLabels, mutualTLS: istioMutual)
+                                                             endpointLabels: Self.groupedLabels(selected.map(\.endpoint)), mutualTLS: istioMutual)
                                 if aware.dependsOnNetwork { networkAware[name] = aware }
-                                (assignment, endpointLabels) = aware.applied(proxyNetwork: "", networks: networks)
+                                let applied = aware.applied(proxyNetwork: "", networks: networks)
+                                (assignment, endpointLabels) = (applied.assignment, applied.labels)
                             }
                             endpoints.append((name, try .packed(assignment, as: .endpoint)))
                             // The rule's setting, else the mesh's (istiod's default: failover by locality whenever
@@ -176,7 +178,7 @@ struct ProxyConfigGenerator: Sendable, Equatable {
                             if setting.appliesTo(failoverAllowed: subset.policy.outlierDetection != nil) {
                                 localityAware[name] = .init(assignment: assignment, setting: setting,
                                                             failoverAllowed: subset.policy.outlierDetection != nil,
-                                                            endpointLabels: endpointLabels)
+                                                            endpointLabels: endpointLabels ?? Self.groupedLabels(selected.map(\.endpoint)))
                             }
                         }
                         clusters.append((name, try .packed(cluster, as: .cluster)))
