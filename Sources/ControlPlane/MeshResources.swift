@@ -100,14 +100,14 @@ struct MeshResources: Sendable {
     /// The EDS resources for a proxy at `locality` (`region/zone/subzone`; empty: unknown, and then
     /// every proxy's alike, as istiod does for a proxy without one) with `labels`, on `network` (empty:
     /// none): split by network first (``NetworkEndpoints``), then by locality.
-    func endpoints(locality: String, labels: [String: String], network: String = "") -> [Resource] {
+    func endpoints(locality: String, labels: [String: String], network: ProxyNetwork = .none) -> [Resource] {
         let byLocality = !locality.isEmpty && !localityAware.isEmpty
-        let byNetwork = !network.isEmpty && !networkAware.isEmpty
+        let byNetwork = network != .none && !networkAware.isEmpty
         guard byLocality || byNetwork else { return endpoints }
         return endpoints.map { resource in
             var split: (assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment, labels: [[[String: String]]])?
             if byNetwork, let aware = networkAware[resource.name] {
-                split = aware.applied(proxyNetwork: network, networks: networks)
+                split = aware.applied(proxy: network, networks: networks)
             }
             var assignment = split?.assignment
             if byLocality, let aware = localityAware[resource.name] {
@@ -120,12 +120,12 @@ struct MeshResources: Sendable {
         }
     }
 
-    /// The SNI-DNAT assignments for a gateway proxy on `network` (empty: none).
-    func sniDnatEndpoints(network: String) -> [Resource] {
-        guard !network.isEmpty, !networkAware.isEmpty else { return sniDnatEndpoints }
+    /// The SNI-DNAT assignments for a gateway proxy on `network`.
+    func sniDnatEndpoints(network: ProxyNetwork) -> [Resource] {
+        guard network != .none, !networkAware.isEmpty else { return sniDnatEndpoints }
         return sniDnatEndpoints.map { resource in
             guard let aware = networkAware[resource.name] else { return resource }
-            let assignment = aware.applied(proxyNetwork: network, networks: networks).assignment
+            let assignment = aware.applied(proxy: network, networks: networks).assignment
             // Packing a message built here cannot fail; the shared one stands in if it did.
             return (resource.name, (try? Google_Protobuf_Any.packed(assignment, as: .endpoint)) ?? resource.resource)
         }

@@ -132,12 +132,12 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             }()
             var endpoints: XDSResourceList
             // The proxy's network matters only when some assignment has endpoints on a network (split horizon EDS).
-            let network = resources.networkAware.isEmpty ? "" : node.metadata.fields["NETWORK"]?.stringValue ?? ""
-            if !resources.localityAware.isEmpty || !network.isEmpty {
+            let network = resources.networkAware.isEmpty ? .none : ProxyNetwork(node)
+            if !resources.localityAware.isEmpty || network != .none {
                 var (locality, labels) = resources.localityAware.isEmpty ? ("", [:]) : Self.locality(of: node)
                 // Labels matter only to failoverPriority: without one, proxies of a locality share their EDS.
                 if !resources.localityAware.values.contains(where: { !$0.setting.failoverPriority.isEmpty }) { labels = [:] }
-                let key = (view.map { $0 + "|" } ?? "") + network + "|" + locality + "|"
+                let key = (view.map { $0 + "|" } ?? "") + network.key + "|" + locality + "|"
                     + labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
                 if let made = generation.localEndpoints[key] {
                     endpoints = made
@@ -242,8 +242,8 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         let labels = Self.labels(of: node, ip: ip, in: config)
         let gateways = GatewayGenerator.gateways(in: config, selecting: labels)
         // Split horizon EDS: a gateway on a network gets its network's view, when some endpoint is on one.
-        let network = resources.networkAware.isEmpty ? "" : node.metadata.fields["NETWORK"]?.stringValue ?? ""
-        let key = gateways.map(\.reference) + (network.isEmpty ? [] : ["network=" + network])
+        let network = resources.networkAware.isEmpty ? .none : ProxyNetwork(node)
+        let key = gateways.map(\.reference) + (network == .none ? [] : ["network=" + network.key])
         let router: RouterSnapshot
         if let made = generation.routers[key] {
             router = made
@@ -255,7 +255,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                                     clusters: made.autoPassthrough ? XDSResourceList(resources.clusters + resources.sniDnatClusters) : nil,
                                     endpoints: made.autoPassthrough
                                         ? XDSResourceList(resources.endpoints(locality: "", labels: [:], network: network) + resources.sniDnatEndpoints(network: network))
-                                        : network.isEmpty ? nil : XDSResourceList(resources.endpoints(locality: "", labels: [:], network: network)))
+                                        : network == .none ? nil : XDSResourceList(resources.endpoints(locality: "", labels: [:], network: network)))
             generation.routers[key] = router
         }
         return XDSSnapshot(types: [

@@ -15,6 +15,36 @@ import XDS
 ///   each weighing the sum of the shares it took (at least 1), labelled with its network; the group's
 ///   weight is its endpoints' sum (none for a group left empty).
 /// Locality load balancing (``LocalityLoadBalancing``) then applies to the result, as in istiod.
+/// Where a proxy is, for split horizon EDS: its network (node metadata `NETWORK`, empty: none) and the
+/// networks it asks to see (`REQUESTED_NETWORK_VIEW`, comma-separated; nil: all), as istiod reads them.
+struct ProxyNetwork: Sendable, Hashable {
+    var network = ""
+    /// Endpoints on other networks are left out entirely (those on no network stay).
+    var view: Set<String>?
+
+    static let none = ProxyNetwork()
+
+    init(network: String = "", view: Set<String>? = nil) {
+        self.network = network
+        self.view = view
+    }
+
+    init(_ node: Envoy_Config_Core_V3_Node) {
+        network = node.metadata.fields["NETWORK"]?.stringValue ?? ""
+        if let text = node.metadata.fields["REQUESTED_NETWORK_VIEW"]?.stringValue {
+            let names = text.split(separator: ",").map { String($0).trimmingSpaces }.filter { !$0.isEmpty }
+            if !names.isEmpty { view = Set(names) }
+        }
+    }
+
+    /// For cache keys: equal exactly when two proxies get the same EDS.
+    var key: String { network + "|" + (view.map { $0.sorted().joined(separator: ",") } ?? "*") }
+}
+
+private extension String {
+    var trimmingSpaces: String { String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed()) }
+}
+
 struct NetworkEndpoints: Sendable, Equatable {
     /// The assignment as built from the configuration (weights not yet scaled).
     var assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment
@@ -29,9 +59,10 @@ struct NetworkEndpoints: Sendable, Equatable {
     /// Whether any endpoint is on a network: only such clusters differ between proxies.
     var dependsOnNetwork: Bool { endpointNetworks.contains { $0.contains { $0 != nil } } }
 
-    /// The assignment for a proxy on `proxyNetwork` (empty: none, which reaches every endpoint directly),
-    /// with its groups' endpoint labels (gateways labelled with their network).
-    func applied(proxyNetwork: String, networks: MeshNetworks) -> (assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment,
+    /// The assignment for a proxy on `proxy`'s network (empty: none, which reaches every endpoint
+    /// directly), without the networks its view leaves out, with its groups' endpoint labels (gateways
+    /// labelled with their network).
+    func applied(proxy: ProxyNetwork, networks: MeshNetworks) -> (assignment: Envoy_Config_Endpoint_V3_ClusterLoadAssignment,
                                                                    labels: [[[String: String]]]) {
         guard networks.isMultiNetwork else { return (assignment, endpointLabels) }
         let scale = networks.weightScale
@@ -46,6 +77,9 @@ struct NetworkEndpoints: Sendable, Equatable {
                 let weight = given < UInt32.max / scale ? given * scale : UInt32.max
                 let network = endpointNetworks.indices.contains(index) && endpointNetworks[index].indices.contains(position)
                     ? endpointNetworks[index][position] : nil
+                // istiod's ProxyView: an endpoint on a network the proxy does not ask to see is not sent at all.
+                if let view = proxy.view, let network, !view.contains(network) { continue }
+                let proxyNetwork = proxy.network
                 let gateways = network.map { networks.gateways[$0] ?? [] } ?? []
                 if proxyNetwork.isEmpty || network == nil || network == proxyNetwork || gateways.isEmpty {
                     var direct = endpoint

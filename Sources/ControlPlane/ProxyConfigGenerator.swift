@@ -168,7 +168,7 @@ struct ProxyConfigGenerator: Sendable, Equatable {
                                 let aware = NetworkEndpoints(assignment: assignment, endpointNetworks: Self.groupedNetworks(selected.map(\.endpoint), networks),
                                                              endpointLabels: Self.groupedLabels(selected.map(\.endpoint)), mutualTLS: istioMutual)
                                 if aware.dependsOnNetwork { networkAware[name] = aware }
-                                let applied = aware.applied(proxyNetwork: "", networks: networks)
+                                let applied = aware.applied(proxy: .none, networks: networks)
                                 (assignment, endpointLabels) = (applied.assignment, applied.labels)
                             }
                             endpoints.append((name, try .packed(assignment, as: .endpoint)))
@@ -193,7 +193,7 @@ struct ProxyConfigGenerator: Sendable, Equatable {
                                     let aware = NetworkEndpoints(assignment: assignment, endpointNetworks: Self.groupedNetworks(mutual, networks),
                                                                  endpointLabels: Self.groupedLabels(mutual), mutualTLS: istioMutual)
                                     if aware.dependsOnNetwork { networkAware[assignment.clusterName] = aware }
-                                    assignment = aware.applied(proxyNetwork: "", networks: networks).assignment
+                                    assignment = aware.applied(proxy: .none, networks: networks).assignment
                                 }
                                 sniDnatEndpoints.append((assignment.clusterName, try .packed(assignment, as: .endpoint)))
                             }

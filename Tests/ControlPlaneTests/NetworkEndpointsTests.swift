@@ -66,10 +66,12 @@ import XDS
     }
 
     /// The proxy's view of the service's assignment: "address:port×weight" per endpoint, groups split by " | ".
-    static func endpoints(_ store: MeshSnapshotStore, network: String? = nil, locality: Envoy_Config_Core_V3_Locality? = nil) throws -> String {
+    static func endpoints(_ store: MeshSnapshotStore, network: String? = nil, view: String? = nil,
+                          locality: Envoy_Config_Core_V3_Locality? = nil) throws -> String {
         var node = Envoy_Config_Core_V3_Node()
         node.id = "sidecar~192.0.2.50~client.shop~shop.svc.cluster.local"
         if let network { node.metadata.fields["NETWORK"] = .init(stringValue: network) }
+        if let view { node.metadata.fields["REQUESTED_NETWORK_VIEW"] = .init(stringValue: view) }
         if let locality { node.locality = locality }
         let resource = try #require(store.snapshot(for: node).types[.endpoint]?.resources.first { $0.name == cluster })
         let assignment = try Envoy_Config_Endpoint_V3_ClusterLoadAssignment(serializedBytes: [UInt8](resource.resource.value))
@@ -98,6 +100,11 @@ import XDS
         let direct = "198.51.100.10:8080×2 198.51.100.11:8080×6 198.51.100.12:8080×2 198.51.100.13:8080×2 198.51.100.14:8080×2 198.51.100.70:8080×2 =16"
         #expect(try Self.endpoints(store) == direct)
         #expect(try Self.endpoints(store, network: "") == direct)
+        // REQUESTED_NETWORK_VIEW: endpoints on networks outside it are not sent at all (those on none are).
+        #expect(try Self.endpoints(store, network: "n1", view: "n1") == "198.51.100.10:8080×2 198.51.100.13:8080×2 =4")
+        #expect(try Self.endpoints(store, network: "n1", view: "n1, n2")
+                == "198.51.100.10:8080×2 198.51.100.13:8080×2 192.0.2.1:15443×5 192.0.2.2:15443×5 =14")
+        #expect(try Self.endpoints(store, view: "n3") == "198.51.100.12:8080×2 198.51.100.13:8080×2 =4")
         // Proxies of a network share one list, made once per generation.
         var node = Envoy_Config_Core_V3_Node()
         node.id = "sidecar~192.0.2.51~other.shop~shop.svc.cluster.local"
