@@ -858,6 +858,13 @@ private struct Builder {
         checkAuthorizationPolicies()
         checkRequestAuthentications()
         checkGateways()
+        // Networks without gateways change nothing (istiod's multi-network is off): said, not silent.
+        if !config.mesh.networks.isMultiNetwork {
+            let endpoints = config.serviceEntries.filter { !$0.resolution.resolvesNames }.flatMap(\.endpoints) + config.workloadEntries.map(\.endpoint)
+            if let named = endpoints.first(where: { $0.network != nil }) {
+                warnings.append("endpoint \(named.address): network \"\(named.network ?? "")\" has no effect: the mesh config's meshNetworks names no gateway, so every proxy reaches every endpoint directly (as istiod)")
+            }
+        }
     }
 
     /// Each delegating route replaced by its delegate's routes (``VirtualServiceDelegation``). A delegate

@@ -1,7 +1,8 @@
 import Configuration
 import Identity
 
-/// Reads ``MeshSettings`` from Istio's `istio` ConfigMap (`data.mesh`, a YAML text), the form
+/// Reads ``MeshSettings`` from Istio's `istio` ConfigMap (`data.mesh`, a YAML text, and beside it
+/// `data.meshNetworks`, ``MeshNetworks``), the form
 /// `kubectl get configmap istio -n istio-system -o yaml` prints, so an operator's mesh config can be
 /// dropped into the control plane's directory as it is.
 enum MeshSettingsReader {

@@ -216,7 +216,11 @@ import XDS
         // An endpoint's own network is kept (and no longer warned about).
         let entry = MeshConfigReader.read([("mesh.yaml", Self.workload("a", "198.51.100.10", network: "n1"))])
         #expect(try #require(entry.config).workloadEntries.first?.endpoint.network == "n1")
-        #expect(!entry.warnings.contains { $0.contains("network") }, "\(entry.warnings)")
+        #expect(entry.warnings == ["endpoint 198.51.100.10: network \"n1\" has no effect: the mesh config's meshNetworks names no gateway, so every proxy reaches every endpoint directly (as istiod)"],
+                "\(entry.warnings)")
+        let withGateway = MeshConfigReader.read([("mesh.yaml", Self.workload("a", "198.51.100.10", network: "n1") + "\n---\n"
+                                                   + Self.configMap(networks: "networks: {n1: {gateways: [{address: 192.0.2.9, port: 15443}]}}"))])
+        #expect(withGateway.config != nil && !withGateway.warnings.contains { $0.contains("network") }, "\(withGateway.warnings)")
     }
 
     @Test(arguments: [
