@@ -265,7 +265,8 @@ public struct DestinationRule: Sendable, Equatable {
 
     /// `trafficPolicy.loadBalancer`.
     public enum LoadBalancer: Sendable, Equatable {
-        /// `simple`: `ROUND_ROBIN`, `LEAST_REQUEST` (Istio's `LEAST_CONN`), `RANDOM`.
+        /// `simple`: `ROUND_ROBIN`, `LEAST_REQUEST` (Istio's `LEAST_CONN`), `RANDOM`, or `UNSPECIFIED` (the
+        /// default, as no policy: LEAST_REQUEST, as istiod's `defaultLBAlgorithm`).
         case simple(String)
         case consistentHash(ConsistentHash)
     }

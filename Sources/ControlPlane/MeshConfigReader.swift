@@ -627,7 +627,8 @@ private struct Builder {
         if let simple = try reader.optional("simple") {
             if try reader.optional("consistentHash") != nil { throw simple.fail("cannot be given with consistentHash") }
             switch try simple.string() {
-            case "ROUND_ROBIN", "UNSPECIFIED": return .simple("ROUND_ROBIN")
+            case "ROUND_ROBIN": return .simple("ROUND_ROBIN")
+            case "UNSPECIFIED": return .simple("UNSPECIFIED")
             case "LEAST_REQUEST", "LEAST_CONN": return .simple("LEAST_REQUEST")
             case "RANDOM": return .simple("RANDOM")
             case let other: throw simple.fail("\"\(other)\" is not supported (ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM)")

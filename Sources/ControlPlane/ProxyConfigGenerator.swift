@@ -651,7 +651,7 @@ struct ProxyConfigGenerator: Sendable, Equatable {
         cluster.edsClusterConfig.edsConfig.ads = Envoy_Config_Core_V3_AggregatedConfigSource()
         cluster.connectTimeout = protoDuration(policy.connectionPool?.connectTimeout ?? defaultConnectTimeout)
         switch policy.loadBalancer {
-        case .simple("LEAST_REQUEST")?: cluster.lbPolicy = .leastRequest
+        case .simple("ROUND_ROBIN")?: cluster.lbPolicy = .roundRobin
         case .simple("RANDOM")?: cluster.lbPolicy = .random
         case .consistentHash(let hash)?:
             switch hash.table {
@@ -662,7 +662,8 @@ struct ProxyConfigGenerator: Sendable, Equatable {
                 cluster.lbPolicy = .maglev
                 if let tableSize { cluster.maglevLbConfig.tableSize = Google_Protobuf_UInt64Value(UInt64(tableSize)) }
             }
-        default: cluster.lbPolicy = .roundRobin
+        // No policy, UNSPECIFIED, LEAST_REQUEST or LEAST_CONN: istiod's default since 1.14.
+        default: cluster.lbPolicy = .leastRequest
         }
         if let warmup = policy.warmup { applyWarmup(warmup, to: &cluster) }
         cluster.circuitBreakers.thresholds = [circuitBreakerThreshold(policy.connectionPool)]

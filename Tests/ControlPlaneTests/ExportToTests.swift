@@ -140,28 +140,29 @@ import XDS
         """
     }
 
-    /// The service's rule (LEAST_REQUEST), the client namespace web's (RANDOM) and the root namespace's
-    /// (RING_HASH): which one each namespace's sidecars take, in istiod's order.
+    /// The service's rule (ROUND_ROBIN), the client namespace web's (RANDOM) and the root namespace's
+    /// (RING_HASH): which one each namespace's sidecars take, in istiod's order (none: istiod's default,
+    /// LEAST_REQUEST).
     @Test(arguments: [
         // No exportTo: the own namespace's, else the service's.
-        (nil, nil, nil, nil, ["shop": "LEAST_REQUEST", "web": "RANDOM", "other": "LEAST_REQUEST", "istio-system": "LEAST_REQUEST"]),
+        (nil, nil, nil, nil, ["shop": "ROUND_ROBIN", "web": "RANDOM", "other": "ROUND_ROBIN", "istio-system": "ROUND_ROBIN"]),
         // The service's kept home: others fall to the root namespace's.
-        ("['.']", "['.']", nil, nil, ["shop": "LEAST_REQUEST", "web": "RANDOM", "other": "RING_HASH", "istio-system": "RING_HASH"]),
+        ("['.']", "['.']", nil, nil, ["shop": "ROUND_ROBIN", "web": "RANDOM", "other": "RING_HASH", "istio-system": "RING_HASH"]),
         // The service's exported to `other` only: not even its own namespace takes it.
-        ("[other]", nil, nil, nil, ["shop": "RING_HASH", "web": "RANDOM", "other": "LEAST_REQUEST", "istio-system": "RING_HASH"]),
+        ("[other]", nil, nil, nil, ["shop": "RING_HASH", "web": "RANDOM", "other": "ROUND_ROBIN", "istio-system": "RING_HASH"]),
         // The root's kept home too: only the root namespace's sidecars take it.
-        ("['.']", "['.']", "['.']", nil, ["shop": "LEAST_REQUEST", "web": "RANDOM", "other": "ROUND_ROBIN", "istio-system": "RING_HASH"]),
+        ("['.']", "['.']", "['.']", nil, ["shop": "ROUND_ROBIN", "web": "RANDOM", "other": "LEAST_REQUEST", "istio-system": "RING_HASH"]),
         // web's rule exported elsewhere is not web's own.
-        (nil, "[shop]", nil, nil, ["shop": "LEAST_REQUEST", "web": "LEAST_REQUEST", "other": "LEAST_REQUEST", "istio-system": "LEAST_REQUEST"]),
+        (nil, "[shop]", nil, nil, ["shop": "ROUND_ROBIN", "web": "ROUND_ROBIN", "other": "ROUND_ROBIN", "istio-system": "ROUND_ROBIN"]),
         // The mesh default `.`: rules without exportTo stay home.
-        (nil, nil, nil, "['.']", ["shop": "LEAST_REQUEST", "web": "RANDOM", "other": "ROUND_ROBIN", "istio-system": "RING_HASH"]),
+        (nil, nil, nil, "['.']", ["shop": "ROUND_ROBIN", "web": "RANDOM", "other": "LEAST_REQUEST", "istio-system": "RING_HASH"]),
         // istiod honours only `.` of the default: anything else leaves them exported everywhere.
-        (nil, nil, nil, "[web]", ["shop": "LEAST_REQUEST", "web": "RANDOM", "other": "LEAST_REQUEST", "istio-system": "LEAST_REQUEST"]),
+        (nil, nil, nil, "[web]", ["shop": "ROUND_ROBIN", "web": "RANDOM", "other": "ROUND_ROBIN", "istio-system": "ROUND_ROBIN"]),
     ] as [(String?, String?, String?, String?, [String: String])])
     func destinationRulesAreLookedUpInIstiodsOrder(service: String?, client: String?, root: String?, meshDefault: String?,
                                                    expected: [String: String]) throws {
         let documents = [HTTPDocuments.serviceEntry, HTTPDocuments.workload("payments-v1", "198.51.100.10", "v1"),
-                         Self.destinationRule(namespace: "shop", balancer: "{simple: LEAST_CONN}", exportTo: service),
+                         Self.destinationRule(namespace: "shop", balancer: "{simple: ROUND_ROBIN}", exportTo: service),
                          Self.destinationRule(namespace: "web", balancer: "{simple: RANDOM}", exportTo: client),
                          Self.destinationRule(namespace: "istio-system", balancer: "{consistentHash: {useSourceIp: true}}", exportTo: root)]
             + (meshDefault.map { [Self.meshConfig("defaultDestinationRuleExportTo: \($0)")] } ?? [])

@@ -6,7 +6,7 @@ import XDS
 /// fingerprint per resource: refactors of the generator must leave every byte the proxies get as it was.
 /// Recorded from the generator that resolved PeerAuthentications per cluster and packed the inbound TLS
 /// context per chain; a deliberate change of output re-records them from this test's failure messages
-/// (last: the `locality_weighted_lb_config` and locality group weights istiod puts on outbound clusters and their EDS).
+/// (last: istiod's default `lb_policy`, LEAST_REQUEST, on outbound clusters without a policy).
 @Suite struct GeneratedResourcesGoldenTests {
     typealias PA = MutualTLSDocuments
 
@@ -82,10 +82,10 @@ import XDS
             "CDS PassthroughCluster": "ea2d3c22fcba827c",
             "CDS inbound|7071||": "c4cf20febed7983a",
             "CDS inbound|8080||": "28865bef4315b24d",
-            "CDS outbound|7070||ledger.billing.svc.cluster.local": "db5f7932e661c42d",
-            "CDS outbound|9080|v1|payments.shop.svc.cluster.local": "a4342fe3506d0d8c",
-            "CDS outbound|9080|v2|payments.shop.svc.cluster.local": "b6a6718b4009a6ed",
-            "CDS outbound|9080||payments.shop.svc.cluster.local": "821005b30867c456",
+            "CDS outbound|7070||ledger.billing.svc.cluster.local": "3998ffa1d65c034c",
+            "CDS outbound|9080|v1|payments.shop.svc.cluster.local": "b8c11a88c091f411",
+            "CDS outbound|9080|v2|payments.shop.svc.cluster.local": "1fd38540a0a76c62",
+            "CDS outbound|9080||payments.shop.svc.cluster.local": "5332bedb3308285b",
             "EDS outbound|7070||ledger.billing.svc.cluster.local": "9070610ec6cbe032",
             "EDS outbound|9080|v1|payments.shop.svc.cluster.local": "529a268b56133c0d",
             "EDS outbound|9080|v2|payments.shop.svc.cluster.local": "c88e5a09553c53bd",

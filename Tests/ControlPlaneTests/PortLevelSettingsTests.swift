@@ -31,7 +31,7 @@ import XDS
     static let rule = """
         host: payments
         trafficPolicy:
-          loadBalancer: {simple: LEAST_CONN}
+          loadBalancer: {simple: ROUND_ROBIN}
           connectionPool: {tcp: {maxConnections: 100, tcpKeepalive: {probes: 3, time: 600s, interval: 75s}}}
           portLevelSettings:
           - port: {number: 9090}
@@ -74,13 +74,13 @@ import XDS
                 : DestinationRule.TrafficPolicy.merged(rule: rule.trafficPolicy, subset: own, port: port)
         }
         // The rule on 9080; on 9090 its port-level entry whole: the load balancer falls back to the
-        // default, not to the rule's LEAST_CONN.
-        #expect(policy(nil, 9080).loadBalancer == .simple("LEAST_REQUEST"))
+        // default, not to the rule's ROUND_ROBIN.
+        #expect(policy(nil, 9080).loadBalancer == .simple("ROUND_ROBIN"))
         #expect(policy(nil, 9080).connectionPool?.maxConnections == 100)
         #expect(policy(nil, 9090).loadBalancer == nil)
         #expect(policy(nil, 9090).connectionPool == .init(maxConnections: 5))
         // v1 adds outlier detection over the rule's (port-level on 9090) components.
-        #expect(policy(0, 9080).outlierDetection != nil && policy(0, 9080).loadBalancer == .simple("LEAST_REQUEST"))
+        #expect(policy(0, 9080).outlierDetection != nil && policy(0, 9080).loadBalancer == .simple("ROUND_ROBIN"))
         #expect(policy(0, 9090).outlierDetection != nil && policy(0, 9090).loadBalancer == nil)
         #expect(policy(0, 9090).connectionPool == .init(maxConnections: 5))
         // v2's port-level entry on 9080 replaces everything there, its own connectionPool too (default).
@@ -98,9 +98,10 @@ import XDS
             try Envoy_Config_Cluster_V3_Cluster(serializedBytes: [UInt8](try #require(
                 resources.clusters.first { $0.name == "outbound|\(port)|\(subset)|payments.shop.svc.cluster.local" }).resource.value))
         }
-        #expect(try cluster(9080, "").lbPolicy == .leastRequest)
+        #expect(try cluster(9080, "").lbPolicy == .roundRobin)
         #expect(try cluster(9080, "").circuitBreakers.thresholds.first?.maxConnections.value == 100)
-        #expect(try cluster(9090, "").lbPolicy == .roundRobin)
+        // The port's settings replace the rule's whole: no policy there is istiod's default.
+        #expect(try cluster(9090, "").lbPolicy == .leastRequest)
         #expect(try cluster(9090, "").circuitBreakers.thresholds.first?.maxConnections.value == 5)
         #expect(try cluster(9090, "v1").hasOutlierDetection)
         #expect(try cluster(9080, "v2").lbPolicy == .random)

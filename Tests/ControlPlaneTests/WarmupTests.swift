@@ -41,9 +41,9 @@ import XDS
         // LEAST_REQUEST (and LEAST_CONN) take it on their own lb config.
         let least = try #require(try self.clusters("{loadBalancer: {simple: LEAST_CONN, warmupDurationSecs: 30s}}").clusters[name])
         #expect(least.lbPolicy == .leastRequest && least.leastRequestLbConfig.slowStartConfig == expected)
-        // No policy given: the cluster's default policy (ROUND_ROBIN here) takes it, as istiod's default does.
+        // No policy given: istiod's default policy, LEAST_REQUEST, takes it.
         let unset = try #require(try self.clusters("{loadBalancer: {warmupDurationSecs: 30s}}").clusters[name])
-        #expect(unset.roundRobinLbConfig.slowStartConfig == expected)
+        #expect(unset.lbPolicy == .leastRequest && unset.leastRequestLbConfig.slowStartConfig == expected)
     }
 
     @Test func warmupHasItsAggressionAndMinimumAlwaysWithIstiodsRuntimeKey() throws {
@@ -59,7 +59,7 @@ import XDS
             .clusters[name])
         expected.aggression.defaultValue = 2.5
         expected.minWeightPercent.value = 30
-        #expect(given.roundRobinLbConfig.slowStartConfig == expected)
+        #expect(given.leastRequestLbConfig.slowStartConfig == expected)
     }
 
     @Test func subsetsMergeItWithTheLoadBalancerAndHashingPoliciesGetNone() throws {
