@@ -179,6 +179,10 @@ final class RequestStatistics: HTTPStreamObserver, @unchecked Sendable {
         cluster(of: upstream).runtime?.stats.countRequest(status: status, flags: flags)
     }
 
+    func requestHeadersTimedOut() {
+        manager.headerTimeouts.increment()
+    }
+
     func streamStarted() {
         manager.requestsTotal.increment()
         manager.requestsActive.increment()

@@ -166,6 +166,8 @@ final class ConnectionManagerStats: Sendable {
     let responsesByClass = (1...5).map { _ in Counter() }
     /// Requests answered 408 or reset by stream_idle_timeout, and by no route.
     let idleTimeouts = Counter()
+    /// HTTP/1 requests whose head took longer than request_headers_timeout (answered 408).
+    let headerTimeouts = Counter()
     let noRoute = Counter()
     /// The fault filter's `fault.aborts_injected`, `fault.delays_injected` and `fault.active_faults`,
     /// listed once a connection manager with this prefix has the filter, as Envoy lists them.
@@ -201,7 +203,8 @@ final class ConnectionManagerStats: Sendable {
 
     var entries: [(String, Double)] {
         var entries = [("downstream_rq_total", Double(requestsTotal.value)), ("downstream_rq_active", Double(requestsActive.value)),
-                       ("downstream_rq_idle_timeout", Double(idleTimeouts.value)), ("no_route", Double(noRoute.value))]
+                       ("downstream_rq_idle_timeout", Double(idleTimeouts.value)),
+                       ("downstream_rq_header_timeout", Double(headerTimeouts.value)), ("no_route", Double(noRoute.value))]
             + responsesByClass.enumerated().map { ("downstream_rq_\($0.offset + 1)xx", Double($0.element.value)) }
         if hasFaultFilter.load(ordering: .relaxed) {
             entries += [("fault.aborts_injected", Double(faultAborts.value)), ("fault.delays_injected", Double(faultDelays.value)),

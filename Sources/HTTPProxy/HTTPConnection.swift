@@ -36,15 +36,21 @@ final class HTTPConnection: @unchecked Sendable {
         let adapter = HTTP1ServerAdapter(secure: downstream.isTLS,
                                          limits: RequestLimits(maxHeaderBytes: config.maxRequestHeadersBytes, maxHeaderCount: config.maxHeadersCount),
                                          idleTimeout: config.connectionIdleTimeout.map { TimeAmount($0) })
-        try pipeline.addHandlers([
-            // Bytes past an upgrade request go on to the tunnel when the decoder leaves (WebSocket).
-            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)),
-            HTTPResponseEncoder(),
-            // Pipelined requests one at a time; closes once idle on drain (ChannelShouldQuiesceEvent) or
-            // after idle_timeout without a request.
-            adapter,
-            HTTPStreamHandler(connection: self, checksHeaderLimits: false, requestProtocol: { adapter.requestProtocol }),
-        ], position: after.map { .after($0) } ?? .last)
+        // request_headers_timeout: watchers before and after the decoder, when set.
+        let headersTimeout = config.requestHeadersTimeout.map { limit in
+            RequestHeadersTimeout(limit: TimeAmount(limit), serverName: config.serverName) { [observer] in observer?.requestHeadersTimedOut() }
+        }
+        var handlers: [any ChannelHandler] = []
+        if let headersTimeout { handlers.append(headersTimeout.byteWatcher) }
+        // Bytes past an upgrade request go on to the tunnel when the decoder leaves (WebSocket).
+        handlers.append(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+        if let headersTimeout { handlers.append(headersTimeout.headWatcher) }
+        handlers.append(HTTPResponseEncoder())
+        // Pipelined requests one at a time; closes once idle on drain (ChannelShouldQuiesceEvent) or
+        // after idle_timeout without a request.
+        handlers.append(adapter)
+        handlers.append(HTTPStreamHandler(connection: self, checksHeaderLimits: false, requestProtocol: { adapter.requestProtocol }))
+        try pipeline.addHandlers(handlers, position: after.map { .after($0) } ?? .last)
     }
 
     func configureHTTP2(_ pipeline: ChannelPipeline.SynchronousOperations, after: (any ChannelHandler)? = nil) throws {

@@ -301,8 +301,8 @@ extension HTTPConnectionManagerConfig {
         where (!upgrade.hasEnabled || upgrade.enabled.value) && upgrade.upgradeType.lowercased() != "websocket" {
             notActedOn.append(.init(path: "upgrade_configs[\(index)]", reason: "only HTTP/1.1 WebSocket upgrades are tunnelled: a \(upgrade.upgradeType) request is forwarded as a plain one, its upgrade headers dropped as hop-by-hop"))
         }
-        if requestHeadersTimeout != nil {
-            notActedOn.append(.init(path: "request_headers_timeout", reason: "only stream_idle_timeout and the connection's idle_timeout bound a slow client yet"))
+        if requestHeadersTimeout != nil, codec != .http1 {
+            notActedOn.append(.init(path: "request_headers_timeout", reason: "acted on for HTTP/1 only: an HTTP/2 request's headers are bounded by stream_idle_timeout and the connection's idle_timeout"))
         }
         if proto.hasTracing {
             notActedOn.append(.init(path: "tracing", reason: "Capstan makes no trace spans yet; trace headers pass through as they came"))

@@ -814,7 +814,10 @@ extension HTTPStreamHandler: UpstreamResponseReceiver {
         // what they hold past the upgrade reaches the other side as bytes.
         try down.addHandler(ends.downstream, position: .after(downDecoder.handler))
         try up.addHandler(ends.upstream)
-        let leaving = [try down.context(handlerType: HTTPResponseEncoder.self), try down.context(handlerType: HTTP1ServerAdapter.self)]
+        var leaving = [try down.context(handlerType: HTTPResponseEncoder.self), try down.context(handlerType: HTTP1ServerAdapter.self)]
+        // No more request heads to time: the tunnel's bytes are not one.
+        if let watcher = try? down.context(handlerType: RequestHeadersTimeout.ByteWatcher.self) { leaving.append(watcher) }
+        if let watcher = try? down.context(handlerType: RequestHeadersTimeout.HeadWatcher.self) { leaving.append(watcher) }
         for handler in leaving { down.removeHandler(context: handler, promise: nil) }
         var upLeaving = [try up.context(handlerType: UpstreamResponseForwarder.self), try up.context(handlerType: HTTP1ToHTTPClientCodec.self),
                          try up.context(handlerType: HTTPRequestEncoder.self)]

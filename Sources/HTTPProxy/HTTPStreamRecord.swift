@@ -134,9 +134,12 @@ public protocol HTTPStreamObserver: Sendable {
     /// A copy of a request sent to a mirror cluster ended, with its upstream's `status` (0: none) and
     /// `flags`: counted in that cluster's statistics as a request.
     func shadowEnded(to cluster: any UpstreamCluster, status: Int, flags: ResponseFlags)
+    /// An HTTP/1 request's head took longer than `request_headers_timeout` and was answered 408.
+    func requestHeadersTimedOut()
 }
 
 extension HTTPStreamObserver {
     public func activeFaultsChanged(by delta: Int) {}
     public func shadowEnded(to cluster: any UpstreamCluster, status: Int, flags: ResponseFlags) {}
+    public func requestHeadersTimedOut() {}
 }

@@ -161,6 +161,29 @@ import Testing
         }
     }
 
+    /// `request_headers_timeout: 1s`: a client that sends half a head and stops is answered 408 and closed,
+    /// counted in `downstream_rq_header_timeout`; a whole request in time is served as before.
+    @Test func aHeadThatTakesTooLongIsAnswered408() throws {
+        let bootstrap = Self.bootstrap.replacingOccurrences(of: #""use_remote_address": false,"#,
+                                                            with: #""use_remote_address": false, "request_headers_timeout": "1s","#)
+        try withMesh(bootstrap: bootstrap) { mesh in
+            let served = try mesh.curl(["--http1.1", "-o", "/dev/null", "-w", "%{http_code}", "http://198.51.100.10/hello"])
+            #expect(served.standardOutput == "200", "\(served)")
+            let slow = try ProbeSocket.tcp(.ipv4, in: mesh.sandbox.pod, uid: 1000, gid: 1000)
+            try slow.connect(to: SocketAddress(IPAddress("198.51.100.10")!, 80), timeoutMilliseconds: 2000)
+            try slow.sendAll(Array("GET /hello HTTP/1.1\r\nhost: reviews\r\n".utf8))
+            let started = Date()
+            let answer = String(decoding: try slow.receive(count: Int.max, timeoutMilliseconds: 5000), as: UTF8.self)
+            #expect(answer.hasPrefix("HTTP/1.1 408 Request Timeout\r\n") && answer.hasSuffix("request header timeout"), "\(answer)")
+            #expect(Date().timeIntervalSince(started) >= 0.9, "not before the limit")
+            let stats = try mesh.proxy.admin("GET", "/stats").body
+            #expect(stats.contains("http.outbound_0.0.0.0_80.downstream_rq_header_timeout: 1"), "\(stats)")
+            // A WebSocket's bytes after its upgrade are no head: quiet longer than the limit, it stays open.
+            let tunnel = try mesh.client(["ws", "ws://198.51.100.10/ws", "--messages", "3", "--pause", "1.5"])
+            #expect(tunnel["all_match"] as? Bool == true, "\(tunnel)")
+        }
+    }
+
     /// How 1,000 requests to `/split` on one connection were answered: by upstream name, and the number
     /// of client ports (connections) used.
     static func split(_ mesh: Mesh, http2: Bool) throws -> (byUpstream: [String: Int], connections: Int) {

@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import sys
+import time
 
 PATTERN_PERIOD = 251
 
@@ -181,6 +182,8 @@ def run_ws(arguments):
             result["upstream"] = socket.response.headers.get("x-upstream-name")
             sent = []
             for index in range(arguments.messages):
+                if index and arguments.pause:
+                    time.sleep(arguments.pause)
                 message = f"message {index}".encode() if arguments.binary else f"message {index}"
                 socket.send(message)
                 sent.append(message)
@@ -230,6 +233,7 @@ def main():
     ws_command.add_argument("--binary", action="store_true")
     ws_command.add_argument("--header", action="append", metavar="NAME:VALUE")
     ws_command.add_argument("--timeout", type=float, default=10.0)
+    ws_command.add_argument("--pause", type=float, default=0.0, help="seconds between messages")
     ws_command.set_defaults(run=run_ws)
 
     arguments = parser.parse_args()
