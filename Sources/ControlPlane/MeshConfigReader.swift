@@ -376,9 +376,6 @@ private struct Builder {
         var service = VirtualService(origin: origin, namespace: namespace, hosts: hosts, http: http, tcp: routes, gateways: gateways)
         if let field = try spec.optional("exportTo") {
             service.exportTo = try ExportTo.read(field, namespace: namespace, kind: .virtualService)
-            if !service.exportTo.isEmpty, !service.exportTo.isPublic, gateways.contains(where: { $0 != VirtualService.meshGateway }) {
-                warnings.append("\(field.path): acted on for sidecars only: gateway proxies take this VirtualService's routes whatever their namespace")
-            }
         }
         if let list = try spec.optional("tls") {
             for route in try list.list() {

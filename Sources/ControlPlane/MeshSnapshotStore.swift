@@ -100,7 +100,7 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         let autoAllocate = node.metadata.fields["DNS_AUTO_ALLOCATE"]?.stringValue.lowercased() == "true"
         return generation.withLock { generation in
             guard let shared = generation.resources else { return XDSSnapshot(types: [:]) }
-            if id?.type == "router" { return Self.routerSnapshot(node: node, ip: ip, resources: shared, generation: &generation) }
+            if id?.type == "router" { return Self.routerSnapshot(node: node, ip: ip, namespace: namespace, resources: shared, generation: &generation) }
             let resources = Self.sidecarResources(shared, namespace: namespace, generation: &generation)
             // With namespace views, what sidecars would share is kept per namespace.
             let view = shared.namespaceViews == nil ? nil : namespace
@@ -236,31 +236,38 @@ final class MeshSnapshotStore: ADSSnapshotSource {
     /// credentials of the Gateways whose selectors match its labels (node metadata `LABELS`, else those
     /// of the WorkloadEntry at its IP), with the SNI-DNAT clusters when one has an AUTO_PASSTHROUGH
     /// server. No sidecar listeners, and no secrets of other Gateways.
-    private static func routerSnapshot(node: Envoy_Config_Core_V3_Node, ip: String, resources: MeshResources,
+    private static func routerSnapshot(node: Envoy_Config_Core_V3_Node, ip: String, namespace: String, resources: MeshResources,
                                        generation: inout Generation) -> XDSSnapshot {
         let config = resources.gateways.config
         let labels = Self.labels(of: node, ip: ip, in: config)
         let gateways = GatewayGenerator.gateways(in: config, selecting: labels)
         // Split horizon EDS: a gateway on a network gets its network's view, when some endpoint is on one.
         let network = resources.networkAware.isEmpty ? .none : ProxyNetwork(node)
-        let key = gateways.map(\.reference) + (network == .none ? [] : ["network=" + network.key])
+        // What the gateway's namespace sees, as istiod's default sidecar scope for it: the VirtualServices
+        // exported there and, with namespace views, the services and rules exported there.
+        let viewKey = resources.namespaceViews == nil ? nil : namespace
+        let view = Self.sidecarResources(resources, namespace: namespace, generation: &generation)
+        let key = gateways.map(\.reference) + (network == .none ? [] : ["network=" + network.key]) + ["namespace=" + namespace]
         let router: RouterSnapshot
         if let made = generation.routers[key] {
             router = made
         } else {
+            let visibility = MeshVisibility(config.mesh)
+            var visible = config
+            visible.virtualServices = config.virtualServices.filter { visibility.exports($0, to: namespace) }
             // Packing cannot fail for resources built here; nothing served beats a half-built listener.
-            let made = (try? GatewayGenerator.resources(for: gateways, config: config)) ?? .init()
-            router = RouterSnapshot(listeners: XDSResourceList(made.listeners), routes: XDSResourceList(resources.routes + made.routes),
+            let made = (try? GatewayGenerator.resources(for: gateways, config: visible)) ?? .init()
+            router = RouterSnapshot(listeners: XDSResourceList(made.listeners), routes: XDSResourceList(view.routes + made.routes),
                                     secrets: XDSResourceList((try? resources.gatewaySecrets.resources(made.credentials)) ?? []),
-                                    clusters: made.autoPassthrough ? XDSResourceList(resources.clusters + resources.sniDnatClusters) : nil,
+                                    clusters: made.autoPassthrough ? XDSResourceList(view.clusters + resources.sniDnatClusters) : nil,
                                     endpoints: made.autoPassthrough
-                                        ? XDSResourceList(resources.endpoints(locality: "", labels: [:], network: network) + resources.sniDnatEndpoints(network: network))
-                                        : network == .none ? nil : XDSResourceList(resources.endpoints(locality: "", labels: [:], network: network)))
+                                        ? XDSResourceList(view.endpoints(locality: "", labels: [:], network: network) + resources.sniDnatEndpoints(network: network))
+                                        : network == .none ? nil : XDSResourceList(view.endpoints(locality: "", labels: [:], network: network)))
             generation.routers[key] = router
         }
         return XDSSnapshot(types: [
-            .cluster: generation.versioned(.cluster, router.clusters ?? shared(.cluster, resources, &generation)),
-            .endpoint: generation.versioned(.endpoint, router.endpoints ?? shared(.endpoint, resources, &generation)),
+            .cluster: generation.versioned(.cluster, router.clusters ?? shared(.cluster, view, &generation, namespace: viewKey)),
+            .endpoint: generation.versioned(.endpoint, router.endpoints ?? shared(.endpoint, view, &generation, namespace: viewKey)),
             .listener: generation.versioned(.listener, router.listeners),
             .route: generation.versioned(.route, router.routes),
             .secret: generation.versioned(.secret, router.secrets),

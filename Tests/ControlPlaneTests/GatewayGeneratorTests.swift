@@ -385,6 +385,45 @@ import XDS
         #expect(store.snapshot(for: node).types[.listener]?.resources.map(\.name).contains("0.0.0.0_443") == false)
     }
 
+    /// A gateway takes the VirtualServices bound to it that are exported to its own namespace, as istiod's
+    /// VirtualServicesForGateway does: one kept in `shop` reaches shop's gateway only.
+    @Test func aRouterTakesTheVirtualServicesExportedToItsNamespace() throws {
+        func hosts(_ exportTo: String?, gatewayNamespace: String) throws -> [String] {
+            var text = Self.seed()
+            if let exportTo {
+                text = text.replacingOccurrences(of: "  gateways: [api-gateway]\n", with: "  gateways: [api-gateway]\n  exportTo: \(exportTo)\n")
+                #expect(text.contains("exportTo"))
+            }
+            let store = MeshSnapshotStore()
+            store.update(try ProxyConfigGenerator.resources(for: try config(text)))
+            var node = Envoy_Config_Core_V3_Node()
+            node.id = "router~192.0.2.10~ingress-7d9f.\(gatewayNamespace)~\(gatewayNamespace).svc.cluster.local"
+            node.metadata.fields["LABELS"] = Google_Protobuf_Value(structValue: Google_Protobuf_Struct(fields: ["istio": Google_Protobuf_Value(stringValue: "ingressgateway")]))
+            let routes = try #require(store.snapshot(for: node).types[.route]?.resources.first { $0.name == "http.80" })
+            let configuration = try Envoy_Config_Route_V3_RouteConfiguration(serializedBytes: [UInt8](routes.resource.value))
+            return configuration.virtualHosts.flatMap(\.domains).filter { $0.hasPrefix("api.myapp.com") }
+        }
+        #expect(try hosts(nil, gatewayNamespace: "istio-system") == ["api.myapp.com"])
+        #expect(try hosts("['.']", gatewayNamespace: "shop") == ["api.myapp.com"])
+        #expect(try hosts("['.']", gatewayNamespace: "istio-system").isEmpty)
+        #expect(try hosts("[istio-system]", gatewayNamespace: "istio-system") == ["api.myapp.com"])
+
+        // A service kept in shop: only shop's gateway gets its cluster and endpoints.
+        let kept = Self.seed().replacingOccurrences(of: "  endpoints: [{address: 192.0.2.20}]", with: "  endpoints: [{address: 192.0.2.20}]\n  exportTo: ['.']")
+        #expect(kept != Self.seed())
+        let store = MeshSnapshotStore()
+        store.update(try ProxyConfigGenerator.resources(for: try config(kept)))
+        for (namespace, sees) in [("shop", true), ("istio-system", false)] {
+            var node = Envoy_Config_Core_V3_Node()
+            node.id = "router~192.0.2.10~ingress-7d9f.\(namespace)~\(namespace).svc.cluster.local"
+            node.metadata.fields["LABELS"] = Google_Protobuf_Value(structValue: Google_Protobuf_Struct(fields: ["istio": Google_Protobuf_Value(stringValue: "ingressgateway")]))
+            let snapshot = store.snapshot(for: node)
+            let name = "outbound|8000||httpbin.shop.svc.cluster.local"
+            #expect(snapshot.types[.cluster]?.resources.contains { $0.name == name } == sees, "\(namespace)")
+            #expect(snapshot.types[.endpoint]?.resources.contains { $0.name == name } == sees, "\(namespace)")
+        }
+    }
+
     // MARK: The egress gateway task (ISTIO_MUTUAL)
 
     static let sidecarDump = "/work/shared/istio-config/sidecar-istio1.20.8-hello-openshift.config_dump.json"
