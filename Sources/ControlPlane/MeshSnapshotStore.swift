@@ -25,14 +25,13 @@ final class MeshSnapshotStore: ADSSnapshotSource {
         var localEndpoints: [String: XDSResourceList] = [:]
         /// Sidecars' routes made so far, by workload, when routes depend on the caller.
         var sidecarRoutes: [ProxyWorkload: XDSResourceList] = [:]
-        /// The outbound listeners of proxies asking for DNS auto-allocation, once made for this generation.
-        var autoAllocatedListeners: [MeshResources.Resource]?
+        /// The outbound listeners of proxies asking for DNS auto-allocation, made so far for this
+        /// generation: by namespace with namespace views, else under "" (every namespace's).
+        var autoAllocatedListeners: [String: [MeshResources.Resource]] = [:]
         /// Sidecars' resources by namespace, when namespaces see the mesh differently (`exportTo`), made
-        /// so far for this generation; the lists their sidecars share (by namespace and type), and the
-        /// outbound listeners of those asking for auto-allocation.
+        /// so far for this generation, and the lists their sidecars share (by namespace and type).
         var namespaces: [String: MeshResources] = [:]
         var namespaceShared: [String: XDSResourceList] = [:]
-        var namespaceAutoAllocated: [String: [MeshResources.Resource]] = [:]
 
         func versioned(_ type: XDSResourceType, _ list: XDSResourceList) -> VersionedResources {
             VersionedResources(version: versions[type] ?? "", list: list)
@@ -68,9 +67,9 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             }
             // Proxies asking for DNS auto-allocation have listeners of their own: when some did, theirs
             // are made now and compared, so that their listeners' version follows their content too.
-            if let served = generation.autoAllocatedListeners {
+            if let served = generation.autoAllocatedListeners[""] {
                 let made = resources.autoAllocation.flatMap { try? $0.outboundListeners() } ?? resources.outboundListeners
-                generation.autoAllocatedListeners = made
+                generation.autoAllocatedListeners = ["": made]
                 if !changed.contains(.listener), !MeshResources.same(made, served) { changed.append(.listener) }
             }
             for type in changed { generation.versions[type] = String(generation.number) }
@@ -84,7 +83,8 @@ final class MeshSnapshotStore: ADSSnapshotSource {
             if !changed.isEmpty {
                 generation.namespaces = [:]
                 generation.namespaceShared = [:]
-                generation.namespaceAutoAllocated = [:]
+                // Namespaces' own are made again from their new resources (every namespace's were remade above).
+                generation.autoAllocatedListeners = generation.autoAllocatedListeners.filter { $0.key.isEmpty }
             }
             return changed
         }
@@ -110,20 +110,13 @@ final class MeshSnapshotStore: ADSSnapshotSource {
                                                                          accessLog: resources.accessLog))
                     ?? (ProxyConfigGenerator.inboundListenerName, .init())
                 var outbound = resources.outboundListeners
-                if autoAllocate, let allocation = resources.autoAllocation, let view {
-                    if let made = generation.namespaceAutoAllocated[view] {
-                        outbound = made
-                    } else {
-                        outbound = (try? allocation.outboundListeners()) ?? resources.outboundListeners
-                        generation.namespaceAutoAllocated[view] = outbound
-                    }
-                } else if autoAllocate, let allocation = resources.autoAllocation {
-                    if let made = generation.autoAllocatedListeners {
+                if autoAllocate, let allocation = resources.autoAllocation {
+                    if let made = generation.autoAllocatedListeners[view ?? ""] {
                         outbound = made
                     } else {
                         // Building them cannot fail where the shared ones did not; those stand in if it did.
                         outbound = (try? allocation.outboundListeners()) ?? resources.outboundListeners
-                        generation.autoAllocatedListeners = outbound
+                        generation.autoAllocatedListeners[view ?? ""] = outbound
                     }
                 }
                 let made = XDSResourceList(outbound + [inbound])
