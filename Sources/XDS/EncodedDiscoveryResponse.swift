@@ -11,9 +11,6 @@ struct EncodedDiscoveryResponse: Sendable {
     /// The positions in `list` sent, in order; nil: all of them.
     var selection: [Int]?
 
-    /// How many resources it carries.
-    var count: Int { selection?.count ?? list.resources.count }
-
     /// Encodes the response in field order, as protobuf encoders do: the fixed fields around one copy of
     /// the chosen entries.
     struct Serializer: MessageSerializer {
@@ -24,7 +21,7 @@ struct EncodedDiscoveryResponse: Sendable {
             var bytes = Bytes(repeating: 0, count: head.count + entries + tail.count)
             bytes.withUnsafeMutableBytes { destination in
                 head.withUnsafeBytes { destination.copyMemory(from: $0) }
-                _ = message.list.copyEntries(message.selection, to: UnsafeMutableRawBufferPointer(rebasing: destination[head.count...]))
+                message.list.copyEntries(message.selection, to: UnsafeMutableRawBufferPointer(rebasing: destination[head.count...]))
                 tail.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: destination[(head.count + entries)...]).copyMemory(from: $0) }
             }
             return bytes

@@ -39,25 +39,25 @@ public final class XDSResourceList: Sendable {
     /// The entries' size: all of them (`selection` nil), or those at `selection`'s positions.
     func encodedSize(of selection: [Int]?) -> Int {
         guard let selection else { return entries.count }
-        return selection.reduce(0) { $0 + ends[$1] - (($1 == 0) ? 0 : ends[$1 - 1]) }
+        return selection.reduce(0) { $0 + entryRange($1).count }
     }
 
-    /// Copies the entries (all, or those at `selection`'s positions, in that order) to `destination`;
-    /// returns the bytes written.
-    func copyEntries(_ selection: [Int]?, to destination: UnsafeMutableRawBufferPointer) -> Int {
+    /// Where the resource at `position` has its entry in `entries`.
+    private func entryRange(_ position: Int) -> Range<Int> {
+        (position == 0 ? 0 : ends[position - 1])..<ends[position]
+    }
+
+    /// Copies the entries (all, or those at `selection`'s positions, in that order) to the start of
+    /// `destination`, which holds ``encodedSize(of:)`` bytes at least.
+    func copyEntries(_ selection: [Int]?, to destination: UnsafeMutableRawBufferPointer) {
         entries.withUnsafeBytes { source in
-            guard let selection else {
-                destination.copyMemory(from: source)
-                return source.count
-            }
+            guard let selection else { return destination.copyMemory(from: source) }
             var written = 0
             for position in selection {
-                let start = position == 0 ? 0 : ends[position - 1]
-                let entry = UnsafeRawBufferPointer(rebasing: source[start..<ends[position]])
+                let entry = UnsafeRawBufferPointer(rebasing: source[entryRange(position)])
                 UnsafeMutableRawBufferPointer(rebasing: destination[written...]).copyMemory(from: entry)
                 written += entry.count
             }
-            return written
         }
     }
 }
